@@ -1,0 +1,63 @@
+"""The internal exception tree.
+
+These errors know nothing about JSON or HTTP.  Each carries a ``jmap_hint``: the RFC 8620
+§3.6.2 method-level error type that the dispatcher reports when one escapes a method
+handler.  Foreign exceptions (aioimaplib, aiosmtplib, sqlite3) are translated into these at
+the one module that owns each library, and chained with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """Base of every error the proxy raises on purpose."""
+
+    jmap_hint = "serverFail"
+
+
+class ConfigError(ProxyError):
+    """The configuration file is missing, not TOML, or fails validation.
+
+    The message names the TOML key path and the problem, e.g. ``imap.port: must be 1-65535``.
+    """
+
+
+class UpstreamUnavailable(ProxyError):
+    """An upstream server cannot be reached, timed out, or dropped the connection."""
+
+    jmap_hint = "serverUnavailable"
+
+
+class ImapUnavailable(UpstreamUnavailable):
+    """The IMAP server cannot be reached, timed out, said BYE, or closed the connection."""
+
+
+class SmtpUnavailable(UpstreamUnavailable):
+    """The SMTP server cannot be reached, timed out, or closed the connection."""
+
+
+class ImapCommandFailed(ProxyError):
+    """The IMAP server answered a command with a tagged NO.
+
+    ``code`` is the RFC 5530 response code (upper case, e.g. ``"NONEXISTENT"``) or None;
+    ``text`` is the human-readable rest of the line; both are for logs and for choosing a
+    SetError, never echoed to clients verbatim.
+    """
+
+    def __init__(self, what: str, code: str | None = None, text: str = "") -> None:
+        super().__init__(f"{what}: NO [{code or ''}] {text}".strip())
+        self.what = what
+        self.code = code
+        self.text = text
+
+
+class ImapProtocolViolation(ProxyError):
+    """A tagged BAD, a reply that cannot be parsed, or a desynchronised connection."""
+
+
+class AuthenticationFailed(ProxyError):
+    """The upstream rejected the credentials (turned into HTTP 401 by the front end)."""
+
+
+class CacheCorrupt(ProxyError):
+    """The cache holds something that cannot be (an unknown schema, a broken row)."""
