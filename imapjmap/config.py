@@ -5,12 +5,46 @@ Every key is optional except ``imap.host``; defaults are the ones documented in
 message names the key path and the problem (``imap.security: must be one of tls, starttls,
 none``).  Unknown keys and tables are errors too: a typo must not silently fall back to a
 default.  Tests derive variants with :func:`dataclasses.replace`.
+
+Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
+
+1. One generic walker checks every table against the dataclass fields and their type hints:
+   ``bool`` wants a TOML boolean, ``int`` an integer (a boolean is not an integer), ``float``
+   an integer or float, ``str`` a string, ``Literal[...]`` one of its strings, and
+   ``X | None`` an ``X`` (TOML has no null: leave the key out instead).
+2. Ranges follow from the field: ``port`` is 1-65535; other integers are at least 1 and the
+   ``limits`` at least their RFC 8620 §2 suggested minimum; numbers of seconds are finite and
+   positive (``auth.credential_cache_seconds`` may be 0: no caching); strings are not empty.
+3. A few keys have a shape of their own: ``server.listen`` is ``host:port`` (an IPv6 address
+   in brackets), ``server.base_url`` an absolute http(s) URL (a trailing ``/`` is stripped;
+   when only ``listen`` is given it defaults to ``http://<listen>``),
+   ``server.log_level`` one of debug, info, warning, error, and the upstream hosts are a host
+   name or IP address without a port.
+4. Every problem found is reported, joined by ``; ``.  A missing file or invalid TOML is a
+   ConfigError naming the file (tomllib's message carries the line and column).
+
+Risky but legal settings (plaintext IMAP/SMTP to a non-loopback host, unverified certificates,
+a plain-http ``base_url`` for a non-loopback host) are not errors: :func:`config_warnings`
+lists them and the CLI logs them at start.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import difflib
+import ipaddress
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, time
+from pathlib import Path
+from types import UnionType
+from typing import Any, Final, Literal, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+
+from imapjmap.errors import ConfigError
 
 Security = Literal["tls", "starttls", "none"]
 
@@ -89,3 +123,277 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+
+
+# --- loading and validation ----------------------------------------------------------------
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+REQUIRED: Final = frozenset({"imap.host"})
+
+# RFC 8620 §2 "suggested minimum" of each core capability limit.
+_RFC_MINIMUMS: Final[Mapping[str, int]] = {
+    "limits.max_size_upload": 50_000_000,
+    "limits.max_concurrent_upload": 4,
+    "limits.max_size_request": 10_000_000,
+    "limits.max_concurrent_requests": 4,
+    "limits.max_calls_in_request": 16,
+    "limits.max_objects_in_get": 500,
+    "limits.max_objects_in_set": 500,
+}
+_ZERO_ALLOWED: Final = frozenset({"auth.credential_cache_seconds"})
+_HOSTNAME: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+_EXPECTED: Final = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+_TOML_TYPES: Final[Mapping[type, str]] = {
+    bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
+    dict: "table", datetime: "datetime", date: "date", time: "time",
+}  # fmt: skip
+
+
+class _Invalid(ValueError):
+    """A problem with one value; the walker prefixes the key path."""
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML configuration file.
+
+    Raises:
+        ConfigError: the file cannot be read, is not UTF-8 TOML, or fails validation; the
+            message starts with the file name.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_config(data: Mapping[str, Any]) -> Config:
+    """Validate parsed TOML and build the :class:`Config`.
+
+    Raises:
+        ConfigError: one message per problem, each starting with its key path.
+    """
+    problems: list[str] = []
+    tables = get_type_hints(Config)
+    for key, value in data.items():
+        if key not in tables:
+            problems.append(_unknown(key, key, tables, value))
+    sections: dict[str, Any] = {}
+    for name, cls in tables.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, Mapping):
+            problems.append(f"{name}: expected a table, got {_toml_type(raw)}")
+            continue
+        sections[name] = _build_section(cls, name, raw, problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    server = data.get("server", {})
+    if "listen" in server and "base_url" not in server:  # follow a moved port by default
+        sections["server"] = replace(sections["server"], base_url=f"http://{server['listen']}")
+    return Config(**sections)
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[v6]:port`` into host (without brackets) and port.
+
+    Raises:
+        ValueError: the message says what is wrong.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise _Invalid("expected host:port, e.g. 127.0.0.1:8080 or [::1]:8080")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _Invalid(f"{host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise _Invalid("an IPv6 address must be in brackets, e.g. [::1]:8080")
+    elif not _HOSTNAME.fullmatch(host):
+        raise _Invalid(f"{host!r} is not a host name or IPv4 address")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise _Invalid(f"port must be 1-65535 (got {port!r})")
+    return host, int(port)
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Legal but risky settings, one sentence each, for the CLI to log at start."""
+    out: list[str] = []
+    for name, sec in (("imap", cfg.imap), ("smtp", cfg.smtp)):
+        if sec.security == "none" and not _is_loopback(sec.host):
+            what = "mail" if getattr(sec, "auth", "user") == "none" else "passwords and mail"
+            out.append(f'{name}.security = "none": {what} to {sec.host} travel unencrypted')
+        elif not sec.verify_certificates:
+            out.append(f"{name}.verify_certificates = false: {sec.host} is not authenticated")
+    url = urlsplit(cfg.server.base_url)
+    if url.scheme == "http" and not _is_loopback(url.hostname or ""):
+        out.append(
+            f"server.base_url is plain http: clients send passwords to {url.hostname} unencrypted"
+        )
+    return out
+
+
+def to_toml(cfg: Config) -> str:
+    """The effective configuration as TOML that :func:`parse_config` reads back unchanged."""
+    lines: list[str] = []
+    for table in fields(cfg):
+        section = getattr(cfg, table.name)
+        lines.append(f"[{table.name}]")
+        for f in fields(section):
+            value = getattr(section, f.name)
+            lines.append(
+                f"# {f.name}: not set" if value is None else f"{f.name} = {_toml_value(value)}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _build_section(cls: type, prefix: str, raw: Mapping[str, Any], problems: list[str]) -> object:
+    hints = get_type_hints(cls)
+    problems.extend(
+        _unknown(f"{prefix}.{key}", key, hints, value)
+        for key, value in raw.items()
+        if key not in hints
+    )
+    values: dict[str, object] = {}
+    for name, hint in hints.items():
+        path = f"{prefix}.{name}"
+        if name not in raw:
+            if path in REQUIRED:
+                problems.append(f"{path}: required key is missing")
+            continue
+        try:
+            values[name] = _check_value(path, name, _coerce(hint, raw[name]))
+        except _Invalid as exc:
+            problems.append(f"{path}: {exc}")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: object) -> object:
+    """Check ``value`` against a field's type hint; ints become floats for float fields."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        choices = get_args(hint)
+        if not isinstance(value, str) or value not in choices:
+            raise _Invalid(f"must be one of {', '.join(choices)} (got {value!r})")
+        return value
+    if origin in (Union, UnionType):
+        (inner,) = (arg for arg in get_args(hint) if arg is not type(None))
+        return _coerce(inner, value)
+    if hint not in _EXPECTED:
+        raise TypeError(f"config field type {hint!r} is not supported")
+    ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise _Invalid(f"expected {_EXPECTED[hint]}, got {_toml_type(value)}")
+    return value
+
+
+def _check_value(path: str, name: str, value: object) -> object:
+    """Range and shape checks that follow from the field's name, type and path."""
+    if name == "port" and isinstance(value, int):
+        if not 1 <= value <= 65535:
+            raise _Invalid(f"must be 1-65535 (got {value})")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        minimum = _RFC_MINIMUMS.get(path, 1)
+        if value < minimum:
+            why = ", the RFC 8620 §2 suggested minimum" if path in _RFC_MINIMUMS else ""
+            raise _Invalid(f"must be at least {minimum}{why} (got {value})")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid(f"must be a finite number (got {value})")
+        if value < 0 or (value == 0 and path not in _ZERO_ALLOWED):
+            raise _Invalid(f"must be positive (got {value:g})")
+    elif isinstance(value, str) and not value.strip():
+        raise _Invalid("must not be empty")
+    shape = _SHAPES.get(path)
+    return shape(value) if shape and isinstance(value, str) else value
+
+
+def _listen(value: str) -> str:
+    split_listen(value)
+    return value
+
+
+def _base_url(value: str) -> str:
+    try:  # urlsplit and .port raise ValueError on bad brackets and ports
+        url = urlsplit(value)
+        ok = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+    except ValueError:
+        ok = False
+    if not ok or any(c.isspace() for c in value):
+        raise _Invalid(f"expected an absolute http:// or https:// URL (got {value!r})")
+    if url.query or url.fragment or url.username is not None:
+        raise _Invalid("must not contain a query, a fragment or credentials")
+    return value.rstrip("/")
+
+
+def _log_level(value: str) -> str:
+    if value not in LOG_LEVELS:
+        raise _Invalid(f"must be one of {', '.join(LOG_LEVELS)} (got {value!r})")
+    return value
+
+
+def _host(value: str) -> str:
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(value):
+            raise _Invalid(
+                f"expected a host name or IP address without a port (got {value!r})"
+            ) from None
+    return value
+
+
+_SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
+    "server.listen": _listen,
+    "server.base_url": _base_url,
+    "server.log_level": _log_level,
+    "imap.host": _host,
+    "smtp.host": _host,
+}
+
+
+def _unknown(path: str, key: str, known: Mapping[str, object], value: object) -> str:
+    what = "table" if isinstance(value, Mapping) else "key"
+    close = difflib.get_close_matches(key, list(known), n=1)
+    if close:
+        return f"{path}: unknown {what} (did you mean {close[0]}?)"
+    if path == key and what == "key":  # a top-level key: the [table] header is missing
+        return f"{path}: unknown key (settings belong in a table such as [imap])"
+    return f"{path}: unknown {what}"
+
+
+def _toml_type(value: object) -> str:
+    """The TOML name of a parsed value's type (tomllib builds exactly these types)."""
+    kind: type = type(value)
+    return _TOML_TYPES.get(kind, kind.__name__)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value).replace("\x7f", "\\u007f")
+    return repr(value)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,135 @@
+"""The ``imapjmap`` command: argv parsing, loading the config, logging setup.
+
+Subcommands:
+
+* ``imapjmap serve --config FILE``: run the proxy until SIGINT/SIGTERM
+  (``imapjmap --config FILE`` without a subcommand does the same).
+* ``imapjmap demo [--listen HOST:PORT]``: the self-contained demo.
+* ``imapjmap check-config FILE``: validate a file and print the effective configuration.
+
+Exit status: 0 on success, 2 for a usage or configuration error.  The HTTP front end and the
+demo are imported only when their subcommand runs, so importing this module loads no I/O
+library (each one has a single owner: tests/unit/test_layering.py).  They are imported with
+``importlib.import_module`` and a literal name (which the layering test follows), so this
+module type-checks on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from imapjmap import __version__
+from imapjmap.config import (
+    Config,
+    ServerConfig,
+    config_warnings,
+    load_config,
+    split_listen,
+    to_toml,
+)
+from imapjmap.errors import ConfigError
+from imapjmap.logsetup import setup_logging
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        if args.config is None:
+            parser.print_usage(sys.stderr)
+            print("imapjmap: error: choose a command (or give --config to serve)", file=sys.stderr)
+            return EXIT_USAGE
+        args.command = "serve"
+    return _COMMANDS[args.command](args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imapjmap", description="A JMAP server in front of any IMAP account."
+    )
+    parser.add_argument("--version", action="version", version=f"imapjmap {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="serve with this configuration file")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the proxy until SIGINT or SIGTERM")
+    serve.add_argument("--config", metavar="FILE", required=True, help="TOML configuration file")
+    demo = commands.add_parser("demo", help="run the self-contained demo")
+    demo.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        type=_listen_arg,
+        default=ServerConfig().listen,
+        help="address of the demo's JMAP server (default: %(default)s)",
+    )
+    check = commands.add_parser("check-config", help="validate FILE, print the effective config")
+    check.add_argument("file", metavar="FILE")
+    return parser
+
+
+def _listen_arg(value: str) -> str:
+    try:
+        split_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _load(path: str) -> Config | None:
+    """The validated config, or None after printing the problem to stderr."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"imapjmap: config error: {exc}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    setup_logging(cfg.server.log_level)
+    for warning in config_warnings(cfg):
+        log.warning("%s", warning)
+    log.info("imapjmap %s starting: IMAP at %s:%d", __version__, cfg.imap.host, cfg.imap.port)
+    app = importlib.import_module("imapjmap.http.app")  # pulls in aiohttp: only now
+    return _status(app.serve(cfg))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    setup_logging("info")
+    demo = importlib.import_module("imapjmap.demo.run")
+    return _status(demo.run_demo(listen=args.listen))
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.file)
+    if cfg is None:
+        return EXIT_USAGE
+    for warning in config_warnings(cfg):
+        print(f"imapjmap: warning: {warning}", file=sys.stderr)
+    sys.stdout.write(to_toml(cfg))
+    return EXIT_OK
+
+
+def _status(result: object) -> int:
+    """An entry point's return value as an exit status (None means success)."""
+    return result if isinstance(result, int) else EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _serve,
+    "demo": _demo,
+    "check-config": _check_config,
+}

@@ -1,0 +1,151 @@
+"""Logging to stderr, one record per line, with credentials redacted.
+
+:func:`setup_logging` installs one handler on the root logger.  Each record starts a new
+line: ``2024-05-01T12:00:00.123Z INFO imapjmap.http.app: message`` (UTC).  Line breaks inside
+a message are escaped as ``\\n`` so that text from clients or servers cannot forge a record;
+a traceback follows its record on lines indented by four spaces.
+
+The handler's :class:`RedactingFilter` rewrites the message, traceback and stack of every
+record before it is formatted (:func:`redact` is the pure function behind it):
+
+1. IMAP ``LOGIN user password`` keeps ``LOGIN``; ``AUTHENTICATE MECH response`` and SMTP
+   ``AUTH MECH response`` keep the mechanism.  Everything after them on that line goes.
+2. ``Authorization:`` / ``Proxy-Authorization:`` values keep only the Basic/Bearer scheme.
+3. ``password=...``, ``"passwd": "..."``, ``secret: ...``, ``access_token=...`` and the like
+   keep the key; a password in a URL (``imap://user:pw@host``) goes too.
+4. aioimaplib's debug lines: besides rules 1-3 (its own scrubbing misses passwords that it
+   escaped for quoting), a bare base64 line it sends is a SASL response and is redacted.
+
+aioimaplib (and aiosmtpd's ``mail.log``, used by the demo) log every byte at DEBUG; they are
+held at WARNING unless the level is ``debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import Final
+
+LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+QUIET_LOGGERS: Final = ("aioimaplib", "mail.log")
+REDACTED: Final = "[redacted]"
+_HANDLER_NAME: Final = "imapjmap"
+
+_Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
+
+
+def _keep(group: str) -> Callable[[re.Match[str]], str]:
+    """A replacement that keeps ``group`` and redacts the rest of the match."""
+    return lambda m: f"{m[group]} {REDACTED}"
+
+
+def _quoted(m: re.Match[str]) -> str:
+    quote = m["value"][0] if m["value"][0] in "\"'" else ""
+    return f"{m['key']}{quote}{REDACTED}{quote}"
+
+
+_RULES: Final[tuple[_Rule, ...]] = (
+    # IMAP/SMTP commands; "AUTH=LOGIN" in a capability list is not a command.
+    (re.compile(r"(?<![\w=-])(?P<cmd>(?:AUTHENTICATE|AUTH)[ \t]+[\w-]+)[ \t]+[^\r\n]+"),
+     _keep("cmd")),
+    (re.compile(r"(?<![\w=-])(?P<cmd>LOGIN)[ \t]+[^\r\n]+"), _keep("cmd")),
+    # Authorization headers, as text ("Authorization: Basic ...") or in a dict repr.
+    (re.compile(r"(?i)(?P<head>\b(?:proxy-)?authorization['\"]?[ \t]*[:=][ \t]*['\"]?)"
+                r"(?:(?P<scheme>basic|bearer)[ \t]+[\w.~+/=\[\]-]+|[^\r\n'\"]+)"),
+     lambda m: f"{m['head']}{m['scheme'] + ' ' if m['scheme'] else ''}{REDACTED}"),
+    # key=value, key: value, "key": "value" for secret-looking keys.
+    (re.compile(r"(?i)(?P<key>\b(?:[\w-]*(?:password|passwd|passphrase|secret)[\w-]*|pass|pwd"
+                r"|(?:api|access|auth|refresh|bearer|session)[_-]?(?:token|key))"
+                r"['\"]?[ \t]*[=:][ \t]*)"
+                r"(?P<value>\[redacted\]|\"[^\"\r\n]*\"?|'[^'\r\n]*'?|[^\s,;&)}\]]+)"),
+     _quoted),
+    # user:password@ in URLs.
+    (re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@"),
+     lambda m: f"{m['head']}:{REDACTED}@"),
+)  # fmt: skip
+# aioimaplib: "Sending : b'<base64>\r\n'" is a SASL response (IDLE's DONE is not).
+_SASL_LINE: Final = re.compile(r"^(Sending : b')(?!DONE\\r)[A-Za-z0-9+/=]+(\\r\\n')$")
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential the rules above recognise replaced by ``[redacted]``."""
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Redact a record in place (message, traceback, stack); never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken %-format: leave it for the handler to report
+            return True
+        if record.name.split(".")[0] == "aioimaplib":
+            message = _SASL_LINE.sub(rf"\1{REDACTED}\2", message)
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+class OneLineFormatter(logging.Formatter):
+    """``<UTC time> <LEVEL> <logger>: <message>``; message line breaks are escaped."""
+
+    converter = staticmethod(time.gmtime)
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage().replace("\r", "\\r").replace("\n", "\\n")
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        extra = [text for text in (record.exc_text, record.stack_info) if text]
+        tail = "\n".join(extra).rstrip("\n").splitlines()
+        return "\n    ".join([line, *tail])
+
+
+def setup_logging(level: str) -> None:
+    """Send every record at ``level`` or above to stderr, redacted; safe to call again.
+
+    Args:
+        level: ``debug``, ``info``, ``warning`` or ``error`` (any case).
+
+    Raises:
+        ValueError: an unknown level.
+    """
+    try:
+        threshold = LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}") from None
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(OneLineFormatter())
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(threshold)
+    quiet = logging.NOTSET if threshold <= logging.DEBUG else max(threshold, logging.WARNING)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)

@@ -1,0 +1,296 @@
+"""imapjmap.config: the loader, its error messages, and config.example.toml."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from imapjmap.config import (
+    AuthConfig,
+    Config,
+    ImapConfig,
+    ServerConfig,
+    config_warnings,
+    load_config,
+    parse_config,
+    split_listen,
+    to_toml,
+)
+from imapjmap.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
+
+
+def minimal(**tables: dict[str, Any]) -> dict[str, Any]:
+    """The smallest valid TOML data, with ``tables`` merged in."""
+    data: dict[str, Any] = {"imap": {"host": "imap.example.org"}}
+    for name, values in tables.items():
+        data[name] = {**data.get(name, {}), **values}
+    return data
+
+
+# --- config.example.toml -------------------------------------------------------------------
+
+
+def test_example_file_is_exactly_the_defaults() -> None:
+    expected = dataclasses.replace(Config(), imap=ImapConfig(host="imap.example.org"))
+    assert load_config(EXAMPLE) == expected
+
+
+def _example_keys() -> dict[tuple[str, str], tuple[bool, list[str]]]:
+    """(table, key) -> (commented out?, the comment lines just above it)."""
+    keys: dict[tuple[str, str], tuple[bool, list[str]]] = {}
+    table = ""
+    comments: list[str] = []
+    for line in EXAMPLE.read_text().splitlines():
+        if header := re.fullmatch(r"\[(\w+)\]", line):
+            table, comments = header[1], []
+        elif key := re.fullmatch(r"(#\s*)?(\w+)\s*=.*", line):
+            keys[(table, key[2])] = (key[1] is not None, comments)
+            comments = []
+        elif line.startswith("#"):
+            comments.append(line)
+        else:
+            comments = []
+    return keys
+
+
+def test_every_field_is_documented_in_the_example_file() -> None:
+    keys = _example_keys()
+    for table in dataclasses.fields(Config):
+        for f in dataclasses.fields(getattr(Config(), table.name)):
+            path = f"{table.name}.{f.name}"
+            assert (table.name, f.name) in keys, f"{path} is missing from config.example.toml"
+            commented, comments = keys[(table.name, f.name)]
+            unset = getattr(getattr(Config(), table.name), f.name) is None
+            assert commented == unset, f"{path}: comment it out exactly when it has no default"
+            assert any("default" in c.lower() for c in comments), f"{path}: say its default"
+
+
+def test_example_file_has_no_key_the_dataclasses_lack() -> None:
+    known = {
+        (t.name, f.name)
+        for t in dataclasses.fields(Config)
+        for f in dataclasses.fields(getattr(Config(), t.name))
+    }
+    assert set(_example_keys()) <= known
+
+
+# --- accepted values -----------------------------------------------------------------------
+
+
+def test_only_imap_host_is_required() -> None:
+    assert parse_config(minimal()) == Config(imap=ImapConfig(host="imap.example.org"))
+
+
+def test_to_toml_round_trips() -> None:
+    cfg = parse_config(
+        minimal(
+            imap={"ca_file": 'C:\\ca "x".pem', "security": "none"},
+            auth={"credential_cache_seconds": 0},
+        )
+    )
+    assert parse_config(tomllib.loads(to_toml(cfg))) == cfg
+
+
+_HOST = "imap.example.org"
+ACCEPTED = [
+    (
+        {"server": {"base_url": "https://jmap.example/"}},
+        ServerConfig(base_url="https://jmap.example"),
+    ),
+    ({"server": {"base_url": "http://h:81/jmap//"}}, ServerConfig(base_url="http://h:81/jmap")),
+    ({"server": {"listen": "[::1]:90"}}, ServerConfig("[::1]:90", base_url="http://[::1]:90")),
+    (
+        {"server": {"listen": "[::]:81", "base_url": "https://x"}},
+        ServerConfig("[::]:81", "https://x"),
+    ),
+    ({"imap": {"connect_timeout": 5}}, ImapConfig(host=_HOST, connect_timeout=5.0)),
+    ({"imap": {"host": "2001:db8::1"}}, ImapConfig(host="2001:db8::1")),
+    ({"imap": {"host": "mail_server"}}, ImapConfig(host="mail_server")),
+    ({"imap": {"ca_file": "ca.pem"}}, ImapConfig(host=_HOST, ca_file="ca.pem")),
+    ({"auth": {"credential_cache_seconds": 0}}, AuthConfig(credential_cache_seconds=0.0)),
+]
+
+
+@pytest.mark.parametrize(("tables", "expected"), ACCEPTED)
+def test_accepted_values(tables: dict[str, Any], expected: object) -> None:
+    (section,) = tables
+    assert getattr(parse_config(minimal(**tables)), section) == expected
+
+
+def test_int_given_for_a_float_becomes_a_float() -> None:
+    timeout = parse_config(minimal(imap={"command_timeout": 30})).imap.command_timeout
+    assert type(timeout) is float
+
+
+# --- errors --------------------------------------------------------------------------------
+
+ERROR_CASES = [
+    ({"imap": {"host": "h", "prot": 993}}, "imap.prot: unknown key (did you mean port?)"),
+    ({**minimal(), "imapp": {}}, "imapp: unknown table (did you mean imap?)"),
+    ({**minimal(), "zzz": {}}, "zzz: unknown table"),
+    ({"host": "h"}, "host: unknown key"),
+    (minimal(imap={"tls": {"x": 1}}), "imap.tls: unknown table"),
+    ({"imap": 5}, "imap: expected a table, got integer"),
+    (minimal(imap={"port": "993"}), "imap.port: expected an integer, got string"),
+    (minimal(imap={"port": True}), "imap.port: expected an integer, got boolean"),
+    (minimal(imap={"pool_size": 2.0}), "imap.pool_size: expected an integer, got float"),
+    (minimal(imap={"verify_certificates": 1}), "imap.verify_certificates: expected a boolean"),
+    (
+        minimal(imap={"command_timeout": "60"}),
+        "imap.command_timeout: expected a number, got string",
+    ),
+    (minimal(imap={"idle_timeout": False}), "imap.idle_timeout: expected a number, got boolean"),
+    (minimal(imap={"ca_file": ["a"]}), "imap.ca_file: expected a string, got array"),
+    (minimal(cache={"path": {"a": 1}}), "cache.path: expected a string, got table"),
+    (minimal(imap={"port": 0}), "imap.port: must be 1-65535"),
+    (minimal(smtp={"port": 65536}), "smtp.port: must be 1-65535"),
+    (minimal(imap={"pool_size": 0}), "imap.pool_size: must be at least 1"),
+    (minimal(imap={"connect_timeout": 0}), "imap.connect_timeout: must be positive"),
+    (minimal(smtp={"timeout": -1.5}), "smtp.timeout: must be positive"),
+    (minimal(imap={"command_timeout": float("inf")}), "imap.command_timeout: must be a finite"),
+    (minimal(auth={"credential_cache_seconds": -1}), "auth.credential_cache_seconds: must be"),
+    (minimal(cache={"changes_retention_days": 0}), "cache.changes_retention_days: must be at"),
+    (
+        minimal(limits={"max_calls_in_request": 15}),
+        "limits.max_calls_in_request: must be at least 16",
+    ),
+    (minimal(limits={"max_size_upload": 1}), "limits.max_size_upload: must be at least 50000000"),
+    (minimal(limits={"max_objects_in_get": 0}), "limits.max_objects_in_get: must be at least 500"),
+    (minimal(cache={"path": ""}), "cache.path: must not be empty"),
+    (minimal(imap={"security": "ssl"}), "imap.security: must be one of tls, starttls, none"),
+    (minimal(smtp={"auth": "login"}), "smtp.auth: must be one of user, none"),
+    (minimal(server={"log_level": "verbose"}), "server.log_level: must be one of debug, info"),
+    (minimal(server={"listen": "8080"}), "server.listen: expected host:port"),
+    (minimal(server={"listen": "::1:8080"}), "server.listen: an IPv6 address must be in brackets"),
+    (minimal(server={"listen": "[nope]:8080"}), "server.listen: 'nope' is not an IPv6 address"),
+    (minimal(server={"listen": "localhost:http"}), "server.listen: port must be 1-65535"),
+    (minimal(server={"listen": "a b:80"}), "server.listen: 'a b' is not a host name"),
+    (minimal(server={"base_url": "jmap.example.org"}), "server.base_url: expected an absolute"),
+    (minimal(server={"base_url": "ftp://x"}), "server.base_url: expected an absolute"),
+    (minimal(server={"base_url": "http://x:99999"}), "server.base_url: expected an absolute"),
+    (minimal(server={"base_url": "http://x/?a=1"}), "server.base_url: must not contain a query"),
+    (minimal(server={"base_url": "http://u:p@x"}), "server.base_url: must not contain"),
+    (minimal(imap={"host": "imap.example.org:993"}), "imap.host: expected a host name"),
+    ({}, "imap.host: required key is missing"),
+    ({"server": {}}, "imap.host: required key is missing"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), ERROR_CASES)
+def test_errors_name_the_key_path_and_the_problem(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert message in str(info.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"imap": {"port": 0}, "smtp": {"prot": 1}})
+    message = str(info.value)
+    for part in ("imap.port:", "smtp.prot:", "imap.host:"):
+        assert part in message
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: no such file")):
+        load_config(path)
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path}: cannot read")):
+        load_config(tmp_path)
+
+
+def test_invalid_toml_names_the_path_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[imap]\nhost = "h"\nport = = 1\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert "invalid TOML" in str(info.value)
+    assert "line 3" in str(info.value)
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[imap]\nhost = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+
+
+def test_validation_errors_from_a_file_name_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[imap]\nhost = "h"\nport = 70000\n')
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: imap.port: must be 1-65535")):
+        load_config(path)
+
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text("ab:/[]1.-_ \n", max_size=12)
+)
+_TABLE_KEYS = st.sampled_from(["host", "port", "security", "listen", "base_url", "path", "x"])
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["imap", "server", "smtp", "cache", "limits", "auth", "other"]),
+        st.one_of(_SCALARS, st.dictionaries(_TABLE_KEYS, _SCALARS, max_size=4)),
+        max_size=4,
+    )
+)
+def test_parse_config_raises_only_config_error(data: dict[str, Any]) -> None:
+    with contextlib.suppress(ConfigError):
+        parse_config(data)
+
+
+# --- warnings and helpers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tables", "warned"),
+    [
+        ({"imap": {"security": "none", "host": "mail.example.org"}}, ['imap.security = "none"']),
+        ({"imap": {"security": "none", "host": "127.0.0.1"}}, []),
+        ({"imap": {"security": "none", "host": "localhost"}}, []),
+        ({"smtp": {"security": "none", "host": "::1"}}, []),
+        (
+            {"smtp": {"security": "none", "host": "mx", "auth": "none"}},
+            ['smtp.security = "none": mail'],
+        ),
+        ({"imap": {"verify_certificates": False}}, ["imap.verify_certificates = false"]),
+        ({"server": {"base_url": "http://jmap.example.org"}}, ["server.base_url is plain http"]),
+        ({"server": {"base_url": "https://jmap.example.org"}}, []),
+    ],
+)
+def test_plaintext_to_a_remote_host_is_a_warning(tables: dict[str, Any], warned: list[str]) -> None:
+    data = minimal(**tables)
+    data["imap"].setdefault("host", "imap.example.org")
+    warnings = config_warnings(parse_config(data))
+    assert len(warnings) == len(warned)
+    for warning, start in zip(warnings, warned, strict=True):
+        assert warning.startswith(start)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("localhost:1", ("localhost", 1)),
+        ("[::]:65535", ("::", 65535)),
+        ("[fe80::1%eth0]:80", ("fe80::1%eth0", 80)),
+    ],
+)
+def test_split_listen(text: str, expected: tuple[str, int]) -> None:
+    assert split_listen(text) == expected
+    assert (ServerConfig(listen=text).host, ServerConfig(listen=text).port) == expected
