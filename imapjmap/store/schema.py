@@ -1,0 +1,121 @@
+"""The cache schema, as an ordered list of migrations.
+
+Theory of operation: ``MIGRATIONS[n]`` upgrades a cache whose ``PRAGMA user_version`` is ``n``
+to version ``n + 1``.  ``store.db`` applies every pending migration, and sets the new
+``user_version``, in ONE transaction when the store opens; a cache whose version is higher
+than ``len(MIGRATIONS)`` was written by newer code and is refused (``CacheCorrupt``).  A
+migration is a script of ``;``-separated statements; ``store.db`` splits it with
+``sqlite3.complete_statement``, so triggers with inner semicolons are fine.
+
+Rule 1: never edit a migration that has shipped; append a new one.
+Rule 2: no ``BEGIN``/``COMMIT``/``PRAGMA`` in a migration; the runner owns the transaction.
+Rule 3: every table holds an ``account_id`` column, first in its primary key, referencing
+        ``accounts`` with ``ON DELETE CASCADE``; every query filters on it.
+Rule 4: a *change-tracked* table (one that feeds ``Foo/changes``) has the columns
+        ``id TEXT``, ``created_seq``, ``updated_seq`` (NOT NULL), ``destroyed_seq`` (NULL while
+        live; a tombstone otherwise, with ``updated_seq = destroyed_seq``) and an index on
+        ``(account_id, updated_seq)``.  Register it in ``queries.CHANGE_TABLES`` so that the
+        generic change/tombstone/purge helpers accept it.
+
+Version 1 tables:
+
+``accounts``
+    One row per JMAP account.  ``epoch`` is a random token minted when the row is created;
+    JMAP states embed it, so a wiped cache yields new epochs and old states are refused
+    instead of giving wrong deltas.  ``seq`` is THE account-wide change counter: a write
+    transaction takes ``seq + 1`` once.  ``delimiter`` is the upstream hierarchy separator.
+``type_states``
+    Per JMAP type ("Mailbox", "Email", ...): ``seq`` is the highest seq that touched the
+    type (the type's state); ``floor_seq`` is the lowest ``sinceState`` seq from which
+    changes can still be computed (raised when tombstones are purged).
+``seq_log``
+    When each seq was taken (``at``, Unix time), so a retention in days maps to a seq.
+    Pruned together with the tombstones.
+``kv``
+    Small per-account facts (capabilities seen, ...); values are text (callers encode).
+``mailboxes``
+    Change-tracked.  ``imap_name`` is the full decoded IMAP name, unique among the live rows
+    of an account (a partial unique index, so a tombstone frees it).  ``name`` is the leaf.
+    ``my_rights`` is a JSON object of booleans.  ``source_id`` is the upstream id used to
+    recognise a mailbox after a rename (RFC 8474 MAILBOXID or Dovecot X-GUID).
+    ``uidvalidity``/``uidnext``/``highestmodseq``/``messages`` are the IMAP sync cursor
+    (never shown to clients).  ``props_seq`` is the seq of the last change to a property
+    other than the four counts (Mailbox/changes ``updatedProperties``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ``PRAGMA application_id`` of every cache file ("IJMP"): a SQLite file that carries another
+# id is not ours, and is refused rather than migrated.
+APPLICATION_ID: Final = 0x494A4D50
+
+_V1: Final = """
+CREATE TABLE accounts (
+    account_id  TEXT NOT NULL PRIMARY KEY,
+    username    TEXT NOT NULL,
+    epoch       TEXT NOT NULL,
+    seq         INTEGER NOT NULL DEFAULT 0,
+    delimiter   TEXT,
+    created_at  REAL
+);
+
+CREATE TABLE type_states (
+    account_id  TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    type        TEXT NOT NULL,
+    seq         INTEGER NOT NULL DEFAULT 0,
+    floor_seq   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, type)
+) WITHOUT ROWID;
+
+CREATE TABLE seq_log (
+    account_id  TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL,
+    at          REAL NOT NULL,
+    PRIMARY KEY (account_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE kv (
+    account_id  TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    key         TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    PRIMARY KEY (account_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE mailboxes (
+    account_id      TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    id              TEXT NOT NULL,
+    imap_name       TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    parent_id       TEXT,
+    role            TEXT,
+    sort_order      INTEGER NOT NULL DEFAULT 0,
+    is_subscribed   INTEGER NOT NULL DEFAULT 0,
+    total_emails    INTEGER NOT NULL DEFAULT 0,
+    unread_emails   INTEGER NOT NULL DEFAULT 0,
+    total_threads   INTEGER NOT NULL DEFAULT 0,
+    unread_threads  INTEGER NOT NULL DEFAULT 0,
+    my_rights       TEXT NOT NULL DEFAULT '{}',
+    source_id       TEXT,
+    uidvalidity     INTEGER,
+    uidnext         INTEGER,
+    highestmodseq   INTEGER,
+    messages        INTEGER,
+    created_seq     INTEGER NOT NULL,
+    updated_seq     INTEGER NOT NULL,
+    props_seq       INTEGER NOT NULL,
+    destroyed_seq   INTEGER,
+    PRIMARY KEY (account_id, id)
+);
+
+CREATE UNIQUE INDEX mailboxes_live_imap_name
+    ON mailboxes (account_id, imap_name) WHERE destroyed_seq IS NULL;
+CREATE INDEX mailboxes_updated_seq ON mailboxes (account_id, updated_seq);
+CREATE INDEX mailboxes_source_id ON mailboxes (account_id, source_id);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+"""``MIGRATIONS[n]`` takes a cache from ``user_version`` n to n + 1."""
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
