@@ -1,0 +1,113 @@
+"""Middlewares: problem details (RFC 7807), CORS, and one access-log line per request.
+
+This module and ``jmap.dispatch`` are the only places that write error bodies: request-level
+errors here, method-level errors there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from imapjmap.jmap.errors import RequestError, RequestErrorType
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("imapjmap.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept, Last-Event-ID",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    """An ``application/problem+json`` response."""
+    body: dict[str, Any] = {"type": type_, "status": status, "detail": detail}
+    if title:
+        body["title"] = title
+    body.update(extra)
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def render(error: RequestError, headers: dict[str, str] | None = None) -> web.Response:
+    body = error.to_json()
+    if error.type is RequestErrorType.BLANK:
+        body.setdefault("title", error.title or "")
+    return web.Response(
+        status=error.status,
+        body=json.dumps(body).encode(),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        access_log.info(
+            "%s %s %s %.1fms",
+            request.method,
+            request.path,
+            status,
+            (time.monotonic() - started) * 1000,
+        )
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Browser clients call the API cross-origin; preflights need no credentials."""
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=_CORS_HEADERS)
+    response = await handler(request)
+    if not response.prepared:
+        response.headers.update(
+            {k: v for k, v in _CORS_HEADERS.items() if k == "Access-Control-Allow-Origin"}
+        )
+    return response
+
+
+@web.middleware
+async def problem_details(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as a problem document; never a traceback (CORE-ERR-*)."""
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return render(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {
+            k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")
+        }
+        return problem(exc.status, exc.reason, title=exc.reason, headers=headers)
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return problem(500, "internal server error", title="Internal Server Error")

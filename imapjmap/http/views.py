@@ -1,0 +1,118 @@
+"""HTTP endpoints: the Session resource and the JMAP API (RFC 8620 §2, §3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from imapjmap.config import Config
+from imapjmap.http.auth import REALM, Authenticated, Authenticator, Unauthorized
+from imapjmap.jmap import dispatch
+from imapjmap.jmap.errors import RequestError, RequestErrorType
+from imapjmap.jmap.request import parse_request
+from imapjmap.jmap.session import SessionAccount, build_session
+from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY
+from imapjmap.methods.context import MethodContext, Services
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+SERVICES = web.AppKey("services", Services)
+AUTH = web.AppKey("authenticator", Authenticator)
+IN_FLIGHT = web.AppKey("in_flight", Counter[str])
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type="application/json",
+        headers={"Cache-Control": "no-cache, no-store, must-revalidate"},
+    )
+
+
+async def _authenticate(request: web.Request) -> Authenticated:
+    try:
+        return await request.app[AUTH].authenticate(request.headers.get("Authorization"))
+    except Unauthorized as exc:
+        raise web.HTTPUnauthorized(reason=str(exc), headers={"WWW-Authenticate": REALM}) from None
+
+
+def _session_for(cfg: Config, who: Authenticated) -> dict[str, Any]:
+    account = SessionAccount(who.account.account_id, who.account.username, ACCOUNT_CAPABILITIES)
+    session = build_session(cfg, account)
+    session["capabilities"] = {
+        k: v for k, v in session["capabilities"].items() if k in CAPABILITIES
+    }
+    return session
+
+
+async def session_view(request: web.Request) -> web.StreamResponse:
+    who = await _authenticate(request)
+    return _json(_session_for(request.app[CONFIG], who))
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    too_big = RequestError(
+        RequestErrorType.LIMIT, f"the request is larger than {limit} octets", limit="maxSizeRequest"
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_content_type(request: web.Request) -> None:
+    if request.content_type != "application/json":
+        raise RequestError(
+            RequestErrorType.NOT_JSON, "the request's Content-Type must be application/json"
+        )
+
+
+async def api_view(request: web.Request) -> web.StreamResponse:
+    who = await _authenticate(request)
+    cfg = request.app[CONFIG]
+    _check_content_type(request)
+    body = await _read_body(request, cfg.limits.max_size_request)
+    jmap_request = parse_request(
+        body, supported_capabilities=CAPABILITIES, max_calls=cfg.limits.max_calls_in_request
+    )
+    in_flight = request.app[IN_FLIGHT]
+    account_id = who.account.account_id
+    if in_flight[account_id] >= cfg.limits.max_concurrent_requests:
+        raise RequestError(
+            RequestErrorType.LIMIT, "too many concurrent requests", limit="maxConcurrentRequests"
+        )
+    in_flight[account_id] += 1
+    try:
+        ctx = MethodContext(request.app[SERVICES], who.account, who.pool)
+        session = _session_for(cfg, who)
+        response = await dispatch.run(
+            jmap_request,
+            ctx,
+            REGISTRY,
+            {account_id: CAPABILITIES},
+            session_state=session["state"],
+        )
+    finally:
+        in_flight[account_id] -= 1
+        if not in_flight[account_id]:
+            del in_flight[account_id]
+    return _json(response)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/.well-known/jmap", session_view)
+    app.router.add_get("/jmap/session", session_view)
+    app.router.add_post("/jmap/api/", api_view)
+    app.router.add_post("/jmap/api", api_view)

@@ -1,0 +1,194 @@
+"""Per-account pools of logged-in IMAP sessions.
+
+Theory of operation
+-------------------
+Each account has at most ``imap.pool_size`` connections.  :meth:`ImapPool.session` lends
+one out for the duration of an ``async with`` block; inside it nobody else uses it.
+
+Rule 1: a semaphore bounds the connections lent out or being opened; which idle
+        connection to lend is decided synchronously (no await between looking and taking).
+Rule 2: an idle connection that already has the wanted mailbox selected is preferred, so
+        a FETCH after a sync of the same mailbox costs no SELECT.
+Rule 3: a connection comes back to the pool only if it is healthy: anything that broke the
+        wire (timeout, cancellation, BAD, lost connection) discards it.  A tagged NO does
+        not — the wire is still in sync.
+Rule 4: a connection idle for longer than ``imap.idle_timeout`` is closed instead of lent;
+        one idle for a while is probed with NOOP first, so a server-side timeout costs a
+        reconnect, not a failed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+from imapjmap.config import ImapConfig
+from imapjmap.errors import ImapCommandFailed, ImapUnavailable, ProxyError
+from imapjmap.imap.session import ImapSession
+
+log = logging.getLogger(__name__)
+
+Connector = Callable[[ImapConfig, str, str], Awaitable[ImapSession]]
+
+_PROBE_AFTER_S = 30.0  # idle longer than this: NOOP before lending it out
+
+
+class ImapPool:
+    """The connections of one account."""
+
+    def __init__(
+        self,
+        cfg: ImapConfig,
+        username: str,
+        password: str,
+        *,
+        connector: Connector = ImapSession.connect,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cfg = cfg
+        self.username = username
+        self._password = password
+        self._connector = connector
+        self._clock = clock
+        self._idle: list[ImapSession] = []
+        self._slots = asyncio.Semaphore(cfg.pool_size)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.capabilities: frozenset[str] = frozenset()
+
+    def __repr__(self) -> str:
+        return f"<ImapPool {self.username!r} idle={len(self._idle)}>"
+
+    def matches_password(self, password: str) -> bool:
+        return password == self._password
+
+    def adopt(self, session: ImapSession) -> None:
+        """Take a freshly logged-in session (the one that verified the login) as idle."""
+        if self._closed or len(self._idle) >= self._cfg.pool_size:
+            self._spawn(session.close())
+            return
+        self.capabilities = session.capabilities
+        self._idle.append(session)
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self, mailbox: str | None = None, *, readonly: bool = False
+    ) -> AsyncIterator[ImapSession]:
+        """Lend a session; with ``mailbox``, one that has it selected.
+
+        Raises:
+            ImapUnavailable: no connection could be made (or the pool is closed).
+        """
+        if self._closed:
+            raise ImapUnavailable("the IMAP pool is closed")
+        await self._slots.acquire()
+        session: ImapSession | None = None
+        try:
+            doomed = self._evict_expired()
+            session = self._pick_idle(mailbox)
+            for old in doomed:
+                await old.close()
+            session = await self._ready(session)
+            if mailbox is not None:
+                current = session.selected
+                if current is None or current.name != mailbox or current.readonly != readonly:
+                    await session.select(mailbox, readonly=readonly)
+            yield session
+        except ImapCommandFailed:
+            self._give_back(session)
+            raise
+        except BaseException:
+            self._give_back(session, force_discard=True)
+            raise
+        else:
+            self._give_back(session)
+
+    def _evict_expired(self) -> list[ImapSession]:
+        now = self._clock()
+        keep: list[ImapSession] = []
+        doomed: list[ImapSession] = []
+        for s in self._idle:
+            expired = now - s.last_used > self._cfg.idle_timeout
+            (doomed if (expired or s.broken) else keep).append(s)
+        self._idle = keep
+        return doomed
+
+    def _pick_idle(self, mailbox: str | None) -> ImapSession | None:
+        for i, s in enumerate(self._idle):
+            if s.selected is not None and s.selected.name == mailbox:
+                return self._idle.pop(i)
+        for i, s in enumerate(self._idle):
+            if mailbox is None and s.selected is None:
+                return self._idle.pop(i)
+        return self._idle.pop() if self._idle else None
+
+    async def _ready(self, session: ImapSession | None) -> ImapSession:
+        if session is not None and self._clock() - session.last_used > _PROBE_AFTER_S:
+            try:
+                await session.noop()
+            except ProxyError:
+                log.info("imap pool %s: stale connection replaced", self.username)
+                await session.close()
+                session = None
+        if session is None:
+            session = await self._connector(self._cfg, self.username, self._password)
+            self.capabilities = session.capabilities
+        return session
+
+    def _give_back(self, session: ImapSession | None, *, force_discard: bool = False) -> None:
+        try:
+            if session is None:
+                return
+            if force_discard or session.broken or self._closed:
+                session.broken = True
+                self._spawn(session.close())
+            else:
+                self._idle.append(session)
+        finally:
+            self._slots.release()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def deselect_idle(self) -> None:
+        """Forget what idle connections have selected (before RENAME or DELETE of it)."""
+        for session in self._idle:
+            session.selected = None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(s.close() for s in idle), *self._tasks, return_exceptions=True)
+
+
+class ImapPools:
+    """All accounts' pools, keyed by account id."""
+
+    def __init__(self, cfg: ImapConfig, *, connector: Connector = ImapSession.connect) -> None:
+        self._cfg = cfg
+        self._connector = connector
+        self._pools: dict[str, ImapPool] = {}
+
+    def get(self, account_id: str) -> ImapPool | None:
+        return self._pools.get(account_id)
+
+    async def ensure(self, account_id: str, username: str, password: str) -> ImapPool:
+        """The pool for this account, replaced when the password changed upstream."""
+        pool = self._pools.get(account_id)
+        if pool is not None and pool.matches_password(password):
+            return pool
+        if pool is not None:
+            await pool.aclose()
+        pool = ImapPool(self._cfg, username, password, connector=self._connector)
+        self._pools[account_id] = pool
+        return pool
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        await asyncio.gather(*(p.aclose() for p in pools), return_exceptions=True)

@@ -1,0 +1,598 @@
+"""One IMAP connection: the only module that imports aioimaplib.
+
+Theory of operation
+-------------------
+aioimaplib gives us the connection, the greeting and its state names, but two of its habits
+do not fit a proxy that must see every byte of every reply:
+
+* it routes an untagged response to the pending command only when the names match, so the
+  ``* STATUS`` lines of ``LIST ... RETURN (STATUS ...)`` and ``* VANISHED (EARLIER)`` of a
+  ``UID FETCH ... (CHANGEDSINCE n VANISHED)`` are dropped, and it strips every ``"* "`` inside
+  a line, not just the prefix;
+* its line reader recurses once per line and copies the unread tail each time, which is
+  quadratic in the size of one network read and overflows the recursion limit on a FETCH of
+  a few thousand small responses.
+
+So :class:`_Protocol` subclasses aioimaplib's protocol and, while one of *our* commands is in
+flight, reads the stream itself with an iterative reader: every untagged response is kept
+verbatim, as a tuple of chunks ``(line, literal, line, ...)`` which
+:func:`imapjmap.imap.parse.parse_reply` turns into a typed :class:`Reply`.  Lines that
+arrive while none of our commands is running (the greeting, aioimaplib's own CAPABILITY)
+are handed to aioimaplib unchanged; unsolicited responses between commands are queued for
+watchers.
+
+Rules
+1. One command at a time per connection; the pool gives a session to one user at a time.
+2. A timeout, a cancellation, a BAD, a parse failure or a lost connection marks the session
+   ``broken``; a broken session is never used again (the pool discards it).
+3. A tagged NO leaves the wire in sync: it raises :class:`ImapCommandFailed` and the session
+   stays usable.
+4. Passwords and tokens never reach a log line: commands carrying them are not logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import re
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import aioimaplib
+
+from imapjmap.config import ImapConfig
+from imapjmap.errors import (
+    AuthenticationFailed,
+    ImapCommandFailed,
+    ImapProtocolViolation,
+    ImapUnavailable,
+)
+from imapjmap.imap import commands
+from imapjmap.imap.commands import Command
+from imapjmap.imap.models import ListEntry, MailboxStatus, Reply
+from imapjmap.imap.parse import parse_capabilities, parse_reply
+
+log = logging.getLogger(__name__)
+
+# Capabilities the rest of the proxy asks about (DESIGN.md, issue "IMAP layer").
+KNOWN_CAPABILITIES: Final = (
+    "CONDSTORE",
+    "QRESYNC",
+    "OBJECTID",
+    "X-GM-EXT-1",
+    "SPECIAL-USE",
+    "LIST-STATUS",
+    "MOVE",
+    "UIDPLUS",
+    "ESEARCH",
+    "SORT",
+    "NOTIFY",
+    "IDLE",
+    "PREVIEW",
+    "BINARY",
+    "LITERAL+",
+    "ACL",
+    "LIST-EXTENDED",
+    "ENABLE",
+    "QUOTA",
+    "UNSELECT",
+    "NAMESPACE",
+    "SNIPPET=FUZZY",
+    "CREATE-SPECIAL-USE",
+    "MULTIAPPEND",
+)
+
+_LITERAL_RE: Final = re.compile(rb"\{(\d+)\+?\}$")
+_MAX_UNSOLICITED: Final = 10_000
+_ID_NAME_RE: Final = re.compile(r'"name"\s+"([^"]*)"', re.IGNORECASE)
+_STATUS_ITEMS_FULL: Final = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
+
+
+class _Pending:
+    """Our command in flight: its tag, the parts still to send, and what came back."""
+
+    __slots__ = ("done", "records", "result", "tag", "text", "to_send")
+
+    def __init__(self, tag: str, to_send: collections.deque[bytes]) -> None:
+        self.tag = tag
+        self.to_send = to_send
+        self.records: list[list[bytes]] = []
+        self.result = ""
+        self.text = b""
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+    """aioimaplib's protocol with an iterative reader for our own commands."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop, self._lost)
+        self._buf = bytearray()
+        self._literal_left = 0  # bytes still owed to the literal being read
+        self._literal_target: list[bytes] | None = None
+        self._literal_parts: list[bytes] = []
+        self._pending: _Pending | None = None
+        self.unsolicited: collections.deque[list[bytes]] = collections.deque(
+            maxlen=_MAX_UNSOLICITED
+        )
+        self.unsolicited_event = asyncio.Event()
+        self.lost: BaseException | None = None
+        self.closed = asyncio.Event()
+        self.bye: bytes | None = None
+
+    # -- aioimaplib entry points -------------------------------------------------------
+
+    def data_received(self, d: bytes) -> None:
+        self._buf += d
+        try:
+            self._drain()
+        except ImapProtocolViolation as exc:
+            self._fail(exc)
+
+    def _lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionResetError("connection closed by the server")
+        self.closed.set()
+        self._fail(ImapUnavailable(f"connection lost: {self.lost}"))
+
+    # -- our reader ----------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        buf = self._buf
+        pos = 0
+        while True:
+            if self._literal_left:
+                take = min(self._literal_left, len(buf) - pos)
+                self._literal_parts.append(bytes(buf[pos : pos + take]))
+                pos += take
+                self._literal_left -= take
+                if self._literal_left:
+                    break
+                assert self._literal_target is not None
+                self._literal_target[-1] = b"".join(self._literal_parts)
+                self._literal_parts.clear()
+                continue
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                break
+            line = bytes(buf[pos:end])
+            pos = end + 2
+            self._line(line)
+        del buf[:pos]
+
+    def _line(self, line: bytes) -> None:
+        pending = self._pending
+        if self._literal_target is not None:
+            # the rest of a response whose previous chunk was a literal
+            self._literal_target.append(line)
+            self._expect_literal(line, self._literal_target)
+            return
+        if pending is None:
+            self._not_ours(line)
+            return
+        if line.startswith(b"* "):
+            record = [line[2:]]
+            if line.startswith(b"* BYE"):
+                self.bye = line
+            pending.records.append(record)
+            self._expect_literal(line, record)
+        elif line.startswith(b"+"):
+            self._send_next(pending)
+        elif line.startswith(pending.tag.encode() + b" "):
+            status, _, text = line[len(pending.tag) + 1 :].partition(b" ")
+            pending.result = status.decode("ascii", "replace").upper()
+            pending.text = text
+            self._pending = None
+            if not pending.done.done():
+                pending.done.set_result(None)
+        else:
+            raise ImapProtocolViolation(f"unexpected line from server: {line[:80]!r}")
+
+    def _expect_literal(self, line: bytes, record: list[bytes]) -> None:
+        match = _LITERAL_RE.search(line)
+        if match is None:
+            self._literal_target = None
+            return
+        # an empty literal ({0}) is complete at once; the next line continues the response
+        self._literal_left = int(match.group(1))
+        record.append(b"")
+        self._literal_target = record
+
+    def _not_ours(self, line: bytes) -> None:
+        if self.state in (aioimaplib.CONNECTED, aioimaplib.NONAUTH) and not line.startswith(
+            b"* " + b"BYE"
+        ):
+            # greeting and aioimaplib's own CAPABILITY: its handler runs them
+            self._handle_line(line, None)
+            return
+        if line.startswith(b"* "):
+            record = [line[2:]]
+            if line.startswith(b"* BYE"):
+                self.bye = line
+            self.unsolicited.append(record)
+            self.unsolicited_event.set()
+            self._expect_literal(line, record)
+        else:
+            self._handle_line(line, None)
+
+    def _send_next(self, pending: _Pending) -> None:
+        if not pending.to_send:
+            raise ImapProtocolViolation("server asked for a literal that we do not have")
+        literal = pending.to_send.popleft()
+        text = pending.to_send.popleft()
+        self.transport.write(literal + text)
+
+    def _fail(self, exc: BaseException) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done.done():
+            pending.done.set_exception(exc)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def start(self, tag: str, command: Command, literal_plus: bool) -> _Pending:
+        """Write ``command`` and return its pending record.
+
+        With LITERAL+ every literal is sent at once as ``{n+}``; otherwise the first line
+        ends in ``{n}`` and each further piece waits for the server's ``+`` continuation.
+        """
+        if self._pending is not None:
+            raise ImapProtocolViolation("a command is already in flight on this connection")
+        pieces: collections.deque[bytes] = collections.deque()
+        first = f"{tag} {command.parts[0]}".encode()
+        rest: list[bytes] = []
+        for literal, text in zip(command.literals, command.parts[1:], strict=True):
+            marker = f"{{{len(literal)}{'+' if literal_plus else ''}}}\r\n".encode()
+            rest.extend((marker, literal, text.encode()))
+        pending = _Pending(tag, pieces)
+        self._pending = pending
+        if literal_plus or not rest:
+            self.transport.write(first + b"".join(rest) + b"\r\n")
+        else:
+            self.transport.write(first + rest[0])
+            # each later piece is (literal, text [+ next marker]) after a continuation
+            items = rest[1:]
+            for i in range(0, len(items), 3):
+                data, after = items[i], items[i + 1]
+                end = items[i + 2] if i + 2 < len(items) else b"\r\n"
+                pieces.append(data)
+                pieces.append(after + end)
+        return pending
+
+    def new_our_tag(self) -> str:
+        return str(self.new_tag())
+
+
+@dataclass(frozen=True, slots=True)
+class SelectInfo:
+    """What SELECT/EXAMINE told us about the mailbox."""
+
+    name: str
+    readonly: bool
+    uidvalidity: int | None
+    uidnext: int | None
+    highestmodseq: int | None  # None: NOMODSEQ or no CONDSTORE
+    exists: int | None
+    reply: Reply
+
+
+def _ssl_context(cfg: ImapConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=cfg.ca_file)
+    if not cfg.verify_certificates:
+        # only ever by explicit configuration (imap.verify_certificates = false)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class ImapSession:
+    """A logged-in IMAP connection with typed commands.
+
+    Create with :meth:`connect`; use one command at a time.  Every public coroutine raises
+    :class:`ImapCommandFailed` (tagged NO, the session stays usable),
+    :class:`ImapProtocolViolation` (BAD or garbage; the session is broken) or
+    :class:`ImapUnavailable` (timeout, lost connection; the session is broken).
+    """
+
+    def __init__(self, proto: _Protocol, cfg: ImapConfig, username: str) -> None:
+        self._proto = proto
+        self._cfg = cfg
+        self.username = username
+        self.capabilities: frozenset[str] = frozenset()
+        self.enabled: frozenset[str] = frozenset()
+        self.selected: SelectInfo | None = None
+        self.server_name: str | None = None  # from RFC 2971 ID, e.g. "Dovecot"
+        self.broken = False
+        self.last_used = time.monotonic()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, cfg: ImapConfig, username: str, password: str) -> ImapSession:
+        """Open, secure, log in, and ENABLE CONDSTORE/QRESYNC where offered.
+
+        Raises:
+            AuthenticationFailed: the server refused the credentials.
+            ImapUnavailable: the server cannot be reached or the TLS handshake failed.
+        """
+        loop = asyncio.get_running_loop()
+        proto = _Protocol(loop)
+        ctx = _ssl_context(cfg) if cfg.security == "tls" else None
+        try:
+            async with asyncio.timeout(cfg.connect_timeout):
+                await loop.create_connection(lambda: proto, cfg.host, cfg.port, ssl=ctx)
+                await proto.wait("AUTH|NONAUTH")
+        except (OSError, TimeoutError, ssl.SSLError, aioimaplib.Error) as exc:
+            proto.transport and proto.transport.close()
+            raise ImapUnavailable(f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from exc
+        session = cls(proto, cfg, username)
+        try:
+            session.capabilities = frozenset(c.upper() for c in proto.capabilities)
+            if cfg.security == "starttls":
+                await session._starttls()
+            await session._login(username, password)
+            await session._enable()
+            await session._identify()
+            log.info(
+                "imap %s@%s: %s, extensions: %s",
+                username,
+                cfg.host,
+                session.server_name or "unknown server",
+                " ".join(c for c in KNOWN_CAPABILITIES if c in session.capabilities),
+            )
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def _starttls(self) -> None:
+        if "STARTTLS" not in self.capabilities:
+            raise ImapUnavailable("server does not offer STARTTLS (imap.security = starttls)")
+        await self.execute(Command(("STARTTLS",)), what="STARTTLS")
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                self._proto.transport,
+                self._proto,
+                _ssl_context(self._cfg),
+                server_hostname=self._cfg.host,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            self.broken = True
+            raise ImapUnavailable(f"STARTTLS handshake failed: {exc}") from exc
+        self._proto.transport = transport
+        # capabilities from before TLS must not be trusted (RFC 3501 §6.2.1)
+        reply = await self.execute(Command(("CAPABILITY",)), what="CAPABILITY")
+        self.capabilities = reply.capabilities or frozenset()
+
+    async def _login(self, username: str, password: str) -> None:
+        if "LOGINDISABLED" in self.capabilities:
+            raise AuthenticationFailed("the server refuses LOGIN on this connection")
+        command = Command.join(
+            [Command.text("LOGIN"), commands.string_arg(username), commands.string_arg(password)]
+        )
+        try:
+            reply = await self.execute(command, what="LOGIN", secret=True)
+        except ImapCommandFailed as exc:
+            raise AuthenticationFailed(f"login refused for {username!r}") from exc
+        self._proto.state = aioimaplib.AUTH
+        code = reply.code("CAPABILITY")
+        if code is not None:
+            self.capabilities = parse_capabilities(code.args)
+        else:
+            reply = await self.execute(Command(("CAPABILITY",)), what="CAPABILITY")
+            self.capabilities = reply.capabilities or self.capabilities
+
+    async def _enable(self) -> None:
+        wanted = [c for c in ("CONDSTORE", "QRESYNC") if c in self.capabilities]
+        if wanted and "ENABLE" in self.capabilities:
+            reply = await self.execute(Command((f"ENABLE {' '.join(wanted)}",)), what="ENABLE")
+            self.enabled = reply.enabled or frozenset()
+        elif "CONDSTORE" in self.capabilities:
+            self.enabled = frozenset({"CONDSTORE"})  # CONDSTORE also turns on by use
+
+    async def _identify(self) -> None:
+        """Learn the server's name (RFC 2971): Dovecot's X-GUID items are not advertised."""
+        if "ID" not in self.capabilities:
+            return
+        try:
+            reply = await self.execute(Command(("ID NIL",)), what="ID")
+        except ImapCommandFailed:
+            return
+        for line in reply.other:
+            match = _ID_NAME_RE.search(line)
+            if match:
+                self.server_name = match.group(1)
+
+    @property
+    def is_dovecot(self) -> bool:
+        return (self.server_name or "").lower() == "dovecot"
+
+    async def close(self) -> None:
+        """LOGOUT politely when possible, then drop the transport.  Never raises."""
+        transport = self._proto.transport
+        if not self.broken and transport is not None and not transport.is_closing():
+            try:
+                async with asyncio.timeout(2):
+                    await self.execute(Command(("LOGOUT",)), what="LOGOUT")
+            except Exception:
+                pass
+        self.broken = True
+        if transport is not None:
+            transport.close()
+
+    # -- the one way to run a command ----------------------------------------------------------
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self.capabilities
+
+    async def execute(self, command: Command, *, what: str = "", secret: bool = False) -> Reply:
+        """Run one command and parse everything it produced.
+
+        Raises:
+            ImapCommandFailed: tagged NO (the session stays usable).
+            ImapProtocolViolation: tagged BAD or an unparseable reply (session broken).
+            ImapUnavailable: timeout, cancellation-free connection loss, BYE (session broken).
+        """
+        what = what or command.parts[0].split(" ", 1)[0]
+        if self.broken:
+            raise ImapUnavailable(f"{what}: connection already broken")
+        tag = self._proto.new_our_tag()
+        if not secret:
+            log.debug("imap %s > %s %s", self.username, tag, command.parts[0][:200])
+        try:
+            async with asyncio.timeout(self._cfg.command_timeout):
+                pending = self._proto.start(tag, command, self.has("LITERAL+"))
+                await pending.done
+        except TimeoutError as exc:
+            self.broken = True
+            raise ImapUnavailable(f"{what}: timed out") from exc
+        except ImapProtocolViolation:
+            self.broken = True
+            raise
+        except ImapUnavailable:
+            self.broken = True
+            raise
+        except OSError as exc:
+            self.broken = True
+            raise ImapUnavailable(f"{what}: {exc}") from exc
+        except BaseException:
+            self.broken = True  # cancelled mid-command: the wire state is unknown
+            raise
+        finally:
+            self.last_used = time.monotonic()
+        return self._finish(pending, what)
+
+    def _finish(self, pending: _Pending, what: str) -> Reply:
+        try:
+            reply = parse_reply([tuple(r) for r in pending.records], pending.result, pending.text)
+        except ImapProtocolViolation:
+            self.broken = True
+            raise
+        status = reply.tagged.status
+        if status == "OK":
+            return reply
+        code = reply.tagged.code.name if reply.tagged.code else None
+        if status == "NO":
+            raise ImapCommandFailed(what, code, reply.tagged.text)
+        self.broken = True
+        log.error("IMAP %s answered BAD: %s", what, reply.tagged.text[:200])
+        raise ImapProtocolViolation(f"{what}: BAD {reply.tagged.text[:200]}")
+
+    def take_unsolicited(self) -> Reply:
+        """Unsolicited responses received between commands, parsed; empties the queue."""
+        records = list(self._proto.unsolicited)
+        self._proto.unsolicited.clear()
+        self._proto.unsolicited_event.clear()
+        return parse_reply([tuple(r) for r in records], "OK", b"")
+
+    # -- typed commands --------------------------------------------------------------------
+
+    async def list_mailboxes(
+        self, *, with_status: bool = True
+    ) -> tuple[tuple[ListEntry, ...], tuple[MailboxStatus, ...]]:
+        """Every mailbox with its attributes, and STATUS where LIST-STATUS allows one trip.
+
+        Returns the LIST entries and the STATUS records (empty when the server lacks
+        LIST-STATUS or ``with_status`` is false).
+        """
+        returns = []
+        if self.has("SPECIAL-USE"):
+            returns.append("SPECIAL-USE")
+        if self.has("LIST-EXTENDED"):
+            returns.append("SUBSCRIBED")
+            returns.append("CHILDREN")
+        if with_status and self.has("LIST-STATUS"):
+            returns.append(f"STATUS ({self.status_items()})")
+        text = 'LIST "" "*"'
+        if returns:
+            text += f" RETURN ({' '.join(returns)})"
+        reply = await self.execute(Command((text,)), what="LIST")
+        lists = reply.lists
+        if not self.has("LIST-EXTENDED"):
+            lsub = await self.execute(Command(('LSUB "" "*"',)), what="LSUB")
+            subscribed = {e.name for e in lsub.lists}
+            lists = tuple(
+                ListEntry(e.name, e.delimiter, e.attributes | {"\\Subscribed"}, e.extended)
+                if e.name in subscribed
+                else e
+                for e in lists
+            )
+        return lists, reply.statuses
+
+    def status_items(self) -> str:
+        """The STATUS items a refresh needs, including the mailbox's stable id where the
+        server has one (RFC 8474 MAILBOXID; Dovecot answers X-GUID, even in LIST-STATUS)."""
+        items = _STATUS_ITEMS_FULL
+        if self.has("CONDSTORE"):
+            items += " HIGHESTMODSEQ"
+        if self.has("OBJECTID"):
+            items += " MAILBOXID"
+        elif self.is_dovecot:
+            items += " X-GUID"
+        return items
+
+    async def status(self, name: str, items: str | None = None) -> MailboxStatus:
+        items = items or self.status_items()
+        reply = await self.execute(
+            Command((f"STATUS {commands.mailbox(name)} ({items})",)), what="STATUS"
+        )
+        for status in reply.statuses:
+            return status
+        raise ImapProtocolViolation("STATUS: no STATUS line in the reply")
+
+    async def select(
+        self, name: str, *, readonly: bool = False, qresync: tuple[int, int] | None = None
+    ) -> SelectInfo:
+        """SELECT (or EXAMINE) ``name``; with ``qresync=(uidvalidity, modseq)`` on QRESYNC."""
+        verb = "EXAMINE" if readonly else "SELECT"
+        text = f"{verb} {commands.mailbox(name)}"
+        if qresync is not None and "QRESYNC" in self.enabled:
+            text += f" (QRESYNC ({qresync[0]} {qresync[1]}))"
+        elif "CONDSTORE" in self.enabled and "QRESYNC" not in self.enabled:
+            text += " (CONDSTORE)"
+        self.selected = None
+        reply = await self.execute(Command((text,)), what=verb)
+
+        def code_int(code_name: str) -> int | None:
+            code = reply.code(code_name)
+            return code.int_arg() if code else None
+
+        info = SelectInfo(
+            name=name,
+            readonly=readonly or reply.code("READ-ONLY") is not None,
+            uidvalidity=code_int("UIDVALIDITY"),
+            uidnext=code_int("UIDNEXT"),
+            highestmodseq=code_int("HIGHESTMODSEQ"),
+            exists=reply.exists,
+            reply=reply,
+        )
+        self.selected = info
+        self._proto.state = aioimaplib.SELECTED
+        return info
+
+    async def unselect(self) -> None:
+        if self.selected is None:
+            return
+        if self.has("UNSELECT"):
+            await self.execute(Command(("UNSELECT",)), what="UNSELECT")
+        else:
+            # CLOSE would expunge \Deleted messages; EXAMINE of a mailbox that cannot exist
+            # deselects without touching anything (RFC 3501 §6.3.1).
+            with contextlib.suppress(ImapCommandFailed):
+                await self.execute(Command(('EXAMINE "imapjmap-deselect"',)), what="EXAMINE")
+        self.selected = None
+        self._proto.state = aioimaplib.AUTH
+
+    async def noop(self) -> Reply:
+        return await self.execute(Command(("NOOP",)), what="NOOP")
+
+    def selected_name(self) -> str | None:
+        return self.selected.name if self.selected else None
+
+    @staticmethod
+    def mailbox_command(verb: str, name: str, *tail: str) -> Command:
+        """``VERB "name" tail...`` with the name encoded (modified UTF-7) and quoted."""
+        return Command((" ".join([verb, commands.mailbox(name), *tail]),))

@@ -1,0 +1,106 @@
+"""The Session resource (RFC 8620 §2): capabilities, accounts, URL templates.
+
+Pure: built from the config and the authenticated account, never from I/O.  Only what is
+implemented is advertised (CORE-SESS-07); each capability with account data has a primary
+account (CORE-SESS-08); URLs are absolute, carry exactly the RFC's template variables and
+nothing else (CORE-SESS-05); ``state`` is a digest of everything else, so it changes exactly
+when the session does (CORE-SESS-06).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from imapjmap.config import Config
+from imapjmap.jmap import wire
+
+API_PATH: Final = "/jmap/api/"
+SESSION_PATH: Final = "/jmap/session"
+DOWNLOAD_PATH: Final = "/jmap/download/{accountId}/{blobId}/{name}"
+UPLOAD_PATH: Final = "/jmap/upload/{accountId}/"
+EVENTSOURCE_PATH: Final = "/jmap/eventsource/"
+
+# Mailbox names: IMAP servers accept long names, but the encoded path must stay well under
+# common 1 KB command-line limits once parents are prefixed.
+MAX_SIZE_MAILBOX_NAME: Final = 255
+COLLATIONS: Final = ("i;ascii-casemap", "i;octet", "i;unicode-casemap")
+EMAIL_SORT_OPTIONS: Final = ("receivedAt",)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAccount:
+    account_id: str
+    username: str
+    capabilities: frozenset[str]  # account-level capability URNs
+
+
+def core_capability(cfg: Config) -> dict[str, Any]:
+    limits = cfg.limits
+    return {
+        "maxSizeUpload": limits.max_size_upload,
+        "maxConcurrentUpload": limits.max_concurrent_upload,
+        "maxSizeRequest": limits.max_size_request,
+        "maxConcurrentRequests": limits.max_concurrent_requests,
+        "maxCallsInRequest": limits.max_calls_in_request,
+        "maxObjectsInGet": limits.max_objects_in_get,
+        "maxObjectsInSet": limits.max_objects_in_set,
+        "collationAlgorithms": list(COLLATIONS),
+    }
+
+
+def mail_account_capability(cfg: Config) -> dict[str, Any]:
+    return {
+        "maxMailboxesPerEmail": None,
+        "maxMailboxDepth": None,
+        "maxSizeMailboxName": MAX_SIZE_MAILBOX_NAME,
+        "maxSizeAttachmentsPerEmail": cfg.limits.max_size_upload,
+        "emailQuerySortOptions": list(EMAIL_SORT_OPTIONS),
+        "mayCreateTopLevelMailbox": True,
+    }
+
+
+def _account_capabilities(cfg: Config, caps: frozenset[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if wire.MAIL in caps:
+        out[wire.MAIL] = mail_account_capability(cfg)
+    return out
+
+
+def build_session(cfg: Config, account: SessionAccount) -> dict[str, Any]:
+    """The Session object for ``account`` (the only account its credentials open)."""
+    base = cfg.server.base_url.rstrip("/")
+    capabilities: dict[str, Any] = {wire.CORE: core_capability(cfg)}
+    for urn in sorted(account.capabilities):
+        capabilities[urn] = {}
+    session: dict[str, Any] = {
+        "capabilities": capabilities,
+        "accounts": {
+            account.account_id: {
+                "name": account.username,
+                "isPersonal": True,
+                "isReadOnly": False,
+                "accountCapabilities": _account_capabilities(cfg, account.capabilities),
+            }
+        },
+        "primaryAccounts": {urn: account.account_id for urn in sorted(account.capabilities)},
+        "username": account.username,
+        "apiUrl": base + API_PATH,
+        "downloadUrl": base + DOWNLOAD_PATH + "?type={type}",
+        "uploadUrl": base + UPLOAD_PATH,
+        "eventSourceUrl": (
+            base + EVENTSOURCE_PATH + "?types={types}&closeafter={closeafter}&ping={ping}"
+        ),
+    }
+    session["state"] = session_state(session)
+    return session
+
+
+def session_state(session: Mapping[str, Any]) -> str:
+    """A digest of every other session property (CORE-SESS-06)."""
+    body = {k: v for k, v in session.items() if k != "state"}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return "s" + digest[:24]

@@ -1,0 +1,91 @@
+"""What a method handler works with: the account, its store rows, its IMAP pool.
+
+:class:`Services` lives as long as the process (one per aiohttp app);
+:class:`MethodContext` lives for one JMAP request and memoises the refresh, so every call of
+one request sees one snapshot of the upstream (a request costs at most one freshness round
+trip however many calls it holds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from imapjmap.config import Config
+from imapjmap.imap.pool import ImapPool, ImapPools
+from imapjmap.jmap import state as jstate
+from imapjmap.jmap.errors import MethodError, MethodErrorType
+from imapjmap.store import queries as q
+from imapjmap.store.db import Store, Tx
+from imapjmap.sync.engine import AccountSync
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """The authenticated user's account."""
+
+    account_id: str
+    username: str
+    epoch: str
+
+
+@dataclass(slots=True)
+class Services:
+    """Process-wide resources, created by the HTTP app at start-up."""
+
+    cfg: Config
+    store: Store
+    pools: ImapPools
+    syncs: dict[str, AccountSync] = field(default_factory=dict)
+
+    def sync_for(self, account_id: str) -> AccountSync:
+        sync = self.syncs.get(account_id)
+        if sync is None:
+            sync = self.syncs[account_id] = AccountSync(self.store, account_id)
+        return sync
+
+
+class MethodContext:
+    """Per-request context handed to every method handler."""
+
+    def __init__(self, services: Services, account: Account, pool: ImapPool) -> None:
+        self.services = services
+        self.account = account
+        self.pool = pool
+        self._fresh = False
+
+    @property
+    def cfg(self) -> Config:
+        return self.services.cfg
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    @property
+    def account_id(self) -> str:
+        return self.account.account_id
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Bring the cache up to date with the upstream, once per request unless forced."""
+        if self._fresh and not force:
+            return
+        await self.services.sync_for(self.account_id).refresh(self.pool)
+        self._fresh = True
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        return await self.store.run(fn)
+
+    def encode_state(self, seq: int) -> str:
+        return jstate.encode(jstate.State(self.account.epoch, seq))
+
+    async def state(self, data_type: str) -> str:
+        seq = await self.store.run(lambda tx: q.type_state(tx, self.account_id, data_type))
+        return self.encode_state(seq)
+
+    def check_account(self, account_id: str) -> None:
+        if account_id != self.account_id:
+            raise MethodError(MethodErrorType.ACCOUNT_NOT_FOUND)

@@ -1,0 +1,132 @@
+"""The standard /changes, /query and /queryChanges glue, written once for every type.
+
+The algorithms are pure (``jmap.standard``); this module reads the rows they need from the
+store in ONE transaction, so the rows and the current state are one snapshot, and shapes
+the RFC 8620 §5.2/§5.5/§5.6 responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from imapjmap.jmap import standard as std
+from imapjmap.jmap import state as jstate
+from imapjmap.jmap.args import ChangesArgs, QueryArgs, QueryChangesArgs
+from imapjmap.jmap.errors import MethodError, MethodErrorType
+from imapjmap.jmap.wire import JsonObject
+from imapjmap.methods.context import MethodContext
+from imapjmap.store import queries as q
+from imapjmap.store.db import Tx
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSnapshot:
+    rows: list[std.ChangeRow]
+    current: int
+    floor: int
+
+
+def _cannot(why: str) -> MethodError:
+    return MethodError(MethodErrorType.CANNOT_CALCULATE_CHANGES, why)
+
+
+def check_since(since: jstate.State, snapshot: ChangeSnapshot) -> None:
+    """Check the cache can still answer from the client's state (CORE-CHG-04)."""
+    if since.seq < snapshot.floor:
+        raise _cannot("the state is older than the kept change history")
+    if since.seq > snapshot.current:
+        raise _cannot("the state is unknown")
+
+
+def read_changes(
+    tx: Tx, account_id: str, table: q.ChangeTable, data_type: str, since: jstate.State
+) -> ChangeSnapshot:
+    """Every row changed at or after the state's seq, with the type's current state."""
+    # rows at exactly since.seq matter when the state is an intermediate one (after_id)
+    seq = since.seq
+    return ChangeSnapshot(
+        rows=[
+            std.ChangeRow(r.id, r.created_seq, r.updated_seq, r.destroyed_seq)
+            for r in q.changes_since(tx, table, account_id, max(0, seq - 1))
+        ],
+        current=q.type_state(tx, account_id, data_type),
+        floor=q.type_floor(tx, account_id, data_type),
+    )
+
+
+async def changes(
+    ctx: MethodContext, raw: JsonObject, table: q.ChangeTable, data_type: str
+) -> tuple[JsonObject, std.ChangesResult, jstate.State]:
+    """A /changes response, plus the pieces a type adds to (Mailbox's updatedProperties)."""
+    args = ChangesArgs.parse(raw)
+    await ctx.refresh()
+    since = jstate.decode_or_raise(args.since_state, ctx.account.epoch)
+    snapshot = await ctx.read(lambda tx: read_changes(tx, ctx.account_id, table, data_type, since))
+    check_since(since, snapshot)
+    result = std.compute_changes(snapshot.rows, since, snapshot.current, args.max_changes)
+    response: JsonObject = {
+        "accountId": ctx.account_id,
+        "oldState": args.since_state,
+        "newState": jstate.encode(result.new_state),
+        "hasMoreChanges": result.has_more,
+        "created": result.created,
+        "updated": result.updated,
+        "destroyed": result.destroyed,
+    }
+    return response, result, since
+
+
+def query_response(
+    ctx: MethodContext,
+    args: QueryArgs,
+    ids: Sequence[str],
+    query_seq: int,
+    *,
+    can_calculate_changes: bool,
+) -> JsonObject:
+    """A /query response for the full sorted result ``ids``."""
+    window = std.query_window(ids, args, max_limit=None)
+    response: JsonObject = {
+        "accountId": ctx.account_id,
+        "queryState": ctx.encode_state(query_seq),
+        "canCalculateChanges": can_calculate_changes,
+    }
+    response.update(window)
+    return response
+
+
+async def query_changes(
+    ctx: MethodContext,
+    args: QueryChangesArgs,
+    new_ids: Sequence[str],
+    table: q.ChangeTable,
+    data_type: str,
+    *,
+    can_calculate: bool,
+) -> JsonObject:
+    """A /queryChanges response: everything changed since the old query state is removed,
+    then re-added where it is in the new result (RFC 8620 §5.6; extra removals allowed)."""
+    since = jstate.decode_or_raise(args.since_query_state, ctx.account.epoch)
+    snapshot = await ctx.read(lambda tx: read_changes(tx, ctx.account_id, table, data_type, since))
+    check_since(since, snapshot)
+    if not can_calculate:
+        raise _cannot("this query's result order depends on other records")
+    changed: set[str] = set()
+    destroyed: set[str] = set()
+    for row in snapshot.rows:
+        if row.last_seq > since.seq:
+            (destroyed if row.destroyed_seq is not None else changed).add(row.id)
+    result = std.query_changes(
+        new_ids, changed, destroyed, up_to_id=args.up_to_id, max_changes=args.max_changes
+    )
+    response: JsonObject = {
+        "accountId": ctx.account_id,
+        "oldQueryState": args.since_query_state,
+        "newQueryState": ctx.encode_state(snapshot.current),
+        "removed": result.removed,
+        "added": result.added,
+    }
+    if args.calculate_total:
+        response["total"] = len(new_ids)
+    return response

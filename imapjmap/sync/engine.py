@@ -1,0 +1,138 @@
+"""Freshness: bring an account's cache up to date with the upstream, cheaply.
+
+Theory of operation
+-------------------
+A JMAP request first asks its :class:`AccountSync` to refresh.  A refresh costs one IMAP
+round trip when nothing changed: ``LIST "" "*" RETURN (SPECIAL-USE SUBSCRIBED STATUS
+(...))`` where LIST-STATUS exists.  Extra round trips happen only for what moved: a STATUS
+for the source id of a mailbox seen for the first time, a STATUS per mailbox on servers
+without LIST-STATUS (the documented cost of such servers).
+
+Rule 1: concurrent refreshes of one account share one run (the second caller awaits the
+        first's task instead of starting another).
+Rule 2: the store is written in one transaction per refresh (see ``sync.mailboxes``).
+Rule 3: nothing here decides JMAP states; ``store.queries.next_seq`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+
+from imapjmap.errors import ImapCommandFailed
+from imapjmap.imap.models import ListEntry, MailboxStatus
+from imapjmap.imap.pool import ImapPool
+from imapjmap.imap.session import ImapSession
+from imapjmap.store import queries as q
+from imapjmap.store.db import Store, Tx
+from imapjmap.sync import mailboxes as mbx
+
+log = logging.getLogger(__name__)
+
+_XGUID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+class AccountSync:
+    """Refreshes one account's cache; shared by every request of that account."""
+
+    def __init__(self, store: Store, account_id: str) -> None:
+        self._store = store
+        self.account_id = account_id
+        self._task: asyncio.Task[None] | None = None
+        self.refreshes = 0  # completed refreshes, for diagnostics and tests
+
+    async def refresh(self, pool: ImapPool) -> None:
+        """Refresh the cache, joining a refresh already in flight (Rule 1)."""
+        task = self._task
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._refresh(pool))
+            self._task = task
+        await asyncio.shield(task)
+
+    async def _refresh(self, pool: ImapPool) -> None:
+        async with pool.session() as session:
+            entries, statuses = await session.list_mailboxes()
+            known = await self._store.run(lambda tx: q.live_mailboxes(tx, self.account_id))
+            listed = await _describe(session, entries, statuses, known)
+        delimiter = next((e.delimiter for e in entries if e.delimiter), None)
+
+        def write(tx: Tx) -> int | None:
+            rows = q.live_mailboxes(tx, self.account_id)
+            change = mbx.plan(listed, rows, delimiter=delimiter, account_id=self.account_id)
+            q.set_delimiter(tx, self.account_id, delimiter)
+            return mbx.apply(tx, self.account_id, change)
+
+        seq = await self._store.run(write)
+        self.refreshes += 1
+        if seq is not None:
+            log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
+
+
+async def _describe(
+    session: ImapSession,
+    entries: Sequence[ListEntry],
+    statuses: Sequence[MailboxStatus],
+    known: Sequence[q.MailboxRow],
+) -> list[mbx.Listed]:
+    """Pair LIST entries with STATUS, source ids and rights, asking only what is missing."""
+    by_name = {s.name: s for s in statuses}
+    known_by_name = {row.imap_name: row for row in known}
+    out: list[mbx.Listed] = []
+    for entry in entries:
+        selectable = not (entry.has("\\Noselect") or entry.has("\\NonExistent"))
+        status = by_name.get(entry.name)
+        if status is None and selectable:
+            status = await _status_or_none(session, entry.name)
+        old = known_by_name.get(entry.name)
+        source_id = await _source_id(session, entry.name, status, old, selectable)
+        rights = await _rights(session, entry.name) if session.has("ACL") else None
+        out.append(mbx.Listed(entry, status, source_id, rights))
+    return out
+
+
+async def _status_or_none(session: ImapSession, name: str) -> MailboxStatus | None:
+    try:
+        return await session.status(name)
+    except ImapCommandFailed:
+        return None  # deleted between LIST and STATUS: the next refresh sees it gone
+
+
+async def _source_id(
+    session: ImapSession,
+    name: str,
+    status: MailboxStatus | None,
+    old: q.MailboxRow | None,
+    selectable: bool,
+) -> str | None:
+    """The upstream's stable mailbox id (MAILBOXID, Dovecot X-GUID), reusing the cache."""
+    if status is not None and status.mailboxid:
+        return status.mailboxid
+    if status is not None and status.x_guid and _XGUID_RE.match(status.x_guid):
+        return status.x_guid.lower()
+    same = old is not None and status is not None and old.uidvalidity == status.uidvalidity
+    if same and old is not None and old.source_id:
+        return old.source_id
+    if not selectable:
+        return None
+    item = "MAILBOXID" if session.has("OBJECTID") else ("X-GUID" if session.is_dovecot else "")
+    if not item:
+        return None
+    try:
+        got = await session.status(name, item)
+    except ImapCommandFailed:
+        return None
+    if got.mailboxid:
+        return got.mailboxid
+    if got.x_guid and _XGUID_RE.match(got.x_guid):
+        return got.x_guid.lower()
+    return None
+
+
+async def _rights(session: ImapSession, name: str) -> str | None:
+    try:
+        reply = await session.execute(session.mailbox_command("MYRIGHTS", name), what="MYRIGHTS")
+    except ImapCommandFailed:
+        return None
+    return reply.myrights.get(name)

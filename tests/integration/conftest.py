@@ -1,0 +1,92 @@
+"""The proxy under test, in front of the real Dovecot from ``tests/conftest.py``."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
+from imapjmap.http.app import make_app
+
+CORE = "urn:ietf:params:jmap:core"
+MAIL = "urn:ietf:params:jmap:mail"
+USING = [CORE, MAIL]
+
+
+@dataclasses.dataclass
+class Jmap:
+    """A tiny JMAP client: raw HTTP so that every request-level detail can be checked."""
+
+    http: TestClient[Any, Any]
+    username: str
+    password: str
+    account_id: str = ""
+
+    def auth(self, username: str | None = None, password: str | None = None) -> dict[str, str]:
+        raw = f"{username or self.username}:{password if password is not None else self.password}"
+        return {"Authorization": "Basic " + base64.b64encode(raw.encode()).decode()}
+
+    async def session(self) -> dict[str, Any]:
+        resp = await self.http.get("/.well-known/jmap", headers=self.auth())
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        self.account_id = body["primaryAccounts"][MAIL]
+        return body
+
+    async def post(self, body: Any, *, raw: bytes | None = None,
+                   content_type: str = "application/json") -> Any:
+        data = raw if raw is not None else __import__("json").dumps(body).encode()
+        headers = {**self.auth(), "Content-Type": content_type}
+        return await self.http.post("/jmap/api/", data=data, headers=headers)
+
+    async def request(self, calls: list[list[Any]], using: list[str] | None = None,
+                      **extra: Any) -> dict[str, Any]:
+        if not self.account_id:
+            await self.session()
+        resp = await self.post({"using": using or USING, "methodCalls": calls, **extra})
+        assert resp.status == 200, await resp.text()
+        result: dict[str, Any] = await resp.json()
+        return result
+
+    async def call(self, name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if not self.account_id:
+            await self.session()
+        args = {"accountId": self.account_id, **args}
+        body = await self.request([[name, args, "c0"]])
+        response_name, response_args, call_id = body["methodResponses"][0]
+        assert call_id == "c0"
+        return response_name, response_args
+
+    async def ok(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        response_name, response_args = await self.call(name, args)
+        assert response_name == name, response_args
+        return response_args
+
+
+def proxy_config(user: Any, tmp_path: Path) -> Config:
+    return Config(
+        imap=ImapConfig(host=user.host, port=user.port, security="none", pool_size=3,
+                        command_timeout=30.0),
+        server=ServerConfig(listen="127.0.0.1:0", base_url="http://127.0.0.1:8080"),
+        cache=CacheConfig(path=str(tmp_path / "cache.sqlite3")),
+    )
+
+
+@pytest.fixture
+async def proxy_http(imap_user: Any, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    app = make_app(proxy_config(imap_user, tmp_path))
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+@pytest.fixture
+async def jmap(proxy_http: TestClient[Any, Any], imap_user: Any) -> Jmap:
+    client = Jmap(proxy_http, imap_user.username, imap_user.password)
+    await client.session()
+    return client
