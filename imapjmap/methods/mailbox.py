@@ -72,7 +72,10 @@ async def mailbox_get(ctx: MethodContext, call: Call) -> JsonObject:
 
     rows, seq = await ctx.read(read)
     by_id = {row.id: row for row in rows}
-    wanted = args.ids if args.ids is not None else [row.id for row in tree_order(rows)]
+    if args.ids is not None:
+        wanted = standard.resolve_ids(call, args.ids)
+    else:
+        wanted = [row.id for row in tree_order(rows)]
     properties = args.properties if args.properties is not None else list(PROPERTIES)
     found = [by_id[i] for i in wanted if i in by_id]
     return {

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from imapjmap.jmap import standard as std
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.args import ChangesArgs, QueryArgs, QueryChangesArgs
+from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.wire import JsonObject
 from imapjmap.methods.context import MethodContext
@@ -25,6 +26,12 @@ class ChangeSnapshot:
     rows: list[std.ChangeRow]
     current: int
     floor: int
+
+
+def resolve_ids(call: Call, ids: Sequence[str]) -> list[str]:
+    """``#creationId`` entries of a /get ``ids`` replaced by the ids created earlier in this
+    request (RFC 8620 §5.3); an unknown one stays as is and so lands in ``notFound``."""
+    return [call.created_ids.get(i[1:], i) if i.startswith("#") else i for i in ids]
 
 
 def _cannot(why: str) -> MethodError:

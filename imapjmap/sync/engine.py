@@ -81,10 +81,16 @@ async def _describe(
     known_by_name = {row.imap_name: row for row in known}
     out: list[mbx.Listed] = []
     for entry in entries:
-        selectable = not (entry.has("\\Noselect") or entry.has("\\NonExistent"))
+        if entry.has("\\NonExistent"):
+            continue  # listed only because it is subscribed (LIST-EXTENDED)
+        selectable = not entry.has("\\Noselect")
         status = by_name.get(entry.name)
         if status is None and selectable:
             status = await _status_or_none(session, entry.name)
+            if status is None:
+                # Listed but gone: Dovecot's list index can trail a DELETE made by another
+                # session for a moment; LIST-STATUS then omits its STATUS line.
+                continue
         old = known_by_name.get(entry.name)
         source_id = await _source_id(session, entry.name, status, old, selectable)
         rights = await _rights(session, entry.name) if session.has("ACL") else None
@@ -96,7 +102,7 @@ async def _status_or_none(session: ImapSession, name: str) -> MailboxStatus | No
     try:
         return await session.status(name)
     except ImapCommandFailed:
-        return None  # deleted between LIST and STATUS: the next refresh sees it gone
+        return None
 
 
 async def _source_id(

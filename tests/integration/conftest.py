@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,9 +43,9 @@ class Jmap:
 
     async def post(self, body: Any, *, raw: bytes | None = None,
                    content_type: str = "application/json") -> Any:
-        data = raw if raw is not None else __import__("json").dumps(body).encode()
+        data = raw if raw is not None else json.dumps(body).encode()
         headers = {**self.auth(), "Content-Type": content_type}
-        return await self.http.post("/jmap/api/", data=data, headers=headers)
+        return await self.http.post("/jmap/api/", data=io.BytesIO(data), headers=headers)
 
     async def request(self, calls: list[list[Any]], using: list[str] | None = None,
                       **extra: Any) -> dict[str, Any]:
