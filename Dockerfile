@@ -1,0 +1,41 @@
+# The proxy alone (no Dovecot, no demo), as an unprivileged user.
+#
+#   docker build -t imapjmap .
+#   docker run -p 8080:8080 \
+#       -v "$PWD/config.toml:/etc/imapjmap/config.toml:ro" \
+#       -v imapjmap-cache:/var/lib/imapjmap \
+#       imapjmap
+#
+# The mounted config must listen on all interfaces inside the container and put the cache in
+# the volume:
+#   [server]  listen = "0.0.0.0:8080"   base_url = "https://jmap.example.com" (what clients use)
+#   [cache]   path = "/var/lib/imapjmap/cache.sqlite3"
+# (A relative cache path also lands in the volume: it is the working directory.)
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+# README* may not exist yet; the wildcard keeps COPY from failing then.
+COPY pyproject.toml README* ./
+COPY imapjmap ./imapjmap
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY --from=build /wheels /tmp/wheels
+RUN pip install --no-index --find-links=/tmp/wheels imapjmap \
+    && rm -rf /tmp/wheels \
+    && useradd --system --user-group --uid 10001 --home-dir /var/lib/imapjmap \
+        --no-create-home --shell /usr/sbin/nologin imapjmap \
+    && mkdir -p /etc/imapjmap /var/lib/imapjmap \
+    && chown imapjmap:imapjmap /var/lib/imapjmap
+WORKDIR /var/lib/imapjmap
+VOLUME ["/var/lib/imapjmap"]
+USER imapjmap
+EXPOSE 8080
+# Any HTTP answer (401 without credentials) means the server is up.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
+    CMD ["python", "-c", "import http.client as h; c = h.HTTPConnection('127.0.0.1', 8080, timeout=4); c.request('GET', '/.well-known/jmap'); c.getresponse()"]
+CMD ["imapjmap", "serve", "--config", "/etc/imapjmap/config.toml"]
