@@ -156,10 +156,18 @@ class ImapPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def deselect_idle(self) -> None:
-        """Forget what idle connections have selected (before RENAME or DELETE of it)."""
-        for session in self._idle:
-            session.selected = None
+    async def release_mailbox(self, name: str) -> None:
+        """Make idle connections leave ``name`` before it is renamed or deleted: Dovecot
+        disconnects a session whose selected mailbox is deleted under it."""
+        for session in [s for s in self._idle if s.selected and s.selected.name == name]:
+            try:
+                await session.unselect()
+            except ProxyError:
+                session.broken = True
+        doomed = [s for s in self._idle if s.broken]
+        self._idle = [s for s in self._idle if not s.broken]
+        for session in doomed:
+            self._spawn(session.close())
 
     async def aclose(self) -> None:
         self._closed = True

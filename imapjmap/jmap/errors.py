@@ -44,7 +44,9 @@ class RequestError(Exception):
         self.title = title
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"type": self.type.value, "status": self.status, "detail": self.detail}
+        body: dict[str, Any] = {
+            "type": self.type.value, "status": self.status, "detail": self.detail
+        }
         if self.title:
             body["title"] = self.title
         if self.limit is not None:

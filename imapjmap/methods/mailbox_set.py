@@ -287,7 +287,7 @@ async def _rename(
     new_full = writer.full_name(parent, name)
     old_full = row.imap_name
     rename = Command((f"RENAME {commands.mailbox(old_full)} {commands.mailbox(new_full)}",))
-    await _unselect_everywhere(writer)
+    await _leave(writer, rows, row)
     await writer.guarded(lambda: writer.imap(rename, "RENAME"))
     if row.is_subscribed:
         # RFC 3501 leaves subscriptions behind on RENAME: carry this one over
@@ -298,9 +298,13 @@ async def _rename(
     return new_full
 
 
-async def _unselect_everywhere(writer: _Writer) -> None:
-    """Pooled connections may have the mailbox selected; RENAME/DELETE must not race them."""
-    await writer.ctx.pool.deselect_idle()
+async def _leave(writer: _Writer, rows: dict[str, q.MailboxRow], row: q.MailboxRow) -> None:
+    """Pooled connections must not have the mailbox (or a child) selected during RENAME or
+    DELETE of it."""
+    prefix = row.imap_name + (writer.delimiter or "\0")
+    for other in rows.values():
+        if other.id == row.id or other.imap_name.startswith(prefix):
+            await writer.ctx.pool.release_mailbox(other.imap_name)
 
 
 async def _destroy_one(writer: _Writer, mailbox_id: str, remove_emails: bool) -> None:
@@ -314,7 +318,7 @@ async def _destroy_one(writer: _Writer, mailbox_id: str, remove_emails: bool) ->
         raise SetError(SetErrorType.MAILBOX_HAS_CHILD)  # even with onDestroyRemoveEmails
     if (row.messages or row.total_emails) and not remove_emails:
         raise SetError(SetErrorType.MAILBOX_HAS_EMAIL)
-    await _unselect_everywhere(writer)
+    await _leave(writer, rows, row)
     await writer.guarded(lambda: writer.imap(_mailbox_cmd("DELETE", row.imap_name), "DELETE"))
     if row.is_subscribed:
         # the mailbox is gone; a subscription left behind would only be noise

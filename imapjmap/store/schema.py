@@ -41,6 +41,29 @@ Version 1 tables:
     ``uidvalidity``/``uidnext``/``highestmodseq``/``messages`` are the IMAP sync cursor
     (never shown to clients).  ``props_seq`` is the seq of the last change to a property
     other than the four counts (Mailbox/changes ``updatedProperties``).
+
+Version 2 (the Email read path):
+
+``mailboxes.synced_*``
+    The cursor the *email* rows of that mailbox reflect (uidvalidity, uidnext, modseq,
+    messages); the plain columns are what the last LIST-STATUS said.  A mailbox whose two
+    cursors agree needs no email sync.
+``emails``
+    Change-tracked; one row per JMAP Email (one message, possibly in several mailboxes).
+    The list properties a mail list needs live here so that Email/query and the list part
+    of Email/get never touch IMAP: ``received_at`` (Unix seconds, INTERNALDATE),
+    ``headers`` (JSON: the convenience header properties already in JMAP form),
+    ``sort_*`` (collation keys), ``keywords`` and ``mailbox_ids`` (JSON objects, derived
+    from ``locations`` at every change).
+``locations``
+    Where each Email lives upstream: (mailbox, uid) with its flags and modseq.  A location
+    flagged ``\\Deleted`` is kept (``deleted = 1``) but hidden from JMAP.
+``threads``
+    Change-tracked Thread rows.
+``thread_refs``
+    For servers without THREADID: every Message-ID seen (own, In-Reply-To, References) and
+    the thread it belongs to, with the base subject (RFC 5256) used to refuse joins of
+    unrelated conversations.
 """
 
 from __future__ import annotations
@@ -115,7 +138,71 @@ CREATE INDEX mailboxes_updated_seq ON mailboxes (account_id, updated_seq);
 CREATE INDEX mailboxes_source_id ON mailboxes (account_id, source_id);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+_V2: Final = """
+ALTER TABLE mailboxes ADD COLUMN synced_uidvalidity INTEGER;
+ALTER TABLE mailboxes ADD COLUMN synced_uidnext INTEGER;
+ALTER TABLE mailboxes ADD COLUMN synced_modseq INTEGER;
+ALTER TABLE mailboxes ADD COLUMN synced_messages INTEGER;
+
+CREATE TABLE emails (
+    account_id      TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    id              TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    received_at     INTEGER NOT NULL,
+    sent_at         TEXT,
+    subject         TEXT,
+    sort_subject    TEXT NOT NULL DEFAULT '',
+    sort_from       TEXT NOT NULL DEFAULT '',
+    sort_to         TEXT NOT NULL DEFAULT '',
+    headers         TEXT NOT NULL DEFAULT '{}',
+    message_ids     TEXT NOT NULL DEFAULT '[]',
+    has_attachment  INTEGER NOT NULL DEFAULT 0,
+    preview         TEXT,
+    keywords        TEXT NOT NULL DEFAULT '{}',
+    mailbox_ids     TEXT NOT NULL DEFAULT '{}',
+    created_seq     INTEGER NOT NULL,
+    updated_seq     INTEGER NOT NULL,
+    destroyed_seq   INTEGER,
+    PRIMARY KEY (account_id, id)
+);
+CREATE INDEX emails_updated_seq ON emails (account_id, updated_seq);
+CREATE INDEX emails_received ON emails (account_id, received_at) WHERE destroyed_seq IS NULL;
+CREATE INDEX emails_thread ON emails (account_id, thread_id);
+
+CREATE TABLE locations (
+    account_id      TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    mailbox_id      TEXT NOT NULL,
+    uid             INTEGER NOT NULL,
+    email_id        TEXT NOT NULL,
+    modseq          INTEGER,
+    flags           TEXT NOT NULL DEFAULT '',
+    deleted         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX locations_email ON locations (account_id, email_id);
+
+CREATE TABLE threads (
+    account_id      TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    id              TEXT NOT NULL,
+    created_seq     INTEGER NOT NULL,
+    updated_seq     INTEGER NOT NULL,
+    destroyed_seq   INTEGER,
+    PRIMARY KEY (account_id, id)
+);
+CREATE INDEX threads_updated_seq ON threads (account_id, updated_seq);
+
+CREATE TABLE thread_refs (
+    account_id      TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    message_id      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    base_subject    TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (account_id, message_id)
+) WITHOUT ROWID;
+CREATE INDEX thread_refs_thread ON thread_refs (account_id, thread_id);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 """``MIGRATIONS[n]`` takes a cache from ``user_version`` n to n + 1."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -20,13 +20,16 @@ import asyncio
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from imapjmap.errors import ImapCommandFailed
 from imapjmap.imap.models import ListEntry, MailboxStatus
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
+from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
+from imapjmap.sync import emails
 from imapjmap.sync import mailboxes as mbx
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ class AccountSync:
         self._store = store
         self.account_id = account_id
         self._task: asyncio.Task[None] | None = None
+        self._fills: dict[str, asyncio.Task[None]] = {}  # mailbox id → first-sync fill
         self.refreshes = 0  # completed refreshes, for diagnostics and tests
 
     async def refresh(self, pool: ImapPool) -> None:
@@ -53,21 +57,73 @@ class AccountSync:
 
     async def _refresh(self, pool: ImapPool) -> None:
         async with pool.session() as session:
+            if session.selected is not None:
+                # servers answer STATUS of the selected mailbox from the session's own,
+                # possibly stale, view (RFC 3501 §6.3.10 advises against it)
+                await session.unselect()
             entries, statuses = await session.list_mailboxes()
             known = await self._store.run(lambda tx: q.live_mailboxes(tx, self.account_id))
             listed = await _describe(session, entries, statuses, known)
-        delimiter = next((e.delimiter for e in entries if e.delimiter), None)
+            delimiter = next((e.delimiter for e in entries if e.delimiter), None)
 
-        def write(tx: Tx) -> int | None:
-            rows = q.live_mailboxes(tx, self.account_id)
-            change = mbx.plan(listed, rows, delimiter=delimiter, account_id=self.account_id)
-            q.set_delimiter(tx, self.account_id, delimiter)
-            return mbx.apply(tx, self.account_id, change)
+            def write(tx: Tx) -> int | None:
+                rows = q.live_mailboxes(tx, self.account_id)
+                change = mbx.plan(listed, rows, delimiter=delimiter, account_id=self.account_id)
+                q.set_delimiter(tx, self.account_id, delimiter)
+                seq = mbx.apply(tx, self.account_id, change)
+                emails.drop_dead_mailboxes(tx, self.account_id)
+                return seq
 
-        seq = await self._store.run(write)
+            seq = await self._store.run(write)
+            if seq is not None:
+                log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
+            await self._sync_emails(pool, session)
         self.refreshes += 1
-        if seq is not None:
-            log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
+
+    async def _sync_emails(self, pool: ImapPool, session: ImapSession) -> None:
+        """Sync every mailbox whose cursor moved (one SELECT each; none when idle)."""
+
+        def read(tx: Tx) -> tuple[list[q.MailboxRow], dict[str, Any]]:
+            return (q.live_mailboxes(tx, self.account_id), em.synced_cursors(tx, self.account_id))
+
+        rows, cursors = await self._store.run(read)
+        for row in rows:
+            if row.uidvalidity is None or row.id in self._fills:
+                continue  # \Noselect, or a first sync still filling in the background
+            now = (row.uidvalidity, row.uidnext, row.highestmodseq, row.messages)
+            synced = cursors.get(row.id)
+            if synced is not None and tuple(synced) == now:
+                continue
+            job = emails.MailboxSync(
+                self._store, self.account_id, row, emails.Cursor(*synced) if synced else None
+            )
+            rest = await job.run(session)
+            if rest:
+                self._start_fill(pool, job, rest)
+        if session.selected is not None:
+            await session.unselect()  # keep this connection ready for the next LIST-STATUS
+
+    def _start_fill(self, pool: ImapPool, job: emails.MailboxSync, uids: list[int]) -> None:
+        async def fill() -> None:
+            try:
+                async with pool.session() as session:
+                    await job.fill(session, uids)
+            except Exception:
+                log.exception("background sync of %s failed", job.mailbox.imap_name)
+            finally:
+                self._fills.pop(job.mailbox.id, None)
+
+        self._fills[job.mailbox.id] = asyncio.get_running_loop().create_task(fill())
+
+    async def wait_filled(self) -> None:
+        """Wait until no first sync is still filling in (tests, benchmarks)."""
+        while self._fills:
+            await asyncio.gather(*self._fills.values(), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in self._fills.values():
+            task.cancel()
+        await asyncio.gather(*self._fills.values(), return_exceptions=True)
 
 
 async def _describe(

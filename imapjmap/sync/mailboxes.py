@@ -172,8 +172,13 @@ def plan(
         if old is None:
             result.inserts.append(wanted)
             continue
+        # counts come from the email cache (sync.emails), never from STATUS, once a row exists
         wanted = dataclasses.replace(
             wanted,
+            total_emails=old.total_emails,
+            unread_emails=old.unread_emails,
+            total_threads=old.total_threads,
+            unread_threads=old.unread_threads,
             sort_order=old.sort_order,
             created_seq=old.created_seq,
             updated_seq=old.updated_seq,
@@ -271,8 +276,6 @@ def _row_for(
     parent = _parent_name(lst.name, delimiter, set(ids))
     role = roles.get(lst.name)
     status = lst.status
-    messages = status.messages if status and status.messages is not None else 0
-    unseen = status.unseen if status and status.unseen is not None else 0
     mailbox_id = ids[lst.name]
     assert mailbox_id is not None
     return q.MailboxRow(
@@ -284,10 +287,10 @@ def _row_for(
         role=role,
         sort_order=_SORT_ORDER.get(role or "", 10),
         is_subscribed=lst.entry.has("\\Subscribed"),
-        total_emails=messages,
-        unread_emails=unseen,
-        total_threads=messages,
-        unread_threads=unseen,
+        total_emails=0,
+        unread_emails=0,
+        total_threads=0,
+        unread_threads=0,
         my_rights=rights_of(lst),
         source_id=lst.source_id,
         uidvalidity=status.uidvalidity if status else None,

@@ -17,7 +17,7 @@ from imapjmap.http import views
 from imapjmap.http.app import make_app
 from imapjmap.jmap.dispatch import Call, MethodSpec
 from imapjmap.jmap.errors import RequestErrorType
-from tests.integration.conftest import CORE, MAIL, USING, Jmap, proxy_config
+from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
 
 PROBLEM = "application/problem+json"
 

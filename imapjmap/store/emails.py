@@ -1,0 +1,517 @@
+"""Typed reads and writes of the Email, location and Thread rows (schema v2).
+
+Like :mod:`imapjmap.store.queries`, every function takes a :class:`Tx` and an account id
+and touches only that account's rows.  An Email's ``keywords`` and ``mailbox_ids`` are
+derived from its live locations by :func:`recompute_email` in the same transaction as the
+location change, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from imapjmap.store import queries as q
+from imapjmap.store.db import Tx
+
+EMAIL_TYPE: Final = "Email"
+THREAD_TYPE: Final = "Thread"
+
+# IMAP system flags ↔ JMAP keywords (RFC 8621 §4.1.1, EML-KW-01); \Recent is never shown
+# and \Deleted hides the location instead of becoming a keyword.
+_FLAG_TO_KEYWORD: Final = {
+    "\\seen": "$seen",
+    "\\flagged": "$flagged",
+    "\\answered": "$answered",
+    "\\draft": "$draft",
+}
+KEYWORD_TO_FLAG: Final = {
+    "$seen": "\\Seen",
+    "$flagged": "\\Flagged",
+    "$answered": "\\Answered",
+    "$draft": "\\Draft",
+}
+
+
+def keywords_from_flags(flags: Iterable[str]) -> dict[str, bool]:
+    """JMAP keywords for IMAP flags: system flags mapped, others lower-cased (EML-KW-01)."""
+    out: dict[str, bool] = {}
+    for flag in flags:
+        lower = flag.lower()
+        if lower in ("\\recent", "\\deleted"):
+            continue
+        keyword = _FLAG_TO_KEYWORD.get(lower)
+        if keyword is None:
+            if lower.startswith("\\"):
+                continue  # an unknown system flag has no keyword
+            keyword = lower
+        out[keyword] = True
+    return out
+
+
+def flags_from_keywords(keywords: Iterable[str]) -> list[str]:
+    """IMAP flags for JMAP keywords (the reverse of :func:`keywords_from_flags`)."""
+    return [KEYWORD_TO_FLAG.get(k, k) for k in keywords]
+
+
+@dataclass(frozen=True, slots=True)
+class EmailRow:
+    account_id: str
+    id: str
+    thread_id: str
+    size: int
+    received_at: int  # Unix seconds
+    sent_at: str | None = None
+    subject: str | None = None
+    sort_subject: str = ""
+    sort_from: str = ""
+    sort_to: str = ""
+    headers: dict[str, Any] = field(default_factory=dict)
+    message_ids: list[str] = field(default_factory=list)
+    has_attachment: bool = False
+    preview: str | None = None
+    keywords: dict[str, bool] = field(default_factory=dict)
+    mailbox_ids: dict[str, bool] = field(default_factory=dict)
+    created_seq: int = 0
+    updated_seq: int = 0
+    destroyed_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    mailbox_id: str
+    uid: int
+    email_id: str
+    modseq: int | None
+    flags: tuple[str, ...]
+    deleted: bool
+
+
+_EMAIL_COLUMNS: Final = (
+    "account_id, id, thread_id, size, received_at, sent_at, subject, sort_subject, sort_from,"
+    " sort_to, headers, message_ids, has_attachment, preview, keywords, mailbox_ids,"
+    " created_seq, updated_seq, destroyed_seq"
+)
+
+
+def _email_from(values: Sequence[Any]) -> EmailRow:
+    v = list(values)
+    return EmailRow(
+        account_id=v[0],
+        id=v[1],
+        thread_id=v[2],
+        size=v[3],
+        received_at=v[4],
+        sent_at=v[5],
+        subject=v[6],
+        sort_subject=v[7],
+        sort_from=v[8],
+        sort_to=v[9],
+        headers=json.loads(v[10]),
+        message_ids=json.loads(v[11]),
+        has_attachment=bool(v[12]),
+        preview=v[13],
+        keywords=json.loads(v[14]),
+        mailbox_ids=json.loads(v[15]),
+        created_seq=v[16],
+        updated_seq=v[17],
+        destroyed_seq=v[18],
+    )
+
+
+def _email_values(row: EmailRow) -> tuple[Any, ...]:
+    return (
+        row.account_id,
+        row.id,
+        row.thread_id,
+        row.size,
+        row.received_at,
+        row.sent_at,
+        row.subject,
+        row.sort_subject,
+        row.sort_from,
+        row.sort_to,
+        json.dumps(row.headers, sort_keys=True),
+        json.dumps(row.message_ids),
+        int(row.has_attachment),
+        row.preview,
+        json.dumps(row.keywords, sort_keys=True),
+        json.dumps(row.mailbox_ids, sort_keys=True),
+        row.created_seq,
+        row.updated_seq,
+        row.destroyed_seq,
+    )
+
+
+def email(tx: Tx, account_id: str, email_id: str, *, live: bool = True) -> EmailRow | None:
+    sql = f"SELECT {_EMAIL_COLUMNS} FROM emails WHERE account_id = ? AND id = ?"
+    if live:
+        sql += " AND destroyed_seq IS NULL"
+    found = tx.one(sql, (account_id, email_id))
+    return _email_from(found) if found else None
+
+
+def emails(tx: Tx, account_id: str, ids: Sequence[str]) -> dict[str, EmailRow]:
+    """Live rows for ``ids`` (unknown ids are simply absent)."""
+    out: dict[str, EmailRow] = {}
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        for values in tx.all(
+            f"SELECT {_EMAIL_COLUMNS} FROM emails WHERE account_id = ? AND id IN ({marks})"
+            " AND destroyed_seq IS NULL",
+            (account_id, *chunk),
+        ):
+            row = _email_from(values)
+            out[row.id] = row
+    return out
+
+
+def live_emails(tx: Tx, account_id: str) -> list[EmailRow]:
+    return [
+        _email_from(v)
+        for v in tx.all(
+            f"SELECT {_EMAIL_COLUMNS} FROM emails WHERE account_id = ? AND destroyed_seq IS NULL",
+            (account_id,),
+        )
+    ]
+
+
+def insert_email(tx: Tx, row: EmailRow) -> None:
+    """Insert a new Email, or bring a tombstoned one back to life (same id, new seqs)."""
+    tx.execute(
+        "DELETE FROM emails WHERE account_id = ? AND id = ? AND destroyed_seq IS NOT NULL",
+        (row.account_id, row.id),
+    )
+    marks = ",".join("?" * 19)
+    tx.execute(f"INSERT INTO emails ({_EMAIL_COLUMNS}) VALUES ({marks})", _email_values(row))
+
+
+def set_email_fields(
+    tx: Tx, account_id: str, email_id: str, seq: int | None, **fields: Any
+) -> None:
+    """Update some columns; with ``seq`` the change is visible (Email/changes)."""
+    encoded = {
+        k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+        for k, v in fields.items()
+    }
+    if seq is not None:
+        encoded["updated_seq"] = seq
+    assignments = ", ".join(f"{k} = ?" for k in encoded)
+    tx.execute(
+        f"UPDATE emails SET {assignments} WHERE account_id = ? AND id = ?",
+        (*encoded.values(), account_id, email_id),
+    )
+
+
+def destroy_email(tx: Tx, account_id: str, email_id: str, seq: int) -> bool:
+    return q.tombstone(tx, "emails", account_id, email_id, seq)
+
+
+# -- locations -------------------------------------------------------------------------------
+
+
+def _location_from(v: Sequence[Any]) -> Location:
+    return Location(v[0], v[1], v[2], v[3], tuple(v[4].split()) if v[4] else (), bool(v[5]))
+
+
+def locations_of_mailbox(tx: Tx, account_id: str, mailbox_id: str) -> dict[int, Location]:
+    rows = tx.all(
+        "SELECT mailbox_id, uid, email_id, modseq, flags, deleted FROM locations"
+        " WHERE account_id = ? AND mailbox_id = ?",
+        (account_id, mailbox_id),
+    )
+    return {r[1]: _location_from(r) for r in rows}
+
+
+def locations_of_email(tx: Tx, account_id: str, email_id: str) -> list[Location]:
+    rows = tx.all(
+        "SELECT mailbox_id, uid, email_id, modseq, flags, deleted FROM locations"
+        " WHERE account_id = ? AND email_id = ? ORDER BY mailbox_id, uid",
+        (account_id, email_id),
+    )
+    return [_location_from(r) for r in rows]
+
+
+def put_location(tx: Tx, account_id: str, loc: Location) -> None:
+    tx.execute(
+        "INSERT OR REPLACE INTO locations (account_id, mailbox_id, uid, email_id, modseq,"
+        " flags, deleted) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            account_id,
+            loc.mailbox_id,
+            loc.uid,
+            loc.email_id,
+            loc.modseq,
+            " ".join(loc.flags),
+            int(loc.deleted),
+        ),
+    )
+
+
+def remove_location(tx: Tx, account_id: str, mailbox_id: str, uid: int) -> None:
+    tx.execute(
+        "DELETE FROM locations WHERE account_id = ? AND mailbox_id = ? AND uid = ?",
+        (account_id, mailbox_id, uid),
+    )
+
+
+def remove_mailbox_locations(tx: Tx, account_id: str, mailbox_id: str) -> list[str]:
+    """Drop every location of a mailbox; returns the email ids that were there."""
+    ids = [
+        r[0]
+        for r in tx.all(
+            "SELECT DISTINCT email_id FROM locations WHERE account_id = ? AND mailbox_id = ?",
+            (account_id, mailbox_id),
+        )
+    ]
+    tx.execute(
+        "DELETE FROM locations WHERE account_id = ? AND mailbox_id = ?", (account_id, mailbox_id)
+    )
+    return ids
+
+
+def email_view(locations: Sequence[Location]) -> tuple[dict[str, bool], dict[str, bool]]:
+    """(mailboxIds, keywords) of an Email from its locations; \\Deleted ones are hidden.
+
+    Keywords are the union over the visible copies: a message flagged in any mailbox is
+    flagged (writes set flags on every copy, so copies only differ after another client
+    touched one of them).
+    """
+    mailbox_ids: dict[str, bool] = {}
+    keywords: dict[str, bool] = {}
+    for loc in locations:
+        if loc.deleted:
+            continue
+        mailbox_ids[loc.mailbox_id] = True
+        keywords.update(keywords_from_flags(loc.flags))
+    return mailbox_ids, dict(sorted(keywords.items()))
+
+
+def recompute_email(tx: Tx, account_id: str, email_id: str, seq: int) -> str:
+    """Re-derive an Email from its locations after they changed.
+
+    Returns what happened: ``"destroyed"`` (no visible location left), ``"updated"``,
+    ``"revived"`` (a tombstone became visible again) or ``"same"``.
+    """
+    row = email(tx, account_id, email_id, live=False)
+    if row is None:
+        return "same"
+    mailbox_ids, keywords = email_view(locations_of_email(tx, account_id, email_id))
+    if not mailbox_ids:
+        if row.destroyed_seq is None:
+            destroy_email(tx, account_id, email_id, seq)
+            return "destroyed"
+        return "same"
+    if row.destroyed_seq is not None:
+        tx.execute(
+            "UPDATE emails SET destroyed_seq = NULL, created_seq = ?, updated_seq = ?,"
+            " mailbox_ids = ?, keywords = ? WHERE account_id = ? AND id = ?",
+            (
+                seq,
+                seq,
+                json.dumps(mailbox_ids, sort_keys=True),
+                json.dumps(keywords, sort_keys=True),
+                account_id,
+                email_id,
+            ),
+        )
+        return "revived"
+    if mailbox_ids == row.mailbox_ids and keywords == row.keywords:
+        return "same"
+    set_email_fields(tx, account_id, email_id, seq, mailbox_ids=mailbox_ids, keywords=keywords)
+    return "updated"
+
+
+# -- threads ---------------------------------------------------------------------------------
+
+
+def thread_email_ids(tx: Tx, account_id: str, thread_id: str) -> list[str]:
+    """The thread's live emails, oldest first (RFC 8621 §3: sorted by receivedAt)."""
+    return [
+        r[0]
+        for r in tx.all(
+            "SELECT id FROM emails WHERE account_id = ? AND thread_id = ? AND destroyed_seq IS NULL"
+            " ORDER BY received_at, id",
+            (account_id, thread_id),
+        )
+    ]
+
+
+def touch_thread(tx: Tx, account_id: str, thread_id: str, seq: int) -> None:
+    """Mark a thread changed: create it, update it, or tombstone it when it became empty."""
+    alive = tx.scalar(
+        "SELECT COUNT(*) FROM emails WHERE account_id = ? AND thread_id = ?"
+        " AND destroyed_seq IS NULL",
+        (account_id, thread_id),
+    )
+    existing = tx.one(
+        "SELECT destroyed_seq FROM threads WHERE account_id = ? AND id = ?", (account_id, thread_id)
+    )
+    if not alive:
+        if existing is not None and existing[0] is None:
+            q.tombstone(tx, "threads", account_id, thread_id, seq)
+        return
+    if existing is None:
+        tx.execute(
+            "INSERT INTO threads (account_id, id, created_seq, updated_seq) VALUES (?, ?, ?, ?)",
+            (account_id, thread_id, seq, seq),
+        )
+    elif existing[0] is not None:
+        tx.execute(
+            "UPDATE threads SET destroyed_seq = NULL, created_seq = ?, updated_seq = ?"
+            " WHERE account_id = ? AND id = ?",
+            (seq, seq, account_id, thread_id),
+        )
+    else:
+        tx.execute(
+            "UPDATE threads SET updated_seq = ? WHERE account_id = ? AND id = ?",
+            (seq, account_id, thread_id),
+        )
+
+
+def thread_for_refs(tx: Tx, account_id: str, message_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(thread id, base subject) of every known Message-ID among ``message_ids``."""
+    out: list[tuple[str, str]] = []
+    for start in range(0, len(message_ids), 500):
+        chunk = list(message_ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        out += [
+            (r[0], r[1])
+            for r in tx.all(
+                f"SELECT thread_id, base_subject FROM thread_refs WHERE account_id = ?"
+                f" AND message_id IN ({marks})",
+                (account_id, *chunk),
+            )
+        ]
+    return out
+
+
+def add_thread_refs(
+    tx: Tx, account_id: str, thread_id: str, message_ids: Iterable[str], base_subject: str
+) -> None:
+    tx.executemany(
+        "INSERT OR REPLACE INTO thread_refs (account_id, message_id, thread_id, base_subject)"
+        " VALUES (?, ?, ?, ?)",
+        [(account_id, m, thread_id, base_subject) for m in message_ids],
+    )
+
+
+def merge_threads(tx: Tx, account_id: str, keep: str, others: Iterable[str], seq: int) -> list[str]:
+    """Move every email of ``others`` into ``keep``; returns the moved email ids."""
+    moved: list[str] = []
+    for other in others:
+        ids = [
+            r[0]
+            for r in tx.all(
+                "SELECT id FROM emails WHERE account_id = ? AND thread_id = ?", (account_id, other)
+            )
+        ]
+        tx.execute(
+            "UPDATE emails SET thread_id = ?, updated_seq = CASE WHEN destroyed_seq IS"
+            " NULL THEN ? ELSE updated_seq END WHERE account_id = ? AND thread_id = ?",
+            (keep, seq, account_id, other),
+        )
+        tx.execute(
+            "UPDATE thread_refs SET thread_id = ? WHERE account_id = ? AND thread_id = ?",
+            (keep, account_id, other),
+        )
+        touch_thread(tx, account_id, other, seq)
+        moved += ids
+    touch_thread(tx, account_id, keep, seq)
+    return moved
+
+
+# -- per-mailbox sync cursor and counts --------------------------------------------------------
+
+
+def synced_cursors(
+    tx: Tx, account_id: str
+) -> dict[str, tuple[int | None, int | None, int | None, int | None]]:
+    """mailbox id → (uidvalidity, uidnext, modseq, messages) that its email rows reflect;
+    mailboxes never synced are absent."""
+    rows = tx.all(
+        "SELECT id, synced_uidvalidity, synced_uidnext, synced_modseq, synced_messages"
+        " FROM mailboxes WHERE account_id = ? AND destroyed_seq IS NULL"
+        " AND synced_uidvalidity IS NOT NULL",
+        (account_id,),
+    )
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def set_synced_cursor(
+    tx: Tx,
+    account_id: str,
+    mailbox_id: str,
+    uidvalidity: int | None,
+    uidnext: int | None,
+    modseq: int | None,
+    messages: int | None,
+) -> None:
+    tx.execute(
+        "UPDATE mailboxes SET synced_uidvalidity = ?, synced_uidnext = ?, synced_modseq = ?,"
+        " synced_messages = ? WHERE account_id = ? AND id = ?",
+        (uidvalidity, uidnext, modseq, messages, account_id, mailbox_id),
+    )
+
+
+def forget_mailbox(tx: Tx, account_id: str, mailbox_id: str) -> list[str]:
+    """A mailbox is gone: drop its locations; returns the email ids that were in it."""
+    return remove_mailbox_locations(tx, account_id, mailbox_id)
+
+
+def mailboxes_of(tx: Tx, account_id: str, email_ids: Iterable[str]) -> set[str]:
+    ids = list(email_ids)
+    out: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        out.update(
+            r[0]
+            for r in tx.all(
+                f"SELECT DISTINCT mailbox_id FROM locations WHERE account_id = ?"
+                f" AND email_id IN ({marks})",
+                (account_id, *chunk),
+            )
+        )
+    return out
+
+
+def existing_ids(tx: Tx, account_id: str, email_ids: Sequence[str]) -> list[str]:
+    """Those of ``email_ids`` that have a row (live or tombstone)."""
+    out: list[str] = []
+    for start in range(0, len(email_ids), 500):
+        chunk = list(email_ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        out += [
+            r[0]
+            for r in tx.all(
+                f"SELECT id FROM emails WHERE account_id = ? AND id IN ({marks})",
+                (account_id, *chunk),
+            )
+        ]
+    return out
+
+
+def mailbox_counts(
+    tx: Tx, account_id: str, mailbox_ids: Iterable[str]
+) -> dict[str, tuple[int, int, int, int]]:
+    """(totalEmails, unreadEmails, totalThreads, unreadThreads) per mailbox (RFC 8621 §2):
+    visible copies only; unread = no ``$seen``; a thread is unread in a mailbox when one of
+    its emails there is unread."""
+    out: dict[str, tuple[int, int, int, int]] = {}
+    for mailbox_id in mailbox_ids:
+        row = tx.one(
+            "SELECT COUNT(DISTINCT e.id),"
+            " COUNT(DISTINCT CASE WHEN instr(e.keywords, '\"$seen\"') = 0 THEN e.id END),"
+            " COUNT(DISTINCT e.thread_id),"
+            " COUNT(DISTINCT CASE WHEN instr(e.keywords, '\"$seen\"') = 0 THEN e.thread_id END)"
+            " FROM locations l JOIN emails e ON e.account_id = l.account_id AND e.id = l.email_id"
+            " WHERE l.account_id = ? AND l.mailbox_id = ? AND l.deleted = 0"
+            " AND e.destroyed_seq IS NULL",
+            (account_id, mailbox_id),
+        )
+        out[mailbox_id] = (row[0], row[1], row[2], row[3]) if row else (0, 0, 0, 0)
+    return out

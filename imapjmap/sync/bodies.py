@@ -1,0 +1,122 @@
+"""Message bodies on demand: the exact ``BODY.PEEK[]`` bytes, kept in a bounded cache.
+
+Blobs are immutable (an Email's bytes never change), so a cached body never goes stale; the
+cache is keyed by (account, email id) so one account can never read another's entry, and it
+is bounded by total bytes, not by count, so a few huge messages cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Final
+
+import cachetools
+
+from imapjmap.errors import ImapCommandFailed
+from imapjmap.imap.commands import Command, sequence_set
+from imapjmap.imap.pool import ImapPool
+from imapjmap.mime.email import email_properties
+from imapjmap.store import emails as em
+from imapjmap.store import queries as q
+from imapjmap.store.db import Store, Tx
+
+log = logging.getLogger(__name__)
+
+CACHE_BYTES: Final = 64 * 1024 * 1024
+
+_bodies: cachetools.LRUCache[tuple[str, str], bytes] = cachetools.LRUCache(
+    maxsize=CACHE_BYTES, getsizeof=len
+)
+
+
+def _where(tx: Tx, account_id: str, email_id: str) -> list[tuple[str, int]]:
+    """(IMAP mailbox name, uid) of every visible copy of the email."""
+    names = {row.id: row.imap_name for row in q.live_mailboxes(tx, account_id)}
+    return [
+        (names[loc.mailbox_id], loc.uid)
+        for loc in em.locations_of_email(tx, account_id, email_id)
+        if not loc.deleted and loc.mailbox_id in names
+    ]
+
+
+async def fetch_message(
+    store: Store, pool: ImapPool, account_id: str, email_id: str
+) -> bytes | None:
+    """The message's exact bytes, or None when the Email is unknown (or vanished upstream)."""
+    key = (account_id, email_id)
+    cached = _bodies.get(key)
+    if cached is not None:
+        return cached
+    for mailbox, uid in await store.run(lambda tx: _where(tx, account_id, email_id)):
+        try:
+            async with pool.session(mailbox, readonly=True) as session:
+                reply = await session.execute(
+                    Command((f"UID FETCH {uid} (UID BODY.PEEK[])",)), what="UID FETCH"
+                )
+        except ImapCommandFailed:
+            continue  # that mailbox went away meanwhile: try another copy
+        for record in reply.fetches:
+            body = record.sections.get("BODY[]")
+            if record.uid == uid and body is not None:
+                if len(body) <= CACHE_BYTES // 4:
+                    _bodies[key] = body
+                return body
+    return None
+
+
+async def fetch_previews(
+    store: Store, pool: ImapPool, account_id: str, email_ids: Sequence[str]
+) -> dict[str, str]:
+    """Previews for emails that have none cached yet (IMAP PREVIEW where offered, else
+    computed from the body); stored so the next Email/get reads them from the cache."""
+    where = await store.run(lambda tx: {e: _where(tx, account_id, e) for e in email_ids})
+    found: dict[str, str] = {}
+    if pool.capabilities & {"PREVIEW"}:
+        found.update(await _imap_previews(pool, where))
+    for email_id in email_ids:
+        if email_id in found or not where.get(email_id):
+            continue
+        raw = await fetch_message(store, pool, account_id, email_id)
+        if raw is not None:
+            props = email_properties(
+                raw,
+                properties=["preview"],
+                body_properties=[],
+                fetch_text=False,
+                fetch_html=False,
+                fetch_all=False,
+                max_body_value_bytes=0,
+                blob_prefix="G",
+            )
+            found[email_id] = str(props.get("preview") or "")
+
+    def save(tx: Tx) -> None:
+        for email_id, preview in found.items():
+            em.set_email_fields(tx, account_id, email_id, None, preview=preview)
+
+    if found:
+        await store.run(save)
+    return found
+
+
+async def _imap_previews(pool: ImapPool, where: dict[str, list[tuple[str, int]]]) -> dict[str, str]:
+    """RFC 8970 PREVIEW, one UID FETCH per mailbox."""
+    by_mailbox: dict[str, dict[int, str]] = {}
+    for email_id, places in where.items():
+        if places:
+            mailbox, uid = places[0]
+            by_mailbox.setdefault(mailbox, {})[uid] = email_id
+    found: dict[str, str] = {}
+    for mailbox, uids in by_mailbox.items():
+        try:
+            async with pool.session(mailbox, readonly=True) as session:
+                reply = await session.execute(
+                    Command((f"UID FETCH {sequence_set(uids)} (UID PREVIEW)",)), what="UID FETCH"
+                )
+        except ImapCommandFailed:
+            continue
+        for record in reply.fetches:
+            if record.uid in uids and record.preview is not None:
+                found[uids[record.uid]] = record.preview[:256]
+    return found

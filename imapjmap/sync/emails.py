@@ -1,0 +1,473 @@
+"""Email reconciliation: one mailbox's messages against its cached locations.
+
+Theory of operation
+-------------------
+Each mailbox row carries two cursors: what the last LIST-STATUS said (uidvalidity, uidnext,
+highestmodseq, messages) and what its email rows reflect (``synced_*``).  Equal cursors mean
+nothing to do.  Otherwise the mailbox is selected and only the difference is fetched:
+
+* QRESYNC: ``SELECT box (QRESYNC (uidvalidity modseq))`` returns ``VANISHED (EARLIER)`` and
+  the changed flags in the same round trip;
+* CONDSTORE: ``UID FETCH 1:n (FLAGS) (CHANGEDSINCE modseq)`` plus a ``UID SEARCH`` of the
+  known range to see expunges;
+* neither: the flags of every known UID are fetched again and compared;
+* then new messages: ``UID FETCH uidnext:*`` with the list items.
+
+A UIDVALIDITY change drops every location of the mailbox and fetches it again; Emails are
+re-attached by id (X-GUID, EMAILID...), so only what really changed shows in /changes.
+
+Rule 1: locations, Email rows, Threads, counts and the synced cursor of one batch are
+        written in one transaction; the sequence number is taken only if a JMAP-visible
+        change happened.
+Rule 2: a location flagged ``\\Deleted`` is kept but hidden (EML-KW-01); an Email with no
+        visible location is destroyed for JMAP, and comes back under the same id if one
+        reappears.
+Rule 3: the first sync of a big mailbox goes newest first in batches, each committed on its
+        own, so the newest mail is served while the rest fills in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from imapjmap.imap.commands import Command, sequence_set
+from imapjmap.imap.models import FetchRecord
+from imapjmap.imap.session import ImapSession, SelectInfo
+from imapjmap.store import emails as em
+from imapjmap.store import queries as q
+from imapjmap.store.db import Store, Tx
+from imapjmap.sync import records
+from imapjmap.sync.mailboxes import MAILBOX_TYPE
+
+log = logging.getLogger(__name__)
+
+BATCH: Final = 1000  # messages per FETCH and per transaction during a first sync
+FIRST_BATCH_WAIT: Final = 1  # batches a request waits for before the rest goes background
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    uidvalidity: int | None
+    uidnext: int | None
+    modseq: int | None
+    messages: int | None
+
+
+def list_items(session: ImapSession) -> str:
+    """The FETCH items of a new message's list properties (DESIGN.md "Freshness")."""
+    items = [
+        "UID",
+        "FLAGS",
+        "INTERNALDATE",
+        "RFC822.SIZE",
+        "ENVELOPE",
+        "BODYSTRUCTURE",
+        "BODY.PEEK[HEADER.FIELDS (REFERENCES)]",
+    ]
+    if "CONDSTORE" in session.enabled:
+        items.append("MODSEQ")
+    if session.has("OBJECTID"):
+        items += ["EMAILID", "THREADID"]
+    elif session.has("X-GM-EXT-1"):
+        items += ["X-GM-MSGID", "X-GM-THRID"]
+    elif session.is_dovecot:
+        items.append("X-GUID")
+    return "(" + " ".join(items) + ")"
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one round of fetching found, to be written in one transaction."""
+
+    new: list[FetchRecord] = field(default_factory=list)
+    flags: dict[int, tuple[tuple[str, ...], int | None]] = field(default_factory=dict)
+    gone: set[int] = field(default_factory=set)
+    reset: bool = False  # UIDVALIDITY changed: forget every location first
+    cursor: Cursor | None = None  # set on the last batch only
+    counts: bool = True  # recount the mailbox (skipped by the middle batches of a fill)
+    remap: dict[int, tuple[str, tuple[str, ...], int | None]] = field(default_factory=dict)
+
+
+def _flag_records(records_: Sequence[FetchRecord]) -> dict[int, tuple[tuple[str, ...], int | None]]:
+    return {
+        r.uid: (r.flags or (), r.modseq)
+        for r in records_
+        if r.uid is not None and r.flags is not None
+    }
+
+
+async def _search_uids(session: ImapSession, criteria: str) -> list[int]:
+    if session.has("ESEARCH"):
+        reply = await session.execute(
+            Command((f"UID SEARCH RETURN (ALL) {criteria}",)), what="UID SEARCH"
+        )
+    else:
+        reply = await session.execute(Command((f"UID SEARCH {criteria}",)), what="UID SEARCH")
+    uids: list[int] = []
+    for result in reply.searches:
+        uids.extend(result.ids)
+    return sorted(set(uids))
+
+
+async def _fetch_new(session: ImapSession, uids: Sequence[int]) -> list[FetchRecord]:
+    if not uids:
+        return []
+    reply = await session.execute(
+        Command((f"UID FETCH {sequence_set(uids)} {list_items(session)}",)), what="UID FETCH"
+    )
+    wanted = set(uids)
+    return [r for r in _merge(reply.fetches) if r.uid in wanted]
+
+
+def _merge(fetches: Sequence[FetchRecord]) -> list[FetchRecord]:
+    """Servers may split one message's items over several FETCH responses: merge them."""
+    by_seq: dict[int, FetchRecord] = {}
+    for record in fetches:
+        old = by_seq.get(record.seq)
+        if old is None:
+            by_seq[record.seq] = record
+            continue
+        merged = {
+            f.name: getattr(record, f.name)
+            if getattr(record, f.name) not in (None, {})
+            else getattr(old, f.name)
+            for f in dataclasses.fields(record)
+        }
+        merged["sections"] = {**old.sections, **record.sections}
+        by_seq[record.seq] = FetchRecord(**merged)
+    return list(by_seq.values())
+
+
+class MailboxSync:
+    """Syncs one mailbox of one account (created per refresh)."""
+
+    def __init__(
+        self, store: Store, account_id: str, mailbox: q.MailboxRow, synced: Cursor | None
+    ) -> None:
+        self.store = store
+        self.account_id = account_id
+        self.mailbox = mailbox
+        self.synced = synced
+
+    async def run(self, session: ImapSession) -> list[int]:
+        """Bring the mailbox up to date; returns UIDs still to fill in (first sync)."""
+        synced = self.synced
+        same_validity = synced is not None and synced.uidvalidity == self.mailbox.uidvalidity
+        qresync = None
+        if same_validity and synced and synced.modseq and "QRESYNC" in session.enabled:
+            qresync = (synced.uidvalidity or 0, synced.modseq)
+        info = await session.select(self.mailbox.imap_name, readonly=True, qresync=qresync)
+        cursor = Cursor(info.uidvalidity, info.uidnext, info.highestmodseq, info.exists)
+        if not same_validity or synced is None or synced.uidvalidity != info.uidvalidity:
+            return await self._full(session, cursor)
+        delta = await self._incremental(session, info, synced, qresync is not None)
+        delta.cursor = cursor
+        await self.store.run(lambda tx: apply(tx, self.account_id, self.mailbox.id, delta))
+        return []
+
+    async def _incremental(
+        self, session: ImapSession, info: SelectInfo, synced: Cursor, qresynced: bool
+    ) -> Delta:
+        delta = Delta()
+        known_top = (synced.uidnext or 1) - 1
+        if qresynced:
+            for vanished in info.reply.vanished:
+                delta.gone.update(vanished.uids)
+            delta.flags.update(_flag_records(info.reply.fetches))
+        elif known_top >= 1:
+            delta.flags.update(await self._changed_flags(session, synced, known_top))
+            known = await self.store.run(
+                lambda tx: em.locations_of_mailbox(tx, self.account_id, self.mailbox.id)
+            )
+            present = set(await _search_uids(session, f"UID 1:{known_top}"))
+            delta.gone.update(uid for uid in known if uid not in present)
+        start = max(synced.uidnext or 1, 1)
+        if info.uidnext is None or info.uidnext > start:
+            uids = [u for u in await _search_uids(session, f"UID {start}:*") if u >= start]
+            delta.new = await _fetch_new(session, uids)
+        return delta
+
+    async def _changed_flags(
+        self, session: ImapSession, synced: Cursor, known_top: int
+    ) -> dict[int, tuple[tuple[str, ...], int | None]]:
+        items = "(UID FLAGS MODSEQ)" if "CONDSTORE" in session.enabled else "(UID FLAGS)"
+        text = f"UID FETCH 1:{known_top} {items}"
+        if "CONDSTORE" in session.enabled and synced.modseq:
+            text += f" (CHANGEDSINCE {synced.modseq})"
+        reply = await session.execute(Command((text,)), what="UID FETCH")
+        return _flag_records(reply.fetches)
+
+    async def _full(self, session: ImapSession, cursor: Cursor) -> list[int]:
+        """First sync or UIDVALIDITY reset: newest first, in batches (Rule 3).
+
+        After a reset, every message is first probed for its id only (cheap), and messages
+        whose Email is already known are re-attached at once; only the others are fetched
+        in full — so a reset shows in /changes only as what really changed.
+        """
+        uids = await _search_uids(session, "ALL")
+        uids.reverse()
+        started = time.monotonic()
+        delta = Delta(reset=True)
+        if self.synced is not None:
+            uids = await self._remap(session, uids, delta)
+        first, rest = uids[: BATCH * FIRST_BATCH_WAIT], uids[BATCH * FIRST_BATCH_WAIT :]
+        delta.new = await _fetch_new(session, first)
+        if not rest:
+            delta.cursor = cursor
+        await self.store.run(lambda tx: apply(tx, self.account_id, self.mailbox.id, delta))
+        if rest:
+            log.info(
+                "mailbox %s: newest %d of %d messages synced in %.1fs; the rest follows",
+                self.mailbox.imap_name,
+                len(first),
+                len(uids),
+                time.monotonic() - started,
+            )
+            self.pending_cursor = cursor
+        return rest
+
+    async def _remap(self, session: ImapSession, uids: list[int], delta: Delta) -> list[int]:
+        """Re-attach known Emails after a UIDVALIDITY change; returns the UIDs still new."""
+        probe = list_items(session).replace("ENVELOPE BODYSTRUCTURE ", "ENVELOPE ")
+        found: dict[int, FetchRecord] = {}
+        for start in range(0, len(uids), BATCH * 5):
+            chunk = uids[start : start + BATCH * 5]
+            reply = await session.execute(
+                Command((f"UID FETCH {sequence_set(chunk)} {probe}",)), what="UID FETCH"
+            )
+            found.update({r.uid: r for r in _merge(reply.fetches) if r.uid is not None})
+        ids = {uid: records.email_id_for(r) for uid, r in found.items()}
+        known = await self.store.run(
+            lambda tx: set(em.existing_ids(tx, self.account_id, list(ids.values())))
+        )
+        for uid, email_id in ids.items():
+            if email_id in known:
+                rec = found[uid]
+                delta.remap[uid] = (email_id, tuple(rec.flags or ()), rec.modseq)
+        return [u for u in uids if u not in delta.remap]
+
+    async def fill(self, session: ImapSession, uids: Sequence[int]) -> None:
+        """The rest of a first sync, newest first, one transaction per batch."""
+        await session.select(self.mailbox.imap_name, readonly=True)
+        done = 0
+        for start in range(0, len(uids), BATCH):
+            batch = uids[start : start + BATCH]
+            last = start + BATCH >= len(uids)
+            delta = Delta(new=await _fetch_new(session, batch), counts=last)
+            if last:
+                delta.cursor = self.pending_cursor
+            await self.store.run(lambda tx, d=delta: apply(tx, self.account_id, self.mailbox.id, d))  # type: ignore[misc]
+            done += len(batch)
+            if done % (BATCH * 10) == 0 or last:
+                log.info(
+                    "mailbox %s: %d of %d remaining messages synced",
+                    self.mailbox.imap_name,
+                    done,
+                    len(uids),
+                )
+
+    pending_cursor: Cursor | None = None
+
+
+# -- the transaction ---------------------------------------------------------------------------
+
+
+class _Seq:
+    """Takes the account's next sequence number at the first visible change (Rule 1), and
+    records each JMAP type that the transaction changes once."""
+
+    def __init__(self, tx: Tx, account_id: str) -> None:
+        self.tx = tx
+        self.account_id = account_id
+        self.value: int | None = None
+        self._types: set[str] = set()
+
+    def take(self, *types: str) -> int:
+        fresh = [t for t in types if t not in self._types]
+        if fresh or self.value is None:
+            self.value = q.next_seq(self.tx, self.account_id, fresh)
+            self._types.update(fresh)
+        return self.value
+
+
+def apply(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> None:
+    seq = _Seq(tx, account_id)
+    threads: set[str] = set()
+    touched = _apply_locations(tx, account_id, mailbox_id, delta)
+    for record in delta.new:
+        if record.uid is None:
+            continue
+        email_id = _add_new(tx, account_id, record, seq, threads)
+        em.put_location(
+            tx,
+            account_id,
+            em.Location(
+                mailbox_id,
+                record.uid,
+                email_id,
+                record.modseq,
+                tuple(record.flags or ()),
+                _deleted(record.flags or ()),
+            ),
+        )
+        touched.add(email_id)
+    for email_id in touched:
+        _recompute(tx, account_id, email_id, seq, threads)
+    for thread_id in threads:
+        em.touch_thread(tx, account_id, thread_id, seq.take(em.THREAD_TYPE))
+    if delta.counts and (touched or delta.reset):
+        mailboxes = {mailbox_id} | em.mailboxes_of(tx, account_id, touched)
+        update_counts(tx, account_id, mailboxes, seq)
+    if delta.cursor is not None:
+        c = delta.cursor
+        em.set_synced_cursor(
+            tx, account_id, mailbox_id, c.uidvalidity, c.uidnext, c.modseq, c.messages
+        )
+
+
+def _apply_locations(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> set[str]:
+    """Resets, re-attached copies, expunges and flag changes; the email ids touched."""
+    touched: set[str] = set()
+    if delta.reset:
+        touched.update(em.remove_mailbox_locations(tx, account_id, mailbox_id))
+    for uid, (email_id, flags, modseq) in delta.remap.items():
+        em.put_location(
+            tx, account_id, em.Location(mailbox_id, uid, email_id, modseq, flags, _deleted(flags))
+        )
+        touched.add(email_id)
+    known = em.locations_of_mailbox(tx, account_id, mailbox_id)
+    for uid in delta.gone:
+        loc = known.pop(uid, None)
+        if loc is not None:
+            em.remove_location(tx, account_id, mailbox_id, uid)
+            touched.add(loc.email_id)
+    for uid, (flags, modseq) in delta.flags.items():
+        loc = known.get(uid)
+        if loc is None or (loc.flags == flags and loc.modseq == modseq):
+            continue
+        em.put_location(
+            tx,
+            account_id,
+            dataclasses.replace(loc, flags=flags, modseq=modseq, deleted=_deleted(flags)),
+        )
+        touched.add(loc.email_id)
+    return touched
+
+
+def _deleted(flags: Sequence[str]) -> bool:
+    return any(f.lower() == "\\deleted" for f in flags)
+
+
+def _recompute(tx: Tx, account_id: str, email_id: str, seq: _Seq, threads: set[str]) -> None:
+    row = em.email(tx, account_id, email_id, live=False)
+    if row is None:
+        return
+    view = em.email_view(em.locations_of_email(tx, account_id, email_id))
+    would_change = (row.destroyed_seq is not None) == bool(view[0]) or (
+        row.destroyed_seq is None and (view[0] != row.mailbox_ids or view[1] != row.keywords)
+    )
+    if not would_change:
+        return
+    value = seq.take(em.EMAIL_TYPE)
+    outcome = em.recompute_email(tx, account_id, email_id, value)
+    if outcome in ("destroyed", "revived"):
+        threads.add(row.thread_id)
+
+
+def _add_new(tx: Tx, account_id: str, record: FetchRecord, seq: _Seq, threads: set[str]) -> str:
+    """Create the Email of a new message, or find the one it is another copy of."""
+    parsed = records.parse_record(record, account_id)
+    existing = em.email(tx, account_id, parsed.email_id, live=False)
+    if existing is not None:
+        return parsed.email_id  # a copy: only a new location (recomputed by the caller)
+    value = seq.take(em.EMAIL_TYPE, em.THREAD_TYPE)
+    thread_id = parsed.upstream_thread or _local_thread(tx, account_id, parsed, value, threads)
+    row = dataclasses.replace(
+        parsed.row, thread_id=thread_id, created_seq=value, updated_seq=value, destroyed_seq=value
+    )
+    # inserted as a tombstone; _recompute brings it to life once its location exists, so an
+    # Email whose only copy is \Deleted never appears
+    em.insert_email(tx, row)
+    threads.add(thread_id)
+    return parsed.email_id
+
+
+def _local_thread(
+    tx: Tx, account_id: str, parsed: records.Parsed, seq: int, threads: set[str]
+) -> str:
+    """Threads from Message-ID / In-Reply-To / References, joined only when the base
+    subjects agree (as Cyrus does), so a reply to an unrelated list mail starts its own."""
+    ids = [m for m in (parsed.own_message_id, *parsed.refs) if m]
+    found = {
+        t
+        for t, base in em.thread_for_refs(tx, account_id, ids)
+        if not base or not parsed.base_subject or base == parsed.base_subject
+    }
+    if not found:
+        thread_id = records.new_thread_id(parsed.email_id)
+    else:
+        thread_id = min(found)
+        others = found - {thread_id}
+        if others:
+            em.merge_threads(tx, account_id, thread_id, others, seq)
+            threads.update(others)
+    em.add_thread_refs(tx, account_id, thread_id, ids, parsed.base_subject)
+    return thread_id
+
+
+def update_counts(tx: Tx, account_id: str, mailbox_ids: set[str], seq: _Seq) -> None:
+    """Mailbox counts from the email cache (MBX-04): \\Deleted excluded, threads counted."""
+    counts = em.mailbox_counts(tx, account_id, mailbox_ids)
+    for mailbox_id in mailbox_ids:
+        row = q.mailbox(tx, account_id, mailbox_id)
+        if row is None:
+            continue
+        total, unread, threads, unread_threads = counts.get(row.id, (0, 0, 0, 0))
+        if (row.total_emails, row.unread_emails, row.total_threads, row.unread_threads) == (
+            total,
+            unread,
+            threads,
+            unread_threads,
+        ):
+            continue
+        value = seq.take(MAILBOX_TYPE)
+        q.update_mailbox(
+            tx,
+            dataclasses.replace(
+                row,
+                total_emails=total,
+                unread_emails=unread,
+                total_threads=threads,
+                unread_threads=unread_threads,
+            ),
+            props_changed=False,
+            seq=value,
+        )
+
+
+def drop_dead_mailboxes(tx: Tx, account_id: str) -> None:
+    """Locations in mailboxes that no longer exist go; their Emails are re-derived."""
+    live = {row.id for row in q.live_mailboxes(tx, account_id)}
+    dead = {
+        r[0]
+        for r in tx.all(
+            "SELECT DISTINCT mailbox_id FROM locations WHERE account_id = ?", (account_id,)
+        )
+    } - live
+    if not dead:
+        return
+    seq = _Seq(tx, account_id)
+    threads: set[str] = set()
+    touched: set[str] = set()
+    for mailbox_id in dead:
+        touched.update(em.forget_mailbox(tx, account_id, mailbox_id))
+    for email_id in touched:
+        _recompute(tx, account_id, email_id, seq, threads)
+    for thread_id in threads:
+        em.touch_thread(tx, account_id, thread_id, seq.take(em.THREAD_TYPE))
+    update_counts(tx, account_id, em.mailboxes_of(tx, account_id, touched), seq)

@@ -1,0 +1,143 @@
+"""Pure conversions from IMAP FETCH records to cache rows: ids and list properties.
+
+Email ids (DESIGN.md "Identity"), first source that the upstream offers:
+1. RFC 8474 ``EMAILID`` as is (Cyrus's own JMAP uses the same strings);
+2. Gmail's ``X-GM-MSGID`` (a 64-bit number) as ``"M" + decimal``;
+3. Dovecot's ``X-GUID`` (kept across COPY and MOVE): as is behind ``"E"`` when it is already
+   made of Id characters, else a full SHA-256 of it in base32 — never truncated;
+4. otherwise a full SHA-256 of what identifies the message across copies (Message-ID,
+   INTERNALDATE, size, Date, From, Subject).  A COPY keeps all of them, so a copy is the
+   same Email; two different messages would have to agree on all six to collide.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from imapjmap.imap.models import Address, FetchRecord
+from imapjmap.mime import envelope as env
+from imapjmap.store.emails import EmailRow
+
+_ID_CHARS: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
+REFERENCES_SECTION: Final = "BODY[HEADER.FIELDS (REFERENCES)]"
+
+
+def _digest(text: str) -> str:
+    raw = hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+    return base64.b32encode(raw).decode().rstrip("=").lower()
+
+
+def email_id_for(record: FetchRecord) -> str:
+    """The stable JMAP Email id for a FETCH record (see the module docstring)."""
+    if record.emailid:
+        return record.emailid
+    if record.x_gm_msgid is not None:
+        return f"M{record.x_gm_msgid}"
+    if record.x_guid:
+        guid = record.x_guid
+        return "E" + (guid if _ID_CHARS.fullmatch(guid) else _digest(guid))
+    e = record.envelope
+    parts = [
+        e.message_id or "" if e else "",
+        record.internaldate.isoformat() if record.internaldate else "",
+        str(record.size or 0),
+        e.date or "" if e else "",
+        ",".join(a.email or "" for a in e.from_) if e else "",
+        e.subject or "" if e else "",
+    ]
+    return "E" + _digest("\0".join(parts))
+
+
+def new_thread_id(email_id: str) -> str:
+    """A thread minted locally takes its id from its first email (deterministic)."""
+    return "T" + _digest("thread\0" + email_id)
+
+
+def _first(addresses: list[dict[str, Any]] | None) -> str:
+    if not addresses:
+        return ""
+    first = addresses[0]
+    return str(first.get("name") or first.get("email") or "").casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What the sync engine needs from one new message."""
+
+    email_id: str
+    row: EmailRow  # thread_id is a placeholder until threading decides
+    own_message_id: str | None
+    refs: tuple[str, ...]  # In-Reply-To then References, no duplicates
+    base_subject: str
+    upstream_thread: str | None  # THREADID / X-GM-THRID when the server has them
+
+
+def references_of(record: FetchRecord) -> list[str]:
+    raw = record.sections.get(REFERENCES_SECTION)
+    if not raw:
+        return []
+    text = raw.decode("utf-8", "replace")
+    value = re.sub(r"\r?\n[ \t]+", " ", text)
+    _, _, value = value.partition(":")
+    return env.message_ids(value.strip()) or []
+
+
+def parse_record(record: FetchRecord, account_id: str) -> Parsed:
+    """Build the Email row (list properties only) for a new message."""
+    e = record.envelope
+    email_id = email_id_for(record)
+
+    def addrs(field: Sequence[Address] | None) -> list[dict[str, Any]] | None:
+        return env.addresses_from_envelope(tuple(field)) if field else None
+
+    subject = env.subject_from_envelope(e) if e else None
+    from_ = addrs(e.from_ if e else None)
+    to = addrs(e.to if e else None)
+    message_id = env.message_ids(e.message_id) if e and e.message_id else None
+    in_reply_to = env.message_ids(e.in_reply_to) if e and e.in_reply_to else None
+    references = references_of(record) or None
+    headers: dict[str, Any] = {
+        "messageId": message_id,
+        "inReplyTo": in_reply_to,
+        "references": references,
+        "sender": addrs(e.sender if e else None),
+        "from": from_,
+        "to": to,
+        "cc": addrs(e.cc if e else None),
+        "bcc": addrs(e.bcc if e else None),
+        "replyTo": addrs(e.reply_to if e else None),
+        "subject": subject,
+        "sentAt": env.sent_at(e) if e else None,
+    }
+    base = env.base_subject(subject or "").casefold()
+    received = int(record.internaldate.timestamp()) if record.internaldate else 0
+    refs = tuple(dict.fromkeys([*(in_reply_to or []), *(references or [])]))
+    upstream_thread = record.threadid or (
+        f"T{record.x_gm_thrid}" if record.x_gm_thrid is not None else None
+    )
+    row = EmailRow(
+        account_id=account_id,
+        id=email_id,
+        thread_id=upstream_thread or "",
+        size=record.size or 0,
+        received_at=received,
+        sent_at=headers["sentAt"],
+        subject=subject,
+        sort_subject=base,
+        sort_from=_first(from_),
+        sort_to=_first(to),
+        headers=headers,
+        message_ids=list(message_id or []),
+        has_attachment=(
+            env.has_attachment_from_bodystructure(record.bodystructure)
+            if record.bodystructure
+            else False
+        ),
+        preview=record.preview,
+    )
+    return Parsed(email_id, row, (message_id or [None])[0], refs, base, upstream_thread)
