@@ -28,6 +28,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        for sync in services.syncs.values():
+            await sync.aclose()
         await pools.aclose()
         await store.aclose()
 
