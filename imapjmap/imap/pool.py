@@ -56,19 +56,23 @@ class ImapPool:
         self._clock = clock
         self._idle: list[ImapSession] = []
         self._slots = asyncio.Semaphore(cfg.pool_size)
+        self._busy = 0  # slots taken: connections lent out or being opened
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.capabilities: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
-        return f"<ImapPool {self.username!r} idle={len(self._idle)}>"
+        return f"<ImapPool {self.username!r} idle={len(self._idle)} busy={self._busy}>"
 
     def matches_password(self, password: str) -> bool:
         return password == self._password
 
     def adopt(self, session: ImapSession) -> None:
-        """Take a freshly logged-in session (the one that verified the login) as idle."""
-        if self._closed or len(self._idle) >= self._cfg.pool_size:
+        """Take a freshly logged-in session (the one that verified the login) as idle.
+
+        It is closed instead when the pool is full: connections lent out count too.
+        """
+        if self._closed or len(self._idle) + self._busy >= self._cfg.pool_size:
             self._spawn(session.close())
             return
         self.capabilities = session.capabilities
@@ -86,12 +90,14 @@ class ImapPool:
         if self._closed:
             raise ImapUnavailable("the IMAP pool is closed")
         await self._slots.acquire()
+        self._busy += 1
         session: ImapSession | None = None
         try:
-            doomed = self._evict_expired()
+            if self._closed:  # closed while this borrower waited for a slot
+                raise ImapUnavailable("the IMAP pool is closed")
+            for old in self._evict_expired():
+                self._spawn(old.close())  # in the background: a cancellation cannot leak it
             session = self._pick_idle(mailbox)
-            for old in doomed:
-                await old.close()
             session = await self._ready(session)
             if mailbox is not None:
                 current = session.selected
@@ -149,6 +155,7 @@ class ImapPool:
             else:
                 self._idle.append(session)
         finally:
+            self._busy -= 1
             self._slots.release()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
