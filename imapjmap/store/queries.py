@@ -32,13 +32,15 @@ from typing import Any, Final, Generic, Literal, TypeVar
 from imapjmap.errors import CacheCorrupt
 from imapjmap.store.db import Tx
 
-ChangeTable = Literal["mailboxes", "emails", "threads"]
+ChangeTable = Literal["mailboxes", "emails", "threads", "identities", "submissions"]
 """The change-tracked tables (see ``schema`` Rule 4); later schema versions extend it."""
 
 CHANGE_TABLES: Final[Mapping[ChangeTable, tuple[str, ...]]] = {
     "mailboxes": ("Mailbox",),
     "emails": ("Email",),
     "threads": ("Thread",),
+    "identities": ("Identity",),
+    "submissions": ("EmailSubmission",),
 }
 """Each change-tracked table and the JMAP types whose ``/changes`` it feeds."""
 

@@ -64,6 +64,16 @@ Version 2 (the Email read path):
     For servers without THREADID: every Message-ID seen (own, In-Reply-To, References) and
     the thread it belongs to, with the base subject (RFC 5256) used to refuse joins of
     unrelated conversations.
+
+Version 3 (the write path):
+
+``blobs``
+    Uploaded blobs (RFC 8620 §6.1), scoped to the account, deleted after ``expires_at``.
+``identities``
+    Change-tracked Identity rows: those from the configuration (``from_config``, not
+    deletable) and those the user created.  ``reply_to``/``bcc`` are JSON or NULL.
+``submissions``
+    Change-tracked EmailSubmission rows; ``envelope`` and ``delivery_status`` are JSON.
 """
 
 from __future__ import annotations
@@ -202,7 +212,56 @@ CREATE TABLE thread_refs (
 CREATE INDEX thread_refs_thread ON thread_refs (account_id, thread_id);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
+_V3: Final = """
+CREATE TABLE blobs (
+    account_id      TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    id              TEXT NOT NULL,
+    type            TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    data            BLOB NOT NULL,
+    created_at      REAL NOT NULL,
+    expires_at      REAL NOT NULL,
+    PRIMARY KEY (account_id, id)
+);
+CREATE INDEX blobs_expiry ON blobs (expires_at);
+
+CREATE TABLE identities (
+    account_id      TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    id              TEXT NOT NULL,
+    name            TEXT NOT NULL DEFAULT '',
+    email           TEXT NOT NULL,
+    reply_to        TEXT,
+    bcc             TEXT,
+    text_signature  TEXT NOT NULL DEFAULT '',
+    html_signature  TEXT NOT NULL DEFAULT '',
+    may_delete      INTEGER NOT NULL DEFAULT 1,
+    from_config     INTEGER NOT NULL DEFAULT 0,
+    created_seq     INTEGER NOT NULL,
+    updated_seq     INTEGER NOT NULL,
+    destroyed_seq   INTEGER,
+    PRIMARY KEY (account_id, id)
+);
+CREATE INDEX identities_updated_seq ON identities (account_id, updated_seq);
+
+CREATE TABLE submissions (
+    account_id      TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    id              TEXT NOT NULL,
+    identity_id     TEXT NOT NULL,
+    email_id        TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    envelope        TEXT NOT NULL,
+    send_at         INTEGER NOT NULL,
+    undo_status     TEXT NOT NULL,
+    delivery_status TEXT,
+    created_seq     INTEGER NOT NULL,
+    updated_seq     INTEGER NOT NULL,
+    destroyed_seq   INTEGER,
+    PRIMARY KEY (account_id, id)
+);
+CREATE INDEX submissions_updated_seq ON submissions (account_id, updated_seq);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
 """``MIGRATIONS[n]`` takes a cache from ``user_version`` n to n + 1."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
