@@ -56,7 +56,7 @@ class ImapPool:
         self._clock = clock
         self._idle: list[ImapSession] = []
         self._slots = asyncio.Semaphore(cfg.pool_size)
-        self._busy = 0  # slots taken: connections lent out or being opened
+        self._busy = 0  # connections lent out, being opened, or leaving a mailbox
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.capabilities: frozenset[str] = frozenset()
@@ -166,11 +166,25 @@ class ImapPool:
     async def release_mailbox(self, name: str) -> None:
         """Make idle connections leave ``name`` before it is renamed or deleted: Dovecot
         disconnects a session whose selected mailbox is deleted under it."""
-        for session in [s for s in self._idle if s.selected and s.selected.name == name]:
-            try:
-                await session.unselect()
-            except ProxyError:
-                session.broken = True
+        leaving = [s for s in self._idle if s.selected and s.selected.name == name]
+        # out of the idle list while UNSELECT is in flight, so that nobody borrows them
+        self._idle = [s for s in self._idle if s not in leaving]
+        self._busy += len(leaving)
+        try:
+            for session in leaving:
+                try:
+                    await session.unselect()
+                except ProxyError:
+                    session.broken = True
+        finally:
+            self._busy -= len(leaving)
+            for session in leaving:
+                # a borrower may have opened another connection meanwhile: keep the bound
+                full = len(self._idle) + self._busy >= self._cfg.pool_size
+                if session.broken or self._closed or full:
+                    self._spawn(session.close())
+                else:
+                    self._idle.append(session)
         doomed = [s for s in self._idle if s.broken]
         self._idle = [s for s in self._idle if not s.broken]
         for session in doomed:

@@ -61,6 +61,7 @@ class SlowSession:
         self.last_used = server.clock()
         self.capabilities = frozenset({"IMAP4REV1", "CONDSTORE", f"X-CONN-{number}"})
         self.commands: list[str] = []
+        self.in_flight = False
         self.closed = False
         self.noop_fails = False
         self.close_gate: asyncio.Event | None = None
@@ -68,16 +69,25 @@ class SlowSession:
     def __repr__(self) -> str:
         return f"<SlowSession #{self.number}>"
 
-    async def _command(self, text: str, seconds: float = 0.0) -> None:
+    async def _command(
+        self, text: str, seconds: float = 0.0, gate: asyncio.Event | None = None
+    ) -> None:
         assert not self.closed, f"{text} on a closed session"
         assert not self.broken, f"{text} on a broken session"
+        if self.in_flight:  # what the real session does: the wire would be out of sync
+            self.broken = True
+            raise ImapProtocolViolation(f"{text}: a command is already in flight")
         self.commands.append(text)
+        self.in_flight = True
         try:
             await asyncio.sleep(seconds)
+            if gate is not None:
+                await gate.wait()
         except BaseException:
             self.broken = True  # the reply never arrived: the wire state is unknown
             raise
         finally:
+            self.in_flight = False
             self.last_used = self.server.clock()
 
     async def select(self, name: str, *, readonly: bool = False) -> None:
@@ -92,6 +102,10 @@ class SlowSession:
         if self.noop_fails:
             self.broken = True
             raise ImapUnavailable("NOOP: connection lost")
+
+    async def unselect(self) -> None:
+        await self._command("UNSELECT", gate=self.server.unselect_gate)
+        self.selected = None
 
     async def slow(self, seconds: float = 3600.0) -> None:
         """A command whose reply takes ``seconds``."""
@@ -113,6 +127,7 @@ class FakeServer:
         self.connect_gate: asyncio.Event | None = None
         self.connect_error: BaseException | None = None
         self.missing_mailboxes: set[str] = set()
+        self.unselect_gate: asyncio.Event | None = None
         self.credentials: list[tuple[str, str]] = []
 
     async def connect(self, cfg: ImapConfig, username: str, password: str) -> Any:
@@ -466,6 +481,59 @@ async def test_a_connection_idle_for_a_while_is_probed(
         assert replaced.commands == ["SELECT INBOX"]
     assert first.closed
     assert server.open_sessions == [replaced]
+    await pool.aclose()
+
+
+# --------------------------------------------------------------------------- release_mailbox
+
+
+async def test_release_mailbox_unselects_idle_connections(server: FakeServer) -> None:
+    pool = make_pool(server, pool_size=2)
+    old, other = Borrower(pool, "Old"), Borrower(pool, "Other")
+    await wait_for(lambda: old.got.is_set() and other.got.is_set(), "served")
+    old_conn, other_conn = await old.finish(), await other.finish()
+    await pool.release_mailbox("Old")
+    assert old_conn.commands == ["SELECT Old", "UNSELECT"]
+    assert old_conn.selected is None and not old_conn.closed
+    assert other_conn.commands == ["SELECT Other"], "other selections are left alone"
+    assert repr(pool) == "<ImapPool 'alice' idle=2 busy=0>"
+    await pool.aclose()
+
+
+async def test_release_mailbox_does_not_lend_a_connection_mid_unselect(
+    server: FakeServer,
+) -> None:
+    pool = make_pool(server, pool_size=2)
+    async with pool.session("Old") as old:
+        pass
+    server.unselect_gate = asyncio.Event()
+    releasing = asyncio.create_task(pool.release_mailbox("Old"))
+    await wait_for(lambda: "UNSELECT" in old.commands, "UNSELECT sent")
+    async with asyncio.timeout(1), pool.session() as borrowed:
+        assert borrowed is not old, "lent while its UNSELECT is in flight"
+        await borrowed.noop()
+    server.unselect_gate.set()
+    await releasing
+    assert not old.broken and old.selected is None
+    assert repr(pool) == "<ImapPool 'alice' idle=2 busy=0>"
+    await pool.aclose()
+
+
+async def test_release_mailbox_keeps_the_bound(server: FakeServer) -> None:
+    pool = make_pool(server, pool_size=1)
+    async with pool.session("Old") as old:
+        pass
+    server.unselect_gate = asyncio.Event()
+    releasing = asyncio.create_task(pool.release_mailbox("Old"))
+    await wait_for(lambda: "UNSELECT" in old.commands, "UNSELECT sent")
+    async with pool.session() as borrowed:  # the slot is free: a second login is allowed
+        pass
+    server.unselect_gate.set()
+    await releasing
+    await wait_for(lambda: len(server.open_sessions) == 1, "back to pool_size connections")
+    assert repr(pool) == "<ImapPool 'alice' idle=1 busy=0>"
+    async with pool.session() as again:
+        assert again in (old, borrowed)
     await pool.aclose()
 
 
