@@ -304,8 +304,18 @@ class ImapSession:
         self.enabled: frozenset[str] = frozenset()
         self.selected: SelectInfo | None = None
         self.server_name: str | None = None  # from RFC 2971 ID, e.g. "Dovecot"
-        self.broken = False
+        self._broken = False
         self.last_used = time.monotonic()
+
+    @property
+    def broken(self) -> bool:
+        """True once the session must not be used again: a command died mid-way, or the
+        server said BYE or closed the connection (also while no command was running)."""
+        return self._broken or self._proto.lost is not None or self._proto.bye is not None
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        self._broken = value
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -438,7 +448,8 @@ class ImapSession:
         """
         what = what or command.parts[0].split(" ", 1)[0]
         if self.broken:
-            raise ImapUnavailable(f"{what}: connection already broken")
+            why = "closed by the server" if self._proto.lost or self._proto.bye else "broken"
+            raise ImapUnavailable(f"{what}: connection already {why}")
         tag = self._proto.new_our_tag()
         if not secret:
             log.debug("imap %s > %s %s", self.username, tag, command.parts[0][:200])
