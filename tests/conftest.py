@@ -20,7 +20,10 @@ import imaplib
 import os
 import re
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -71,12 +74,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.dovecot)
 
 
+@contextlib.contextmanager
+def dovecot_root() -> Iterator[Path]:
+    """A fresh directory for a Dovecot instance, outside pytest's temporary directories.
+
+    As root, Dovecot's mail and auth processes (other users) must traverse every ancestor of
+    the instance's directory, and every pytest run resets ``/tmp/pytest-of-<user>`` to 0700:
+    a Dovecot under it breaks as soon as another test run starts.
+    """
+    root = Path(tempfile.mkdtemp(prefix="imapjmap-dovecot-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+def dovecot() -> Iterator[DovecotServer]:
     ensure_dovecot_installed()
-    server = DovecotServer.start(tmp_path_factory.mktemp("dovecot"))
-    yield server
-    server.stop()
+    with dovecot_root() as root:
+        server = DovecotServer.start(root)
+        yield server
+        server.stop()
 
 
 def _username(request: pytest.FixtureRequest) -> str:
