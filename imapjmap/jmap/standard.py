@@ -70,70 +70,71 @@ class ChangesResult:
     has_more: bool
 
 
-def _is_after(seq: int, id_: str, since: State) -> bool:
-    """Whether the change (seq, id) is NOT covered by ``since`` (state.py rules 1 and 2)."""
-    if since.after_id is None:
-        return seq > since.seq
-    return seq > since.seq or (seq == since.seq and id_ > since.after_id)
-
-
 def compute_changes(
     rows: Iterable[ChangeRow], since: State, current_seq: int, max_changes: int | None
 ) -> ChangesResult:
     """The changes after ``since`` up to ``current_seq`` (the type's current state).
 
-    ``rows`` may be a superset (e.g. every row touched at or after ``since.seq``): rows
-    already covered by ``since`` are skipped.  No row's seq may exceed ``current_seq``
-    (read the rows and the counter in one snapshot).  Changes are reported in (last change
-    seq, id) order; a page may end inside one seq, giving an intermediate state with
-    ``after_id``, so one huge transaction can still be paged.
+    ``rows`` may be a superset (e.g. every row touched after ``since.seq``); read them and
+    ``current_seq`` in one snapshot.  Paging (CORE-CHG-01) runs in rounds: a round reports
+    what changed between its base ``since.seq`` and its end ``upto`` (the state current when
+    the round began), in id order — ids never move, while a row's change seq moves forward
+    whenever it changes again, so an order by seq could skip or repeat a row between pages.
 
-    Coalescing (CORE-CHG-02): created since ``since`` and still alive → ``created``; created
-    and destroyed since ``since`` → omitted; otherwise ``updated`` or ``destroyed``.  An id
-    is "created" only if its creation is after the state, and a state never moves back, so
-    an id reported updated/destroyed is never reported created later (CORE-CHG-03).
+    Classification within a round (CORE-CHG-02): created after the base and not destroyed
+    by ``upto`` → ``created``; created and destroyed → omitted; destroyed by ``upto`` →
+    ``destroyed``; otherwise ``updated``.  A row created after ``upto`` waits for the next
+    round, so it is never reported created twice (CORE-CHG-03); a row changed after
+    ``upto`` is reported again, as updated or destroyed, in the next round.
 
     Raises:
         MethodError: cannotCalculateChanges when ``since`` is ahead of ``current_seq``.
     """
-    if since.seq > current_seq:
+    upto = since.upto if since.upto is not None else current_seq
+    if since.seq > current_seq or upto > current_seq:
         raise MethodError(MethodErrorType.CANNOT_CALCULATE_CHANGES, "the state is in the future")
     if max_changes is not None and max_changes < 1:
         raise ValueError("max_changes must be positive")
     pending = sorted(
-        (r for r in rows if _is_after(r.last_seq, r.id, since)), key=lambda r: (r.last_seq, r.id)
+        (
+            r
+            for r in rows
+            if r.last_seq > since.seq
+            and r.created_seq <= upto
+            and (since.after_id is None or r.id > since.after_id)
+        ),
+        key=lambda r: r.id,
     )
-    created: list[str] = []
-    updated: list[str] = []
-    destroyed: list[str] = []
-    lists = {"created": created, "updated": updated, "destroyed": destroyed}
+    lists: dict[str, list[str]] = {"created": [], "updated": [], "destroyed": []}
     reported = 0
-    for index, row in enumerate(pending):
-        kind = _kind_of_change(row, since)
+    last_id: str | None = None
+    for row in pending:
+        kind = _kind_of_change(row, since.seq, upto)
         if kind is None:
             continue
         if reported == max_changes:
-            end = _page_end(since.epoch, pending, index)
-            return ChangesResult(created, updated, destroyed, end, has_more=True)
+            assert last_id is not None
+            end = State(since.epoch, since.seq, last_id, upto)
+            return ChangesResult(
+                lists["created"], lists["updated"], lists["destroyed"], end, has_more=True
+            )
         lists[kind].append(row.id)
         reported += 1
-    end = State(since.epoch, current_seq)
-    return ChangesResult(created, updated, destroyed, end, has_more=False)
+        last_id = row.id
+    return ChangesResult(
+        lists["created"],
+        lists["updated"],
+        lists["destroyed"],
+        State(since.epoch, upto),
+        has_more=upto < current_seq,
+    )
 
 
-def _kind_of_change(row: ChangeRow, since: State) -> str | None:
-    created = _is_after(row.created_seq, row.id, since)
-    if row.destroyed_seq is not None:
+def _kind_of_change(row: ChangeRow, base: int, upto: int) -> str | None:
+    created = row.created_seq > base
+    if row.destroyed_seq is not None and row.destroyed_seq <= upto:
         return None if created else "destroyed"
     return "created" if created else "updated"
-
-
-def _page_end(epoch: str, pending: list[ChangeRow], stop: int) -> State:
-    """The state covering exactly ``pending[:stop]`` (``stop >= 1``)."""
-    last, following = pending[stop - 1], pending[stop]
-    if following.last_seq > last.last_seq:
-        return State(epoch, last.last_seq)  # the page ends on a seq boundary
-    return State(epoch, last.last_seq, last.id)
 
 
 # --- filters ----------------------------------------------------------------------------

@@ -75,15 +75,30 @@ def test_paging_inside_one_seq_core_chg_01() -> None:
         if not result.has_more:
             break
     assert pages == [
-        (["e", "q"], State(E, 7, "q"), True),
-        (["r", "t"], State(E, 7, "t"), True),
+        (["e", "q"], State(E, 6, "q", 7), True),
+        (["r", "t"], State(E, 6, "t", 7), True),
         (["w", "y"], State(E, 7), False),
     ]
 
 
-def test_page_ending_on_a_seq_boundary_gives_a_plain_state() -> None:
+def test_pages_of_one_round_keep_its_base_and_end() -> None:
     result = compute_changes(rows(("a", 5, 5, None), ("b", 6, 6, None)), State(E, 4), 6, 1)
-    assert (result.created, result.new_state, result.has_more) == (["a"], State(E, 5), True)
+    assert (result.created, result.new_state, result.has_more) == (
+        ["a"], State(E, 4, "a", 6), True)
+
+
+def test_row_changed_again_while_paging_is_still_created_core_chg_03() -> None:
+    """Three rows created in one sync, one of them updated while the client pages: it is
+    reported created once, in its round, whatever its change seq became."""
+    first = compute_changes(rows(("a", 1, 1, None), ("b", 1, 1, None), ("c", 1, 1, None)),
+                            State(E, 0), 1, 1)
+    assert first.created == ["a"]
+    later = rows(("a", 1, 1, None), ("b", 1, 2, None), ("c", 1, 1, None))
+    second = compute_changes(later, first.new_state, 2, 1)
+    third = compute_changes(later, second.new_state, 2, 1)
+    assert (second.created, third.created) == (["b"], ["c"])
+    fourth = compute_changes(later, third.new_state, 2, 1)
+    assert (fourth.created, fourth.updated, fourth.has_more) == ([], ["b"], False)
 
 
 def test_omitted_rows_do_not_count_against_max_changes() -> None:
@@ -94,7 +109,7 @@ def test_omitted_rows_do_not_count_against_max_changes() -> None:
 
 def test_rows_already_covered_are_ignored() -> None:
     history = rows(("a", 5, 5, None), ("b", 5, 5, None), ("c", 5, 5, None))
-    result = compute_changes(history, State(E, 5, "a"), 5, None)
+    result = compute_changes(history, State(E, 4, "a", 5), 5, None)
     assert result.created == ["b", "c"]
 
 

@@ -13,7 +13,11 @@ from imapjmap.jmap.state import State, decode, decode_or_raise, encode
 
 EPOCHS = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
 IDS = st.from_regex(r"[A-Za-z0-9_-]{1,255}", fullmatch=True)
-STATES = st.builds(State, EPOCHS, st.integers(min_value=0, max_value=2**53 - 1), st.none() | IDS)
+SEQS = st.integers(min_value=0, max_value=2**53 - 1)
+STATES = st.builds(State, EPOCHS, SEQS) | st.builds(
+    lambda epoch, a, b, after: State(epoch, min(a, b), after, max(a, b)), EPOCHS, SEQS, SEQS,
+    IDS,
+)
 URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 
 
@@ -45,7 +49,7 @@ def test_accepted_tokens_are_canonical(token: str) -> None:
         (State("E1", 0), "s0.E1"),
         (State("E1", 35), "sz.E1"),
         (State("E1", 36), "s10.E1"),
-        (State("E1", 36, "M_a-1"), "s10.E1.M_a-1"),
+        (State("E1", 36, "M_a-1", 40), "p10.14.E1.M_a-1"),
     ],
 )
 def test_examples(state: State, token: str) -> None:
@@ -71,6 +75,8 @@ def test_examples(state: State, token: str) -> None:
         "s" + "z" * 12 + ".E1",  # beyond 2^53
         "s1.E1." + "a" * 256,
         "s1.E1\n",
+        "p2.1.E1.a",  # a round cannot end before it starts
+        "p1.2.E1",  # a paging state names where it is
     ],
 )
 def test_garbage_is_none(token: str) -> None:
