@@ -92,7 +92,9 @@ class AccountSync:
                 continue  # \Noselect, or a first sync still filling in the background
             now = (row.uidvalidity, row.uidnext, row.highestmodseq, row.messages)
             synced = cursors.get(row.id)
-            if synced is not None and tuple(synced) == now:
+            # without CONDSTORE no cursor moves on a flag change: those mailboxes are
+            # re-read on every refresh (the documented cost of such servers)
+            if synced is not None and tuple(synced) == now and row.highestmodseq is not None:
                 continue
             job = emails.MailboxSync(
                 self._store, self.account_id, row, emails.Cursor(*synced) if synced else None
@@ -172,7 +174,7 @@ async def _source_id(
     if status is not None and status.mailboxid:
         return status.mailboxid
     if status is not None and status.x_guid and _XGUID_RE.match(status.x_guid):
-        return status.x_guid.lower()
+        return "M" + status.x_guid.lower()
     same = old is not None and status is not None and old.uidvalidity == status.uidvalidity
     if same and old is not None and old.source_id:
         return old.source_id
@@ -188,7 +190,7 @@ async def _source_id(
     if got.mailboxid:
         return got.mailboxid
     if got.x_guid and _XGUID_RE.match(got.x_guid):
-        return got.x_guid.lower()
+        return "M" + got.x_guid.lower()
     return None
 
 

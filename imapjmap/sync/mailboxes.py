@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from imapjmap.imap.models import ListEntry, MailboxStatus
+from imapjmap.jmap.wire import is_id
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 
@@ -146,8 +147,8 @@ def rights_of(listed: Listed) -> dict[str, bool]:
 
 def new_mailbox_id(source_id: str | None) -> str:
     """Ids come from the upstream where it has one (DESIGN.md table), else are minted."""
-    if source_id:
-        return source_id if source_id[0].isalpha() and "-" not in source_id[:1] else "M" + source_id
+    if source_id and is_id(source_id):
+        return source_id
     return "M" + secrets.token_hex(12)
 
 

@@ -140,4 +140,5 @@ def parse_record(record: FetchRecord, account_id: str) -> Parsed:
         ),
         preview=record.preview,
     )
-    return Parsed(email_id, row, (message_id or [None])[0], refs, base, upstream_thread)
+    own = message_id[0] if message_id else None
+    return Parsed(email_id, row, own, refs, base, upstream_thread)

@@ -1,0 +1,340 @@
+"""Email/set (RFC 8621 §4.6): keywords and mailboxIds updates, destroy; create is in
+:mod:`imapjmap.methods.email_create`.
+
+Theory of operation
+-------------------
+Each update is turned into IMAP operations on the Email's copies (its ``locations``):
+
+* keywords: only the keywords the patch changes, relative to what the client could see,
+  are added or removed (``UID STORE +FLAGS``/``-FLAGS``), never a whole flag list, so a
+  flag another client set meanwhile is never clobbered.  With CONDSTORE the STORE carries
+  ``UNCHANGEDSINCE`` the copy's modseq; copies reported ``[MODIFIED]`` were changed by
+  someone else since our last sync: the cache is refreshed and the same +/- is applied
+  again, which touches nothing but the patched keywords;
+* mailboxIds: one removed and one added mailbox is a ``UID MOVE``; otherwise the message is
+  copied into each added mailbox and our own UIDs are removed from each removed one
+  (``UID EXPUNGE``, see ``sync.writes`` Rule 3);
+* destroy removes our UIDs from every mailbox the Email is in.
+
+Updates with the same change in the same mailbox are grouped into one command, so "mark
+500 emails read" is one STORE per mailbox.  After the writes the account is refreshed, so
+``newState`` and every id come from what the server now says.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from imapjmap.errors import ImapCommandFailed, UpstreamUnavailable
+from imapjmap.jmap.args import SetArgs
+from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
+from imapjmap.jmap.errors import (
+    MethodError,
+    MethodErrorType,
+    SetError,
+    SetErrorType,
+    invalid_properties,
+)
+from imapjmap.jmap.patch import parse_patch
+from imapjmap.jmap.wire import JsonObject
+from imapjmap.methods.context import MethodContext
+from imapjmap.methods.imaperrors import set_error_from_imap
+from imapjmap.store import emails as em
+from imapjmap.store import queries as q
+from imapjmap.store.db import Tx
+from imapjmap.sync import writes
+
+# RFC 8621 §4.1.1: 1-255 of %x21-%x7e except ( ) { ] % * " \
+_KEYWORD: Final = re.compile(r"[\x21-\x7e]{1,255}")
+_KEYWORD_BAD: Final = set('(){]%*"\\')
+
+
+def valid_keyword(keyword: str) -> bool:
+    return bool(_KEYWORD.fullmatch(keyword)) and not (set(keyword) & _KEYWORD_BAD)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The IMAP work of one Email/set call, grouped by mailbox."""
+
+    # (mailbox_id, added flags, removed flags) → uids
+    stores: dict[tuple[str, frozenset[str], frozenset[str]], list[int]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    # (from mailbox, to mailbox) → uids
+    moves: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    # (from mailbox, to mailbox) → uids to copy
+    copies: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    # mailbox → uids to remove (after the copies)
+    removals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    modseqs: dict[tuple[str, int], int | None] = field(default_factory=dict)
+    owners: dict[tuple[str, int], str] = field(default_factory=dict)  # (mailbox, uid) → email
+
+
+def _resolve_mailbox(call: Call, value: str, live: set[str]) -> str:
+    try:
+        mailbox_id = resolve_creation_id(call, value)
+    except UnknownCreationId as exc:
+        raise exc.set_error(SetErrorType.INVALID_PROPERTIES, "mailboxIds") from None
+    if mailbox_id not in live:
+        raise invalid_properties(f"no mailbox {value!r}", "mailboxIds")
+    return mailbox_id
+
+
+def _patched(
+    call: Call, row: em.EmailRow, patch: JsonObject, live: set[str]
+) -> tuple[dict[str, bool], set[str]]:
+    """The keywords and mailbox ids after ``patch`` (RFC 8620 §5.3 on the two properties
+    that may change, CORE-SET-03); anything else is invalidProperties."""
+    keywords = dict(row.keywords)
+    mailboxes = set(row.mailbox_ids)
+    for path, value in parse_patch(patch):
+        head = path[0]
+        if head == "keywords" and len(path) == 1:
+            if not isinstance(value, dict) or any(v is not True for v in value.values()):
+                raise invalid_properties("keywords must map keywords to true", "keywords")
+            keywords = {k.lower(): True for k in value}
+        elif head == "keywords" and len(path) == 2:
+            if value is True:
+                keywords[path[1].lower()] = True
+            elif value is None:
+                keywords.pop(path[1].lower(), None)
+            else:
+                raise invalid_properties("a keyword patch value is true or null", "keywords")
+        elif head == "mailboxIds" and len(path) == 1:
+            if not isinstance(value, dict) or any(v is not True for v in value.values()):
+                raise invalid_properties("mailboxIds must map ids to true", "mailboxIds")
+            mailboxes = {_resolve_mailbox(call, k, live) for k in value}
+        elif head == "mailboxIds" and len(path) == 2:
+            target = _resolve_mailbox(call, path[1], live)
+            if value is True:
+                mailboxes.add(target)
+            elif value is None:
+                mailboxes.discard(target)
+            else:
+                raise invalid_properties("a mailboxIds patch value is true or null", "mailboxIds")
+        else:
+            raise invalid_properties(f"{head} cannot be changed", head)
+    bad = [k for k in keywords if not valid_keyword(k)]
+    if bad:
+        raise invalid_properties(f"invalid keyword {bad[0][:40]!r}", "keywords")
+    if not mailboxes:
+        raise invalid_properties("an Email must stay in at least one mailbox", "mailboxIds")
+    return keywords, mailboxes
+
+
+def _plan_update(
+    plan: _Plan,
+    row: em.EmailRow,
+    locations: list[em.Location],
+    keywords: dict[str, bool],
+    mailboxes: set[str],
+) -> None:
+    visible = [loc for loc in locations if not loc.deleted]
+    add = frozenset(em.flags_from_keywords(set(keywords) - set(row.keywords)))
+    remove = frozenset(em.flags_from_keywords(set(row.keywords) - set(keywords)))
+    for loc in visible:
+        plan.modseqs[(loc.mailbox_id, loc.uid)] = loc.modseq
+        plan.owners[(loc.mailbox_id, loc.uid)] = row.id
+        if add or remove:
+            plan.stores[(loc.mailbox_id, add, remove)].append(loc.uid)
+    current = {loc.mailbox_id for loc in visible}
+    gone, new = current - mailboxes, mailboxes - current
+    by_mailbox = {loc.mailbox_id: loc for loc in visible}
+    if len(gone) == 1 and len(new) == 1:
+        source = by_mailbox[next(iter(gone))]
+        plan.moves[(source.mailbox_id, next(iter(new)))].append(source.uid)
+        return
+    source = by_mailbox[next(iter(sorted(current - gone or current)))]
+    for target in sorted(new):
+        plan.copies[(source.mailbox_id, target)].append(source.uid)
+    for mailbox_id in gone:
+        plan.removals[mailbox_id].append(by_mailbox[mailbox_id].uid)
+
+
+class _Runner:
+    """Runs a plan against IMAP, tracking whether anything landed (serverPartialFail)."""
+
+    def __init__(self, ctx: MethodContext, names: dict[str, str]) -> None:
+        self.ctx = ctx
+        self.names = names
+        self.landed = False
+        self.failed: dict[str, SetError] = {}  # email id → error
+
+    async def step(
+        self, mailbox_id: str, emails: Iterable[str], work: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        try:
+            async with self.ctx.pool.session(self.names[mailbox_id]) as session:
+                await work(session)
+            self.landed = True
+        except ImapCommandFailed as exc:
+            for email_id in emails:
+                self.failed.setdefault(email_id, set_error_from_imap(exc))
+        except UpstreamUnavailable as exc:
+            if self.landed:
+                raise MethodError(
+                    MethodErrorType.SERVER_PARTIAL_FAIL,
+                    "the mail server failed after some changes were made",
+                ) from exc
+            raise
+
+    async def run(self, plan: _Plan) -> None:
+        for (mailbox_id, add, remove), uids in plan.stores.items():
+            owners = [plan.owners[(mailbox_id, u)] for u in uids]
+            await self.step(
+                mailbox_id,
+                owners,
+                functools.partial(
+                    self._store, plan=plan, mailbox_id=mailbox_id, add=add, remove=remove, uids=uids
+                ),
+            )
+        for (source, target), uids in plan.moves.items():
+            owners = [plan.owners[(source, u)] for u in uids]
+            await self.step(
+                source, owners, functools.partial(writes.move, uids=uids, target=self.names[target])
+            )
+        for (source, target), uids in plan.copies.items():
+            owners = [plan.owners[(source, u)] for u in uids]
+            await self.step(
+                source, owners, functools.partial(writes.copy, uids=uids, target=self.names[target])
+            )
+        for mailbox_id, uids in plan.removals.items():
+            owners = [plan.owners.get((mailbox_id, u), "") for u in uids]
+            await self.step(mailbox_id, owners, functools.partial(self._remove, uids=uids))
+
+    async def _store(
+        self,
+        session: Any,
+        plan: _Plan,
+        mailbox_id: str,
+        add: frozenset[str],
+        remove: frozenset[str],
+        uids: list[int],
+    ) -> None:
+        for op, flags in (("+", add), ("-", remove)):
+            if not flags:
+                continue
+            since = max((plan.modseqs.get((mailbox_id, u)) or 0) for u in uids) or None
+            modified = await writes.store_flags(session, uids, op, flags, since)
+            if modified:
+                # changed by another client since our sync: our +/- touches only the
+                # patched keywords, so applying it again cannot clobber their change
+                await writes.store_flags(session, [u for u in uids if u in modified], op, flags)
+
+    @staticmethod
+    async def _remove(session: Any, uids: list[int]) -> None:
+        await writes.remove(session, uids)
+
+
+async def run_email_set(ctx: MethodContext, call: Call, raw: JsonObject) -> JsonObject:
+    """Email/set with ``raw`` as its arguments (also the implicit call of SUB-02)."""
+    args = SetArgs.parse(raw, max_objects=ctx.cfg.limits.max_objects_in_set)
+    await ctx.refresh()
+    old_state = await ctx.state(em.EMAIL_TYPE)
+    if args.if_in_state is not None and args.if_in_state != old_state:
+        raise MethodError(MethodErrorType.STATE_MISMATCH)
+    response: JsonObject = {"accountId": ctx.account_id, "oldState": old_state}
+    created, not_created = await _creates(ctx, call, args.create or {})
+    destroy_ids = list(dict.fromkeys(args.destroy or []))
+    updated, not_updated, destroyed, not_destroyed = await _updates_and_destroys(
+        ctx, call, args.update or {}, destroy_ids
+    )
+    if created or updated or destroyed:
+        await ctx.refresh(force=True)
+    response.update(
+        {
+            "newState": await ctx.state(em.EMAIL_TYPE),
+            "created": created or None,
+            "updated": updated or None,
+            "destroyed": destroyed or None,
+            "notCreated": not_created or None,
+            "notUpdated": not_updated or None,
+            "notDestroyed": not_destroyed or None,
+        }
+    )
+    return response
+
+
+async def email_set(ctx: MethodContext, call: Call) -> JsonObject:
+    return await run_email_set(ctx, call, call.args)
+
+
+async def _creates(
+    ctx: MethodContext, call: Call, creates: dict[str, JsonObject]
+) -> tuple[JsonObject, JsonObject]:
+    created: JsonObject = {}
+    not_created: JsonObject = {}
+    if not creates:
+        return created, not_created
+    from imapjmap.methods.email_create import create_email  # the create half, optional
+
+    for cid, obj in creates.items():
+        try:
+            if not isinstance(obj, dict):
+                raise invalid_properties("an Email must be an object")
+            result = await create_email(ctx, call, obj)
+        except SetError as exc:
+            not_created[cid] = exc.to_json()
+        except ImapCommandFailed as exc:
+            not_created[cid] = set_error_from_imap(exc).to_json()
+        else:
+            created[cid] = result
+            call.created_ids[cid] = result["id"]
+    return created, not_created
+
+
+def _read(
+    tx: Tx, account_id: str, ids: list[str]
+) -> tuple[dict[str, em.EmailRow], dict[str, list[em.Location]], dict[str, str]]:
+    rows = em.emails(tx, account_id, ids)
+    locations = {i: em.locations_of_email(tx, account_id, i) for i in rows}
+    names = {m.id: m.imap_name for m in q.live_mailboxes(tx, account_id)}
+    return rows, locations, names
+
+
+async def _updates_and_destroys(
+    ctx: MethodContext, call: Call, updates: dict[str, JsonObject], destroy_ids: list[str]
+) -> tuple[JsonObject, JsonObject, list[str], JsonObject]:
+    ids = list(dict.fromkeys([*updates, *destroy_ids]))
+    rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, ids))
+    plan = _Plan()
+    not_updated: JsonObject = {}
+    planned: list[str] = []
+    for email_id, patch in updates.items():
+        try:
+            if email_id in destroy_ids:
+                raise SetError(SetErrorType.WILL_DESTROY)
+            row = rows.get(email_id)
+            if row is None:
+                raise SetError(SetErrorType.NOT_FOUND)
+            if not isinstance(patch, dict):
+                raise SetError(SetErrorType.INVALID_PATCH, "a PatchObject must be an object")
+            keywords, mailboxes = _patched(call, row, patch, set(names))
+            _plan_update(plan, row, locations[email_id], keywords, mailboxes)
+            planned.append(email_id)
+        except SetError as exc:
+            not_updated[email_id] = exc.to_json()
+    not_destroyed: JsonObject = {}
+    doomed: list[str] = []
+    for email_id in destroy_ids:
+        if email_id not in rows:
+            not_destroyed[email_id] = SetError(SetErrorType.NOT_FOUND).to_json()
+            continue
+        for loc in locations[email_id]:
+            if not loc.deleted:
+                plan.removals[loc.mailbox_id].append(loc.uid)
+                plan.owners[(loc.mailbox_id, loc.uid)] = email_id
+        doomed.append(email_id)
+    runner = _Runner(ctx, names)
+    await runner.run(plan)
+    updated = {i: None for i in planned if i not in runner.failed}
+    not_updated.update({i: runner.failed[i].to_json() for i in planned if i in runner.failed})
+    destroyed = [i for i in doomed if i not in runner.failed]
+    not_destroyed.update({i: runner.failed[i].to_json() for i in doomed if i in runner.failed})
+    return updated, not_updated, destroyed, not_destroyed
