@@ -15,12 +15,16 @@ Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
 2. Ranges follow from the field: ``port`` is 1-65535; other integers are at least 1 and the
    ``limits`` at least their RFC 8620 §2 suggested minimum; numbers of seconds are finite and
    positive (``auth.credential_cache_seconds`` may be 0: no caching); strings are not empty.
-3. A few keys have a shape of their own: ``server.listen`` is ``host:port`` (an IPv6 address
+3. An array of tables (``[[submission.identities]]``) is a tuple of dataclasses, each entry
+   checked like a table (paths such as ``submission.identities[0].email``); a field
+   without a default is required in each entry.
+4. A few keys have a shape of their own: ``server.listen`` is ``host:port`` (an IPv6 address
    in brackets), ``server.base_url`` an absolute http(s) URL (a trailing ``/`` is stripped;
    when only ``listen`` is given it defaults to ``http://<listen>``),
    ``server.log_level`` one of debug, info, warning, error, and the upstream hosts are a host
-   name or IP address without a port.
-4. Every problem found is reported, joined by ``; ``.  A missing file or invalid TOML is a
+   name or IP address without a port, ``submission.default_domain`` a domain name and an
+   identity's ``email`` an address (``*@domain`` allowed).
+5. Every problem found is reported, joined by ``; ``.  A missing file or invalid TOML is a
    ConfigError naming the file (tomllib's message carries the line and column).
 
 Risky but legal settings (plaintext IMAP/SMTP to a non-loopback host, unverified certificates,
@@ -37,7 +41,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import date, datetime, time
 from pathlib import Path
 from types import UnionType
@@ -90,6 +94,26 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    """One identity offered to the user ``username`` (RFC 8621 §6), not deletable by them."""
+
+    username: str  # the login (IMAP username) the identity belongs to
+    email: str  # the From address; "*@example.org" allows any address at that domain
+    name: str = ""  # display name
+    text_signature: str = ""
+    html_signature: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionConfig:
+    """Identities and the addresses a user may send from (Identity, EmailSubmission)."""
+
+    default_domain: str | None = None  # login "bob" -> default identity bob@<default_domain>
+    identities_any_from: bool = False  # True: any From / MAIL FROM / Identity address
+    identities: tuple[IdentityConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CacheConfig:
     path: str = "imapjmap-cache.sqlite3"  # SQLite file; ":memory:" for a throw-away cache
     changes_retention_days: int = 30  # tombstones older than this are purged
@@ -123,6 +147,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
 
 
 # --- loading and validation ----------------------------------------------------------------
@@ -259,25 +284,48 @@ def to_toml(cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def _build_section(cls: type, prefix: str, raw: Mapping[str, Any], problems: list[str]) -> object:
+def _build_section(
+    cls: type, prefix: str, raw: Mapping[str, Any], problems: list[str]
+) -> object | None:
+    """One table; None when a required key is missing (that is reported in ``problems``)."""
     hints = get_type_hints(cls)
     problems.extend(
         _unknown(f"{prefix}.{key}", key, hints, value)
         for key, value in raw.items()
         if key not in hints
     )
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
     values: dict[str, object] = {}
     for name, hint in hints.items():
         path = f"{prefix}.{name}"
         if name not in raw:
-            if path in REQUIRED:
+            if path in REQUIRED or name in required:
                 problems.append(f"{path}: required key is missing")
+            continue
+        if get_origin(hint) is tuple:  # an array of tables, e.g. [[submission.identities]]
+            values[name] = _build_tables(get_args(hint)[0], path, raw[name], problems)
             continue
         try:
             values[name] = _check_value(path, name, _coerce(hint, raw[name]))
         except _Invalid as exc:
             problems.append(f"{path}: {exc}")
-    return cls(**values)
+    return cls(**values) if required <= values.keys() else None
+
+
+def _build_tables(cls: type, path: str, value: object, problems: list[str]) -> tuple[object, ...]:
+    if not isinstance(value, list):
+        problems.append(f"{path}: expected an array of tables, got {_toml_type(value)}")
+        return ()
+    out: list[object] = []
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, Mapping):
+            problems.append(f"{where}: expected a table, got {_toml_type(item)}")
+            continue
+        built = _build_section(cls, where, item, problems)
+        if built is not None:
+            out.append(built)
+    return tuple(out)
 
 
 def _coerce(hint: Any, value: object) -> object:
@@ -318,7 +366,7 @@ def _check_value(path: str, name: str, value: object) -> object:
             raise _Invalid(f"must be positive (got {value:g})")
     elif isinstance(value, str) and not value.strip():
         raise _Invalid("must not be empty")
-    shape = _SHAPES.get(path)
+    shape = _SHAPES.get(_INDEX.sub("[]", path))
     return shape(value) if shape and isinstance(value, str) else value
 
 
@@ -357,12 +405,30 @@ def _host(value: str) -> str:
     return value
 
 
+def _domain(value: str) -> str:
+    if not _HOSTNAME.fullmatch(value) or "." not in value.strip("."):
+        raise _Invalid(f"expected a domain name such as example.org (got {value!r})")
+    return value
+
+
+def _address(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or any(c.isspace() or c in '<>(),;:"' for c in local):
+        raise _Invalid(f"expected an address such as alice@example.org (got {value!r})")
+    if not _HOSTNAME.fullmatch(domain):
+        raise _Invalid(f"{domain!r} is not a domain name")
+    return value
+
+
+_INDEX: Final = re.compile(r"\[\d+\]")
 _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "server.listen": _listen,
     "server.base_url": _base_url,
     "server.log_level": _log_level,
     "imap.host": _host,
     "smtp.host": _host,
+    "submission.default_domain": _domain,
+    "submission.identities[].email": _address,
 }
 
 
@@ -383,6 +449,15 @@ def _toml_type(value: object) -> str:
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, tuple):  # an array of tables, written inline
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if hasattr(value, "__dataclass_fields__"):
+        items = [
+            f"{f.name} = {_toml_value(getattr(value, f.name))}"
+            for f in fields(value)  # type: ignore[arg-type]
+            if f.default is MISSING or getattr(value, f.name) != f.default
+        ]
+        return "{" + ", ".join(items) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -308,6 +308,8 @@ class DovecotServer:
     port: int
     root: Path
     lmtp_port: int = 0
+    tls_port: int = 0  # the imaps listener (implicit TLS); 0 when started without ``tls``
+    tls: tuple[Path, Path] | None = None  # (certificate chain PEM, private key PEM)
     config_path: Path = field(default=Path())
     log_path: Path = field(default=Path())
     passwd_path: Path = field(default=Path())  # a directory: one passwd-file per user
@@ -330,6 +332,7 @@ class DovecotServer:
         extra_conf: str = "",
         notify: bool = True,
         quota: bool = True,
+        tls: tuple[str | Path, str | Path] | None = None,
     ) -> DovecotServer:
         """Start a Dovecot whose config, state, logs and mail all live under ``root``.
 
@@ -340,6 +343,10 @@ class DovecotServer:
         ``QUOTA`` and ``NOTIFY`` are removed by not loading their plugins (as with
         ``quota=False``, ``notify=False``): then GETQUOTAROOT answers BAD.  ``extra_conf`` is
         appended to the generated config.
+
+        ``tls=(certificate_pem, key_pem)`` turns TLS on: an imaps listener (implicit TLS) on
+        :attr:`tls_port` and STARTTLS on :attr:`port`, where plaintext logins stay allowed.
+        The certificate file holds the server certificate followed by any intermediates.
         """
         dovecot = find_dovecot()
         if dovecot is None:
@@ -356,11 +363,14 @@ class DovecotServer:
         quota = quota and "QUOTA" not in hidden
         notify = notify and "NOTIFY" not in hidden
         server = cls(host="127.0.0.1", port=0, root=root)
+        if tls is not None:
+            server.tls = (Path(tls[0]).resolve(), Path(tls[1]).resolve())
         server._prepare()
         last_error: DovecotError | None = None
         for _ in range(_PORT_ATTEMPTS):
             server.port, server.lmtp_port = _free_port(), _free_port()
-            if server.port == server.lmtp_port:
+            server.tls_port = _free_port() if tls is not None else 0
+            if len({server.port, server.lmtp_port, server.tls_port}) < 3:
                 continue
             server._write_config(extra_conf=extra_conf, notify=notify, quota=quota)
             try:
@@ -684,6 +694,12 @@ def _render_config(
     passwd = f"{server.passwd_path}/%u"  # passwd-file args take no quotes
     login_chroot = "" if as_root else "  chroot =\n"
     capability_line = f"  imap_capability = {imap_capability}\n" if imap_capability else ""
+    if server.tls is None:
+        ssl = "ssl = no"
+        imaps_listener = "port = 0"
+    else:  # "<path": Dovecot reads the files as root when it loads the config
+        ssl = f"ssl = yes\nssl_cert = <{server.tls[0]}\nssl_key = <{server.tls[1]}"
+        imaps_listener = f"address = 127.0.0.1\n    port = {server.tls_port}"
     quota_plugin = (
         "plugin {\n"
         "  quota = count:User quota\n"
@@ -700,7 +716,7 @@ state_dir = {_quote(str(server.root / "state"))}
 instance_name = imapjmap-{secrets.token_hex(5)}
 protocols = imap lmtp
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_username_format = %u
@@ -745,7 +761,7 @@ service imap-login {{
     port = {server.port}
   }}
   inet_listener imaps {{
-    port = 0
+    {imaps_listener}
   }}
 {login_chroot}}}
 

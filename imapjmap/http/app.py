@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from imapjmap.config import Config
-from imapjmap.http import middleware, views
+from imapjmap.http import blobs, middleware, views
 from imapjmap.http.auth import Authenticator
 from imapjmap.imap.pool import ImapPools
 from imapjmap.methods.context import Services
@@ -43,6 +43,7 @@ def make_app(cfg: Config) -> web.Application:
     app[views.IN_FLIGHT] = Counter()
     app.cleanup_ctx.append(_services_ctx)
     views.add_routes(app)
+    blobs.add_routes(app)
     return app
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 from collections import Counter
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -14,8 +15,8 @@ from imapjmap.http.auth import REALM, Authenticated, Authenticator, Unauthorized
 from imapjmap.jmap import dispatch
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.request import parse_request
-from imapjmap.jmap.session import SessionAccount, build_session
-from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY
+from imapjmap.jmap.session import DOWNLOAD_PATH, SessionAccount, build_session
+from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY, blob_store, submission
 from imapjmap.methods.context import MethodContext, Services
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,10 @@ async def _authenticate(request: web.Request) -> Authenticated:
         raise web.HTTPUnauthorized(reason=str(exc), headers={"WWW-Authenticate": REALM}) from None
 
 
-def _session_for(cfg: Config, who: Authenticated) -> dict[str, Any]:
+async def _session_for(cfg: Config, who: Authenticated) -> dict[str, Any]:
     account = SessionAccount(who.account.account_id, who.account.username, ACCOUNT_CAPABILITIES)
-    session = build_session(cfg, account)
+    extensions = await submission.submission_extensions(cfg)  # probed once per process
+    session = build_session(cfg, account, submission_extensions=extensions)
     session["capabilities"] = {
         k: v for k, v in session["capabilities"].items() if k in CAPABILITIES
     }
@@ -53,7 +55,7 @@ def _session_for(cfg: Config, who: Authenticated) -> dict[str, Any]:
 
 async def session_view(request: web.Request) -> web.StreamResponse:
     who = await _authenticate(request)
-    return _json(_session_for(request.app[CONFIG], who))
+    return _json(await _session_for(request.app[CONFIG], who))
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -96,7 +98,7 @@ async def api_view(request: web.Request) -> web.StreamResponse:
     in_flight[account_id] += 1
     try:
         ctx = MethodContext(request.app[SERVICES], who.account, who.pool)
-        session = _session_for(cfg, who)
+        session = await _session_for(cfg, who)
         response = await dispatch.run(
             jmap_request,
             ctx,
@@ -111,8 +113,36 @@ async def api_view(request: web.Request) -> web.StreamResponse:
     return _json(response)
 
 
+async def download_view(request: web.Request) -> web.StreamResponse:
+    """GET downloadUrl (RFC 8620 §6.2, CORE-BIN-03): Content-Type is exactly ``type``."""
+    who = await _authenticate(request)
+    account_id = request.match_info["accountId"]
+    services = request.app[SERVICES]
+    content = None
+    if account_id == who.account.account_id:
+        found = await blob_store.read_blob(
+            services.store, who.pool, account_id, request.match_info["blobId"]
+        )
+        content = None if found is None else found[0]
+    if content is None:
+        raise web.HTTPNotFound(reason="no such blob")
+    type_ = request.query.get("type", "")
+    if not type_ or not (type_.isascii() and type_.isprintable()):
+        type_ = "application/octet-stream"
+    name = quote(request.match_info["name"], safe="")
+    return web.Response(
+        body=content,
+        headers={
+            "Content-Type": type_,
+            "Content-Disposition": f"attachment; filename*=UTF-8''{name}",
+            "Cache-Control": "private, immutable, max-age=31536000",
+        },
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/.well-known/jmap", session_view)
     app.router.add_get("/jmap/session", session_view)
     app.router.add_post("/jmap/api/", api_view)
     app.router.add_post("/jmap/api", api_view)
+    app.router.add_get(DOWNLOAD_PATH, download_view)

@@ -67,6 +67,11 @@ class ImapPool:
     def matches_password(self, password: str) -> bool:
         return password == self._password
 
+    def login_password(self) -> str:
+        """The password this account logged in with, for SMTP AUTH as the same user
+        (``smtp.auth = "user"``).  Held in memory only; never log it."""
+        return self._password
+
     def adopt(self, session: ImapSession) -> None:
         """Take a freshly logged-in session (the one that verified the login) as idle.
 

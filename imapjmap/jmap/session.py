@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,6 +29,11 @@ EVENTSOURCE_PATH: Final = "/jmap/eventsource/"
 MAX_SIZE_MAILBOX_NAME: Final = 255
 COLLATIONS: Final = ("i;ascii-casemap", "i;octet", "i;unicode-casemap")
 EMAIL_SORT_OPTIONS: Final = ("receivedAt",)
+# RFC 9404 Blob account capability: data sources per Blob/upload creation (at least 64),
+# the types Blob/lookup knows, the digests Blob/get computes.
+BLOB_MAX_DATA_SOURCES: Final = 64
+BLOB_TYPE_NAMES: Final = ("Mailbox", "Thread", "Email")
+BLOB_DIGESTS: Final = ("sha", "sha-256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +68,47 @@ def mail_account_capability(cfg: Config) -> dict[str, Any]:
     }
 
 
-def _account_capabilities(cfg: Config, caps: frozenset[str]) -> dict[str, Any]:
+def blob_account_capability(cfg: Config) -> dict[str, Any]:
+    return {
+        "maxSizeBlobSet": cfg.limits.max_size_upload,
+        "maxDataSources": BLOB_MAX_DATA_SOURCES,
+        "supportedTypeNames": list(BLOB_TYPE_NAMES),
+        "supportedDigestAlgorithms": list(BLOB_DIGESTS),
+    }
+
+
+def submission_account_capability(extensions: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """RFC 8621 §1.3.2: every submission is sent at once (no delayed send); the EHLO
+    keywords are the ones the SMTP server really offers (learnt by probing it)."""
+    return {
+        "maxDelayedSend": 0,
+        "submissionExtensions": {k: list(v) for k, v in sorted(extensions.items())},
+    }
+
+
+def _account_capabilities(
+    cfg: Config, caps: frozenset[str], submission_extensions: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if wire.MAIL in caps:
         out[wire.MAIL] = mail_account_capability(cfg)
+    if wire.BLOB in caps:
+        out[wire.BLOB] = blob_account_capability(cfg)
+    if wire.SUBMISSION in caps:
+        out[wire.SUBMISSION] = submission_account_capability(submission_extensions)
     return out
 
 
-def build_session(cfg: Config, account: SessionAccount) -> dict[str, Any]:
-    """The Session object for ``account`` (the only account its credentials open)."""
+def build_session(
+    cfg: Config,
+    account: SessionAccount,
+    *,
+    submission_extensions: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """The Session object for ``account`` (the only account its credentials open).
+
+    ``submission_extensions``: the SMTP server's EHLO keywords (``submissionExtensions``).
+    """
     base = cfg.server.base_url.rstrip("/")
     capabilities: dict[str, Any] = {wire.CORE: core_capability(cfg)}
     for urn in sorted(account.capabilities):
@@ -83,7 +120,9 @@ def build_session(cfg: Config, account: SessionAccount) -> dict[str, Any]:
                 "name": account.username,
                 "isPersonal": True,
                 "isReadOnly": False,
-                "accountCapabilities": _account_capabilities(cfg, account.capabilities),
+                "accountCapabilities": _account_capabilities(
+                    cfg, account.capabilities, submission_extensions or {}
+                ),
             }
         },
         "primaryAccounts": {urn: account.account_id for urn in sorted(account.capabilities)},

@@ -6,8 +6,23 @@ from collections.abc import Mapping
 from typing import Final
 
 from imapjmap.jmap.dispatch import MethodSpec
-from imapjmap.jmap.wire import CORE, MAIL
-from imapjmap.methods import core, mailbox, mailbox_set
+from imapjmap.jmap.wire import BLOB, CORE, MAIL, SUBMISSION
+from imapjmap.methods import (
+    blob_methods,
+    core,
+    email_copy,
+    email_get,
+    email_import,
+    email_parse,
+    email_query,
+    email_set,
+    identity,
+    mailbox,
+    mailbox_set,
+    snippet,
+    submission,
+    thread,
+)
 from imapjmap.methods.context import MethodContext
 
 REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
@@ -17,8 +32,32 @@ REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
     "Mailbox/query": MethodSpec(mailbox.mailbox_query, MAIL),
     "Mailbox/queryChanges": MethodSpec(mailbox.mailbox_query_changes, MAIL),
     "Mailbox/set": MethodSpec(mailbox_set.mailbox_set, MAIL),
+    "Thread/get": MethodSpec(thread.thread_get, MAIL),
+    "Thread/changes": MethodSpec(thread.thread_changes, MAIL),
+    "Email/get": MethodSpec(email_get.email_get, MAIL),
+    "Email/changes": MethodSpec(email_get.email_changes, MAIL),
+    "Email/query": MethodSpec(email_query.email_query, MAIL),
+    "Email/queryChanges": MethodSpec(email_query.email_query_changes, MAIL),
+    "Email/set": MethodSpec(email_set.email_set, MAIL),
+    "SearchSnippet/get": MethodSpec(snippet.search_snippet_get, MAIL),
+    "Identity/get": MethodSpec(identity.identity_get, SUBMISSION),
+    "Identity/changes": MethodSpec(identity.identity_changes, SUBMISSION),
+    "Identity/set": MethodSpec(identity.identity_set, SUBMISSION),
+    "EmailSubmission/get": MethodSpec(submission.email_submission_get, SUBMISSION),
+    "EmailSubmission/changes": MethodSpec(submission.email_submission_changes, SUBMISSION),
+    "EmailSubmission/query": MethodSpec(submission.email_submission_query, SUBMISSION),
+    "EmailSubmission/queryChanges": MethodSpec(
+        submission.email_submission_query_changes, SUBMISSION
+    ),
+    "EmailSubmission/set": MethodSpec(submission.email_submission_set, SUBMISSION),
+    "Email/import": MethodSpec(email_import.email_import, MAIL),
+    "Email/parse": MethodSpec(email_parse.email_parse, MAIL),
+    "Email/copy": MethodSpec(email_copy.email_copy, MAIL),
+    "Blob/upload": MethodSpec(blob_methods.blob_upload, BLOB),
+    "Blob/get": MethodSpec(blob_methods.blob_get, BLOB),
+    "Blob/lookup": MethodSpec(blob_methods.blob_lookup, BLOB),
 }
 
 # Capabilities whose methods are all implemented; only these are advertised.
-CAPABILITIES: Final = frozenset({CORE, MAIL})
-ACCOUNT_CAPABILITIES: Final = frozenset({MAIL})
+CAPABILITIES: Final = frozenset({CORE, MAIL, BLOB, SUBMISSION})
+ACCOUNT_CAPABILITIES: Final = frozenset({MAIL, BLOB, SUBMISSION})

@@ -94,38 +94,56 @@ def _patched(
     keywords = dict(row.keywords)
     mailboxes = set(row.mailbox_ids)
     for path, value in parse_patch(patch):
-        head = path[0]
-        if head == "keywords" and len(path) == 1:
-            if not isinstance(value, dict) or any(v is not True for v in value.values()):
-                raise invalid_properties("keywords must map keywords to true", "keywords")
-            keywords = {k.lower(): True for k in value}
-        elif head == "keywords" and len(path) == 2:
-            if value is True:
-                keywords[path[1].lower()] = True
-            elif value is None:
-                keywords.pop(path[1].lower(), None)
-            else:
-                raise invalid_properties("a keyword patch value is true or null", "keywords")
-        elif head == "mailboxIds" and len(path) == 1:
-            if not isinstance(value, dict) or any(v is not True for v in value.values()):
-                raise invalid_properties("mailboxIds must map ids to true", "mailboxIds")
-            mailboxes = {_resolve_mailbox(call, k, live) for k in value}
-        elif head == "mailboxIds" and len(path) == 2:
-            target = _resolve_mailbox(call, path[1], live)
-            if value is True:
-                mailboxes.add(target)
-            elif value is None:
-                mailboxes.discard(target)
-            else:
-                raise invalid_properties("a mailboxIds patch value is true or null", "mailboxIds")
+        if path[0] == "keywords" and len(path) <= 2:
+            _patch_keywords(keywords, path, value)
+        elif path[0] == "mailboxIds" and len(path) <= 2:
+            _patch_mailboxes(call, mailboxes, path, value, live)
         else:
-            raise invalid_properties(f"{head} cannot be changed", head)
+            raise invalid_properties(f"{path[0]} cannot be changed", path[0])
     bad = [k for k in keywords if not valid_keyword(k)]
     if bad:
         raise invalid_properties(f"invalid keyword {bad[0][:40]!r}", "keywords")
     if not mailboxes:
         raise invalid_properties("an Email must stay in at least one mailbox", "mailboxIds")
     return keywords, mailboxes
+
+
+def _all_true(value: object) -> bool:
+    return isinstance(value, dict) and all(v is True for v in value.values())
+
+
+def _patch_keywords(keywords: dict[str, bool], path: tuple[str, ...], value: object) -> None:
+    if len(path) == 1:
+        if not _all_true(value):
+            raise invalid_properties("keywords must map keywords to true", "keywords")
+        assert isinstance(value, dict)
+        keywords.clear()
+        keywords.update({str(k).lower(): True for k in value})
+    elif value is True:
+        keywords[path[1].lower()] = True
+    elif value is None:
+        keywords.pop(path[1].lower(), None)
+    else:
+        raise invalid_properties("a keyword patch value is true or null", "keywords")
+
+
+def _patch_mailboxes(
+    call: Call, mailboxes: set[str], path: tuple[str, ...], value: object, live: set[str]
+) -> None:
+    if len(path) == 1:
+        if not _all_true(value):
+            raise invalid_properties("mailboxIds must map ids to true", "mailboxIds")
+        assert isinstance(value, dict)
+        mailboxes.clear()
+        mailboxes.update(_resolve_mailbox(call, str(k), live) for k in value)
+        return
+    target = _resolve_mailbox(call, path[1], live)
+    if value is True:
+        mailboxes.add(target)
+    elif value is None:
+        mailboxes.discard(target)
+    else:
+        raise invalid_properties("a mailboxIds patch value is true or null", "mailboxIds")
 
 
 def _plan_update(

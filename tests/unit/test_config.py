@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from imapjmap.config import (
     AuthConfig,
     Config,
+    IdentityConfig,
     ImapConfig,
     ServerConfig,
+    SubmissionConfig,
     config_warnings,
     load_config,
     parse_config,
@@ -294,3 +296,77 @@ def test_plaintext_to_a_remote_host_is_a_warning(tables: dict[str, Any], warned:
 def test_split_listen(text: str, expected: tuple[str, int]) -> None:
     assert split_listen(text) == expected
     assert (ServerConfig(listen=text).host, ServerConfig(listen=text).port) == expected
+
+
+# --- [submission]: identities, an array of tables ----------------------------------------
+
+
+def test_identities_are_an_array_of_tables() -> None:
+    data = tomllib.loads(
+        '[imap]\nhost = "h"\n[submission]\ndefault_domain = "example.org"\n'
+        '[[submission.identities]]\nusername = "alice"\nemail = "sales@example.org"\n'
+        'name = "Alice (Sales)"\n'
+        '[[submission.identities]]\nusername = "bob"\nemail = "*@example.net"\n'
+    )
+    sub = parse_config(data).submission
+    assert sub == SubmissionConfig(
+        default_domain="example.org",
+        identities=(
+            IdentityConfig("alice", "sales@example.org", name="Alice (Sales)"),
+            IdentityConfig("bob", "*@example.net"),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("identities", "message"),
+    [
+        ({"username": "a"}, "submission.identities: expected an array of tables, got table"),
+        ([{"username": "a"}], "submission.identities[0].email: required key is missing"),
+        ([{"email": "a@b.example"}], "submission.identities[0].username: required key"),
+        ([5], "submission.identities[0]: expected a table, got integer"),
+        (
+            [{"username": "a", "email": "a@b.example", "nmae": "x"}],
+            "submission.identities[0].nmae: unknown key (did you mean name?)",
+        ),
+        ([{"username": "a", "email": "nobody"}], "submission.identities[0].email: expected an"),
+        ([{"username": "a", "email": "a b@x.example"}], "identities[0].email: expected an"),
+        ([{"username": "a", "email": "a@exa mple"}], "identities[0].email: 'exa mple' is not"),
+        ([{"username": "", "email": "a@b.example"}], "identities[0].username: must not be empty"),
+    ],
+)
+def test_identity_errors_name_the_entry(identities: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(minimal(submission={"identities": identities}))
+    assert message in str(info.value)
+
+
+def test_default_domain_must_be_a_domain() -> None:
+    with pytest.raises(ConfigError, match=r"submission.default_domain: expected a domain"):
+        parse_config(minimal(submission={"default_domain": "localhost"}))
+
+
+def test_to_toml_round_trips_identities() -> None:
+    cfg = parse_config(
+        minimal(
+            submission={
+                "identities_any_from": True,
+                "identities": [
+                    {"username": "a", "email": "a@x.example", "text_signature": 'a "b"\n-- \n'},
+                    {"username": "b", "email": "*@y.example", "name": "B"},
+                ],
+            }
+        )
+    )
+    assert parse_config(tomllib.loads(to_toml(cfg))) == cfg
+
+
+def test_every_identity_field_is_documented_in_the_example_file() -> None:
+    text = EXAMPLE.read_text()
+    start = text.index("[submission]")
+    comments = "\n".join(
+        line for line in text[start:].splitlines() if line.startswith("#")
+    )
+    for f in dataclasses.fields(IdentityConfig):
+        assert re.search(rf"\b{f.name}\b", comments), f"identity field {f.name} is undocumented"
+    assert "[[submission.identities]]" in comments
