@@ -1,0 +1,260 @@
+"""Email/get and Email/changes (RFC 8621 §4.2, §4.3; checklist EML-GET-*, CORE-GET-*).
+
+Theory of operation: the list properties a mail list shows come from the cache row and
+never touch IMAP; everything else is derived from the message octets, fetched on demand
+(``sync.bodies.fetch_message``, a bounded LRU) and parsed by ``mime.email``.
+
+- From the cache: ``id``, ``blobId``, ``threadId``, ``mailboxIds``, ``keywords``, ``size``,
+  ``receivedAt``, ``messageId``, ``inReplyTo``, ``references``, ``from``, ``to``, ``cc``,
+  ``bcc``, ``subject``, ``sentAt``, ``hasAttachment``, ``preview`` (computed once, then
+  stored, when the sync could not get it).
+- From the message: ``sender`` and ``replyTo`` (IMAP ENVELOPE fills both from From when the
+  header is absent, RFC 3501 §7.4.2, so the cache cannot tell null from a copy of From),
+  ``headers``, every ``header:*`` form, and the body properties.
+
+Blob ids follow :mod:`imapjmap.methods.blobs`; part blob ids from ``mime`` are rewritten into
+that scheme.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from imapjmap.jmap.args import GetArgs
+from imapjmap.jmap.dispatch import Call
+from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
+from imapjmap.jmap.wire import Json, JsonObject, is_unsigned_int, utc_date
+from imapjmap.methods import blobs, standard
+from imapjmap.methods.context import MethodContext
+from imapjmap.mime import email as mime_email
+from imapjmap.store import email_queries as eq
+from imapjmap.store import emails as em
+from imapjmap.store import queries as q
+from imapjmap.store.db import Tx
+from imapjmap.sync import bodies
+
+CACHED_PROPERTIES: Final = frozenset(
+    {
+        *mime_email.METADATA_PROPERTIES,
+        "messageId",
+        "inReplyTo",
+        "references",
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "sentAt",
+        "hasAttachment",
+        "preview",
+    }
+)
+_GET_EXTRA: Final = (
+    "bodyProperties",
+    "fetchTextBodyValues",
+    "fetchHTMLBodyValues",
+    "fetchAllBodyValues",
+    "maxBodyValueBytes",
+)
+_FETCH_CONCURRENCY: Final = 4
+
+
+class _KnownProperties(Collection[str]):
+    """``in`` is true for every Email property, ``header:*`` forms allowed for their header."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(mime_email.EMAIL_PROPERTIES)
+
+    def __len__(self) -> int:
+        return len(mime_email.EMAIL_PROPERTIES)
+
+    def __contains__(self, prop: object) -> bool:
+        if not isinstance(prop, str):
+            return False
+        try:
+            mime_email.check_properties([prop])
+        except ValueError:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class BodyOptions:
+    """The Email/get arguments that shape body parts and ``bodyValues`` (§4.2)."""
+
+    body_properties: tuple[str, ...] = mime_email.DEFAULT_BODY_PROPERTIES
+    fetch_text: bool = False
+    fetch_html: bool = False
+    fetch_all: bool = False
+    max_body_value_bytes: int = 0
+
+    @classmethod
+    def parse(cls, extra: JsonObject) -> BodyOptions:
+        """Raises MethodError invalidArguments for a bad value or body property."""
+        props = extra.get("bodyProperties")
+        if props is None:
+            body_properties = mime_email.DEFAULT_BODY_PROPERTIES
+        else:
+            if not isinstance(props, list) or not all(isinstance(p, str) for p in props):
+                raise invalid_arguments("'bodyProperties' must be an array of Strings or null")
+            try:
+                mime_email.check_body_properties(props)
+            except ValueError as exc:
+                raise invalid_arguments(f"bodyProperties: {exc}") from None
+            body_properties = tuple(dict.fromkeys(props))
+        max_bytes = extra.get("maxBodyValueBytes")
+        if max_bytes is not None and not is_unsigned_int(max_bytes):
+            raise invalid_arguments("'maxBodyValueBytes' must be an UnsignedInt")
+        return cls(
+            body_properties,
+            _flag(extra, "fetchTextBodyValues"),
+            _flag(extra, "fetchHTMLBodyValues"),
+            _flag(extra, "fetchAllBodyValues"),
+            int(max_bytes or 0),
+        )
+
+
+def _flag(extra: JsonObject, name: str) -> bool:
+    value = extra.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise invalid_arguments(f"'{name}' must be a Boolean")
+    return value
+
+
+def received_at(row: em.EmailRow) -> str:
+    return utc_date(dt.datetime.fromtimestamp(row.received_at, dt.UTC))
+
+
+def cached_value(row: em.EmailRow, prop: str, previews: dict[str, str]) -> Json:
+    """One property of :data:`CACHED_PROPERTIES` from the cache row."""
+    simple: dict[str, Json] = {
+        "id": row.id,
+        "blobId": blobs.message_blob_id(row.id),
+        "threadId": row.thread_id,
+        "size": row.size,
+        "hasAttachment": row.has_attachment,
+    }
+    if prop in simple:
+        return simple[prop]
+    if prop == "mailboxIds":
+        return dict(row.mailbox_ids)
+    if prop == "keywords":
+        return dict(row.keywords)
+    if prop == "receivedAt":
+        return received_at(row)
+    if prop == "preview":
+        return row.preview if row.preview is not None else previews.get(row.id, "")
+    return row.headers.get(prop)
+
+
+def _rewrite_blob_ids(value: Any, email_id: str, prefix: str) -> None:
+    """Turn mime's ``{prefix}_{partId}`` blob ids into the :mod:`blobs` scheme, in place."""
+    if isinstance(value, list):
+        for item in value:
+            _rewrite_blob_ids(item, email_id, prefix)
+    elif isinstance(value, dict):
+        blob_id = value.get("blobId")
+        if isinstance(blob_id, str) and blob_id.startswith(prefix):
+            try:
+                value["blobId"] = blobs.part_blob_id(email_id, blob_id[len(prefix) :])
+            except ValueError:
+                value["blobId"] = None
+        _rewrite_blob_ids(value.get("subParts"), email_id, prefix)
+
+
+def derived_properties(
+    raw: bytes, email_id: str, properties: Sequence[str], options: BodyOptions
+) -> dict[str, Json]:
+    """The message-derived properties of one email, with blob ids in our scheme."""
+    prefix = blobs.PART_PREFIX + email_id
+    out = mime_email.email_properties(
+        raw,
+        properties=properties,
+        body_properties=options.body_properties,
+        fetch_text=options.fetch_text,
+        fetch_html=options.fetch_html,
+        fetch_all=options.fetch_all,
+        max_body_value_bytes=options.max_body_value_bytes,
+        blob_prefix=prefix,
+    )
+    for prop in ("bodyStructure", "textBody", "htmlBody", "attachments"):
+        if prop in out:
+            _rewrite_blob_ids(out[prop], email_id, prefix + "_")
+    return out
+
+
+async def fetch_all(ctx: MethodContext, email_ids: Iterable[str]) -> dict[str, bytes | None]:
+    """The raw messages, a few at a time (the pool bounds the connections anyway)."""
+    limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
+
+    async def one(email_id: str) -> bytes | None:
+        async with limit:
+            return await bodies.fetch_message(ctx.store, ctx.pool, ctx.account_id, email_id)
+
+    ids = list(dict.fromkeys(email_ids))
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(i)) for i in ids]
+    return {i: t.result() for i, t in zip(ids, tasks, strict=True)}
+
+
+def _read_rows(
+    tx: Tx, account_id: str, ids: list[str] | None, max_objects: int
+) -> tuple[list[em.EmailRow], int]:
+    if ids is None:
+        count = eq.live_email_count(tx, account_id)
+        if count > max_objects:
+            raise MethodError(
+                MethodErrorType.REQUEST_TOO_LARGE,
+                f"the account has {count} emails, more than maxObjectsInGet {max_objects}",
+            )
+        rows = sorted(em.live_emails(tx, account_id), key=lambda r: r.id)
+    else:
+        found = em.emails(tx, account_id, ids)
+        rows = [found[i] for i in dict.fromkeys(ids) if i in found]
+    return rows, q.type_state(tx, account_id, em.EMAIL_TYPE)
+
+
+async def email_get(ctx: MethodContext, call: Call) -> JsonObject:
+    limit = ctx.cfg.limits.max_objects_in_get
+    args = GetArgs.parse(
+        call.args, known_properties=_KnownProperties(), max_objects=limit, extra=_GET_EXTRA
+    )
+    options = BodyOptions.parse(args.extra)
+    properties = args.properties or list(mime_email.DEFAULT_EMAIL_PROPERTIES)
+    wanted = standard.resolve_ids(call, args.ids) if args.ids is not None else None
+    await ctx.refresh()
+    rows, seq = await ctx.read(lambda tx: _read_rows(tx, ctx.account_id, wanted, limit))
+    previews: dict[str, str] = {}
+    missing = [r.id for r in rows if r.preview is None]
+    if "preview" in properties and missing:
+        previews = await bodies.fetch_previews(ctx.store, ctx.pool, ctx.account_id, missing)
+    derived = [p for p in properties if p not in CACHED_PROPERTIES]
+    raws = await fetch_all(ctx, [r.id for r in rows]) if derived else {}
+    found: list[JsonObject] = []
+    for row in rows:
+        obj = {p: cached_value(row, p, previews) for p in properties if p in CACHED_PROPERTIES}
+        if derived:
+            raw = raws.get(row.id)
+            if raw is None:  # expunged upstream since the last sync: notFound
+                continue
+            obj.update(derived_properties(raw, row.id, derived, options))
+        found.append({p: obj[p] for p in properties if p in obj})
+    listed = {o["id"] for o in found}
+    not_found = [i for i in dict.fromkeys(wanted or ()) if i not in listed]
+    return {
+        "accountId": ctx.account_id,
+        "state": ctx.encode_state(seq),
+        "list": found,
+        "notFound": not_found,
+    }
+
+
+async def email_changes(ctx: MethodContext, call: Call) -> JsonObject:
+    response, _, _ = await standard.changes(ctx, call.args, "emails", em.EMAIL_TYPE)
+    return response

@@ -1,0 +1,308 @@
+"""Email/query and Email/queryChanges (RFC 8621 §4.4, §4.5; checklist EML-QRY-*, CORE-QRY-*).
+
+Theory of operation: a query is planned once (:class:`Plan`), then run in ONE cache
+transaction, so ids, total and queryState are one snapshot.  Two ways to run it:
+
+- *SQL walk*: when SQL answers the whole filter and the sort is receivedAt or size alone
+  (the mail-list case, e.g. ``{inMailbox}`` by ``receivedAt`` descending), rows come in
+  order from an index and only as many as the page needs are read (keyset batches);
+  ``collapseThreads`` skips threads already seen during the walk.
+- *Python*: otherwise SQL narrows the candidates with the conjunctive part of the filter,
+  and the rest (IMAP search hits, thread keywords, addresses, any sort) is evaluated on
+  the candidate rows.
+
+Rule 1: the order is the requested sort, then the email id ascending (a total order, so
+        pages never overlap and both ways give the same list).
+Rule 2: queryState is the Email state: whatever changes the result list changes an Email.
+Rule 3: /queryChanges treats every email changed or destroyed since the old state as
+        removed, and re-adds those present in the new list.  When membership or position
+        depends on other emails of the thread (collapseThreads, thread keyword filters or
+        sorts), the whole thread of every changed email counts as changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Final
+
+from imapjmap.jmap import standard as std
+from imapjmap.jmap import state as jstate
+from imapjmap.jmap.args import Comparator, QueryArgs, QueryChangesArgs
+from imapjmap.jmap.dispatch import Call
+from imapjmap.jmap.errors import invalid_arguments
+from imapjmap.jmap.wire import Json, JsonObject
+from imapjmap.methods import email_filter as ef
+from imapjmap.methods import email_search, standard
+from imapjmap.methods.context import MethodContext
+from imapjmap.store import email_queries as eq
+from imapjmap.store import queries as q
+from imapjmap.store.db import Tx
+from imapjmap.store.emails import EMAIL_TYPE
+
+_EXTRA: Final = ("collapseThreads",)
+_FIRST_BATCH: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated query and how to run it."""
+
+    filter: std.Filter | None
+    sort: tuple[Comparator, ...]
+    collapse: bool
+    where: eq.EmailWhere  # what SQL answers
+    order: eq.Order | None  # set when SQL alone can walk the result (the fast path)
+    terms: frozenset[ef.SearchTerm]
+    scope: frozenset[str] | None
+    thread_keywords: frozenset[str]
+    needs_headers: bool
+
+    @property
+    def thread_dependent(self) -> bool:
+        """Whether an email's place in the result depends on its thread (Rule 3)."""
+        return self.collapse or bool(self.thread_keywords)
+
+
+def plan(raw_filter: Json, sort: Sequence[Comparator], extra: JsonObject) -> Plan:
+    """Validate and plan.  Raises MethodError (unsupportedFilter, invalidArguments ...)."""
+    collapse = extra.get("collapseThreads")
+    if collapse is None:
+        collapse = False
+    if not isinstance(collapse, bool):
+        raise invalid_arguments("'collapseThreads' must be a Boolean")
+    filter_ = ef.parse_filter(raw_filter)
+    comparators = ef.parse_sort(sort)
+    where, exact = ef.sql_where(filter_)
+    order = ef.sql_order(comparators) if exact else None
+    return Plan(
+        filter=filter_,
+        sort=comparators,
+        collapse=collapse,
+        where=where,
+        order=order,
+        terms=frozenset(ef.search_terms(filter_)),
+        scope=ef.search_scope(filter_),
+        thread_keywords=ef.thread_keywords_needed(filter_, comparators),
+        needs_headers=ef.needs_headers(filter_),
+    )
+
+
+# --- running a plan -----------------------------------------------------------------------
+
+
+async def _search(ctx: MethodContext, p: Plan) -> email_search.UidHits:
+    """The IMAP part of the query, before the transaction (it awaits the upstream)."""
+    if not p.terms:
+        return {}
+    boxes = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))
+    targets = [
+        email_search.SearchMailbox(b.id, b.imap_name, b.uidvalidity)
+        for b in boxes
+        if (p.scope is None or b.id in p.scope) and b.messages != 0
+    ]
+    return await email_search.search_uids(ctx.pool, targets, p.terms)
+
+
+@dataclass(slots=True)
+class Runner:
+    """Runs one plan inside one transaction."""
+
+    tx: Tx
+    account_id: str
+    plan: Plan
+    uid_hits: email_search.UidHits
+
+    def walk(self) -> Iterator[str]:
+        """The result ids in order, lazily (SQL walk) or from the evaluated list."""
+        if self.plan.order is None:
+            yield from self.evaluated()
+            return
+        seen: set[str] = set()
+        after: eq.Hit | None = None
+        size = _FIRST_BATCH
+        while True:
+            batch = eq.ordered(
+                self.tx, self.account_id, self.plan.where, self.plan.order, limit=size, after=after
+            )
+            for hit in batch:
+                if self.plan.collapse:
+                    if hit.thread_id in seen:
+                        continue
+                    seen.add(hit.thread_id)
+                yield hit.id
+            if len(batch) < size:
+                return
+            after, size = batch[-1], size * 4
+
+    def all_ids(self) -> list[str]:
+        if self.plan.order is None:
+            return self.evaluated()
+        hits = eq.ordered(self.tx, self.account_id, self.plan.where, self.plan.order)
+        return _collapse(hits) if self.plan.collapse else [h.id for h in hits]
+
+    def total(self) -> int:
+        if self.plan.order is None:
+            return len(self.evaluated())
+        return eq.count(self.tx, self.account_id, self.plan.where, threads=self.plan.collapse)
+
+    def evaluated(self) -> list[str]:
+        """The Python way: candidates from SQL, then filter, sort and collapse."""
+        p = self.plan
+        rows = eq.candidates(self.tx, self.account_id, p.where, with_headers=p.needs_headers)
+        evaluator = ef.Evaluator(
+            email_search.email_hits(self.tx, self.account_id, self.uid_hits),
+            self._thread_keywords({r.thread_id for r in rows}),
+        )
+        kept = [r for r in rows if evaluator.matches(p.filter, r)]
+        ordered = std.sort_records(kept, p.sort, evaluator.sort_value, lambda r: r.id)
+        if not p.collapse:
+            return [r.id for r in ordered]
+        seen: set[str] = set()
+        out: list[str] = []
+        for row in ordered:
+            if row.thread_id not in seen:
+                seen.add(row.thread_id)
+                out.append(row.id)
+        return out
+
+    def _thread_keywords(self, thread_ids: set[str]) -> ef.ThreadKeywords:
+        if not self.plan.thread_keywords:
+            return ef.ThreadKeywords()
+        members = eq.thread_keywords(self.tx, self.account_id, sorted(thread_ids))
+        return ef.ThreadKeywords.build(members, self.plan.thread_keywords)
+
+
+def _collapse(hits: Sequence[eq.Hit]) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for hit in hits:
+        if hit.thread_id not in seen:
+            seen.add(hit.thread_id)
+            out.append(hit.id)
+    return out
+
+
+def _take(ids: Iterator[str], count: int) -> list[str]:
+    out: list[str] = []
+    for id_ in ids:
+        if len(out) >= count:
+            break
+        out.append(id_)
+    return out
+
+
+# --- Email/query --------------------------------------------------------------------------
+
+
+def _page(runner: Runner, args: QueryArgs) -> tuple[list[str], int | None]:
+    """The ids the window needs (a prefix, or all) and the total when it was counted."""
+    if args.anchor is not None or args.position < 0 or args.limit is None:
+        ids = runner.all_ids()
+        return ids, len(ids)
+    ids = _take(runner.walk(), args.position + args.limit)
+    return ids, None
+
+
+async def email_query(ctx: MethodContext, call: Call) -> JsonObject:
+    args = QueryArgs.parse(call.args, sort_properties=ef.SORT_PROPERTIES, extra=_EXTRA)
+    p = plan(args.filter, args.sort, args.extra)
+    await ctx.refresh()
+    uid_hits = await _search(ctx, p)
+
+    def run(tx: Tx) -> tuple[list[str], int | None, int]:
+        runner = Runner(tx, ctx.account_id, p, uid_hits)
+        ids, total = _page(runner, args)
+        if args.calculate_total and total is None:
+            total = runner.total()
+        return ids, total, q.type_state(tx, ctx.account_id, EMAIL_TYPE)
+
+    ids, total, seq = await ctx.read(run)
+    response = standard.query_response(ctx, args, ids, seq, can_calculate_changes=True)
+    if args.calculate_total:
+        response["total"] = total
+    return response
+
+
+# --- Email/queryChanges -------------------------------------------------------------------
+
+
+def _touched(tx: Tx, account_id: str, p: Plan, since: jstate.State) -> tuple[set[str], int]:
+    """Ids changed or destroyed since ``since`` (whole threads when needed) and the seq."""
+    snapshot = standard.read_changes(tx, account_id, "emails", EMAIL_TYPE, since)
+    standard.check_since(since, snapshot)
+    touched = {row.id for row in snapshot.rows if row.last_seq > since.seq}
+    if p.thread_dependent and touched:
+        threads = eq.threads_of(tx, account_id, sorted(touched))
+        touched |= eq.emails_of_threads(tx, account_id, sorted(threads))
+    return touched, snapshot.current
+
+
+def _located(runner: Runner, touched: set[str], up_to_id: str | None) -> list[str]:
+    """A prefix of the new result holding every touched id it contains (or all of it).
+
+    The SQL walk stops as soon as the touched ids present in the result are all placed,
+    or at ``upToId``: changes at the top of a big mailbox cost a short walk.
+    """
+    p = runner.plan
+    if p.order is None:
+        return runner.evaluated()
+    wanted = set(touched)
+    if p.collapse and wanted:
+        in_result = _collapse(_ordered_ids(runner, wanted))
+    else:
+        in_result = [h.id for h in _ordered_ids(runner, wanted)]
+    pending = set(in_result)
+    prefix: list[str] = []
+    if not pending:
+        return prefix
+    # std.query_changes cuts at upToId only when upToId itself did not change
+    stop_at = up_to_id if up_to_id not in touched else None
+    for id_ in runner.walk():
+        prefix.append(id_)
+        pending.discard(id_)
+        if not pending or id_ == stop_at:
+            break
+    return prefix
+
+
+def _ordered_ids(runner: Runner, ids: set[str]) -> list[eq.Hit]:
+    assert runner.plan.order is not None
+    out: list[eq.Hit] = []
+    ordered_ids = sorted(ids)
+    for start in range(0, len(ordered_ids), 500):
+        where = replace(runner.plan.where, ids=tuple(ordered_ids[start : start + 500]))
+        out += eq.ordered(runner.tx, runner.account_id, where, runner.plan.order)
+    key = runner.plan.order
+    out.sort(key=lambda h: ((-h.key if key.descending else h.key), h.id))
+    return out
+
+
+async def email_query_changes(ctx: MethodContext, call: Call) -> JsonObject:
+    args = QueryChangesArgs.parse(call.args, sort_properties=ef.SORT_PROPERTIES, extra=_EXTRA)
+    p = plan(args.filter, args.sort, args.extra)
+    since = jstate.decode_or_raise(args.since_query_state, ctx.account.epoch)
+    await ctx.refresh()
+    uid_hits = await _search(ctx, p)
+
+    def run(tx: Tx) -> tuple[std.QueryChangesResult, int, int | None]:
+        touched, current = _touched(tx, ctx.account_id, p, since)
+        runner = Runner(tx, ctx.account_id, p, uid_hits)
+        new_ids = _located(runner, touched, args.up_to_id)
+        result = std.query_changes(
+            new_ids, touched, (), up_to_id=args.up_to_id, max_changes=args.max_changes
+        )
+        total = runner.total() if args.calculate_total else None
+        return result, current, total
+
+    result, current, total = await ctx.read(run)
+    response: JsonObject = {
+        "accountId": ctx.account_id,
+        "oldQueryState": args.since_query_state,
+        "newQueryState": ctx.encode_state(current),
+        "removed": result.removed,
+        "added": result.added,
+    }
+    if total is not None:
+        response["total"] = total
+    return response

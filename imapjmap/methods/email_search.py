@@ -1,0 +1,115 @@
+"""The Email/query conditions only the upstream can answer: ``UID SEARCH`` per mailbox.
+
+``text``, ``body`` and ``header`` need the message contents, which the cache does not keep.
+Each distinct term is searched, with one ``UID SEARCH`` per (term, mailbox), in every
+mailbox that can hold results (:func:`~imapjmap.methods.email_filter.search_scope`); the
+UIDs are mapped back to email ids through ``locations`` in the query's own transaction.
+
+Rules:
+1. Non-ASCII terms are sent as UTF-8 literals with ``CHARSET UTF-8``; ASCII-only commands
+   carry no CHARSET (US-ASCII, which every server must accept, RFC 3501 §6.4.4).
+2. A mailbox whose UIDVALIDITY differs from the cache's (a reset the sync has not seen
+   yet), or that cannot be selected (deleted meanwhile), contributes no hits: its UIDs
+   cannot be mapped.  The next refresh repairs the cache; the query is then re-run by the
+   client when the states move.
+3. Mailboxes are searched concurrently; the pool bounds the number of connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+
+from imapjmap.errors import ImapCommandFailed
+from imapjmap.imap.commands import Command, search_string
+from imapjmap.imap.pool import ImapPool
+from imapjmap.methods.email_filter import SearchTerm
+from imapjmap.store import email_queries as eq
+from imapjmap.store.db import Tx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchMailbox:
+    """Where to search: the mailbox's id, IMAP name and the UIDVALIDITY the cache knows."""
+
+    mailbox_id: str
+    imap_name: str
+    uidvalidity: int | None
+
+
+UidHits = dict[SearchTerm, dict[str, set[int]]]
+"""term -> mailbox id -> matching UIDs."""
+
+
+def search_command(term: SearchTerm) -> Command:
+    """``UID SEARCH [CHARSET UTF-8] <key> <strings>`` for one term (Rule 1).
+
+    Raises:
+        ValueError: a string that cannot be sent (a lone surrogate).
+    """
+    strings = [search_string(arg) for arg in term.args]
+    head = "UID SEARCH"
+    if not all(arg.isascii() for arg in term.args):
+        head += " CHARSET UTF-8"
+    return Command.join([head, term.key, *strings])
+
+
+async def _search_one(
+    pool: ImapPool, mailbox: SearchMailbox, terms: Collection[SearchTerm]
+) -> dict[SearchTerm, set[int]]:
+    found: dict[SearchTerm, set[int]] = {}
+    try:
+        async with pool.session(mailbox.imap_name, readonly=True) as session:
+            selected = session.selected
+            known, now = mailbox.uidvalidity, selected.uidvalidity if selected else None
+            if known is not None and now is not None and known != now:
+                log.info("search: %s changed UIDVALIDITY; skipped", mailbox.mailbox_id)
+                return {}
+            for term in terms:
+                reply = await session.execute(search_command(term), what="UID SEARCH")
+                found[term] = {uid for result in reply.searches for uid in result.ids}
+    except ImapCommandFailed as exc:
+        if exc.what in ("SELECT", "EXAMINE"):
+            log.info("search: cannot open %s; skipped", mailbox.mailbox_id)
+            return {}
+        raise
+    return found
+
+
+async def search_uids(
+    pool: ImapPool, mailboxes: Iterable[SearchMailbox], terms: Collection[SearchTerm]
+) -> UidHits:
+    """Run every term in every mailbox (Rules 2 and 3).
+
+    Raises:
+        ImapCommandFailed: a SEARCH answered NO (e.g. ``[BADCHARSET]``).
+        UpstreamUnavailable: the upstream could not be reached.
+    """
+    if not terms:
+        return {}
+    boxes = list(mailboxes)
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(_search_one(pool, box, terms)) for box in boxes]
+    hits: UidHits = {term: {} for term in terms}
+    for box, task in zip(boxes, tasks, strict=True):
+        for term, uids in task.result().items():
+            hits[term][box.mailbox_id] = uids
+    return hits
+
+
+def email_hits(
+    tx: Tx, account_id: str, hits: Mapping[SearchTerm, Mapping[str, set[int]]]
+) -> dict[SearchTerm, set[str]]:
+    """Map the UIDs of each term to email ids (inside the query's transaction)."""
+    return {
+        term: {
+            email_id
+            for mailbox_id, uids in by_mailbox.items()
+            for email_id in eq.email_ids_at(tx, account_id, mailbox_id, uids)
+        }
+        for term, by_mailbox in hits.items()
+    }

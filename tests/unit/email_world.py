@@ -1,0 +1,309 @@
+"""A small mail account in an in-memory cache, for the Email/Thread/SearchSnippet unit tests.
+
+Rows are written straight into the store (no sync engine): :class:`World` inserts emails
+and locations, moves them, and builds a :class:`MethodContext` whose refresh is a no-op and
+whose IMAP pool is a scripted fake (``UID SEARCH`` answers and ``EXAMINE`` only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from imapjmap.config import Config, LimitsConfig
+from imapjmap.imap.models import FetchRecord, Reply, SearchResult, TaggedResult
+from imapjmap.imap.pool import ImapPools
+from imapjmap.imap.session import SelectInfo
+from imapjmap.jmap.dispatch import Call
+from imapjmap.methods.context import Account, MethodContext, Services
+from imapjmap.store import emails as em
+from imapjmap.store import queries as q
+from imapjmap.store.db import Store, Tx
+from imapjmap.sync import bodies
+
+A = "Aacct"
+OTHER = "Bother"
+MAILBOXES = {"Minbox": "INBOX", "Marchive": "Archive", "Msent": "Sent"}
+
+
+def addr(name: str | None, email: str) -> dict[str, Any]:
+    return {"name": name, "email": email}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mail:
+    id: str
+    thread: str
+    boxes: tuple[str, ...]
+    received: int
+    size: int = 100
+    flags: tuple[str, ...] = ()
+    frm: tuple[dict[str, Any], ...] = ()
+    to: tuple[dict[str, Any], ...] = ()
+    subject: str | None = None
+    attachment: bool = False
+    preview: str | None = "preview text"
+    sent_at: str | None = None
+
+
+ALICE = addr("Alice Liddell", "alice@example.org")
+BOB = addr("Bob", "bob@example.net")
+CAROL = addr(None, "carol@example.com")
+EMILE = addr("Émile Zola", "emile@example.fr")
+
+MAILS = (
+    Mail(
+        "e1",
+        "T1",
+        ("Minbox",),
+        1000,
+        100,
+        ("\\Seen",),
+        (ALICE,),
+        (BOB,),
+        "Hello world",
+        sent_at="2001-09-09T03:46:40+02:00",
+    ),
+    Mail(
+        "e2",
+        "T1",
+        ("Msent",),
+        2000,
+        200,
+        ("\\Seen",),
+        (BOB,),
+        (ALICE,),
+        "Re: Hello world",
+        sent_at="2001-09-09T01:00:00Z",
+    ),
+    Mail(
+        "e3",
+        "T1",
+        ("Minbox",),
+        3000,
+        300,
+        (),
+        (ALICE,),
+        (BOB, CAROL),
+        "Re: Hello world",
+        attachment=True,
+    ),
+    Mail(
+        "e4",
+        "T2",
+        ("Minbox", "Marchive"),
+        1500,
+        50,
+        ("\\Seen", "\\Flagged"),
+        (CAROL,),
+        (BOB,),
+        "Invoice <2024> & co",
+        attachment=True,
+        preview="Please pay the invoice soon",
+    ),
+    Mail(
+        "e5",
+        "T3",
+        ("Marchive",),
+        2500,
+        400,
+        ("$Forwarded",),
+        (addr("Dave", "dave@x.org"),),
+        (BOB,),
+        "Lunch",
+    ),
+    Mail(
+        "e6",
+        "T4",
+        ("Minbox",),
+        3000,
+        10,
+        ("\\Seen",),
+        (EMILE,),
+        (BOB,),
+        "Grüße aus Paris",
+        preview=None,
+    ),
+)
+
+
+def row_of(mail: Mail, seq: int) -> em.EmailRow:
+    headers = {
+        "messageId": [f"{mail.id}@example.org"],
+        "inReplyTo": None,
+        "references": None,
+        "sender": None,
+        "from": list(mail.frm) or None,
+        "to": list(mail.to) or None,
+        "cc": None,
+        "bcc": None,
+        "replyTo": None,
+        "subject": mail.subject,
+        "sentAt": mail.sent_at,
+    }
+    first = (mail.frm[0].get("name") or mail.frm[0]["email"]) if mail.frm else ""
+    first_to = (mail.to[0].get("name") or mail.to[0]["email"]) if mail.to else ""
+    return em.EmailRow(
+        account_id=A,
+        id=mail.id,
+        thread_id=mail.thread,
+        size=mail.size,
+        received_at=mail.received,
+        sent_at=mail.sent_at,
+        subject=mail.subject,
+        sort_subject=(mail.subject or "").replace("Re: ", "").casefold(),
+        sort_from=first.casefold(),
+        sort_to=first_to.casefold(),
+        headers=headers,
+        message_ids=[f"{mail.id}@example.org"],
+        has_attachment=mail.attachment,
+        preview=mail.preview,
+        created_seq=seq,
+        updated_seq=seq,
+    )
+
+
+class FakeSession:
+    def __init__(self, pool: FakePool, name: str) -> None:
+        self.pool = pool
+        self.selected = SelectInfo(
+            name,
+            True,
+            pool.uidvalidity.get(name, 7),
+            None,
+            None,
+            None,
+            Reply(TaggedResult("OK", None, "")),
+        )
+
+    async def execute(self, command: Any, *, what: str = "") -> Reply:
+        text = str(command)
+        self.pool.commands.append((self.selected.name, text))
+        ok = TaggedResult("OK", None, "")
+        fetch = re.fullmatch(r"UID FETCH (\d+) \(UID BODY\.PEEK\[\]\)", text)
+        if fetch:
+            uid = int(fetch.group(1))
+            raw = self.pool.messages.get((self.selected.name, uid))
+            if raw is None:
+                return Reply(ok)
+            return Reply(ok, fetches=(FetchRecord(1, uid=uid, sections={"BODY[]": raw}),))
+        uids = self.pool.answers.get((self.selected.name, text), ())
+        return Reply(ok, searches=(SearchResult(ids=tuple(uids)),))
+
+
+class FakePool:
+    """Answers ``UID SEARCH`` from ``answers[(mailbox name, str(command))]`` and
+    ``UID FETCH uid (UID BODY.PEEK[])`` from ``messages[(mailbox name, uid)]``."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str], tuple[int, ...]] = {}
+        self.messages: dict[tuple[str, int], bytes] = {}
+        self.uidvalidity: dict[str, int] = {}
+        self.commands: list[tuple[str, str]] = []
+        self.capabilities: frozenset[str] = frozenset()
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self, mailbox: str | None = None, *, readonly: bool = False
+    ) -> AsyncIterator[FakeSession]:
+        assert mailbox is not None and readonly
+        yield FakeSession(self, mailbox)
+
+
+class World:
+    def __init__(self, store: Store, cfg: Config) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.pool = FakePool()
+        self.uids: dict[str, int] = {}
+        bodies._bodies.clear()  # the process-wide body cache must not leak between tests
+
+    async def setup(self, mails: Iterable[Mail] = MAILS) -> None:
+        def fill(tx: Tx) -> None:
+            for account in (A, OTHER):
+                q.ensure_account(tx, account, account)
+            seq = q.next_seq(tx, A, ["Mailbox"])
+            for mailbox_id, name in MAILBOXES.items():
+                q.insert_mailbox(
+                    tx, q.MailboxRow(A, mailbox_id, name, name, uidvalidity=7, messages=10), seq=seq
+                )
+
+        await self.store.run(fill)
+        await self.add(*mails)
+
+    def _locate(
+        self, tx: Tx, mail_id: str, box: str, flags: tuple[str, ...], deleted: bool = False
+    ) -> int:
+        uid = self.uids[box] = self.uids.get(box, 0) + 1
+        em.put_location(tx, A, em.Location(box, uid, mail_id, 1, flags, deleted))
+        return uid
+
+    async def add(self, *mails: Mail) -> int:
+        def write(tx: Tx) -> int:
+            seq = q.next_seq(tx, A, [em.EMAIL_TYPE, em.THREAD_TYPE])
+            for mail in mails:
+                em.insert_email(tx, row_of(mail, seq))
+                for box in mail.boxes:
+                    self._locate(tx, mail.id, box, mail.flags)
+                em.recompute_email(tx, A, mail.id, seq)
+                em.touch_thread(tx, A, mail.thread, seq)
+            return seq
+
+        return await self.store.run(write)
+
+    async def set_flags(self, mail_id: str, flags: tuple[str, ...]) -> int:
+        def write(tx: Tx) -> int:
+            seq = q.next_seq(tx, A, [em.EMAIL_TYPE, em.THREAD_TYPE])
+            for loc in em.locations_of_email(tx, A, mail_id):
+                em.put_location(tx, A, dataclasses.replace(loc, flags=flags))
+            em.recompute_email(tx, A, mail_id, seq)
+            row = em.email(tx, A, mail_id)
+            assert row is not None
+            em.touch_thread(tx, A, row.thread_id, seq)
+            return seq
+
+        return await self.store.run(write)
+
+    async def move(self, mail_id: str, boxes: tuple[str, ...]) -> int:
+        """Put the email in exactly ``boxes`` (empty: expunge it everywhere)."""
+
+        def write(tx: Tx) -> int:
+            seq = q.next_seq(tx, A, [em.EMAIL_TYPE, em.THREAD_TYPE])
+            locations = em.locations_of_email(tx, A, mail_id)
+            flags = locations[0].flags if locations else ()
+            for loc in locations:
+                em.remove_location(tx, A, loc.mailbox_id, loc.uid)
+            for box in boxes:
+                self._locate(tx, mail_id, box, flags)
+            em.recompute_email(tx, A, mail_id, seq)
+            row = em.email(tx, A, mail_id, live=False)
+            assert row is not None
+            em.touch_thread(tx, A, row.thread_id, seq)
+            return seq
+
+        return await self.store.run(write)
+
+    async def give_message(self, mail_id: str, raw: bytes) -> None:
+        """Let the fake upstream serve ``raw`` for every copy of the email."""
+        for loc in await self.locations(mail_id):
+            self.pool.messages[(MAILBOXES[loc.mailbox_id], loc.uid)] = raw
+
+    async def locations(self, mail_id: str) -> list[em.Location]:
+        return await self.store.run(lambda tx: em.locations_of_email(tx, A, mail_id))
+
+    def context(self, *, max_objects_in_get: int = 1000) -> MethodContext:
+        cfg = dataclasses.replace(
+            self.cfg,
+            limits=dataclasses.replace(LimitsConfig(), max_objects_in_get=max_objects_in_get),
+        )
+        services = Services(cfg, self.store, ImapPools(cfg.imap))
+        ctx = MethodContext(services, Account(A, A, "epoch1"), self.pool)  # type: ignore[arg-type]
+        ctx._fresh = True  # the rows above ARE the upstream: no sync
+        return ctx
+
+
+def call(name: str, args: dict[str, Any], **created: str) -> Call:
+    return Call(name, {"accountId": A, **args}, "c0", A, dict(created), frozenset())

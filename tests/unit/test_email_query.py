@@ -1,0 +1,461 @@
+"""Email/query and Email/queryChanges over an in-memory cache (checklist EML-QRY-*,
+CORE-QRY-*, CORE-QCH-*), with IMAP ``UID SEARCH`` answered by a scripted fake pool.
+
+Every filter/sort case also runs through the other execution path (SQL walk vs Python
+evaluation) and must give the same list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from imapjmap.config import Config
+from imapjmap.jmap.errors import MethodError
+from imapjmap.methods import email_query
+from imapjmap.methods.email_filter import SearchTerm
+from imapjmap.methods.email_search import SearchMailbox, search_command, search_uids
+from imapjmap.store import email_queries as eq
+from imapjmap.store.db import Store
+from tests.unit.email_world import ALICE, A, Mail, World, call
+
+ALL = ["e3", "e6", "e5", "e2", "e4", "e1"]  # receivedAt descending, then id
+
+
+@pytest.fixture(params=[eq.SMALL_MAILBOX, 0], ids=["location-scan", "index-scan"])
+async def world(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[World]:
+    monkeypatch.setattr(eq, "SMALL_MAILBOX", request.param)
+    store = await Store.open(":memory:")
+    w = World(store, Config())
+    await w.setup()
+    yield w
+    await store.aclose()
+
+
+async def query(world: World, args: dict[str, Any]) -> dict[str, Any]:
+    return await email_query.email_query(world.context(), call("Email/query", args))
+
+
+async def ids_both_ways(world: World, args: dict[str, Any]) -> list[str]:
+    """The full result by Email/query, checked against the other execution path."""
+    result = await query(world, args)
+    p = email_query.plan(args.get("filter"), _comparators(args), args)
+    other = dataclasses.replace(p, order=None if p.order is not None else p.order)
+    uid_hits = await email_query._search(world.context(), p)
+
+    def run(tx: Any) -> list[str]:
+        return email_query.Runner(tx, A, other, uid_hits).all_ids()
+
+    assert await world.store.run(run) == result["ids"]
+    return list(result["ids"])
+
+
+def _comparators(args: dict[str, Any]) -> list[Any]:
+    from imapjmap.jmap.args import QueryArgs
+
+    return QueryArgs.parse({"accountId": A, "sort": args.get("sort")}).sort
+
+
+FILTERS: list[tuple[Any, list[str]]] = [
+    (None, ALL),
+    ({"inMailbox": "Minbox"}, ["e3", "e6", "e4", "e1"]),
+    ({"inMailbox": "Marchive"}, ["e5", "e4"]),
+    ({"inMailbox": "nope"}, []),
+    ({"inMailboxOtherThan": ["Minbox"]}, ["e5", "e2", "e4"]),
+    ({"inMailboxOtherThan": []}, ALL),
+    ({"before": "1970-01-01T00:33:20Z"}, ["e4", "e1"]),  # strictly before 2000
+    ({"after": "1970-01-01T00:33:20Z"}, ["e3", "e6", "e5", "e2"]),  # 2000 and later
+    ({"after": "1970-01-01T00:33:19.5Z"}, ["e3", "e6", "e5", "e2"]),
+    ({"minSize": 100, "maxSize": 300}, ["e2", "e1"]),
+    ({"hasKeyword": "$seen"}, ["e6", "e2", "e4", "e1"]),
+    ({"hasKeyword": "$SEEN"}, ["e6", "e2", "e4", "e1"]),
+    ({"hasKeyword": "$forwarded"}, ["e5"]),
+    ({"notKeyword": "$seen"}, ["e3", "e5"]),
+    ({"hasAttachment": True}, ["e3", "e4"]),
+    ({"hasAttachment": False}, ["e6", "e5", "e2", "e1"]),
+    ({"allInThreadHaveKeyword": "$seen"}, ["e6", "e4"]),
+    ({"someInThreadHaveKeyword": "$seen"}, ["e3", "e6", "e2", "e4", "e1"]),
+    ({"noneInThreadHaveKeyword": "$seen"}, ["e5"]),
+    ({"from": "alice"}, ["e3", "e1"]),
+    ({"from": "ALICE@EXAMPLE.ORG"}, ["e3", "e1"]),
+    ({"from": "Liddell <alice"}, ["e3", "e1"]),
+    ({"to": "carol"}, ["e3"]),
+    ({"cc": "bob"}, []),
+    ({"bcc": "bob"}, []),
+    ({"subject": "hello"}, ["e3", "e2", "e1"]),
+    ({"subject": "GRÜSSE"}, ["e6"]),
+    ({"subject": "<2024> &"}, ["e4"]),
+    ({"text": "invoice"}, ["e4"]),  # from the cached subject
+    ({"text": "dave@x"}, ["e5"]),  # from the cached addresses
+    (
+        {"operator": "OR", "conditions": [{"inMailbox": "Msent"}, {"hasAttachment": True}]},
+        ["e3", "e2", "e4"],
+    ),
+    ({"operator": "NOT", "conditions": [{"inMailbox": "Minbox"}]}, ["e5", "e2"]),
+    (
+        {
+            "operator": "AND",
+            "conditions": [
+                {"inMailbox": "Minbox"},
+                {"operator": "NOT", "conditions": [{"hasKeyword": "$seen"}]},
+            ],
+        },
+        ["e3"],
+    ),
+    (
+        {"operator": "AND", "conditions": [{"inMailbox": "Minbox"}, {"inMailbox": "Marchive"}]},
+        ["e4"],
+    ),
+    ({"operator": "AND", "conditions": []}, ALL),
+    ({"operator": "OR", "conditions": []}, []),
+    ({"operator": "NOT", "conditions": []}, ALL),
+    ({"inMailbox": "Minbox", "hasAttachment": True}, ["e3", "e4"]),
+    ({"operator": "AND", "conditions": [{"hasAttachment": True}, {"hasAttachment": False}]}, []),
+    ({"inMailbox": "Minbox", "from": "alice", "after": "1970-01-01T00:20:00Z"}, ["e3"]),
+]
+
+
+@pytest.mark.parametrize(("filter_", "expected"), FILTERS)
+async def test_filters_eml_qry(world: World, filter_: Any, expected: list[str]) -> None:
+    assert await ids_both_ways(world, {"filter": filter_}) == expected
+
+
+SORTS: list[tuple[list[dict[str, Any]], list[str]]] = [
+    ([], ALL),
+    ([{"property": "receivedAt", "isAscending": False}], ALL),
+    ([{"property": "receivedAt"}], ["e1", "e4", "e2", "e5", "e3", "e6"]),
+    ([{"property": "size"}], ["e6", "e4", "e1", "e2", "e3", "e5"]),
+    ([{"property": "size", "isAscending": False}], ["e5", "e3", "e2", "e1", "e4", "e6"]),
+    ([{"property": "from"}], ["e1", "e3", "e2", "e4", "e5", "e6"]),
+    ([{"property": "from", "collation": "i;octet"}], ["e1", "e3", "e2", "e4", "e5", "e6"]),
+    ([{"property": "to"}], ["e2", "e1", "e3", "e4", "e5", "e6"]),
+    ([{"property": "subject"}], ["e6", "e1", "e2", "e3", "e4", "e5"]),
+    ([{"property": "sentAt"}], ["e3", "e4", "e5", "e6", "e2", "e1"]),  # null first, then UTC
+    (
+        [
+            {"property": "hasKeyword", "keyword": "$flagged", "isAscending": False},
+            {"property": "receivedAt", "isAscending": False},
+        ],
+        ["e4", "e3", "e6", "e5", "e2", "e1"],
+    ),
+    (
+        [{"property": "someInThreadHaveKeyword", "keyword": "$Forwarded", "isAscending": False}],
+        ["e5", "e1", "e2", "e3", "e4", "e6"],
+    ),
+    (
+        [{"property": "allInThreadHaveKeyword", "keyword": "$seen"}, {"property": "size"}],
+        ["e1", "e2", "e3", "e5", "e6", "e4"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("sort", "expected"), SORTS)
+async def test_sorts_eml_qry(world: World, sort: list[dict[str, Any]], expected: list[str]) -> None:
+    assert await ids_both_ways(world, {"sort": sort}) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({}, ["e3", "e6", "e5", "e4"]),
+        ({"filter": {"inMailbox": "Minbox"}}, ["e3", "e6", "e4"]),
+        ({"sort": [{"property": "receivedAt"}]}, ["e1", "e4", "e5", "e6"]),
+        ({"sort": [{"property": "size"}]}, ["e6", "e4", "e1", "e5"]),
+        ({"filter": {"notKeyword": "$seen"}}, ["e3", "e5"]),
+    ],
+)
+async def test_collapse_threads(world: World, args: dict[str, Any], expected: list[str]) -> None:
+    assert await ids_both_ways(world, {**args, "collapseThreads": True}) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "ids", "position", "total"),
+    [
+        ({"limit": 2, "calculateTotal": True}, ["e3", "e6"], 0, 4),
+        ({"position": 3, "limit": 2}, ["e1"], 3, None),
+        ({"position": -1}, ["e1"], 3, None),  # CORE-QRY-01
+        ({"position": -10, "limit": 1}, ["e3"], 0, None),
+        ({"position": 10, "calculateTotal": True}, [], 10, 4),
+        ({"anchor": "e6", "anchorOffset": 1, "limit": 2}, ["e4", "e1"], 2, None),  # CORE-QRY-02
+        ({"anchor": "e6", "anchorOffset": -5, "limit": 1}, ["e3"], 0, None),
+        ({"anchor": "e6", "position": 3}, ["e6", "e4", "e1"], 1, None),  # position ignored
+        ({"limit": 0, "calculateTotal": True}, [], 0, 4),
+        ({"collapseThreads": True, "limit": 1, "calculateTotal": True}, ["e3"], 0, 3),
+        ({"collapseThreads": True, "position": 1, "limit": 5}, ["e6", "e4"], 1, None),
+    ],
+)
+async def test_window_core_qry(
+    world: World, args: dict[str, Any], ids: list[str], position: int, total: int | None
+) -> None:
+    result = await query(world, {"filter": {"inMailbox": "Minbox"}, **args})
+    assert result["ids"] == ids and result["position"] == position
+    assert result.get("total") == total
+    assert result["canCalculateChanges"] is True and "limit" not in result
+    assert result["accountId"] == A and result["queryState"].startswith("s")
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ({"filter": {"unknown": 1}}, "unsupportedFilter"),  # CORE-QRY-04
+        ({"filter": {"operator": "XOR", "conditions": []}}, "unsupportedFilter"),
+        ({"filter": {"hasKeyword": "bad(kw"}}, "invalidArguments"),
+        ({"filter": {"hasKeyword": ""}}, "invalidArguments"),
+        ({"filter": {"before": "yesterday"}}, "invalidArguments"),
+        ({"filter": {"before": "2024-01-01T00:00:00+01:00"}}, "invalidArguments"),
+        ({"filter": {"minSize": -1}}, "invalidArguments"),
+        ({"filter": {"inMailboxOtherThan": "Minbox"}}, "invalidArguments"),
+        ({"filter": {"header": []}}, "invalidArguments"),
+        ({"filter": {"header": ["Bad Name", "x"]}}, "invalidArguments"),
+        ({"filter": {"header": ["a", "b", "c"]}}, "invalidArguments"),
+        ({"filter": {"hasAttachment": "yes"}}, "invalidArguments"),
+        ({"filter": [1]}, "invalidArguments"),
+        ({"sort": [{"property": "nope"}]}, "unsupportedSort"),
+        ({"sort": [{"property": "subject", "collation": "i;bogus"}]}, "unsupportedSort"),
+        ({"sort": [{"property": "hasKeyword"}]}, "invalidArguments"),
+        ({"sort": [{"property": "hasKeyword", "keyword": "a b"}]}, "invalidArguments"),
+        ({"collapseThreads": "yes"}, "invalidArguments"),
+        ({"limit": -1}, "invalidArguments"),  # CORE-QRY-03
+        ({"anchor": "nope"}, "anchorNotFound"),
+        ({"unknownArgument": True}, "invalidArguments"),
+    ],
+)
+async def test_query_errors(world: World, args: dict[str, Any], error: str) -> None:
+    with pytest.raises(MethodError) as err:
+        await query(world, args)
+    assert err.value.type == error
+
+
+# --- IMAP search --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("term", "wire"),
+    [
+        (SearchTerm("TEXT", ("hello",)), 'UID SEARCH TEXT "hello"'),
+        (SearchTerm("BODY", ('say "hi"',)), 'UID SEARCH BODY "say \\"hi\\""'),
+        (SearchTerm("HEADER", ("X-Custom", "")), 'UID SEARCH HEADER "X-Custom" ""'),
+        (SearchTerm("BODY", ("grüße",)), "UID SEARCH CHARSET UTF-8 BODY {7}"),
+        (SearchTerm("HEADER", ("Subject", "€")), 'UID SEARCH CHARSET UTF-8 HEADER "Subject" {3}'),
+    ],
+)
+def test_search_command(term: SearchTerm, wire: str) -> None:
+    assert str(search_command(term)) == wire
+
+
+async def test_body_text_and_header_go_to_imap(world: World) -> None:
+    # uids: INBOX e1=1 e3=2 e4=3 e6=4; Archive e4=1 e5=2; Sent e2=1
+    world.pool.answers = {
+        ("INBOX", 'UID SEARCH BODY "pay"'): (3, 99),  # 99: not in the cache, ignored
+        ("Archive", 'UID SEARCH BODY "pay"'): (1,),
+        ("Archive", 'UID SEARCH TEXT "meeting"'): (2,),
+        ("Sent", 'UID SEARCH HEADER "X-Custom" ""'): (1,),
+        ("INBOX", 'UID SEARCH HEADER "List-Id" "dev"'): (1, 2),
+    }
+    assert await ids_both_ways(world, {"filter": {"body": "pay"}}) == ["e4"]
+    assert await ids_both_ways(world, {"filter": {"text": "meeting"}}) == ["e5"]
+    assert await ids_both_ways(world, {"filter": {"header": ["X-Custom"]}}) == ["e2"]
+    assert await ids_both_ways(world, {"filter": {"header": ["List-Id", "dev"]}}) == ["e3", "e1"]
+    assert await ids_both_ways(
+        world, {"filter": {"operator": "NOT", "conditions": [{"body": "pay"}]}}
+    ) == ["e3", "e6", "e5", "e2", "e1"]
+
+
+async def test_search_runs_only_where_results_can_be(world: World) -> None:
+    world.pool.answers = {("Archive", 'UID SEARCH BODY "pay"'): (1,)}
+    result = await query(world, {"filter": {"inMailbox": "Marchive", "body": "pay"}})
+    assert result["ids"] == ["e4"]
+    assert {box for box, _ in world.pool.commands} == {"Archive"}
+    world.pool.commands.clear()
+    await query(
+        world,
+        {
+            "filter": {
+                "operator": "OR",
+                "conditions": [
+                    {"inMailbox": "Msent", "body": "x"},
+                    {"inMailbox": "Marchive", "text": "y"},
+                ],
+            }
+        },
+    )
+    assert {box for box, _ in world.pool.commands} == {"Sent", "Archive"}
+    world.pool.commands.clear()
+    await query(world, {"filter": {"inMailbox": "Minbox"}})
+    assert world.pool.commands == []  # nothing for the upstream to answer
+
+
+async def test_a_mailbox_with_another_uidvalidity_gives_no_hits() -> None:
+    from tests.unit.email_world import FakePool
+
+    pool = FakePool()
+    pool.uidvalidity = {"INBOX": 8}
+    pool.answers = {("INBOX", 'UID SEARCH BODY "x"'): (1,)}
+    term = SearchTerm("BODY", ("x",))
+    hits = await search_uids(pool, [SearchMailbox("Minbox", "INBOX", 7)], [term])  # type: ignore[arg-type]
+    assert hits == {term: {}}
+    hits = await search_uids(pool, [SearchMailbox("Minbox", "INBOX", 8)], [term])  # type: ignore[arg-type]
+    assert hits == {term: {"Minbox": {1}}}
+
+
+# --- Email/queryChanges -------------------------------------------------------------------
+
+Mutation = Callable[[World], Awaitable[Any]]
+
+
+async def _new_top(w: World) -> None:
+    await w.add(Mail("n1", "T9", ("Minbox",), 5000, 10, (), (ALICE,), (), "New"))
+
+
+async def _new_in_t1(w: World) -> None:
+    await w.add(Mail("n2", "T1", ("Minbox",), 4000, 10, (), (ALICE,), (), "Re: Hello world"))
+
+
+async def _new_old(w: World) -> None:
+    await w.add(Mail("n3", "T2", ("Minbox",), 1200, 10, ("\\Seen",), (ALICE,), (), "Old"))
+
+
+async def _several(w: World) -> None:
+    await w.move("e3", ())
+    await w.move("e5", ("Minbox",))
+    await w.set_flags("e1", ())
+    await _new_top(w)
+
+
+MUTATIONS: dict[str, Mutation] = {
+    "new at the top": _new_top,
+    "new in a thread": _new_in_t1,
+    "new below": _new_old,
+    "expunge the thread head": lambda w: w.move("e3", ()),
+    "expunge the oldest": lambda w: w.move("e1", ()),
+    "move in": lambda w: w.move("e5", ("Minbox",)),
+    "move out": lambda w: w.move("e4", ("Marchive",)),
+    "flags only": lambda w: w.set_flags("e1", ()),
+    "seen makes a thread all-seen": lambda w: w.set_flags("e3", ("\\Seen",)),
+    "several": _several,
+    "nothing": lambda w: w.set_flags("e5", ("$Forwarded",)),
+}
+
+QUERIES: dict[str, dict[str, Any]] = {
+    "inMailbox": {"filter": {"inMailbox": "Minbox"}},
+    "inMailbox collapsed": {"filter": {"inMailbox": "Minbox"}, "collapseThreads": True},
+    "all ascending": {"sort": [{"property": "receivedAt"}]},
+    "all collapsed": {"collapseThreads": True},
+    "by size": {"filter": {"inMailbox": "Minbox"}, "sort": [{"property": "size"}]},
+    "thread keyword": {"filter": {"allInThreadHaveKeyword": "$seen"}},
+    "unread in inbox by from": {
+        "filter": {"inMailbox": "Minbox", "notKeyword": "$seen"},
+        "sort": [{"property": "from"}],
+    },
+}
+
+
+def apply(old: list[str], removed: list[str], added: list[dict[str, Any]]) -> list[str]:
+    out = [i for i in old if i not in set(removed)]
+    for item in sorted(added, key=lambda a: a["index"]):
+        out.insert(item["index"], item["id"])
+    return out
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+@pytest.mark.parametrize("query_name", list(QUERIES))
+async def test_query_changes_core_qch_01(world: World, query_name: str, mutation: str) -> None:
+    args = QUERIES[query_name]
+    before = await query(world, args)
+    await MUTATIONS[mutation](world)
+    after = await query(world, {**args, "calculateTotal": True})
+    changes = await email_query.email_query_changes(
+        world.context(),
+        call(
+            "Email/queryChanges",
+            {**args, "sinceQueryState": before["queryState"], "calculateTotal": True},
+        ),
+    )
+    assert apply(before["ids"], changes["removed"], changes["added"]) == after["ids"]
+    assert changes["oldQueryState"] == before["queryState"]
+    assert changes["newQueryState"] == after["queryState"]
+    assert changes["total"] == after["total"]
+
+
+@pytest.mark.parametrize("collapse", [False, True])
+async def test_query_changes_up_to_id(world: World, collapse: bool) -> None:
+    args = {"filter": {"inMailbox": "Minbox"}, "collapseThreads": collapse}
+    before = await query(world, args)
+    up_to = before["ids"][1]
+    cached = before["ids"][:2]
+    await _new_top(world)
+    await world.move("e1", ())
+    after = await query(world, args)
+    changes = await email_query.email_query_changes(
+        world.context(),
+        call(
+            "Email/queryChanges", {**args, "sinceQueryState": before["queryState"], "upToId": up_to}
+        ),
+    )
+    assert all(a["index"] <= after["ids"].index(up_to) for a in changes["added"])
+    assert (
+        apply(cached, changes["removed"], changes["added"])
+        == after["ids"][: after["ids"].index(up_to) + 1]
+    )
+
+
+async def test_query_changes_errors(world: World) -> None:
+    args = {"filter": {"inMailbox": "Minbox"}}
+    before = await query(world, args)
+    await _new_top(world)
+    await _new_in_t1(world)
+    ctx = world.context()
+    with pytest.raises(MethodError) as err:
+        await email_query.email_query_changes(
+            ctx,
+            call(
+                "Email/queryChanges",
+                {**args, "sinceQueryState": before["queryState"], "maxChanges": 1},
+            ),
+        )
+    assert err.value.type == "tooManyChanges"
+    for state in ("garbage", "s9999.epoch1"):
+        with pytest.raises(MethodError) as err:
+            await email_query.email_query_changes(
+                ctx, call("Email/queryChanges", {**args, "sinceQueryState": state})
+            )
+        assert err.value.type == "cannotCalculateChanges"
+    with pytest.raises(MethodError) as err:
+        await email_query.email_query_changes(
+            ctx,
+            call(
+                "Email/queryChanges",
+                {"filter": {"nope": 1}, "sinceQueryState": before["queryState"]},
+            ),
+        )
+    assert err.value.type == "unsupportedFilter"
+
+
+async def test_query_changes_at_the_top_reads_a_short_prefix(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await world.add(*[Mail(f"old{i:02d}", f"To{i}", ("Minbox",), 100 + i) for i in range(40)])
+    args = {"filter": {"inMailbox": "Minbox"}, "collapseThreads": True}
+    before = await query(world, args)
+    await _new_top(world)
+    monkeypatch.setattr(email_query, "_FIRST_BATCH", 2)
+    read: list[int] = []
+    real = eq.ordered
+
+    def spy(*a: Any, **kw: Any) -> list[eq.Hit]:
+        hits = real(*a, **kw)
+        read.append(len(hits))
+        return hits
+
+    monkeypatch.setattr(eq, "ordered", spy)
+    changes = await email_query.email_query_changes(
+        world.context(),
+        call("Email/queryChanges", {**args, "sinceQueryState": before["queryState"]}),
+    )
+    assert changes["added"] == [{"id": "n1", "index": 0}]
+    assert sum(read) < 10  # not the 44 emails of the mailbox
