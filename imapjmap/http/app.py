@@ -28,6 +28,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await services.push.aclose()
         for sync in services.syncs.values():
             await sync.aclose()
         await pools.aclose()

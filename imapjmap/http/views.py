@@ -106,6 +106,9 @@ async def api_view(request: web.Request) -> web.StreamResponse:
             {account_id: CAPABILITIES},
             session_state=session["state"],
         )
+        # whatever the calls changed reaches push listeners now (writes that refreshed
+        # have published already; this covers the rest, e.g. Identity/set)
+        await request.app[SERVICES].push.hub.poke(account_id)
     finally:
         in_flight[account_id] -= 1
         if not in_flight[account_id]:

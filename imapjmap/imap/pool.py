@@ -168,6 +168,11 @@ class ImapPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def open_dedicated(self) -> ImapSession:
+        """A new logged-in session outside the pool's accounting (a push watcher's long-lived
+        connection); the caller closes it.  The credentials never leave the pool."""
+        return await self._connector(self._cfg, self.username, self._password)
+
     async def release_mailbox(self, name: str) -> None:
         """Make idle connections leave ``name`` before it is renamed or deleted: Dovecot
         disconnects a session whose selected mailbox is deleted under it."""

@@ -95,15 +95,18 @@ _STATUS_ITEMS_FULL: Final = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
 class _Pending:
     """Our command in flight: its tag, the parts still to send, and what came back."""
 
-    __slots__ = ("done", "records", "result", "tag", "text", "to_send")
+    __slots__ = ("continued", "done", "idle", "records", "result", "tag", "text", "to_send")
 
-    def __init__(self, tag: str, to_send: collections.deque[bytes]) -> None:
+    def __init__(self, tag: str, to_send: collections.deque[bytes], idle: bool = False) -> None:
         self.tag = tag
         self.to_send = to_send
+        self.idle = idle  # IDLE: "+" means idling, untagged lines are events
         self.records: list[list[bytes]] = []
         self.result = ""
         self.text = b""
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.continued: asyncio.Future[None] = loop.create_future()
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
@@ -178,7 +181,12 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             if line.startswith(b"* BYE"):
                 self.bye = line
             pending.records.append(record)
+            if pending.idle:
+                self.unsolicited_event.set()
             self._expect_literal(line, record)
+        elif line.startswith(b"+") and pending.idle:
+            if not pending.continued.done():
+                pending.continued.set_result(None)
         elif line.startswith(b"+"):
             self._send_next(pending)
         elif line.startswith(pending.tag.encode() + b" "):
@@ -261,6 +269,14 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                 pieces.append(after + end)
         return pending
 
+    def start_idle(self, tag: str) -> _Pending:
+        if self._pending is not None:
+            raise ImapProtocolViolation("a command is already in flight on this connection")
+        pending = _Pending(tag, collections.deque(), idle=True)
+        self._pending = pending
+        self.transport.write(f"{tag} IDLE\r\n".encode())
+        return pending
+
     def new_our_tag(self) -> str:
         return str(self.new_tag())
 
@@ -303,6 +319,7 @@ class ImapSession:
         self.capabilities: frozenset[str] = frozenset()
         self.enabled: frozenset[str] = frozenset()
         self.selected: SelectInfo | None = None
+        self._idle: _Pending | None = None
         self.server_name: str | None = None  # from RFC 2971 ID, e.g. "Dovecot"
         self._broken = False
         self.last_used = time.monotonic()
@@ -491,6 +508,50 @@ class ImapSession:
         self.broken = True
         log.error("IMAP %s answered BAD: %s", what, reply.tagged.text[:200])
         raise ImapProtocolViolation(f"{what}: BAD {reply.tagged.text[:200]}")
+
+    async def idle_start(self) -> None:
+        """Enter IDLE (RFC 2177); events then set :meth:`events` until :meth:`idle_done`.
+
+        Raises:
+            ImapCommandFailed / ImapProtocolViolation / ImapUnavailable: as :meth:`execute`.
+        """
+        tag = self._proto.new_our_tag()
+        self._idle = self._proto.start_idle(tag)
+        try:
+            async with asyncio.timeout(self._cfg.command_timeout):
+                await asyncio.wait(
+                    {self._idle.continued, self._idle.done}, return_when=asyncio.FIRST_COMPLETED
+                )
+        except BaseException:
+            self.broken = True
+            raise
+        if self._idle.done.done():  # refused at once
+            pending, self._idle = self._idle, None
+            self._finish(pending, "IDLE")
+
+    async def idle_done(self) -> Reply:
+        """Leave IDLE; the reply holds every event received while idling."""
+        pending, self._idle = self._idle, None
+        if pending is None:
+            return self.take_unsolicited()
+        self._proto.transport.write(b"DONE\r\n")
+        try:
+            async with asyncio.timeout(self._cfg.command_timeout):
+                await pending.done
+        except BaseException:
+            self.broken = True
+            raise
+        self._proto.unsolicited_event.clear()
+        return self._finish(pending, "IDLE")
+
+    @property
+    def events(self) -> asyncio.Event:
+        """Set when the server sent something unasked (NOTIFY, or while idling)."""
+        return self._proto.unsolicited_event
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self._proto.closed
 
     def take_unsolicited(self) -> Reply:
         """Unsolicited responses received between commands, parsed; empties the queue."""

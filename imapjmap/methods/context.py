@@ -16,6 +16,7 @@ from imapjmap.config import Config
 from imapjmap.imap.pool import ImapPool, ImapPools
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.errors import MethodError, MethodErrorType
+from imapjmap.push.service import PushService
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync.engine import AccountSync
@@ -40,11 +41,16 @@ class Services:
     store: Store
     pools: ImapPools
     syncs: dict[str, AccountSync] = field(default_factory=dict)
+    push: PushService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.push = PushService(self.store, self.pools, self.sync_for)
 
     def sync_for(self, account_id: str) -> AccountSync:
         sync = self.syncs.get(account_id)
         if sync is None:
             sync = self.syncs[account_id] = AccountSync(self.store, account_id)
+            sync.on_change = lambda: self.push.hub.poke(account_id)
         return sync
 
 
@@ -73,7 +79,7 @@ class MethodContext:
         """Bring the cache up to date with the upstream, once per request unless forced."""
         if self._fresh and not force:
             return
-        await self.services.sync_for(self.account_id).refresh(self.pool)
+        await self.services.sync_for(self.account_id).refresh(self.pool, force=force)
         self._fresh = True
 
     async def read(self, fn: Callable[[Tx], T]) -> T:

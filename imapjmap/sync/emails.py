@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -46,6 +46,7 @@ from imapjmap.sync.mailboxes import MAILBOX_TYPE
 
 log = logging.getLogger(__name__)
 
+EMAIL_DELIVERY_TYPE: Final = "EmailDelivery"  # RFC 8621 §1.5, push only
 BATCH: Final = 1000  # messages per FETCH and per transaction during a first sync
 FIRST_BATCH_WAIT: Final = 1  # batches a request waits for before the rest goes background
 
@@ -90,6 +91,7 @@ class Delta:
     reset: bool = False  # UIDVALIDITY changed: forget every location first
     cursor: Cursor | None = None  # set on the last batch only
     counts: bool = True  # recount the mailbox (skipped by the middle batches of a fill)
+    delivery: bool = False  # new mail arrived in an inbox: the EmailDelivery push type
     remap: dict[int, tuple[str, tuple[str, ...], int | None]] = field(default_factory=dict)
 
 
@@ -167,6 +169,7 @@ class MailboxSync:
             return await self._full(session, cursor)
         delta = await self._incremental(session, info, synced, qresync is not None)
         delta.cursor = cursor
+        delta.delivery = bool(delta.new) and self.mailbox.role == "inbox"
         await self.store.run(lambda tx: apply(tx, self.account_id, self.mailbox.id, delta))
         return []
 
@@ -251,8 +254,14 @@ class MailboxSync:
                 delta.remap[uid] = (email_id, tuple(rec.flags or ()), rec.modseq)
         return [u for u in uids if u not in delta.remap]
 
-    async def fill(self, session: ImapSession, uids: Sequence[int]) -> None:
-        """The rest of a first sync, newest first, one transaction per batch."""
+    async def fill(
+        self,
+        session: ImapSession,
+        uids: Sequence[int],
+        changed: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """The rest of a first sync, newest first, one transaction per batch; ``changed``
+        runs after each batch (the push hub)."""
         await session.select(self.mailbox.imap_name, readonly=True)
         done = 0
         for start in range(0, len(uids), BATCH):
@@ -263,6 +272,8 @@ class MailboxSync:
                 delta.cursor = self.pending_cursor
             await self.store.run(lambda tx, d=delta: apply(tx, self.account_id, self.mailbox.id, d))  # type: ignore[misc]
             done += len(batch)
+            if changed is not None:
+                await changed()
             if done % (BATCH * 10) == 0 or last:
                 log.info(
                     "mailbox %s: %d of %d remaining messages synced",
@@ -320,6 +331,8 @@ def apply(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> None:
         _recompute(tx, account_id, email_id, seq, threads)
     for thread_id in threads:
         em.touch_thread(tx, account_id, thread_id, seq.take(em.THREAD_TYPE))
+    if delta.delivery:
+        seq.take(EMAIL_DELIVERY_TYPE)
     if delta.counts and (touched or delta.reset):
         mailboxes = {mailbox_id} | em.mailboxes_of(tx, account_id, touched)
         update_counts(tx, account_id, mailboxes, seq)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from imapjmap.errors import ImapCommandFailed
@@ -46,9 +46,25 @@ class AccountSync:
         self._task: asyncio.Task[None] | None = None
         self._fills: dict[str, asyncio.Task[None]] = {}  # mailbox id → first-sync fill
         self.refreshes = 0  # completed refreshes, for diagnostics and tests
+        self.watched = False  # a push watcher is connected and reports every change
+        self.events = 0  # upstream events reported by the watcher so far
+        self.clean = False  # the last refresh saw every event reported before it ended
+        self.on_change: Callable[[], Awaitable[None]] | None = None  # e.g. the push hub
 
-    async def refresh(self, pool: ImapPool) -> None:
-        """Refresh the cache, joining a refresh already in flight (Rule 1)."""
+    async def refresh(self, pool: ImapPool, *, force: bool = False) -> None:
+        """Refresh the cache, joining a refresh already in flight (Rule 1).
+
+        Skipped while a push watcher is connected and has reported nothing since the last
+        clean refresh, unless ``force`` (after our own writes, or on a watcher's event; a
+        forced refresh never joins one that started before the reason for it).
+        """
+        if not force and self.watched and self.clean:
+            return
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+            if not force:
+                return
         task = self._task
         if task is None or task.done():
             task = asyncio.get_running_loop().create_task(self._refresh(pool))
@@ -56,6 +72,8 @@ class AccountSync:
         await asyncio.shield(task)
 
     async def _refresh(self, pool: ImapPool) -> None:
+        events_at_start = self.events
+        self.clean = False
         async with pool.session() as session:
             if session.selected is not None:
                 # servers answer STATUS of the selected mailbox from the session's own,
@@ -79,6 +97,12 @@ class AccountSync:
                 log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
             await self._sync_emails(pool, session)
         self.refreshes += 1
+        self.clean = self.events == events_at_start and not self._fills
+        await self._changed()
+
+    async def _changed(self) -> None:
+        if self.on_change is not None:
+            await self.on_change()
 
     async def _sync_emails(self, pool: ImapPool, session: ImapSession) -> None:
         """Sync every mailbox whose cursor moved (one SELECT each; none when idle)."""
@@ -109,7 +133,7 @@ class AccountSync:
         async def fill() -> None:
             try:
                 async with pool.session() as session:
-                    await job.fill(session, uids)
+                    await job.fill(session, uids, self._changed)
             except Exception:
                 log.exception("background sync of %s failed", job.mailbox.imap_name)
             finally:

@@ -1,0 +1,1 @@
+"""Push: the StateChange hub, upstream watchers, and their wiring."""

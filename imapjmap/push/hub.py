@@ -1,0 +1,143 @@
+"""The push hub: turns cache changes into RFC 8620 §7.1 StateChange objects for listeners.
+
+Theory of operation
+-------------------
+Every type's state is a seq in ``type_states``.  After anything may have changed an
+account (a refresh, a write, a watcher event), :meth:`Hub.poke` reads the account's type
+states once and compares them with the last ones it published; the types whose state moved
+go out as ONE StateChange to every listener of that account, each listener filtering by the
+types it asked for.  The published states are the same strings ``/get`` returns.
+
+Rule 1: a listener only ever receives its own account's changes (the queue is registered
+        under the account id of the authenticated user).
+Rule 2: a slow listener never blocks the others: each has a bounded queue, and when it is
+        full the oldest change is dropped — the next one carries the newer states anyway.
+Rule 3: the hub knows nothing about IMAP; watchers call :meth:`poke` after a refresh.
+
+``EmailDelivery`` (RFC 8621 §1.5) is a push-only type whose state moves when new mail
+arrives in an inbox; the sync engine records it like any other type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from imapjmap.jmap import state as jstate
+from imapjmap.store import queries as q
+from imapjmap.store.db import Store
+
+log = logging.getLogger(__name__)
+
+PUSH_TYPES: Final = ("Mailbox", "Email", "Thread", "EmailDelivery", "Identity", "EmailSubmission")
+_QUEUE: Final = 64
+
+
+@dataclass(eq=False)
+class Listener:
+    """One push consumer (an EventSource stream, a WebSocket, a PushSubscription)."""
+
+    account_id: str
+    types: frozenset[str] | None  # None: every type
+    queue: asyncio.Queue[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=_QUEUE)
+    )
+
+    def offer(self, change: dict[str, Any]) -> None:
+        filtered = {t: s for t, s in change.items() if self.types is None or t in self.types}
+        if not filtered:
+            return
+        if self.queue.full():
+            self.queue.get_nowait()  # Rule 2: the newest change supersedes the oldest
+        self.queue.put_nowait(filtered)
+
+
+class Hub:
+    """Per-process fan-out of StateChanges; one per aiohttp app."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._listeners: dict[str, set[Listener]] = {}
+        self._published: dict[str, dict[str, int]] = {}
+        self._epochs: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.on_first_listener: Callable[[str], Awaitable[None]] | None = None
+        self.on_last_listener: Callable[[str], Awaitable[None]] | None = None
+
+    def listeners(self, account_id: str) -> int:
+        return len(self._listeners.get(account_id, ()))
+
+    async def subscribe(self, account_id: str, types: Collection[str] | None) -> Listener:
+        listener = Listener(account_id, frozenset(types) if types is not None else None)
+        group = self._listeners.setdefault(account_id, set())
+        group.add(listener)
+        if account_id not in self._published:
+            self._published[account_id] = await self._read(account_id)
+        if len(group) == 1 and self.on_first_listener is not None:
+            await self.on_first_listener(account_id)
+        return listener
+
+    async def unsubscribe(self, listener: Listener) -> None:
+        group = self._listeners.get(listener.account_id)
+        if group is None or listener not in group:
+            return
+        group.discard(listener)
+        if not group:
+            del self._listeners[listener.account_id]
+            if self.on_last_listener is not None:
+                await self.on_last_listener(listener.account_id)
+
+    async def current(self, account_id: str) -> dict[str, str]:
+        """Every push type's current state string (for a first event or a resume)."""
+        seqs = await self._read(account_id)
+        return {t: self._encode(account_id, seqs.get(t, 0)) for t in PUSH_TYPES}
+
+    async def changed_since(self, account_id: str, seq: int) -> dict[str, str]:
+        """The types whose state moved after the account-wide ``seq`` (Last-Event-ID)."""
+        seqs = await self._read(account_id)
+        return {
+            t: self._encode(account_id, s) for t, s in seqs.items() if s > seq and t in PUSH_TYPES
+        }
+
+    async def high_water(self, account_id: str) -> int:
+        """The account-wide seq: an event id that lets a client resume (CORE-PUSH-03)."""
+        seqs = await self._read(account_id)
+        return max(seqs.values(), default=0)
+
+    async def poke(self, account_id: str) -> None:
+        """Publish whatever changed for this account since the last poke (cheap when
+        nobody listens: no read at all)."""
+        if not self._listeners.get(account_id):
+            return
+        lock = self._locks.setdefault(account_id, asyncio.Lock())
+        async with lock:
+            seqs = await self._read(account_id)
+            before = self._published.get(account_id, {})
+            moved = {t: s for t, s in seqs.items() if s != before.get(t) and t in PUSH_TYPES}
+            self._published[account_id] = seqs
+        if not moved:
+            return
+        change = {t: self._encode(account_id, s) for t, s in moved.items()}
+        log.debug("push %s: %s", account_id, sorted(change))
+        for listener in list(self._listeners.get(account_id, ())):
+            listener.offer(change)
+
+    def state_change(self, account_id: str, change: dict[str, str]) -> dict[str, Any]:
+        """The RFC 8620 §7.1 StateChange object."""
+        return {"@type": "StateChange", "changed": {account_id: change}}
+
+    async def _read(self, account_id: str) -> dict[str, int]:
+        def read(tx: Any) -> tuple[dict[str, int], str | None]:
+            row = q.account(tx, account_id)
+            return q.type_states(tx, account_id), row.epoch if row else None
+
+        seqs, epoch = await self._store.run(read)
+        if epoch is not None:
+            self._epochs[account_id] = epoch
+        return seqs
+
+    def _encode(self, account_id: str, seq: int) -> str:
+        return jstate.encode(jstate.State(self._epochs[account_id], seq))

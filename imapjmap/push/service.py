@@ -1,0 +1,59 @@
+"""Wires the hub to the upstream watchers: a watcher runs exactly while its account has at
+least one push listener (an EventSource, a WebSocket with push enabled, a PushSubscription).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from imapjmap.imap.pool import ImapPools
+from imapjmap.push.hub import Hub
+from imapjmap.push.watcher import Watcher
+from imapjmap.store.db import Store
+from imapjmap.sync.engine import AccountSync
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL_INTERVAL: Final = 60.0
+
+
+class PushService:
+    def __init__(
+        self,
+        store: Store,
+        pools: ImapPools,
+        sync_for: Callable[[str], AccountSync],
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        self.hub = Hub(store)
+        self._pools = pools
+        self._sync_for = sync_for
+        self._poll_interval = poll_interval
+        self.watchers: dict[str, Watcher] = {}
+        self.hub.on_first_listener = self._start
+        self.hub.on_last_listener = self._stop
+
+    async def _start(self, account_id: str) -> None:
+        pool = self._pools.get(account_id)
+        if pool is None or account_id in self.watchers:
+            return  # no login yet: nothing to watch with (listeners are authenticated)
+
+        async def poke() -> None:
+            await self.hub.poke(account_id)
+
+        watcher = Watcher(account_id, pool, self._sync_for(account_id), poke, self._poll_interval)
+        self.watchers[account_id] = watcher
+        watcher.start()
+        log.info("push: watching account %s", account_id)
+
+    async def _stop(self, account_id: str) -> None:
+        watcher = self.watchers.pop(account_id, None)
+        if watcher is not None:
+            await watcher.stop()
+            log.info("push: stopped watching account %s", account_id)
+
+    async def aclose(self) -> None:
+        for account_id in list(self.watchers):
+            await self._stop(account_id)

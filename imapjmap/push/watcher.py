@@ -1,0 +1,161 @@
+"""Watching the upstream for changes while someone listens for push.
+
+Theory of operation
+-------------------
+An account with at least one push listener gets one watcher: a dedicated IMAP connection
+(outside the request pool) that tells us when anything changed upstream.
+
+* With NOTIFY (RFC 5465, Dovecot): ``NOTIFY SET (personal (MessageNew MessageExpunge
+  FlagChange MailboxName SubscriptionChange))`` makes the server report changes in every
+  mailbox, unasked, at any time.
+* Without NOTIFY (Cyrus): IDLE on INBOX, plus a LIST-STATUS poll of everything every
+  ``push.poll_interval`` seconds.
+
+Any event triggers one refresh of the account (through the request pool, so the watcher's
+connection only listens) and one :meth:`Hub.poke`.  Events that arrive during a refresh
+are not lost: the refresh only counts as clean when no event arrived while it ran.
+
+Rule 1: while the watcher is connected and has reported nothing since the last refresh,
+        requests need no freshness round trip (``AccountSync.watched``).
+Rule 2: a failure disconnects, marks the account unwatched (requests go back to asking
+        the server), and reconnects with exponential backoff.
+Rule 3: the watcher stops when the last listener leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from imapjmap.errors import ProxyError
+from imapjmap.imap.commands import Command
+from imapjmap.imap.pool import ImapPool
+from imapjmap.imap.session import ImapSession
+from imapjmap.sync.engine import AccountSync
+
+log = logging.getLogger(__name__)
+
+NOTIFY_EVENTS: Final = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)"
+_KEEPALIVE: Final = 240.0  # below common 5-minute NAT and server idle timeouts
+_IDLE_MAX: Final = 25 * 60.0  # RFC 2177: re-issue IDLE at least every 29 minutes
+_DEBOUNCE: Final = 0.05  # let a burst of events (a MOVE: EXPUNGE + new) settle
+
+
+class Watcher:
+    """One account's upstream watcher (started and stopped by the push hub's callbacks)."""
+
+    def __init__(
+        self,
+        account_id: str,
+        pool: ImapPool,
+        sync: AccountSync,
+        poke: Callable[[], Awaitable[None]],
+        poll_interval: float,
+    ) -> None:
+        self.account_id = account_id
+        self._pool = pool
+        self._sync = sync
+        self._poke = poke
+        self._poll_interval = poll_interval
+        self._task: asyncio.Task[None] | None = None
+        self.mode = "stopped"  # "notify" | "idle" | "reconnecting" | "stopped"
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        self._sync.watched = False
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.mode = "stopped"
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        while True:
+            session: ImapSession | None = None
+            try:
+                session = await self._pool.open_dedicated()
+                backoff = 1.0
+                if session.has("NOTIFY"):
+                    await self._notify(session)
+                else:
+                    await self._idle(session)
+            except ProxyError as exc:
+                log.info(
+                    "push watcher %s: %s; reconnecting in %.0fs", self.account_id, exc, backoff
+                )
+            finally:
+                self._sync.watched = False
+                if session is not None:
+                    await session.close()
+            self.mode = "reconnecting"
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 60.0)
+
+    async def _changed(self) -> None:
+        """Something moved upstream: refresh once, then publish (Rule 1 bookkeeping)."""
+        self._sync.events += 1
+        await asyncio.sleep(_DEBOUNCE)
+        await self._sync.refresh(self._pool, force=True)
+        await self._poke()
+
+    async def _notify(self, session: ImapSession) -> None:
+        await session.execute(Command((f"NOTIFY SET (personal {NOTIFY_EVENTS})",)), what="NOTIFY")
+        self.mode = "notify"
+        await self._sync.refresh(self._pool, force=True)  # nothing missed before NOTIFY
+        self._sync.watched = True
+        await self._poke()
+        while True:
+            try:
+                async with asyncio.timeout(_KEEPALIVE):
+                    await session.events.wait()
+            except TimeoutError:
+                await session.noop()  # keepalive; its reply may carry events too
+                if session.take_unsolicited().other or session.events.is_set():
+                    await self._changed()
+                continue
+            if session.closed.is_set():
+                raise ProxyError("the watcher's connection was closed")
+            session.take_unsolicited()
+            await self._changed()
+
+    async def _idle(self, session: ImapSession) -> None:
+        """IDLE on INBOX and poll the rest (servers without NOTIFY, e.g. Cyrus)."""
+        if not session.has("IDLE"):
+            await self._poll_only()
+            return
+        await session.select("INBOX", readonly=True)
+        self.mode = "idle"
+        loop = asyncio.get_running_loop()
+        while True:
+            await session.idle_start()
+            deadline = loop.time() + min(self._poll_interval, _IDLE_MAX)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await session.events.wait()
+            except TimeoutError:
+                pass
+            reply = await session.idle_done()
+            # INBOX events are ours at once; other mailboxes are seen by the poll, which
+            # is the refresh itself (one LIST-STATUS)
+            if reply.fetches or reply.exists is not None or reply.expunged or reply.vanished:
+                await self._changed()
+            else:
+                self._sync.events += 1
+                await self._sync.refresh(self._pool, force=True)
+                await self._poke()
+
+    async def _poll_only(self) -> None:
+        self.mode = "poll"
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            self._sync.events += 1
+            await self._sync.refresh(self._pool, force=True)
+            await self._poke()
