@@ -1,0 +1,231 @@
+"""The create half of Email/set (RFC 8621 §4.6): a create object → APPEND (+ UID COPY).
+
+Theory of operation: every check (mailboxIds, keywords, receivedAt, the whole Email in
+:func:`imapjmap.mime.build.build_message`) runs before anything is written.  The message
+is APPENDed to the first of its mailboxes with the keywords as flags and receivedAt as
+INTERNALDATE, then copied with ``UID COPY`` to the others, so every copy is the same
+message (same Email on servers that keep a GUID across COPY).  The cache is then
+refreshed and the Email found by (mailbox, APPENDUID uid).
+
+Rule 1: a create is atomic (CORE-SET-02): when a COPY is refused, the copies already made
+        and the appended message are removed again (our own UIDs only, ``sync.writes``
+        Rule 3) before the SetError is reported.
+Rule 2: once the APPEND landed, a lost connection is ``serverPartialFail``: the client
+        must resync to learn whether the Email exists.
+Rule 3: the blobs are read once, before building, through a :class:`BlobReader` (uploads
+        and the blobs of existing Emails alike).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from typing import Final, Protocol
+
+from imapjmap.errors import ImapCommandFailed, UpstreamUnavailable
+from imapjmap.imap import commands
+from imapjmap.imap.commands import Command, sequence_set
+from imapjmap.imap.parse import parse_uid_set
+from imapjmap.imap.session import ImapSession
+from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
+from imapjmap.jmap.errors import (
+    MethodError,
+    MethodErrorType,
+    SetError,
+    SetErrorType,
+    invalid_properties,
+)
+from imapjmap.jmap.wire import Json, JsonObject, parse_utc_date
+from imapjmap.methods.blobs import message_blob_id
+from imapjmap.methods.context import MethodContext
+from imapjmap.methods.imaperrors import set_error_from_imap
+from imapjmap.mime.build import build_message, referenced_blob_ids
+from imapjmap.mime.headers import raw_headers, select_header
+from imapjmap.store import queries as q
+from imapjmap.store.email_lookup import EmailAt, email_at
+from imapjmap.store.emails import flags_from_keywords
+from imapjmap.sync import writes
+
+__all__ = ["BlobReader", "create_email"]
+
+_KEYWORD_BAD: Final = frozenset('(){]%*"\\')
+
+
+class BlobReader(Protocol):
+    """Reads one blob of the account: (octets, media type), or None when there is none."""
+
+    async def __call__(self, blob_id: str) -> tuple[bytes, str] | None: ...
+
+
+def _store_reader(ctx: MethodContext) -> BlobReader:
+    """Uploads and the blobs of existing Emails, through the account's blob store."""
+
+    async def read(blob_id: str) -> tuple[bytes, str] | None:
+        # imported here: the blob store is another module's work in progress, and an
+        # Email/set without blob parts must not depend on it
+        from imapjmap.methods import blob_store
+
+        return await blob_store.read_blob(ctx.store, ctx.pool, ctx.account_id, blob_id)
+
+    return read
+
+
+async def create_email(
+    ctx: MethodContext, call: Call, obj: JsonObject, *, read_blob: BlobReader | None = None
+) -> JsonObject:
+    """Create one Email; returns its ``{id, blobId, threadId, size}`` (§4.6).
+
+    Raises:
+        SetError: the create is refused (invalidProperties, blobNotFound, tooLarge,
+            forbidden, or the mapping of an IMAP NO); nothing was left behind.
+        MethodError: ``serverPartialFail`` when the upstream failed after the APPEND.
+    """
+    await ctx.refresh()  # once per request: Email/set has normally done it already
+    rows = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))
+    mailboxes = _mailboxes(call, obj.get("mailboxIds"), {row.id: row for row in rows})
+    flags = flags_from_keywords(_keywords(obj.get("keywords", {})))
+    received = obj.get("receivedAt")
+    internaldate = parse_utc_date(received) if received is not None else None
+    if received is not None and internaldate is None:
+        raise invalid_properties("receivedAt must be a UTCDate", "receivedAt")
+    blobs = await _read_blobs(ctx, obj, read_blob or _store_reader(ctx))
+    raw = build_message(obj, blobs.get, hostname=_hostname())
+    try:
+        appended = await writes.append(ctx.pool, mailboxes[0].imap_name, raw, flags, internaldate)
+    except ImapCommandFailed as exc:
+        raise set_error_from_imap(exc) from None
+    try:
+        uid = appended.uid or await _find_uid(ctx, mailboxes[0].imap_name, raw)
+        await _copy_all(ctx, mailboxes, uid)
+        found = await _created(ctx, mailboxes[0].id, uid)
+    except UpstreamUnavailable as exc:
+        raise MethodError(
+            MethodErrorType.SERVER_PARTIAL_FAIL,
+            "the upstream failed after the message was appended",
+        ) from exc
+    return {
+        "id": found.email_id,
+        "blobId": message_blob_id(found.email_id),
+        "threadId": found.thread_id,
+        "size": found.size,
+    }
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def _mailboxes(call: Call, value: Json, live: Mapping[str, q.MailboxRow]) -> list[q.MailboxRow]:
+    """The target mailboxes, the first one getting the APPEND (§4.1.1: at least one)."""
+    if not isinstance(value, dict) or not value:
+        raise invalid_properties("mailboxIds must name at least one mailbox", "mailboxIds")
+    if any(flag is not True for flag in value.values()):
+        raise invalid_properties("mailboxIds values must be true", "mailboxIds")
+    targets: dict[str, q.MailboxRow] = {}
+    for key in value:
+        try:
+            mailbox_id = resolve_creation_id(call, key)
+        except UnknownCreationId as exc:
+            raise exc.set_error(SetErrorType.INVALID_PROPERTIES, "mailboxIds") from None
+        row = live.get(mailbox_id)
+        if row is None:
+            raise invalid_properties(f"no mailbox {key[:40]!r}", "mailboxIds")
+        if not row.my_rights.get("mayAddItems", True):
+            raise SetError(SetErrorType.FORBIDDEN, f"mailbox {mailbox_id} does not allow adding")
+        targets[mailbox_id] = row
+    return list(targets.values())
+
+
+def _keywords(value: Json) -> list[str]:
+    """Keywords (§4.1.1): 1-255 of %x21-%x7e but ``( ) { ] % * " \\``, values true."""
+    if value is None:
+        return []
+    if not isinstance(value, dict) or any(flag is not True for flag in value.values()):
+        raise invalid_properties("keywords must map keywords to true", "keywords")
+    for keyword in value:
+        ok = 1 <= len(keyword) <= 255 and all("\x21" <= c <= "\x7e" for c in keyword)
+        if not ok or set(keyword) & _KEYWORD_BAD:
+            raise invalid_properties(f"invalid keyword {keyword[:40]!r}", "keywords")
+    return [keyword.lower() for keyword in value]
+
+
+async def _read_blobs(
+    ctx: MethodContext, obj: JsonObject, read_blob: BlobReader
+) -> dict[str, tuple[bytes, str]]:
+    """Every blob the body parts name that exists (the builder reports the others)."""
+    blobs: dict[str, tuple[bytes, str]] = {}
+    for blob_id in referenced_blob_ids(obj):
+        blob = await read_blob(blob_id)
+        if blob is not None:
+            blobs[blob_id] = blob
+    limit = ctx.cfg.limits.max_size_upload  # maxSizeAttachmentsPerEmail
+    if sum(len(data) for data, _ in blobs.values()) > limit:
+        raise SetError(SetErrorType.TOO_LARGE, f"attachments exceed {limit} octets")
+    return blobs
+
+
+def _hostname() -> str:
+    """This host's name, for Message-IDs when the From address gives no domain."""
+    return socket.gethostname() or "localhost"
+
+
+# --- IMAP ----------------------------------------------------------------------------------
+
+
+async def _find_uid(ctx: MethodContext, mailbox: str, raw: bytes) -> int:
+    """Without UIDPLUS there is no APPENDUID: find the message by its Message-ID."""
+    ids = select_header(raw_headers(raw), "Message-ID", "asMessageIds", False) or []
+    async with ctx.pool.session(mailbox) as session:
+        key = commands.search_string(f"<{ids[0]}>") if ids else None
+        if key is not None:
+            command = Command.join(["UID SEARCH HEADER Message-ID", key])
+            reply = await session.execute(command, what="UID SEARCH")
+            uids = [uid for result in reply.searches for uid in result.ids]
+            if uids:
+                return max(uids)
+    raise SetError(SetErrorType.FORBIDDEN, "the server did not keep the new message")
+
+
+async def _copy(session: ImapSession, uid: int, target: str) -> int | None:
+    """``UID COPY`` one message; its UID in ``target`` when the server says (COPYUID)."""
+    command = Command((f"UID COPY {sequence_set([uid])} {commands.mailbox(target)}",))
+    reply = await session.execute(command, what="UID COPY")
+    code = reply.code("COPYUID")
+    parts = code.args.split() if code is not None and code.args else []
+    if len(parts) == 3:
+        new = list(parse_uid_set(parts[2]))
+        return new[0] if len(new) == 1 else None
+    return None
+
+
+async def _copy_all(ctx: MethodContext, mailboxes: list[q.MailboxRow], uid: int) -> None:
+    """Copy the appended message to the other mailboxes; undo everything on a NO (Rule 1)."""
+    first = mailboxes[0].imap_name
+    done: list[tuple[str, int | None]] = []
+    failure: ImapCommandFailed | None = None
+    async with ctx.pool.session(first) as session:
+        for row in mailboxes[1:]:
+            try:
+                done.append((row.imap_name, await _copy(session, uid, row.imap_name)))
+            except ImapCommandFailed as exc:
+                failure = exc
+                break
+        if failure is not None:
+            await writes.remove(session, [uid])
+    if failure is None:
+        return
+    for name, copied in done:
+        if copied is not None:
+            async with ctx.pool.session(name) as session:
+                await writes.remove(session, [copied])
+    raise set_error_from_imap(failure)
+
+
+async def _created(ctx: MethodContext, mailbox_id: str, uid: int) -> EmailAt:
+    """The Email at (mailbox, uid) after a refresh; a second refresh covers one that was
+    already running when the APPEND landed."""
+    for _attempt in range(2):
+        await ctx.refresh(force=True)
+        found = await ctx.read(lambda tx: email_at(tx, ctx.account_id, mailbox_id, uid))
+        if found is not None:
+            return found
+    raise SetError(SetErrorType.FORBIDDEN, "the new message is not visible upstream")
