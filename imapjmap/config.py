@@ -294,7 +294,9 @@ def _build_section(
         for key, value in raw.items()
         if key not in hints
     )
-    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    required = {
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    }
     values: dict[str, object] = {}
     for name, hint in hints.items():
         path = f"{prefix}.{name}"

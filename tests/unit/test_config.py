@@ -364,9 +364,7 @@ def test_to_toml_round_trips_identities() -> None:
 def test_every_identity_field_is_documented_in_the_example_file() -> None:
     text = EXAMPLE.read_text()
     start = text.index("[submission]")
-    comments = "\n".join(
-        line for line in text[start:].splitlines() if line.startswith("#")
-    )
+    comments = "\n".join(line for line in text[start:].splitlines() if line.startswith("#"))
     for f in dataclasses.fields(IdentityConfig):
         assert re.search(rf"\b{f.name}\b", comments), f"identity field {f.name} is undocumented"
     assert "[[submission.identities]]" in comments
