@@ -153,6 +153,14 @@ def email(tx: Tx, account_id: str, email_id: str, *, live: bool = True) -> Email
     return _email_from(found) if found else None
 
 
+def email_exists(tx: Tx, account_id: str, email_id: str) -> bool:
+    """Whether a row (live or tombstone) has this id."""
+    return (
+        tx.one("SELECT 1 FROM emails WHERE account_id = ? AND id = ?", (account_id, email_id))
+        is not None
+    )
+
+
 def emails(tx: Tx, account_id: str, ids: Sequence[str]) -> dict[str, EmailRow]:
     """Live rows for ``ids`` (unknown ids are simply absent)."""
     out: dict[str, EmailRow] = {}
@@ -370,6 +378,17 @@ def touch_thread(tx: Tx, account_id: str, thread_id: str, seq: int) -> None:
             "UPDATE threads SET updated_seq = ? WHERE account_id = ? AND id = ?",
             (seq, account_id, thread_id),
         )
+
+
+def grow_thread(tx: Tx, account_id: str, thread_id: str, seq: int) -> None:
+    """A thread gained emails (none lost): create it, revive it, or mark it updated."""
+    tx.execute(
+        "INSERT INTO threads (account_id, id, created_seq, updated_seq) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (account_id, id) DO UPDATE SET updated_seq = excluded.updated_seq,"
+        " created_seq = CASE WHEN destroyed_seq IS NULL THEN created_seq"
+        " ELSE excluded.created_seq END, destroyed_seq = NULL",
+        (account_id, thread_id, seq, seq),
+    )
 
 
 def thread_for_refs(tx: Tx, account_id: str, message_ids: Sequence[str]) -> list[tuple[str, str]]:

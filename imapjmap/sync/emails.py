@@ -308,32 +308,29 @@ class _Seq:
 
 def apply(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> None:
     seq = _Seq(tx, account_id)
-    threads: set[str] = set()
+    threads: set[str] = set()  # threads whose membership may have shrunk or revived
+    grown: set[str] = set()  # threads that only gained emails
     touched = _apply_locations(tx, account_id, mailbox_id, delta)
+    added = False
     for record in delta.new:
         if record.uid is None:
             continue
-        email_id = _add_new(tx, account_id, record, seq, threads)
-        em.put_location(
-            tx,
-            account_id,
-            em.Location(
-                mailbox_id,
-                record.uid,
-                email_id,
-                record.modseq,
-                tuple(record.flags or ()),
-                _deleted(record.flags or ()),
-            ),
-        )
-        touched.add(email_id)
+        flags = tuple(record.flags or ())
+        location = em.Location(mailbox_id, record.uid, "", record.modseq, flags, _deleted(flags))
+        email_id, fresh = _add_new(tx, account_id, record, location, seq, grown)
+        em.put_location(tx, account_id, dataclasses.replace(location, email_id=email_id))
+        added = True
+        if not fresh:
+            touched.add(email_id)  # another copy of a known Email: re-derive it
     for email_id in touched:
         _recompute(tx, account_id, email_id, seq, threads)
     for thread_id in threads:
         em.touch_thread(tx, account_id, thread_id, seq.take(em.THREAD_TYPE))
+    for thread_id in grown - threads:
+        em.grow_thread(tx, account_id, thread_id, seq.take(em.THREAD_TYPE))
     if delta.delivery:
         seq.take(EMAIL_DELIVERY_TYPE)
-    if delta.counts and (touched or delta.reset):
+    if delta.counts and (touched or added or delta.reset):
         mailboxes = {mailbox_id} | em.mailboxes_of(tx, account_id, touched)
         update_counts(tx, account_id, mailboxes, seq)
     if delta.cursor is not None:
@@ -353,6 +350,8 @@ def _apply_locations(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> 
             tx, account_id, em.Location(mailbox_id, uid, email_id, modseq, flags, _deleted(flags))
         )
         touched.add(email_id)
+    if not delta.gone and not delta.flags:
+        return touched  # a batch of new messages only: no need to read what is known
     known = em.locations_of_mailbox(tx, account_id, mailbox_id)
     for uid in delta.gone:
         loc = known.pop(uid, None)
@@ -392,27 +391,38 @@ def _recompute(tx: Tx, account_id: str, email_id: str, seq: _Seq, threads: set[s
         threads.add(row.thread_id)
 
 
-def _add_new(tx: Tx, account_id: str, record: FetchRecord, seq: _Seq, threads: set[str]) -> str:
-    """Create the Email of a new message, or find the one it is another copy of."""
+def _add_new(
+    tx: Tx, account_id: str, record: FetchRecord, location: em.Location, seq: _Seq, grown: set[str]
+) -> tuple[str, bool]:
+    """Create the Email of a new message, or find the one it is another copy of.
+
+    Returns (email id, whether the Email is new).  A new Email is written complete — its
+    one location decides mailboxIds and keywords — so the bulk path of a first sync costs
+    no re-derivation; one whose only copy is ``\\Deleted`` is written as a tombstone, so
+    it never appears.
+    """
     parsed = records.parse_record(record, account_id)
-    existing = em.email(tx, account_id, parsed.email_id, live=False)
-    if existing is not None:
-        return parsed.email_id  # a copy: only a new location (recomputed by the caller)
+    if em.email_exists(tx, account_id, parsed.email_id):
+        return parsed.email_id, False
     value = seq.take(em.EMAIL_TYPE, em.THREAD_TYPE)
-    thread_id = parsed.upstream_thread or _local_thread(tx, account_id, parsed, value, threads)
+    thread_id = parsed.upstream_thread or _local_thread(tx, account_id, parsed, value)
+    visible = not location.deleted
     row = dataclasses.replace(
-        parsed.row, thread_id=thread_id, created_seq=value, updated_seq=value, destroyed_seq=value
+        parsed.row,
+        thread_id=thread_id,
+        created_seq=value,
+        updated_seq=value,
+        destroyed_seq=None if visible else value,
+        mailbox_ids={location.mailbox_id: True} if visible else {},
+        keywords=dict(sorted(em.keywords_from_flags(location.flags).items())),
     )
-    # inserted as a tombstone; _recompute brings it to life once its location exists, so an
-    # Email whose only copy is \Deleted never appears
     em.insert_email(tx, row)
-    threads.add(thread_id)
-    return parsed.email_id
+    if visible:
+        grown.add(thread_id)
+    return parsed.email_id, True
 
 
-def _local_thread(
-    tx: Tx, account_id: str, parsed: records.Parsed, seq: int, threads: set[str]
-) -> str:
+def _local_thread(tx: Tx, account_id: str, parsed: records.Parsed, seq: int) -> str:
     """Threads from Message-ID / In-Reply-To / References, joined only when the base
     subjects agree (as Cyrus does), so a reply to an unrelated list mail starts its own."""
     ids = [m for m in (parsed.own_message_id, *parsed.refs) if m]
@@ -427,8 +437,8 @@ def _local_thread(
         thread_id = min(found)
         others = found - {thread_id}
         if others:
+            # merge_threads re-counts both sides itself (the merged ones become empty)
             em.merge_threads(tx, account_id, thread_id, others, seq)
-            threads.update(others)
     em.add_thread_refs(tx, account_id, thread_id, ids, parsed.base_subject)
     return thread_id
 
