@@ -1,0 +1,368 @@
+"""Email/import (RFC 8621 §4.8).
+
+Email/import, one EmailImport at a time:
+
+1. check the object: ``mailboxIds`` non-empty and naming live, selectable mailboxes,
+   ``keywords`` valid, ``receivedAt`` a UTCDate (``invalidProperties``);
+2. read the blob (any blob this account can read: an upload, a message, a part;
+   ``blobNotFound`` with ``notFound``) and check it is a message (``invalidEmail``);
+3. ``APPEND`` it to the first mailbox with the keywords' flags and ``receivedAt`` as the
+   INTERNALDATE, then ``UID COPY`` it into each other mailbox, so that servers that keep a
+   message's id across COPY (Dovecot's X-GUID, RFC 8474 EMAILID, Gmail) show ONE Email in
+   several mailboxes.  A COPY refused half-way removes what was already written (our own
+   UIDs only), so each import lands entirely or not at all (CORE-SET-02).
+
+Then ONE refresh of the cache, and each new Email is found through its location
+(mailbox, APPENDUID uid).  Servers without UIDPLUS give no APPENDUID: the new message is
+found by ``UID SEARCH`` in the first mailbox among the UIDs at or above the UIDNEXT read
+just before the APPEND, narrowed by its Message-ID when it has one (a message delivered in
+the same instant without a Message-ID could be mistaken for it; that is the documented
+limit of such servers).
+
+An IMAP NO becomes that record's SetError (``[OVERQUOTA]`` → ``overQuota`` ...); a lost
+connection after something landed is ``serverPartialFail``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from imapjmap.errors import ImapCommandFailed, ProxyError, UpstreamUnavailable
+from imapjmap.imap import commands
+from imapjmap.imap.commands import Command
+from imapjmap.imap.session import ImapSession
+from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
+from imapjmap.jmap.errors import (
+    MethodError,
+    MethodErrorType,
+    SetError,
+    SetErrorType,
+    invalid_arguments,
+    invalid_properties,
+)
+from imapjmap.jmap.wire import JsonObject, is_id, parse_utc_date
+from imapjmap.methods import blob_store, blobs
+from imapjmap.methods.context import MethodContext
+from imapjmap.methods.email_parse import looks_like_message
+from imapjmap.methods.imaperrors import set_error_from_imap
+from imapjmap.mime.headers import raw_headers, select_header
+from imapjmap.store import blobs as stored
+from imapjmap.store import emails as em
+from imapjmap.store import queries as q
+from imapjmap.store.db import Tx
+from imapjmap.sync import writes
+
+log = logging.getLogger(__name__)
+
+_IMPORT_ARGS: Final = frozenset({"accountId", "ifInState", "emails"})
+_IMPORT_PROPERTIES: Final = frozenset({"blobId", "mailboxIds", "keywords", "receivedAt"})
+# RFC 8621 §4.1.1: 1-255 of %x21-%x7e except ( ) { ] % * " \
+_KEYWORD: Final = re.compile(r"[\x21-\x7e]{1,255}")
+_KEYWORD_BAD: Final = frozenset('(){]%*"\\')
+
+
+def valid_keyword(keyword: str) -> bool:
+    return bool(_KEYWORD.fullmatch(keyword)) and not (set(keyword) & _KEYWORD_BAD)
+
+
+@dataclass(frozen=True, slots=True)
+class EmailImport:
+    """One checked EmailImport object."""
+
+    blob_id: str
+    mailboxes: tuple[q.MailboxRow, ...]  # the APPEND goes to the first
+    flags: tuple[str, ...]
+    received_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Landed:
+    creation_id: str
+    mailbox_id: str
+    uid: int
+
+
+# --- arguments -------------------------------------------------------------------------------
+
+
+def _import_args(raw: JsonObject, max_objects: int) -> tuple[str | None, dict[str, JsonObject]]:
+    unknown = [name for name in raw if name not in _IMPORT_ARGS]
+    if unknown:
+        raise invalid_arguments(f"unknown argument '{unknown[0][:60]}'")
+    if_in_state = raw.get("ifInState")
+    if if_in_state is not None and not isinstance(if_in_state, str):
+        raise invalid_arguments("'ifInState' must be a String or null")
+    emails = raw.get("emails")
+    if not isinstance(emails, dict) or not all(isinstance(v, dict) for v in emails.values()):
+        raise invalid_arguments("'emails' is required and must map creation ids to objects")
+    bad = next((key for key in emails if not is_id(key)), None)
+    if bad is not None:
+        raise invalid_arguments(f"'emails' key {bad[:40]!r} is not a valid creation id")
+    if len(emails) > max_objects:
+        raise MethodError(
+            MethodErrorType.REQUEST_TOO_LARGE,
+            f"{len(emails)} emails exceed maxObjectsInSet ({max_objects})",
+        )
+    return if_in_state, emails
+
+
+def _mailboxes(call: Call, value: Any, live: dict[str, q.MailboxRow]) -> tuple[q.MailboxRow, ...]:
+    if not isinstance(value, dict) or not value:
+        raise invalid_properties("mailboxIds must name at least one mailbox", "mailboxIds")
+    rows: list[q.MailboxRow] = []
+    for key, flag in value.items():
+        if flag is not True:
+            raise invalid_properties("mailboxIds values must be true", "mailboxIds")
+        try:
+            mailbox_id = resolve_creation_id(call, key)
+        except UnknownCreationId as exc:
+            raise exc.set_error(SetErrorType.INVALID_PROPERTIES, "mailboxIds") from None
+        row = live.get(mailbox_id)
+        if row is None or row.uidvalidity is None:  # unknown, or \Noselect
+            raise invalid_properties(f"no mailbox {key[:60]!r} to import into", "mailboxIds")
+        if row not in rows:
+            rows.append(row)
+    return tuple(rows)
+
+
+def _flags(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or any(v is not True for v in value.values()):
+        raise invalid_properties("keywords must map keywords to true", "keywords")
+    keywords = [k.lower() for k in value]
+    if not all(valid_keyword(k) for k in keywords):
+        raise invalid_properties("keywords holds an invalid keyword", "keywords")
+    flags = tuple(em.flags_from_keywords(dict.fromkeys(keywords)))
+    try:
+        commands.flag_list(flags)
+    except ValueError:
+        raise invalid_properties("a keyword cannot be an IMAP flag", "keywords") from None
+    return flags
+
+
+def _received_at(value: Any) -> dt.datetime:
+    if value is None:
+        return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    parsed = parse_utc_date(value)
+    if parsed is None:
+        raise invalid_properties("receivedAt must be a UTCDate", "receivedAt")
+    return parsed.replace(microsecond=0)
+
+
+def check_import(call: Call, raw: JsonObject, live: dict[str, q.MailboxRow]) -> EmailImport:
+    """Check one EmailImport object.
+
+    Raises:
+        SetError: invalidProperties (unknown property, bad mailboxIds/keywords/receivedAt),
+            blobNotFound (a ``#creationId`` blobId that names nothing).
+    """
+    unknown = sorted(set(raw) - _IMPORT_PROPERTIES)
+    if unknown:
+        raise invalid_properties("unknown properties", *unknown)
+    blob_id = raw.get("blobId")
+    if not isinstance(blob_id, str):
+        raise invalid_properties("blobId is required", "blobId")
+    try:
+        blob_id = resolve_creation_id(call, blob_id)
+    except UnknownCreationId:
+        raise SetError(SetErrorType.BLOB_NOT_FOUND, notFound=[blob_id]) from None
+    return EmailImport(
+        blob_id,
+        _mailboxes(call, raw.get("mailboxIds"), live),
+        _flags(raw.get("keywords")),
+        _received_at(raw.get("receivedAt")),
+    )
+
+
+# --- the IMAP side -----------------------------------------------------------------------------
+
+
+def _copied_uid(reply: Any) -> int | None:
+    """The destination UID of a one-message COPY, from ``[COPYUID v src dst]`` (RFC 4315)."""
+    code = reply.code("COPYUID")
+    parts = code.args.split() if code is not None and code.args else []
+    return int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else None
+
+
+class _Importer:
+    """Lands the messages of one Email/import call and finds the Emails they became."""
+
+    def __init__(self, ctx: MethodContext, call: Call, live: dict[str, q.MailboxRow]) -> None:
+        self.ctx = ctx
+        self.call = call
+        self.live = live
+        self.landed = 0
+
+    @property
+    def uidplus(self) -> bool:
+        return "UIDPLUS" in self.ctx.pool.capabilities
+
+    async def land(self, creation_id: str, raw: JsonObject) -> _Landed:
+        """Write one message; raises SetError or ImapCommandFailed when it did not land."""
+        item = check_import(self.call, raw, self.live)
+        blob = await blob_store.read(
+            self.ctx.store, self.ctx.pool, self.ctx.account_id, item.blob_id
+        )
+        if blob is None:
+            raise SetError(SetErrorType.BLOB_NOT_FOUND, notFound=[item.blob_id])
+        if not looks_like_message(blob.data):
+            raise SetError(
+                SetErrorType.INVALID_EMAIL, "the blob is not an RFC 5322 message", ["blobId"]
+            )
+        first = item.mailboxes[0]
+        floor = None if self.uidplus else await self._uidnext(first)
+        appended = await writes.append(
+            self.ctx.pool, first.imap_name, blob.data, item.flags, item.received_at
+        )
+        self.landed += 1
+        uid = appended.uid if self.uidplus else None
+        if uid is None:
+            uid = await self._find(first, blob.data, floor or 1)
+        await self._copy(first, uid, item.mailboxes[1:])
+        return _Landed(creation_id, first.id, uid)
+
+    async def _uidnext(self, mailbox: q.MailboxRow) -> int:
+        """UIDNEXT before the APPEND: the new message's UID is at least this (no UIDPLUS)."""
+        async with self.ctx.pool.session() as session:
+            status = await session.status(mailbox.imap_name)
+        return status.uidnext or 1
+
+    async def _find(self, mailbox: q.MailboxRow, data: bytes, floor: int) -> int:
+        """The UID of the message just appended, on a server that gave no APPENDUID."""
+        message_ids = select_header(raw_headers(data), "Message-ID", "asMessageIds", False)
+        criteria = Command.text(f"UID SEARCH UID {floor}:*")
+        if isinstance(message_ids, list) and message_ids:
+            wanted = commands.search_string(f"<{message_ids[0]}>")
+            charset = "" if str(message_ids[0]).isascii() else " CHARSET UTF-8"
+            criteria = Command.join(
+                [f"UID SEARCH{charset} UID {floor}:* HEADER Message-ID", wanted]
+            )
+        async with self.ctx.pool.session(mailbox.imap_name, readonly=True) as session:
+            reply = await session.execute(criteria, what="UID SEARCH")
+        uids = [uid for result in reply.searches for uid in result.ids if uid >= floor]
+        if not uids:
+            raise MethodError(
+                MethodErrorType.SERVER_PARTIAL_FAIL,
+                "a message was imported but could not be found again; resynchronise",
+            )
+        return max(uids)
+
+    async def _copy(self, first: q.MailboxRow, uid: int, others: tuple[q.MailboxRow, ...]) -> None:
+        """COPY into each other mailbox; on a NO, undo what this import wrote, then re-raise."""
+        if not others:
+            return
+        done: list[tuple[q.MailboxRow, int | None]] = []
+        try:
+            async with self.ctx.pool.session(first.imap_name) as session:
+                for other in others:
+                    target = commands.mailbox(other.imap_name)
+                    reply = await session.execute(
+                        Command((f"UID COPY {uid} {target}",)), what="UID COPY"
+                    )
+                    done.append((other, _copied_uid(reply)))
+        except ImapCommandFailed:
+            await self._undo([(first, uid), *done])
+            raise
+
+    async def _undo(self, written: list[tuple[q.MailboxRow, int | None]]) -> None:
+        for mailbox, uid in written:
+            if uid is None:
+                log.warning("import into %s: copy without COPYUID left behind", mailbox.id)
+                continue
+            try:
+                async with self.ctx.pool.session(mailbox.imap_name) as session:
+                    await _remove(session, uid)
+            except ProxyError as exc:
+                log.warning("import into %s: could not undo uid %d: %s", mailbox.id, uid, exc)
+        self.landed -= 1
+
+    async def created(self, landed: list[_Landed]) -> dict[str, JsonObject]:
+        """Refresh once, then each landed message's Email: ``{id, blobId, threadId, size}``."""
+        if not landed:
+            return {}
+        await self.ctx.refresh(force=True)
+        found = await self.ctx.read(lambda tx: _emails_at(tx, self.ctx.account_id, landed))
+        if len(found) < len(landed):
+            # a first sync still filling the mailbox in the background skips it; wait for it
+            await self.ctx.services.sync_for(self.ctx.account_id).wait_filled()
+            await self.ctx.refresh(force=True)
+            found = await self.ctx.read(lambda tx: _emails_at(tx, self.ctx.account_id, landed))
+        if len(found) < len(landed):
+            raise MethodError(
+                MethodErrorType.SERVER_PARTIAL_FAIL,
+                "imported messages are not visible upstream; resynchronise",
+            )
+        return {
+            cid: {
+                "id": row.id,
+                "blobId": blobs.message_blob_id(row.id),
+                "threadId": row.thread_id,
+                "size": row.size,
+            }
+            for cid, row in found.items()
+        }
+
+
+async def _remove(session: ImapSession, uid: int) -> None:
+    await writes.remove(session, [uid])
+
+
+def _emails_at(tx: Tx, account_id: str, landed: list[_Landed]) -> dict[str, em.EmailRow]:
+    out: dict[str, em.EmailRow] = {}
+    for item in landed:
+        email_id = stored.email_at(tx, account_id, item.mailbox_id, item.uid)
+        row = em.email(tx, account_id, email_id) if email_id is not None else None
+        if row is not None:
+            out[item.creation_id] = row
+    return out
+
+
+# --- the methods -------------------------------------------------------------------------------
+
+
+async def _land_all(
+    importer: _Importer, emails: dict[str, JsonObject], not_created: JsonObject
+) -> list[_Landed]:
+    landed: list[_Landed] = []
+    for creation_id, raw in emails.items():
+        try:
+            landed.append(await importer.land(creation_id, raw))
+        except SetError as exc:
+            not_created[creation_id] = exc.to_json()
+        except ImapCommandFailed as exc:
+            not_created[creation_id] = set_error_from_imap(exc).to_json()
+        except UpstreamUnavailable as exc:
+            if importer.landed:
+                raise MethodError(
+                    MethodErrorType.SERVER_PARTIAL_FAIL,
+                    "the upstream failed after some emails were imported",
+                ) from exc
+            raise
+    return landed
+
+
+async def email_import(ctx: MethodContext, call: Call) -> JsonObject:
+    if_in_state, emails = _import_args(call.args, ctx.cfg.limits.max_objects_in_set)
+    await ctx.refresh()
+    old_state = await ctx.state(em.EMAIL_TYPE)
+    if if_in_state is not None and if_in_state != old_state:
+        raise MethodError(MethodErrorType.STATE_MISMATCH)
+    live = {row.id: row for row in await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))}
+    importer = _Importer(ctx, call, live)
+    not_created: JsonObject = {}
+    landed = await _land_all(importer, emails, not_created)
+    created = await importer.created(landed)
+    for creation_id, obj in created.items():
+        call.created_ids[creation_id] = obj["id"]
+    return {
+        "accountId": ctx.account_id,
+        "oldState": old_state,
+        "newState": await ctx.state(em.EMAIL_TYPE),
+        "created": created or None,
+        "notCreated": not_created or None,
+    }
