@@ -28,7 +28,9 @@ Rule 3: the first sync of a big mailbox goes newest first in batches, each commi
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -261,24 +263,40 @@ class MailboxSync:
         changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """The rest of a first sync, newest first, one transaction per batch; ``changed``
-        runs after each batch (the push hub)."""
+        runs after each batch (the push hub).
+
+        The next batch is fetched while the current one is written, so the IMAP server and
+        the cache work at the same time (the server is another process).
+        """
         await session.select(self.mailbox.imap_name, readonly=True)
-        done = 0
-        for start in range(0, len(uids), BATCH):
-            batch = uids[start : start + BATCH]
-            last = start + BATCH >= len(uids)
-            delta = Delta(new=await _fetch_new(session, batch), counts=last)
-            if last:
-                delta.cursor = self.pending_cursor
-            await self.store.run(lambda tx, d=delta: apply(tx, self.account_id, self.mailbox.id, d))  # type: ignore[misc]
-            done += len(batch)
+        batches = [uids[i : i + BATCH] for i in range(0, len(uids), BATCH)]
+        fetching = asyncio.ensure_future(_fetch_new(session, batches[0])) if batches else None
+        for index in range(len(batches)):
+            assert fetching is not None
+            records_ = await fetching
+            last = index == len(batches) - 1
+            fetching = (
+                None if last else asyncio.ensure_future(_fetch_new(session, batches[index + 1]))
+            )
+            delta = Delta(new=records_, counts=last, cursor=self.pending_cursor if last else None)
+            try:
+                await self.store.run(
+                    functools.partial(
+                        apply, account_id=self.account_id, mailbox_id=self.mailbox.id, delta=delta
+                    )
+                )
+            except BaseException:
+                if fetching is not None:
+                    fetching.cancel()
+                raise
             if changed is not None:
                 await changed()
-            if done % (BATCH * 10) == 0 or last:
+            done = (index + 1) * BATCH
+            if (index + 1) % 10 == 0 or last:
                 log.info(
                     "mailbox %s: %d of %d remaining messages synced",
                     self.mailbox.imap_name,
-                    done,
+                    min(done, len(uids)),
                     len(uids),
                 )
 

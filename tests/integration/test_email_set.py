@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from imapjmap.demo.dovecot import DovecotServer
 from imapjmap.http.app import make_app
 from imapjmap.sync import writes
+from tests.conftest import dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
 
 
@@ -226,12 +227,11 @@ async def test_not_found_will_destroy_and_state(jmap: Jmap, imap_oracle: imaplib
 
 
 @pytest.fixture(scope="module")
-def no_uidplus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    server = DovecotServer.start(
-        tmp_path_factory.mktemp("no-uidplus"), remove_capabilities=("UIDPLUS", "MOVE")
-    )
-    yield server
-    server.stop()
+def no_uidplus() -> Iterator[DovecotServer]:
+    with dovecot_root() as root:
+        server = DovecotServer.start(root, remove_capabilities=("UIDPLUS", "MOVE"))
+        yield server
+        server.stop()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from imapjmap.demo.dovecot import DovecotServer
 from imapjmap.http.app import make_app
+from tests.conftest import dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
 
 _counter = itertools.count()
@@ -28,15 +29,11 @@ PATHS = {
 
 
 @pytest.fixture(scope="module", params=list(PATHS))
-def sync_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DovecotServer]:
-    server = DovecotServer.start(
-        tmp_path_factory.mktemp(f"dovecot-{request.param}"),
-        remove_capabilities=PATHS[request.param],
-    )
-    yield server
-    server.stop()
+def sync_server(request: pytest.FixtureRequest) -> Iterator[DovecotServer]:
+    with dovecot_root() as root:
+        server = DovecotServer.start(root, remove_capabilities=PATHS[request.param])
+        yield server
+        server.stop()
 
 
 class User:
