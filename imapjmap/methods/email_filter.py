@@ -255,17 +255,38 @@ def _narrow(where: eq.EmailWhere, key: str, value: Any) -> eq.EmailWhere | None:
 
 
 def sql_where(filter_: std.Filter | None) -> tuple[eq.EmailWhere, bool]:
-    """The part of the filter SQL answers, and whether it is the whole filter."""
+    """The part of the filter SQL answers, and whether it is the whole filter.
+
+    An address or subject condition ANDed at the top adds a header-text narrowing
+    (``headers_like``): SQL then reads only the rows that may match, and Python decides.
+    """
     conditions, exact = _conjuncts(filter_)
     where = eq.EmailWhere()
     for condition in conditions:
         for key, value in condition.items():
             narrowed = _narrow(where, key, value)
-            if narrowed is None:
-                exact = False
-            else:
+            if narrowed is not None:
                 where = narrowed
+                continue
+            exact = False
+            needle = eq.headers_needle(value) if key in (*ADDRESS_FIELDS, "subject") else None
+            if needle is not None:
+                where = replace(where, headers_like=(*where.headers_like, needle))
     return where, exact
+
+
+def required_search_terms(filter_: std.Filter | None) -> list[SearchTerm]:
+    """The IMAP-only terms (``body``, ``header``) ANDed at the top: every result is a hit of
+    each, so their hits bound the candidates (``text`` also matches cached headers)."""
+    conditions, _ = _conjuncts(filter_)
+    out: list[SearchTerm] = []
+    for condition in conditions:
+        for key in ("body", "header"):
+            if key in condition:
+                term = search_term(key, condition[key])
+                if term is not None:
+                    out.append(term)
+    return out
 
 
 def sql_order(sort: tuple[Comparator, ...]) -> eq.Order | None:

@@ -112,15 +112,19 @@ class Runner:
     account_id: str
     plan: Plan
     uid_hits: email_search.UidHits
+    _evaluated: list[str] | None = None
 
-    def walk(self) -> Iterator[str]:
-        """The result ids in order, lazily (SQL walk) or from the evaluated list."""
+    def walk(self, need: int | None = None) -> Iterator[str]:
+        """The result ids in order, lazily (SQL walk) or from the evaluated list.
+
+        ``need``: how many ids the caller expects to take, to size the first SQL batch.
+        """
         if self.plan.order is None:
             yield from self.evaluated()
             return
         seen: set[str] = set()
         after: eq.Hit | None = None
-        size = _FIRST_BATCH
+        size = _FIRST_BATCH if need is None else need * (2 if self.plan.collapse else 1) + 1
         while True:
             batch = eq.ordered(
                 self.tx, self.account_id, self.plan.where, self.plan.order, limit=size, after=after
@@ -133,7 +137,7 @@ class Runner:
                 yield hit.id
             if len(batch) < size:
                 return
-            after, size = batch[-1], size * 4
+            after, size = batch[-1], max(size * 4, _FIRST_BATCH)
 
     def all_ids(self) -> list[str]:
         if self.plan.order is None:
@@ -148,23 +152,30 @@ class Runner:
 
     def evaluated(self) -> list[str]:
         """The Python way: candidates from SQL, then filter, sort and collapse."""
+        if self._evaluated is not None:
+            return self._evaluated
         p = self.plan
-        rows = eq.candidates(self.tx, self.account_id, p.where, with_headers=p.needs_headers)
-        evaluator = ef.Evaluator(
-            email_search.email_hits(self.tx, self.account_id, self.uid_hits),
-            self._thread_keywords({r.thread_id for r in rows}),
-        )
+        hits = email_search.email_hits(self.tx, self.account_id, self.uid_hits)
+        where = p.where
+        for term in ef.required_search_terms(p.filter):
+            bound = hits.get(term, set())
+            if where.ids is not None:
+                bound &= set(where.ids)
+            where = replace(where, ids=tuple(sorted(bound)))
+        rows = eq.candidates(self.tx, self.account_id, where, with_headers=p.needs_headers)
+        evaluator = ef.Evaluator(hits, self._thread_keywords({r.thread_id for r in rows}))
         kept = [r for r in rows if evaluator.matches(p.filter, r)]
         ordered = std.sort_records(kept, p.sort, evaluator.sort_value, lambda r: r.id)
         if not p.collapse:
-            return [r.id for r in ordered]
-        seen: set[str] = set()
-        out: list[str] = []
-        for row in ordered:
-            if row.thread_id not in seen:
-                seen.add(row.thread_id)
-                out.append(row.id)
-        return out
+            self._evaluated = [r.id for r in ordered]
+        else:
+            seen: set[str] = set()
+            self._evaluated = []
+            for row in ordered:
+                if row.thread_id not in seen:
+                    seen.add(row.thread_id)
+                    self._evaluated.append(row.id)
+        return self._evaluated
 
     def _thread_keywords(self, thread_ids: set[str]) -> ef.ThreadKeywords:
         if not self.plan.thread_keywords:
@@ -200,7 +211,7 @@ def _page(runner: Runner, args: QueryArgs) -> tuple[list[str], int | None]:
     if args.anchor is not None or args.position < 0 or args.limit is None:
         ids = runner.all_ids()
         return ids, len(ids)
-    ids = _take(runner.walk(), args.position + args.limit)
+    ids = _take(runner.walk(args.position + args.limit), args.position + args.limit)
     return ids, None
 
 
@@ -229,9 +240,25 @@ async def email_query(ctx: MethodContext, call: Call) -> JsonObject:
 
 def _touched(tx: Tx, account_id: str, p: Plan, since: jstate.State) -> tuple[set[str], int]:
     """Ids changed or destroyed since ``since`` (whole threads when needed) and the seq."""
-    snapshot = standard.read_changes(tx, account_id, "emails", EMAIL_TYPE, since)
+    if since.after_id is None:  # query states never are intermediate: read only what is new
+        snapshot = standard.ChangeSnapshot(
+            [
+                std.ChangeRow(r.id, r.created_seq, r.updated_seq, r.destroyed_seq)
+                for r in q.changes_since(tx, "emails", account_id, since.seq)
+            ],
+            q.type_state(tx, account_id, EMAIL_TYPE),
+            q.type_floor(tx, account_id, EMAIL_TYPE),
+        )
+    else:
+        snapshot = standard.read_changes(tx, account_id, "emails", EMAIL_TYPE, since)
     standard.check_since(since, snapshot)
-    touched = {row.id for row in snapshot.rows if row.last_seq > since.seq}
+    # an intermediate state (an Email state from /changes paging) may have seen only part
+    # of its own seq: count all of that seq as changed (extra removals are allowed)
+    touched = {
+        row.id
+        for row in snapshot.rows
+        if row.last_seq > since.seq or (since.after_id is not None and row.last_seq == since.seq)
+    }
     if p.thread_dependent and touched:
         threads = eq.threads_of(tx, account_id, sorted(touched))
         touched |= eq.emails_of_threads(tx, account_id, sorted(threads))

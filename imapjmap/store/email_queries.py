@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Final, Literal
 
 from imapjmap.store.db import Tx
@@ -45,6 +46,8 @@ class EmailWhere:
     mailbox outside it.  Bounds are half-open as in RFC 8621 §4.4.1: ``received_before``
     and ``size_below`` exclusive, ``received_since`` and ``size_at_least`` inclusive.
     ``never`` is set when the conditions contradict each other (nothing matches).
+    ``headers_like`` only narrows: each needle must occur in the cached header JSON, a
+    necessary condition the caller still checks exactly.
     """
 
     in_mailboxes: tuple[str, ...] = ()
@@ -57,6 +60,7 @@ class EmailWhere:
     with_keywords: tuple[str, ...] = ()
     without_keywords: tuple[str, ...] = ()
     ids: tuple[str, ...] | None = None  # restrict to these ids
+    headers_like: tuple[str, ...] = ()  # see :func:`headers_needle`
     never: bool = False
 
 
@@ -75,9 +79,13 @@ class Hit:
     thread_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Candidate:
-    """The list properties Email/query filters and sorts on (``headers`` only on request)."""
+    """The list properties Email/query filters and sorts on.
+
+    The JSON columns are decoded on first use only: most filters read one of them or none.
+    ``headers`` is ``{}`` unless the rows were read ``with_headers``.
+    """
 
     id: str
     thread_id: str
@@ -88,12 +96,53 @@ class Candidate:
     sort_from: str
     sort_to: str
     has_attachment: bool
-    keywords: dict[str, bool]
-    mailbox_ids: dict[str, bool]
-    headers: dict[str, Any] = field(default_factory=dict)
+    keywords_json: str = "{}"
+    mailbox_ids_json: str = "{}"
+    headers_json: str = "{}"
+
+    @cached_property
+    def keywords(self) -> dict[str, bool]:
+        value: dict[str, bool] = json.loads(self.keywords_json)
+        return value
+
+    @cached_property
+    def mailbox_ids(self) -> dict[str, bool]:
+        value: dict[str, bool] = json.loads(self.mailbox_ids_json)
+        return value
+
+    @cached_property
+    def headers(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.headers_json)
+        return value
 
 
 # --- WHERE --------------------------------------------------------------------------------
+
+
+def headers_needle(value: str) -> str | None:
+    """The needle for :attr:`EmailWhere.headers_like` that a case-insensitive substring search
+    for ``value`` in a cached address or subject implies, or None when there is none.
+
+    The header JSON is ASCII (non-ASCII is written ``\\uXXXX``) and SQLite's LIKE folds
+    ASCII case only, so only ASCII values qualify, and not those with characters JSON
+    escapes (``"``, ``\\``, controls).  Values with ``<`` or ``>`` or surrounding spaces may
+    match across a name and its address (``"Name <addr>"``) and are refused too.  What this
+    narrowing cannot see: an ASCII value found only through the Unicode case folding of a
+    non-ASCII letter (``ss`` for ``ß``).
+    """
+    if (
+        not value
+        or not value.isascii()
+        or not value.isprintable()
+        or any(c in value for c in '"\\<>')
+        or value != value.strip()
+    ):
+        return None
+    return value
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _keyword_path(keyword: str) -> str:
@@ -132,6 +181,9 @@ def _where(where: EmailWhere, account_id: str) -> tuple[str, list[Any]]:
             f" AND o.email_id = e.id AND o.deleted = 0 AND o.mailbox_id NOT IN ({marks}))"
         )
         params.extend(others)
+    for needle in where.headers_like:
+        clauses.append("e.headers LIKE ? ESCAPE '\\'")
+        params.append("%" + _like_escape(needle) + "%")
     if where.ids is not None:
         marks = ",".join("?" * len(where.ids)) or "NULL"
         clauses.append(f"e.id IN ({marks})")
@@ -271,22 +323,16 @@ def candidates(
     tx: Tx, account_id: str, where: EmailWhere, *, with_headers: bool = False
 ) -> list[Candidate]:
     """Every matching email with the properties the Python side filters and sorts on."""
-    columns = _CANDIDATE_COLUMNS + (", e.headers" if with_headers else "")
+    if where.ids is not None and len(where.ids) > _CHUNK:
+        out: list[Candidate] = []
+        for chunk in _chunks(where.ids):
+            out += candidates(
+                tx, account_id, replace(where, ids=tuple(chunk)), with_headers=with_headers
+            )
+        return out
+    columns = _CANDIDATE_COLUMNS + (", e.headers" if with_headers else ", '{}'")
     return [
-        Candidate(
-            id=r[0],
-            thread_id=r[1],
-            size=r[2],
-            received_at=r[3],
-            sent_at=r[4],
-            sort_subject=r[5],
-            sort_from=r[6],
-            sort_to=r[7],
-            has_attachment=bool(r[8]),
-            keywords=json.loads(r[9]),
-            mailbox_ids=json.loads(r[10]),
-            headers=json.loads(r[11]) if with_headers else {},
-        )
+        Candidate(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), r[9], r[10], r[11])
         for r in _select(tx, account_id, where, columns)
     ]
 
