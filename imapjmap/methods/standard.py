@@ -49,13 +49,12 @@ def check_since(since: jstate.State, snapshot: ChangeSnapshot) -> None:
 def read_changes(
     tx: Tx, account_id: str, table: q.ChangeTable, data_type: str, since: jstate.State
 ) -> ChangeSnapshot:
-    """Every row changed at or after the state's seq, with the type's current state."""
-    # rows at exactly since.seq matter when the state is an intermediate one (after_id)
-    seq = since.seq
+    """Every row changed after the state's seq (a paging state's round starts there too),
+    with the type's current state, read in one snapshot."""
     return ChangeSnapshot(
         rows=[
             std.ChangeRow(r.id, r.created_seq, r.updated_seq, r.destroyed_seq)
-            for r in q.changes_since(tx, table, account_id, max(0, seq - 1))
+            for r in q.changes_since(tx, table, account_id, since.seq)
         ],
         current=q.type_state(tx, account_id, data_type),
         floor=q.type_floor(tx, account_id, data_type),
