@@ -70,7 +70,7 @@ def list_items(session: ImapSession) -> str:
         "RFC822.SIZE",
         "ENVELOPE",
         "BODYSTRUCTURE",
-        "BODY.PEEK[HEADER.FIELDS (REFERENCES)]",
+        f"BODY.PEEK[HEADER.FIELDS ({records.HEADER_FIELDS})]",
     ]
     if "CONDSTORE" in session.enabled:
         items.append("MODSEQ")

@@ -20,10 +20,14 @@ from typing import Any, Final
 
 from imapjmap.imap.models import Address, FetchRecord
 from imapjmap.mime import envelope as env
+from imapjmap.mime import headers
 from imapjmap.store.emails import EmailRow
 
 _ID_CHARS: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
-REFERENCES_SECTION: Final = "BODY[HEADER.FIELDS (REFERENCES)]"
+# ENVELOPE cannot say whether Sender / Reply-To exist (RFC 3501 §7.4.2: the server copies
+# From into them when absent), and has no References: those three come as raw headers.
+HEADER_FIELDS: Final = "REFERENCES SENDER REPLY-TO"
+HEADERS_SECTION: Final = f"BODY[HEADER.FIELDS ({HEADER_FIELDS})]"
 
 
 def _digest(text: str) -> str:
@@ -77,14 +81,25 @@ class Parsed:
     upstream_thread: str | None  # THREADID / X-GM-THRID when the server has them
 
 
-def references_of(record: FetchRecord) -> list[str]:
-    raw = record.sections.get(REFERENCES_SECTION)
+def extra_headers(record: FetchRecord) -> dict[str, str]:
+    """Upper-cased name → raw value of the last References / Sender / Reply-To field."""
+    raw = record.sections.get(HEADERS_SECTION)
     if not raw:
-        return []
-    text = raw.decode("utf-8", "replace")
-    value = re.sub(r"\r?\n[ \t]+", " ", text)
-    _, _, value = value.partition(":")
-    return env.message_ids(value.strip()) or []
+        return {}
+    return {name.upper(): value for name, value in headers.raw_headers(raw)}
+
+
+def references_of(fields: dict[str, str]) -> list[str]:
+    value = fields.get("REFERENCES")
+    return env.message_ids(value.strip()) or [] if value else []
+
+
+def _addresses_of(fields: dict[str, str], name: str) -> list[dict[str, Any]] | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    parsed = headers.parse_form("asAddresses", value)
+    return parsed if isinstance(parsed, list) and parsed else None
 
 
 def parse_record(record: FetchRecord, account_id: str) -> Parsed:
@@ -100,17 +115,18 @@ def parse_record(record: FetchRecord, account_id: str) -> Parsed:
     to = addrs(e.to if e else None)
     message_id = env.message_ids(e.message_id) if e and e.message_id else None
     in_reply_to = env.message_ids(e.in_reply_to) if e and e.in_reply_to else None
-    references = references_of(record) or None
+    fields = extra_headers(record)
+    references = references_of(fields) or None
     headers: dict[str, Any] = {
         "messageId": message_id,
         "inReplyTo": in_reply_to,
         "references": references,
-        "sender": addrs(e.sender if e else None),
+        "sender": _addresses_of(fields, "SENDER"),
         "from": from_,
         "to": to,
         "cc": addrs(e.cc if e else None),
         "bcc": addrs(e.bcc if e else None),
-        "replyTo": addrs(e.reply_to if e else None),
+        "replyTo": _addresses_of(fields, "REPLY-TO"),
         "subject": subject,
         "sentAt": env.sent_at(e) if e else None,
     }

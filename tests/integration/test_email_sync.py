@@ -248,3 +248,26 @@ async def test_nothing_changed_means_no_new_state(client: Jmap, oracle: imaplib.
     assert await email_state(client) == state
     changes = await client.ok("Email/changes", {"sinceState": state})
     assert changes["newState"] == state and changes["created"] == []
+
+
+async def test_sender_and_reply_to_are_null_when_absent(
+    client: Jmap, oracle: imaplib.IMAP4
+) -> None:
+    """ENVELOPE copies From into Sender and Reply-To when they are absent (RFC 3501
+    §7.4.2); the cache must still say null (RFC 8621 §4.1.2.3)."""
+    inbox = (await mailbox_ids(client))["Inbox"]
+    append(oracle, "INBOX", message("plain", "plain@x"))
+    raw = message("with", "with@x").replace(
+        b"Subject:", b"Sender: Sec <sec@example.org>\r\nReply-To: r@example.org\r\nSubject:"
+    )
+    append(oracle, "INBOX", raw)
+    subjects = await by_subject(client, inbox)
+    got = await client.ok(
+        "Email/get",
+        {"ids": [subjects["plain"], subjects["with"]], "properties": ["sender", "replyTo", "from"]},
+    )
+    by_id = {e["id"]: e for e in got["list"]}
+    assert by_id[subjects["plain"]]["sender"] is None
+    assert by_id[subjects["plain"]]["replyTo"] is None
+    assert by_id[subjects["with"]]["sender"] == [{"name": "Sec", "email": "sec@example.org"}]
+    assert by_id[subjects["with"]]["replyTo"] == [{"name": None, "email": "r@example.org"}]
