@@ -15,8 +15,8 @@ Rule 3: tokens are canonical: ``encode(decode(t)) == t`` for every accepted ``t`
         tokens name the same state exactly when the strings are equal (``ifInState``).
 
 Token format (opaque to clients; documented for logs): ``s<seq base36>.<epoch>`` or
-``p<seq base36>.<upto base36>.<epoch>.<after_id>``.  The ``s`` prefix keeps it from looking like a number;
-every character is URL-safe.  Query states use the same encoding.
+``p<seq base36>.<upto base36>.<epoch>.<after_id>``.  The letter in front keeps a token from
+looking like a number; every character is URL-safe.  Query states use the same encoding.
 """
 
 from __future__ import annotations

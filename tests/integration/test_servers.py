@@ -27,7 +27,7 @@ from imapjmap.demo.dovecot import (
 )
 from imapjmap.demo.samplemail import encode_mutf7
 from imapjmap.demo.smtp import SmtpSink
-from tests.conftest import ImapUser, SeededUser
+from tests.conftest import ImapUser, SeededUser, dovecot_root
 
 pytestmark = pytest.mark.dovecot
 
@@ -116,9 +116,9 @@ def test_user_fixture_is_fresh_and_connects(
         second.logout()
 
 
-def test_capabilities_can_be_removed(tmp_path: Path) -> None:
+def test_capabilities_can_be_removed() -> None:
     removed = {"QRESYNC", "CONDSTORE", "LIST-STATUS", "MOVE", "UIDPLUS", "QUOTA"}
-    with DovecotServer.start(tmp_path / "dc", remove_capabilities=removed) as server:
+    with dovecot_root() as root, DovecotServer.start(root, remove_capabilities=removed) as server:
         server.add_user("alice", "secret")
         assert not removed & set(server.capabilities)
         assert "IMAP4rev1" in server.capabilities
@@ -134,14 +134,18 @@ def test_capabilities_can_be_removed(tmp_path: Path) -> None:
             client.logout()
 
 
-def test_startup_failure_reports_the_log(tmp_path: Path) -> None:
-    with pytest.raises(DovecotError) as failure:
-        DovecotServer.start(tmp_path / "broken", extra_conf="no_such_setting = 1\n")
+def test_startup_failure_reports_the_log() -> None:
+    with pytest.raises(DovecotError) as failure, dovecot_root() as root:
+        DovecotServer.start(root, extra_conf="no_such_setting = 1\n")
     assert "no_such_setting" in str(failure.value)
 
 
-def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
-    server = DovecotServer.start(tmp_path / "dc")
+def test_stop_leaves_no_process_behind() -> None:
+    with dovecot_root() as root:
+        _check_stop(DovecotServer.start(root))
+
+
+def _check_stop(server: DovecotServer) -> None:
     server.add_user("u", "p")
     server.connect("u", "p").logout()
     master = server._process
