@@ -23,12 +23,25 @@ SESSION_PATH: Final = "/jmap/session"
 DOWNLOAD_PATH: Final = "/jmap/download/{accountId}/{blobId}/{name}"
 UPLOAD_PATH: Final = "/jmap/upload/{accountId}/"
 EVENTSOURCE_PATH: Final = "/jmap/eventsource/"
+WEBSOCKET_PATH: Final = "/jmap/ws/"
 
 # Mailbox names: IMAP servers accept long names, but the encoded path must stay well under
 # common 1 KB command-line limits once parents are prefixed.
 MAX_SIZE_MAILBOX_NAME: Final = 255
 COLLATIONS: Final = ("i;ascii-casemap", "i;octet", "i;unicode-casemap")
-EMAIL_SORT_OPTIONS: Final = ("receivedAt",)
+# RFC 8621 §1.3.1: every Comparator property Email/query supports (methods.email_filter
+# takes its SORT_PROPERTIES from here).
+EMAIL_SORT_OPTIONS: Final = (
+    "receivedAt",
+    "sentAt",
+    "size",
+    "from",
+    "to",
+    "subject",
+    "hasKeyword",
+    "allInThreadHaveKeyword",
+    "someInThreadHaveKeyword",
+)
 # RFC 9404 Blob account capability: data sources per Blob/upload creation (at least 64),
 # the types Blob/lookup knows, the digests Blob/get computes.
 BLOB_MAX_DATA_SOURCES: Final = 64
@@ -86,6 +99,14 @@ def submission_account_capability(extensions: Mapping[str, Sequence[str]]) -> di
     }
 
 
+def websocket_capability(cfg: Config) -> dict[str, Any]:
+    """RFC 8887 §3: the WebSocket URL (``wss://`` for an https base URL) and push support."""
+    base = cfg.server.base_url.rstrip("/")
+    scheme, sep, rest = base.partition("://")
+    url = ("wss" if scheme == "https" else "ws") + sep + rest + WEBSOCKET_PATH
+    return {"url": url, "supportsPush": True}
+
+
 def _account_capabilities(
     cfg: Config, caps: frozenset[str], submission_extensions: Mapping[str, Sequence[str]]
 ) -> dict[str, Any]:
@@ -113,6 +134,7 @@ def build_session(
     capabilities: dict[str, Any] = {wire.CORE: core_capability(cfg)}
     for urn in sorted(account.capabilities):
         capabilities[urn] = {}
+    capabilities[wire.WEBSOCKET] = websocket_capability(cfg)
     session: dict[str, Any] = {
         "capabilities": capabilities,
         "accounts": {

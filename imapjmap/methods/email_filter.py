@@ -24,20 +24,12 @@ from typing import Any, Final, Literal
 from imapjmap.jmap import standard as std
 from imapjmap.jmap.args import Comparator
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
+from imapjmap.jmap.session import EMAIL_SORT_OPTIONS
 from imapjmap.jmap.wire import JsonObject, is_unsigned_int
 from imapjmap.store import email_queries as eq
 
-SORT_PROPERTIES: Final = (
-    "receivedAt",
-    "sentAt",
-    "size",
-    "from",
-    "to",
-    "subject",
-    "hasKeyword",
-    "allInThreadHaveKeyword",
-    "someInThreadHaveKeyword",
-)
+# the sorts the session advertises (RFC 8621 §1.3.1) are exactly the ones answered here
+SORT_PROPERTIES: Final = EMAIL_SORT_OPTIONS
 """What Email/query sorts on (the session's ``emailQuerySortOptions``)."""
 
 KEYWORD_SORTS: Final = frozenset(
