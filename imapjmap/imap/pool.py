@@ -108,6 +108,12 @@ class ImapPool:
                 current = session.selected
                 if current is None or current.name != mailbox or current.readonly != readonly:
                     await session.select(mailbox, readonly=readonly)
+                else:
+                    # Another connection may have changed the mailbox since this one
+                    # selected it, and until this session hears about it (any command will
+                    # do) the new UIDs do not exist for it: a STORE or UID EXPUNGE of them
+                    # is a silent no-op and a FETCH returns nothing.
+                    await session.noop()
             yield session
         except ImapCommandFailed:
             self._give_back(session)

@@ -266,8 +266,9 @@ async def test_connection_with_the_mailbox_selected_is_reused_without_select(
     for wanted, expected in (("Sent", sent_conn), ("INBOX", inbox_conn), ("Sent", sent_conn)):
         async with pool.session(wanted) as session:
             assert session is expected
-    assert inbox_conn.commands == ["SELECT INBOX"], "no second SELECT"
-    assert sent_conn.commands == ["SELECT Sent"], "no second SELECT"
+    # no second SELECT; a NOOP per reuse lets the session hear of other connections' changes
+    assert inbox_conn.commands == ["SELECT INBOX", "NOOP"], "no second SELECT"
+    assert sent_conn.commands == ["SELECT Sent", "NOOP", "NOOP"], "no second SELECT"
     assert len(server.sessions) == 2
     await pool.aclose()
 
@@ -364,7 +365,7 @@ async def test_timed_out_waiter_does_not_leak_the_slot(server: FakeServer) -> No
     assert not held.closed, "the waiter's timeout must not cost the holder's connection"
     async with asyncio.timeout(1), pool.session("INBOX") as session:
         assert session is held
-    assert held.commands == ["SELECT INBOX"]
+    assert held.commands == ["SELECT INBOX", "NOOP"]
     await pool.aclose()
 
 
@@ -398,7 +399,7 @@ async def test_tagged_no_inside_the_block_returns_the_connection(server: FakeSer
             raise ImapCommandFailed("UID STORE", "NOPERM", "no write access")
     async with pool.session("INBOX") as session:
         assert session is server.sessions[0]
-    assert server.sessions[0].commands == ["SELECT INBOX"], "kept its selection"
+    assert server.sessions[0].commands == ["SELECT INBOX", "NOOP"], "kept its selection"
     assert not server.sessions[0].closed
     await pool.aclose()
 
