@@ -17,7 +17,9 @@ Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
    positive (``auth.credential_cache_seconds`` may be 0: no caching); strings are not empty.
 3. An array of tables (``[[submission.identities]]``) is a tuple of dataclasses, each entry
    checked like a table (paths such as ``submission.identities[0].email``); a field
-   without a default is required in each entry.
+   without a default is required in each entry.  An array of strings
+   (``push.allowed_url_prefixes``) is a tuple of ``str``, each item checked like a string
+   key (paths such as ``push.allowed_url_prefixes[0]``).
 4. A few keys have a shape of their own: ``server.listen`` is ``host:port`` (an IPv6 address
    in brackets), ``server.base_url`` an absolute http(s) URL (a trailing ``/`` is stripped;
    when only ``listen`` is given it defaults to ``http://<listen>``),
@@ -140,6 +142,17 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PushConfig:
+    """Push (RFC 8620 §7): the upstream poll without NOTIFY, and PushSubscription URLs."""
+
+    # URLs starting with one of these are always accepted as PushSubscription urls (e.g. a
+    # push gateway on the local network); others must be https:// to a public address
+    allowed_url_prefixes: tuple[str, ...] = ()
+    poll_interval: float = 60.0  # seconds between LIST-STATUS polls when NOTIFY is missing
+    max_subscriptions: int = 20  # PushSubscriptions per account
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -148,6 +161,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    push: PushConfig = field(default_factory=PushConfig)
 
 
 # --- loading and validation ----------------------------------------------------------------
@@ -304,6 +318,9 @@ def _build_section(
             if path in REQUIRED or name in required:
                 problems.append(f"{path}: required key is missing")
             continue
+        if get_origin(hint) is tuple and get_args(hint)[0] is str:  # an array of strings
+            values[name] = _build_strings(path, raw[name], problems)
+            continue
         if get_origin(hint) is tuple:  # an array of tables, e.g. [[submission.identities]]
             values[name] = _build_tables(get_args(hint)[0], path, raw[name], problems)
             continue
@@ -327,6 +344,20 @@ def _build_tables(cls: type, path: str, value: object, problems: list[str]) -> t
         built = _build_section(cls, where, item, problems)
         if built is not None:
             out.append(built)
+    return tuple(out)
+
+
+def _build_strings(path: str, value: object, problems: list[str]) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        problems.append(f"{path}: expected an array of strings, got {_toml_type(value)}")
+        return ()
+    out: list[str] = []
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        try:
+            out.append(str(_check_value(where, path.rpartition(".")[2], _coerce(str, item))))
+        except _Invalid as exc:
+            problems.append(f"{where}: {exc}")
     return tuple(out)
 
 
@@ -390,6 +421,15 @@ def _base_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _url_prefix(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or rest[0] in "/:?#":
+        raise _Invalid(f"expected an http:// or https:// URL prefix with a host (got {value!r})")
+    if any(c.isspace() for c in value):
+        raise _Invalid(f"must not contain white space (got {value!r})")
+    return value
+
+
 def _log_level(value: str) -> str:
     if value not in LOG_LEVELS:
         raise _Invalid(f"must be one of {', '.join(LOG_LEVELS)} (got {value!r})")
@@ -431,6 +471,7 @@ _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "smtp.host": _host,
     "submission.default_domain": _domain,
     "submission.identities[].email": _address,
+    "push.allowed_url_prefixes[]": _url_prefix,
 }
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from imapjmap.config import Config
-from imapjmap.http import blobs, middleware, views
+from imapjmap.http import blobs, middleware, push, views
 from imapjmap.http.auth import Authenticator
 from imapjmap.imap.pool import ImapPools
 from imapjmap.methods.context import Services
@@ -45,6 +45,7 @@ def make_app(cfg: Config) -> web.Application:
     app.cleanup_ctx.append(_services_ctx)
     views.add_routes(app)
     blobs.add_routes(app)
+    push.add_routes(app)
     return app
 
 

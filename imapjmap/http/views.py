@@ -14,8 +14,9 @@ from imapjmap.config import Config
 from imapjmap.http.auth import REALM, Authenticated, Authenticator, Unauthorized
 from imapjmap.jmap import dispatch
 from imapjmap.jmap.errors import RequestError, RequestErrorType
-from imapjmap.jmap.request import parse_request
+from imapjmap.jmap.request import Request, parse_request
 from imapjmap.jmap.session import DOWNLOAD_PATH, SessionAccount, build_session
+from imapjmap.jmap.wire import JsonObject
 from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY, blob_store, submission
 from imapjmap.methods.context import MethodContext, Services
 
@@ -38,9 +39,12 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 async def _authenticate(request: web.Request) -> Authenticated:
     try:
-        return await request.app[AUTH].authenticate(request.headers.get("Authorization"))
+        who = await request.app[AUTH].authenticate(request.headers.get("Authorization"))
     except Unauthorized as exc:
         raise web.HTTPUnauthorized(reason=str(exc), headers={"WWW-Authenticate": REALM}) from None
+    # push listeners restored at start-up wait for a login to watch the upstream
+    await request.app[SERVICES].push.resume(who.account.account_id)
+    return who
 
 
 async def _session_for(cfg: Config, who: Authenticated) -> dict[str, Any]:
@@ -89,7 +93,20 @@ async def api_view(request: web.Request) -> web.StreamResponse:
     jmap_request = parse_request(
         body, supported_capabilities=CAPABILITIES, max_calls=cfg.limits.max_calls_in_request
     )
-    in_flight = request.app[IN_FLIGHT]
+    return _json(await run_request(request.app, who, jmap_request))
+
+
+async def run_request(
+    app: web.Application, who: Authenticated, jmap_request: Request
+) -> JsonObject:
+    """Run a parsed Request for ``who`` and return the Response object: the API pipeline
+    shared by ``POST apiUrl`` and WebSocket ``Request`` messages (RFC 8887 §4.3.2).
+
+    Raises:
+        RequestError: limit (maxConcurrentRequests).
+    """
+    cfg = app[CONFIG]
+    in_flight = app[IN_FLIGHT]
     account_id = who.account.account_id
     if in_flight[account_id] >= cfg.limits.max_concurrent_requests:
         raise RequestError(
@@ -97,7 +114,7 @@ async def api_view(request: web.Request) -> web.StreamResponse:
         )
     in_flight[account_id] += 1
     try:
-        ctx = MethodContext(request.app[SERVICES], who.account, who.pool)
+        ctx = MethodContext(app[SERVICES], who.account, who.pool)
         session = await _session_for(cfg, who)
         response = await dispatch.run(
             jmap_request,
@@ -108,12 +125,12 @@ async def api_view(request: web.Request) -> web.StreamResponse:
         )
         # whatever the calls changed reaches push listeners now (writes that refreshed
         # have published already; this covers the rest, e.g. Identity/set)
-        await request.app[SERVICES].push.hub.poke(account_id)
+        await app[SERVICES].push.hub.poke(account_id)
     finally:
         in_flight[account_id] -= 1
         if not in_flight[account_id]:
             del in_flight[account_id]
-    return _json(response)
+    return response
 
 
 async def download_view(request: web.Request) -> web.StreamResponse:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from imapjmap.jmap.dispatch import MethodSpec
-from imapjmap.jmap.wire import BLOB, CORE, MAIL, SUBMISSION
+from imapjmap.jmap.wire import BLOB, CORE, MAIL, SUBMISSION, WEBSOCKET
 from imapjmap.methods import (
     blob_methods,
     core,
@@ -19,6 +19,7 @@ from imapjmap.methods import (
     identity,
     mailbox,
     mailbox_set,
+    push_subscription,
     snippet,
     submission,
     thread,
@@ -56,8 +57,15 @@ REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
     "Blob/upload": MethodSpec(blob_methods.blob_upload, BLOB),
     "Blob/get": MethodSpec(blob_methods.blob_get, BLOB),
     "Blob/lookup": MethodSpec(blob_methods.blob_lookup, BLOB),
+    "PushSubscription/get": MethodSpec(
+        push_subscription.push_subscription_get, CORE, takes_account=False
+    ),
+    "PushSubscription/set": MethodSpec(
+        push_subscription.push_subscription_set, CORE, takes_account=False
+    ),
 }
 
-# Capabilities whose methods are all implemented; only these are advertised.
-CAPABILITIES: Final = frozenset({CORE, MAIL, BLOB, SUBMISSION})
+# Capabilities whose methods are all implemented; only these are advertised (WebSocket has
+# no methods: its endpoint is the /jmap/ws/ route).
+CAPABILITIES: Final = frozenset({CORE, MAIL, BLOB, SUBMISSION, WEBSOCKET})
 ACCOUNT_CAPABILITIES: Final = frozenset({MAIL, BLOB, SUBMISSION})

@@ -44,7 +44,9 @@ class Services:
     push: PushService = field(init=False)
 
     def __post_init__(self) -> None:
-        self.push = PushService(self.store, self.pools, self.sync_for)
+        self.push = PushService(
+            self.store, self.pools, self.sync_for, poll_interval=self.cfg.push.poll_interval
+        )
 
     def sync_for(self, account_id: str) -> AccountSync:
         sync = self.syncs.get(account_id)

@@ -1,5 +1,9 @@
 """Wires the hub to the upstream watchers: a watcher runs exactly while its account has at
 least one push listener (an EventSource, a WebSocket with push enabled, a PushSubscription).
+
+A watcher needs the account's IMAP pool, which exists only once the user has logged in
+during this process: a PushSubscription restored at start-up listens without a watcher
+until then, and :meth:`PushService.resume` (called on every authenticated request) starts it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from typing import Final
 
 from imapjmap.imap.pool import ImapPools
 from imapjmap.push.hub import Hub
+from imapjmap.push.subscriptions import Subscriptions
 from imapjmap.push.watcher import Watcher
 from imapjmap.store.db import Store
 from imapjmap.sync.engine import AccountSync
@@ -32,8 +37,14 @@ class PushService:
         self._sync_for = sync_for
         self._poll_interval = poll_interval
         self.watchers: dict[str, Watcher] = {}
+        self.subscriptions = Subscriptions(self.hub, store)
         self.hub.on_first_listener = self._start
         self.hub.on_last_listener = self._stop
+
+    async def resume(self, account_id: str) -> None:
+        """Start the account's watcher if it has listeners but none runs (cheap otherwise)."""
+        if account_id not in self.watchers and self.hub.listeners(account_id):
+            await self._start(account_id)
 
     async def _start(self, account_id: str) -> None:
         pool = self._pools.get(account_id)
@@ -55,5 +66,6 @@ class PushService:
             log.info("push: stopped watching account %s", account_id)
 
     async def aclose(self) -> None:
+        await self.subscriptions.aclose()
         for account_id in list(self.watchers):
             await self._stop(account_id)

@@ -74,6 +74,14 @@ Version 3 (the write path):
     deletable) and those the user created.  ``reply_to``/``bcc`` are JSON or NULL.
 ``submissions``
     Change-tracked EmailSubmission rows; ``envelope`` and ``delivery_status`` are JSON.
+
+Version 4 (push):
+
+``push_subscriptions``
+    RFC 8620 §7.2 PushSubscriptions of an account (not change-tracked: the type has no
+    state).  ``verification_code`` is the code the server sent; ``verified`` turns 1 once
+    the client echoed it.  ``keys`` and ``types`` are JSON or NULL; ``expires`` and
+    ``created_at`` are Unix seconds.
 """
 
 from __future__ import annotations
@@ -261,7 +269,24 @@ CREATE TABLE submissions (
 CREATE INDEX submissions_updated_seq ON submissions (account_id, updated_seq);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
+_V4: Final = """
+CREATE TABLE push_subscriptions (
+    account_id        TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    id                TEXT NOT NULL,
+    device_client_id  TEXT NOT NULL,
+    url               TEXT NOT NULL,
+    keys              TEXT,
+    verification_code TEXT NOT NULL,
+    verified          INTEGER NOT NULL DEFAULT 0,
+    expires           REAL NOT NULL,
+    types             TEXT,
+    created_at        REAL NOT NULL,
+    PRIMARY KEY (account_id, id)
+);
+CREATE INDEX push_subscriptions_expires ON push_subscriptions (expires);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
 """``MIGRATIONS[n]`` takes a cache from ``user_version`` n to n + 1."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -18,6 +18,7 @@ from imapjmap.config import (
     Config,
     IdentityConfig,
     ImapConfig,
+    PushConfig,
     ServerConfig,
     SubmissionConfig,
     config_warnings,
@@ -368,3 +369,36 @@ def test_every_identity_field_is_documented_in_the_example_file() -> None:
     for f in dataclasses.fields(IdentityConfig):
         assert re.search(rf"\b{f.name}\b", comments), f"identity field {f.name} is undocumented"
     assert "[[submission.identities]]" in comments
+
+
+# --- [push]: an array of strings -----------------------------------------------------------
+
+
+def test_push_url_prefixes_are_an_array_of_strings() -> None:
+    prefixes = ["http://127.0.0.1:8081/", "https://push.internal.example/"]
+    cfg = parse_config(minimal(push={"allowed_url_prefixes": prefixes, "poll_interval": 5}))
+    assert cfg.push == PushConfig(allowed_url_prefixes=tuple(prefixes), poll_interval=5.0)
+    assert parse_config(tomllib.loads(to_toml(cfg))) == cfg
+
+
+@pytest.mark.parametrize(
+    ("prefixes", "message"),
+    [
+        ("http://x", "push.allowed_url_prefixes: expected an array of strings, got string"),
+        ([5], "push.allowed_url_prefixes[0]: expected a string, got integer"),
+        ([""], "push.allowed_url_prefixes[0]: must not be empty"),
+        (["ftp://x/"], "push.allowed_url_prefixes[0]: expected an http:// or https://"),
+        (["https:///x"], "push.allowed_url_prefixes[0]: expected an http:// or https://"),
+        (["https://a b/"], "push.allowed_url_prefixes[0]: must not contain white space"),
+    ],
+)
+def test_push_url_prefix_errors_name_the_entry(prefixes: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(minimal(push={"allowed_url_prefixes": prefixes}))
+
+
+def test_push_limits_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"push\.max_subscriptions: must be at least 1"):
+        parse_config(minimal(push={"max_subscriptions": 0}))
+    with pytest.raises(ConfigError, match=r"push\.poll_interval: must be positive"):
+        parse_config(minimal(push={"poll_interval": 0}))

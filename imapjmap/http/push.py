@@ -1,0 +1,154 @@
+"""The push endpoints: EventSource (RFC 8620 §7.3, CORE-PUSH-03) here, WebSocket (RFC 8887)
+in :mod:`imapjmap.http.websocket`, PushSubscription delivery in :mod:`imapjmap.http.webpush`.
+
+EventSource, ``GET /jmap/eventsource/?types=…&closeafter=…&ping=…`` (authenticated):
+
+* ``types``: a comma-separated list of type names, or ``*`` (the default) for all;
+  ``closeafter``: ``state`` or ``no`` (the default); ``ping``: seconds, ``0`` (the default)
+  for none, else clamped into [``PING_MIN``, ``PING_MAX``] — the RFC lets a server clamp as
+  long as its minimum is at most 30 and its maximum at least 300.  Anything else is a 400
+  problem document.
+* The headers go out at once (fetch-based clients wait for them).  Then one ``state``
+  event: with a valid ``Last-Event-ID`` the types changed since that id (nothing when none
+  did), otherwise every current state.  Then one ``state`` event per change.  Every
+  ``state`` event has an ``id``: the resume token of :mod:`imapjmap.push.stream`, which
+  names the account-wide seq.  ``closeafter=state`` ends the response after the first
+  ``state`` event sent.
+* ``ping`` events carry ``{"interval": N}`` (the clamped N) and no ``id``, after N seconds
+  without an event.
+* The listener is dropped when the client goes away: aiohttp does not cancel the handler,
+  so the transport is checked every ``_LIVENESS`` seconds, and every write error ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from imapjmap.http import views, webpush, websocket
+from imapjmap.jmap.errors import RequestError, RequestErrorType
+from imapjmap.jmap.session import EVENTSOURCE_PATH
+from imapjmap.push.stream import PushStream
+
+log = logging.getLogger(__name__)
+
+PING_MIN: Final = 5  # seconds; the RFC allows any minimum up to 30
+PING_MAX: Final = 600  # seconds; the RFC allows any maximum from 300
+_LIVENESS: Final = 2.0  # seconds between checks that the client is still connected
+_TYPE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9]{0,99}")
+
+
+@dataclass(frozen=True, slots=True)
+class EventSourceParams:
+    types: frozenset[str] | None  # None: every type
+    close_after_state: bool
+    ping: int  # seconds, already clamped; 0: no pings
+
+
+def _bad_request(detail: str) -> RequestError:
+    return RequestError(RequestErrorType.BLANK, detail, status=400, title="Bad Request")
+
+
+def parse_params(query: Mapping[str, str]) -> EventSourceParams:
+    """The EventSource query parameters (CORE-PUSH-03).
+
+    Raises:
+        RequestError: 400, naming the parameter that is wrong.
+    """
+    raw_types = query.get("types", "*").strip()
+    types: frozenset[str] | None = None
+    if raw_types != "*":
+        names = [t.strip() for t in raw_types.split(",")]
+        if not all(_TYPE_NAME.fullmatch(t) for t in names):
+            raise _bad_request("types must be * or a comma-separated list of type names")
+        types = frozenset(names)
+    close_after = query.get("closeafter", "no")
+    if close_after not in ("state", "no"):
+        raise _bad_request("closeafter must be state or no")
+    raw_ping = query.get("ping", "0")
+    if not (raw_ping.isascii() and raw_ping.isdigit()) or len(raw_ping) > 15:
+        raise _bad_request("ping must be a number of seconds (0 for no pings)")
+    ping = int(raw_ping)
+    if ping:
+        ping = min(max(ping, PING_MIN), PING_MAX)
+    return EventSourceParams(types, close_after == "state", ping)
+
+
+def sse_event(event: str, data: Any, event_id: str | None = None) -> bytes:
+    """One ``text/event-stream`` event (the JSON data is one line)."""
+    lines = [f"event: {event}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append("data: " + json.dumps(data, separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def eventsource_view(request: web.Request) -> web.StreamResponse:
+    who = await views._authenticate(request)
+    params = parse_params(request.query)
+    hub = request.app[views.SERVICES].push.hub
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+            "Access-Control-Allow-Origin": "*",
+        }
+    )
+    await response.prepare(request)
+    account = who.account
+    async with PushStream(hub, account.account_id, account.epoch, params.types) as stream:
+        first = await stream.open(request.headers.get("Last-Event-ID"), initial=True)
+        with contextlib.suppress(ConnectionError):  # the client went away while we wrote
+            await _stream_events(request, response, stream, params, first)
+    return response
+
+
+async def _stream_events(
+    request: web.Request,
+    response: web.StreamResponse,
+    stream: PushStream,
+    params: EventSourceParams,
+    first: dict[str, str],
+) -> None:
+    loop = asyncio.get_running_loop()
+    change: dict[str, str] | None = first or None
+    idle_since = loop.time()
+    while True:
+        if change:
+            await response.write(sse_event("state", stream.state_change(change), stream.token))
+            idle_since = loop.time()
+            if params.close_after_state:
+                await response.write_eof()
+                return
+        elif _gone(request):
+            return
+        elif params.ping and loop.time() - idle_since >= params.ping:
+            await response.write(sse_event("ping", {"interval": params.ping}))
+            idle_since = loop.time()
+        wait = _LIVENESS
+        if params.ping:
+            wait = max(0.0, min(wait, idle_since + params.ping - loop.time()))
+        change = await stream.next(wait)
+
+
+def add_routes(app: web.Application) -> None:
+    """The push routes, and the PushSubscription delivery's start-up and shut-down (which
+    need the services, so this runs after the services' cleanup context is added)."""
+    app.router.add_get(EVENTSOURCE_PATH, eventsource_view)
+    app.router.add_get(EVENTSOURCE_PATH.rstrip("/"), eventsource_view)
+    websocket.add_routes(app)
+    app.cleanup_ctx.append(webpush.webpush_ctx)

@@ -1,0 +1,263 @@
+"""PushSubscription delivery (RFC 8620 §7.2): the URL policy, verification, StateChange POSTs.
+
+Theory of operation
+-------------------
+A PushSubscription makes this server POST to a URL a client chose, so it is a way to make
+the server send requests elsewhere.  Three guards:
+
+1. *URL policy* (:func:`check_url`): the URL must be ``https://`` and its host must resolve
+   only to public addresses (not loopback, private, link-local, multicast, reserved...), so
+   a client cannot aim the server at its own network.  URLs that start with one of
+   ``push.allowed_url_prefixes`` are always accepted (a gateway the operator trusts).  The
+   HTTP side re-checks every address it connects to (DNS may change after the check).
+2. *Verification*: on create, ONE PushVerification POST goes to the URL; nothing else is sent
+   until the client echoes the code with PushSubscription/set (RFC 8620 §7.2.2).
+3. *Expiry*: at most ``MAX_EXPIRY`` ahead (RFC 8620 §7.2: with Basic auth the server SHOULD
+   limit it; at least 48 hours, SHOULD be at least 7 days); nothing is sent after it.
+
+Each verified, unexpired subscription is one hub listener with one task that POSTs its
+StateChanges (:class:`Subscriptions`).  A POST is retried with exponential backoff on a
+network error, ``429`` or ``5xx``, up to ``max_tries`` tries; then that change is dropped
+(the next one carries newer states anyway).  ``404``/``410`` mean the push endpoint is gone:
+the subscription is destroyed.  After a ``429`` the task waits before its next POST,
+longer each time, and changes that pile up meanwhile go out as ONE StateChange.
+
+The HTTP client is not here (only ``imapjmap.http`` may import aiohttp): it is a
+:class:`PushPoster` that the HTTP app attaches at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import ipaddress
+import json
+import logging
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
+
+from imapjmap.push import ece
+from imapjmap.push.hub import Hub, Listener
+from imapjmap.store import push as store_push
+from imapjmap.store.db import Store
+
+log = logging.getLogger(__name__)
+
+MAX_EXPIRY: Final = 7 * 24 * 3600.0  # seconds ahead a subscription may last
+PUSH_TTL: Final = 86400  # RFC 8030 §5.2 TTL header: seconds a push service may keep it
+_THROTTLE_MIN: Final = 5.0
+_THROTTLE_MAX: Final = 300.0
+
+
+class PushPoster(Protocol):
+    """POSTs one push message (the HTTP side implements it)."""
+
+    async def post(self, url: str, body: bytes, *, ttl: int, encoding: str | None) -> int:
+        """Send ``body`` (JSON, or JSON in the content coding ``encoding``) to ``url``;
+        return the HTTP status.
+
+        Raises:
+            OSError: the request could not be made (refused address, DNS, connection,
+                timeout); the caller may retry.
+        """
+        ...
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    DROPPED = "dropped"  # given up for this message only
+    GONE = "gone"  # the endpoint says the subscription no longer exists
+
+
+# --- the URL policy ------------------------------------------------------------------------
+
+
+def allowed_by_prefix(url: str, prefixes: Iterable[str]) -> bool:
+    return any(url.startswith(prefix) for prefix in prefixes)
+
+
+def is_public(address: str) -> bool:
+    """Whether an IP address is one a push may go to (a global unicast address)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+
+
+@dataclass(frozen=True, slots=True)
+class UrlRefusal:
+    reason: str
+    malformed: bool  # True: not an acceptable https URL at all; False: a refused host
+
+
+async def check_url(url: str, allowed_prefixes: Iterable[str]) -> UrlRefusal | None:
+    """Why ``url`` may not be a PushSubscription url, or None when it may.
+
+    Allowed prefixes win; otherwise the URL must be ``https://`` (no credentials, no white
+    space) with a host that resolves only to public addresses.
+    """
+    if allowed_by_prefix(url, allowed_prefixes):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 443
+    except ValueError:
+        return UrlRefusal("is not a valid URL", malformed=True)
+    if parts.scheme != "https" or not parts.hostname:
+        return UrlRefusal("must be an https:// URL", malformed=True)
+    if parts.username is not None or any(c.isspace() for c in url):
+        return UrlRefusal("must not hold credentials or white space", malformed=True)
+    host = parts.hostname
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return UrlRefusal(f"host {host[:100]!r} does not resolve", malformed=False)
+    addresses = {str(info[4][0]) for info in infos}
+    if not addresses or not all(is_public(a) for a in addresses):
+        return UrlRefusal(f"host {host[:100]!r} is not a public address", malformed=False)
+    return None
+
+
+# --- delivery --------------------------------------------------------------------------------
+
+
+class Subscriptions:
+    """The delivery tasks of the verified, unexpired subscriptions of this process."""
+
+    def __init__(self, hub: Hub, store: Store) -> None:
+        self._hub = hub
+        self._store = store
+        self.poster: PushPoster | None = None  # set by the HTTP app at start-up
+        self.max_tries = 5
+        self.retry_base = 1.0  # seconds before the first retry; doubles each time
+        self._tasks: dict[tuple[str, str], tuple[asyncio.Task[None], Listener]] = {}
+        self._oneshots: set[asyncio.Task[Any]] = set()
+
+    def running(self, account_id: str) -> list[str]:
+        """Ids of the account's subscriptions that are being delivered."""
+        entries = self._tasks.items()
+        return sorted(i for (a, i), (task, _) in entries if a == account_id and not task.done())
+
+    async def restore(self) -> int:
+        """Start delivering every verified, unexpired subscription in the cache."""
+        now = time.time()
+        rows = await self._store.run(lambda tx: store_push.active(tx, now=now))
+        for row in rows:
+            await self.activate(row)
+        return len(rows)
+
+    def send_verification(self, row: store_push.PushSubscriptionRow) -> None:
+        """POST the PushVerification object (in the background, with retries)."""
+        body = {
+            "@type": "PushVerification",
+            "pushSubscriptionId": row.id,
+            "verificationCode": row.verification_code,
+        }
+        task = asyncio.get_running_loop().create_task(self._deliver(row, body))
+        self._oneshots.add(task)
+        task.add_done_callback(self._oneshots.discard)
+
+    async def activate(self, row: store_push.PushSubscriptionRow) -> None:
+        """(Re)start delivery for ``row`` if it is verified and unexpired; else stop it."""
+        await self.deactivate(row.account_id, row.id)
+        if not row.verified or row.expires <= time.time() or self.poster is None:
+            return
+        listener = await self._hub.subscribe(row.account_id, row.types)
+        task = asyncio.get_running_loop().create_task(self._run(row, listener))
+        self._tasks[(row.account_id, row.id)] = (task, listener)
+
+    async def deactivate(self, account_id: str, subscription_id: str) -> None:
+        entry = self._tasks.pop((account_id, subscription_id), None)
+        if entry is None:
+            return
+        task, listener = entry
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await self._hub.unsubscribe(listener)  # also when the task never started
+
+    async def aclose(self) -> None:
+        for account_id, subscription_id in list(self._tasks):
+            await self.deactivate(account_id, subscription_id)
+        for task in list(self._oneshots):
+            task.cancel()
+        await asyncio.gather(*self._oneshots, return_exceptions=True)
+
+    async def _run(self, row: store_push.PushSubscriptionRow, listener: Listener) -> None:
+        try:
+            await self._deliver_changes(row, listener.queue)
+        finally:
+            key = (row.account_id, row.id)
+            if key in self._tasks and self._tasks[key][0] is asyncio.current_task():
+                del self._tasks[key]
+            await self._hub.unsubscribe(listener)
+
+    async def _deliver_changes(
+        self, row: store_push.PushSubscriptionRow, queue: asyncio.Queue[dict[str, Any]]
+    ) -> None:
+        throttle = 0.0
+        while True:
+            remaining = row.expires - time.time()
+            if remaining <= 0:
+                log.info("push subscription %s expired", row.id)
+                return
+            try:
+                async with asyncio.timeout(remaining):
+                    change = dict(await queue.get())
+            except TimeoutError:
+                continue
+            if throttle:
+                await asyncio.sleep(throttle)
+            while not queue.empty():  # coalesce what piled up (RFC 8620 §7.2)
+                change.update(queue.get_nowait())
+            body = self._hub.state_change(row.account_id, change)
+            outcome, throttled = await self._deliver_status(row, body)
+            throttle = min(max(throttle * 2, _THROTTLE_MIN), _THROTTLE_MAX) if throttled else 0
+            if outcome is Outcome.GONE:
+                log.info("push subscription %s: the endpoint is gone; destroying it", row.id)
+                await self._store.run(lambda tx: store_push.delete(tx, row.account_id, row.id))
+                return
+
+    async def _deliver(self, row: store_push.PushSubscriptionRow, body: dict[str, Any]) -> Outcome:
+        return (await self._deliver_status(row, body))[0]
+
+    async def _deliver_status(
+        self, row: store_push.PushSubscriptionRow, body: dict[str, Any]
+    ) -> tuple[Outcome, bool]:
+        """POST with retries; the outcome, and whether the endpoint asked us to slow down.
+        With ``keys`` the message is encrypted (RFC 8291), once for all its tries."""
+        poster = self.poster
+        if poster is None:
+            return Outcome.DROPPED, False
+        data = json.dumps(body).encode()
+        encoding = None
+        if row.keys is not None:
+            data, encoding = ece.encrypt(data, ece.parse_keys(row.keys)), "aes128gcm"
+        url = row.url
+        throttled = False
+        for attempt in range(self.max_tries):
+            if attempt:
+                await asyncio.sleep(self.retry_base * 2 ** (attempt - 1))
+            try:
+                status = await poster.post(url, data, ttl=PUSH_TTL, encoding=encoding)
+            except OSError as exc:
+                log.info("push to subscription failed (try %d): %s", attempt + 1, exc)
+                continue
+            if 200 <= status < 300:
+                return Outcome.DELIVERED, throttled
+            if status in (404, 410):
+                return Outcome.GONE, throttled
+            throttled = throttled or status == 429
+            if status != 429 and status < 500:
+                log.info("push refused with HTTP %d; dropping this message", status)
+                return Outcome.DROPPED, throttled
+            log.info("push got HTTP %d (try %d)", status, attempt + 1)
+        return Outcome.DROPPED, throttled
