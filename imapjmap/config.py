@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 from imapjmap.errors import ConfigError
 
 Security = Literal["tls", "starttls", "none"]
+GmailMode = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class ImapConfig:
     connect_timeout: float = 10.0  # seconds: TCP + TLS + greeting
     command_timeout: float = 60.0  # seconds for any one command
     idle_timeout: float = 300.0  # seconds an unused pooled connection is kept open
+    gmail: GmailMode = "auto"  # Gmail bridge mode: "auto" = when the server has X-GM-EXT-1
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +138,13 @@ class LimitsConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    """How long a verified login is remembered (in memory only, as a salted hash)."""
+    """How long a verified login is remembered (in memory only, as a salted hash), and
+    where the user of an HTTP Bearer token is found."""
 
     credential_cache_seconds: float = 300.0
+    # HTTP Bearer logins (XOAUTH2 upstream): where the token's user is looked up (Gmail
+    # API users.getProfile; any JSON with "emailAddress" or "email" works)
+    bearer_profile_url: str = "https://gmail.googleapis.com/gmail/v1/users/me/profile"
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +285,11 @@ def config_warnings(cfg: Config) -> list[str]:
     if url.scheme == "http" and not _is_loopback(url.hostname or ""):
         out.append(
             f"server.base_url is plain http: clients send passwords to {url.hostname} unencrypted"
+        )
+    profile = urlsplit(cfg.auth.bearer_profile_url)
+    if profile.scheme == "http" and not _is_loopback(profile.hostname or ""):
+        out.append(
+            f"auth.bearer_profile_url is plain http: tokens go to {profile.hostname} unencrypted"
         )
     return out
 
@@ -421,6 +432,17 @@ def _base_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _url(value: str) -> str:
+    try:
+        url = urlsplit(value)
+        ok = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+    except ValueError:
+        ok = False
+    if not ok or any(c.isspace() for c in value) or url.username is not None:
+        raise _Invalid(f"expected an absolute http:// or https:// URL (got {value!r})")
+    return value
+
+
 def _url_prefix(value: str) -> str:
     scheme, sep, rest = value.partition("://")
     if scheme not in ("http", "https") or not sep or not rest or rest[0] in "/:?#":
@@ -468,6 +490,7 @@ _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "server.base_url": _base_url,
     "server.log_level": _log_level,
     "imap.host": _host,
+    "auth.bearer_profile_url": _url,
     "smtp.host": _host,
     "submission.default_domain": _domain,
     "submission.identities[].email": _address,

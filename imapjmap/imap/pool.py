@@ -28,7 +28,7 @@ from typing import Any
 
 from imapjmap.config import ImapConfig
 from imapjmap.errors import ImapCommandFailed, ImapUnavailable, ProxyError
-from imapjmap.imap.session import ImapSession
+from imapjmap.imap.session import BearerToken, ImapSession
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,15 @@ class ImapPool:
         return f"<ImapPool {self.username!r} idle={len(self._idle)} busy={self._busy}>"
 
     def matches_password(self, password: str) -> bool:
-        return password == self._password
+        return password == self._password and type(password) is type(self._password)
+
+    def renew_token(self, token: BearerToken) -> bool:
+        """Take a fresh OAuth token for new connections (the open ones stay logged in);
+        False when this pool logs in with a password."""
+        if not isinstance(self._password, BearerToken):
+            return False
+        self._password = token
+        return True
 
     def login_password(self) -> str:
         """The password this account logged in with, for SMTP AUTH as the same user
@@ -228,6 +236,8 @@ class ImapPools:
         pool = self._pools.get(account_id)
         if pool is not None and pool.matches_password(password):
             return pool
+        if pool is not None and isinstance(password, BearerToken) and pool.renew_token(password):
+            return pool  # OAuth tokens expire hourly: keep the connections, use the new one
         if pool is not None:
             await pool.aclose()
         pool = ImapPool(self._cfg, username, password, connector=self._connector)

@@ -28,11 +28,15 @@ Rules
 3. A tagged NO leaves the wire in sync: it raises :class:`ImapCommandFailed` and the session
    stays usable.
 4. Passwords and tokens never reach a log line: commands carrying them are not logged.
+5. A :class:`BearerToken` in place of the password logs in with SASL XOAUTH2 (Google's
+   "OAuth 2.0 Mechanism"), with SASL-IR where offered; a server's error challenge is
+   answered with an empty response, as that document says, and the login fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import logging
@@ -44,7 +48,7 @@ from typing import Final
 
 import aioimaplib
 
-from imapjmap.config import ImapConfig
+from imapjmap.config import GmailMode, ImapConfig
 from imapjmap.errors import (
     AuthenticationFailed,
     ImapCommandFailed,
@@ -92,15 +96,36 @@ _ID_NAME_RE: Final = re.compile(r'"name"\s+"([^"]*)"', re.IGNORECASE)
 _STATUS_ITEMS_FULL: Final = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
 
 
+class BearerToken(str):
+    """An OAuth 2.0 access token given where a password goes: the session then logs in with
+    ``AUTHENTICATE XOAUTH2`` instead of ``LOGIN`` (Rule 5).  Never log it."""
+
+    __slots__ = ()
+
+
+def gmail_mode(mode: GmailMode, capabilities: frozenset[str]) -> bool:
+    """Whether Gmail bridge mode applies: ``imap.gmail`` "on", or "auto" and X-GM-EXT-1."""
+    return mode == "on" or (mode == "auto" and "X-GM-EXT-1" in capabilities)
+
+
 class _Pending:
     """Our command in flight: its tag, the parts still to send, and what came back."""
 
-    __slots__ = ("continued", "done", "idle", "records", "result", "tag", "text", "to_send")
+    __slots__ = (
+        "continued", "done", "idle", "records", "result", "sasl", "tag", "text", "to_send",
+    )  # fmt: skip
 
-    def __init__(self, tag: str, to_send: collections.deque[bytes], idle: bool = False) -> None:
+    def __init__(
+        self,
+        tag: str,
+        to_send: collections.deque[bytes],
+        idle: bool = False,
+        sasl: bytes | None = None,
+    ) -> None:
         self.tag = tag
         self.to_send = to_send
         self.idle = idle  # IDLE: "+" means idling, untagged lines are events
+        self.sasl = sasl  # AUTHENTICATE: the response to the next "+" (then empty ones)
         self.records: list[list[bytes]] = []
         self.result = ""
         self.text = b""
@@ -187,6 +212,9 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         elif line.startswith(b"+") and pending.idle:
             if not pending.continued.done():
                 pending.continued.set_result(None)
+        elif line.startswith(b"+") and pending.sasl is not None:
+            self.transport.write(pending.sasl + b"\r\n")
+            pending.sasl = b""  # a further challenge is an error: answer it empty
         elif line.startswith(b"+"):
             self._send_next(pending)
         elif line.startswith(pending.tag.encode() + b" "):
@@ -240,11 +268,14 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
 
     # -- sending -------------------------------------------------------------------------
 
-    def start(self, tag: str, command: Command, literal_plus: bool) -> _Pending:
+    def start(
+        self, tag: str, command: Command, literal_plus: bool, sasl: bytes | None = None
+    ) -> _Pending:
         """Write ``command`` and return its pending record.
 
         With LITERAL+ every literal is sent at once as ``{n+}``; otherwise the first line
         ends in ``{n}`` and each further piece waits for the server's ``+`` continuation.
+        ``sasl``: an AUTHENTICATE exchange; the bytes answer the first ``+`` (Rule 5).
         """
         if self._pending is not None:
             raise ImapProtocolViolation("a command is already in flight on this connection")
@@ -254,7 +285,7 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         for literal, text in zip(command.literals, command.parts[1:], strict=True):
             marker = f"{{{len(literal)}{'+' if literal_plus else ''}}}\r\n".encode()
             rest.extend((marker, literal, text.encode()))
-        pending = _Pending(tag, pieces)
+        pending = _Pending(tag, pieces, sasl=sasl)
         self._pending = pending
         if literal_plus or not rest:
             self.transport.write(first + b"".join(rest) + b"\r\n")
@@ -359,7 +390,10 @@ class ImapSession:
             session.capabilities = frozenset(c.upper() for c in proto.capabilities)
             if cfg.security == "starttls":
                 await session._starttls()
-            await session._login(username, password)
+            if isinstance(password, BearerToken):
+                await session._xoauth2(username, password)
+            else:
+                await session._login(username, password)
             await session._enable()
             await session._identify()
             log.info(
@@ -404,13 +438,34 @@ class ImapSession:
             reply = await self.execute(command, what="LOGIN", secret=True)
         except ImapCommandFailed as exc:
             raise AuthenticationFailed(f"login refused for {username!r}") from exc
+        await self._authenticated(reply)
+
+    async def _authenticated(self, reply: Reply) -> None:
+        """After LOGIN or AUTHENTICATE: the capabilities of the authenticated state."""
         self._proto.state = aioimaplib.AUTH
         code = reply.code("CAPABILITY")
         if code is not None:
             self.capabilities = parse_capabilities(code.args)
+        elif reply.capabilities:  # an untagged CAPABILITY with the login's reply (Gmail)
+            self.capabilities = reply.capabilities
         else:
             reply = await self.execute(Command(("CAPABILITY",)), what="CAPABILITY")
             self.capabilities = reply.capabilities or self.capabilities
+
+    async def _xoauth2(self, username: str, token: str) -> None:
+        """SASL XOAUTH2 (Rule 5): ``base64("user=" user ^A "auth=Bearer " token ^A ^A)``."""
+        if "AUTH=XOAUTH2" not in self.capabilities:
+            raise AuthenticationFailed("the server does not offer AUTHENTICATE XOAUTH2")
+        response = base64.b64encode(f"user={username}\x01auth=Bearer {token}\x01\x01".encode())
+        if "SASL-IR" in self.capabilities:
+            command, sasl = Command((f"AUTHENTICATE XOAUTH2 {response.decode()}",)), b""
+        else:
+            command, sasl = Command(("AUTHENTICATE XOAUTH2",)), response
+        try:
+            reply = await self.execute(command, what="AUTHENTICATE", secret=True, sasl=sasl)
+        except ImapCommandFailed as exc:
+            raise AuthenticationFailed(f"XOAUTH2 refused for {username!r}") from exc
+        await self._authenticated(reply)
 
     async def _enable(self) -> None:
         wanted = [c for c in ("CONDSTORE", "QRESYNC") if c in self.capabilities]
@@ -437,6 +492,11 @@ class ImapSession:
     def is_dovecot(self) -> bool:
         return (self.server_name or "").lower() == "dovecot"
 
+    @property
+    def gmail(self) -> bool:
+        """Gmail bridge mode (:func:`gmail_mode`; :mod:`imapjmap.sync.gmail`)."""
+        return gmail_mode(self._cfg.gmail, self.capabilities)
+
     async def close(self) -> None:
         """LOGOUT politely when possible, then drop the transport.  Never raises."""
         transport = self._proto.transport
@@ -455,8 +515,10 @@ class ImapSession:
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
 
-    async def execute(self, command: Command, *, what: str = "", secret: bool = False) -> Reply:
-        """Run one command and parse everything it produced.
+    async def execute(
+        self, command: Command, *, what: str = "", secret: bool = False, sasl: bytes | None = None
+    ) -> Reply:
+        """Run one command and parse everything it produced (``sasl``: see Rule 5).
 
         Raises:
             ImapCommandFailed: tagged NO (the session stays usable).
@@ -472,7 +534,7 @@ class ImapSession:
             log.debug("imap %s > %s %s", self.username, tag, command.parts[0][:200])
         try:
             async with asyncio.timeout(self._cfg.command_timeout):
-                pending = self._proto.start(tag, command, self.has("LITERAL+"))
+                pending = self._proto.start(tag, command, self.has("LITERAL+"), sasl)
                 await pending.done
         except TimeoutError as exc:
             self.broken = True

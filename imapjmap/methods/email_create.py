@@ -44,7 +44,7 @@ from imapjmap.mime.headers import raw_headers, select_header
 from imapjmap.store import queries as q
 from imapjmap.store.email_lookup import EmailAt, email_at
 from imapjmap.store.emails import flags_from_keywords
-from imapjmap.sync import writes
+from imapjmap.sync import gmail, writes
 
 __all__ = ["BlobReader", "create_email"]
 
@@ -97,7 +97,11 @@ async def create_email(
     try:
         uid = appended.uid or await _find_uid(ctx, mailboxes[0].imap_name, raw)
         await _copy_all(ctx, mailboxes, uid)
-        found = await _created(ctx, mailboxes[0].id, uid)
+        where = (mailboxes[0].id, uid)
+        if gmail.in_use(ctx.cfg.imap, ctx.pool.capabilities):
+            # a label's folder is not synced: find the message's All Mail copy
+            where = await gmail.synced_location(ctx.pool, rows, mailboxes[0], uid)
+        found = await _created(ctx, *where)
     except UpstreamUnavailable as exc:
         raise MethodError(
             MethodErrorType.SERVER_PARTIAL_FAIL,

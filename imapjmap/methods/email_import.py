@@ -54,7 +54,7 @@ from imapjmap.store import blobs as stored
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
-from imapjmap.sync import writes
+from imapjmap.sync import gmail, writes
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def _mailboxes(call: Call, value: Any, live: dict[str, q.MailboxRow]) -> tuple[q
         except UnknownCreationId as exc:
             raise exc.set_error(SetErrorType.INVALID_PROPERTIES, "mailboxIds") from None
         row = live.get(mailbox_id)
-        if row is None or row.uidvalidity is None:  # unknown, or \Noselect
+        selectable = row is not None and row.my_rights.get("mayReadItems", False)
+        if row is None or (row.uidvalidity is None and not selectable):  # \Noselect
             raise invalid_properties(f"no mailbox {key[:60]!r} to import into", "mailboxIds")
         if row not in rows:
             rows.append(row)
@@ -224,6 +225,11 @@ class _Importer:
         if uid is None:
             uid = await self._find(first, blob.data, floor or 1)
         await self._copy(first, uid, item.mailboxes[1:])
+        if gmail.in_use(self.ctx.cfg.imap, self.ctx.pool.capabilities):
+            # a label's folder is not synced: find the message's All Mail copy
+            rows = list(self.live.values())
+            where = await gmail.synced_location(self.ctx.pool, rows, first, uid)
+            return _Landed(creation_id, *where)
         return _Landed(creation_id, first.id, uid)
 
     async def _uidnext(self, mailbox: q.MailboxRow) -> int:

@@ -39,6 +39,7 @@ from imapjmap.store import email_queries as eq
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 from imapjmap.store.emails import EMAIL_TYPE
+from imapjmap.sync import gmail
 
 _EXTRA: Final = ("collapseThreads",)
 _FIRST_BATCH: Final = 256
@@ -96,6 +97,14 @@ async def _search(ctx: MethodContext, p: Plan) -> email_search.UidHits:
     if not p.terms:
         return {}
     boxes = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))
+    if gmail.in_use(ctx.cfg.imap, ctx.pool.capabilities):
+        # All Mail holds every label's messages (email_search Rule 4)
+        found = [
+            email_search.SearchMailbox(b.id, b.imap_name, b.uidvalidity)
+            for b in gmail.search_boxes(boxes, p.scope)
+        ]
+        command = email_search.gmail_search_command
+        return await email_search.search_uids(ctx.pool, found, p.terms, command)
     targets = [
         email_search.SearchMailbox(b.id, b.imap_name, b.uidvalidity)
         for b in boxes

@@ -13,13 +13,15 @@ Rules:
    cannot be mapped.  The next refresh repairs the cache; the query is then re-run by the
    client when the states move.
 3. Mailboxes are searched concurrently; the pool bounds the number of connections.
+4. Gmail mode searches All Mail (and the Trash or Spam when in scope) instead of each
+   label, and sends ``text`` as ``X-GM-RAW`` (:func:`imapjmap.sync.gmail.raw_search`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from imapjmap.errors import ImapCommandFailed
@@ -28,6 +30,7 @@ from imapjmap.imap.pool import ImapPool
 from imapjmap.methods.email_filter import SearchTerm
 from imapjmap.store import email_queries as eq
 from imapjmap.store.db import Tx
+from imapjmap.sync import gmail
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,16 @@ def search_command(term: SearchTerm) -> Command:
     return Command.join([head, term.key, *strings])
 
 
+def gmail_search_command(term: SearchTerm) -> Command:
+    """Gmail mode (Rule 4): ``text`` as ``X-GM-RAW``, other terms as standard keys."""
+    return gmail.raw_search(term.key, term.args)
+
+
 async def _search_one(
-    pool: ImapPool, mailbox: SearchMailbox, terms: Collection[SearchTerm]
+    pool: ImapPool,
+    mailbox: SearchMailbox,
+    terms: Collection[SearchTerm],
+    command: Callable[[SearchTerm], Command] = search_command,
 ) -> dict[SearchTerm, set[int]]:
     found: dict[SearchTerm, set[int]] = {}
     try:
@@ -70,7 +81,7 @@ async def _search_one(
                 log.info("search: %s changed UIDVALIDITY; skipped", mailbox.mailbox_id)
                 return {}
             for term in terms:
-                reply = await session.execute(search_command(term), what="UID SEARCH")
+                reply = await session.execute(command(term), what="UID SEARCH")
                 found[term] = {uid for result in reply.searches for uid in result.ids}
     except ImapCommandFailed as exc:
         if exc.what in ("SELECT", "EXAMINE"):
@@ -81,7 +92,10 @@ async def _search_one(
 
 
 async def search_uids(
-    pool: ImapPool, mailboxes: Iterable[SearchMailbox], terms: Collection[SearchTerm]
+    pool: ImapPool,
+    mailboxes: Iterable[SearchMailbox],
+    terms: Collection[SearchTerm],
+    command: Callable[[SearchTerm], Command] = search_command,
 ) -> UidHits:
     """Run every term in every mailbox (Rules 2 and 3).
 
@@ -93,7 +107,7 @@ async def search_uids(
         return {}
     boxes = list(mailboxes)
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(_search_one(pool, box, terms)) for box in boxes]
+        tasks = [group.create_task(_search_one(pool, box, terms, command)) for box in boxes]
     hits: UidHits = {term: {} for term in terms}
     for box, task in zip(boxes, tasks, strict=True):
         for term, uids in task.result().items():

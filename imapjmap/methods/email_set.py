@@ -19,6 +19,9 @@ Each update is turned into IMAP operations on the Email's copies (its ``location
 Updates with the same change in the same mailbox are grouped into one command, so "mark
 500 emails read" is one STORE per mailbox.  After the writes the account is refreshed, so
 ``newState`` and every id come from what the server now says.
+
+In Gmail mode the same checks run, then :mod:`imapjmap.methods.gmail_writes` turns the
+changes into label STOREs and moves through the Trash.
 """
 
 from __future__ import annotations
@@ -42,12 +45,14 @@ from imapjmap.jmap.errors import (
 )
 from imapjmap.jmap.patch import parse_patch
 from imapjmap.jmap.wire import JsonObject
+from imapjmap.methods import gmail_writes
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.imaperrors import set_error_from_imap
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 from imapjmap.sync import writes
+from imapjmap.sync.gmail import in_use as in_gmail_mode
 
 # RFC 8621 §4.1.1: 1-255 of %x21-%x7e except ( ) { ] % * " \
 _KEYWORD: Final = re.compile(r"[\x21-\x7e]{1,255}")
@@ -322,6 +327,8 @@ async def _updates_and_destroys(
     ids = list(dict.fromkeys([*updates, *destroy_ids]))
     rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, ids))
     plan = _Plan()
+    gmail = in_gmail_mode(ctx.cfg.imap, ctx.pool.capabilities)
+    changes: dict[str, gmail_writes.Change] = {}  # Gmail mode: planned there
     not_updated: JsonObject = {}
     planned: list[str] = []
     for email_id, patch in updates.items():
@@ -334,7 +341,10 @@ async def _updates_and_destroys(
             if not isinstance(patch, dict):
                 raise SetError(SetErrorType.INVALID_PATCH, "a PatchObject must be an object")
             keywords, mailboxes = _patched(call, row, patch, set(names))
-            _plan_update(plan, row, locations[email_id], keywords, mailboxes)
+            if gmail:
+                changes[email_id] = (keywords, mailboxes)
+            else:
+                _plan_update(plan, row, locations[email_id], keywords, mailboxes)
             planned.append(email_id)
         except SetError as exc:
             not_updated[email_id] = exc.to_json()
@@ -344,13 +354,16 @@ async def _updates_and_destroys(
         if email_id not in rows:
             not_destroyed[email_id] = SetError(SetErrorType.NOT_FOUND).to_json()
             continue
-        for loc in locations[email_id]:
+        for loc in locations[email_id] if not gmail else ():
             if not loc.deleted:
                 plan.removals[loc.mailbox_id].append(loc.uid)
                 plan.owners[(loc.mailbox_id, loc.uid)] = email_id
         doomed.append(email_id)
     runner = _Runner(ctx, names)
-    await runner.run(plan)
+    if gmail:
+        await gmail_writes.run(ctx, runner.step, rows, locations, names, changes, doomed)
+    else:
+        await runner.run(plan)
     updated = {i: None for i in planned if i not in runner.failed}
     not_updated.update({i: runner.failed[i].to_json() for i in planned if i in runner.failed})
     destroyed = [i for i in doomed if i not in runner.failed]

@@ -9,7 +9,8 @@ An account with at least one push listener gets one watcher: a dedicated IMAP co
   FlagChange MailboxName SubscriptionChange))`` makes the server report changes in every
   mailbox, unasked, at any time.
 * Without NOTIFY (Cyrus): IDLE on INBOX, plus a LIST-STATUS poll of everything every
-  ``push.poll_interval`` seconds.
+  ``push.poll_interval`` seconds.  In Gmail mode the IDLE is on ``[Gmail]/All Mail``
+  (found by ``\\All``), which shows every new message and every label change.
 
 Any event triggers one refresh of the account (through the request pool, so the watcher's
 connection only listens) and one :meth:`Hub.poke`.  Events that arrive during a refresh
@@ -34,6 +35,7 @@ from imapjmap.errors import ProxyError
 from imapjmap.imap.commands import Command
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
+from imapjmap.sync import gmail
 from imapjmap.sync.engine import AccountSync
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,8 @@ class Watcher:
         if not session.has("IDLE"):
             await self._poll_only()
             return
-        await session.select("INBOX", readonly=True)
+        watched = (await gmail.all_mail_name(session) if session.gmail else None) or "INBOX"
+        await session.select(watched, readonly=True)
         self.mode = "idle"
         loop = asyncio.get_running_loop()
         while True:

@@ -31,12 +31,13 @@ _bodies: cachetools.LRUCache[tuple[str, str], bytes] = cachetools.LRUCache(
 
 
 def _where(tx: Tx, account_id: str, email_id: str) -> list[tuple[str, int]]:
-    """(IMAP mailbox name, uid) of every visible copy of the email."""
+    """(IMAP mailbox name, uid) of every visible copy of the email (not Gmail mode's label
+    locations, whose uid < 0 is no IMAP UID: see :mod:`imapjmap.store.labels`)."""
     names = {row.id: row.imap_name for row in q.live_mailboxes(tx, account_id)}
     return [
         (names[loc.mailbox_id], loc.uid)
         for loc in em.locations_of_email(tx, account_id, email_id)
-        if not loc.deleted and loc.mailbox_id in names
+        if not loc.deleted and loc.uid > 0 and loc.mailbox_id in names
     ]
 
 

@@ -24,6 +24,8 @@ Rule 2: a location flagged ``\\Deleted`` is kept but hidden (EML-KW-01); an Emai
         reappears.
 Rule 3: the first sync of a big mailbox goes newest first in batches, each committed on its
         own, so the newest mail is served while the rest fills in.
+Rule 4: a server-specific :class:`ApplyHook` (Gmail mode's labels, :mod:`imapjmap.sync.gmail`)
+        runs first in each batch's transaction, so what it derives lands with the batch.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from imapjmap.imap.commands import Command, sequence_set
 from imapjmap.imap.models import FetchRecord
@@ -76,11 +78,25 @@ def list_items(session: ImapSession) -> str:
         items.append("MODSEQ")
     if session.has("OBJECTID"):
         items += ["EMAILID", "THREADID"]
-    elif session.has("X-GM-EXT-1"):
+    elif session.has("X-GM-EXT-1") or session.gmail:
         items += ["X-GM-MSGID", "X-GM-THRID"]
     elif session.is_dovecot:
         items.append("X-GUID")
+    if session.gmail:
+        items.append("X-GM-LABELS")
     return "(" + " ".join(items) + ")"
+
+
+class ApplyHook(Protocol):
+    """Server-specific work at the start of a batch's transaction (Rule 4).
+
+    It may take UIDs out of ``delta.gone`` (keep those locations for now) and write rows
+    of its own; it returns the email ids to re-derive and the mailbox ids to recount.
+    """
+
+    def __call__(
+        self, tx: Tx, account_id: str, mailbox_id: str, delta: Delta
+    ) -> tuple[set[str], set[str]]: ...
 
 
 @dataclass(slots=True)
@@ -95,6 +111,8 @@ class Delta:
     counts: bool = True  # recount the mailbox (skipped by the middle batches of a fill)
     delivery: bool = False  # new mail arrived in an inbox: the EmailDelivery push type
     remap: dict[int, tuple[str, tuple[str, ...], int | None]] = field(default_factory=dict)
+    labels: dict[int, tuple[str, ...]] = field(default_factory=dict)  # Gmail: uid → X-GM-LABELS
+    hook: ApplyHook | None = None
 
 
 def _flag_records(records_: Sequence[FetchRecord]) -> dict[int, tuple[tuple[str, ...], int | None]]:
@@ -102,6 +120,12 @@ def _flag_records(records_: Sequence[FetchRecord]) -> dict[int, tuple[tuple[str,
         r.uid: (r.flags or (), r.modseq)
         for r in records_
         if r.uid is not None and r.flags is not None
+    }
+
+
+def _label_records(records_: Sequence[FetchRecord]) -> dict[int, tuple[str, ...]]:
+    return {
+        r.uid: r.x_gm_labels for r in records_ if r.uid is not None and r.x_gm_labels is not None
     }
 
 
@@ -151,12 +175,18 @@ class MailboxSync:
     """Syncs one mailbox of one account (created per refresh)."""
 
     def __init__(
-        self, store: Store, account_id: str, mailbox: q.MailboxRow, synced: Cursor | None
+        self,
+        store: Store,
+        account_id: str,
+        mailbox: q.MailboxRow,
+        synced: Cursor | None,
+        hook: ApplyHook | None = None,
     ) -> None:
         self.store = store
         self.account_id = account_id
         self.mailbox = mailbox
         self.synced = synced
+        self.hook = hook
 
     async def run(self, session: ImapSession) -> list[int]:
         """Bring the mailbox up to date; returns UIDs still to fill in (first sync)."""
@@ -171,6 +201,7 @@ class MailboxSync:
             return await self._full(session, cursor)
         delta = await self._incremental(session, info, synced, qresync is not None)
         delta.cursor = cursor
+        delta.hook = self.hook
         delta.delivery = bool(delta.new) and self.mailbox.role == "inbox"
         await self.store.run(lambda tx: apply(tx, self.account_id, self.mailbox.id, delta))
         return []
@@ -185,7 +216,9 @@ class MailboxSync:
                 delta.gone.update(vanished.uids)
             delta.flags.update(_flag_records(info.reply.fetches))
         elif known_top >= 1:
-            delta.flags.update(await self._changed_flags(session, synced, known_top))
+            changed = await self._changed_flags(session, synced, known_top)
+            delta.flags.update(_flag_records(changed))
+            delta.labels.update(_label_records(changed))
             known = await self.store.run(
                 lambda tx: em.locations_of_mailbox(tx, self.account_id, self.mailbox.id)
             )
@@ -199,13 +232,15 @@ class MailboxSync:
 
     async def _changed_flags(
         self, session: ImapSession, synced: Cursor, known_top: int
-    ) -> dict[int, tuple[tuple[str, ...], int | None]]:
-        items = "(UID FLAGS MODSEQ)" if "CONDSTORE" in session.enabled else "(UID FLAGS)"
-        text = f"UID FETCH 1:{known_top} {items}"
+    ) -> Sequence[FetchRecord]:
+        items = "UID FLAGS MODSEQ" if "CONDSTORE" in session.enabled else "UID FLAGS"
+        if session.gmail:
+            items += " X-GM-LABELS"  # a label change moves MODSEQ like a flag change
+        text = f"UID FETCH 1:{known_top} ({items})"
         if "CONDSTORE" in session.enabled and synced.modseq:
             text += f" (CHANGEDSINCE {synced.modseq})"
         reply = await session.execute(Command((text,)), what="UID FETCH")
-        return _flag_records(reply.fetches)
+        return reply.fetches
 
     async def _full(self, session: ImapSession, cursor: Cursor) -> list[int]:
         """First sync or UIDVALIDITY reset: newest first, in batches (Rule 3).
@@ -217,7 +252,7 @@ class MailboxSync:
         uids = await _search_uids(session, "ALL")
         uids.reverse()
         started = time.monotonic()
-        delta = Delta(reset=True)
+        delta = Delta(reset=True, hook=self.hook)
         if self.synced is not None:
             uids = await self._remap(session, uids, delta)
         first, rest = uids[: BATCH * FIRST_BATCH_WAIT], uids[BATCH * FIRST_BATCH_WAIT :]
@@ -254,6 +289,8 @@ class MailboxSync:
             if email_id in known:
                 rec = found[uid]
                 delta.remap[uid] = (email_id, tuple(rec.flags or ()), rec.modseq)
+                if rec.x_gm_labels is not None:
+                    delta.labels[uid] = rec.x_gm_labels
         return [u for u in uids if u not in delta.remap]
 
     async def fill(
@@ -278,7 +315,12 @@ class MailboxSync:
             fetching = (
                 None if last else asyncio.ensure_future(_fetch_new(session, batches[index + 1]))
             )
-            delta = Delta(new=records_, counts=last, cursor=self.pending_cursor if last else None)
+            delta = Delta(
+                new=records_,
+                counts=last,
+                cursor=self.pending_cursor if last else None,
+                hook=self.hook,
+            )
             try:
                 await self.store.run(
                     functools.partial(
@@ -328,7 +370,10 @@ def apply(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> None:
     seq = _Seq(tx, account_id)
     threads: set[str] = set()  # threads whose membership may have shrunk or revived
     grown: set[str] = set()  # threads that only gained emails
-    touched = _apply_locations(tx, account_id, mailbox_id, delta)
+    hooked, recount = (
+        delta.hook(tx, account_id, mailbox_id, delta) if delta.hook else (set(), set())
+    )
+    touched = _apply_locations(tx, account_id, mailbox_id, delta) | hooked
     added = False
     for record in delta.new:
         if record.uid is None:
@@ -349,7 +394,7 @@ def apply(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> None:
     if delta.delivery:
         seq.take(EMAIL_DELIVERY_TYPE)
     if delta.counts and (touched or added or delta.reset):
-        mailboxes = {mailbox_id} | em.mailboxes_of(tx, account_id, touched)
+        mailboxes = {mailbox_id} | recount | em.mailboxes_of(tx, account_id, touched)
         update_counts(tx, account_id, mailboxes, seq)
     if delta.cursor is not None:
         c = delta.cursor

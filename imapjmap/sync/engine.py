@@ -12,6 +12,8 @@ Rule 1: concurrent refreshes of one account share one run (the second caller awa
         first's task instead of starting another).
 Rule 2: the store is written in one transaction per refresh (see ``sync.mailboxes``).
 Rule 3: nothing here decides JMAP states; ``store.queries.next_seq`` does.
+Rule 4: in Gmail mode only All Mail, Trash and Spam are STATUSed and synced; the labels
+        come with All Mail's messages (:mod:`imapjmap.sync.gmail`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from imapjmap.imap.session import ImapSession
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
-from imapjmap.sync import emails
+from imapjmap.sync import emails, gmail
 from imapjmap.sync import mailboxes as mbx
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class AccountSync:
         self.events = 0  # upstream events reported by the watcher so far
         self.clean = False  # the last refresh saw every event reported before it ended
         self.on_change: Callable[[], Awaitable[None]] | None = None  # e.g. the push hub
+        self.grace = gmail.Grace()  # Gmail mode: our recent writes (eventual consistency)
 
     async def refresh(self, pool: ImapPool, *, force: bool = False) -> None:
         """Refresh the cache, joining a refresh already in flight (Rule 1).
@@ -81,7 +84,8 @@ class AccountSync:
                 await session.unselect()
             entries, statuses = await session.list_mailboxes()
             known = await self._store.run(lambda tx: q.live_mailboxes(tx, self.account_id))
-            listed = await _describe(session, entries, statuses, known)
+            wanted = gmail.is_synced_entry if session.gmail else None
+            listed = await _describe(session, entries, statuses, known, wanted)
             delimiter = next((e.delimiter for e in entries if e.delimiter), None)
 
             def write(tx: Tx) -> int | None:
@@ -97,7 +101,7 @@ class AccountSync:
                 log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
             await self._sync_emails(pool, session)
         self.refreshes += 1
-        self.clean = self.events == events_at_start and not self._fills
+        self.clean = self.events == events_at_start and not self._fills and not self.grace.holding
         await self._changed()
 
     async def _changed(self) -> None:
@@ -111,17 +115,26 @@ class AccountSync:
             return (q.live_mailboxes(tx, self.account_id), em.synced_cursors(tx, self.account_id))
 
         rows, cursors = await self._store.run(read)
+        gmail_mode = session.gmail
         for row in rows:
             if row.uidvalidity is None or row.id in self._fills:
                 continue  # \Noselect, or a first sync still filling in the background
+            if gmail_mode and not gmail.is_synced(row):
+                continue  # a label: its messages come with All Mail's (Rule 4)
             now = (row.uidvalidity, row.uidnext, row.highestmodseq, row.messages)
             synced = cursors.get(row.id)
             # without CONDSTORE no cursor moves on a flag change: those mailboxes are
             # re-read on every refresh (the documented cost of such servers)
-            if synced is not None and tuple(synced) == now and row.highestmodseq is not None:
+            same = synced is not None and tuple(synced) == now and row.highestmodseq is not None
+            due = gmail_mode and self.grace.take_due(row.id)  # a held copy to check again
+            if same and not due:
                 continue
             job = emails.MailboxSync(
-                self._store, self.account_id, row, emails.Cursor(*synced) if synced else None
+                self._store,
+                self.account_id,
+                row,
+                emails.Cursor(*synced) if synced else None,
+                hook=gmail.LabelHook(self.grace) if gmail_mode else None,
             )
             rest = await job.run(session)
             if rest:
@@ -157,14 +170,23 @@ async def _describe(
     entries: Sequence[ListEntry],
     statuses: Sequence[MailboxStatus],
     known: Sequence[q.MailboxRow],
+    wanted: Callable[[ListEntry], bool] | None = None,
 ) -> list[mbx.Listed]:
-    """Pair LIST entries with STATUS, source ids and rights, asking only what is missing."""
+    """Pair LIST entries with STATUS, source ids and rights, asking only what is missing.
+
+    ``wanted``: the mailboxes to STATUS at all (Gmail mode: All Mail, Trash, Spam); the
+    others are described without STATUS (no cursor, never synced).
+    """
     by_name = {s.name: s for s in statuses}
     known_by_name = {row.imap_name: row for row in known}
     out: list[mbx.Listed] = []
     for entry in entries:
         if entry.has("\\NonExistent"):
             continue  # listed only because it is subscribed (LIST-EXTENDED)
+        if wanted is not None and not wanted(entry):
+            rights = await _rights(session, entry.name) if session.has("ACL") else None
+            out.append(mbx.Listed(entry, None, None, rights))
+            continue
         selectable = not entry.has("\\Noselect")
         status = by_name.get(entry.name)
         if status is None and selectable:
