@@ -3,6 +3,10 @@
 # (as root, or with password-less sudo) as well as for a developer's machine.
 
 DOVECOT_PACKAGES=(dovecot-imapd dovecot-lmtpd)
+# Cyrus IMAP, the tests' second backend: its packages conflict with dovecot-imapd in apt, so
+# imapjmap.demo.cyrus downloads and unpacks them into a prefix outside the checkout; only the
+# shared libraries they link, and sasl2-bin (saslpasswd2), are installed.
+CYRUS_LIBRARY_PACKAGES=(libical3 libpcre3 libxapian30 sasl2-bin)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "$(basename "$0"): $*"; exit 1; }
@@ -159,4 +163,10 @@ PY
     say "Installing Python packages ($target ${also[*]}) ..."
     python3 -m pip install --quiet -e "$target" "${also[@]}" \
         || die "pip install -e '$target' ${also[*]} failed"
+}
+
+# Cyrus for the tests (after ensure_python_packages: the unpacking is done by the project).
+ensure_cyrus() {
+    ensure_debian_packages "${CYRUS_LIBRARY_PACKAGES[@]}"
+    python3 -m imapjmap.demo.cyrus >&2 || die "Cyrus IMAP could not be made available"
 }

@@ -1,14 +1,25 @@
 """Fixtures shared by every test: the real servers (DESIGN.md, "Tests use real servers").
 
 - ``dovecot`` (session): a :class:`DovecotServer` on a free loopback port, installed if needed.
-- ``imap_user``: a fresh Dovecot user for each test (:class:`ImapUser`).
+- ``cyrus`` (session): a :class:`CyrusServer` (Cyrus IMAP 3.6 unpacked from Debian's
+  packages, RFC 8474 OBJECTID, no NOTIFY), started the first time a test needs it.
+- ``dovecot_minimal`` (session): a Dovecot advertising none of CONDSTORE, QRESYNC,
+  LIST-STATUS, MOVE, UIDPLUS (:data:`MINIMAL_REMOVED`), also started lazily.
+- ``imap_backend`` (session): the server behind ``imap_user``.  A test that needs only "an
+  IMAP server with a user" runs once per entry of :data:`BACKENDS` (ids ``[dovecot]``,
+  ``[cyrus]``, ``[dovecot-minimal]``); a test that uses ``dovecot`` itself (directly or
+  through ``smtp_sink``...) or is marked ``dovecot`` runs against Dovecot only.  See
+  :func:`pytest_generate_tests`.
+- ``imap_user``: a fresh user on ``imap_backend`` for each test (:class:`ImapUser`).
 - ``imap_oracle``: a logged-in stdlib ``imaplib.IMAP4`` for ``imap_user``, the second plain
   IMAP connection that checks effects and makes outside changes.
-- ``seeded_user``: ``imap_user`` with sample mail in it (:class:`SeededUser`).
+- ``seeded_user``: ``imap_user`` with sample mail in it (:class:`SeededUser`); written
+  straight into the Maildir on Dovecot, APPENDed over IMAP elsewhere.
 - ``smtp_sink`` (session): a recording :class:`SmtpSink` that can deliver into ``dovecot``;
   it is shared, so a test that changes it calls ``smtp_sink.reset()`` first.
 
-Tests that use ``dovecot`` (directly or through another fixture) get the ``dovecot`` marker.
+Tests that use ``dovecot`` (directly or through another fixture) get the ``dovecot`` marker;
+tests run against Cyrus get the ``cyrus`` marker (``-m "not cyrus"`` leaves them out).
 """
 
 from __future__ import annotations
@@ -28,8 +39,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from imapjmap.demo.cyrus import CyrusServer
 from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
-from imapjmap.demo.samplemail import SampleMessage, generate, seed_maildir
+from imapjmap.demo.samplemail import SampleMessage, encode_mutf7, generate, seed_maildir
 from imapjmap.demo.smtp import SmtpSink
 
 settings.register_profile("dev", max_examples=50, deadline=None)
@@ -46,6 +58,18 @@ settings.load_profile(
 
 SEEDED_MESSAGES = 50
 SEED = 1
+
+#: The upstreams a backend-independent test runs against (``imap_backend``'s params), with
+#: the session fixture that serves each.
+BACKENDS: Mapping[str, str] = {
+    "dovecot": "dovecot",
+    "cyrus": "cyrus",
+    "dovecot-minimal": "dovecot_minimal",
+}
+#: What ``dovecot-minimal`` does not advertise: a server without extensions must still work.
+MINIMAL_REMOVED = ("CONDSTORE", "QRESYNC", "LIST-STATUS", "MOVE", "UIDPLUS")
+#: Fixtures through which a test needs Dovecot itself (its files, doveadm, LMTP delivery).
+_DOVECOT_ONLY_FIXTURES = frozenset({"dovecot", "smtp_sink"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,21 +92,47 @@ class SeededUser(ImapUser):
     counts: Mapping[str, int]  # messages per folder, as Dovecot counted them
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cyrus: runs against the real Cyrus test server")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that needs only "an IMAP server with a user" against each backend.
+
+    That is a test whose fixtures reach ``imap_backend`` (through ``imap_user``, ``jmap``...)
+    but neither ``dovecot`` nor another Dovecot-only fixture, and that is not marked
+    ``dovecot``.  The servers are session-scoped and started lazily, and pytest groups the
+    tests by backend, so each server runs once per session.
+    """
+    names = set(metafunc.fixturenames)
+    if "imap_backend" not in names or names & _DOVECOT_ONLY_FIXTURES:
+        return
+    if any(metafunc.definition.iter_markers("dovecot")):
+        return
+    metafunc.parametrize("imap_backend", list(BACKENDS), indirect=True, scope="session")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "dovecot" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("imap_backend") if callspec is not None else None
+        if backend == "cyrus" or "cyrus" in names:
+            item.add_marker(pytest.mark.cyrus)
+        elif "dovecot" in names or "imap_backend" in names:
             item.add_marker(pytest.mark.dovecot)
 
 
 @contextlib.contextmanager
-def dovecot_root() -> Iterator[Path]:
-    """A fresh directory for a Dovecot instance, outside pytest's temporary directories.
+def dovecot_root(kind: str = "dovecot") -> Iterator[Path]:
+    """A fresh directory for a Dovecot (or Cyrus) instance, outside pytest's temporary dirs.
 
     As root, Dovecot's mail and auth processes (other users) must traverse every ancestor of
     the instance's directory, and every pytest run resets ``/tmp/pytest-of-<user>`` to 0700:
-    a Dovecot under it breaks as soon as another test run starts.
+    a Dovecot under it breaks as soon as another test run starts.  Cyrus's processes run as
+    ``nobody`` too.
     """
-    root = Path(tempfile.mkdtemp(prefix="imapjmap-dovecot-"))
+    root = Path(tempfile.mkdtemp(prefix=f"imapjmap-{kind}-"))
     try:
         yield root
     finally:
@@ -98,6 +148,46 @@ def dovecot() -> Iterator[DovecotServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def dovecot_minimal() -> Iterator[DovecotServer]:
+    ensure_dovecot_installed()
+    with dovecot_root("dovecot-minimal") as root:
+        server = DovecotServer.start(root, remove_capabilities=MINIMAL_REMOVED)
+        yield server
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def cyrus() -> Iterator[CyrusServer]:
+    with dovecot_root("cyrus") as root:
+        server = CyrusServer.start(root)  # downloads and unpacks Cyrus the first time
+        yield server
+        server.stop()
+
+
+ImapServer = DovecotServer | CyrusServer
+
+
+@pytest.fixture(scope="session")
+def imap_backend(request: pytest.FixtureRequest) -> ImapServer:
+    """The upstream behind ``imap_user``: Dovecot unless parametrised (see BACKENDS)."""
+    name = getattr(request, "param", "dovecot")
+    server: ImapServer = request.getfixturevalue(BACKENDS[name])
+    return server
+
+
+def advertises(client: imaplib.IMAP4, capability: str) -> bool:
+    """Whether the server a logged-in oracle talks to advertises ``capability`` now.
+
+    For tests whose expected effect depends on an extension, not on the server's make: e.g.
+    without UIDPLUS the proxy can only mark its own copy ``\\Deleted`` (``sync.writes``).
+    """
+    typ, data = client.capability()
+    assert typ == "OK", data
+    raw = data[0] if data and isinstance(data[0], bytes) else b""
+    return capability.upper() in raw.decode().upper().split()
+
+
 def _username(request: pytest.FixtureRequest) -> str:
     """Unique, and named after the test so that Dovecot's log is easy to follow."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-").lower()
@@ -105,10 +195,10 @@ def _username(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def imap_user(dovecot: DovecotServer, request: pytest.FixtureRequest) -> ImapUser:
+def imap_user(imap_backend: ImapServer, request: pytest.FixtureRequest) -> ImapUser:
     username, password = _username(request), secrets.token_urlsafe(12)
-    dovecot.add_user(username, password)
-    return ImapUser(username, password, dovecot.host, dovecot.port)
+    imap_backend.add_user(username, password)
+    return ImapUser(username, password, imap_backend.host, imap_backend.port)
 
 
 @pytest.fixture
@@ -125,10 +215,50 @@ def _sample_mail(count: int, seed: int) -> tuple[SampleMessage, ...]:
 
 
 @pytest.fixture
-def seeded_user(dovecot: DovecotServer, imap_user: ImapUser) -> SeededUser:
+def seeded_user(imap_backend: ImapServer, imap_user: ImapUser) -> SeededUser:
     messages = _sample_mail(SEEDED_MESSAGES, SEED)
-    counts = seed_maildir(dovecot, imap_user.username, messages)
+    if isinstance(imap_backend, DovecotServer):
+        counts = seed_maildir(imap_backend, imap_user.username, messages)
+    else:
+        counts = _seed_over_imap(imap_user, messages)
     return SeededUser(**dataclasses.asdict(imap_user), messages=messages, counts=counts)
+
+
+def _seed_over_imap(user: ImapUser, messages: tuple[SampleMessage, ...]) -> dict[str, int]:
+    """Create and subscribe the folders, APPEND the messages; the counts STATUS reports."""
+    client = user.connect()
+    try:
+        folders: list[str] = []
+        for message in messages:
+            parts = message.folder.split("/")
+            for depth in range(1, len(parts) + 1):
+                name = "/".join(parts[:depth])
+                if name not in folders:
+                    folders.append(name)
+
+        def quoted(name: str) -> str:
+            return '"' + encode_mutf7(name).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        for name in folders:
+            if name.upper() != "INBOX":
+                client.create(quoted(name))  # NO when it exists already (Sent, Archive...)
+                client.subscribe(quoted(name))
+        for message in messages:
+            flags = "(" + " ".join(message.flags) + ")" if message.flags else None
+            when = imaplib.Time2Internaldate(message.internaldate)
+            typ, data = client.append(quoted(message.folder), flags, when, message.raw)
+            assert typ == "OK", (message.folder, data)
+        counts = {}
+        for name in folders:
+            typ, data = client.status(quoted(name), "(MESSAGES)")
+            assert typ == "OK", data
+            found = re.search(rb"MESSAGES (\d+)", data[-1] or b"")
+            assert found is not None, data
+            counts[name] = int(found.group(1))
+        return counts
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
 
 
 @pytest.fixture(scope="session")

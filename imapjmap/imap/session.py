@@ -352,6 +352,8 @@ class ImapSession:
         self.selected: SelectInfo | None = None
         self._idle: _Pending | None = None
         self.server_name: str | None = None  # from RFC 2971 ID, e.g. "Dovecot"
+        # MYRIGHTS that came with the last LIST (RFC 8440 LIST-MYRIGHTS): mailbox -> letters
+        self.listed_rights: dict[str, str] = {}
         self._broken = False
         self.last_used = time.monotonic()
 
@@ -640,10 +642,15 @@ class ImapSession:
             returns.append("CHILDREN")
         if with_status and self.has("LIST-STATUS"):
             returns.append(f"STATUS ({self.status_items()})")
+        if self.has("LIST-MYRIGHTS") and self.has("LIST-EXTENDED"):
+            # RFC 8440 (Cyrus): every mailbox's rights in this same round trip, instead of
+            # one MYRIGHTS per mailbox per refresh (see listed_rights)
+            returns.append("MYRIGHTS")
         text = 'LIST "" "*"'
         if returns:
             text += f" RETURN ({' '.join(returns)})"
         reply = await self.execute(Command((text,)), what="LIST")
+        self.listed_rights = dict(reply.myrights)
         lists = reply.lists
         if not self.has("LIST-EXTENDED"):
             lsub = await self.execute(Command(('LSUB "" "*"',)), what="LSUB")
@@ -657,14 +664,18 @@ class ImapSession:
         return lists, reply.statuses
 
     def status_items(self) -> str:
-        """The STATUS items a refresh needs, including the mailbox's stable id where the
-        server has one (RFC 8474 MAILBOXID; Dovecot answers X-GUID, even in LIST-STATUS)."""
+        """The STATUS items a refresh needs, with Dovecot's stable mailbox id (X-GUID, which
+        it answers even in LIST-STATUS).
+
+        Never RFC 8474 MAILBOXID: Cyrus 3.6.1 answers garbage bytes for it when it comes
+        with an item that opens the mailbox (MESSAGES, UIDNEXT, UNSEEN, HIGHESTMODSEQ), in
+        STATUS and in LIST-STATUS alike.  ``sync.engine`` asks ``STATUS box (MAILBOXID)``
+        on its own, once per mailbox it has not seen with this UIDVALIDITY yet.
+        """
         items = _STATUS_ITEMS_FULL
         if self.has("CONDSTORE"):
             items += " HIGHESTMODSEQ"
-        if self.has("OBJECTID"):
-            items += " MAILBOXID"
-        elif self.is_dovecot:
+        if self.is_dovecot and not self.has("OBJECTID"):
             items += " X-GUID"
         return items
 

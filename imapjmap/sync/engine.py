@@ -241,6 +241,9 @@ async def _source_id(
 
 
 async def _rights(session: ImapSession, name: str) -> str | None:
+    listed = session.listed_rights.get(name)
+    if listed is not None:
+        return listed  # came with the LIST (RFC 8440 LIST-MYRIGHTS): no round trip
     try:
         reply = await session.execute(session.mailbox_command("MYRIGHTS", name), what="MYRIGHTS")
     except ImapCommandFailed:

@@ -14,6 +14,7 @@ import pytest
 
 from imapjmap.errors import ImapCommandFailed
 from imapjmap.methods import email_create
+from tests.conftest import advertises
 from tests.integration.conftest import Jmap
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 4 + b"\n%%EOF\n"
@@ -54,7 +55,10 @@ def fetch_all(oracle: imaplib.IMAP4, mailbox: str) -> list[dict[str, Any]]:
                 "uid": int(re.search(r"UID (\d+)", meta).group(1)),  # type: ignore[union-attr]
                 "flags": flags - {"\\Recent"},
                 "size": int(re.search(r"RFC822\.SIZE (\d+)", meta).group(1)),  # type: ignore[union-attr]
-                "internaldate": re.search(r'INTERNALDATE "([^"]+)"', meta).group(1),  # type: ignore[union-attr]
+                # date-day-fixed is " 6" (Cyrus) or "06" (Dovecot), RFC 3501: one form here
+                "internaldate": re.sub(
+                    r"^ ", "0", re.search(r'INTERNALDATE "([^"]+)"', meta).group(1)  # type: ignore[union-attr]
+                ),
                 "raw": item[1],
             }
         )
@@ -288,7 +292,11 @@ async def test_eml_set_create_is_atomic_when_a_copy_is_refused(
     assert result["created"] is None
     assert result["notCreated"]["c"]["type"] == "overQuota"
     assert len(calls) == 2
+    uidplus = advertises(imap_oracle, "UIDPLUS")
     for mailbox in ("Drafts", "Archive", "INBOX"):
-        assert fetch_all(imap_oracle, mailbox) == [], mailbox
+        left = fetch_all(imap_oracle, mailbox)
+        if not uidplus:  # no UID EXPUNGE: what was written is only marked \Deleted
+            left = [m for m in left if m["flags"] != {"\\Deleted"}]
+        assert left == [], mailbox
     got = await jmap.ok("Email/query", {"filter": {"subject": "not kept"}})
     assert got["ids"] == []

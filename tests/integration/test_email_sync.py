@@ -1,7 +1,8 @@
 """The sync engine against the real Dovecot: changes made by another IMAP client show up
 through Email/changes, Email/query and Mailbox counts; ids survive MOVE and COPY; replies
 share threads; ``\\Deleted`` hides.  Run on every sync path: QRESYNC, CONDSTORE only, and a
-server with neither (the capabilities are removed from Dovecot's CAPABILITY)."""
+server with neither (the capabilities are removed from Dovecot's CAPABILITY); and on Cyrus,
+where RFC 8474 OBJECTID gives the ids (MAILBOXID, EMAILID, THREADID)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from imapjmap.demo.cyrus import CyrusServer
 from imapjmap.demo.dovecot import DovecotServer
 from imapjmap.http.app import make_app
 from tests.conftest import dovecot_root
@@ -26,10 +28,14 @@ PATHS = {
     "condstore": ("QRESYNC",),
     "plain": ("QRESYNC", "CONDSTORE"),
 }
+Server = DovecotServer | CyrusServer
 
 
-@pytest.fixture(scope="module", params=list(PATHS))
-def sync_server(request: pytest.FixtureRequest) -> Iterator[DovecotServer]:
+@pytest.fixture(scope="module", params=[*PATHS, "cyrus"])
+def sync_server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    if request.param == "cyrus":
+        yield request.getfixturevalue("cyrus")  # the session's Cyrus (tests/conftest.py)
+        return
     with dovecot_root() as root:
         server = DovecotServer.start(root, remove_capabilities=PATHS[request.param])
         yield server
@@ -37,7 +43,7 @@ def sync_server(request: pytest.FixtureRequest) -> Iterator[DovecotServer]:
 
 
 class User:
-    def __init__(self, server: DovecotServer) -> None:
+    def __init__(self, server: Server) -> None:
         self.username = f"sync{next(_counter)}"
         self.password = "pw-" + self.username
         self.host, self.port = server.host, server.port
@@ -45,7 +51,7 @@ class User:
 
 
 @pytest.fixture
-async def client(sync_server: DovecotServer, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def client(sync_server: Server, tmp_path: Path) -> AsyncIterator[Jmap]:
     user = User(sync_server)
     async with TestClient(TestServer(make_app(proxy_config(user, tmp_path)))) as http:
         jmap = Jmap(http, user.username, user.password)
@@ -54,7 +60,7 @@ async def client(sync_server: DovecotServer, tmp_path: Path) -> AsyncIterator[Jm
 
 
 @pytest.fixture
-def oracle(client: Jmap, sync_server: DovecotServer) -> Iterator[imaplib.IMAP4]:
+def oracle(client: Jmap, sync_server: Server) -> Iterator[imaplib.IMAP4]:
     conn = imaplib.IMAP4(sync_server.host, sync_server.port)
     conn.login(client.username, client.password)
     yield conn

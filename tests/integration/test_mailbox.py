@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import imaplib
 import re
+import secrets
 from typing import Any
 
 import pytest
@@ -41,7 +42,10 @@ async def by_name(jmap: Jmap) -> dict[str, dict[str, Any]]:
     return {m["name"]: m for m in result["list"]}
 
 
-def append(oracle: imaplib.IMAP4, mailbox: str, flags: str = "", raw: bytes = PLAIN) -> None:
+def append(oracle: imaplib.IMAP4, mailbox: str, flags: str = "", raw: bytes | None = None) -> None:
+    # a new Message-ID each time: byte-identical messages may be ONE Email (Cyrus gives them
+    # one EMAILID, RFC 8474 allows it), and these tests count different messages
+    raw = raw or PLAIN.replace(b"<m1@", f"<m{secrets.token_hex(8)}@".encode())
     typ, _ = oracle.append(mailbox, flags or None, None, raw)
     assert typ == "OK"
 

@@ -1,0 +1,223 @@
+"""What each kind of upstream shows that the others cannot (README "Upstream servers").
+
+The backend-independent tests already run against Dovecot, Cyrus and a Dovecot without
+extensions (``imap_backend`` in tests/conftest.py).  Here:
+
+* Cyrus (RFC 8474 OBJECTID): our Mailbox, Email and Thread ids ARE its MAILBOXID, EMAILID
+  and THREADID — the strings Cyrus's own JMAP uses — and they survive COPY, MOVE (RFC 8474
+  §5.1) and a rename; the oracle reads them with STATUS and FETCH.
+* Cyrus has no NOTIFY: push comes from the watcher's IDLE on INBOX.
+* Every backend: the IMAP commands a request costs when nothing changed upstream, as the
+  README documents them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from imapjmap.demo.cyrus import CyrusServer
+from imapjmap.http.app import make_app
+from tests.conftest import ImapUser, advertises
+from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.pushkit import external_append, open_events, push_service, wait_for
+
+
+def message(subject: str, msgid: str, reply_to: str | None = None) -> bytes:
+    head = (
+        f"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: {subject}\r\n"
+        f"Date: Mon, 2 Mar 2026 10:00:00 +0000\r\nMessage-ID: <{msgid}>\r\n"
+    )
+    if reply_to:
+        head += f"In-Reply-To: <{reply_to}>\r\nReferences: <{reply_to}>\r\n"
+    return (head + "\r\nHello\r\n").encode()
+
+
+@pytest.fixture
+def cyrus_user(cyrus: CyrusServer) -> ImapUser:
+    username, password = f"objectid-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    cyrus.add_user(username, password)
+    return ImapUser(username, password, cyrus.host, cyrus.port)
+
+
+@pytest.fixture
+async def cyrus_jmap(cyrus_user: ImapUser, tmp_path: Path) -> AsyncIterator[Jmap]:
+    app = make_app(proxy_config(cyrus_user, tmp_path))
+    async with TestClient(TestServer(app)) as http:
+        client = Jmap(http, cyrus_user.username, cyrus_user.password)
+        await client.session()
+        yield client
+
+
+def mailbox_ids(oracle: imaplib.IMAP4) -> dict[str, str]:
+    """IMAP name → MAILBOXID, each asked on its own (see imapjmap.demo.cyrus on why)."""
+    typ, data = oracle.list('""', "*")
+    assert typ == "OK", data
+    out = {}
+    for line in data:
+        assert isinstance(line, bytes)
+        name = line.decode().rsplit(" ", 1)[1].strip('"')
+        typ, status = oracle.status(f'"{name}"', "(MAILBOXID)")
+        assert typ == "OK", status
+        found = re.search(rb"MAILBOXID \(([^)]+)\)", status[0] or b"")
+        assert found, status
+        out[name] = found.group(1).decode()
+    return out
+
+
+def object_ids(oracle: imaplib.IMAP4, mailbox: str) -> dict[str, tuple[str, str]]:
+    """Subject → (EMAILID, THREADID) of each message in ``mailbox``."""
+    typ, _ = oracle.select(f'"{mailbox}"', readonly=True)
+    assert typ == "OK"
+    typ, data = oracle.uid("FETCH", "1:*", "(EMAILID THREADID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK", data
+    out = {}
+    for item in data:
+        if not isinstance(item, tuple):
+            continue
+        head = item[0].decode()
+        email_id = re.search(r"EMAILID \(([^)]+)\)", head)
+        thread_id = re.search(r"THREADID \(([^)]+)\)", head)
+        assert email_id and thread_id, head  # conversations: yes, so never THREADID NIL
+        subject = item[1].decode().split(":", 1)[1].strip()
+        out[subject] = (email_id.group(1), thread_id.group(1))
+    oracle.unselect()
+    return out
+
+
+async def jmap_view(jmap: Jmap) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """Mailbox name → id, and subject → {id, threadId, mailboxIds} through the proxy."""
+    boxes = await jmap.ok("Mailbox/get", {"properties": ["name", "parentId"]})
+    names = {m["id"]: m["name"] for m in boxes["list"]}
+    ids = (await jmap.ok("Email/query", {}))["ids"]
+    got = await jmap.ok(
+        "Email/get", {"ids": ids, "properties": ["subject", "threadId", "mailboxIds"]}
+    )
+    emails = {e["subject"]: e for e in got["list"]}
+    return {name: box_id for box_id, name in names.items()}, emails
+
+
+async def test_objectid_ids_are_the_servers_own(
+    cyrus_jmap: Jmap, cyrus_user: ImapUser
+) -> None:
+    oracle = cyrus_user.connect()
+    try:
+        assert advertises(oracle, "OBJECTID")
+        assert oracle.create("Projects")[0] == "OK"
+        for subject, msgid, parent in (
+            ("plan", "plan@example.org", None),
+            ("Re: plan", "reply@example.org", "plan@example.org"),
+            ("alone", "alone@example.org", None),
+        ):
+            typ, data = oracle.append("INBOX", None, None, message(subject, msgid, parent))
+            assert typ == "OK", data
+
+        boxes, emails = await jmap_view(cyrus_jmap)
+        upstream = mailbox_ids(oracle)
+        # Cyrus names INBOX "INBOX"; JMAP calls it "Inbox" (RFC 8621 §2)
+        assert boxes["Inbox"] == upstream["INBOX"]
+        for name in ("Drafts", "Sent", "Trash", "Junk", "Archive", "Projects"):
+            assert boxes[name] == upstream[name], name
+        server = object_ids(oracle, "INBOX")
+        assert set(server) == set(emails) == {"plan", "Re: plan", "alone"}
+        for subject, (email_id, thread_id) in server.items():
+            assert emails[subject]["id"] == email_id, subject
+            assert emails[subject]["threadId"] == thread_id, subject
+        assert emails["plan"]["threadId"] == emails["Re: plan"]["threadId"]
+        assert emails["alone"]["threadId"] != emails["plan"]["threadId"]
+
+        # RFC 8474 §5.1: COPY and MOVE keep EMAILID, so the ids do not move either
+        oracle.select("INBOX")
+        typ, data = oracle.uid("SEARCH", "SUBJECT", '"alone"')
+        assert typ == "OK" and data[0], data
+        alone_uid = data[0].decode().split()[0]
+        typ, data = oracle.uid("SEARCH", "HEADER", "Message-ID", '"<reply@example.org>"')
+        assert typ == "OK" and data[0], data
+        reply_uid = data[0].decode().split()[0]
+        assert oracle.uid("COPY", alone_uid, "Archive")[0] == "OK"
+        assert oracle.uid("MOVE", reply_uid, "Projects")[0] == "OK"
+        oracle.unselect()
+        assert oracle.rename("Projects", "Work")[0] == "OK"
+
+        after_boxes, after = await jmap_view(cyrus_jmap)
+        assert {s: e["id"] for s, e in after.items()} == {s: e["id"] for s, e in emails.items()}
+        assert after["alone"]["mailboxIds"] == {boxes["Inbox"]: True, boxes["Archive"]: True}
+        assert after["Re: plan"]["mailboxIds"] == {boxes["Projects"]: True}
+        assert after_boxes["Work"] == boxes["Projects"]  # MAILBOXID survives a rename
+        assert object_ids(oracle, "Archive")["alone"][0] == emails["alone"]["id"]
+        assert object_ids(oracle, "Work")["Re: plan"] == server["Re: plan"]
+    finally:
+        oracle.logout()
+
+
+async def test_push_without_notify_comes_from_idle(
+    cyrus_jmap: Jmap, cyrus_user: ImapUser
+) -> None:
+    """Cyrus has no NOTIFY: the watcher IDLEs on INBOX (idled makes that immediate)."""
+    oracle = cyrus_user.connect()
+    try:
+        assert not advertises(oracle, "NOTIFY")
+        events = await open_events(cyrus_jmap)
+        await events.next()  # the current states
+        service = push_service(cyrus_jmap)
+
+        def idling() -> bool:
+            watcher = service.watchers.get(cyrus_jmap.account_id)
+            return watcher is not None and watcher.mode == "idle"
+
+        await wait_for(idling, what="the IDLE watcher")
+        await asyncio.sleep(0.2)  # IDLE issued
+        started = asyncio.get_running_loop().time()
+        await external_append(oracle, "arrives by idle")
+        changed: dict[str, str] = {}
+        while "Email" not in changed:
+            event = await events.next(timeout=10)
+            changed.update(event.data["changed"][cyrus_jmap.account_id])
+        assert asyncio.get_running_loop().time() - started < 5  # not the 60 s poll
+        assert (await jmap_view(cyrus_jmap))[1].keys() == {"arrives by idle"}
+        events.resp.close()
+    finally:
+        oracle.logout()
+
+
+async def test_cost_of_a_request_when_nothing_changed(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's numbers for a request when nothing changed upstream: ONE command with
+    LIST-STATUS and CONDSTORE (Dovecot, Cyrus: rights come with the LIST, RFC 8440).
+    Without LIST-STATUS, one STATUS per mailbox; without CONDSTORE no cursor moves on a flag
+    change, so every mailbox is opened again, and each non-empty one's flags fetched (UID
+    FETCH FLAGS) and its UIDs listed (UID SEARCH) to see expunges."""
+    for mailbox in ("INBOX", "Archive"):
+        for n in range(2):
+            raw = message(f"{mailbox} {n}", f"{mailbox}.{n}.{secrets.token_hex(4)}@example.org")
+            assert imap_oracle.append(mailbox, None, None, raw)[0] == "OK"
+    mailboxes = len((await jmap.ok("Mailbox/get", {"ids": None}))["list"])  # first sync
+    caplog.set_level(logging.DEBUG, logger="imapjmap.imap.session")
+    caplog.clear()
+    await jmap.ok("Email/query", {})
+    sent = [
+        r.getMessage().split(" > ", 1)[1].split(" ", 2)[1]
+        for r in caplog.records
+        if r.name == "imapjmap.imap.session" and " > " in r.getMessage()
+    ]
+    list_status = advertises(imap_oracle, "LIST-STATUS")
+    condstore = advertises(imap_oracle, "CONDSTORE")
+    if list_status and condstore:
+        assert sent == ["LIST"]
+        return
+    assert sent.count("LIST") == 1, sent
+    assert sent.count("STATUS") == (0 if list_status else mailboxes), sent
+    if not condstore:
+        assert sent.count("SELECT") + sent.count("EXAMINE") == mailboxes, sent
+        assert sent.count("UID") == 2 * 2, sent  # the two non-empty mailboxes
+        assert sent.count("UNSELECT") <= 1, sent
