@@ -45,7 +45,9 @@ class RequestError(Exception):
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "type": self.type.value, "status": self.status, "detail": self.detail
+            "type": self.type.value,
+            "status": self.status,
+            "detail": self.detail,
         }
         if self.title:
             body["title"] = self.title
