@@ -148,8 +148,13 @@ def _library_path(prefix: Path) -> str:
     return ":".join([*dirs, inherited] if inherited else dirs)
 
 
-def _run(args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-         what: str = "") -> str:
+def _run(
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    what: str = "",
+) -> str:
     result = subprocess.run(
         list(args), env=env, cwd=cwd, capture_output=True, text=True, check=False
     )
@@ -182,7 +187,9 @@ def _missing_packages(packages: Sequence[str]) -> list[str]:
     for package in packages:
         result = subprocess.run(
             ["dpkg-query", "-W", "-f=${db:Status-Status}", package],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0 or result.stdout.strip() != "installed":
             missing.append(package)
@@ -220,9 +227,12 @@ def _apt_install(packages: Sequence[str]) -> None:
             "sudo apt-get install -y --no-install-recommends " + " ".join(packages)
         )
     env = _apt_env()
-    known = subprocess.run(
-        ["apt-cache", "show", *packages], capture_output=True, check=False
-    ).returncode == 0
+    known = (
+        subprocess.run(
+            ["apt-cache", "show", *packages], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     with _services_not_started():
         if not known:
             _run(["apt-get", "update", "-q"], env=env)
@@ -458,9 +468,12 @@ class CyrusServer:
             self._process = subprocess.Popen(
                 [
                     str(_bin_dir(self.prefix) / "master"),
-                    "-C", str(self.config_path),
-                    "-M", str(self.services_path),
-                    "-p", str(self.root / "run" / "master.pid"),
+                    "-C",
+                    str(self.config_path),
+                    "-M",
+                    str(self.services_path),
+                    "-p",
+                    str(self.root / "run" / "master.pid"),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,

@@ -41,14 +41,16 @@ class Jmap:
         self.account_id = body["primaryAccounts"][MAIL]
         return body
 
-    async def post(self, body: Any, *, raw: bytes | None = None,
-                   content_type: str = "application/json") -> Any:
+    async def post(
+        self, body: Any, *, raw: bytes | None = None, content_type: str = "application/json"
+    ) -> Any:
         data = raw if raw is not None else json.dumps(body).encode()
         headers = {**self.auth(), "Content-Type": content_type}
         return await self.http.post("/jmap/api/", data=io.BytesIO(data), headers=headers)
 
-    async def request(self, calls: list[list[Any]], using: list[str] | None = None,
-                      **extra: Any) -> dict[str, Any]:
+    async def request(
+        self, calls: list[list[Any]], using: list[str] | None = None, **extra: Any
+    ) -> dict[str, Any]:
         if not self.account_id:
             await self.session()
         resp = await self.post({"using": using or USING, "methodCalls": calls, **extra})
@@ -73,8 +75,9 @@ class Jmap:
 
 def proxy_config(user: Any, tmp_path: Path) -> Config:
     return Config(
-        imap=ImapConfig(host=user.host, port=user.port, security="none", pool_size=3,
-                        command_timeout=30.0),
+        imap=ImapConfig(
+            host=user.host, port=user.port, security="none", pool_size=3, command_timeout=30.0
+        ),
         server=ServerConfig(listen="127.0.0.1:0", base_url="http://127.0.0.1:8080"),
         cache=CacheConfig(path=str(tmp_path / "cache.sqlite3")),
     )

@@ -37,8 +37,17 @@ async def problem_of(resp: Any, status: int = 400) -> dict[str, Any]:
 
 async def test_session_has_every_required_field_core_sess_02(jmap: Jmap) -> None:
     session = await jmap.session()
-    for key in ("capabilities", "accounts", "primaryAccounts", "username", "apiUrl",
-                "downloadUrl", "uploadUrl", "eventSourceUrl", "state"):
+    for key in (
+        "capabilities",
+        "accounts",
+        "primaryAccounts",
+        "username",
+        "apiUrl",
+        "downloadUrl",
+        "uploadUrl",
+        "eventSourceUrl",
+        "state",
+    ):
         assert key in session, key
     assert session["username"] == jmap.username
     account = session["accounts"][jmap.account_id]
@@ -46,9 +55,16 @@ async def test_session_has_every_required_field_core_sess_02(jmap: Jmap) -> None
     assert account["isPersonal"] is True and account["isReadOnly"] is False
     assert MAIL in account["accountCapabilities"]
     core = session["capabilities"][CORE]
-    for limit in ("maxSizeUpload", "maxConcurrentUpload", "maxSizeRequest",
-                  "maxConcurrentRequests", "maxCallsInRequest", "maxObjectsInGet",
-                  "maxObjectsInSet", "collationAlgorithms"):
+    for limit in (
+        "maxSizeUpload",
+        "maxConcurrentUpload",
+        "maxSizeRequest",
+        "maxConcurrentRequests",
+        "maxCallsInRequest",
+        "maxObjectsInGet",
+        "maxObjectsInSet",
+        "collationAlgorithms",
+    ):
         assert limit in core, limit
     assert session["primaryAccounts"][MAIL] == jmap.account_id
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,255}", jmap.account_id)
@@ -58,8 +74,10 @@ async def test_session_urls_are_absolute_templates_core_sess_05(jmap: Jmap) -> N
     session = await jmap.session()
     for key in ("apiUrl", "downloadUrl", "uploadUrl", "eventSourceUrl"):
         assert session[key].startswith("http://127.0.0.1:8080/"), session[key]
-    variables = {k: set(re.findall(r"\{(\w+)\}", session[k]))
-                 for k in ("downloadUrl", "uploadUrl", "eventSourceUrl")}
+    variables = {
+        k: set(re.findall(r"\{(\w+)\}", session[k]))
+        for k in ("downloadUrl", "uploadUrl", "eventSourceUrl")
+    }
     assert variables["downloadUrl"] == {"accountId", "blobId", "type", "name"}
     assert variables["uploadUrl"] == {"accountId"}
     assert variables["eventSourceUrl"] == {"types", "closeafter", "ping"}
@@ -91,21 +109,22 @@ async def test_wrong_password_is_401(jmap: Jmap) -> None:
     resp = await jmap.http.get("/.well-known/jmap", headers=jmap.auth(password="wrong"))
     await problem_of(resp, 401)
     assert "WWW-Authenticate" in resp.headers
-    resp = await jmap.http.post("/jmap/api/", headers=jmap.auth(password="wrong"),
-                                data=b"{}")
+    resp = await jmap.http.post("/jmap/api/", headers=jmap.auth(password="wrong"), data=b"{}")
     await problem_of(resp, 401)
 
 
 async def test_malformed_basic_header_is_401(jmap: Jmap) -> None:
-    resp = await jmap.http.get("/.well-known/jmap",
-                               headers={"Authorization": "Basic not-base64!!"})
+    resp = await jmap.http.get("/.well-known/jmap", headers={"Authorization": "Basic not-base64!!"})
     await problem_of(resp, 401)
 
 
 async def test_upstream_down_is_503(imap_user: Any, tmp_path: Path) -> None:
     cfg = proxy_config(imap_user, tmp_path)
-    cfg = Config(imap=ImapConfig(host="127.0.0.1", port=1, security="none",
-                                 connect_timeout=2.0), server=cfg.server, cache=cfg.cache)
+    cfg = Config(
+        imap=ImapConfig(host="127.0.0.1", port=1, security="none", connect_timeout=2.0),
+        server=cfg.server,
+        cache=cfg.cache,
+    )
     async with TestClient(TestServer(make_app(cfg))) as http:
         client = Jmap(http, imap_user.username, imap_user.password)
         resp = await http.get("/.well-known/jmap", headers=client.auth())
@@ -138,14 +157,17 @@ async def test_not_json_bodies_core_err_02(jmap: Jmap, raw: bytes) -> None:
     assert body["type"] == RequestErrorType.NOT_JSON.value
 
 
-@pytest.mark.parametrize("request_body", [
-    {"foo": 1},
-    [],
-    {"using": "x", "methodCalls": []},
-    {"using": [], "methodCalls": {}},
-    {"using": [], "methodCalls": [["Core/echo", {}]]},
-    {"using": [], "methodCalls": [["Core/echo", [], "a"]]},
-])
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"foo": 1},
+        [],
+        {"using": "x", "methodCalls": []},
+        {"using": [], "methodCalls": {}},
+        {"using": [], "methodCalls": [["Core/echo", {}]]},
+        {"using": [], "methodCalls": [["Core/echo", [], "a"]]},
+    ],
+)
 async def test_not_request_core_err_03(jmap: Jmap, request_body: Any) -> None:
     body = await problem_of(await jmap.post(request_body))
     assert body["type"] == RequestErrorType.NOT_REQUEST.value
@@ -203,19 +225,21 @@ async def test_limit_max_concurrent_requests_core_err_04(
 
 
 async def test_unknown_method_and_processing_continues_core_err_10(jmap: Jmap) -> None:
-    body = await jmap.request([
-        ["Nope/nothing", {}, "a"],
-        ["Core/echo", {"hello": True}, "b"],
-    ])
+    body = await jmap.request(
+        [
+            ["Nope/nothing", {}, "a"],
+            ["Core/echo", {"hello": True}, "b"],
+        ]
+    )
     first, second = body["methodResponses"]
     assert first == ["error", {"type": "unknownMethod"}, "a"] or (
-        first[0] == "error" and first[1]["type"] == "unknownMethod" and first[2] == "a")
+        first[0] == "error" and first[1]["type"] == "unknownMethod" and first[2] == "a"
+    )
     assert second == ["Core/echo", {"hello": True}, "b"]
 
 
 async def test_method_of_capability_not_in_using_is_unknown_core_req_06(jmap: Jmap) -> None:
-    body = await jmap.request([["Mailbox/get", {"accountId": jmap.account_id}, "a"]],
-                              using=[CORE])
+    body = await jmap.request([["Mailbox/get", {"accountId": jmap.account_id}, "a"]], using=[CORE])
     assert body["methodResponses"][0][1]["type"] == "unknownMethod"
 
 
@@ -248,8 +272,9 @@ async def test_request_too_large_for_get(jmap: Jmap) -> None:
 
 
 async def test_state_mismatch_on_set_core_set_01(jmap: Jmap) -> None:
-    name, args = await jmap.call("Mailbox/set", {
-        "ifInState": "not-the-state", "create": {"a": {"name": "never"}}})
+    name, args = await jmap.call(
+        "Mailbox/set", {"ifInState": "not-the-state", "create": {"a": {"name": "never"}}}
+    )
     assert (name, args["type"]) == ("error", "stateMismatch")
     listed = await jmap.ok("Mailbox/get", {"properties": ["name"]})
     assert "never" not in {m["name"] for m in listed["list"]}
@@ -275,8 +300,9 @@ async def test_server_fail_never_leaks_a_traceback(
     registry = dict(views.REGISTRY)
     registry["Core/echo"] = MethodSpec(broken, CORE, takes_account=False)
     monkeypatch.setattr(views, "REGISTRY", registry)
-    body = await jmap.request([["Core/echo", {}, "a"], ["Mailbox/get", {
-        "accountId": jmap.account_id, "ids": []}, "b"]])
+    body = await jmap.request(
+        [["Core/echo", {}, "a"], ["Mailbox/get", {"accountId": jmap.account_id, "ids": []}, "b"]]
+    )
     error = body["methodResponses"][0]
     assert error[0] == "error" and error[1]["type"] == "serverFail"
     assert "secret" not in json.dumps(body)
@@ -287,56 +313,90 @@ async def test_server_fail_never_leaks_a_traceback(
 
 
 async def test_result_reference_query_to_get_core_ref_02(jmap: Jmap) -> None:
-    body = await jmap.request([
-        ["Mailbox/query", {"accountId": jmap.account_id}, "q"],
-        ["Mailbox/get", {"accountId": jmap.account_id,
-                         "#ids": {"resultOf": "q", "name": "Mailbox/query", "path": "/ids"}},
-         "g"],
-    ])
+    body = await jmap.request(
+        [
+            ["Mailbox/query", {"accountId": jmap.account_id}, "q"],
+            [
+                "Mailbox/get",
+                {
+                    "accountId": jmap.account_id,
+                    "#ids": {"resultOf": "q", "name": "Mailbox/query", "path": "/ids"},
+                },
+                "g",
+            ],
+        ]
+    )
     query, get = body["methodResponses"]
     assert [m["id"] for m in get[1]["list"]] == query[1]["ids"]
 
 
 async def test_result_reference_star_flattening_core_ref_03(jmap: Jmap) -> None:
-    body = await jmap.request([
-        ["Mailbox/get", {"accountId": jmap.account_id}, "g"],
-        ["Core/echo", {"#names": {"resultOf": "g", "name": "Mailbox/get",
-                                  "path": "/list/*/name"}}, "e"],
-    ])
+    body = await jmap.request(
+        [
+            ["Mailbox/get", {"accountId": jmap.account_id}, "g"],
+            [
+                "Core/echo",
+                {"#names": {"resultOf": "g", "name": "Mailbox/get", "path": "/list/*/name"}},
+                "e",
+            ],
+        ]
+    )
     get, echo = body["methodResponses"]
     assert echo[1]["names"] == [m["name"] for m in get[1]["list"]]
 
 
-@pytest.mark.parametrize("ref", [
-    {"resultOf": "missing", "name": "Mailbox/query", "path": "/ids"},
-    {"resultOf": "q", "name": "Mailbox/get", "path": "/ids"},
-    {"resultOf": "q", "name": "Mailbox/query", "path": "/nope"},
-    {"resultOf": "q", "name": "Mailbox/query", "path": "/ids/*/x"},
-    {"resultOf": "q", "name": "Mailbox/query"},
-])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {"resultOf": "missing", "name": "Mailbox/query", "path": "/ids"},
+        {"resultOf": "q", "name": "Mailbox/get", "path": "/ids"},
+        {"resultOf": "q", "name": "Mailbox/query", "path": "/nope"},
+        {"resultOf": "q", "name": "Mailbox/query", "path": "/ids/*/x"},
+        {"resultOf": "q", "name": "Mailbox/query"},
+    ],
+)
 async def test_result_reference_failures_core_ref_04(jmap: Jmap, ref: dict[str, Any]) -> None:
-    body = await jmap.request([
-        ["Mailbox/query", {"accountId": jmap.account_id}, "q"],
-        ["Mailbox/get", {"accountId": jmap.account_id, "#ids": ref}, "g"],
-    ])
+    body = await jmap.request(
+        [
+            ["Mailbox/query", {"accountId": jmap.account_id}, "q"],
+            ["Mailbox/get", {"accountId": jmap.account_id, "#ids": ref}, "g"],
+        ]
+    )
     assert body["methodResponses"][1][1]["type"] == "invalidResultReference"
 
 
 async def test_reference_to_an_error_response_fails_core_ref_06(jmap: Jmap) -> None:
-    body = await jmap.request([
-        ["Mailbox/query", {"accountId": "nope"}, "q"],
-        ["Mailbox/get", {"accountId": jmap.account_id, "#ids": {
-            "resultOf": "q", "name": "Mailbox/query", "path": "/ids"}}, "g"],
-    ])
+    body = await jmap.request(
+        [
+            ["Mailbox/query", {"accountId": "nope"}, "q"],
+            [
+                "Mailbox/get",
+                {
+                    "accountId": jmap.account_id,
+                    "#ids": {"resultOf": "q", "name": "Mailbox/query", "path": "/ids"},
+                },
+                "g",
+            ],
+        ]
+    )
     assert body["methodResponses"][1][1]["type"] == "invalidResultReference"
 
 
 async def test_both_plain_and_referenced_argument_core_ref_05(jmap: Jmap) -> None:
-    body = await jmap.request([
-        ["Mailbox/query", {"accountId": jmap.account_id}, "q"],
-        ["Mailbox/get", {"accountId": jmap.account_id, "ids": [], "#ids": {
-            "resultOf": "q", "name": "Mailbox/query", "path": "/ids"}}, "g"],
-    ])
+    body = await jmap.request(
+        [
+            ["Mailbox/query", {"accountId": jmap.account_id}, "q"],
+            [
+                "Mailbox/get",
+                {
+                    "accountId": jmap.account_id,
+                    "ids": [],
+                    "#ids": {"resultOf": "q", "name": "Mailbox/query", "path": "/ids"},
+                },
+                "g",
+            ],
+        ]
+    )
     assert body["methodResponses"][1][1]["type"] == "invalidArguments"
 
 
@@ -346,23 +406,41 @@ async def test_both_plain_and_referenced_argument_core_ref_05(jmap: Jmap) -> Non
 async def test_creation_ids_within_and_across_calls_core_cid_01_03(
     jmap: Jmap, imap_oracle: Any
 ) -> None:
-    body = await jmap.request([
-        ["Mailbox/set", {"accountId": jmap.account_id, "create": {
-            "kid": {"name": "Kid", "parentId": "#top"},
-            "top": {"name": "Top"},
-        }}, "s1"],
-        ["Mailbox/set", {"accountId": jmap.account_id, "create": {
-            "grandkid": {"name": "Grandkid", "parentId": "#kid"}}}, "s2"],
-        ["Mailbox/get", {"accountId": jmap.account_id, "ids": ["#top", "#kid", "#grandkid"]},
-         "g"],
-    ], createdIds={"seed": "Mseeded"})
+    body = await jmap.request(
+        [
+            [
+                "Mailbox/set",
+                {
+                    "accountId": jmap.account_id,
+                    "create": {
+                        "kid": {"name": "Kid", "parentId": "#top"},
+                        "top": {"name": "Top"},
+                    },
+                },
+                "s1",
+            ],
+            [
+                "Mailbox/set",
+                {
+                    "accountId": jmap.account_id,
+                    "create": {"grandkid": {"name": "Grandkid", "parentId": "#kid"}},
+                },
+                "s2",
+            ],
+            [
+                "Mailbox/get",
+                {"accountId": jmap.account_id, "ids": ["#top", "#kid", "#grandkid"]},
+                "g",
+            ],
+        ],
+        createdIds={"seed": "Mseeded"},
+    )
     s1, s2, get = body["methodResponses"]
     assert set(s1[1]["created"]) == {"top", "kid"}, s1
     assert set(s2[1]["created"]) == {"grandkid"}, s2
     top, kid = s1[1]["created"]["top"]["id"], s1[1]["created"]["kid"]["id"]
     grandkid = s2[1]["created"]["grandkid"]["id"]
-    assert body["createdIds"] == {"seed": "Mseeded", "top": top, "kid": kid,
-                                  "grandkid": grandkid}
+    assert body["createdIds"] == {"seed": "Mseeded", "top": top, "kid": kid, "grandkid": grandkid}
     assert get[0] == "Mailbox/get", get
     got = {m["id"]: m for m in get[1]["list"]}
     assert got[kid]["parentId"] == top and got[grandkid]["parentId"] == kid
@@ -378,6 +456,5 @@ async def test_created_ids_absent_when_not_sent_core_req_04(jmap: Jmap) -> None:
 
 
 async def test_unknown_creation_id_reference_fails_the_record_core_cid_05(jmap: Jmap) -> None:
-    result = await jmap.ok("Mailbox/set", {"create": {"x": {"name": "X",
-                                                            "parentId": "#nothere"}}})
+    result = await jmap.ok("Mailbox/set", {"create": {"x": {"name": "X", "parentId": "#nothere"}}})
     assert result["notCreated"]["x"]["type"] == "invalidProperties"

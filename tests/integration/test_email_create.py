@@ -57,7 +57,9 @@ def fetch_all(oracle: imaplib.IMAP4, mailbox: str) -> list[dict[str, Any]]:
                 "size": int(re.search(r"RFC822\.SIZE (\d+)", meta).group(1)),  # type: ignore[union-attr]
                 # date-day-fixed is " 6" (Cyrus) or "06" (Dovecot), RFC 3501: one form here
                 "internaldate": re.sub(
-                    r"^ ", "0", re.search(r'INTERNALDATE "([^"]+)"', meta).group(1)  # type: ignore[union-attr]
+                    r"^ ",
+                    "0",
+                    re.search(r'INTERNALDATE "([^"]+)"', meta).group(1),  # type: ignore[union-attr]
                 ),
                 "raw": item[1],
             }

@@ -13,8 +13,10 @@ import pytest
 
 from tests.integration.conftest import Jmap
 
-PLAIN = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n"
-         b"Message-ID: <m1@example.org>\r\n\r\nbody\r\n")
+PLAIN = (
+    b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n"
+    b"Message-ID: <m1@example.org>\r\n\r\nbody\r\n"
+)
 
 
 def imap_names(oracle: imaplib.IMAP4) -> dict[str, str]:
@@ -57,8 +59,11 @@ async def test_get_roles_from_special_use_and_inbox_mbx_02(jmap: Jmap) -> None:
     boxes = await by_name(jmap)
     roles = {m["role"] for m in boxes.values() if m["role"]}
     assert {"inbox", "drafts", "sent", "trash", "junk", "archive"} <= roles
-    assert boxes["Inbox"]["role"] == "inbox" if "Inbox" in boxes else any(
-        m["role"] == "inbox" for m in boxes.values())
+    assert (
+        boxes["Inbox"]["role"] == "inbox"
+        if "Inbox" in boxes
+        else any(m["role"] == "inbox" for m in boxes.values())
+    )
     # at most one mailbox per role (MBX-02)
     assert len(roles) == len([m for m in boxes.values() if m["role"]])
 
@@ -67,13 +72,31 @@ async def test_get_every_property_and_valid_ids_core_get_01(jmap: Jmap) -> None:
     result = await jmap.ok("Mailbox/get", {})
     assert result["notFound"] == []
     for mailbox in result["list"]:
-        assert set(mailbox) == {"id", "name", "parentId", "role", "sortOrder", "totalEmails",
-                                "unreadEmails", "totalThreads", "unreadThreads", "myRights",
-                                "isSubscribed"}
+        assert set(mailbox) == {
+            "id",
+            "name",
+            "parentId",
+            "role",
+            "sortOrder",
+            "totalEmails",
+            "unreadEmails",
+            "totalThreads",
+            "unreadThreads",
+            "myRights",
+            "isSubscribed",
+        }
         assert re.fullmatch(r"[A-Za-z0-9_-]{1,255}", mailbox["id"])
         assert set(mailbox["myRights"]) == {
-            "mayReadItems", "mayAddItems", "mayRemoveItems", "maySetSeen", "maySetKeywords",
-            "mayCreateChild", "mayRename", "mayDelete", "maySubmit"}
+            "mayReadItems",
+            "mayAddItems",
+            "mayRemoveItems",
+            "maySetSeen",
+            "maySetKeywords",
+            "mayCreateChild",
+            "mayRename",
+            "mayDelete",
+            "maySubmit",
+        }
 
 
 async def test_get_properties_filter_always_includes_id_core_get_01(jmap: Jmap) -> None:
@@ -115,8 +138,9 @@ async def test_get_hierarchy_and_non_ascii_names(jmap: Jmap, imap_oracle: imapli
 # -- Mailbox/set -----------------------------------------------------------------------------
 
 
-async def test_create_is_visible_over_imap_and_encoded(jmap: Jmap,
-                                                       imap_oracle: imaplib.IMAP4) -> None:
+async def test_create_is_visible_over_imap_and_encoded(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4
+) -> None:
     result = await jmap.ok("Mailbox/set", {"create": {"n": {"name": "Käse & Brot"}}})
     created = result["created"]["n"]
     assert created["id"] and created["totalEmails"] == 0
@@ -125,24 +149,36 @@ async def test_create_is_visible_over_imap_and_encoded(jmap: Jmap,
     assert result["oldState"] != result["newState"]
 
 
-async def test_create_child_and_sibling_clash_mbx_01(jmap: Jmap,
-                                                     imap_oracle: imaplib.IMAP4) -> None:
-    result = await jmap.ok("Mailbox/set", {"create": {
-        "p": {"name": "Parent"}, "c": {"name": "Child", "parentId": "#p"}}})
+async def test_create_child_and_sibling_clash_mbx_01(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4
+) -> None:
+    result = await jmap.ok(
+        "Mailbox/set",
+        {"create": {"p": {"name": "Parent"}, "c": {"name": "Child", "parentId": "#p"}}},
+    )
     parent = result["created"]["p"]["id"]
     assert "Parent/Child" in imap_names(imap_oracle)
-    clash = await jmap.ok("Mailbox/set", {"create": {
-        "again": {"name": "Child", "parentId": parent},
-        "top": {"name": "Parent"}}})
+    clash = await jmap.ok(
+        "Mailbox/set",
+        {"create": {"again": {"name": "Child", "parentId": parent}, "top": {"name": "Parent"}}},
+    )
     assert clash["notCreated"]["again"]["type"] == "alreadyExists"
     assert clash["notCreated"]["top"]["type"] == "alreadyExists"
 
 
-@pytest.mark.parametrize("bad", [
-    {"name": ""}, {"name": "a/b"}, {"name": 5}, {"name": "ok", "totalEmails": 3},
-    {"name": "ok", "bogus": 1}, {"name": "ok", "parentId": "Mnothere"},
-    {"name": "ok", "sortOrder": -1}, {"name": "ok", "isSubscribed": "yes"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": ""},
+        {"name": "a/b"},
+        {"name": 5},
+        {"name": "ok", "totalEmails": 3},
+        {"name": "ok", "bogus": 1},
+        {"name": "ok", "parentId": "Mnothere"},
+        {"name": "ok", "sortOrder": -1},
+        {"name": "ok", "isSubscribed": "yes"},
+    ],
+)
 async def test_create_invalid_properties_core_set_04(jmap: Jmap, bad: dict[str, Any]) -> None:
     result = await jmap.ok("Mailbox/set", {"create": {"x": bad}})
     assert result["notCreated"]["x"]["type"] == "invalidProperties", result
@@ -153,10 +189,10 @@ async def test_create_top_level_inbox_name_clashes(jmap: Jmap) -> None:
     assert result["notCreated"]["x"]["type"] == "alreadyExists"
 
 
-async def test_rename_keeps_id_and_moves_children(jmap: Jmap,
-                                                  imap_oracle: imaplib.IMAP4) -> None:
-    made = await jmap.ok("Mailbox/set", {"create": {
-        "a": {"name": "Alpha"}, "b": {"name": "Beta", "parentId": "#a"}}})
+async def test_rename_keeps_id_and_moves_children(jmap: Jmap, imap_oracle: imaplib.IMAP4) -> None:
+    made = await jmap.ok(
+        "Mailbox/set", {"create": {"a": {"name": "Alpha"}, "b": {"name": "Beta", "parentId": "#a"}}}
+    )
     alpha, beta = made["created"]["a"]["id"], made["created"]["b"]["id"]
     result = await jmap.ok("Mailbox/set", {"update": {alpha: {"name": "Gamma"}}})
     assert result["updated"] == {alpha: None}
@@ -169,8 +205,7 @@ async def test_rename_keeps_id_and_moves_children(jmap: Jmap,
 
 
 async def test_reparent_and_cycle(jmap: Jmap, imap_oracle: imaplib.IMAP4) -> None:
-    made = await jmap.ok("Mailbox/set", {"create": {
-        "a": {"name": "One"}, "b": {"name": "Two"}}})
+    made = await jmap.ok("Mailbox/set", {"create": {"a": {"name": "One"}, "b": {"name": "Two"}}})
     one, two = made["created"]["a"]["id"], made["created"]["b"]["id"]
     moved = await jmap.ok("Mailbox/set", {"update": {two: {"parentId": one}}})
     assert two in moved["updated"]
@@ -190,10 +225,8 @@ async def test_update_server_set_property_is_invalid(jmap: Jmap) -> None:
     assert result["notUpdated"]["Mnothere"]["type"] == "notFound"
 
 
-async def test_subscription_follows_is_subscribed(jmap: Jmap,
-                                                  imap_oracle: imaplib.IMAP4) -> None:
-    made = await jmap.ok("Mailbox/set", {"create": {"a": {"name": "Subs",
-                                                          "isSubscribed": False}}})
+async def test_subscription_follows_is_subscribed(jmap: Jmap, imap_oracle: imaplib.IMAP4) -> None:
+    made = await jmap.ok("Mailbox/set", {"create": {"a": {"name": "Subs", "isSubscribed": False}}})
     box = made["created"]["a"]["id"]
     assert "Subs" not in subscribed(imap_oracle)
     await jmap.ok("Mailbox/set", {"update": {box: {"isSubscribed": True}}})
@@ -204,8 +237,7 @@ async def test_subscription_follows_is_subscribed(jmap: Jmap,
 
 
 async def test_sort_order_is_kept(jmap: Jmap) -> None:
-    made = await jmap.ok("Mailbox/set", {"create": {"a": {"name": "Sorted",
-                                                          "sortOrder": 42}}})
+    made = await jmap.ok("Mailbox/set", {"create": {"a": {"name": "Sorted", "sortOrder": 42}}})
     box = made["created"]["a"]["id"]
     assert (await by_name(jmap))["Sorted"]["sortOrder"] == 42
     await jmap.ok("Mailbox/set", {"update": {box: {"sortOrder": 7}}})
@@ -213,9 +245,16 @@ async def test_sort_order_is_kept(jmap: Jmap) -> None:
 
 
 async def test_destroy_rules_mbx_07(jmap: Jmap, imap_oracle: imaplib.IMAP4) -> None:
-    made = await jmap.ok("Mailbox/set", {"create": {
-        "p": {"name": "Old"}, "c": {"name": "Kid", "parentId": "#p"},
-        "f": {"name": "Full"}}})
+    made = await jmap.ok(
+        "Mailbox/set",
+        {
+            "create": {
+                "p": {"name": "Old"},
+                "c": {"name": "Kid", "parentId": "#p"},
+                "f": {"name": "Full"},
+            }
+        },
+    )
     parent, child, full = (made["created"][k]["id"] for k in ("p", "c", "f"))
     append(imap_oracle, "Full")
     result = await jmap.ok("Mailbox/set", {"destroy": [parent, full]})
@@ -252,8 +291,9 @@ async def test_update_of_destroyed_is_will_destroy_core_set_05(jmap: Jmap) -> No
 # -- Mailbox/changes (external changes through the oracle) ------------------------------------
 
 
-async def test_changes_see_external_create_rename_delete(jmap: Jmap,
-                                                         imap_oracle: imaplib.IMAP4) -> None:
+async def test_changes_see_external_create_rename_delete(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4
+) -> None:
     state = (await jmap.ok("Mailbox/get", {"ids": []}))["state"]
     assert imap_oracle.create("Outside")[0] == "OK"
     changes = await jmap.ok("Mailbox/changes", {"sinceState": state})
@@ -281,7 +321,8 @@ async def test_changes_counts_only_updated_properties_mbx_05(
     changes = await jmap.ok("Mailbox/changes", {"sinceState": state})
     assert len(changes["updated"]) == 1
     assert sorted(changes["updatedProperties"]) == sorted(
-        ["totalEmails", "unreadEmails", "totalThreads", "unreadThreads"])
+        ["totalEmails", "unreadEmails", "totalThreads", "unreadThreads"]
+    )
 
 
 async def test_changes_nothing_new_core_chg_05(jmap: Jmap) -> None:
@@ -292,8 +333,9 @@ async def test_changes_nothing_new_core_chg_05(jmap: Jmap) -> None:
     assert changes["hasMoreChanges"] is False
 
 
-async def test_changes_paging_with_max_changes_core_chg_01(jmap: Jmap,
-                                                           imap_oracle: imaplib.IMAP4) -> None:
+async def test_changes_paging_with_max_changes_core_chg_01(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4
+) -> None:
     state = (await jmap.ok("Mailbox/get", {"ids": []}))["state"]
     for i in range(5):
         assert imap_oracle.create(f"Page{i}")[0] == "OK"
@@ -309,8 +351,7 @@ async def test_changes_paging_with_max_changes_core_chg_01(jmap: Jmap,
     assert len(seen) == 5 and len(set(seen)) == 5
 
 
-async def test_uidvalidity_reset_is_a_new_mailbox(jmap: Jmap,
-                                                  imap_oracle: imaplib.IMAP4) -> None:
+async def test_uidvalidity_reset_is_a_new_mailbox(jmap: Jmap, imap_oracle: imaplib.IMAP4) -> None:
     assert imap_oracle.create("Phoenix")[0] == "OK"
     old = (await by_name(jmap))["Phoenix"]["id"]
     state = (await jmap.ok("Mailbox/get", {"ids": []}))["state"]
@@ -325,8 +366,15 @@ async def test_uidvalidity_reset_is_a_new_mailbox(jmap: Jmap,
 
 
 async def test_query_filters_mbx_06(jmap: Jmap) -> None:
-    made = await jmap.ok("Mailbox/set", {"create": {
-        "a": {"name": "Qa"}, "b": {"name": "Qb", "parentId": "#a", "isSubscribed": False}}})
+    made = await jmap.ok(
+        "Mailbox/set",
+        {
+            "create": {
+                "a": {"name": "Qa"},
+                "b": {"name": "Qb", "parentId": "#a", "isSubscribed": False},
+            }
+        },
+    )
     qa, qb = made["created"]["a"]["id"], made["created"]["b"]["id"]
 
     async def ids(flt: Any, **extra: Any) -> list[str]:
@@ -347,20 +395,27 @@ async def test_query_filters_mbx_06(jmap: Jmap) -> None:
 
 
 async def test_query_sorts_and_tree_modes(jmap: Jmap) -> None:
-    made = await jmap.ok("Mailbox/set", {"create": {
-        "z": {"name": "Zulu", "sortOrder": 1}, "y": {"name": "Yankee", "parentId": "#z"},
-        "a": {"name": "Able", "sortOrder": 2}}})
+    made = await jmap.ok(
+        "Mailbox/set",
+        {
+            "create": {
+                "z": {"name": "Zulu", "sortOrder": 1},
+                "y": {"name": "Yankee", "parentId": "#z"},
+                "a": {"name": "Able", "sortOrder": 2},
+            }
+        },
+    )
     zulu, yankee, able = (made["created"][k]["id"] for k in ("z", "y", "a"))
     by_name_sort = (await jmap.ok("Mailbox/query", {"sort": [{"property": "name"}]}))["ids"]
     assert by_name_sort.index(able) < by_name_sort.index(yankee) < by_name_sort.index(zulu)
-    desc = (await jmap.ok("Mailbox/query", {"sort": [{"property": "name",
-                                                      "isAscending": False}]}))["ids"]
+    desc = (await jmap.ok("Mailbox/query", {"sort": [{"property": "name", "isAscending": False}]}))[
+        "ids"
+    ]
     assert desc == list(reversed(by_name_sort))
     tree = await jmap.ok("Mailbox/query", {"sort": [{"property": "name"}], "sortAsTree": True})
     assert tree["ids"].index(zulu) + 1 == tree["ids"].index(yankee)
     assert tree["canCalculateChanges"] is False
-    filtered = await jmap.ok("Mailbox/query", {"filter": {"name": "Yankee"},
-                                               "filterAsTree": True})
+    filtered = await jmap.ok("Mailbox/query", {"filter": {"name": "Yankee"}, "filterAsTree": True})
     assert filtered["ids"] == []  # its parent Zulu does not match
     name, args = await jmap.call("Mailbox/query", {"sort": [{"property": "totalEmails"}]})
     assert (name, args["type"]) == ("error", "unsupportedSort")
@@ -376,8 +431,7 @@ async def test_query_paging_core_qry_01_02(jmap: Jmap) -> None:
     assert page["ids"] == ids[2:4] and page["position"] == 2
     tail = await jmap.ok("Mailbox/query", {"position": -2})
     assert tail["ids"] == ids[-2:] and tail["position"] == total - 2
-    anchored = await jmap.ok("Mailbox/query", {"anchor": ids[3], "anchorOffset": -1,
-                                               "limit": 2})
+    anchored = await jmap.ok("Mailbox/query", {"anchor": ids[3], "anchorOffset": -1, "limit": 2})
     assert anchored["ids"] == ids[2:4] and anchored["position"] == 2
     beyond = await jmap.ok("Mailbox/query", {"position": 1000})
     assert beyond["ids"] == []
@@ -396,8 +450,9 @@ async def test_query_changes_core_qch_01(jmap: Jmap, imap_oracle: imaplib.IMAP4)
     gone_name = next(m for m in (await jmap.ok("Mailbox/get", {"ids": [gone]}))["list"])
     del gone_name
     after = await jmap.ok("Mailbox/query", query)
-    changes = await jmap.ok("Mailbox/queryChanges", {**query,
-                                                     "sinceQueryState": before["queryState"]})
+    changes = await jmap.ok(
+        "Mailbox/queryChanges", {**query, "sinceQueryState": before["queryState"]}
+    )
     assert changes["newQueryState"] == after["queryState"]
     rebuilt = [i for i in before["ids"] if i not in changes["removed"]]
     for item in sorted(changes["added"], key=lambda a: a["index"]):

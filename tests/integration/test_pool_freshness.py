@@ -13,8 +13,9 @@ from imapjmap.imap.commands import Command
 from imapjmap.imap.pool import ImapPool
 
 
-async def test_reused_selected_connection_sees_new_uids(imap_user: Any,
-                                                        imap_oracle: imaplib.IMAP4) -> None:
+async def test_reused_selected_connection_sees_new_uids(
+    imap_user: Any, imap_oracle: imaplib.IMAP4
+) -> None:
     cfg = ImapConfig(host=imap_user.host, port=imap_user.port, security="none", pool_size=1)
     pool = ImapPool(cfg, imap_user.username, imap_user.password)
     try:

@@ -106,9 +106,7 @@ async def jmap_view(jmap: Jmap) -> tuple[dict[str, str], dict[str, dict[str, Any
     return {name: box_id for box_id, name in names.items()}, emails
 
 
-async def test_objectid_ids_are_the_servers_own(
-    cyrus_jmap: Jmap, cyrus_user: ImapUser
-) -> None:
+async def test_objectid_ids_are_the_servers_own(cyrus_jmap: Jmap, cyrus_user: ImapUser) -> None:
     oracle = cyrus_user.connect()
     try:
         assert advertises(oracle, "OBJECTID")
@@ -159,9 +157,7 @@ async def test_objectid_ids_are_the_servers_own(
         oracle.logout()
 
 
-async def test_push_without_notify_comes_from_idle(
-    cyrus_jmap: Jmap, cyrus_user: ImapUser
-) -> None:
+async def test_push_without_notify_comes_from_idle(cyrus_jmap: Jmap, cyrus_user: ImapUser) -> None:
     """Cyrus has no NOTIFY: the watcher IDLEs on INBOX (idled makes that immediate)."""
     oracle = cyrus_user.connect()
     try:

@@ -83,15 +83,15 @@ def test_paging_inside_one_seq_core_chg_01() -> None:
 
 def test_pages_of_one_round_keep_its_base_and_end() -> None:
     result = compute_changes(rows(("a", 5, 5, None), ("b", 6, 6, None)), State(E, 4), 6, 1)
-    assert (result.created, result.new_state, result.has_more) == (
-        ["a"], State(E, 4, "a", 6), True)
+    assert (result.created, result.new_state, result.has_more) == (["a"], State(E, 4, "a", 6), True)
 
 
 def test_row_changed_again_while_paging_is_still_created_core_chg_03() -> None:
     """Three rows created in one sync, one of them updated while the client pages: it is
     reported created once, in its round, whatever its change seq became."""
-    first = compute_changes(rows(("a", 1, 1, None), ("b", 1, 1, None), ("c", 1, 1, None)),
-                            State(E, 0), 1, 1)
+    first = compute_changes(
+        rows(("a", 1, 1, None), ("b", 1, 1, None), ("c", 1, 1, None)), State(E, 0), 1, 1
+    )
     assert first.created == ["a"]
     later = rows(("a", 1, 1, None), ("b", 1, 2, None), ("c", 1, 1, None))
     second = compute_changes(later, first.new_state, 2, 1)

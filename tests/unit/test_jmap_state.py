@@ -15,7 +15,10 @@ EPOCHS = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
 IDS = st.from_regex(r"[A-Za-z0-9_-]{1,255}", fullmatch=True)
 SEQS = st.integers(min_value=0, max_value=2**53 - 1)
 STATES = st.builds(State, EPOCHS, SEQS) | st.builds(
-    lambda epoch, a, b, after: State(epoch, min(a, b), after, max(a, b)), EPOCHS, SEQS, SEQS,
+    lambda epoch, a, b, after: State(epoch, min(a, b), after, max(a, b)),
+    EPOCHS,
+    SEQS,
+    SEQS,
     IDS,
 )
 URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
