@@ -1,8 +1,9 @@
 """An EMULATION of Gmail's IMAP service for tests.  It is not Gmail.
 
-No installable server implements Gmail's X-GM-EXT-1, and the build machines cannot reach Gmail, so Gmail mode is tested against this scripted
-loopback server.  It implements what Google documents, and nothing it does proves how the
-real service behaves where the documents are silent.
+No installable server implements Gmail's X-GM-EXT-1, and the build machines cannot reach
+Gmail, so Gmail mode is tested against this scripted loopback server.  It implements what
+Google documents, and nothing it does proves how the real service behaves where the
+documents are silent.
 
 Sources (Google's public documentation):
 
