@@ -237,10 +237,11 @@ def locations_of_mailbox(tx: Tx, account_id: str, mailbox_id: str) -> dict[int, 
 def locations_of_email(tx: Tx, account_id: str, email_id: str) -> list[Location]:
     rows = tx.all(
         "SELECT mailbox_id, uid, email_id, modseq, flags, deleted FROM locations"
-        " WHERE account_id = ? AND email_id = ? ORDER BY mailbox_id, uid",
+        " INDEXED BY locations_email WHERE account_id = ? AND email_id = ?",
         (account_id, email_id),
     )
-    return [_location_from(r) for r in rows]
+    # sorted here: an ORDER BY made SQLite walk the primary key over the whole account
+    return sorted((_location_from(r) for r in rows), key=lambda loc: (loc.mailbox_id, loc.uid))
 
 
 def put_location(tx: Tx, account_id: str, loc: Location) -> None:
@@ -479,6 +480,19 @@ def set_synced_cursor(
 def forget_mailbox(tx: Tx, account_id: str, mailbox_id: str) -> list[str]:
     """A mailbox is gone: drop its locations; returns the email ids that were in it."""
     return remove_mailbox_locations(tx, account_id, mailbox_id)
+
+
+def dead_mailboxes_with_locations(tx: Tx, account_id: str) -> list[str]:
+    """Destroyed mailboxes that still have locations."""
+    return [
+        r[0]
+        for r in tx.all(
+            "SELECT id FROM mailboxes m WHERE account_id = ? AND destroyed_seq IS NOT NULL"
+            " AND EXISTS (SELECT 1 FROM locations l WHERE l.account_id = m.account_id"
+            " AND l.mailbox_id = m.id)",
+            (account_id,),
+        )
+    ]
 
 
 def mailboxes_of(tx: Tx, account_id: str, email_ids: Iterable[str]) -> set[str]:

@@ -538,13 +538,9 @@ def update_counts(tx: Tx, account_id: str, mailbox_ids: set[str], seq: _Seq) -> 
 
 def drop_dead_mailboxes(tx: Tx, account_id: str) -> None:
     """Locations in mailboxes that no longer exist go; their Emails are re-derived."""
-    live = {row.id for row in q.live_mailboxes(tx, account_id)}
-    dead = {
-        r[0]
-        for r in tx.all(
-            "SELECT DISTINCT mailbox_id FROM locations WHERE account_id = ?", (account_id,)
-        )
-    } - live
+    # the refresh that tombstones a mailbox runs this in the same transaction, so looking at
+    # tombstones is enough (and cheap: no scan of every location of the account)
+    dead = set(em.dead_mailboxes_with_locations(tx, account_id))
     if not dead:
         return
     seq = _Seq(tx, account_id)
