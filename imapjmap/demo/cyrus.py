@@ -43,16 +43,20 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from imapjmap.demo._host import free_port as _free_port
+from imapjmap.demo._host import make_searchable as _make_searchable
+from imapjmap.demo._host import services_not_started as _services_not_started
+from imapjmap.demo._host import tail as _tail
 
 __all__ = [
     "CYRUS_LIBRARY_PACKAGES",
@@ -101,7 +105,6 @@ SPECIAL_USE_FOLDERS: tuple[tuple[str, str], ...] = (
 )
 
 _REALM = "imapjmap-cyrus"  # servername, and the realm of every sasldb entry
-_POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 _LOCK_NAME = ".imapjmap-cyrus.lock"
 _START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 10.0
@@ -194,26 +197,6 @@ def _missing_packages(packages: Sequence[str]) -> list[str]:
         if result.returncode != 0 or result.stdout.strip() != "installed":
             missing.append(package)
     return missing
-
-
-@contextlib.contextmanager
-def _services_not_started() -> Iterator[None]:
-    """Keep maintainer scripts (sasl2-bin's saslauthd) from starting services."""
-    previous: bytes | None = None
-    previous_mode = 0o755
-    if _POLICY_RC_D.exists():
-        previous = _POLICY_RC_D.read_bytes()
-        previous_mode = stat.S_IMODE(_POLICY_RC_D.stat().st_mode)
-    _POLICY_RC_D.write_text("#!/bin/sh\n# written by imapjmap while installing\nexit 101\n")
-    _POLICY_RC_D.chmod(0o755)
-    try:
-        yield
-    finally:
-        if previous is None:
-            _POLICY_RC_D.unlink(missing_ok=True)
-        else:
-            _POLICY_RC_D.write_bytes(previous)
-            _POLICY_RC_D.chmod(previous_mode)
 
 
 def _apt_env() -> dict[str, str]:
@@ -321,29 +304,6 @@ def _saslpasswd2() -> str | None:
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _make_searchable(path: Path) -> None:
-    """As root, let ``nobody`` traverse ``path``'s root-owned ancestors (adds o+x only)."""
-    for directory in (path, *path.parents):
-        st = directory.stat()
-        if not st.st_mode & stat.S_IXOTH and st.st_uid == 0:
-            directory.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
 
 
 def _chown_tree(path: Path, uid: int, gid: int) -> None:

@@ -25,7 +25,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import tempfile
 import threading
@@ -34,6 +33,11 @@ import weakref
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from imapjmap.demo._host import free_port as _free_port
+from imapjmap.demo._host import make_searchable as _make_searchable
+from imapjmap.demo._host import services_not_started as _services_not_started
+from imapjmap.demo._host import tail as _tail
 
 __all__ = [
     "DOVECOT_PACKAGES",
@@ -56,7 +60,6 @@ SPECIAL_USE_FOLDERS: tuple[tuple[str, str], ...] = (
 )
 
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
-_POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 _INSTALL_LOCK = Path(tempfile.gettempdir()) / "imapjmap-dovecot-install.lock"
 _START_TIMEOUT = 15.0
 _STOP_TIMEOUT = 10.0
@@ -117,26 +120,6 @@ def _missing_packages() -> list[str]:
     return missing
 
 
-@contextlib.contextmanager
-def _services_not_started() -> Iterator[None]:
-    """Keep maintainer scripts from starting the system-wide Dovecot (policy-rc.d exit 101)."""
-    previous: bytes | None = None
-    previous_mode = 0o755
-    if _POLICY_RC_D.exists():
-        previous = _POLICY_RC_D.read_bytes()
-        previous_mode = stat.S_IMODE(_POLICY_RC_D.stat().st_mode)
-    _POLICY_RC_D.write_text("#!/bin/sh\n# written by imapjmap while installing Dovecot\nexit 101\n")
-    _POLICY_RC_D.chmod(0o755)
-    try:
-        yield
-    finally:
-        if previous is None:
-            _POLICY_RC_D.unlink(missing_ok=True)
-        else:
-            _POLICY_RC_D.write_bytes(previous)
-            _POLICY_RC_D.chmod(previous_mode)
-
-
 def _run_apt(args: list[str]) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     result = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
@@ -189,21 +172,6 @@ def ensure_dovecot_installed() -> None:
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _quote(value: str) -> str:
@@ -272,18 +240,6 @@ def _wait_for_master(process: subprocess.Popen[bytes], children: Collection[int]
             with contextlib.suppress(ProcessLookupError):
                 os.kill(logger.pop(), signal.SIGTERM)
         time.sleep(0.01)
-
-
-def _make_searchable(path: Path) -> None:
-    """As root, let other users (the mail uid) traverse ``path`` and its ancestors.
-
-    Adds only the search bit (o+x) to directories owned by root that lack it, such as the
-    0700 directories pytest and mkdtemp create; nothing becomes listable or readable.
-    """
-    for directory in (path, *path.parents):
-        st = directory.stat()
-        if not st.st_mode & stat.S_IXOTH and st.st_uid == 0:
-            directory.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
 
 
 _running: weakref.WeakSet[DovecotServer] = weakref.WeakSet()
