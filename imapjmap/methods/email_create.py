@@ -14,18 +14,23 @@ Rule 2: once the APPEND landed, a lost connection is ``serverPartialFail``: the 
         must resync to learn whether the Email exists.
 Rule 3: the blobs are read once, before building, through a :class:`BlobReader` (uploads
         and the blobs of existing Emails alike).
+Rule 4: a server that holds one Email per content (Cyrus gives identical bytes one RFC 8474
+        EMAILID) turns the APPEND of bytes it already has into one more copy of an existing
+        Email.  That is no new Email: the copies this write made are removed again and the
+        create fails with ``alreadyExists`` and ``existingId`` (RFC 8621 §4.8, the same rule
+        for Email/import, which shares :func:`existed_before` and :func:`take_back`).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Final, Protocol
 
-from imapjmap.errors import ImapCommandFailed, UpstreamUnavailable
+from imapjmap.errors import ImapCommandFailed, ProxyError, UpstreamUnavailable
 from imapjmap.imap import commands
-from imapjmap.imap.commands import Command, sequence_set
-from imapjmap.imap.parse import parse_uid_set
+from imapjmap.imap.commands import Command
 from imapjmap.imap.session import ImapSession
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
 from imapjmap.jmap.errors import (
@@ -41,14 +46,22 @@ from imapjmap.methods.context import MethodContext
 from imapjmap.methods.imaperrors import set_error_from_imap
 from imapjmap.mime.build import build_message, referenced_blob_ids
 from imapjmap.mime.headers import raw_headers, select_header
+from imapjmap.store import emails as em
 from imapjmap.store import queries as q
+from imapjmap.store.db import Tx
 from imapjmap.store.email_lookup import EmailAt, email_at
-from imapjmap.store.emails import flags_from_keywords
 from imapjmap.sync import gmail, writes
 
-__all__ = ["BlobReader", "create_email"]
+__all__ = ["BlobReader", "Written", "create_email", "existed_before", "take_back"]
+
+log = logging.getLogger(__name__)
 
 _KEYWORD_BAD: Final = frozenset('(){]%*"\\')
+
+
+#: A copy of a message that one write made: its mailbox and UID (None when the server did not
+#: say, a COPY without COPYUID).
+Written = tuple[q.MailboxRow, int | None]
 
 
 class BlobReader(Protocol):
@@ -81,9 +94,10 @@ async def create_email(
         MethodError: ``serverPartialFail`` when the upstream failed after the APPEND.
     """
     await ctx.refresh()  # once per request: Email/set has normally done it already
+    since = await ctx.read(lambda tx: q.type_state(tx, ctx.account_id, em.EMAIL_TYPE))
     rows = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))
     mailboxes = _mailboxes(call, obj.get("mailboxIds"), {row.id: row for row in rows})
-    flags = flags_from_keywords(_keywords(obj.get("keywords", {})))
+    flags = em.flags_from_keywords(_keywords(obj.get("keywords", {})))
     received = obj.get("receivedAt")
     internaldate = parse_utc_date(received) if received is not None else None
     if received is not None and internaldate is None:
@@ -96,12 +110,22 @@ async def create_email(
         raise set_error_from_imap(exc) from None
     try:
         uid = appended.uid or await _find_uid(ctx, mailboxes[0].imap_name, raw)
-        await _copy_all(ctx, mailboxes, uid)
+        written = [(mailboxes[0], uid), *await _copy_all(ctx, mailboxes, uid)]
         where = (mailboxes[0].id, uid)
-        if gmail.in_use(ctx.cfg.imap, ctx.pool.capabilities):
+        in_gmail = gmail.in_use(ctx.cfg.imap, ctx.pool.capabilities)
+        if in_gmail:
             # a label's folder is not synced: find the message's All Mail copy
             where = await gmail.synced_location(ctx.pool, rows, mailboxes[0], uid)
         found = await _created(ctx, *where)
+        # Gmail mode: label locations are no copies (see existed_before)
+        ours = None if in_gmail else {where, *((row.id, copy_uid) for row, copy_uid in written)}
+        duplicate = await ctx.read(
+            lambda tx: existed_before(tx, ctx.account_id, found.email_id, ours, since)
+        )
+        if duplicate:
+            await take_back(ctx, written)  # Rule 4
+            await ctx.refresh(force=True)
+            raise SetError(SetErrorType.ALREADY_EXISTS, existingId=found.email_id)
     except UpstreamUnavailable as exc:
         raise MethodError(
             MethodErrorType.SERVER_PARTIAL_FAIL,
@@ -191,35 +215,29 @@ async def _find_uid(ctx: MethodContext, mailbox: str, raw: bytes) -> int:
 
 async def _copy(session: ImapSession, uid: int, target: str) -> int | None:
     """``UID COPY`` one message; its UID in ``target`` when the server says (COPYUID)."""
-    command = Command((f"UID COPY {sequence_set([uid])} {commands.mailbox(target)}",))
-    reply = await session.execute(command, what="UID COPY")
-    code = reply.code("COPYUID")
-    parts = code.args.split() if code is not None and code.args else []
-    if len(parts) == 3:
-        new = list(parse_uid_set(parts[2]))
-        return new[0] if len(new) == 1 else None
-    return None
+    return await writes.copy_one(session, uid, target)
 
 
-async def _copy_all(ctx: MethodContext, mailboxes: list[q.MailboxRow], uid: int) -> None:
-    """Copy the appended message to the other mailboxes; undo everything on a NO (Rule 1)."""
+async def _copy_all(ctx: MethodContext, mailboxes: list[q.MailboxRow], uid: int) -> list[Written]:
+    """Copy the appended message to the other mailboxes; the copies made, each with its UID
+    when the server said (COPYUID).  Undo everything on a NO (Rule 1)."""
     first = mailboxes[0].imap_name
-    done: list[tuple[str, int | None]] = []
+    done: list[Written] = []
     failure: ImapCommandFailed | None = None
     async with ctx.pool.session(first) as session:
         for row in mailboxes[1:]:
             try:
-                done.append((row.imap_name, await _copy(session, uid, row.imap_name)))
+                done.append((row, await _copy(session, uid, row.imap_name)))
             except ImapCommandFailed as exc:
                 failure = exc
                 break
         if failure is not None:
             await writes.remove(session, [uid])
     if failure is None:
-        return
-    for name, copied in done:
+        return done
+    for row, copied in done:
         if copied is not None:
-            async with ctx.pool.session(name) as session:
+            async with ctx.pool.session(row.imap_name) as session:
                 await writes.remove(session, [copied])
     raise set_error_from_imap(failure)
 
@@ -233,3 +251,61 @@ async def _created(ctx: MethodContext, mailbox_id: str, uid: int) -> EmailAt:
         if found is not None:
             return found
     raise SetError(SetErrorType.FORBIDDEN, "the new message is not visible upstream")
+
+
+# --- one Email per content (Rule 4, shared with Email/import) --------------------------------
+
+
+def existed_before(
+    tx: Tx,
+    account_id: str,
+    email_id: str,
+    ours: Collection[tuple[str, int | None]] | None,
+    since: int,
+) -> bool:
+    """Whether the Email that newly written copies became was there before the write.
+
+    ``since`` is the Email state's seq read before the APPEND; ``ours`` holds the
+    (mailbox id, UID) of every copy the write made (UID None: somewhere in that mailbox).
+    The Email existed when the cache knew it then (created at or before ``since``), or when
+    it has a visible copy that the write did not make (one the cache had not seen yet).
+    ``ours`` is None in Gmail mode, where an Email's label locations are no copies of their
+    own (they carry the All Mail UID): only the first test applies there.
+    """
+    row = em.email(tx, account_id, email_id)
+    if row is None:
+        return False
+    if row.created_seq <= since:
+        return True
+    if ours is None:
+        return False
+    unsure = {mailbox_id for mailbox_id, uid in ours if uid is None}
+    return any(
+        not loc.deleted and (loc.mailbox_id, loc.uid) not in ours and loc.mailbox_id not in unsure
+        for loc in em.locations_of_email(tx, account_id, email_id)
+    )
+
+
+async def take_back(ctx: MethodContext, written: Sequence[Written]) -> None:
+    """Remove exactly the copies one write made (our own UIDs, ``sync.writes`` Rule 3:
+    ``UID EXPUNGE`` where UIDPLUS exists, else ``\\Deleted`` only); the caller refreshes.
+
+    A copy whose UID the server did not give stays (logged), and so does everything in
+    Gmail mode: there a UID in a label's folder is not known to be a new copy (when Gmail
+    merges the APPEND into a message it holds, it can be the original's), and removing it
+    would take the label off the original.
+    """
+    if gmail.in_use(ctx.cfg.imap, ctx.pool.capabilities):
+        log.info("duplicate message in Gmail mode: labels it gained are left in place")
+        return
+    for mailbox, uid in written:
+        if uid is None:
+            log.warning("duplicate message in %s: a copy without COPYUID left behind", mailbox.id)
+            continue
+        try:
+            async with ctx.pool.session(mailbox.imap_name) as session:
+                await writes.remove(session, [uid])
+        except ProxyError as exc:
+            log.warning(
+                "duplicate message in %s: could not remove uid %d: %s", mailbox.id, uid, exc
+            )

@@ -19,6 +19,14 @@ just before the APPEND, narrowed by its Message-ID when it has one (a message de
 the same instant without a Message-ID could be mistaken for it; that is the documented
 limit of such servers).
 
+A server that holds one Email per content (Cyrus gives identical bytes one RFC 8474 EMAILID)
+makes an import of bytes it already has one more copy of an existing Email.  Such an import,
+and a later one of the same call that became the same Email as an earlier one, fails with
+``alreadyExists`` and ``existingId`` (RFC 8621 §4.8), and the copies it wrote are removed
+again (our own UIDs only), also when the existing Email is in other mailboxes: the client
+asked for a new Email, not to file the old one.  The test is shared with Email/set create
+(:func:`imapjmap.methods.email_create.existed_before`).
+
 An IMAP NO becomes that record's SetError (``[OVERQUOTA]`` → ``overQuota`` ...); a lost
 connection after something landed is ``serverPartialFail``.
 """
@@ -47,6 +55,7 @@ from imapjmap.jmap.errors import (
 from imapjmap.jmap.wire import JsonObject, is_id, parse_utc_date
 from imapjmap.methods import blob_store, blobs
 from imapjmap.methods.context import MethodContext
+from imapjmap.methods.email_create import Written, existed_before, take_back
 from imapjmap.methods.email_parse import looks_like_message
 from imapjmap.methods.imaperrors import set_error_from_imap
 from imapjmap.mime.headers import raw_headers, select_header
@@ -82,8 +91,13 @@ class EmailImport:
 @dataclass(frozen=True, slots=True)
 class _Landed:
     creation_id: str
-    mailbox_id: str
+    mailbox_id: str  # (mailbox_id, uid): where the cache will show the message
     uid: int
+    written: tuple[Written, ...]  # every copy the import made, the APPEND first
+
+    @property
+    def locations(self) -> set[tuple[str, int | None]]:
+        return {(self.mailbox_id, self.uid), *((row.id, uid) for row, uid in self.written)}
 
 
 # --- arguments -------------------------------------------------------------------------------
@@ -183,13 +197,6 @@ def check_import(call: Call, raw: JsonObject, live: dict[str, q.MailboxRow]) -> 
 # --- the IMAP side -----------------------------------------------------------------------------
 
 
-def _copied_uid(reply: Any) -> int | None:
-    """The destination UID of a one-message COPY, from ``[COPYUID v src dst]`` (RFC 4315)."""
-    code = reply.code("COPYUID")
-    parts = code.args.split() if code is not None and code.args else []
-    return int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else None
-
-
 class _Importer:
     """Lands the messages of one Email/import call and finds the Emails they became."""
 
@@ -224,13 +231,13 @@ class _Importer:
         uid = appended.uid if self.uidplus else None
         if uid is None:
             uid = await self._find(first, blob.data, floor or 1)
-        await self._copy(first, uid, item.mailboxes[1:])
+        written = ((first, uid), *await self._copy(first, uid, item.mailboxes[1:]))
         if gmail.in_use(self.ctx.cfg.imap, self.ctx.pool.capabilities):
             # a label's folder is not synced: find the message's All Mail copy
             rows = list(self.live.values())
             where = await gmail.synced_location(self.ctx.pool, rows, first, uid)
-            return _Landed(creation_id, *where)
-        return _Landed(creation_id, first.id, uid)
+            return _Landed(creation_id, *where, written)
+        return _Landed(creation_id, first.id, uid, written)
 
     async def _uidnext(self, mailbox: q.MailboxRow) -> int:
         """UIDNEXT before the APPEND: the new message's UID is at least this (no UIDPLUS)."""
@@ -258,24 +265,24 @@ class _Importer:
             )
         return max(uids)
 
-    async def _copy(self, first: q.MailboxRow, uid: int, others: tuple[q.MailboxRow, ...]) -> None:
-        """COPY into each other mailbox; on a NO, undo what this import wrote, then re-raise."""
+    async def _copy(
+        self, first: q.MailboxRow, uid: int, others: tuple[q.MailboxRow, ...]
+    ) -> list[Written]:
+        """COPY into each other mailbox: the copies, with their UIDs where the server gives
+        COPYUID.  On a NO, undo what this import wrote, then re-raise."""
+        done: list[Written] = []
         if not others:
-            return
-        done: list[tuple[q.MailboxRow, int | None]] = []
+            return done
         try:
             async with self.ctx.pool.session(first.imap_name) as session:
                 for other in others:
-                    target = commands.mailbox(other.imap_name)
-                    reply = await session.execute(
-                        Command((f"UID COPY {uid} {target}",)), what="UID COPY"
-                    )
-                    done.append((other, _copied_uid(reply)))
+                    done.append((other, await writes.copy_one(session, uid, other.imap_name)))
         except ImapCommandFailed:
             await self._undo([(first, uid), *done])
             raise
+        return done
 
-    async def _undo(self, written: list[tuple[q.MailboxRow, int | None]]) -> None:
+    async def _undo(self, written: list[Written]) -> None:
         for mailbox, uid in written:
             if uid is None:
                 log.warning("import into %s: copy without COPYUID left behind", mailbox.id)
@@ -287,10 +294,15 @@ class _Importer:
                 log.warning("import into %s: could not undo uid %d: %s", mailbox.id, uid, exc)
         self.landed -= 1
 
-    async def created(self, landed: list[_Landed]) -> dict[str, JsonObject]:
-        """Refresh once, then each landed message's Email: ``{id, blobId, threadId, size}``."""
+    async def created(
+        self, landed: list[_Landed], since: int
+    ) -> tuple[dict[str, JsonObject], dict[str, JsonObject]]:
+        """Refresh once, then each landed message's Email: ``{id, blobId, threadId, size}``,
+        and the ``alreadyExists`` SetErrors of those that became an Email that was there
+        before (``since``: the Email state's seq read before the first APPEND) or that an
+        earlier import of this call became (their copies are removed again)."""
         if not landed:
-            return {}
+            return {}, {}
         await self.ctx.refresh(force=True)
         found = await self.ctx.read(lambda tx: _emails_at(tx, self.ctx.account_id, landed))
         if len(found) < len(landed):
@@ -303,7 +315,13 @@ class _Importer:
                 MethodErrorType.SERVER_PARTIAL_FAIL,
                 "imported messages are not visible upstream; resynchronise",
             )
-        return {
+        duplicates = await self._duplicates(landed, found, since)
+        if duplicates:
+            for item in landed:
+                if item.creation_id in duplicates:
+                    await take_back(self.ctx, item.written)
+            await self.ctx.refresh(force=True)
+        created: dict[str, JsonObject] = {
             cid: {
                 "id": row.id,
                 "blobId": blobs.message_blob_id(row.id),
@@ -311,7 +329,41 @@ class _Importer:
                 "size": row.size,
             }
             for cid, row in found.items()
+            if cid not in duplicates
         }
+        not_created: dict[str, JsonObject] = {
+            cid: SetError(SetErrorType.ALREADY_EXISTS, existingId=email_id).to_json()
+            for cid, email_id in duplicates.items()
+        }
+        return created, not_created
+
+    async def _duplicates(
+        self, landed: list[_Landed], found: dict[str, em.EmailRow], since: int
+    ) -> dict[str, str]:
+        """creation id → the existing Email id, for each import that made no new Email."""
+        # the copies of every import of this call are "ours": two of them becoming one Email
+        # is told by the order of the call (the first one created it)
+        ours: set[tuple[str, int | None]] | None = {
+            where for item in landed for where in item.locations
+        }
+        if gmail.in_use(self.ctx.cfg.imap, self.ctx.pool.capabilities):
+            ours = None  # label locations are no copies (see existed_before)
+        account_id = self.ctx.account_id
+        existed = await self.ctx.read(
+            lambda tx: {
+                row.id
+                for row in found.values()
+                if existed_before(tx, account_id, row.id, ours, since)
+            }
+        )
+        duplicates: dict[str, str] = {}
+        claimed: set[str] = set()
+        for item in landed:
+            row = found[item.creation_id]
+            if row.id in existed or row.id in claimed:
+                duplicates[item.creation_id] = row.id
+            claimed.add(row.id)
+        return duplicates
 
 
 async def _remove(session: ImapSession, uid: int) -> None:
@@ -355,14 +407,16 @@ async def _land_all(
 async def email_import(ctx: MethodContext, call: Call) -> JsonObject:
     if_in_state, emails = _import_args(call.args, ctx.cfg.limits.max_objects_in_set)
     await ctx.refresh()
-    old_state = await ctx.state(em.EMAIL_TYPE)
+    since = await ctx.read(lambda tx: q.type_state(tx, ctx.account_id, em.EMAIL_TYPE))
+    old_state = ctx.encode_state(since)
     if if_in_state is not None and if_in_state != old_state:
         raise MethodError(MethodErrorType.STATE_MISMATCH)
     live = {row.id: row for row in await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))}
     importer = _Importer(ctx, call, live)
     not_created: JsonObject = {}
     landed = await _land_all(importer, emails, not_created)
-    created = await importer.created(landed)
+    created, duplicates = await importer.created(landed, since)
+    not_created.update(duplicates)
     for creation_id, obj in created.items():
         call.created_ids[creation_id] = obj["id"]
     return {

@@ -91,6 +91,20 @@ async def copy(session: ImapSession, uids: Sequence[int], target: str) -> None:
     )
 
 
+async def copy_one(session: ImapSession, uid: int, target: str) -> int | None:
+    """``UID COPY`` one message; its UID in ``target`` when the server says (RFC 4315
+    ``[COPYUID uidvalidity source destination]``), else None."""
+    command = Command((f"UID COPY {sequence_set([uid])} {commands.mailbox(target)}",))
+    reply = await session.execute(command, what="UID COPY")
+    code = reply.code("COPYUID")
+    parts = code.args.split() if code is not None and code.args else []
+    try:
+        new = list(parse_uid_set(parts[2])) if len(parts) == 3 else []
+    except ImapProtocolViolation:  # the COPY itself succeeded: only its UID is unknown
+        new = []
+    return new[0] if len(new) == 1 else None
+
+
 async def move(session: ImapSession, uids: Sequence[int], target: str) -> None:
     """MOVE where offered (RFC 6851), else COPY then remove our own UIDs (Rule 3)."""
     if session.has("MOVE"):

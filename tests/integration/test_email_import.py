@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from imapjmap.demo.cyrus import CyrusServer
 from imapjmap.demo.dovecot import DovecotServer
 from imapjmap.http.app import make_app
+from tests.conftest import advertises
 from tests.integration.conftest import Jmap, proxy_config
 from tests.integration.test_blobs import MESSAGE, PNG, USING_BLOB, download, uploaded
 
@@ -187,52 +188,132 @@ async def test_import_blob_uploaded_in_the_same_request_core_cid_01(
     assert message["raw"] == MESSAGE and message["flags"] == set()
 
 
-# Cyrus gives byte-identical messages ONE EMAILID (its message GUID), so the APPEND of the
-# same bytes is, by our id rule (EMAILID first), the Email that exists already: the proxy
-# answers "created" with that existing id and leaves the new copy in Drafts.  RFC 8621 §4.8
-# wants an "alreadyExists" SetError with "existingId" from a server that will not hold two
-# Emails of the same content (and the copy taken back, as CORE-SET-02 does for a refused
-# COPY).  The fix belongs in methods/email_import.py (_Importer.created); until it lands this
-# test fails on Cyrus, and strict=True makes the fix visible.
-DEDUPLICATES = pytest.mark.xfail(
-    strict=True,
-    reason="Cyrus: identical bytes share one EMAILID; Email/import answers 'created' with "
-    "the existing id instead of alreadyExists + existingId (RFC 8621 §4.8)",
-)
+def deduplicates(backend: Any) -> bool:
+    """Cyrus gives byte-identical messages ONE EMAILID (its message GUID): by our id rule
+    (EMAILID first) a new APPEND of bytes it holds is a copy of the Email that exists.
+    Dovecot's X-GUID is new for each APPEND, so there the same bytes make a new Email."""
+    return isinstance(backend, CyrusServer)
+
+
+async def import_one(jmap: Jmap, blob_id: str, *mailboxes: str, **extra: Any) -> dict[str, Any]:
+    """One Email/import of ``blob_id`` into ``mailboxes``: its created object or SetError."""
+    item = {"blobId": blob_id, "mailboxIds": dict.fromkeys(mailboxes, True), **extra}
+    result = await jmap.ok("Email/import", {"emails": {"c": item}})
+    return (result["created"] or result["notCreated"])["c"]  # type: ignore[no-any-return]
 
 
 async def test_import_of_a_message_blob_makes_a_new_email(
-    jmap: Jmap, imap_oracle: imaplib.IMAP4, imap_backend: Any, request: pytest.FixtureRequest
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, imap_backend: Any
 ) -> None:
-    if isinstance(imap_backend, CyrusServer):
-        request.applymarker(DEDUPLICATES)
+    """Checklist §12.8 / §2.3: a server that holds one Email per content answers
+    ``alreadyExists`` with ``existingId`` (RFC 8621 §4.8), and the copy is taken back
+    (CORE-SET-02: a refused create leaves nothing behind)."""
     boxes = await mailbox_ids(jmap)
     assert imap_oracle.append("INBOX", None, None, PLAIN)[0] == "OK"
     (original,) = (await jmap.ok("Email/query", {}))["ids"]
     blob_id = (await jmap.ok("Email/get", {"ids": [original], "properties": ["blobId"]}))["list"][
         0
     ]["blobId"]
+    result = await import_one(jmap, blob_id, boxes["Drafts"], keywords={"$draft": True})
+    if deduplicates(imap_backend):
+        assert result == {"type": "alreadyExists", "existingId": original}
+        assert fetch(imap_oracle, "Drafts") == []  # no copy, not even a \Deleted one
+        (kept,) = fetch(imap_oracle, "INBOX")
+        assert kept["raw"] == PLAIN and kept["flags"] == set()
+        got = await jmap.ok("Email/get", {"ids": [original], "properties": ["mailboxIds"]})
+        assert got["list"][0]["mailboxIds"] == {boxes["Inbox"]: True}
+        return
+    new = result["id"]
+    assert new != original  # a new APPEND of the same bytes is a new message
+    (message,) = fetch(imap_oracle, "Drafts")
+    assert message["raw"] == PLAIN and message["flags"] == {"\\Draft"}
+
+
+async def test_import_of_the_same_bytes_twice(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, imap_backend: Any
+) -> None:
+    """Checklist §12.8 (Email/import: "If the server forbids duplicates it uses
+    `alreadyExists` with `existingId`") and §2.3 (alreadyExists **M** carry existingId);
+    CORE-SET-02: the refused import leaves no copy behind, not even a \\Deleted one where
+    UIDPLUS lets us expunge our own UID.  Dovecot makes a second Email (new X-GUID)."""
+    inbox = (await mailbox_ids(jmap))["Inbox"]
+    blob_id = (await uploaded(jmap, PLAIN, "message/rfc822"))["blobId"]
+    when = {"receivedAt": "2024-01-15T10:30:00Z"}
+    first = await import_one(jmap, blob_id, inbox, **when)
+    second = await import_one(jmap, blob_id, inbox, **when)
+    if deduplicates(imap_backend):
+        assert second == {"type": "alreadyExists", "existingId": first["id"]}
+        assert advertises(imap_oracle, "UIDPLUS")
+        (kept,) = fetch(imap_oracle, "INBOX")
+        assert kept["raw"] == PLAIN and kept["flags"] == set()
+    else:
+        assert set(second) == {"id", "blobId", "threadId", "size"}
+        assert second["id"] != first["id"]
+        assert [m["raw"] for m in fetch(imap_oracle, "INBOX")] == [PLAIN, PLAIN]
+    ids = (await jmap.ok("Email/query", {}))["ids"]
+    assert sorted(ids) == sorted({first["id"], second.get("id", first["id"])})
+    got = await jmap.ok("Email/get", {"ids": [first["id"]], "properties": ["mailboxIds"]})
+    assert got["list"][0]["mailboxIds"] == {inbox: True}
+
+
+async def test_import_of_the_same_bytes_into_other_mailboxes(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, imap_backend: Any
+) -> None:
+    """Checklist §12.8 / §2.3 (alreadyExists with existingId) when the existing Email is in
+    another mailbox than the import's: the Email would merely gain mailboxes, but the
+    client asked for a new Email, so the import is refused and both copies it wrote (the
+    APPEND and the UID COPY, found by COPYUID) are removed (CORE-SET-02)."""
+    boxes = await mailbox_ids(jmap)
+    blob_id = (await uploaded(jmap, PLAIN, "message/rfc822"))["blobId"]
+    when = {"receivedAt": "2024-01-15T10:30:00Z"}
+    first = await import_one(jmap, blob_id, boxes["Inbox"], **when)
+    second = await import_one(jmap, blob_id, boxes["Archive"], boxes["Drafts"], **when)
+    if deduplicates(imap_backend):
+        assert second == {"type": "alreadyExists", "existingId": first["id"]}
+        assert fetch(imap_oracle, "Archive") == [] and fetch(imap_oracle, "Drafts") == []
+        assert [m["raw"] for m in fetch(imap_oracle, "INBOX")] == [PLAIN]
+        wanted = {first["id"]: {boxes["Inbox"]: True}}
+    else:
+        assert second["id"] != first["id"]
+        for mailbox in ("INBOX", "Archive", "Drafts"):
+            assert [m["raw"] for m in fetch(imap_oracle, mailbox)] == [PLAIN]
+        wanted = {
+            first["id"]: {boxes["Inbox"]: True},
+            second["id"]: {boxes["Archive"]: True, boxes["Drafts"]: True},
+        }
+    got = await jmap.ok("Email/get", {"ids": list(wanted), "properties": ["mailboxIds"]})
+    assert {e["id"]: e["mailboxIds"] for e in got["list"]} == wanted
+
+
+async def test_import_of_the_same_bytes_twice_in_one_call(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, imap_backend: Any
+) -> None:
+    """Checklist §12.8 / §2.3: two imports of one call that become ONE Email: the first
+    creates it, the second is ``alreadyExists`` naming it, and only its copy is removed."""
+    boxes = await mailbox_ids(jmap)
+    blob_id = (await uploaded(jmap, PLAIN, "message/rfc822"))["blobId"]
+    item = {"blobId": blob_id, "receivedAt": "2024-01-15T10:30:00Z"}
     result = await jmap.ok(
         "Email/import",
         {
             "emails": {
-                "c": {
-                    "blobId": blob_id,
-                    "mailboxIds": {boxes["Drafts"]: True},
-                    "keywords": {"$draft": True},
-                }
+                "a": {**item, "mailboxIds": {boxes["Inbox"]: True}},
+                "b": {**item, "mailboxIds": {boxes["Inbox"]: True, boxes["Archive"]: True}},
             }
         },
     )
-    if result["notCreated"]:  # a server that holds one Email per content (RFC 8621 §4.8)
-        error = result["notCreated"]["c"]
-        assert (error["type"], error["existingId"]) == ("alreadyExists", original)
-        assert fetch(imap_oracle, "Drafts") == []
-        return
-    new = result["created"]["c"]["id"]
-    assert new != original  # a new APPEND of the same bytes is a new message
-    (message,) = fetch(imap_oracle, "Drafts")
-    assert message["raw"] == PLAIN and message["flags"] == {"\\Draft"}
+    first = result["created"]["a"]["id"]
+    if deduplicates(imap_backend):
+        assert set(result["created"]) == {"a"}
+        assert result["notCreated"] == {"b": {"type": "alreadyExists", "existingId": first}}
+        assert [m["raw"] for m in fetch(imap_oracle, "INBOX")] == [PLAIN]
+        assert fetch(imap_oracle, "Archive") == []
+    else:
+        assert result["notCreated"] is None and result["created"]["b"]["id"] != first
+        assert [m["raw"] for m in fetch(imap_oracle, "INBOX")] == [PLAIN, PLAIN]
+        assert [m["raw"] for m in fetch(imap_oracle, "Archive")] == [PLAIN]
+    got = await jmap.ok("Email/get", {"ids": [first], "properties": ["mailboxIds"]})
+    assert got["list"][0]["mailboxIds"] == {boxes["Inbox"]: True}
 
 
 async def test_import_errors(jmap: Jmap, imap_oracle: imaplib.IMAP4) -> None:

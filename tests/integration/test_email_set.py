@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from imapjmap.demo.cyrus import CyrusServer
 from imapjmap.demo.dovecot import DovecotServer
 from imapjmap.http.app import make_app
 from imapjmap.sync import writes
@@ -239,6 +240,43 @@ async def test_not_found_will_destroy_and_state(jmap: Jmap, imap_oracle: imaplib
     assert result["oldState"] != result["newState"]
     name, args = await jmap.call("Email/set", {"ifInState": result["oldState"], "destroy": ["x"]})
     assert (name, args["type"]) == ("error", "stateMismatch")
+
+
+async def test_create_of_bytes_the_server_holds_is_already_exists(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, imap_backend: Any
+) -> None:
+    """Checklist §2.3 (alreadyExists **M** carry existingId) and §12.8: a create whose
+    message is byte for byte one the server holds (the client set Message-ID, Date and
+    receivedAt) becomes, on Cyrus (one EMAILID per content), a copy of the existing Email:
+    refused with ``existingId``, and the copies it wrote removed (CORE-SET-02), also from
+    the second mailbox (UID COPY, found by COPYUID).  Dovecot makes a second Email."""
+    ids = await boxes(jmap)
+    obj: dict[str, Any] = {
+        "from": [{"email": "a@example.org"}],
+        "to": [{"email": "b@example.org"}],
+        "subject": "twice",
+        "messageId": ["twice@example.org"],
+        "sentAt": "2023-05-06T07:08:09Z",
+        "receivedAt": "2023-05-06T07:08:09Z",
+        "bodyValues": {"t": {"value": "the same bytes"}},
+        "textBody": [{"partId": "t", "type": "text/plain"}],
+    }
+    first = await jmap.ok(
+        "Email/set", {"create": {"c": {**obj, "mailboxIds": {ids["Inbox"]: True}}}}
+    )
+    first_id = first["created"]["c"]["id"]
+    again = {**obj, "mailboxIds": {ids["Archive"]: True, ids["Drafts"]: True}}
+    second = await jmap.ok("Email/set", {"create": {"c": again}})
+    if isinstance(imap_backend, CyrusServer):
+        assert second["created"] is None
+        assert second["notCreated"] == {"c": {"type": "alreadyExists", "existingId": first_id}}
+        assert flags_of(imap_oracle, "Archive") == {} and flags_of(imap_oracle, "Drafts") == {}
+        assert flags_of(imap_oracle, "INBOX") == {"twice": set()}
+        assert (await get(jmap, first_id))["mailboxIds"] == {ids["Inbox"]: True}
+        return
+    assert second["notCreated"] is None and second["created"]["c"]["id"] != first_id
+    for mailbox in ("INBOX", "Archive", "Drafts"):
+        assert flags_of(imap_oracle, mailbox) == {"twice": set()}
 
 
 @pytest.fixture(scope="module")
