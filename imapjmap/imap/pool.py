@@ -8,7 +8,9 @@ one out for the duration of an ``async with`` block; inside it nobody else uses 
 Rule 1: a semaphore bounds the connections lent out or being opened; which idle
         connection to lend is decided synchronously (no await between looking and taking).
 Rule 2: an idle connection that already has the wanted mailbox selected is preferred, so
-        a FETCH after a sync of the same mailbox costs no SELECT.
+        a FETCH after a sync of the same mailbox costs no SELECT.  A borrower that wants
+        no particular mailbox may name one it would rather find selected (``prefer``: the
+        refresh's anchor, see ``sync.engine``); it then deals with the selection itself.
 Rule 3: a connection comes back to the pool only if it is healthy: anything that broke the
         wire (timeout, cancellation, BAD, lost connection) discards it.  A tagged NO does
         not — the wire is still in sync.
@@ -93,9 +95,10 @@ class ImapPool:
 
     @contextlib.asynccontextmanager
     async def session(
-        self, mailbox: str | None = None, *, readonly: bool = False
+        self, mailbox: str | None = None, *, readonly: bool = False, prefer: str | None = None
     ) -> AsyncIterator[ImapSession]:
-        """Lend a session; with ``mailbox``, one that has it selected.
+        """Lend a session; with ``mailbox``, one that has it selected; without, preferably
+        one with ``prefer`` selected, else one with nothing selected (Rule 2).
 
         Raises:
             ImapUnavailable: no connection could be made (or the pool is closed).
@@ -110,7 +113,7 @@ class ImapPool:
                 raise ImapUnavailable("the IMAP pool is closed")
             for old in self._evict_expired():
                 self._spawn(old.close())  # in the background: a cancellation cannot leak it
-            session = self._pick_idle(mailbox)
+            session = self._pick_idle(mailbox if mailbox is not None else prefer)
             session = await self._ready(session)
             if mailbox is not None:
                 current = session.selected
@@ -147,7 +150,7 @@ class ImapPool:
             if s.selected is not None and s.selected.name == mailbox:
                 return self._idle.pop(i)
         for i, s in enumerate(self._idle):
-            if mailbox is None and s.selected is None:
+            if s.selected is None:
                 return self._idle.pop(i)
         return self._idle.pop() if self._idle else None
 

@@ -23,6 +23,10 @@ watchers.
 
 Rules
 1. One command at a time per connection; the pool gives a session to one user at a time.
+   The one exception is a NOOP written right after a command, in the same write
+   (``execute(..., noop_after=True)``): what it reports about the selected mailbox tells
+   whether the command saw that mailbox current, without a round trip of its own.  Servers
+   may complete the two in either order; the reply holds both.
 2. A timeout, a cancellation, a BAD, a parse failure or a lost connection marks the session
    ``broken``; a broken session is never used again (the pool discards it).
 3. A tagged NO leaves the wire in sync: it raises :class:`ImapCommandFailed` and the session
@@ -96,6 +100,24 @@ _ID_NAME_RE: Final = re.compile(r'"name"\s+"([^"]*)"', re.IGNORECASE)
 _STATUS_ITEMS_FULL: Final = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
 
 
+def _reports_change(reply: Reply) -> bool:
+    """Whether a reply carries news about the selected mailbox (RFC 3501 §7.3-7.4, RFC 7162
+    §3.1.2.1 and §3.2.10): a count, an expunge, a flag change, a new modseq."""
+    return bool(
+        reply.exists is not None
+        or reply.expunged
+        or reply.vanished
+        or reply.fetches
+        or reply.flags is not None
+        or reply.code("HIGHESTMODSEQ")
+        or reply.code("UIDVALIDITY")
+    )
+
+
+def _reports_trouble(reply: Reply) -> bool:
+    return any(s.status in ("NO", "BAD", "BYE") for s in reply.statuses_untagged)
+
+
 class BearerToken(str):
     """An OAuth 2.0 access token given where a password goes: the session then logs in with
     ``AUTHENTICATE XOAUTH2`` instead of ``LOGIN`` (Rule 5).  Never log it."""
@@ -113,6 +135,7 @@ class _Pending:
 
     __slots__ = (
         "continued", "done", "idle", "records", "result", "sasl", "tag", "text", "to_send",
+        "trailer", "trailer_result",
     )  # fmt: skip
 
     def __init__(
@@ -121,8 +144,11 @@ class _Pending:
         to_send: collections.deque[bytes],
         idle: bool = False,
         sasl: bytes | None = None,
+        trailer: str | None = None,
     ) -> None:
         self.tag = tag
+        self.trailer = trailer  # the tag of a NOOP written right after this command
+        self.trailer_result = ""
         self.to_send = to_send
         self.idle = idle  # IDLE: "+" means idling, untagged lines are events
         self.sasl = sasl  # AUTHENTICATE: the response to the next "+" (then empty ones)
@@ -217,15 +243,27 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             pending.sasl = b""  # a further challenge is an error: answer it empty
         elif line.startswith(b"+"):
             self._send_next(pending)
+        else:
+            self._tagged(pending, line)
+
+    def _tagged(self, pending: _Pending, line: bytes) -> None:
+        if pending.trailer is not None and line.startswith(pending.trailer.encode() + b" "):
+            # the pipelined NOOP: its untagged responses are already with this command;
+            # its response code (e.g. [HIGHESTMODSEQ]) joins them as an untagged OK would
+            status, _, text = line[len(pending.trailer) + 1 :].partition(b" ")
+            pending.trailer_result = status.decode("ascii", "replace").upper()
+            if text.startswith(b"["):
+                pending.records.append([b"OK " + text])
         elif line.startswith(pending.tag.encode() + b" "):
             status, _, text = line[len(pending.tag) + 1 :].partition(b" ")
             pending.result = status.decode("ascii", "replace").upper()
             pending.text = text
+        else:
+            raise ImapProtocolViolation(f"unexpected line from server: {line[:80]!r}")
+        if pending.result and (pending.trailer is None or pending.trailer_result):
             self._pending = None
             if not pending.done.done():
                 pending.done.set_result(None)
-        else:
-            raise ImapProtocolViolation(f"unexpected line from server: {line[:80]!r}")
 
     def _expect_literal(self, line: bytes, record: list[bytes]) -> None:
         match = _LITERAL_RE.search(line)
@@ -269,9 +307,16 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     # -- sending -------------------------------------------------------------------------
 
     def start(
-        self, tag: str, command: Command, literal_plus: bool, sasl: bytes | None = None
+        self,
+        tag: str,
+        command: Command,
+        literal_plus: bool,
+        sasl: bytes | None = None,
+        trailer: str | None = None,
     ) -> _Pending:
         """Write ``command`` and return its pending record.
+
+        ``trailer``: a tag under which a NOOP follows in the same write (Rule 1).
 
         With LITERAL+ every literal is sent at once as ``{n+}``; otherwise the first line
         ends in ``{n}`` and each further piece waits for the server's ``+`` continuation.
@@ -285,8 +330,12 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         for literal, text in zip(command.literals, command.parts[1:], strict=True):
             marker = f"{{{len(literal)}{'+' if literal_plus else ''}}}\r\n".encode()
             rest.extend((marker, literal, text.encode()))
-        pending = _Pending(tag, pieces, sasl=sasl)
+        pending = _Pending(tag, pieces, sasl=sasl, trailer=trailer)
         self._pending = pending
+        if trailer is not None:
+            if rest:
+                raise ValueError("a NOOP trailer goes only after a command without literals")
+            first += f"\r\n{trailer} NOOP".encode()
         if literal_plus or not rest:
             self.transport.write(first + b"".join(rest) + b"\r\n")
         else:
@@ -518,9 +567,16 @@ class ImapSession:
         return capability.upper() in self.capabilities
 
     async def execute(
-        self, command: Command, *, what: str = "", secret: bool = False, sasl: bytes | None = None
+        self,
+        command: Command,
+        *,
+        what: str = "",
+        secret: bool = False,
+        sasl: bytes | None = None,
+        noop_after: bool = False,
     ) -> Reply:
-        """Run one command and parse everything it produced (``sasl``: see Rule 5).
+        """Run one command and parse everything it produced (``sasl``: see Rule 5;
+        ``noop_after``: a NOOP pipelined after it, see Rule 1).
 
         Raises:
             ImapCommandFailed: tagged NO (the session stays usable).
@@ -532,11 +588,13 @@ class ImapSession:
             why = "closed by the server" if self._proto.lost or self._proto.bye else "broken"
             raise ImapUnavailable(f"{what}: connection already {why}")
         tag = self._proto.new_our_tag()
+        trailer = self._proto.new_our_tag() if noop_after else None
         if not secret:
-            log.debug("imap %s > %s %s", self.username, tag, command.parts[0][:200])
+            after = f" + {trailer} NOOP" if trailer else ""
+            log.debug("imap %s > %s %s%s", self.username, tag, command.parts[0][:200], after)
         try:
             async with asyncio.timeout(self._cfg.command_timeout):
-                pending = self._proto.start(tag, command, self.has("LITERAL+"), sasl)
+                pending = self._proto.start(tag, command, self.has("LITERAL+"), sasl, trailer)
                 await pending.done
         except TimeoutError as exc:
             self.broken = True
@@ -558,6 +616,10 @@ class ImapSession:
         return self._finish(pending, what)
 
     def _finish(self, pending: _Pending, what: str) -> Reply:
+        if pending.trailer is not None and pending.trailer_result != "OK":
+            # a NOOP does not fail on a healthy connection: the wire is not what we think
+            self.broken = True
+            raise ImapProtocolViolation(f"NOOP after {what}: {pending.trailer_result} reply")
         try:
             reply = parse_reply([tuple(r) for r in pending.records], pending.result, pending.text)
         except ImapProtocolViolation:
@@ -627,9 +689,17 @@ class ImapSession:
     # -- typed commands --------------------------------------------------------------------
 
     async def list_mailboxes(
-        self, *, with_status: bool = True
+        self, *, with_status: bool = True, sync_selected: bool = False
     ) -> tuple[tuple[ListEntry, ...], tuple[MailboxStatus, ...]]:
         """Every mailbox with its attributes, and STATUS where LIST-STATUS allows one trip.
+
+        ``sync_selected``: for a server that answers the selected mailbox's STATUS from
+        this session's view, which may be stale (Dovecot): a NOOP follows in the same write,
+        and when it reports any change to the selected mailbox (so the view was stale),
+        that mailbox's STATUS is left out of the result, for the caller to ask again.  When
+        the NOOP draws an error instead (Dovecot, once another client deleted and recreated
+        the selected mailbox, answers its STATUS from the dead view and NOOP with ``NO
+        Internal error`` forever), the mailbox is left and the LIST sent again.
 
         Returns the LIST entries and the STATUS records (empty when the server lacks
         LIST-STATUS or ``with_status`` is false).
@@ -649,7 +719,19 @@ class ImapSession:
         text = 'LIST "" "*"'
         if returns:
             text += f" RETURN ({' '.join(returns)})"
-        reply = await self.execute(Command((text,)), what="LIST")
+        selected = self.selected.name if sync_selected and self.selected else None
+        reply = await self.execute(Command((text,)), what="LIST", noop_after=selected is not None)
+        statuses = reply.statuses
+        if selected is not None and _reports_trouble(reply):
+            log.info("imap %s: %s went bad under this session; leaving it", self.username, selected)
+            try:
+                await self.unselect()
+            except ImapCommandFailed as exc:
+                self.broken = True
+                raise ImapUnavailable(f"cannot leave {selected!r}: {exc}") from exc
+            return await self.list_mailboxes(with_status=with_status)
+        if selected is not None and _reports_change(reply):
+            statuses = tuple(s for s in statuses if s.name != selected)
         self.listed_rights = dict(reply.myrights)
         lists = reply.lists
         if not self.has("LIST-EXTENDED"):
@@ -661,7 +743,7 @@ class ImapSession:
                 else e
                 for e in lists
             )
-        return lists, reply.statuses
+        return lists, statuses
 
     def status_items(self) -> str:
         """The STATUS items a refresh needs, with Dovecot's stable mailbox id (X-GUID, which

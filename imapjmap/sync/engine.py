@@ -14,6 +14,15 @@ Rule 2: the store is written in one transaction per refresh (see ``sync.mailboxe
 Rule 3: nothing here decides JMAP states; ``store.queries.next_seq`` does.
 Rule 4: in Gmail mode only All Mail, Trash and Spam are STATUSed and synced; the labels
         come with All Mail's messages (:mod:`imapjmap.sync.gmail`).
+Rule 5: on Dovecot the refresh connection keeps the account's largest mailbox (the
+        *anchor*, usually INBOX) selected between refreshes.  Dovecot opens a mailbox to
+        answer its STATUS, which for a 100,000-message Maildir takes 100-150 ms (it re-reads
+        the mailbox's index and uidlist), but answers the selected mailbox's STATUS from
+        the session's open view, which a NOOP brings up to date in a fraction of a
+        millisecond.  So the LIST-STATUS goes out with a NOOP pipelined in front of it: still
+        one round trip, and its cost no longer grows with the size of the mailbox.  If
+        Dovecot closed that connection (it does when another client deletes the selected
+        mailbox), the refresh runs once more on another connection.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from imapjmap.errors import ImapCommandFailed
+from imapjmap.errors import ImapCommandFailed, ImapUnavailable
 from imapjmap.imap.models import ListEntry, MailboxStatus
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
@@ -53,6 +62,8 @@ class AccountSync:
         self.clean = False  # the last refresh saw every event reported before it ended
         self.on_change: Callable[[], Awaitable[None]] | None = None  # e.g. the push hub
         self.grace = gmail.Grace()  # Gmail mode: our recent writes (eventual consistency)
+        self._anchor: str | None = None  # the mailbox kept selected between refreshes (Rule 5)
+        self._anchor_session: ImapSession | None = None  # the connection that keeps it
 
     async def refresh(self, pool: ImapPool, *, force: bool = False) -> None:
         """Refresh the cache, joining a refresh already in flight (Rule 1).
@@ -77,12 +88,32 @@ class AccountSync:
     async def _refresh(self, pool: ImapPool) -> None:
         events_at_start = self.events
         self.clean = False
-        async with pool.session() as session:
-            if session.selected is not None:
+        try:
+            await self._refresh_on(pool, self._anchor)
+        except ImapUnavailable as exc:
+            if self._anchor is None:
+                raise
+            log.info("account %s: refresh connection lost (%s); once more", self.account_id, exc)
+            self._anchor = self._anchor_session = None
+            await self._refresh_on(pool, None)
+        self.refreshes += 1
+        self.clean = self.events == events_at_start and not self._fills and not self.grace.holding
+        await self._changed()
+
+    async def _refresh_on(self, pool: ImapPool, anchor: str | None) -> None:
+        async with pool.session(prefer=anchor) as session:
+            anchored = (
+                anchor is not None
+                and session.selected is not None
+                and session.selected.name == anchor
+                and _anchors(session)
+            )
+            if session.selected is not None and not anchored:
                 # servers answer STATUS of the selected mailbox from the session's own,
-                # possibly stale, view (RFC 3501 §6.3.10 advises against it)
+                # possibly stale, view (RFC 3501 §6.3.10 advises against it); with the
+                # anchor selected, the NOOP in front of the LIST makes that view current
                 await session.unselect()
-            entries, statuses = await session.list_mailboxes()
+            entries, statuses = await session.list_mailboxes(sync_selected=anchored)
             known = await self._store.run(lambda tx: q.live_mailboxes(tx, self.account_id))
             wanted = gmail.is_synced_entry if session.gmail else None
             listed = await _describe(session, entries, statuses, known, wanted)
@@ -100,9 +131,6 @@ class AccountSync:
             if seq is not None:
                 log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
             await self._sync_emails(pool, session)
-        self.refreshes += 1
-        self.clean = self.events == events_at_start and not self._fills and not self.grace.holding
-        await self._changed()
 
     async def _changed(self) -> None:
         if self.on_change is not None:
@@ -139,8 +167,28 @@ class AccountSync:
             rest = await job.run(session)
             if rest:
                 self._start_fill(pool, job, rest)
-        if session.selected is not None:
-            await session.unselect()  # keep this connection ready for the next LIST-STATUS
+        await self._settle(session, rows)
+
+    async def _settle(self, session: ImapSession, rows: Sequence[q.MailboxRow]) -> None:
+        """Leave the connection ready for the next refresh's LIST-STATUS: with the anchor
+        selected when no other connection keeps it (Rule 5), else with nothing selected."""
+        anchor = _choose_anchor(rows) if _anchors(session) else None
+        keeper = self._anchor_session
+        kept_elsewhere = (
+            keeper is not None
+            and keeper is not session
+            and not keeper.broken
+            and keeper.selected is not None
+            and keeper.selected.name == anchor
+        )
+        if anchor is None or kept_elsewhere:
+            if session.selected is not None:
+                await session.unselect()
+            self._anchor = anchor if kept_elsewhere else None
+            return
+        if session.selected is None or session.selected.name != anchor:
+            await session.select(anchor, readonly=True)
+        self._anchor, self._anchor_session = anchor, session
 
     def _start_fill(self, pool: ImapPool, job: emails.MailboxSync, uids: list[int]) -> None:
         async def fill() -> None:
@@ -163,6 +211,25 @@ class AccountSync:
         for task in self._fills.values():
             task.cancel()
         await asyncio.gather(*self._fills.values(), return_exceptions=True)
+
+
+def _anchors(session: ImapSession) -> bool:
+    """Whether Rule 5 applies: Dovecot with LIST-STATUS (the behaviour measured there)."""
+    return session.is_dovecot and session.has("LIST-STATUS") and not session.gmail
+
+
+def _choose_anchor(rows: Sequence[q.MailboxRow]) -> str | None:
+    """The selectable mailbox with the most messages (INBOX on a tie)."""
+    best: q.MailboxRow | None = None
+    for row in rows:
+        if row.uidvalidity is None:
+            continue
+        if best is None or (row.messages or 0, row.role == "inbox") > (
+            best.messages or 0,
+            best.role == "inbox",
+        ):
+            best = row
+    return best.imap_name if best is not None else None
 
 
 async def _describe(

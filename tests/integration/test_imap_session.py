@@ -30,6 +30,7 @@ from imapjmap.errors import (
     ImapUnavailable,
 )
 from imapjmap.imap.commands import Command
+from imapjmap.imap.models import MailboxStatus
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
 from tests.conftest import ImapUser, SeededUser, dovecot_root
@@ -496,3 +497,68 @@ async def test_many_sequential_commands_stay_in_step(
             (record,) = reply.fetches
             assert record.uid == n
             assert record.sections["BODY[TEXT]"] == f"{n - 1}\r\n".encode()
+
+
+# ------------------------------------------- LIST-STATUS with a mailbox selected (engine Rule 5)
+
+
+def oracle_status(oracle: imaplib.IMAP4, name: str) -> dict[str, int]:
+    data = oracle_ok(oracle.status(name, "(MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"))
+    raw = data[0]
+    assert isinstance(raw, bytes)
+    return {k.decode(): int(v) for k, v in re.findall(rb"([A-Z]+) (\d+)", raw)}
+
+
+def as_dict(status: MailboxStatus) -> dict[str, int | None]:
+    return {
+        "MESSAGES": status.messages,
+        "UIDNEXT": status.uidnext,
+        "UIDVALIDITY": status.uidvalidity,
+        "HIGHESTMODSEQ": status.highestmodseq,
+    }
+
+
+async def test_list_status_of_the_selected_mailbox_is_never_stale(
+    imap_user: ImapUser, imap_oracle: imaplib.IMAP4
+) -> None:
+    """Dovecot answers the selected mailbox's STATUS from the session's view, stale until the
+    session syncs.  ``list_mailboxes(sync_selected=True)`` pipelines a NOOP behind the LIST:
+    whatever the NOOP reports leaves that STATUS out (the caller asks again), so what is
+    returned is always what a second client sees — after another client's APPEND, flag
+    change, EXPUNGE, and delete-and-recreate of the selected mailbox."""
+    oracle_ok(imap_oracle.create("Anchor"))
+    oracle_ok(imap_oracle.append("Anchor", None, None, b"Subject: one\r\n\r\n1\r\n"))
+    oracle_ok(imap_oracle.append("Anchor", None, None, b"Subject: two\r\n\r\n2\r\n"))
+
+    async def listed() -> dict[str, int | None] | None:
+        _, statuses = await session.list_mailboxes(sync_selected=True)
+        got = [s for s in statuses if s.name == "Anchor"]
+        return as_dict(got[0]) if got else None
+
+    async with logged_in(imap_user) as session:
+        await session.select("Anchor", readonly=True)
+        assert await listed() == oracle_status(imap_oracle, "Anchor"), "nothing changed"
+        changes = [
+            lambda: imap_oracle.append("Anchor", None, None, b"Subject: 3\r\n\r\n3\r\n"),
+            lambda: imap_oracle.uid("STORE", "1", "+FLAGS", "(\\Flagged)"),
+            lambda: imap_oracle.uid("STORE", "2", "+FLAGS", "(\\Deleted)"),
+            lambda: imap_oracle.expunge(),
+        ]
+        oracle_ok(imap_oracle.select("Anchor"))
+        for change in changes:
+            oracle_ok(change())
+            first = await listed()
+            truth = oracle_status(imap_oracle, "Anchor")
+            assert first in (None, truth), "left out (changed), or current"
+            assert await listed() == truth, "the next LIST finds the view current"
+        oracle_ok(imap_oracle.close())
+        old_guid = (await session.status("Anchor", "X-GUID")).x_guid
+        oracle_ok(imap_oracle.delete("Anchor"))
+        oracle_ok(imap_oracle.create("Anchor"))
+        oracle_ok(imap_oracle.append("Anchor", None, None, b"Subject: new\r\n\r\nnew\r\n"))
+        _, statuses = await session.list_mailboxes(sync_selected=True)
+        (recreated,) = [s for s in statuses if s.name == "Anchor"]
+        assert as_dict(recreated) == oracle_status(imap_oracle, "Anchor")
+        assert recreated.x_guid != old_guid
+        assert session.selected is None, "the dead view was left"
+        assert (await session.noop()).tagged.status == "OK"
