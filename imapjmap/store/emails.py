@@ -121,6 +121,11 @@ def _email_from(values: Sequence[Any]) -> EmailRow:
     )
 
 
+# one encoder each, made once: json.dumps with arguments builds a new encoder per call
+_JSON: Final = json.JSONEncoder().encode
+_JSON_SORTED: Final = json.JSONEncoder(sort_keys=True).encode
+
+
 def _email_values(row: EmailRow) -> tuple[Any, ...]:
     return (
         row.account_id,
@@ -133,12 +138,12 @@ def _email_values(row: EmailRow) -> tuple[Any, ...]:
         row.sort_subject,
         row.sort_from,
         row.sort_to,
-        json.dumps(row.headers, sort_keys=True),
-        json.dumps(row.message_ids),
+        _JSON_SORTED(row.headers),
+        _JSON(row.message_ids),
         int(row.has_attachment),
         row.preview,
-        json.dumps(row.keywords, sort_keys=True),
-        json.dumps(row.mailbox_ids, sort_keys=True),
+        _JSON_SORTED(row.keywords),
+        _JSON_SORTED(row.mailbox_ids),
         row.created_seq,
         row.updated_seq,
         row.destroyed_seq,
@@ -195,6 +200,14 @@ def insert_email(tx: Tx, row: EmailRow) -> None:
     )
     marks = ",".join("?" * 19)
     tx.execute(f"INSERT INTO emails ({_EMAIL_COLUMNS}) VALUES ({marks})", _email_values(row))
+
+
+def insert_new_emails(tx: Tx, rows: Iterable[EmailRow]) -> None:
+    """Insert Emails whose ids have no row at all (neither live nor a tombstone)."""
+    marks = ",".join("?" * 19)
+    tx.executemany(
+        f"INSERT INTO emails ({_EMAIL_COLUMNS}) VALUES ({marks})", map(_email_values, rows)
+    )
 
 
 def set_email_fields(
@@ -257,6 +270,26 @@ def put_location(tx: Tx, account_id: str, loc: Location) -> None:
             " ".join(loc.flags),
             int(loc.deleted),
         ),
+    )
+
+
+def put_locations(tx: Tx, account_id: str, locations: Iterable[Location]) -> None:
+    """:func:`put_location` of many (one statement, run once per location)."""
+    tx.executemany(
+        "INSERT OR REPLACE INTO locations (account_id, mailbox_id, uid, email_id, modseq,"
+        " flags, deleted) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                account_id,
+                loc.mailbox_id,
+                loc.uid,
+                loc.email_id,
+                loc.modseq,
+                " ".join(loc.flags),
+                int(loc.deleted),
+            )
+            for loc in locations
+        ],
     )
 
 
@@ -389,6 +422,42 @@ def grow_thread(tx: Tx, account_id: str, thread_id: str, seq: int) -> None:
         " created_seq = CASE WHEN destroyed_seq IS NULL THEN created_seq"
         " ELSE excluded.created_seq END, destroyed_seq = NULL",
         (account_id, thread_id, seq, seq),
+    )
+
+
+def grow_threads(tx: Tx, account_id: str, thread_ids: Iterable[str], seq: int) -> None:
+    """:func:`grow_thread` of many."""
+    tx.executemany(
+        "INSERT INTO threads (account_id, id, created_seq, updated_seq) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (account_id, id) DO UPDATE SET updated_seq = excluded.updated_seq,"
+        " created_seq = CASE WHEN destroyed_seq IS NULL THEN created_seq"
+        " ELSE excluded.created_seq END, destroyed_seq = NULL",
+        [(account_id, thread_id, seq, seq) for thread_id in thread_ids],
+    )
+
+
+def thread_refs(tx: Tx, account_id: str, message_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Message-ID → (thread id, base subject) of those of ``message_ids`` that are known."""
+    ids = list(message_ids)
+    out: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in tx.all(
+            f"SELECT message_id, thread_id, base_subject FROM thread_refs WHERE account_id = ?"
+            f" AND message_id IN ({marks})",
+            (account_id, *chunk),
+        ):
+            out[r[0]] = (r[1], r[2])
+    return out
+
+
+def set_thread_refs(tx: Tx, account_id: str, refs: Iterable[tuple[str, str, str]]) -> None:
+    """Write (Message-ID, thread id, base subject) rows, replacing those of the same ids."""
+    tx.executemany(
+        "INSERT OR REPLACE INTO thread_refs (account_id, message_id, thread_id, base_subject)"
+        " VALUES (?, ?, ?, ?)",
+        [(account_id, m, thread_id, base) for m, thread_id, base in refs],
     )
 
 

@@ -113,6 +113,7 @@ class Delta:
     remap: dict[int, tuple[str, tuple[str, ...], int | None]] = field(default_factory=dict)
     labels: dict[int, tuple[str, ...]] = field(default_factory=dict)  # Gmail: uid → X-GM-LABELS
     hook: ApplyHook | None = None
+    prepared: list[NewMessage] | None = None  # prepare(new), when done before the transaction
 
 
 def _flag_records(records_: Sequence[FetchRecord]) -> dict[int, tuple[tuple[str, ...], int | None]]:
@@ -302,24 +303,29 @@ class MailboxSync:
         """The rest of a first sync, newest first, one transaction per batch; ``changed``
         runs after each batch (the push hub).
 
-        The next batch is fetched while the current one is written, so the IMAP server and
-        the cache work at the same time (the server is another process).
+        The next batch is fetched (and its records parsed, in a thread) while the current one
+        is written, so the IMAP server, the parsing and the cache work at the same time.
         """
         await session.select(self.mailbox.imap_name, readonly=True)
         batches = [uids[i : i + BATCH] for i in range(0, len(uids), BATCH)]
-        fetching = asyncio.ensure_future(_fetch_new(session, batches[0])) if batches else None
+
+        async def fetch(batch: Sequence[int]) -> tuple[list[FetchRecord], list[NewMessage]]:
+            records_ = await _fetch_new(session, batch)
+            # parsed off the event loop and outside the write transaction
+            return records_, await asyncio.to_thread(prepare, records_, self.account_id)
+
+        fetching = asyncio.ensure_future(fetch(batches[0])) if batches else None
         for index in range(len(batches)):
             assert fetching is not None
-            records_ = await fetching
+            records_, prepared = await fetching
             last = index == len(batches) - 1
-            fetching = (
-                None if last else asyncio.ensure_future(_fetch_new(session, batches[index + 1]))
-            )
+            fetching = None if last else asyncio.ensure_future(fetch(batches[index + 1]))
             delta = Delta(
                 new=records_,
                 counts=last,
                 cursor=self.pending_cursor if last else None,
                 hook=self.hook,
+                prepared=prepared,
             )
             try:
                 await self.store.run(
@@ -374,23 +380,17 @@ def apply(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> None:
         delta.hook(tx, account_id, mailbox_id, delta) if delta.hook else (set(), set())
     )
     touched = _apply_locations(tx, account_id, mailbox_id, delta) | hooked
-    added = False
-    for record in delta.new:
-        if record.uid is None:
-            continue
-        flags = tuple(record.flags or ())
-        location = em.Location(mailbox_id, record.uid, "", record.modseq, flags, _deleted(flags))
-        email_id, fresh = _add_new(tx, account_id, record, location, seq, grown)
-        em.put_location(tx, account_id, dataclasses.replace(location, email_id=email_id))
-        added = True
-        if not fresh:
-            touched.add(email_id)  # another copy of a known Email: re-derive it
+    new = delta.prepared if delta.prepared is not None else prepare(delta.new, account_id)
+    added = bool(new)
+    if new:
+        # another copy of a known Email: re-derive it
+        touched |= _NewEmails(tx, account_id, seq, grown).add(mailbox_id, new)
     for email_id in touched:
         _recompute(tx, account_id, email_id, seq, threads)
     for thread_id in threads:
         em.touch_thread(tx, account_id, thread_id, seq.take(em.THREAD_TYPE))
-    for thread_id in grown - threads:
-        em.grow_thread(tx, account_id, thread_id, seq.take(em.THREAD_TYPE))
+    if grown - threads:
+        em.grow_threads(tx, account_id, grown - threads, seq.take(em.THREAD_TYPE))
     if delta.delivery:
         seq.take(EMAIL_DELIVERY_TYPE)
     if delta.counts and (touched or added or delta.reset):
@@ -454,56 +454,140 @@ def _recompute(tx: Tx, account_id: str, email_id: str, seq: _Seq, threads: set[s
         threads.add(row.thread_id)
 
 
-def _add_new(
-    tx: Tx, account_id: str, record: FetchRecord, location: em.Location, seq: _Seq, grown: set[str]
-) -> tuple[str, bool]:
-    """Create the Email of a new message, or find the one it is another copy of.
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A new message of a FETCH, with the pure part of its Email row already built."""
 
-    Returns (email id, whether the Email is new).  A new Email is written complete — its
-    one location decides mailboxIds and keywords — so the bulk path of a first sync costs
-    no re-derivation; one whose only copy is ``\\Deleted`` is written as a tombstone, so
-    it never appears.
+    uid: int
+    flags: tuple[str, ...]
+    modseq: int | None
+    parsed: records.Parsed
+
+
+def prepare(records_: Sequence[FetchRecord], account_id: str) -> list[NewMessage]:
+    """Parse new messages' FETCH records (pure Python, no cache access): done before the
+    transaction where the caller can, so the write lock is held for the writes only."""
+    return [
+        NewMessage(r.uid, tuple(r.flags or ()), r.modseq, records.parse_record(r, account_id))
+        for r in records_
+        if r.uid is not None
+    ]
+
+
+class _NewEmails:
+    """Writes one batch of new messages: their Emails, locations and local Threads.
+
+    The statements are per batch, not per message: one query for the ids already known,
+    one for the thread_refs of every Message-ID the batch names (kept up to date in
+    ``refs`` as the batch threads itself), and one multi-row write each for the Emails,
+    the locations and the thread_refs.  The result is the same as handling the messages
+    one by one in order: a Message-ID seen earlier in the batch threads a later message,
+    and before a thread merge (which updates rows in place) what is pending is written.
     """
-    parsed = records.parse_record(record, account_id)
-    if em.email_exists(tx, account_id, parsed.email_id):
-        return parsed.email_id, False
-    value = seq.take(em.EMAIL_TYPE, em.THREAD_TYPE)
-    thread_id = parsed.upstream_thread or _local_thread(tx, account_id, parsed, value)
-    visible = not location.deleted
-    row = dataclasses.replace(
-        parsed.row,
-        thread_id=thread_id,
-        created_seq=value,
-        updated_seq=value,
-        destroyed_seq=None if visible else value,
-        mailbox_ids={location.mailbox_id: True} if visible else {},
-        keywords=dict(sorted(em.keywords_from_flags(location.flags).items())),
-    )
-    em.insert_email(tx, row)
-    if visible:
-        grown.add(thread_id)
-    return parsed.email_id, True
+
+    def __init__(self, tx: Tx, account_id: str, seq: _Seq, grown: set[str]) -> None:
+        self.tx = tx
+        self.account_id = account_id
+        self.seq = seq
+        self.grown = grown
+        self.rows: list[em.EmailRow] = []  # new Emails not yet written
+        self.refs: dict[str, tuple[str, str]] = {}  # Message-ID → (thread, base subject)
+        self.members: dict[str, set[str]] = {}  # thread → its Message-IDs in ``refs``
+        self.dirty: set[str] = set()  # Message-IDs of ``refs`` not yet written
+
+    def add(self, mailbox_id: str, messages: Sequence[NewMessage]) -> set[str]:
+        """Write ``messages``; returns the ids of known Emails that got another copy.
+
+        A new Email is written complete — its one location decides mailboxIds and
+        keywords — so the bulk path of a first sync costs no re-derivation; one whose only
+        copy is ``\\Deleted`` is written as a tombstone, so it never appears.
+        """
+        ids = list(dict.fromkeys(m.parsed.email_id for m in messages))
+        known = set(em.existing_ids(self.tx, self.account_id, ids))
+        local = [m.parsed for m in messages if m.parsed.upstream_thread is None]
+        if local:
+            wanted = dict.fromkeys(i for p in local for i in _thread_ids(p))
+            for message_id, ref in em.thread_refs(self.tx, self.account_id, wanted).items():
+                self._set_ref(message_id, *ref)
+            self.dirty.clear()
+        again: set[str] = set()
+        locations: list[em.Location] = []
+        for m in messages:
+            parsed = m.parsed
+            deleted = _deleted(m.flags)
+            locations.append(
+                em.Location(mailbox_id, m.uid, parsed.email_id, m.modseq, m.flags, deleted)
+            )
+            if parsed.email_id in known:
+                again.add(parsed.email_id)
+                continue
+            known.add(parsed.email_id)
+            value = self.seq.take(em.EMAIL_TYPE, em.THREAD_TYPE)
+            thread_id = parsed.upstream_thread or self._local_thread(parsed, value)
+            self.rows.append(
+                dataclasses.replace(
+                    parsed.row,
+                    thread_id=thread_id,
+                    created_seq=value,
+                    updated_seq=value,
+                    destroyed_seq=value if deleted else None,
+                    mailbox_ids={} if deleted else {mailbox_id: True},
+                    keywords=dict(sorted(em.keywords_from_flags(m.flags).items())),
+                )
+            )
+            if not deleted:
+                self.grown.add(thread_id)
+        self._flush()
+        em.put_locations(self.tx, self.account_id, locations)
+        return again
+
+    def _flush(self) -> None:
+        if self.rows:
+            em.insert_new_emails(self.tx, self.rows)
+            self.rows.clear()
+        if self.dirty:
+            em.set_thread_refs(self.tx, self.account_id, ((m, *self.refs[m]) for m in self.dirty))
+            self.dirty.clear()
+
+    def _set_ref(self, message_id: str, thread_id: str, base: str) -> None:
+        old = self.refs.get(message_id)
+        if old is not None and old[0] != thread_id:
+            self.members[old[0]].discard(message_id)
+        self.refs[message_id] = (thread_id, base)
+        self.members.setdefault(thread_id, set()).add(message_id)
+        self.dirty.add(message_id)
+
+    def _local_thread(self, parsed: records.Parsed, seq: int) -> str:
+        """Threads from Message-ID / In-Reply-To / References, joined only when the base
+        subjects agree (as Cyrus does), so a reply to an unrelated list mail starts its own."""
+        ids = _thread_ids(parsed)
+        base_subject = parsed.base_subject
+        found = {
+            t
+            for t, base in (self.refs[i] for i in ids if i in self.refs)
+            if not base or not base_subject or base == base_subject
+        }
+        if not found:
+            thread_id = records.new_thread_id(parsed.email_id)
+        else:
+            thread_id = min(found)
+            others = found - {thread_id}
+            if others:
+                # merge_threads updates the rows in place: what is pending goes first; it
+                # re-counts both sides itself (the merged ones become empty)
+                self._flush()
+                em.merge_threads(self.tx, self.account_id, thread_id, others, seq)
+                for other in others:
+                    for message_id in self.members.pop(other, set()):
+                        self.refs[message_id] = (thread_id, self.refs[message_id][1])
+                        self.members.setdefault(thread_id, set()).add(message_id)
+        for message_id in ids:
+            self._set_ref(message_id, thread_id, base_subject)
+        return thread_id
 
 
-def _local_thread(tx: Tx, account_id: str, parsed: records.Parsed, seq: int) -> str:
-    """Threads from Message-ID / In-Reply-To / References, joined only when the base
-    subjects agree (as Cyrus does), so a reply to an unrelated list mail starts its own."""
-    ids = [m for m in (parsed.own_message_id, *parsed.refs) if m]
-    found = {
-        t
-        for t, base in em.thread_for_refs(tx, account_id, ids)
-        if not base or not parsed.base_subject or base == parsed.base_subject
-    }
-    if not found:
-        thread_id = records.new_thread_id(parsed.email_id)
-    else:
-        thread_id = min(found)
-        others = found - {thread_id}
-        if others:
-            # merge_threads re-counts both sides itself (the merged ones become empty)
-            em.merge_threads(tx, account_id, thread_id, others, seq)
-    em.add_thread_refs(tx, account_id, thread_id, ids, parsed.base_subject)
-    return thread_id
+def _thread_ids(parsed: records.Parsed) -> list[str]:
+    return [m for m in (parsed.own_message_id, *parsed.refs) if m]
 
 
 def update_counts(tx: Tx, account_id: str, mailbox_ids: set[str], seq: _Seq) -> None:
