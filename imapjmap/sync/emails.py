@@ -577,6 +577,9 @@ class _NewEmails:
                 # re-counts both sides itself (the merged ones become empty)
                 self._flush()
                 em.merge_threads(self.tx, self.account_id, thread_id, others, seq)
+                # emptied for good: growing one at the end would leave a live Thread
+                # without Emails (merge_threads has tombstoned those that had a row)
+                self.grown -= others
                 for other in others:
                     for message_id in self.members.pop(other, set()):
                         self.refs[message_id] = (thread_id, self.refs[message_id][1])

@@ -118,6 +118,8 @@ async def test_a_merge_inside_one_batch() -> None:
     assert batch["counts"] == one_by_one["counts"] == (5, 5, 2, 2)
     assert len({thread_of(batch, n) for n in (1, 2, 3, 4)}) == 1
     assert thread_of(batch, 5) != thread_of(batch, 1)
+    # every live Thread has an Email, and every Email's Thread is live
+    assert batch["live_threads"] == {t for t, live in batch["emails"].values() if live}
 
 
 async def test_two_copies_and_a_deleted_copy_in_one_batch() -> None:
@@ -156,3 +158,4 @@ async def test_batches_thread_like_single_messages(mails: list[FetchRecord], siz
     assert batched["emails"] == one_by_one["emails"]
     assert batched["refs"] == one_by_one["refs"]
     assert batched["counts"] == one_by_one["counts"]
+    assert batched["live_threads"] == {t for t, live in batched["emails"].values() if live}
