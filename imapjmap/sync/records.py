@@ -12,13 +12,14 @@ Email ids (DESIGN.md "Identity"), first source that the upstream offers:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from imapjmap.imap.models import Address, FetchRecord
+from imapjmap.imap.models import Address, BodyStructure, Envelope, FetchRecord
 from imapjmap.mime import envelope as env
 from imapjmap.mime import headers
 from imapjmap.store.emails import EmailRow
@@ -102,17 +103,76 @@ def _addresses_of(fields: dict[str, str], name: str) -> list[dict[str, Any]] | N
     return parsed if isinstance(parsed, list) and parsed else None
 
 
+# Memos of pure conversions that repeat from message to message (correspondents, the
+# subjects of a conversation); bounded, shared by every account (no account data in them).
+_MEMO: Final = 4096
+
+
+@functools.lru_cache(maxsize=_MEMO)
+def _address(address: Address) -> dict[str, Any]:
+    """One ENVELOPE address (not a group marker) in JMAP form; callers copy it."""
+    [converted] = env.addresses_from_envelope((address,)) or [{}]
+    return converted
+
+
+def _addresses(field: Sequence[Address] | None) -> list[dict[str, Any]] | None:
+    """``env.addresses_from_envelope``, each address converted once per memo lifetime."""
+    if not field:
+        return None
+    if any(a.host is None for a in field):  # group syntax: the full conversion
+        return env.addresses_from_envelope(tuple(field))
+    return [dict(_address(a)) for a in field]
+
+
+@functools.lru_cache(maxsize=_MEMO)
+def _subject(raw: str) -> tuple[str, str]:
+    """(``subject`` as text, its base subject case-folded) of an ENVELOPE subject."""
+    subject = env.subject_from_envelope(Envelope(None, raw, (), (), (), (), (), (), None, None))
+    assert subject is not None  # a Subject was there
+    return subject, env.base_subject(subject).casefold()
+
+
+_ATTACHMENT: dict[tuple[Any, ...], bool] = {}  # _shape(bodystructure) → hasAttachment
+
+
+def _shape(bs: BodyStructure) -> tuple[Any, ...]:
+    """A BODYSTRUCTURE without what is unique to one message and has no say in
+    ``hasAttachment``: the sizes, the MD5, the multipart boundary, an attached message's
+    envelope."""
+    return (
+        bs.type,
+        bs.subtype,
+        tuple(item for item in bs.params.items() if item[0] != "boundary"),
+        bs.id,
+        bs.description,
+        bs.encoding,
+        bs.disposition,
+        tuple(bs.disposition_params.items()),
+        bs.language,
+        bs.location,
+        tuple(_shape(part) for part in bs.parts),
+    )
+
+
+def _has_attachment(bs: BodyStructure) -> bool:
+    """``env.has_attachment_from_bodystructure``, computed once per shape."""
+    key = _shape(bs)
+    found = _ATTACHMENT.get(key)
+    if found is None:
+        found = env.has_attachment_from_bodystructure(bs)
+        if len(_ATTACHMENT) >= _MEMO:
+            _ATTACHMENT.clear()
+        _ATTACHMENT[key] = found
+    return found
+
+
 def parse_record(record: FetchRecord, account_id: str) -> Parsed:
     """Build the Email row (list properties only) for a new message."""
     e = record.envelope
     email_id = email_id_for(record)
-
-    def addrs(field: Sequence[Address] | None) -> list[dict[str, Any]] | None:
-        return env.addresses_from_envelope(tuple(field)) if field else None
-
-    subject = env.subject_from_envelope(e) if e else None
-    from_ = addrs(e.from_ if e else None)
-    to = addrs(e.to if e else None)
+    subject, base = _subject(e.subject) if e and e.subject is not None else (None, "")
+    from_ = _addresses(e.from_ if e else None)
+    to = _addresses(e.to if e else None)
     message_id = env.message_ids(e.message_id) if e and e.message_id else None
     in_reply_to = env.message_ids(e.in_reply_to) if e and e.in_reply_to else None
     fields = extra_headers(record)
@@ -124,13 +184,12 @@ def parse_record(record: FetchRecord, account_id: str) -> Parsed:
         "sender": _addresses_of(fields, "SENDER"),
         "from": from_,
         "to": to,
-        "cc": addrs(e.cc if e else None),
-        "bcc": addrs(e.bcc if e else None),
+        "cc": _addresses(e.cc if e else None),
+        "bcc": _addresses(e.bcc if e else None),
         "replyTo": _addresses_of(fields, "REPLY-TO"),
         "subject": subject,
         "sentAt": env.sent_at(e) if e else None,
     }
-    base = env.base_subject(subject or "").casefold()
     received = int(record.internaldate.timestamp()) if record.internaldate else 0
     refs = tuple(dict.fromkeys([*(in_reply_to or []), *(references or [])]))
     upstream_thread = record.threadid or (
@@ -149,11 +208,7 @@ def parse_record(record: FetchRecord, account_id: str) -> Parsed:
         sort_to=_first(to),
         headers=headers,
         message_ids=list(message_id or []),
-        has_attachment=(
-            env.has_attachment_from_bodystructure(record.bodystructure)
-            if record.bodystructure
-            else False
-        ),
+        has_attachment=_has_attachment(record.bodystructure) if record.bodystructure else False,
         preview=record.preview,
     )
     own = message_id[0] if message_id else None
