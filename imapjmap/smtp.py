@@ -3,8 +3,9 @@
 Theory of operation: :func:`submit` sends one message on one connection of its own:
 connect (TLS from the first byte, or a STARTTLS upgrade that is required, never skipped,
 when the config says so), EHLO, AUTH with the user's own credentials (``smtp.auth =
-"user"``), MAIL FROM, one RCPT TO per recipient, DATA, QUIT.  It knows SMTP words only;
-the JMAP SetErrors are chosen by the caller from :class:`SubmitRefused` ``.reason``.
+"user"``: their password, or their OAuth token, Rule 6), MAIL FROM, one RCPT TO per
+recipient, DATA, QUIT.  It knows SMTP words only; the JMAP SetErrors are chosen by the
+caller from :class:`SubmitRefused` ``.reason``.
 
 Rules
 1. Only parameters the server advertised in its EHLO reply are sent.  The ones this module
@@ -22,17 +23,27 @@ Rules
 3. Connection failures and timeouts are :class:`~imapjmap.errors.SmtpUnavailable`; one
    after the message data went out is :class:`SmtpLostDuringData` (it may have been
    delivered).  No aiosmtplib type leaves this module.
-4. The password is used for AUTH and nothing else: never logged, never in an exception.
+4. The password (or token) is used for AUTH and nothing else: never logged, never in an
+   exception.
 5. :func:`ehlo_extensions` (the session's ``submissionExtensions``) probes the server once
    per process (a failed probe is retried after a minute) and is refreshed by every
    submission; transport-only keywords (AUTH, STARTTLS, PIPELINING, CHUNKING, ...) are
    hidden, as RFC 8621 §1.3.2 recommends.
+6. A :class:`~imapjmap.credentials.BearerToken` in place of the password (a user who logged
+   in with ``Authorization: Bearer``) logs in with ``AUTH XOAUTH2`` (Google's "OAuth 2.0
+   Mechanism"), never with a password mechanism: the initial response carries the user and
+   the token; a refusal comes as a 334 challenge holding a base64 JSON error, answered with
+   an empty line, after which the server sends the final 535.  A server that does not
+   advertise XOAUTH2 in its EHLO AUTH line is ``reason="auth"`` before anything is sent.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import functools
+import json
 import logging
 import re
 import ssl
@@ -44,6 +55,7 @@ from typing import Final, Literal
 import aiosmtplib
 
 from imapjmap.config import SmtpConfig
+from imapjmap.credentials import BearerToken, xoauth2_response
 from imapjmap.errors import ProxyError, SmtpUnavailable
 
 __all__ = [
@@ -56,6 +68,7 @@ __all__ = [
     "SubmitResult",
     "ehlo_extensions",
     "format_reply",
+    "oauth_error",
     "smtp_params",
     "submit",
     "visible_extensions",
@@ -352,6 +365,9 @@ async def _open(client: aiosmtplib.SMTP, cfg: SmtpConfig) -> dict[str, list[str]
 async def _login(client: aiosmtplib.SMTP, cfg: SmtpConfig, username: str, password: str) -> None:
     if not client.supports_extension("auth"):
         raise SubmitRefused("auth", "the SMTP server offers no AUTH on this connection")
+    if isinstance(password, BearerToken):
+        await _xoauth2(client, cfg, username, password)
+        return
     try:
         await client.login(username, password)
     except (TimeoutError, OSError) as exc:
@@ -363,6 +379,60 @@ async def _login(client: aiosmtplib.SMTP, cfg: SmtpConfig, username: str, passwo
         raise SubmitRefused("auth", "the SMTP server refused the login", reply=reply) from None
     except aiosmtplib.SMTPException:
         raise SubmitRefused("auth", "no AUTH mechanism in common with the server") from None
+
+
+def oauth_error(challenge: str) -> str:
+    """What an XOAUTH2 error challenge (base64 JSON, ``{"status":"401","schemes":"bearer",
+    "scope":"https://mail.google.com/"}``) says, as ``status 401, scope ...``; ``""`` when
+    it says nothing readable.  Only short printable values are kept."""
+    try:
+        body = json.loads(base64.b64decode(challenge.strip(), validate=True))
+    except (binascii.Error, ValueError):
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    said = [
+        f"{key} {value}"
+        for key in ("status", "scope")
+        if isinstance(value := body.get(key), str | int)
+        and len(str(value)) <= 100
+        and str(value).isprintable()
+    ]
+    return ", ".join(said)
+
+
+async def _xoauth2(client: aiosmtplib.SMTP, cfg: SmtpConfig, username: str, token: str) -> None:
+    """Rule 6: ``AUTH XOAUTH2`` with the initial response; the token is in no log line and
+    no exception."""
+    if "xoauth2" not in client.server_auth_methods:
+        log.warning(
+            "smtp: %s:%d does not offer AUTH XOAUTH2: users logged in with a Bearer token "
+            "cannot send",
+            cfg.host,
+            cfg.port,
+        )
+        raise SubmitRefused(
+            "auth",
+            "you logged in with an OAuth token, and the SMTP server takes no token (it does "
+            "not offer AUTH XOAUTH2): log in with a password to send",
+        )
+    said = ""
+    try:
+        response = await client.execute_command(
+            b"AUTH", b"XOAUTH2", xoauth2_response(username, token)
+        )
+        if response.code == 334:  # the error challenge: answer empty, then comes the 535
+            said = oauth_error(response.message)
+            response = await client.execute_command(b"")
+    except (TimeoutError, OSError) as exc:
+        raise _lost(cfg, "AUTH", exc) from exc
+    if response.code == 235:
+        return
+    reply = format_reply(response.code, response.message)
+    if response.code < 500 and response.code != 334:
+        raise SubmitRefused("temporary", "the login failed for now", reply=reply)
+    refused = "the SMTP server refused the OAuth token" + (f": {said}" if said else "")
+    raise SubmitRefused("auth", refused, reply=reply)
 
 
 def _refusal_at_mail(reply: Reply) -> SubmitRefused:
@@ -404,7 +474,8 @@ async def submit(
 ) -> SubmitResult:
     """Send ``message`` to ``rcpts`` as ``mail_from`` (see the module rules).
 
-    ``username``/``password`` are used only when ``cfg.auth == "user"``.
+    ``username``/``password`` are used only when ``cfg.auth == "user"``; a
+    :class:`~imapjmap.credentials.BearerToken` password logs in with XOAUTH2 (Rule 6).
 
     Raises:
         SubmitRefused: nothing was sent; ``.reason`` says why.

@@ -1,22 +1,28 @@
 """A real SMTP server (aiosmtpd) that records what it receives, for tests and the demo.
 
 :class:`SmtpSink` listens on a free 127.0.0.1 port in a thread of its own.  It accepts AUTH
-PLAIN and LOGIN without TLS for the users it is given, and the MAIL/RCPT parameters a
-submission client sends (``AUTH=``, ``ENVID=``, ``RET=``, ``NOTIFY=``, ``ORCPT=``; stock
-aiosmtpd answers 555 to them), and advertises DSN.  It can refuse chosen recipients with a
-chosen reply, and deliver what it accepts for chosen recipients into a Dovecot user's INBOX
-over LMTP.
+PLAIN and LOGIN without TLS for the users it is given, AUTH XOAUTH2 for the OAuth tokens it
+is given (as Gmail's SMTP server does, Google's "OAuth 2.0 Mechanism": a refused token gets
+a 334 challenge holding a base64 JSON error, and the client's empty answer a 535), and the
+MAIL/RCPT parameters a submission client sends (``AUTH=``, ``ENVID=``, ``RET=``,
+``NOTIFY=``, ``ORCPT=``; stock aiosmtpd answers 555 to them), and advertises DSN.  It can
+refuse chosen recipients with a chosen reply, and deliver what it accepts for chosen
+recipients into a Dovecot user's INBOX over LMTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import collections
 import contextlib
 import dataclasses
 import email.message
 import email.parser
 import email.policy
 import itertools
+import json
 import logging
 import smtplib
 import socket
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 if TYPE_CHECKING:
     from imapjmap.demo.dovecot import DovecotServer
@@ -49,6 +55,12 @@ __all__ = ["ReceivedMessage", "SmtpSink"]
 _EXTRA_MAIL_PARAMS = frozenset({"AUTH", "ENVID", "RET"})
 _EXTRA_RCPT_PARAMS = frozenset({"NOTIFY", "ORCPT"})
 _PORT_ATTEMPTS = 5
+# RFC 4954 §4: an AUTH command with its initial response may be 12288 octets long (an OAuth
+# token makes a long one; stock aiosmtpd takes 512).
+_AUTH_LINE_LIMIT = 12288
+# What Gmail's SMTP server sends for a refused token (Google's "OAuth 2.0 Mechanism").
+_XOAUTH2_ERROR = {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}
+_XOAUTH2_REFUSED = "535 5.7.8 Username and Password not accepted"
 
 
 @dataclass(frozen=True)
@@ -62,11 +74,31 @@ class ReceivedMessage:
     raw: bytes  # the message as received (CRLF line ends, dots unstuffed)
     auth_user: str | None  # the AUTH login of the session, if it authenticated
     delivered_to: tuple[str, ...] = ()  # Dovecot users it was delivered to over LMTP
+    auth_mechanism: str | None = None  # PLAIN, LOGIN or XOAUTH2, if it authenticated
 
     def parsed(self) -> email.message.EmailMessage:
         parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(self.raw)
         assert isinstance(parsed, email.message.EmailMessage)
         return parsed
+
+
+@dataclass(frozen=True)
+class _Login:
+    """``Session.auth_data`` of an authenticated session (``login`` is what aiosmtpd reads)."""
+
+    login: bytes
+    mechanism: str
+
+
+def _xoauth2_fields(blob: bytes) -> tuple[str, str]:
+    """(user, token) of a decoded XOAUTH2 client response; empty strings when malformed."""
+    fields: dict[str, str] = {}
+    for part in blob.decode("utf-8", "replace").split("\x01"):
+        key, _, value = part.partition("=")
+        fields.setdefault(key, value)
+    scheme, _, token = fields.get("auth", "").partition(" ")
+    user = fields.get("user", "")
+    return (user, token) if scheme.lower() == "bearer" and user and token else ("", "")
 
 
 class _Envelope(Envelope):
@@ -90,7 +122,18 @@ def _split_params(arg: str, extra: Collection[str]) -> tuple[str, list[str], lis
 
 
 class _SinkSMTP(SMTP):
-    """aiosmtpd's SMTP that also takes the submission/DSN parameters aiosmtpd does not know."""
+    """aiosmtpd's SMTP that also takes the submission/DSN parameters aiosmtpd does not know,
+    and AUTH lines as long as RFC 4954 allows."""
+
+    line_length_limit = _AUTH_LINE_LIMIT + 2  # the reader's limit, set by SMTP.__init__
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.line_length_limit = SMTP.line_length_limit  # DATA lines keep theirs
+        # an instance dict: aiosmtpd's is shared by every server of the process
+        self.command_size_limits = collections.defaultdict(
+            lambda: SMTP.command_size_limit, {"AUTH": _AUTH_LINE_LIMIT}
+        )
 
     def _create_envelope(self) -> Envelope:
         return _Envelope()
@@ -135,6 +178,29 @@ class _Handler:
         session.host_name = hostname
         return [*responses[:-1], "250-DSN", responses[-1]]
 
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """AUTH XOAUTH2: a token of :attr:`SmtpSink.tokens` for the user it names logs in;
+        anything else gets the error challenge, and the client's answer the 535."""
+        if len(args) == 1:  # no initial response: ask for it
+            answer = await server.challenge_auth("", encode_to_b64=False)
+            if answer is MISSING:  # 501 sent already
+                return AuthResult(success=False, handled=True)
+            blob = answer
+        else:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        user, token = _xoauth2_fields(blob)
+        self.sink.note_xoauth2(user)
+        if user and self.sink.tokens.get(token) == user:
+            return AuthResult(success=True, auth_data=_Login(user.encode(), "XOAUTH2"))
+        answer = await server.challenge_auth(json.dumps(_XOAUTH2_ERROR))
+        if answer is MISSING:
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message=_XOAUTH2_REFUSED)
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -161,9 +227,10 @@ class _Handler:
         mail_options = (
             envelope.raw_mail_options if isinstance(envelope, _Envelope) else []
         ) or envelope.mail_options
-        auth_user = None
-        if session.authenticated and isinstance(session.auth_data, LoginPassword):
+        auth_user = mechanism = None
+        if session.authenticated and isinstance(session.auth_data, _Login):
             auth_user = session.auth_data.login.decode("utf-8", "replace")
+            mechanism = session.auth_data.mechanism
         message = ReceivedMessage(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
@@ -173,6 +240,7 @@ class _Handler:
             else tuple(() for _ in envelope.rcpt_tos),
             raw=raw,
             auth_user=auth_user,
+            auth_mechanism=mechanism,
         )
         targets = self.sink.delivery_targets(message.rcpt_tos)
         if targets:
@@ -188,7 +256,10 @@ class _Handler:
 
 class _SinkController(Controller):
     def factory(self) -> SMTP:
-        return _SinkSMTP(self.handler, **self.SMTP_kwargs)
+        kwargs = dict(self.SMTP_kwargs)
+        if not self.handler.sink.offer_xoauth2:  # read for each connection
+            kwargs["auth_exclude_mechanism"] = ["XOAUTH2"]
+        return _SinkSMTP(self.handler, **kwargs)
 
 
 def _free_port() -> int:
@@ -202,15 +273,22 @@ def _free_port() -> int:
 class SmtpSink:
     """A recording SMTP server on 127.0.0.1.  Use :meth:`start` (or ``with SmtpSink.start()``).
 
-    ``users``: logins accepted by AUTH PLAIN/LOGIN (no TLS needed).  ``require_auth``: refuse
-    MAIL FROM before AUTH.  ``reject``: recipient address → reply (``550`` or
-    ``"550 5.1.1 No such user"``) for RCPT TO.  ``deliver_to``: recipient address → Dovecot
+    ``users``: logins accepted by AUTH PLAIN/LOGIN (no TLS needed).  ``tokens``: OAuth access
+    token → the user AUTH XOAUTH2 accepts it for; ``offer_xoauth2 = False`` leaves XOAUTH2
+    out of the EHLO AUTH line (from the next connection); ``xoauth2_attempts`` lists the user
+    named by every XOAUTH2 attempt.  ``require_auth``: refuse MAIL FROM before AUTH.
+    ``reject``: recipient address → reply (``550`` or ``"550 5.1.1 No such user"``) for RCPT
+    TO.  ``deliver_to``: recipient address → Dovecot
     username whose INBOX gets the message over LMTP (``"*"`` matches every recipient); needs
     ``dovecot``.  Addresses compare case-insensitively.  All of these may be changed while
     the sink runs; :meth:`reset` forgets recorded messages, rejections and deliveries.
+    The sink never logs a password or a token.
     """
 
     users: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    offer_xoauth2: bool = True
+    xoauth2_attempts: list[str] = field(default_factory=list)
     require_auth: bool = False
     reject: dict[str, str | int] = field(default_factory=dict)
     deliver_to: dict[str, str] = field(default_factory=dict)
@@ -227,6 +305,7 @@ class SmtpSink:
         cls,
         *,
         users: Mapping[str, str] | None = None,
+        tokens: Mapping[str, str] | None = None,
         require_auth: bool = False,
         reject: Mapping[str, str | int] | None = None,
         deliver_to: Mapping[str, str] | None = None,
@@ -234,6 +313,7 @@ class SmtpSink:
     ) -> SmtpSink:
         sink = cls(
             users=dict(users or {}),
+            tokens=dict(tokens or {}),
             require_auth=require_auth,
             reject={k.lower(): v for k, v in (reject or {}).items()},
             deliver_to={k.lower(): v for k, v in (deliver_to or {}).items()},
@@ -285,12 +365,15 @@ class SmtpSink:
             return list(self._messages)
 
     def reset(self) -> None:
-        """Forget recorded messages, rejections and deliveries (users stay)."""
+        """Forget recorded messages, rejections, deliveries and XOAUTH2 attempts, and offer
+        XOAUTH2 again (users and tokens stay)."""
         with self._changed:
             self._messages.clear()
             self.reject.clear()
             self.deliver_to.clear()
+            self.xoauth2_attempts.clear()
             self.require_auth = False
+            self.offer_xoauth2 = True
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
         """Wait until at least ``count`` messages are recorded; return them all."""
@@ -307,6 +390,14 @@ class SmtpSink:
 
     def add_user(self, username: str, password: str) -> None:
         self.users[username] = password
+
+    def add_token(self, username: str, token: str) -> None:
+        """Accept ``token`` for ``username`` with AUTH XOAUTH2."""
+        self.tokens[token] = username
+
+    def note_xoauth2(self, user: str) -> None:
+        with self._changed:
+            self.xoauth2_attempts.append(user)
 
     def reject_recipient(self, address: str, reply: str | int = 550) -> None:
         self.reject[address.lower()] = reply
@@ -357,5 +448,5 @@ class SmtpSink:
             login = auth_data.login.decode("utf-8", "replace")
             password = auth_data.password.decode("utf-8", "replace")
             if login in self.users and self.users[login] == password:
-                return AuthResult(success=True, auth_data=auth_data)
+                return AuthResult(success=True, auth_data=_Login(auth_data.login, mechanism))
         return AuthResult(success=False, handled=False)

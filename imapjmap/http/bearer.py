@@ -4,7 +4,8 @@ SASL XOAUTH2 names the user next to the token, but an HTTP ``Authorization: Bear
 header carries the token alone.  One GET of ``auth.bearer_profile_url`` with the token
 tells whose it is: Gmail API ``users.getProfile`` by default, whose ``emailAddress`` is the
 Gmail login (the ``https://mail.google.com/`` scope that IMAP needs allows that call).
-The token goes to that URL and to the IMAP server, nowhere else, and is never logged.
+The token goes to that URL, to the IMAP server and (EmailSubmission) to the SMTP server,
+nowhere else, and is never logged.
 """
 
 from __future__ import annotations

@@ -40,7 +40,6 @@ Rules
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import logging
@@ -53,6 +52,8 @@ from typing import Final
 import aioimaplib
 
 from imapjmap.config import GmailMode, ImapConfig
+from imapjmap.credentials import BearerToken as BearerToken  # re-exported (Rule 5)
+from imapjmap.credentials import xoauth2_response
 from imapjmap.errors import (
     AuthenticationFailed,
     ImapCommandFailed,
@@ -116,13 +117,6 @@ def _reports_change(reply: Reply) -> bool:
 
 def _reports_trouble(reply: Reply) -> bool:
     return any(s.status in ("NO", "BAD", "BYE") for s in reply.statuses_untagged)
-
-
-class BearerToken(str):
-    """An OAuth 2.0 access token given where a password goes: the session then logs in with
-    ``AUTHENTICATE XOAUTH2`` instead of ``LOGIN`` (Rule 5).  Never log it."""
-
-    __slots__ = ()
 
 
 def gmail_mode(mode: GmailMode, capabilities: frozenset[str]) -> bool:
@@ -507,7 +501,7 @@ class ImapSession:
         """SASL XOAUTH2 (Rule 5): ``base64("user=" user ^A "auth=Bearer " token ^A ^A)``."""
         if "AUTH=XOAUTH2" not in self.capabilities:
             raise AuthenticationFailed("the server does not offer AUTHENTICATE XOAUTH2")
-        response = base64.b64encode(f"user={username}\x01auth=Bearer {token}\x01\x01".encode())
+        response = xoauth2_response(username, token)
         if "SASL-IR" in self.capabilities:
             command, sasl = Command((f"AUTHENTICATE XOAUTH2 {response.decode()}",)), b""
         else:

@@ -22,6 +22,14 @@ so every submission is ``undoStatus: "final"`` and ``maxDelayedSend`` is 0.  In 
 6. the record is stored with ``deliveryStatus`` per recipient: ``queued`` with the RCPT
    reply (``delivered`` never changes later: the proxy receives no DSNs).
 
+The SMTP login is the user's own (``smtp.auth = "user"``): the password they logged in
+with, or, for a user who logged in with ``Authorization: Bearer``, their OAuth token with
+``AUTH XOAUTH2`` (:mod:`imapjmap.smtp` Rule 6).  It is the pool's current credential: a
+request with a token other than the verified one is verified again and renews the pool's
+token (``ImapPool.renew_token``), so a submission uses the token of its own request (or a
+newer one), never an expired one the client has replaced.  A refused token, or an SMTP
+server without XOAUTH2, is ``forbiddenToSend`` with a description (SUB-03).
+
 An unreachable SMTP server is the method error ``serverUnavailable`` when nothing was sent
 in this call yet, else ``serverPartialFail``; so is a connection lost after the data went
 out (the message may have been delivered).
@@ -335,6 +343,12 @@ def _set_error(exc: smtp.SubmitRefused, size: int) -> SetError:
         said = " (" + "; ".join(f"{r.address}: {r.reply}" for r in exc.refused) + ")"
     if reason == "temporary":
         return SetError(SetErrorType.FORBIDDEN_TO_SEND, "refused for now, try later" + said)
+    # "auth" (the login was refused, or cannot be made: a Bearer login and a server without
+    # AUTH XOAUTH2) and "policy": RFC 8621 §7.5 forbiddenToSend, "the user does not have
+    # permission to send at all right now for some reason", with a user-displayable
+    # description, which is what the client should show.  Not serverFail: that is a method
+    # error (RFC 8620 §3.6.2), not a SetError, and would fail the whole call; nor is the
+    # server failing: the same user logging in with a password could send.
     return SetError(SetErrorType.FORBIDDEN_TO_SEND, exc.description + said)
 
 
@@ -424,7 +438,7 @@ class _Creator:
             result = await smtp.submit(
                 self.ctx.cfg.smtp,
                 username=self.ctx.account.username,
-                password=self.ctx.pool.login_password(),
+                password=self.ctx.pool.login_password(),  # a BearerToken: XOAUTH2
                 mail_from=mail_from,
                 mail_params=mail_params,
                 rcpts=rcpts,

@@ -528,6 +528,9 @@ async def test_auth_as_the_user(jmap: Jmap, sink: SmtpSink, imap_oracle: imaplib
     await send(jmap, "auth", draft(jmap, "auth"), imap_oracle)
     [message] = sink.wait_for(1)
     assert message.auth_user == jmap.username
+    # a password login: PLAIN or LOGIN, although the sink offers XOAUTH2 too
+    assert message.auth_mechanism in ("PLAIN", "LOGIN")
+    assert sink.xoauth2_attempts == []
 
 
 async def test_smtp_down_is_server_unavailable_without_side_effects(

@@ -1,10 +1,12 @@
 """The pure parts of submission: envelope derivation and Bcc removal (SUB-01), the SMTP
-parameter rules and replies (imapjmap.smtp), the sender policy and configured identities,
+parameter rules and replies (imapjmap.smtp), XOAUTH2's client response and error challenge,
+the SetErrors of SMTP refusals (SUB-03), the sender policy and configured identities,
 and the identities/submissions store (schema v3).  The wire is tested against real servers
 in tests/integration/test_submission.py."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import AsyncIterator
 
@@ -14,6 +16,8 @@ from hypothesis import strategies as st
 
 from imapjmap import smtp
 from imapjmap.config import Config, IdentityConfig, ImapConfig, SubmissionConfig
+from imapjmap.credentials import BearerToken, xoauth2_response
+from imapjmap.imap import session as imap_session
 from imapjmap.methods.envelope import (
     EnvelopeProblem,
     allowed_by,
@@ -27,6 +31,7 @@ from imapjmap.methods.identity import (
     sender_policy,
     sync_configured,
 )
+from imapjmap.methods.submission import _set_error
 from imapjmap.store import queries as q
 from imapjmap.store import submissions as sub
 from imapjmap.store.db import Store
@@ -205,6 +210,59 @@ def test_plan_adds_size_body_and_smtputf8_only_when_offered() -> None:
     with pytest.raises(smtp.SubmitRefused) as info:
         smtp._plan({"SIZE": ["10"]}, "a@x.example", {}, [("b@y", {})], b"x" * 11)
     assert info.value.reason == "size" and info.value.max_size == 10
+
+
+# --- XOAUTH2 (imapjmap.smtp Rule 6) -------------------------------------------------------------
+
+
+def test_xoauth2_response_is_googles_documented_example() -> None:
+    # Google's "OAuth 2.0 Mechanism" document, its SASL XOAUTH2 example
+    token = "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"
+    assert xoauth2_response("someuser@example.com", token) == (
+        b"dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNr"
+        b"QmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+    )
+
+
+def test_one_bearer_token_type_for_imap_and_smtp() -> None:
+    assert imap_session.BearerToken is BearerToken
+    token = BearerToken("ya29.x")
+    assert token == "ya29.x" and isinstance(token, str)
+
+
+@pytest.mark.parametrize(
+    ("challenge", "said"),
+    [
+        ('{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}',
+         "status 401, scope https://mail.google.com/"),
+        ('{"status":400}', "status 400"),
+        ('{"schemes":"bearer"}', ""),
+        ('{"status":"' + "4" * 101 + '"}', ""),
+        ('{"status":"40\\n1"}', ""),
+        ('["401"]', ""),
+        ("not json", ""),
+    ],
+)  # fmt: skip
+def test_oauth_error_reads_the_json_challenge(challenge: str, said: str) -> None:
+    assert smtp.oauth_error(base64.b64encode(challenge.encode()).decode()) == said
+    assert smtp.oauth_error("%%% not base64") == ""
+
+
+def test_auth_refusals_are_forbidden_to_send_with_a_description() -> None:
+    """SUB-03: a refused token, or an SMTP server that takes none, is forbiddenToSend."""
+    refused = smtp.SubmitRefused(
+        "auth",
+        "the SMTP server refused the OAuth token: status 401",
+        reply=smtp.Reply(535, "5.7.8 Username and Password not accepted"),
+    )
+    error = _set_error(refused, 100).to_json()
+    assert error["type"] == "forbiddenToSend"
+    assert error["description"] == (
+        "the SMTP server refused the OAuth token: status 401 "
+        "(the SMTP server said: 535 5.7.8 Username and Password not accepted)"
+    )
+    no_xoauth2 = _set_error(smtp.SubmitRefused("auth", "no AUTH XOAUTH2"), 100).to_json()
+    assert no_xoauth2 == {"type": "forbiddenToSend", "description": "no AUTH XOAUTH2"}
 
 
 # --- policy and configured identities ----------------------------------------------------------
