@@ -150,6 +150,32 @@ def _email_values(row: EmailRow) -> tuple[Any, ...]:
     )
 
 
+# SQLite's lowest default limit of parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER
+# before 3.32); a multi-row write fills its statements up to it
+_MAX_PARAMS: Final = 999
+
+
+def _write_rows(tx: Tx, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+    """``head VALUES (...), (...), ... tail`` over ``rows``, as few statements as the
+    parameter limit allows; the same as one statement per row, in order.
+
+    Why not ``executemany``: the sqlite3 module lets go of the GIL around every step, once
+    a row, and while the event loop is busy parsing each re-acquisition can wait for the
+    interpreter's switch interval (5 ms); here that happens once a statement.
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    per = max(_MAX_PARAMS // width, 1)
+    one = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        tx.execute(
+            f"{head} VALUES {','.join([one] * len(chunk))}{tail}",
+            [value for row in chunk for value in row],
+        )
+
+
 def email(tx: Tx, account_id: str, email_id: str, *, live: bool = True) -> EmailRow | None:
     sql = f"SELECT {_EMAIL_COLUMNS} FROM emails WHERE account_id = ? AND id = ?"
     if live:
@@ -204,10 +230,7 @@ def insert_email(tx: Tx, row: EmailRow) -> None:
 
 def insert_new_emails(tx: Tx, rows: Iterable[EmailRow]) -> None:
     """Insert Emails whose ids have no row at all (neither live nor a tombstone)."""
-    marks = ",".join("?" * 19)
-    tx.executemany(
-        f"INSERT INTO emails ({_EMAIL_COLUMNS}) VALUES ({marks})", map(_email_values, rows)
-    )
+    _write_rows(tx, f"INSERT INTO emails ({_EMAIL_COLUMNS})", [_email_values(r) for r in rows])
 
 
 def set_email_fields(
@@ -274,10 +297,11 @@ def put_location(tx: Tx, account_id: str, loc: Location) -> None:
 
 
 def put_locations(tx: Tx, account_id: str, locations: Iterable[Location]) -> None:
-    """:func:`put_location` of many (one statement, run once per location)."""
-    tx.executemany(
+    """:func:`put_location` of many."""
+    _write_rows(
+        tx,
         "INSERT OR REPLACE INTO locations (account_id, mailbox_id, uid, email_id, modseq,"
-        " flags, deleted) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " flags, deleted)",
         [
             (
                 account_id,
@@ -427,12 +451,13 @@ def grow_thread(tx: Tx, account_id: str, thread_id: str, seq: int) -> None:
 
 def grow_threads(tx: Tx, account_id: str, thread_ids: Iterable[str], seq: int) -> None:
     """:func:`grow_thread` of many."""
-    tx.executemany(
-        "INSERT INTO threads (account_id, id, created_seq, updated_seq) VALUES (?, ?, ?, ?)"
+    _write_rows(
+        tx,
+        "INSERT INTO threads (account_id, id, created_seq, updated_seq)",
+        [(account_id, thread_id, seq, seq) for thread_id in thread_ids],
         " ON CONFLICT (account_id, id) DO UPDATE SET updated_seq = excluded.updated_seq,"
         " created_seq = CASE WHEN destroyed_seq IS NULL THEN created_seq"
         " ELSE excluded.created_seq END, destroyed_seq = NULL",
-        [(account_id, thread_id, seq, seq) for thread_id in thread_ids],
     )
 
 
@@ -454,9 +479,9 @@ def thread_refs(tx: Tx, account_id: str, message_ids: Iterable[str]) -> dict[str
 
 def set_thread_refs(tx: Tx, account_id: str, refs: Iterable[tuple[str, str, str]]) -> None:
     """Write (Message-ID, thread id, base subject) rows, replacing those of the same ids."""
-    tx.executemany(
-        "INSERT OR REPLACE INTO thread_refs (account_id, message_id, thread_id, base_subject)"
-        " VALUES (?, ?, ?, ?)",
+    _write_rows(
+        tx,
+        "INSERT OR REPLACE INTO thread_refs (account_id, message_id, thread_id, base_subject)",
         [(account_id, m, thread_id, base) for m, thread_id, base in refs],
     )
 
