@@ -9,7 +9,7 @@ location change, so the two never disagree.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -121,9 +121,29 @@ def _email_from(values: Sequence[Any]) -> EmailRow:
     )
 
 
-# one encoder each, made once: json.dumps with arguments builds a new encoder per call
-_JSON: Final = json.JSONEncoder().encode
-_JSON_SORTED: Final = json.JSONEncoder(sort_keys=True).encode
+def _json_encoder(*, sort_keys: bool) -> Callable[[Any], str]:
+    """``json.dumps`` with default arguments (and ``sort_keys``), for acyclic values: the C
+    encoder made once, where ``JSONEncoder.encode`` makes one per call (most of the cost of
+    a small value)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(sort_keys=sort_keys).encode
+    encode = make(
+        None,  # no circular-reference markers: the values are plain, acyclic JSON
+        json.JSONEncoder().default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ": ",
+        ", ",
+        sort_keys,
+        False,
+        True,
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
+_JSON: Final = _json_encoder(sort_keys=False)
+_JSON_SORTED: Final = _json_encoder(sort_keys=True)
 
 
 def _email_values(row: EmailRow) -> tuple[Any, ...]:
