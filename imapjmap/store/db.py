@@ -41,6 +41,17 @@ Params = Sequence[Any] | Mapping[str, Any]
 
 _MIN_SQLITE: Final = (3, 24, 0)  # UPSERT (3.24) and partial indexes (3.8)
 
+# Measured on a first sync of 100,000 messages (random keys: Email ids, Message-IDs, so a
+# batch of 1,000 new Emails dirties thousands of index pages): a 16 MiB page cache instead of
+# 2 MiB (fewer page reads while inserting), a checkpoint every ~40 MB of WAL instead of every
+# 4 MB (each batch no longer pays one), and the temporary b-trees of the mailbox counts
+# (COUNT DISTINCT) in memory.
+_PERFORMANCE_PRAGMAS: Final = (
+    "cache_size = -16384",
+    "wal_autocheckpoint = 10000",
+    "temp_store = MEMORY",
+)
+
 # Primary result codes that say "try again later", not "the cache is broken".
 _TRANSIENT: Final = frozenset(
     {
@@ -219,6 +230,8 @@ def _connect(path: str, busy_timeout: float, migrations: Sequence[str]) -> sqlit
             log.warning("cache %r: WAL unavailable, journal_mode is %s", path, mode)
         Tx(conn).execute("PRAGMA synchronous = NORMAL")
         Tx(conn).execute("PRAGMA foreign_keys = ON")
+        for pragma in _PERFORMANCE_PRAGMAS:
+            Tx(conn).execute(f"PRAGMA {pragma}")
         found = _transaction(conn, lambda tx: _migrate(tx, migrations))
     except BaseException:
         conn.close()

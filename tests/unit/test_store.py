@@ -46,10 +46,18 @@ async def test_pragmas_on_a_file(tmp_path: Path) -> None:
         def pragmas(tx: Tx) -> tuple[object, ...]:
             return tuple(
                 tx.scalar(f"PRAGMA {p}")
-                for p in ("journal_mode", "synchronous", "foreign_keys", "user_version")
+                for p in (
+                    "journal_mode",
+                    "synchronous",
+                    "foreign_keys",
+                    "user_version",
+                    "cache_size",
+                    "wal_autocheckpoint",
+                    "temp_store",
+                )
             )
 
-        assert await s.run(pragmas) == ("wal", 1, 1, SCHEMA_VERSION)
+        assert await s.run(pragmas) == ("wal", 1, 1, SCHEMA_VERSION, -16384, 10000, 2)
         assert await s.run(lambda tx: tx.scalar("PRAGMA application_id")) == APPLICATION_ID
     finally:
         await s.aclose()
