@@ -258,6 +258,7 @@ class MailboxSync:
             uids = await self._remap(session, uids, delta)
         first, rest = uids[: BATCH * FIRST_BATCH_WAIT], uids[BATCH * FIRST_BATCH_WAIT :]
         delta.new = await _fetch_new(session, first)
+        delta.prepared = await asyncio.to_thread(prepare, delta.new, self.account_id)
         if not rest:
             delta.cursor = cursor
         await self.store.run(lambda tx: apply(tx, self.account_id, self.mailbox.id, delta))
@@ -551,6 +552,8 @@ class _NewEmails:
 
     def _set_ref(self, message_id: str, thread_id: str, base: str) -> None:
         old = self.refs.get(message_id)
+        if old == (thread_id, base):
+            return  # as stored, or as already pending
         if old is not None and old[0] != thread_id:
             self.members[old[0]].discard(message_id)
         self.refs[message_id] = (thread_id, base)
