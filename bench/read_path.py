@@ -187,10 +187,12 @@ class CommandLog:
         sent = self.sent
 
         async def execute(
-            session: ImapSession, command: Command, *, what: str = "", secret: bool = False
+            session: ImapSession, command: Command, *, what: str = "", **kw: Any
         ) -> Reply:
-            sent.append(what or command.parts[0].split(" ", 1)[0])
-            return await original(session, command, what=what, secret=secret)
+            # one entry per round trip: a NOOP pipelined behind a command shares its trip
+            name = what or command.parts[0].split(" ", 1)[0]
+            sent.append(name + ("+NOOP" if kw.get("noop_after") else ""))
+            return await original(session, command, what=what, **kw)
 
         ImapSession.execute = execute  # type: ignore[method-assign,assignment]
 
