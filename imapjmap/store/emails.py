@@ -290,6 +290,26 @@ def locations_of_mailbox(tx: Tx, account_id: str, mailbox_id: str) -> dict[int, 
     return {r[1]: _location_from(r) for r in rows}
 
 
+def locations_at(
+    tx: Tx, account_id: str, mailbox_id: str, uids: Iterable[int]
+) -> dict[int, Location]:
+    """The locations of a mailbox at ``uids`` (absent ones are simply missing): the part of
+    :func:`locations_of_mailbox` that a few expunges or flag changes need."""
+    wanted = sorted(set(uids))
+    out: dict[int, Location] = {}
+    per = _MAX_PARAMS - 2
+    for start in range(0, len(wanted), per):
+        chunk = wanted[start : start + per]
+        marks = ",".join("?" * len(chunk))
+        for r in tx.all(
+            "SELECT mailbox_id, uid, email_id, modseq, flags, deleted FROM locations"
+            f" WHERE account_id = ? AND mailbox_id = ? AND uid IN ({marks})",
+            (account_id, mailbox_id, *chunk),
+        ):
+            out[r[1]] = _location_from(r)
+    return out
+
+
 def locations_of_email(tx: Tx, account_id: str, email_id: str) -> list[Location]:
     rows = tx.all(
         "SELECT mailbox_id, uid, email_id, modseq, flags, deleted FROM locations"
@@ -661,4 +681,54 @@ def mailbox_counts(
             (account_id, mailbox_id),
         )
         out[mailbox_id] = (row[0], row[1], row[2], row[3]) if row else (0, 0, 0, 0)
+    return out
+
+
+Counts = tuple[int, int, int, int]
+
+
+def thread_ids_of(tx: Tx, account_id: str, email_ids: Iterable[str]) -> dict[str, str]:
+    """email id → thread id of those of ``email_ids`` that have a row (live or tombstone)."""
+    ids = list(dict.fromkeys(email_ids))
+    out: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in tx.all(
+            f"SELECT id, thread_id FROM emails WHERE account_id = ? AND id IN ({marks})",
+            (account_id, *chunk),
+        ):
+            out[r[0]] = r[1]
+    return out
+
+
+def thread_counts(
+    tx: Tx, account_id: str, thread_ids: Iterable[str]
+) -> dict[str, dict[str, Counts]]:
+    """thread id → mailbox id → what the thread adds to that mailbox's
+    :func:`mailbox_counts` (the same rules; absent where it adds nothing).
+
+    A mailbox's counts are the sum of these over its threads, since an Email is in one
+    thread: so a change confined to some threads changes the counts by the difference of
+    their parts.  Read through ``emails_thread``, proportional to the threads' sizes.
+    """
+    ids = list(dict.fromkeys(thread_ids))
+    seen: dict[tuple[str, str], dict[str, bool]] = {}  # (thread, mailbox) → email → unread
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for thread_id, mailbox_id, email_id, unread in tx.all(
+            "SELECT e.thread_id, l.mailbox_id, e.id, instr(e.keywords, '\"$seen\"') = 0"
+            " FROM emails e INDEXED BY emails_thread"
+            " JOIN locations l INDEXED BY locations_email"
+            " ON l.account_id = e.account_id AND l.email_id = e.id"
+            f" WHERE e.account_id = ? AND e.thread_id IN ({marks})"
+            " AND e.destroyed_seq IS NULL AND l.deleted = 0",
+            (account_id, *chunk),
+        ):
+            seen.setdefault((thread_id, mailbox_id), {})[email_id] = bool(unread)
+    out: dict[str, dict[str, Counts]] = {}
+    for (thread_id, mailbox_id), members in seen.items():
+        unread = sum(members.values())
+        out.setdefault(thread_id, {})[mailbox_id] = (len(members), unread, 1, int(unread > 0))
     return out

@@ -35,7 +35,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 EMAIL_DELIVERY_TYPE: Final = "EmailDelivery"  # RFC 8621 §1.5, push only
 BATCH: Final = 1000  # messages per FETCH and per transaction during a first sync
 FIRST_BATCH_WAIT: Final = 1  # batches a request waits for before the rest goes background
+# counts follow the changed threads up to this many of them, else the mailboxes are recounted
+COUNT_THREADS: Final = 500
+FEW_UIDS: Final = 2000  # expunges + flag changes read by UID up to this many, else the mailbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,9 @@ class Delta:
     reset: bool = False  # UIDVALIDITY changed: forget every location first
     cursor: Cursor | None = None  # set on the last batch only
     counts: bool = True  # recount the mailbox (skipped by the middle batches of a fill)
+    first: bool = False  # a batch of a first sync or reset: counts are recounted in full
+    # mailboxes left uncounted by the middle batches of a fill, counted by its last one
+    uncounted: set[str] = field(default_factory=set)
     delivery: bool = False  # new mail arrived in an inbox: the EmailDelivery push type
     remap: dict[int, tuple[str, tuple[str, ...], int | None]] = field(default_factory=dict)
     labels: dict[int, tuple[str, ...]] = field(default_factory=dict)  # Gmail: uid → X-GM-LABELS
@@ -253,7 +259,7 @@ class MailboxSync:
         uids = await _search_uids(session, "ALL")
         uids.reverse()
         started = time.monotonic()
-        delta = Delta(reset=True, hook=self.hook)
+        delta = Delta(reset=True, first=True, hook=self.hook)
         if self.synced is not None:
             uids = await self._remap(session, uids, delta)
         first, rest = uids[: BATCH * FIRST_BATCH_WAIT], uids[BATCH * FIRST_BATCH_WAIT :]
@@ -309,6 +315,7 @@ class MailboxSync:
         """
         await session.select(self.mailbox.imap_name, readonly=True)
         batches = [uids[i : i + BATCH] for i in range(0, len(uids), BATCH)]
+        uncounted: set[str] = set()
 
         async def fetch(batch: Sequence[int]) -> tuple[list[FetchRecord], list[NewMessage]]:
             records_ = await _fetch_new(session, batch)
@@ -324,6 +331,8 @@ class MailboxSync:
             delta = Delta(
                 new=records_,
                 counts=last,
+                first=True,
+                uncounted=uncounted,
                 cursor=self.pending_cursor if last else None,
                 hook=self.hook,
                 prepared=prepared,
@@ -377,15 +386,18 @@ def apply(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> None:
     seq = _Seq(tx, account_id)
     threads: set[str] = set()  # threads whose membership may have shrunk or revived
     grown: set[str] = set()  # threads that only gained emails
+    new = delta.prepared if delta.prepared is not None else prepare(delta.new, account_id)
+    counts = _Counts(tx, account_id, full=delta.reset or delta.first or not delta.counts)
+    _before(tx, account_id, mailbox_id, delta, new, counts)
     hooked, recount = (
         delta.hook(tx, account_id, mailbox_id, delta) if delta.hook else (set(), set())
     )
     touched = _apply_locations(tx, account_id, mailbox_id, delta) | hooked
-    new = delta.prepared if delta.prepared is not None else prepare(delta.new, account_id)
+    counts.covers(touched)  # only threads read before were written to so far
     added = bool(new)
     if new:
         # another copy of a known Email: re-derive it
-        touched |= _NewEmails(tx, account_id, seq, grown).add(mailbox_id, new)
+        touched |= _NewEmails(tx, account_id, seq, grown, counts).add(mailbox_id, new)
     for email_id in touched:
         _recompute(tx, account_id, email_id, seq, threads)
     for thread_id in threads:
@@ -394,14 +406,44 @@ def apply(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> None:
         em.grow_threads(tx, account_id, grown - threads, seq.take(em.THREAD_TYPE))
     if delta.delivery:
         seq.take(EMAIL_DELIVERY_TYPE)
-    if delta.counts and (touched or added or delta.reset):
-        mailboxes = {mailbox_id} | recount | em.mailboxes_of(tx, account_id, touched)
-        update_counts(tx, account_id, mailboxes, seq)
+    if not delta.counts:
+        if touched or recount:
+            delta.uncounted |= recount | em.mailboxes_of(tx, account_id, touched)
+    elif touched or added or delta.reset or delta.uncounted:
+        counts.covers(touched)
+        counts.finish(
+            lambda: (
+                {mailbox_id} | recount | delta.uncounted | em.mailboxes_of(tx, account_id, touched)
+            ),
+            seq,
+        )
     if delta.cursor is not None:
         c = delta.cursor
         em.set_synced_cursor(
             tx, account_id, mailbox_id, c.uidvalidity, c.uidnext, c.modseq, c.messages
         )
+
+
+def _before(
+    tx: Tx,
+    account_id: str,
+    mailbox_id: str,
+    delta: Delta,
+    new: Sequence[NewMessage],
+    counts: _Counts,
+) -> None:
+    """What the counts need before anything is written: the threads of the Emails at the
+    UIDs that changed, of the Emails the new messages name, and the new messages' own."""
+    if counts.full:
+        return
+    uids = delta.gone | delta.flags.keys() | delta.labels.keys()
+    if len(uids) > FEW_UIDS or delta.remap:
+        counts.full = True
+        return
+    ids = {loc.email_id for loc in em.locations_at(tx, account_id, mailbox_id, uids).values()}
+    ids.update(m.parsed.email_id for m in new)
+    upstream = {m.parsed.upstream_thread for m in new if m.parsed.upstream_thread}
+    counts.snapshot(upstream | set(em.thread_ids_of(tx, account_id, ids).values()))
 
 
 def _apply_locations(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> set[str]:
@@ -416,7 +458,11 @@ def _apply_locations(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> 
         touched.add(email_id)
     if not delta.gone and not delta.flags:
         return touched  # a batch of new messages only: no need to read what is known
-    known = em.locations_of_mailbox(tx, account_id, mailbox_id)
+    uids = delta.gone | delta.flags.keys()
+    if len(uids) <= FEW_UIDS:
+        known = em.locations_at(tx, account_id, mailbox_id, uids)
+    else:
+        known = em.locations_of_mailbox(tx, account_id, mailbox_id)
     for uid in delta.gone:
         loc = known.pop(uid, None)
         if loc is not None:
@@ -486,11 +532,14 @@ class _NewEmails:
     and before a thread merge (which updates rows in place) what is pending is written.
     """
 
-    def __init__(self, tx: Tx, account_id: str, seq: _Seq, grown: set[str]) -> None:
+    def __init__(
+        self, tx: Tx, account_id: str, seq: _Seq, grown: set[str], counts: _Counts | None = None
+    ) -> None:
         self.tx = tx
         self.account_id = account_id
         self.seq = seq
         self.grown = grown
+        self.counts = counts
         self.rows: list[em.EmailRow] = []  # new Emails not yet written
         self.refs: dict[str, tuple[str, str]] = {}  # Message-ID → (thread, base subject)
         self.members: dict[str, set[str]] = {}  # thread → its Message-IDs in ``refs``
@@ -544,6 +593,8 @@ class _NewEmails:
 
     def _flush(self) -> None:
         if self.rows:
+            if self.counts is not None:
+                self.counts.snapshot({row.thread_id for row in self.rows})
             em.insert_new_emails(self.tx, self.rows)
             self.rows.clear()
         if self.dirty:
@@ -578,6 +629,8 @@ class _NewEmails:
             if others:
                 # merge_threads updates the rows in place: what is pending goes first; it
                 # re-counts both sides itself (the merged ones become empty)
+                if self.counts is not None:
+                    self.counts.snapshot(found)
                 self._flush()
                 em.merge_threads(self.tx, self.account_id, thread_id, others, seq)
                 # emptied for good: growing one at the end would leave a live Thread
@@ -596,14 +649,99 @@ def _thread_ids(parsed: records.Parsed) -> list[str]:
     return [m for m in (parsed.own_message_id, *parsed.refs) if m]
 
 
+class _Counts:
+    """Mailbox counts of one transaction, kept up to date from the threads it changes.
+
+    A mailbox's counts are a sum over its threads (:func:`em.thread_counts`), so when the
+    change is confined to a set T of threads, new = stored − part_before(T) + part_after(T).
+    Each thread's part before is read just before the first write that can change it
+    (:meth:`snapshot`); a thread written to without one, too many threads, or a first sync
+    or reset (``full``) falls back to recounting the mailboxes (:func:`update_counts`), the
+    reference.
+    """
+
+    def __init__(self, tx: Tx, account_id: str, *, full: bool) -> None:
+        self.tx = tx
+        self.account_id = account_id
+        self.full = full
+        self.before: dict[str, dict[str, em.Counts]] = {}  # thread → mailbox → its part
+
+    def snapshot(self, thread_ids: Iterable[str]) -> None:
+        """Read the parts of threads about to change (those not read yet)."""
+        if self.full:
+            return
+        fresh = [t for t in thread_ids if t not in self.before]
+        if not fresh:
+            return
+        if len(self.before) + len(fresh) > COUNT_THREADS:
+            self.full = True
+            self.before.clear()
+            return
+        parts = em.thread_counts(self.tx, self.account_id, fresh)
+        for thread_id in fresh:
+            self.before[thread_id] = parts.get(thread_id, {})
+
+    def covers(self, email_ids: Iterable[str]) -> None:
+        """Changed Emails must be in threads read before: else recount in full."""
+        if self.full:
+            return
+        threads = em.thread_ids_of(self.tx, self.account_id, email_ids).values()
+        if any(t not in self.before for t in threads):
+            self.full = True
+
+    def finish(self, full_mailboxes: Callable[[], set[str]], seq: _Seq) -> None:
+        if self.full:
+            update_counts(self.tx, self.account_id, full_mailboxes(), seq)
+            return
+        diff: dict[str, list[int]] = {}
+        for sign, parts in (
+            (-1, self.before),
+            (1, em.thread_counts(self.tx, self.account_id, self.before)),
+        ):
+            for boxes in parts.values():
+                for mailbox_id, part in boxes.items():
+                    acc = diff.setdefault(mailbox_id, [0, 0, 0, 0])
+                    for i, value in enumerate(part):
+                        acc[i] += sign * value
+        counts: dict[str, em.Counts] = {}
+        for mailbox_id, change in diff.items():
+            if not any(change):
+                continue
+            row = q.mailbox(self.tx, self.account_id, mailbox_id)
+            if row is None:
+                continue
+            total, unread, threads, unread_threads = (
+                old + d
+                for old, d in zip(
+                    (row.total_emails, row.unread_emails, row.total_threads, row.unread_threads),
+                    change,
+                    strict=True,
+                )
+            )
+            if (
+                min(unread, unread_threads) < 0
+                or unread > total
+                or unread_threads > threads
+                or threads > total
+            ):
+                # stored counts that were not right: the reference instead
+                counts.update(em.mailbox_counts(self.tx, self.account_id, [mailbox_id]))
+            else:
+                counts[mailbox_id] = (total, unread, threads, unread_threads)
+        _write_counts(self.tx, self.account_id, counts, seq)
+
+
 def update_counts(tx: Tx, account_id: str, mailbox_ids: set[str], seq: _Seq) -> None:
     """Mailbox counts from the email cache (MBX-04): \\Deleted excluded, threads counted."""
     counts = em.mailbox_counts(tx, account_id, mailbox_ids)
-    for mailbox_id in mailbox_ids:
+    _write_counts(tx, account_id, {m: counts.get(m, (0, 0, 0, 0)) for m in mailbox_ids}, seq)
+
+
+def _write_counts(tx: Tx, account_id: str, counts: dict[str, em.Counts], seq: _Seq) -> None:
+    for mailbox_id, (total, unread, threads, unread_threads) in counts.items():
         row = q.mailbox(tx, account_id, mailbox_id)
         if row is None:
             continue
-        total, unread, threads, unread_threads = counts.get(row.id, (0, 0, 0, 0))
         if (row.total_emails, row.unread_emails, row.total_threads, row.unread_threads) == (
             total,
             unread,
@@ -636,10 +774,19 @@ def drop_dead_mailboxes(tx: Tx, account_id: str) -> None:
     seq = _Seq(tx, account_id)
     threads: set[str] = set()
     touched: set[str] = set()
+    counts = _Counts(tx, account_id, full=False)
     for mailbox_id in dead:
+        held = {
+            loc.email_id for loc in em.locations_of_mailbox(tx, account_id, mailbox_id).values()
+        }
+        if len(held) > COUNT_THREADS:
+            counts.full = True
+        if not counts.full:
+            counts.snapshot(em.thread_ids_of(tx, account_id, held).values())
         touched.update(em.forget_mailbox(tx, account_id, mailbox_id))
     for email_id in touched:
         _recompute(tx, account_id, email_id, seq, threads)
     for thread_id in threads:
         em.touch_thread(tx, account_id, thread_id, seq.take(em.THREAD_TYPE))
-    update_counts(tx, account_id, em.mailboxes_of(tx, account_id, touched), seq)
+    counts.covers(touched)
+    counts.finish(lambda: em.mailboxes_of(tx, account_id, touched), seq)
