@@ -7,7 +7,10 @@ highestmodseq, messages) and what its email rows reflect (``synced_*``).  Equal 
 nothing to do.  Otherwise the mailbox is selected and only the difference is fetched:
 
 * QRESYNC: ``SELECT box (QRESYNC (uidvalidity modseq))`` returns ``VANISHED (EARLIER)`` and
-  the changed flags in the same round trip;
+  the changed flags in the same round trip; when the connection already has the mailbox
+  selected (the refresh's anchor, see ``sync.engine`` Rule 5), ``UID FETCH 1:* (FLAGS)
+  (CHANGEDSINCE modseq VANISHED)`` says the same without reopening it (RFC 7162 §3.2.6),
+  which on Dovecot saves the 100+ ms a 100,000-message Maildir takes to open;
 * CONDSTORE: ``UID FETCH 1:n (FLAGS) (CHANGEDSINCE modseq)`` plus a ``UID SEARCH`` of the
   known range to see expunges;
 * neither: the flags of every known UID are fetched again and compared;
@@ -202,7 +205,16 @@ class MailboxSync:
         qresync = None
         if same_validity and synced and synced.modseq and "QRESYNC" in session.enabled:
             qresync = (synced.uidvalidity or 0, synced.modseq)
-        info = await session.select(self.mailbox.imap_name, readonly=True, qresync=qresync)
+        selected = session.selected
+        if (
+            qresync is not None
+            and selected is not None
+            and selected.name == self.mailbox.imap_name
+            and selected.uidvalidity == self.mailbox.uidvalidity
+        ):
+            info = await self._resync_selected(session, selected, qresync[1])
+        else:
+            info = await session.select(self.mailbox.imap_name, readonly=True, qresync=qresync)
         cursor = Cursor(info.uidvalidity, info.uidnext, info.highestmodseq, info.exists)
         if not same_validity or synced is None or synced.uidvalidity != info.uidvalidity:
             return await self._full(session, cursor)
@@ -212,6 +224,27 @@ class MailboxSync:
         delta.delivery = bool(delta.new) and self.mailbox.role == "inbox"
         await self.store.run(lambda tx: apply(tx, self.account_id, self.mailbox.id, delta))
         return []
+
+    async def _resync_selected(
+        self, session: ImapSession, selected: SelectInfo, modseq: int
+    ) -> SelectInfo:
+        """What ``SELECT (QRESYNC ...)`` would say, from the mailbox already selected.
+
+        The cursor is the STATUS this refresh read (``self.mailbox``): the refresh answered
+        it from this session's view, made current by the NOOP behind its LIST, and the FETCH
+        sees that same view, so what it returns covers at least the cursor.
+        """
+        text = f"UID FETCH 1:* (UID FLAGS MODSEQ) (CHANGEDSINCE {modseq} VANISHED)"
+        reply = await session.execute(Command((text,)), what="UID FETCH")
+        m = self.mailbox
+        return dataclasses.replace(
+            selected,
+            uidvalidity=m.uidvalidity,
+            uidnext=m.uidnext,
+            highestmodseq=m.highestmodseq,
+            exists=m.messages,
+            reply=reply,
+        )
 
     async def _incremental(
         self, session: ImapSession, info: SelectInfo, synced: Cursor, qresynced: bool

@@ -217,3 +217,45 @@ async def test_cost_of_a_request_when_nothing_changed(
         assert sent.count("SELECT") + sent.count("EXAMINE") == mailboxes, sent
         assert sent.count("UID") == 2 * 2, sent  # the two non-empty mailboxes
         assert sent.count("UNSELECT") <= 1, sent
+
+
+async def test_a_change_in_the_largest_mailbox_costs_no_reopening(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dovecot (engine Rule 5): the refresh keeps the largest mailbox selected, so another
+    client's new message and flag change there cost a LIST with a NOOP behind it and a
+    FETCH CHANGEDSINCE ... VANISHED on the open mailbox (RFC 7162 §3.2.6), never a SELECT
+    of it (100+ ms for a big Maildir).  Every upstream: the changes are seen at once
+    (EML-CHG-01)."""
+    for n in range(3):
+        raw = message(f"big {n}", f"big.{n}.{secrets.token_hex(4)}@example.org")
+        assert imap_oracle.append("INBOX", None, None, raw)[0] == "OK"
+    await jmap.ok("Mailbox/get", {"ids": None})  # first sync; INBOX is the largest
+    state = (await jmap.ok("Email/get", {"ids": []}))["state"]
+    new_id = f"new.{secrets.token_hex(4)}@example.org"
+    assert imap_oracle.append("INBOX", None, None, message("new", new_id))[0] == "OK"
+    assert imap_oracle.select("INBOX")[0] == "OK"
+    assert imap_oracle.uid("STORE", "1", "+FLAGS", "(\\Flagged)")[0] == "OK"
+    assert imap_oracle.close()[0] == "OK"
+    caplog.set_level(logging.DEBUG, logger="imapjmap.imap.session")
+    caplog.clear()
+    changes = await jmap.ok("Email/changes", {"sinceState": state})
+    sent = [
+        r.getMessage().split(" > ", 1)[1]
+        for r in caplog.records
+        if r.name == "imapjmap.imap.session" and " > " in r.getMessage()
+    ]
+    assert len(changes["created"]) == 1 and len(changes["updated"]) == 1, changes
+    got = await jmap.ok(
+        "Email/get",
+        {"ids": changes["created"] + changes["updated"], "properties": ["keywords", "messageId"]},
+    )
+    by_id = {e["id"]: e for e in got["list"]}
+    assert by_id[changes["created"][0]]["messageId"] == [new_id]
+    assert by_id[changes["updated"][0]]["keywords"].get("$flagged") is True
+    dovecot = advertises(imap_oracle, "NOTIFY")  # of our upstreams, only Dovecot has it
+    if dovecot and advertises(imap_oracle, "QRESYNC") and advertises(imap_oracle, "LIST-STATUS"):
+        verbs = [line.split(" ", 2)[1] for line in sent]
+        assert "SELECT" not in verbs and "EXAMINE" not in verbs, sent
+        assert "NOOP" in sent[0] and verbs[0] == "LIST", sent
+        assert any("CHANGEDSINCE" in line and "VANISHED" in line for line in sent), sent
