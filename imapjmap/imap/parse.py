@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 
 from imapjmap.errors import ImapProtocolViolation
 from imapjmap.imap import parse_fetch
-from imapjmap.imap.lexer import Value, items, lex, nstring, number, render, string
+from imapjmap.imap.lexer import (
+    Value,
+    items,
+    lex,
+    lex_fast,
+    nstring,
+    number,
+    render,
+    string,
+)
 from imapjmap.imap.models import (
     FetchRecord,
     ListEntry,
@@ -282,7 +291,9 @@ def _text(chunks: Sequence[bytes], start: int) -> bytes:
 
 def _numbered(builder: _Builder, num: int, kind: bytes, chunks: Sequence[bytes], at: int) -> None:
     if kind == b"FETCH":
-        values = lex(chunks, at)
+        values = lex_fast(chunks, at)
+        if values is None:  # something lex_fast does not vouch for: the exact lexer
+            values = lex(chunks, at)
         if len(values) != 1:
             raise ValueError("FETCH data is not one list")
         builder.fetches.append(parse_fetch.fetch(num, values[0]))

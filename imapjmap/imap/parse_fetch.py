@@ -18,14 +18,17 @@ Real servers bend the grammar; what is tolerated and why:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from imapjmap.imap.lexer import Value, items, nnumber, nstring, number, render, string
 from imapjmap.imap.models import Address, BodyStructure, Envelope, FetchRecord
 from imapjmap.imap.utf7 import decode_mailbox_name
+
+_T = TypeVar("_T")
 
 # -- dates ---------------------------------------------------------------------------------
 
@@ -74,41 +77,80 @@ def internaldate(text: str) -> dt.datetime:
     )
 
 
+# -- building the records ----------------------------------------------------------------
+#
+# A frozen dataclass's __init__ stores each field with object.__setattr__; for the four or
+# so records of every message of a first sync that was a tenth of the parser's time.  The
+# constructors below take every field positionally and store them as plain slot
+# assignments into an instance of a twin class with the very same slots, then make the
+# instance what it is meant to be by assigning its __class__ (CPython allows that exactly
+# when the two layouts are the same, and says so at import time below).  No model has a
+# __post_init__ or a validating __init__, so the record is the one __init__ would build.
+
+
+def _constructor(cls: type[_T]) -> Callable[..., _T]:
+    """A function building ``cls`` from all its fields, positionally, in declaration order.
+
+    Fields with a default factory get no default here: the caller passes a fresh value.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    slots = cls.__slots__  # type: ignore[attr-defined]
+    if sorted(names) != sorted(slots):
+        raise TypeError(f"{cls.__name__}: the fast constructor needs every field in a slot")
+    namespace: dict[str, Any] = {"_cls": cls}
+    body = [
+        "class Builder:",
+        f"    __slots__ = {tuple(slots)!r}",
+        f"    def __init__(self, {', '.join(names)}):",
+        *[f"        self.{name} = {name}" for name in names],
+        "        self.__class__ = _cls",
+    ]
+    exec("\n".join(body), namespace)  # as dataclasses itself makes __init__
+    build: Callable[..., _T] = namespace["Builder"]
+    build(*[None] * len(names))  # a TypeError now if the layouts ever differ
+    return build
+
+
+_new_envelope = _constructor(Envelope)
+_new_body = _constructor(BodyStructure)
+_new_fetch = _constructor(FetchRecord)
+
+
 # -- ENVELOPE ------------------------------------------------------------------------------
 
 
 # Addresses repeat: From, Sender and Reply-To are usually one person, and a mailbox holds
-# few correspondents.  Address is frozen, so equal ones can be shared; the cache is small
-# and is simply emptied when full.
-_ADDRESS_CACHE: dict[tuple[Value, ...], Address] = {}
+# few correspondents.  Address is frozen, so equal ones can be shared, and so can the
+# one-address tuples that most fields are; the cache is small and simply emptied when full.
+_ADDRESS_CACHE: dict[tuple[Value, ...], tuple[Address]] = {}
 _ADDRESS_CACHE_SIZE = 4096
 
 
-def _address(value: Value) -> Address:
+def _address(value: Value) -> tuple[Address]:
+    """``(address,)`` for the lexed fields of one address."""
+    if type(value) is list:
+        try:
+            return _ADDRESS_CACHE[tuple(value)]
+        except (KeyError, TypeError):  # TypeError: a list inside (nstring below says why)
+            pass
     fields = items(value)
     if len(fields) != 4:
         raise ValueError(f"address has {len(fields)} fields, expected 4")
-    key = tuple(fields)
-    try:
-        return _ADDRESS_CACHE[key]
-    except KeyError:
-        pass
-    except TypeError:  # a list inside: unhashable, and wrong anyway (nstring says why)
-        key = ()
-    address = Address(
-        nstring(fields[0]), nstring(fields[1]), nstring(fields[2]), nstring(fields[3])
+    address = (
+        Address(nstring(fields[0]), nstring(fields[1]), nstring(fields[2]), nstring(fields[3])),
     )
-    if key:
-        if len(_ADDRESS_CACHE) >= _ADDRESS_CACHE_SIZE:
-            _ADDRESS_CACHE.clear()
-        _ADDRESS_CACHE[key] = address
+    if len(_ADDRESS_CACHE) >= _ADDRESS_CACHE_SIZE:
+        _ADDRESS_CACHE.clear()
+    _ADDRESS_CACHE[tuple(fields)] = address
     return address
 
 
 def _addresses(value: Value) -> tuple[Address, ...]:
     if value is None:
         return ()
-    return tuple([_address(a) for a in items(value)])
+    if type(value) is list and len(value) == 1:  # the usual single address
+        return _address(value[0])
+    return tuple([_address(a)[0] for a in items(value)])
 
 
 def envelope(value: Value) -> Envelope:
@@ -120,21 +162,22 @@ def envelope(value: Value) -> Envelope:
     fields = items(value)
     if len(fields) < 10:
         raise ValueError(f"ENVELOPE has {len(fields)} fields, expected 10")
-    from_ = _addresses(fields[2])
+    date, subject, from_value, sender_value, reply_to_value = fields[:5]
+    from_ = _addresses(from_value)
     # Servers fill Sender and Reply-To from From when absent (RFC 3501 §7.4.2): reuse it.
-    sender = from_ if fields[3] == fields[2] else _addresses(fields[3])
-    reply_to = from_ if fields[4] == fields[2] else _addresses(fields[4])
-    return Envelope(
-        date=nstring(fields[0]),
-        subject=nstring(fields[1]),
-        from_=from_,
-        sender=sender,
-        reply_to=reply_to,
-        to=_addresses(fields[5]),
-        cc=_addresses(fields[6]),
-        bcc=_addresses(fields[7]),
-        in_reply_to=nstring(fields[8]),
-        message_id=nstring(fields[9]),
+    sender = from_ if sender_value == from_value else _addresses(sender_value)
+    reply_to = from_ if reply_to_value == from_value else _addresses(reply_to_value)
+    return _new_envelope(
+        date if date is None or type(date) is str else nstring(date),
+        subject if subject is None or type(subject) is str else nstring(subject),
+        from_,
+        sender,
+        reply_to,
+        _addresses(fields[5]),
+        _addresses(fields[6]),
+        _addresses(fields[7]),
+        nstring(fields[8]),
+        nstring(fields[9]),
     )
 
 
@@ -158,6 +201,10 @@ def _loose(value: Value) -> str | None:
 def _params(value: Value) -> dict[str, str]:
     if type(value) is not list:
         return {}
+    if len(value) == 2:  # one parameter, as most parts have (charset, name, boundary)
+        key, val = value
+        if type(key) is str and type(val) is str:
+            return {key.lower(): val}
     params: dict[str, str] = {}
     for index in range(0, len(value) - 1, 2):
         key, val = value[index], value[index + 1]
@@ -204,38 +251,53 @@ def _multipart(fields: list[Value]) -> BodyStructure:
         count += 1
     parts = tuple([bodystructure(part) for part in fields[:count]])
     # body-ext-mpart: params, disposition, language, location, extensions (ignored)
-    rest = fields[count:] + [None] * 5
-    disposition, disposition_params = _disposition(rest[2])
-    return BodyStructure(
-        type="multipart",
-        subtype=_lower(rest[0]) or "mixed",
-        params=_params(rest[1]),
-        disposition=disposition,
-        disposition_params=disposition_params,
-        language=_language(rest[3]),
-        location=_loose(rest[4]),
-        parts=parts,
+    subtype, params, disposition, language, location = (fields[count:] + [None] * 5)[:5]
+    subtype = subtype.lower() if type(subtype) is str else _lower(subtype)
+    disposition, disposition_params = _disposition(disposition)
+    return _new_body(
+        "multipart",
+        subtype or "mixed",
+        _params(params),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        disposition,
+        disposition_params,
+        () if language is None else _language(language),
+        location if location is None or type(location) is str else _loose(location),
+        parts,
+        None,
     )
 
 
 def _single(fields: list[Value]) -> BodyStructure:
-    if len(fields) < 7:
-        raise ValueError(f"body part has {len(fields)} fields, expected at least 7")
+    # The common case of each field is tested inline: this runs for every body part.
+    count = len(fields)
+    if count < 7:
+        raise ValueError(f"body part has {count} fields, expected at least 7")
+    type_, subtype, params, id_, description, encoding, size = fields[:7]
     # A NIL type says nothing; treat the part as opaque data (an attachment).
-    type_ = _lower(fields[0]) or "application"
-    subtype = _lower(fields[1]) or "octet-stream"
+    type_ = (type_.lower() if type(type_) is str else _lower(type_)) or "application"
+    subtype = (subtype.lower() if type(subtype) is str else _lower(subtype)) or "octet-stream"
     lines: int | None = None
     envelope_: Envelope | None = None
     parts: tuple[BodyStructure, ...] = ()
     at = 7
     if type_ == "text":
-        if len(fields) > 7:
-            lines = nnumber(fields[7])
+        if count > 7:
+            lines_value = fields[7]
+            if type(lines_value) is str and lines_value.isdigit() and lines_value.isascii():
+                lines = int(lines_value)
+            else:
+                lines = nnumber(lines_value)
         at = 8
     elif (
         type_ == "message"
         and subtype in ("rfc822", "global")
-        and len(fields) > 9
+        and count > 9
         and type(fields[7]) is list
         and type(fields[8]) is list
     ):
@@ -244,24 +306,27 @@ def _single(fields: list[Value]) -> BodyStructure:
         lines = nnumber(fields[9])
         at = 10
     # body-ext-1part: md5, disposition, language, location, extensions (ignored)
-    ext = fields[at : at + 4] + [None] * (4 - len(fields[at : at + 4]))
-    disposition, disposition_params = _disposition(ext[1])
-    return BodyStructure(
-        type=type_,
-        subtype=subtype,
-        params=_params(fields[2]),
-        id=_loose(fields[3]),
-        description=_loose(fields[4]),
-        encoding=_lower(fields[5]),
-        size=nnumber(fields[6]),
-        lines=lines,
-        md5=_loose(ext[0]),
-        disposition=disposition,
-        disposition_params=disposition_params,
-        language=_language(ext[2]),
-        location=_loose(ext[3]),
-        parts=parts,
-        envelope=envelope_,
+    md5, disposition, language, location = (fields[at : at + 4] + [None] * 4)[:4]
+    if disposition is None:
+        disposition_params: dict[str, str] = {}
+    else:
+        disposition, disposition_params = _disposition(disposition)
+    return _new_body(
+        type_,
+        subtype,
+        _params(params),
+        id_ if id_ is None or type(id_) is str else _loose(id_),
+        description if description is None or type(description) is str else _loose(description),
+        encoding.lower() if type(encoding) is str else _lower(encoding),
+        int(size) if type(size) is str and size.isdigit() and size.isascii() else nnumber(size),
+        lines,
+        md5 if md5 is None or type(md5) is str else _loose(md5),
+        disposition,
+        disposition_params,
+        () if language is None else _language(language),
+        location if location is None or type(location) is str else _loose(location),
+        parts,
+        envelope_,
     )
 
 
@@ -309,24 +374,36 @@ def _labels(value: Value) -> tuple[str, ...]:
     return tuple(labels)
 
 
-_ITEMS: dict[str, tuple[str, Callable[[Value], Any]]] = {
-    "UID": ("uid", number),
-    "FLAGS": ("flags", _flags),
-    "MODSEQ": ("modseq", _single_number),
-    "INTERNALDATE": ("internaldate", lambda v: internaldate(string(v))),
-    "RFC822.SIZE": ("size", number),
-    "ENVELOPE": ("envelope", envelope),
-    "BODYSTRUCTURE": ("bodystructure", bodystructure),
-    "BODY": ("bodystructure", bodystructure),
-    "EMAILID": ("emailid", _object_id),
-    "THREADID": ("threadid", _object_id),
-    "X-GUID": ("x_guid", nstring),
-    "X-GM-MSGID": ("x_gm_msgid", number),
-    "X-GM-THRID": ("x_gm_thrid", number),
-    "X-GM-LABELS": ("x_gm_labels", _labels),
-    "PREVIEW": ("preview", _preview),
-    "SAVEDATE": ("savedate", _date_or_nil),
+def _internaldate(value: Value) -> dt.datetime:
+    return internaldate(value if type(value) is str else string(value))
+
+
+# item name -> (position in FetchRecord's fields, converter)
+_POSITION = {f.name: i for i, f in enumerate(dataclasses.fields(FetchRecord))}
+_ITEMS: dict[str, tuple[int, Callable[[Value], Any]]] = {
+    name: (_POSITION[attribute], converter)
+    for name, attribute, converter in (
+        ("UID", "uid", number),
+        ("FLAGS", "flags", _flags),
+        ("MODSEQ", "modseq", _single_number),
+        ("INTERNALDATE", "internaldate", _internaldate),
+        ("RFC822.SIZE", "size", number),
+        ("ENVELOPE", "envelope", envelope),
+        ("BODYSTRUCTURE", "bodystructure", bodystructure),
+        ("BODY", "bodystructure", bodystructure),
+        ("EMAILID", "emailid", _object_id),
+        ("THREADID", "threadid", _object_id),
+        ("X-GUID", "x_guid", nstring),
+        ("X-GM-MSGID", "x_gm_msgid", number),
+        ("X-GM-THRID", "x_gm_thrid", number),
+        ("X-GM-LABELS", "x_gm_labels", _labels),
+        ("PREVIEW", "preview", _preview),
+        ("SAVEDATE", "savedate", _date_or_nil),
+    )
 }
+_BODY = _ITEMS["BODY"]
+_NOTHING: list[Any] = [None] * len(_POSITION)
+_SEQ, _SECTIONS, _EXTRA = _POSITION["seq"], _POSITION["sections"], _POSITION["extra"]
 # Whole-message items that carry bytes, kept in ``sections`` under their own name.
 _RFC822_SECTIONS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 
@@ -339,8 +416,23 @@ def _section_bytes(value: Value) -> bytes | None:
     raise ValueError(f"section content is a list: {render(value)[:40]}")
 
 
+def _other_item(
+    key: str, value: Value, sections: dict[str, bytes | None], extra: dict[str, str]
+) -> None:
+    """File an item that is not a field of FetchRecord: a section, or ``extra``."""
+    if key.startswith(("BODY[", "BINARY[")) or key in _RFC822_SECTIONS:
+        # "BODY[1]<0>" is filed as "BODY[1]": the origin only echoes the request.
+        if key[-1] == ">":
+            key = key[: key.rindex("<")]
+        sections[key] = _section_bytes(value)
+    else:
+        extra[key] = render(value) if type(value) is not str else value
+
+
 def fetch(seq: int, attributes: Value) -> FetchRecord:
     """Build a :class:`FetchRecord` from the lexed ``( ... )`` of ``* seq FETCH``.
+
+    Item names are case-insensitive; sections and ``extra`` are keyed in upper case.
 
     Raises:
         ValueError: an odd number of name/value elements, a name that is not an atom, or a
@@ -349,23 +441,21 @@ def fetch(seq: int, attributes: Value) -> FetchRecord:
     pairs = items(attributes)
     if len(pairs) % 2:
         raise ValueError("FETCH item without a value")
-    fields: dict[str, Any] = {}
+    record = _NOTHING.copy()
     sections: dict[str, bytes | None] = {}
     extra: dict[str, str] = {}
-    for index in range(0, len(pairs), 2):
-        name = pairs[index]
+    for name, value in zip(pairs[0::2], pairs[1::2], strict=True):
         if type(name) is not str:
             raise ValueError(f"FETCH item name is not an atom: {render(name)[:40]}")
-        value = pairs[index + 1]
-        key = name if name.isupper() else name.upper()
-        known = _ITEMS.get(key)
-        if known is not None and not (key == "BODY" and type(value) is not list):
-            fields[known[0]] = known[1](value)
-        elif key.startswith(("BODY[", "BINARY[")) or key in _RFC822_SECTIONS:
-            # "BODY[1]<0>" is filed as "BODY[1]": the origin only echoes the request.
-            if key[-1] == ">":
-                key = key[: key.rindex("<")]
-            sections[key] = _section_bytes(value)
+        known = _ITEMS.get(name)  # names come in upper case, as the keys
+        if known is None:
+            name = name.upper()
+            known = _ITEMS.get(name)
+        if known is None or (known is _BODY and type(value) is not list):
+            _other_item(name, value, sections, extra)
         else:
-            extra[key] = render(value) if type(value) is not str else value
-    return FetchRecord(seq=seq, sections=sections, extra=extra, **fields)
+            record[known[0]] = known[1](value)
+    record[_SEQ] = seq
+    record[_SECTIONS] = sections
+    record[_EXTRA] = extra
+    return _new_fetch(*record)

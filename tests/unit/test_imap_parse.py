@@ -7,6 +7,7 @@ was captured); every case is one line: (captured command, what to look at, expec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Callable, Sequence
@@ -19,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imapjmap.errors import ImapProtocolViolation
-from imapjmap.imap.lexer import lex
+from imapjmap.imap import parse_fetch
+from imapjmap.imap.lexer import lex, lex_fast
 from imapjmap.imap.models import (
     Address,
     BodyStructure,
@@ -737,3 +739,166 @@ def test_fuzz_nested_structures(tree: bytes, item: bytes) -> None:
 def test_lexer_is_used_by_parser_consistently() -> None:
     # The parser relies on the lexer merging atoms and strings; spot-check that contract.
     assert lex([b'a "b" NIL "NIL" (c) {1}', b"d", b""]) == ["a", "b", None, "NIL", ["c"], b"d"]
+
+
+# -- the fast lexer: exactly lex's values, or it declines -----------------------------------
+
+# (chunks, start, taken): lex_fast must return lex's values when ``taken``, else None.
+# fmt: off
+FAST: list[tuple[tuple[bytes, ...], int, bool]] = [
+    ((b'12 FETCH (UID 5 FLAGS (\\Seen $Fwd) MODSEQ (9) X-GUID a,b=c)',), 9, True),
+    ((b"(a  b)  ( c )(d)",), 0, True),  # any run of spaces separates; none needed at ( and )
+    ((b'(a(b)c x"y"z "p""q")',), 0, True),  # glued tokens are tokens of their own
+    ((b'(NIL nil Nil nIL "NIL" "nil" null true 1e5 -1 ,)',), 0, True),  # NIL any case; JSON words
+    ((b'(() (()) ()() "" (""))',), 0, True),  # empty lists and empty strings stay apart
+    ((b'(BODY[HEADER.FIELDS (A B)] [Gmail]/Sent a]b BODY[1]<0> "[x] (y) {z}")',), 0, True),
+    ((b"(a\\b \\\\ \\Seen)",), 0, True),  # backslashes in atoms are kept
+    (("(\"Grüße\" Grüße \x7f)".encode(),), 0, True),
+    ((b"",), 0, True),
+    ((b"1 FETCH (UID 1 BODY[] {3}", b"a\"b", b" X-GM-MSGID 2)"), 8, True),
+    ((b"(BODY[] ~{3}", b"\x00\xff\r", b")"), 0, True),  # literal8
+    ((b"(A {3+}", b"{}(", b" B {0}", b"", b")"), 0, True),
+    ((b'("{}" "{3}" {3}', b"lit", b")"), 0, True),  # a string that looks like the marker
+    ((b"(ENVELOPE (NIL {3}", b"a\"b", b" NIL) B {1}", b"x", b")"), 0, True),  # nested literal
+    ((b"(" * 100 + b")" * 100,), 0, True),
+    # declined: lex undoes escapes, or raises, or reads "[" / "{" across strings and lines
+    ((b'("a\\"b")',), 0, False),
+    ((b'("a\\\\b")',), 0, False),
+    ((b"(a\tb)",), 0, False),
+    ((b'(a\x01b BODY[1])',), 0, False),
+    ((b'("a\x00b")',), 0, False),
+    ((b'("caf\xe9")',), 0, False),  # not UTF-8: lex keeps the byte as a surrogate escape
+    ((b'("\xed\xa0\x80")',), 0, False),  # an encoded surrogate
+    ((b'(BODY[HEADER.FIELDS ("A")] x)',), 0, False),
+    ((b'(a [b "c]")',), 0, False),
+    ((b"(a[b c)",), 0, False),
+    ((b"(a {b)",), 0, False),
+    ((b"(a {5})",), 0, False),
+    ((b"(a{3}", b"abc", b")"), 0, False),
+    ((b"(BODY[x {3}", b"abc", b"] {3})"), 0, False),
+    ((b"(UID 4)", b"abc", b")"), 0, False),
+    ((b"(BODY[] {5}", b"abc", b")"), 0, False),
+    ((b"(" * 101 + b")" * 101,), 0, False),
+    ((b"(a",), 0, False),
+    ((b"a)",), 0, False),
+    ((b'(a "b)',), 0, False),
+    ((), 0, False),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("chunks", "start", "taken"), FAST, ids=[str(i) for i in range(len(FAST))])
+def test_fast_lexer(chunks: tuple[bytes, ...], start: int, taken: bool) -> None:
+    fast = lex_fast(chunks, start)
+    if not taken:
+        assert fast is None
+        return
+    assert fast == lex(chunks, start)
+    assert _types(fast) == _types(lex(chunks, start))  # bytes stay bytes, str stay str
+
+
+def _types(value: Any) -> Any:
+    return [_types(v) for v in value] if type(value) is list else type(value)
+
+
+def test_fast_lexer_reads_the_captured_fetch_responses() -> None:
+    taken = 0
+    for case in TRANSCRIPT.values():
+        for chunks in case.untagged:
+            head = re.match(rb"[0-9]+ FETCH ", chunks[0])
+            if head is None:
+                continue
+            fast = lex_fast(chunks, head.end())
+            if fast is not None:
+                taken += 1
+                assert fast == lex(chunks, head.end())
+    assert taken >= 39  # all of them: nested literals too
+
+
+# Hypothesis: lex_fast agrees with lex on well-formed responses with every kind of token and
+# spacing, and on token soup; it may decline, but never differ.
+
+_FAST_ATOMS = [
+    b"NIL", b"nil", b"nIl", b"\\Seen", b"$Fwd", b"12", b"007", b"BODY[HEADER.FIELDS (A B)]",
+    b"BODY[1]<0>", b"[Gmail]/x", b"a]b", b"a\\b", b"null", b"1e5", b"BODY[a{b]", b"x\x7f",
+    "ü".encode(), b"~", b"%",
+]  # fmt: skip
+_FAST_STRING_PIECES = [
+    b"a", b" ", b"(", b")", b"[", b"]", b"{", b"}", b"NIL", b"b c", b"{3}", "é".encode(),
+    b"\\\\", b'\\"', b"\xff", b",", b"\t", b"\x00",
+]  # fmt: skip
+_FAST_TEXT = st.lists(st.sampled_from(_FAST_STRING_PIECES), max_size=5).map(b"".join)
+_SEPARATORS = [b" ", b" ", b" ", b" ", b"  ", b"", b"\t"]
+
+
+@st.composite
+def _fast_response(draw: st.DrawFn) -> tuple[bytes, ...]:
+    chunks = [b""]
+
+    def emit(depth: int) -> None:
+        kind = draw(st.sampled_from(["atom", "string", "literal", "list", "list"][: 5 - depth]))
+        if kind == "atom":
+            chunks[-1] += draw(st.sampled_from(_FAST_ATOMS))
+        elif kind == "string":
+            chunks[-1] += b'"' + draw(_FAST_TEXT) + b'"'
+        elif kind == "literal":
+            literal = draw(st.binary(max_size=4))
+            marker = draw(st.sampled_from([b"{%d}", b"{%d+}", b"~{%d}"]))
+            chunks[-1] += marker % len(literal)
+            chunks.extend((literal, b""))
+        else:
+            chunks[-1] += b"(" + draw(st.sampled_from([b"", b"", b" "]))
+            for index in range(draw(st.integers(0, 5))):
+                chunks[-1] += draw(st.sampled_from(_SEPARATORS)) if index else b""
+                emit(depth + 1)
+            chunks[-1] += draw(st.sampled_from([b"", b"", b" "])) + b")"
+
+    emit(0)
+    return tuple(chunks)
+
+
+def _same_or_declined(chunks: tuple[bytes, ...], start: int) -> None:
+    try:
+        expected: Any = lex(chunks, start)
+    except ImapProtocolViolation:
+        expected = ImapProtocolViolation
+    fast = lex_fast(chunks, start)
+    assert fast is None or (fast == expected and _types(fast) == _types(expected))
+
+
+@FUZZ
+@given(_fast_response())
+def test_fuzz_fast_lexer_well_formed(chunks: tuple[bytes, ...]) -> None:
+    _same_or_declined(chunks, 0)
+
+
+@FUZZ
+@given(tokens_line, st.binary(max_size=8), st.integers(0, 4))
+def test_fuzz_fast_lexer_token_soup(line: bytes, literal: bytes, start: int) -> None:
+    _same_or_declined((line,), start)
+    _same_or_declined((line + b" {%d}" % len(literal), literal, b")"), start)
+
+
+@FUZZ
+@given(st.sampled_from(_SEEDS), st.integers(0, 10_000), st.integers(0, 8), st.binary(max_size=3))
+def test_fuzz_fast_lexer_mutated_captures(
+    seed: tuple[bytes, ...], at: int, cut: int, insert: bytes
+) -> None:
+    line = seed[0]
+    at %= len(line)
+    _same_or_declined((line[:at] + insert + line[at + cut :], *seed[1:]), 0)
+
+
+# -- the records' fast constructors ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [Envelope, BodyStructure, FetchRecord])
+def test_fast_constructor_builds_the_same_record(model: type[Any]) -> None:
+    fields = dataclasses.fields(model)
+    values = [object() for _ in fields]  # distinct, so that a swapped field shows
+    built = parse_fetch._constructor(model)(*values)
+    assert type(built) is model
+    assert built == model(*values)
+    assert [getattr(built, f.name) for f in fields] == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(built, fields[0].name, None)
