@@ -14,15 +14,15 @@ Rule 2: the store is written in one transaction per refresh (see ``sync.mailboxe
 Rule 3: nothing here decides JMAP states; ``store.queries.next_seq`` does.
 Rule 4: in Gmail mode only All Mail, Trash and Spam are STATUSed and synced; the labels
         come with All Mail's messages (:mod:`imapjmap.sync.gmail`).
-Rule 5: on Dovecot the refresh connection keeps the account's largest mailbox (the
-        *anchor*, usually INBOX) selected between refreshes.  Dovecot opens a mailbox to
-        answer its STATUS, which for a 100,000-message Maildir takes 100-150 ms (it re-reads
-        the mailbox's index and uidlist), but answers the selected mailbox's STATUS from
-        the session's open view, which a NOOP brings up to date in a fraction of a
-        millisecond.  So the LIST-STATUS goes out with a NOOP pipelined in front of it: still
-        one round trip, and its cost no longer grows with the size of the mailbox.  If
-        Dovecot closed that connection (it does when another client deletes the selected
-        mailbox), the refresh runs once more on another connection.
+Rule 5: on Dovecot the refresh connection keeps INBOX (or a far bigger mailbox: the
+        *anchor*, see :func:`_choose_anchor`) selected between refreshes.  Dovecot opens
+        a mailbox to answer its STATUS, which for a 100,000-message Maildir takes 100-150
+        ms (it re-reads the mailbox's index and uidlist), but answers the selected
+        mailbox's STATUS from the session's open view.  That view is stale until the
+        session syncs, so the LIST-STATUS goes out with a NOOP behind it in the same write
+        (:meth:`ImapSession.list_mailboxes`): still one round trip, and its cost no longer
+        grows with the mailbox.  If Dovecot closed that connection (it does when another
+        client deletes the selected mailbox), the refresh runs once more on another.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from imapjmap.errors import ImapCommandFailed, ImapUnavailable
 from imapjmap.imap.models import ListEntry, MailboxStatus
@@ -46,6 +46,7 @@ from imapjmap.sync import mailboxes as mbx
 log = logging.getLogger(__name__)
 
 _XGUID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+ANCHOR_MIN: Final = 10_000  # messages: below this a STATUS costs Dovecot a few ms at most
 
 
 class AccountSync:
@@ -219,17 +220,25 @@ def _anchors(session: ImapSession) -> bool:
 
 
 def _choose_anchor(rows: Sequence[q.MailboxRow]) -> str | None:
-    """The selectable mailbox with the most messages (INBOX on a tie)."""
-    best: q.MailboxRow | None = None
-    for row in rows:
-        if row.uidvalidity is None:
-            continue
-        if best is None or (row.messages or 0, row.role == "inbox") > (
-            best.messages or 0,
-            best.role == "inbox",
-        ):
-            best = row
-    return best.imap_name if best is not None else None
+    """INBOX, unless another mailbox is far bigger (Rule 5).
+
+    INBOX cannot be deleted, and a mailbox held open while another client deletes and
+    recreates it makes Dovecot's Maildir index complain ("duplicate transaction log
+    sequence") to that client as well; so another mailbox is kept open only where its
+    STATUS cost is what a request would otherwise pay: ten times INBOX's size and at
+    least ``ANCHOR_MIN`` messages.
+    """
+    selectable = [row for row in rows if row.uidvalidity is not None]
+    inbox = next((row for row in selectable if row.role == "inbox"), None)
+    biggest = max(selectable, key=lambda row: row.messages or 0, default=None)
+    if biggest is None:
+        return None
+    if inbox is None:
+        return biggest.imap_name
+    big = biggest.messages or 0
+    if big >= ANCHOR_MIN and big >= 10 * (inbox.messages or 0):
+        return biggest.imap_name
+    return inbox.imap_name
 
 
 async def _describe(
