@@ -321,19 +321,7 @@ def locations_of_email(tx: Tx, account_id: str, email_id: str) -> list[Location]
 
 
 def put_location(tx: Tx, account_id: str, loc: Location) -> None:
-    tx.execute(
-        "INSERT OR REPLACE INTO locations (account_id, mailbox_id, uid, email_id, modseq,"
-        " flags, deleted) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            account_id,
-            loc.mailbox_id,
-            loc.uid,
-            loc.email_id,
-            loc.modseq,
-            " ".join(loc.flags),
-            int(loc.deleted),
-        ),
-    )
+    put_locations(tx, account_id, (loc,))
 
 
 def put_locations(tx: Tx, account_id: str, locations: Iterable[Location]) -> None:
