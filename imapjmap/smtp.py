@@ -80,7 +80,15 @@ Params = Mapping[str, str | None]
 """ESMTP parameters: name -> value (None for a parameter without a value), not xtext-encoded."""
 
 RefusalReason = Literal[
-    "auth", "sender", "recipients", "size", "from", "policy", "temporary", "parameters"
+    "auth",
+    "sender",
+    "recipients",
+    "too-many",
+    "size",
+    "from",
+    "policy",
+    "temporary",
+    "parameters",
 ]
 
 # Which EHLO keyword makes a MAIL/RCPT parameter legal; others need a keyword of their name.
@@ -151,7 +159,8 @@ class SubmitRefused(ProxyError):
 
     ``reply`` is the server's reply when there was one; ``refused`` the refused recipients
     (reason ``recipients`` / ``temporary`` at RCPT); ``max_size`` the largest message the
-    server takes when known (reason ``size``).
+    server takes when known (reason ``size``); ``max_recipients`` how many recipients it took
+    before it said there were too many (reason ``too-many``).
     """
 
     def __init__(
@@ -162,6 +171,7 @@ class SubmitRefused(ProxyError):
         reply: Reply | None = None,
         refused: Sequence[RecipientResult] = (),
         max_size: int | None = None,
+        max_recipients: int | None = None,
     ) -> None:
         super().__init__(f"{reason}: {description}" + (f" ({reply})" if reply else ""))
         self.reason: RefusalReason = reason
@@ -169,6 +179,7 @@ class SubmitRefused(ProxyError):
         self.reply = reply
         self.refused = tuple(refused)
         self.max_size = max_size
+        self.max_recipients = max_recipients
 
 
 class SmtpLostDuringData(SmtpUnavailable):
@@ -503,6 +514,14 @@ async def submit(
         refused = [r for r in results if not r.accepted]
         if refused:  # Rule 2: all or nothing
             await _quietly(client, "RSET")
+            limit = next((i for i, r in enumerate(results) if _too_many(r.reply)), None)
+            if limit is not None:
+                raise SubmitRefused(
+                    "too-many",
+                    f"the SMTP server takes at most {limit} recipients in one message",
+                    reply=results[limit].reply,
+                    max_recipients=limit,
+                )
             permanent = any(r.reply.code >= 500 for r in refused)
             raise SubmitRefused(
                 "recipients" if permanent else "temporary",
@@ -521,6 +540,17 @@ async def submit(
         return SubmitResult(tuple(results), format_reply(response.code, response.message))
     finally:
         client.close()
+
+
+def _too_many(reply: Reply) -> bool:
+    """RFC 5321 §4.5.3.1.10: "452 too many recipients" (RFC 3463 X.5.3, "Too many
+    recipients"); some servers answer 552 or give only the text."""
+    if reply.code not in (452, 552):
+        return False
+    enhanced = reply.enhanced
+    if enhanced is not None:
+        return enhanced.endswith(".5.3")
+    return "too many recipients" in reply.text.lower()
 
 
 async def _rcpt(

@@ -216,6 +216,9 @@ class _Handler:
         reply = self.sink.rejection(address)
         if reply is not None:
             return reply
+        limit = self.sink.max_recipients
+        if limit is not None and len(envelope.rcpt_tos) >= limit:
+            return "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -278,7 +281,8 @@ class SmtpSink:
     out of the EHLO AUTH line (from the next connection); ``xoauth2_attempts`` lists the user
     named by every XOAUTH2 attempt.  ``require_auth``: refuse MAIL FROM before AUTH.
     ``reject``: recipient address → reply (``550`` or ``"550 5.1.1 No such user"``) for RCPT
-    TO.  ``deliver_to``: recipient address → Dovecot
+    TO.  ``max_recipients``: RCPT TO beyond that many in one transaction gets ``452 4.5.3 Too
+    many recipients``.  ``deliver_to``: recipient address → Dovecot
     username whose INBOX gets the message over LMTP (``"*"`` matches every recipient); needs
     ``dovecot``.  Addresses compare case-insensitively.  All of these may be changed while
     the sink runs; :meth:`reset` forgets recorded messages, rejections and deliveries.
@@ -291,6 +295,7 @@ class SmtpSink:
     xoauth2_attempts: list[str] = field(default_factory=list)
     require_auth: bool = False
     reject: dict[str, str | int] = field(default_factory=dict)
+    max_recipients: int | None = None
     deliver_to: dict[str, str] = field(default_factory=dict)
     dovecot: DovecotServer | None = None
     host: str = "127.0.0.1"
@@ -370,6 +375,7 @@ class SmtpSink:
         with self._changed:
             self._messages.clear()
             self.reject.clear()
+            self.max_recipients = None
             self.deliver_to.clear()
             self.xoauth2_attempts.clear()
             self.require_auth = False

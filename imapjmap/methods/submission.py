@@ -16,7 +16,8 @@ so every submission is ``undoStatus: "final"`` and ``maxDelayedSend`` is 0.  In 
 4. the Bcc header fields are removed and every other octet is sent as stored (SUB-01);
 5. SMTP refusals become SetErrors (SUB-03): sender → ``forbiddenMailFrom``; any recipient
    refused → ``invalidRecipients`` listing them (nothing is sent: all or nothing, as mail
-   clients do); too big → ``tooLarge`` with ``maxSize``; From refused → ``forbiddenFrom``;
+   clients do); more recipients than the server takes in one message (``452 4.5.3``) →
+   ``tooManyRecipients`` with ``maxRecipients``; too big → ``tooLarge`` with ``maxSize``; From refused → ``forbiddenFrom``;
    login refused, policy and temporary refusals → ``forbiddenToSend`` with the server's
    reply; a parameter the server does not offer → ``invalidProperties``;
 6. the record is stored with ``deliveryStatus`` per recipient: ``queued`` with the RCPT
@@ -328,6 +329,14 @@ def _set_error(exc: smtp.SubmitRefused, size: int) -> SetError:
             SetErrorType.INVALID_RECIPIENTS,
             f"the SMTP server refused {replies}",
             invalidRecipients=[r.address for r in exc.refused],
+        )
+    if reason == "too-many":
+        # RFC 8621 §7.5: maxRecipients MUST come with it; the server told us by refusing
+        # the recipient after the last one it took
+        return SetError(
+            SetErrorType.TOO_MANY_RECIPIENTS,
+            exc.description + said,
+            maxRecipients=exc.max_recipients or 0,
         )
     if reason == "sender":
         return SetError(SetErrorType.FORBIDDEN_MAIL_FROM, exc.description + said)

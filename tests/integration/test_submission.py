@@ -428,6 +428,27 @@ async def test_sub_03_a_refused_recipient_is_invalid_recipients_and_nothing_is_s
     assert (await ok(jmap, "EmailSubmission/get", {"ids": None}))["list"] == []
 
 
+async def test_sub_03_too_many_recipients_gives_max_recipients_and_sends_nothing(
+    jmap: Jmap, sink: SmtpSink, imap_oracle: imaplib.IMAP4
+) -> None:
+    """RFC 8621 §7.5 tooManyRecipients with maxRecipients, from the server's ``452 4.5.3``
+    (RFC 5321 §4.5.3.1.10) at the first recipient beyond its limit; all or nothing."""
+    sink.max_recipients = 2
+    to = "ann@example.com, bob@example.com, cy@example.com"
+    headers = f"From: {login_address(jmap)}\r\nTo: {to}\r\n"
+    _, result = await send(jmap, "crowd", draft(jmap, "crowd", headers=headers), imap_oracle)
+    error = result["notCreated"]["k1"]
+    assert error["type"] == "tooManyRecipients"
+    assert error["maxRecipients"] == 2
+    assert "452 4.5.3" in error["description"]
+    assert sink.messages == []
+    sink.max_recipients = 3  # within the limit, the same recipients go out
+    _, result = await send(jmap, "crowd 2", draft(jmap, "crowd 2", headers=headers), imap_oracle)
+    assert "k1" in result["created"], result
+    (message,) = sink.wait_for(1)
+    assert len(message.rcpt_tos) == 3
+
+
 async def test_sub_03_all_recipients_refused(
     jmap: Jmap, sink: SmtpSink, imap_oracle: imaplib.IMAP4
 ) -> None:

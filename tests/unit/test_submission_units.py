@@ -355,3 +355,20 @@ async def test_submission_rows_are_per_account(store: Store) -> None:
     assert await store.run(lambda tx: sub.destroy_submission(tx, "B", "S1", 5)) is False
     assert await store.run(lambda tx: sub.destroy_submission(tx, "A", "S1", 5)) is True
     assert await store.run(lambda tx: sub.live_submissions(tx, "A")) == []
+
+
+TOO_MANY = [
+    (452, "4.5.3 Too many recipients", True),
+    (552, "5.5.3 Too many recipients", True),
+    (452, "Too many recipients for this message", True),  # no enhanced code: the text
+    (452, "4.2.2 Mailbox full", False),
+    (452, "4.3.1 Insufficient system storage", False),
+    (550, "5.5.3 Too many recipients", False),  # not a reply code RFC 5321 gives it
+    (452, "", False),
+]
+
+
+@pytest.mark.parametrize(("code", "text", "expected"), TOO_MANY)
+def test_too_many_recipients_reply(code: int, text: str, expected: bool) -> None:
+    """RFC 5321 §4.5.3.1.10 / RFC 3463 X.5.3 → RFC 8621 tooManyRecipients (SUB-03)."""
+    assert smtp._too_many(smtp.Reply(code, text)) is expected
