@@ -17,9 +17,10 @@ so every submission is ``undoStatus: "final"`` and ``maxDelayedSend`` is 0.  In 
 5. SMTP refusals become SetErrors (SUB-03): sender → ``forbiddenMailFrom``; any recipient
    refused → ``invalidRecipients`` listing them (nothing is sent: all or nothing, as mail
    clients do); more recipients than the server takes in one message (``452 4.5.3``) →
-   ``tooManyRecipients`` with ``maxRecipients``; too big → ``tooLarge`` with ``maxSize``; From refused → ``forbiddenFrom``;
-   login refused, policy and temporary refusals → ``forbiddenToSend`` with the server's
-   reply; a parameter the server does not offer → ``invalidProperties``;
+   ``tooManyRecipients`` with ``maxRecipients``; too big → ``tooLarge`` with ``maxSize``;
+   From refused → ``forbiddenFrom``; login refused, policy and temporary refusals →
+   ``forbiddenToSend`` with the server's reply; a parameter the server does not offer →
+   ``invalidProperties``;
 6. the record is stored with ``deliveryStatus`` per recipient: ``queued`` with the RCPT
    reply (``delivered`` never changes later: the proxy receives no DSNs).
 
