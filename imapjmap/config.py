@@ -51,6 +51,7 @@ from typing import Any, Final, Literal, Union, get_args, get_origin, get_type_hi
 from urllib.parse import urlsplit
 
 from imapjmap.errors import ConfigError
+from imapjmap.jmap.limits import MAX_FILTER_DEPTH
 
 Security = Literal["tls", "starttls", "none"]
 GmailMode = Literal["auto", "on", "off"]
@@ -125,7 +126,8 @@ class CacheConfig:
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    """The RFC 8620 §2 core capability limits, advertised in the session and enforced."""
+    """The RFC 8620 §2 core capability limits, advertised in the session and enforced;
+    then the bounds on one query's filter and sort (no session field: enforced only)."""
 
     max_size_upload: int = 50_000_000
     max_concurrent_upload: int = 4
@@ -134,6 +136,10 @@ class LimitsConfig:
     max_calls_in_request: int = 32
     max_objects_in_get: int = 1000
     max_objects_in_set: int = 1000
+    max_filter_conditions: int = 100  # operators, condition properties and list items
+    max_filter_depth: int = 10  # nesting of FilterOperators; at most MAX_FILTER_DEPTH
+    max_filter_string_length: int = 1000  # characters of one string in a filter
+    max_sort_comparators: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +191,8 @@ _RFC_MINIMUMS: Final[Mapping[str, int]] = {
     "limits.max_objects_in_get": 500,
     "limits.max_objects_in_set": 500,
 }
+# Keys with a ceiling: the filter code past the limit checks recurses once per level.
+_MAXIMUMS: Final[Mapping[str, int]] = {"limits.max_filter_depth": MAX_FILTER_DEPTH}
 _ZERO_ALLOWED: Final = frozenset({"auth.credential_cache_seconds"})
 _HOSTNAME: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 _EXPECTED: Final = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
@@ -403,6 +411,9 @@ def _check_value(path: str, name: str, value: object) -> object:
         if value < minimum:
             why = ", the RFC 8620 §2 suggested minimum" if path in _RFC_MINIMUMS else ""
             raise _Invalid(f"must be at least {minimum}{why} (got {value})")
+        maximum = _MAXIMUMS.get(path)
+        if maximum is not None and value > maximum:
+            raise _Invalid(f"must be at most {maximum} (got {value})")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise _Invalid(f"must be a finite number (got {value})")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Final, NoReturn
 
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
+from imapjmap.jmap.limits import QueryLimits, check_filter, check_sort
 from imapjmap.jmap.wire import Json, JsonObject, is_id, is_int, is_unsigned_int
 
 __all__ = [
@@ -34,6 +35,7 @@ COLLATIONS: Final = ("i;ascii-casemap", "i;octet", "i;unicode-casemap")
 """Collation algorithms the standard sort helpers implement (session collationAlgorithms)."""
 
 _COMPARATOR_KEYS: Final = frozenset({"property", "isAscending", "collation", "keyword"})
+DEFAULT_QUERY_LIMITS: Final = QueryLimits()
 
 
 class _Reader:
@@ -225,10 +227,13 @@ class Comparator:
     keyword: str | None = None
 
 
-def _parse_sort(reader: _Reader, sort_properties: Collection[str] | None) -> list[Comparator]:
+def _parse_sort(
+    reader: _Reader, sort_properties: Collection[str] | None, limits: QueryLimits
+) -> list[Comparator]:
     raw = reader.get("sort")
     if raw is None:
         return []
+    check_sort(raw, limits)
     if not isinstance(raw, list):
         _bad("sort", "must be an array of Comparators or null")
     return [_parse_comparator(item, sort_properties) for item in raw]
@@ -254,10 +259,11 @@ def _parse_comparator(raw: Json, sort_properties: Collection[str] | None) -> Com
     return Comparator(prop, is_ascending, collation, keyword)
 
 
-def _parse_filter(reader: _Reader) -> JsonObject | None:
+def _parse_filter(reader: _Reader, limits: QueryLimits) -> JsonObject | None:
     value = reader.get("filter")
     if value is not None and not isinstance(value, dict):
         _bad("filter", "must be a FilterOperator, a FilterCondition or null")
+    check_filter(value, limits)
     return value
 
 
@@ -282,18 +288,23 @@ class QueryArgs:
         *,
         sort_properties: Collection[str] | None = None,
         extra: Collection[str] = (),
+        limits: QueryLimits = DEFAULT_QUERY_LIMITS,
     ) -> QueryArgs:
         """Parse; ``sort_properties`` (when given) lists what may be sorted on.
 
+        The filter and the sort are checked against ``limits`` before anything else reads
+        them (see :mod:`imapjmap.jmap.limits`).
+
         Raises:
             MethodError: invalidArguments (a negative ``limit`` too, CORE-QRY-03);
-                unsupportedSort for an unknown sort property or collation (CORE-QRY-04).
+                unsupportedSort for an unknown sort property or collation (CORE-QRY-04) or
+                too many comparators; unsupportedFilter for a filter over the limits.
         """
         reader = _Reader(raw, extra)
         return cls(
             account_id=reader.required_str("accountId"),
-            filter=_parse_filter(reader),
-            sort=_parse_sort(reader, sort_properties),
+            filter=_parse_filter(reader, limits),
+            sort=_parse_sort(reader, sort_properties, limits),
             position=reader.integer("position", 0),
             anchor=reader.optional_str("anchor"),
             anchor_offset=reader.integer("anchorOffset", 0),
@@ -323,12 +334,14 @@ class QueryChangesArgs:
         *,
         sort_properties: Collection[str] | None = None,
         extra: Collection[str] = (),
+        limits: QueryLimits = DEFAULT_QUERY_LIMITS,
     ) -> QueryChangesArgs:
+        """Parse, with the checks of :meth:`QueryArgs.parse`."""
         reader = _Reader(raw, extra)
         return cls(
             account_id=reader.required_str("accountId"),
-            filter=_parse_filter(reader),
-            sort=_parse_sort(reader, sort_properties),
+            filter=_parse_filter(reader, limits),
+            sort=_parse_sort(reader, sort_properties, limits),
             since_query_state=reader.required_str("sinceQueryState"),
             max_changes=reader.unsigned("maxChanges"),
             up_to_id=reader.optional_str("upToId"),

@@ -17,6 +17,7 @@ from typing import Any, Final, NamedTuple, TypeAlias, TypeVar
 
 from imapjmap.jmap.args import COLLATIONS, Comparator, QueryArgs
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
+from imapjmap.jmap.limits import MAX_FILTER_DEPTH
 from imapjmap.jmap.state import State
 from imapjmap.jmap.wire import Json, JsonObject
 
@@ -140,7 +141,6 @@ def _kind_of_change(row: ChangeRow, base: int, upto: int) -> str | None:
 # --- filters ----------------------------------------------------------------------------
 
 _OPERATORS: Final = frozenset({"AND", "OR", "NOT"})
-_MAX_FILTER_DEPTH: Final = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +177,7 @@ def validate_filter(
 def _validate(node: Json, validate_condition: Callable[[JsonObject], None], depth: int) -> Filter:
     if not isinstance(node, dict):
         raise invalid_arguments("'filter' must be made of FilterOperator/FilterCondition objects")
-    if depth > _MAX_FILTER_DEPTH:
+    if depth > MAX_FILTER_DEPTH:
         raise MethodError(MethodErrorType.UNSUPPORTED_FILTER, "the filter is nested too deeply")
     if "operator" not in node:
         validate_condition(node)

@@ -16,6 +16,7 @@ from imapjmap.config import Config
 from imapjmap.imap.pool import ImapPool, ImapPools
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.errors import MethodError, MethodErrorType
+from imapjmap.jmap.limits import QueryLimits
 from imapjmap.push.service import PushService
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
@@ -72,6 +73,16 @@ class MethodContext:
     @property
     def store(self) -> Store:
         return self.services.store
+
+    @property
+    def query_limits(self) -> QueryLimits:
+        limits = self.cfg.limits
+        return QueryLimits(
+            max_filter_conditions=limits.max_filter_conditions,
+            max_filter_depth=limits.max_filter_depth,
+            max_filter_string_length=limits.max_filter_string_length,
+            max_sort_comparators=limits.max_sort_comparators,
+        )
 
     @property
     def account_id(self) -> str:

@@ -225,7 +225,9 @@ def _page(runner: Runner, args: QueryArgs) -> tuple[list[str], int | None]:
 
 
 async def email_query(ctx: MethodContext, call: Call) -> JsonObject:
-    args = QueryArgs.parse(call.args, sort_properties=ef.SORT_PROPERTIES, extra=_EXTRA)
+    args = QueryArgs.parse(
+        call.args, sort_properties=ef.SORT_PROPERTIES, extra=_EXTRA, limits=ctx.query_limits
+    )
     p = plan(args.filter, args.sort, args.extra)
     await ctx.refresh()
     uid_hits = await _search(ctx, p)
@@ -315,7 +317,9 @@ def _ordered_ids(runner: Runner, ids: set[str]) -> list[eq.Hit]:
 
 
 async def email_query_changes(ctx: MethodContext, call: Call) -> JsonObject:
-    args = QueryChangesArgs.parse(call.args, sort_properties=ef.SORT_PROPERTIES, extra=_EXTRA)
+    args = QueryChangesArgs.parse(
+        call.args, sort_properties=ef.SORT_PROPERTIES, extra=_EXTRA, limits=ctx.query_limits
+    )
     p = plan(args.filter, args.sort, args.extra)
     since = jstate.decode_or_raise(args.since_query_state, ctx.account.epoch)
     await ctx.refresh()

@@ -207,7 +207,9 @@ async def _rows_and_seq(ctx: MethodContext) -> tuple[list[q.MailboxRow], int]:
 
 
 async def mailbox_query(ctx: MethodContext, call: Call) -> JsonObject:
-    args = QueryArgs.parse(call.args, sort_properties=SORT_PROPERTIES, extra=_QUERY_EXTRA)
+    args = QueryArgs.parse(
+        call.args, sort_properties=SORT_PROPERTIES, extra=_QUERY_EXTRA, limits=ctx.query_limits
+    )
     if args.anchor is not None and not is_id(args.anchor):
         raise MethodError(MethodErrorType.ANCHOR_NOT_FOUND)
     rows, seq = await _rows_and_seq(ctx)
@@ -216,7 +218,9 @@ async def mailbox_query(ctx: MethodContext, call: Call) -> JsonObject:
 
 
 async def mailbox_query_changes(ctx: MethodContext, call: Call) -> JsonObject:
-    args = QueryChangesArgs.parse(call.args, sort_properties=SORT_PROPERTIES, extra=_QUERY_EXTRA)
+    args = QueryChangesArgs.parse(
+        call.args, sort_properties=SORT_PROPERTIES, extra=_QUERY_EXTRA, limits=ctx.query_limits
+    )
     rows, _ = await _rows_and_seq(ctx)
     ids, can_calc = _run_query(rows, args.filter, args.sort, args.extra)
     return await standard.query_changes(

@@ -23,6 +23,7 @@ from typing import Any, Final
 from imapjmap.jmap import standard as std
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
+from imapjmap.jmap.limits import check_filter
 from imapjmap.jmap.wire import Json, JsonObject
 from imapjmap.methods import email_filter as ef
 from imapjmap.methods import standard
@@ -157,6 +158,7 @@ def _parse_args(ctx: MethodContext, call: Call) -> tuple[std.Filter | None, list
     filter_raw: Json = raw.get("filter")
     if filter_raw is not None and not isinstance(filter_raw, dict):
         raise invalid_arguments("'filter' must be a FilterOperator, a FilterCondition or null")
+    check_filter(filter_raw, ctx.query_limits)
     return ef.parse_filter(filter_raw), standard.resolve_ids(call, list(dict.fromkeys(ids)))
 
 

@@ -233,14 +233,16 @@ def _query(
 
 
 async def email_submission_query(ctx: MethodContext, call: Call) -> JsonObject:
-    args = QueryArgs.parse(call.args, sort_properties=SORT_PROPERTIES)
+    args = QueryArgs.parse(call.args, sort_properties=SORT_PROPERTIES, limits=ctx.query_limits)
     rows, seq = await _rows(ctx)
     ids = _query(rows, args.filter, args.sort)
     return standard.query_response(ctx, args, ids, seq, can_calculate_changes=True)
 
 
 async def email_submission_query_changes(ctx: MethodContext, call: Call) -> JsonObject:
-    args = QueryChangesArgs.parse(call.args, sort_properties=SORT_PROPERTIES)
+    args = QueryChangesArgs.parse(
+        call.args, sort_properties=SORT_PROPERTIES, limits=ctx.query_limits
+    )
     rows, _ = await _rows(ctx)
     ids = _query(rows, args.filter, args.sort)
     # every property a filter or a sort reads is immutable: the generic removal is exact

@@ -169,6 +169,8 @@ ERROR_CASES = [
     ),
     (minimal(limits={"max_size_upload": 1}), "limits.max_size_upload: must be at least 50000000"),
     (minimal(limits={"max_objects_in_get": 0}), "limits.max_objects_in_get: must be at least 500"),
+    (minimal(limits={"max_filter_depth": 51}), "limits.max_filter_depth: must be at most 50"),
+    (minimal(limits={"max_sort_comparators": 0}), "limits.max_sort_comparators: must be at"),
     (minimal(cache={"path": ""}), "cache.path: must not be empty"),
     (minimal(imap={"security": "ssl"}), "imap.security: must be one of tls, starttls, none"),
     (minimal(smtp={"auth": "login"}), "smtp.auth: must be one of user, none"),
