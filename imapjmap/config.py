@@ -62,6 +62,9 @@ class ServerConfig:
     listen: str = "127.0.0.1:8080"  # host:port; [v6]:port for IPv6
     base_url: str = "http://127.0.0.1:8080"  # absolute URLs in the session resource
     log_level: str = "info"  # debug | info | warning | error
+    header_timeout: float = 10.0  # seconds for a request's headers, from its first byte
+    body_timeout: float = 30.0  # seconds a request body may stall (no byte) before a 408
+    max_connections_per_address: int = 100  # open connections from one client address
 
     @property
     def host(self) -> str:

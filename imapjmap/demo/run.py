@@ -133,6 +133,5 @@ Press Ctrl-C to stop.
 """
     )
     # aiohttp and the rest of the proxy: only now (as the CLI does).
-    serve: Callable[[Config], None] = importlib.import_module("imapjmap.http.app").serve
-    serve(config)
-    return 0
+    serve: Callable[[Config], int] = importlib.import_module("imapjmap.http.app").serve
+    return serve(config)

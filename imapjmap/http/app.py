@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from imapjmap.config import Config
+from imapjmap.errors import ProxyError
 from imapjmap.http import blobs, middleware, push, views
 from imapjmap.http.auth import Authenticator
+from imapjmap.http.connections import Guard, GuardedRunner
 from imapjmap.imap.pool import ImapPools
 from imapjmap.methods.context import Services
 from imapjmap.store.db import Store
 
 log = logging.getLogger(__name__)
 
+# A store opened before the app starts (serve() checks the cache before listening).
+OPENED_STORE = web.AppKey("opened_store", Store)
+
+EXIT_FAILURE = 1  # the cache or the listening address cannot be used
+
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[views.CONFIG]
-    store = await Store.open(cfg.cache.path)
+    store = app.get(OPENED_STORE) or await Store.open(cfg.cache.path)
     pools = ImapPools(cfg.imap)
     services = Services(cfg, store, pools)
     app[views.SERVICES] = services
@@ -49,18 +58,42 @@ def make_app(cfg: Config) -> web.Application:
     return app
 
 
-def serve(cfg: Config) -> None:
-    """Run the proxy in the foreground until SIGINT or SIGTERM."""
-    log.info(
-        "imapjmap listening on %s (session at %s/.well-known/jmap)",
-        cfg.server.listen,
-        cfg.server.base_url.rstrip("/"),
-    )
-    web.run_app(
-        make_app(cfg),
-        host=cfg.server.host,
-        port=cfg.server.port,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-    )
+def serve(cfg: Config) -> int:
+    """Run the proxy in the foreground until SIGINT or SIGTERM; return the exit status."""
+    return asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: Config) -> int:
+    # The cache is opened before anything is announced: a path that cannot be used ends
+    # the process with one line saying why, not with a traceback after "listening".
+    try:
+        store = await Store.open(cfg.cache.path)
+    except ProxyError as exc:
+        log.error("cannot use the cache %r: %s", cfg.cache.path, exc)
+        return EXIT_FAILURE
+    app = make_app(cfg)
+    app[OPENED_STORE] = store
+    server = cfg.server
+    guard = Guard(server.header_timeout, server.body_timeout, server.max_connections_per_address)
+    runner = GuardedRunner(app, guard, access_log=None, keepalive_timeout=75.0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, server.host, server.port).start()
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", server.listen, exc.strerror or exc)
+            return EXIT_FAILURE
+        log.info(
+            "imapjmap listening on %s (session at %s/.well-known/jmap)",
+            server.listen,
+            server.base_url.rstrip("/"),
+        )
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await store.aclose()  # a no-op when the app's cleanup closed it already
+    return 0

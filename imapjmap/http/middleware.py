@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from imapjmap.http.connections import BodyTimeout
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,17 @@ async def problem_details(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     except RequestError as exc:
         return render(exc)
+    except BodyTimeout as exc:
+        response = problem(408, str(exc), title="Request Timeout")
+        response.force_close()  # the rest of the body may still come: the connection is spent
+        return response
+    except ConnectionError:
+        # the client left before sending all it announced: its mistake, and no one to
+        # answer; the status is for the access log only
+        log.info("%s %s: the client went away mid-request", request.method, request.path)
+        response = problem(400, "the client closed the connection", title="Bad Request")
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import socket
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -83,3 +87,82 @@ def test_importing_the_cli_loads_no_io_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=EXAMPLE.parent
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- serve: start-up -------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _serve_config(tmp_path: Path, cache: Path, port: int = 1, **server: object) -> Path:
+    lines = [f'listen = "127.0.0.1:{port}"', *(f"{k} = {v!r}" for k, v in server.items())]
+    path = tmp_path / "serve.toml"
+    path.write_text(
+        '[imap]\nhost = "127.0.0.1"\n'
+        f"[cache]\npath = {json.dumps(str(cache))}\n"
+        "[server]\n" + "\n".join(lines) + "\n"
+    )
+    return path
+
+
+def _unusable_caches(tmp_path: Path) -> dict[str, Path]:
+    not_a_db = tmp_path / "not-a-db.sqlite3"
+    not_a_db.write_bytes(b"this is not an SQLite database, it is a text file" * 100)
+    return {
+        "missing directory": tmp_path / "no-such-dir" / "cache.sqlite3",
+        "a directory": tmp_path,
+        "not a database": not_a_db,
+    }
+
+
+@pytest.mark.parametrize("case", ["missing directory", "a directory", "not a database"])
+def test_serve_with_an_unusable_cache_exits_with_one_line(tmp_path: Path, case: str) -> None:
+    cache = _unusable_caches(tmp_path)[case]
+    config = _serve_config(tmp_path, cache)
+    result = subprocess.run(
+        [sys.executable, "-m", "imapjmap", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=EXAMPLE.parent,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert f"cannot use the cache {str(cache)!r}: " in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "listening" not in result.stderr
+    assert len(result.stderr.splitlines()) == 2, result.stderr  # "starting", then the error
+
+
+def test_serve_guards_slow_headers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    config = _serve_config(tmp_path, tmp_path / "cache.sqlite3", port, header_timeout=0.3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imapjmap", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=EXAMPLE.parent,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "listening on" in line:
+                break
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /.well-known/jmap HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            reply = sock.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 408 "), reply
+            assert time.monotonic() - started < 5
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()

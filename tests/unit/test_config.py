@@ -121,6 +121,10 @@ ACCEPTED = [
     ({"imap": {"host": "mail_server"}}, ImapConfig(host="mail_server")),
     ({"imap": {"ca_file": "ca.pem"}}, ImapConfig(host=_HOST, ca_file="ca.pem")),
     ({"auth": {"credential_cache_seconds": 0}}, AuthConfig(credential_cache_seconds=0.0)),
+    (
+        {"server": {"header_timeout": 2, "body_timeout": 0.5, "max_connections_per_address": 8}},
+        ServerConfig(header_timeout=2.0, body_timeout=0.5, max_connections_per_address=8),
+    ),
 ]
 
 
@@ -174,6 +178,12 @@ ERROR_CASES = [
     (minimal(cache={"path": ""}), "cache.path: must not be empty"),
     (minimal(imap={"security": "ssl"}), "imap.security: must be one of tls, starttls, none"),
     (minimal(smtp={"auth": "login"}), "smtp.auth: must be one of user, none"),
+    (minimal(server={"header_timeout": 0}), "server.header_timeout: must be positive"),
+    (minimal(server={"body_timeout": "30"}), "server.body_timeout: expected a number"),
+    (
+        minimal(server={"max_connections_per_address": 0}),
+        "server.max_connections_per_address: must be at least 1",
+    ),
     (minimal(server={"log_level": "verbose"}), "server.log_level: must be one of debug, info"),
     (minimal(server={"listen": "8080"}), "server.listen: expected host:port"),
     (minimal(server={"listen": "::1:8080"}), "server.listen: an IPv6 address must be in brackets"),
