@@ -143,6 +143,8 @@ class LimitsConfig:
     max_filter_depth: int = 10  # nesting of FilterOperators; at most MAX_FILTER_DEPTH
     max_filter_string_length: int = 1000  # characters of one string in a filter
     max_sort_comparators: int = 10
+    # octets one account's uploads (kept 24 hours after their last use) may take together
+    max_upload_bytes_per_account: int = 200_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,12 @@ def parse_config(data: Mapping[str, Any]) -> Config:
             problems.append(f"{name}: expected a table, got {_toml_type(raw)}")
             continue
         sections[name] = _build_section(cls, name, raw, problems)
+    limits = sections.get("limits")
+    if limits is not None and limits.max_upload_bytes_per_account < limits.max_size_upload:
+        problems.append(
+            "limits.max_upload_bytes_per_account: must be at least limits.max_size_upload"
+            f" ({limits.max_size_upload}), else the largest upload could never be stored"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
     server = data.get("server", {})

@@ -10,14 +10,18 @@ Rules
 3. At most ``maxConcurrentUpload`` uploads per account run at once; one more is refused
    (429) instead of queued, so a client learns its limit at once.
 4. ``type`` is the request's Content-Type as sent, only normalised (media type lower-cased,
-   white space around parameters removed); never sniffed.  No Content-Type means
-   ``application/octet-stream``.
+   white space around parameters removed); never sniffed.  No Content-Type, or one whose
+   media type is not RFC 2045 ``token/token``, means ``application/octet-stream``.
 5. Limit errors are ``urn:ietf:params:jmap:error:limit`` problem documents naming the
    limit, like the API's request-level limits.
+6. The account's unexpired uploads may take ``limits.max_upload_bytes_per_account`` octets
+   together; an upload over that quota is refused with 413, titled ``overQuota``, its
+   ``limit`` being ``maxUploadBytesPerAccount``.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Final
 
@@ -34,16 +38,25 @@ DEFAULT_TYPE: Final = "application/octet-stream"
 _CHUNK: Final = 64 * 1024
 
 
+# RFC 2045 §5.1: type "/" subtype, each a token; a parameter is attribute "=" value, the
+# value a token or a quoted-string.
+_TOKEN: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE: Final = re.compile(f"{_TOKEN}/{_TOKEN}")
+_PARAMETER: Final = re.compile(f'{_TOKEN}=(?:{_TOKEN}|"(?:[^"\\\\]|\\\\.)*")')
+
+
 def normalise_type(value: str | None) -> str:
-    """The upload's ``type``: the Content-Type as sent, tidied but never guessed (Rule 4)."""
-    if value is None or not value.strip():
-        return DEFAULT_TYPE
-    if not (value.isascii() and value.isprintable()):
+    """The upload's ``type``: the Content-Type as sent, tidied but never guessed (Rule 4).
+
+    A media type that is not ``token/token`` is no type at all: ``application/octet-stream``.
+    Parameters that are not ``attribute=value`` are dropped.
+    """
+    if value is None or not (value.isascii() and value.isprintable()):
         return DEFAULT_TYPE
     media, *params = (piece.strip() for piece in value.split(";"))
-    if not media:
+    if not _MEDIA_TYPE.fullmatch(media):
         return DEFAULT_TYPE
-    kept = [p for p in params if p]
+    kept = [p for p in params if _PARAMETER.fullmatch(p)]
     return "; ".join([media.lower(), *kept])
 
 
@@ -87,7 +100,21 @@ async def upload_view(request: web.Request) -> web.StreamResponse:
     try:
         data = await _read_upload(request, limits.max_size_upload)
         type_ = normalise_type(request.headers.get("Content-Type"))
-        row = await blob_store.save_upload(request.app[SERVICES].store, account_id, data, type_)
+        row = await blob_store.save_upload(
+            request.app[SERVICES].store,
+            account_id,
+            data,
+            type_,
+            quota=limits.max_upload_bytes_per_account,
+        )
+    except blob_store.UploadOverQuota as exc:
+        raise RequestError(
+            RequestErrorType.LIMIT,
+            str(exc),
+            status=413,
+            limit="maxUploadBytesPerAccount",
+            title="overQuota",
+        ) from None
     finally:
         in_flight[account_id] -= 1
         if not in_flight[account_id]:

@@ -161,7 +161,17 @@ async def blob_upload(ctx: MethodContext, call: Call) -> JsonObject:
         except SetError as exc:
             not_created[creation_id] = exc.to_json()
             continue
-        row = await blob_store.save_upload(ctx.store, ctx.account_id, data, type_)
+        try:
+            row = await blob_store.save_upload(
+                ctx.store,
+                ctx.account_id,
+                data,
+                type_,
+                quota=ctx.cfg.limits.max_upload_bytes_per_account,
+            )
+        except blob_store.UploadOverQuota as exc:
+            not_created[creation_id] = SetError(SetErrorType.OVER_QUOTA, str(exc)).to_json()
+            continue
         created[creation_id] = {"id": row.id, "type": type_, "size": row.size}
         call.created_ids[creation_id] = row.id
     return {

@@ -17,6 +17,11 @@ Lifetime of uploads: a blob expires :data:`UPLOAD_LIFETIME` seconds after it was
 uploaded or used (read by the download endpoint, Email/import, Email/parse, Blob/get, or
 used as a Blob/upload data source).  Expired rows are invisible at once and deleted lazily
 on the account's next upload.
+
+Quota: the unexpired uploads of one account hold at most ``quota`` octets together
+(``limits.max_upload_bytes_per_account``).  An upload that would go over it is refused
+(:class:`UploadOverQuota`); uploading content the account already holds costs nothing.  The
+check and the write are one transaction, so concurrent uploads cannot overshoot together.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from imapjmap.errors import ProxyError
 from imapjmap.imap.pool import ImapPool
 from imapjmap.jmap.wire import is_id
 from imapjmap.methods import blobs
@@ -105,10 +111,34 @@ def email_of(blob_id: str) -> str | None:
     return None
 
 
+class UploadOverQuota(ProxyError):
+    """Storing an upload would take the account's uploads over its quota."""
+
+    def __init__(self, quota: int, used: int, size: int) -> None:
+        super().__init__(
+            f"the account's uploads would take {used + size} octets, over its quota of"
+            f" {quota} (maxUploadBytesPerAccount); uploads expire"
+            f" {UPLOAD_LIFETIME / 3600:g} hours after their last use"
+        )
+        self.quota = quota
+        self.used = used
+        self.size = size
+
+
 async def save_upload(
-    store: Store, account_id: str, data: bytes, type_: str, *, now: float | None = None
+    store: Store,
+    account_id: str,
+    data: bytes,
+    type_: str,
+    *,
+    quota: int,
+    now: float | None = None,
 ) -> stored.BlobRow:
-    """Store an upload (or refresh the same content's row); purge the account's expired ones."""
+    """Store an upload (or refresh the same content's row); purge the account's expired ones.
+
+    Raises:
+        UploadOverQuota: the account's unexpired uploads and this one exceed ``quota`` octets.
+    """
     at = time.time() if now is None else now
     row = stored.BlobRow(
         account_id, upload_blob_id(data), type_, len(data), data, at, at + UPLOAD_LIFETIME
@@ -116,6 +146,10 @@ async def save_upload(
 
     def write(tx: Tx) -> stored.BlobRow:
         stored.purge_expired(tx, account_id, now=at)
+        if not stored.exists(tx, account_id, row.id, now=at):
+            used = stored.total_size(tx, account_id, now=at)
+            if used + row.size > quota:
+                raise UploadOverQuota(quota, used, row.size)
         return stored.put(tx, row)
 
     return await store.run(write)

@@ -95,6 +95,16 @@ def purge_expired(tx: Tx, account_id: str, *, now: float) -> int:
     )
 
 
+def total_size(tx: Tx, account_id: str, *, now: float) -> int:
+    """Octets of the account's unexpired blobs (what its upload quota counts)."""
+    return int(
+        tx.scalar(
+            "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE account_id = ? AND expires_at > ?",
+            (account_id, now),
+        )
+    )
+
+
 def count(tx: Tx, account_id: str) -> int:
     """Rows the account has, expired or not (diagnostics and tests)."""
     return int(tx.scalar("SELECT COUNT(*) FROM blobs WHERE account_id = ?", (account_id,)))

@@ -116,6 +116,19 @@ async def limited(imap_user: Any, tmp_path: Path) -> AsyncIterator[Jmap]:
         yield client
 
 
+@pytest.fixture
+async def quota(imap_user: Any, tmp_path: Path) -> AsyncIterator[Jmap]:
+    """The proxy with maxSizeUpload = 1000 and 2500 octets of uploads per account."""
+    cfg = proxy_config(imap_user, tmp_path)
+    cfg = dataclasses.replace(
+        cfg, limits=LimitsConfig(max_size_upload=1000, max_upload_bytes_per_account=2500)
+    )
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        client = Jmap(http, imap_user.username, imap_user.password)
+        await client.session()
+        yield client
+
+
 # -- upload (CORE-BIN-01, CORE-BIN-02) -------------------------------------------------------
 
 
@@ -203,6 +216,32 @@ async def test_upload_over_max_concurrent_is_429_problem(limited: Jmap) -> None:
     assert resp.status == 201
     assert (await resp.json())["size"] == len(b"first half second half")
     assert (await upload(limited, b"third")).status == 201  # the slot is free again
+
+
+async def test_uploads_of_one_account_are_capped_core_bin_01(quota: Jmap) -> None:
+    first = await uploaded(quota, b"a" * 1000)
+    await uploaded(quota, b"b" * 1000)
+    body = await problem(await upload(quota, b"c" * 1000), 413)
+    assert body["type"] == "urn:ietf:params:jmap:error:limit"
+    assert body["limit"] == "maxUploadBytesPerAccount"
+    assert body["title"] == "overQuota"
+    assert "3000 octets, over its quota of 2500" in body["detail"]
+    await uploaded(quota, b"x" * 500)  # what still fits is taken
+    await uploaded(quota, b"a" * 1000)  # content it holds already costs nothing
+
+    got = await blob_ok(quota, "Blob/upload", {"create": {"big": {"data": [{"data:asText": "d"}]}}})
+    assert got["created"] is None
+    error = got["notCreated"]["big"]
+    assert error["type"] == "overQuota"
+    assert "quota of 2500 (maxUploadBytesPerAccount)" in error["description"]
+
+    account = quota.account_id
+
+    def expire(tx: Tx) -> bool:
+        return stored.set_expiry(tx, account, first["blobId"], time.time() - 1)
+
+    assert await store_of(quota).run(expire)
+    await uploaded(quota, b"c" * 1000)  # an expired upload no longer counts
 
 
 async def test_other_account_cannot_see_an_upload_core_bin_02(jmap: Jmap, dovecot: Any) -> None:

@@ -88,6 +88,14 @@ def test_email_of(blob_id: str, email_id: str | None) -> None:
         ("application/x-whatever", "application/x-whatever"),
         ("text/plain\x00", "application/octet-stream"),
         ("tëxt/plain", "application/octet-stream"),
+        ("%%%/;;;", "application/octet-stream"),  # not RFC 2045 type "/" subtype
+        ("text/", "application/octet-stream"),
+        ("/plain", "application/octet-stream"),
+        ("text plain", "application/octet-stream"),
+        ("text/plain/x", "application/octet-stream"),
+        ("text/plain; junk; format=flowed", "text/plain; format=flowed"),
+        ('text/plain; name="a b.txt"', 'text/plain; name="a b.txt"'),
+        ("application/vnd.a+json", "application/vnd.a+json"),
     ],
 )
 def test_upload_type_is_normalised_never_sniffed_core_bin_01(sent: str | None, kept: str) -> None:

@@ -176,6 +176,10 @@ ERROR_CASES = [
     (minimal(limits={"max_filter_depth": 51}), "limits.max_filter_depth: must be at most 50"),
     (minimal(limits={"max_sort_comparators": 0}), "limits.max_sort_comparators: must be at"),
     (minimal(cache={"path": ""}), "cache.path: must not be empty"),
+    (
+        minimal(limits={"max_upload_bytes_per_account": 10_000_000}),
+        "limits.max_upload_bytes_per_account: must be at least limits.max_size_upload (50000000)",
+    ),
     (minimal(imap={"security": "ssl"}), "imap.security: must be one of tls, starttls, none"),
     (minimal(smtp={"auth": "login"}), "smtp.auth: must be one of user, none"),
     (minimal(server={"header_timeout": 0}), "server.header_timeout: must be positive"),
