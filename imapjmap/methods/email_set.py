@@ -20,6 +20,15 @@ Updates with the same change in the same mailbox are grouped into one command, s
 500 emails read" is one STORE per mailbox.  After the writes the account is refreshed, so
 ``newState`` and every id come from what the server now says.
 
+An Email is reported updated or destroyed only when the server proved every write on it
+(``sync.writes`` Rule 4).  The plan comes from the cache, and another client may have
+moved or expunged the message since: its UID then takes nothing.  Such Emails are retried
+once after a resync, with the update kept as a difference (keywords and mailboxes added
+and removed, :class:`_Change`) applied to the copies the Email has now; an Email gone
+entirely is ``notFound``, one still unproven is reported not written.  A copy is never
+removed from a mailbox it leaves unless its copies into the mailboxes it joins were
+proven, so a refused COPY cannot lose the message.
+
 In Gmail mode the same checks run, then :mod:`imapjmap.methods.gmail_writes` turns the
 changes into label STOREs and moves through the Trash.
 """
@@ -29,7 +38,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -63,6 +72,35 @@ def valid_keyword(keyword: str) -> bool:
     return bool(_KEYWORD.fullmatch(keyword)) and not (set(keyword) & _KEYWORD_BAD)
 
 
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One update as changes to what the client saw: keywords and mailboxes to add and to
+    remove.  A retry on a resynced Email applies the same changes to what is there now, so
+    whatever other clients did meanwhile to other keywords and mailboxes stays."""
+
+    keywords_in: frozenset[str]
+    keywords_out: frozenset[str]
+    mailboxes_in: frozenset[str]
+    mailboxes_out: frozenset[str]
+
+    @classmethod
+    def between(cls, row: em.EmailRow, keywords: dict[str, bool], mailboxes: set[str]) -> _Change:
+        old_keywords, old_mailboxes = set(row.keywords), set(row.mailbox_ids)
+        return cls(
+            frozenset(set(keywords) - old_keywords),
+            frozenset(old_keywords - set(keywords)),
+            frozenset(mailboxes - old_mailboxes),
+            frozenset(old_mailboxes - mailboxes),
+        )
+
+    def keywords_on(self, row: em.EmailRow) -> dict[str, bool]:
+        kept = {k: True for k in row.keywords if k not in self.keywords_out}
+        return {**kept, **dict.fromkeys(self.keywords_in, True)}
+
+    def mailboxes_on(self, current: Iterable[str]) -> set[str]:
+        return (set(current) - self.mailboxes_out) | self.mailboxes_in
+
+
 @dataclass(slots=True)
 class _Plan:
     """The IMAP work of one Email/set call, grouped by mailbox."""
@@ -79,6 +117,9 @@ class _Plan:
     removals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     modseqs: dict[tuple[str, int], int | None] = field(default_factory=dict)
     owners: dict[tuple[str, int], str] = field(default_factory=dict)  # (mailbox, uid) → email
+
+    def owned(self, mailbox_id: str, uids: Iterable[int]) -> dict[int, str]:
+        return {u: self.owners[(mailbox_id, u)] for u in uids}
 
 
 def _resolve_mailbox(call: Call, value: str, live: set[str]) -> str:
@@ -151,23 +192,28 @@ def _patch_mailboxes(
         raise invalid_properties("a mailboxIds patch value is true or null", "mailboxIds")
 
 
-def _plan_update(
-    plan: _Plan,
-    row: em.EmailRow,
-    locations: list[em.Location],
-    keywords: dict[str, bool],
-    mailboxes: set[str],
-) -> None:
+def _plan_update(plan: _Plan, email_id: str, locations: list[em.Location], change: _Change) -> None:
+    """Plan ``change`` on the Email's copies as they are in the cache now.
+
+    Raises:
+        SetError: ``notFound`` when no copy is left to write to; ``invalidProperties``
+            when the change would leave the Email in no mailbox.
+    """
     visible = [loc for loc in locations if not loc.deleted]
-    add = frozenset(em.flags_from_keywords(set(keywords) - set(row.keywords)))
-    remove = frozenset(em.flags_from_keywords(set(row.keywords) - set(keywords)))
+    if not visible:
+        raise SetError(SetErrorType.NOT_FOUND)
+    current = {loc.mailbox_id for loc in visible}
+    wanted = change.mailboxes_on(current)
+    if not wanted:
+        raise invalid_properties("an Email must stay in at least one mailbox", "mailboxIds")
+    add = frozenset(em.flags_from_keywords(change.keywords_in))
+    remove = frozenset(em.flags_from_keywords(change.keywords_out))
     for loc in visible:
         plan.modseqs[(loc.mailbox_id, loc.uid)] = loc.modseq
-        plan.owners[(loc.mailbox_id, loc.uid)] = row.id
+        plan.owners[(loc.mailbox_id, loc.uid)] = email_id
         if add or remove:
             plan.stores[(loc.mailbox_id, add, remove)].append(loc.uid)
-    current = {loc.mailbox_id for loc in visible}
-    gone, new = current - mailboxes, mailboxes - current
+    gone, new = current - wanted, wanted - current
     by_mailbox = {loc.mailbox_id: loc for loc in visible}
     if len(gone) == 1 and len(new) == 1:
         source = by_mailbox[next(iter(gone))]
@@ -180,25 +226,42 @@ def _plan_update(
         plan.removals[mailbox_id].append(by_mailbox[mailbox_id].uid)
 
 
-class _Runner:
-    """Runs a plan against IMAP, tracking whether anything landed (serverPartialFail)."""
+def _plan_destroy(plan: _Plan, email_id: str, locations: list[em.Location]) -> None:
+    for loc in locations:
+        if not loc.deleted:
+            plan.removals[loc.mailbox_id].append(loc.uid)
+            plan.owners[(loc.mailbox_id, loc.uid)] = email_id
 
-    def __init__(self, ctx: MethodContext, names: dict[str, str]) -> None:
+
+Work = Callable[[Any], Awaitable[Collection[int]]]
+
+
+class _Runner:
+    """Runs a plan against IMAP and keeps, per Email, what the server proved.
+
+    An Email whose every UID the server proved written is done; one with a UID the server
+    did not prove (moved or expunged by another client meanwhile, ``sync.writes`` Rule 4)
+    is ``unproven``, for the caller to resync and retry; one refused with a NO is
+    ``failed``.  ``landed`` says whether anything was written (serverPartialFail).
+    """
+
+    def __init__(self, ctx: MethodContext, names: dict[str, str], landed: bool = False) -> None:
         self.ctx = ctx
         self.names = names
-        self.landed = False
+        self.landed = landed
         self.failed: dict[str, SetError] = {}  # email id → error
+        self.unproven: set[str] = set()
+        self.removed: set[str] = set()  # Emails with a copy that our removal proved gone
 
-    async def step(
-        self, mailbox_id: str, emails: Iterable[str], work: Callable[[Any], Awaitable[None]]
-    ) -> None:
+    async def step(self, mailbox_id: str, owners: Mapping[int, str], work: Work) -> None:
         try:
             async with self.ctx.pool.session(self.names[mailbox_id]) as session:
-                await work(session)
+                done = await work(session)
             self.landed = True
         except ImapCommandFailed as exc:
-            for email_id in emails:
+            for email_id in owners.values():
                 self.failed.setdefault(email_id, set_error_from_imap(exc))
+            return
         except UpstreamUnavailable as exc:
             if self.landed:
                 raise MethodError(
@@ -206,30 +269,30 @@ class _Runner:
                     "the mail server failed after some changes were made",
                 ) from exc
             raise
+        self.unproven.update(email for uid, email in owners.items() if uid not in done)
+
+    def settled(self, email_id: str) -> bool:
+        return email_id in self.failed or email_id in self.unproven
 
     async def run(self, plan: _Plan) -> None:
         for (mailbox_id, add, remove), uids in plan.stores.items():
-            owners = [plan.owners[(mailbox_id, u)] for u in uids]
-            await self.step(
-                mailbox_id,
-                owners,
-                functools.partial(
-                    self._store, plan=plan, mailbox_id=mailbox_id, add=add, remove=remove, uids=uids
-                ),
+            work = functools.partial(
+                self._store, plan=plan, mailbox_id=mailbox_id, add=add, remove=remove, uids=uids
             )
+            await self.step(mailbox_id, plan.owned(mailbox_id, uids), work)
         for (source, target), uids in plan.moves.items():
-            owners = [plan.owners[(source, u)] for u in uids]
-            await self.step(
-                source, owners, functools.partial(writes.move, uids=uids, target=self.names[target])
-            )
+            work = functools.partial(self._move, uids=uids, target=self.names[target])
+            await self.step(source, plan.owned(source, uids), work)
         for (source, target), uids in plan.copies.items():
-            owners = [plan.owners[(source, u)] for u in uids]
-            await self.step(
-                source, owners, functools.partial(writes.copy, uids=uids, target=self.names[target])
-            )
+            work = functools.partial(self._copy, uids=uids, target=self.names[target])
+            await self.step(source, plan.owned(source, uids), work)
         for mailbox_id, uids in plan.removals.items():
-            owners = [plan.owners.get((mailbox_id, u), "") for u in uids]
-            await self.step(mailbox_id, owners, functools.partial(self._remove, uids=uids))
+            # never remove a copy of an Email whose other writes (its copies to the
+            # mailboxes it moves to) were refused or unproven: that could lose it
+            owners = {u: e for u, e in plan.owned(mailbox_id, uids).items() if not self.settled(e)}
+            if owners:
+                work = functools.partial(self._remove, uids=sorted(owners), owners=owners)
+                await self.step(mailbox_id, owners, work)
 
     async def _store(
         self,
@@ -239,20 +302,36 @@ class _Runner:
         add: frozenset[str],
         remove: frozenset[str],
         uids: list[int],
-    ) -> None:
+    ) -> Collection[int]:
+        done = set(uids)
         for op, flags in (("+", add), ("-", remove)):
             if not flags:
                 continue
             since = max((plan.modseqs.get((mailbox_id, u)) or 0) for u in uids) or None
-            modified = await writes.store_flags(session, uids, op, flags, since)
-            if modified:
+            stored = await writes.store_flags(session, uids, op, flags, since)
+            proven = set(stored.done)
+            if stored.modified:
                 # changed by another client since our sync: our +/- touches only the
                 # patched keywords, so applying it again cannot clobber their change
-                await writes.store_flags(session, [u for u in uids if u in modified], op, flags)
+                again = await writes.store_flags(session, sorted(stored.modified), op, flags)
+                proven |= again.done
+            done &= proven
+        return done
 
     @staticmethod
-    async def _remove(session: Any, uids: list[int]) -> None:
-        await writes.remove(session, uids)
+    async def _move(session: Any, uids: list[int], target: str) -> Collection[int]:
+        return (await writes.move(session, uids, target)).done
+
+    @staticmethod
+    async def _copy(session: Any, uids: list[int], target: str) -> Collection[int]:
+        return (await writes.copy(session, uids, target)).done
+
+    async def _remove(
+        self, session: Any, uids: list[int], owners: dict[int, str]
+    ) -> Collection[int]:
+        done = (await writes.remove(session, uids)).done
+        self.removed.update(owners[u] for u in done)
+        return done
 
 
 async def run_email_set(ctx: MethodContext, call: Call, raw: JsonObject) -> JsonObject:
@@ -326,11 +405,8 @@ async def _updates_and_destroys(
 ) -> tuple[JsonObject, JsonObject, list[str], JsonObject]:
     ids = list(dict.fromkeys([*updates, *destroy_ids]))
     rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, ids))
-    plan = _Plan()
-    gmail = in_gmail_mode(ctx.cfg.imap, ctx.pool.capabilities)
-    changes: dict[str, gmail_writes.Change] = {}  # Gmail mode: planned there
+    changes: dict[str, _Change] = {}
     not_updated: JsonObject = {}
-    planned: list[str] = []
     for email_id, patch in updates.items():
         try:
             if email_id in destroy_ids:
@@ -341,31 +417,94 @@ async def _updates_and_destroys(
             if not isinstance(patch, dict):
                 raise SetError(SetErrorType.INVALID_PATCH, "a PatchObject must be an object")
             keywords, mailboxes = _patched(call, row, patch, set(names))
-            if gmail:
-                changes[email_id] = (keywords, mailboxes)
-            else:
-                _plan_update(plan, row, locations[email_id], keywords, mailboxes)
-            planned.append(email_id)
+            changes[email_id] = _Change.between(row, keywords, mailboxes)
         except SetError as exc:
             not_updated[email_id] = exc.to_json()
-    not_destroyed: JsonObject = {}
-    doomed: list[str] = []
-    for email_id in destroy_ids:
-        if email_id not in rows:
-            not_destroyed[email_id] = SetError(SetErrorType.NOT_FOUND).to_json()
-            continue
-        for loc in locations[email_id] if not gmail else ():
-            if not loc.deleted:
-                plan.removals[loc.mailbox_id].append(loc.uid)
-                plan.owners[(loc.mailbox_id, loc.uid)] = email_id
-        doomed.append(email_id)
-    runner = _Runner(ctx, names)
-    if gmail:
-        await gmail_writes.run(ctx, runner.step, rows, locations, names, changes, doomed)
-    else:
-        await runner.run(plan)
-    updated = {i: None for i in planned if i not in runner.failed}
-    not_updated.update({i: runner.failed[i].to_json() for i in planned if i in runner.failed})
-    destroyed = [i for i in doomed if i not in runner.failed]
-    not_destroyed.update({i: runner.failed[i].to_json() for i in doomed if i in runner.failed})
+    not_destroyed: JsonObject = {
+        i: SetError(SetErrorType.NOT_FOUND).to_json() for i in destroy_ids if i not in rows
+    }
+    doomed = [i for i in destroy_ids if i in rows]
+    errors = await _write_proven(ctx, rows, locations, names, changes, doomed)
+    updated = {i: None for i in changes if i not in errors}
+    not_updated.update({i: errors[i].to_json() for i in changes if i in errors})
+    destroyed = [i for i in doomed if i not in errors]
+    not_destroyed.update({i: errors[i].to_json() for i in doomed if i in errors})
     return updated, not_updated, destroyed, not_destroyed
+
+
+_NOT_WRITTEN: Final = (
+    "the message changed on the mail server while it was being written (moved or deleted"
+    " by another client) and the retry did not take; nothing is reported done that the"
+    " server did not confirm"
+)
+
+
+async def _write_proven(
+    ctx: MethodContext,
+    rows: dict[str, em.EmailRow],
+    locations: dict[str, list[em.Location]],
+    names: dict[str, str],
+    changes: dict[str, _Change],
+    doomed: list[str],
+) -> dict[str, SetError]:
+    """Write the updates and destroys; the error of each Email not written (CORE-SET-02).
+
+    An Email the server did not prove written (``sync.writes`` Rule 4: another client moved
+    or expunged it after our last sync) is retried once after a resync, at the copies it
+    has now; gone entirely it is ``notFound``, still unproven it is reported not written.
+    """
+    first = await _write_once(ctx, rows, locations, names, changes, doomed)
+    errors = dict(first.failed)
+    retry = [i for i in [*changes, *doomed] if i in first.unproven and i not in errors]
+    if not retry:
+        return errors
+    await ctx.refresh(force=True)
+    rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, retry))
+    again = await _write_once(
+        ctx,
+        rows,
+        locations,
+        names,
+        {i: changes[i] for i in retry if i in changes and i in rows},
+        [i for i in retry if i in doomed and i in rows],
+        landed=first.landed,
+    )
+    for email_id in retry:
+        if email_id not in rows:
+            if not (email_id in doomed and email_id in first.removed):
+                errors[email_id] = SetError(SetErrorType.NOT_FOUND)
+        elif email_id in again.failed:
+            errors[email_id] = again.failed[email_id]
+        elif email_id in again.unproven:
+            errors[email_id] = SetError(SetErrorType.FORBIDDEN, _NOT_WRITTEN)
+    return errors
+
+
+async def _write_once(
+    ctx: MethodContext,
+    rows: dict[str, em.EmailRow],
+    locations: dict[str, list[em.Location]],
+    names: dict[str, str],
+    changes: dict[str, _Change],
+    doomed: list[str],
+    *,
+    landed: bool = False,
+) -> _Runner:
+    runner = _Runner(ctx, names, landed)
+    if in_gmail_mode(ctx.cfg.imap, ctx.pool.capabilities):
+        absolute = {
+            i: (c.keywords_on(rows[i]), c.mailboxes_on(rows[i].mailbox_ids))
+            for i, c in changes.items()
+        }
+        await gmail_writes.run(ctx, runner.step, rows, locations, names, absolute, doomed)
+        return runner
+    plan = _Plan()
+    for email_id, change in changes.items():
+        try:
+            _plan_update(plan, email_id, locations[email_id], change)
+        except SetError as exc:
+            runner.failed[email_id] = exc
+    for email_id in doomed:
+        _plan_destroy(plan, email_id, locations[email_id])
+    await runner.run(plan)
+    return runner

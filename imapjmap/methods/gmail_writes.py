@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,13 +41,19 @@ from imapjmap.store import queries as q
 from imapjmap.sync import writes
 from imapjmap.sync.gmail import Labels
 
-Work = Callable[[Any], Awaitable[None]]
+Work = Callable[[Any], Awaitable[Collection[int]]]
 
 
 class Step(Protocol):
-    """Runs ``work`` on a session with the mailbox selected; failures are per Email."""
+    """Runs ``work`` on a session with the mailbox selected; failures are per Email.
 
-    def __call__(self, mailbox_id: str, emails: Iterable[str], work: Work) -> Awaitable[None]: ...
+    ``owners`` maps the UIDs the work writes to their Emails; ``work`` returns the UIDs the
+    server proved written (``sync.writes`` Rule 4), the others' Emails are unproven.
+    """
+
+    def __call__(
+        self, mailbox_id: str, owners: Mapping[int, str], work: Work
+    ) -> Awaitable[None]: ...
 
 
 Change = tuple[dict[str, bool], set[str]]  # keywords, mailbox ids after the patch
@@ -76,8 +82,8 @@ class _Plan:
     removals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     owners: dict[tuple[str, int], str] = field(default_factory=dict)
 
-    def owned(self, mailbox_id: str, uids: Sequence[int]) -> list[str]:
-        return [self.owners.get((mailbox_id, u), "") for u in uids]
+    def owned(self, mailbox_id: str, uids: Sequence[int]) -> dict[int, str]:
+        return {u: self.owners.get((mailbox_id, u), "") for u in uids}
 
 
 def _home(locations: Sequence[em.Location], labels: Labels) -> em.Location | None:
@@ -150,17 +156,29 @@ def _label_list(names: Iterable[str]) -> str:
 
 async def _store_labels(
     session: ImapSession, uids: list[int], op: str, names: frozenset[str]
-) -> None:
+) -> Collection[int]:
+    """``UID STORE +X-GM-LABELS``/``-X-GM-LABELS``; the UIDs the reply shows labelled as
+    wanted, else (no FETCH: nothing changed) those still in the folder."""
     text = f"UID STORE {sequence_set(uids)} {op}X-GM-LABELS {_label_list(names)}"
-    await session.execute(Command((text,)), what="UID STORE")
+    reply = await session.execute(Command((text,)), what="UID STORE")
+    wanted = {n.lower() for n in names}
+    done = set()
+    for fetch in reply.fetches:
+        if fetch.uid in uids and fetch.x_gm_labels is not None:
+            have = {label.lower() for label in fetch.x_gm_labels}
+            if (wanted <= have) if op == "+" else not (wanted & have):
+                done.add(fetch.uid)
+    return done | set(await writes.present(session, [u for u in uids if u not in done]))
 
 
 async def _store_flags(
     session: ImapSession, uids: list[int], add: frozenset[str], remove: frozenset[str]
-) -> None:
+) -> Collection[int]:
+    done = set(uids)
     for op, flags in (("+", add), ("-", remove)):
         if flags:
-            await writes.store_flags(session, uids, op, flags)
+            done &= (await writes.store_flags(session, uids, op, flags)).done
+    return done
 
 
 async def _move(session: ImapSession, uids: list[int], target: str) -> dict[int, int]:
@@ -175,20 +193,20 @@ async def _move(session: ImapSession, uids: list[int], target: str) -> dict[int,
     return dict(zip(parse_uid_set(parts[1]), parse_uid_set(parts[2]), strict=False))
 
 
-async def _move_only(session: ImapSession, uids: list[int], target: str) -> None:
-    await _move(session, uids, target)
+async def _move_only(session: ImapSession, uids: list[int], target: str) -> Collection[int]:
+    return set(await _move(session, uids, target))
 
 
-async def _find_by_msgid(session: ImapSession, email_ids: Iterable[str]) -> list[int]:
-    """UIDs in the selected folder of Emails whose ids are ``M`` + X-GM-MSGID."""
+async def _find_by_msgid(session: ImapSession, email_ids: Iterable[str]) -> dict[int, str]:
+    """UIDs in the selected folder of Emails whose ids are ``M`` + X-GM-MSGID, with them."""
     await session.noop()  # let the server show what just arrived
-    found: list[int] = []
+    found: dict[int, str] = {}
     for email_id in email_ids:
         if email_id[:1] == "M" and email_id[1:].isdigit():
             reply = await session.execute(
                 Command((f"UID SEARCH X-GM-MSGID {email_id[1:]}",)), what="UID SEARCH"
             )
-            found += [u for result in reply.searches for u in result.ids]
+            found.update((u, email_id) for result in reply.searches for u in result.ids)
     return found
 
 
@@ -212,7 +230,9 @@ class _Writer:
             await self.step(source, plan.owned(source, uids), work)
         for restore in plan.restores:
             await self.step(
-                restore.source, [restore.email_id], functools.partial(self._restore, r=restore)
+                restore.source,
+                {restore.uid: restore.email_id},
+                functools.partial(self._restore, r=restore),
             )
         if plan.trash and all_mail is not None:
             await self._destroy_via_trash(plan, all_mail.id)
@@ -221,15 +241,17 @@ class _Writer:
                 mailbox_id, plan.owned(mailbox_id, uids), functools.partial(_remove, uids=uids)
             )
 
-    async def _restore(self, session: ImapSession, r: _Restore) -> None:
+    async def _restore(self, session: ImapSession, r: _Restore) -> Collection[int]:
         moved = await _move(session, [r.uid], self.names[r.target])
         new = moved.get(r.uid)
         if not r.more or new is None:
-            return
+            return set(moved)
         # COPY into a label's folder adds the label (from the target, where it is now)
         await session.select(self.names[r.target])
         for name in r.more:
-            await writes.copy(session, [new], name)
+            if new not in (await writes.copy(session, [new], name)).done:
+                return set()
+        return {r.uid}
 
     async def _destroy_via_trash(self, plan: _Plan, all_mail: str) -> None:
         trash = self.labels.trash
@@ -238,20 +260,26 @@ class _Writer:
             return  # no Trash listed: an expunge in All Mail is all Gmail offers
         moved: dict[int, int] = {}
 
-        async def to_trash(session: ImapSession) -> None:
+        async def to_trash(session: ImapSession) -> Collection[int]:
             moved.update(await _move(session, plan.trash, trash.imap_name))
+            return set(moved)
 
         await self.step(all_mail, owners, to_trash)
+        by_new = {new: owners[old] for old, new in moved.items()}
 
-        async def expunge(session: ImapSession) -> None:
-            uids = list(moved.values()) or await _find_by_msgid(session, owners)
-            await writes.remove(session, uids)
+        async def expunge(session: ImapSession) -> Collection[int]:
+            if not by_new:  # no COPYUID: find the Trash copies by X-GM-MSGID
+                by_new.update(await _find_by_msgid(session, owners.values()))
+            done = (await writes.remove(session, sorted(by_new))).done
+            return {old for old, email in owners.items() if email in {by_new[u] for u in done}}
 
+        # the Emails answer for their All Mail UIDs: proven only when their Trash copy
+        # is proven gone
         await self.step(trash.id, owners, expunge)
 
 
-async def _remove(session: ImapSession, uids: list[int]) -> None:
-    await writes.remove(session, uids)
+async def _remove(session: ImapSession, uids: list[int]) -> Collection[int]:
+    return (await writes.remove(session, uids)).done
 
 
 async def run(

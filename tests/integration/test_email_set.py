@@ -130,7 +130,7 @@ async def test_concurrent_external_flag_is_not_clobbered(
             imap_oracle.select("INBOX")
             imap_oracle.uid("STORE", str(uid), "+FLAGS", "(\\Flagged)")
         result = await original(session, uids, op, flags, unchanged_since)
-        calls.append((op, unchanged_since, set(result)))
+        calls.append((op, unchanged_since, set(result.modified)))
         return result
 
     monkeypatch.setattr(writes, "store_flags", racing_store)
