@@ -1,4 +1,12 @@
-"""The aiohttp application: routes, middleware order, one cleanup context per resource."""
+"""The aiohttp application: routes, middleware order, one cleanup context per resource.
+
+Stopping (SIGTERM or SIGINT) takes a few seconds whatever runs: new connections are
+refused at once; requests in flight get twice :data:`SHUTDOWN_GRACE` seconds to finish
+(aiohttp waits that long, warns the handler, waits as long again) and are then cancelled;
+closing the upstream connections may take :data:`CLOSE_TIMEOUT` seconds; the cache is
+closed last, always (``Store.aclose`` interrupts what still runs there, so the next process
+can open the file).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import logging
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Final
 
 from aiohttp import web
 
@@ -25,6 +34,10 @@ log = logging.getLogger(__name__)
 OPENED_STORE = web.AppKey("opened_store", Store)
 
 EXIT_FAILURE = 1  # the cache or the listening address cannot be used
+SHUTDOWN_GRACE: Final = 1.0
+"""aiohttp's ``shutdown_timeout``: requests in flight are cancelled after twice this."""
+CLOSE_TIMEOUT: Final = 1.5
+"""Seconds closing push watchers, syncs and IMAP connections may take at shutdown."""
 
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -37,10 +50,15 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await services.push.aclose()
-        for sync in services.syncs.values():
-            await sync.aclose()
-        await pools.aclose()
+        try:
+            # a hung upstream must not keep the process alive: its sockets die with it
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await services.push.aclose()
+                for sync in services.syncs.values():
+                    await sync.aclose()
+                await pools.aclose()
+        except TimeoutError:
+            log.warning("upstream connections not closed within %.1f s: dropped", CLOSE_TIMEOUT)
         await store.aclose()
 
 
@@ -75,7 +93,15 @@ async def _serve(cfg: Config) -> int:
     app[OPENED_STORE] = store
     server = cfg.server
     guard = Guard(server.header_timeout, server.body_timeout, server.max_connections_per_address)
-    runner = GuardedRunner(app, guard, access_log=None, keepalive_timeout=75.0)
+    runner = GuardedRunner(
+        app,
+        guard,
+        access_log=None,
+        keepalive_timeout=75.0,
+        # a request whose client went away is cancelled: its work would be thrown away
+        handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,7 @@ errors here, method-level errors there.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -67,11 +68,14 @@ def render(error: RequestError, headers: dict[str, str] | None = None) -> web.Re
 @web.middleware
 async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.monotonic()
-    status = 500
+    status: int | str = 500
     try:
         response = await handler(request)
         status = response.status
         return response
+    except asyncio.CancelledError:
+        status = "cancelled"  # the client went away, or the server is stopping: no answer
+        raise
     finally:
         access_log.info(
             "%s %s %s %.1fms",

@@ -16,8 +16,9 @@ EventSource, ``GET /jmap/eventsource/?types=…&closeafter=…&ping=…`` (authe
   ``state`` event sent.
 * ``ping`` events carry ``{"interval": N}`` (the clamped N) and no ``id``, after N seconds
   without an event.
-* The listener is dropped when the client goes away: aiohttp does not cancel the handler,
-  so the transport is checked every ``_LIVENESS`` seconds, and every write error ends it.
+* The listener is dropped when the client goes away: the server cancels the handler
+  (``handler_cancellation``), and as a fallback where it does not (a test server, another
+  runner) the transport is checked every ``_LIVENESS`` seconds; every write error ends it.
 """
 
 from __future__ import annotations

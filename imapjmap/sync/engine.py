@@ -9,7 +9,9 @@ for the source id of a mailbox seen for the first time, a STATUS per mailbox on 
 without LIST-STATUS (the documented cost of such servers).
 
 Rule 1: concurrent refreshes of one account share one run (the second caller awaits the
-        first's task instead of starting another).
+        first's task instead of starting another).  The run is a task of its own, awaited
+        through ``asyncio.shield``: a caller cancelled because its client went away stops
+        waiting, and the run goes on for the others.
 Rule 2: the store is written in one transaction per refresh (see ``sync.mailboxes``).
 Rule 3: nothing here decides JMAP states; ``store.queries.next_seq`` does.
 Rule 4: in Gmail mode only All Mail, Trash and Spam are STATUSed and synced; the labels

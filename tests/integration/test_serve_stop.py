@@ -1,0 +1,218 @@
+"""``imapjmap serve`` as a process, in front of the real Dovecot through a relay that can
+stall: SIGTERM ends it within seconds whatever runs, and a request whose client went away
+is cancelled, without a server error in the log."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from imapjmap.config import CacheConfig, Config, ImapConfig, LimitsConfig, ServerConfig, to_toml
+from imapjmap.store.db import Store
+from tests.conftest import ImapUser
+from tests.integration.conftest import USING
+from tests.integration.relay import Relay
+
+pytestmark = pytest.mark.dovecot
+
+START_TIMEOUT = 20.0
+STOP_LIMIT = 5.0  # seconds from SIGTERM to exit, whatever runs
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    process: asyncio.subprocess.Process
+    base_url: str
+    log_path: Path
+    cache_path: Path
+    user: ImapUser
+
+    @property
+    def auth(self) -> dict[str, str]:
+        raw = f"{self.user.username}:{self.user.password}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def api_body(self, account_id: str, args: dict[str, Any]) -> bytes:
+        call = ["Email/query", {"accountId": account_id, **args}, "q"]
+        return json.dumps({"using": USING, "methodCalls": [call]}).encode()
+
+
+@contextlib.asynccontextmanager
+async def served(
+    user: ImapUser, imap_port: int, tmp_path: Path, limits: LimitsConfig | None = None
+) -> AsyncIterator[Served]:
+    port = _free_port()
+    cache_path = tmp_path / "cache.sqlite3"
+    cfg = Config(
+        imap=ImapConfig(host=user.host, port=imap_port, security="none", command_timeout=120.0),
+        server=ServerConfig(
+            listen=f"127.0.0.1:{port}", base_url=f"http://127.0.0.1:{port}", log_level="info"
+        ),
+        cache=CacheConfig(path=str(cache_path)),
+        limits=limits or LimitsConfig(),
+    )
+    config_path = tmp_path / "imapjmap.toml"
+    config_path.write_text(to_toml(cfg))
+    log_path = tmp_path / "proxy.log"
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "imapjmap",
+            "serve",
+            "--config",
+            str(config_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    it = Served(process, f"http://127.0.0.1:{port}", log_path, cache_path, user)
+    try:
+        await _wait_serving(it)
+        yield it
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _wait_serving(it: Served) -> None:
+    # "listening" is logged before the socket is bound: wait for an answer
+    deadline = time.monotonic() + START_TIMEOUT
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline and it.process.returncode is None:
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                async with http.get(f"{it.base_url}/.well-known/jmap"):
+                    return
+            await asyncio.sleep(0.1)
+    pytest.fail(f"the proxy did not start:\n{it.log()}")
+
+
+async def _account_id(http: aiohttp.ClientSession, it: Served) -> str:
+    async with http.get(f"{it.base_url}/.well-known/jmap", headers=it.auth) as resp:
+        assert resp.status == 200, await resp.text()
+        session = await resp.json()
+    account_id: str = session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+    return account_id
+
+
+async def _query(http: aiohttp.ClientSession, it: Served, account_id: str, args: Any) -> Any:
+    headers = {**it.auth, "Content-Type": "application/json"}
+    body = it.api_body(account_id, args)
+    async with http.post(f"{it.base_url}/jmap/api/", data=body, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        return (await resp.json())["methodResponses"][0]
+
+
+def _server_errors(log: str) -> list[str]:
+    return [
+        line
+        for line in log.splitlines()
+        if " ERROR " in line or "Traceback" in line or " 500 " in line
+    ]
+
+
+async def test_sigterm_ends_the_process_within_seconds_during_a_stalled_request(
+    imap_user: ImapUser, tmp_path: Path
+) -> None:
+    async with (
+        Relay(imap_user.host, imap_user.port) as relay,
+        served(imap_user, relay.port, tmp_path) as it,
+        aiohttp.ClientSession() as http,
+    ):
+        account_id = await _account_id(http, it)
+        await _query(http, it, account_id, {})  # synced: the next refresh is one LIST
+        relay.stall()  # the upstream stops answering mid-request
+        stuck = asyncio.create_task(_query(http, it, account_id, {"filter": {"text": "x"}}))
+        await asyncio.sleep(0.5)
+        assert not stuck.done()
+        started = time.monotonic()
+        it.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(it.process.wait(), STOP_LIMIT)
+        except TimeoutError:
+            pytest.fail(f"still running {STOP_LIMIT} s after SIGTERM:\n{it.log()}")
+        stopped_in = time.monotonic() - started
+        with contextlib.suppress(Exception):
+            await stuck
+    assert it.process.returncode == 0, it.log()
+    assert not _server_errors(it.log()), it.log()
+    # the next instance can use the cache at once (no "database is locked")
+    store = await Store.open(str(it.cache_path), busy_timeout=0.5)
+    try:
+        assert await store.run(lambda tx: tx.scalar("SELECT count(*) FROM accounts")) == 1
+    finally:
+        await store.aclose()
+    print(f"stopped {stopped_in:.2f} s after SIGTERM")
+
+
+async def _send_and_leave(it: Served, body: bytes) -> None:
+    """POST the API request on a raw connection, then hang up without reading."""
+    _, writer = await asyncio.open_connection("127.0.0.1", int(it.base_url.rsplit(":", 1)[1]))
+    head = (
+        "POST /jmap/api/ HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+        f"Authorization: {it.auth['Authorization']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    await asyncio.sleep(0.5)  # the proxy is now waiting for the stalled upstream
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_request_whose_client_left_is_cancelled_and_the_shared_refresh_goes_on(
+    imap_user: ImapUser, tmp_path: Path
+) -> None:
+    async with (
+        Relay(imap_user.host, imap_user.port) as relay,
+        served(imap_user, relay.port, tmp_path) as it,
+        aiohttp.ClientSession() as http,
+    ):
+        account_id = await _account_id(http, it)
+        await _query(http, it, account_id, {})
+        relay.stall()
+        # another client's request waits for the same refresh
+        staying = asyncio.create_task(_query(http, it, account_id, {}))
+        await _send_and_leave(it, it.api_body(account_id, {"filter": {"subject": "x"}}))
+        assert await it.wait_log("POST /jmap/api/ cancelled", 3.0), it.log()
+        assert not staying.done()
+        relay.resume()
+        name, args, _ = await asyncio.wait_for(staying, 10)
+        assert name == "Email/query" and args["ids"] == []
+        assert (await _query(http, it, account_id, {"filter": {"subject": "x"}}))[0] == (
+            "Email/query"
+        )
+        it.process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(it.process.wait(), STOP_LIMIT)
+    assert not _server_errors(it.log()), it.log()
