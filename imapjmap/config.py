@@ -18,12 +18,13 @@ Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
 3. An array of tables (``[[submission.identities]]``) is a tuple of dataclasses, each entry
    checked like a table (paths such as ``submission.identities[0].email``); a field
    without a default is required in each entry.  An array of strings
-   (``push.allowed_url_prefixes``) is a tuple of ``str``, each item checked like a string
-   key (paths such as ``push.allowed_url_prefixes[0]``).
+   (``push.allowed_url_prefixes``, ``server.trusted_proxies``) is a tuple of ``str``, each
+   item checked like a string key (paths such as ``push.allowed_url_prefixes[0]``).
 4. A few keys have a shape of their own: ``server.listen`` is ``host:port`` (an IPv6 address
    in brackets), ``server.base_url`` an absolute http(s) URL (a trailing ``/`` is stripped;
    when only ``listen`` is given it defaults to ``http://<listen>``),
-   ``server.log_level`` one of debug, info, warning, error, and the upstream hosts are a host
+   ``server.log_level`` one of debug, info, warning, error, ``server.trusted_proxies``
+   entries an IP address or CIDR network, and the upstream hosts are a host
    name or IP address without a port, ``submission.default_domain`` a domain name and an
    identity's ``email`` an address (``*@domain`` allowed).
 5. Every problem found is reported, joined by ``; ``.  A missing file or invalid TOML is a
@@ -65,6 +66,8 @@ class ServerConfig:
     header_timeout: float = 10.0  # seconds for a request's headers, from its first byte
     body_timeout: float = 30.0  # seconds a request body may stall (no byte) before a 408
     max_connections_per_address: int = 100  # open connections from one client address
+    # reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is believed
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -156,6 +159,12 @@ class AuthConfig:
     # HTTP Bearer logins (XOAUTH2 upstream): where the token's user is looked up (Gmail
     # API users.getProfile; any JSON with "emailAddress" or "email" works)
     bearer_profile_url: str = "https://gmail.googleapis.com/gmail/v1/users/me/profile"
+    # failed logins the proxy lets through to the IMAP server per client address and per
+    # username within the given seconds; more get HTTP 429 without asking it
+    failed_logins_per_address: int = 20
+    failed_logins_per_address_seconds: float = 300.0
+    failed_logins_per_username: int = 5
+    failed_logins_per_username_seconds: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +483,16 @@ def _url_prefix(value: str) -> str:
     return value
 
 
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise _Invalid(
+            f"expected an IP address or a network such as 10.0.0.0/8 (got {value!r})"
+        ) from None
+    return value
+
+
 def _log_level(value: str) -> str:
     if value not in LOG_LEVELS:
         raise _Invalid(f"must be one of {', '.join(LOG_LEVELS)} (got {value!r})")
@@ -511,6 +530,7 @@ _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "server.listen": _listen,
     "server.base_url": _base_url,
     "server.log_level": _log_level,
+    "server.trusted_proxies[]": _network,
     "imap.host": _host,
     "auth.bearer_profile_url": _url,
     "smtp.host": _host,

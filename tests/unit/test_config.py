@@ -418,3 +418,36 @@ def test_push_limits_are_checked() -> None:
         parse_config(minimal(push={"max_subscriptions": 0}))
     with pytest.raises(ConfigError, match=r"push\.poll_interval: must be positive"):
         parse_config(minimal(push={"poll_interval": 0}))
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    proxies = ["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8"]
+    cfg = parse_config(minimal(server={"trusted_proxies": proxies}))
+    assert cfg.server.trusted_proxies == tuple(proxies)
+    assert parse_config(tomllib.loads(to_toml(cfg))) == cfg
+
+
+@pytest.mark.parametrize(
+    ("proxies", "message"),
+    [
+        ("10.0.0.1", "server.trusted_proxies: expected an array of strings, got string"),
+        (["proxy.example"], "server.trusted_proxies[0]: expected an IP address or a network"),
+        (["10.0.0.0/33"], "server.trusted_proxies[0]: expected an IP address or a network"),
+        ([""], "server.trusted_proxies[0]: must not be empty"),
+    ],
+)
+def test_trusted_proxy_errors_name_the_entry(proxies: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(minimal(server={"trusted_proxies": proxies}))
+
+
+def test_failed_login_limits_are_checked() -> None:
+    cfg = parse_config(
+        minimal(auth={"failed_logins_per_address": 3, "failed_logins_per_username_seconds": 60})
+    )
+    assert cfg.auth.failed_logins_per_address == 3
+    assert cfg.auth.failed_logins_per_username_seconds == 60.0
+    with pytest.raises(ConfigError, match=r"auth\.failed_logins_per_username: must be at least 1"):
+        parse_config(minimal(auth={"failed_logins_per_username": 0}))
+    with pytest.raises(ConfigError, match=r"auth\.failed_logins_per_address_seconds: must be pos"):
+        parse_config(minimal(auth={"failed_logins_per_address_seconds": 0}))
