@@ -35,6 +35,10 @@ Rules
 5. A :class:`BearerToken` in place of the password logs in with SASL XOAUTH2 (Google's
    "OAuth 2.0 Mechanism"), with SASL-IR where offered; a server's error challenge is
    answered with an empty response, as that document says, and the login fails.
+6. A login made for an HTTP client names that client first, with RFC 2971
+   ``ID ("x-originating-ip" ... "x-originating-port" ...)`` where the server offers ID:
+   Dovecot then applies its per-address login penalty and its logs to the client, not to the
+   proxy (it believes the items only from ``login_trusted_networks``).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import aioimaplib
 
 from imapjmap.config import GmailMode, ImapConfig
 from imapjmap.credentials import BearerToken as BearerToken  # re-exported (Rule 5)
-from imapjmap.credentials import xoauth2_response
+from imapjmap.credentials import ClientAddress, xoauth2_response
 from imapjmap.errors import (
     AuthenticationFailed,
     ImapCommandFailed,
@@ -98,6 +102,7 @@ KNOWN_CAPABILITIES: Final = (
 _LITERAL_RE: Final = re.compile(rb"\{(\d+)\+?\}$")
 _MAX_UNSOLICITED: Final = 10_000
 _ID_NAME_RE: Final = re.compile(r'"name"\s+"([^"]*)"', re.IGNORECASE)
+_XGUID_RE: Final = re.compile(r"[0-9a-fA-F]{32}")
 _STATUS_ITEMS_FULL: Final = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
 
 
@@ -413,28 +418,25 @@ class ImapSession:
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, cfg: ImapConfig, username: str, password: str) -> ImapSession:
-        """Open, secure, log in, and ENABLE CONDSTORE/QRESYNC where offered.
+    async def connect(
+        cls,
+        cfg: ImapConfig,
+        username: str,
+        password: str,
+        *,
+        client: ClientAddress | None = None,
+    ) -> ImapSession:
+        """Open, secure, name the ``client`` (Rule 6), log in, and ENABLE CONDSTORE/QRESYNC
+        where offered.
 
         Raises:
             AuthenticationFailed: the server refused the credentials.
             ImapUnavailable: the server cannot be reached or the TLS handshake failed.
         """
-        loop = asyncio.get_running_loop()
-        proto = _Protocol(loop)
-        ctx = _ssl_context(cfg) if cfg.security == "tls" else None
+        session = await cls._open(cfg, username)
         try:
-            async with asyncio.timeout(cfg.connect_timeout):
-                await loop.create_connection(lambda: proto, cfg.host, cfg.port, ssl=ctx)
-                await proto.wait("AUTH|NONAUTH")
-        except (OSError, TimeoutError, ssl.SSLError, aioimaplib.Error) as exc:
-            proto.transport and proto.transport.close()
-            raise ImapUnavailable(f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from exc
-        session = cls(proto, cfg, username)
-        try:
-            session.capabilities = frozenset(c.upper() for c in proto.capabilities)
-            if cfg.security == "starttls":
-                await session._starttls()
+            if client is not None:
+                await session._originate(client)
             if isinstance(password, BearerToken):
                 await session._xoauth2(username, password)
             else:
@@ -452,6 +454,57 @@ class ImapSession:
             await session.close()
             raise
         return session
+
+    @classmethod
+    async def probe_capabilities(cls, cfg: ImapConfig) -> frozenset[str]:
+        """What the server offers before login (after STARTTLS when configured), e.g. its
+        ``AUTH=`` mechanisms, which the authenticated state no longer lists.
+
+        Raises:
+            ImapUnavailable: the server cannot be reached or the TLS handshake failed.
+        """
+        session = await cls._open(cfg, "")
+        try:
+            return session.capabilities
+        finally:
+            await session.close()
+
+    @classmethod
+    async def _open(cls, cfg: ImapConfig, username: str) -> ImapSession:
+        """Connect, read the greeting and secure the connection: not logged in yet."""
+        loop = asyncio.get_running_loop()
+        proto = _Protocol(loop)
+        ctx = _ssl_context(cfg) if cfg.security == "tls" else None
+        try:
+            async with asyncio.timeout(cfg.connect_timeout):
+                await loop.create_connection(lambda: proto, cfg.host, cfg.port, ssl=ctx)
+                await proto.wait("AUTH|NONAUTH")
+        except (OSError, TimeoutError, ssl.SSLError, aioimaplib.Error) as exc:
+            proto.transport and proto.transport.close()
+            raise ImapUnavailable(f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from exc
+        session = cls(proto, cfg, username)
+        try:
+            session.capabilities = frozenset(c.upper() for c in proto.capabilities)
+            if cfg.security == "starttls":
+                await session._starttls()
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def _originate(self, client: ClientAddress) -> None:
+        """Rule 6.  A server that refuses the ID is still logged in to: it only loses the
+        client's address."""
+        if "ID" not in self.capabilities:
+            return
+        items = [commands.quote("x-originating-ip"), commands.quote(client.ip)]
+        if client.port is not None:
+            items += [commands.quote("x-originating-port"), commands.quote(str(client.port))]
+        try:
+            reply = await self.execute(Command((f"ID ({' '.join(items)})",)), what="ID")
+        except ImapCommandFailed:
+            return
+        self._learn_name(reply)
 
     async def _starttls(self) -> None:
         if "STARTTLS" not in self.capabilities:
@@ -522,16 +575,40 @@ class ImapSession:
 
     async def _identify(self) -> None:
         """Learn the server's name (RFC 2971): Dovecot's X-GUID items are not advertised."""
-        if "ID" not in self.capabilities:
-            return
+        if "ID" not in self.capabilities or self.server_name is not None:
+            return  # not offered, or already answered before login (Rule 6)
         try:
             reply = await self.execute(Command(("ID NIL",)), what="ID")
         except ImapCommandFailed:
             return
+        self._learn_name(reply)
+
+    def _learn_name(self, reply: Reply) -> None:
         for line in reply.other:
             match = _ID_NAME_RE.search(line)
             if match:
                 self.server_name = match.group(1)
+
+    async def store_identity(self) -> str | None:
+        """What names the mail store this login reached, whatever the spelling of the login:
+        the INBOX's RFC 8474 MAILBOXID, else Dovecot's INBOX GUID (``STATUS INBOX
+        (X-GUID)``); None when the server offers neither or refuses to say.
+
+        Asked alone: Cyrus answers garbage for MAILBOXID next to items that open the mailbox
+        (see :meth:`status_items`).
+        """
+        item = "MAILBOXID" if self.has("OBJECTID") else ("X-GUID" if self.is_dovecot else "")
+        if not item:
+            return None
+        try:
+            status = await self.status("INBOX", item)
+        except ImapCommandFailed:
+            return None
+        if status.mailboxid:
+            return "mailboxid:" + status.mailboxid
+        if status.x_guid and _XGUID_RE.fullmatch(status.x_guid):
+            return "x-guid:" + status.x_guid.lower()
+        return None
 
     @property
     def is_dovecot(self) -> bool:
