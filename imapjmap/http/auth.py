@@ -7,15 +7,31 @@ the token (:mod:`imapjmap.http.bearer`).
 Rules
 1. A password is never written anywhere: verified logins are remembered in memory only, as
    an HMAC under a key that lives and dies with the process, for
-   ``auth.credential_cache_seconds``.
+   ``auth.credential_cache_seconds``.  A remembered login does not go upstream.
 2. The login that verified the credentials becomes the first connection of the account's
    pool, so a first request costs one login, not two.
 3. Wrong or missing credentials → 401 with ``WWW-Authenticate``; upstream down → 503.
-4. Each username has its own account id, cache rows and pool; the account id is derived
-   from the upstream server and the username, so it is stable across restarts (a Bearer
-   login reaches the same account as a Basic login of the same user).
+   A username holding a control character (below U+0020, or U+007F) is refused with 401
+   before anything goes upstream: servers cut logins at a NUL, so ``alice\\0bob`` would
+   log in as alice.
+4. An account is the upstream mail store, not the spelling of its login: ``ALICE`` and
+   ``alice`` reach one Dovecot mailbox (which folds case by default) and share one account
+   id, cache, pool and limits.  The store is named by what the server says about it
+   (:meth:`ImapSession.store_identity`: the INBOX's MAILBOXID, or Dovecot's INBOX GUID);
+   on Gmail by the login folded to lower case (Gmail logins ignore case); elsewhere by the
+   login exactly as typed, since the proxy cannot know whether that server folds case.
+   A store's first account id is the one derived from the upstream server and the login
+   name, as older versions did, so caches they built keep their ids
+   (:func:`~imapjmap.store.queries.account_for_store`).
 5. A token's user is remembered like a verified login (Rule 1), keyed by an HMAC of the
    token, so the profile URL is asked once per token and cache period.
+6. Bearer is only tried where it can work: Gmail mode on, or a server that offers
+   ``AUTH=XOAUTH2`` before login (probed once per cache period).  Elsewhere a Bearer
+   header is refused with 401 and a challenge naming Basic only; the token goes nowhere.
+7. Failed logins are counted per client address and per username
+   (:mod:`imapjmap.http.throttle`); past the configured counts a login that would go
+   upstream is refused with 429 and ``Retry-After`` instead.  The client's address also
+   goes upstream with the login (``ImapSession.connect``'s ``client``).
 """
 
 from __future__ import annotations
@@ -26,15 +42,19 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cachetools
 
 from imapjmap.config import Config, ImapConfig
+from imapjmap.credentials import ClientAddress
 from imapjmap.errors import AuthenticationFailed, UpstreamUnavailable
 from imapjmap.http.bearer import token_user
+from imapjmap.http.throttle import FailureWindow, LoginThrottle, Refusal
 from imapjmap.imap.pool import ImapPool, ImapPools
-from imapjmap.imap.session import BearerToken, ImapSession
+from imapjmap.imap.session import BearerToken, ImapSession, gmail_mode
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.methods.context import Account
 from imapjmap.store import queries as q
@@ -42,16 +62,32 @@ from imapjmap.store.db import Store, Tx
 
 log = logging.getLogger(__name__)
 
-REALM = 'Basic realm="imapjmap", charset="UTF-8", Bearer realm="imapjmap"'
+BASIC_REALM = 'Basic realm="imapjmap", charset="UTF-8"'
+REALM = BASIC_REALM + ', Bearer realm="imapjmap"'
+
+_PROBE_SECONDS_MIN = 60.0  # how long the upstream's pre-login capabilities are trusted
 
 
 class Unauthorized(Exception):
-    """Missing or wrong credentials (rendered as 401 by the views)."""
+    """Missing or wrong credentials (rendered as 401 by the views, with ``challenge``)."""
+
+    def __init__(self, reason: str, challenge: str = REALM) -> None:
+        super().__init__(reason)
+        self.challenge = challenge
 
 
 def account_id_for(imap: ImapConfig, username: str) -> str:
-    """A stable, valid JMAP Id for (upstream, username) (CORE-TYPE-01)."""
-    digest = hashlib.sha256(f"{imap.host}\0{imap.port}\0{username}".encode()).digest()
+    """A stable, valid JMAP Id for (upstream, login name) (CORE-TYPE-01)."""
+    return _id(f"{imap.host}\0{imap.port}\0{username}")
+
+
+def account_id_for_store(imap: ImapConfig, store: str) -> str:
+    """The id of a store whose login-derived id another store holds (Rule 4)."""
+    return _id(f"{imap.host}\0{imap.port}\0\0store\0{store}")
+
+
+def _id(text: str) -> str:
+    digest = hashlib.sha256(text.encode()).digest()
     return "A" + base64.b32encode(digest[:15]).decode().lower()
 
 
@@ -79,7 +115,18 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     username, sep, password = decoded.partition(":")
     if not sep or not username:
         raise Unauthorized("malformed Basic credentials")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in username):
+        raise Unauthorized("the username holds a control character")  # Rule 3
     return username, password
+
+
+def store_key(store_identity: str | None, username: str, *, gmail: bool) -> str | None:
+    """What names the account's mail store (Rule 4); None: the login name as typed."""
+    if store_identity is not None:
+        return store_identity
+    if gmail:
+        return "login:" + username.casefold()
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,47 +136,104 @@ class Authenticated:
 
 
 class Authenticator:
-    def __init__(self, cfg: Config, store: Store, pools: ImapPools) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        pools: ImapPools,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._cfg = cfg
         self._store = store
         self._pools = pools
+        self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._verified: cachetools.TTLCache[str, bytes] = cachetools.TTLCache(
-            maxsize=100_000, ttl=cfg.auth.credential_cache_seconds
-        )
+        ttl = cfg.auth.credential_cache_seconds
+        # account id -> HMAC of the password last verified for it
+        self._verified: cachetools.TTLCache[str, bytes] = cachetools.TTLCache(100_000, ttl)
+        # (kind, login as typed) -> the account id that login reached when verified
+        self._logins: cachetools.TTLCache[str, str] = cachetools.TTLCache(100_000, ttl)
         self._accounts: dict[str, Account] = {}
-        self._token_users: cachetools.TTLCache[bytes, str] = cachetools.TTLCache(
-            maxsize=100_000, ttl=cfg.auth.credential_cache_seconds
+        self._token_users: cachetools.TTLCache[bytes, str] = cachetools.TTLCache(100_000, ttl)
+        auth = cfg.auth
+        self._throttle = LoginThrottle(
+            FailureWindow(
+                auth.failed_logins_per_address,
+                auth.failed_logins_per_address_seconds,
+                clock=clock,
+            ),
+            FailureWindow(
+                auth.failed_logins_per_username,
+                auth.failed_logins_per_username_seconds,
+                clock=clock,
+            ),
         )
+        self._probed: tuple[float, frozenset[str]] | None = None  # (when, capabilities)
 
     def _mac(self, account_id: str, password: str) -> bytes:
         kind = "bearer" if isinstance(password, BearerToken) else "basic"
         text = f"{account_id}\0{kind}\0{password}"
         return hmac.new(self._key, text.encode(), "sha256").digest()
 
-    async def authenticate(self, header: str | None) -> Authenticated:
-        """Raises Unauthorized, or RequestError (503) when the upstream is unreachable."""
+    def challenge(self) -> str:
+        """``WWW-Authenticate``: Bearer only where it may work (Rule 6)."""
+        if self._bearer_possible(self._known_capabilities()) is False:
+            return BASIC_REALM
+        return REALM
+
+    async def authenticate(
+        self, header: str | None, client: ClientAddress | None = None
+    ) -> Authenticated:
+        """Raises Unauthorized, or RequestError (429 after too many failed logins, 503 when
+        the upstream is unreachable)."""
+        try:
+            return await self._authenticate(header, client)
+        except Unauthorized as exc:
+            exc.challenge = self.challenge()
+            raise
+
+    async def _authenticate(
+        self, header: str | None, client: ClientAddress | None
+    ) -> Authenticated:
+        address = client.ip if client is not None else None
         token = parse_bearer(header)
         password: str
         if token is not None:
-            username, password = await self._token_user(token), token
+            await self._require_bearer()
+            username, password = await self._token_user(token, address), token
         else:
             username, password = parse_basic(header)
-        account_id = account_id_for(self._cfg.imap, username)
-        mac = self._mac(account_id, password)
-        pool = self._pools.get(account_id)
-        known = self._verified.get(account_id)
-        if pool is None or known is None or not hmac.compare_digest(known, mac):
-            pool = await self._verify(account_id, username, password)
-            self._verified[account_id] = mac
-        return Authenticated(await self._account(account_id, username), pool)
+        login = f"{'bearer' if token is not None else 'basic'}\0{username}"
+        account_id = self._logins.get(login)
+        if account_id is not None:
+            pool = self._pools.get(account_id)
+            known = self._verified.get(account_id)
+            if (
+                pool is not None
+                and known is not None
+                and hmac.compare_digest(known, self._mac(account_id, password))
+            ):
+                return Authenticated(self._accounts[account_id], pool)
+        self._check_throttle(address, username)
+        account, pool = await self._verify(username, password, client)
+        self._logins[login] = account.account_id
+        self._verified[account.account_id] = self._mac(account.account_id, password)
+        return Authenticated(account, pool)
 
-    async def _token_user(self, token: BearerToken) -> str:
+    def _check_throttle(self, address: str | None, username: str | None) -> None:
+        refusal = self._throttle.check(address, username)
+        if refusal is not None:
+            log.info("login of %r from %s refused: too many failed logins", username, address)
+            raise _throttled(refusal)
+
+    async def _token_user(self, token: BearerToken, address: str | None) -> str:
         """Whose token this is (Rule 5)."""
         key = hmac.new(self._key, f"token\0{token}".encode(), "sha256").digest()
         user = self._token_users.get(key)
         if user is not None:
             return user
+        self._check_throttle(address, None)
         auth = self._cfg.auth
         try:
             user = await token_user(auth.bearer_profile_url, token, self._cfg.imap.connect_timeout)
@@ -137,35 +241,94 @@ class Authenticator:
             log.warning("cannot look up a bearer token's user: %s", exc)
             raise _unavailable() from None
         if user is None:
+            self._throttle.failed(address, None)
             raise Unauthorized("the bearer token was refused")
         self._token_users[key] = user
         return user
 
-    async def _verify(self, account_id: str, username: str, password: str) -> ImapPool:
+    # -- Bearer only where it can work (Rule 6) ----------------------------------------------
+
+    def _known_capabilities(self) -> frozenset[str] | None:
+        if self._probed is None:
+            return None
+        when, capabilities = self._probed
+        ttl = max(_PROBE_SECONDS_MIN, self._cfg.auth.credential_cache_seconds)
+        return capabilities if self._clock() - when < ttl else None
+
+    def _bearer_possible(self, capabilities: frozenset[str] | None) -> bool | None:
+        """None: cannot tell without asking the server."""
+        if self._cfg.imap.gmail == "on":
+            return True
+        if capabilities is None:
+            return None
+        return "AUTH=XOAUTH2" in capabilities or gmail_mode(self._cfg.imap.gmail, capabilities)
+
+    async def _require_bearer(self) -> None:
+        capabilities = self._known_capabilities()
+        if self._bearer_possible(capabilities) is None:
+            try:
+                capabilities = await ImapSession.probe_capabilities(self._cfg.imap)
+            except UpstreamUnavailable as exc:
+                log.warning("upstream unavailable while probing for XOAUTH2: %s", exc)
+                raise _unavailable() from None
+            self._probed = (self._clock(), capabilities)
+        if not self._bearer_possible(capabilities):
+            raise Unauthorized("the IMAP server takes no Bearer tokens: use Basic")
+
+    # -- the upstream login -------------------------------------------------------------------
+
+    async def _verify(
+        self, username: str, password: str, client: ClientAddress | None
+    ) -> tuple[Account, ImapPool]:
+        address = client.ip if client is not None else None
         try:
-            session = await ImapSession.connect(self._cfg.imap, username, password)
+            session = await ImapSession.connect(self._cfg.imap, username, password, client=client)
         except AuthenticationFailed:
-            log.info("login refused for %r", username)
+            self._throttle.failed(address, username)
+            log.info("login refused for %r from %s", username, address)
             raise Unauthorized("the IMAP server refused these credentials") from None
         except UpstreamUnavailable as exc:
             log.warning("upstream unavailable while logging in %r: %s", username, exc)
             raise _unavailable() from None
-        pool = await self._pools.ensure(account_id, username, password)
-        pool.adopt(session)
-        log.info("account %s logged in as %r", account_id, username)
-        return pool
+        self._throttle.succeeded(username)
+        try:
+            identity = await session.store_identity()
+            key = store_key(identity, username, gmail=session.gmail)
+            legacy = account_id_for(self._cfg.imap, username)
+            fresh = account_id_for_store(self._cfg.imap, key) if key is not None else legacy
 
-    async def _account(self, account_id: str, username: str) -> Account:
-        account = self._accounts.get(account_id)
+            def resolve(tx: Tx) -> q.AccountRow:
+                return q.account_for_store(tx, key, username, legacy_id=legacy, fresh_id=fresh)
+
+            row = await self._store.run(resolve)
+        except UpstreamUnavailable as exc:
+            await session.close()
+            log.warning("upstream unavailable while logging in %r: %s", username, exc)
+            raise _unavailable() from None
+        except BaseException:
+            await session.close()
+            raise
+        account = self._accounts.get(row.account_id)
         if account is None:
-
-            def ensure(tx: Tx) -> q.AccountRow:
-                return q.ensure_account(tx, account_id, username)
-
-            row = await self._store.run(ensure)
             account = Account(row.account_id, row.username, row.epoch)
-            self._accounts[account_id] = account
-        return account
+            self._accounts[row.account_id] = account
+        pool = await self._pools.ensure(row.account_id, username, password)
+        pool.adopt(session)
+        log.info("account %s logged in as %r", row.account_id, username)
+        return account, pool
+
+
+def _throttled(refusal: Refusal) -> RequestError:
+    setting = f"auth.failed_logins_per_{refusal.what}"
+    return RequestError(
+        RequestErrorType.LIMIT,
+        f"too many failed logins for this {refusal.what} ({setting});"
+        f" try again in {refusal.retry_after} s",
+        status=429,
+        limit=setting,
+        title="Too Many Requests",
+        headers={"Retry-After": str(refusal.retry_after)},
+    )
 
 
 def _unavailable() -> RequestError:

@@ -105,7 +105,7 @@ async def problem_details(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     except RequestError as exc:
-        return render(exc)
+        return render(exc, exc.headers)
     except BodyTimeout as exc:
         response = problem(408, str(exc), title="Request Timeout")
         response.force_close()  # the rest of the body may still come: the connection is spent

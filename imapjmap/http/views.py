@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter
@@ -11,7 +12,9 @@ from urllib.parse import quote
 from aiohttp import web
 
 from imapjmap.config import Config
-from imapjmap.http.auth import REALM, Authenticated, Authenticator, Unauthorized
+from imapjmap.credentials import ClientAddress
+from imapjmap.http import forwarded
+from imapjmap.http.auth import Authenticated, Authenticator, Unauthorized
 from imapjmap.jmap import dispatch
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.request import Request, parse_request
@@ -37,11 +40,29 @@ def _json(body: Any, status: int = 200) -> web.Response:
     )
 
 
+_trusted_networks = functools.lru_cache(maxsize=4)(forwarded.parse_networks)
+
+
+def client_address(request: web.Request) -> ClientAddress | None:
+    """The HTTP client, through the trusted reverse proxies (``server.trusted_proxies``)."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    port = peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
+    return forwarded.client_address(
+        request.remote,
+        port if isinstance(port, int) else None,
+        request.headers.getall("X-Forwarded-For", []),
+        _trusted_networks(request.app[CONFIG].server.trusted_proxies),
+    )
+
+
 async def _authenticate(request: web.Request) -> Authenticated:
+    header = request.headers.get("Authorization")
     try:
-        who = await request.app[AUTH].authenticate(request.headers.get("Authorization"))
+        who = await request.app[AUTH].authenticate(header, client_address(request))
     except Unauthorized as exc:
-        raise web.HTTPUnauthorized(reason=str(exc), headers={"WWW-Authenticate": REALM}) from None
+        raise web.HTTPUnauthorized(
+            reason=str(exc), headers={"WWW-Authenticate": exc.challenge}
+        ) from None
     # push listeners restored at start-up wait for a login to watch the upstream
     await request.app[SERVICES].push.resume(who.account.account_id)
     return who

@@ -26,7 +26,8 @@ class RequestErrorType(enum.StrEnum):
 
 
 class RequestError(Exception):
-    """A request-level failure with its HTTP status (400 unless said otherwise)."""
+    """A request-level failure with its HTTP status (400 unless said otherwise) and any
+    HTTP headers that go with it (``Retry-After``)."""
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class RequestError(Exception):
         status: int = 400,
         limit: str | None = None,
         title: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.type = type_
@@ -42,6 +44,7 @@ class RequestError(Exception):
         self.status = status
         self.limit = limit
         self.title = title
+        self.headers = headers
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -208,6 +208,34 @@ def ensure_account(
     return row
 
 
+_STORE_KEY: Final = "upstream.store"
+
+
+def account_for_store(
+    tx: Tx, store: str | None, username: str, *, legacy_id: str, fresh_id: str
+) -> AccountRow:
+    """The account of the upstream mail store ``store`` (see ``http.auth``), creating it.
+
+    A store seen before keeps its account, however its login was spelled.  A new store takes
+    ``legacy_id`` (the id derived from the login name, which caches of older versions use),
+    unless another store holds that id already (a login name that now reaches another
+    store): then ``fresh_id``.  With ``store`` None the login name is all there is to go on:
+    ``legacy_id``.
+    """
+    if store is None:
+        return ensure_account(tx, legacy_id, username)
+    found = tx.one("SELECT account_id FROM kv WHERE key = ? AND value = ?", (_STORE_KEY, store))
+    if found is not None:
+        row = account(tx, str(found[0]))
+        assert row is not None  # kv rows go with their account (ON DELETE CASCADE)
+        return row
+    holder = kv_get(tx, legacy_id, _STORE_KEY)
+    chosen = legacy_id if holder is None else fresh_id
+    row = ensure_account(tx, chosen, username)
+    kv_set(tx, chosen, _STORE_KEY, store)
+    return row
+
+
 def account(tx: Tx, account_id: str) -> AccountRow | None:
     row = tx.one(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE account_id = ?", (account_id,))
     return None if row is None else AccountRow(*row)

@@ -380,7 +380,7 @@ class _Auth:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    async def authenticate(self, header: str | None) -> Authenticated:
+    async def authenticate(self, header: str | None, client: object = None) -> Authenticated:
         if header != "Basic ok":
             raise Unauthorized("no")
         return Authenticated(Account(A, A, "epoch1"), self.world.pool)  # type: ignore[arg-type]
@@ -391,6 +391,7 @@ async def client(world: World, aiohttp_client: Any) -> TestClient[Any, Any]:
     app = web.Application(middlewares=[middleware.problem_details])
     app[views.AUTH] = cast(Authenticator, _Auth(world))
     app[views.SERVICES] = world.context().services
+    app[views.CONFIG] = world.context().services.cfg
     app.router.add_get(DOWNLOAD_PATH, views.download_view)
     result: TestClient[Any, Any] = await aiohttp_client(app)
     return result

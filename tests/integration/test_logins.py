@@ -1,0 +1,279 @@
+"""Logins against real servers: one account per mail store, the client's address passed
+upstream, failed logins throttled in the proxy, Bearer only where it can work (CORE-SESS-01).
+
+The Dovecot here runs with Dovecot's own default ``auth_username_format = %Lu`` (logins
+fold case, as in most installations; the shared test server keeps ``%u``) and trusts the
+loopback proxy's ``ID x-originating-ip`` (``login_trusted_networks``), as the README tells
+operators to configure it.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from imapjmap.config import AuthConfig, Config, ServerConfig
+from imapjmap.demo.dovecot import DovecotServer
+from imapjmap.http import views
+from imapjmap.http.app import make_app
+from imapjmap.http.auth import account_id_for
+from imapjmap.store import queries as q
+from tests.conftest import ImapUser, dovecot_root
+from tests.integration.conftest import MAIL, proxy_config
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def folding_dovecot() -> Iterator[DovecotServer]:
+    with dovecot_root() as root:
+        server = DovecotServer.start(
+            root,
+            extra_conf="auth_username_format = %Lu\nlogin_trusted_networks = 127.0.0.0/8\n",
+        )
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def user(folding_dovecot: DovecotServer) -> ImapUser:
+    name, password = f"alice-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    folding_dovecot.add_user(name, password)
+    return ImapUser(name, password, folding_dovecot.host, folding_dovecot.port)
+
+
+def config(user: ImapUser, tmp_path: Path, **auth: Any) -> Config:
+    cfg = proxy_config(user, tmp_path)
+    return dataclasses.replace(
+        cfg,
+        server=dataclasses.replace(cfg.server, trusted_proxies=("127.0.0.1",)),
+        auth=dataclasses.replace(AuthConfig(), **auth),
+    )
+
+
+@pytest.fixture
+async def http(user: ImapUser, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    async with TestClient(TestServer(make_app(config(user, tmp_path)))) as client:
+        yield client
+
+
+def basic(username: str, password: str, via: str | None = None) -> dict[str, str]:
+    raw = f"{username}:{password}".encode()
+    headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    if via is not None:
+        headers["X-Forwarded-For"] = via
+    return headers
+
+
+async def session(http: TestClient[Any, Any], headers: dict[str, str]) -> Any:
+    return await http.get("/.well-known/jmap", headers=headers)
+
+
+async def account_id(http: TestClient[Any, Any], headers: dict[str, str]) -> str:
+    resp = await session(http, headers)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    found: str = body["primaryAccounts"][MAIL]
+    return found
+
+
+def login_lines(server: DovecotServer) -> list[str]:
+    return [line for line in server.log_path.read_text().splitlines() if "imap-login:" in line]
+
+
+# --- one account per mail store ------------------------------------------------------------
+
+
+async def test_spellings_of_one_login_share_one_account(
+    http: TestClient[Any, Any], user: ImapUser, folding_dovecot: DovecotServer
+) -> None:
+    """``ALICE`` and ``Alice`` log in to alice's mailbox upstream: one account id, one
+    cache, one pool (not a full re-sync each)."""
+    first = await account_id(http, basic(user.username, user.password))
+    for spelling in (user.username.upper(), user.username.capitalize()):
+        assert await account_id(http, basic(spelling, user.password)) == first
+    other_name, other_password = f"bob-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    folding_dovecot.add_user(other_name, other_password)
+    other = await account_id(http, basic(other_name.upper(), other_password))
+    assert other != first  # two users never share an account
+    services = http.server.app[views.SERVICES]
+    assert sorted(await services.store.run(q.account_ids)) == sorted([first, other])
+    assert services.pools.get(first) is not None
+    # the account's id is the one older versions derived from the first login's name
+    assert first == account_id_for(services.cfg.imap, user.username)
+
+
+async def test_spellings_share_the_request_limit(
+    http: TestClient[Any, Any], user: ImapUser
+) -> None:
+    """maxConcurrentRequests counts per account, and spellings are one account."""
+    first = await account_id(http, basic(user.username, user.password))
+    await account_id(http, basic(user.username.upper(), user.password))
+    in_flight = http.server.app[views.IN_FLIGHT]
+    in_flight[first] = http.server.app[views.CONFIG].limits.max_concurrent_requests
+    try:
+        resp = await http.post(
+            "/jmap/api/",
+            json={"using": ["urn:ietf:params:jmap:core"], "methodCalls": []},
+            headers=basic(user.username.upper(), user.password),
+        )
+        assert resp.status == 400
+        assert (await resp.json())["limit"] == "maxConcurrentRequests"
+    finally:
+        del in_flight[first]
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    ["\0", "\0bob", "\r\nA1 LOGOUT", "\t", "\x7f"],
+    ids=["nul", "nul-tail", "crlf", "tab", "del"],
+)
+async def test_control_characters_are_401_before_going_upstream(
+    http: TestClient[Any, Any], user: ImapUser, folding_dovecot: DovecotServer, suffix: str
+) -> None:
+    before = len(login_lines(folding_dovecot))
+    resp = await session(http, basic(user.username + suffix, user.password))
+    assert resp.status == 401
+    assert resp.content_type == PROBLEM
+    assert "control character" in (await resp.json())["detail"]
+    assert resp.headers["WWW-Authenticate"].startswith("Basic")
+    assert len(login_lines(folding_dovecot)) == before  # the server never heard of it
+    assert await http.server.app[views.SERVICES].store.run(q.account_ids) == []
+
+
+async def test_cyrus_keys_the_account_on_the_inbox_mailboxid(cyrus: Any, tmp_path: Path) -> None:
+    name, password = f"carol-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    cyrus.add_user(name, password)
+    user = ImapUser(name, password, cyrus.host, cyrus.port)
+    async with TestClient(TestServer(make_app(config(user, tmp_path)))) as http:
+        first = await account_id(http, basic(name, password))
+        # Cyrus folds logins to lower case by default (username_tolower)
+        assert await account_id(http, basic(name.upper(), password)) == first
+        store = http.server.app[views.SERVICES].store
+        key = await store.run(lambda tx: q.kv_get(tx, first, "upstream.store"))
+        assert key is not None and key.startswith("mailboxid:")
+        assert await store.run(q.account_ids) == [first]
+
+
+# --- the client's address ------------------------------------------------------------------
+
+
+async def test_the_client_address_reaches_dovecot(
+    http: TestClient[Any, Any], user: ImapUser, folding_dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """Through a trusted proxy, Dovecot logs (and penalises) the client's address."""
+    await account_id(http, basic(user.username, user.password, via="6.6.6.6, 198.51.100.7"))
+    lines = [line for line in login_lines(folding_dovecot) if f"user=<{user.username}>" in line]
+    assert any("rip=198.51.100.7," in line for line in lines), lines
+    assert not any("6.6.6.6" in line for line in lines)
+    # a proxy that trusts no reverse proxy ignores the header: the TCP peer is the client
+    cfg = dataclasses.replace(config(user, tmp_path / "other"), server=ServerConfig())
+    (tmp_path / "other").mkdir()
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, listen="127.0.0.1:0"))
+    async with TestClient(TestServer(make_app(cfg))) as other:
+        await account_id(other, basic(user.username, user.password, via="198.51.100.8"))
+    lines = [line for line in login_lines(folding_dovecot) if f"user=<{user.username}>" in line]
+    assert not any("198.51.100.8" in line for line in lines), lines
+    assert any("rip=127.0.0.1," in line for line in lines), lines
+
+
+# --- failed logins -------------------------------------------------------------------------
+
+
+def failures(server: DovecotServer, username: str) -> int:
+    text = server.log_path.read_text()
+    return len(re.findall(rf"auth failed.*user=<{re.escape(username)}>", text, re.IGNORECASE))
+
+
+async def test_a_burst_of_bad_passwords_stops_at_the_proxy(
+    user: ImapUser, folding_dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    cfg = config(user, tmp_path, failed_logins_per_address=3, failed_logins_per_username=100)
+    other_name, other_password = f"dave-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    folding_dovecot.add_user(other_name, other_password)
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        # alice logged in before the burst: her remembered login does not go upstream
+        await account_id(http, basic(user.username, user.password, via="192.0.2.10"))
+        attacker = "203.0.113.66"
+        for n in range(3):
+            resp = await session(http, basic(user.username, f"wrong{n}", via=attacker))
+            assert resp.status == 401
+        for n in range(5):
+            resp = await session(http, basic(user.username, f"again{n}", via=attacker))
+            assert resp.status == 429
+            assert resp.content_type == PROBLEM
+            body = await resp.json()
+            assert body["type"] == "urn:ietf:params:jmap:error:limit"
+            assert body["limit"] == "auth.failed_logins_per_address"
+            assert 1 <= int(resp.headers["Retry-After"]) <= 300
+        # only three wrong passwords ever reached Dovecot
+        assert failures(folding_dovecot, user.username) == 3
+        # a good password from the same address is refused too, without asking the server
+        resp = await session(http, basic(other_name, other_password, via=attacker))
+        assert resp.status == 429
+        # other users from other addresses, and alice's remembered login, are unaffected
+        assert await account_id(http, basic(other_name, other_password, via="192.0.2.11"))
+        assert await account_id(http, basic(user.username, user.password, via="192.0.2.10"))
+
+
+async def test_guessing_one_users_password_from_many_addresses_stops_too(
+    user: ImapUser, folding_dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    cfg = config(user, tmp_path, failed_logins_per_username=2)
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        for n in range(2):
+            resp = await session(http, basic(user.username, "wrong", via=f"203.0.113.{n}"))
+            assert resp.status == 401
+        resp = await session(http, basic(user.username.upper(), "wrong", via="203.0.113.9"))
+        assert resp.status == 429
+        assert (await resp.json())["limit"] == "auth.failed_logins_per_username"
+        assert failures(folding_dovecot, user.username) == 2
+        # another user is not affected
+        name, password = f"erin-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+        folding_dovecot.add_user(name, password)
+        assert await account_id(http, basic(name, password, via="203.0.113.9"))
+
+
+# --- Bearer only where it can work ---------------------------------------------------------
+
+
+@pytest.fixture
+async def profile_url() -> AsyncIterator[tuple[str, list[str]]]:
+    """A stand-in for the token's profile URL that records every look-up."""
+    asked: list[str] = []
+
+    async def profile(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("Authorization", ""))
+        return web.json_response({"error": "invalid token"}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/profile", profile)
+    async with TestServer(app) as server:
+        yield str(server.make_url("/profile")), asked
+
+
+async def test_a_bearer_token_on_a_server_without_xoauth2_is_401_basic(
+    user: ImapUser, tmp_path: Path, profile_url: tuple[str, list[str]]
+) -> None:
+    url, asked = profile_url
+    cfg = config(user, tmp_path, bearer_profile_url=url)
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        resp = await session(http, {"Authorization": "Bearer ya29.garbage"})
+        assert resp.status == 401
+        assert resp.content_type == PROBLEM
+        assert resp.headers["WWW-Authenticate"] == 'Basic realm="imapjmap", charset="UTF-8"'
+        assert asked == []  # the token went nowhere
+        # the challenge of a request without credentials names Basic only as well
+        resp = await session(http, {})
+        assert resp.status == 401
+        assert "Bearer" not in resp.headers["WWW-Authenticate"]
+        assert await account_id(http, basic(user.username, user.password))

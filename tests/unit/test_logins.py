@@ -1,0 +1,253 @@
+"""Logins: the failed-login throttle, the client address through trusted proxies, the
+username check, and which account a login reaches (pure parts; the real servers are in
+tests/integration/test_logins.py)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import pytest
+
+from imapjmap.credentials import ClientAddress
+from imapjmap.http.auth import Unauthorized, parse_basic, store_key
+from imapjmap.http.forwarded import client_address, parse_networks
+from imapjmap.http.throttle import FailureWindow, LoginThrottle, Refusal
+from imapjmap.store import queries as q
+from imapjmap.store.db import Store, Tx
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- the failure window --------------------------------------------------------------------
+
+# (events, expected retry_after at the end); "f" = a failure, a number = seconds passing
+WINDOW_CASES = [
+    ([], 0.0),
+    (["f", "f"], 0.0),  # under the limit of 3
+    (["f", "f", "f"], 60.0),  # at the limit: wait for the oldest to leave the window
+    (["f", 10, "f", 10, "f"], 40.0),
+    (["f", 10, "f", 10, "f", 40], 0.0),  # the oldest has left the window
+    (["f", 10, "f", 10, "f", 39], 1.0),
+    (["f", "f", "f", 60, "f"], 0.0),  # old failures no longer count
+    (["f", "f", "f", "f", "f", 30], 30.0),  # only the last `limit` failures are kept
+]
+
+
+@pytest.mark.parametrize(("events", "wait"), WINDOW_CASES)
+def test_failure_window(events: list[str | int], wait: float) -> None:
+    clock = Clock()
+    window = FailureWindow(3, 60.0, clock=clock)
+    for event in events:
+        if event == "f":
+            window.failed("k")
+        else:
+            assert isinstance(event, int)
+            clock.now += event
+    assert window.retry_after("k") == pytest.approx(wait)
+    assert window.retry_after("other") == 0.0
+
+
+def test_failure_window_is_bounded() -> None:
+    clock = Clock()
+    window = FailureWindow(2, 60.0, maxsize=100, clock=clock)
+    for n in range(10_000):
+        window.failed(f"user{n}")
+        window.failed(f"user{n}")
+    assert len(window._failures) <= 100
+    assert window.retry_after("user9999") == 60.0
+    clock.now += 61
+    assert window.retry_after("user9999") == 0.0
+    assert len(window._failures) <= 100
+
+
+def throttle(clock: Clock) -> LoginThrottle:
+    return LoginThrottle(FailureWindow(4, 300.0, clock=clock), FailureWindow(2, 100.0, clock=clock))
+
+
+# (failures as (address, username), the login to check, the expected refusal)
+THROTTLE_CASES = [
+    ([], ("10.0.0.1", "alice"), None),
+    ([("10.0.0.1", "alice")], ("10.0.0.1", "alice"), None),
+    ([("10.0.0.1", "alice")] * 2, ("10.0.0.1", "alice"), Refusal("username", 100)),
+    # a username counts whatever its case, from any address
+    (
+        [("10.0.0.1", "Alice"), ("10.0.0.2", "ALICE")],
+        ("10.0.0.3", "alice"),
+        Refusal("username", 100),
+    ),
+    # other users from other addresses are not affected
+    ([("10.0.0.1", "alice")] * 2, ("10.0.0.2", "bob"), None),
+    # one address guessing many users is stopped by the address count
+    ([("10.0.0.1", f"u{n}") for n in range(4)], ("10.0.0.1", "bob"), Refusal("address", 300)),
+    ([("10.0.0.1", f"u{n}") for n in range(4)], ("10.0.0.2", "bob"), None),
+    # a Bearer token that the profile URL refused counts for its address only
+    ([("10.0.0.1", None)] * 4, ("10.0.0.1", None), Refusal("address", 300)),
+    ([("10.0.0.1", None)] * 4, ("10.0.0.9", "alice"), None),
+    # no address known (a Unix socket): only the username counts
+    ([(None, "alice")] * 2, (None, "alice"), Refusal("username", 100)),
+    ([(None, "alice")] * 2, (None, "bob"), None),
+]
+
+
+@pytest.mark.parametrize(("failures", "login", "expected"), THROTTLE_CASES)
+def test_login_throttle(
+    failures: list[tuple[str | None, str | None]],
+    login: tuple[str | None, str | None],
+    expected: Refusal | None,
+) -> None:
+    t = throttle(Clock())
+    for address, username in failures:
+        t.failed(address, username)
+    assert t.check(*login) == expected
+
+
+def test_success_clears_the_username_but_not_the_address() -> None:
+    clock = Clock()
+    t = throttle(clock)
+    for _ in range(3):
+        t.failed("10.0.0.1", "alice")
+        clock.now += 1
+    assert t.check("10.0.0.2", "alice") == Refusal("username", 98)
+    t.succeeded("ALICE")
+    assert t.check("10.0.0.2", "alice") is None
+    t.failed("10.0.0.1", "bob")
+    assert t.check("10.0.0.1", "carol") == Refusal("address", 297)
+
+
+def test_retry_after_is_whole_seconds_and_at_least_one() -> None:
+    clock = Clock()
+    t = throttle(clock)
+    t.failed("10.0.0.1", "alice")
+    t.failed("10.0.0.1", "alice")
+    clock.now += 99.9
+    assert t.check(None, "alice") == Refusal("username", 1)
+    clock.now += 0.1
+    assert t.check(None, "alice") is None
+
+
+# --- the client's address ------------------------------------------------------------------
+
+TRUSTED = parse_networks(["127.0.0.1", "10.0.0.0/8", "::1"])
+
+# (peer, X-Forwarded-For lines, trusted, the client)
+FORWARDED_CASES = [
+    ("192.0.2.5", [], TRUSTED, ClientAddress("192.0.2.5", 5555)),
+    # an untrusted peer's header is ignored: it could say anything
+    ("192.0.2.5", ["198.51.100.1"], TRUSTED, ClientAddress("192.0.2.5", 5555)),
+    ("127.0.0.1", ["198.51.100.1"], (), ClientAddress("127.0.0.1", 5555)),
+    # through one trusted proxy
+    ("127.0.0.1", ["198.51.100.1"], TRUSTED, ClientAddress("198.51.100.1", None)),
+    # the client's own entries before the last untrusted one are not believed
+    ("127.0.0.1", ["6.6.6.6, 198.51.100.1"], TRUSTED, ClientAddress("198.51.100.1", None)),
+    ("127.0.0.1", ["6.6.6.6", "198.51.100.1"], TRUSTED, ClientAddress("198.51.100.1", None)),
+    # a chain of trusted proxies
+    ("127.0.0.1", ["198.51.100.1, 10.1.2.3"], TRUSTED, ClientAddress("198.51.100.1", None)),
+    # everything trusted: the first entry is as far as one can see
+    ("127.0.0.1", ["10.9.9.9, 10.1.2.3"], TRUSTED, ClientAddress("10.9.9.9", None)),
+    # garbage stops the walk at the proxy that passed it on
+    ("127.0.0.1", ["198.51.100.1, unknown"], TRUSTED, ClientAddress("127.0.0.1", 5555)),
+    ("127.0.0.1", ["198.51.100.1, garbage, 10.1.2.3"], TRUSTED, ClientAddress("10.1.2.3", None)),
+    ("127.0.0.1", [""], TRUSTED, ClientAddress("127.0.0.1", 5555)),
+    # IPv6, brackets, and IPv4-mapped peers (a dual-stack listener)
+    ("::1", ["[2001:db8::7]"], TRUSTED, ClientAddress("2001:db8::7", None)),
+    ("::ffff:127.0.0.1", ["198.51.100.1"], TRUSTED, ClientAddress("198.51.100.1", None)),
+    ("::ffff:192.0.2.5", [], TRUSTED, ClientAddress("192.0.2.5", 5555)),
+    # not an IP peer (a Unix socket): no address
+    (None, ["198.51.100.1"], TRUSTED, None),
+    ("", [], TRUSTED, None),
+]
+
+
+@pytest.mark.parametrize(("peer", "header", "trusted", "expected"), FORWARDED_CASES)
+def test_client_address(
+    peer: str | None, header: list[str], trusted: tuple[object, ...], expected: object
+) -> None:
+    assert client_address(peer, 5555, header, trusted) == expected  # type: ignore[arg-type]
+
+
+def test_client_address_validates() -> None:
+    with pytest.raises(ValueError):
+        ClientAddress("1.2.3.4\r\nA LOGOUT")
+    with pytest.raises(ValueError):
+        ClientAddress("1.2.3.4", 70000)
+    with pytest.raises(ValueError):
+        parse_networks(["proxy.example"])
+
+
+# --- the username --------------------------------------------------------------------------
+
+
+def basic(text: str) -> str:
+    return "Basic " + base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "username", ["alice\0", "alice\0bob", "\talice", "al\nice", "alice\r", "alice\x7f", "\x1b"]
+)
+def test_control_characters_in_usernames_are_refused(username: str) -> None:
+    with pytest.raises(Unauthorized, match="control character"):
+        parse_basic(basic(f"{username}:secret"))
+
+
+@pytest.mark.parametrize("username", ["alice", "ALICE", "al ice", "älice@exämple.org", "a\x80"])
+def test_other_usernames_pass(username: str) -> None:
+    assert parse_basic(basic(f"{username}:pw\0with:colon")) == (username, "pw\0with:colon")
+
+
+# --- the account's store -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("identity", "username", "gmail", "expected"),
+    [
+        ("x-guid:0123", "ALICE", False, "x-guid:0123"),
+        ("mailboxid:F1", "alice", True, "mailboxid:F1"),
+        (None, "Alice@Gmail.com", True, "login:alice@gmail.com"),
+        (None, "Alice", False, None),  # the login as typed: case may matter there
+    ],
+)
+def test_store_key(identity: str | None, username: str, gmail: bool, expected: str | None) -> None:
+    assert store_key(identity, username, gmail=gmail) == expected
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    s = await Store.open(":memory:")
+    yield s
+    await s.aclose()
+
+
+async def test_spellings_of_one_store_share_the_first_spellings_account(store: Store) -> None:
+    def login(key: str | None, username: str) -> str:
+        def run(tx: Tx) -> str:
+            row = q.account_for_store(
+                tx, key, username, legacy_id="L-" + username, fresh_id="F-" + str(key)
+            )
+            return row.account_id
+
+        return run
+
+    # an older version's cache: the account of "alice", derived from the login name
+    await store.run(lambda tx: q.ensure_account(tx, "L-alice", "alice"))
+    assert await store.run(login("x-guid:a", "alice")) == "L-alice"  # keeps its id
+    assert await store.run(login("x-guid:a", "ALICE")) == "L-alice"
+    assert await store.run(login("x-guid:a", "Alice")) == "L-alice"
+    # a new store reached by a new login name takes that name's id
+    assert await store.run(login("x-guid:b", "bob")) == "L-bob"
+    # "alice" now reaches another store (the user was recreated): a fresh account
+    assert await store.run(login("x-guid:c", "alice")) == "F-x-guid:c"
+    assert await store.run(login("x-guid:a", "ALICE")) == "L-alice"
+    # no store identity (a server that names none): the login name as typed
+    assert await store.run(login(None, "carol")) == "L-carol"
+    assert await store.run(login(None, "CAROL")) == "L-CAROL"
+    rows = await store.run(q.account_ids)
+    assert sorted(rows) == ["F-x-guid:c", "L-CAROL", "L-alice", "L-bob", "L-carol"]
+    first = await store.run(lambda tx: q.account(tx, "L-alice"))
+    assert first is not None and first.username == "alice"
