@@ -64,7 +64,13 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def make_app(cfg: Config) -> web.Application:
     app = web.Application(
-        middlewares=[middleware.access, middleware.cors, middleware.problem_details],
+        middlewares=[
+            middleware.access,
+            middleware.cors,
+            middleware.close_after_bad_body,
+            middleware.problem_details,
+            middleware.undecodable_body,
+        ],
         client_max_size=cfg.limits.max_size_request + 1,
     )
     app[views.CONFIG] = cfg

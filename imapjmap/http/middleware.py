@@ -127,3 +127,32 @@ async def problem_details(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return problem(500, "internal server error", title="Internal Server Error")
+
+
+@web.middleware
+async def undecodable_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body that cannot be decoded (bytes that do not match their ``Content-Encoding``) is
+    the client's mistake: 400, not the 500 of an unexpected exception."""
+    try:
+        return await handler(request)
+    except web.RequestPayloadError as exc:
+        log.info("%s %s: undecodable body: %s", request.method, request.path, exc.__cause__)
+        raise RequestError(
+            RequestErrorType.BLANK,
+            "the request body cannot be decoded as its Content-Encoding says",
+            title="Bad Request",
+        ) from None
+
+
+@web.middleware
+async def close_after_bad_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """After a body that failed to decode, answered or refused unread, the connection ends.
+
+    aiohttp would otherwise read the rest of the body to reach the next request, fail the
+    same way and log an unhandled exception; and no next request can be found in it anyway.
+    """
+    response = await handler(request)
+    if request.content.exception() is not None:
+        request.content.feed_eof()  # nothing more will be read from it
+        response.force_close()  # "Connection: close", so the client does not reuse it
+    return response
