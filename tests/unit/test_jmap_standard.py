@@ -232,6 +232,13 @@ def test_validate_filter() -> None:
         pytest.param({"operator": "AND", "conditions": [{"bogus": 1}]},
                      MethodErrorType.UNSUPPORTED_FILTER, id="nested-unknown-condition"),
         pytest.param([], MethodErrorType.INVALID_ARGUMENTS, id="array"),
+        # found by the API fuzz: an operator that is not a String was a TypeError (serverFail)
+        pytest.param({"operator": {}, "conditions": []}, MethodErrorType.INVALID_ARGUMENTS,
+                     id="operator-object"),
+        pytest.param({"operator": ["AND"], "conditions": []}, MethodErrorType.INVALID_ARGUMENTS,
+                     id="operator-array"),
+        pytest.param({"operator": None, "conditions": []}, MethodErrorType.INVALID_ARGUMENTS,
+                     id="operator-null"),
     ],
 )  # fmt: skip
 def test_validate_filter_errors(raw: Any, expected: MethodErrorType) -> None:
