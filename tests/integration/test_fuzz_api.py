@@ -28,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from imapjmap.config import IdentityConfig, SmtpConfig, SubmissionConfig
 from imapjmap.demo.smtp import SmtpSink
+from imapjmap.http import views
 from imapjmap.http.app import make_app
+from imapjmap.http.connections import Guard, GuardedRunner
 from tests.conftest import SeededUser
 from tests.integration import fuzzkit as fk
 from tests.integration.conftest import CORE, Jmap, proxy_config
@@ -111,6 +114,15 @@ class Fuzz:
         assert not bad, "\n".join(logging.Formatter().format(r) for r in bad)
 
 
+class GuardedTestServer(TestServer):
+    """The app behind the connection handling ``serve`` uses (malformed HTTP included)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        server = self.app[views.CONFIG].server
+        guard = Guard(server.header_timeout, server.body_timeout)
+        return GuardedRunner(self.app, guard, **kwargs)
+
+
 async def _pools(jmap: Jmap) -> fk.Pools:
     acc = jmap.account_id
     body = await jmap.request(
@@ -167,7 +179,7 @@ async def fuzz(
     )
     # records must reach caplog's handler, or the "no traceback" property holds vacuously
     assert logging.getLogger("imapjmap").propagate
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with TestClient(GuardedTestServer(make_app(cfg))) as http:
         jmap = Jmap(http, seeded_user.username, seeded_user.password)
         await jmap.session()
         pools = await _pools(jmap)
