@@ -183,8 +183,11 @@ def _validate(node: Json, validate_condition: Callable[[JsonObject], None], dept
         validate_condition(node)
         return node
     operator, conditions = node["operator"], node.get("conditions")
-    well_formed = isinstance(operator, str) and isinstance(conditions, list)
-    if node.keys() != {"operator", "conditions"} or not well_formed:
+    if (
+        node.keys() != {"operator", "conditions"}
+        or not isinstance(operator, str)
+        or not isinstance(conditions, list)
+    ):
         raise invalid_arguments("a FilterOperator is {operator: String, conditions: Array}")
     if operator not in _OPERATORS:
         raise MethodError(
