@@ -27,6 +27,7 @@ from imapjmap.http.connections import Guard, GuardedRunner
 from imapjmap.imap.pool import ImapPools
 from imapjmap.methods.context import Services
 from imapjmap.store.db import Store
+from imapjmap.store.retention import ChangeLogPurger
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,12 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     services = Services(cfg, store, pools)
     app[views.SERVICES] = services
     app[views.AUTH] = Authenticator(cfg, store, pools)
+    purger = ChangeLogPurger(store, cfg.cache.changes_retention_days)
+    purger.start()
     try:
         yield
     finally:
+        await purger.aclose()
         try:
             # a hung upstream must not keep the process alive: its sockets die with it
             async with asyncio.timeout(CLOSE_TIMEOUT):

@@ -534,24 +534,63 @@ def tombstone(tx: Tx, table: ChangeTable, account_id: str, row_id: str, seq: int
     )
 
 
-def purge_tombstones(tx: Tx, account_id: str, older_than_seq: int) -> int:
+def purge_tombstones(
+    tx: Tx, account_id: str, older_than_seq: int, *, limit: int | None = None
+) -> int:
     """Delete the tombstones destroyed before ``older_than_seq``, in every change table.
 
     The floor of each affected type rises to the highest ``destroyed_seq`` deleted: a client
-    whose state is at least that seq misses nothing.  Returns the number of rows deleted.
+    whose state is at least that seq misses nothing.  ``limit`` caps the rows deleted (the
+    oldest go first, so the floor never skips a tombstone that is kept).  Returns the number
+    of rows deleted.
     """
     purged = 0
     for table, data_types in CHANGE_TABLES.items():
+        room = None if limit is None else limit - purged
+        if room is not None and room <= 0:
+            break
         # Tombstones have updated_seq = destroyed_seq, so the updated_seq index serves.
-        where = " WHERE account_id = ? AND updated_seq < ? AND destroyed_seq IS NOT NULL"
-        params = (account_id, older_than_seq)
-        [(count, top)] = tx.all(f"SELECT count(*), max(destroyed_seq) FROM {table}{where}", params)
-        if not count:
+        sql = (
+            f"SELECT id, destroyed_seq FROM {table} WHERE account_id = ? AND updated_seq < ?"
+            " AND destroyed_seq IS NOT NULL ORDER BY updated_seq"
+        )
+        params: tuple[Any, ...] = (account_id, older_than_seq)
+        if room is not None:
+            sql, params = sql + " LIMIT ?", (*params, room)
+        rows = tx.all(sql, params)
+        if not rows:
             continue
-        tx.execute(f"DELETE FROM {table}{where}", params)
+        tx.executemany(
+            f"DELETE FROM {table} WHERE account_id = ? AND id = ?",
+            [(account_id, row_id) for row_id, _ in rows],
+        )
+        top = max(int(destroyed) for _, destroyed in rows)
         for data_type in data_types:
-            _raise_floor(tx, account_id, data_type, int(top))
-        purged += int(count)
+            _raise_floor(tx, account_id, data_type, top)
+        purged += len(rows)
+    return purged
+
+
+def purge_changes_before(tx: Tx, account_id: str, *, before: float, limit: int) -> int:
+    """One bounded step of the change-log retention: delete at most ``limit`` rows.
+
+    Tombstones destroyed by a seq taken before ``before`` (Unix time) go first, oldest
+    first (raising the floors, see :func:`purge_tombstones`); once none is left, the
+    ``seq_log`` entries up to that seq.  Returns the rows deleted: fewer than ``limit``
+    means nothing older than ``before`` is left.
+    """
+    last_old = tx.scalar(
+        "SELECT max(seq) FROM seq_log WHERE account_id = ? AND at < ?", (account_id, before)
+    )
+    if last_old is None:
+        return 0
+    purged = purge_tombstones(tx, account_id, int(last_old) + 1, limit=limit)
+    if purged < limit:
+        purged += tx.execute(
+            "DELETE FROM seq_log WHERE account_id = ? AND seq IN (SELECT seq FROM seq_log"
+            " WHERE account_id = ? AND seq <= ? ORDER BY seq LIMIT ?)",
+            (account_id, account_id, int(last_old), limit - purged),
+        )
     return purged
 
 

@@ -7,10 +7,14 @@ import email.utils
 import imaplib
 import re
 import secrets
+import time
 from typing import Any
 
 import pytest
 
+from imapjmap.http import views
+from imapjmap.store import retention
+from imapjmap.store.db import Tx
 from tests.integration.conftest import Jmap
 
 PLAIN = (
@@ -464,3 +468,24 @@ async def test_query_changes_core_qch_01(jmap: Jmap, imap_oracle: imaplib.IMAP4)
 
 async def test_dates_module_unused() -> None:
     assert email.utils.format_datetime is not None
+
+
+async def test_changes_from_before_the_purged_history_core_chg_04(jmap: Jmap) -> None:
+    """After the retention purge, a state older than a purged tombstone is refused."""
+    before = (await jmap.ok("Mailbox/get", {"ids": []}))["state"]
+    made = await jmap.ok("Mailbox/set", {"create": {"a": {"name": "Short-lived"}}})
+    gone = made["created"]["a"]["id"]
+    after = (await jmap.ok("Mailbox/set", {"destroy": [gone]}))["newState"]
+    store = jmap.http.app[views.SERVICES].store
+    account = jmap.account_id
+    month = 31 * retention.DAY
+
+    def age(tx: Tx) -> int:  # as if every change so far happened a month ago
+        return tx.execute("UPDATE seq_log SET at = at - ? WHERE account_id = ?", (month, account))
+
+    assert await store.run(age)
+    assert await retention.purge_all(store, before=time.time() - 30 * retention.DAY) >= 1
+    name, error = await jmap.call("Mailbox/changes", {"sinceState": before})
+    assert (name, error["type"]) == ("error", "cannotCalculateChanges")
+    changes = await jmap.ok("Mailbox/changes", {"sinceState": after})
+    assert not changes["created"] and not changes["updated"] and not changes["destroyed"]

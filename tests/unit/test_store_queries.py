@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from imapjmap.errors import CacheCorrupt
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
+from imapjmap.store.retention import ChangeLogPurger, purge_all
 
 A, B = "acct-a", "acct-b"
 DAY = 86400.0
@@ -415,3 +417,80 @@ async def test_accounts_never_see_each_others_rows(store: Store) -> None:
     assert await store.run(lambda tx: q.type_state(tx, A, "Mailbox")) == 1
     acct_a = await store.run(lambda tx: q.account(tx, A))
     assert acct_a is not None and acct_a.seq == 1
+
+
+# --- retention (store.retention) -------------------------------------------------------------
+
+
+async def _old_tombstones(store: Store, count: int, at: float) -> list[int]:
+    """``count`` mailboxes created then destroyed one by one, every seq logged at ``at``."""
+    names = [f"T{i}" for i in range(count)]
+    await store.run(
+        lambda tx: [
+            q.insert_mailbox(tx, box(n, n), seq=q.next_seq(tx, A, ["Mailbox"], now=at))
+            for n in names
+        ]
+    )
+    seqs = []
+    for name in names:
+
+        def destroy(tx: Tx, name: str = name) -> int:
+            seq = q.next_seq(tx, A, ["Mailbox"], now=at)
+            assert q.destroy_mailbox(tx, A, name, seq)
+            return seq
+
+        seqs.append(await store.run(destroy))
+    return seqs
+
+
+async def test_purge_changes_before_is_bounded_and_oldest_first(store: Store) -> None:
+    seqs = await _old_tombstones(store, 5, at=1 * DAY)
+    kept = await store.run(lambda tx: add(tx, box("K", "k")))  # a recent change: kept
+    log_rows = "SELECT count(*) FROM seq_log WHERE account_id = ?"
+    assert await store.run(lambda tx: tx.scalar(log_rows, (A,))) == 7
+
+    def step(tx: Tx) -> int:
+        return q.purge_changes_before(tx, A, before=10 * DAY, limit=2)
+
+    assert await store.run(step) == 2  # the two oldest tombstones
+    assert await store.run(lambda tx: q.type_floor(tx, A, "Mailbox")) == seqs[1]
+    rows = await store.run(lambda tx: q.changes_since(tx, "mailboxes", A, seqs[1]))
+    assert [r.id for r in rows] == ["T2", "T3", "T4", "K"]
+    assert await store.run(step) == 2
+    assert await store.run(step) == 2  # the last tombstone, then one log entry
+    assert await store.run(lambda tx: q.type_floor(tx, A, "Mailbox")) == seqs[4]
+    assert await store.run(step) == 2  # six old seqs were logged: four more log entries
+    assert await store.run(step) == 2
+    assert await store.run(step) == 1  # fewer than the limit: nothing old is left
+    assert await store.run(step) == 0
+    assert await store.run(
+        lambda tx: tx.all("SELECT seq FROM seq_log WHERE account_id = ?", (A,))
+    ) == [(kept,)]
+    assert [m.id for m in await store.run(lambda tx: q.live_mailboxes(tx, A))] == ["K"]
+    assert await store.run(lambda tx: q.type_floor(tx, B, "Mailbox")) == 0  # B untouched
+
+
+async def test_the_purger_runs_in_the_background(store: Store) -> None:
+    seqs = await _old_tombstones(store, 7, at=1 * DAY)
+    purger = ChangeLogPurger(
+        store, 30, interval=0.01, first_delay=0, batch=3, clock=lambda: 40 * DAY
+    )
+    purger.start()
+    try:
+        for _ in range(500):
+            if purger.passes:
+                break
+            await asyncio.sleep(0.01)
+        assert purger.passes
+    finally:
+        await purger.aclose()
+    assert await store.run(lambda tx: q.type_floor(tx, A, "Mailbox")) == seqs[-1]
+    assert await store.run(lambda tx: q.changes_since(tx, "mailboxes", A, 0)) == []
+    assert await store.run(lambda tx: tx.scalar("SELECT count(*) FROM seq_log")) == 0
+
+
+async def test_the_purger_keeps_what_the_retention_covers(store: Store) -> None:
+    await _old_tombstones(store, 3, at=20 * DAY)
+    deleted = await purge_all(store, before=40 * DAY - 30 * DAY)  # retention: 30 days at day 40
+    assert deleted == 0
+    assert await store.run(lambda tx: q.type_floor(tx, A, "Mailbox")) == 0
