@@ -469,9 +469,19 @@ class _Creator:
                     MethodErrorType.SERVER_PARTIAL_FAIL,
                     "the SMTP server failed after some messages were sent",
                 ) from exc
-            raise
+            # what failed, where and why ("SMTP connect at host:port: timed out"): the
+            # user can tell an outage from a misconfiguration without the server's log
+            raise MethodError(MethodErrorType.SERVER_UNAVAILABLE, _outage(exc)) from exc
         self.sent += 1
         return result
+
+
+def _outage(exc: SmtpUnavailable) -> str:
+    """The description of an SMTP outage: the error's text, printable and bounded."""
+    text = str(exc) or type(exc).__name__
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 # --- set: update, destroy, the implicit Email/set --------------------------------------------

@@ -34,6 +34,7 @@ import enum
 import ipaddress
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterable
@@ -78,7 +79,80 @@ class Outcome(enum.Enum):
 
 
 def allowed_by_prefix(url: str, prefixes: Iterable[str]) -> bool:
-    return any(url.startswith(prefix) for prefix in prefixes)
+    """Whether ``url``, parsed and normalised, falls under one of the allowed prefixes.
+
+    The raw string is never compared: ``http://gw/push/../admin`` is ``http://gw/admin``
+    (which is where an HTTP client sends it), ``http://gw.evil.example/`` is not under
+    ``http://gw``, and a URL with credentials (``http://gw@elsewhere/``) or a backslash is
+    under no prefix.  A prefix is compared part by part: the scheme, then the host exactly,
+    then the port (a prefix that ends with ``:`` allows any port; none means the default),
+    then the path as a string prefix of the URL's normalised path and query.
+    """
+    canonical = _canonical(url)
+    return canonical is not None and any(_under(canonical, p) for p in prefixes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Url:
+    scheme: str
+    host: str
+    port: int | None  # None: any port (only in a prefix that ends with ":")
+    rest: str  # the normalised path, and "?" + query when there is one
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_ENCODED_DOT: Final = re.compile("%2e", re.IGNORECASE)
+
+
+def _canonical(url: str, *, prefix: bool = False) -> _Url | None:
+    if any(c.isspace() or c == "\\" for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
+        return None
+    any_port = prefix and parts.netloc.endswith(":")
+    rest = _remove_dot_segments(_ENCODED_DOT.sub(".", parts.path))
+    if parts.query:
+        rest += "?" + parts.query
+    return _Url(
+        scheme,
+        parts.hostname,
+        None if any_port else (port or _DEFAULT_PORTS[scheme]),
+        rest if prefix else (rest or "/"),
+    )
+
+
+def _under(url: _Url, prefix_text: str) -> bool:
+    prefix = _canonical(prefix_text, prefix=True)
+    if prefix is None:
+        return False
+    return (
+        url.scheme == prefix.scheme
+        and url.host == prefix.host
+        and (prefix.port is None or url.port == prefix.port)
+        and url.rest.startswith(prefix.rest)
+    )
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 for an absolute path: ``/a/./b/../c`` is ``/a/c``."""
+    out: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment in (".", ".."):
+            if segment == ".." and len(out) > 1:
+                out.pop()
+            if last:
+                out.append("")
+            continue
+        out.append(segment)
+    return "/".join(out)
 
 
 def is_public(address: str) -> bool:

@@ -586,9 +586,10 @@ async def test_smtp_down_is_server_unavailable_without_side_effects(
                 "s",
             ],
         )
-        assert responses == [
-            ["error", {"type": "serverUnavailable", "description": "SmtpUnavailable"}, "s"]
-        ]
+        [(name, error, call_id)] = responses
+        assert (name, error["type"], call_id) == ("error", "serverUnavailable", "s")
+        assert error["description"].startswith(f"SMTP connect at 127.0.0.1:{port}: ")
+        assert "Connect call failed" in error["description"]
         after = await ok(jmap, "EmailSubmission/get", {"ids": None})
         assert after["list"] == [] and after["state"] == before["state"]
         assert "down" in subjects_and_flags(imap_oracle, "Drafts")

@@ -12,7 +12,7 @@ from imapjmap.jmap.errors import RequestError
 from imapjmap.push.ece import encrypt, parse_keys
 from imapjmap.push.hub import Hub
 from imapjmap.push.stream import PushStream
-from imapjmap.push.subscriptions import check_url, is_public
+from imapjmap.push.subscriptions import allowed_by_prefix, check_url, is_public
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store
 from tests.integration.pushkit import decrypt_push, new_push_keys
@@ -109,6 +109,37 @@ async def test_check_url() -> None:
     assert await _why("https://8.8.8.8/push") is None
     refusal = await check_url("https://10.0.0.1/", ())
     assert refusal is not None and not refusal.malformed
+
+
+@pytest.mark.parametrize(
+    ("url", "prefix", "allowed"),
+    [
+        ("http://127.0.0.1:18499/push/a", "http://127.0.0.1:18499/push/", True),
+        ("HTTP://127.0.0.1:18499/push/./a", "http://127.0.0.1:18499/push/", True),
+        ("http://127.0.0.1:18499/push/../x", "http://127.0.0.1:18499/push/", False),
+        ("http://127.0.0.1:18499/push/%2E%2e/x", "http://127.0.0.1:18499/push/", False),
+        ("http://127.0.0.1:18499/push/..", "http://127.0.0.1:18499/push/", False),
+        ("http://127.0.0.1:18499/../x", "http://127.0.0.1:18499/", True),  # it is /x
+        ("http://127.0.0.1:9/x", "http://127.0.0.1:", True),  # ":" ends it: any port
+        ("http://127.0.0.1.evil.example:9/x", "http://127.0.0.1:", False),
+        ("http://127.0.0.1:9@evil.example/x", "http://127.0.0.1:", False),
+        ("http://gw.internal/x", "http://gw.internal", True),
+        ("http://gw.internal:80/x", "http://gw.internal/", True),  # the default port
+        ("http://gw.internal:8080/x", "http://gw.internal", False),
+        ("http://gw.internal.evil.example/", "http://gw.internal", False),
+        ("http://gw.internal\\@evil.example/", "http://gw.internal", False),
+        ("https://gw.internal/x", "http://gw.internal/", False),
+        ("http://[::1]:8/x", "http://[::1]:", True),
+        ("not a url", "http://gw.internal/", False),
+    ],
+)
+def test_allowed_prefixes_match_the_normalised_url(url: str, prefix: str, allowed: bool) -> None:
+    assert allowed_by_prefix(url, (prefix,)) is allowed
+
+
+async def test_a_url_that_escapes_its_prefix_is_policed() -> None:
+    refusal = await check_url("http://127.0.0.1:18499/push/../x", ("http://127.0.0.1:18499/push/",))
+    assert refusal is not None and refusal.reason == "must be an https:// URL"
 
 
 # --- the resume stream -----------------------------------------------------------------------
