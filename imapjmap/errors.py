@@ -55,6 +55,15 @@ class ImapProtocolViolation(ProxyError):
     """A tagged BAD, a reply that cannot be parsed, or a desynchronised connection."""
 
 
+class ImapCommandTooLong(ImapProtocolViolation):
+    """A tagged BAD saying the command was too long (Dovecot: "Too long argument").
+
+    What the client asked for was too big for the server, not a fault of either server:
+    the method that built the command from the client's arguments reports the client's
+    error.  The session is broken like after any BAD.
+    """
+
+
 class AuthenticationFailed(ProxyError):
     """The upstream rejected the credentials (turned into HTTP 401 by the front end)."""
 

@@ -61,6 +61,7 @@ from imapjmap.credentials import ClientAddress, xoauth2_response
 from imapjmap.errors import (
     AuthenticationFailed,
     ImapCommandFailed,
+    ImapCommandTooLong,
     ImapProtocolViolation,
     ImapUnavailable,
 )
@@ -101,6 +102,9 @@ KNOWN_CAPABILITIES: Final = (
 
 _LITERAL_RE: Final = re.compile(rb"\{(\d+)\+?\}$")
 _MAX_UNSOLICITED: Final = 10_000
+# a BAD that blames the command's size (Dovecot: "Too long argument"; others: "Line too
+# long", "Literal too large")
+_TOO_LONG: Final = re.compile(r"\btoo (?:long|large|big)\b", re.IGNORECASE)
 _ID_NAME_RE: Final = re.compile(r'"name"\s+"([^"]*)"', re.IGNORECASE)
 _XGUID_RE: Final = re.compile(r"[0-9a-fA-F]{32}")
 _STATUS_ITEMS_FULL: Final = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
@@ -673,8 +677,13 @@ class ImapSession:
         except ImapProtocolViolation:
             self.broken = True
             raise
-        except ImapUnavailable:
+        except ImapUnavailable as exc:
             self.broken = True
+            bye = (self._proto.bye or b"").decode("utf-8", "replace")[:200]
+            if "[TOOBIG]" in bye.upper() or _TOO_LONG.search(bye):
+                # Cyrus: "* BYE [TOOBIG] Quoted value too long", then it hangs up
+                log.info("IMAP %s refused as too long: %s", what, bye)
+                raise ImapCommandTooLong(f"{what}: {bye}") from exc
             raise
         except OSError as exc:
             self.broken = True
@@ -703,8 +712,12 @@ class ImapSession:
         if status == "NO":
             raise ImapCommandFailed(what, code, reply.tagged.text)
         self.broken = True
-        log.error("IMAP %s answered BAD: %s", what, reply.tagged.text[:200])
-        raise ImapProtocolViolation(f"{what}: BAD {reply.tagged.text[:200]}")
+        text = reply.tagged.text[:200]
+        if _TOO_LONG.search(text):
+            log.info("IMAP %s refused as too long: %s", what, text)
+            raise ImapCommandTooLong(f"{what}: BAD {text}")
+        log.error("IMAP %s answered BAD: %s", what, text)
+        raise ImapProtocolViolation(f"{what}: BAD {text}")
 
     async def idle_start(self) -> None:
         """Enter IDLE (RFC 2177); events then set :meth:`events` until :meth:`idle_done`.

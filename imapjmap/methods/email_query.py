@@ -26,11 +26,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
+from imapjmap.errors import ImapCommandTooLong
 from imapjmap.jmap import standard as std
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.args import Comparator, QueryArgs, QueryChangesArgs
 from imapjmap.jmap.dispatch import Call
-from imapjmap.jmap.errors import invalid_arguments
+from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.wire import Json, JsonObject
 from imapjmap.methods import email_filter as ef
 from imapjmap.methods import email_search, standard
@@ -93,7 +94,22 @@ def plan(raw_filter: Json, sort: Sequence[Comparator], extra: JsonObject) -> Pla
 
 
 async def _search(ctx: MethodContext, p: Plan) -> email_search.UidHits:
-    """The IMAP part of the query, before the transaction (it awaits the upstream)."""
+    """The IMAP part of the query, before the transaction (it awaits the upstream).
+
+    Raises:
+        MethodError: unsupportedFilter when the upstream refused a search as too long.
+    """
+    try:
+        return await _search_upstream(ctx, p)
+    except ImapCommandTooLong:
+        raise MethodError(
+            MethodErrorType.UNSUPPORTED_FILTER,
+            "the IMAP server refused the search as too long: shorten the text, body or "
+            "header conditions",
+        ) from None
+
+
+async def _search_upstream(ctx: MethodContext, p: Plan) -> email_search.UidHits:
     if not p.terms:
         return {}
     boxes = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))

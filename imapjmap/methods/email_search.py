@@ -101,13 +101,18 @@ async def search_uids(
 
     Raises:
         ImapCommandFailed: a SEARCH answered NO (e.g. ``[BADCHARSET]``).
+        ImapCommandTooLong: the server refused a SEARCH as too long.
         UpstreamUnavailable: the upstream could not be reached.
     """
     if not terms:
         return {}
     boxes = list(mailboxes)
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(_search_one(pool, box, terms, command)) for box in boxes]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_search_one(pool, box, terms, command)) for box in boxes]
+    except ExceptionGroup as failed:
+        # one mailbox's failure is the query's: raise it as itself (the group stays chained)
+        raise failed.exceptions[0] from failed
     hits: UidHits = {term: {} for term in terms}
     for box, task in zip(boxes, tasks, strict=True):
         for term, uids in task.result().items():

@@ -3,13 +3,18 @@ refused with the RFC's errors before any work (CORE-QRY-04)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
-from tests.integration.conftest import Jmap
+from imapjmap.http.app import make_app
+from tests.integration.conftest import Jmap, proxy_config
 
 
 def any_of(conditions: list[Any]) -> dict[str, Any]:
@@ -70,3 +75,40 @@ async def test_a_filter_too_deep_for_json_is_not_json_core_err_02(jmap: Jmap) ->
 def _deep_json(depth: int) -> str:
     # json.dumps of the nested object would itself recurse too deep: write the text
     return '{"operator": "NOT", "conditions": [' * depth + '{"subject": "x"}' + "]}" * depth
+
+
+# --- what the upstream refuses as too long ------------------------------------------------
+
+
+@pytest.fixture
+async def roomy_jmap(imap_user: Any, tmp_path: Path) -> AsyncIterator[Jmap]:
+    """A proxy whose own string limit lets a 1 MB search through to the upstream."""
+    cfg = proxy_config(imap_user, tmp_path)
+    cfg = dataclasses.replace(
+        cfg, limits=dataclasses.replace(cfg.limits, max_filter_string_length=2_000_000)
+    )
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        client = Jmap(http, imap_user.username, imap_user.password)
+        await client.session()
+        yield client
+
+
+@pytest.mark.parametrize("key", ["text", "body", "subject"])
+async def test_a_search_the_upstream_refuses_as_too_long_is_the_clients_error(
+    roomy_jmap: Jmap, imap_oracle: Any, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    jmap = roomy_jmap
+    imap_oracle.append("INBOX", None, None, b"Subject: hello\r\n\r\nbody text\r\n")
+    caplog.set_level(logging.INFO)
+    long = {"text": "x" * 1_000_000} if key != "body" else {"body": "y" * 1_000_000}
+    if key == "subject":
+        long = {"subject": "z" * 1_000_000, "text": "w" * 1_000_000}
+    name, error = await jmap.call("Email/query", {"filter": long})
+    assert name == "error", error
+    assert error["type"] == "unsupportedFilter"
+    assert "too long" in error["description"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    # the connection the upstream gave up on is not reused: the next searches work
+    for _ in range(3):
+        found = await jmap.ok("Email/query", {"filter": {"text": "hello"}})
+        assert len(found["ids"]) == 1

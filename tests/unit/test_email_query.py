@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from imapjmap.config import Config
+from imapjmap.errors import ImapCommandFailed, ImapCommandTooLong
 from imapjmap.jmap.errors import MethodError
 from imapjmap.methods import email_query
 from imapjmap.methods.email_filter import SearchTerm
 from imapjmap.methods.email_search import SearchMailbox, search_command, search_uids
 from imapjmap.store import email_queries as eq
 from imapjmap.store.db import Store
-from tests.unit.email_world import ALICE, A, Mail, World, call
+from tests.unit.email_world import ALICE, A, FakeSession, Mail, World, call
 
 ALL = ["e3", "e6", "e5", "e2", "e4", "e1"]  # receivedAt descending, then id
 
@@ -305,6 +306,32 @@ async def test_a_mailbox_with_another_uidvalidity_gives_no_hits() -> None:
     assert hits == {term: {}}
     hits = await search_uids(pool, [SearchMailbox("Minbox", "INBOX", 8)], [term])  # type: ignore[arg-type]
     assert hits == {term: {"Minbox": {1}}}
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (ImapCommandFailed("UID SEARCH", "BADCHARSET"), "serverFail"),
+        (ImapCommandTooLong("UID SEARCH: BAD Too long argument"), "unsupportedFilter"),
+    ],
+)
+async def test_a_failed_search_is_one_error_not_a_group(
+    world: World, monkeypatch: pytest.MonkeyPatch, failure: Exception, error: str
+) -> None:
+    async def fail(*args: Any, **kwargs: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(FakeSession, "execute", fail)
+    boxes = [SearchMailbox("Minbox", "INBOX", 7), SearchMailbox("Msent", "Sent", 7)]
+    with pytest.raises(type(failure)):  # not an ExceptionGroup: the dispatcher knows these
+        await search_uids(world.pool, boxes, [SearchTerm("TEXT", ("x",))])  # type: ignore[arg-type]
+    if error == "serverFail":
+        with pytest.raises(ImapCommandFailed):  # answered serverFail by the dispatcher
+            await query(world, {"filter": {"text": "x"}})
+    else:
+        with pytest.raises(MethodError) as raised:
+            await query(world, {"filter": {"text": "x"}})
+        assert raised.value.type == error and "too long" in str(raised.value.description)
 
 
 # --- Email/queryChanges -------------------------------------------------------------------
