@@ -128,6 +128,10 @@ class SubmissionConfig:
 class CacheConfig:
     path: str = "imapjmap-cache.sqlite3"  # SQLite file; ":memory:" for a throw-away cache
     changes_retention_days: int = 30  # tombstones older than this are purged
+    readers: int = 4  # read-only connections serving the JMAP methods' reads
+    readers_per_account: int = 2  # of them one account may use at once (at most readers)
+    # a read transaction running longer is rolled back and its method call fails
+    max_transaction_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +271,11 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         problems.append(
             "limits.max_upload_bytes_per_account: must be at least limits.max_size_upload"
             f" ({limits.max_size_upload}), else the largest upload could never be stored"
+        )
+    cache = sections.get("cache")
+    if isinstance(cache, CacheConfig) and cache.readers_per_account > cache.readers:
+        problems.append(
+            f"cache.readers_per_account: must be at most cache.readers ({cache.readers})"
         )
     if problems:
         raise ConfigError("; ".join(problems))

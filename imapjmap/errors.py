@@ -10,9 +10,14 @@ from __future__ import annotations
 
 
 class ProxyError(Exception):
-    """Base of every error the proxy raises on purpose."""
+    """Base of every error the proxy raises on purpose.
+
+    ``client_description``, when set, is what the client is told: an error the request itself
+    caused, worded for the client and free of upstream text (no traceback is logged for it).
+    """
 
     jmap_hint = "serverFail"
+    client_description: str | None = None
 
 
 class ConfigError(ProxyError):

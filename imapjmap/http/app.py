@@ -41,9 +41,19 @@ CLOSE_TIMEOUT: Final = 1.5
 """Seconds closing push watchers, syncs and IMAP connections may take at shutdown."""
 
 
+async def open_store(cfg: Config) -> Store:
+    """The cache as configured: its file, its readers and the time budget of a read."""
+    return await Store.open(
+        cfg.cache.path,
+        readers=cfg.cache.readers,
+        readers_per_account=cfg.cache.readers_per_account,
+        max_transaction_seconds=cfg.cache.max_transaction_seconds,
+    )
+
+
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[views.CONFIG]
-    store = app.get(OPENED_STORE) or await Store.open(cfg.cache.path)
+    store = app.get(OPENED_STORE) or await open_store(cfg)
     pools = ImapPools(cfg.imap)
     services = Services(cfg, store, pools)
     app[views.SERVICES] = services
@@ -95,7 +105,7 @@ async def _serve(cfg: Config) -> int:
     # The cache is opened before anything is announced: a path that cannot be used ends
     # the process with one line saying why, not with a traceback after "listening".
     try:
-        store = await Store.open(cfg.cache.path)
+        store = await open_store(cfg)
     except ProxyError as exc:
         log.error("cannot use the cache %r: %s", cfg.cache.path, exc)
         return EXIT_FAILURE

@@ -10,7 +10,8 @@ Rules, per call (CORE-REQ-03, CORE-ERR-10):
    without the method's capability is ``accountNotSupportedByMethod``.
 4. The handler runs.  Whatever it raises becomes ONE ``["error", {...}, callId]`` response
    and the next call still runs: MethodError as is; ProxyError as its ``jmap_hint`` with a
-   generic description (the exception text may hold upstream text and stays in the log);
+   generic description (the exception text may hold upstream text and stays in the log), or
+   its ``client_description`` when it has one (the request's own cost, e.g. a time budget);
    anything else is logged with its traceback and answered ``serverFail``.
    ``asyncio.CancelledError`` (a BaseException) is never caught.
 
@@ -225,6 +226,9 @@ def _proxy_error(invocation: Invocation, exc: ProxyError) -> JsonObject:
     except ValueError:
         type_ = MethodErrorType.SERVER_FAIL
     name = type(exc).__name__
+    if exc.client_description is not None:
+        log.warning("call %s %s: %s: %s", _loggable(invocation.call_id), invocation.name, name, exc)
+        return MethodError(type_, exc.client_description).to_json()
     if type_ is MethodErrorType.SERVER_FAIL:
         log.error(
             "call %s %s: %s", _loggable(invocation.call_id), invocation.name, name, exc_info=exc

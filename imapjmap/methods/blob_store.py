@@ -152,7 +152,7 @@ async def save_upload(
                 raise UploadOverQuota(quota, used, row.size)
         return stored.put(tx, row)
 
-    return await store.run(write)
+    return await store.run(write, account=account_id)
 
 
 async def _read_upload(store: Store, account_id: str, blob_id: str, now: float) -> Blob | None:
@@ -162,7 +162,7 @@ async def _read_upload(store: Store, account_id: str, blob_id: str, now: float) 
             stored.touch(tx, account_id, blob_id, now + UPLOAD_LIFETIME)
         return row
 
-    row = await store.run(read)
+    row = await store.run(read, account=account_id)  # touch() extends the upload's life
     return None if row is None else Blob(row.data, row.type)
 
 
@@ -221,11 +221,13 @@ async def exists(
     """Whether the account can read ``blob_id``; uploads and messages need no IMAP round trip."""
     at = time.time() if now is None else now
     if blob_id.startswith(UPLOAD_PREFIX):
-        return is_id(blob_id) and await store.run(
-            lambda tx: stored.exists(tx, account_id, blob_id, now=at)
+        return is_id(blob_id) and await store.read(
+            lambda tx: stored.exists(tx, account_id, blob_id, now=at), account=account_id
         )
     ref = blobs.parse_blob_id(blob_id)
     if ref is not None and ref.part_id is None:
-        row = await store.run(lambda tx: em.email(tx, account_id, ref.email_id))
+        row = await store.read(
+            lambda tx: em.email(tx, account_id, ref.email_id), account=account_id
+        )
         return row is not None
     return await read(store, pool, account_id, blob_id, now=at) is not None

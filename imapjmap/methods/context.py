@@ -96,13 +96,18 @@ class MethodContext:
         self._fresh = True
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
-        return await self.store.run(fn)
+        """One read-only transaction for this account, in its fair share of the readers."""
+        return await self.store.read(fn, account=self.account_id)
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """One write transaction for this account, in its turn on the writer."""
+        return await self.store.run(fn, account=self.account_id)
 
     def encode_state(self, seq: int) -> str:
         return jstate.encode(jstate.State(self.account.epoch, seq))
 
     async def state(self, data_type: str) -> str:
-        seq = await self.store.run(lambda tx: q.type_state(tx, self.account_id, data_type))
+        seq = await self.read(lambda tx: q.type_state(tx, self.account_id, data_type))
         return self.encode_state(seq)
 
     def check_account(self, account_id: str) -> None:

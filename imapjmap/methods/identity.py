@@ -172,7 +172,7 @@ async def live_identities(ctx: MethodContext) -> list[sub.IdentityRow]:
         sync_configured(tx, ctx.account_id, wanted)
         return sub.live_identities(tx, ctx.account_id)
 
-    return await ctx.store.run(run)
+    return await ctx.write(run)
 
 
 # --- JSON ----------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ async def _create(ctx: MethodContext, obj: Any, policy: SenderPolicy) -> JsonObj
     def write(tx: Tx) -> None:
         sub.put_identity(tx, row, q.next_seq(tx, ctx.account_id, [sub.IDENTITY_TYPE]))
 
-    await ctx.store.run(write)
+    await ctx.write(write)
     created = to_json(row)
     return {k: v for k, v in created.items() if k not in obj or k == "id"}
 
@@ -310,7 +310,7 @@ async def _update(ctx: MethodContext, identity_id: str, patch: JsonObject) -> No
     def write(tx: Tx) -> None:
         sub.put_identity(tx, new, q.next_seq(tx, ctx.account_id, [sub.IDENTITY_TYPE]))
 
-    await ctx.store.run(write)
+    await ctx.write(write)
 
 
 async def _destroy(ctx: MethodContext, identity_id: str) -> None:
@@ -324,7 +324,7 @@ async def _destroy(ctx: MethodContext, identity_id: str) -> None:
         seq = q.next_seq(tx, ctx.account_id, [sub.IDENTITY_TYPE])
         sub.destroy_identity(tx, ctx.account_id, identity_id, seq)
 
-    await ctx.store.run(write)
+    await ctx.write(write)
 
 
 async def identity_set(ctx: MethodContext, call: Call) -> JsonObject:

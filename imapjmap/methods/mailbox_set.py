@@ -201,7 +201,7 @@ async def _store_sort_order(ctx: MethodContext, row: q.MailboxRow, value: int) -
         q.update_mailbox(tx, new, props_changed=True, seq=seq)
         return new
 
-    return await ctx.store.run(write)
+    return await ctx.write(write)
 
 
 async def _creates(

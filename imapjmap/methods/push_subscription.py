@@ -218,7 +218,7 @@ async def _create(ctx: MethodContext, obj: JsonObject) -> JsonObject:
         store_push.put(tx, row)
         return True
 
-    if not await ctx.read(insert):
+    if not await ctx.write(insert):
         raise SetError(SetErrorType.OVER_QUOTA, f"at most {limit} push subscriptions")
     ctx.services.push.subscriptions.send_verification(row)
     created: JsonObject = {"id": row.id, "expires": _expires_json(row.expires)}
@@ -246,7 +246,7 @@ async def _update(ctx: MethodContext, sub_id: str, patch: JsonObject) -> JsonObj
     if unknown or changed:
         raise invalid_properties("immutable or unknown properties", *(unknown + changed)[:10])
     new = _updated_row(row, before, after)
-    await ctx.read(lambda tx: store_push.put(tx, new))
+    await ctx.write(lambda tx: store_push.put(tx, new))
     await ctx.services.push.subscriptions.activate(new)
     if "expires" in after and after["expires"] != _expires_json(new.expires):
         return {"expires": _expires_json(new.expires)}
@@ -277,4 +277,4 @@ async def _destroy(ctx: MethodContext, sub_id: str) -> bool:
     if not is_id(sub_id):
         return False
     await ctx.services.push.subscriptions.deactivate(account_id, sub_id)
-    return await ctx.read(lambda tx: store_push.delete(tx, account_id, sub_id))
+    return await ctx.write(lambda tx: store_push.delete(tx, account_id, sub_id))

@@ -436,7 +436,7 @@ class _Creator:
         def write(tx: Tx) -> None:
             sub.insert_submission(tx, row, q.next_seq(tx, ctx.account_id, [sub.SUBMISSION_TYPE]))
 
-        await ctx.store.run(write)
+        await ctx.write(write)
         return row, derived
 
     async def _send(
@@ -515,7 +515,7 @@ async def _destroy(ctx: MethodContext, submission_id: str) -> str:
         sub.destroy_submission(tx, ctx.account_id, submission_id, seq)
         return row.email_id
 
-    email_id = await ctx.store.run(write)
+    email_id = await ctx.write(write)
     if email_id is None:
         raise SetError(SetErrorType.NOT_FOUND)
     return email_id

@@ -134,7 +134,7 @@ class Hub:
             row = q.account(tx, account_id)
             return q.type_states(tx, account_id), row.epoch if row else None
 
-        seqs, epoch = await self._store.run(read)
+        seqs, epoch = await self._store.read(read, account=account_id)
         if epoch is not None:
             self._epochs[account_id] = epoch
         return seqs

@@ -1,38 +1,64 @@
-"""The SQLite cache: connection, worker thread, transactions, migrations.
+"""The SQLite cache: connections, worker threads, fair scheduling, transactions, migrations.
 
 Theory of operation: this is the ONLY module that imports ``sqlite3``.  A :class:`Store`
-owns one connection, opened, used and closed by one dedicated worker thread (a
-single-worker ``ThreadPoolExecutor``), so every access is serialised in submission order and
-the event loop never blocks on disk.  Other modules see only :class:`Tx`, a thin wrapper
-handed to a synchronous function that runs inside one ``BEGIN IMMEDIATE ... COMMIT``.
+owns one writer connection and, for a cache file, a few reader connections
+(``cache.readers``; WAL lets them read while the writer writes).  Each connection is opened,
+used and closed by its own worker thread, so the event loop never blocks on disk and no
+connection is touched by two threads (the one exception, ``Connection.interrupt``, is made
+for that).  Other modules see only :class:`Tx`, a thin wrapper handed to a synchronous
+function that runs inside one transaction.
 
-Rule 1: one ``Store.run`` call is one transaction.  Compose ``store.queries`` functions in one
-        ``fn`` to make them atomic; an exception inside ``fn`` rolls everything back.
-Rule 2: ``fn`` runs in the worker thread: it must not touch the event loop, must not block on
+Rule 1: one ``Store.run`` or ``Store.read`` call is one transaction.  ``run`` is a
+        ``BEGIN IMMEDIATE ... COMMIT`` on the writer; ``read`` a deferred ``BEGIN`` on a reader
+        whose connection is ``query_only`` (a write there fails), and sees every write
+        committed before it started.  Compose ``store.queries`` functions in one ``fn`` to make
+        them atomic; an exception inside ``fn`` rolls everything back.  A ``:memory:`` cache
+        cannot be shared between connections: it has no readers and reads queue for the writer.
+Rule 2: ``fn`` runs in a worker thread: it must not touch the event loop, must not block on
         anything but SQLite, and must not be a coroutine function.
 Rule 3: a ``Tx`` is dead once its transaction ends; using it later raises ``RuntimeError``.
 Rule 4: ``sqlite3`` exceptions never leave this module.  They become ``CacheUnavailable``
-        (transient: busy, locked, disk full, I/O, cannot open) or ``CacheCorrupt`` (anything
-        else: a file that is not a database, a broken page, a violated constraint, SQL that
-        does not match the schema), chained with ``from``.
-Rule 5: cancelling ``Store.run`` does not interrupt a transaction that already started: it
-        either completes entirely or never starts; the caller just stops waiting.
-Rule 6: nothing is cached in memory across transactions, so several processes may share one
+        (transient: busy, locked, disk full, I/O, cannot open, interrupted) or ``CacheCorrupt``
+        (anything else: a file that is not a database, a broken page, a violated constraint,
+        SQL that does not match the schema), chained with ``from``.
+Rule 5: fair share.  Every transaction names its account (``""``: the process's own work) and
+        waits in that account's queue; connections are handed out round-robin over the
+        accounts that wait (:class:`~imapjmap.store.fair.FairSlots`): the writer to one write
+        at a time, the readers to at most ``readers_per_account`` reads of one account at a
+        time.  One account's long series of transactions delays another's by at most one of
+        its own per turn, and cannot hold every reader.
+Rule 6: a read has a time budget (``max_transaction_seconds`` from its ``BEGIN``, checked by a
+        progress handler and between statements); over it, it is interrupted, rolled back and
+        raises :class:`TransactionTooLong`.  Writes have none: a write records what the
+        upstream already did (IMAP first) or one sync batch of bounded size; rolling it back
+        would report a change made upstream as failed, or make a sync retry the same batch
+        forever.  Opening and migrating have none either.
+Rule 7: cancelling a caller whose transaction has not started takes it out of its queue.
+        Cancelling a running read interrupts its statement (a read has nothing to lose); a
+        running write completes or rolls back entirely and its caller just stops waiting.
+        ``aclose`` fails the waiting callers, interrupts the reads at once and the writes after
+        a short grace, and returns within about a second whatever runs.
+Rule 8: nothing is cached in memory across transactions, so several processes may share one
         cache file (WAL mode; writers wait up to ``busy_timeout`` seconds for each other).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
+import queue
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Final, TypeVar
 
 from imapjmap.errors import CacheCorrupt, ProxyError
 from imapjmap.store import schema
+from imapjmap.store.fair import FairSlots
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +77,18 @@ _PERFORMANCE_PRAGMAS: Final = (
     "wal_autocheckpoint = 10000",
     "temp_store = MEMORY",
 )
+# Readers share the OS page cache; a smaller page cache each keeps the process's memory
+# bounded with several of them.
+_READER_PRAGMAS: Final = ("query_only = ON", "cache_size = -4096", "temp_store = MEMORY")
+
+# SQLite runs some 30-40 million virtual machine instructions a second here; every call of
+# the progress handler takes the GIL from the event loop, so it is called about once a
+# millisecond, not more.
+_PROGRESS_STEPS: Final = 50_000
+# aclose: how long running writes may finish before they are interrupted, and how long to
+# wait for the worker threads after that.
+_CLOSE_GRACE: Final = 0.5
+_CLOSE_WAIT: Final = 0.4
 
 # Primary result codes that say "try again later", not "the cache is broken".
 _TRANSIENT: Final = frozenset(
@@ -74,6 +112,25 @@ class CacheUnavailable(ProxyError):
     jmap_hint = "serverUnavailable"
 
 
+class TransactionTooLong(ProxyError):
+    """A read ran past ``cache.max_transaction_seconds`` and was rolled back.
+
+    ``serverFail``, not ``serverUnavailable``: the same request would run just as long when
+    retried (RFC 8620 §3.6.2: serverUnavailable is for what "may succeed" later).  The
+    request's own size made it too costly, so the description names the limit and says so;
+    it is the client's to narrow the request, and no traceback is logged.
+    """
+
+    jmap_hint = "serverFail"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"cache transaction over {seconds:g} s")
+        self.client_description = (
+            f"the request needs more than the {seconds:g} s of cache time allowed to one"
+            " transaction (cache.max_transaction_seconds); narrow it"
+        )
+
+
 def _translate(exc: sqlite3.Error, what: str) -> ProxyError:
     """Map a ``sqlite3`` exception to the internal tree (the caller chains it with ``from``)."""
     code = getattr(exc, "sqlite_errorcode", -1)
@@ -85,6 +142,66 @@ def _translate(exc: sqlite3.Error, what: str) -> ProxyError:
     return CacheCorrupt(f"cache {what}: {exc}")
 
 
+class _Job:
+    """The stop switch of one transaction, shared by its worker thread and the event loop.
+
+    ``reason`` is set once: ``"budget"`` (by the worker, past ``deadline``), ``"cancelled"``
+    or ``"closing"`` (by the loop).  While the transaction's ``fn`` runs (``armed``) a stop
+    also interrupts the statement in progress; the lock makes sure ``interrupt`` never
+    reaches the connection outside ``fn``, where it could break the ROLLBACK or the next
+    transaction.
+    """
+
+    __slots__ = ("_armed", "_conn", "_lock", "budget", "deadline", "reason", "write")
+
+    def __init__(self, budget: float | None, *, write: bool) -> None:
+        self.budget = budget
+        self.write = write
+        self.deadline: float | None = None
+        self.reason: str | None = None
+        self._armed = False
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def arm(self, conn: sqlite3.Connection) -> None:
+        """``fn`` starts now (worker thread): start the clock, allow interrupts."""
+        with self._lock:
+            if self.budget is not None:
+                self.deadline = time.monotonic() + self.budget
+            self._conn = conn
+            self._armed = True
+
+    def disarm(self) -> str | None:
+        """``fn`` is over (worker thread); return why it was stopped, if it was."""
+        with self._lock:
+            self._armed = False
+            return self.reason
+
+    def stop(self, reason: str) -> None:
+        """Ask the transaction to stop (any thread); interrupt its statement if one runs."""
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            if self._armed and self._conn is not None:
+                self._conn.interrupt()
+
+    def should_stop(self) -> bool:
+        """Worker thread, between and during statements: stop requested or budget spent?"""
+        if self.reason is not None:
+            return True
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            with self._lock:
+                if self.reason is None:
+                    self.reason = "budget"
+            return True
+        return False
+
+    def error(self) -> ProxyError:
+        if self.reason == "budget" and self.budget is not None:
+            return TransactionTooLong(self.budget)
+        return CacheUnavailable(f"cache transaction {self.reason or 'stopped'}")
+
+
 class Tx:
     """One open transaction; the only database surface other modules see.
 
@@ -92,16 +209,23 @@ class Tx:
     ``queries.next_seq`` (which takes ``seq + 1`` at most once per transaction and account).
     """
 
-    __slots__ = ("_conn", "_live", "taken_seqs")
+    __slots__ = ("_conn", "_job", "_live", "taken_seqs")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, job: _Job | None = None) -> None:
         self._conn = conn
+        self._job = job
         self._live = True
         self.taken_seqs: dict[str, int] = {}
 
-    def _cursor(self, sql: str, params: Params) -> sqlite3.Cursor:
+    def _check(self) -> None:
         if not self._live:
             raise RuntimeError("Tx used outside its transaction")
+        # an interrupt that arrives between two statements is forgotten by SQLite
+        if self._job is not None and self._job.should_stop():
+            raise self._job.error()
+
+    def _cursor(self, sql: str, params: Params) -> sqlite3.Cursor:
+        self._check()
         try:
             return self._conn.execute(sql, params)
         except sqlite3.Error as exc:
@@ -113,8 +237,7 @@ class Tx:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         """Run one statement once per row of parameters; return the rows changed in total."""
-        if not self._live:
-            raise RuntimeError("Tx used outside its transaction")
+        self._check()
         try:
             return self._conn.executemany(sql, rows).rowcount
         except sqlite3.Error as exc:
@@ -127,7 +250,10 @@ class Tx:
 
     def all(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Every row of a query."""
-        rows: list[tuple[Any, ...]] = self._cursor(sql, params).fetchall()
+        try:
+            rows: list[tuple[Any, ...]] = self._cursor(sql, params).fetchall()
+        except sqlite3.Error as exc:  # a step after the first (e.g. interrupted) fails here
+            raise _translate(exc, _head(sql)) from exc
         return rows
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
@@ -142,20 +268,34 @@ def _head(sql: str) -> str:
     return " ".join(words[:4]) if words else "statement"
 
 
-def _transaction(conn: sqlite3.Connection, fn: Callable[[Tx], T]) -> T:
-    """Run ``fn`` in BEGIN IMMEDIATE ... COMMIT on the worker thread; ROLLBACK on any error."""
-    tx = Tx(conn)
+def _transaction(
+    conn: sqlite3.Connection,
+    fn: Callable[[Tx], T],
+    job: _Job | None = None,
+    begin: str = "BEGIN IMMEDIATE",
+) -> T:
+    """Run ``fn`` in ``begin`` ... COMMIT on the worker thread; ROLLBACK on any error."""
+    tx = Tx(conn, job)
     try:
-        tx.execute("BEGIN IMMEDIATE")
-        result = fn(tx)
+        tx.execute(begin)
+        if job is not None:
+            job.arm(conn)
+        try:
+            result = fn(tx)
+        finally:
+            if job is not None:
+                job.disarm()
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
             raise TypeError("Store.run needs a plain function, not a coroutine function")
+        tx._job = None  # a stop that came too late does not undo finished work
         tx.execute("COMMIT")
         return result
-    except BaseException:
+    except BaseException as exc:
         _rollback(conn)
+        if job is not None and job.reason is not None and isinstance(exc, Exception):
+            raise job.error() from exc
         raise
     finally:
         tx._live = False
@@ -216,14 +356,25 @@ def _has_tables(tx: Tx) -> bool:
     return bool(tx.scalar("SELECT count(*) FROM sqlite_master"))
 
 
-def _connect(path: str, busy_timeout: float, migrations: Sequence[str]) -> sqlite3.Connection:
-    """Open, configure and migrate; runs on the worker thread that will own the connection."""
+def _open(path: str, busy_timeout: float) -> sqlite3.Connection:
     if sqlite3.sqlite_version_info < _MIN_SQLITE:
         raise CacheUnavailable(f"SQLite {sqlite3.sqlite_version} is too old; 3.24 or newer needed")
     try:
-        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        return sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=True
+        )
     except sqlite3.Error as exc:
         raise _translate(exc, f"open {path!r}") from exc
+
+
+def _connect_writer(
+    path: str, busy_timeout: float, migrations: Sequence[str]
+) -> tuple[sqlite3.Connection, bool]:
+    """Open, configure and migrate the writer; return it and whether WAL is on.
+
+    Runs on the worker thread that will own the connection.
+    """
+    conn = _open(path, busy_timeout)
     try:
         mode = Tx(conn).scalar("PRAGMA journal_mode = WAL")
         if mode not in ("wal", "memory"):
@@ -238,17 +389,114 @@ def _connect(path: str, busy_timeout: float, migrations: Sequence[str]) -> sqlit
         raise
     if found < len(migrations):
         log.info("cache %r: schema migrated from v%d to v%d", path, found, len(migrations))
+    return conn, mode == "wal"
+
+
+def _connect_reader(path: str, busy_timeout: float) -> sqlite3.Connection:
+    """Open a read-only connection (the writer has migrated the file); on its own thread."""
+    conn = _open(path, busy_timeout)
+    try:
+        for pragma in _READER_PRAGMAS:
+            Tx(conn).execute(f"PRAGMA {pragma}")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
-class Store:
-    """The cache: one SQLite connection behind one worker thread.  Create with :meth:`open`."""
+class _Worker:
+    """One connection and the one daemon thread that opens, uses and closes it.
 
-    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection, path: str) -> None:
-        self._executor = executor
-        self._conn = conn
-        self._closed = False
+    A daemon thread, so that a statement SQLite cannot interrupt (a busy wait on another
+    process's lock) never keeps the process from exiting.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.conn: sqlite3.Connection | None = None
+        self.job: _Job | None = None  # the transaction running now, for the progress handler
+        self._calls: queue.SimpleQueue[
+            tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run ``fn()`` on this worker's thread, after the calls queued before it."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._calls.put((future, fn))
+        return asyncio.wrap_future(future)
+
+    def connect(self, opener: Callable[[], sqlite3.Connection]) -> None:
+        """Worker thread: adopt the connection ``opener`` makes and watch its statements."""
+        conn = opener()
+        conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
+        self.conn = conn
+
+    def transaction(self, fn: Callable[[Tx], T], job: _Job, begin: str) -> T:
+        """Worker thread: one transaction of ``Store.run`` / ``Store.read``."""
+        if self.conn is None:
+            raise CacheUnavailable("cache connection is closed")
+        self.job = job
+        try:
+            return _transaction(self.conn, fn, job, begin)
+        finally:
+            self.job = None
+
+    def close(self) -> None:
+        """Worker thread: close the connection."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> None:
+        """Let the thread end once the queued calls are done."""
+        self._calls.put(None)
+
+    def _progress(self) -> int:
+        job = self.job
+        return 1 if job is not None and job.should_stop() else 0
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+class Store:
+    """The cache: a writer and a few readers, shared fairly between accounts.
+
+    Create with :meth:`open`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        writer: _Worker,
+        readers: Sequence[_Worker],
+        *,
+        readers_per_account: int,
+        max_transaction_seconds: float | None,
+    ) -> None:
         self.path = path
+        self.budget = max_transaction_seconds
+        self._writer = writer
+        self._readers = tuple(readers)
+        self._writes = FairSlots(1, 1)
+        self._reads = (
+            FairSlots(len(readers), min(readers_per_account, len(readers)))
+            if readers
+            else self._writes
+        )
+        self._running: dict[asyncio.Future[Any], _Job] = {}
+        self._closed = False
 
     @classmethod
     async def open(
@@ -257,6 +505,9 @@ class Store:
         *,
         busy_timeout: float = 5.0,
         migrations: Sequence[str] = schema.MIGRATIONS,
+        readers: int = 4,
+        readers_per_account: int = 2,
+        max_transaction_seconds: float | None = None,
     ) -> Store:
         """Open (creating if needed) and migrate the cache at ``path`` (``":memory:"`` allowed).
 
@@ -264,45 +515,134 @@ class Store:
             path: the SQLite file.
             busy_timeout: seconds a transaction waits for another process's write lock.
             migrations: the schema scripts; tests pass their own to exercise migrations.
+            readers: reader connections (none for ``:memory:`` or without WAL).
+            readers_per_account: how many of them one account may use at once.
+            max_transaction_seconds: the time budget of one read (Rule 6); None: unlimited.
 
         Raises:
             CacheCorrupt: not a database, another program's database, or a newer schema.
             CacheUnavailable: the file cannot be opened, or is locked for too long.
         """
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imapjmap-store")
-        loop = asyncio.get_running_loop()
+        writer = _Worker("imapjmap-store-writer")
+        workers = [writer]
         try:
-            conn = await loop.run_in_executor(
-                executor, _connect, path, busy_timeout, tuple(migrations)
+            wal = await writer.call(
+                lambda: _adopt_writer(writer, path, busy_timeout, tuple(migrations))
             )
+            for number in range(readers if wal and path not in ("", ":memory:") else 0):
+                reader = _Worker(f"imapjmap-store-reader-{number}")
+                workers.append(reader)
+                await reader.call(
+                    partial(reader.connect, partial(_connect_reader, path, busy_timeout))
+                )
         except BaseException:
-            executor.shutdown(wait=False)
+            for worker in workers:
+                worker.call(worker.close)
+                worker.stop()
             raise
-        return cls(executor, conn, path)
+        return cls(
+            path,
+            writer,
+            workers[1:],
+            readers_per_account=readers_per_account,
+            max_transaction_seconds=max_transaction_seconds,
+        )
 
-    async def run(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn(tx)`` on the worker thread inside ONE transaction and return its result.
+    async def run(self, fn: Callable[[Tx], T], *, account: str = "") -> T:
+        """Run ``fn(tx)`` on the writer inside ONE write transaction and return its result.
+
+        ``account`` is the account the transaction is for, its queue in the fair share.
 
         Raises:
             CacheUnavailable: the store is closed, or SQLite is busy/full/failing.
             CacheCorrupt: see Rule 4.
             Exception: whatever ``fn`` raised (after the ROLLBACK).
         """
+        return await self._submit(fn, account, write=True)
+
+    async def read(self, fn: Callable[[Tx], T], *, account: str = "") -> T:
+        """Run ``fn(tx)`` on a reader inside ONE read-only transaction; return its result.
+
+        Raises:
+            TransactionTooLong: over the time budget (Rule 6).
+            CacheUnavailable, CacheCorrupt, Exception: as :meth:`run`; a write in ``fn`` fails.
+        """
+        return await self._submit(fn, account, write=False)
+
+    async def _submit(self, fn: Callable[[Tx], T], account: str, *, write: bool) -> T:
         if self._closed:
             raise CacheUnavailable("cache store is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _transaction, self._conn, fn)
+        slots = self._writes if write else self._reads
+        slot = await slots.acquire(account)
+        if self._closed:  # granted just before aclose: the worker takes no more calls
+            slots.release(account, slot)
+            raise CacheUnavailable("cache store is closed")
+        worker = self._writer if slots is self._writes else self._readers[slot]
+        job = _Job(None if write else self.budget, write=write)
+        begin = "BEGIN IMMEDIATE" if write or not self._readers else "BEGIN"
+        try:
+            done = worker.call(lambda: worker.transaction(fn, job, begin))
+        except BaseException:
+            slots.release(account, slot)
+            raise
+        self._running[done] = job
+
+        def finished(future: asyncio.Future[Any]) -> None:
+            del self._running[future]
+            slots.release(account, slot)
+            if not future.cancelled():
+                future.exception()  # retrieved: a caller that gave up is not told twice
+
+        done.add_done_callback(finished)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            if not write:
+                job.stop("cancelled")
+            raise
 
     async def aclose(self) -> None:
-        """Finish the queued transactions, close the connection and stop the worker."""
+        """Fail the waiting transactions, stop the running ones, close every connection.
+
+        Returns within about a second whatever runs (Rule 7).
+        """
         if self._closed:
             return
         self._closed = True
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, self._conn.close)
-        finally:
-            self._executor.shutdown(wait=False)
+        closed = CacheUnavailable("cache store is closed")
+        self._writes.close(closed)
+        self._reads.close(closed)
+        running = dict(self._running)
+        for job in running.values():
+            if not job.write:
+                job.stop("closing")
+        if running:
+            _, late = await asyncio.wait(running, timeout=_CLOSE_GRACE)
+            for future in late:
+                running[future].stop("closing")
+        workers = (self._writer, *self._readers)
+        closing = [worker.call(worker.close) for worker in workers]
+        for worker in workers:
+            worker.stop()
+        _, stuck = await asyncio.wait(closing, timeout=_CLOSE_WAIT)
+        for future in stuck:  # still in a statement SQLite cannot interrupt; its daemon
+            future.cancel()  # thread ends with the process
+        if stuck:
+            log.warning("cache %r: %d connection(s) still busy at close", self.path, len(stuck))
 
     def __repr__(self) -> str:
         return f"<Store {self.path!r}{' closed' if self._closed else ''}>"
+
+
+def _adopt_writer(
+    worker: _Worker, path: str, busy_timeout: float, migrations: Sequence[str]
+) -> bool:
+    wal = False
+
+    def opener() -> sqlite3.Connection:
+        nonlocal wal
+        conn, wal = _connect_writer(path, busy_timeout, migrations)
+        return conn
+
+    worker.connect(opener)
+    return wal

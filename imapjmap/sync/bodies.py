@@ -49,7 +49,8 @@ async def fetch_message(
     cached = _bodies.get(key)
     if cached is not None:
         return cached
-    for mailbox, uid in await store.run(lambda tx: _where(tx, account_id, email_id)):
+    places = await store.read(lambda tx: _where(tx, account_id, email_id), account=account_id)
+    for mailbox, uid in places:
         try:
             async with pool.session(mailbox, readonly=True) as session:
                 reply = await session.execute(
@@ -71,7 +72,9 @@ async def fetch_previews(
 ) -> dict[str, str]:
     """Previews for emails that have none cached yet (IMAP PREVIEW where offered, else
     computed from the body); stored so the next Email/get reads them from the cache."""
-    where = await store.run(lambda tx: {e: _where(tx, account_id, e) for e in email_ids})
+    where = await store.read(
+        lambda tx: {e: _where(tx, account_id, e) for e in email_ids}, account=account_id
+    )
     found: dict[str, str] = {}
     if pool.capabilities & {"PREVIEW"}:
         found.update(await _imap_previews(pool, where))
@@ -97,7 +100,7 @@ async def fetch_previews(
             em.set_email_fields(tx, account_id, email_id, None, preview=preview)
 
     if found:
-        await store.run(save)
+        await store.run(save, account=account_id)
     return found
 
 

@@ -222,7 +222,9 @@ class MailboxSync:
         delta.cursor = cursor
         delta.hook = self.hook
         delta.delivery = bool(delta.new) and self.mailbox.role == "inbox"
-        await self.store.run(lambda tx: apply(tx, self.account_id, self.mailbox.id, delta))
+        await self.store.run(
+            lambda tx: apply(tx, self.account_id, self.mailbox.id, delta), account=self.account_id
+        )
         return []
 
     async def _resync_selected(
@@ -260,7 +262,8 @@ class MailboxSync:
             delta.flags.update(_flag_records(changed))
             delta.labels.update(_label_records(changed))
             known = await self.store.run(
-                lambda tx: em.locations_of_mailbox(tx, self.account_id, self.mailbox.id)
+                lambda tx: em.locations_of_mailbox(tx, self.account_id, self.mailbox.id),
+                account=self.account_id,
             )
             present = set(await _search_uids(session, f"UID 1:{known_top}"))
             delta.gone.update(uid for uid in known if uid not in present)
@@ -300,7 +303,9 @@ class MailboxSync:
         delta.prepared = await asyncio.to_thread(prepare, delta.new, self.account_id)
         if not rest:
             delta.cursor = cursor
-        await self.store.run(lambda tx: apply(tx, self.account_id, self.mailbox.id, delta))
+        await self.store.run(
+            lambda tx: apply(tx, self.account_id, self.mailbox.id, delta), account=self.account_id
+        )
         if rest:
             log.info(
                 "mailbox %s: newest %d of %d messages synced in %.1fs; the rest follows",
@@ -324,7 +329,8 @@ class MailboxSync:
             found.update({r.uid: r for r in _merge(reply.fetches) if r.uid is not None})
         ids = {uid: records.email_id_for(r) for uid, r in found.items()}
         known = await self.store.run(
-            lambda tx: set(em.existing_ids(tx, self.account_id, list(ids.values())))
+            lambda tx: set(em.existing_ids(tx, self.account_id, list(ids.values()))),
+            account=self.account_id,
         )
         for uid, email_id in ids.items():
             if email_id in known:
@@ -374,7 +380,8 @@ class MailboxSync:
                 await self.store.run(
                     functools.partial(
                         apply, account_id=self.account_id, mailbox_id=self.mailbox.id, delta=delta
-                    )
+                    ),
+                    account=self.account_id,
                 )
             except BaseException:
                 if fetching is not None:

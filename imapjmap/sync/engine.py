@@ -117,7 +117,9 @@ class AccountSync:
                 # anchor selected, the NOOP in front of the LIST makes that view current
                 await session.unselect()
             entries, statuses = await session.list_mailboxes(sync_selected=anchored)
-            known = await self._store.run(lambda tx: q.live_mailboxes(tx, self.account_id))
+            known = await self._store.run(
+                lambda tx: q.live_mailboxes(tx, self.account_id), account=self.account_id
+            )
             wanted = gmail.is_synced_entry if session.gmail else None
             listed = await _describe(session, entries, statuses, known, wanted)
             delimiter = next((e.delimiter for e in entries if e.delimiter), None)
@@ -130,7 +132,7 @@ class AccountSync:
                 emails.drop_dead_mailboxes(tx, self.account_id)
                 return seq
 
-            seq = await self._store.run(write)
+            seq = await self._store.run(write, account=self.account_id)
             if seq is not None:
                 log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
             await self._sync_emails(pool, session)
@@ -145,7 +147,7 @@ class AccountSync:
         def read(tx: Tx) -> tuple[list[q.MailboxRow], dict[str, Any]]:
             return (q.live_mailboxes(tx, self.account_id), em.synced_cursors(tx, self.account_id))
 
-        rows, cursors = await self._store.run(read)
+        rows, cursors = await self._store.run(read, account=self.account_id)
         gmail_mode = session.gmail
         for row in rows:
             if row.uidvalidity is None or row.id in self._fills:

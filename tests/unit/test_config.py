@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from imapjmap.config import (
     AuthConfig,
+    CacheConfig,
     Config,
     IdentityConfig,
     ImapConfig,
@@ -125,6 +126,10 @@ ACCEPTED = [
         {"server": {"header_timeout": 2, "body_timeout": 0.5, "max_connections_per_address": 8}},
         ServerConfig(header_timeout=2.0, body_timeout=0.5, max_connections_per_address=8),
     ),
+    (
+        {"cache": {"readers": 1, "readers_per_account": 1, "max_transaction_seconds": 0.5}},
+        CacheConfig(readers=1, readers_per_account=1, max_transaction_seconds=0.5),
+    ),
 ]
 
 
@@ -167,6 +172,13 @@ ERROR_CASES = [
     (minimal(imap={"command_timeout": float("inf")}), "imap.command_timeout: must be a finite"),
     (minimal(auth={"credential_cache_seconds": -1}), "auth.credential_cache_seconds: must be"),
     (minimal(cache={"changes_retention_days": 0}), "cache.changes_retention_days: must be at"),
+    (minimal(cache={"readers": 0}), "cache.readers: must be at least 1"),
+    (minimal(cache={"readers_per_account": 0}), "cache.readers_per_account: must be at least 1"),
+    (
+        minimal(cache={"readers": 2, "readers_per_account": 3}),
+        "cache.readers_per_account: must be at most cache.readers (2)",
+    ),
+    (minimal(cache={"max_transaction_seconds": 0}), "cache.max_transaction_seconds: must be pos"),
     (
         minimal(limits={"max_calls_in_request": 15}),
         "limits.max_calls_in_request: must be at least 16",

@@ -21,6 +21,7 @@ from imapjmap.jmap.dispatch import (
 from imapjmap.jmap.errors import MethodError, MethodErrorType, SetErrorType
 from imapjmap.jmap.request import Invocation, Request
 from imapjmap.jmap.wire import CORE, MAIL, SUBMISSION, JsonObject
+from imapjmap.store.db import TransactionTooLong
 
 
 @dataclass
@@ -78,6 +79,10 @@ async def raise_weird(ctx: Ctx, call: Call) -> HandlerResult:
     raise WeirdHint("odd")
 
 
+async def raise_too_long(ctx: Ctx, call: Call) -> HandlerResult:
+    raise TransactionTooLong(2.5)
+
+
 async def raise_bug(ctx: Ctx, call: Call) -> HandlerResult:
     raise KeyError("Traceback secret")
 
@@ -102,6 +107,7 @@ REGISTRY: dict[str, MethodSpec[Ctx]] = {
     "Test/corrupt": MethodSpec(raise_corrupt, MAIL),
     "Test/weird": MethodSpec(raise_weird, MAIL),
     "Test/bug": MethodSpec(raise_bug, MAIL),
+    "Test/tooLong": MethodSpec(raise_too_long, MAIL),
     "Test/garbage": MethodSpec(return_garbage, MAIL),
     "Test/cancelled": MethodSpec(cancelled, MAIL),
 }
@@ -282,6 +288,19 @@ async def test_proxy_error_description_names_the_class() -> None:
         "type": "serverUnavailable",
         "description": "ImapUnavailable",
     }
+
+
+async def test_an_error_of_the_requests_own_cost_names_its_limit_without_a_traceback_core_err_10(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="imapjmap.jmap.dispatch"):
+        response = await call(("Test/tooLong", {"accountId": "A"}, "0"), ("Core/echo", {}, "1"))
+    error, after = response["methodResponses"]
+    assert error[0] == "error" and error[1]["type"] == "serverFail"
+    assert "cache.max_transaction_seconds" in error[1]["description"]
+    assert "2.5 s" in error[1]["description"]
+    assert after[0] == "Core/echo"
+    assert caplog.records and not any(r.exc_info for r in caplog.records)
 
 
 async def test_unexpected_exception_is_logged_with_traceback(

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from imapjmap.errors import CacheCorrupt, ProxyError
 from imapjmap.store import queries as q
-from imapjmap.store.db import CacheUnavailable, Store, Tx, split_statements
+from imapjmap.store.db import CacheUnavailable, Store, TransactionTooLong, Tx, split_statements
 from imapjmap.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 
@@ -310,3 +310,214 @@ async def test_throughput_sanity(tmp_path: Path, capsys: pytest.CaptureFixture[s
             f"\n[store] {n} insert_mailbox in one transaction: {inserted:.2f}s"
             f" ({n / inserted:,.0f}/s); read back + decode: {read:.2f}s"
         )
+
+
+# --- fair share: readers beside the writer, per-account turns, budget, interrupts ----------
+
+# A read that never ends by itself: only an interrupt (budget, cancel, close) stops it.
+ENDLESS = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r"
+
+
+@pytest.fixture
+async def shared(tmp_path: Path) -> AsyncIterator[Store]:
+    """A file store with two readers, one per account, and a generous budget."""
+    s = await Store.open(
+        str(tmp_path / "fair.sqlite3"), readers=2, readers_per_account=1, max_transaction_seconds=60
+    )
+    await s.run(lambda tx: q.ensure_account(tx, "a1", "alice"))
+    yield s
+    await s.aclose()
+
+
+async def _started(task: asyncio.Task[object], store: Store, account: str) -> None:
+    """Wait until ``task`` holds a connection of ``account`` (its transaction runs)."""
+    for _ in range(500):
+        if store._reads.held(account) or store._writes.held(account):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{task!r} never started")
+
+
+async def test_reads_run_beside_a_write_and_see_only_committed_data(shared: Store) -> None:
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_write(tx: Tx) -> None:
+        q.kv_set(tx, "a1", "k", "new")
+        holding.set()
+        release.wait(10)
+
+    await shared.run(lambda tx: q.kv_set(tx, "a1", "k", "old"))
+    writing = asyncio.ensure_future(shared.run(slow_write, account="a1"))
+    try:
+        await asyncio.to_thread(holding.wait, 10)
+        # the writer is busy inside its transaction; a read still answers, from the snapshot
+        assert await shared.read(lambda tx: q.kv_get(tx, "a1", "k"), account="b") == "old"
+        assert not writing.done()
+    finally:
+        release.set()
+    await writing
+    assert await shared.read(lambda tx: q.kv_get(tx, "a1", "k"), account="b") == "new"
+    idents = {await shared.read(lambda tx: threading.get_ident()) for _ in range(6)}
+    assert threading.get_ident() not in idents
+    assert await shared.run(lambda tx: threading.get_ident()) not in idents
+
+
+async def test_a_write_inside_a_read_is_refused(shared: Store) -> None:
+    with pytest.raises(CacheUnavailable, match="readonly"):
+        await shared.read(lambda tx: q.kv_set(tx, "a1", "k", "v"), account="a1")
+    assert await shared.run(lambda tx: q.kv_get(tx, "a1", "k")) is None
+
+
+async def test_endless_reads_of_one_account_leave_a_reader_for_another(shared: Store) -> None:
+    heavy = [asyncio.ensure_future(shared.read(lambda tx: tx.scalar(ENDLESS), account="a"))]
+    await _started(heavy[0], shared, "a")
+    heavy += [
+        asyncio.ensure_future(shared.read(lambda tx: tx.scalar(ENDLESS), account="a"))
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0.05)
+    assert shared._reads.held("a") == 1 and shared._reads.waiting("a") == 3
+    assert await shared.read(lambda tx: tx.scalar("SELECT 7"), account="b") == 7
+    assert not any(task.done() for task in heavy)  # b answered while a's reads still run
+    await asyncio.wait_for(shared.aclose(), 10)  # interrupts the running one, fails the rest
+    for task in heavy:
+        with pytest.raises(CacheUnavailable):
+            await task
+
+
+async def test_a_read_over_its_budget_is_rolled_back_with_a_clear_error(tmp_path: Path) -> None:
+    s = await Store.open(str(tmp_path / "b.sqlite3"), readers=1, max_transaction_seconds=0.2)
+    calls = 0
+
+    def many_small_statements(tx: Tx) -> None:
+        nonlocal calls
+        while True:  # each statement is short: the budget is checked between them too
+            calls += 1
+            tx.scalar("SELECT 1")
+
+    try:
+        with pytest.raises(TransactionTooLong) as info:
+            await s.read(lambda tx: tx.scalar(ENDLESS), account="a")
+        assert info.value.client_description is not None
+        assert "cache.max_transaction_seconds" in info.value.client_description
+        assert "0.2 s" in info.value.client_description
+        assert info.value.__cause__ is not None  # chained
+        with pytest.raises(TransactionTooLong):
+            await s.read(many_small_statements, account="a")
+        assert calls > 1
+        # the reader is free again, and writes have no budget
+        assert await s.read(lambda tx: tx.scalar("SELECT 3"), account="a") == 3
+
+        def long_write(tx: Tx) -> str | None:
+            q.ensure_account(tx, "a", "alice")
+            time.sleep(0.4)  # longer than the read budget
+            q.kv_set(tx, "a", "k", "v")
+            return q.kv_get(tx, "a", "k")
+
+        assert await s.run(long_write, account="a") == "v"
+    finally:
+        await s.aclose()
+
+
+async def test_the_budget_holds_for_reads_of_a_memory_store_too() -> None:
+    s = await Store.open(":memory:", readers=4, max_transaction_seconds=0.2)
+    try:
+        assert not s._readers  # a :memory: database cannot be shared between connections
+        with pytest.raises(TransactionTooLong):
+            await s.read(lambda tx: tx.scalar(ENDLESS), account="a")
+        assert await s.read(lambda tx: tx.scalar("SELECT 1")) == 1
+    finally:
+        await s.aclose()
+
+
+async def test_cancelling_a_read_interrupts_its_statement(tmp_path: Path) -> None:
+    s = await Store.open(str(tmp_path / "c.sqlite3"), readers=1, max_transaction_seconds=60)
+    try:
+        endless = asyncio.ensure_future(s.read(lambda tx: tx.scalar(ENDLESS), account="a"))
+        await _started(endless, s, "a")
+        endless.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await endless
+        # the only reader would be busy for a minute had the statement gone on
+        assert await asyncio.wait_for(s.read(lambda tx: tx.scalar("SELECT 5")), 10) == 5
+    finally:
+        await s.aclose()
+
+
+async def test_a_cancelled_waiter_leaves_its_queue_and_a_started_write_completes(
+    shared: Store,
+) -> None:
+    holding, release = threading.Event(), threading.Event()
+
+    def held_write(tx: Tx) -> None:
+        holding.set()
+        release.wait(10)
+        q.kv_set(tx, "a1", "first", "done")
+
+    first = asyncio.ensure_future(shared.run(held_write, account="a1"))
+    await asyncio.to_thread(holding.wait, 10)
+    queued = asyncio.ensure_future(shared.run(lambda tx: q.kv_set(tx, "a1", "queued", "x")))
+    await asyncio.sleep(0.05)
+    assert shared._writes.waiting("") == 1
+    queued.cancel()
+    first.cancel()  # a write that started is not interrupted (Rule 7)
+    await asyncio.sleep(0.05)
+    assert shared._writes.waiting("") == 0
+    release.set()
+    for task in (first, queued):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    def both(tx: Tx) -> tuple[str | None, str | None]:
+        return q.kv_get(tx, "a1", "first"), q.kv_get(tx, "a1", "queued")
+
+    assert await shared.run(both) == ("done", None)
+
+
+async def test_writes_are_taken_round_robin_across_accounts(shared: Store) -> None:
+    holding, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def hold(tx: Tx) -> None:
+        holding.set()
+        release.wait(10)
+
+    def note(name: str) -> Callable[[Tx], None]:
+        return lambda tx: order.append(name)
+
+    held = asyncio.ensure_future(shared.run(hold, account="sync"))
+    await asyncio.to_thread(holding.wait, 10)
+    writes = [asyncio.ensure_future(shared.run(note(f"a{i}"), account="a")) for i in range(5)]
+    await asyncio.sleep(0)
+    writes += [asyncio.ensure_future(shared.run(note(f"b{i}"), account="b")) for i in range(2)]
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(held, *writes)
+    assert order == ["a0", "b0", "a1", "b1", "a2", "a3", "a4"]
+
+
+async def test_aclose_interrupts_whatever_runs_and_returns_promptly(tmp_path: Path) -> None:
+    path = str(tmp_path / "d.sqlite3")
+    s = await Store.open(path, readers=2, readers_per_account=2, max_transaction_seconds=600)
+    await s.run(lambda tx: q.ensure_account(tx, "a1", "alice"))
+
+    def endless_write(tx: Tx) -> None:
+        q.kv_set(tx, "a1", "k", "v")
+        tx.scalar(ENDLESS)
+
+    write = asyncio.ensure_future(s.run(endless_write, account="a1"))
+    reads = [asyncio.ensure_future(s.read(lambda tx: tx.scalar(ENDLESS))) for _ in range(3)]
+    await _started(write, s, "a1")
+    await _started(reads[0], s, "")
+    closing = asyncio.ensure_future(s.aclose())
+    done, _ = await asyncio.wait([closing], timeout=10)
+    assert closing in done  # an endless write and endless reads did not hold it up
+    for task in (write, *reads):
+        with pytest.raises(CacheUnavailable):
+            await task
+    # the endless write was rolled back; the file is usable by the next process at once
+    again = await Store.open(path, busy_timeout=0.1)
+    try:
+        assert await again.run(lambda tx: q.kv_get(tx, "a1", "k")) is None
+    finally:
+        await again.aclose()

@@ -1,0 +1,86 @@
+"""store/fair.py: slots handed out round-robin over keys, at most ``per_key`` per key."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from imapjmap.errors import ProxyError
+from imapjmap.store.fair import FairSlots
+
+
+async def _grants(slots: FairSlots, arrivals: list[str], finish: int) -> list[str]:
+    """Queue ``arrivals`` (keys, in order) behind ``slots`` full slots; release one at a time
+    and return the keys in the order they were served."""
+    held = [await slots.acquire("held") for _ in range(finish)]
+    served: list[str] = []
+
+    async def take(key: str) -> None:
+        slot = await slots.acquire(key)
+        served.append(key)
+        await asyncio.sleep(0)
+        slots.release(key, slot)
+
+    tasks = [asyncio.ensure_future(take(key)) for key in arrivals]
+    await asyncio.sleep(0)
+    for slot in held:
+        slots.release("held", slot)
+    await asyncio.gather(*tasks)
+    return served
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "expected"),
+    [
+        pytest.param(["a"] * 4 + ["b"] * 2, ["a", "b", "a", "b", "a", "a"], id="alternate"),
+        pytest.param(["a", "a", "b", "c", "c"], ["a", "b", "c", "a", "c"], id="three-keys"),
+        pytest.param(["b", "a", "a", "a"], ["b", "a", "a", "a"], id="alone-then-fifo"),
+    ],
+)
+async def test_one_slot_is_served_round_robin(arrivals: list[str], expected: list[str]) -> None:
+    assert await _grants(FairSlots(1, 1), arrivals, finish=1) == expected
+
+
+async def test_a_key_never_holds_more_than_its_share() -> None:
+    slots = FairSlots(3, 2)
+    first = [await slots.acquire("a"), await slots.acquire("a")]
+    third = asyncio.ensure_future(slots.acquire("a"))
+    await asyncio.sleep(0)
+    assert not third.done() and slots.held("a") == 2 and slots.waiting("a") == 1
+    other = await asyncio.wait_for(slots.acquire("b"), 1)  # the free slot is b's
+    assert sorted([*first, other]) == [0, 1, 2]
+    slots.release("a", first[0])
+    assert await asyncio.wait_for(third, 1) == first[0]
+
+
+async def test_a_waiter_cancelled_leaves_the_queue() -> None:
+    slots = FairSlots(1, 1)
+    held = await slots.acquire("a")
+    gone = asyncio.ensure_future(slots.acquire("b"))
+    stays = asyncio.ensure_future(slots.acquire("c"))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.sleep(0)
+    assert slots.waiting("b") == 0
+    slots.release("a", held)
+    assert await asyncio.wait_for(stays, 1) == held
+    assert slots.held("b") == 0
+
+
+async def test_close_fails_the_waiters_and_later_callers() -> None:
+    slots = FairSlots(1, 1)
+    await slots.acquire("a")
+    waiting = asyncio.ensure_future(slots.acquire("b"))
+    await asyncio.sleep(0)
+    slots.close(ProxyError("closed"))
+    with pytest.raises(ProxyError, match="closed"):
+        await waiting
+    with pytest.raises(ProxyError, match="closed"):
+        await slots.acquire("c")
+
+
+@pytest.mark.parametrize(("slots", "per_key"), [(0, 1), (2, 0), (2, 3)])
+def test_impossible_shapes_are_refused(slots: int, per_key: int) -> None:
+    with pytest.raises(ValueError, match="per_key"):
+        FairSlots(slots, per_key)
