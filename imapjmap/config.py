@@ -52,7 +52,7 @@ from typing import Any, Final, Literal, Union, get_args, get_origin, get_type_hi
 from urllib.parse import urlsplit
 
 from imapjmap.errors import ConfigError
-from imapjmap.jmap.limits import MAX_FILTER_DEPTH
+from imapjmap.jmap.limits import DEFAULT_MAX_PROPERTIES, MAX_FILTER_DEPTH
 
 Security = Literal["tls", "starttls", "none"]
 GmailMode = Literal["auto", "on", "off"]
@@ -150,6 +150,7 @@ class LimitsConfig:
     max_filter_depth: int = 10  # nesting of FilterOperators; at most MAX_FILTER_DEPTH
     max_filter_string_length: int = 1000  # characters of one string in a filter
     max_sort_comparators: int = 10
+    max_properties: int = DEFAULT_MAX_PROPERTIES  # distinct entries of a /get's properties
     # octets one account's uploads (kept 24 hours after their last use) may take together
     max_upload_bytes_per_account: int = 200_000_000
 

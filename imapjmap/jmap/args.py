@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Final, NoReturn
 
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
-from imapjmap.jmap.limits import QueryLimits, check_filter, check_sort
+from imapjmap.jmap.limits import (
+    DEFAULT_MAX_PROPERTIES,
+    QueryLimits,
+    check_filter,
+    check_properties,
+    check_sort,
+)
 from imapjmap.jmap.wire import Json, JsonObject, is_id, is_int, is_unsigned_int
 
 __all__ = [
@@ -142,6 +148,7 @@ class GetArgs:
         known_properties: Collection[str],
         max_objects: int,
         extra: Collection[str] = (),
+        max_properties: int = DEFAULT_MAX_PROPERTIES,
     ) -> GetArgs:
         """Parse; ids of any string value are kept (unknown ones end up in ``notFound``).
 
@@ -150,7 +157,8 @@ class GetArgs:
         so it is added to ``properties`` when missing.
 
         Raises:
-            MethodError: invalidArguments (CORE-GET-03), requestTooLarge.
+            MethodError: invalidArguments (CORE-GET-03; more than ``max_properties``
+                distinct properties), requestTooLarge.
         """
         reader = _Reader(raw, extra)
         account_id = reader.required_str("accountId")
@@ -159,6 +167,7 @@ class GetArgs:
             raise _too_large("ids", len(ids), max_objects)
         properties = reader.string_list("properties")
         if properties is not None:
+            check_properties("properties", properties, max_properties)
             unknown = [p for p in properties if p != "id" and p not in known_properties]
             if unknown:
                 raise invalid_arguments(

@@ -14,20 +14,35 @@ each item of a property whose value is a list (``inMailboxOtherThan``, EmailSubm
 A filter over a limit is ``unsupportedFilter``, a sort over one ``unsupportedSort`` (the
 errors RFC 8620 §5.5 gives for a filter or sort the server will not run); the description
 names the limit and its value.  Malformed shapes are left to the parsers that come after.
+
+One more argument drives the cost of a /get: its ``properties`` (and Email's
+``bodyProperties``).  Most types know a few dozen, but Email accepts any ``header:Name``
+form, and each one asked for is looked up in every message and returned for every email:
+:func:`check_properties` bounds them (``invalidArguments``; ``requestTooLarge`` is for ids).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Final
 
-from imapjmap.jmap.errors import MethodError, MethodErrorType
+from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.wire import Json
 
-__all__ = ["MAX_FILTER_DEPTH", "QueryLimits", "check_filter", "check_sort"]
+__all__ = [
+    "DEFAULT_MAX_PROPERTIES",
+    "MAX_FILTER_DEPTH",
+    "QueryLimits",
+    "check_filter",
+    "check_properties",
+    "check_sort",
+]
 
 MAX_FILTER_DEPTH: Final = 50
 """The ceiling of ``max_filter_depth``: the filter code past this check is recursive."""
+DEFAULT_MAX_PROPERTIES: Final = 100
+"""The config's default ``max_properties``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,4 +137,16 @@ def check_sort(raw: Json, limits: QueryLimits) -> None:
             MethodErrorType.UNSUPPORTED_SORT,
             f"the sort has {len(raw)} comparators: the limit (max_sort_comparators) is "
             f"{limits.max_sort_comparators}",
+        )
+
+
+def check_properties(name: str, properties: Sized, maximum: int) -> None:
+    """Refuse a ``properties``-like argument with more than ``maximum`` distinct entries.
+
+    Raises:
+        MethodError: invalidArguments naming ``max_properties``.
+    """
+    if len(properties) > maximum:
+        raise invalid_arguments(
+            f"'{name}' has {len(properties)} entries: the limit (max_properties) is {maximum}"
         )

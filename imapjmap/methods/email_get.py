@@ -27,6 +27,7 @@ from typing import Any, Final
 from imapjmap.jmap.args import GetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
+from imapjmap.jmap.limits import check_properties
 from imapjmap.jmap.wire import Json, JsonObject, is_unsigned_int, utc_date
 from imapjmap.methods import blobs, standard
 from imapjmap.methods.context import MethodContext
@@ -93,8 +94,9 @@ class BodyOptions:
     max_body_value_bytes: int = 0
 
     @classmethod
-    def parse(cls, extra: JsonObject) -> BodyOptions:
-        """Raises MethodError invalidArguments for a bad value or body property."""
+    def parse(cls, extra: JsonObject, max_properties: int) -> BodyOptions:
+        """Raises MethodError invalidArguments for a bad value or body property, or more
+        than ``max_properties`` distinct body properties."""
         props = extra.get("bodyProperties")
         if props is None:
             body_properties = mime_email.DEFAULT_BODY_PROPERTIES
@@ -106,6 +108,7 @@ class BodyOptions:
             except ValueError as exc:
                 raise invalid_arguments(f"bodyProperties: {exc}") from None
             body_properties = tuple(dict.fromkeys(props))
+            check_properties("bodyProperties", body_properties, max_properties)
         max_bytes = extra.get("maxBodyValueBytes")
         if max_bytes is not None and not is_unsigned_int(max_bytes):
             raise invalid_arguments("'maxBodyValueBytes' must be an UnsignedInt")
@@ -223,9 +226,13 @@ def _read_rows(
 async def email_get(ctx: MethodContext, call: Call) -> JsonObject:
     limit = ctx.cfg.limits.max_objects_in_get
     args = GetArgs.parse(
-        call.args, known_properties=_KnownProperties(), max_objects=limit, extra=_GET_EXTRA
+        call.args,
+        known_properties=_KnownProperties(),
+        max_objects=limit,
+        extra=_GET_EXTRA,
+        max_properties=ctx.cfg.limits.max_properties,
     )
-    options = BodyOptions.parse(args.extra)
+    options = BodyOptions.parse(args.extra, ctx.cfg.limits.max_properties)
     properties = args.properties or list(mime_email.DEFAULT_EMAIL_PROPERTIES)
     wanted = standard.resolve_ids(call, args.ids) if args.ids is not None else None
     await ctx.refresh()

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
+from imapjmap.jmap.limits import check_properties
 from imapjmap.jmap.wire import Json, JsonObject
 from imapjmap.methods import blob_store, standard
 from imapjmap.methods.context import MethodContext
@@ -84,7 +85,9 @@ def parsed_email(
     return out
 
 
-def _parse_args(raw: JsonObject, max_objects: int) -> tuple[list[str], list[str], BodyOptions]:
+def _parse_args(
+    raw: JsonObject, max_objects: int, max_properties: int
+) -> tuple[list[str], list[str], BodyOptions]:
     unknown = [name for name in raw if name not in _ARGS]
     if unknown:
         raise invalid_arguments(f"unknown argument '{unknown[0][:60]}'")
@@ -108,12 +111,16 @@ def _parse_args(raw: JsonObject, max_objects: int) -> tuple[list[str], list[str]
         except ValueError as exc:
             raise invalid_arguments(f"properties: {exc}") from None
         properties = list(dict.fromkeys(props))
-    options = BodyOptions.parse({k: v for k, v in raw.items() if k in _ARGS})
+        check_properties("properties", properties, max_properties)
+    options = BodyOptions.parse({k: v for k, v in raw.items() if k in _ARGS}, max_properties)
     return blob_ids, properties, options
 
 
 async def email_parse(ctx: MethodContext, call: Call) -> JsonObject:
-    blob_ids, properties, options = _parse_args(call.args, ctx.cfg.limits.max_objects_in_get)
+    limits = ctx.cfg.limits
+    blob_ids, properties, options = _parse_args(
+        call.args, limits.max_objects_in_get, limits.max_properties
+    )
     await ctx.refresh()
     parsed: JsonObject = {}
     not_parsable: list[str] = []

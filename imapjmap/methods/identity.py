@@ -238,7 +238,10 @@ def _row_from(base: sub.IdentityRow, obj: JsonObject) -> sub.IdentityRow:
 
 async def identity_get(ctx: MethodContext, call: Call) -> JsonObject:
     args = GetArgs.parse(
-        call.args, known_properties=PROPERTIES, max_objects=ctx.cfg.limits.max_objects_in_get
+        call.args,
+        known_properties=PROPERTIES,
+        max_objects=ctx.cfg.limits.max_objects_in_get,
+        max_properties=ctx.cfg.limits.max_properties,
     )
     rows = await live_identities(ctx)
     state = await ctx.state(sub.IDENTITY_TYPE)

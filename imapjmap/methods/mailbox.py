@@ -63,7 +63,10 @@ def to_json(row: q.MailboxRow) -> JsonObject:
 
 async def mailbox_get(ctx: MethodContext, call: Call) -> JsonObject:
     args = GetArgs.parse(
-        call.args, known_properties=PROPERTIES, max_objects=ctx.cfg.limits.max_objects_in_get
+        call.args,
+        known_properties=PROPERTIES,
+        max_objects=ctx.cfg.limits.max_objects_in_get,
+        max_properties=ctx.cfg.limits.max_properties,
     )
     await ctx.refresh()
 

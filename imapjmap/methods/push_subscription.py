@@ -91,6 +91,7 @@ async def push_subscription_get(ctx: MethodContext, call: Call) -> JsonObject:
         _no_account_arguments(call.args),
         known_properties=PROPERTIES,
         max_objects=ctx.cfg.limits.max_objects_in_get,
+        max_properties=ctx.cfg.limits.max_properties,
     )
     if args.properties is not None and _PRIVATE & set(args.properties):
         raise MethodError(MethodErrorType.FORBIDDEN, "url and keys are never returned")

@@ -138,7 +138,10 @@ async def _rows(ctx: MethodContext) -> tuple[list[sub.SubmissionRow], int]:
 
 async def email_submission_get(ctx: MethodContext, call: Call) -> JsonObject:
     args = GetArgs.parse(
-        call.args, known_properties=PROPERTIES, max_objects=ctx.cfg.limits.max_objects_in_get
+        call.args,
+        known_properties=PROPERTIES,
+        max_objects=ctx.cfg.limits.max_objects_in_get,
+        max_properties=ctx.cfg.limits.max_properties,
     )
     rows, seq = await _rows(ctx)
     by_id = {row.id: row for row in rows}

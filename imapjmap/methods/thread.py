@@ -43,7 +43,12 @@ def _read(
 
 async def thread_get(ctx: MethodContext, call: Call) -> JsonObject:
     limit = ctx.cfg.limits.max_objects_in_get
-    args = GetArgs.parse(call.args, known_properties=PROPERTIES, max_objects=limit)
+    args = GetArgs.parse(
+        call.args,
+        known_properties=PROPERTIES,
+        max_objects=limit,
+        max_properties=ctx.cfg.limits.max_properties,
+    )
     ids = standard.resolve_ids(call, args.ids) if args.ids is not None else None
     properties = args.properties or list(PROPERTIES)
     await ctx.refresh()

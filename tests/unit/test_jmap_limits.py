@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from imapjmap.config import Config
-from imapjmap.jmap.args import QueryArgs
+from imapjmap.jmap.args import GetArgs, QueryArgs
 from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.limits import QueryLimits, check_filter, check_sort
 from imapjmap.methods import REGISTRY
@@ -192,3 +192,47 @@ async def test_every_query_method_refuses_heavy_arguments_first_core_qry_04(
         await REGISTRY[method].handler(world.context(), call(method, {**args, **extra}))
     assert err.value.type == ("unsupportedSort" if "sort" in args else "unsupportedFilter")
     assert limit in str(err.value.description)
+
+
+# --- /get properties ------------------------------------------------------------------------
+
+
+def test_get_args_bound_the_distinct_properties() -> None:
+    raw = {"accountId": "A", "properties": [f"p{i % 3}" for i in range(500)]}
+    args = GetArgs.parse(raw, known_properties={"p0", "p1", "p2"}, max_objects=10)
+    assert args.properties == ["id", "p0", "p1", "p2"]  # duplicates count once
+    many = {"accountId": "A", "properties": [f"p{i}" for i in range(101)]}
+    with pytest.raises(MethodError) as err:
+        GetArgs.parse(many, known_properties=_Anything(), max_objects=10)
+    assert err.value.type == "invalidArguments"
+    assert err.value.description == (
+        "'properties' has 101 entries: the limit (max_properties) is 100"
+    )
+
+
+class _Anything(frozenset[str]):
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+HEADERS = [f"header:X-Custom-{i}:asText" for i in range(10_000)]
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "argument"),
+    [
+        ("Email/get", {"ids": ["e1"], "properties": HEADERS}, "properties"),
+        ("Email/get", {"ids": ["e1"], "bodyProperties": HEADERS}, "bodyProperties"),
+        ("Email/parse", {"blobIds": ["b1"], "properties": HEADERS}, "properties"),
+        ("Email/parse", {"blobIds": ["b1"], "bodyProperties": HEADERS}, "bodyProperties"),
+    ],
+)
+async def test_email_header_properties_are_bounded_before_any_work(
+    method: str, args: dict[str, Any], argument: str, world: World
+) -> None:
+    with pytest.raises(MethodError) as err:
+        await REGISTRY[method].handler(world.context(), call(method, args))
+    assert err.value.type == "invalidArguments"
+    assert err.value.description == (
+        f"'{argument}' has 10000 entries: the limit (max_properties) is 100"
+    )
