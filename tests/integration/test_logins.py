@@ -9,10 +9,12 @@ operators to configure it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -184,6 +186,46 @@ async def test_the_client_address_reaches_dovecot(
     lines = [line for line in login_lines(folding_dovecot) if f"user=<{user.username}>" in line]
     assert not any("198.51.100.8" in line for line in lines), lines
     assert any("rip=127.0.0.1," in line for line in lines), lines
+
+
+@pytest.fixture(scope="module")
+def penalising_dovecot() -> Iterator[DovecotServer]:
+    """Dovecot with its per-address penalty for failed logins on (the shared test servers
+    turn it off), trusting the proxy's forwarded address."""
+    penalty = "service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0600\n  }\n}\n"
+    with dovecot_root() as root:
+        server = DovecotServer.start(
+            root, extra_conf="login_trusted_networks = 127.0.0.0/8\n" + penalty
+        )
+        yield server
+        server.stop()
+
+
+async def test_bad_passwords_from_one_client_do_not_slow_down_others(
+    penalising_dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """Dovecot delays the next login from an address that failed one (by seconds); with
+    the client's address passed upstream that address is the bad client's, not the
+    proxy's that everyone shares."""
+    users = {}
+    for name in ("mallory", "bob", "carol"):
+        username, password = f"{name}-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+        penalising_dovecot.add_user(username, password)
+        users[name] = ImapUser(username, password, penalising_dovecot.host, penalising_dovecot.port)
+    async with TestClient(TestServer(make_app(config(users["bob"], tmp_path)))) as http:
+        bad = await session(http, basic(users["mallory"].username, "wrong", via="203.0.113.5"))
+        assert bad.status == 401
+
+        async def timed(user: ImapUser, via: str) -> float:
+            started = time.monotonic()
+            assert await account_id(http, basic(user.username, user.password, via=via))
+            return time.monotonic() - started
+
+        other, same = await asyncio.gather(
+            timed(users["bob"], "198.51.100.2"), timed(users["carol"], "203.0.113.5")
+        )
+    assert same >= 2.0  # the penalty is on, for the address that failed
+    assert other < 2.0, (other, same)
 
 
 # --- failed logins -------------------------------------------------------------------------
