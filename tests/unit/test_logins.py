@@ -5,14 +5,18 @@ tests/integration/test_logins.py)."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
+from imapjmap.config import Config, GmailMode, ImapConfig
 from imapjmap.credentials import ClientAddress
-from imapjmap.http.auth import Unauthorized, parse_basic, store_key
+from imapjmap.http.auth import Authenticator, Unauthorized, parse_basic, store_key
 from imapjmap.http.forwarded import client_address, parse_networks
 from imapjmap.http.throttle import FailureWindow, LoginThrottle, Refusal
+from imapjmap.imap.pool import ImapPools
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 
@@ -251,3 +255,36 @@ async def test_spellings_of_one_store_share_the_first_spellings_account(store: S
     assert sorted(rows) == ["F-x-guid:c", "L-CAROL", "L-alice", "L-bob", "L-carol"]
     first = await store.run(lambda tx: q.account(tx, "L-alice"))
     assert first is not None and first.username == "alice"
+
+
+# --- Bearer only where it can work ---------------------------------------------------------
+
+NO_XOAUTH2 = frozenset({"IMAP4REV1", "ID", "AUTH=PLAIN"})
+XOAUTH2 = NO_XOAUTH2 | {"AUTH=XOAUTH2"}
+GMAIL = XOAUTH2 | {"X-GM-EXT-1"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "capabilities", "possible"),
+    [
+        ("on", None, True),  # Gmail mode configured: no need to ask
+        ("on", NO_XOAUTH2, True),
+        ("auto", None, None),  # must ask the server first
+        ("auto", NO_XOAUTH2, False),
+        ("auto", XOAUTH2, True),
+        ("auto", GMAIL, True),
+        ("off", NO_XOAUTH2, False),
+        ("off", XOAUTH2, True),  # a non-Gmail server with XOAUTH2
+    ],
+)
+def test_bearer_is_tried_only_where_it_can_work(
+    mode: GmailMode, capabilities: frozenset[str] | None, possible: bool | None
+) -> None:
+    cfg = Config(imap=ImapConfig(gmail=mode))
+    auth = Authenticator(cfg, cast(Store, None), ImapPools(cfg.imap))
+    assert auth._bearer_possible(capabilities) is possible
+    if capabilities is not None:
+        auth._probed = (time.monotonic(), capabilities)
+        challenge = auth.challenge()
+        assert challenge.startswith('Basic realm="imapjmap"')
+        assert ("Bearer" in challenge) is (possible is not False)
