@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 OPENED_STORE = web.AppKey("opened_store", Store)
 
 EXIT_FAILURE = 1  # the cache or the listening address cannot be used
-SHUTDOWN_GRACE: Final = 1.0
-"""aiohttp's ``shutdown_timeout``: requests in flight are cancelled after twice this."""
+SHUTDOWN_GRACE: Final = 0.5
+"""aiohttp's ``shutdown_timeout``: requests in flight are cancelled after twice this (a
+busy cache reader thread slows the event loop down, and the cache takes up to a second
+to close: the whole stop must stay within a few seconds)."""
 CLOSE_TIMEOUT: Final = 1.5
 """Seconds closing push watchers, syncs and IMAP connections may take at shutdown."""
 

@@ -37,7 +37,7 @@ from aiohttp import WSMsgType, web
 from imapjmap.http import views
 from imapjmap.http.auth import Authenticated
 from imapjmap.jmap.errors import RequestError, RequestErrorType
-from imapjmap.jmap.request import loads_i_json, request_from_json
+from imapjmap.jmap.request import request_from_json
 from imapjmap.jmap.session import WEBSOCKET_PATH
 from imapjmap.methods import CAPABILITIES
 from imapjmap.push.stream import PushStream
@@ -84,7 +84,7 @@ class _Connection:
 
     async def _on_text(self, text: str) -> None:
         try:
-            obj = loads_i_json(text.encode())
+            obj = await views.decode_json(text.encode())
         except RequestError as exc:
             await self._error(exc)
             return

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import io
 import json
 import signal
 import socket
@@ -22,7 +24,7 @@ import pytest
 
 from imapjmap.config import CacheConfig, Config, ImapConfig, LimitsConfig, ServerConfig, to_toml
 from imapjmap.store.db import Store
-from tests.conftest import ImapUser
+from tests.conftest import ImapUser, SeededUser
 from tests.integration.conftest import USING
 from tests.integration.relay import Relay
 
@@ -70,7 +72,11 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def served(
-    user: ImapUser, imap_port: int, tmp_path: Path, limits: LimitsConfig | None = None
+    user: ImapUser,
+    imap_port: int,
+    tmp_path: Path,
+    limits: LimitsConfig | None = None,
+    cache: CacheConfig | None = None,
 ) -> AsyncIterator[Served]:
     port = _free_port()
     cache_path = tmp_path / "cache.sqlite3"
@@ -79,7 +85,7 @@ async def served(
         server=ServerConfig(
             listen=f"127.0.0.1:{port}", base_url=f"http://127.0.0.1:{port}", log_level="info"
         ),
-        cache=CacheConfig(path=str(cache_path)),
+        cache=dataclasses.replace(cache or CacheConfig(), path=str(cache_path)),
         limits=limits or LimitsConfig(),
     )
     config_path = tmp_path / "imapjmap.toml"
@@ -129,7 +135,7 @@ async def _account_id(http: aiohttp.ClientSession, it: Served) -> str:
 
 async def _query(http: aiohttp.ClientSession, it: Served, account_id: str, args: Any) -> Any:
     headers = {**it.auth, "Content-Type": "application/json"}
-    body = it.api_body(account_id, args)
+    body = io.BytesIO(it.api_body(account_id, args))
     async with http.post(f"{it.base_url}/jmap/api/", data=body, headers=headers) as resp:
         assert resp.status == 200, await resp.text()
         return (await resp.json())["methodResponses"][0]
@@ -175,6 +181,51 @@ async def test_sigterm_ends_the_process_within_seconds_during_a_stalled_request(
     finally:
         await store.aclose()
     print(f"stopped {stopped_in:.2f} s after SIGTERM")
+
+
+async def _stop_within_limit(it: Served) -> float:
+    """SIGTERM; the seconds until the process exited (the test fails past STOP_LIMIT)."""
+    started = time.monotonic()
+    it.process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(it.process.wait(), STOP_LIMIT)
+    except TimeoutError:
+        pytest.fail(f"still running {STOP_LIMIT} s after SIGTERM:\n{it.log()}")
+    return time.monotonic() - started
+
+
+async def test_sigterm_ends_the_process_within_seconds_during_a_long_cache_read(
+    seeded_user: SeededUser, tmp_path: Path
+) -> None:
+    # limits raised far beyond the defaults so that one query keeps a cache reader busy
+    # (every condition evaluated on every email, in the reader's thread) for many seconds
+    limits = LimitsConfig(max_filter_conditions=300_000)
+    cache = CacheConfig(max_transaction_seconds=300.0)
+    async with (
+        served(seeded_user, seeded_user.port, tmp_path, limits, cache) as it,
+        aiohttp.ClientSession() as http,
+    ):
+        account_id = await _account_id(http, it)
+        await _query(http, it, account_id, {})
+        conditions = [{"subject": f"no such subject {i}"} for i in range(200_000)]
+        heavy = {"filter": {"operator": "OR", "conditions": conditions}}
+        running = asyncio.create_task(_query(http, it, account_id, heavy))
+        assert await it.wait_log("/jmap/api/ 200", 1.0)  # the first query
+        # decoded (5 MB: about a second, in a thread), then 10 million conditions to
+        # evaluate in the cache reader: stop while they run
+        await asyncio.sleep(3.0)
+        assert not running.done()
+        stopped_in = await _stop_within_limit(it)
+        with contextlib.suppress(Exception):
+            await running
+    assert it.process.returncode == 0, it.log()
+    assert not _server_errors(it.log()), it.log()
+    store = await Store.open(str(it.cache_path), busy_timeout=0.5)
+    try:
+        assert await store.run(lambda tx: tx.scalar("SELECT count(*) FROM accounts")) == 1
+    finally:
+        await store.aclose()
+    print(f"stopped {stopped_in:.2f} s after SIGTERM during a cache read")
 
 
 async def _send_and_leave(it: Served, body: bytes) -> None:
