@@ -12,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import re
 import secrets
+import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -319,3 +323,95 @@ async def test_a_bearer_token_on_a_server_without_xoauth2_is_401_basic(
         assert resp.status == 401
         assert "Bearer" not in resp.headers["WWW-Authenticate"]
         assert await account_id(http, basic(user.username, user.password))
+
+
+OAUTH_TOKEN = "ya29.a-good-token"
+
+
+@dataclasses.dataclass
+class OAuthDovecot:
+    server: DovecotServer
+    user: ImapUser
+    profile_url: str
+    introspected: list[str]  # tokens Dovecot asked about
+
+
+@pytest.fixture(scope="module")
+def oauth_dovecot() -> Iterator[OAuthDovecot]:
+    """A Dovecot that takes OAuth 2.0 tokens (SASL XOAUTH2, checked at an introspection
+    URL), and a stand-in for the token's profile URL; both URLs are served here."""
+    username = f"oliver-{secrets.token_hex(4)}"
+    introspected: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _answer(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:  # Dovecot's token introspection (RFC 7662)
+            length = int(self.headers.get("Content-Length", "0"))
+            form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+            token = form.get("token", [""])[0]
+            introspected.append(token)
+            if token == OAUTH_TOKEN:
+                self._answer(200, {"active": True, "username": username})
+            else:
+                self._answer(200, {"active": False})
+
+        def do_GET(self) -> None:  # the token's profile, for the proxy
+            if self.headers.get("Authorization") == f"Bearer {OAUTH_TOKEN}":
+                self._answer(200, {"email": username})
+            else:
+                self._answer(401, {"error": "invalid_token"})
+
+    web_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=web_server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{web_server.server_address[1]}"
+    try:
+        with dovecot_root() as root:
+            settings = root / "oauth2.conf.ext"
+            settings.write_text(
+                f"introspection_mode = post\nintrospection_url = {base}/introspect\n"
+                "username_attribute = username\nactive_attribute = active\n"
+                "active_value = true\n"
+            )
+            settings.chmod(0o644)
+            oauth = (
+                "auth_mechanisms = plain login xoauth2 oauthbearer\n"
+                "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {settings}\n}}\n"
+            )
+            server = DovecotServer.start(root, extra_conf=oauth)
+            password = secrets.token_urlsafe(12)
+            server.add_user(username, password)
+            user = ImapUser(username, password, server.host, server.port)
+            yield OAuthDovecot(server, user, f"{base}/profile", introspected)
+            server.stop()
+    finally:
+        web_server.shutdown()
+        web_server.server_close()
+
+
+async def test_a_bearer_token_logs_in_where_the_server_offers_xoauth2(
+    oauth_dovecot: OAuthDovecot, tmp_path: Path
+) -> None:
+    """Not Gmail, but the server offers AUTH=XOAUTH2: Bearer is tried, and reaches the same
+    account as a Basic login of the same user (the INBOX's X-GUID names the store)."""
+    user = oauth_dovecot.user
+    cfg = config(user, tmp_path, bearer_profile_url=oauth_dovecot.profile_url)
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        resp = await session(http, {"Authorization": "Bearer ya29.garbage"})
+        assert resp.status == 401
+        assert "Bearer" in resp.headers["WWW-Authenticate"]  # it may work here
+        bearer = await account_id(http, {"Authorization": f"Bearer {OAUTH_TOKEN}"})
+        assert await account_id(http, basic(user.username, user.password)) == bearer
+    assert set(oauth_dovecot.introspected) == {OAUTH_TOKEN}  # the garbage was refused earlier
+    assert f"user=<{user.username}>, method=XOAUTH2" in oauth_dovecot.server.log_tail(200)
