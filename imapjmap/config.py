@@ -150,6 +150,7 @@ class LimitsConfig:
     max_filter_depth: int = 10  # nesting of FilterOperators; at most MAX_FILTER_DEPTH
     max_filter_string_length: int = 1000  # characters of one string in a filter
     max_sort_comparators: int = 10
+    max_search_terms: int = 5  # distinct text/body/header conditions of one Email/query
     max_properties: int = DEFAULT_MAX_PROPERTIES  # distinct entries of a /get's properties
     # octets one account's uploads (kept 24 hours after their last use) may take together
     max_upload_bytes_per_account: int = 200_000_000

@@ -15,6 +15,11 @@ A filter over a limit is ``unsupportedFilter``, a sort over one ``unsupportedSor
 errors RFC 8620 §5.5 gives for a filter or sort the server will not run); the description
 names the limit and its value.  Malformed shapes are left to the parsers that come after.
 
+Email/query's ``text``, ``body`` and ``header`` conditions are answered by the upstream:
+each distinct one is a ``UID SEARCH`` in every mailbox in scope, which on a big mailbox
+without a full-text index reads every message.  :func:`check_search_terms` bounds how many
+distinct ones a query may have (``unsupportedFilter``).
+
 One more argument drives the cost of a /get: its ``properties`` (and Email's
 ``bodyProperties``).  Most types know a few dozen, but Email accepts any ``header:Name``
 form, and each one asked for is looked up in every message and returned for every email:
@@ -36,6 +41,7 @@ __all__ = [
     "QueryLimits",
     "check_filter",
     "check_properties",
+    "check_search_terms",
     "check_sort",
 ]
 
@@ -53,6 +59,7 @@ class QueryLimits:
     max_filter_depth: int = 10
     max_filter_string_length: int = 1000
     max_sort_comparators: int = 10
+    max_search_terms: int = 5
 
 
 def _unsupported_filter(what: str, key: str, value: int) -> MethodError:
@@ -149,4 +156,19 @@ def check_properties(name: str, properties: Sized, maximum: int) -> None:
     if len(properties) > maximum:
         raise invalid_arguments(
             f"'{name}' has {len(properties)} entries: the limit (max_properties) is {maximum}"
+        )
+
+
+def check_search_terms(count: int, limits: QueryLimits) -> None:
+    """Refuse a query with more than ``max_search_terms`` distinct upstream searches.
+
+    Raises:
+        MethodError: unsupportedFilter naming ``max_search_terms``.
+    """
+    if count > limits.max_search_terms:
+        raise _unsupported_filter(
+            f"the filter has {count} different text, body or header conditions, each "
+            "searched for in the IMAP server",
+            "max_search_terms",
+            limits.max_search_terms,
         )

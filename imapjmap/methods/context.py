@@ -82,6 +82,7 @@ class MethodContext:
             max_filter_depth=limits.max_filter_depth,
             max_filter_string_length=limits.max_filter_string_length,
             max_sort_comparators=limits.max_sort_comparators,
+            max_search_terms=limits.max_search_terms,
         )
 
     @property

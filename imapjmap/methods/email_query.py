@@ -29,9 +29,10 @@ from typing import Final
 from imapjmap.errors import ImapCommandTooLong
 from imapjmap.jmap import standard as std
 from imapjmap.jmap import state as jstate
-from imapjmap.jmap.args import Comparator, QueryArgs, QueryChangesArgs
+from imapjmap.jmap.args import DEFAULT_QUERY_LIMITS, Comparator, QueryArgs, QueryChangesArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
+from imapjmap.jmap.limits import QueryLimits, check_search_terms
 from imapjmap.jmap.wire import Json, JsonObject
 from imapjmap.methods import email_filter as ef
 from imapjmap.methods import email_search, standard
@@ -66,8 +67,14 @@ class Plan:
         return self.collapse or bool(self.thread_keywords)
 
 
-def plan(raw_filter: Json, sort: Sequence[Comparator], extra: JsonObject) -> Plan:
-    """Validate and plan.  Raises MethodError (unsupportedFilter, invalidArguments ...)."""
+def plan(
+    raw_filter: Json,
+    sort: Sequence[Comparator],
+    extra: JsonObject,
+    limits: QueryLimits = DEFAULT_QUERY_LIMITS,
+) -> Plan:
+    """Validate and plan.  Raises MethodError (unsupportedFilter, also for more upstream
+    searches than ``limits`` allow; invalidArguments ...)."""
     collapse = extra.get("collapseThreads")
     if collapse is None:
         collapse = False
@@ -75,6 +82,8 @@ def plan(raw_filter: Json, sort: Sequence[Comparator], extra: JsonObject) -> Pla
         raise invalid_arguments("'collapseThreads' must be a Boolean")
     filter_ = ef.parse_filter(raw_filter)
     comparators = ef.parse_sort(sort)
+    terms = frozenset(ef.search_terms(filter_))
+    check_search_terms(len(terms), limits)
     where, exact = ef.sql_where(filter_)
     order = ef.sql_order(comparators) if exact else None
     return Plan(
@@ -83,7 +92,7 @@ def plan(raw_filter: Json, sort: Sequence[Comparator], extra: JsonObject) -> Pla
         collapse=collapse,
         where=where,
         order=order,
-        terms=frozenset(ef.search_terms(filter_)),
+        terms=terms,
         scope=ef.search_scope(filter_),
         thread_keywords=ef.thread_keywords_needed(filter_, comparators),
         needs_headers=ef.needs_headers(filter_),
@@ -244,7 +253,7 @@ async def email_query(ctx: MethodContext, call: Call) -> JsonObject:
     args = QueryArgs.parse(
         call.args, sort_properties=ef.SORT_PROPERTIES, extra=_EXTRA, limits=ctx.query_limits
     )
-    p = plan(args.filter, args.sort, args.extra)
+    p = plan(args.filter, args.sort, args.extra, ctx.query_limits)
     await ctx.refresh()
     uid_hits = await _search(ctx, p)
 
@@ -336,7 +345,7 @@ async def email_query_changes(ctx: MethodContext, call: Call) -> JsonObject:
     args = QueryChangesArgs.parse(
         call.args, sort_properties=ef.SORT_PROPERTIES, extra=_EXTRA, limits=ctx.query_limits
     )
-    p = plan(args.filter, args.sort, args.extra)
+    p = plan(args.filter, args.sort, args.extra, ctx.query_limits)
     since = jstate.decode_or_raise(args.since_query_state, ctx.account.epoch)
     await ctx.refresh()
     uid_hits = await _search(ctx, p)

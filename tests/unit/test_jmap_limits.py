@@ -13,7 +13,7 @@ from imapjmap.config import Config
 from imapjmap.jmap.args import GetArgs, QueryArgs
 from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.limits import QueryLimits, check_filter, check_sort
-from imapjmap.methods import REGISTRY
+from imapjmap.methods import REGISTRY, email_query
 from imapjmap.methods.context import MethodContext
 from imapjmap.store.db import Store
 from tests.unit.email_world import World, call
@@ -235,4 +235,31 @@ async def test_email_header_properties_are_bounded_before_any_work(
     assert err.value.type == "invalidArguments"
     assert err.value.description == (
         f"'{argument}' has 10000 entries: the limit (max_properties) is 100"
+    )
+
+
+# --- upstream searches ------------------------------------------------------------------------
+
+FIVE_SEARCHES = [{"text": "a"}, {"body": "b"}, {"header": ["List-Id"]}, {"text": "c"}]
+FIVE_SEARCHES += [{"header": ["List-Id", "x"]}, {"text": "a"}]  # the same text counts once
+
+
+def test_five_distinct_upstream_searches_are_planned() -> None:
+    p = email_query.plan(any_of(*FIVE_SEARCHES), [], {})
+    assert len(p.terms) == 5
+
+
+@pytest.mark.parametrize("method", ["Email/query", "Email/queryChanges"])
+async def test_a_sixth_upstream_search_is_refused_before_any_work(
+    method: str, world: World
+) -> None:
+    args: dict[str, Any] = {"filter": any_of(*FIVE_SEARCHES, {"body": "sixth"})}
+    if method == "Email/queryChanges":
+        args["sinceQueryState"] = "s1"
+    with pytest.raises(MethodError) as err:
+        await REGISTRY[method].handler(world.context(), call(method, args))
+    assert err.value.type == "unsupportedFilter"
+    assert err.value.description == (
+        "the filter has 6 different text, body or header conditions, each searched for in "
+        "the IMAP server: the limit (max_search_terms) is 5"
     )
