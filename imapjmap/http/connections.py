@@ -15,7 +15,7 @@ Rules
    closed.  Time during which the server itself stopped reading (the handler has not caught
    up with the body yet) does not count: only the client can be slow.
 3. At most ``max_per_address`` connections are open at once from one client address; one
-   more is answered 503 and closed at once.
+   more is answered 503 and closed.
 4. Malformed HTTP is the client's mistake, not the server's: one INFO line and a 400
    problem document, no traceback.
 """
@@ -28,7 +28,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
@@ -36,6 +36,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 log = logging.getLogger(__name__)
+
+LINGER: Final = 1.0  # seconds a refused connection is kept to let its answer arrive
 
 
 class BodyTimeout(asyncio.TimeoutError):
@@ -107,6 +109,7 @@ class GuardedHandler(RequestHandler):
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_count = 0
         self._body: _BodyWatch | None = None
+        self._hanging_up = False
 
     # --- connection ---------------------------------------------------------------------
 
@@ -130,6 +133,8 @@ class GuardedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._hanging_up:
+            return
         if (
             self._header_timer is None
             and self._body is None
@@ -150,9 +155,19 @@ class GuardedHandler(RequestHandler):
             self._body.last_byte = self._loop.time()
 
     def _close_with(self, status: int, detail: str) -> None:
-        if self.transport is not None:
-            self.transport.write(raw_problem(status, detail))
-        self.force_close()
+        """Answer and hang up so that the answer arrives: closing a socket whose client is
+        still sending makes the kernel reset it, and a reset can destroy the answer in
+        flight.  So: answer, end our side, swallow what still comes, close after a linger."""
+        transport = self.transport
+        if transport is None:
+            return
+        self._hanging_up = True
+        self._cancel_header_timer()
+        self._stop_body_watch()
+        transport.write(raw_problem(status, detail))
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(LINGER, self.force_close)
 
     # --- Rule 1: headers ----------------------------------------------------------------
 
