@@ -7,7 +7,8 @@ the token (:mod:`imapjmap.http.bearer`).
 Rules
 1. A password is never written anywhere: verified logins are remembered in memory only, as
    an HMAC under a key that lives and dies with the process, for
-   ``auth.credential_cache_seconds``.  A remembered login does not go upstream.
+   ``auth.credential_cache_seconds``.  A remembered login does not go upstream, unless the
+   server has refused the account's credentials since (``ImapPool.refused``).
 2. The login that verified the credentials becomes the first connection of the account's
    pool, so a first request costs one login, not two.
 3. Wrong or missing credentials → 401 with ``WWW-Authenticate``; upstream down → 503.
@@ -211,6 +212,7 @@ class Authenticator:
             known = self._verified.get(account_id)
             if (
                 pool is not None
+                and not pool.refused  # the server no longer takes them: ask again
                 and known is not None
                 and hmac.compare_digest(known, self._mac(account_id, password))
             ):

@@ -17,6 +17,11 @@ Rule 3: a connection comes back to the pool only if it is healthy: anything that
 Rule 4: a connection idle for longer than ``imap.idle_timeout`` is closed instead of lent;
         one idle for a while is probed with NOOP first, so a server-side timeout costs a
         reconnect, not a failed request.
+Rule 5: once the server refuses the pool's credentials for a new connection (the password
+        changed upstream, the token expired), the pool says so (``refused``) until a fresh
+        login with its credentials is adopted: the front end then checks the client's
+        credentials again instead of letting every request fail one more login upstream,
+        each counting against the proxy's own address.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from imapjmap.config import ImapConfig
-from imapjmap.errors import ImapCommandFailed, ImapUnavailable, ProxyError
+from imapjmap.errors import AuthenticationFailed, ImapCommandFailed, ImapUnavailable, ProxyError
 from imapjmap.imap.session import BearerToken, ImapSession
 
 log = logging.getLogger(__name__)
@@ -62,6 +67,7 @@ class ImapPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.capabilities: frozenset[str] = frozenset()
+        self.refused = False  # Rule 5
 
     def __repr__(self) -> str:
         return f"<ImapPool {self.username!r} idle={len(self._idle)} busy={self._busy}>"
@@ -87,6 +93,7 @@ class ImapPool:
 
         It is closed instead when the pool is full: connections lent out count too.
         """
+        self.refused = False  # these credentials work again (Rule 5)
         if self._closed or len(self._idle) + self._busy >= self._cfg.pool_size:
             self._spawn(session.close())
             return
@@ -163,9 +170,16 @@ class ImapPool:
                 await session.close()
                 session = None
         if session is None:
-            session = await self._connector(self._cfg, self.username, self._password)
+            session = await self._connect()
             self.capabilities = session.capabilities
         return session
+
+    async def _connect(self) -> ImapSession:
+        try:
+            return await self._connector(self._cfg, self.username, self._password)
+        except AuthenticationFailed:
+            self.refused = True  # Rule 5
+            raise
 
     def _give_back(self, session: ImapSession | None, *, force_discard: bool = False) -> None:
         try:
@@ -188,7 +202,7 @@ class ImapPool:
     async def open_dedicated(self) -> ImapSession:
         """A new logged-in session outside the pool's accounting (a push watcher's long-lived
         connection); the caller closes it.  The credentials never leave the pool."""
-        return await self._connector(self._cfg, self.username, self._password)
+        return await self._connect()
 
     async def release_mailbox(self, name: str) -> None:
         """Make idle connections leave ``name`` before it is renamed or deleted: Dovecot

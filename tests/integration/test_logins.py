@@ -232,6 +232,54 @@ async def test_bad_passwords_from_one_client_do_not_slow_down_others(
     assert other < 2.0, (other, same)
 
 
+def proxy_failures(server: DovecotServer, username: str) -> int:
+    """Failed logins of ``username`` that Dovecot saw coming from the proxy's own address."""
+    return sum(
+        1
+        for line in server.log_path.read_text().splitlines()
+        if "auth failed" in line and f"user=<{username}>" in line and "rip=127.0.0.1," in line
+    )
+
+
+async def test_a_password_changed_upstream_is_asked_again_not_retried_from_the_proxy(
+    http: TestClient[Any, Any], user: ImapUser, folding_dovecot: DovecotServer
+) -> None:
+    """The proxy remembers a verified login; when the server refuses it for a new pooled
+    connection, the next requests check the client's credentials again (401, from the
+    client's address) instead of each failing one more login from the proxy's address."""
+    via = "198.51.100.20"
+    first = await account_id(http, basic(user.username, user.password, via=via))
+    folding_dovecot.remove_user(user.username)
+    # Dovecot reads a passwd-file again when its size or mtime (in seconds) changed, and
+    # looks at most once a second
+    new_password = secrets.token_urlsafe(24)
+    folding_dovecot.add_user(user.username, new_password)
+    await asyncio.sleep(1.1)
+    pool = http.server.app[views.SERVICES].pools.get(first)
+    assert pool is not None
+    for idle in pool._idle:
+        idle.broken = True  # the next request needs a new connection
+    calls = [["Mailbox/get", {"accountId": first, "ids": None}, "0"]]
+    body = {"using": ["urn:ietf:params:jmap:core", MAIL], "methodCalls": calls}
+    for _ in range(4):
+        resp = await http.post(
+            "/jmap/api/", json=body, headers=basic(user.username, user.password, via=via)
+        )
+        if resp.status == 200:  # the request that found out: an error, never data
+            answer = (await resp.json())["methodResponses"][0]
+            assert answer[0] == "error", answer
+        else:
+            assert resp.status == 401
+    assert proxy_failures(folding_dovecot, user.username) == 1
+    # the check of the client's credentials went upstream from the client's address
+    assert any(
+        "auth failed" in line and f"user=<{user.username}>" in line and f"rip={via}," in line
+        for line in folding_dovecot.log_path.read_text().splitlines()
+    )
+    # the new password logs in again, to the same account
+    assert await account_id(http, basic(user.username, new_password, via=via)) == first
+
+
 # --- failed logins -------------------------------------------------------------------------
 
 

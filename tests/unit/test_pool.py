@@ -562,6 +562,29 @@ async def test_failing_connector_raises_and_frees_the_slot(
     await pool.aclose()
 
 
+async def test_refused_credentials_are_flagged_until_a_fresh_login_is_adopted(
+    server: FakeServer,
+) -> None:
+    """Rule 5: the front end asks the client again instead of trying them upstream."""
+    pool = make_pool(server, pool_size=2)
+    server.connect_error = ImapUnavailable("cannot connect")
+    with pytest.raises(ImapUnavailable):
+        async with asyncio.timeout(1), pool.session():
+            pass
+    assert not pool.refused  # an outage says nothing about the password
+    server.connect_error = AuthenticationFailed("password changed upstream")
+    with pytest.raises(AuthenticationFailed):
+        await pool.open_dedicated()
+    assert pool.refused
+    server.connect_error = None
+    async with asyncio.timeout(1), pool.session():
+        pass
+    assert pool.refused  # a connection that worked is no verified login of the client
+    pool.adopt(await server.connect(ImapConfig(), "alice", "secret"))
+    assert not pool.refused
+    await pool.aclose()
+
+
 async def test_capabilities_come_from_the_latest_connection(server: FakeServer) -> None:
     pool = make_pool(server, pool_size=1)
     assert pool.capabilities == frozenset()
