@@ -8,18 +8,22 @@ import base64
 import dataclasses
 import hashlib
 import imaplib
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from imapjmap.config import LimitsConfig
 from imapjmap.http import views
 from imapjmap.http.app import make_app
+from imapjmap.http.connections import Guard, GuardedRunner
 from imapjmap.store import blobs as stored
 from imapjmap.store.db import Tx
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
@@ -518,3 +522,47 @@ async def test_blob_lookup_unknown_data_type(jmap: Jmap) -> None:
         jmap, "Blob/lookup", {"typeNames": ["Email"], "ids": []}, using=[CORE, BLOB]
     )
     assert (name, body["type"]) == ("error", "unknownDataType")
+
+
+# -- a client that stops sending (imapjmap.http.connections) ---------------------------------
+
+
+async def test_a_stalled_upload_is_408_and_no_server_error(
+    imap_user: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upload whose body stops short of its Content-Length: 408 once body_timeout has
+    passed (it was held until the client left, then logged as a 500 with a traceback)."""
+    caplog.set_level(logging.INFO)
+    app = make_app(proxy_config(imap_user, tmp_path))
+    guard = Guard(header_timeout=5.0, body_timeout=0.3, max_per_address=10)
+    runner = GuardedRunner(app, guard, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    basic = base64.b64encode(f"{imap_user.username}:{imap_user.password}".encode()).decode()
+    auth = {"Authorization": f"Basic {basic}"}
+    try:
+        session_url = f"http://127.0.0.1:{port}/.well-known/jmap"
+        async with aiohttp.ClientSession() as http, http.get(session_url, headers=auth) as r:
+            account_id = next(iter((await r.json())["accounts"]))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"POST /jmap/upload/{account_id}/ HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: {auth['Authorization']}\r\nContent-Type: text/plain\r\n"
+            "Content-Length: 1000\r\n\r\n".encode()
+            + b"x" * 100
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408 "), head
+        writer.close()
+        store = app[views.SERVICES].store
+        assert await store.run(lambda tx: stored.count(tx, account_id)) == 0
+    finally:
+        await runner.cleanup()
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not bad, [r.getMessage() for r in bad]
+    assert any(
+        r.getMessage().startswith("POST /jmap/upload/") and " 408 " in r.getMessage()
+        for r in caplog.records
+        if r.name == "imapjmap.access"
+    )
