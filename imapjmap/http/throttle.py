@@ -9,7 +9,9 @@ asking the server.
 Rules
 1. A key (an address, a username) is refused while it has ``limit`` failures within the
    last ``window`` seconds; the answer says when the oldest of them leaves the window.
-2. A username is counted case-insensitively: spellings of one login share one count.
+2. A username is counted case-insensitively: spellings of one login share one count.  An
+   IPv6 address is counted with its /64 network: one host usually holds the whole /64 and
+   could otherwise take a fresh address for each guess.
 3. A successful login clears its username's count, not its address's: an attacker who owns
    one good account must not be able to reset the count of the address they guess from.
 4. Memory is bounded: at most ``maxsize`` keys per kind, each forgotten ``window`` seconds
@@ -19,6 +21,7 @@ Rules
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -83,7 +86,7 @@ class LoginThrottle:
         """None when a login of ``username`` from ``address`` may go upstream now."""
         waits = []
         if address is not None:
-            waits.append(("address", self._by_address.retry_after(address)))
+            waits.append(("address", self._by_address.retry_after(_network(address))))
         if username is not None:
             waits.append(("username", self._by_username.retry_after(_fold(username))))
         what, wait = max(waits, key=lambda item: item[1], default=("", 0.0))
@@ -91,7 +94,7 @@ class LoginThrottle:
 
     def failed(self, address: str | None, username: str | None) -> None:
         if address is not None:
-            self._by_address.failed(address)
+            self._by_address.failed(_network(address))
         if username is not None:
             self._by_username.failed(_fold(username))
 
@@ -101,3 +104,13 @@ class LoginThrottle:
 
 def _fold(username: str) -> str:
     return username.casefold()
+
+
+def _network(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

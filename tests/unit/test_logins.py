@@ -97,6 +97,13 @@ THROTTLE_CASES = [
     # no address known (a Unix socket): only the username counts
     ([(None, "alice")] * 2, (None, "alice"), Refusal("username", 100)),
     ([(None, "alice")] * 2, (None, "bob"), None),
+    # IPv6: one /64 is one client, whichever of its addresses it uses
+    (
+        [(f"2001:db8:1:2::{n}", f"u{n}") for n in range(4)],
+        ("2001:db8:1:2::99", "bob"),
+        Refusal("address", 300),
+    ),
+    ([(f"2001:db8:1:2::{n}", f"u{n}") for n in range(4)], ("2001:db8:1:3::1", "bob"), None),
 ]
 
 
