@@ -21,6 +21,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from imapjmap.errors import ImapProtocolViolation
 from imapjmap.imap import parse_fetch
@@ -289,14 +290,30 @@ def _text(chunks: Sequence[bytes], start: int) -> bytes:
     return _raw_text(chunks).encode("utf-8", "surrogateescape")[start:]
 
 
+def _fetch(num: int, chunks: Sequence[bytes], at: int) -> FetchRecord:
+    values = lex_fast(chunks, at)
+    if values is None:  # something lex_fast does not vouch for: the exact lexer
+        values = lex(chunks, at)
+    if len(values) != 1:
+        raise ValueError("FETCH data is not one list")
+    return parse_fetch.fetch(num, values[0])
+
+
+# Dovecot's FETCH of a message expunged while it answers gives an empty X-GUID
+# (``X-GUID  ENVELOPE ...``), then ``VANISHED`` and ``OK [EXPUNGEISSUED]``.
+_EMPTY_X_GUID: Final = re.compile(rb"X-GUID (?=[ )])")
+
+
 def _numbered(builder: _Builder, num: int, kind: bytes, chunks: Sequence[bytes], at: int) -> None:
     if kind == b"FETCH":
-        values = lex_fast(chunks, at)
-        if values is None:  # something lex_fast does not vouch for: the exact lexer
-            values = lex(chunks, at)
-        if len(values) != 1:
-            raise ValueError("FETCH data is not one list")
-        builder.fetches.append(parse_fetch.fetch(num, values[0]))
+        try:
+            record = _fetch(num, chunks, at)
+        except ValueError:
+            if not chunks or not _EMPTY_X_GUID.search(chunks[0]):
+                raise
+            fixed = _EMPTY_X_GUID.sub(b"X-GUID NIL", chunks[0], count=1)
+            record = _fetch(num, (fixed, *chunks[1:]), at)
+        builder.fetches.append(record)
     elif kind == b"EXISTS":
         builder.exists = num
     elif kind == b"EXPUNGE":

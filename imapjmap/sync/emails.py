@@ -158,7 +158,9 @@ async def _fetch_new(session: ImapSession, uids: Sequence[int]) -> list[FetchRec
     reply = await session.execute(
         Command((f"UID FETCH {sequence_set(uids)} {list_items(session)}",)), what="UID FETCH"
     )
-    wanted = set(uids)
+    # a message expunged while the server answered may come as a placeholder FETCH
+    # (Dovecot: no X-GUID, size 0) followed by its VANISHED: it is not new, it is gone
+    wanted = set(uids) - {uid for v in reply.vanished for uid in v.uids}
     return [r for r in _merge(reply.fetches) if r.uid in wanted]
 
 

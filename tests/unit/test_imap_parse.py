@@ -902,3 +902,24 @@ def test_fast_constructor_builds_the_same_record(model: type[Any]) -> None:
     assert [getattr(built, f.name) for f in fields] == values
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(built, fields[0].name, None)
+
+
+def test_dovecot_placeholder_fetch_of_a_message_expunged_meanwhile() -> None:
+    """Dovecot answers a FETCH of a message another client expunged while it answered with
+    an empty X-GUID (captured from Dovecot 2.3), then VANISHED and OK [EXPUNGEISSUED]: the
+    reply parses, with no X-GUID, and the VANISHED names the UID."""
+    head = (
+        b'1 FETCH (UID 19 FLAGS (\\Deleted) INTERNALDATE "06-Dec-2026 08:01:53 +0000"'
+        b' RFC822.SIZE 0 MODSEQ (57) X-GUID  ENVELOPE (NIL "x18" NIL NIL NIL NIL NIL NIL'
+        b' NIL "<x18@x>") BODY[HEADER.FIELDS (REFERENCES)] {2}'
+    )
+    reply = parse_reply(
+        [(head, b"\r\n", b")"), (b"VANISHED 19",)],
+        "OK",
+        b"[EXPUNGEISSUED] Some messages were already expunged",
+    )
+    (record,) = reply.fetches
+    assert (record.uid, record.x_guid, record.size) == (19, None, 0)
+    assert list(reply.vanished[0].uids) == [19]
+    at_end = parse_reply([(b"2 FETCH (UID 20 X-GUID )",)], "OK", b"done")
+    assert at_end.fetches[0].uid == 20 and at_end.fetches[0].x_guid is None
