@@ -35,6 +35,7 @@ changes into label STOREs and moves through the Trash.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections import defaultdict
@@ -84,11 +85,21 @@ class _Change:
     mailboxes_out: frozenset[str]
 
     @classmethod
-    def between(cls, row: em.EmailRow, keywords: dict[str, bool], mailboxes: set[str]) -> _Change:
+    def between(
+        cls,
+        row: em.EmailRow,
+        keywords: dict[str, bool],
+        mailboxes: set[str],
+        named: Iterable[str] = (),
+    ) -> _Change:
+        """The change from ``row`` to ``keywords`` and ``mailboxes``.  The keywords the
+        patch ``named`` are written even when the cache shows them so already: the cache
+        may be behind the server, and a write is only reported done when it is proven."""
         old_keywords, old_mailboxes = set(row.keywords), set(row.mailbox_ids)
+        named = set(named)
         return cls(
-            frozenset(set(keywords) - old_keywords),
-            frozenset(old_keywords - set(keywords)),
+            frozenset((set(keywords) - old_keywords) | (named & set(keywords))),
+            frozenset((old_keywords - set(keywords)) | (named - set(keywords))),
             frozenset(mailboxes - old_mailboxes),
             frozenset(old_mailboxes - mailboxes),
         )
@@ -134,14 +145,17 @@ def _resolve_mailbox(call: Call, value: str, live: set[str]) -> str:
 
 def _patched(
     call: Call, row: em.EmailRow, patch: JsonObject, live: set[str]
-) -> tuple[dict[str, bool], set[str]]:
+) -> tuple[dict[str, bool], set[str], set[str]]:
     """The keywords and mailbox ids after ``patch`` (RFC 8620 §5.3 on the two properties
-    that may change, CORE-SET-03); anything else is invalidProperties."""
+    that may change, CORE-SET-03), and the keywords it names; anything else is
+    invalidProperties."""
     keywords = dict(row.keywords)
     mailboxes = set(row.mailbox_ids)
+    named: set[str] = set()
     for path, value in parse_patch(patch):
         if path[0] == "keywords" and len(path) <= 2:
             _patch_keywords(keywords, path, value)
+            named |= set(keywords) if len(path) == 1 else {path[1].lower()}
         elif path[0] == "mailboxIds" and len(path) <= 2:
             _patch_mailboxes(call, mailboxes, path, value, live)
         else:
@@ -151,7 +165,7 @@ def _patched(
         raise invalid_properties(f"invalid keyword {bad[0][:40]!r}", "keywords")
     if not mailboxes:
         raise invalid_properties("an Email must stay in at least one mailbox", "mailboxIds")
-    return keywords, mailboxes
+    return keywords, mailboxes, named
 
 
 def _all_true(value: object) -> bool:
@@ -252,6 +266,7 @@ class _Runner:
         self.failed: dict[str, SetError] = {}  # email id → error
         self.unproven: set[str] = set()
         self.removed: set[str] = set()  # Emails with a copy that our removal proved gone
+        self.stored: dict[str, set[tuple[str, int]]] = defaultdict(set)  # email → its STOREs
 
     async def step(self, mailbox_id: str, owners: Mapping[int, str], work: Work) -> None:
         try:
@@ -303,6 +318,8 @@ class _Runner:
         remove: frozenset[str],
         uids: list[int],
     ) -> Collection[int]:
+        for uid in uids:
+            self.stored[plan.owners[(mailbox_id, uid)]].add((mailbox_id, uid))
         done = set(uids)
         for op, flags in (("+", add), ("-", remove)):
             if not flags:
@@ -347,7 +364,7 @@ async def run_email_set(ctx: MethodContext, call: Call, raw: JsonObject) -> Json
     updated, not_updated, destroyed, not_destroyed = await _updates_and_destroys(
         ctx, call, args.update or {}, destroy_ids
     )
-    if created or updated or destroyed:
+    if created:  # updates and destroys resync the account themselves
         await ctx.refresh(force=True)
     response.update(
         {
@@ -416,8 +433,8 @@ async def _updates_and_destroys(
                 raise SetError(SetErrorType.NOT_FOUND)
             if not isinstance(patch, dict):
                 raise SetError(SetErrorType.INVALID_PATCH, "a PatchObject must be an object")
-            keywords, mailboxes = _patched(call, row, patch, set(names))
-            changes[email_id] = _Change.between(row, keywords, mailboxes)
+            keywords, mailboxes, named = _patched(call, row, patch, set(names))
+            changes[email_id] = _Change.between(row, keywords, mailboxes, named)
         except SetError as exc:
             not_updated[email_id] = exc.to_json()
     not_destroyed: JsonObject = {
@@ -452,23 +469,45 @@ async def _write_proven(
     An Email the server did not prove written (``sync.writes`` Rule 4: another client moved
     or expunged it after our last sync) is retried once after a resync, at the copies it
     has now; gone entirely it is ``notFound``, still unproven it is reported not written.
+
+    Then the account is resynced and every Email reported written is checked once more
+    against what the server now says (:func:`_recheck`).
     """
     first = await _write_once(ctx, rows, locations, names, changes, doomed)
     errors = dict(first.failed)
     retry = [i for i in [*changes, *doomed] if i in first.unproven and i not in errors]
-    if not retry:
-        return errors
-    await ctx.refresh(force=True)
-    rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, retry))
-    again = await _write_once(
-        ctx,
-        rows,
-        locations,
-        names,
-        {i: changes[i] for i in retry if i in changes and i in rows},
-        [i for i in retry if i in doomed and i in rows],
-        landed=first.landed,
-    )
+    landed = first.landed
+    stored = first.stored
+    if retry:
+        await ctx.refresh(force=True)
+        rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, retry))
+        again = await _write_once(
+            ctx,
+            rows,
+            locations,
+            names,
+            {i: changes[i] for i in retry if i in changes and i in rows},
+            [i for i in retry if i in doomed and i in rows],
+            landed=landed,
+        )
+        errors.update(_retry_errors(retry, rows, doomed, first, again))
+        landed = again.landed
+        for email_id, written in again.stored.items():
+            stored[email_id] |= written
+    if landed:
+        await ctx.refresh(force=True)
+        errors.update(await _recheck(ctx, changes, doomed, errors, stored))
+    return errors
+
+
+def _retry_errors(
+    retry: list[str],
+    rows: dict[str, em.EmailRow],
+    doomed: list[str],
+    first: _Runner,
+    again: _Runner,
+) -> dict[str, SetError]:
+    errors: dict[str, SetError] = {}
     for email_id in retry:
         if email_id not in rows:
             if not (email_id in doomed and email_id in first.removed):
@@ -478,6 +517,56 @@ async def _write_proven(
         elif email_id in again.unproven:
             errors[email_id] = SetError(SetErrorType.FORBIDDEN, _NOT_WRITTEN)
     return errors
+
+
+async def _recheck(
+    ctx: MethodContext,
+    changes: dict[str, _Change],
+    doomed: list[str],
+    errors: dict[str, SetError],
+    stored: dict[str, set[tuple[str, int]]],
+) -> dict[str, SetError]:
+    """Check the written Emails against the resynced cache; retry once what a move lost.
+
+    A server proves a STORE on the copy it had, but another client's MOVE may have copied
+    the message just before our STORE and expunged the original just after (Dovecot moves
+    so): the STORE landed on a copy that is gone, and the copy that is left lacks it.  So an
+    Email whose keywords do not show the change although one of the copies we stored on is
+    gone gets the keywords stored again where it is now; and a destroyed Email that still
+    has a copy (made by such a move before our expunge) is removed again.  An Email whose
+    stored-on copies are all still there and lack the change was changed again by someone
+    else after us: that later change stands.
+    """
+    done_updates = [i for i in changes if i not in errors]
+    done_destroys = [i for i in doomed if i not in errors]
+    if not done_updates and not done_destroys:
+        return {}
+    ids = [*done_updates, *done_destroys]
+    rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, ids))
+    again: dict[str, _Change] = {}
+    for email_id in done_updates:
+        row = rows.get(email_id)
+        if row is None:
+            continue  # deleted by someone else after our write
+        change = changes[email_id]
+        have = set(row.keywords)
+        if change.keywords_in <= have and not change.keywords_out & have:
+            continue
+        now = {(loc.mailbox_id, loc.uid) for loc in locations[email_id] if not loc.deleted}
+        if stored.get(email_id, set()) - now:
+            again[email_id] = dataclasses.replace(
+                change, mailboxes_in=frozenset(), mailboxes_out=frozenset()
+            )
+    doomed_again = [i for i in done_destroys if i in rows]
+    if not again and not doomed_again:
+        return {}
+    late = await _write_once(ctx, rows, locations, names, again, doomed_again, landed=True)
+    await ctx.refresh(force=True)
+    return {
+        email_id: late.failed.get(email_id) or SetError(SetErrorType.FORBIDDEN, _NOT_WRITTEN)
+        for email_id in [*again, *doomed_again]
+        if email_id in late.failed or email_id in late.unproven
+    }
 
 
 async def _write_once(

@@ -71,6 +71,29 @@ def before_first(monkeypatch: pytest.MonkeyPatch, name: str, race: Callable[[], 
     return results
 
 
+def around_first(
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    before: Callable[[], None],
+    after: Callable[[], None],
+) -> None:
+    """Run ``before`` and ``after`` around the first call of ``writes.<name>``."""
+    original = getattr(writes, name)
+    calls: list[Any] = []
+
+    async def hooked(*args: Any, **kwargs: Any) -> Any:
+        first = not calls
+        calls.append(args)
+        if first:
+            before()
+        result = await original(*args, **kwargs)
+        if first:
+            after()
+        return result
+
+    monkeypatch.setattr(writes, name, hooked)
+
+
 def copies(oracle: imaplib.IMAP4, subject: str, mailboxes: list[str]) -> dict[str, set[str]]:
     """mailbox → flags of ``subject`` there, for every mailbox holding a copy of it that
     is not marked \\Deleted (a \\Deleted copy is one the proxy hides and leaves for the
@@ -219,3 +242,54 @@ async def test_refused_copy_never_removes_the_source(
     assert email_id in result["notUpdated"]
     assert set(copies(imap_oracle, "keep me", MAILBOXES)) == {"INBOX", "Archive"}
     assert (await get(jmap, email_id))["mailboxIds"] == {ids["Inbox"]: True, ids["Archive"]: True}
+
+
+async def test_keyword_stored_on_a_copy_a_move_then_expunged_is_stored_again(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another client's move copies the message just before the proxy's STORE and expunges
+    the original just after (Dovecot's MOVE is a copy and an expunge, and a client without
+    MOVE does the same): the server proves the STORE on the original, but the copy that is
+    left lacks the keyword.  The resync after the write sees the stored-on copy gone and
+    the keyword missing, and stores it where the message is now."""
+    append(imap_oracle, "INBOX", "kw split")
+    email_id = await email_by_subject(jmap, "kw split")
+    ids = await boxes(jmap)
+
+    def copy_out() -> None:
+        uid = str(uid_of(imap_oracle, "INBOX", "kw split"))
+        assert imap_oracle.uid("COPY", uid, "Archive")[0] == "OK"
+
+    around_first(
+        monkeypatch,
+        "store_flags",
+        copy_out,
+        lambda: outside_expunge(imap_oracle, "INBOX", "kw split"),
+    )
+    result = await jmap.ok("Email/set", {"update": {email_id: {"keywords/$flagged": True}}})
+    assert result["updated"] == {email_id: None}, result
+    assert copies(imap_oracle, "kw split", MAILBOXES) == {"Archive": {"\\Flagged"}}
+    email = await get(jmap, email_id)
+    assert email["mailboxIds"] == {ids["Archive"]: True}
+    assert email["keywords"] == {"$flagged": True}
+
+
+async def test_destroy_of_a_message_copied_out_meanwhile_removes_the_copy(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move by another client copies the message out just before the proxy's removal
+    (and its expunge of the original then finds nothing left to do): the proxy proved its
+    own expunge, but the Email lives on in the other mailbox.  The resync after the write
+    finds it there and removes it there too."""
+    append(imap_oracle, "INBOX", "destroy split")
+    email_id = await email_by_subject(jmap, "destroy split")
+
+    def copy_out() -> None:
+        uid = str(uid_of(imap_oracle, "INBOX", "destroy split"))
+        assert imap_oracle.uid("COPY", uid, "Archive")[0] == "OK"
+
+    around_first(monkeypatch, "remove", copy_out, lambda: None)
+    result = await jmap.ok("Email/set", {"destroy": [email_id]})
+    assert result["destroyed"] == [email_id], result
+    assert copies(imap_oracle, "destroy split", MAILBOXES) == {}
+    assert (await jmap.ok("Email/get", {"ids": [email_id]}))["notFound"] == [email_id]
