@@ -26,6 +26,7 @@ from imapjmap.http.auth import Authenticator
 from imapjmap.http.connections import Guard, GuardedRunner
 from imapjmap.imap.pool import ImapPools
 from imapjmap.methods.context import Services
+from imapjmap.store import queries as q
 from imapjmap.store.db import Store
 from imapjmap.store.retention import ChangeLogPurger
 
@@ -110,6 +111,13 @@ async def _serve(cfg: Config) -> int:
         store = await open_store(cfg)
     except ProxyError as exc:
         log.error("cannot use the cache %r: %s", cfg.cache.path, exc)
+        return EXIT_FAILURE
+    try:
+        await store.run(q.probe_write)
+    except ProxyError as exc:
+        await store.aclose()
+        reason = exc.__cause__ or exc  # SQLite's own words, without the statement
+        log.error("cannot use the cache %r: it cannot be written: %s", cfg.cache.path, reason)
         return EXIT_FAILURE
     app = make_app(cfg)
     app[OPENED_STORE] = store

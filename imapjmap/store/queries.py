@@ -241,6 +241,15 @@ def account(tx: Tx, account_id: str) -> AccountRow | None:
     return None if row is None else AccountRow(*row)
 
 
+def probe_write(tx: Tx) -> None:
+    """Fail unless the cache can be written (a start-up check).
+
+    A read-only cache file opens, and in WAL mode even begins a write transaction; only a
+    write statement tells.  This one changes nothing.
+    """
+    tx.execute("DELETE FROM seq_log WHERE 0")
+
+
 def account_ids(tx: Tx) -> list[str]:
     """Every cached account id (for maintenance jobs such as the tombstone purge)."""
     return [row[0] for row in tx.all("SELECT account_id FROM accounts ORDER BY account_id")]

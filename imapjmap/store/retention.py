@@ -42,7 +42,8 @@ async def purge_account(store: Store, account_id: str, *, before: float, batch: 
     total = 0
     while True:
         deleted = await store.run(
-            lambda tx: q.purge_changes_before(tx, account_id, before=before, limit=batch)
+            lambda tx: q.purge_changes_before(tx, account_id, before=before, limit=batch),
+            account=account_id,  # in that account's queue: its requests go first in turn
         )
         total += deleted
         if deleted < batch:
@@ -53,7 +54,7 @@ async def purge_account(store: Store, account_id: str, *, before: float, batch: 
 async def purge_all(store: Store, *, before: float, batch: int = BATCH) -> int:
     """One pass over every cached account (Rule 1); returns rows deleted."""
     total = 0
-    for account_id in await store.run(q.account_ids):
+    for account_id in await store.read(q.account_ids):
         total += await purge_account(store, account_id, before=before, batch=batch)
     return total
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ import pytest
 from imapjmap import __version__
 from imapjmap.cli import main
 from imapjmap.config import load_config, parse_config
+from imapjmap.store.db import Store
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
@@ -123,7 +128,14 @@ def _unusable_caches(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("case", ["missing directory", "a directory", "not a database"])
 def test_serve_with_an_unusable_cache_exits_with_one_line(tmp_path: Path, case: str) -> None:
     cache = _unusable_caches(tmp_path)[case]
-    config = _serve_config(tmp_path, cache)
+    lines = _serve_fails(_serve_config(tmp_path, cache))
+    assert len(lines) == 2, lines  # "starting", then the error
+    assert " ERROR " in lines[1]
+    assert f"cannot use the cache {str(cache)!r}: " in lines[1]
+
+
+def _serve_fails(config: Path) -> list[str]:
+    """Run ``imapjmap serve`` expecting it to give up; its stderr lines."""
     result = subprocess.run(
         [sys.executable, "-m", "imapjmap", "serve", "--config", str(config)],
         capture_output=True,
@@ -131,13 +143,42 @@ def test_serve_with_an_unusable_cache_exits_with_one_line(tmp_path: Path, case: 
         timeout=60,
         cwd=EXAMPLE.parent,
     )
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1, result.stderr
-    assert f"cannot use the cache {str(cache)!r}: " in errors[0]
+    assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "listening" not in result.stderr
-    assert len(result.stderr.splitlines()) == 2, result.stderr  # "starting", then the error
+    return result.stderr.splitlines()
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[None]:
+    """Make ``path`` read-only, even for root (whom file modes do not stop)."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        yield
+        return
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a file read-only for root here: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_serve_with_a_read_only_cache_exits_with_one_line(tmp_path: Path) -> None:
+    """A read-only cache opens (and, in WAL mode, even begins a transaction): only a write
+    tells, and serve tries one before it listens."""
+    cache = tmp_path / "cache.sqlite3"
+
+    async def create() -> None:
+        await (await Store.open(str(cache))).aclose()
+
+    asyncio.run(create())
+    with _read_only(cache):
+        lines = _serve_fails(_serve_config(tmp_path, cache))
+    assert len(lines) == 2, lines  # "starting", then the error
+    assert f"cannot use the cache {str(cache)!r}: it cannot be written: " in lines[1]
+    assert "readonly" in lines[1]
 
 
 def test_serve_guards_slow_headers_and_stops_on_sigterm(tmp_path: Path) -> None:
