@@ -543,6 +543,15 @@ def tombstone(tx: Tx, table: ChangeTable, account_id: str, row_id: str, seq: int
     )
 
 
+# Tombstones that are kept whatever their age: an Email whose only copies are flagged
+# \Deleted is destroyed for JMAP, but its locations remain, and it comes back to life
+# (the same row) if another client removes the flag.
+_STILL_NEEDED: Final[Mapping[str, str]] = {
+    "emails": " AND NOT EXISTS (SELECT 1 FROM locations l"
+    " WHERE l.account_id = emails.account_id AND l.email_id = emails.id)",
+}
+
+
 def purge_tombstones(
     tx: Tx, account_id: str, older_than_seq: int, *, limit: int | None = None
 ) -> int:
@@ -561,7 +570,7 @@ def purge_tombstones(
         # Tombstones have updated_seq = destroyed_seq, so the updated_seq index serves.
         sql = (
             f"SELECT id, destroyed_seq FROM {table} WHERE account_id = ? AND updated_seq < ?"
-            " AND destroyed_seq IS NOT NULL ORDER BY updated_seq"
+            f" AND destroyed_seq IS NOT NULL{_STILL_NEEDED.get(table, '')} ORDER BY updated_seq"
         )
         params: tuple[Any, ...] = (account_id, older_than_seq)
         if room is not None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from imapjmap.errors import CacheCorrupt
+from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.store.retention import ChangeLogPurger, purge_all
@@ -494,3 +495,31 @@ async def test_the_purger_keeps_what_the_retention_covers(store: Store) -> None:
     deleted = await purge_all(store, before=40 * DAY - 30 * DAY)  # retention: 30 days at day 40
     assert deleted == 0
     assert await store.run(lambda tx: q.type_floor(tx, A, "Mailbox")) == 0
+
+
+async def test_an_email_tombstone_with_hidden_copies_is_kept(store: Store) -> None:
+    """An Email whose only copy is flagged \\Deleted is a tombstone for JMAP that comes back
+    if the flag goes: the purge must not take it, however old."""
+
+    def hidden_email(email_id: str, uid: int) -> Callable[[Tx], None]:
+        def fn(tx: Tx) -> None:
+            seq = q.next_seq(tx, A, ["Email"], now=1 * DAY)
+            em.insert_email(tx, em.EmailRow(A, email_id, "T1", 10, 0, created_seq=seq))
+            em.put_location(tx, A, em.Location("M1", uid, email_id, None, ("\\Deleted",), True))
+            assert em.recompute_email(tx, A, email_id, seq) == "destroyed"
+
+        return fn
+
+    await store.run(hidden_email("Ehidden", 1))
+    await store.run(hidden_email("Egone", 2))
+    await store.run(lambda tx: em.remove_location(tx, A, "M1", 2))  # expunged upstream
+    assert await purge_all(store, before=40 * DAY) >= 1
+    assert await store.run(lambda tx: em.email(tx, A, "Egone", live=False)) is None
+    assert await store.run(lambda tx: em.email(tx, A, "Ehidden", live=False)) is not None
+
+    def undelete(tx: Tx) -> str:
+        seq = q.next_seq(tx, A, ["Email"])
+        em.put_location(tx, A, em.Location("M1", 1, "Ehidden", None, (), False))
+        return em.recompute_email(tx, A, "Ehidden", seq)
+
+    assert await store.run(undelete) == "revived"
