@@ -1,4 +1,5 @@
-"""Bounds on the work one /query, /queryChanges or SearchSnippet/get may ask for.
+"""Bounds on the work one method call may ask for: filters, sorts, upstream searches and
+the properties of a /get.
 
 A filter or a sort is cheap to send and expensive to run: every condition is evaluated on
 every candidate email, every comparator is one more pass of the sort, and the strings of

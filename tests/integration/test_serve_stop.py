@@ -149,6 +149,28 @@ def _server_errors(log: str) -> list[str]:
     ]
 
 
+async def _stop_within_limit(it: Served) -> float:
+    """SIGTERM; the seconds until the process exited (the test fails past STOP_LIMIT)."""
+    started = time.monotonic()
+    it.process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(it.process.wait(), STOP_LIMIT)
+    except TimeoutError:
+        pytest.fail(f"still running {STOP_LIMIT} s after SIGTERM:\n{it.log()}")
+    return time.monotonic() - started
+
+
+async def _assert_clean_exit(it: Served) -> None:
+    assert it.process.returncode == 0, it.log()
+    assert not _server_errors(it.log()), it.log()
+    # the next instance can use the cache at once (no "database is locked")
+    store = await Store.open(str(it.cache_path), busy_timeout=0.5)
+    try:
+        assert await store.run(lambda tx: tx.scalar("SELECT count(*) FROM accounts")) == 1
+    finally:
+        await store.aclose()
+
+
 async def test_sigterm_ends_the_process_within_seconds_during_a_stalled_request(
     imap_user: ImapUser, tmp_path: Path
 ) -> None:
@@ -163,35 +185,10 @@ async def test_sigterm_ends_the_process_within_seconds_during_a_stalled_request(
         stuck = asyncio.create_task(_query(http, it, account_id, {"filter": {"text": "x"}}))
         await asyncio.sleep(0.5)
         assert not stuck.done()
-        started = time.monotonic()
-        it.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(it.process.wait(), STOP_LIMIT)
-        except TimeoutError:
-            pytest.fail(f"still running {STOP_LIMIT} s after SIGTERM:\n{it.log()}")
-        stopped_in = time.monotonic() - started
+        await _stop_within_limit(it)
         with contextlib.suppress(Exception):
             await stuck
-    assert it.process.returncode == 0, it.log()
-    assert not _server_errors(it.log()), it.log()
-    # the next instance can use the cache at once (no "database is locked")
-    store = await Store.open(str(it.cache_path), busy_timeout=0.5)
-    try:
-        assert await store.run(lambda tx: tx.scalar("SELECT count(*) FROM accounts")) == 1
-    finally:
-        await store.aclose()
-    print(f"stopped {stopped_in:.2f} s after SIGTERM")
-
-
-async def _stop_within_limit(it: Served) -> float:
-    """SIGTERM; the seconds until the process exited (the test fails past STOP_LIMIT)."""
-    started = time.monotonic()
-    it.process.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(it.process.wait(), STOP_LIMIT)
-    except TimeoutError:
-        pytest.fail(f"still running {STOP_LIMIT} s after SIGTERM:\n{it.log()}")
-    return time.monotonic() - started
+    await _assert_clean_exit(it)
 
 
 async def test_sigterm_ends_the_process_within_seconds_during_a_long_cache_read(
@@ -215,17 +212,10 @@ async def test_sigterm_ends_the_process_within_seconds_during_a_long_cache_read(
         # evaluate in the cache reader: stop while they run
         await asyncio.sleep(3.0)
         assert not running.done()
-        stopped_in = await _stop_within_limit(it)
+        await _stop_within_limit(it)
         with contextlib.suppress(Exception):
             await running
-    assert it.process.returncode == 0, it.log()
-    assert not _server_errors(it.log()), it.log()
-    store = await Store.open(str(it.cache_path), busy_timeout=0.5)
-    try:
-        assert await store.run(lambda tx: tx.scalar("SELECT count(*) FROM accounts")) == 1
-    finally:
-        await store.aclose()
-    print(f"stopped {stopped_in:.2f} s after SIGTERM during a cache read")
+    await _assert_clean_exit(it)
 
 
 async def _send_and_leave(it: Served, body: bytes) -> None:
@@ -264,6 +254,5 @@ async def test_a_request_whose_client_left_is_cancelled_and_the_shared_refresh_g
         assert (await _query(http, it, account_id, {"filter": {"subject": "x"}}))[0] == (
             "Email/query"
         )
-        it.process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(it.process.wait(), STOP_LIMIT)
-    assert not _server_errors(it.log()), it.log()
+        await _stop_within_limit(it)
+    await _assert_clean_exit(it)

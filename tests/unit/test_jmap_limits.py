@@ -3,13 +3,14 @@ unsupportedFilter / unsupportedSort), and that every query method checks them fi
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from imapjmap.config import Config
+from imapjmap.config import Config, LimitsConfig
 from imapjmap.jmap.args import GetArgs, QueryArgs
 from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.limits import QueryLimits, check_filter, check_sort
@@ -263,3 +264,9 @@ async def test_a_sixth_upstream_search_is_refused_before_any_work(
         "the filter has 6 different text, body or header conditions, each searched for in "
         "the IMAP server: the limit (max_search_terms) is 5"
     )
+
+
+def test_the_defaults_are_the_configs() -> None:
+    config = LimitsConfig()
+    for field in dataclasses.fields(QueryLimits):
+        assert getattr(QueryLimits(), field.name) == getattr(config, field.name), field.name
