@@ -12,6 +12,7 @@ import imaplib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -168,19 +169,23 @@ JUNK: Final = st.recursive(
 )
 
 
+# How often (percent) ``mostly`` picks junk: drawn once per request by ``method_calls``, so
+# that some requests are clean enough to reach deep into the handlers and others are not.
+JUNK_PERCENT: ContextVar[int] = ContextVar("JUNK_PERCENT", default=20)
+
+
 def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any] = JUNK) -> Any:
-    """``good`` four times in five, ``bad`` otherwise (shrinks towards ``good``)."""
-    return st.integers(0, 4).flatmap(lambda n: bad if n == 4 else good)
-
-
-def sometimes(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any] = JUNK) -> Any:
-    """``good`` half the time."""
-    return st.one_of(good, bad)
+    """``good``, or ``bad`` about JUNK_PERCENT times in a hundred.  Junk is drawn from the
+    high numbers, so that examples shrink towards ``good`` (Hypothesis favours low ones)."""
+    return st.integers(0, 99).flatmap(lambda n: bad if n >= 100 - JUNK_PERCENT.get() else good)
 
 
 def ids(pool: Sequence[str]) -> st.SearchStrategy[str]:
-    choices = [st.sampled_from(["#c1", "#c2", "Mnope", "x"]), TEXT]
-    return st.one_of(st.sampled_from(pool), *choices) if pool else st.one_of(*choices)
+    """An id of ``pool`` three times in four; else a creation id reference or any string."""
+    others = st.one_of(st.sampled_from(["#c1", "#c2", "Mnope", "x"]), TEXT)
+    if not pool:
+        return others
+    return st.integers(0, 3).flatmap(lambda n: others if n == 3 else st.sampled_from(pool))
 
 
 def id_list(pool: Sequence[str]) -> Any:
@@ -192,8 +197,9 @@ def id_map(pool: Sequence[str], value: st.SearchStrategy[Any]) -> Any:
 
 
 BOOL: Final = mostly(st.booleans())
-UINT: Final = mostly(st.one_of(st.integers(0, 100), st.none()))
-INT: Final = mostly(st.integers(-100, 100))
+_EDGES: Final = st.sampled_from([2**31, 2**32, 2**53 - 1])  # the largest I-JSON integer
+UINT: Final = mostly(st.one_of(st.integers(0, 100), st.none(), _EDGES))
+INT: Final = mostly(st.one_of(st.integers(-100, 100), _EDGES, _EDGES.map(lambda n: -n)))
 KEYWORDS: Final = st.sampled_from(
     [
         "$seen",
@@ -211,7 +217,19 @@ KEYWORDS: Final = st.sampled_from(
     ]
 )
 DATES: Final = st.sampled_from(
-    ["2020-01-01T00:00:00Z", "2030-01-01T00:00:00Z", "2020-13-45T00:00:00Z", "yesterday", ""]
+    [
+        "2020-01-01T00:00:00Z",
+        "2030-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "2020-01-01T00:00:00.123Z",
+        "2020-01-01T00:00:00+14:00",
+        "2020-02-30T00:00:00Z",
+        "2020-13-45T00:00:00Z",
+        "2020-01-01",
+        "yesterday",
+        "",
+    ]
 )
 
 
@@ -503,7 +521,7 @@ def _set(
     **extra: Any,
 ) -> Args:
     def build(p: Pools) -> Mapping[str, Any]:
-        creation_ids = st.sampled_from(["c1", "c2"]) | TEXT
+        creation_ids = mostly(st.sampled_from(["c1", "c2"]), TEXT)
         return {
             "ifInState": mostly(st.none() | ids(p.states)),
             "create": mostly(st.dictionaries(creation_ids, mostly(create(p)), max_size=2)),
@@ -569,7 +587,8 @@ def _blob_upload(p: Pools) -> Mapping[str, Any]:
     upload = st.fixed_dictionaries(
         {"data": mostly(st.lists(source, max_size=3))}, optional={"type": mostly(TEXT)}
     )
-    return {"create": mostly(st.dictionaries(st.sampled_from(["c1", "c2"]) | TEXT, upload))}
+    creation_ids = mostly(st.sampled_from(["c1", "c2"]), TEXT)
+    return {"create": mostly(st.dictionaries(creation_ids, upload, max_size=2))}
 
 
 def _push_create(p: Pools) -> Any:
@@ -682,8 +701,24 @@ METHODS: Final[Mapping[str, Args]] = {
         "destroy": id_list(()),
     },
 }
+# Arguments without a default: present in all but one call in twenty.
+REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
+    **{name: ("sinceState",) for name in METHODS if name.endswith("/changes")},
+    **{name: ("sinceQueryState",) for name in METHODS if name.endswith("/queryChanges")},
+    "SearchSnippet/get": ("emailIds",),
+    "Email/import": ("emails",),
+    "Email/parse": ("blobIds",),
+    "Email/copy": ("fromAccountId", "create"),
+    "Blob/upload": ("create",),
+    "Blob/get": ("ids",),
+    "Blob/lookup": ("typeNames", "ids"),
+}
 TAKES_NO_ACCOUNT: Final = frozenset({"Core/echo", "PushSubscription/get", "PushSubscription/set"})
-READ_METHODS: Final = tuple(name for name in METHODS if name not in UPSTREAM_WRITERS)
+# Hypothesis favours the first entries of a list: the mail methods come first, Core/echo last.
+ALL_METHODS: Final = tuple(
+    sorted(METHODS, key=lambda n: (n == "Core/echo", not n.startswith(("Email/", "Search"))))
+)
+READ_METHODS: Final = tuple(name for name in ALL_METHODS if name not in UPSTREAM_WRITERS)
 REF_PATHS: Final = (
     "/ids",
     "/ids/*",
@@ -701,6 +736,18 @@ REF_PATHS: Final = (
 )
 
 
+def _paths(method: str) -> list[str]:
+    """Result reference paths that exist in a successful answer of ``method``."""
+    kind = method.rpartition("/")[2]
+    return {
+        "query": ["/ids"],
+        "get": ["/list/*/id", "/list/*/threadId", "/list/*/emailIds", "/notFound"],
+        "changes": ["/created", "/updated", "/destroyed"],
+        "queryChanges": ["/removed", "/added/*/id"],
+        "set": ["/created/c1/id", "/updated", "/destroyed"],
+    }.get(kind, REF_PATHS[:3])
+
+
 def arguments(
     data: st.DataObject, pools: Pools, method: str, earlier: Sequence[tuple[str, str]]
 ) -> dict[str, Any]:
@@ -710,16 +757,21 @@ def arguments(
     args: dict[str, Any] = data.draw(
         st.fixed_dictionaries({}, optional=dict(takes)), label=f"{method} arguments"
     )
-    if method not in TAKES_NO_ACCOUNT or data.draw(st.integers(0, 9)) == 0:
-        args["accountId"] = data.draw(mostly(st.just(pools.account_id), TEXT), label="accountId")
-    if data.draw(st.integers(0, 9)) == 0:
+    for name in REQUIRED.get(method, ()):
+        if name not in args and data.draw(st.integers(0, 19)) < 19:
+            args[name] = data.draw(takes[name], label=name)
+    junk = JUNK_PERCENT.get() > 0
+    if method not in TAKES_NO_ACCOUNT or data.draw(st.integers(0, 9)) == 9:
+        wrong_account = junk and data.draw(st.integers(0, 19)) == 19
+        args["accountId"] = data.draw(TEXT) if wrong_account else pools.account_id
+    if junk and data.draw(st.integers(0, 19)) == 19:
         args[data.draw(TEXT, label="unknown argument")] = data.draw(JUNK)
-    if earlier and takes and data.draw(st.integers(0, 3)) == 0:
+    if earlier and takes and data.draw(st.integers(0, 3)) == 3:
         name, call_id = data.draw(st.sampled_from(earlier), label="referenced call")
         ref = {
             "resultOf": data.draw(mostly(st.just(call_id), TEXT)),
             "name": data.draw(mostly(st.just(name), st.sampled_from(list(METHODS)))),
-            "path": data.draw(mostly(st.sampled_from(REF_PATHS), JUNK)),
+            "path": data.draw(mostly(st.sampled_from(_paths(name)), st.sampled_from(REF_PATHS))),
         }
         target = data.draw(st.sampled_from(sorted(takes)), label="referencing argument")
         if data.draw(st.integers(0, 3)):
@@ -734,6 +786,7 @@ def method_calls(
     """1..max_calls well-formed invocations of methods from ``names``."""
     calls: list[list[Any]] = []
     earlier: list[tuple[str, str]] = []
+    JUNK_PERCENT.set(data.draw(st.sampled_from([0, 3, 10, 25]), label="junk percent"))
     for _ in range(data.draw(st.integers(1, max_calls), label="calls")):
         method = data.draw(st.sampled_from(names), label="method")
         call_id = data.draw(mostly(st.sampled_from(["a", "b", "c"]), TEXT), label="callId")

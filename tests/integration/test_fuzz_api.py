@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from imapjmap.config import IdentityConfig, SmtpConfig, SubmissionConfig
@@ -58,6 +58,12 @@ def fuzz_settings(examples: int) -> settings:
             HealthCheck.data_too_large,
         ],
     )
+
+
+def _event(name: str) -> None:
+    """Count outcomes for ``--hypothesis-show-statistics`` (how deep the fuzz gets)."""
+    if currently_in_test_context():
+        event(name)
 
 
 class Fuzz:
@@ -96,10 +102,10 @@ class Fuzz:
             calls = sent["methodCalls"]
             fk.check_response(body, calls, sent.get("createdIds") is not None)
             for name, args, _call_id in body["methodResponses"]:
-                event(f"{name} {args['type']}" if name == "error" else f"{name} ok")
+                _event(f"{name} {args['type']}" if name == "error" else f"{name} ok")
         else:
             fk.check_problem(status, content_type, body)
-            event(f"HTTP {status} {body['type']}")
+            _event(f"HTTP {status} {body['type']}")
         self.check_log()
         now = fk.snapshot(self.oracle)
         if not fk.wrote_upstream(calls, body):
@@ -224,6 +230,9 @@ ODD_HEADERS = (
     {"Authorization": "Basic not-base64!!"},
     {"Authorization": "Basic " + "QQ=="},
     {"Authorization": ""},
+    {"Authorization": "Bearer not-a-token"},
+    {"Authorization": "Bearer "},
+    {"Authorization": "Digest username=x"},
 )
 
 
@@ -243,6 +252,7 @@ def _loads(raw: bytes) -> Any:
 @st.composite
 def request_bodies(draw: st.DrawFn, pools: fk.Pools) -> tuple[bytes, Any]:
     """(the bytes sent, the JSON value they encode or None when they are not JSON)."""
+    fk.JUNK_PERCENT.set(draw(st.sampled_from([3, 10, 25])))
     kind = draw(st.sampled_from(["bytes", "json", "request", "request", "request", "deep"]))
     if kind == "bytes":
         raw = draw(
@@ -291,7 +301,7 @@ class _Drawer:
 
 @st.composite
 def _good_invocation(draw: st.DrawFn, pools: fk.Pools) -> list[Any]:
-    name = draw(st.sampled_from([*fk.METHODS, "Nope/get", "Email/nope", "", "error"]))
+    name = draw(st.sampled_from([*fk.ALL_METHODS, "Nope/get", "Email/nope", "", "error"]))
     args = fk.arguments(_Drawer(draw), pools, name, [])  # type: ignore[arg-type]
     return [name, args, draw(fk.mostly(st.sampled_from(["a", "b"]), fk.TEXT))]
 
@@ -336,13 +346,35 @@ async def test_fuzz_reading_methods_change_nothing(fuzz: Fuzz, data: st.DataObje
 async def test_fuzz_every_method(fuzz: Fuzz, data: st.DataObject) -> None:
     """Every advertised method, writers too: valid answers; when no write was reported
     done, the account is exactly as it was (CORE-SET-*, CORE-CID-*)."""
-    calls = fk.method_calls(data, fuzz.pools, list(fk.METHODS))
+    calls = fk.method_calls(data, fuzz.pools, fk.ALL_METHODS)
     request: dict[str, Any] = {"using": list(fk.ALL_CAPABILITIES), "methodCalls": calls}
     if data.draw(st.booleans()):
         request["createdIds"] = {"c9": data.draw(st.sampled_from(fuzz.pools.email_ids))}
     status, content_type, body = await fuzz.send(fk.dumps(request))
     assert status == 200, body
     fuzz.check(status, content_type, body, request)
+
+
+async def test_the_fuzz_properties_can_fail(fuzz: Fuzz) -> None:
+    """The properties are not vacuous: a change behind the proxy's back, a serverFail, calls
+    answered out of order and an error in the log are each caught."""
+    request = {"using": [CORE], "methodCalls": [["Core/echo", {}, "a"], ["Core/echo", {}, "b"]]}
+    status, content_type, body = await fuzz.send(fk.dumps(request))
+    fuzz.oracle.select("INBOX")
+    typ, data = fuzz.oracle.store("1", "+FLAGS", "(fuzzcheck)")
+    assert typ == "OK", data
+    with pytest.raises(AssertionError, match="changed the account upstream"):
+        fuzz.check(status, content_type, body, request)
+    with pytest.raises(AssertionError):
+        fk.check_invocation(["error", {"type": "serverFail"}, "a"], "Core/echo")
+    with pytest.raises(AssertionError):
+        fk.check_invocation(["error", {"type": "madeUp"}, "a"], "Core/echo")
+    swapped = {**body, "methodResponses": body["methodResponses"][::-1]}
+    with pytest.raises(AssertionError):
+        fk.check_response(swapped, request["methodCalls"], created_ids_sent=False)
+    logging.getLogger("imapjmap.http").error("boom")
+    with pytest.raises(AssertionError, match="boom"):
+        fuzz.check_log()
 
 
 # -- what the fuzz found ----------------------------------------------------------------------
