@@ -45,6 +45,7 @@ from imapjmap.sync import gmail
 
 _EXTRA: Final = ("collapseThreads",)
 _FIRST_BATCH: Final = 256
+_CHECK_EVERY: Final = 256  # candidates matched between two checks of the time budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +199,12 @@ class Runner:
             where = replace(where, ids=tuple(sorted(bound)))
         rows = eq.candidates(self.tx, self.account_id, where, with_headers=p.needs_headers)
         evaluator = ef.Evaluator(hits, self._thread_keywords({r.thread_id for r in rows}))
-        kept = [r for r in rows if evaluator.matches(p.filter, r)]
+        kept: list[eq.Candidate] = []
+        for number, row in enumerate(rows):
+            if number % _CHECK_EVERY == 0:
+                self.tx.check()  # minutes of matching on a big filter stop at the time budget
+            if evaluator.matches(p.filter, row):
+                kept.append(row)
         ordered = std.sort_records(kept, p.sort, evaluator.sort_value, lambda r: r.id)
         if not p.collapse:
             self._evaluated = [r.id for r in ordered]

@@ -217,7 +217,12 @@ class Tx:
         self._live = True
         self.taken_seqs: dict[str, int] = {}
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """Raise if the transaction must stop: its time budget is spent, its caller gave up or
+        the store is closing (Rules 6, 7).  Every statement checks this first; a long loop of
+        Python work inside ``fn`` (no statement running, so nothing to interrupt) calls it
+        every few hundred items.
+        """
         if not self._live:
             raise RuntimeError("Tx used outside its transaction")
         # an interrupt that arrives between two statements is forgotten by SQLite
@@ -225,7 +230,7 @@ class Tx:
             raise self._job.error()
 
     def _cursor(self, sql: str, params: Params) -> sqlite3.Cursor:
-        self._check()
+        self.check()
         try:
             return self._conn.execute(sql, params)
         except sqlite3.Error as exc:
@@ -237,7 +242,7 @@ class Tx:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         """Run one statement once per row of parameters; return the rows changed in total."""
-        self._check()
+        self.check()
         try:
             return self._conn.executemany(sql, rows).rowcount
         except sqlite3.Error as exc:

@@ -8,6 +8,7 @@ evaluation) and must give the same list.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from imapjmap.methods import email_query
 from imapjmap.methods.email_filter import SearchTerm
 from imapjmap.methods.email_search import SearchMailbox, search_command, search_uids
 from imapjmap.store import email_queries as eq
-from imapjmap.store.db import Store
+from imapjmap.store.db import Store, TransactionTooLong
 from tests.unit.email_world import ALICE, A, FakeSession, Mail, World, call
 
 ALL = ["e3", "e6", "e5", "e2", "e4", "e1"]  # receivedAt descending, then id
@@ -490,3 +491,29 @@ async def test_query_changes_at_the_top_reads_a_short_prefix(
     )
     assert changes["added"] == [{"id": "n1", "index": 0}]
     assert sum(read) < 10  # not the 44 emails of the mailbox
+
+
+async def test_a_long_python_match_stops_at_the_time_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Matching in Python runs no SQL statement to interrupt: it checks the budget itself."""
+    store = await Store.open(":memory:", max_transaction_seconds=0.3)
+    w = World(store, Config())
+    await w.setup()
+    matched = 0
+    original = email_query.ef.Evaluator.matches
+
+    def slow_match(self: Any, filter_: Any, row: Any) -> bool:
+        nonlocal matched
+        matched += 1
+        time.sleep(0.2)
+        return bool(original(self, filter_, row))
+
+    monkeypatch.setattr(email_query, "_CHECK_EVERY", 1)
+    monkeypatch.setattr(email_query.ef.Evaluator, "matches", slow_match)
+    try:
+        with pytest.raises(TransactionTooLong):
+            await query(w, {"filter": {"subject": "a"}})
+        assert 0 < matched < len(ALL)  # stopped part way, not after matching everything
+    finally:
+        await store.aclose()
