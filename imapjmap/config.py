@@ -129,7 +129,7 @@ class CacheConfig:
     path: str = "imapjmap-cache.sqlite3"  # SQLite file; ":memory:" for a throw-away cache
     changes_retention_days: int = 30  # tombstones older than this are purged
     readers: int = 4  # read-only connections serving the JMAP methods' reads
-    readers_per_account: int = 2  # of them one account may use at once (at most readers)
+    readers_per_account: int = 1  # of them one account may use at once (at most readers)
     # a read transaction running longer is rolled back and its method call fails
     max_transaction_seconds: float = 5.0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Final
@@ -42,6 +43,13 @@ busy cache reader thread slows the event loop down, and the cache takes up to a 
 to close: the whole stop must stay within a few seconds)."""
 CLOSE_TIMEOUT: Final = 1.5
 """Seconds closing push watchers, syncs and IMAP connections may take at shutdown."""
+SWITCH_INTERVAL: Final = 0.0005
+"""Seconds a thread runs Python before it must hand the GIL to a waiting one (CPython's
+default is 0.005).  The event loop shares the interpreter with the cache's reader threads:
+while one of them computes (one account's huge filter or sort), every turn of the loop and
+every row another account's read fetches waits for the GIL, up to this long.  A cheap
+request takes dozens of such waits: at 5 ms each, one heavy account made the other
+accounts' requests 3-10 times slower (``bench/fairness.py``)."""
 
 
 async def open_store(cfg: Config) -> Store:
@@ -52,6 +60,15 @@ async def open_store(cfg: Config) -> Store:
         readers_per_account=cfg.cache.readers_per_account,
         max_transaction_seconds=cfg.cache.max_transaction_seconds,
     )
+
+
+async def _switch_interval_ctx(app: web.Application) -> AsyncIterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -92,6 +109,7 @@ def make_app(cfg: Config) -> web.Application:
     )
     app[views.CONFIG] = cfg
     app[views.IN_FLIGHT] = Counter()
+    app.cleanup_ctx.append(_switch_interval_ctx)
     app.cleanup_ctx.append(_services_ctx)
     views.add_routes(app)
     blobs.add_routes(app)

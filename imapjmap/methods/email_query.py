@@ -45,7 +45,8 @@ from imapjmap.sync import gmail
 
 _EXTRA: Final = ("collapseThreads",)
 _FIRST_BATCH: Final = 256
-_CHECK_EVERY: Final = 256  # candidates matched between two checks of the time budget
+# candidates matched between two Tx.check() (the time budget, and a moment for the event loop)
+_CHECK_EVERY: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +203,7 @@ class Runner:
         kept: list[eq.Candidate] = []
         for number, row in enumerate(rows):
             if number % _CHECK_EVERY == 0:
-                self.tx.check()  # minutes of matching on a big filter stop at the time budget
+                self.tx.check()  # a big filter's minutes of matching stop at the time budget
             if evaluator.matches(p.filter, row):
                 kept.append(row)
         ordered = std.sort_records(kept, p.sort, evaluator.sort_value, lambda r: r.id)

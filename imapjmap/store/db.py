@@ -85,6 +85,12 @@ _READER_PRAGMAS: Final = ("query_only = ON", "cache_size = -4096", "temp_store =
 # the progress handler takes the GIL from the event loop, so it is called about once a
 # millisecond, not more.
 _PROGRESS_STEPS: Final = 50_000
+# A read computing in Python (matching a filter on cache rows) holds the GIL.  The event
+# loop, waking from each poll, would then wait a whole switch interval (5 ms) for it, every
+# time, and another account's cheap request takes dozens of loop turns.  ``Tx.check`` steps
+# aside for a moment every few milliseconds, so that a waiting loop takes the GIL at once.
+_YIELD_EVERY: Final = 0.002
+_YIELD_FOR: Final = 0.0001
 # aclose: how long running writes may finish before they are interrupted, and how long to
 # wait for the worker threads after that.
 _CLOSE_GRACE: Final = 0.5
@@ -209,12 +215,13 @@ class Tx:
     ``queries.next_seq`` (which takes ``seq + 1`` at most once per transaction and account).
     """
 
-    __slots__ = ("_conn", "_job", "_live", "taken_seqs")
+    __slots__ = ("_conn", "_job", "_live", "_next_yield", "taken_seqs")
 
     def __init__(self, conn: sqlite3.Connection, job: _Job | None = None) -> None:
         self._conn = conn
         self._job = job
         self._live = True
+        self._next_yield = time.monotonic() + _YIELD_EVERY
         self.taken_seqs: dict[str, int] = {}
 
     def check(self) -> None:
@@ -225,9 +232,15 @@ class Tx:
         """
         if not self._live:
             raise RuntimeError("Tx used outside its transaction")
+        job = self._job
+        if job is None:
+            return
         # an interrupt that arrives between two statements is forgotten by SQLite
-        if self._job is not None and self._job.should_stop():
-            raise self._job.error()
+        if job.should_stop():
+            raise job.error()
+        if not job.write and time.monotonic() >= self._next_yield:
+            time.sleep(_YIELD_FOR)  # let the event loop have the GIL
+            self._next_yield = time.monotonic() + _YIELD_EVERY
 
     def _cursor(self, sql: str, params: Params) -> sqlite3.Cursor:
         self.check()
@@ -511,7 +524,7 @@ class Store:
         busy_timeout: float = 5.0,
         migrations: Sequence[str] = schema.MIGRATIONS,
         readers: int = 4,
-        readers_per_account: int = 2,
+        readers_per_account: int = 1,
         max_transaction_seconds: float | None = None,
     ) -> Store:
         """Open (creating if needed) and migrate the cache at ``path`` (``":memory:"`` allowed).

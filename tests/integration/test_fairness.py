@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from imapjmap.config import CacheConfig
 from imapjmap.demo.dovecot import DovecotServer
 from imapjmap.http import views
-from imapjmap.http.app import make_app
+from imapjmap.http.app import SWITCH_INTERVAL, make_app
 from imapjmap.methods import email_query
 from imapjmap.store.db import Store
 from tests.conftest import ImapUser
@@ -53,7 +54,10 @@ async def test_one_accounts_endless_query_neither_delays_another_account_nor_run
         base, cache=CacheConfig(path=base.cache.path, max_transaction_seconds=BUDGET)
     )
     app = make_app(cfg)
+    before = sys.getswitchinterval()
     async with TestClient(TestServer(app)) as http:
+        # reader threads hand the GIL to the event loop quickly while the app runs
+        assert sys.getswitchinterval() == min(before, SWITCH_INTERVAL)
         heavy = Jmap(http, heavy_user.username, heavy_user.password)
         light = Jmap(http, light_user.username, light_user.password)
         await heavy.session()
@@ -92,3 +96,4 @@ async def test_one_accounts_endless_query_neither_delays_another_account_nor_run
         assert store._reads.held(heavy.account_id) == 0
         monkeypatch.setattr(email_query, "_page", original)
         assert (await heavy.ok("Email/query", {}))["ids"] == []
+    assert sys.getswitchinterval() == before

@@ -1,0 +1,416 @@
+"""Fairness: 20 accounts opening their inbox while one account sends the heaviest requests.
+
+Run by hand (about 3 minutes on a 2-core machine, most of it seeding and first syncs)::
+
+    python3 bench/fairness.py
+
+It starts a private Dovecot, seeds one heavy account (``--heavy-messages``) and
+``--light`` light accounts (``--light-messages`` each) with generated mail (``mailgen``),
+starts the proxy (the real aiohttp app on a loopback port, default configuration), syncs
+every account, then alternates two phases of ``--phase`` seconds, ``--rounds`` times:
+
+- **alone**: each light account opens its inbox in a loop (``Mailbox/get`` + ``Email/query``
+  of INBOX newest first, limit 50 + ``Email/get`` of those 50 with list properties, in one
+  request), pausing ``--think`` seconds between requests;
+- **beside**: the same, while the heavy account sends, ``--heavy-concurrency`` at a time,
+  the heaviest requests the configured limits allow, in turn: an ``OR`` of
+  ``max_filter_conditions`` ``subject``/``from`` conditions each of
+  ``max_filter_string_length`` characters; the same with ``text`` conditions (IMAP SEARCH);
+  ``max_sort_comparators`` comparators over the whole mailbox with ``calculateTotal``; an
+  ``Email/get`` of ``max_objects_in_get`` ids with the list properties.
+
+The light requests' latencies of the two phases are compared: p50 and p95 side by side and
+the ratio beside / alone (target: p95 within 2x).  Alternating the phases in one run keeps
+the comparison fair on a shared machine.  The heavy requests' outcomes (answered, and the
+method errors such as the cache time budget) are counted too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+from mailgen import seed_inbox
+
+from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
+from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
+from imapjmap.http import views
+from imapjmap.http.app import make_app
+
+CORE: Final = "urn:ietf:params:jmap:core"
+MAIL: Final = "urn:ietf:params:jmap:mail"
+PASSWORD: Final = "bench-password"
+LIST_PROPERTIES: Final = (
+    "id", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "from", "subject",
+    "hasAttachment", "preview",
+)  # fmt: skip
+SORTS: Final = (
+    "receivedAt", "sentAt", "size", "from", "to", "subject", "hasKeyword",
+    "allInThreadHaveKeyword", "someInThreadHaveKeyword",
+)  # fmt: skip
+TARGET_P95_RATIO: Final = 2.0
+KINDS: Final = ("or", "text", "sort", "get")  # the heavy requests, in heavy_requests' order
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def p95(samples: Sequence[float]) -> float:
+    """Nearest-rank 95th percentile."""
+    ordered = sorted(samples)
+    return ordered[max(math.ceil(0.95 * len(ordered)) - 1, 0)]
+
+
+class JmapError(RuntimeError):
+    pass
+
+
+@dataclass
+class Jmap:
+    """A small JMAP client over HTTP."""
+
+    http: aiohttp.ClientSession
+    base: str
+    username: str
+    account_id: str = ""
+    inbox_id: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        token = base64.b64encode(f"{self.username}:{PASSWORD}".encode()).decode()
+        return {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+    async def session(self) -> None:
+        async with self.http.get(f"{self.base}/.well-known/jmap", headers=self.headers) as resp:
+            if resp.status != 200:
+                raise JmapError(f"session: HTTP {resp.status}: {await resp.text()}")
+            body = await resp.json()
+        self.account_id = body["primaryAccounts"][MAIL]
+
+    async def request(self, calls: list[list[Any]]) -> list[list[Any]]:
+        """The method responses (errors included); an HTTP error raises."""
+        payload = {"using": [CORE, MAIL], "methodCalls": calls}
+        async with self.http.post(
+            f"{self.base}/jmap/api/", json=payload, headers=self.headers
+        ) as resp:
+            if resp.status != 200:
+                raise JmapError(f"HTTP {resp.status}: {(await resp.text())[:300]}")
+            body = await resp.json()
+        responses: list[list[Any]] = body["methodResponses"]
+        return responses
+
+    async def find_inbox(self) -> None:
+        args = {"accountId": self.account_id, "ids": None, "properties": ["id", "role"]}
+        got = await self.request([["Mailbox/get", args, "m"]])
+        self.inbox_id = next(b["id"] for b in got[0][1]["list"] if b["role"] == "inbox")
+
+    async def open_inbox(self) -> None:
+        """Mailbox/get + Email/query of the newest 50 + Email/get of them, one request."""
+        query = {
+            "accountId": self.account_id,
+            "filter": {"inMailbox": self.inbox_id},
+            "sort": [{"property": "receivedAt", "isAscending": False}],
+            "limit": 50,
+        }
+        get = {
+            "accountId": self.account_id,
+            "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+            "properties": list(LIST_PROPERTIES),
+        }
+        got = await self.request(
+            [
+                ["Mailbox/get", {"accountId": self.account_id}, "m"],
+                ["Email/query", query, "q"],
+                ["Email/get", get, "g"],
+            ]
+        )
+        for name, args, _ in got:
+            if name == "error":
+                raise JmapError(f"open inbox: {args}")
+        if len(got[2][1]["list"]) != 50:
+            raise JmapError(f"open inbox: {len(got[2][1]['list'])} emails, not 50")
+
+
+def heavy_requests(
+    cfg: Config, jmap: Jmap, ids: list[str], kinds: Sequence[str] = KINDS
+) -> list[tuple[str, list[list[Any]]]]:
+    """The heaviest request of each kind the configured limits allow (name, calls)."""
+    limits = cfg.limits
+    account = jmap.account_id
+    width = limits.max_filter_string_length
+    # the OR operator is one condition; each of its conditions is another
+    count = limits.max_filter_conditions - 1
+
+    def needle(n: int) -> str:
+        return (f"{n:06d}-zq-" * (width // 10 + 1))[:width]  # long, matches nothing
+
+    fields = ("subject", "from")
+    cache_or = {
+        "operator": "OR",
+        "conditions": [{fields[n % 2]: needle(n)} for n in range(count)],
+    }
+    # each distinct text is one UID SEARCH per mailbox: limits.max_search_terms bounds them
+    searches = min(count, getattr(limits, "max_search_terms", count))
+    text_or = {"operator": "OR", "conditions": [{"text": needle(n)} for n in range(searches)]}
+    comparators = [
+        {
+            "property": prop,
+            "isAscending": n % 2 == 0,
+            **({"keyword": "$seen"} if "Key" in prop else {}),
+        }
+        for n, prop in enumerate(
+            (SORTS * limits.max_sort_comparators)[: limits.max_sort_comparators]
+        )
+    ]
+    sort = {"property": "receivedAt", "isAscending": False}
+    every = [
+        (
+            "OR of subject/from",
+            [["Email/query", {"accountId": account, "filter": cache_or, "sort": [sort],
+                              "calculateTotal": True}, "h"]],
+        ),
+        (
+            "OR of text (IMAP SEARCH)",
+            [["Email/query", {"accountId": account, "filter": text_or, "calculateTotal": True},
+              "h"]],
+        ),
+        (
+            f"{len(comparators)} sort comparators",
+            [["Email/query", {"accountId": account, "sort": comparators, "calculateTotal": True,
+                              "limit": limits.max_objects_in_get}, "h"]],
+        ),
+        (
+            f"Email/get of {len(ids[: limits.max_objects_in_get])}",
+            [["Email/get", {"accountId": account, "ids": ids[: limits.max_objects_in_get],
+                            "properties": list(LIST_PROPERTIES)}, "h"]],
+        ),
+    ]  # fmt: skip
+    return [every[KINDS.index(kind)] for kind in kinds]
+
+
+@dataclass
+class HeavyLog:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+
+
+async def heavy_loop(
+    jmap: Jmap, requests: list[tuple[str, list[list[Any]]]], start: int, log: HeavyLog
+) -> None:
+    turn = start
+    while True:
+        name, calls = requests[turn % len(requests)]
+        turn += 1
+        started = time.perf_counter()
+        try:
+            got = await jmap.request(calls)
+        except JmapError as exc:
+            log.outcomes[f"{name}: {str(exc)[:60]}"] += 1
+            continue
+        log.seconds.setdefault(name, []).append(time.perf_counter() - started)
+        response, args, _ = got[0]
+        if response == "error":
+            log.outcomes[f"{name}: {args['type']} ({args.get('description', '')[:70]})"] += 1
+        else:
+            log.outcomes[f"{name}: answered"] += 1
+
+
+async def light_loop(
+    jmap: Jmap, think: float, delay: float, samples: list[float], stop: asyncio.Event
+) -> None:
+    await asyncio.sleep(delay)  # spread out: the clients do not all ask at the same instant
+    while not stop.is_set():
+        started = time.perf_counter()
+        await jmap.open_inbox()
+        samples.append(time.perf_counter() - started)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), think)
+
+
+async def phase(
+    lights: list[Jmap],
+    heavy: Jmap | None,
+    requests: list[tuple[str, list[list[Any]]]],
+    args: argparse.Namespace,
+    heavy_log: HeavyLog,
+) -> list[float]:
+    samples: list[float] = []
+    stop = asyncio.Event()
+    loops = [
+        asyncio.ensure_future(
+            light_loop(j, args.think, args.think * n / len(lights), samples, stop)
+        )
+        for n, j in enumerate(lights)
+    ]
+    hogs = (
+        [
+            asyncio.ensure_future(heavy_loop(heavy, requests, n, heavy_log))
+            for n in range(args.heavy_concurrency)
+        ]
+        if heavy is not None
+        else []
+    )
+    await asyncio.sleep(args.phase)
+    stop.set()
+    await asyncio.gather(*loops)
+    for hog in hogs:
+        hog.cancel()
+    await asyncio.gather(*hogs, return_exceptions=True)
+    return samples
+
+
+async def run(dovecot: DovecotServer, args: argparse.Namespace, workdir: Path) -> int:
+    cfg = Config(
+        imap=ImapConfig(host=dovecot.host, port=dovecot.port, security="none"),
+        server=ServerConfig(listen="127.0.0.1:0"),
+        cache=dataclasses.replace(
+            CacheConfig(path=str(workdir / "cache.sqlite3")),
+            **(
+                {"readers_per_account": args.readers_per_account}
+                if args.readers_per_account
+                else {}
+            ),
+        ),
+    )
+    server = TestServer(make_app(cfg), host="127.0.0.1")
+    await server.start_server()
+    connector = aiohttp.TCPConnector(limit=0)
+    http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600))
+    base = str(server.make_url("")).rstrip("/")
+    try:
+        heavy = Jmap(http, base, "heavy")
+        lights = [Jmap(http, base, f"light{n:02d}") for n in range(args.light)]
+        services = server.app[views.SERVICES]
+        started = time.perf_counter()
+        for jmap in (heavy, *lights):
+            await jmap.session()
+            await jmap.find_inbox()
+            await services.sync_for(jmap.account_id).wait_filled()
+        say(f"first syncs of {1 + args.light} accounts: {time.perf_counter() - started:.1f} s")
+        got = await heavy.request(
+            [["Email/query", {"accountId": heavy.account_id, "limit": 1000}, "q"]]
+        )
+        requests = heavy_requests(cfg, heavy, got[0][1]["ids"], args.kinds.split(","))
+        for jmap in lights:  # warm: previews computed, bodies' first fetches done
+            await jmap.open_inbox()
+        alone: list[float] = []
+        beside: list[float] = []
+        heavy_log = HeavyLog()
+        for number in range(args.rounds):
+            a = await phase(lights, None, requests, args, heavy_log)
+            b = await phase(lights, heavy, requests, args, heavy_log)
+            say(
+                f"round {number + 1}: alone {len(a)} requests, p95 {p95(a) * 1000:.1f} ms;"
+                f" beside the heavy client {len(b)}, p95 {p95(b) * 1000:.1f} ms"
+            )
+            alone += a
+            beside += b
+    finally:
+        await http.close()
+        await server.close()
+    report(alone, beside, heavy_log, args)
+    return 0
+
+
+def report(alone: list[float], beside: list[float], heavy: HeavyLog, args: Any) -> None:
+    say("")
+    say("heavy account's requests (kind: outcome, count; median seconds of each kind):")
+    for outcome, count in sorted(heavy.outcomes.items()):
+        say(f"  {outcome}: {count}")
+    for name, seconds in sorted(heavy.seconds.items()):
+        say(f"  {name}: median {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s")
+    say("")
+    say(f"{args.light} light accounts opening their inbox (ms)   alone    beside   ratio")
+    for label, pick in (("p50", statistics.median), ("p95", p95)):
+        x, y = pick(alone) * 1000, pick(beside) * 1000
+        say(f"  {label:<48}{x:8.1f}  {y:8.1f}  {y / x:5.2f}x")
+    ratio = p95(beside) / p95(alone)
+    verdict = "met" if ratio <= TARGET_P95_RATIO else "MISSED"
+    say(f"  requests: {len(alone)} alone, {len(beside)} beside")
+    say(f"p95 beside / alone: {ratio:.2f}x (target <= {TARGET_P95_RATIO:g}x: {verdict})")
+
+
+def describe_machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    here = Path(__file__).resolve().parent
+    git = subprocess.run(
+        ["git", "-C", str(here), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores ({cpu}); "
+        f"Python {platform.python_version()}; code {git or '?'}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--light", type=int, default=20, help="light accounts (%(default)s)")
+    parser.add_argument("--light-messages", type=int, default=300, help="(%(default)s)")
+    parser.add_argument("--heavy-messages", type=int, default=10_000, help="(%(default)s)")
+    parser.add_argument(
+        "--heavy-concurrency", type=int, default=4, help="heavy requests in flight (%(default)s)"
+    )
+    parser.add_argument("--think", type=float, default=0.5, help="seconds between inbox opens")
+    parser.add_argument("--phase", type=float, default=15.0, help="seconds per phase")
+    parser.add_argument("--rounds", type=int, default=3, help="alone/beside pairs")
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help="heavy requests to send, of %(default)s: OR of subject/from, OR of text, sort,"
+        " Email/get",
+    )
+    parser.add_argument(
+        "--readers-per-account", type=int, default=0, help="cache.readers_per_account (default)"
+    )
+    args = parser.parse_args()
+    say(f"fairness benchmark: {describe_machine()}")
+    ensure_dovecot_installed()
+    workdir = Path(tempfile.mkdtemp(prefix="imapjmap-fair-"))
+    dovecot = DovecotServer.start(workdir / "dovecot")
+    try:
+        started = time.perf_counter()
+        dovecot.add_user("heavy", PASSWORD)
+        seed_inbox(dovecot, "heavy", args.heavy_messages, seed=1)
+        for n in range(args.light):
+            dovecot.add_user(f"light{n:02d}", PASSWORD)
+            seed_inbox(dovecot, f"light{n:02d}", args.light_messages, seed=2 + n)
+        say(
+            f"seeded {args.heavy_messages:,} + {args.light} x {args.light_messages:,} messages"
+            f" in {time.perf_counter() - started:.1f} s"
+        )
+        return asyncio.run(run(dovecot, args, workdir))
+    finally:
+        dovecot.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
