@@ -101,9 +101,8 @@ def make_app(cfg: Config) -> web.Application:
         middlewares=[
             middleware.access,
             middleware.cors,
-            middleware.close_after_bad_body,
+            middleware.identity_bodies,
             middleware.problem_details,
-            middleware.undecodable_body,
         ],
         client_max_size=cfg.limits.max_size_request + 1,
     )

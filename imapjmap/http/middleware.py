@@ -130,28 +130,28 @@ async def problem_details(request: web.Request, handler: Handler) -> web.StreamR
 
 
 @web.middleware
-async def undecodable_body(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A body that cannot be decoded (bytes that do not match their ``Content-Encoding``) is
-    the client's mistake: 400, not the 500 of an unexpected exception."""
-    try:
-        return await handler(request)
-    except web.RequestPayloadError as exc:
-        log.info("%s %s: undecodable body: %s", request.method, request.path, exc.__cause__)
-        raise RequestError(
-            RequestErrorType.BLANK,
-            "the request body cannot be decoded as its Content-Encoding says",
-            title="Bad Request",
-        ) from None
+async def identity_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request bodies are taken as sent: one with a Content-Encoding is refused with 415.
 
-
-@web.middleware
-async def close_after_bad_body(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """After a body that failed to decode, answered or refused unread, the connection ends.
-
-    aiohttp would otherwise read the rest of the body to reach the next request, fail the
-    same way and log an unhandled exception; and no next request can be found in it anyway.
+    aiohttp decodes gzip, deflate and br bodies itself, but takes a truncated gzip stream
+    for a shorter body (an upload would be stored cut short) and fails on bytes that do not
+    decode, with an unhandled exception when it reads them after the handler.  No JMAP client
+    compresses what it sends.  A body that failed to decode ends the connection after the
+    answer, without aiohttp reading the rest of it.
     """
-    response = await handler(request)
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding in ("", "identity"):
+        response = await handler(request)
+    else:
+        log.info("%s %s: refused Content-Encoding %.40r", request.method, request.path, coding)
+        error = RequestError(
+            RequestErrorType.BLANK,
+            "request bodies are accepted without a Content-Encoding",
+            status=415,
+            title="Unsupported Media Type",
+        )
+        response = render(error)
+        response.force_close()  # what is left of the body is not read
     if request.content.exception() is not None:
         request.content.feed_eof()  # nothing more will be read from it
         response.force_close()  # "Connection: close", so the client does not reuse it

@@ -481,21 +481,64 @@ def _email_patch(p: Pools) -> Any:
 
 
 def _email_create(p: Pools) -> Any:
+    """RFC 8621 §4.6 create: the list and header properties, body values and parts."""
     address = st.fixed_dictionaries({"email": mostly(TEXT)}, optional={"name": mostly(TEXT)})
+    addresses = mostly(st.none() | st.lists(mostly(address), max_size=2))
+    part_type = st.sampled_from(["text/plain", "text/html", "image/png", "message/rfc822", "x"])
+    text_part = st.fixed_dictionaries(
+        {"partId": mostly(st.sampled_from(["1", "2"]))},
+        optional={"type": mostly(part_type), "charset": mostly(st.sampled_from(["utf-8", "x"]))},
+    )
+    attachment = st.fixed_dictionaries(
+        {"blobId": mostly(ids(p.blob_ids))},
+        optional={
+            "type": mostly(part_type),
+            "name": mostly(st.none() | TEXT),
+            "disposition": mostly(st.sampled_from(["attachment", "inline", "x"])),
+            "cid": mostly(st.none() | TEXT),
+            "header:X-Part": mostly(TEXT),
+        },
+    )
+    value = st.fixed_dictionaries(
+        {"value": mostly(TEXT)},
+        optional={"isTruncated": BOOL, "isEncodingProblem": BOOL},
+    )
     return st.fixed_dictionaries(
         {"mailboxIds": mostly(st.dictionaries(ids(p.mailbox_ids), st.just(True), max_size=2))},
         optional={
             "keywords": mostly(st.dictionaries(KEYWORDS, st.just(True), max_size=3)),
             "subject": mostly(TEXT),
-            "from": mostly(st.lists(mostly(address), max_size=2)),
-            "to": mostly(st.lists(mostly(address), max_size=2)),
-            "bodyValues": mostly(st.just({"1": {"value": "Hello"}})),
-            "textBody": mostly(st.just([{"partId": "1", "type": "text/plain"}])),
-            "header:X-Fuzz": mostly(TEXT),
+            "from": addresses,
+            "to": addresses,
+            "cc": addresses,
+            "bcc": addresses,
+            "replyTo": addresses,
+            "sender": addresses,
+            "messageId": mostly(st.none() | st.lists(TEXT, max_size=2)),
+            "inReplyTo": mostly(st.none() | st.lists(TEXT, max_size=2)),
+            "references": mostly(st.none() | st.lists(TEXT, max_size=2)),
+            "sentAt": mostly(DATES),
             "receivedAt": mostly(DATES),
-            "attachments": mostly(
-                st.lists(st.fixed_dictionaries({"blobId": ids(p.blob_ids)}), max_size=2)
+            "bodyValues": mostly(st.dictionaries(st.sampled_from(["1", "2", "3"]), value)),
+            "textBody": mostly(st.lists(text_part, max_size=2)),
+            "htmlBody": mostly(st.lists(text_part, max_size=2)),
+            "attachments": mostly(st.lists(attachment, max_size=2)),
+            "bodyStructure": mostly(
+                st.fixed_dictionaries(
+                    {
+                        "type": st.just("multipart/mixed"),
+                        "subParts": st.lists(text_part | attachment, max_size=2),
+                    }
+                )
             ),
+            "header:X-Fuzz": mostly(TEXT),
+            "header:X-Fuzz:asRaw": mostly(TEXT),
+            "header:List-Post:asURLs": mostly(st.none() | st.lists(TEXT, max_size=2)),
+            "header:Comments:asText": mostly(TEXT),
+            "header:Subject": mostly(TEXT),
+            "header:From:asAddresses": addresses,
+            "header:Date:asDate": mostly(DATES),
+            "header:X-Fuzz:all": mostly(st.lists(TEXT, max_size=2)),
         },
     )
 
@@ -566,6 +609,20 @@ def _import_object(p: Pools) -> Any:
     return st.fixed_dictionaries(
         {
             "blobId": mostly(ids(p.blob_ids)),
+            "mailboxIds": mostly(st.dictionaries(ids(p.mailbox_ids), st.just(True), max_size=2)),
+        },
+        optional={
+            "keywords": mostly(st.dictionaries(KEYWORDS, st.just(True), max_size=2)),
+            "receivedAt": mostly(DATES),
+        },
+    )
+
+
+def _copy_object(p: Pools) -> Any:
+    """RFC 8620 §5.4: the record's id in the other account, and the properties to set."""
+    return st.fixed_dictionaries(
+        {
+            "id": mostly(ids(p.email_ids)),
             "mailboxIds": mostly(st.dictionaries(ids(p.mailbox_ids), st.just(True), max_size=2)),
         },
         optional={
@@ -669,7 +726,11 @@ METHODS: Final[Mapping[str, Args]] = {
         "fromAccountId": mostly(st.sampled_from([p.account_id, "Anope"])),
         "ifFromInState": mostly(st.none() | ids(p.states)),
         "ifInState": mostly(st.none() | ids(p.states)),
-        "create": mostly(st.dictionaries(ids(p.email_ids), _import_object(p), max_size=2)),
+        "create": mostly(
+            st.dictionaries(
+                mostly(st.sampled_from(["c1", "c2"]), TEXT), _copy_object(p), max_size=2
+            )
+        ),
         "onSuccessDestroyOriginal": BOOL,
         "destroyFromIfInState": mostly(st.none() | ids(p.states)),
     },
