@@ -1,5 +1,6 @@
-"""Limits that protect the service, over HTTP against the real Dovecot: costly queries are
-refused with the RFC's errors before any work (CORE-QRY-04)."""
+"""Limits that protect the service, over HTTP against the real servers: costly queries are
+refused with the RFC's errors before any work (CORE-QRY-04), and a search the upstream
+refuses as too long is the client's error, not a server failure."""
 
 from __future__ import annotations
 
