@@ -24,7 +24,11 @@ async def test_the_event_loop_runs_while_a_large_body_decodes() -> None:
     assert ticks > 1  # decoded on the loop, the first tick would come after the whole body
 
 
-@pytest.mark.parametrize("body", [b'{"a": 1, "a": 2}', b'{"a": ' + b"1" * 300_000 + b"}"])
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": 1, "a": 2}', b'{"a": ' + b"1" * 300_000 + b"}"],
+    ids=["duplicate-member", "huge-integer"],
+)
 async def test_large_or_small_the_rules_are_the_same(body: bytes) -> None:
     with pytest.raises(RequestError) as err:
         await decode_json(body)
