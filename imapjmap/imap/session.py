@@ -486,6 +486,9 @@ class ImapSession:
         except (OSError, TimeoutError, ssl.SSLError, aioimaplib.Error) as exc:
             proto.transport and proto.transport.close()
             raise ImapUnavailable(f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from exc
+        except BaseException:  # cancelled (a push watcher stopped as it connects)
+            proto.transport and proto.transport.close()
+            raise
         session = cls(proto, cfg, username)
         try:
             session.capabilities = frozenset(c.upper() for c in proto.capabilities)

@@ -18,6 +18,7 @@ a longer run by hand.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import imaplib
@@ -29,17 +30,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from imapjmap.config import IdentityConfig, SmtpConfig, SubmissionConfig
+from imapjmap.config import IdentityConfig, ImapConfig, SmtpConfig, SubmissionConfig
 from imapjmap.demo.smtp import SmtpSink
 from imapjmap.http import views
 from imapjmap.http.app import make_app
 from imapjmap.http.connections import Guard, GuardedRunner
+from imapjmap.imap import session as imap_session
 from tests.conftest import SeededUser
 from tests.integration import fuzzkit as fk
 from tests.integration.conftest import CORE, Jmap, proxy_config
@@ -357,6 +360,72 @@ async def test_fuzz_every_method(fuzz: Fuzz, data: st.DataObject) -> None:
     fuzz.check(status, content_type, body, request)
 
 
+@st.composite
+def websocket_messages(draw: st.DrawFn, pools: fk.Pools) -> tuple[str, Any]:
+    """(the text sent, the Request it holds or None): RFC 8887 messages of every kind."""
+    kind = draw(st.sampled_from(["Request", "Request", "push", "junk"]))
+    if kind == "junk":
+        value = draw(fk.JUNK)
+        return json.dumps(value), None
+    if kind == "push":
+        message = {
+            "@type": draw(st.sampled_from(["WebSocketPushEnable", "WebSocketPushDisable"])),
+            "dataTypes": draw(
+                fk.mostly(st.none() | st.lists(st.sampled_from(["Email", "Mailbox", "x"])))
+            ),
+            "pushState": draw(fk.mostly(st.none() | fk.TEXT | st.sampled_from(pools.states))),
+        }
+        return json.dumps(message), None
+    fk.JUNK_PERCENT.set(draw(st.sampled_from([0, 3, 10, 25])))
+    request = {
+        "@type": "Request",
+        "id": "fz",
+        "using": draw(fk.mostly(st.just(list(fk.ALL_CAPABILITIES)))),
+        "methodCalls": draw(fk.mostly(st.lists(_invocation(pools), max_size=3))),
+    }
+    return json.dumps(request), request
+
+
+@fuzz_settings(30)
+@given(data=st.data())
+async def test_fuzz_websocket_messages_rfc8887(fuzz: Fuzz, data: st.DataObject) -> None:
+    """Every message over the WebSocket gets a Response, a RequestError or nothing (push on
+    and off): never a closed connection or a traceback (RFC 8887 §4.3)."""
+    text, request = data.draw(websocket_messages(fuzz.pools), label="message")
+    sentinel = {
+        "@type": "Request",
+        "id": "sentinel",
+        "using": [CORE],
+        "methodCalls": [["Core/echo", {}, "s"]],
+    }
+    async with fuzz.jmap.http.ws_connect(
+        "/jmap/ws/", protocols=("jmap",), headers=fuzz.jmap.auth()
+    ) as ws:
+        await ws.send_str(text)
+        await ws.send_str(json.dumps(sentinel))
+        waiting = {"sentinel"} | ({"fz"} if request is not None else set())
+        answer: Any = None
+        while waiting:
+            message = await ws.receive(timeout=30)
+            assert message.type is aiohttp.WSMsgType.TEXT, message
+            body = json.loads(message.data)
+            kind = body.get("@type")
+            assert kind in ("Response", "RequestError", "StateChange"), body
+            waiting.discard(body.get("requestId"))
+            if kind == "RequestError":
+                assert isinstance(body.get("type"), str), body
+                assert 400 <= body.get("status") < 500, body
+            elif kind == "Response" and body.get("requestId") == "fz":
+                assert request is not None
+                fk.check_response(body, request["methodCalls"], created_ids_sent=False)
+                answer = body
+    fuzz.check_log()
+    now = fk.snapshot(fuzz.oracle)
+    if request is None or not fk.wrote_upstream(request["methodCalls"], answer):
+        assert now == fuzz.seen, "a message that wrote nothing changed the account upstream"
+    fuzz.seen = now
+
+
 UPLOAD_TYPES = (
     "application/octet-stream",
     "text/plain; charset=utf-8",
@@ -466,3 +535,28 @@ async def test_truncated_gzip_upload_is_not_stored_cut_short_core_bin_01(jmap: J
             headers={**jmap.auth(), "Content-Type": "text/plain", "Content-Encoding": "gzip"},
         )
         assert resp.status == 415, await resp.text()
+
+
+async def test_connect_cancelled_after_the_greeting_leaves_no_connection(
+    imap_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push watcher stopped while it connected (WebSocketPushEnable then a close) left
+    its half-open IMAP connection open: cancelled after the TCP connection was made, the
+    connection is closed."""
+    reached: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def greeting_never_read(self: Any, state: str) -> None:
+        reached.set_result(self)
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(imap_session._Protocol, "wait", greeting_never_read)
+    cfg = ImapConfig(host=imap_user.host, port=imap_user.port, security="none")
+    task = asyncio.create_task(
+        imap_session.ImapSession.connect(cfg, imap_user.username, imap_user.password)
+    )
+    proto = await reached
+    assert proto.transport is not None and not proto.transport.is_closing()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert proto.transport is None or proto.transport.is_closing()
