@@ -284,7 +284,12 @@ class _Runner:
                     "the mail server failed after some changes were made",
                 ) from exc
             raise
-        self.unproven.update(email for uid, email in owners.items() if uid not in done)
+        missing = [uid for uid in owners if uid not in done]
+        if missing:
+            self.unproven.update(owners[uid] for uid in missing)
+            # the cursors may not show why (an expunge they missed): have the resync
+            # ask the server for these UIDs themselves
+            self.ctx.services.sync_for(self.ctx.account_id).suspect(mailbox_id, missing)
 
     def settled(self, email_id: str) -> bool:
         return email_id in self.failed or email_id in self.unproven

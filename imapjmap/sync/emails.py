@@ -38,7 +38,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -193,12 +193,14 @@ class MailboxSync:
         mailbox: q.MailboxRow,
         synced: Cursor | None,
         hook: ApplyHook | None = None,
+        suspects: Collection[int] = (),
     ) -> None:
         self.store = store
         self.account_id = account_id
         self.mailbox = mailbox
         self.synced = synced
         self.hook = hook
+        self.suspects = suspects  # UIDs to look up by UID (AccountSync.suspect)
 
     async def run(self, session: ImapSession) -> list[int]:
         """Bring the mailbox up to date; returns UIDs still to fill in (first sync)."""
@@ -269,6 +271,9 @@ class MailboxSync:
             )
             present = set(await _search_uids(session, f"UID 1:{known_top}"))
             delta.gone.update(uid for uid in known if uid not in present)
+        if self.suspects:
+            present = set(await _search_uids(session, f"UID {sequence_set(self.suspects)}"))
+            delta.gone.update(uid for uid in self.suspects if uid not in present)
         start = max(synced.uidnext or 1, 1)
         if info.uidnext is None or info.uidnext > start:
             uids = [u for u in await _search_uids(session, f"UID {start}:*") if u >= start]

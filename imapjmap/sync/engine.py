@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 from imapjmap.errors import ImapCommandFailed, ImapUnavailable
@@ -66,6 +66,8 @@ class AccountSync:
         self.on_change: Callable[[], Awaitable[None]] | None = None  # e.g. the push hub
         self.grace = gmail.Grace()  # Gmail mode: our recent writes (eventual consistency)
         self._anchor: str | None = None  # the mailbox kept selected between refreshes (Rule 5)
+        # mailbox id → UIDs a write found missing: checked by UID on the next refresh
+        self._suspects: dict[str, set[int]] = {}
         self._anchor_session: ImapSession | None = None  # the connection that keeps it
 
     async def refresh(self, pool: ImapPool, *, force: bool = False) -> None:
@@ -141,6 +143,12 @@ class AccountSync:
         if self.on_change is not None:
             await self.on_change()
 
+    def suspect(self, mailbox_id: str, uids: Iterable[int]) -> None:
+        """UIDs a write could not prove there (``sync.writes`` Rule 4): the next refresh
+        asks the server whether they still exist, even if the mailbox's cursor has not
+        moved, so an expunge the cursors did not show is not kept in the cache for good."""
+        self._suspects.setdefault(mailbox_id, set()).update(uids)
+
     async def _sync_emails(self, pool: ImapPool, session: ImapSession) -> None:
         """Sync every mailbox whose cursor moved (one SELECT each; none when idle)."""
 
@@ -160,7 +168,8 @@ class AccountSync:
             # re-read on every refresh (the documented cost of such servers)
             same = synced is not None and tuple(synced) == now and row.highestmodseq is not None
             due = gmail_mode and self.grace.take_due(row.id)  # a held copy to check again
-            if same and not due:
+            suspects = self._suspects.pop(row.id, set())
+            if same and not due and not suspects:
                 continue
             job = emails.MailboxSync(
                 self._store,
@@ -168,6 +177,7 @@ class AccountSync:
                 row,
                 emails.Cursor(*synced) if synced else None,
                 hook=gmail.LabelHook(self.grace) if gmail_mode else None,
+                suspects=suspects,
             )
             rest = await job.run(session)
             if rest:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from imapjmap.http import views
+from imapjmap.store import emails as em
 from imapjmap.sync import writes
 from tests.conftest import advertises
 from tests.integration.conftest import Jmap
@@ -293,3 +295,30 @@ async def test_destroy_of_a_message_copied_out_meanwhile_removes_the_copy(
     assert result["destroyed"] == [email_id], result
     assert copies(imap_oracle, "destroy split", MAILBOXES) == {}
     assert (await jmap.ok("Email/get", {"ids": [email_id]}))["notFound"] == [email_id]
+
+
+async def test_a_copy_the_cache_kept_after_a_missed_expunge_is_dropped_and_the_write_lands(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4
+) -> None:
+    """Failure injection: the cache holds a copy the server expunged but the sync cursors
+    never showed (a stale location at a UID that does not exist).  The STORE there proves
+    nothing; the resync before the retry asks the server for that UID itself, drops the
+    copy, and the retry writes the real one: updated, not refused for ever."""
+    append(imap_oracle, "INBOX", "ghost")
+    email_id = await email_by_subject(jmap, "ghost")
+    services = jmap.http.server.app[views.SERVICES]
+
+    def haunt(tx: Any) -> None:
+        (real,) = em.locations_of_email(tx, jmap.account_id, email_id)
+        ghost = em.Location(real.mailbox_id, real.uid + 1000, email_id, real.modseq, (), False)
+        em.put_location(tx, jmap.account_id, ghost)
+
+    await services.store.run(haunt)
+    result = await jmap.ok("Email/set", {"update": {email_id: {"keywords/$flagged": True}}})
+    assert result["updated"] == {email_id: None}, result
+    assert copies(imap_oracle, "ghost", MAILBOXES) == {"INBOX": {"\\Flagged"}}
+
+    def uids(tx: Any) -> list[int]:
+        return [loc.uid for loc in em.locations_of_email(tx, jmap.account_id, email_id)]
+
+    assert len(await services.store.run(uids)) == 1
