@@ -20,7 +20,8 @@ whose interval overlaps a move of the same message done as COPY + EXPUNGE (anoth
 on a server without MOVE, or a JMAP move, which the proxy may have to do so), because a
 STORE proven on the old copy between the COPY and the EXPUNGE is lost with that copy.  A
 ``UID MOVE`` is atomic, so keyword writes racing an IMAP client's MOVE are checked: they
-are the race the proxy must win, by resyncing and writing at the message's new place.
+are the race the proxy must win, by resyncing and writing at the message's new place —
+unless two clients moved the message at once, which is no single atomic move any more.
 
 ``IMAPJMAP_SOAK_SECONDS`` and ``IMAPJMAP_SOAK_SEED`` change the length and the seed.
 """
@@ -247,6 +248,13 @@ class Rules:
         for w in writes:
             if w.kind in ("move", "delete"):
                 self.moves[w.subject].append(w)
+        for moves in self.moves.values():
+            for m in moves:
+                # two clients moving one message at once may both copy it before either
+                # expunges it (a MOVE is a copy and an expunge inside the server): that
+                # is no single atomic move any more
+                if any(o.actor != m.actor and overlaps(o, m) for o in moves):
+                    m.atomic = False
         self.problems: list[str] = []
         self.checked = 0
 
