@@ -363,6 +363,7 @@ async def test_fuzz_every_method(fuzz: Fuzz, data: st.DataObject) -> None:
 @st.composite
 def websocket_messages(draw: st.DrawFn, pools: fk.Pools) -> tuple[str, Any]:
     """(the text sent, the Request it holds or None): RFC 8887 messages of every kind."""
+    fk.JUNK_PERCENT.set(draw(st.sampled_from([0, 3, 10, 25])))
     kind = draw(st.sampled_from(["Request", "Request", "push", "junk"]))
     if kind == "junk":
         value = draw(fk.JUNK)
@@ -376,7 +377,6 @@ def websocket_messages(draw: st.DrawFn, pools: fk.Pools) -> tuple[str, Any]:
             "pushState": draw(fk.mostly(st.none() | fk.TEXT | st.sampled_from(pools.states))),
         }
         return json.dumps(message), None
-    fk.JUNK_PERCENT.set(draw(st.sampled_from([0, 3, 10, 25])))
     request = {
         "@type": "Request",
         "id": "fz",
@@ -444,6 +444,7 @@ async def test_fuzz_upload_and_download_core_bin(fuzz: Fuzz, data: st.DataObject
     """Uploads with any bytes, type and encoding, downloads with any name and type: an
     upload that is accepted downloads byte for byte; the rest is a 4xx problem document
     (CORE-BIN-01..03)."""
+    fk.JUNK_PERCENT.set(10)  # the rate is per example: never left over from another test
     content = data.draw(st.binary(max_size=2_000), label="content")
     headers = {**fuzz.jmap.auth(), "Content-Type": data.draw(st.sampled_from(UPLOAD_TYPES))}
     body = content
