@@ -319,6 +319,8 @@ async def _destroy_one(writer: _Writer, mailbox_id: str, remove_emails: bool) ->
     if (row.messages or row.total_emails) and not remove_emails:
         raise SetError(SetErrorType.MAILBOX_HAS_EMAIL)
     await _leave(writer, rows, row)
+    if not remove_emails:
+        await writer.guarded(lambda: _still_empty(writer, row.imap_name))
     await writer.guarded(lambda: writer.imap(_mailbox_cmd("DELETE", row.imap_name), "DELETE"))
     if row.is_subscribed:
         # the mailbox is gone; a subscription left behind would only be noise
@@ -327,6 +329,16 @@ async def _destroy_one(writer: _Writer, mailbox_id: str, remove_emails: bool) ->
                 lambda: writer.imap(_mailbox_cmd("UNSUBSCRIBE", row.imap_name), "UNSUBSCRIBE")
             )
     await writer.ctx.refresh(force=True)  # a parent destroyed next must see this one gone
+
+
+async def _still_empty(writer: _Writer, name: str) -> None:
+    """The cache may be behind the server: a message another client put in the mailbox
+    meanwhile would go down with the DELETE, which only onDestroyRemoveEmails may do
+    (RFC 8621 §2.5, MBX-07).  So the server is asked right before it."""
+    async with writer.ctx.pool.session() as session:
+        status = await session.status(name, "MESSAGES")
+    if status.messages:
+        raise SetError(SetErrorType.MAILBOX_HAS_EMAIL)
 
 
 def _depth(rows: dict[str, q.MailboxRow], mailbox_id: str) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from imapjmap.http import views
+from imapjmap.methods import mailbox_set
 from imapjmap.store import emails as em
 from imapjmap.sync import writes
 from tests.conftest import advertises
@@ -322,3 +323,24 @@ async def test_a_copy_the_cache_kept_after_a_missed_expunge_is_dropped_and_the_w
         return [loc.uid for loc in em.locations_of_email(tx, jmap.account_id, email_id)]
 
     assert len(await services.store.run(uids)) == 1
+
+
+async def test_mailbox_destroy_without_remove_emails_keeps_a_message_put_in_meanwhile(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MBX-07: without onDestroyRemoveEmails a mailbox with messages is mailboxHasEmail.  The
+    cache said empty, but another client put a message in right before the DELETE (a hook
+    on the step before it): the server is asked, the mailbox stays, the message with it."""
+    made = await jmap.ok("Mailbox/set", {"create": {"m": {"name": "Shortlived"}}})
+    box = made["created"]["m"]["id"]
+    original = mailbox_set._leave
+
+    async def racing_leave(*args: Any, **kwargs: Any) -> None:
+        append(imap_oracle, "Shortlived", "late arrival")
+        await original(*args, **kwargs)
+
+    monkeypatch.setattr(mailbox_set, "_leave", racing_leave)
+    result = await jmap.ok("Mailbox/set", {"destroy": [box]})
+    assert result["destroyed"] is None, result
+    assert result["notDestroyed"][box]["type"] == "mailboxHasEmail"
+    assert "late arrival" in flags_of(imap_oracle, "Shortlived")
