@@ -206,7 +206,16 @@ class Runner:
                 self.tx.check()  # a big filter's minutes of matching stop at the time budget
             if evaluator.matches(p.filter, row):
                 kept.append(row)
-        ordered = std.sort_records(kept, p.sort, evaluator.sort_value, lambda r: r.id)
+        calls = 0
+
+        def sort_value(row: eq.Candidate, comparator: Comparator) -> std.SortValue:
+            nonlocal calls
+            calls += 1
+            if calls % _CHECK_EVERY == 0:
+                self.tx.check()  # ten comparators over a big mailbox: the budget again
+            return evaluator.sort_value(row, comparator)
+
+        ordered = std.sort_records(kept, p.sort, sort_value, lambda r: r.id)
         if not p.collapse:
             self._evaluated = [r.id for r in ordered]
         else:

@@ -89,8 +89,12 @@ _PROGRESS_STEPS: Final = 50_000
 # loop, waking from each poll, would then wait a whole switch interval (5 ms) for it, every
 # time, and another account's cheap request takes dozens of loop turns.  ``Tx.check`` steps
 # aside for a moment every few milliseconds, so that a waiting loop takes the GIL at once.
+# A read that has run for _LONG_READ seconds already (one account's heavy request) steps
+# aside for longer, a third of the time: the other accounts' requests come first.
 _YIELD_EVERY: Final = 0.002
 _YIELD_FOR: Final = 0.0001
+_LONG_READ: Final = 0.1
+_LONG_READ_PAUSE: Final = 0.001
 # aclose: how long running writes may finish before they are interrupted, and how long to
 # wait for the worker threads after that.
 _CLOSE_GRACE: Final = 0.5
@@ -158,12 +162,13 @@ class _Job:
     transaction.
     """
 
-    __slots__ = ("_armed", "_conn", "_lock", "budget", "deadline", "reason", "write")
+    __slots__ = ("_armed", "_conn", "_lock", "budget", "deadline", "reason", "started", "write")
 
     def __init__(self, budget: float | None, *, write: bool) -> None:
         self.budget = budget
         self.write = write
         self.deadline: float | None = None
+        self.started = time.monotonic()
         self.reason: str | None = None
         self._armed = False
         self._conn: sqlite3.Connection | None = None
@@ -172,8 +177,9 @@ class _Job:
     def arm(self, conn: sqlite3.Connection) -> None:
         """``fn`` starts now (worker thread): start the clock, allow interrupts."""
         with self._lock:
+            self.started = time.monotonic()
             if self.budget is not None:
-                self.deadline = time.monotonic() + self.budget
+                self.deadline = self.started + self.budget
             self._conn = conn
             self._armed = True
 
@@ -238,8 +244,10 @@ class Tx:
         # an interrupt that arrives between two statements is forgotten by SQLite
         if job.should_stop():
             raise job.error()
-        if not job.write and time.monotonic() >= self._next_yield:
-            time.sleep(_YIELD_FOR)  # let the event loop have the GIL
+        now = time.monotonic()
+        if not job.write and now >= self._next_yield:
+            long_read = now - job.started > _LONG_READ
+            time.sleep(_LONG_READ_PAUSE if long_read else _YIELD_FOR)  # others take the GIL
             self._next_yield = time.monotonic() + _YIELD_EVERY
 
     def _cursor(self, sql: str, params: Params) -> sqlite3.Cursor:
