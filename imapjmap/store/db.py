@@ -28,11 +28,14 @@ Rule 5: fair share.  Every transaction names its account (``""``: the process's 
         time.  One account's long series of transactions delays another's by at most one of
         its own per turn, and cannot hold every reader.
 Rule 6: a read has a time budget (``max_transaction_seconds`` from its ``BEGIN``, checked by a
-        progress handler and between statements); over it, it is interrupted, rolled back and
-        raises :class:`TransactionTooLong`.  Writes have none: a write records what the
-        upstream already did (IMAP first) or one sync batch of bounded size; rolling it back
-        would report a change made upstream as failed, or make a sync retry the same batch
-        forever.  Opening and migrating have none either.
+        progress handler during statements, before each statement, and by ``Tx.check``,
+        which a long Python loop inside ``fn`` calls); over it, it is interrupted, rolled back
+        and raises :class:`TransactionTooLong`.  ``Tx.check`` also pauses a read now and then
+        (longer once it has run for a while), so that the event loop and the other readers
+        get the GIL.  Writes have no budget: a write records what the upstream already did
+        (IMAP first) or one sync batch of bounded size; rolling it back would report a change
+        made upstream as failed, or make a sync retry the same batch forever.  Opening and
+        migrating have none either.
 Rule 7: cancelling a caller whose transaction has not started takes it out of its queue.
         Cancelling a running read interrupts its statement (a read has nothing to lose); a
         running write completes or rolls back entirely and its caller just stops waiting.
