@@ -89,11 +89,12 @@ _READER_PRAGMAS: Final = ("query_only = ON", "cache_size = -4096", "temp_store =
 # millisecond, not more.
 _PROGRESS_STEPS: Final = 50_000
 # A read computing in Python (matching a filter on cache rows) holds the GIL.  The event
-# loop, waking from each poll, would then wait a whole switch interval (5 ms) for it, every
-# time, and another account's cheap request takes dozens of loop turns.  ``Tx.check`` steps
-# aside for a moment every few milliseconds, so that a waiting loop takes the GIL at once.
-# A read that has run for _LONG_READ seconds already (one account's heavy request) steps
-# aside for longer, a third of the time: the other accounts' requests come first.
+# loop, waking from each poll, would then wait a whole switch interval for it, every time,
+# and another account's cheap request takes dozens of loop turns.  A read steps aside for a
+# moment every few milliseconds (in ``Tx.check`` and in the progress handler), so that a
+# waiting loop takes the GIL at once.  A read that has run for _LONG_READ seconds already
+# (one account's heavy request) steps aside longer, a third of the time: the other accounts'
+# requests, and the IMAP server on the same machine, come first.
 _YIELD_EVERY: Final = 0.002
 _YIELD_FOR: Final = 0.0001
 _LONG_READ: Final = 0.1
@@ -165,13 +166,16 @@ class _Job:
     transaction.
     """
 
-    __slots__ = ("_armed", "_conn", "_lock", "budget", "deadline", "reason", "started", "write")
+    __slots__ = (
+        "_armed", "_conn", "_lock", "budget", "deadline", "next_pause", "reason", "started", "write"
+    )  # fmt: skip
 
     def __init__(self, budget: float | None, *, write: bool) -> None:
         self.budget = budget
         self.write = write
         self.deadline: float | None = None
         self.started = time.monotonic()
+        self.next_pause = self.started + _YIELD_EVERY
         self.reason: str | None = None
         self._armed = False
         self._conn: sqlite3.Connection | None = None
@@ -181,6 +185,7 @@ class _Job:
         """``fn`` starts now (worker thread): start the clock, allow interrupts."""
         with self._lock:
             self.started = time.monotonic()
+            self.next_pause = self.started + _YIELD_EVERY
             if self.budget is not None:
                 self.deadline = self.started + self.budget
             self._conn = conn
@@ -211,6 +216,18 @@ class _Job:
             return True
         return False
 
+    def step_aside(self) -> None:
+        """Worker thread, between and during statements: now and then, a read pauses so that
+        the event loop and the other readers take the GIL and the CPU; longer once it has
+        run for a while (one account's heavy request)."""
+        if self.write:
+            return
+        now = time.monotonic()
+        if now >= self.next_pause:
+            long_read = now - self.started > _LONG_READ
+            time.sleep(_LONG_READ_PAUSE if long_read else _YIELD_FOR)
+            self.next_pause = time.monotonic() + _YIELD_EVERY
+
     def error(self) -> ProxyError:
         if self.reason == "budget" and self.budget is not None:
             return TransactionTooLong(self.budget)
@@ -224,13 +241,12 @@ class Tx:
     ``queries.next_seq`` (which takes ``seq + 1`` at most once per transaction and account).
     """
 
-    __slots__ = ("_conn", "_job", "_live", "_next_yield", "taken_seqs")
+    __slots__ = ("_conn", "_job", "_live", "taken_seqs")
 
     def __init__(self, conn: sqlite3.Connection, job: _Job | None = None) -> None:
         self._conn = conn
         self._job = job
         self._live = True
-        self._next_yield = time.monotonic() + _YIELD_EVERY
         self.taken_seqs: dict[str, int] = {}
 
     def check(self) -> None:
@@ -247,11 +263,7 @@ class Tx:
         # an interrupt that arrives between two statements is forgotten by SQLite
         if job.should_stop():
             raise job.error()
-        now = time.monotonic()
-        if not job.write and now >= self._next_yield:
-            long_read = now - job.started > _LONG_READ
-            time.sleep(_LONG_READ_PAUSE if long_read else _YIELD_FOR)  # others take the GIL
-            self._next_yield = time.monotonic() + _YIELD_EVERY
+        job.step_aside()
 
     def _cursor(self, sql: str, params: Params) -> sqlite3.Cursor:
         self.check()
@@ -484,7 +496,12 @@ class _Worker:
 
     def _progress(self) -> int:
         job = self.job
-        return 1 if job is not None and job.should_stop() else 0
+        if job is None:
+            return 0
+        if job.should_stop():
+            return 1
+        job.step_aside()
+        return 0
 
     def _serve(self) -> None:
         while (item := self._calls.get()) is not None:

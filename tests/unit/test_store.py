@@ -362,6 +362,46 @@ async def test_reads_run_beside_a_write_and_see_only_committed_data(shared: Stor
     assert await shared.run(lambda tx: threading.get_ident()) not in idents
 
 
+async def test_readers_never_see_half_a_write(tmp_path: Path) -> None:
+    """Many writes and reads at once: every read sees both keys of one write, never a mix,
+    and the values it sees never go backwards for one reader task."""
+    s = await Store.open(str(tmp_path / "mix.sqlite3"), readers=3, readers_per_account=3)
+    await s.run(lambda tx: q.ensure_account(tx, "a1", "alice"))
+
+    def write(n: int) -> Callable[[Tx], None]:
+        def both(tx: Tx) -> None:
+            q.kv_set(tx, "a1", "x", str(n))
+            time.sleep(0)  # let a reader run between the two statements, were it able to
+            q.kv_set(tx, "a1", "y", str(n))
+
+        return both
+
+    def read(tx: Tx) -> tuple[int, int]:
+        x = int(q.kv_get(tx, "a1", "x") or 0)
+        time.sleep(0.001)  # a write may commit now: the snapshot must not show it
+        return x, int(q.kv_get(tx, "a1", "y") or 0)
+
+    async def writer() -> None:
+        for n in range(1, 151):
+            await s.run(write(n), account="a1")
+
+    async def reader(key: str) -> list[tuple[int, int]]:
+        seen: list[tuple[int, int]] = []
+        for _ in range(150):
+            seen.append(await s.read(read, account=key))
+        return seen
+
+    try:
+        readers = [asyncio.ensure_future(reader(f"r{n}")) for n in range(3)]
+        await writer()
+        views = [await task for task in readers]
+    finally:
+        await s.aclose()
+    for seen in views:
+        assert all(x == y for x, y in seen)
+        assert [x for x, _ in seen] == sorted(x for x, _ in seen)
+
+
 async def test_a_write_inside_a_read_is_refused(shared: Store) -> None:
     with pytest.raises(CacheUnavailable, match="readonly"):
         await shared.read(lambda tx: q.kv_set(tx, "a1", "k", "v"), account="a1")
