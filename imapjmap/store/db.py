@@ -93,12 +93,13 @@ _PROGRESS_STEPS: Final = 50_000
 # and another account's cheap request takes dozens of loop turns.  A read steps aside for a
 # moment every few milliseconds (in ``Tx.check`` and in the progress handler), so that a
 # waiting loop takes the GIL at once.  A read that has run for _LONG_READ seconds already
-# (one account's heavy request) steps aside longer, a third of the time: the other accounts'
-# requests, and the IMAP server on the same machine, come first.
+# (one account's heavy request) steps aside longer, two thirds of the time: the other
+# accounts' requests, and the IMAP server on the same machine, come first (measured with
+# bench/fairness.py: a third of the time left them 4-8 times slower, two thirds 3 times).
 _YIELD_EVERY: Final = 0.002
 _YIELD_FOR: Final = 0.0001
 _LONG_READ: Final = 0.1
-_LONG_READ_PAUSE: Final = 0.001
+_LONG_READ_PAUSE: Final = 0.004
 # aclose: how long running writes may finish before they are interrupted, and how long to
 # wait for the worker threads after that.
 _CLOSE_GRACE: Final = 0.5
