@@ -15,6 +15,7 @@ Pure: no I/O.  A filter is split three ways when it is planned:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -337,8 +338,17 @@ def _date_value(value: str | None) -> float | None:
         return None
 
 
-def _contains(haystack: str | None, needle: str) -> bool:
-    return haystack is not None and needle.casefold() in haystack.casefold()
+@functools.lru_cache(maxsize=1024)
+def _folded(needle: str) -> str:
+    return needle.casefold()
+
+
+def substring_matches(haystack: str | None, needle: str) -> bool:
+    # A query tests the same few needles against every candidate row: fold each once, and
+    # skip rows too short to hold it (full case folding makes a character at most three).
+    if haystack is None or len(needle) > 3 * len(haystack):
+        return False
+    return _folded(needle) in haystack.casefold()
 
 
 def address_matches(addresses: Any, needle: str) -> bool:
@@ -348,14 +358,14 @@ def address_matches(addresses: Any, needle: str) -> bool:
     for address in addresses:
         if isinstance(address, dict):
             text = f"{address.get('name') or ''} <{address.get('email') or ''}>"
-            if _contains(text, needle):
+            if substring_matches(text, needle):
                 return True
     return False
 
 
 def _headers_match(headers: Mapping[str, Any], needle: str) -> bool:
     subject = headers.get("subject")
-    if isinstance(subject, str) and _contains(subject, needle):
+    if isinstance(subject, str) and substring_matches(subject, needle):
         return True
     return any(address_matches(headers.get(f), needle) for f in ADDRESS_FIELDS)
 
@@ -400,7 +410,7 @@ class Evaluator:
             return address_matches(row.headers.get(key), value)
         if key == "subject":
             subject = row.headers.get("subject")
-            return isinstance(subject, str) and _contains(subject, value)
+            return isinstance(subject, str) and substring_matches(subject, value)
         if key == "text":
             return self._hit(key, value, row) or _headers_match(row.headers, value)
         return self._hit(key, value, row)  # body, header

@@ -18,7 +18,7 @@ from imapjmap.config import Config
 from imapjmap.errors import ImapCommandFailed, ImapCommandTooLong
 from imapjmap.jmap.errors import MethodError
 from imapjmap.methods import email_query
-from imapjmap.methods.email_filter import SearchTerm
+from imapjmap.methods.email_filter import SearchTerm, address_matches, substring_matches
 from imapjmap.methods.email_search import SearchMailbox, search_command, search_uids
 from imapjmap.store import email_queries as eq
 from imapjmap.store.db import Store, TransactionTooLong
@@ -517,3 +517,29 @@ async def test_a_long_python_match_stops_at_the_time_budget(
         assert 0 < matched < len(ALL)  # stopped part way, not after matching everything
     finally:
         await store.aclose()
+
+
+@pytest.mark.parametrize(
+    ("haystack", "needle", "found"),
+    [
+        ("Quarterly Report", "report", True),
+        ("Quarterly Report", "REPORT", True),
+        ("Straße", "STRASSE", True),  # full case folding: ß is ss (RFC 8621 §4.4.1 EMAIL-Q-*)
+        ("STRASSE", "straße", True),
+        ("ß", "ss", True),  # a needle longer than the raw haystack can still match
+        ("ŉ", "ʼn", True),
+        ("Report", "x" * 1000, False),  # too long for the haystack: refused without folding
+        ("", "a", False),
+        (None, "a", False),
+        ("abc", "", True),
+    ],
+)
+def test_substring_matches_folds_case_fully(haystack: str | None, needle: str, found: bool) -> None:
+    assert substring_matches(haystack, needle) is found
+
+
+def test_address_matches_name_or_address() -> None:
+    addresses = [{"name": "Jürgen Groß", "email": "j@example.test"}]
+    assert address_matches(addresses, "GROSS")
+    assert address_matches(addresses, "<j@example")
+    assert not address_matches(addresses, "x" * 1000)
