@@ -100,6 +100,12 @@ _YIELD_EVERY: Final = 0.002
 _YIELD_FOR: Final = 0.0001
 _LONG_READ: Final = 0.1
 _LONG_READ_PAUSE: Final = 0.004
+# While another account has used the cache in the last _OTHERS_RECENT seconds, a long read
+# steps aside for most of the time instead (_CONTENDED_PAUSE per _YIELD_EVERY of work, about
+# 85%): the heavy request is then the one that waits, not the many cheap ones; alone, it
+# keeps the two-thirds share above.
+_OTHERS_RECENT: Final = 0.25
+_CONTENDED_PAUSE: Final = 0.012
 # aclose: how long running writes may finish before they are interrupted, and how long to
 # wait for the worker threads after that.
 _CLOSE_GRACE: Final = 0.5
@@ -157,6 +163,26 @@ def _translate(exc: sqlite3.Error, what: str) -> ProxyError:
     return CacheCorrupt(f"cache {what}: {exc}")
 
 
+class _Activity:
+    """When each account last asked the cache for something (event loop writes, worker
+    threads read): whether a long read has someone to step aside for."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+
+    def mark(self, account: str) -> None:
+        now = time.monotonic()
+        self._seen[account] = now
+        if len(self._seen) > 4096:  # forget the idle ones; a copy is atomic under the GIL
+            self._seen = {a: t for a, t in list(self._seen.items()) if now - t < _OTHERS_RECENT}
+
+    def others_active(self, account: str) -> bool:
+        since = time.monotonic() - _OTHERS_RECENT
+        return any(a != account and t >= since for a, t in list(self._seen.items()))
+
+
 class _Job:
     """The stop switch of one transaction, shared by its worker thread and the event loop.
 
@@ -168,12 +194,22 @@ class _Job:
     """
 
     __slots__ = (
-        "_armed", "_conn", "_lock", "budget", "deadline", "next_pause", "reason", "started", "write"
+        "_armed", "_conn", "_lock", "account", "activity", "budget", "deadline", "next_pause",
+        "reason", "started", "write",
     )  # fmt: skip
 
-    def __init__(self, budget: float | None, *, write: bool) -> None:
+    def __init__(
+        self,
+        budget: float | None,
+        *,
+        write: bool,
+        account: str = "",
+        activity: _Activity | None = None,
+    ) -> None:
         self.budget = budget
         self.write = write
+        self.account = account
+        self.activity = activity
         self.deadline: float | None = None
         self.started = time.monotonic()
         self.next_pause = self.started + _YIELD_EVERY
@@ -225,9 +261,15 @@ class _Job:
             return
         now = time.monotonic()
         if now >= self.next_pause:
-            long_read = now - self.started > _LONG_READ
-            time.sleep(_LONG_READ_PAUSE if long_read else _YIELD_FOR)
+            time.sleep(self._pause(now))
             self.next_pause = time.monotonic() + _YIELD_EVERY
+
+    def _pause(self, now: float) -> float:
+        if now - self.started <= _LONG_READ:
+            return _YIELD_FOR
+        if self.activity is not None and self.activity.others_active(self.account):
+            return _CONTENDED_PAUSE
+        return _LONG_READ_PAUSE
 
     def error(self) -> ProxyError:
         if self.reason == "budget" and self.budget is not None:
@@ -543,6 +585,7 @@ class Store:
             else self._writes
         )
         self._running: dict[asyncio.Future[Any], _Job] = {}
+        self._activity = _Activity()
         self._closed = False
 
     @classmethod
@@ -625,7 +668,10 @@ class Store:
             slots.release(account, slot)
             raise CacheUnavailable("cache store is closed")
         worker = self._writer if slots is self._writes else self._readers[slot]
-        job = _Job(None if write else self.budget, write=write)
+        self._activity.mark(account)
+        job = _Job(
+            None if write else self.budget, write=write, account=account, activity=self._activity
+        )
         begin = "BEGIN IMMEDIATE" if write or not self._readers else "BEGIN"
         try:
             done = worker.call(lambda: worker.transaction(fn, job, begin))

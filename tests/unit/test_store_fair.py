@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from imapjmap.errors import ProxyError
+from imapjmap.store import db
 from imapjmap.store.fair import FairSlots
 
 
@@ -84,3 +86,36 @@ async def test_close_fails_the_waiters_and_later_callers() -> None:
 def test_impossible_shapes_are_refused(slots: int, per_key: int) -> None:
     with pytest.raises(ValueError, match="per_key"):
         FairSlots(slots, per_key)
+
+
+# --- how long a read steps aside ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ran", "others", "pause"),
+    [
+        (0.01, [], db._YIELD_FOR),  # a short read only lets the loop in
+        (0.01, ["bob"], db._YIELD_FOR),
+        (1.0, [], db._LONG_READ_PAUSE),  # long, alone: two thirds of the time
+        (1.0, ["alice"], db._LONG_READ_PAUSE),  # its own account's other requests don't count
+        (1.0, ["bob"], db._CONTENDED_PAUSE),  # long, another account waiting: most of it
+    ],
+)
+def test_a_long_read_steps_aside_for_other_accounts(
+    ran: float, others: list[str], pause: float
+) -> None:
+    activity = db._Activity()
+    for account in others:
+        activity.mark(account)
+    job = db._Job(5.0, write=False, account="alice", activity=activity)
+    job.started -= ran
+    assert job._pause(time.monotonic()) == pause
+
+
+def test_an_account_idle_for_a_while_is_not_waited_for() -> None:
+    activity = db._Activity()
+    activity.mark("bob")
+    activity._seen["bob"] -= db._OTHERS_RECENT + 0.1
+    assert not activity.others_active("alice")
+    activity.mark("bob")
+    assert activity.others_active("alice")
