@@ -554,11 +554,7 @@ async def _recheck(
         if row is None:
             continue  # deleted by someone else after our write
         change = changes[email_id]
-        have = set(row.keywords)
-        if change.keywords_in <= have and not change.keywords_out & have:
-            continue
-        now = {(loc.mailbox_id, loc.uid) for loc in locations[email_id] if not loc.deleted}
-        if stored.get(email_id, set()) - now:
+        if _lost_by_a_move(change, row, locations[email_id], stored.get(email_id, set())):
             again[email_id] = dataclasses.replace(
                 change, mailboxes_in=frozenset(), mailboxes_out=frozenset()
             )
@@ -572,6 +568,34 @@ async def _recheck(
         for email_id in [*again, *doomed_again]
         if email_id in late.failed or email_id in late.unproven
     }
+
+
+def _lost_by_a_move(
+    change: _Change,
+    row: em.EmailRow,
+    locations: list[em.Location],
+    stored: set[tuple[str, int]],
+) -> bool:
+    """Whether the keywords of ``change`` need storing again after the resync (:func:`_recheck`).
+
+    Either a copy we stored on is gone and the Email lacks the change, or a copy we did not
+    store on lacks it: another client's move copied the message just before our STORE and,
+    at the resync, had not expunged the original yet, so the Email's keywords (the union of
+    its copies) still showed ours, on a copy about to go.
+    """
+    live = [loc for loc in locations if not loc.deleted]
+    have = set(row.keywords)
+    if not (change.keywords_in <= have and not change.keywords_out & have):
+        now = {(loc.mailbox_id, loc.uid) for loc in live}
+        if stored - now:
+            return True
+    for loc in live:
+        if (loc.mailbox_id, loc.uid) in stored:
+            continue  # ours: a later change by someone else on it stands
+        keywords = set(em.keywords_from_flags(loc.flags))
+        if not change.keywords_in <= keywords or change.keywords_out & keywords:
+            return True
+    return False
 
 
 async def _write_once(

@@ -277,6 +277,32 @@ async def test_keyword_stored_on_a_copy_a_move_then_expunged_is_stored_again(
     assert email["keywords"] == {"$flagged": True}
 
 
+async def test_keyword_stored_on_the_original_of_a_move_not_yet_expunged_reaches_the_copy(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the other client's expunge of the original comes only after the
+    proxy's check (a slow move, or one on a busy server): at the resync both copies are
+    there and the Email's keywords, the union of its copies, show ours.  The copy the
+    proxy did not store on lacks the keyword, so it is stored there too, before
+    ``updated`` is answered; once the original goes, the message keeps the keyword."""
+    append(imap_oracle, "INBOX", "kw slow split")
+    email_id = await email_by_subject(jmap, "kw slow split")
+    ids = await boxes(jmap)
+
+    def copy_out() -> None:
+        uid = str(uid_of(imap_oracle, "INBOX", "kw slow split"))
+        assert imap_oracle.uid("COPY", uid, "Archive")[0] == "OK"
+
+    around_first(monkeypatch, "store_flags", copy_out, lambda: None)
+    result = await jmap.ok("Email/set", {"update": {email_id: {"keywords/$flagged": True}}})
+    assert result["updated"] == {email_id: None}, result
+    outside_expunge(imap_oracle, "INBOX", "kw slow split")  # the move ends
+    assert copies(imap_oracle, "kw slow split", MAILBOXES) == {"Archive": {"\\Flagged"}}
+    email = await get(jmap, email_id)
+    assert email["mailboxIds"] == {ids["Archive"]: True}
+    assert email["keywords"] == {"$flagged": True}
+
+
 async def test_destroy_of_a_message_copied_out_meanwhile_removes_the_copy(
     jmap: Jmap, imap_oracle: imaplib.IMAP4, monkeypatch: pytest.MonkeyPatch
 ) -> None:
