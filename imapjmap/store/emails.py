@@ -225,6 +225,8 @@ def emails(tx: Tx, account_id: str, ids: Sequence[str]) -> dict[str, EmailRow]:
         ):
             row = _email_from(values)
             out[row.id] = row
+            if len(out) % 64 == 0:
+                tx.check()  # decoding a thousand rows' JSON holds the GIL: let others in
     return out
 
 
