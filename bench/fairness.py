@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import math
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+import read_path
 from aiohttp.test_utils import TestServer
 from mailgen import seed_inbox
 
@@ -57,9 +57,7 @@ from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.http import views
 from imapjmap.http.app import make_app
 
-CORE: Final = "urn:ietf:params:jmap:core"
-MAIL: Final = "urn:ietf:params:jmap:mail"
-PASSWORD: Final = "bench-password"
+PASSWORD: Final = read_path.PASSWORD
 LIST_PROPERTIES: Final = (
     "id", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "from", "subject",
     "hasAttachment", "preview",
@@ -82,47 +80,13 @@ def p95(samples: Sequence[float]) -> float:
     return ordered[max(math.ceil(0.95 * len(ordered)) - 1, 0)]
 
 
-class JmapError(RuntimeError):
-    pass
-
-
 @dataclass
-class Jmap:
-    """A small JMAP client over HTTP."""
-
-    http: aiohttp.ClientSession
-    base: str
-    username: str
-    account_id: str = ""
-    inbox_id: str = ""
-
-    @property
-    def headers(self) -> dict[str, str]:
-        token = base64.b64encode(f"{self.username}:{PASSWORD}".encode()).decode()
-        return {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
-
-    async def session(self) -> None:
-        async with self.http.get(f"{self.base}/.well-known/jmap", headers=self.headers) as resp:
-            if resp.status != 200:
-                raise JmapError(f"session: HTTP {resp.status}: {await resp.text()}")
-            body = await resp.json()
-        self.account_id = body["primaryAccounts"][MAIL]
-
-    async def request(self, calls: list[list[Any]]) -> list[list[Any]]:
-        """The method responses (errors included); an HTTP error raises."""
-        payload = {"using": [CORE, MAIL], "methodCalls": calls}
-        async with self.http.post(
-            f"{self.base}/jmap/api/", json=payload, headers=self.headers
-        ) as resp:
-            if resp.status != 200:
-                raise JmapError(f"HTTP {resp.status}: {(await resp.text())[:300]}")
-            body = await resp.json()
-        responses: list[list[Any]] = body["methodResponses"]
-        return responses
+class Jmap(read_path.Jmap):
+    """read_path's client, with what a light account does."""
 
     async def find_inbox(self) -> None:
         args = {"accountId": self.account_id, "ids": None, "properties": ["id", "role"]}
-        got = await self.request([["Mailbox/get", args, "m"]])
+        got = await self.responses([["Mailbox/get", args, "m"]])
         self.inbox_id = next(b["id"] for b in got[0][1]["list"] if b["role"] == "inbox")
 
     async def open_inbox(self) -> None:
@@ -138,7 +102,7 @@ class Jmap:
             "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
             "properties": list(LIST_PROPERTIES),
         }
-        got = await self.request(
+        got = await self.responses(
             [
                 ["Mailbox/get", {"accountId": self.account_id}, "m"],
                 ["Email/query", query, "q"],
@@ -147,9 +111,9 @@ class Jmap:
         )
         for name, args, _ in got:
             if name == "error":
-                raise JmapError(f"open inbox: {args}")
+                raise read_path.JmapError(f"open inbox: {args}")
         if len(got[2][1]["list"]) != 50:
-            raise JmapError(f"open inbox: {len(got[2][1]['list'])} emails, not 50")
+            raise read_path.JmapError(f"open inbox: {len(got[2][1]['list'])} emails, not 50")
 
 
 def heavy_requests(
@@ -224,8 +188,8 @@ async def heavy_loop(
         turn += 1
         started = time.perf_counter()
         try:
-            got = await jmap.request(calls)
-        except JmapError as exc:
+            got = await jmap.responses(calls)
+        except read_path.JmapError as exc:
             log.outcomes[f"{name}: {str(exc)[:60]}"] += 1
             continue
         log.seconds.setdefault(name, []).append(time.perf_counter() - started)
@@ -371,7 +335,7 @@ async def run(dovecot: DovecotServer, args: argparse.Namespace, workdir: Path) -
             await jmap.find_inbox()
             await services.sync_for(jmap.account_id).wait_filled()
         say(f"first syncs of {1 + args.light} accounts: {time.perf_counter() - started:.1f} s")
-        got = await heavy.request(
+        got = await heavy.responses(
             [["Email/query", {"accountId": heavy.account_id, "limit": 1000}, "q"]]
         )
         requests = heavy_requests(cfg, heavy, got[0][1]["ids"], args.kinds.split(","))

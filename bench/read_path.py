@@ -229,6 +229,15 @@ class Jmap:
         self.account_id = body["primaryAccounts"][MAIL]
 
     async def request(self, calls: list[list[Any]]) -> list[list[Any]]:
+        """The method responses; a method error raises."""
+        responses = await self.responses(calls)
+        for name, args, _ in responses:
+            if name == "error":
+                raise JmapError(f"method error: {args}")
+        return responses
+
+    async def responses(self, calls: list[list[Any]]) -> list[list[Any]]:
+        """The method responses (errors included); an HTTP error raises."""
         payload = {"using": [CORE, MAIL], "methodCalls": calls}
         async with self.http.post(
             f"{self.base}/jmap/api/", json=payload, headers=self.headers
@@ -237,9 +246,6 @@ class Jmap:
                 raise JmapError(f"HTTP {resp.status}: {(await resp.text())[:300]}")
             body = await resp.json()
         responses: list[list[Any]] = body["methodResponses"]
-        for name, args, _ in responses:
-            if name == "error":
-                raise JmapError(f"method error: {args}")
         return responses
 
     async def mailbox_get(self, ids: list[str] | None, props: list[str]) -> list[dict[str, Any]]:
