@@ -18,13 +18,15 @@ Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
 3. An array of tables (``[[submission.identities]]``) is a tuple of dataclasses, each entry
    checked like a table (paths such as ``submission.identities[0].email``); a field
    without a default is required in each entry.  An array of strings
-   (``push.allowed_url_prefixes``, ``server.trusted_proxies``) is a tuple of ``str``, each
-   item checked like a string key (paths such as ``push.allowed_url_prefixes[0]``).
+   (``push.allowed_url_prefixes``, ``server.trusted_proxies``, ``server.cors_origins``)
+   is a tuple of ``str``, each item checked like a string key (paths such as
+   ``push.allowed_url_prefixes[0]``).
 4. A few keys have a shape of their own: ``server.listen`` is ``host:port`` (an IPv6 address
    in brackets), ``server.base_url`` an absolute http(s) URL (a trailing ``/`` is stripped;
    when only ``listen`` is given it defaults to ``http://<listen>``),
    ``server.log_level`` one of debug, info, warning, error, ``server.trusted_proxies``
-   entries an IP address or CIDR network, and the upstream hosts are a host
+   entries an IP address or CIDR network, ``server.cors_origins`` entries a web origin
+   (``scheme://host[:port]``, kept lower-case), and the upstream hosts are a host
    name or IP address without a port, ``submission.default_domain`` a domain name and an
    identity's ``email`` an address (``*@domain`` allowed).
 5. Every problem found is reported, joined by ``; ``.  A missing file or invalid TOML is a
@@ -68,6 +70,8 @@ class ServerConfig:
     max_connections_per_address: int = 100  # open connections from one client address
     # reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is believed
     trusted_proxies: tuple[str, ...] = ()
+    # browser origins (scheme://host[:port]) given credentialed CORS; others get "*"
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -494,6 +498,21 @@ def _url_prefix(value: str) -> str:
     return value
 
 
+def _origin(value: str) -> str:
+    """A web origin as browsers send it in ``Origin``, normalised (lower case, no ``/``)."""
+    origin = value.strip().rstrip("/").lower()
+    try:
+        url = urlsplit(origin)
+        ok = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+    except ValueError:
+        ok = False
+    if not ok or url.path or url.query or url.fragment or url.username is not None:
+        raise _Invalid(f"expected an origin such as https://mail.example.org (got {value!r})")
+    if any(c.isspace() for c in origin):
+        raise _Invalid(f"must not contain white space (got {value!r})")
+    return origin
+
+
 def _network(value: str) -> str:
     try:
         ipaddress.ip_network(value.strip(), strict=False)
@@ -542,6 +561,7 @@ _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "server.base_url": _base_url,
     "server.log_level": _log_level,
     "server.trusted_proxies[]": _network,
+    "server.cors_origins[]": _origin,
     "imap.host": _host,
     "auth.bearer_profile_url": _url,
     "smtp.host": _host,

@@ -108,6 +108,8 @@ def make_app(cfg: Config) -> web.Application:
     )
     app[views.CONFIG] = cfg
     app[views.IN_FLIGHT] = Counter()
+    app[middleware.CORS_ORIGINS] = frozenset(cfg.server.cors_origins)
+    app.on_response_prepare.append(middleware.add_cors_headers)
     app.cleanup_ctx.append(_switch_interval_ctx)
     app.cleanup_ctx.append(_services_ctx)
     views.add_routes(app)

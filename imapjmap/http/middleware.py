@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from imapjmap.http import cors as cors_rules
 from imapjmap.http.connections import BodyTimeout
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 
@@ -23,12 +24,7 @@ access_log = logging.getLogger("imapjmap.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept, Last-Event-ID",
-    "Access-Control-Max-Age": "86400",
-}
+CORS_ORIGINS = web.AppKey("cors_origins", frozenset[str])
 
 
 def problem(
@@ -88,15 +84,27 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Browser clients call the API cross-origin; preflights need no credentials."""
+    """Browser clients call the API cross-origin; preflights need no credentials.  Every
+    other response gets its CORS headers from :func:`add_cors_headers`."""
     if request.method == "OPTIONS":
-        return web.Response(status=204, headers=_CORS_HEADERS)
-    response = await handler(request)
-    if not response.prepared:
-        response.headers.update(
-            {k: v for k, v in _CORS_HEADERS.items() if k == "Access-Control-Allow-Origin"}
-        )
-    return response
+        origins: frozenset[str] = request.app[CORS_ORIGINS]
+        headers = cors_rules.preflight_headers(request.headers, origins)
+        return web.Response(status=204, headers=headers)
+    return await handler(request)
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: runs for every response just before its headers leave,
+    streams (EventSource, WebSocket) and error pages included."""
+    if request.method == "OPTIONS":
+        return
+    origins: frozenset[str] = request.app[CORS_ORIGINS]
+    headers = cors_rules.response_headers(request.headers.get("Origin"), origins)
+    vary = headers.pop("Vary", None)
+    response.headers.update(headers)
+    if vary is not None:
+        earlier = response.headers.get("Vary")
+        response.headers["Vary"] = f"{earlier}, {vary}" if earlier else vary
 
 
 @web.middleware

@@ -106,7 +106,6 @@ async def eventsource_view(request: web.Request) -> web.StreamResponse:
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
-            "Access-Control-Allow-Origin": "*",
         }
     )
     await response.prepare(request)

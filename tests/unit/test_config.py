@@ -453,6 +453,30 @@ def test_trusted_proxy_errors_name_the_entry(proxies: Any, message: str) -> None
         parse_config(minimal(server={"trusted_proxies": proxies}))
 
 
+def test_cors_origins_are_normalised_origins() -> None:
+    origins = ["https://Mail.Example.org/", "http://127.0.0.1:8081"]
+    cfg = parse_config(minimal(server={"cors_origins": origins}))
+    assert cfg.server.cors_origins == ("https://mail.example.org", "http://127.0.0.1:8081")
+    assert parse_config(tomllib.loads(to_toml(cfg))) == cfg
+
+
+@pytest.mark.parametrize(
+    ("origins", "message"),
+    [
+        ("https://a.example", "server.cors_origins: expected an array of strings, got string"),
+        (["https://a.example/app"], "server.cors_origins[0]: expected an origin"),
+        (["a.example"], "server.cors_origins[0]: expected an origin"),
+        (["ftp://a.example"], "server.cors_origins[0]: expected an origin"),
+        (["https://a.example?x=1"], "server.cors_origins[0]: expected an origin"),
+        (["*"], "server.cors_origins[0]: expected an origin"),
+        ([""], "server.cors_origins[0]: must not be empty"),
+    ],
+)
+def test_cors_origin_errors_name_the_entry(origins: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(minimal(server={"cors_origins": origins}))
+
+
 def test_failed_login_limits_are_checked() -> None:
     cfg = parse_config(
         minimal(auth={"failed_logins_per_address": 3, "failed_logins_per_username_seconds": 60})
