@@ -289,13 +289,40 @@ async def _rename(
     rename = Command((f"RENAME {commands.mailbox(old_full)} {commands.mailbox(new_full)}",))
     await _leave(writer, rows, row)
     await writer.guarded(lambda: writer.imap(rename, "RENAME"))
+    await _remember_rename(writer, rows, old_full, new_full)
     if row.is_subscribed:
         # RFC 3501 leaves subscriptions behind on RENAME: carry this one over
         await writer.guarded(lambda: writer.imap(_mailbox_cmd("SUBSCRIBE", new_full), "SUBSCRIBE"))
-        await writer.guarded(
-            lambda: writer.imap(_mailbox_cmd("UNSUBSCRIBE", old_full), "UNSUBSCRIBE")
-        )
+        # a server that moved the subscription along (Gmail) refuses to drop a name that
+        # no longer exists: the rename has happened all the same
+        with contextlib.suppress(ImapCommandFailed):
+            await writer.guarded(
+                lambda: writer.imap(_mailbox_cmd("UNSUBSCRIBE", old_full), "UNSUBSCRIBE")
+            )
     return new_full
+
+
+async def _remember_rename(
+    writer: _Writer, rows: dict[str, q.MailboxRow], old_full: str, new_full: str
+) -> None:
+    """Give the cached rows (the mailbox and its children) their new IMAP names at once.
+
+    A refresh recognises a renamed mailbox by its upstream id; Gmail has none, and a label's
+    folder is never STATUSed, so without this the renamed label would come back as a new
+    mailbox with a new id (DESIGN.md: ids never move)."""
+    prefix = old_full + (writer.delimiter or "\0")
+    moved = {
+        other.id: new_full + other.imap_name[len(old_full) :]
+        for other in rows.values()
+        if other.imap_name == old_full or other.imap_name.startswith(prefix)
+    }
+    account_id = writer.ctx.account_id
+
+    def write(tx: Tx) -> None:
+        for mailbox_id, name in sorted(moved.items(), key=lambda item: len(item[1])):
+            q.set_mailbox_imap_name(tx, account_id, mailbox_id, name)
+
+    await writer.ctx.write(write)
 
 
 async def _leave(writer: _Writer, rows: dict[str, q.MailboxRow], row: q.MailboxRow) -> None:

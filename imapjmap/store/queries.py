@@ -436,6 +436,23 @@ def update_mailbox(tx: Tx, row: MailboxRow, *, props_changed: bool, seq: int) ->
     return tx.execute(_UPDATE_MAILBOX, params) == 1
 
 
+def set_mailbox_imap_name(tx: Tx, account_id: str, mailbox_id: str, imap_name: str) -> bool:
+    """Move a live mailbox to a new IMAP name WITHOUT taking a seq: after our own RENAME,
+    so that the next refresh matches the renamed mailbox by name where the upstream has no
+    mailbox ids (Gmail), and reports the change of name or parent itself.  False when no
+    live row has that id or another live row holds the name."""
+    if mailbox_by_name(tx, account_id, imap_name) is not None:
+        return False
+    return (
+        tx.execute(
+            "UPDATE mailboxes SET imap_name = ?"
+            " WHERE account_id = ? AND id = ? AND destroyed_seq IS NULL",
+            (imap_name, account_id, mailbox_id),
+        )
+        == 1
+    )
+
+
 def set_mailbox_cursor(
     tx: Tx,
     account_id: str,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, Final
 
 from imapjmap.errors import ImapCommandFailed, ImapUnavailable
@@ -122,8 +122,10 @@ class AccountSync:
             known = await self._store.run(
                 lambda tx: q.live_mailboxes(tx, self.account_id), account=self.account_id
             )
-            wanted = gmail.is_synced_entry if session.gmail else None
-            listed = await _describe(session, entries, statuses, known, wanted)
+            wanted, fixed = None, set[str]()
+            if session.gmail:
+                wanted, fixed = gmail.is_synced_entry, gmail.system_folders(entries)
+            listed = await _describe(session, entries, statuses, known, wanted, fixed)
             delimiter = next((e.delimiter for e in entries if e.delimiter), None)
 
             def write(tx: Tx) -> int | None:
@@ -261,11 +263,13 @@ async def _describe(
     statuses: Sequence[MailboxStatus],
     known: Sequence[q.MailboxRow],
     wanted: Callable[[ListEntry], bool] | None = None,
+    fixed: Collection[str] = (),
 ) -> list[mbx.Listed]:
     """Pair LIST entries with STATUS, source ids and rights, asking only what is missing.
 
     ``wanted``: the mailboxes to STATUS at all (Gmail mode: All Mail, Trash, Spam); the
-    others are described without STATUS (no cursor, never synced).
+    others are described without STATUS (no cursor, never synced).  ``fixed``: the names
+    of system folders the server will not rename or delete (Gmail mode).
     """
     by_name = {s.name: s for s in statuses}
     known_by_name = {row.imap_name: row for row in known}
@@ -275,7 +279,7 @@ async def _describe(
             continue  # listed only because it is subscribed (LIST-EXTENDED)
         if wanted is not None and not wanted(entry):
             rights = await _rights(session, entry.name) if session.has("ACL") else None
-            out.append(mbx.Listed(entry, None, None, rights))
+            out.append(mbx.Listed(entry, None, None, rights, entry.name in fixed))
             continue
         selectable = not entry.has("\\Noselect")
         status = by_name.get(entry.name)
@@ -288,7 +292,7 @@ async def _describe(
         old = known_by_name.get(entry.name)
         source_id = await _source_id(session, entry.name, status, old, selectable)
         rights = await _rights(session, entry.name) if session.has("ACL") else None
-        out.append(mbx.Listed(entry, status, source_id, rights))
+        out.append(mbx.Listed(entry, status, source_id, rights, entry.name in fixed))
     return out
 
 

@@ -61,6 +61,7 @@ GRACE_SECONDS: Final = 30.0
 SYNCED_ROLES: Final = frozenset({"all", "trash", "junk"})
 STARRED: Final = "\\Starred"
 _SYNCED_ATTRIBUTES: Final = ("\\All", "\\Trash", "\\Junk")
+_SPECIAL_USES: Final = ("All", "Archive", "Drafts", "Flagged", "Important", "Junk", "Sent", "Trash")
 # JMAP role of a special-use folder -> the X-GM-LABELS value of its messages
 _SYSTEM_LABELS: Final = {
     "inbox": "\\Inbox",
@@ -82,6 +83,20 @@ def in_use(cfg: ImapConfig, capabilities: frozenset[str]) -> bool:
 def is_synced_entry(entry: ListEntry) -> bool:
     """All Mail, Trash or Spam, by special use (never by their localised names)."""
     return any(entry.has(attribute) for attribute in _SYNCED_ATTRIBUTES)
+
+
+def system_folders(entries: Iterable[ListEntry]) -> set[str]:
+    """The folders Gmail will not rename, delete or create below: those with a special use
+    (All Mail, Sent, Trash...) and their \\Noselect parent (``[Gmail]``, localised)."""
+    special = {e.name for e in entries if any(e.has("\\" + r) for r in _SPECIAL_USES)}
+    parents = {
+        e.name
+        for e in entries
+        if e.has("\\Noselect")
+        and e.delimiter
+        and any(name.startswith(e.name + e.delimiter) for name in special)
+    }
+    return special | parents
 
 
 def is_synced(row: q.MailboxRow) -> bool:

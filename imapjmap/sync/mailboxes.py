@@ -68,6 +68,7 @@ class Listed:
     status: MailboxStatus | None
     source_id: str | None = None
     acl_rights: str | None = None  # MYRIGHTS letters where the server has ACL
+    fixed: bool = False  # a system folder the server will not rename, delete or nest under
 
     @property
     def name(self) -> str:
@@ -114,7 +115,15 @@ def role_of(entry: ListEntry) -> str | None:
 
 
 def rights_of(listed: Listed) -> dict[str, bool]:
-    """MailboxRights (MBX-03) from MYRIGHTS letters, or from what IMAP without ACL allows."""
+    """MailboxRights (MBX-03) from MYRIGHTS letters, or from what IMAP without ACL allows;
+    a ``fixed`` folder offers no rename, delete or child whatever the letters say."""
+    rights = _rights(listed)
+    if listed.fixed:
+        rights.update(mayRename=False, mayDelete=False, mayCreateChild=False)
+    return rights
+
+
+def _rights(listed: Listed) -> dict[str, bool]:
     if listed.acl_rights is not None:
         r = set(listed.acl_rights)
         read = "l" in r and "r" in r

@@ -177,6 +177,13 @@ async def test_labels_are_mailboxes_and_only_three_folders_are_synced(
     assert roles["Important"] == "important"
     assert roles["Work"] is None
     assert boxes["All Mail"]["parentId"] == boxes["[Gmail]"]["id"]
+    # Gmail refuses to rename or delete its system folders, and to create below [Gmail]:
+    # myRights (MBX-03) offers only what the server allows
+    for name in ("[Gmail]", "All Mail", "Trash", "Spam", "Sent Mail", "Starred", "Inbox"):
+        rights = boxes[name]["myRights"]
+        assert not rights["mayRename"] and not rights["mayDelete"], (name, rights)
+    assert not boxes["[Gmail]"]["myRights"]["mayCreateChild"]
+    assert boxes["Work"]["myRights"]["mayRename"] and boxes["Work"]["myRights"]["mayDelete"]
     # counts come from the labels of the All Mail messages (MBX-04)
     assert boxes["Inbox"]["totalEmails"] == 4
     assert boxes["Inbox"]["unreadEmails"] == 4
@@ -509,9 +516,21 @@ async def test_labels_are_created_renamed_and_destroyed_as_mailboxes(
     welcome = f"M{seeded['welcome'].msgid}"
     await gm.ok("Email/set", {"update": {welcome: {f"mailboxIds/{projects}": True}}})
     assert "Projects" in gmail_user.account.labels_of("Welcome")
-    await gm.ok("Mailbox/set", {"update": {projects: {"name": "Plans"}}})
+    renamed = await gm.ok("Mailbox/set", {"update": {projects: {"name": "Plans"}}})
+    assert renamed["updated"] == {projects: None} and renamed["notUpdated"] is None, renamed
     assert gmail_user.account.labels_of("Welcome") == {"\\Inbox", "Plans"}
     boxes = await mailboxes(gm)
+    # a rename by a JMAP client keeps the id (MBX-01), though Gmail has no mailbox ids
+    assert boxes["Plans"]["id"] == projects
+    assert boxes["Plans"]["totalEmails"] == 1
+    got = await gm.ok("Email/get", {"ids": [welcome], "properties": ["mailboxIds"]})
+    assert projects in got["list"][0]["mailboxIds"]
+    moved = await gm.ok("Mailbox/set", {"update": {projects: {"parentId": boxes["Work"]["id"]}}})
+    assert moved["updated"] == {projects: None} and moved["notUpdated"] is None, moved
+    assert "Work/Plans" in gmail_user.account.labels_of("Welcome")
+    boxes = await mailboxes(gm)
+    assert boxes["Plans"]["id"] == projects
+    assert boxes["Plans"]["parentId"] == boxes["Work"]["id"]
     assert boxes["Plans"]["totalEmails"] == 1
     result = await gm.ok(
         "Mailbox/set", {"destroy": [boxes["Plans"]["id"]], "onDestroyRemoveEmails": True}

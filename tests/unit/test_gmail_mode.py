@@ -10,9 +10,11 @@ import pytest
 from imapjmap.config import ImapConfig, config_warnings, parse_config
 from imapjmap.errors import ConfigError
 from imapjmap.http.auth import Unauthorized, parse_bearer
+from imapjmap.imap.models import ListEntry
 from imapjmap.imap.session import BearerToken, gmail_mode
 from imapjmap.store.queries import MailboxRow
-from imapjmap.sync.gmail import Grace, Labels, label_of, search_boxes
+from imapjmap.sync.gmail import Grace, Labels, label_of, search_boxes, system_folders
+from imapjmap.sync.mailboxes import Listed, rights_of
 
 _SELECTABLE = {"mayReadItems": True}
 
@@ -67,6 +69,38 @@ def test_all_mail_trash_spam_and_noselect_are_no_labels() -> None:
     assert label_of(by_id["i"]) == "\\Inbox"
     assert label_of(by_id["f"]) == "\\Starred"
     assert label_of(by_id["w"]) == "Work"
+
+
+def _entry(name: str, *attributes: str) -> ListEntry:
+    return ListEntry(name, "/", frozenset(attributes), {})
+
+
+GMAIL_LIST = [
+    _entry("INBOX", "\\HasNoChildren"),
+    _entry("[Google Mail]", "\\Noselect", "\\HasChildren"),
+    _entry("[Google Mail]/Alle Nachrichten", "\\All"),
+    _entry("[Google Mail]/Markiert", "\\Flagged"),
+    _entry("[Google Mail]/Papierkorb", "\\Trash"),
+    _entry("Work", "\\HasChildren"),
+    _entry("Work/Old", "\\HasNoChildren"),
+    _entry("Archiv", "\\Noselect", "\\HasChildren"),  # a user's own \\Noselect parent
+    _entry("Archiv/2020"),
+]
+
+
+def test_system_folders_are_the_special_uses_and_their_noselect_parent_mbx_03() -> None:
+    fixed = system_folders(GMAIL_LIST)
+    assert fixed == {
+        "[Google Mail]",
+        "[Google Mail]/Alle Nachrichten",
+        "[Google Mail]/Markiert",
+        "[Google Mail]/Papierkorb",
+    }
+    for entry in GMAIL_LIST:
+        rights = rights_of(Listed(entry, None, fixed=entry.name in fixed))
+        movable = entry.name in ("Work", "Work/Old", "Archiv", "Archiv/2020")
+        assert rights["mayRename"] is movable and rights["mayDelete"] is movable, entry.name
+        assert rights["mayCreateChild"] is (entry.name not in fixed), entry.name
 
 
 def test_search_runs_in_all_mail_for_labels_and_in_the_trash_only_when_asked() -> None:
