@@ -7,6 +7,10 @@ DOVECOT_PACKAGES=(dovecot-imapd dovecot-lmtpd)
 # imapjmap.demo.cyrus downloads and unpacks them into a prefix outside the checkout; only the
 # shared libraries they link, and sasl2-bin (saslpasswd2), are installed.
 CYRUS_LIBRARY_PACKAGES=(libical3 libpcre3 libxapian30 sasl2-bin)
+# The browser of the webmail test (tests/integration/test_webmail_browser.py), driven by
+# Playwright from PyPI (the test extras) with executable_path: Playwright's own browser
+# download is never used.  A font, so that pages lay out as they would for a user.
+BROWSER_PACKAGES=(chromium fonts-liberation)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "$(basename "$0"): $*"; exit 1; }
