@@ -18,7 +18,16 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig, SmtpConfig, to_toml
+from imapjmap.config import (
+    CacheConfig,
+    Config,
+    IdentityConfig,
+    ImapConfig,
+    ServerConfig,
+    SmtpConfig,
+    SubmissionConfig,
+    to_toml,
+)
 from imapjmap.demo.dovecot import DovecotError, DovecotServer, ensure_dovecot_installed
 from imapjmap.demo.samplemail import OWNER, generate, seed_maildir
 
@@ -48,6 +57,13 @@ def _base_url(listen: str) -> str:
     if bare in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
     return f"http://{host}:{port}"
+
+
+def demo_submission() -> SubmissionConfig:
+    """The demo user sends as the owner of the sample mail: the login "demo" is no address,
+    so without this identity it would have none, and every submission would be refused."""
+    name, address = OWNER
+    return SubmissionConfig(identities=(IdentityConfig(DEMO_USER, address, name),))
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -113,6 +129,7 @@ def _run(stack: contextlib.ExitStack, listen: str, workdir: Path | None) -> int:
         imap=ImapConfig(host=dovecot.host, port=dovecot.port, security="none"),
         server=ServerConfig(listen=listen, base_url=base_url),
         smtp=smtp_config,
+        submission=demo_submission(),
         cache=CacheConfig(path=str(workdir / "cache.sqlite3")),
     )
     config_path = workdir / "config.toml"
@@ -124,6 +141,7 @@ imapjmap demo (ready in {time.monotonic() - started:.1f} s)
 
   JMAP session URL:  {base_url}/.well-known/jmap
   login:             {DEMO_USER} / {password}   (HTTP Basic)
+  sends as:          {OWNER[0]} <{OWNER[1]}>
   upstream IMAP:     Dovecot at {dovecot.host}:{dovecot.port}, same login, no TLS
   {sink_note}
   config:            {config_path}
