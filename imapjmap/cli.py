@@ -29,6 +29,7 @@ from imapjmap.config import (
     config_warnings,
     load_config,
     split_listen,
+    submission_warnings,
     to_toml,
 )
 from imapjmap.errors import ConfigError
@@ -100,7 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_USAGE
     setup_logging(cfg.server.log_level)
-    for warning in config_warnings(cfg):
+    for warning in config_warnings(cfg) + submission_warnings(cfg):
         log.warning("%s", warning)
     log.info("imapjmap %s starting: IMAP at %s:%d", __version__, cfg.imap.host, cfg.imap.port)
     app = importlib.import_module("imapjmap.http.app")  # pulls in aiohttp: only now
@@ -117,7 +118,7 @@ def _check_config(args: argparse.Namespace) -> int:
     cfg = _load(args.file)
     if cfg is None:
         return EXIT_USAGE
-    for warning in config_warnings(cfg):
+    for warning in config_warnings(cfg) + submission_warnings(cfg):
         print(f"imapjmap: warning: {warning}", file=sys.stderr)
     sys.stdout.write(to_toml(cfg))
     return EXIT_OK

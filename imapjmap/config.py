@@ -337,6 +337,22 @@ def config_warnings(cfg: Config) -> list[str]:
     return out
 
 
+def submission_warnings(cfg: Config) -> list[str]:
+    """When SMTP submission is configured (an [smtp] table that is not all defaults), logins
+    that would get no Identity: one that is not an address ("bob") gets a default identity
+    only from ``submission.default_domain``, and can then send from nothing at all."""
+    sub = cfg.submission
+    if cfg.smtp == SmtpConfig() or sub.identities_any_from or sub.default_domain is not None:
+        return []
+    named = sorted({entry.username for entry in sub.identities}, key=str.casefold)
+    only = f", except {', '.join(named)} (named in submission.identities)" if named else ""
+    return [
+        'submission: a login that is not an address ("bob") gets no Identity and cannot'
+        f" send{only}; set submission.default_domain (bob -> bob@<domain>) or name the"
+        " login in submission.identities"
+    ]
+
+
 def to_toml(cfg: Config) -> str:
     """The effective configuration as TOML that :func:`parse_config` reads back unchanged."""
     lines: list[str] = []

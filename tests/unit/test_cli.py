@@ -43,6 +43,19 @@ def test_check_config_shows_warnings_on_stderr(
     assert 'security = "none"' in out
 
 
+def test_check_config_warns_when_a_plain_login_could_not_send(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[imap]\nhost = "mail.example.org"\n[smtp]\nhost = "mail.example.org"\n')
+    assert main(["check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "imapjmap: warning: submission: a login that is not an address" in err
+    path.write_text(path.read_text() + '[submission]\ndefault_domain = "example.org"\n')
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -26,6 +26,7 @@ from imapjmap.config import (
     load_config,
     parse_config,
     split_listen,
+    submission_warnings,
     to_toml,
 )
 from imapjmap.errors import ConfigError
@@ -487,3 +488,46 @@ def test_failed_login_limits_are_checked() -> None:
         parse_config(minimal(auth={"failed_logins_per_username": 0}))
     with pytest.raises(ConfigError, match=r"auth\.failed_logins_per_address_seconds: must be pos"):
         parse_config(minimal(auth={"failed_logins_per_address_seconds": 0}))
+
+
+# --- submission: logins that could not send ------------------------------------------------
+
+_SMTP = {"host": "smtp.example.org"}
+
+
+@pytest.mark.parametrize(
+    ("tables", "warned"),
+    [
+        ({}, None),  # no [smtp] of its own: submission is not configured
+        ({"smtp": _SMTP}, ""),
+        ({"smtp": _SMTP, "submission": {"default_domain": "example.org"}}, None),
+        ({"smtp": _SMTP, "submission": {"identities_any_from": True}}, None),
+        (
+            {
+                "smtp": _SMTP,
+                "submission": {
+                    "identities": [
+                        {"username": "bob", "email": "b@example.org"},
+                        {"username": "Alice", "email": "a@example.org"},
+                        {"username": "bob", "email": "*@example.net"},
+                    ]
+                },
+            },
+            ", except Alice, bob (named in submission.identities)",
+        ),
+    ],
+)
+def test_submission_without_identities_for_plain_logins_is_a_warning(
+    tables: dict[str, Any], warned: str | None
+) -> None:
+    """Identities come from the configuration (RFC 8621 §6): a login that is not an address
+    gets one only from default_domain or an identities entry, and without one cannot send."""
+    warnings = submission_warnings(parse_config(minimal(**tables)))
+    if warned is None:
+        assert warnings == []
+    else:
+        [warning] = warnings
+        assert warning.startswith(
+            'submission: a login that is not an address ("bob") gets no Identity and cannot'
+            f" send{warned}; set submission.default_domain"
+        )
