@@ -264,10 +264,20 @@ _PART_GETTERS: Final[dict[str, Callable[[Part], Json]]] = {
 }
 
 
-def part_json(part: Part, properties: Sequence[str], blob_prefix: str) -> dict[str, Json]:
-    """One EmailBodyPart with exactly ``properties`` (validated by the caller)."""
+def part_json(
+    part: Part, properties: Sequence[str], blob_prefix: str, *, structure: bool = False
+) -> dict[str, Json]:
+    """One EmailBodyPart with exactly ``properties`` (validated by the caller).
+
+    ``structure``: the part is (in) ``bodyStructure``, "the full MIME structure" (RFC 8621
+    §4.1.4), so a multipart part carries ``subParts`` even when ``properties`` does not list
+    it: the default ``bodyProperties`` leave it out, and clients walk the tree anyway.
+    """
+    own = properties
+    if structure and part.is_multipart and "subParts" not in properties:
+        own = [*properties, "subParts"]
     out: dict[str, Json] = {}
-    for prop in properties:
+    for prop in own:
         getter = _PART_GETTERS.get(prop)
         if getter is not None:
             out[prop] = getter(part)
@@ -275,7 +285,10 @@ def part_json(part: Part, properties: Sequence[str], blob_prefix: str) -> dict[s
             out[prop] = None if part.is_multipart else f"{blob_prefix}_{part.part_id}"
         elif prop == "subParts":
             out[prop] = (
-                [part_json(child, properties, blob_prefix) for child in part.sub_parts]
+                [
+                    part_json(child, properties, blob_prefix, structure=structure)
+                    for child in part.sub_parts
+                ]
                 if part.is_multipart
                 else None
             )

@@ -222,7 +222,7 @@ def _body_property(
     values: Callable[[ParsedBody], dict[str, Json]],
 ) -> Json:
     if prop == "bodyStructure":
-        return part_json(body.root, body_properties, blob_prefix)
+        return part_json(body.root, body_properties, blob_prefix, structure=True)
     if prop == "hasAttachment":
         return has_attachment(body.attachments)
     if prop == "preview":
