@@ -3,8 +3,13 @@
 Rules, per call (CORE-REQ-03, CORE-ERR-10):
 
 1. Result references are resolved first (``invalidResultReference``, CORE-REF-*).
-2. An unknown method, or one whose capability is not in ``using``, is ``unknownMethod``
-   (CORE-REQ-06).
+2. An unknown method is ``unknownMethod``.  So is one whose capability is not in ``using``
+   (CORE-REQ-06), with one leniency: when ``using`` holds core, a method that takes an
+   account is answered if that account supports its capability.  Webmails in use send
+   ``Identity/get`` and ``EmailSubmission/set`` with ``using: [core, mail]`` only, and
+   refusing them leaves the user unable to send; the first such call per account and
+   capability is logged at debug level.  Without core (or with an empty ``using``), or
+   when the leniency does not apply in full, the answer stays ``unknownMethod``.
 3. For methods that take an account: ``accountId`` missing or not a string is
    ``invalidArguments``; an account the user cannot use is ``accountNotFound``; an account
    without the method's capability is ``accountNotSupportedByMethod``.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeAlias, TypeVar
@@ -36,7 +42,7 @@ from imapjmap.jmap.errors import (
 )
 from imapjmap.jmap.refs import resolve_references
 from imapjmap.jmap.request import Invocation, Request
-from imapjmap.jmap.wire import JsonObject
+from imapjmap.jmap.wire import CORE, JsonObject
 
 __all__ = [
     "Call",
@@ -48,6 +54,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# (account id, capability) pairs already logged under Rule 2's leniency, oldest first: a
+# client that leaves a capability out does so on every request, and one line says enough.
+_LENIENT_LOGGED: OrderedDict[tuple[str, str], None] = OrderedDict()
+_LENIENT_LOGGED_MAX = 4096
 
 C = TypeVar("C")
 
@@ -162,8 +173,10 @@ async def _run_one(
     account_id: str | None = None
     try:
         args = resolve_references(invocation.args, previous)
-        spec = _method_spec(invocation.name, registry, using)
-        if spec.takes_account:
+        spec = _method_spec(invocation.name, registry)
+        if spec.capability not in using:
+            account_id = _lenient_account_id(invocation.name, args, spec, accounts, using)
+        elif spec.takes_account:
             account_id = _account_id(args, spec.capability, accounts)
         call = Call(invocation.name, args, invocation.call_id, account_id, created_ids, using)
         result = await spec.handler(context, call)
@@ -178,17 +191,48 @@ async def _run_one(
     return [Invocation("error", error, invocation.call_id)], error["type"], account_id
 
 
-def _method_spec(
-    name: str, registry: Mapping[str, MethodSpec[C]], using: frozenset[str]
-) -> MethodSpec[C]:
+def _method_spec(name: str, registry: Mapping[str, MethodSpec[C]]) -> MethodSpec[C]:
     spec = registry.get(name)
     if spec is None:
         raise MethodError(MethodErrorType.UNKNOWN_METHOD, "no such method")
-    if spec.capability not in using:
+    return spec
+
+
+def _lenient_account_id(
+    name: str,
+    args: JsonObject,
+    spec: MethodSpec[C],
+    accounts: Mapping[str, frozenset[str]],
+    using: frozenset[str],
+) -> str:
+    """The account of a call whose capability is not in ``using`` (Rule 2's leniency).
+
+    Raises:
+        MethodError: unknownMethod unless ``using`` holds core and the call names an account
+            of the user that supports the method's capability.
+    """
+    account_id = args.get("accountId")
+    if (
+        CORE not in using
+        or not spec.takes_account
+        or not isinstance(account_id, str)
+        or spec.capability not in accounts.get(account_id, frozenset())
+    ):
         raise MethodError(
             MethodErrorType.UNKNOWN_METHOD, f"capability {spec.capability} is not in 'using'"
         )
-    return spec
+    key = (account_id, spec.capability)
+    if key not in _LENIENT_LOGGED:
+        _LENIENT_LOGGED[key] = None
+        if len(_LENIENT_LOGGED) > _LENIENT_LOGGED_MAX:
+            _LENIENT_LOGGED.popitem(last=False)
+        log.debug(
+            "account %s called %s without %s in 'using'; answered anyway",
+            account_id,
+            _loggable(name),
+            spec.capability,
+        )
+    return account_id
 
 
 def _account_id(args: JsonObject, capability: str, accounts: Mapping[str, frozenset[str]]) -> str:

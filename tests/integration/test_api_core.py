@@ -239,7 +239,12 @@ async def test_unknown_method_and_processing_continues_core_err_10(jmap: Jmap) -
 
 
 async def test_method_of_capability_not_in_using_is_unknown_core_req_06(jmap: Jmap) -> None:
-    body = await jmap.request([["Mailbox/get", {"accountId": jmap.account_id}, "a"]], using=[CORE])
+    """Without core in ``using`` a method of another capability does not exist (with core,
+    see test_lenient_answers: the account's capabilities are answered)."""
+    submission = "urn:ietf:params:jmap:submission"
+    body = await jmap.request(
+        [["Mailbox/get", {"accountId": jmap.account_id}, "a"]], using=[submission]
+    )
     assert body["methodResponses"][0][1]["type"] == "unknownMethod"
 
 

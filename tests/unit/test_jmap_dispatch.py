@@ -152,9 +152,48 @@ async def test_calls_run_in_order_and_continue_after_errors_core_req_03_core_err
     assert [c.name for c in ctx.seen] == ["Email/query", "Core/echo"]
 
 
-async def test_capability_not_in_using_is_unknown_method_core_req_06() -> None:
-    response = await call(("Email/query", {"accountId": "A"}, "0"), using=frozenset({CORE}))
-    assert errors(response) == ["unknownMethod"]
+@pytest.mark.parametrize(
+    ("using", "args", "expected"),
+    [
+        # core in using, the account supports the capability: answered (dispatch Rule 2)
+        pytest.param({CORE}, {"accountId": "A"}, None, id="core-only"),
+        pytest.param({CORE, SUBMISSION}, {"accountId": "A"}, None, id="core-and-another"),
+        # anything short of that stays unknownMethod (CORE-REQ-06)
+        pytest.param({SUBMISSION}, {"accountId": "A"}, "unknownMethod", id="no-core"),
+        pytest.param(set(), {"accountId": "A"}, "unknownMethod", id="empty-using"),
+        pytest.param({CORE}, {"accountId": "B"}, "unknownMethod", id="account-lacks-it"),
+        pytest.param({CORE}, {"accountId": "Z"}, "unknownMethod", id="unknown-account"),
+        pytest.param({CORE}, {}, "unknownMethod", id="no-account"),
+        pytest.param({CORE}, {"accountId": 7}, "unknownMethod", id="account-not-a-string"),
+    ],
+)
+async def test_capability_not_in_using_core_req_06(
+    using: set[str], args: JsonObject, expected: str | None
+) -> None:
+    ctx = Ctx()
+    response = await call(("Email/query", args, "0"), using=frozenset(using), ctx=ctx)
+    assert errors(response) == [expected]
+    assert len(ctx.seen) == (expected is None)
+    if expected is not None:
+        assert "is not in 'using'" in response["methodResponses"][0][1]["description"]
+
+
+async def test_capability_not_in_using_is_logged_once_per_account(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="imapjmap.jmap.dispatch")
+    accounts = {"lenient1": ACCOUNTS["A"], "lenient2": ACCOUNTS["A"]}
+    for account in ("lenient1", "lenient1", "lenient2", "lenient1"):
+        request = Request(
+            frozenset({CORE}),
+            [Invocation("Email/query", {"accountId": account}, "0")],
+            None,
+        )
+        response = await run(request, Ctx(), REGISTRY, accounts, "sess1")
+        assert errors(response) == [None]
+    lines = [r for r in caplog.records if "answered anyway" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.DEBUG, logging.DEBUG]
+    assert [r.getMessage().split()[1] for r in lines] == ["lenient1", "lenient2"]
 
 
 async def test_empty_using_gives_unknown_method_for_every_call_core_req_06() -> None:
