@@ -122,8 +122,33 @@ def validate_condition(condition: JsonObject) -> None:
 
 
 def parse_filter(raw: Any) -> std.Filter | None:
-    """Validate a raw ``filter`` argument (see :func:`validate_condition`)."""
-    return std.validate_filter(raw, validate_condition)
+    """Validate a raw ``filter`` argument (see :func:`validate_condition`), with the
+    trailing ``*`` of each word of a text condition dropped (:func:`without_wildcards`)."""
+    return without_wildcards(std.validate_filter(raw, validate_condition))
+
+
+# A run of "*" ending a word that has something else before it.  Webmails append "*" to
+# every word they search for (a prefix, in full-text engines); every text condition here is
+# a substring match already, so the "*" adds nothing and would only be searched literally.
+# A word made only of "*" has no prefix to stand for and stays a literal search: dropping
+# it would leave an empty string, which matches every message.
+_TRAILING_WILDCARD: Final = re.compile(r"(?<=[^\s*])\*+(?=\s|$)")
+
+
+def without_wildcards(filter_: std.Filter | None) -> std.Filter | None:
+    """``filter_`` with the trailing ``*`` of each word of ``text``, ``subject``, ``from``,
+    ``to``, ``cc``, ``bcc`` and ``body`` dropped (``"invoice*"`` is ``"invoice"``)."""
+    return None if filter_ is None else _strip_wildcards(filter_)
+
+
+def _strip_wildcards(node: std.Filter) -> std.Filter:
+    if isinstance(node, std.FilterOperator):
+        children = tuple(_strip_wildcards(child) for child in node.conditions)
+        return std.FilterOperator(node.operator, children)
+    return {
+        key: _TRAILING_WILDCARD.sub("", value) if key in _STRING_CONDITIONS else value
+        for key, value in node.items()
+    }
 
 
 def parse_sort(sort: Iterable[Comparator]) -> tuple[Comparator, ...]:

@@ -17,8 +17,14 @@ import pytest
 from imapjmap.config import Config
 from imapjmap.errors import ImapCommandFailed, ImapCommandTooLong
 from imapjmap.jmap.errors import MethodError
+from imapjmap.jmap.standard import FilterOperator
 from imapjmap.methods import email_query
-from imapjmap.methods.email_filter import SearchTerm, address_matches, substring_matches
+from imapjmap.methods.email_filter import (
+    SearchTerm,
+    address_matches,
+    parse_filter,
+    substring_matches,
+)
 from imapjmap.methods.email_search import SearchMailbox, search_command, search_uids
 from imapjmap.store import email_queries as eq
 from imapjmap.store.db import Store, TransactionTooLong
@@ -543,3 +549,40 @@ def test_address_matches_name_or_address() -> None:
     assert address_matches(addresses, "GROSS")
     assert address_matches(addresses, "<j@example")
     assert not address_matches(addresses, "x" * 1000)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("invoice*", "invoice"),
+        ("invoice", "invoice"),
+        ("invoice**", "invoice"),
+        ("foo* bar*", "foo bar"),
+        ("  foo*  ", "  foo  "),
+        ("in*voice", "in*voice"),  # not at the end of a word: kept
+        ("*", "*"),  # no prefix to stand for: kept, never an empty search
+        ("**", "**"),
+        ("* foo*", "* foo"),
+        ("grüße*", "grüße"),
+    ],
+)
+def test_trailing_star_of_each_word_is_dropped(value: str, expected: str) -> None:
+    for key in ("text", "subject", "from", "to", "cc", "bcc", "body"):
+        assert parse_filter({key: value}) == {key: expected}
+
+
+def test_trailing_star_inside_operators_only_in_text_conditions() -> None:
+    raw = {
+        "operator": "NOT",
+        "conditions": [
+            {"subject": "a*", "header": ["X-Star", "b*"], "hasKeyword": "$seen"},
+            {"operator": "OR", "conditions": [{"body": "c*"}]},
+        ],
+    }
+    assert parse_filter(raw) == FilterOperator(
+        "NOT",
+        (
+            {"subject": "a", "header": ["X-Star", "b*"], "hasKeyword": "$seen"},
+            FilterOperator("OR", ({"body": "c"},)),
+        ),
+    )
