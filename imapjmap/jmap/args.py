@@ -40,7 +40,6 @@ __all__ = [
 COLLATIONS: Final = ("i;ascii-casemap", "i;octet", "i;unicode-casemap")
 """Collation algorithms the standard sort helpers implement (session collationAlgorithms)."""
 
-_COMPARATOR_KEYS: Final = frozenset({"property", "isAscending", "collation", "keyword"})
 DEFAULT_QUERY_LIMITS: Final = QueryLimits()
 
 
@@ -251,9 +250,9 @@ def _parse_sort(
 def _parse_comparator(raw: Json, sort_properties: Collection[str] | None) -> Comparator:
     if not isinstance(raw, dict):
         _bad("sort", "items must be Comparator objects")
-    unknown = raw.keys() - _COMPARATOR_KEYS
-    if unknown:
-        _bad("sort", "has a Comparator with unknown key " + repr(sorted(unknown)[0][:60]))
+    # Other keys are ignored: clients send more than RFC 8620 §5.5 defines (jmapc puts
+    # the query's anchorOffset, calculateTotal and position in each Comparator), and a
+    # key this server does not know cannot change how it sorts.
     comparator = _Reader(raw, ())
     prop = comparator.required_str("property")
     is_ascending = comparator.boolean("isAscending", True)

@@ -231,8 +231,12 @@ def test_query_args_full() -> None:
         pytest.param({"sort": [{}]}, MethodErrorType.INVALID_ARGUMENTS, id="no-property"),
         pytest.param({"sort": [{"property": "name", "isAscending": "yes"}]},
                      MethodErrorType.INVALID_ARGUMENTS, id="isAscending-str"),
-        pytest.param({"sort": [{"property": "name", "bogus": 1}]},
-                     MethodErrorType.INVALID_ARGUMENTS, id="comparator-unknown-key"),
+        pytest.param({"sort": [{"property": "name", "collation": 1}]},
+                     MethodErrorType.INVALID_ARGUMENTS, id="collation-int"),
+        pytest.param({"sort": [{"property": "name", "keyword": False}]},
+                     MethodErrorType.INVALID_ARGUMENTS, id="keyword-bool"),
+        pytest.param({"sort": [{"property": "name", "isAscending": 0, "position": 0}]},
+                     MethodErrorType.INVALID_ARGUMENTS, id="isAscending-int-beside-unknown"),
         pytest.param({"sort": [{"property": "size"}]}, MethodErrorType.UNSUPPORTED_SORT,
                      id="CORE-QRY-04-unknown-sort-property"),
         pytest.param({"sort": [{"property": "name", "collation": "i;klingon"}]},
@@ -250,6 +254,21 @@ def test_query_args_full() -> None:
 def test_query_args_errors(raw: dict[str, Any], expected: MethodErrorType) -> None:
     parse = QueryArgs.parse
     assert error_type(parse, {"accountId": "A", **raw}, sort_properties={"name"}) is expected
+
+
+def test_comparator_unknown_keys_are_ignored() -> None:
+    """jmapc 0.4.0 puts the query's anchorOffset, calculateTotal and position in each
+    Comparator (RFC 8620 §5.5 defines property, isAscending and collation): ignored."""
+    comparator = {
+        "property": "name",
+        "isAscending": False,
+        "anchorOffset": 0,
+        "calculateTotal": False,
+        "position": 0,
+        "bogus": {"nested": [1]},
+    }
+    args = QueryArgs.parse({"accountId": "A", "sort": [comparator]}, sort_properties={"name"})
+    assert args.sort == [Comparator("name", is_ascending=False)]
 
 
 def test_query_changes_args() -> None:
