@@ -8,6 +8,7 @@ from typing import Final
 from imapjmap.jmap.dispatch import MethodSpec
 from imapjmap.jmap.wire import BLOB, CORE, MAIL, SUBMISSION, WEBSOCKET
 from imapjmap.methods import (
+    blob_copy,
     blob_methods,
     core,
     email_copy,
@@ -54,6 +55,7 @@ REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
     "Email/import": MethodSpec(email_import.email_import, MAIL),
     "Email/parse": MethodSpec(email_parse.email_parse, MAIL),
     "Email/copy": MethodSpec(email_copy.email_copy, MAIL),
+    "Blob/copy": MethodSpec(blob_copy.blob_copy, CORE),
     "Blob/upload": MethodSpec(blob_methods.blob_upload, BLOB),
     "Blob/get": MethodSpec(blob_methods.blob_get, BLOB),
     "Blob/lookup": MethodSpec(blob_methods.blob_lookup, BLOB),
