@@ -5,7 +5,9 @@ Email/import, one EmailImport at a time:
 1. check the object: ``mailboxIds`` non-empty and naming live, selectable mailboxes,
    ``keywords`` valid, ``receivedAt`` a UTCDate (``invalidProperties``);
 2. read the blob (any blob this account can read: an upload, a message, a part;
-   ``blobNotFound`` with ``notFound``) and check it is a message (``invalidEmail``);
+   a blob it cannot read is ``invalidProperties`` on ``blobId``, as RFC 8621 §4.8 says of
+   an id not found, unlike Email/set's ``blobNotFound``) and check it is a message
+   (``invalidEmail``);
 3. ``APPEND`` it to the first mailbox with the keywords' flags and ``receivedAt`` as the
    INTERNALDATE, then ``UID COPY`` it into each other mailbox, so that servers that keep a
    message's id across COPY (Dovecot's X-GUID, RFC 8474 EMAILID, Gmail) show ONE Email in
@@ -173,8 +175,8 @@ def check_import(call: Call, raw: JsonObject, live: dict[str, q.MailboxRow]) -> 
     """Check one EmailImport object.
 
     Raises:
-        SetError: invalidProperties (unknown property, bad mailboxIds/keywords/receivedAt),
-            blobNotFound (a ``#creationId`` blobId that names nothing).
+        SetError: invalidProperties (unknown property, bad mailboxIds/keywords/receivedAt,
+            a ``#creationId`` blobId that names nothing).
     """
     unknown = sorted(set(raw) - _IMPORT_PROPERTIES)
     if unknown:
@@ -184,8 +186,8 @@ def check_import(call: Call, raw: JsonObject, live: dict[str, q.MailboxRow]) -> 
         raise invalid_properties("blobId is required", "blobId")
     try:
         blob_id = resolve_creation_id(call, blob_id)
-    except UnknownCreationId:
-        raise SetError(SetErrorType.BLOB_NOT_FOUND, notFound=[blob_id]) from None
+    except UnknownCreationId as exc:
+        raise exc.set_error(SetErrorType.INVALID_PROPERTIES, "blobId") from None
     return EmailImport(
         blob_id,
         _mailboxes(call, raw.get("mailboxIds"), live),
@@ -217,7 +219,7 @@ class _Importer:
             self.ctx.store, self.ctx.pool, self.ctx.account_id, item.blob_id
         )
         if blob is None:
-            raise SetError(SetErrorType.BLOB_NOT_FOUND, notFound=[item.blob_id])
+            raise invalid_properties("no such blob in this account", "blobId")
         if not looks_like_message(blob.data):
             raise SetError(
                 SetErrorType.INVALID_EMAIL, "the blob is not an RFC 5322 message", ["blobId"]

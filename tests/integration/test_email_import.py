@@ -342,9 +342,10 @@ async def test_import_errors(jmap: Jmap, imap_oracle: imaplib.IMAP4) -> None:
     )
     errors = result["notCreated"]
     assert result["created"] is None
-    assert errors["nosuchblob"] == {"type": "blobNotFound", "notFound": ["Unosuchblob"]}
-    assert errors["unknowncid"]["type"] == "blobNotFound"
-    assert errors["unknowncid"]["notFound"] == ["#nothing"]
+    # RFC 8621 §4.8: a blobId "not found" is invalidProperties (blobNotFound is Email/set's)
+    for key in ("nosuchblob", "unknowncid"):
+        assert errors[key]["type"] == "invalidProperties", errors[key]
+        assert errors[key]["properties"] == ["blobId"]
     for key, prop in (
         ("nomailbox", "mailboxIds"),
         ("badmailbox", "mailboxIds"),
