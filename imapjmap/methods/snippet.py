@@ -185,8 +185,10 @@ async def search_snippet_get(ctx: MethodContext, call: Call) -> JsonObject:
     for email_id, raw in (await fetch_all(ctx, unread)).items():
         if raw is not None:
             snippets[email_id]["preview"] = excerpt(body_text(raw), body_pattern)
+    # RFC 8621 §5.1: notFound is null, not [], when every id was found
+    not_found = [i for i in ids if i not in found]
     return {
         "accountId": ctx.account_id,
         "list": list(snippets.values()),
-        "notFound": [i for i in ids if i not in found],
+        "notFound": not_found or None,
     }
