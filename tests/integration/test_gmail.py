@@ -596,6 +596,17 @@ async def test_text_conditions_use_x_gm_raw(gm: Jmap, gmail_user: GmailUser) -> 
     assert any("CHARSET UTF-8 X-GM-RAW" in c for c in gmail_user.account.commands)
 
 
+async def test_trailing_stars_are_dropped_from_x_gm_raw(gm: Jmap, gmail_user: GmailUser) -> None:
+    """Webmails append "*" to each word; Gmail's phrase search has no such prefix, so the
+    words go without it (as in every other mode)."""
+    emails = await emails_by_subject(gm)
+    found = await gm.ok("Email/query", {"filter": {"text": "quarterly* numbers*"}})
+    assert found["ids"] == [emails["Two labels"]["id"]]
+    searches = [c for c in gmail_user.account.commands if "X-GM-RAW" in c]
+    assert searches and all("*" not in c for c in searches), searches
+    assert any('X-GM-RAW "\\"quarterly numbers\\""' in c for c in searches), searches
+
+
 # --- auth -----------------------------------------------------------------------------------
 
 
