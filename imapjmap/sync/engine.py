@@ -33,7 +33,8 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 from imapjmap.errors import ImapCommandFailed, ImapUnavailable
 from imapjmap.imap.models import ListEntry, MailboxStatus
@@ -49,6 +50,24 @@ log = logging.getLogger(__name__)
 
 _XGUID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 ANCHOR_MIN: Final = 10_000  # messages: below this a STATUS costs Dovecot a few ms at most
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    """What the cache holds of an account's mailboxes, read in one transaction on a reader."""
+
+    account_id: str
+    rows: list[q.MailboxRow]
+    cursors: dict[str, tuple[int | None, int | None, int | None, int | None]]
+    delimiter: str | None
+    dead_locations: bool  # destroyed mailboxes whose messages are still placed in them
+
+    def unchanged(self, listed: Sequence[mbx.Listed], delimiter: str | None) -> bool:
+        """Whether the upstream's listing needs no write: same mailboxes, same cursors."""
+        if delimiter != self.delimiter or self.dead_locations:
+            return False
+        change = mbx.plan(listed, self.rows, delimiter=delimiter, account_id=self.account_id)
+        return not change
 
 
 class AccountSync:
@@ -119,14 +138,17 @@ class AccountSync:
                 # anchor selected, the NOOP in front of the LIST makes that view current
                 await session.unselect()
             entries, statuses = await session.list_mailboxes(sync_selected=anchored)
-            known = await self._store.run(
-                lambda tx: q.live_mailboxes(tx, self.account_id), account=self.account_id
-            )
+            cached = await self._store.read(self._snapshot, account=self.account_id)
             wanted, fixed = None, set[str]()
             if session.gmail:
                 wanted, fixed = gmail.is_synced_entry, gmail.system_folders(entries)
-            listed = await _describe(session, entries, statuses, known, wanted, fixed)
+            listed = await _describe(session, entries, statuses, cached.rows, wanted, fixed)
             delimiter = next((e.delimiter for e in entries if e.delimiter), None)
+            if cached.unchanged(listed, delimiter):
+                # the usual refresh: nothing to record, so the writer (one for every
+                # account) is not asked at all
+                await self._sync_emails(pool, session, cached)
+                return
 
             def write(tx: Tx) -> int | None:
                 rows = q.live_mailboxes(tx, self.account_id)
@@ -139,7 +161,19 @@ class AccountSync:
             seq = await self._store.run(write, account=self.account_id)
             if seq is not None:
                 log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
-            await self._sync_emails(pool, session)
+            await self._sync_emails(
+                pool, session, await self._store.read(self._snapshot, account=self.account_id)
+            )
+
+    def _snapshot(self, tx: Tx) -> _Cached:
+        account = q.account(tx, self.account_id)
+        return _Cached(
+            self.account_id,
+            q.live_mailboxes(tx, self.account_id),
+            em.synced_cursors(tx, self.account_id),
+            account.delimiter if account is not None else None,
+            bool(em.dead_mailboxes_with_locations(tx, self.account_id)),
+        )
 
     async def _changed(self) -> None:
         if self.on_change is not None:
@@ -151,13 +185,9 @@ class AccountSync:
         moved, so an expunge the cursors did not show is not kept in the cache for good."""
         self._suspects.setdefault(mailbox_id, set()).update(uids)
 
-    async def _sync_emails(self, pool: ImapPool, session: ImapSession) -> None:
+    async def _sync_emails(self, pool: ImapPool, session: ImapSession, cached: _Cached) -> None:
         """Sync every mailbox whose cursor moved (one SELECT each; none when idle)."""
-
-        def read(tx: Tx) -> tuple[list[q.MailboxRow], dict[str, Any]]:
-            return (q.live_mailboxes(tx, self.account_id), em.synced_cursors(tx, self.account_id))
-
-        rows, cursors = await self._store.run(read, account=self.account_id)
+        rows, cursors = cached.rows, cached.cursors
         gmail_mode = session.gmail
         for row in rows:
             if row.uidvalidity is None or row.id in self._fills:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import imaplib
 import secrets
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from imapjmap.http import views
 from imapjmap.http.app import SWITCH_INTERVAL, make_app
 from imapjmap.methods import email_query
 from imapjmap.store.db import Store
-from tests.conftest import ImapUser
+from tests.conftest import ImapUser, advertises
 from tests.integration.conftest import Jmap, proxy_config
 
 ENDLESS = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r"
@@ -97,3 +98,49 @@ async def test_one_accounts_endless_query_neither_delays_another_account_nor_run
         monkeypatch.setattr(email_query, "_page", original)
         assert (await heavy.ok("Email/query", {}))["ids"] == []
     assert sys.getswitchinterval() == before
+
+
+async def test_a_request_that_finds_nothing_new_upstream_takes_no_write_transaction(
+    jmap: Jmap,
+    proxy_http: TestClient[Any, Any],
+    imap_oracle: imaplib.IMAP4,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer is one for every account: a refresh that finds the upstream as cached
+    (the usual case) only reads, so cheap requests never queue for it; a change made by
+    another client still reaches the next request (CORE-STATE-01: a new state)."""
+    store: Store = proxy_http.server.app[views.SERVICES].store
+    writes: list[str] = []
+    original = Store.run
+
+    async def counted(self: Store, fn: Any, *, account: str = "") -> Any:
+        writes.append(account)
+        return await original(self, fn, account=account)
+
+    inbox = await _inbox(jmap)  # the first sync writes, of course
+    monkeypatch.setattr(Store, "run", counted)
+    before = (await jmap.ok("Email/query", {"filter": {"inMailbox": inbox}}))["queryState"]
+    opened = await jmap.request(
+        [
+            ["Mailbox/get", {"accountId": jmap.account_id}, "m"],
+            ["Email/query", {"accountId": jmap.account_id}, "q"],
+        ]
+    )
+    assert [r[0] for r in opened["methodResponses"]] == ["Mailbox/get", "Email/query"]
+    if advertises(imap_oracle, "CONDSTORE"):
+        assert writes == []
+    # else every refresh re-reads the flags and records them: the documented cost of such
+    # servers (no cursor moves on a flag change)
+    assert store._writes.held(jmap.account_id) == 0
+
+    message = b"From: a@example.com\r\nSubject: new\r\n\r\nnew upstream\r\n"
+    typ, data = imap_oracle.append("INBOX", "", imaplib.Time2Internaldate(0), message)
+    assert typ == "OK", data
+    after = await jmap.ok("Email/query", {"filter": {"inMailbox": inbox}})
+    assert writes  # the sync recorded the new message
+    assert after["queryState"] != before and len(after["ids"]) == 1
+
+
+async def _inbox(jmap: Jmap) -> str:
+    boxes = await jmap.ok("Mailbox/get", {"properties": ["role"]})
+    return str(next(box["id"] for box in boxes["list"] if box["role"] == "inbox"))
