@@ -184,7 +184,9 @@ class PushConfig:
     # URLs starting with one of these are always accepted as PushSubscription urls (e.g. a
     # push gateway on the local network); others must be https:// to a public address
     allowed_url_prefixes: tuple[str, ...] = ()
-    poll_interval: float = 60.0  # seconds between LIST-STATUS polls when NOTIFY is missing
+    poll_interval: float = 60.0  # seconds between full refreshes when NOTIFY is missing
+    # seconds between the watcher's LIST-STATUS comparisons when NOTIFY is missing (0: off)
+    status_interval: float = 2.0
     max_subscriptions: int = 20  # PushSubscriptions per account
 
 
@@ -217,7 +219,7 @@ _RFC_MINIMUMS: Final[Mapping[str, int]] = {
 }
 # Keys with a ceiling: the filter code past the limit checks recurses once per level.
 _MAXIMUMS: Final[Mapping[str, int]] = {"limits.max_filter_depth": MAX_FILTER_DEPTH}
-_ZERO_ALLOWED: Final = frozenset({"auth.credential_cache_seconds"})
+_ZERO_ALLOWED: Final = frozenset({"auth.credential_cache_seconds", "push.status_interval"})
 _HOSTNAME: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 _EXPECTED: Final = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 _TOML_TYPES: Final[Mapping[type, str]] = {

@@ -46,7 +46,11 @@ class Services:
 
     def __post_init__(self) -> None:
         self.push = PushService(
-            self.store, self.pools, self.sync_for, poll_interval=self.cfg.push.poll_interval
+            self.store,
+            self.pools,
+            self.sync_for,
+            poll_interval=self.cfg.push.poll_interval,
+            status_interval=self.cfg.push.status_interval,
         )
 
     def sync_for(self, account_id: str) -> AccountSync:

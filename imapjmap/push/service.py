@@ -22,6 +22,7 @@ from imapjmap.sync.engine import AccountSync
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL: Final = 60.0
+DEFAULT_STATUS_INTERVAL: Final = 2.0
 
 
 class PushService:
@@ -31,11 +32,13 @@ class PushService:
         pools: ImapPools,
         sync_for: Callable[[str], AccountSync],
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        status_interval: float = DEFAULT_STATUS_INTERVAL,
     ) -> None:
         self.hub = Hub(store)
         self._pools = pools
         self._sync_for = sync_for
         self._poll_interval = poll_interval
+        self._status_interval = status_interval
         self.watchers: dict[str, Watcher] = {}
         self.subscriptions = Subscriptions(self.hub, store)
         self.hub.on_first_listener = self._start
@@ -54,7 +57,14 @@ class PushService:
         async def poke() -> None:
             await self.hub.poke(account_id)
 
-        watcher = Watcher(account_id, pool, self._sync_for(account_id), poke, self._poll_interval)
+        watcher = Watcher(
+            account_id,
+            pool,
+            self._sync_for(account_id),
+            poke,
+            self._poll_interval,
+            self._status_interval,
+        )
         self.watchers[account_id] = watcher
         watcher.start()
         log.info("push: watching account %s", account_id)

@@ -8,9 +8,14 @@ An account with at least one push listener gets one watcher: a dedicated IMAP co
 * With NOTIFY (RFC 5465, Dovecot): ``NOTIFY SET (personal (MessageNew MessageExpunge
   FlagChange MailboxName SubscriptionChange))`` makes the server report changes in every
   mailbox, unasked, at any time.
-* Without NOTIFY (Cyrus): IDLE on INBOX, plus a LIST-STATUS poll of everything every
-  ``push.poll_interval`` seconds.  In Gmail mode the IDLE is on ``[Gmail]/All Mail``
-  (found by ``\\All``), which shows every new message and every label change.
+* Without NOTIFY (Cyrus): IDLE on INBOX.  Every ``push.status_interval`` seconds the
+  watcher leaves IDLE for one ``LIST "" "*" RETURN (STATUS (...))`` on its own connection
+  (LIST-STATUS, RFC 5819) and compares it with the last one: a mailbox whose counts,
+  UIDNEXT or HIGHESTMODSEQ moved, or a mailbox created, renamed or deleted, is an event.
+  The account is also refreshed every ``push.poll_interval`` seconds whatever the LIST
+  says (servers without LIST-STATUS or CONDSTORE show no more than that).  In Gmail mode
+  the IDLE is on ``[Gmail]/All Mail`` (found by ``\\All``), which shows every new message
+  and every label change, and there is no LIST-STATUS comparison.
 
 Any event triggers one refresh of the account (through the request pool, so the watcher's
 connection only listens) and one :meth:`Hub.poke`.  Events that arrive during a refresh
@@ -33,6 +38,7 @@ from typing import Final
 
 from imapjmap.errors import ProxyError
 from imapjmap.imap.commands import Command
+from imapjmap.imap.models import MailboxStatus
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
 from imapjmap.sync import gmail
@@ -45,6 +51,11 @@ _KEEPALIVE: Final = 240.0  # below common 5-minute NAT and server idle timeouts
 _IDLE_MAX: Final = 25 * 60.0  # RFC 2177: re-issue IDLE at least every 29 minutes
 _DEBOUNCE: Final = 0.05  # let a burst of events (a MOVE: EXPUNGE + new) settle
 
+# every mailbox's (name, attributes), STATUS and rights (RFC 8440), as one LIST-STATUS says
+_Snapshot = tuple[
+    frozenset[tuple[str, frozenset[str]]], frozenset[MailboxStatus], frozenset[tuple[str, str]]
+]
+
 
 class Watcher:
     """One account's upstream watcher (started and stopped by the push hub's callbacks)."""
@@ -56,12 +67,15 @@ class Watcher:
         sync: AccountSync,
         poke: Callable[[], Awaitable[None]],
         poll_interval: float,
+        status_interval: float = 0.0,
     ) -> None:
         self.account_id = account_id
         self._pool = pool
         self._sync = sync
         self._poke = poke
         self._poll_interval = poll_interval
+        self._status_interval = status_interval  # 0: no LIST-STATUS comparison
+        self.lists = 0  # LIST-STATUS comparisons made, for diagnostics and tests
         self._task: asyncio.Task[None] | None = None
         self.mode = "stopped"  # "notify" | "idle" | "reconnecting" | "stopped"
 
@@ -129,31 +143,55 @@ class Watcher:
             await self._changed()
 
     async def _idle(self, session: ImapSession) -> None:
-        """IDLE on INBOX and poll the rest (servers without NOTIFY, e.g. Cyrus)."""
+        """IDLE on INBOX and compare LIST-STATUS for the rest (servers without NOTIFY)."""
         if not session.has("IDLE"):
             await self._poll_only()
             return
         watched = (await gmail.all_mail_name(session) if session.gmail else None) or "INBOX"
         await session.select(watched, readonly=True)
+        compare = self._status_interval > 0 and session.has("LIST-STATUS") and not session.gmail
+        # taken before any refresh that could miss what it shows: a change after this
+        # snapshot differs from it, one before it was seen by whoever opened the stream
+        last = await self._snapshot(session) if compare else None
         self.mode = "idle"
         loop = asyncio.get_running_loop()
+        next_poll = loop.time() + self._poll_interval
+        next_list = loop.time() + self._status_interval
         while True:
             await session.idle_start()
-            deadline = loop.time() + min(self._poll_interval, _IDLE_MAX)
+            deadline = min(next_poll, loop.time() + _IDLE_MAX)
+            if compare:
+                deadline = min(deadline, next_list)
             try:
                 async with asyncio.timeout_at(deadline):
                     await session.events.wait()
             except TimeoutError:
                 pass
             reply = await session.idle_done()
-            # INBOX events are ours at once; other mailboxes are seen by the poll, which
-            # is the refresh itself (one LIST-STATUS)
-            if reply.fetches or reply.exists is not None or reply.expunged or reply.vanished:
+            moved = bool(reply.fetches or reply.exists is not None or reply.expunged)
+            moved = moved or bool(reply.vanished)
+            if compare and (moved or loop.time() >= next_list):
+                # after an INBOX event too: the refresh below then covers what this list
+                # shows, so the next comparison does not report the same change again
+                now = await self._snapshot(session)
+                next_list = loop.time() + self._status_interval
+                moved = moved or now != last
+                last = now
+            if moved:
                 await self._changed()
-            else:
+            elif loop.time() >= next_poll:
                 self._sync.events += 1
                 await self._sync.refresh(self._pool, force=True)
                 await self._poke()
+            if moved or loop.time() >= next_poll:
+                next_poll = loop.time() + self._poll_interval
+
+    async def _snapshot(self, session: ImapSession) -> _Snapshot:
+        """What one LIST-STATUS says of every mailbox, in a form that compares."""
+        entries, statuses = await session.list_mailboxes()
+        self.lists += 1
+        names = frozenset((e.name, frozenset(a.lower() for a in e.attributes)) for e in entries)
+        return names, frozenset(statuses), frozenset(session.listed_rights.items())
 
     async def _poll_only(self) -> None:
         self.mode = "poll"

@@ -14,6 +14,7 @@ extensions (``imap_backend`` in tests/conftest.py).  Here:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import imaplib
 import logging
 import re
@@ -26,6 +27,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from imapjmap.demo.cyrus import CyrusServer
+from imapjmap.http import views
 from imapjmap.http.app import make_app
 from tests.conftest import ImapUser, advertises
 from tests.integration.conftest import Jmap, proxy_config
@@ -183,6 +185,66 @@ async def test_push_without_notify_comes_from_idle(cyrus_jmap: Jmap, cyrus_user:
         events.resp.close()
     finally:
         oracle.logout()
+
+
+async def test_push_from_another_mailbox_without_notify_core_push_01(
+    cyrus_jmap: Jmap, cyrus_user: ImapUser
+) -> None:
+    """Outside INBOX, IDLE sees nothing: the watcher compares a LIST-STATUS every
+    ``push.status_interval`` seconds (2 by default), so an APPEND to another mailbox is
+    pushed within 3 s, not at the next ``push.poll_interval`` (60 s)."""
+    oracle = cyrus_user.connect()
+    try:
+        assert oracle.create("Projects")[0] == "OK"
+        boxes = {m["name"]: m for m in (await cyrus_jmap.ok("Mailbox/get", {"ids": None}))["list"]}
+        events = await open_events(cyrus_jmap)
+        await events.next()  # the current states
+        service = push_service(cyrus_jmap)
+
+        def idling() -> bool:
+            watcher = service.watchers.get(cyrus_jmap.account_id)
+            return watcher is not None and watcher.mode == "idle"
+
+        await wait_for(idling, what="the IDLE watcher")
+        await asyncio.sleep(0.2)  # its first LIST-STATUS taken
+        for subject in ("first elsewhere", "second elsewhere"):
+            started = asyncio.get_running_loop().time()
+            await external_append(oracle, subject, "Projects")
+            changed: dict[str, str] = {}
+            while "Email" not in changed:
+                event = await events.next(timeout=10)
+                changed.update(event.data["changed"][cyrus_jmap.account_id])
+            assert asyncio.get_running_loop().time() - started < 3, subject
+        projects = boxes["Projects"]["id"]
+        got = await cyrus_jmap.ok("Email/query", {"filter": {"inMailbox": projects}})
+        assert len(got["ids"]) == 2
+        events.resp.close()
+    finally:
+        oracle.logout()
+
+
+async def test_an_unchanged_list_status_refreshes_nothing(
+    cyrus_user: ImapUser, tmp_path: Path
+) -> None:
+    """The comparison costs the upstream one LIST-STATUS and nothing else while nothing
+    moves: no refresh (no SELECT, no store write) and no push."""
+    cfg = proxy_config(cyrus_user, tmp_path)
+    cfg = dataclasses.replace(cfg, push=dataclasses.replace(cfg.push, status_interval=0.1))
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        client = Jmap(http, cyrus_user.username, cyrus_user.password)
+        await client.session()
+        events = await open_events(client)
+        await events.next()  # the current states
+        service = push_service(client)
+        await wait_for(lambda: client.account_id in service.watchers, what="the watcher")
+        watcher = service.watchers[client.account_id]
+        await wait_for(lambda: watcher.lists >= 2, what="a comparison")
+        sync = http.server.app[views.SERVICES].sync_for(client.account_id)
+        refreshes, lists = sync.refreshes, watcher.lists
+        await wait_for(lambda: watcher.lists >= lists + 5, what="five more comparisons")
+        assert sync.refreshes == refreshes
+        assert await events.none_within(0.2)
+        events.resp.close()
 
 
 async def test_cost_of_a_request_when_nothing_changed(

@@ -431,6 +431,11 @@ def test_push_limits_are_checked() -> None:
         parse_config(minimal(push={"max_subscriptions": 0}))
     with pytest.raises(ConfigError, match=r"push\.poll_interval: must be positive"):
         parse_config(minimal(push={"poll_interval": 0}))
+    # the LIST-STATUS comparison may be turned off, not made negative
+    assert parse_config(minimal(push={"status_interval": 0})).push.status_interval == 0.0
+    assert parse_config(minimal()).push.status_interval == 2.0
+    with pytest.raises(ConfigError, match=r"push\.status_interval: must be positive"):
+        parse_config(minimal(push={"status_interval": -1}))
 
 
 def test_trusted_proxies_are_addresses_or_networks() -> None:
