@@ -14,7 +14,8 @@ Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
    ``X | None`` an ``X`` (TOML has no null: leave the key out instead).
 2. Ranges follow from the field: ``port`` is 1-65535; other integers are at least 1 and the
    ``limits`` at least their RFC 8620 §2 suggested minimum; numbers of seconds are finite and
-   positive (``auth.credential_cache_seconds`` may be 0: no caching); strings are not empty.
+   positive (``auth.credential_cache_seconds`` may be 0: no caching, and
+   ``limits.concurrent_request_wait_seconds`` 0: no waiting); strings are not empty.
 3. An array of tables (``[[submission.identities]]``) is a tuple of dataclasses, each entry
    checked like a table (paths such as ``submission.identities[0].email``); a field
    without a default is required in each entry.  An array of strings
@@ -146,7 +147,11 @@ class LimitsConfig:
     max_size_upload: int = 50_000_000
     max_concurrent_upload: int = 4
     max_size_request: int = 10_000_000
-    max_concurrent_requests: int = 4
+    max_concurrent_requests: int = 8
+    # seconds a request over max_concurrent_requests waits for a slot before the limit
+    # error (0: refused at once), and how many of one account's requests may wait
+    concurrent_request_wait_seconds: float = 5.0
+    max_waiting_requests: int = 32
     max_calls_in_request: int = 32
     max_objects_in_get: int = 1000
     max_objects_in_set: int = 1000
@@ -219,7 +224,13 @@ _RFC_MINIMUMS: Final[Mapping[str, int]] = {
 }
 # Keys with a ceiling: the filter code past the limit checks recurses once per level.
 _MAXIMUMS: Final[Mapping[str, int]] = {"limits.max_filter_depth": MAX_FILTER_DEPTH}
-_ZERO_ALLOWED: Final = frozenset({"auth.credential_cache_seconds", "push.status_interval"})
+_ZERO_ALLOWED: Final = frozenset(
+    {
+        "auth.credential_cache_seconds",
+        "push.status_interval",
+        "limits.concurrent_request_wait_seconds",
+    }
+)
 _HOSTNAME: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 _EXPECTED: Final = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 _TOML_TYPES: Final[Mapping[type, str]] = {

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import signal
 import sys
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -23,6 +22,7 @@ from aiohttp import web
 from imapjmap.config import Config
 from imapjmap.errors import ProxyError
 from imapjmap.http import blobs, middleware, push, views
+from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticator
 from imapjmap.http.connections import Guard, GuardedRunner
 from imapjmap.imap.pool import ImapPools
@@ -107,7 +107,12 @@ def make_app(cfg: Config) -> web.Application:
         client_max_size=cfg.limits.max_size_request + 1,
     )
     app[views.CONFIG] = cfg
-    app[views.IN_FLIGHT] = Counter()
+    limits = cfg.limits
+    app[views.REQUEST_SLOTS] = RequestSlots(
+        limits.max_concurrent_requests,
+        limits.concurrent_request_wait_seconds,
+        limits.max_waiting_requests,
+    )
     app[middleware.CORS_ORIGINS] = frozenset(cfg.server.cors_origins)
     app.on_response_prepare.append(middleware.add_cors_headers)
     app.cleanup_ctx.append(_switch_interval_ctx)

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import json
 import logging
-from collections import Counter
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -15,6 +14,7 @@ from aiohttp import web
 from imapjmap.config import Config
 from imapjmap.credentials import ClientAddress
 from imapjmap.http import forwarded
+from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticated, Authenticator, Unauthorized
 from imapjmap.jmap import dispatch
 from imapjmap.jmap.errors import RequestError, RequestErrorType
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 CONFIG = web.AppKey("config", Config)
 SERVICES = web.AppKey("services", Services)
 AUTH = web.AppKey("authenticator", Authenticator)
-IN_FLIGHT = web.AppKey("in_flight", Counter[str])
+REQUEST_SLOTS = web.AppKey("request_slots", RequestSlots)
 _DECODE_IN_THREAD: Final = 256 * 1024  # octets of request body decoded off the event loop
 
 
@@ -141,17 +141,12 @@ async def run_request(
     shared by ``POST apiUrl`` and WebSocket ``Request`` messages (RFC 8887 §4.3.2).
 
     Raises:
-        RequestError: limit (maxConcurrentRequests).
+        RequestError: limit (maxConcurrentRequests, after a short wait for a slot:
+            :mod:`imapjmap.http.admission`).
     """
     cfg = app[CONFIG]
-    in_flight = app[IN_FLIGHT]
     account_id = who.account.account_id
-    if in_flight[account_id] >= cfg.limits.max_concurrent_requests:
-        raise RequestError(
-            RequestErrorType.LIMIT, "too many concurrent requests", limit="maxConcurrentRequests"
-        )
-    in_flight[account_id] += 1
-    try:
+    async with app[REQUEST_SLOTS].slot(account_id):
         ctx = MethodContext(app[SERVICES], who.account, who.pool)
         session = await _session_for(cfg, who)
         response = await dispatch.run(
@@ -164,10 +159,6 @@ async def run_request(
         # whatever the calls changed reaches push listeners now (writes that refreshed
         # have published already; this covers the rest, e.g. Identity/set)
         await app[SERVICES].push.hub.poke(account_id)
-    finally:
-        in_flight[account_id] -= 1
-        if not in_flight[account_id]:
-            del in_flight[account_id]
     return response
 
 

@@ -4,6 +4,7 @@ method-level errors, result references, creation ids (checklist sections 0-5).""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -194,31 +195,70 @@ async def test_limit_max_size_request_core_err_04(jmap: Jmap) -> None:
     assert body["limit"] == "maxSizeRequest"
 
 
-async def test_limit_max_concurrent_requests_core_err_04(
-    jmap: Jmap, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Failure injection: a Core/echo that waits, so requests overlap for certain."""
+def _slow_echo(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, list[int]]:
+    """Failure injection: a Core/echo that waits for the returned event, so requests
+    overlap for certain; the list counts the echoes started."""
     release = asyncio.Event()
-    started = asyncio.Event()
+    started: list[int] = []
 
     async def slow_echo(ctx: Any, call: Call) -> dict[str, Any]:
-        started.set()
+        started.append(1)
         await release.wait()
         return call.args
 
     registry = dict(views.REGISTRY)
     registry["Core/echo"] = MethodSpec(slow_echo, CORE, takes_account=False)
     monkeypatch.setattr(views, "REGISTRY", registry)
+    return release, started
+
+
+async def test_requests_over_the_limit_wait_for_a_slot_core_err_04(
+    jmap: Jmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webmail's burst: more requests than maxConcurrentRequests at once all succeed,
+    the ones over the limit waiting for a slot instead of failing at once."""
+    release, started = _slow_echo(monkeypatch)
+    limit = (await jmap.session())["capabilities"][CORE]["maxConcurrentRequests"]
+    assert limit >= 8  # what a browser opens over HTTP/1.1 (6 connections) fits
     body = {"using": [CORE], "methodCalls": [["Core/echo", {}, "0"]]}
-    waiting = [asyncio.create_task(jmap.post(body)) for _ in range(4)]
-    await started.wait()
+    burst = [asyncio.create_task(jmap.post(body)) for _ in range(limit + 3)]
+    async with asyncio.timeout(10):
+        while len(started) < limit:
+            await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)
-    extra = await jmap.post(body)
-    problem = await problem_of(extra)
-    assert problem["limit"] == "maxConcurrentRequests"
+    assert len(started) == limit  # the rest wait
     release.set()
-    statuses = sorted([(await t).status for t in waiting])
-    assert statuses == [200, 200, 200, 200]
+    statuses = [(await t).status for t in burst]
+    assert statuses == [200] * (limit + 3)
+    assert len(started) == limit + 3
+
+
+async def test_limit_max_concurrent_requests_after_the_wait_core_err_04(
+    imap_user: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = proxy_config(imap_user, tmp_path)
+    limits = dataclasses.replace(
+        cfg.limits, max_concurrent_requests=4, concurrent_request_wait_seconds=0.3
+    )
+    async with TestClient(TestServer(make_app(dataclasses.replace(cfg, limits=limits)))) as http:
+        jmap = Jmap(http, imap_user.username, imap_user.password)
+        release, started = _slow_echo(monkeypatch)
+        body = {"using": [CORE], "methodCalls": [["Core/echo", {}, "0"]]}
+        waiting = [asyncio.create_task(jmap.post(body)) for _ in range(4)]
+        async with asyncio.timeout(10):
+            while len(started) < 4:
+                await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        before = loop.time()
+        extra = await jmap.post(body)
+        assert loop.time() - before >= 0.3
+        problem = await problem_of(extra)
+        assert problem["type"] == RequestErrorType.LIMIT.value
+        assert problem["limit"] == "maxConcurrentRequests"
+        assert extra.headers["Retry-After"] == "1"
+        release.set()
+        statuses = sorted([(await t).status for t in waiting])
+        assert statuses == [200, 200, 200, 200]
 
 
 # -- method-level errors (CORE-ERR-10 and §3.6.2) ---------------------------------------------

@@ -124,8 +124,9 @@ async def test_spellings_share_the_request_limit(
     """maxConcurrentRequests counts per account, and spellings are one account."""
     first = await account_id(http, basic(user.username, user.password))
     await account_id(http, basic(user.username.upper(), user.password))
-    in_flight = http.server.app[views.IN_FLIGHT]
-    in_flight[first] = http.server.app[views.CONFIG].limits.max_concurrent_requests
+    slots = http.server.app[views.REQUEST_SLOTS]
+    slots.running[first] = slots.limit
+    wait, slots.wait = slots.wait, 0.0  # refused at once instead of after the wait
     try:
         resp = await http.post(
             "/jmap/api/",
@@ -135,7 +136,8 @@ async def test_spellings_share_the_request_limit(
         assert resp.status == 400
         assert (await resp.json())["limit"] == "maxConcurrentRequests"
     finally:
-        del in_flight[first]
+        del slots.running[first]
+        slots.wait = wait
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,182 @@
+"""imapjmap.http.admission: maxConcurrentRequests with a bounded wait (CORE-ERR-04), driven
+step by step with events so every interleaving is exact."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from imapjmap.http.admission import RequestSlots
+from imapjmap.jmap.errors import RequestError, RequestErrorType
+
+
+class Holder:
+    """A request that holds a slot of ``account`` until released."""
+
+    def __init__(self, slots: RequestSlots, account: str) -> None:
+        self.admitted = asyncio.Event()
+        self.release = asyncio.Event()
+        self.task = asyncio.create_task(self._run(slots, account))
+
+    async def _run(self, slots: RequestSlots, account: str) -> None:
+        async with slots.slot(account):
+            self.admitted.set()
+            await self.release.wait()
+
+    async def finish(self) -> None:
+        self.release.set()
+        await self.task
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_under_the_limit_requests_run_at_once() -> None:
+    slots = RequestSlots(limit=2, wait=5.0, max_waiting=4)
+    first, second = Holder(slots, "A"), Holder(slots, "A")
+    await settle()
+    assert first.admitted.is_set() and second.admitted.is_set()
+    await first.finish()
+    await second.finish()
+    assert slots.running == {}
+
+
+async def test_one_over_the_limit_waits_and_runs_when_a_slot_frees() -> None:
+    slots = RequestSlots(limit=1, wait=5.0, max_waiting=4)
+    first = Holder(slots, "A")
+    await settle()
+    second = Holder(slots, "A")
+    await settle()
+    assert not second.admitted.is_set()
+    assert slots.waiting("A") == 1
+    await first.finish()
+    await settle()
+    assert second.admitted.is_set()
+    assert slots.running["A"] == 1 and slots.waiting("A") == 0
+    await second.finish()
+    assert slots.running == {}
+
+
+async def test_waiters_are_served_first_come_first_served() -> None:
+    slots = RequestSlots(limit=1, wait=5.0, max_waiting=4)
+    holder = Holder(slots, "A")
+    await settle()
+    waiters = []
+    for _ in range(3):
+        waiters.append(Holder(slots, "A"))
+        await settle()
+    await holder.finish()
+    for index, waiter in enumerate(waiters):
+        await settle()
+        assert [w.admitted.is_set() for w in waiters] == [i <= index for i in range(3)]
+        # a newcomer does not jump the queue while the slot changes hands
+        assert slots.running["A"] == 1
+        await waiter.finish()
+    assert slots.running == {}
+
+
+async def test_the_wait_ends_in_the_limit_error_core_err_04() -> None:
+    slots = RequestSlots(limit=1, wait=0.05, max_waiting=4)
+    holder = Holder(slots, "A")
+    await settle()
+    with pytest.raises(RequestError) as caught:
+        async with slots.slot("A"):
+            pytest.fail("admitted over the limit")
+    error = caught.value
+    assert error.type is RequestErrorType.LIMIT
+    assert error.limit == "maxConcurrentRequests"
+    assert error.headers == {"Retry-After": "1"}
+    assert slots.waiting("A") == 0
+    await holder.finish()
+    assert slots.running == {}
+
+
+@pytest.mark.parametrize(("wait", "max_waiting"), [(0.0, 4), (5.0, 1)])
+async def test_refused_at_once_without_a_wait_or_with_a_full_queue(
+    wait: float, max_waiting: int
+) -> None:
+    slots = RequestSlots(limit=1, wait=wait, max_waiting=max_waiting)
+    holder = Holder(slots, "A")
+    await settle()
+    queued = Holder(slots, "A") if wait else None  # fills the queue of one
+    await settle()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RequestError, match="too many concurrent requests"):
+        async with slots.slot("A"):
+            pass
+    assert loop.time() - started < 0.5
+    await holder.finish()
+    if queued is not None:
+        await settle()
+        await queued.finish()
+    assert slots.running == {}
+
+
+async def test_another_account_never_waits_for_a_full_queue() -> None:
+    slots = RequestSlots(limit=1, wait=5.0, max_waiting=2)
+    busy = [Holder(slots, "A") for _ in range(3)]  # one runs, two wait
+    await settle()
+    assert slots.waiting("A") == 2
+    other = Holder(slots, "B")
+    await settle()
+    assert other.admitted.is_set()
+    await other.finish()
+    for holder in busy:
+        await settle()
+        await holder.finish()
+    assert slots.running == {}
+
+
+async def test_a_cancelled_waiter_loses_no_slot() -> None:
+    slots = RequestSlots(limit=1, wait=5.0, max_waiting=4)
+    holder = Holder(slots, "A")
+    await settle()
+    gone, next_one = Holder(slots, "A"), Holder(slots, "A")
+    await settle()
+    gone.task.cancel()  # its client went away while it waited
+    await settle()
+    assert slots.waiting("A") == 1
+    await holder.finish()
+    await settle()
+    assert next_one.admitted.is_set()
+    await next_one.finish()
+    assert slots.running == {}
+
+
+async def test_a_waiter_cancelled_just_after_being_handed_a_slot_passes_it_on() -> None:
+    """Rule 5: the slot was handed over, then the waiter's task was cancelled before it
+    ran again; the slot goes to the next waiter instead of being lost."""
+    slots = RequestSlots(limit=1, wait=5.0, max_waiting=4)
+    holding = slots.slot("A")
+    await holding.__aenter__()
+    handed, next_one = Holder(slots, "A"), Holder(slots, "A")
+    await settle()
+    # the running request ends and, in the same step, the first waiter's client goes away
+    await holding.__aexit__(None, None, None)  # hands the slot over without yielding
+    handed.task.cancel()
+    await settle()
+    assert handed.task.cancelled() and not handed.admitted.is_set()
+    assert next_one.admitted.is_set()
+    await next_one.finish()
+    assert slots.running == {}
+
+
+async def test_a_slot_handed_over_as_the_wait_ends_is_kept() -> None:
+    """Rule 5: the slot is handed over and the wait's deadline passes in one turn of the
+    loop (the handover first): the request is admitted, not refused with the slot lost."""
+    loop = asyncio.get_running_loop()
+    slots = RequestSlots(limit=1, wait=0.05, max_waiting=4)
+    await slots._acquire("A")
+    late = Holder(slots, "A")
+    await settle()
+    loop.call_at(loop.time() + 0.01, slots._release, "A")  # due before the deadline
+    time.sleep(0.1)  # block the loop: both fall due in its next turn, the handover first
+    async with asyncio.timeout(2):
+        await late.admitted.wait()
+    await late.finish()
+    assert slots.running == {}
