@@ -734,6 +734,10 @@ METHODS: Final[Mapping[str, Args]] = {
         "onSuccessDestroyOriginal": BOOL,
         "destroyFromIfInState": mostly(st.none() | ids(p.states)),
     },
+    "Blob/copy": lambda p: {
+        "fromAccountId": mostly(st.sampled_from([p.account_id, "Anope"])),
+        "blobIds": id_list(p.blob_ids),
+    },
     "Blob/upload": _blob_upload,
     "Blob/get": lambda p: {
         "ids": id_list(p.blob_ids),
@@ -770,6 +774,7 @@ REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
     "Email/import": ("emails",),
     "Email/parse": ("blobIds",),
     "Email/copy": ("fromAccountId", "create"),
+    "Blob/copy": ("fromAccountId", "blobIds"),
     "Blob/upload": ("create",),
     "Blob/get": ("ids",),
     "Blob/lookup": ("typeNames", "ids"),
