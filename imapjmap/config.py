@@ -57,6 +57,7 @@ from urllib.parse import urlsplit
 from imapjmap.errors import ConfigError
 from imapjmap.jmap.limits import DEFAULT_MAX_PROPERTIES, MAX_FILTER_DEPTH
 
+GMAIL_PROFILE_URL: Final = "https://gmail.googleapis.com/gmail/v1/users/me/profile"
 Security = Literal["tls", "starttls", "none"]
 GmailMode = Literal["auto", "on", "off"]
 
@@ -173,7 +174,7 @@ class AuthConfig:
     credential_cache_seconds: float = 300.0
     # HTTP Bearer logins (XOAUTH2 upstream): where the token's user is looked up (Gmail
     # API users.getProfile; any JSON with "emailAddress" or "email" works)
-    bearer_profile_url: str = "https://gmail.googleapis.com/gmail/v1/users/me/profile"
+    bearer_profile_url: str = GMAIL_PROFILE_URL
     # failed logins the proxy lets through to the IMAP server per client address and per
     # username within the given seconds; more get HTTP 429 without asking it
     failed_logins_per_address: int = 20

@@ -27,8 +27,10 @@ Rules
 5. A token's user is remembered like a verified login (Rule 1), keyed by an HMAC of the
    token, so the profile URL is asked once per token and cache period.
 6. Bearer is only tried where it can work: Gmail mode on, or a server that offers
-   ``AUTH=XOAUTH2`` before login (probed once per cache period).  Elsewhere a Bearer
-   header is refused with 401 and a challenge naming Basic only; the token goes nowhere.
+   ``AUTH=XOAUTH2`` before login (probed once per cache period) with its own
+   ``auth.bearer_profile_url`` configured (a token for another server must never reach
+   Google's profile URL, the default).  Elsewhere a Bearer header is refused with 401, a
+   challenge naming Basic only and a detail saying why; the token goes nowhere.
 7. Failed logins are counted per client address and per username
    (:mod:`imapjmap.http.throttle`); past the configured counts a login that would go
    upstream is refused with 429 and ``Retry-After`` instead.  The client's address also
@@ -49,7 +51,7 @@ from dataclasses import dataclass
 
 import cachetools
 
-from imapjmap.config import Config, ImapConfig
+from imapjmap.config import GMAIL_PROFILE_URL, Config, ImapConfig
 from imapjmap.credentials import ClientAddress
 from imapjmap.errors import AuthenticationFailed, UpstreamUnavailable
 from imapjmap.http.bearer import token_user
@@ -263,7 +265,10 @@ class Authenticator:
             return True
         if capabilities is None:
             return None
-        return "AUTH=XOAUTH2" in capabilities or gmail_mode(self._cfg.imap.gmail, capabilities)
+        if gmail_mode(self._cfg.imap.gmail, capabilities):
+            return True
+        own_profile_url = self._cfg.auth.bearer_profile_url != GMAIL_PROFILE_URL
+        return "AUTH=XOAUTH2" in capabilities and own_profile_url
 
     async def _require_bearer(self) -> None:
         capabilities = self._known_capabilities()
@@ -275,6 +280,11 @@ class Authenticator:
                 raise _unavailable() from None
             self._probed = (self._clock(), capabilities)
         if not self._bearer_possible(capabilities):
+            if capabilities is not None and "AUTH=XOAUTH2" in capabilities:
+                raise Unauthorized(
+                    "Bearer tokens need auth.bearer_profile_url for this (non-Gmail) IMAP"
+                    " server: use Basic"
+                )
             raise Unauthorized("the IMAP server takes no Bearer tokens: use Basic")
 
     # -- the upstream login -------------------------------------------------------------------

@@ -29,6 +29,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from imapjmap.config import AuthConfig, Config, ServerConfig
 from imapjmap.demo.dovecot import DovecotServer
+from imapjmap.http import auth as auth_module
 from imapjmap.http import views
 from imapjmap.http.app import make_app
 from imapjmap.http.auth import account_id_for
@@ -483,3 +484,27 @@ async def test_a_bearer_token_logs_in_where_the_server_offers_xoauth2(
         assert await account_id(http, basic(user.username, user.password)) == bearer
     assert set(oauth_dovecot.introspected) == {OAUTH_TOKEN}  # the garbage was refused earlier
     assert f"user=<{user.username}>, method=XOAUTH2" in oauth_dovecot.server.log_tail(200)
+
+
+async def test_a_bearer_token_for_a_non_gmail_server_never_goes_to_google(
+    oauth_dovecot: OAuthDovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server offers XOAUTH2 but is not Gmail, and no profile URL of its own is
+    configured: a client that sends its password as a Bearer token (as a library that only
+    speaks Bearer does) gets 401 saying why, not 503 after asking Google's profile URL."""
+    looked_up: list[str] = []
+
+    async def token_user(url: str, token: str, timeout: float) -> str | None:
+        looked_up.append(url)
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(auth_module, "token_user", token_user)
+    user = oauth_dovecot.user
+    async with TestClient(TestServer(make_app(config(user, tmp_path)))) as http:
+        resp = await session(http, {"Authorization": f"Bearer {user.password}"})
+        assert resp.status == 401
+        assert resp.content_type == PROBLEM
+        assert resp.headers["WWW-Authenticate"] == 'Basic realm="imapjmap", charset="UTF-8"'
+        assert "auth.bearer_profile_url" in (await resp.json())["detail"]
+        assert looked_up == []
+        assert await account_id(http, basic(user.username, user.password))

@@ -11,7 +11,7 @@ from typing import cast
 
 import pytest
 
-from imapjmap.config import Config, GmailMode, ImapConfig
+from imapjmap.config import GMAIL_PROFILE_URL, AuthConfig, Config, GmailMode, ImapConfig
 from imapjmap.credentials import ClientAddress
 from imapjmap.http.auth import Authenticator, Unauthorized, parse_basic, store_key
 from imapjmap.http.forwarded import client_address, parse_networks
@@ -271,23 +271,31 @@ XOAUTH2 = NO_XOAUTH2 | {"AUTH=XOAUTH2"}
 GMAIL = XOAUTH2 | {"X-GM-EXT-1"}
 
 
+OWN_PROFILE_URL = "https://sso.example.org/userinfo"
+
+
 @pytest.mark.parametrize(
-    ("mode", "capabilities", "possible"),
+    ("mode", "capabilities", "profile_url", "possible"),
     [
-        ("on", None, True),  # Gmail mode configured: no need to ask
-        ("on", NO_XOAUTH2, True),
-        ("auto", None, None),  # must ask the server first
-        ("auto", NO_XOAUTH2, False),
-        ("auto", XOAUTH2, True),
-        ("auto", GMAIL, True),
-        ("off", NO_XOAUTH2, False),
-        ("off", XOAUTH2, True),  # a non-Gmail server with XOAUTH2
+        ("on", None, GMAIL_PROFILE_URL, True),  # Gmail mode configured: no need to ask
+        ("on", NO_XOAUTH2, GMAIL_PROFILE_URL, True),
+        ("auto", None, GMAIL_PROFILE_URL, None),  # must ask the server first
+        ("auto", NO_XOAUTH2, GMAIL_PROFILE_URL, False),
+        ("auto", GMAIL, GMAIL_PROFILE_URL, True),
+        # a non-Gmail server with XOAUTH2: only with a profile URL of its own, never
+        # sending its tokens to Google's
+        ("auto", XOAUTH2, GMAIL_PROFILE_URL, False),
+        ("auto", XOAUTH2, OWN_PROFILE_URL, True),
+        ("off", XOAUTH2, GMAIL_PROFILE_URL, False),
+        ("off", XOAUTH2, OWN_PROFILE_URL, True),
+        ("off", NO_XOAUTH2, OWN_PROFILE_URL, False),
+        ("auto", NO_XOAUTH2 | {"AUTH=OAUTHBEARER"}, OWN_PROFILE_URL, False),  # not spoken
     ],
 )
 def test_bearer_is_tried_only_where_it_can_work(
-    mode: GmailMode, capabilities: frozenset[str] | None, possible: bool | None
+    mode: GmailMode, capabilities: frozenset[str] | None, profile_url: str, possible: bool | None
 ) -> None:
-    cfg = Config(imap=ImapConfig(gmail=mode))
+    cfg = Config(imap=ImapConfig(gmail=mode), auth=AuthConfig(bearer_profile_url=profile_url))
     auth = Authenticator(cfg, cast(Store, None), ImapPools(cfg.imap))
     assert auth._bearer_possible(capabilities) is possible
     if capabilities is not None:
