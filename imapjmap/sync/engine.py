@@ -9,9 +9,13 @@ for the source id of a mailbox seen for the first time, a STATUS per mailbox on 
 without LIST-STATUS (the documented cost of such servers).
 
 Rule 1: concurrent refreshes of one account share one run (the second caller awaits the
-        first's task instead of starting another).  The run is a task of its own, awaited
-        through ``asyncio.shield``: a caller cancelled because its client went away stops
-        waiting, and the run goes on for the others.
+        first's task instead of starting another), but only a run that has not sent its
+        LIST yet: one that has may have listed before a change the caller must see (a
+        mailbox another client created just before the request).  Such a caller awaits
+        that run, then starts the next one, shared in turn by everyone who came while the
+        first ran: never more than one run behind the one in flight.  The run is a task of
+        its own, awaited through ``asyncio.shield``: a caller cancelled because its client
+        went away stops waiting, and the run goes on for the others.
 Rule 2: the store is written in one transaction per refresh (see ``sync.mailboxes``).
 Rule 3: nothing here decides JMAP states; ``store.queries.next_seq`` does.
 Rule 4: in Gmail mode only All Mail, Trash and Spam are STATUSed and synced; the labels
@@ -77,6 +81,8 @@ class AccountSync:
         self._store = store
         self.account_id = account_id
         self._task: asyncio.Task[None] | None = None
+        self._runs = 0  # runs started so far; the one in flight is number _runs
+        self._asked = 0  # number of the last run that sent its LIST (Rule 1)
         self._fills: dict[str, asyncio.Task[None]] = {}  # mailbox id → first-sync fill
         self.refreshes = 0  # completed refreshes, for diagnostics and tests
         self.watched = False  # a push watcher is connected and reports every change
@@ -90,21 +96,22 @@ class AccountSync:
         self._anchor_session: ImapSession | None = None  # the connection that keeps it
 
     async def refresh(self, pool: ImapPool, *, force: bool = False) -> None:
-        """Refresh the cache, joining a refresh already in flight (Rule 1).
+        """Bring the cache up to what the upstream says now, sharing runs (Rule 1).
 
         Skipped while a push watcher is connected and has reported nothing since the last
-        clean refresh, unless ``force`` (after our own writes, or on a watcher's event; a
-        forced refresh never joins one that started before the reason for it).
+        clean refresh, unless ``force`` (after our own writes, or on a watcher's event).
         """
         if not force and self.watched and self.clean:
             return
         task = self._task
         if task is not None and not task.done():
+            listed_already = self._asked == self._runs
             await asyncio.shield(task)
-            if not force:
-                return
+            if not listed_already:
+                return  # its LIST went out after this call began: it saw what we must see
         task = self._task
         if task is None or task.done():
+            self._runs += 1
             task = asyncio.get_running_loop().create_task(self._refresh(pool))
             self._task = task
         await asyncio.shield(task)
@@ -137,6 +144,7 @@ class AccountSync:
                 # possibly stale, view (RFC 3501 §6.3.10 advises against it); with the
                 # anchor selected, the NOOP in front of the LIST makes that view current
                 await session.unselect()
+            self._asked = self._runs  # from here on, a caller must not join this run
             entries, statuses = await session.list_mailboxes(sync_selected=anchored)
             cached = await self._store.read(self._snapshot, account=self.account_id)
             wanted, fixed = None, set[str]()

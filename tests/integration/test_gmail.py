@@ -33,6 +33,7 @@ from imapjmap.sync.engine import AccountSync
 from tests.gmail_emulation import Account, GmailEmulation, Message, make_message
 from tests.integration.conftest import MAIL, Jmap, proxy_config
 from tests.integration.test_blobs import uploaded
+from tests.integration.test_outside_changes import another_client_creates_mailboxes
 
 USER = "bob@gmail.test"
 PASSWORD = "app-password-1234"
@@ -540,6 +541,13 @@ async def test_labels_are_created_renamed_and_destroyed_as_mailboxes(
     assert gmail_user.account.labels_of("Welcome") == {"\\Inbox"}
     got = await gm.ok("Email/get", {"ids": [welcome], "properties": ["mailboxIds"]})
     assert set(got["list"][0]["mailboxIds"]) == {boxes["All Mail"]["id"], boxes["Inbox"]["id"]}
+
+
+async def test_label_created_by_another_client_is_seen_at_once_mbx_01(
+    gm: Jmap, gmail_user: GmailUser
+) -> None:
+    """The sequence of ``test_outside_changes`` with labels (X, Y) instead of folders."""
+    await another_client_creates_mailboxes(gm, gmail_user.imap, push=False)
 
 
 async def test_without_condstore_labels_are_read_again_each_refresh(tmp_path: Path) -> None:
