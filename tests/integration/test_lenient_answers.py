@@ -16,13 +16,21 @@ oracle) and read through the proxy.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import imaplib
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
-from tests.integration.conftest import CORE, MAIL, Jmap
+from imapjmap.config import SmtpConfig, SubmissionConfig
+from imapjmap.demo.smtp import SmtpSink
+from imapjmap.http.app import make_app
+from tests.conftest import ImapUser
+from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
 from tests.integration.test_blobs import uploaded
 
 SUBMISSION = "urn:ietf:params:jmap:submission"
@@ -149,6 +157,68 @@ async def test_identity_get_without_submission_in_using(jmap: Jmap) -> None:
     lenient = await jmap.request(call, using=[CORE, MAIL])
     assert strict["methodResponses"][0][0] == "Identity/get", strict
     assert lenient["methodResponses"] == strict["methodResponses"]
+
+
+@pytest.fixture
+async def sending(imap_user: ImapUser, tmp_path: Path, smtp_sink: SmtpSink) -> AsyncIterator[Jmap]:
+    """The proxy with SMTP submission to the test sink; logins are users @example.org."""
+    smtp_sink.reset()
+    smtp_sink.add_user(imap_user.username, imap_user.password)
+    smtp_sink.require_auth = True
+    cfg = dataclasses.replace(
+        proxy_config(imap_user, tmp_path),
+        smtp=SmtpConfig(host="127.0.0.1", port=smtp_sink.port, security="none", timeout=10.0),
+        submission=SubmissionConfig(default_domain="example.org"),
+    )
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        client = Jmap(http, imap_user.username, imap_user.password)
+        await client.session()
+        yield client
+
+
+async def test_a_webmail_sends_without_submission_in_using(
+    sending: Jmap, smtp_sink: SmtpSink, imap_oracle: imaplib.IMAP4
+) -> None:
+    """What a webmail sends to send a draft, all with using [core, mail]: Identity/get,
+    then EmailSubmission/set with onSuccessUpdateEmail.  The message reaches the SMTP
+    server and the draft is updated (checked over IMAP)."""
+    me = f"{sending.username}@example.org"
+    raw = (
+        f"From: Me <{me}>\r\nTo: Ann <ann@example.com>\r\nSubject: lenient send\r\n"
+        "Message-ID: <lenient.send@example.org>\r\nDate: Mon, 2 Mar 2026 10:00:00 +0000\r\n"
+        "\r\nHello.\r\n"
+    ).encode()
+    typ, data = imap_oracle.append("Drafts", r"(\Draft \Seen)", None, raw)
+    assert typ == "OK", data
+    account = sending.account_id
+    identities = await sending.request(
+        [["Identity/get", {"accountId": account}, "i"]], using=[CORE, MAIL]
+    )
+    identity = next(i for i in identities["methodResponses"][0][1]["list"] if i["email"] == me)
+    found = await sending.ok("Email/query", {"filter": {"subject": "lenient send"}})
+    [email_id] = found["ids"]
+    body = await sending.request(
+        [
+            [
+                "EmailSubmission/set",
+                {
+                    "accountId": account,
+                    "create": {"k": {"identityId": identity["id"], "emailId": email_id}},
+                    "onSuccessUpdateEmail": {"#k": {"keywords/$draft": None}},
+                },
+                "s",
+            ]
+        ],
+        using=[CORE, MAIL],
+    )
+    names = [r[0] for r in body["methodResponses"]]
+    assert names == ["EmailSubmission/set", "Email/set"], body
+    assert body["methodResponses"][1][1]["updated"] == {email_id: None}
+    [message] = smtp_sink.wait_for(1)
+    assert message.raw == raw and list(message.rcpt_tos) == ["ann@example.com"]
+    imap_oracle.select("Drafts", readonly=True)
+    typ, data = imap_oracle.uid("SEARCH", "DRAFT")
+    assert (typ, data) == ("OK", [b""])
 
 
 @pytest.mark.parametrize(
