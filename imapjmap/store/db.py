@@ -26,7 +26,9 @@ Rule 5: fair share.  Every transaction names its account (``""``: the process's 
         accounts that wait (:class:`~imapjmap.store.fair.FairSlots`): the writer to one write
         at a time, the readers to at most ``readers_per_account`` reads of one account at a
         time.  One account's long series of transactions delays another's by at most one of
-        its own per turn, and cannot hold every reader.
+        its own per turn, and cannot hold every reader.  A read that has run ``_LONG_READ``
+        seconds pauses most of the time (Rule 6), so it lends its reader's share: one of the
+        spare reader connections (as many as ``readers``) serves the others meanwhile.
 Rule 6: a read has a time budget (``max_transaction_seconds`` from its ``BEGIN``, checked by a
         progress handler during statements, before each statement, and by ``Tx.check``,
         which a long Python loop inside ``fn`` calls); over it, it is interrupted, rolled back
@@ -573,15 +575,17 @@ class Store:
         *,
         readers_per_account: int,
         max_transaction_seconds: float | None,
+        spare_readers: int = 0,
     ) -> None:
         self.path = path
         self.budget = max_transaction_seconds
         self._writer = writer
-        self._readers = tuple(readers)
+        self._readers = tuple(readers)  # the spares last
         self._writes = FairSlots(1, 1)
+        active = len(readers) - spare_readers
         self._reads = (
-            FairSlots(len(readers), min(readers_per_account, len(readers)))
-            if readers
+            FairSlots(active, min(readers_per_account, active), spare=spare_readers)
+            if active > 0
             else self._writes
         )
         self._running: dict[asyncio.Future[Any], _Job] = {}
@@ -605,7 +609,8 @@ class Store:
             path: the SQLite file.
             busy_timeout: seconds a transaction waits for another process's write lock.
             migrations: the schema scripts; tests pass their own to exercise migrations.
-            readers: reader connections (none for ``:memory:`` or without WAL).
+            readers: reader connections in use at once (none for ``:memory:`` or without
+                WAL); as many more are opened as spares for the time long reads pause.
             readers_per_account: how many of them one account may use at once.
             max_transaction_seconds: the time budget of one read (Rule 6); None: unlimited.
 
@@ -619,7 +624,8 @@ class Store:
             wal = await writer.call(
                 lambda: _adopt_writer(writer, path, busy_timeout, tuple(migrations))
             )
-            for number in range(readers if wal and path not in ("", ":memory:") else 0):
+            shared = wal and path not in ("", ":memory:") and readers > 0
+            for number in range(2 * readers if shared else 0):  # the spares too: Rule 5
                 reader = _Worker(f"imapjmap-store-reader-{number}")
                 workers.append(reader)
                 await reader.call(
@@ -636,6 +642,7 @@ class Store:
             workers[1:],
             readers_per_account=readers_per_account,
             max_transaction_seconds=max_transaction_seconds,
+            spare_readers=readers if shared else 0,
         )
 
     async def run(self, fn: Callable[[Tx], T], *, account: str = "") -> T:
@@ -679,9 +686,25 @@ class Store:
             slots.release(account, slot)
             raise
         self._running[done] = job
+        lent = False
+
+        def lend() -> None:  # the read runs on, and pauses most of the time now (Rule 5)
+            nonlocal lent
+            if not done.done():
+                lent = slots.lend()
+
+        timer = (
+            asyncio.get_running_loop().call_later(_LONG_READ, lend)
+            if slots is self._reads and not write
+            else None
+        )
 
         def finished(future: asyncio.Future[Any]) -> None:
             del self._running[future]
+            if timer is not None:
+                timer.cancel()
+            if lent:
+                slots.unlend()
             slots.release(account, slot)
             if not future.cancelled():
                 future.exception()  # retrieved: a caller that gave up is not told twice

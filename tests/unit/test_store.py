@@ -425,6 +425,37 @@ async def test_endless_reads_of_one_account_leave_a_reader_for_another(shared: S
             await task
 
 
+async def test_a_long_read_lends_its_reader_while_it_pauses(tmp_path: Path) -> None:
+    """One reader: another account's read answers while a long one runs, on a spare
+    connection; and none is lent to a short read."""
+    s = await Store.open(
+        str(tmp_path / "l.sqlite3"), readers=1, readers_per_account=1, max_transaction_seconds=60
+    )
+    try:
+        assert await s.read(lambda tx: tx.scalar("SELECT 1"), account="b") == 1
+        assert s._reads.in_use == 0 and not s._reads._lent
+        heavy = asyncio.ensure_future(s.read(lambda tx: tx.scalar(ENDLESS), account="a"))
+        await _started(heavy, s, "a")
+        threads = {threading.get_ident()}
+
+        def seven(tx: Tx) -> int:
+            threads.add(threading.get_ident())
+            return int(tx.scalar("SELECT 7"))
+
+        assert await asyncio.wait_for(s.read(seven, account="b"), 5) == 7
+        assert not heavy.done() and len(threads) == 2
+        heavy.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await heavy
+        for _ in range(100):  # the interrupted read releases its slot and its loan
+            if not s._reads.in_use:
+                break
+            await asyncio.sleep(0.01)
+        assert s._reads.in_use == 0 and not s._reads._lent
+    finally:
+        await s.aclose()
+
+
 async def test_a_read_over_its_budget_is_rolled_back_with_a_clear_error(tmp_path: Path) -> None:
     s = await Store.open(str(tmp_path / "b.sqlite3"), readers=1, max_transaction_seconds=0.2)
     calls = 0

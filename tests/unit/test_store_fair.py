@@ -82,10 +82,48 @@ async def test_close_fails_the_waiters_and_later_callers() -> None:
         await slots.acquire("c")
 
 
-@pytest.mark.parametrize(("slots", "per_key"), [(0, 1), (2, 0), (2, 3)])
-def test_impossible_shapes_are_refused(slots: int, per_key: int) -> None:
+@pytest.mark.parametrize(
+    ("slots", "per_key", "spare"), [(0, 1, 0), (2, 0, 0), (2, 3, 0), (1, 1, -1)]
+)
+def test_impossible_shapes_are_refused(slots: int, per_key: int, spare: int) -> None:
     with pytest.raises(ValueError, match="per_key"):
-        FairSlots(slots, per_key)
+        FairSlots(slots, per_key, spare=spare)
+
+
+async def test_a_loan_lets_one_spare_be_used_until_it_is_taken_back() -> None:
+    slots = FairSlots(1, 1, spare=1)
+    first = await slots.acquire("a")
+    second = asyncio.ensure_future(slots.acquire("b"))
+    await asyncio.sleep(0)
+    assert not second.done()  # a spare is no slot of its own: the limit holds
+    assert slots.lend()
+    spare = await asyncio.wait_for(second, 1)
+    assert {first, spare} == {0, 1} and slots.in_use == 2
+    assert not slots.lend()  # its one spare is lent already
+    third = asyncio.ensure_future(slots.acquire("c"))
+    await asyncio.sleep(0)
+    slots.unlend()
+    slots.release("a", first)
+    await asyncio.sleep(0)
+    assert not third.done()  # b still holds one: in use is at the limit again
+    slots.release("b", spare)
+    assert await asyncio.wait_for(third, 1) in (0, 1)
+    assert slots.in_use == 1
+
+
+async def test_a_loan_does_not_raise_a_keys_share() -> None:
+    slots = FairSlots(1, 1, spare=1)
+    held = await slots.acquire("a")
+    more = asyncio.ensure_future(slots.acquire("a"))
+    assert slots.lend()
+    await asyncio.sleep(0)
+    assert not more.done() and slots.held("a") == 1  # the lender's key waits its turn
+    other = await asyncio.wait_for(slots.acquire("b"), 1)
+    slots.release("b", other)
+    slots.unlend()
+    slots.release("a", held)
+    slots.release("a", await asyncio.wait_for(more, 1))
+    assert slots.in_use == 0
 
 
 # --- how long a read steps aside ----------------------------------------------------------
