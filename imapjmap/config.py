@@ -24,7 +24,8 @@ Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
    ``push.allowed_url_prefixes[0]``).
 4. A few keys have a shape of their own: ``server.listen`` is ``host:port`` (an IPv6 address
    in brackets), ``server.base_url`` an absolute http(s) URL (a trailing ``/`` is stripped;
-   when only ``listen`` is given it defaults to ``http://<listen>``),
+   when only ``listen`` is given it defaults to ``http://<listen>``, and it is required
+   when ``listen`` is ``0.0.0.0`` or ``[::]``, which no client can reach),
    ``server.log_level`` one of debug, info, warning, error, ``server.trusted_proxies``
    entries an IP address or CIDR network, ``server.cors_origins`` entries a web origin
    (``scheme://host[:port]``, kept lower-case), and the upstream hosts are a host
@@ -297,12 +298,26 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         problems.append(
             f"cache.readers_per_account: must be at most cache.readers ({cache.readers})"
         )
+    server = data.get("server", {})
+    listen = sections.get("server")
+    if isinstance(listen, ServerConfig) and "base_url" not in server and _is_wildcard(listen.host):
+        # the session's URLs would name an address no client can reach
+        problems.append(
+            f"server.base_url: required when server.listen is {listen.listen} (every"
+            " interface): set the URL clients reach this server at"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
-    server = data.get("server", {})
     if "listen" in server and "base_url" not in server:  # follow a moved port by default
         sections["server"] = replace(sections["server"], base_url=f"http://{server['listen']}")
     return Config(**sections)
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def split_listen(value: str) -> tuple[str, int]:

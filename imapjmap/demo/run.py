@@ -135,8 +135,9 @@ def _run(stack: contextlib.ExitStack, listen: str, workdir: Path | None) -> int:
     config_path = workdir / "config.toml"
     config_path.write_text("# Written by `imapjmap demo`.\n" + to_toml(config))
 
-    _say(
-        f"""
+    def announce() -> None:  # once the proxy listens: a busy port fails before this
+        _say(
+            f"""
 imapjmap demo (ready in {time.monotonic() - started:.1f} s)
 
   JMAP session URL:  {base_url}/.well-known/jmap
@@ -149,7 +150,8 @@ imapjmap demo (ready in {time.monotonic() - started:.1f} s)
 
 Press Ctrl-C to stop.
 """
-    )
+        )
+
     # aiohttp and the rest of the proxy: only now (as the CLI does).
-    serve: Callable[[Config], int] = importlib.import_module("imapjmap.http.app").serve
-    return serve(config)
+    serve: Callable[..., int] = importlib.import_module("imapjmap.http.app").serve
+    return serve(config, announce=announce)

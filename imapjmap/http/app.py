@@ -14,7 +14,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from aiohttp import web
@@ -123,12 +123,16 @@ def make_app(cfg: Config) -> web.Application:
     return app
 
 
-def serve(cfg: Config) -> int:
-    """Run the proxy in the foreground until SIGINT or SIGTERM; return the exit status."""
-    return asyncio.run(_serve(cfg))
+def serve(cfg: Config, *, announce: Callable[[], None] | None = None) -> int:
+    """Run the proxy in the foreground until SIGINT or SIGTERM; return the exit status.
+
+    ``announce`` runs once the address is listened on (a banner, a readiness signal):
+    nothing says "ready" before the port is really taken.
+    """
+    return asyncio.run(_serve(cfg, announce))
 
 
-async def _serve(cfg: Config) -> int:
+async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int:
     # The cache is opened before anything is announced: a path that cannot be used ends
     # the process with one line saying why, not with a traceback after "listening".
     try:
@@ -172,6 +176,8 @@ async def _serve(cfg: Config) -> int:
             server.listen,
             server.base_url.rstrip("/"),
         )
+        if announce is not None:
+            announce()
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -220,3 +220,38 @@ def test_serve_guards_slow_headers_and_stops_on_sigterm(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_serve_on_a_busy_port_exits_with_one_line_naming_the_address(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        lines = _serve_fails(_serve_config(tmp_path, tmp_path / "cache.sqlite3", port))
+    errors = [line for line in lines if " ERROR " in line]
+    assert len(errors) == 1, lines
+    assert f"cannot listen on 127.0.0.1:{port}: " in errors[0]
+    assert lines[-1] == errors[0]
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8080", "[::]:8080"])
+def test_listening_everywhere_without_base_url_is_refused(tmp_path: Path, listen: str) -> None:
+    """The session would advertise http://0.0.0.0:8080, which no client can reach."""
+    config = tmp_path / "everywhere.toml"
+    config.write_text(f'[imap]\nhost = "127.0.0.1"\n[server]\nlisten = "{listen}"\n')
+    for command in (["serve", "--config"], ["check-config"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "imapjmap", *command, str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=EXAMPLE.parent,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "server.base_url: required when server.listen is" in result.stderr
+        assert "Traceback" not in result.stderr
+    config.write_text(
+        f'[imap]\nhost = "127.0.0.1"\n[server]\nlisten = "{listen}"\n'
+        'base_url = "https://jmap.example.org"\n'
+    )
+    assert main(["check-config", str(config)]) == 0

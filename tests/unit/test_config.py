@@ -202,6 +202,8 @@ ERROR_CASES = [
         "server.max_connections_per_address: must be at least 1",
     ),
     (minimal(server={"log_level": "verbose"}), "server.log_level: must be one of debug, info"),
+    (minimal(server={"listen": "0.0.0.0:8080"}), "server.base_url: required when server.listen"),
+    (minimal(server={"listen": "[::]:8080"}), "server.base_url: required when server.listen"),
     (minimal(server={"listen": "8080"}), "server.listen: expected host:port"),
     (minimal(server={"listen": "::1:8080"}), "server.listen: an IPv6 address must be in brackets"),
     (minimal(server={"listen": "[nope]:8080"}), "server.listen: 'nope' is not an IPv6 address"),
