@@ -543,6 +543,26 @@ async def test_labels_are_created_renamed_and_destroyed_as_mailboxes(
     assert set(got["list"][0]["mailboxIds"]) == {boxes["All Mail"]["id"], boxes["Inbox"]["id"]}
 
 
+async def test_system_folders_are_not_renamed_or_destroyed_mbx_03(
+    gm: Jmap, gmail_user: GmailUser
+) -> None:
+    boxes = await mailboxes(gm)
+    gmail, all_mail = boxes["[Gmail]"]["id"], boxes["All Mail"]["id"]
+    got = await gm.ok(
+        "Mailbox/set",
+        {
+            "update": {all_mail: {"name": "Everything"}},
+            "destroy": [gmail],
+            "create": {"c": {"name": "Mine", "parentId": gmail}},
+        },
+    )
+    assert got["notUpdated"][all_mail]["type"] == "forbidden", got
+    assert got["notDestroyed"][gmail]["type"] == "forbidden", got
+    assert got["notCreated"]["c"]["type"] == "forbidden", got
+    sent = [c.split()[0].upper() for c in gmail_user.account.commands]
+    assert not {"RENAME", "DELETE", "CREATE"} & set(sent)  # refused before asking Gmail
+
+
 async def test_label_created_by_another_client_is_seen_at_once_mbx_01(
     gm: Jmap, gmail_user: GmailUser
 ) -> None:
