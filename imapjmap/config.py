@@ -182,6 +182,12 @@ class AuthConfig:
     failed_logins_per_address_seconds: float = 300.0
     failed_logins_per_username: int = 5
     failed_logins_per_username_seconds: float = 300.0
+    # seconds a push token (the credential in the session's eventSourceUrl and WebSocket
+    # url, for browsers) stays valid for opening a stream; each session fetch gives a new one
+    push_token_seconds: float = 43200.0
+    # file holding the key that signs push tokens (at least 32 bytes); unset: a random key
+    # per process.  Instances behind one load balancer need the same key.
+    push_token_key_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ record before it is formatted (:func:`redact` is the pure function behind it):
 1. IMAP ``LOGIN user password`` keeps ``LOGIN``; ``AUTHENTICATE MECH response`` and SMTP
    ``AUTH MECH response`` keep the mechanism.  Everything after them on that line goes.
 2. ``Authorization:`` / ``Proxy-Authorization:`` values keep only the Basic/Bearer scheme.
-3. ``password=...``, ``"passwd": "..."``, ``secret: ...``, ``access_token=...`` and the like
+3. ``password=...``, ``"passwd": "..."``, ``secret: ...``, ``access_token=...``,
+   ``push_token=...`` and the like
    keep the key; a password in a URL (``imap://user:pw@host``) goes too.
 4. aioimaplib's debug lines: besides rules 1-3 (its own scrubbing misses passwords that it
    escaped for quoting), a bare base64 line it sends is a SASL response and is redacted.
@@ -63,7 +64,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
      lambda m: f"{m['head']}{m['scheme'] + ' ' if m['scheme'] else ''}{REDACTED}"),
     # key=value, key: value, "key": "value" for secret-looking keys.
     (re.compile(r"(?i)(?P<key>\b(?:[\w-]*(?:password|passwd|passphrase|secret)[\w-]*|pass|pwd"
-                r"|(?:api|access|auth|refresh|bearer|session)[_-]?(?:token|key))"
+                r"|(?:api|access|auth|refresh|bearer|session|push)[_-]?(?:token|key))"
                 r"['\"]?[ \t]*[=:][ \t]*)"
                 r"(?P<value>\[redacted\]|\"[^\"\r\n]*\"?|'[^'\r\n]*'?|[^\s,;&)}\]]+)"),
      _quoted),

@@ -20,11 +20,12 @@ from typing import Final
 from aiohttp import web
 
 from imapjmap.config import Config
-from imapjmap.errors import ProxyError
+from imapjmap.errors import ConfigError, ProxyError
 from imapjmap.http import blobs, middleware, push, views
 from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticator
 from imapjmap.http.connections import Guard, GuardedRunner
+from imapjmap.http.push_token import signing_key
 from imapjmap.imap.pool import ImapPools
 from imapjmap.methods.context import Services
 from imapjmap.store import queries as q
@@ -35,8 +36,9 @@ log = logging.getLogger(__name__)
 
 # A store opened before the app starts (serve() checks the cache before listening).
 OPENED_STORE = web.AppKey("opened_store", Store)
+PUSH_KEY = web.AppKey("push_token_key", bytes)
 
-EXIT_FAILURE = 1  # the cache or the listening address cannot be used
+EXIT_FAILURE = 1  # the cache, the push token key or the listening address cannot be used
 SHUTDOWN_GRACE: Final = 0.5
 """aiohttp's ``shutdown_timeout``: requests in flight are cancelled after twice this (a
 busy cache reader thread slows the event loop down, and the cache takes up to a second
@@ -77,7 +79,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     pools = ImapPools(cfg.imap)
     services = Services(cfg, store, pools)
     app[views.SERVICES] = services
-    app[views.AUTH] = Authenticator(cfg, store, pools)
+    app[views.AUTH] = Authenticator(cfg, store, pools, push_key=app[PUSH_KEY])
     purger = ChangeLogPurger(store, cfg.cache.changes_retention_days)
     purger.start()
     try:
@@ -97,6 +99,12 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def make_app(cfg: Config) -> web.Application:
+    """The application for ``cfg``.
+
+    Raises:
+        ConfigError: ``auth.push_token_key_file`` cannot be used.
+    """
+    push_key = signing_key(cfg.auth.push_token_key_file)
     app = web.Application(
         middlewares=[
             middleware.access,
@@ -107,6 +115,7 @@ def make_app(cfg: Config) -> web.Application:
         client_max_size=cfg.limits.max_size_request + 1,
     )
     app[views.CONFIG] = cfg
+    app[PUSH_KEY] = push_key
     limits = cfg.limits
     app[views.REQUEST_SLOTS] = RequestSlots(
         limits.max_concurrent_requests,
@@ -133,6 +142,11 @@ def serve(cfg: Config, *, announce: Callable[[], None] | None = None) -> int:
 
 
 async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int:
+    try:
+        app = make_app(cfg)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
     # The cache is opened before anything is announced: a path that cannot be used ends
     # the process with one line saying why, not with a traceback after "listening".
     try:
@@ -147,7 +161,6 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
         reason = exc.__cause__ or exc  # SQLite's own words, without the statement
         log.error("cannot use the cache %r: it cannot be written: %s", cfg.cache.path, reason)
         return EXIT_FAILURE
-    app = make_app(cfg)
     app[OPENED_STORE] = store
     server = cfg.server
     guard = Guard(server.header_timeout, server.body_timeout, server.max_connections_per_address)

@@ -31,7 +31,10 @@ Rules
    ``auth.bearer_profile_url`` configured (a token for another server must never reach
    Google's profile URL, the default).  Elsewhere a Bearer header is refused with 401, a
    challenge naming Basic only and a detail saying why; the token goes nowhere.
-7. Failed logins are counted per client address and per username
+7. Browsers' push streams log in with a push token instead (:mod:`imapjmap.http.push_token`):
+   :meth:`Authenticator.issue_push_token` gives one to a logged-in client,
+   :meth:`Authenticator.authenticate_push` takes it back for that one stream.
+8. Failed logins are counted per client address and per username
    (:mod:`imapjmap.http.throttle`); past the configured counts a login that would go
    upstream is refused with 429 and ``Retry-After`` instead.  The client's address also
    goes upstream with the login (``ImapSession.connect``'s ``client``).
@@ -55,6 +58,7 @@ from imapjmap.config import GMAIL_PROFILE_URL, Config, ImapConfig
 from imapjmap.credentials import ClientAddress
 from imapjmap.errors import AuthenticationFailed, UpstreamUnavailable
 from imapjmap.http.bearer import token_user
+from imapjmap.http.push_token import PushTokens, Scope
 from imapjmap.http.throttle import FailureWindow, LoginThrottle, Refusal
 from imapjmap.imap.pool import ImapPool, ImapPools
 from imapjmap.imap.session import BearerToken, ImapSession, gmail_mode
@@ -146,12 +150,16 @@ class Authenticator:
         pools: ImapPools,
         *,
         clock: Callable[[], float] = time.monotonic,
+        push_key: bytes | None = None,
     ) -> None:
         self._cfg = cfg
         self._store = store
         self._pools = pools
         self._clock = clock
         self._key = secrets.token_bytes(32)
+        self.push_tokens = PushTokens(
+            push_key or secrets.token_bytes(32), cfg.auth.push_token_seconds
+        )
         ttl = cfg.auth.credential_cache_seconds
         # account id -> HMAC of the password last verified for it
         self._verified: cachetools.TTLCache[str, bytes] = cachetools.TTLCache(100_000, ttl)
@@ -223,6 +231,29 @@ class Authenticator:
         account, pool = await self._verify(username, password, client)
         self._logins[login] = account.account_id
         self._verified[account.account_id] = self._mac(account.account_id, password)
+        return Authenticated(account, pool)
+
+    def issue_push_token(self, who: Authenticated, scope: Scope) -> str:
+        """A push token for ``who``'s ``scope`` stream (Rule 7)."""
+        return self.push_tokens.issue(scope, who.account.account_id, who.pool.login_password())
+
+    def authenticate_push(self, token: str, scope: Scope) -> Authenticated:
+        """The login a push token stands for, where this process holds it (Rule 7).
+
+        Raises:
+            Unauthorized: a forged, expired or foreign token, a token of another scope, or
+                one whose login this process does not hold (or holds with another password).
+        """
+        account_id = self.push_tokens.account_of(token)
+        pool = self._pools.get(account_id) if account_id is not None else None
+        account = self._accounts.get(account_id) if account_id is not None else None
+        password = pool.login_password() if pool is not None and not pool.refused else None
+        if pool is None or account is None or not self.push_tokens.verify(scope, token, password):
+            raise Unauthorized(
+                "the push token is not valid here (expired, or for another login or stream):"
+                " fetch the session again",
+                self.challenge(),
+            )
         return Authenticated(account, pool)
 
     def _check_throttle(self, address: str | None, username: str | None) -> None:

@@ -1,7 +1,8 @@
 """The push endpoints: EventSource (RFC 8620 §7.3, CORE-PUSH-03) here, WebSocket (RFC 8887)
 in :mod:`imapjmap.http.websocket`, PushSubscription delivery in :mod:`imapjmap.http.webpush`.
 
-EventSource, ``GET /jmap/eventsource/?types=…&closeafter=…&ping=…`` (authenticated):
+EventSource, ``GET /jmap/eventsource/?types=…&closeafter=…&ping=…`` (authenticated, or
+with the session URL's ``push_token`` where a browser cannot send credentials):
 
 * ``types``: a comma-separated list of type names, or ``*`` (the default) for all;
   ``closeafter``: ``state`` or ``no`` (the default); ``ping``: seconds, ``0`` (the default)
@@ -98,7 +99,7 @@ def _gone(request: web.Request) -> bool:
 
 
 async def eventsource_view(request: web.Request) -> web.StreamResponse:
-    who = await views._authenticate(request)
+    who, _ = await views.authenticate_stream(request, "eventsource")
     params = parse_params(request.query)
     hub = request.app[views.SERVICES].push.hub
     response = web.StreamResponse(

@@ -16,11 +16,12 @@ from imapjmap.credentials import ClientAddress
 from imapjmap.http import forwarded
 from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticated, Authenticator, Unauthorized
+from imapjmap.http.push_token import QUERY_PARAMETER, Scope
 from imapjmap.jmap import dispatch
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.request import Request, loads_i_json, request_from_json
 from imapjmap.jmap.session import DOWNLOAD_PATH, SessionAccount, build_session
-from imapjmap.jmap.wire import Json, JsonObject
+from imapjmap.jmap.wire import WEBSOCKET, Json, JsonObject
 from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY, blob_store, submission
 from imapjmap.methods.context import MethodContext, Services
 
@@ -80,9 +81,37 @@ async def _session_for(cfg: Config, who: Authenticated) -> dict[str, Any]:
     return session
 
 
+async def authenticate_stream(request: web.Request, scope: Scope) -> tuple[Authenticated, bool]:
+    """The login of a push stream, and whether it came from a push token: browsers cannot
+    send ``Authorization`` on an EventSource or WebSocket, so a request without that header
+    may bring the token of the session's URL instead (:mod:`imapjmap.http.push_token`)."""
+    token = request.query.get(QUERY_PARAMETER)
+    if token is None or "Authorization" in request.headers:
+        return await _authenticate(request), False
+    try:
+        who = request.app[AUTH].authenticate_push(token, scope)
+    except Unauthorized as exc:
+        raise web.HTTPUnauthorized(
+            reason=str(exc), headers={"WWW-Authenticate": exc.challenge}
+        ) from None
+    await request.app[SERVICES].push.resume(who.account.account_id)
+    return who, True
+
+
 async def session_view(request: web.Request) -> web.StreamResponse:
     who = await _authenticate(request)
-    return _json(await _session_for(request.app[CONFIG], who))
+    session = await _session_for(request.app[CONFIG], who)
+    # fresh tokens on every fetch; ``state`` was computed without them, so a new token
+    # alone does not make clients refetch the session (CORE-SESS-06 is about what the
+    # session describes, and a rotated credential describes nothing new)
+    auth = request.app[AUTH]
+    token = auth.issue_push_token(who, "eventsource")
+    session["eventSourceUrl"] += f"&{QUERY_PARAMETER}={token}"
+    websocket = session["capabilities"].get(WEBSOCKET)
+    if websocket is not None:
+        token = auth.issue_push_token(who, "websocket")
+        websocket["url"] += f"?{QUERY_PARAMETER}={token}"
+    return _json(session)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

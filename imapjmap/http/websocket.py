@@ -21,6 +21,11 @@ instead of an upgrade.  Then every text message is one JSON object with an ``@ty
 Invalid JSON is a ``notJSON`` RequestError, an object with a missing or unknown ``@type`` a
 ``notRequest`` one; the connection stays open (§4.3.1).  Binary messages are ``notJSON``.
 
+A browser cannot send ``Authorization`` with the upgrade: it may bring the ``push_token``
+of the session's WebSocket ``url`` instead (:mod:`imapjmap.http.push_token`).  Such a
+socket only pushes: its ``Request`` messages get a ``RequestError`` (403), since a token
+that may travel in URLs must not open the whole account.
+
 Rule: when the socket closes, every running request is cancelled and the push listener is
 dropped (``finally``), whatever ended the connection.
 """
@@ -48,6 +53,14 @@ SUBPROTOCOL: Final = "jmap"
 _HEARTBEAT: Final = 60.0  # seconds between WebSocket pings (keeps NAT state, finds dead peers)
 
 
+_PUSH_ONLY: Final = RequestError(
+    RequestErrorType.BLANK,
+    "this WebSocket was opened with a push token: it only pushes; send requests with credentials",
+    status=403,
+    title="Forbidden",
+)
+
+
 def _not_request(detail: str) -> RequestError:
     return RequestError(RequestErrorType.NOT_REQUEST, detail)
 
@@ -55,10 +68,18 @@ def _not_request(detail: str) -> RequestError:
 class _Connection:
     """One WebSocket: its requests in flight and its push stream."""
 
-    def __init__(self, app: web.Application, who: Authenticated, ws: web.WebSocketResponse):
+    def __init__(
+        self,
+        app: web.Application,
+        who: Authenticated,
+        ws: web.WebSocketResponse,
+        *,
+        push_only: bool = False,
+    ) -> None:
         self._app = app
         self._who = who
         self._ws = ws
+        self._push_only = push_only
         self._send_lock = asyncio.Lock()
         self._requests: set[asyncio.Task[None]] = set()
         self._push: PushStream | None = None
@@ -92,7 +113,10 @@ class _Connection:
             await self._error(_not_request("a message must be a JSON object with @type"))
             return
         kind = obj.get("@type")
-        if kind == "Request":
+        if kind == "Request" and self._push_only:
+            request_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+            await self._error(_PUSH_ONLY, request_id)
+        elif kind == "Request":
             task = asyncio.get_running_loop().create_task(self._request(obj))
             self._requests.add(task)
             task.add_done_callback(self._requests.discard)
@@ -188,7 +212,7 @@ class _Connection:
 
 
 async def websocket_view(request: web.Request) -> web.StreamResponse:
-    who = await views._authenticate(request)
+    who, by_token = await views.authenticate_stream(request, "websocket")
     cfg = request.app[views.CONFIG]
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),
@@ -207,7 +231,7 @@ async def websocket_view(request: web.Request) -> web.StreamResponse:
             title="Bad Request",
         )
     await ws.prepare(request)
-    connection = _Connection(request.app, who, ws)
+    connection = _Connection(request.app, who, ws, push_only=by_token)
     try:
         await connection.serve()
     finally:
