@@ -296,3 +296,33 @@ async def test_push_tokens_never_reach_a_log(jmap: Jmap, caplog: pytest.LogCaptu
         message = record.getMessage()
         assert not any(token in message for token in tokens), message
         assert not any(token.rpartition(".")[2] in message for token in tokens), message
+
+
+async def test_instances_sharing_a_key_file_take_each_others_tokens(
+    imap_user: Any, tmp_path: Path
+) -> None:
+    """Behind a load balancer the EventSource may reach another instance than the session
+    fetch: with one auth.push_token_key_file it opens there, once that instance holds the
+    login too; an instance with a key of its own refuses it."""
+    key = tmp_path / "push.key"
+    key.write_text(secrets.token_urlsafe(48))
+
+    def instance(name: str, key_file: Path | None) -> TestClient[Any, Any]:
+        cfg = proxy_config(imap_user, tmp_path / name)
+        auth = dataclasses.replace(
+            cfg.auth, push_token_key_file=str(key_file) if key_file else None
+        )
+        return TestClient(TestServer(make_app(dataclasses.replace(cfg, auth=auth))))
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    async with instance("a", key) as a, instance("b", key) as b, instance("c", None) as c:
+        url = await _event_url(Jmap(a, imap_user.username, imap_user.password), closeafter="state")
+        assert (await b.get(url)).status == 401  # b does not hold the login yet
+        await Jmap(b, imap_user.username, imap_user.password).session()
+        await Jmap(c, imap_user.username, imap_user.password).session()
+        resp = await b.get(url)
+        assert resp.status == 200
+        await resp.read()
+        assert (await c.get(url)).status == 401

@@ -255,3 +255,17 @@ def test_listening_everywhere_without_base_url_is_refused(tmp_path: Path, listen
         'base_url = "https://jmap.example.org"\n'
     )
     assert main(["check-config", str(config)]) == 0
+
+
+def test_serve_with_an_unusable_push_token_key_file_exits_with_one_line(tmp_path: Path) -> None:
+    key = tmp_path / "push.key"
+    key.write_text("too short\n")
+    config = _serve_config(tmp_path, tmp_path / "cache.sqlite3", _free_port())
+    config.write_text(
+        config.read_text() + f"[auth]\npush_token_key_file = {json.dumps(str(key))}\n"
+    )
+    lines = _serve_fails(config)
+    errors = [line for line in lines if " ERROR " in line]
+    assert len(errors) == 1, lines
+    assert "auth.push_token_key_file: " in errors[0] and "at least 32 bytes" in errors[0]
+    assert "too short" not in "\n".join(lines)

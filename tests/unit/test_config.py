@@ -19,6 +19,7 @@ from imapjmap.config import (
     Config,
     IdentityConfig,
     ImapConfig,
+    LimitsConfig,
     PushConfig,
     ServerConfig,
     SubmissionConfig,
@@ -538,3 +539,32 @@ def test_submission_without_identities_for_plain_logins_is_a_warning(
             'submission: a login that is not an address ("bob") gets no Identity and cannot'
             f" send{warned}; set submission.default_domain"
         )
+
+
+def test_push_token_settings() -> None:
+    cfg = parse_config(
+        minimal(auth={"push_token_seconds": 600, "push_token_key_file": "/etc/imapjmap/key"})
+    )
+    assert cfg.auth.push_token_seconds == 600.0
+    assert cfg.auth.push_token_key_file == "/etc/imapjmap/key"
+    assert parse_config(tomllib.loads(to_toml(cfg))) == cfg
+    with pytest.raises(ConfigError, match=r"auth\.push_token_seconds: must be positive"):
+        parse_config(minimal(auth={"push_token_seconds": 0}))
+    with pytest.raises(ConfigError, match=r"auth\.push_token_key_file: must not be empty"):
+        parse_config(minimal(auth={"push_token_key_file": ""}))
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"concurrent_request_wait_seconds": -1}, "must be positive"),
+        ({"max_waiting_requests": 0}, "must be at least 1"),
+        ({"max_concurrent_requests": 3}, "must be at least 4"),
+    ],
+)
+def test_request_queue_settings_are_checked(limits: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(minimal(limits=limits))
+    assert parse_config(minimal(limits={"concurrent_request_wait_seconds": 0})).limits == (
+        LimitsConfig(concurrent_request_wait_seconds=0.0)
+    )
