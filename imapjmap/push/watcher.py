@@ -150,9 +150,11 @@ class Watcher:
         watched = (await gmail.all_mail_name(session) if session.gmail else None) or "INBOX"
         await session.select(watched, readonly=True)
         compare = self._status_interval > 0 and session.has("LIST-STATUS") and not session.gmail
-        # taken before any refresh that could miss what it shows: a change after this
-        # snapshot differs from it, one before it was seen by whoever opened the stream
+        # first the snapshot, then a refresh: a change after the snapshot differs from
+        # it, one before it is in the refresh (and INBOX's since the SELECT come with IDLE)
         last = await self._snapshot(session) if compare else None
+        await self._sync.refresh(self._pool, force=True)
+        await self._poke()
         self.mode = "idle"
         loop = asyncio.get_running_loop()
         next_poll = loop.time() + self._poll_interval

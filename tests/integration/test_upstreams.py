@@ -223,6 +223,30 @@ async def test_push_from_another_mailbox_without_notify_core_push_01(
         oracle.logout()
 
 
+async def test_a_change_made_before_the_watcher_started_is_pushed_core_push_01(
+    cyrus_jmap: Jmap, cyrus_user: ImapUser
+) -> None:
+    """The first ``state`` event comes from the cache, which may be behind the server: the
+    watcher refreshes once as it starts, so what changed before it listened is pushed too
+    (its first LIST-STATUS alone would take that state as the baseline)."""
+    oracle = cyrus_user.connect()
+    try:
+        assert oracle.create("Projects")[0] == "OK"
+        await cyrus_jmap.ok("Mailbox/get", {"ids": None})
+        await external_append(oracle, "before the stream", "Projects")
+        events = await open_events(cyrus_jmap)
+        first = (await events.next()).data["changed"][cyrus_jmap.account_id]
+        changed: dict[str, str] = {}
+        while changed.get("Email", first["Email"]) == first["Email"]:
+            event = await events.next(timeout=3)
+            changed.update(event.data["changed"][cyrus_jmap.account_id])
+        got = await cyrus_jmap.ok("Email/query", {})
+        assert len(got["ids"]) == 1
+        events.resp.close()
+    finally:
+        oracle.logout()
+
+
 async def test_an_unchanged_list_status_refreshes_nothing(
     cyrus_user: ImapUser, tmp_path: Path
 ) -> None:
@@ -233,6 +257,7 @@ async def test_an_unchanged_list_status_refreshes_nothing(
     async with TestClient(TestServer(make_app(cfg))) as http:
         client = Jmap(http, cyrus_user.username, cyrus_user.password)
         await client.session()
+        await client.ok("Mailbox/get", {"ids": None})  # the first sync, before listening
         events = await open_events(client)
         await events.next()  # the current states
         service = push_service(client)
