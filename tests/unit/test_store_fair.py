@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 import pytest
@@ -132,8 +133,8 @@ async def test_a_loan_does_not_raise_a_keys_share() -> None:
 @pytest.mark.parametrize(
     ("ran", "others", "pause"),
     [
-        (0.01, [], db._YIELD_FOR),  # a short read only lets the loop in
-        (0.01, ["bob"], db._YIELD_FOR),
+        (0.005, [], db._YIELD_FOR),  # a short read only lets the loop in
+        (0.005, ["bob"], db._YIELD_FOR),
         (1.0, [], db._LONG_READ_PAUSE),  # long, alone: two thirds of the time
         (1.0, ["alice"], db._LONG_READ_PAUSE),  # its own account's other requests don't count
         (1.0, ["bob"], db._CONTENDED_PAUSE),  # long, another account waiting: most of it
@@ -146,8 +147,7 @@ def test_a_long_read_steps_aside_for_other_accounts(
     for account in others:
         activity.mark(account)
     job = db._Job(5.0, write=False, account="alice", activity=activity)
-    job.started -= ran
-    assert job._pause(time.monotonic()) == pause
+    assert job._pause(ran) == pause
 
 
 def test_an_account_idle_for_a_while_is_not_waited_for() -> None:
@@ -157,3 +157,23 @@ def test_an_account_idle_for_a_while_is_not_waited_for() -> None:
     assert not activity.others_active("alice")
     activity.mark("bob")
     assert activity.others_active("alice")
+
+
+def test_long_means_cpu_used_not_time_waited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cheap read slowed down by the others (waiting, not working) keeps its short pauses;
+    a read that works for a few times ``_LONG_READ_CPU`` steps aside long, however soon."""
+    job = db._Job(5.0, write=False, account="alice", activity=db._Activity())
+    job.arm(sqlite3.connect(":memory:"))
+    time.sleep(0.15)  # waited for the GIL or the disk: longer than any pause threshold
+    pauses: list[float] = []
+    monkeypatch.setattr(db.time, "sleep", pauses.append)
+    job.next_pause = 0
+    job.step_aside()
+    assert pauses == [db._YIELD_FOR]
+    until = time.thread_time() + 3 * db._LONG_READ_CPU
+    while time.thread_time() < until:
+        pass  # working
+    job.next_pause = 0
+    job.step_aside()
+    assert pauses[-1] == db._LONG_READ_PAUSE
+    job.disarm()
