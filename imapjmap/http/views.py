@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -21,7 +22,7 @@ from imapjmap.jmap import dispatch
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.request import Request, loads_i_json, request_from_json
 from imapjmap.jmap.session import DOWNLOAD_PATH, SessionAccount, build_session
-from imapjmap.jmap.wire import WEBSOCKET, Json, JsonObject
+from imapjmap.jmap.wire import WEBSOCKET, Json, JsonObject, encode_in_parts
 from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY, blob_store, submission
 from imapjmap.methods.context import MethodContext, Services
 
@@ -32,15 +33,31 @@ SERVICES = web.AppKey("services", Services)
 AUTH = web.AppKey("authenticator", Authenticator)
 REQUEST_SLOTS = web.AppKey("request_slots", RequestSlots)
 _DECODE_IN_THREAD: Final = 256 * 1024  # octets of request body decoded off the event loop
+_ENCODE_TURN: Final = 0.002  # CPU seconds of response encoding between two turns of the loop
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
+def _json(body: Any, status: int = 200, *, encoded: bytes | None = None) -> web.Response:
     return web.Response(
         status=status,
-        body=json.dumps(body).encode(),
+        body=json.dumps(body).encode() if encoded is None else encoded,
         content_type="application/json",
         headers={"Cache-Control": "no-cache, no-store, must-revalidate"},
     )
+
+
+async def _paced_json(app: web.Application, account_id: str, body: JsonObject) -> web.Response:
+    """``_json`` of an API response, encoded in parts: between the parts of a big answer
+    the event loop serves the other accounts' requests (``Store.pace``)."""
+    store = app[SERVICES].store
+    parts: list[bytes] = []
+    first = started = time.thread_time()
+    for part in encode_in_parts(body):
+        parts.append(part)
+        now = time.thread_time()
+        if now - started >= _ENCODE_TURN:
+            await store.pace(account_id, now - started, now - first)
+            started = time.thread_time()
+    return _json(body, encoded=b"".join(parts))
 
 
 _trusted_networks = functools.lru_cache(maxsize=4)(forwarded.parse_networks)
@@ -147,7 +164,8 @@ async def api_view(request: web.Request) -> web.StreamResponse:
         supported_capabilities=CAPABILITIES,
         max_calls=cfg.limits.max_calls_in_request,
     )
-    return _json(await run_request(request.app, who, jmap_request))
+    response = await run_request(request.app, who, jmap_request)
+    return await _paced_json(request.app, who.account.account_id, response)
 
 
 async def decode_json(body: bytes) -> Json:

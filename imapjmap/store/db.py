@@ -114,6 +114,9 @@ _LEND_AFTER: Final = 0.1
 # keeps the two-thirds share above.
 _OTHERS_RECENT: Final = 0.25
 _CONTENDED_PAUSE: Final = 0.012
+# One account's long work on the event loop (building a big answer) pauses the same share of
+# the time between its slices while other accounts use the proxy; a pause never exceeds this.
+_MAX_LOOP_PAUSE: Final = 0.1
 # aclose: how long running writes may finish before they are interrupted, and how long to
 # wait for the worker threads after that.
 _CLOSE_GRACE: Final = 0.5
@@ -723,6 +726,19 @@ class Store:
             if not write:
                 job.stop("cancelled")
             raise
+
+    async def pace(self, account: str, worked: float, total: float) -> None:
+        """Between two slices of ``account``'s work on the event loop: give the loop to the
+        others.  ``worked``: the CPU seconds of the slice just done; ``total``: of every slice
+        so far.  Once the work is long (``_LONG_READ_CPU`` in total: a big answer, not a
+        cheap one) and another account has used the cache lately, pause as long a share of
+        the time as a long read does (Rule 6), at most ``_MAX_LOOP_PAUSE``; else just one
+        loop turn."""
+        if total > _LONG_READ_CPU and self._activity.others_active(account):
+            pause = worked * _CONTENDED_PAUSE / _YIELD_EVERY
+            await asyncio.sleep(min(pause, _MAX_LOOP_PAUSE))
+        else:
+            await asyncio.sleep(0)
 
     async def aclose(self) -> None:
         """Fail the waiting transactions, stop the running ones, close every connection.

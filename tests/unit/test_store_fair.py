@@ -177,3 +177,40 @@ def test_long_means_cpu_used_not_time_waited(monkeypatch: pytest.MonkeyPatch) ->
     job.step_aside()
     assert pauses[-1] == db._LONG_READ_PAUSE
     job.disarm()
+
+
+async def test_long_loop_work_pauses_between_slices_while_others_use_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Store.pace``: one turn when alone or while the work is still short; once it is long
+    and another account uses the cache, the share of the time a long read steps aside,
+    never more than ``_MAX_LOOP_PAUSE`` at once."""
+    store = await db.Store.open(":memory:")
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    long = 2 * db._LONG_READ_CPU
+    try:
+        await store.read(lambda tx: 1, account="alice")  # its own use does not count
+        monkeypatch.setattr(db.asyncio, "sleep", sleep)
+        await store.pace("alice", 0.004, long)
+        monkeypatch.undo()
+        await store.read(lambda tx: 1, account="bob")
+        monkeypatch.setattr(db.asyncio, "sleep", sleep)
+        await store.pace("alice", 0.004, 0.004)  # a cheap answer: never held back
+        await store.pace("alice", 0.004, long)
+        await store.pace("alice", 10.0, long)
+        await store.pace("bob", 0.004, long)  # alice used it too, just before
+        monkeypatch.undo()
+    finally:
+        await store.aclose()
+    contended = 0.004 * db._CONTENDED_PAUSE / db._YIELD_EVERY
+    assert pauses == [
+        0,
+        0,
+        pytest.approx(contended),
+        db._MAX_LOOP_PAUSE,
+        pytest.approx(contended),
+    ]
