@@ -235,7 +235,7 @@ class Authenticator:
 
     def issue_push_token(self, who: Authenticated, scope: Scope) -> str:
         """A push token for ``who``'s ``scope`` stream (Rule 7)."""
-        return self.push_tokens.issue(scope, who.account.account_id, who.pool.login_password())
+        return self.push_tokens.issue(scope, who.account.account_id, _push_credential(who.pool))
 
     def authenticate_push(self, token: str, scope: Scope) -> Authenticated:
         """The login a push token stands for, where this process holds it (Rule 7).
@@ -247,7 +247,7 @@ class Authenticator:
         account_id = self.push_tokens.account_of(token)
         pool = self._pools.get(account_id) if account_id is not None else None
         account = self._accounts.get(account_id) if account_id is not None else None
-        password = pool.login_password() if pool is not None and not pool.refused else None
+        password = _push_credential(pool) if pool is not None and not pool.refused else None
         if pool is None or account is None or not self.push_tokens.verify(scope, token, password):
             raise Unauthorized(
                 "the push token is not valid here (expired, or for another login or stream):"
@@ -359,6 +359,16 @@ class Authenticator:
         pool.adopt(session)
         log.info("account %s logged in as %r", row.account_id, username)
         return account, pool
+
+
+def _push_credential(pool: ImapPool) -> str:
+    """What a push token is bound to: the password the login holds, so that a changed one
+    voids the tokens; for an OAuth login its user, since its access token is renewed every
+    hour or so (a refused one sets ``pool.refused``, which voids them too)."""
+    secret = pool.login_password()
+    if isinstance(secret, BearerToken):
+        return BearerToken(pool.username)
+    return secret
 
 
 def _throttled(refusal: Refusal) -> RequestError:

@@ -13,7 +13,8 @@ Rules
    else (the API, uploads, downloads, the session) takes a token.
 3. It is bound to the login's in-memory credentials: it is valid only where this process
    (or another one with the same key) holds the account's login, and only while the
-   password is the same.  A changed password, a restart with a random key, or an expired
+   password is the same (for an OAuth login, the same user: its access token is renewed
+   hourly).  A changed password, a restart with a random key, or an expired
    token is a 401; the client fetches the session again, with its credentials, for a new
    token.  No password or token is written anywhere.
 4. Each session fetch gives fresh tokens, valid for ``auth.push_token_seconds``.  A stream

@@ -13,10 +13,12 @@ import pytest
 
 from imapjmap.config import GMAIL_PROFILE_URL, AuthConfig, Config, GmailMode, ImapConfig
 from imapjmap.credentials import ClientAddress
-from imapjmap.http.auth import Authenticator, Unauthorized, parse_basic, store_key
+from imapjmap.http.auth import Authenticated, Authenticator, Unauthorized, parse_basic, store_key
 from imapjmap.http.forwarded import client_address, parse_networks
 from imapjmap.http.throttle import FailureWindow, LoginThrottle, Refusal
 from imapjmap.imap.pool import ImapPools
+from imapjmap.imap.session import BearerToken
+from imapjmap.methods.context import Account
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 
@@ -303,3 +305,44 @@ def test_bearer_is_tried_only_where_it_can_work(
         challenge = auth.challenge()
         assert challenge.startswith('Basic realm="imapjmap"')
         assert ("Bearer" in challenge) is (possible is not False)
+
+
+# --- push tokens follow the login's credentials ---------------------------------------------
+
+
+async def _logged_in(auth: Authenticator, pools: ImapPools, password: str) -> Authenticated:
+    """A login as the upstream would have verified it (no connection is opened)."""
+    pool = await pools.ensure("Aalice", "alice", password)
+    account = Account("Aalice", "alice", "e1")
+    auth._accounts["Aalice"] = account
+    return Authenticated(account, pool)
+
+
+async def test_a_push_token_dies_with_a_changed_password() -> None:
+    cfg = Config(imap=ImapConfig())
+    pools = ImapPools(cfg.imap)
+    auth = Authenticator(cfg, cast(Store, None), pools)
+    who = await _logged_in(auth, pools, "old")
+    token = auth.issue_push_token(who, "eventsource")
+    assert auth.authenticate_push(token, "eventsource").account.account_id == "Aalice"
+    with pytest.raises(Unauthorized):
+        auth.authenticate_push(token, "websocket")
+    await _logged_in(auth, pools, "new")  # the user logged in with a new password
+    with pytest.raises(Unauthorized, match="fetch the session again"):
+        auth.authenticate_push(token, "eventsource")
+    await pools.aclose()
+
+
+async def test_a_push_token_outlives_the_renewal_of_an_oauth_token() -> None:
+    cfg = Config(imap=ImapConfig(gmail="on"))
+    pools = ImapPools(cfg.imap)
+    auth = Authenticator(cfg, cast(Store, None), pools)
+    who = await _logged_in(auth, pools, BearerToken("ya29.first"))
+    token = auth.issue_push_token(who, "eventsource")
+    renewed = await _logged_in(auth, pools, BearerToken("ya29.second"))
+    assert renewed.pool is who.pool  # the pool took the new token
+    assert auth.authenticate_push(token, "eventsource").pool is who.pool
+    who.pool.refused = True  # the server refused the account's token since
+    with pytest.raises(Unauthorized):
+        auth.authenticate_push(token, "eventsource")
+    await pools.aclose()
