@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,42 @@ async def test_limit_max_concurrent_requests_after_the_wait_core_err_04(
         release.set()
         statuses = sorted([(await t).status for t in waiting])
         assert statuses == [200, 200, 200, 200]
+
+
+async def test_one_accounts_queue_never_delays_another_account(
+    jmap: Jmap, imap_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Account A holds every slot and fills its queue; account B's request runs at once."""
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def echo_holding_a(ctx: Any, call: Call) -> dict[str, Any]:
+        started.append(ctx.account.account_id)
+        if ctx.account.account_id == jmap.account_id:
+            await release.wait()
+        return call.args
+
+    registry = dict(views.REGISTRY)
+    registry["Core/echo"] = MethodSpec(echo_holding_a, CORE, takes_account=False)
+    monkeypatch.setattr(views, "REGISTRY", registry)
+    other_name, other_password = f"bob-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    imap_backend.add_user(other_name, other_password)
+    bob = Jmap(jmap.http, other_name, other_password)
+    await bob.session()
+    slots = jmap.http.server.app[views.REQUEST_SLOTS]
+    body = {"using": [CORE], "methodCalls": [["Core/echo", {}, "0"]]}
+    burst = [asyncio.create_task(jmap.post(body)) for _ in range(slots.limit + 5)]
+    async with asyncio.timeout(10):
+        while slots.waiting(jmap.account_id) < 5:
+            await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    resp = await bob.post(body)
+    assert resp.status == 200, await resp.text()
+    assert loop.time() - before < 2.0  # far below A's 5 s wait
+    assert slots.waiting(jmap.account_id) == 5  # A still queued meanwhile
+    release.set()
+    assert [(await t).status for t in burst] == [200] * (slots.limit + 5)
 
 
 # -- method-level errors (CORE-ERR-10 and §3.6.2) ---------------------------------------------
