@@ -94,6 +94,7 @@ class ImapConfig:
     verify_certificates: bool = True  # verify the upstream certificate and host name
     ca_file: str | None = None  # extra CA bundle (PEM) to trust, e.g. a private CA
     pool_size: int = 4  # IMAP connections per account at most
+    searches_per_account: int = 1  # UID SEARCHes one account may have running upstream at once
     connect_timeout: float = 10.0  # seconds: TCP + TLS + greeting
     command_timeout: float = 60.0  # seconds for any one command
     idle_timeout: float = 300.0  # seconds an unused pooled connection is kept open

@@ -63,6 +63,8 @@ class ImapPool:
         self._clock = clock
         self._idle: list[ImapSession] = []
         self._slots = asyncio.Semaphore(cfg.pool_size)
+        # searches that read every message use a server core each (imap.searches_per_account)
+        self.searches = asyncio.Semaphore(cfg.searches_per_account)
         self._busy = 0  # connections lent out, being opened, or leaving a mailbox
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False

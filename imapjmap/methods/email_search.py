@@ -12,7 +12,10 @@ Rules:
    yet), or that cannot be selected (deleted meanwhile), contributes no hits: its UIDs
    cannot be mapped.  The next refresh repairs the cache; the query is then re-run by the
    client when the states move.
-3. Mailboxes are searched concurrently; the pool bounds the number of connections.
+3. Mailboxes are searched concurrently; the pool bounds the number of connections, and
+   ``imap.searches_per_account`` the SEARCHes of one account running upstream at once
+   (``ImapPool.searches``, shared by all its requests): a search of message contents keeps
+   an IMAP server core busy, and one account must not take every core from the others.
 4. Gmail mode searches All Mail (and the Trash or Spam when in scope) instead of each
    label, and sends ``text`` as ``X-GM-RAW`` (:func:`imapjmap.sync.gmail.raw_search`).
 """
@@ -74,7 +77,7 @@ async def _search_one(
 ) -> dict[SearchTerm, set[int]]:
     found: dict[SearchTerm, set[int]] = {}
     try:
-        async with pool.session(mailbox.imap_name, readonly=True) as session:
+        async with pool.searches, pool.session(mailbox.imap_name, readonly=True) as session:
             selected = session.selected
             known, now = mailbox.uidvalidity, selected.uidvalidity if selected else None
             if known is not None and now is not None and known != now:

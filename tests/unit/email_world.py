@@ -7,6 +7,7 @@ whose IMAP pool is a scripted fake (``UID SEARCH`` answers and ``EXAMINE`` only)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import re
@@ -204,6 +205,7 @@ class FakePool:
         self.uidvalidity: dict[str, int] = {}
         self.commands: list[tuple[str, str]] = []
         self.capabilities: frozenset[str] = frozenset()
+        self.searches = asyncio.Semaphore(1)
 
     @contextlib.asynccontextmanager
     async def session(

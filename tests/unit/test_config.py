@@ -169,6 +169,7 @@ ERROR_CASES = [
     (minimal(imap={"port": 0}), "imap.port: must be 1-65535"),
     (minimal(smtp={"port": 65536}), "smtp.port: must be 1-65535"),
     (minimal(imap={"pool_size": 0}), "imap.pool_size: must be at least 1"),
+    (minimal(imap={"searches_per_account": 0}), "imap.searches_per_account: must be at least 1"),
     (minimal(imap={"connect_timeout": 0}), "imap.connect_timeout: must be positive"),
     (minimal(smtp={"timeout": -1.5}), "smtp.timeout: must be positive"),
     (minimal(imap={"command_timeout": float("inf")}), "imap.command_timeout: must be a finite"),

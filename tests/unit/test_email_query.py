@@ -7,6 +7,7 @@ evaluation) and must give the same list.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -313,6 +314,41 @@ async def test_a_mailbox_with_another_uidvalidity_gives_no_hits() -> None:
     assert hits == {term: {}}
     hits = await search_uids(pool, [SearchMailbox("Minbox", "INBOX", 8)], [term])  # type: ignore[arg-type]
     assert hits == {term: {"Minbox": {1}}}
+
+
+async def test_one_accounts_searches_run_upstream_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """imap.searches_per_account (1): two requests of one account searching three mailboxes
+    each never have two SEARCHes running at once; another account's search runs beside."""
+    from tests.unit.email_world import FakePool
+
+    running: dict[int, int] = {}
+    most: dict[int, int] = {}
+    original = FakeSession.execute
+
+    async def slow(self: FakeSession, command: Any, *, what: str = "") -> Any:
+        key = id(self.pool)
+        running[key] = running.get(key, 0) + 1
+        most[key] = max(most.get(key, 0), running[key])
+        try:
+            await asyncio.sleep(0.01)
+            return await original(self, command, what=what)
+        finally:
+            running[key] -= 1
+
+    monkeypatch.setattr(FakeSession, "execute", slow)
+    heavy, other = FakePool(), FakePool()
+    boxes = [SearchMailbox(f"M{n}", f"box{n}", 7) for n in range(3)]
+    term = SearchTerm("TEXT", ("x",))
+    await asyncio.gather(
+        search_uids(heavy, boxes, [term]),  # type: ignore[arg-type]
+        search_uids(heavy, boxes, [term]),  # type: ignore[arg-type]
+        search_uids(other, boxes[:1], [term]),  # type: ignore[arg-type]
+    )
+    assert len(heavy.commands) == 6 and most[id(heavy)] == 1
+    assert len(other.commands) == 1
+    assert not other.searches.locked()  # it did not wait for the other account's turn
 
 
 @pytest.mark.parametrize(
