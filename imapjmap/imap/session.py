@@ -662,6 +662,29 @@ class ImapSession:
             ImapUnavailable: timeout, cancellation-free connection loss, BYE (session broken).
         """
         what = what or command.parts[0].split(" ", 1)[0]
+        pending = await self._run(command, what, secret, sasl, noop_after)
+        return self._finish(pending, what)
+
+    async def execute_unparsed(
+        self, command: Command, *, what: str = ""
+    ) -> tuple[Reply, list[tuple[bytes, ...]]]:
+        """Run one command; its untagged responses come back as they were received, for
+        the caller to parse elsewhere (``parse_reply``), and the reply holds the tagged
+        result only.  A bulk FETCH is parsed this way away from the event loop.
+
+        Raises:
+            As :meth:`execute`, except that an unparseable untagged response is the caller's
+            to find: it should then mark the session :attr:`broken`.
+        """
+        what = what or command.parts[0].split(" ", 1)[0]
+        pending = await self._run(command, what, False, None, False)
+        records = [tuple(r) for r in pending.records]
+        pending.records.clear()
+        return self._finish(pending, what), records
+
+    async def _run(
+        self, command: Command, what: str, secret: bool, sasl: bytes | None, noop_after: bool
+    ) -> _Pending:
         if self.broken:
             why = "closed by the server" if self._proto.lost or self._proto.bye else "broken"
             raise ImapUnavailable(f"{what}: connection already {why}")
@@ -696,7 +719,7 @@ class ImapSession:
             raise
         finally:
             self.last_used = time.monotonic()
-        return self._finish(pending, what)
+        return pending
 
     def _finish(self, pending: _Pending, what: str) -> Reply:
         if pending.trailer is not None and pending.trailer_result != "OK":

@@ -34,6 +34,7 @@ Rule 4: a server-specific :class:`ApplyHook` (Gmail mode's labels, :mod:`imapjma
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import logging
@@ -42,6 +43,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from imapjmap.errors import ImapProtocolViolation
 from imapjmap.imap.commands import Command, sequence_set
 from imapjmap.imap.models import FetchRecord
 from imapjmap.imap.session import ImapSession, SelectInfo
@@ -50,6 +52,7 @@ from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync import records
 from imapjmap.sync.mailboxes import MAILBOX_TYPE
+from imapjmap.sync.parsing import NewMessage, Parser, merge, prepare
 
 log = logging.getLogger(__name__)
 
@@ -161,26 +164,7 @@ async def _fetch_new(session: ImapSession, uids: Sequence[int]) -> list[FetchRec
     # a message expunged while the server answered may come as a placeholder FETCH
     # (Dovecot: no X-GUID, size 0) followed by its VANISHED: it is not new, it is gone
     wanted = set(uids) - {uid for v in reply.vanished for uid in v.uids}
-    return [r for r in _merge(reply.fetches) if r.uid in wanted]
-
-
-def _merge(fetches: Sequence[FetchRecord]) -> list[FetchRecord]:
-    """Servers may split one message's items over several FETCH responses: merge them."""
-    by_seq: dict[int, FetchRecord] = {}
-    for record in fetches:
-        old = by_seq.get(record.seq)
-        if old is None:
-            by_seq[record.seq] = record
-            continue
-        merged = {
-            f.name: getattr(record, f.name)
-            if getattr(record, f.name) not in (None, {})
-            else getattr(old, f.name)
-            for f in dataclasses.fields(record)
-        }
-        merged["sections"] = {**old.sections, **record.sections}
-        by_seq[record.seq] = FetchRecord(**merged)
-    return list(by_seq.values())
+    return [r for r in merge(reply.fetches) if r.uid in wanted]
 
 
 class MailboxSync:
@@ -314,6 +298,7 @@ class MailboxSync:
             lambda tx: apply(tx, self.account_id, self.mailbox.id, delta), account=self.account_id
         )
         if rest:
+            Parser(len(rest)).warm_up()
             log.info(
                 "mailbox %s: newest %d of %d messages synced in %.1fs; the rest follows",
                 self.mailbox.imap_name,
@@ -333,7 +318,7 @@ class MailboxSync:
             reply = await session.execute(
                 Command((f"UID FETCH {sequence_set(chunk)} {probe}",)), what="UID FETCH"
             )
-            found.update({r.uid: r for r in _merge(reply.fetches) if r.uid is not None})
+            found.update({r.uid: r for r in merge(reply.fetches) if r.uid is not None})
         ids = {uid: records.email_id_for(r) for uid, r in found.items()}
         known = await self.store.run(
             lambda tx: set(em.existing_ids(tx, self.account_id, list(ids.values()))),
@@ -356,54 +341,71 @@ class MailboxSync:
         """The rest of a first sync, newest first, one transaction per batch; ``changed``
         runs after each batch (the push hub).
 
-        The next batch is fetched (and its records parsed, in a thread) while the current one
-        is written, so the IMAP server, the parsing and the cache work at the same time.
+        Batches are fetched ahead and parsed in worker processes (:mod:`.parsing`) while the
+        current one is written, so the IMAP server, the parsing and the cache work at the
+        same time; the FETCH commands themselves go one after the other.
         """
         await session.select(self.mailbox.imap_name, readonly=True)
         batches = [uids[i : i + BATCH] for i in range(0, len(uids), BATCH)]
         uncounted: set[str] = set()
+        parser = Parser(len(uids))
+        items = list_items(session)
+        one_at_a_time = asyncio.Lock()
 
         async def fetch(batch: Sequence[int]) -> tuple[list[FetchRecord], list[NewMessage]]:
-            records_ = await _fetch_new(session, batch)
-            # parsed off the event loop and outside the write transaction
-            return records_, await asyncio.to_thread(prepare, records_, self.account_id)
-
-        fetching = asyncio.ensure_future(fetch(batches[0])) if batches else None
-        for index in range(len(batches)):
-            assert fetching is not None
-            records_, prepared = await fetching
-            last = index == len(batches) - 1
-            fetching = None if last else asyncio.ensure_future(fetch(batches[index + 1]))
-            delta = Delta(
-                new=records_,
-                counts=last,
-                first=True,
-                uncounted=uncounted,
-                cursor=self.pending_cursor if last else None,
-                hook=self.hook,
-                prepared=prepared,
-            )
+            async with one_at_a_time:
+                _, raw = await session.execute_unparsed(
+                    Command((f"UID FETCH {sequence_set(batch)} {items}",)), what="UID FETCH"
+                )
             try:
+                # only a hook reads the records themselves (sending them back costs)
+                return await parser.parse(raw, batch, self.account_id, self.hook is not None)
+            except ImapProtocolViolation:
+                session.broken = True
+                raise
+
+        # one batch more in flight than parsers: one is always being fetched
+        ahead = collections.deque(
+            asyncio.ensure_future(fetch(b)) for b in batches[: parser.workers + 1]
+        )
+        queued = len(ahead)
+        try:
+            for index in range(len(batches)):
+                records_, prepared = await ahead.popleft()
+                if queued < len(batches):
+                    ahead.append(asyncio.ensure_future(fetch(batches[queued])))
+                    queued += 1
+                last = index == len(batches) - 1
+                delta = Delta(
+                    new=records_,
+                    counts=last,
+                    first=True,
+                    uncounted=uncounted,
+                    cursor=self.pending_cursor if last else None,
+                    hook=self.hook,
+                    prepared=prepared,
+                )
                 await self.store.run(
                     functools.partial(
                         apply, account_id=self.account_id, mailbox_id=self.mailbox.id, delta=delta
                     ),
                     account=self.account_id,
                 )
-            except BaseException:
-                if fetching is not None:
-                    fetching.cancel()
-                raise
-            if changed is not None:
-                await changed()
-            done = (index + 1) * BATCH
-            if (index + 1) % 10 == 0 or last:
-                log.info(
-                    "mailbox %s: %d of %d remaining messages synced",
-                    self.mailbox.imap_name,
-                    min(done, len(uids)),
-                    len(uids),
-                )
+                if changed is not None:
+                    await changed()
+                done = (index + 1) * BATCH
+                if (index + 1) % 10 == 0 or last:
+                    log.info(
+                        "mailbox %s: %d of %d remaining messages synced",
+                        self.mailbox.imap_name,
+                        min(done, len(uids)),
+                        len(uids),
+                    )
+        finally:
+            for task in ahead:
+                task.cancel()
+            # a cancelled FETCH leaves the session broken: the pool replaces it
+            await asyncio.gather(*ahead, return_exceptions=True)
 
     pending_cursor: Cursor | None = None
 
@@ -546,26 +548,6 @@ def _recompute(tx: Tx, account_id: str, email_id: str, seq: _Seq, threads: set[s
     outcome = em.recompute_email(tx, account_id, email_id, value)
     if outcome in ("destroyed", "revived"):
         threads.add(row.thread_id)
-
-
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    """A new message of a FETCH, with the pure part of its Email row already built."""
-
-    uid: int
-    flags: tuple[str, ...]
-    modseq: int | None
-    parsed: records.Parsed
-
-
-def prepare(records_: Sequence[FetchRecord], account_id: str) -> list[NewMessage]:
-    """Parse new messages' FETCH records (pure Python, no cache access): done before the
-    transaction where the caller can, so the write lock is held for the writes only."""
-    return [
-        NewMessage(r.uid, tuple(r.flags or ()), r.modseq, records.parse_record(r, account_id))
-        for r in records_
-        if r.uid is not None
-    ]
 
 
 class _NewEmails:

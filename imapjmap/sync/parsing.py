@@ -1,0 +1,156 @@
+"""Parsing a first sync's FETCH batches in worker processes.
+
+A first sync is CPU-bound in the proxy: per message, lexing and parsing the FETCH response
+and building the Email row cost about twice what writing it to the cache does.  In one
+process all three share the interpreter, so the cores a machine has beyond the first sit
+idle.  The rest of a big first sync (``MailboxSync.fill``) therefore receives each batch's
+untagged responses unparsed and hands them to a pool of worker processes, which return the
+prepared rows; the event loop only reads the socket and the writer only writes.
+
+The pool is started (``spawn``: no copy of the proxy's threads and sockets) the first time
+a fill is big enough to repay its start-up, and kept for later fills.  Where the machine
+has one core, or the pool cannot run, the same function runs in a thread instead: the
+result is the same, only slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from imapjmap.imap.models import FetchRecord
+from imapjmap.imap.parse import parse_reply
+from imapjmap.sync import records
+
+log = logging.getLogger(__name__)
+
+MAX_WORKERS: Final = 4
+# a fill of fewer messages is parsed in a thread: starting the processes costs about as
+# much as parsing a few thousand messages
+POOL_MIN_MESSAGES: Final = 5000
+
+Raw = Sequence[tuple[bytes, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A new message of a FETCH, with the pure part of its Email row already built."""
+
+    uid: int
+    flags: tuple[str, ...]
+    modseq: int | None
+    parsed: records.Parsed
+
+
+Parsed = tuple[list[FetchRecord], list[NewMessage]]
+
+
+def merge(fetches: Sequence[FetchRecord]) -> list[FetchRecord]:
+    """Servers may split one message's items over several FETCH responses: merge them."""
+    by_seq: dict[int, FetchRecord] = {}
+    for record in fetches:
+        old = by_seq.get(record.seq)
+        if old is None:
+            by_seq[record.seq] = record
+            continue
+        merged = {
+            f.name: getattr(record, f.name)
+            if getattr(record, f.name) not in (None, {})
+            else getattr(old, f.name)
+            for f in dataclasses.fields(record)
+        }
+        merged["sections"] = {**old.sections, **record.sections}
+        by_seq[record.seq] = FetchRecord(**merged)
+    return list(by_seq.values())
+
+
+def prepare(records_: Sequence[FetchRecord], account_id: str) -> list[NewMessage]:
+    """Parse new messages' FETCH records (pure Python, no cache access): done before the
+    transaction where the caller can, so the write lock is held for the writes only."""
+    return [
+        NewMessage(r.uid, tuple(r.flags or ()), r.modseq, records.parse_record(r, account_id))
+        for r in records_
+        if r.uid is not None
+    ]
+
+
+def parse_batch(raw: Raw, uids: Sequence[int], account_id: str, keep_records: bool) -> Parsed:
+    """The new messages among ``uids`` in a FETCH reply's untagged responses, prepared.
+
+    What ``sync.emails._fetch_new`` and :func:`prepare` do together, as one picklable call.
+    The records themselves are returned only with ``keep_records`` (a hook wants them):
+    sending them back from a worker costs about as much as parsing them.
+
+    Raises:
+        ImapProtocolViolation: a response that cannot be parsed.
+    """
+    reply = parse_reply(raw, "OK", b"")
+    wanted = set(uids) - {uid for v in reply.vanished for uid in v.uids}
+    records = [r for r in merge(reply.fetches) if r.uid in wanted]
+    return (records if keep_records else []), prepare(records, account_id)
+
+
+def _workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # one core stays with the event loop and the cache writer
+    return min(max((cores or 1) - 1, 0), MAX_WORKERS)
+
+
+class Parser:
+    """Runs :func:`parse_batch` in the shared worker pool, or in a thread without one."""
+
+    _pool: concurrent.futures.ProcessPoolExecutor | None = None
+    _lock = threading.Lock()
+
+    def __init__(self, messages: int) -> None:
+        self.pool = self._shared() if messages >= POOL_MIN_MESSAGES else None
+        self.workers = _workers() if self.pool is not None else 1
+
+    def warm_up(self) -> None:
+        """Start the workers now (they import the parser), while other work goes on."""
+        if self.pool is not None:
+            for _ in range(self.workers):
+                self.pool.submit(parse_batch, (), (), "", False)
+
+    @classmethod
+    def _shared(cls) -> concurrent.futures.ProcessPoolExecutor | None:
+        workers = _workers()
+        if workers < 1:
+            return None
+        with cls._lock:
+            if cls._pool is None:
+                context = multiprocessing.get_context("spawn")
+                cls._pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+            return cls._pool
+
+    @classmethod
+    def _drop(cls, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        with cls._lock:
+            if cls._pool is pool:
+                cls._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    async def parse(
+        self, raw: Raw, uids: Sequence[int], account_id: str, keep_records: bool
+    ) -> Parsed:
+        pool = self.pool
+        if pool is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(
+                    pool, parse_batch, raw, uids, account_id, keep_records
+                )
+            except (concurrent.futures.BrokenExecutor, OSError, RuntimeError) as exc:
+                # a worker killed or the pool shut down: the thread is as good, only slower
+                log.warning("parsing worker pool unusable (%s); parsing in a thread", exc)
+                self.pool = None
+                self._drop(pool)
+        return await asyncio.to_thread(parse_batch, raw, uids, account_id, keep_records)

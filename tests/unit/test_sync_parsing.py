@@ -1,0 +1,119 @@
+"""sync/parsing.py: a first sync's batches parsed in worker processes give exactly what the
+in-process path gives (``_fetch_new`` then ``prepare``), on captured Dovecot replies."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+from collections.abc import Iterator
+
+import pytest
+
+from imapjmap.imap.models import FetchRecord
+from imapjmap.imap.parse import parse_reply
+from imapjmap.sync import parsing
+from tests.unit.test_imap_parse import TRANSCRIPT
+
+A = "Aacct"
+
+# every captured FETCH whose reply parses: the list items, sections with literals (8-bit and
+# binary), MODSEQ and X-GUID, VANISHED (EARLIER), non-extensible BODY, macros without UID
+FETCH_CASES = sorted(
+    name
+    for name, case in TRANSCRIPT.items()
+    if "FETCH" in case.command.upper() and case.status == "OK"
+)
+
+
+def reference(name: str, uids: list[int]) -> parsing.Parsed:
+    """The in-process path: ``sync.emails._fetch_new`` over ``ImapSession.execute``."""
+    case = TRANSCRIPT[name]
+    reply = parse_reply(case.untagged, case.status, case.text)
+    wanted = set(uids) - {uid for v in reply.vanished for uid in v.uids}
+    records = [r for r in parsing.merge(reply.fetches) if r.uid in wanted]
+    return records, parsing.prepare(records, A)
+
+
+def uids_of(name: str) -> list[int]:
+    case = TRANSCRIPT[name]
+    reply = parse_reply(case.untagged, case.status, case.text)
+    return sorted({r.uid for r in reply.fetches if r.uid is not None})
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[concurrent.futures.ProcessPoolExecutor]:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as executor:
+        yield executor
+
+
+def test_the_cases_cover_what_a_first_sync_fetches() -> None:
+    assert len(FETCH_CASES) >= 15
+    records = [r for name in FETCH_CASES for r in reference(name, uids_of(name))[0]]
+    assert any(r.modseq is not None for r in records)
+    assert any(r.x_guid for r in records)
+    assert any(r.envelope and r.bodystructure for r in records)
+    assert any(any(k.startswith("BODY[HEADER.FIELDS") for k in r.sections) for r in records)
+    assert any(u[0].startswith(b"VANISHED") for n in FETCH_CASES for u in TRANSCRIPT[n].untagged)
+
+
+@pytest.mark.parametrize("name", FETCH_CASES)
+def test_parse_batch_equals_the_in_process_path(name: str) -> None:
+    uids = uids_of(name)
+    expected = reference(name, uids)
+    case = TRANSCRIPT[name]
+    assert parsing.parse_batch(case.untagged, uids, A, True) == expected
+    assert parsing.parse_batch(case.untagged, uids, A, False) == ([], expected[1])
+
+
+@pytest.mark.parametrize("name", FETCH_CASES)
+def test_parse_batch_in_a_worker_process_equals_the_in_process_path(
+    name: str, pool: concurrent.futures.ProcessPoolExecutor
+) -> None:
+    uids = uids_of(name)
+    case = TRANSCRIPT[name]
+    got = pool.submit(parsing.parse_batch, case.untagged, uids, A, True).result(timeout=60)
+    assert got == reference(name, uids)
+
+
+def test_a_uid_not_asked_for_or_vanished_is_not_new() -> None:
+    untagged = [
+        (b"1 FETCH (UID 7 FLAGS () X-GUID 0123456789abcdef0123456789abcdef RFC822.SIZE 10)",),
+        (b"2 FETCH (UID 8 FLAGS () X-GUID 00 RFC822.SIZE 0)",),  # placeholder of an expunge
+        (b"3 FETCH (UID 9 FLAGS () X-GUID fedcba9876543210fedcba9876543210 RFC822.SIZE 10)",),
+        (b"VANISHED 8",),
+    ]
+    records, prepared = parsing.parse_batch(untagged, [7, 8], A, True)
+    assert [r.uid for r in records] == [7]
+    assert [m.uid for m in prepared] == [7]
+
+
+def test_a_response_split_in_two_is_one_message() -> None:
+    untagged = [(b"1 FETCH (UID 7 FLAGS (\\Seen))",), (b"1 FETCH (RFC822.SIZE 42 X-GUID abc)",)]
+    records, prepared = parsing.parse_batch(untagged, [7], A, True)
+    assert records == [FetchRecord(seq=1, uid=7, flags=("\\Seen",), size=42, x_guid="abc")]
+    assert prepared[0].parsed.email_id == "Eabc"
+
+
+def test_a_small_fill_is_parsed_in_a_thread() -> None:
+    parser = parsing.Parser(parsing.POOL_MIN_MESSAGES - 1)
+    assert parser.pool is None and parser.workers == 1
+
+
+async def test_a_pool_that_cannot_run_falls_back_to_a_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = "uid-fetch-bulk"
+    uids = uids_of(name)
+    parser = parsing.Parser(0)
+    dead = concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    )
+    dead.shutdown()
+    parser.pool = dead
+    with caplog.at_level(logging.WARNING, logger="imapjmap.sync.parsing"):
+        got = await parser.parse(TRANSCRIPT[name].untagged, uids, A, True)
+    assert got == reference(name, uids)
+    assert parser.pool is None
+    assert "parsing in a thread" in caplog.text
