@@ -57,6 +57,10 @@ JMAP_CLIENTS = 3
 IMAP_CLIENTS = 2
 MAILBOXES = ("INBOX", "Archive", "Trash")
 DELETE_BUDGET = 8  # per kind of client, so that most messages live to the end
+# The soak must have written enough to prove anything: on a loaded machine it runs past
+# SECONDS (up to three times as long) until the JMAP clients have this many confirmed keyword
+# writes, rather than fail or pass on a handful.
+ENOUGH_JMAP_KEYWORD_WRITES = 16
 
 
 @dataclasses.dataclass
@@ -78,10 +82,21 @@ class Log:
         self.writes: list[Write] = []
         self.lock = threading.Lock()
         self.deletes: dict[str, int] = defaultdict(int)
+        self.jmap_keyword_writes = 0
 
     def add(self, write: Write) -> None:
         with self.lock:
             self.writes.append(write)
+            if write.actor.startswith("jmap") and write.kind == "keyword":
+                self.jmap_keyword_writes += write.outcome == "confirmed"
+
+    def running(self, deadline: float) -> bool:
+        now = time.monotonic()
+        if now < deadline:
+            return True
+        overtime = now < deadline + 2 * SECONDS
+        with self.lock:
+            return overtime and self.jmap_keyword_writes < ENOUGH_JMAP_KEYWORD_WRITES
 
     def may_delete(self, kind: str) -> bool:
         with self.lock:
@@ -104,7 +119,7 @@ async def jmap_client(
     rng = random.Random(f"{SEED}-jmap-{n}")
     subjects = sorted(ids)
     keywords = [f"j{n}a", f"j{n}b"]
-    while time.monotonic() < deadline:
+    while book.running(deadline):
         subject = rng.choice(subjects)
         email_id = ids[subject]
         roll = rng.random()
@@ -145,7 +160,7 @@ def imap_client(n: int, user: ImapUser, book: Log, deadline: float) -> None:
     try:
         has_move = advertises(client, "MOVE")
         has_uidplus = advertises(client, "UIDPLUS")
-        while time.monotonic() < deadline:
+        while book.running(deadline):
             mailbox = rng.choice(MAILBOXES)
             assert client.select(f'"{mailbox}"')[0] == "OK"
             typ, data = client.uid("SEARCH", "NOT", "DELETED")
@@ -406,7 +421,9 @@ async def test_concurrent_writers_soak(jmap: Jmap, imap_user: ImapUser) -> None:
         ]
         raise AssertionError("\n".join([*problems[:20], "what happened to them:", *story]))
     jmap_keyword_writes = counts[("jmap", "keyword", "confirmed")]
-    assert jmap_keyword_writes > 15 and checked > 10, summary  # the soak really wrote
+    assert jmap_keyword_writes >= ENOUGH_JMAP_KEYWORD_WRITES and checked > 10, (
+        summary
+    )  # the soak really wrote
 
 
 async def jmap_state_ids(jmap: Jmap) -> dict[str, str]:
