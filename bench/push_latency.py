@@ -1,45 +1,58 @@
-"""Push latency: an APPEND by another IMAP client until the EventSource ``state`` event.
+"""Push latency: a change by another IMAP client until the EventSource ``state`` event.
 
-Run by hand (about a minute)::
+Run by hand (about 5 minutes at 100,000 messages, most of it seeding and the first sync)::
 
-    python3 bench/push_latency.py --samples 100
+    python3 bench/push_latency.py --sizes 2000,100000 --samples 20
 
-It starts a private Dovecot and the proxy (the real aiohttp app on a loopback port), opens
-one EventSource stream (``types=Email``), waits until the account's watcher has NOTIFY set
-up, then ``--samples`` times: APPENDs a message to INBOX through a plain IMAP connection of
-its own (``imaplib``, in a thread, timed from just before the command is sent) and waits for
-the ``state`` event whose Email state is new.  The latency is from the APPEND command until
-that event was read; it spans Dovecot's NOTIFY, the watcher's debounce (50 ms), the refresh
-of the cache (LIST-STATUS + a fetch of the new message), the hub and the HTTP stream.
+It starts a private Dovecot, seeds one user per size with generated mail (``mailgen``, the
+same mail as ``read_path.py``), starts the proxy (the real aiohttp app on a loopback port),
+lets it sync the whole INBOX, opens one EventSource stream (``types=*``) and waits until the
+account's watcher is connected.  Then, ``--samples`` times each, interleaved, another
+client changes INBOX:
 
-Prints the median, p95 and max and the target (p95 <= 1 s).  Exit status 1 on a miss.
+* ``append``: APPEND of a new message (``imaplib``);
+* ``flag``: ``UID STORE +FLAGS (\\Flagged)`` (then ``-FLAGS``) on a message in the middle;
+* ``expunge``: one of the appended messages expunged by ``doveadm expunge`` (a pure
+  expunge: an IMAP client would first set ``\\Deleted``, which is a flag change of its own).
+
+Each latency runs from the upstream's tagged OK (the end of the command; for ``expunge`` the
+end of ``doveadm``) until the ``state`` event whose Email state is new was read: it spans
+Dovecot's NOTIFY, the watcher's debounce, the refresh of the cache, the hub and the HTTP
+stream.  ``--trace`` prints, for each sample, the IMAP commands the proxy sent and their
+durations.
+
+Prints the median, p95 and max per kind and size, the ratio of the medians between the
+largest and the smallest size, and the target (p95 <= 1 s).  Exit status 1 on a miss.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import imaplib
 import json
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from aiohttp.test_utils import TestServer
+from mailgen import seed_inbox
+from read_path import PASSWORD, InProcessProxy, describe_machine, say
 
-from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
 from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.http import views
-from imapjmap.http.app import make_app
+from imapjmap.imap.commands import Command
+from imapjmap.imap.models import Reply
+from imapjmap.imap.session import ImapSession
+from imapjmap.push.watcher import Watcher
 
-USERNAME: Final = "pushbench"
-PASSWORD: Final = "bench-password"
 TARGET_P95: Final = 1.0  # seconds
+EVENT_TIMEOUT: Final = 10.0  # a sample with no event by then counts as this long
+KINDS: Final = ("append", "flag", "expunge")
 
 
 def p95(samples: list[float]) -> float:
@@ -47,15 +60,59 @@ def p95(samples: list[float]) -> float:
     return ordered[max(0, round(0.95 * len(ordered)) - 1)]
 
 
-def message(n: int) -> bytes:
+def message(n: int, username: str) -> bytes:
     return (
-        f"From: Bench <bench@example.org>\r\nTo: {USERNAME}@example.org\r\n"
+        f"From: Bench <bench@example.org>\r\nTo: {username}@example.org\r\n"
         f"Subject: push sample {n}\r\nMessage-ID: <push-{n}-{time.time_ns()}@example.org>\r\n"
         "Date: Mon, 2 Jun 2025 10:00:00 +0000\r\n\r\nbody\r\n"
     ).encode()
 
 
+@dataclass
+class Trace:
+    """Every IMAP command the proxy sends, with its duration (``--trace``)."""
+
+    on: bool = False
+    sent: list[tuple[float, float, str]] = field(default_factory=list)
+
+    def install(self) -> None:
+        original = ImapSession.execute
+        sent = self.sent
+
+        async def execute(
+            session: ImapSession, command: Command, *, what: str = "", **kw: Any
+        ) -> Reply:
+            started = time.perf_counter()
+            try:
+                return await original(session, command, what=what, **kw)
+            finally:
+                sent.append((started, time.perf_counter(), command.parts[0][:90]))
+
+        ImapSession.execute = execute  # type: ignore[method-assign,assignment]
+        changed, rearm = Watcher._changed, Watcher._rearm
+
+        async def on_event(watcher: Watcher) -> None:
+            sent.append((time.perf_counter(), time.perf_counter(), "(watcher: an event)"))
+            await changed(watcher)
+
+        async def on_rearm(watcher: Watcher, session: ImapSession) -> None:
+            sent.append((time.perf_counter(), time.perf_counter(), "(watcher: re-arm)"))
+            await rearm(watcher, session)
+
+        Watcher._changed = on_event  # type: ignore[method-assign,assignment]
+        Watcher._rearm = on_rearm  # type: ignore[method-assign,assignment]
+
+    def show(self, since: float) -> None:
+        for started, ended, text in self.sent:
+            if ended >= since:
+                at, took = (started - since) * 1000, (ended - started) * 1000
+                say(f"      +{at:6.0f} ms {took:6.0f} ms  {text}")
+        self.sent.clear()
+
+
 class Events:
+    """The ``state`` events of one EventSource stream."""
+
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self.resp = resp
 
@@ -76,67 +133,163 @@ class Events:
                     data, name = [], ""
 
 
-async def run(dovecot: DovecotServer, workdir: Path, samples: int) -> list[float]:
-    cfg = Config(
-        imap=ImapConfig(host=dovecot.host, port=dovecot.port, security="none"),
-        server=ServerConfig(listen="127.0.0.1:0", base_url="http://127.0.0.1:8080"),
-        cache=CacheConfig(path=str(workdir / "cache.sqlite3")),
-    )
-    app = make_app(cfg)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    auth = "Basic " + base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
-    oracle = imaplib.IMAP4(dovecot.host, dovecot.port, timeout=30)
-    oracle.login(USERNAME, PASSWORD)
-    latencies: list[float] = []
-    try:
-        async with aiohttp.ClientSession(headers={"Authorization": auth}) as http:
-            url = server.make_url("/jmap/eventsource/?types=Email&closeafter=no&ping=0")
-            resp = await http.get(url, timeout=aiohttp.ClientTimeout(total=None))
-            assert resp.status == 200, await resp.text()
-            events = Events(resp)
-            current = (await events.next_state(10)).popitem()[1]["Email"]
-            push = app[views.SERVICES].push
+@dataclass
+class SizeRun:
+    size: int
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    missed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+
+
+class Bench:
+    def __init__(self, dovecot: DovecotServer, proxy: InProcessProxy, size: int, trace: Trace):
+        self.dovecot = dovecot
+        self.proxy = proxy
+        self.username = proxy.jmap.username
+        self.trace = trace
+        self.run = SizeRun(size)
+        self.oracle = imaplib.IMAP4(dovecot.host, dovecot.port, timeout=60)
+        self.oracle.login(self.username, PASSWORD)
+        self.oracle.select("INBOX")
+        self.appended: list[int] = []
+        self.flagged = False
+        self.state = ""
+        self.events: Events | None = None
+
+    async def _wait_event(self, since: float) -> float:
+        """Seconds from ``since`` until a state event with a new Email state (or the cap)."""
+        assert self.events is not None
+        try:
+            while True:
+                left = EVENT_TIMEOUT - (time.perf_counter() - since)
+                changed = (await self.events.next_state(max(left, 0.001))).popitem()[1]
+                if changed.get("Email", self.state) != self.state:
+                    self.state = changed["Email"]
+                    return time.perf_counter() - since
+        except TimeoutError:
+            return EVENT_TIMEOUT
+
+    async def sample(self, kind: str, n: int) -> None:
+        done = await asyncio.to_thread(getattr(self, "_" + kind), n)
+        latency = await self._wait_event(done)
+        if latency >= EVENT_TIMEOUT:
+            self.run.missed[kind] += 1
+            # the late event may still come: take it before the next sample starts
+            await self._wait_event(time.perf_counter())
+        self.run.latencies[kind].append(latency)
+        if self.trace.on:
+            say(f"    {kind} #{n}: {latency * 1000:.0f} ms")
+            self.trace.show(done - 0.2)
+
+    def _append(self, n: int) -> float:
+        typ, data = self.oracle.append("INBOX", None, None, message(n, self.username))
+        done = time.perf_counter()
+        assert typ == "OK", data
+        code = data[0].decode() if data and data[0] else ""
+        if "APPENDUID" in code:  # [APPENDUID validity uid]
+            self.appended.append(int(code.split("]")[0].split()[-1]))
+        return done
+
+    def _flag(self, n: int) -> float:
+        sign = "-" if self.flagged else "+"
+        uid = str(self.run.size // 2)
+        typ, data = self.oracle.uid("STORE", uid, sign + "FLAGS", "(\\Flagged)")
+        done = time.perf_counter()
+        assert typ == "OK", data
+        self.flagged = not self.flagged
+        return done
+
+    def _expunge(self, n: int) -> float:
+        uid = self.appended.pop(0)
+        self.dovecot.doveadm("expunge", "-u", self.username, "mailbox", "INBOX", "uid", str(uid))
+        return time.perf_counter()
+
+    async def measure(self, samples: int) -> SizeRun:
+        jmap = self.proxy.jmap
+        resp = await jmap.open_event_source()
+        try:
+            self.events = Events(resp)
+            self.state = (await self.events.next_state(30)).popitem()[1]["Email"]
+            push = self.proxy.server.app[views.SERVICES].push
             while not any(w.mode == "notify" for w in push.watchers.values()):
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.5)  # the watcher's first refresh
+            await asyncio.sleep(1.0)  # the watcher's first refresh and its event
+            with_trace, self.trace.on = self.trace.on, False
+            await self.sample("append", -1)  # warm-up, not counted
+            self.run.latencies["append"].clear()
+            self.trace.on = with_trace
             for n in range(samples):
-                started = time.perf_counter()
-                typ, _ = await asyncio.to_thread(oracle.append, "INBOX", None, None, message(n))
-                assert typ == "OK"
-                while True:
-                    changed = (await events.next_state(10)).popitem()[1]
-                    if changed.get("Email", current) != current:
-                        current = changed["Email"]
-                        break
-                latencies.append(time.perf_counter() - started)
-                if (n + 1) % 20 == 0:
-                    print(f"  {n + 1} samples, median so far {statistics.median(latencies):.3f}s")
+                for kind in KINDS:
+                    await self.sample(kind, n)
+            return self.run
+        finally:
             resp.close()
+            self.oracle.logout()
+
+
+async def measure_size(
+    dovecot: DovecotServer, workdir: Path, size: int, samples: int, trace: Trace
+) -> SizeRun:
+    username = f"u{size}"
+    dovecot.add_user(username, PASSWORD)
+    stats = await asyncio.to_thread(seed_inbox, dovecot, username, size)
+    say(f"{size:,} messages seeded in {stats.seconds:.0f}s")
+    proxy = await InProcessProxy.start(dovecot, username, workdir / f"cache-{size}.sqlite3")
+    try:
+        started = time.perf_counter()
+        await proxy.jmap.session()
+        await proxy.jmap.find_inbox()
+        await proxy.wait_filled()
+        say(f"  first sync {time.perf_counter() - started:.1f}s; measuring")
+        return await Bench(dovecot, proxy, size, trace).measure(samples)
     finally:
-        oracle.logout()
-        await server.close()
-    return latencies
+        await proxy.close()
+
+
+def report(runs: list[SizeRun]) -> bool:
+    ok = True
+    say("")
+    say("change -> EventSource state event, from the upstream's tagged OK")
+    say(f"{'kind':8} {'size':>8} {'n':>3} {'median':>9} {'p95':>9} {'max':>9} {'missed':>6}")
+    for kind in KINDS:
+        for run in runs:
+            got = run.latencies[kind]
+            if not got:
+                continue
+            median, high = statistics.median(got), p95(got)
+            ok = ok and high <= TARGET_P95
+            say(
+                f"{kind:8} {run.size:>8,} {len(got):>3} {median * 1000:>6.0f} ms "
+                f"{high * 1000:>6.0f} ms {max(got) * 1000:>6.0f} ms {run.missed[kind]:>6}"
+            )
+        if len(runs) > 1 and runs[0].latencies[kind] and runs[-1].latencies[kind]:
+            ratio = statistics.median(runs[-1].latencies[kind]) / statistics.median(
+                runs[0].latencies[kind]
+            )
+            say(f"{kind:8} median {runs[-1].size:,} / {runs[0].size:,}: {ratio:.2f}x")
+    say(f"target p95 <= {TARGET_P95 * 1000:.0f} ms at every size: {'pass' if ok else 'MISS'}")
+    return ok
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=100)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="2000,100000")
+    parser.add_argument("--samples", type=int, default=20, help="per kind and size")
+    parser.add_argument("--trace", action="store_true", help="the proxy's IMAP commands")
     args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
     ensure_dovecot_installed()
+    say(describe_machine())
+    trace = Trace(on=args.trace)
+    trace.install()
     workdir = Path(tempfile.mkdtemp(prefix="imapjmap-pushbench-"))
     dovecot = DovecotServer.start(workdir / "dovecot")
     try:
-        dovecot.add_user(USERNAME, PASSWORD)
-        latencies = asyncio.run(run(dovecot, workdir, args.samples))
+        runs = [
+            asyncio.run(measure_size(dovecot, workdir, size, args.samples, trace)) for size in sizes
+        ]
     finally:
         dovecot.stop()
-    median, high, worst = statistics.median(latencies), p95(latencies), max(latencies)
-    verdict = "pass" if high <= TARGET_P95 else "MISS"
-    print(f"APPEND -> EventSource state event, {len(latencies)} samples")
-    print(f"  median {median * 1000:.0f} ms   p95 {high * 1000:.0f} ms   max {worst * 1000:.0f} ms")
-    print(f"  target p95 <= {TARGET_P95 * 1000:.0f} ms: {verdict}")
-    return 0 if verdict == "pass" else 1
+    return 0 if report(runs) else 1
 
 
 if __name__ == "__main__":
