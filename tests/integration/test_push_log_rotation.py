@@ -1,0 +1,141 @@
+"""Push when Dovecot rotates a mailbox's index log (CORE-PUSH-01).
+
+Dovecot's NOTIFY watches INBOX's ``dovecot.index.log`` by inode; a rotated log leaves the
+watch on the old file, and NOTIFY then reports INBOX only every 30 s.  A mailbox of
+100,000 messages rotates at the first change after its first sync.  Here Dovecot rotates
+at every write, so every change after the first is one that a dead watch would miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
+from imapjmap.http import views
+from imapjmap.http.app import make_app
+from tests.conftest import ImapUser, dovecot_root
+from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.pushkit import (
+    EventReader,
+    external_append,
+    open_events,
+    push_service,
+    wait_for,
+    wait_watching,
+)
+
+pytestmark = pytest.mark.dovecot
+
+ROTATE_AT_EVERY_WRITE = (
+    "mail_index_log_rotate_min_size = 0\n"
+    "mail_index_log_rotate_max_size = 1\n"
+    "mail_index_log_rotate_min_age = 0\n"
+)
+STATUS_INTERVAL = 0.5
+DEADLINE = STATUS_INTERVAL + 2.0  # NOTIFY's own delay is 0.5 s; its 30 s fallback is far
+
+
+@pytest.fixture(scope="module")
+def rotating_dovecot() -> Iterator[DovecotServer]:
+    ensure_dovecot_installed()
+    with dovecot_root("dovecot-rotating") as root:
+        server = DovecotServer.start(root, extra_conf=ROTATE_AT_EVERY_WRITE)
+        yield server
+        server.stop()
+
+
+async def _email_changed(events: EventReader, account_id: str, started: float) -> float:
+    """Seconds from ``started`` until a state event with a new Email state."""
+    loop = asyncio.get_running_loop()
+    while True:
+        left = started + DEADLINE - loop.time()
+        try:
+            event = await events.next(timeout=max(left, 0.01))
+        except TimeoutError:
+            raise AssertionError(f"no Email state event within {DEADLINE} s") from None
+        if "Email" in event.data["changed"][account_id]:
+            return loop.time() - started
+
+
+async def test_push_outlives_index_log_rotation_core_push_01(
+    rotating_dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    username, password = f"rotating-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    rotating_dovecot.add_user(username, password)
+    user = ImapUser(username, password, rotating_dovecot.host, rotating_dovecot.port)
+    cfg = proxy_config(user, tmp_path)
+    cfg = dataclasses.replace(
+        cfg, push=dataclasses.replace(cfg.push, status_interval=STATUS_INTERVAL)
+    )
+    oracle = user.connect()
+    try:
+        async with TestClient(TestServer(make_app(cfg))) as http:
+            client = Jmap(http, username, password)
+            await client.session()
+            events = await open_events(client)
+            await events.next()  # the current states
+            await wait_watching(client)
+            loop = asyncio.get_running_loop()
+            for n in range(3):
+                started = loop.time()
+                await external_append(oracle, f"after rotation {n}")
+                await _email_changed(events, client.account_id, started)
+            assert oracle.select("INBOX")[0] == "OK"
+            for sign in ("+FLAGS", "-FLAGS"):
+                started = loop.time()
+                typ, _ = await asyncio.to_thread(oracle.uid, "STORE", "2", sign, "(\\Flagged)")
+                assert typ == "OK"
+                await _email_changed(events, client.account_id, started)
+            got = await client.ok("Email/get", {"properties": ["keywords"]})
+            assert len(got["list"]) == 3
+            assert not any("$flagged" in e["keywords"] for e in got["list"])
+            watcher = push_service(client).watchers[client.account_id]
+            assert watcher.mode == "notify" and watcher.rearms >= 1
+            events.resp.close()
+    finally:
+        oracle.logout()
+    # the condition under test did happen: INBOX's log was rotated
+    assert (rotating_dovecot.maildir(username) / "dovecot.index.log.2").exists()
+
+
+async def test_notify_set_again_keeps_reporting_core_push_01(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """After each re-arm NOTIFY itself still reports a change: no refresh of the next
+    re-arm needed (``sync.events`` counts what NOTIFY reported).  A bare ``NOTIFY SET``
+    over a live one leaves Dovecot 2.3 with no watch every other time."""
+    username, password = f"rearm-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    dovecot.add_user(username, password)
+    user = ImapUser(username, password, dovecot.host, dovecot.port)
+    cfg = proxy_config(user, tmp_path)
+    cfg = dataclasses.replace(cfg, push=dataclasses.replace(cfg.push, status_interval=1.5))
+    oracle = user.connect()
+    try:
+        async with TestClient(TestServer(make_app(cfg))) as http:
+            client = Jmap(http, username, password)
+            await client.session()
+            events = await open_events(client)
+            await events.next()  # the current states
+            await wait_watching(client)
+            watcher = push_service(client).watchers[client.account_id]
+            sync = http.server.app[views.SERVICES].sync_for(client.account_id)
+            loop = asyncio.get_running_loop()
+            for n in range(4):
+                rearms = watcher.rearms
+                await wait_for(lambda r=rearms: watcher.rearms > r, what="a re-arm")
+                await asyncio.sleep(0.1)  # its refresh
+                heard = sync.events
+                started = loop.time()
+                await external_append(oracle, f"after re-arm {n}")
+                await _email_changed(events, client.account_id, started)
+                assert sync.events > heard, f"NOTIFY was silent after re-arm {n + 1}"
+            events.resp.close()
+    finally:
+        oracle.logout()
