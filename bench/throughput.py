@@ -1,0 +1,471 @@
+"""Throughput: many clients opening their inbox at once, the proxy beside Cyrus's own JMAP.
+
+Run by hand (about 3-5 minutes on a 2-core machine, a third of it seeding)::
+
+    python3 bench/throughput.py
+    python3 bench/throughput.py --clients 1,4,20,50 --seconds 8 --messages 500
+
+It starts a private Dovecot and a private Cyrus 3.6 with its JMAP module (``httpd`` with
+``httpmodules: jmap``), seeds ``--accounts`` users on both with the same generated mail
+(``mailgen``: Maildir files for Dovecot, one MULTIAPPEND per batch for Cyrus), starts
+``imapjmap serve`` as its own process with the default configuration
+(``max_concurrent_requests`` 8, a request over it waits up to
+``concurrent_request_wait_seconds``), syncs every account, then for each number of clients
+and each layout:
+
+- **one account**: every client uses the same account;
+- **N accounts**: client *i* uses account *i* mod ``--accounts``,
+
+each client sends the open-inbox request (``Email/query`` of INBOX newest first, limit 50,
+and ``Email/get`` of those 50 with the list properties, one JMAP request) in a closed loop
+for ``--seconds`` seconds, after a second of warm-up, to the proxy and then to Cyrus.  It
+prints requests/s, p50 and p95 of the answered requests, the refused ones (HTTP 4xx/5xx,
+e.g. the ``limit`` request error) and the ratio of requests/s proxy / Cyrus, measured side
+by side.  The clients share this process (one aiohttp session per server, keep-alive), so
+they load the machine the same for both servers.
+
+Cyrus's JMAP ships in Debian's ``cyrus-caldav`` package (``httpd``), which the tests'
+Cyrus does not unpack; it is downloaded and unpacked beside it (``apt-get download``, no
+install) and needs the ``libshp2`` library (apt-installed when missing, as root).
+``--no-cyrus`` measures the proxy alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urljoin
+
+import aiohttp
+import read_path
+from mailgen import Generator, Message, seed_inbox
+
+from imapjmap.demo.cyrus import CyrusError, CyrusServer, cyrus_prefix
+from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
+
+CORE: Final = read_path.CORE
+MAIL: Final = read_path.MAIL
+PASSWORD: Final = read_path.PASSWORD
+LIST_PROPERTIES: Final = read_path.LIST_PROPERTIES
+APPEND_BATCH: Final = 100  # messages in one Cyrus MULTIAPPEND
+WARM_UP: Final = 1.0  # seconds of requests not counted at the start of each cell
+# targets (issue "Performance at scale"; README "Performance")
+P95_MS_AT_20: Final = 100.0
+RATIO_TO_CYRUS: Final = 2.0
+
+say = read_path.say
+p95 = read_path.p95
+
+
+# -- Cyrus with its JMAP module ----------------------------------------------------------------
+
+
+def cyrus_httpd() -> Path:
+    """Cyrus's ``httpd`` (Debian ``cyrus-caldav``), unpacked beside the tests' Cyrus."""
+    prefix = cyrus_prefix().parent / "cyrus-httpd"
+    binary = prefix / "usr" / "lib" / "cyrus" / "bin" / "httpd"
+    if binary.exists():
+        return binary
+    prefix.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="imapjmap-cyrus-httpd-") as tmp:
+        args = ["apt-get", "download", "-q"]
+        if os.geteuid() == 0:  # apt's sandbox user cannot write into root's temporary dir
+            args += ["-o", "APT::Sandbox::User=root"]
+        subprocess.run([*args, "cyrus-caldav"], cwd=tmp, check=True, capture_output=True)
+        for deb in Path(tmp).glob("cyrus-caldav_*.deb"):
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(prefix)], check=True)
+    if not binary.exists():
+        raise CyrusError("cyrus-caldav holds no usr/lib/cyrus/bin/httpd")
+    return binary
+
+
+@dataclass(eq=False)
+class CyrusJmap(CyrusServer):
+    """The tests' Cyrus, plus ``httpd`` serving JMAP on ``http_port``."""
+
+    http_port: int = 0
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        if not self.http_port:
+            self.http_port = read_path._free_port()
+        httpd = cyrus_httpd()
+        with self.config_path.open("a") as conf:
+            conf.write("httpmodules: jmap\nhttpallowcompress: no\n")
+        services = self.services_path.read_text().replace(
+            "SERVICES {\n",
+            "SERVICES {\n"
+            f'  http cmd="{httpd} -C {self.config_path}" '
+            f'listen="127.0.0.1:{self.http_port}" prefork=0 maxchild=200\n',
+        )
+        self.services_path.write_text(services)
+
+    def wait_http(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.http_port), timeout=1),
+            ):
+                return
+            time.sleep(0.05)
+        raise CyrusError(f"Cyrus httpd does not listen on {self.http_port}")
+
+
+def _imap_date(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime('"%d-%b-%Y %H:%M:%S +0000"')
+
+
+_FLAG_NAMES: Final = {"F": "\\Flagged", "R": "\\Answered", "S": "\\Seen"}
+
+
+def _batches(messages: Iterator[Message], size: int) -> Iterator[list[Message]]:
+    batch: list[Message] = []
+    for message in messages:
+        batch.append(message)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def seed_cyrus(server: CyrusServer, username: str, count: int, seed: int = 1) -> None:
+    """The mail ``mailgen`` writes for Dovecot, APPENDed to the user's Cyrus INBOX (MULTIAPPEND,
+    LITERAL+: one round trip per batch)."""
+    client = read_path.RawImap(server.host, server.port)
+    try:
+        client.command(f'LOGIN "{username}" "{PASSWORD}"')
+        for batch in _batches(iter(Generator(count, seed)), APPEND_BATCH):
+            parts = []
+            for message in batch:
+                flags = " ".join(_FLAG_NAMES[c] for c in message.flags)
+                head = f" ({flags}) {_imap_date(message.internaldate)} {{{len(message.raw)}+}}\r\n"
+                parts.append(head.encode() + message.raw)
+            client._tag += 1
+            tag = b"R%04d" % client._tag
+            client.sock.sendall(tag + b" APPEND INBOX" + b"".join(parts) + b"\r\n")
+            reply = _read_tagged(client, tag)
+            if not reply.startswith(tag + b" OK"):
+                raise CyrusError(f"APPEND for {username}: {reply[:200]!r}")
+    finally:
+        client.close()
+
+
+def _read_tagged(client: read_path.RawImap, tag: bytes) -> bytes:
+    data = bytearray(b"\r\n")
+    while True:
+        found = data.find(b"\r\n" + tag + b" ")
+        if found >= 0:
+            end = data.find(b"\r\n", found + 2)
+            if end >= 0:
+                return bytes(data[found + 2 : end])
+        chunk = client.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("Cyrus closed the connection during APPEND")
+        data += chunk
+
+
+# -- a JMAP client for either server -----------------------------------------------------------
+
+
+@dataclass
+class Account:
+    """One logged-in account of a server: where to POST, its headers and its inbox."""
+
+    api_url: str
+    headers: dict[str, str]
+    account_id: str
+    inbox_id: str
+    body: bytes = b""
+
+    @classmethod
+    async def open(cls, http: aiohttp.ClientSession, session_url: str, user: str) -> Account:
+        jmap = read_path.Jmap(http, "", user)
+        headers = jmap.headers
+        async with http.get(session_url, headers=headers) as resp:
+            if resp.status != 200:
+                raise read_path.JmapError(f"{session_url}: HTTP {resp.status}")
+            session = await resp.json()
+        api_url = urljoin(session_url, session["apiUrl"])
+        account_id = session["primaryAccounts"][MAIL]
+        get = {"accountId": account_id, "ids": None, "properties": ["id", "role"]}
+        payload = {"using": [CORE, MAIL], "methodCalls": [["Mailbox/get", get, "m"]]}
+        async with http.post(api_url, json=payload, headers=headers) as resp:
+            boxes = (await resp.json())["methodResponses"][0][1]["list"]
+        inbox = next(b["id"] for b in boxes if b["role"] == "inbox")
+        account = cls(api_url, headers, account_id, inbox)
+        account.body = account.open_inbox_body()
+        return account
+
+    def open_inbox_body(self) -> bytes:
+        query = {
+            "accountId": self.account_id,
+            "filter": {"inMailbox": self.inbox_id},
+            "sort": [{"property": "receivedAt", "isAscending": False}],
+            "limit": 50,
+        }
+        get = {
+            "accountId": self.account_id,
+            "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+            "properties": list(LIST_PROPERTIES),
+        }
+        calls = [["Email/query", query, "q"], ["Email/get", get, "g"]]
+        return json.dumps({"using": [CORE, MAIL], "methodCalls": calls}).encode()
+
+
+@dataclass
+class Cell:
+    """One measurement: answered requests' latencies, refusals, failures."""
+
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    refused: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def ms(self, pick: Any) -> float:
+        return float(pick(self.latencies)) * 1000 if self.latencies else float("nan")
+
+
+async def client_loop(
+    http: aiohttp.ClientSession, account: Account, cell: Cell, start: float, stop: float
+) -> None:
+    headers = {**account.headers, "Content-Type": "application/json"}
+    while (now := time.perf_counter()) < stop:
+        try:
+            async with http.post(account.api_url, data=account.body, headers=headers) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as error:
+            if now >= start:
+                cell.failed[type(error).__name__] += 1
+            await asyncio.sleep(0.05)
+            continue
+        done = time.perf_counter()
+        if now < start:
+            continue
+        if status != 200:
+            cell.refused[f"HTTP {status}"] += 1
+        elif b'"error"' in body[:200] or body.count(b'"threadId"') != 50:
+            cell.failed["method error or not 50 emails"] += 1
+        else:
+            cell.latencies.append(done - now)
+
+
+async def measure(
+    http: aiohttp.ClientSession, accounts: Sequence[Account], clients: int, seconds: float
+) -> Cell:
+    cell = Cell(seconds)
+    start = time.perf_counter() + WARM_UP
+    stop = start + seconds
+    await asyncio.gather(
+        *(client_loop(http, accounts[n % len(accounts)], cell, start, stop) for n in range(clients))
+    )
+    return cell
+
+
+# -- the proxy, as its own process -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serve(dovecot: DovecotServer, workdir: Path) -> Iterator[tuple[int, int]]:
+    """``imapjmap serve`` with the default limits; yields its port and pid."""
+    port = read_path._free_port()
+    config = workdir / "serve.toml"
+    config.write_text(read_path._serve_config(dovecot, port, workdir / "serve-cache.sqlite3"))
+    log = workdir / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "imapjmap", "serve", "--config", str(config)],
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        asyncio.run(read_path._wait_listening(port, process, log))
+        yield port, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def wait_synced(http: aiohttp.ClientSession, account: Account, count: int) -> None:
+    get = {
+        "accountId": account.account_id,
+        "ids": [account.inbox_id],
+        "properties": ["totalEmails"],
+    }
+    payload = {"using": [CORE, MAIL], "methodCalls": [["Mailbox/get", get, "m"]]}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        async with http.post(account.api_url, json=payload, headers=account.headers) as resp:
+            got = (await resp.json())["methodResponses"][0][1]["list"]
+        if got and got[0]["totalEmails"] >= count:
+            return
+        await asyncio.sleep(0.3)
+    raise RuntimeError(f"account {account.account_id} not synced within 300 s")
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+Layout = tuple[str, int]  # ("1 account" | "20 accounts", accounts used)
+
+
+@dataclass
+class Target:
+    """A server under test: its name, session URL, accounts once opened."""
+
+    name: str
+    session_url: str
+    synced: int = 0  # wait until each INBOX holds this many (the proxy's first sync)
+    accounts: list[Account] = field(default_factory=list)
+
+
+async def run_all(
+    targets: Sequence[Target],
+    users: Sequence[str],
+    args: argparse.Namespace,
+    layouts: Sequence[Layout],
+) -> dict[tuple[str, str, int], Cell]:
+    """Each cell on every server in turn, so that both see the same machine load."""
+    results: dict[tuple[str, str, int], Cell] = {}
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        for target in targets:
+            started = time.perf_counter()
+            target.accounts = [await Account.open(http, target.session_url, u) for u in users]
+            if target.synced:
+                for account in target.accounts:
+                    await wait_synced(http, account, target.synced)
+            for account in target.accounts:  # warm: previews computed, caches filled
+                await measure(http, [account], 1, 0.2)
+            took = time.perf_counter() - started
+            say(f"  {target.name}: {len(users)} accounts ready in {took:.1f} s")
+        for clients in args.clients:
+            for label, used in layouts:
+                for target in targets:
+                    cell = await measure(http, target.accounts[:used], clients, args.seconds)
+                    results[(target.name, label, clients)] = cell
+                    say(
+                        f"  {target.name:<6} {clients:>3} clients, {label:<11}: "
+                        f"{cell.rate:7.1f} req/s, p50 {cell.ms(statistics.median):7.1f} ms, "
+                        f"p95 {cell.ms(p95):7.1f} ms, refused {sum(cell.refused.values())}, "
+                        f"failed {sum(cell.failed.values())}"
+                        + (f" {dict(cell.refused)}" if cell.refused else "")
+                        + (f" {dict(cell.failed)}" if cell.failed else "")
+                    )
+    return results
+
+
+def uptime() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def report(
+    results: dict[tuple[str, str, int], Cell], args: argparse.Namespace, layouts: Sequence[Layout]
+) -> int:
+    say("")
+    say(
+        "clients layout       | proxy req/s   p50   p95 refused | Cyrus req/s   p50   p95"
+        " refused | ratio"
+    )
+    misses = 0
+    for clients in args.clients:
+        for label, _ in layouts:
+            ours = results[("proxy", label, clients)]
+            theirs = results.get(("cyrus", label, clients))
+            line = (
+                f"{clients:>7} {label:<12} | {ours.rate:11.1f} {ours.ms(statistics.median):5.1f}"
+                f" {ours.ms(p95):5.1f} {sum(ours.refused.values()):7d} |"
+            )
+            if theirs is not None:
+                ratio = ours.rate / theirs.rate if theirs.rate else float("inf")
+                line += (
+                    f" {theirs.rate:11.1f} {theirs.ms(statistics.median):5.1f}"
+                    f" {theirs.ms(p95):5.1f} {sum(theirs.refused.values()):7d} | {ratio:5.2f}x"
+                )
+                if clients >= 20 and ratio < RATIO_TO_CYRUS:
+                    misses += 1
+            if ours.refused or ours.failed:
+                misses += 1
+            if clients == 20 and ours.ms(p95) > P95_MS_AT_20:
+                misses += 1
+            say(line)
+    say(
+        f"targets: nothing refused; p95 <= {P95_MS_AT_20:g} ms at 20 clients; requests/s >= "
+        f"{RATIO_TO_CYRUS:g}x Cyrus at 20 and 50 clients: "
+        + ("met" if not misses else f"{misses} MISSED")
+    )
+    say(f"load average (1, 5, 15 min) at the end: {uptime()}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="1,4,20,50", help="(%(default)s)")
+    parser.add_argument("--accounts", type=int, default=20, help="(%(default)s)")
+    parser.add_argument("--messages", type=int, default=500, help="per account (%(default)s)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="per cell (%(default)s)")
+    parser.add_argument("--no-cyrus", action="store_true", help="measure the proxy alone")
+    args = parser.parse_args()
+    args.clients = [int(n) for n in args.clients.split(",")]
+    say(f"throughput benchmark: {read_path.describe_machine()}; load {uptime()}")
+    layouts: list[Layout] = [("1 account", 1), (f"{args.accounts} accounts", args.accounts)]
+    users = [f"user{n:02d}" for n in range(args.accounts)]
+    ensure_dovecot_installed()
+    workdir = Path(tempfile.mkdtemp(prefix="imapjmap-throughput-"))
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        dovecot = DovecotServer.start(workdir / "dovecot")
+        stack.callback(dovecot.stop)
+        cyrus: CyrusJmap | None = None
+        if not args.no_cyrus:
+            cyrus = CyrusJmap.start(workdir / "cyrus")
+            stack.callback(cyrus.stop)
+            cyrus.wait_http()
+        started = time.perf_counter()
+        for user in users:  # the same mail in every account and on both servers
+            dovecot.add_user(user, PASSWORD)
+            seed_inbox(dovecot, user, args.messages, seed=1)
+            if cyrus is not None:
+                cyrus.add_user(user, PASSWORD)
+                seed_cyrus(cyrus, user, args.messages, seed=1)
+        say(
+            f"seeded {args.accounts} x {args.messages:,} messages"
+            f"{' on Dovecot and Cyrus' if cyrus else ''} in {time.perf_counter() - started:.1f} s"
+        )
+        with serve(dovecot, workdir) as (port, _pid):
+            targets = [Target("proxy", f"http://127.0.0.1:{port}/.well-known/jmap", args.messages)]
+            if cyrus is not None:
+                targets.append(Target("cyrus", f"http://127.0.0.1:{cyrus.http_port}/jmap/"))
+            results = asyncio.run(run_all(targets, users, args, layouts))
+    return report(results, args, layouts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
