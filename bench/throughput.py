@@ -238,6 +238,8 @@ class Cell:
     latencies: list[float] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+    requests: int = 0  # every request sent, warm-up included (for the CPU per request)
+    cpu_ms: float = 0.0  # the server process's CPU per request
 
     @property
     def rate(self) -> float:
@@ -262,6 +264,7 @@ async def client_loop(
             await asyncio.sleep(0.05)
             continue
         done = time.perf_counter()
+        cell.requests += 1
         if now < start:
             continue
         if status != 200:
@@ -342,6 +345,7 @@ class Target:
     name: str
     session_url: str
     synced: int = 0  # wait until each INBOX holds this many (the proxy's first sync)
+    pid: int = 0  # a process whose CPU time per request is reported (0: none)
     accounts: list[Account] = field(default_factory=list)
 
 
@@ -369,17 +373,29 @@ async def run_all(
         for clients in args.clients:
             for label, used in layouts:
                 for target in targets:
+                    cpu = process_cpu(target.pid)
                     cell = await measure(http, target.accounts[:used], clients, args.seconds)
+                    if target.pid and cell.latencies:
+                        cell.cpu_ms = (process_cpu(target.pid) - cpu) * 1000 / cell.requests
                     results[(target.name, label, clients)] = cell
                     say(
                         f"  {target.name:<6} {clients:>3} clients, {label:<11}: "
                         f"{cell.rate:7.1f} req/s, p50 {cell.ms(statistics.median):7.1f} ms, "
                         f"p95 {cell.ms(p95):7.1f} ms, refused {sum(cell.refused.values())}, "
                         f"failed {sum(cell.failed.values())}"
+                        + (f", {cell.cpu_ms:.1f} ms CPU each" if cell.cpu_ms else "")
                         + (f" {dict(cell.refused)}" if cell.refused else "")
                         + (f" {dict(cell.failed)}" if cell.failed else "")
                     )
     return results
+
+
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) the process has used, all its threads."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def uptime() -> str:
@@ -459,8 +475,9 @@ def main() -> int:
             f"seeded {args.accounts} x {args.messages:,} messages"
             f"{' on Dovecot and Cyrus' if cyrus else ''} in {time.perf_counter() - started:.1f} s"
         )
-        with serve(dovecot, workdir) as (port, _pid):
-            targets = [Target("proxy", f"http://127.0.0.1:{port}/.well-known/jmap", args.messages)]
+        with serve(dovecot, workdir) as (port, pid):
+            url = f"http://127.0.0.1:{port}/.well-known/jmap"
+            targets = [Target("proxy", url, args.messages, pid)]
             if cyrus is not None:
                 targets.append(Target("cyrus", f"http://127.0.0.1:{cyrus.http_port}/jmap/"))
             results = asyncio.run(run_all(targets, users, args, layouts))
