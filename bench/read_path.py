@@ -65,12 +65,14 @@ from imapjmap.imap.commands import Command
 from imapjmap.imap.models import Reply
 from imapjmap.imap.session import ImapSession
 from imapjmap.methods import REGISTRY
+from imapjmap.sync.records import HEADER_FIELDS
 
 CORE: Final = "urn:ietf:params:jmap:core"
 MAIL: Final = "urn:ietf:params:jmap:mail"
+# what the proxy's first sync fetches from Dovecot (sync.emails.list_items), in its order
 RAW_ITEMS: Final = (
-    "(UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE X-GUID "
-    "BODY.PEEK[HEADER.FIELDS (REFERENCES)])"
+    "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE "
+    f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})] MODSEQ X-GUID)"
 )
 LIST_PROPERTIES: Final = (
     "id", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "from", "subject",

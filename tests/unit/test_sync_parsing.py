@@ -75,6 +75,9 @@ def test_parse_batch_in_a_worker_process_equals_the_in_process_path(
     case = TRANSCRIPT[name]
     got = pool.submit(parsing.parse_batch, case.untagged, uids, A, True).result(timeout=60)
     assert got == reference(name, uids)
+    # what Parser sends back: plain tuples, rebuilt in the proxy's process
+    packed = pool.submit(parsing.parse_batch_packed, case.untagged, uids, A, True)
+    assert parsing.unpack(packed.result(timeout=60)) == reference(name, uids)
 
 
 def test_a_uid_not_asked_for_or_vanished_is_not_new() -> None:
@@ -117,3 +120,18 @@ async def test_a_pool_that_cannot_run_falls_back_to_a_thread(
     assert got == reference(name, uids)
     assert parser.pool is None
     assert "parsing in a thread" in caplog.text
+
+
+async def test_parser_with_a_pool_gives_the_in_process_result() -> None:
+    name = "uid-fetch-bulk"
+    uids = uids_of(name)
+    parser = parsing.Parser(0)
+    parser.pool = concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    )
+    try:
+        got = await parser.parse(TRANSCRIPT[name].untagged, uids, A, False)
+    finally:
+        parser.pool.shutdown()
+    assert got == ([], reference(name, uids)[1])
+    assert got[1] and all(type(m.parsed.row).__name__ == "EmailRow" for m in got[1])
