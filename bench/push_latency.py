@@ -21,6 +21,11 @@ Dovecot's NOTIFY, the watcher's debounce, the refresh of the cache, the hub and 
 stream.  ``--trace`` prints, for each sample, the IMAP commands the proxy sent and their
 durations.
 
+``--backend cyrus`` runs the same against a private Cyrus (IDLE on INBOX and a LIST-STATUS
+comparison every ``push.status_interval``): the mail is seeded by pipelined APPENDs, and the
+``expunge`` is a ``UID MOVE`` out of INBOX (Cyrus has no doveadm; an IMAP client's expunge is
+preceded by ``\\Deleted``, which already hides the message from JMAP).
+
 Prints the median, p95 and max per kind and size, the ratio of the medians between the
 largest and the smallest size, and the target (p95 <= 1 s).  Exit status 1 on a miss.
 """
@@ -31,6 +36,7 @@ import argparse
 import asyncio
 import imaplib
 import json
+import socket
 import statistics
 import sys
 import tempfile
@@ -40,11 +46,15 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from mailgen import seed_inbox
-from read_path import PASSWORD, InProcessProxy, describe_machine, say
+from aiohttp.test_utils import TestServer
+from mailgen import Generator, seed_inbox
+from read_path import PASSWORD, InProcessProxy, Jmap, describe_machine, say
 
+from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
+from imapjmap.demo.cyrus import CyrusServer
 from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.http import views
+from imapjmap.http.app import make_app
 from imapjmap.imap.commands import Command
 from imapjmap.imap.models import Reply
 from imapjmap.imap.session import ImapSession
@@ -53,6 +63,9 @@ from imapjmap.push.watcher import Watcher
 TARGET_P95: Final = 1.0  # seconds
 EVENT_TIMEOUT: Final = 10.0  # a sample with no event by then counts as this long
 KINDS: Final = ("append", "flag", "expunge")
+ELSEWHERE: Final = "Bench-Elsewhere"  # where Cyrus's "expunge" moves a message
+
+Upstream = DovecotServer | CyrusServer
 
 
 def p95(samples: list[float]) -> float:
@@ -141,14 +154,16 @@ class SizeRun:
 
 
 class Bench:
-    def __init__(self, dovecot: DovecotServer, proxy: InProcessProxy, size: int, trace: Trace):
-        self.dovecot = dovecot
+    def __init__(self, upstream: Upstream, proxy: InProcessProxy, size: int, trace: Trace):
+        self.upstream = upstream
         self.proxy = proxy
         self.username = proxy.jmap.username
         self.trace = trace
         self.run = SizeRun(size)
-        self.oracle = imaplib.IMAP4(dovecot.host, dovecot.port, timeout=60)
+        self.oracle = imaplib.IMAP4(upstream.host, upstream.port, timeout=60)
         self.oracle.login(self.username, PASSWORD)
+        if isinstance(upstream, CyrusServer):
+            self.oracle.create(ELSEWHERE)
         self.oracle.select("INBOX")
         self.appended: list[int] = []
         self.flagged = False
@@ -200,7 +215,13 @@ class Bench:
 
     def _expunge(self, n: int) -> float:
         uid = self.appended.pop(0)
-        self.dovecot.doveadm("expunge", "-u", self.username, "mailbox", "INBOX", "uid", str(uid))
+        if isinstance(self.upstream, CyrusServer):
+            typ, data = self.oracle.uid("MOVE", str(uid), ELSEWHERE)
+            assert typ == "OK", data
+        else:
+            self.upstream.doveadm(
+                "expunge", "-u", self.username, "mailbox", "INBOX", "uid", str(uid)
+            )
         return time.perf_counter()
 
     async def measure(self, samples: int) -> SizeRun:
@@ -210,7 +231,7 @@ class Bench:
             self.events = Events(resp)
             self.state = (await self.events.next_state(30)).popitem()[1]["Email"]
             push = self.proxy.server.app[views.SERVICES].push
-            while not any(w.mode == "notify" for w in push.watchers.values()):
+            while not any(w.mode in ("notify", "idle") for w in push.watchers.values()):
                 await asyncio.sleep(0.01)
             await asyncio.sleep(1.0)  # the watcher's first refresh and its event
             with_trace, self.trace.on = self.trace.on, False
@@ -226,21 +247,65 @@ class Bench:
             self.oracle.logout()
 
 
+def seed_over_imap(server: CyrusServer, username: str, count: int) -> None:
+    """The generated mail APPENDed to INBOX, pipelined (LITERAL+), a hundred at a time."""
+    with socket.create_connection((server.host, server.port), timeout=120) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(f'a LOGIN "{username}" "{PASSWORD}"\r\n'.encode())
+        while not reader.readline().startswith(b"a "):
+            pass
+        pending: list[str] = []
+
+        def drain() -> None:
+            while pending:
+                line = reader.readline()
+                if line.startswith(pending[0].encode() + b" "):
+                    if not line.split()[1] == b"OK":
+                        raise RuntimeError(f"APPEND: {line!r}")
+                    pending.pop(0)
+
+        for number, msg in enumerate(Generator(count)):
+            tag = f"s{number}"
+            sock.sendall(f"{tag} APPEND INBOX {{{len(msg.raw)}+}}\r\n".encode() + msg.raw + b"\r\n")
+            pending.append(tag)
+            if len(pending) >= 100:
+                drain()
+        drain()
+
+
+async def start_proxy(upstream: Upstream, username: str, cache: Path) -> InProcessProxy:
+    cfg = Config(
+        imap=ImapConfig(host=upstream.host, port=upstream.port, security="none"),
+        server=ServerConfig(listen="127.0.0.1:0"),
+        cache=CacheConfig(path=str(cache)),
+    )
+    server = TestServer(make_app(cfg), host="127.0.0.1")
+    await server.start_server()
+    http = aiohttp.ClientSession()
+    base = str(server.make_url("")).rstrip("/")
+    return InProcessProxy(server, http, Jmap(http, base, username), cache)
+
+
 async def measure_size(
-    dovecot: DovecotServer, workdir: Path, size: int, samples: int, trace: Trace
+    upstream: Upstream, workdir: Path, size: int, samples: int, trace: Trace
 ) -> SizeRun:
     username = f"u{size}"
-    dovecot.add_user(username, PASSWORD)
-    stats = await asyncio.to_thread(seed_inbox, dovecot, username, size)
-    say(f"{size:,} messages seeded in {stats.seconds:.0f}s")
-    proxy = await InProcessProxy.start(dovecot, username, workdir / f"cache-{size}.sqlite3")
+    upstream.add_user(username, PASSWORD)
+    started = time.perf_counter()
+    if isinstance(upstream, CyrusServer):
+        await asyncio.to_thread(seed_over_imap, upstream, username, size)
+    else:
+        await asyncio.to_thread(seed_inbox, upstream, username, size)
+    say(f"{size:,} messages seeded in {time.perf_counter() - started:.0f}s")
+    proxy = await start_proxy(upstream, username, workdir / f"cache-{size}.sqlite3")
     try:
         started = time.perf_counter()
         await proxy.jmap.session()
         await proxy.jmap.find_inbox()
         await proxy.wait_filled()
         say(f"  first sync {time.perf_counter() - started:.1f}s; measuring")
-        return await Bench(dovecot, proxy, size, trace).measure(samples)
+        return await Bench(upstream, proxy, size, trace).measure(samples)
     finally:
         await proxy.close()
 
@@ -275,20 +340,28 @@ def main() -> int:
     parser.add_argument("--sizes", default="2000,100000")
     parser.add_argument("--samples", type=int, default=20, help="per kind and size")
     parser.add_argument("--trace", action="store_true", help="the proxy's IMAP commands")
+    parser.add_argument("--backend", choices=("dovecot", "cyrus"), default="dovecot")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    ensure_dovecot_installed()
+    if args.backend == "dovecot":
+        ensure_dovecot_installed()
     say(describe_machine())
     trace = Trace(on=args.trace)
     trace.install()
     workdir = Path(tempfile.mkdtemp(prefix="imapjmap-pushbench-"))
-    dovecot = DovecotServer.start(workdir / "dovecot")
+    workdir.chmod(0o755)  # Cyrus's processes run as another user
+    upstream: Upstream = (
+        CyrusServer.start(workdir / "cyrus")
+        if args.backend == "cyrus"
+        else DovecotServer.start(workdir / "dovecot")
+    )
     try:
         runs = [
-            asyncio.run(measure_size(dovecot, workdir, size, args.samples, trace)) for size in sizes
+            asyncio.run(measure_size(upstream, workdir, size, args.samples, trace))
+            for size in sizes
         ]
     finally:
-        dovecot.stop()
+        upstream.stop()
     return 0 if report(runs) else 1
 
 
