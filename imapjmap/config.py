@@ -152,9 +152,10 @@ class LimitsConfig:
     max_size_request: int = 10_000_000
     max_concurrent_requests: int = 8
     # seconds a request over max_concurrent_requests waits for a slot before the limit
-    # error (0: refused at once), and how many of one account's requests may wait
+    # error (0: refused at once), and how many of one account's requests may wait (64:
+    # 50 clients of one account, each with a request in flight, are all served)
     concurrent_request_wait_seconds: float = 5.0
-    max_waiting_requests: int = 32
+    max_waiting_requests: int = 64
     max_calls_in_request: int = 32
     max_objects_in_get: int = 1000
     max_objects_in_set: int = 1000

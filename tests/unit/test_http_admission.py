@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from imapjmap.config import LimitsConfig
 from imapjmap.http.admission import RequestSlots
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 
@@ -180,3 +181,22 @@ async def test_a_slot_handed_over_as_the_wait_ends_is_kept() -> None:
         await late.admitted.wait()
     await late.finish()
     assert slots.running == {}
+
+
+async def test_core_err_04_fifty_clients_of_one_account_all_served_by_default() -> None:
+    """50 clients of one account, each with one request in flight, under the default limits:
+    8 run, the others wait their turn, none is refused (32 waiters refused 10 at once)."""
+    limits = LimitsConfig()
+    slots = RequestSlots(
+        limits.max_concurrent_requests,
+        limits.concurrent_request_wait_seconds,
+        limits.max_waiting_requests,
+    )
+    holders = [Holder(slots, "a") for _ in range(50)]
+    await settle()
+    assert sum(h.admitted.is_set() for h in holders) == limits.max_concurrent_requests
+    assert slots.waiting("a") == 50 - limits.max_concurrent_requests
+    for holder in holders:  # each finishes in turn; the next waiter gets its slot
+        await holder.admitted.wait()
+        await holder.finish()
+    assert not slots.running and not slots.waiting("a")
