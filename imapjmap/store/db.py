@@ -223,7 +223,9 @@ class _Job:
         self.activity = activity
         self.deadline: float | None = None
         self.started = time.monotonic()
-        self.cpu_started = time.thread_time()
+        # arm() reads the worker thread's CPU clock; reading the event loop's here was a
+        # system call per read, spent holding the GIL
+        self.cpu_started = 0.0
         self.next_pause = self.started + _YIELD_EVERY
         self.reason: str | None = None
         self._armed = False
