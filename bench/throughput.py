@@ -10,8 +10,8 @@ It starts a private Dovecot and a private Cyrus 3.6 with its JMAP module (``http
 (``mailgen``: Maildir files for Dovecot, one MULTIAPPEND per batch for Cyrus), starts
 ``imapjmap serve`` as its own process with the default configuration
 (``max_concurrent_requests`` 8, a request over it waits up to
-``concurrent_request_wait_seconds``), syncs every account, then for each number of clients
-and each layout:
+``concurrent_request_wait_seconds``; log level info: a line per request), syncs every
+account, then for each number of clients and each layout:
 
 - **one account**: every client uses the same account;
 - **N accounts**: client *i* uses account *i* mod ``--accounts``,
@@ -20,13 +20,14 @@ each client sends the open-inbox request (``Email/query`` of INBOX newest first,
 and ``Email/get`` of those 50 with the list properties, one JMAP request) in a closed loop
 for ``--seconds`` seconds, after a second of warm-up, to the proxy and then to Cyrus.  It
 prints requests/s, p50 and p95 of the answered requests, the refused ones (HTTP 4xx/5xx,
-e.g. the ``limit`` request error) and the ratio of requests/s proxy / Cyrus, measured side
+e.g. the ``limit`` request error, after which the client waits ``Retry-After`` seconds) and
+the proxy's CPU time per request, and the ratio of requests/s proxy / Cyrus, measured side
 by side.  The clients share this process (one aiohttp session per server, keep-alive), so
 they load the machine the same for both servers.
 
 Cyrus's JMAP ships in Debian's ``cyrus-caldav`` package (``httpd``), which the tests'
 Cyrus does not unpack; it is downloaded and unpacked beside it (``apt-get download``, no
-install) and needs the ``libshp2`` library (apt-installed when missing, as root).
+install); its httpd also links ``libshp2`` (``apt-get install libshp2``).
 ``--no-cyrus`` measures the proxy alone.
 """
 
@@ -93,6 +94,18 @@ def cyrus_httpd() -> Path:
     if not binary.exists():
         raise CyrusError("cyrus-caldav holds no usr/lib/cyrus/bin/httpd")
     return binary
+
+
+def check_httpd_libraries(server: CyrusServer) -> None:
+    """Cyrus's master starts httpd only when a client connects: a missing library would show
+    as a closed connection, so it is looked for first."""
+    env = {**os.environ, "LD_LIBRARY_PATH": server._env()["LD_LIBRARY_PATH"]}
+    out = subprocess.run(
+        ["ldd", str(cyrus_httpd())], env=env, capture_output=True, text=True, check=False
+    ).stdout
+    missing = [line.split()[0] for line in out.splitlines() if "not found" in line]
+    if missing:
+        raise CyrusError(f"Cyrus httpd needs {missing}: apt-get install libshp2 (or --no-cyrus)")
 
 
 @dataclass(eq=False)
@@ -258,6 +271,7 @@ async def client_loop(
             async with http.post(account.api_url, data=account.body, headers=headers) as resp:
                 body = await resp.read()
                 status = resp.status
+                retry_after = resp.headers.get("Retry-After", "")
         except (aiohttp.ClientError, TimeoutError) as error:
             if now >= start:
                 cell.failed[type(error).__name__] += 1
@@ -269,6 +283,8 @@ async def client_loop(
             continue
         if status != 200:
             cell.refused[f"HTTP {status}"] += 1
+            if retry_after.isdigit():  # as a well-behaved client does (RFC 9110 §10.2.3)
+                await asyncio.sleep(min(int(retry_after), max(stop - done, 0)))
         elif b'"error"' in body[:200] or body.count(b'"threadId"') != 50:
             cell.failed["method error or not 50 emails"] += 1
         else:
@@ -295,7 +311,12 @@ def serve(dovecot: DovecotServer, workdir: Path) -> Iterator[tuple[int, int]]:
     """``imapjmap serve`` with the default limits; yields its port and pid."""
     port = read_path._free_port()
     config = workdir / "serve.toml"
-    config.write_text(read_path._serve_config(dovecot, port, workdir / "serve-cache.sqlite3"))
+    config.write_text(
+        read_path._serve_config(dovecot, port, workdir / "serve-cache.sqlite3").replace(
+            'log_level = "warning"',
+            'log_level = "info"',  # the default: a line per request
+        )
+    )
     log = workdir / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -445,7 +466,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="1,4,20,50", help="(%(default)s)")
     parser.add_argument("--accounts", type=int, default=20, help="(%(default)s)")
-    parser.add_argument("--messages", type=int, default=500, help="per account (%(default)s)")
+    parser.add_argument("--messages", type=int, default=300, help="per account (%(default)s)")
     parser.add_argument("--seconds", type=float, default=6.0, help="per cell (%(default)s)")
     parser.add_argument("--no-cyrus", action="store_true", help="measure the proxy alone")
     args = parser.parse_args()
@@ -463,6 +484,7 @@ def main() -> int:
         if not args.no_cyrus:
             cyrus = CyrusJmap.start(workdir / "cyrus")
             stack.callback(cyrus.stop)
+            check_httpd_libraries(cyrus)
             cyrus.wait_http()
         started = time.perf_counter()
         for user in users:  # the same mail in every account and on both servers
