@@ -20,10 +20,13 @@ refused it.  Then the oracle reads what is really in IMAP and checks:
 What no proxy can vouch for is left out of the checks, so that they are sound: a write
 whose interval overlaps a move of the same message done as COPY + EXPUNGE (another client
 on a server without MOVE, or a JMAP move, which the proxy may have to do so), because a
-STORE proven on the old copy between the COPY and the EXPUNGE is lost with that copy.  A
-``UID MOVE`` is atomic, so keyword writes racing an IMAP client's MOVE are checked: they
+STORE proven on the old copy between the COPY and the EXPUNGE is lost with that copy.
+Where the server makes a ``UID MOVE`` one step for other clients too (Cyrus, see
+:func:`move_is_atomic`), keyword writes racing an IMAP client's MOVE are checked: they
 are the race the proxy must win, by resyncing and writing at the message's new place —
 unless two clients moved the message at once, which is no single atomic move any more.
+Dovecot's MOVE is a copy and an expunge inside the server, with the same window as
+COPY + EXPUNGE, so there a write overlapping it is left out too.
 
 ``IMAPJMAP_SOAK_SECONDS`` and ``IMAPJMAP_SOAK_SEED`` change the length and the seed.
 """
@@ -43,8 +46,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from imapjmap.demo.cyrus import CyrusServer
 from imapjmap.store.emails import keywords_from_flags
-from tests.conftest import ImapUser, advertises
+from tests.conftest import ImapServer, ImapUser, advertises
 from tests.integration.conftest import Jmap
 from tests.integration.test_email_set import boxes, message
 
@@ -154,7 +158,24 @@ async def jmap_client(
 # -- the plain IMAP clients --------------------------------------------------------------------
 
 
-def imap_client(n: int, user: ImapUser, book: Log, deadline: float) -> None:
+def move_is_atomic(server: ImapServer) -> bool:
+    """Whether the server's ``UID MOVE`` is one step for other clients' writes too.
+
+    Cyrus keeps the source mailbox locked while it copies and expunges, so another
+    client's STORE or EXPUNGE of the message waits and lands wholly before or after the
+    move.  Dovecot takes no lock across its steps: it reads the message and its flags,
+    commits the copy to the target and only then expunges the source.  A STORE that lands
+    on the source in between is proven there (the UID exists, the untagged FETCH shows the
+    flags), and a resync then still finds the message only there, with them; the copy the
+    move commits afterwards has the flags from before the STORE, and once the source is
+    expunged the STORE is lost.  Likewise a message expunged in between lives on in the
+    copy.  No client can see such a move coming before it commits, so a write overlapping
+    it is one no proxy can vouch for, as with COPY + EXPUNGE.
+    """
+    return isinstance(server, CyrusServer)
+
+
+def imap_client(n: int, user: ImapUser, atomic_move: bool, book: Log, deadline: float) -> None:
     rng = random.Random(f"{SEED}-imap-{n}")
     client = user.connect()
     try:
@@ -179,7 +200,7 @@ def imap_client(n: int, user: ImapUser, book: Log, deadline: float) -> None:
             start = time.monotonic()
             if roll < 0.95:
                 target = rng.choice([m for m in MAILBOXES if m != mailbox])
-                write = Write(f"imap{n}", "move", subject, start, atomic=has_move)
+                write = Write(f"imap{n}", "move", subject, start, atomic=has_move and atomic_move)
                 if has_move:
                     client.uid("MOVE", uid, f'"{target}"')
                 else:
@@ -361,7 +382,9 @@ def agreement(
     return problems
 
 
-async def test_concurrent_writers_soak(jmap: Jmap, imap_user: ImapUser) -> None:
+async def test_concurrent_writers_soak(
+    jmap: Jmap, imap_user: ImapUser, imap_backend: ImapServer
+) -> None:
     """Issue's soak: N JMAP and M IMAP clients on the same messages; every confirmed write
     is in IMAP, no refused one is, and IMAP and JMAP agree (CORE-SET-02)."""
     client = imap_user.connect()
@@ -384,7 +407,9 @@ async def test_concurrent_writers_soak(jmap: Jmap, imap_user: ImapUser) -> None:
     await asyncio.gather(
         *(jmap_client(n, c, found, list(names), book, deadline) for n, c in enumerate(clients)),
         *(
-            asyncio.to_thread(imap_client, n, imap_user, book, deadline)
+            asyncio.to_thread(
+                imap_client, n, imap_user, move_is_atomic(imap_backend), book, deadline
+            )
             for n in range(IMAP_CLIENTS)
         ),
     )
@@ -430,3 +455,28 @@ async def jmap_state_ids(jmap: Jmap) -> dict[str, str]:
     ids = (await jmap.ok("Email/query", {"limit": 1000}))["ids"]
     got = await jmap.ok("Email/get", {"ids": ids, "properties": ["subject"]})
     return {e["subject"]: e["id"] for e in got["list"]}
+
+
+# -- the checker itself ------------------------------------------------------------------------
+
+
+def _race(*, atomic: bool) -> Rules:
+    """A confirmed removal of a keyword that overlaps another client's move of the message,
+    and a final copy that still has the keyword: what a move that copied the flags before
+    the removal and expunged the source after it leaves."""
+    removal = Write("jmap0", "keyword", "s", 1.0, 2.0, keyword="j0a", value=False)
+    move = Write("imap0", "move", "s", 1.5, 2.5, atomic=atomic)
+    rules = Rules([removal, move], {"s": [("Archive", {"j0a"})]})
+    rules.keywords()
+    return rules
+
+
+def test_rules_check_a_keyword_write_racing_a_move_the_server_makes_atomic() -> None:
+    rules = _race(atomic=True)
+    assert rules.checked == 1
+    assert rules.problems and "j0a present" in rules.problems[0], rules.problems
+
+
+def test_rules_leave_out_a_keyword_write_racing_a_move_the_server_does_in_steps() -> None:
+    rules = _race(atomic=False)
+    assert (rules.checked, rules.problems) == (0, [])
