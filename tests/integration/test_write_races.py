@@ -26,7 +26,9 @@ Where the server makes a ``UID MOVE`` one step for other clients too (Cyrus, see
 are the race the proxy must win, by resyncing and writing at the message's new place —
 unless two clients moved the message at once, which is no single atomic move any more.
 Dovecot's MOVE is a copy and an expunge inside the server, with the same window as
-COPY + EXPUNGE, so there a write overlapping it is left out too.
+COPY + EXPUNGE, so there a write overlapping it is left out too — unless such a move
+cannot have changed the outcome: a keyword write that set the keyword as it already was
+is checked all the same (:meth:`Rules._keyword`).
 
 ``IMAPJMAP_SOAK_SECONDS`` and ``IMAPJMAP_SOAK_SEED`` change the length and the seed.
 """
@@ -321,19 +323,28 @@ class Rules:
     def _keyword(
         self, subject: str, keyword: str, chain: list[Write], copies: list[tuple[str, set[str]]]
     ) -> None:
-        """One writer's writes of one keyword, one request at a time: the last confirmed
-        one decides, and no refused one after it may have landed."""
-        confirmed = [i for i, w in enumerate(chain) if w.outcome == "confirmed"]
-        last = confirmed[-1] if confirmed else -1
-        later = chain[last + 1 :]
-        if any(w.outcome == "error" for w in later):
+        """One writer's writes of one keyword, one request at a time, followed in order to
+        what the keyword may be at the end.  A sound confirmed write decides it; a sound
+        refused one must not have landed.  Any other write may or may not have stuck: a
+        move it overlaps may have copied the message with the keyword as it was before
+        (and dropped the copy the write landed on), or carried a write refused as
+        unproven; so its value is added to what may be.  Where that leaves one value, it
+        is checked: a write overlapping such a move that set the keyword as it already
+        was cannot have been undone by it."""
+        may_be = {False}  # the soak's messages start without keywords
+        what = chain[-1]
+        for w in chain:
+            if w.outcome == "confirmed" and not self.unsound(w):
+                may_be = {bool(w.value)}
+            elif w.outcome == "refused" and not self.unsound(w, strict=True):
+                continue
+            else:
+                may_be.add(bool(w.value))
+            if w.outcome == "confirmed":
+                what = w
+        if len(may_be) != 1:
             return
-        if (last >= 0 and self.unsound(chain[last])) or any(
-            self.unsound(w, strict=True) for w in later
-        ):
-            return
-        expected = chain[last].value if last >= 0 else False
-        what = chain[last] if last >= 0 else later[-1]
+        (expected,) = may_be
         self.checked += 1
         for mailbox, flags in copies:
             if (keyword in flags) != expected:
@@ -460,13 +471,15 @@ async def jmap_state_ids(jmap: Jmap) -> dict[str, str]:
 # -- the checker itself ------------------------------------------------------------------------
 
 
-def _race(*, atomic: bool) -> Rules:
+def _race(*, atomic: bool, before: bool = True) -> Rules:
     """A confirmed removal of a keyword that overlaps another client's move of the message,
-    and a final copy that still has the keyword: what a move that copied the flags before
-    the removal and expunged the source after it leaves."""
+    after a confirmed write of ``before``, and a final copy that still has the keyword:
+    what a move that copied the flags before the removal and expunged the source after
+    it leaves."""
+    earlier = Write("jmap0", "keyword", "s", 0.0, 0.5, keyword="j0a", value=before)
     removal = Write("jmap0", "keyword", "s", 1.0, 2.0, keyword="j0a", value=False)
     move = Write("imap0", "move", "s", 1.5, 2.5, atomic=atomic)
-    rules = Rules([removal, move], {"s": [("Archive", {"j0a"})]})
+    rules = Rules([earlier, removal, move], {"s": [("Archive", {"j0a"})]})
     rules.keywords()
     return rules
 
@@ -480,3 +493,11 @@ def test_rules_check_a_keyword_write_racing_a_move_the_server_makes_atomic() -> 
 def test_rules_leave_out_a_keyword_write_racing_a_move_the_server_does_in_steps() -> None:
     rules = _race(atomic=False)
     assert (rules.checked, rules.problems) == (0, [])
+
+
+def test_rules_check_a_write_racing_a_move_in_steps_that_the_move_could_not_undo() -> None:
+    """The keyword was already off when the move copied the message, whichever side of the
+    removal it did so: the copy must not have it."""
+    rules = _race(atomic=False, before=False)
+    assert rules.checked == 1
+    assert rules.problems and "j0a present" in rules.problems[0], rules.problems
