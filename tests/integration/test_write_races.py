@@ -170,9 +170,10 @@ def move_is_atomic(server: ImapServer) -> bool:
     on the source in between is proven there (the UID exists, the untagged FETCH shows the
     flags), and a resync then still finds the message only there, with them; the copy the
     move commits afterwards has the flags from before the STORE, and once the source is
-    expunged the STORE is lost.  Likewise a message expunged in between lives on in the
-    copy.  No client can see such a move coming before it commits, so a write overlapping
-    it is one no proxy can vouch for, as with COPY + EXPUNGE.
+    expunged the STORE is lost.  No client can see such a move coming before it commits,
+    so a keyword write overlapping it is one no proxy can vouch for, as with COPY +
+    EXPUNGE.  (An expunge of the source in between is noticed: the commit of the copy
+    fails and the MOVE answers ``NO [EXPUNGEISSUED]``.)
     """
     return isinstance(server, CyrusServer)
 
