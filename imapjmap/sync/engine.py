@@ -158,20 +158,18 @@ class AccountSync:
                 await self._sync_emails(pool, session, cached)
                 return
 
-            def write(tx: Tx) -> int | None:
+            def write(tx: Tx) -> tuple[int | None, _Cached]:
                 rows = q.live_mailboxes(tx, self.account_id)
                 change = mbx.plan(listed, rows, delimiter=delimiter, account_id=self.account_id)
                 q.set_delimiter(tx, self.account_id, delimiter)
                 seq = mbx.apply(tx, self.account_id, change)
                 emails.drop_dead_mailboxes(tx, self.account_id)
-                return seq
+                return seq, self._snapshot(tx)  # what the email sync starts from
 
-            seq = await self._store.run(write, account=self.account_id)
+            seq, cached = await self._store.run(write, account=self.account_id)
             if seq is not None:
                 log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
-            await self._sync_emails(
-                pool, session, await self._store.read(self._snapshot, account=self.account_id)
-            )
+            await self._sync_emails(pool, session, cached)
 
     def _snapshot(self, tx: Tx) -> _Cached:
         account = q.account(tx, self.account_id)
