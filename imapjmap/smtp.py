@@ -575,6 +575,12 @@ def _remember(cfg: SmtpConfig, offered: dict[str, list[str]] | None) -> None:
     _EHLO[(cfg.host, cfg.port, cfg.security)] = (time.monotonic(), offered)
 
 
+def forget_extensions() -> None:
+    """Forget every server's EHLO keywords, for a process that starts serving anew (another
+    server may now listen where a previous one did)."""
+    _EHLO.clear()
+
+
 async def ehlo_extensions(cfg: SmtpConfig) -> dict[str, list[str]]:
     """The EHLO keywords (visible ones) of the configured server; ``{}`` when unreachable.
 

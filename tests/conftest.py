@@ -43,6 +43,7 @@ from imapjmap.demo.cyrus import CyrusServer
 from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.demo.samplemail import SampleMessage, encode_mutf7, generate, seed_maildir
 from imapjmap.demo.smtp import SmtpSink
+from imapjmap.smtp import forget_extensions
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
@@ -137,6 +138,16 @@ def dovecot_root(kind: str = "dovecot") -> Iterator[Path]:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_smtp_extensions() -> Iterator[None]:
+    """Each test's SMTP server is probed anew: the proxy remembers a server's EHLO keywords
+    by host and port for the life of the process, and a port one test freed can be another
+    test's server with other extensions."""
+    forget_extensions()
+    yield
+    forget_extensions()
 
 
 @pytest.fixture(scope="session")
