@@ -6,15 +6,21 @@ import base64
 import dataclasses
 import io
 import json
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jmapc
 import pytest
+import trustme
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
 from imapjmap.http.app import make_app
+from tests.conftest import SeededUser
 
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
@@ -95,3 +101,39 @@ async def jmap(proxy_http: TestClient[Any, Any], imap_user: Any) -> Jmap:
     client = Jmap(proxy_http, imap_user.username, imap_user.password)
     await client.session()
     return client
+
+
+# -- the proxy over https, for clients that speak nothing else (jmapc) --------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpsProxy:
+    host: str  # "127.0.0.1:port", what jmapc wants
+    ca_file: str
+
+    def client(self, username: str, password: str) -> jmapc.Client:
+        client = jmapc.Client.create_with_password(host=self.host, user=username, password=password)
+        client.requests_session.verify = self.ca_file
+        client.requests_session.trust_env = False  # no proxy from the environment for loopback
+        return client
+
+
+@pytest.fixture
+async def https_proxy(seeded_user: SeededUser, tmp_path: Path) -> AsyncIterator[HttpsProxy]:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = ServerConfig(listen=f"127.0.0.1:{port}", base_url=f"https://127.0.0.1:{port}")
+    cfg = dataclasses.replace(proxy_config(seeded_user, tmp_path), server=server)
+    runner = web.AppRunner(make_app(cfg), access_log=None)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock, ssl_context=tls).start()
+        yield HttpsProxy(f"127.0.0.1:{port}", str(ca_file))
+    finally:
+        await runner.cleanup()

@@ -14,59 +14,18 @@ jmapc is synchronous: it runs in a worker thread while the proxy runs on the tes
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import socket
-import ssl
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import jmapc
-import pytest
-import trustme
-from aiohttp import web
 from jmapc.methods import EmailGet, EmailQuery, MailboxQuery
 
-from imapjmap.config import ServerConfig
-from imapjmap.http.app import make_app
 from tests.conftest import SeededUser
-from tests.integration.conftest import proxy_config
+from tests.integration.conftest import HttpsProxy
 
 
-@dataclasses.dataclass(frozen=True)
-class Https:
-    host: str  # "127.0.0.1:port", as jmapc wants it
-    ca_file: str
-
-
-@pytest.fixture
-async def https(seeded_user: SeededUser, tmp_path: Path) -> AsyncIterator[Https]:
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(tls)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = ServerConfig(listen=f"127.0.0.1:{port}", base_url=f"https://127.0.0.1:{port}")
-    cfg = dataclasses.replace(proxy_config(seeded_user, tmp_path), server=server)
-    runner = web.AppRunner(make_app(cfg), access_log=None)
-    await runner.setup()
-    try:
-        await web.SockSite(runner, sock, ssl_context=tls).start()
-        yield Https(f"127.0.0.1:{port}", str(ca_file))
-    finally:
-        await runner.cleanup()
-
-
-def inbox_sorted(https: Https, user: SeededUser, comparator: jmapc.Comparator) -> list[Any]:
+def inbox_sorted(https: HttpsProxy, user: SeededUser, comparator: jmapc.Comparator) -> list[Any]:
     """The INBOX's Emails (messageId, receivedAt, size) in jmapc's sorted Email/query order."""
-    client = jmapc.Client.create_with_password(
-        host=https.host, user=user.username, password=user.password
-    )
-    client.requests_session.verify = https.ca_file
-    client.requests_session.trust_env = False  # no proxy from the environment for loopback
+    client = https.client(user.username, user.password)
     inbox = client.request(
         MailboxQuery(filter=jmapc.MailboxQueryFilterCondition(role="inbox")),
         raise_errors=True,
@@ -86,15 +45,15 @@ def inbox_sorted(https: Https, user: SeededUser, comparator: jmapc.Comparator) -
     return list(get.response.data)
 
 
-async def test_jmapc_sorted_email_query(https: Https, seeded_user: SeededUser) -> None:
+async def test_jmapc_sorted_email_query(https_proxy: HttpsProxy, seeded_user: SeededUser) -> None:
     """jmapc's sorted queries (its Comparator carries anchorOffset, calculateTotal and
     position) answer in the order asked (CORE-QRY-*, RFC 8621 §4.4.2)."""
     newest_first = jmapc.Comparator(property="receivedAt", is_ascending=False)
     smallest_first = jmapc.Comparator(property="size", is_ascending=True)
     assert set(newest_first.to_dict()) > {"property", "isAscending"}, "jmapc sends more keys"
 
-    by_date = await asyncio.to_thread(inbox_sorted, https, seeded_user, newest_first)
-    by_size = await asyncio.to_thread(inbox_sorted, https, seeded_user, smallest_first)
+    by_date = await asyncio.to_thread(inbox_sorted, https_proxy, seeded_user, newest_first)
+    by_size = await asyncio.to_thread(inbox_sorted, https_proxy, seeded_user, smallest_first)
 
     written = {
         m.message_id.strip("<>"): m.internaldate

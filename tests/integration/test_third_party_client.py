@@ -13,18 +13,11 @@ jmapc is synchronous; it runs in a worker thread while the proxy runs on the tes
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import socket
-import ssl
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import jmapc
 import pytest
 import requests
-import trustme
-from aiohttp import web
 from jmapc.methods import (
     MailboxGet,
     MailboxGetResponse,
@@ -32,48 +25,14 @@ from jmapc.methods import (
     MailboxQueryResponse,
 )
 
-from imapjmap.config import ImapConfig, ServerConfig
-from imapjmap.http.app import make_app
+from imapjmap.config import ImapConfig
 from imapjmap.imap.session import ImapSession
 from tests.conftest import SeededUser
-from tests.integration.conftest import proxy_config
+from tests.integration.conftest import HttpsProxy
 
 pytestmark = pytest.mark.dovecot
 
 SPECIAL_USE_ROLES = {"\\drafts", "\\sent", "\\trash", "\\junk", "\\archive"}
-
-
-@dataclasses.dataclass(frozen=True)
-class HttpsProxy:
-    host: str  # "127.0.0.1:port", what jmapc wants
-    ca_file: str
-
-    def client(self, username: str, password: str) -> jmapc.Client:
-        client = jmapc.Client.create_with_password(host=self.host, user=username, password=password)
-        client.requests_session.verify = self.ca_file
-        client.requests_session.trust_env = False  # no proxy from the environment for loopback
-        return client
-
-
-@pytest.fixture
-async def https_proxy(seeded_user: SeededUser, tmp_path: Path) -> AsyncIterator[HttpsProxy]:
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(tls)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = ServerConfig(listen=f"127.0.0.1:{port}", base_url=f"https://127.0.0.1:{port}")
-    cfg = dataclasses.replace(proxy_config(seeded_user, tmp_path), server=server)
-    runner = web.AppRunner(make_app(cfg), access_log=None)
-    await runner.setup()
-    try:
-        await web.SockSite(runner, sock, ssl_context=tls).start()
-        yield HttpsProxy(f"127.0.0.1:{port}", str(ca_file))
-    finally:
-        await runner.cleanup()
 
 
 async def imap_list(user: SeededUser) -> tuple[dict[str, set[str]], dict[str, str]]:
