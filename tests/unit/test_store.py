@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from imapjmap.errors import CacheCorrupt, ProxyError
+from imapjmap.store import db
 from imapjmap.store import queries as q
 from imapjmap.store.db import CacheUnavailable, Store, TransactionTooLong, Tx, split_statements
 from imapjmap.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
@@ -486,6 +487,39 @@ async def test_a_read_over_its_budget_is_rolled_back_with_a_clear_error(tmp_path
             return q.kv_get(tx, "a", "k")
 
         assert await s.run(long_write, account="a") == "v"
+    finally:
+        await s.aclose()
+
+
+async def test_a_reads_pauses_for_the_others_do_not_spend_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A heavy read paced for the other accounts' sake (Rule 6) is not failed for the time it
+    paused; it still ends at _PACED_WALL_FACTOR times its budget whatever it paused."""
+    monkeypatch.setattr(db, "_LONG_READ_CPU", 0.0)  # paced from the start
+    monkeypatch.setattr(db, "_LONG_READ_PAUSE", 0.02)  # about 90% of the time paused
+    s = await Store.open(str(tmp_path / "p.sqlite3"), readers=1, max_transaction_seconds=0.3)
+
+    def work(seconds: float) -> Callable[[Tx], float]:
+        def fn(tx: Tx) -> float:  # seconds of work between checks; returns the wall time
+            started, worked = time.monotonic(), 0.0
+            while worked < seconds:
+                t = time.monotonic()
+                while time.monotonic() - t < 0.001:
+                    pass
+                worked += time.monotonic() - t
+                tx.check()  # where the read pauses
+            return time.monotonic() - started
+
+        return fn
+
+    try:
+        wall = await s.read(work(0.1), account="a")
+        assert wall > 0.3  # longer than the budget at the wall clock, yet answered
+        t = time.monotonic()
+        with pytest.raises(TransactionTooLong):
+            await s.read(work(10.0), account="a")
+        assert time.monotonic() - t < 0.3 * db._PACED_WALL_FACTOR + 1.0
     finally:
         await s.aclose()
 
