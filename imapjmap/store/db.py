@@ -29,14 +29,15 @@ Rule 5: fair share.  Every transaction names its account (``""``: the process's 
         its own per turn, and cannot hold every reader.  A read that has run ``_LEND_AFTER``
         seconds pauses most of the time (Rule 6), so it lends its reader's share: one of the
         spare reader connections (as many as ``readers``) serves the others meanwhile.
-Rule 6: a read has a time budget (``max_transaction_seconds`` of work from its ``BEGIN``,
+Rule 6: a read has a time budget (``max_transaction_seconds`` of CPU from its ``BEGIN``,
         checked by a progress handler during statements, before each statement, and by
         ``Tx.check``, which a long Python loop inside ``fn`` calls); over it, it is
         interrupted, rolled back and raises :class:`TransactionTooLong`.  ``Tx.check`` also
         pauses a read now and then (longer once it has run for a while), so that the event
-        loop and the other readers get the GIL.  Those pauses do not count against the
-        budget (a heavy read slowed down for the others' sake must not fail for it), up to
-        ``_PACED_WALL_FACTOR`` times the budget at the wall clock.  Writes have no budget: a
+        loop and the other readers get the GIL.  Those pauses, and time lost to a busy
+        machine, do not count against the budget (a heavy read slowed down for the others'
+        sake must not fail for it), up to ``_PACED_WALL_FACTOR`` times the budget at the wall
+        clock.  Writes have no budget: a
         write records what the upstream already did (IMAP first) or one sync batch of
         bounded size; rolling it back would report a change made upstream as failed, or make
         a sync retry the same batch forever.  Opening and migrating have none either.
@@ -119,8 +120,8 @@ _CONTENDED_PAUSE: Final = 0.012
 # One account's long work on the event loop (building a big answer) pauses the same share of
 # the time between its slices while other accounts use the proxy; a pause never exceeds this.
 _MAX_LOOP_PAUSE: Final = 0.1
-# A read's pauses are not part of its budget, but it ends at this many times the budget at
-# the wall clock whatever it paused: a contended read works about 1 part in 7 (above).
+# A read's budget is CPU time, but it ends at this many times the budget at the wall clock
+# whatever it paused or waited: a contended read works about 1 part in 7 (above).
 _PACED_WALL_FACTOR: Final = 8
 # aclose: how long running writes may finish before they are interrupted, and how long to
 # wait for the worker threads after that.
@@ -268,11 +269,24 @@ class _Job:
         """Worker thread, between and during statements: stop requested or budget spent?"""
         if self.reason is not None:
             return True
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if self.deadline is not None and time.monotonic() > self.deadline and self._spent():
             with self._lock:
                 if self.reason is None:
                     self.reason = "budget"
             return True
+        return False
+
+    def _spent(self) -> bool:
+        """Past the deadline at the wall clock: is the budget spent?  Only if the read has used
+        that much CPU (its pauses, and a machine busy with other work, do not count) or has
+        reached the wall limit; otherwise the deadline moves to when it could be.  The CPU
+        clock is read here only, not at every check: it is a system call."""
+        assert self.budget is not None and self.wall_deadline is not None
+        now = time.monotonic()
+        left = self.budget - (time.thread_time() - self.cpu_started)
+        if left <= 0 or now >= self.wall_deadline:
+            return True
+        self.deadline = min(now + left, self.wall_deadline)
         return False
 
     def step_aside(self) -> None:
@@ -281,13 +295,9 @@ class _Job:
         worked for a while (one account's heavy request)."""
         if self.write:
             return
-        now = time.monotonic()
-        if now >= self.next_pause:
+        if time.monotonic() >= self.next_pause:
             time.sleep(self._pause(time.thread_time() - self.cpu_started))
             self.next_pause = time.monotonic() + _YIELD_EVERY
-            if self.deadline is not None and self.wall_deadline is not None:
-                paused = self.next_pause - _YIELD_EVERY - now
-                self.deadline = min(self.deadline + paused, self.wall_deadline)
 
     def _pause(self, cpu_used: float) -> float:
         if cpu_used <= _LONG_READ_CPU:
