@@ -58,10 +58,7 @@ from imapjmap.http import views
 from imapjmap.http.app import make_app
 
 PASSWORD: Final = read_path.PASSWORD
-LIST_PROPERTIES: Final = (
-    "id", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "from", "subject",
-    "hasAttachment", "preview",
-)  # fmt: skip
+LIST_PROPERTIES: Final = read_path.LIST_PROPERTIES
 SORTS: Final = (
     "receivedAt", "sentAt", "size", "from", "to", "subject", "hasKeyword",
     "allInThreadHaveKeyword", "someInThreadHaveKeyword",
@@ -91,22 +88,10 @@ class Jmap(read_path.Jmap):
 
     async def open_inbox(self) -> None:
         """Mailbox/get + Email/query of the newest 50 + Email/get of them, one request."""
-        query = {
-            "accountId": self.account_id,
-            "filter": {"inMailbox": self.inbox_id},
-            "sort": [{"property": "receivedAt", "isAscending": False}],
-            "limit": 50,
-        }
-        get = {
-            "accountId": self.account_id,
-            "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
-            "properties": list(LIST_PROPERTIES),
-        }
         got = await self.responses(
             [
                 ["Mailbox/get", {"accountId": self.account_id}, "m"],
-                ["Email/query", query, "q"],
-                ["Email/get", get, "g"],
+                *read_path.open_inbox_calls(self.account_id, self.inbox_id),
             ]
         )
         for name, args, _ in got:

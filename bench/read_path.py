@@ -204,6 +204,23 @@ class CommandLog:
         return out
 
 
+def open_inbox_calls(account_id: str, inbox_id: str) -> list[list[Any]]:
+    """What a client sends to open its inbox: Email/query of the newest 50 ("q") and
+    Email/get of their list properties ("g")."""
+    query = {
+        "accountId": account_id,
+        "filter": {"inMailbox": inbox_id},
+        "sort": [{"property": "receivedAt", "isAscending": False}],
+        "limit": 50,
+    }
+    get = {
+        "accountId": account_id,
+        "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+        "properties": list(LIST_PROPERTIES),
+    }
+    return [["Email/query", query, "q"], ["Email/get", get, "g"]]
+
+
 class JmapError(RuntimeError):
     pass
 
@@ -280,18 +297,7 @@ class Jmap:
 
     async def open_inbox(self) -> int:
         """Email/query + Email/get of the newest 50 in one request; the Emails returned."""
-        query = {
-            "accountId": self.account_id,
-            "filter": {"inMailbox": self.inbox_id},
-            "sort": [{"property": "receivedAt", "isAscending": False}],
-            "limit": 50,
-        }
-        get = {
-            "accountId": self.account_id,
-            "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
-            "properties": list(LIST_PROPERTIES),
-        }
-        got = await self.request([["Email/query", query, "q"], ["Email/get", get, "g"]])
+        got = await self.request(open_inbox_calls(self.account_id, self.inbox_id))
         return len(got[1][1]["list"])
 
 

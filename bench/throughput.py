@@ -228,18 +228,7 @@ class Account:
         return account
 
     def open_inbox_body(self) -> bytes:
-        query = {
-            "accountId": self.account_id,
-            "filter": {"inMailbox": self.inbox_id},
-            "sort": [{"property": "receivedAt", "isAscending": False}],
-            "limit": 50,
-        }
-        get = {
-            "accountId": self.account_id,
-            "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
-            "properties": list(LIST_PROPERTIES),
-        }
-        calls = [["Email/query", query, "q"], ["Email/get", get, "g"]]
+        calls = read_path.open_inbox_calls(self.account_id, self.inbox_id)
         return json.dumps({"using": [CORE, MAIL], "methodCalls": calls}).encode()
 
 
