@@ -137,7 +137,11 @@ async def _search_upstream(ctx: MethodContext, p: Plan) -> email_search.UidHits:
         for b in boxes
         if (p.scope is None or b.id in p.scope) and b.messages != 0
     ]
-    return await email_search.search_uids(ctx.pool, targets, p.terms)
+
+    async def pace(worked: float) -> None:
+        await ctx.store.pace_upstream(ctx.account_id, worked)
+
+    return await email_search.search_uids(ctx.pool, targets, p.terms, pace=pace)
 
 
 @dataclass(slots=True)

@@ -120,6 +120,10 @@ _CONTENDED_PAUSE: Final = 0.012
 # One account's long work on the event loop (building a big answer) pauses the same share of
 # the time between its slices while other accounts use the proxy; a pause never exceeds this.
 _MAX_LOOP_PAUSE: Final = 0.1
+# Between two parts of one account's work on the IMAP server (the UID ranges of a search that
+# reads every message), the same share of the time while other accounts use the proxy; a
+# pause never exceeds this.
+_MAX_UPSTREAM_PAUSE: Final = 1.0
 # A read's budget is CPU time, but it ends at this many times the budget at the wall clock
 # whatever it paused or waited: a contended read works about 1 part in 7 (above).
 _PACED_WALL_FACTOR: Final = 8
@@ -762,6 +766,16 @@ class Store:
             await asyncio.sleep(min(pause, _MAX_LOOP_PAUSE))
         else:
             await asyncio.sleep(0)
+
+    async def pace_upstream(self, account: str, worked: float) -> None:
+        """Between two parts of ``account``'s work on the IMAP server (``worked``: the wall
+        seconds the last one took there): while another account has used the cache lately,
+        pause as long a share of the time as a contended long read does (Rule 6), at most
+        ``_MAX_UPSTREAM_PAUSE``; else go straight on.  The server's time is not the proxy's
+        to budget, but it is the other accounts' to wait for: their cheap requests need a
+        server core too, and on the proxy's own machine its CPU as well."""
+        if self._activity.others_active(account):
+            await asyncio.sleep(min(worked * _CONTENDED_PAUSE / _YIELD_EVERY, _MAX_UPSTREAM_PAUSE))
 
     async def aclose(self) -> None:
         """Fail the waiting transactions, stop the running ones, close every connection.

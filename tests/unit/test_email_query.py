@@ -19,7 +19,7 @@ from imapjmap.config import Config
 from imapjmap.errors import ImapCommandFailed, ImapCommandTooLong
 from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.standard import FilterOperator
-from imapjmap.methods import email_query
+from imapjmap.methods import email_query, email_search
 from imapjmap.methods.email_filter import (
     SearchTerm,
     address_matches,
@@ -259,6 +259,36 @@ async def test_query_errors(world: World, args: dict[str, Any], error: str) -> N
 )
 def test_search_command(term: SearchTerm, wire: str) -> None:
     assert str(search_command(term)) == wire
+
+
+@pytest.mark.parametrize(
+    ("term", "wire"),
+    [
+        (SearchTerm("TEXT", ("hello",)), 'UID SEARCH UID 1:256 TEXT "hello"'),
+        (SearchTerm("BODY", ("grüße",)), "UID SEARCH CHARSET UTF-8 UID 1:256 BODY {7}"),
+    ],
+)
+def test_a_search_in_a_uid_range_names_the_range_after_the_charset(
+    term: SearchTerm, wire: str
+) -> None:
+    assert str(search_command(term, "1:256")) == wire
+
+
+@pytest.mark.parametrize(
+    ("width", "seconds", "expected"),
+    [
+        (256, email_search._CHUNK_SECONDS, 256),  # on target: the same again
+        (256, email_search._CHUNK_SECONDS * 2, 128),  # twice too long: half as wide
+        (256, email_search._CHUNK_SECONDS / 2, 512),
+        (256, 0.0, 256 * email_search._MAX_GROWTH),  # no measurable time: grow, boundedly
+        (256, email_search._CHUNK_SECONDS / 100, 256 * email_search._MAX_GROWTH),
+        (256, 100.0, email_search._MIN_CHUNK),  # a very slow server: never below the minimum
+    ],
+)
+def test_the_next_uid_range_is_sized_from_the_time_the_last_took(
+    width: int, seconds: float, expected: int
+) -> None:
+    assert email_search.next_width(width, seconds) == expected
 
 
 async def test_body_text_and_header_go_to_imap(world: World) -> None:

@@ -214,3 +214,33 @@ async def test_long_loop_work_pauses_between_slices_while_others_use_the_cache(
         db._MAX_LOOP_PAUSE,
         pytest.approx(contended),
     ]
+
+
+async def test_work_upstream_pauses_between_parts_only_while_others_use_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Store.pace_upstream`` (the UID ranges of a big search): straight on when the
+    account is alone; while another account uses the cache, the share of the time a long
+    read steps aside, never more than ``_MAX_UPSTREAM_PAUSE`` at once."""
+    store = await db.Store.open(":memory:")
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    try:
+        await store.read(lambda tx: 1, account="alice")  # its own use does not count
+        monkeypatch.setattr(db.asyncio, "sleep", sleep)
+        await store.pace_upstream("alice", 0.05)
+        monkeypatch.undo()
+        await store.read(lambda tx: 1, account="bob")
+        monkeypatch.setattr(db.asyncio, "sleep", sleep)
+        await store.pace_upstream("alice", 0.05)
+        await store.pace_upstream("alice", 10.0)
+        monkeypatch.undo()
+    finally:
+        await store.aclose()
+    assert pauses == [
+        pytest.approx(0.05 * db._CONTENDED_PAUSE / db._YIELD_EVERY),
+        db._MAX_UPSTREAM_PAUSE,
+    ]

@@ -1,0 +1,135 @@
+"""A big mailbox's ``UID SEARCH`` split in UID ranges (``email_search`` Rule 5) finds what one
+search finds, against each real server, also when messages arrive and go between two ranges.
+
+The plain ``UID SEARCH`` of a second IMAP connection is the oracle.  The ranges are made
+narrow (a few UIDs) so that a small mailbox is split as a big one would be; the race is
+driven from the pause between two ranges, where the proxy lets other work run.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+from typing import Any
+
+import pytest
+
+from imapjmap.config import ImapConfig
+from imapjmap.imap.pool import ImapPool
+from imapjmap.imap.session import ImapSession
+from imapjmap.methods import email_search
+from imapjmap.methods.email_filter import SearchTerm
+from imapjmap.methods.email_search import SearchMailbox, search_uids
+
+WORD = "quokka"
+TERM = SearchTerm("BODY", (WORD,))
+
+
+def _append(oracle: imaplib.IMAP4, n: int, *, match: bool) -> int:
+    body = f"message {n} {'about a ' + WORD if match else 'about nothing'}"
+    raw = f"Subject: m{n}\r\nFrom: a@example.org\r\n\r\n{body}\r\n".encode()
+    typ, data = oracle.append("INBOX", None, None, raw)
+    assert typ == "OK", data
+    found = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
+    if found:
+        return int(found.group(1))
+    oracle.select("INBOX")
+    typ, data = oracle.uid("SEARCH", "ALL")
+    return max(int(u) for u in data[0].split())
+
+
+def _oracle_hits(oracle: imaplib.IMAP4) -> set[int]:
+    oracle.select("INBOX")
+    typ, data = oracle.uid("SEARCH", f"BODY {WORD}")
+    assert typ == "OK", data
+    return {int(u) for u in data[0].split()}
+
+
+def _expunge(oracle: imaplib.IMAP4, uid: int) -> None:
+    oracle.select("INBOX")
+    oracle.uid("STORE", str(uid), "+FLAGS.SILENT", "(\\Deleted)")
+    oracle.expunge()  # this test user's own mailbox: nothing else is marked deleted
+
+
+@pytest.fixture
+def narrow_ranges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Ranges 4 UIDs wide from the first; returns the UID sets searched, in order."""
+    monkeypatch.setattr(email_search, "_FIRST_CHUNK", 4)
+    monkeypatch.setattr(email_search, "next_width", lambda width, seconds: 4)
+    searched: list[str] = []
+    original = ImapSession.execute
+
+    async def execute(self: ImapSession, command: Any, **kwargs: Any) -> Any:
+        found = re.match(r"UID SEARCH (?:CHARSET UTF-8 )?UID (\S+) ", str(command))
+        if found:
+            searched.append(found.group(1))
+        return await original(self, command, **kwargs)
+
+    monkeypatch.setattr(ImapSession, "execute", execute)
+    return searched
+
+
+async def test_a_search_split_in_uid_ranges_finds_what_one_search_finds(
+    imap_user: Any, imap_oracle: imaplib.IMAP4, narrow_ranges: list[str]
+) -> None:
+    """EML-QRY (``body`` condition): every UID in exactly one range, gaps left by expunged
+    messages included, the last range open; the hits are the oracle's."""
+    uids = [_append(imap_oracle, n, match=n % 3 == 0) for n in range(30)]
+    for uid in uids[5:9]:  # a gap wider than a range
+        _expunge(imap_oracle, uid)
+    cfg = ImapConfig(host=imap_user.host, port=imap_user.port, security="none", pool_size=1)
+    pool = ImapPool(cfg, imap_user.username, imap_user.password)
+    paused: list[float] = []
+
+    async def pace(seconds: float) -> None:
+        paused.append(seconds)
+
+    try:
+        hits = await search_uids(pool, [SearchMailbox("m", "INBOX", None)], [TERM], pace=pace)
+    finally:
+        await pool.aclose()
+    expected = _oracle_hits(imap_oracle)
+    assert expected and hits == {TERM: {"m": expected}}
+    assert narrow_ranges == [f"{n}:{n + 3}" for n in range(1, 29, 4)] + ["29:*"]
+    assert len(paused) == len(narrow_ranges) - 1  # between two ranges, not after the last
+
+
+async def test_messages_arriving_and_leaving_between_two_ranges(
+    imap_user: Any, imap_oracle: imaplib.IMAP4, narrow_ranges: list[str]
+) -> None:
+    """Between the first and second range another client appends a matching message and
+    expunges a matching one not searched yet: the new one is found (in the open last
+    range), the gone one is not, and no hit is lost or counted twice."""
+    uids = [_append(imap_oracle, n, match=True) for n in range(12)]
+    cfg = ImapConfig(host=imap_user.host, port=imap_user.port, security="none", pool_size=1)
+    pool = ImapPool(cfg, imap_user.username, imap_user.password)
+    arrived: list[int] = []
+
+    async def pace(seconds: float) -> None:
+        if not arrived:
+            arrived.append(_append(imap_oracle, 99, match=True))
+            _expunge(imap_oracle, uids[9])
+
+    try:
+        hits = await search_uids(pool, [SearchMailbox("m", "INBOX", None)], [TERM], pace=pace)
+    finally:
+        await pool.aclose()
+    assert arrived and arrived[0] > uids[-1]
+    expected = _oracle_hits(imap_oracle)
+    assert arrived[0] in expected and uids[9] not in expected
+    assert hits == {TERM: {"m": expected}}
+    assert narrow_ranges[0] == "1:4" and narrow_ranges[-1].endswith(":*")
+
+
+async def test_a_small_mailbox_is_searched_in_one_command(
+    imap_user: Any, imap_oracle: imaplib.IMAP4, narrow_ranges: list[str]
+) -> None:
+    uids = [_append(imap_oracle, n, match=n == 1) for n in range(3)]
+    cfg = ImapConfig(host=imap_user.host, port=imap_user.port, security="none", pool_size=1)
+    pool = ImapPool(cfg, imap_user.username, imap_user.password)
+    try:
+        hits = await search_uids(pool, [SearchMailbox("m", "INBOX", None)], [TERM])
+    finally:
+        await pool.aclose()
+    assert hits == {TERM: {"m": {uids[1]}}}
+    assert narrow_ranges == []
