@@ -48,12 +48,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
 import read_path
 from aiohttp.test_utils import TestServer
 from mailgen import seed_inbox
 
+from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
-from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.http import views
 from imapjmap.http.app import make_app
 

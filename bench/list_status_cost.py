@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Final
 
-from imapjmap.demo.cyrus import CyrusServer
+import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
+
+from devservers.cyrus import CyrusServer
 
 USERNAME: Final = "statusbench"
 PASSWORD: Final = "bench-password"

@@ -1,6 +1,6 @@
 """Fast, deterministic mail for big benchmark mailboxes, written straight into a Maildir.
 
-:mod:`imapjmap.demo.samplemail` builds each message with the ``email`` package: realistic,
+:mod:`devservers.samplemail` builds each message with the ``email`` package: realistic,
 but far too slow for 100,000 messages.  This module assembles messages from byte templates
 instead, drawing every choice from one seeded :class:`random.Random`:
 
@@ -34,7 +34,9 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Final
 
-from imapjmap.demo.dovecot import DovecotServer
+import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
+
+from devservers.dovecot import DovecotServer
 
 END: Final = datetime(2025, 11, 1, 12, 0, tzinfo=UTC)
 SPAN_SECONDS: Final = 3 * 365 * 86400

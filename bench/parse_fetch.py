@@ -57,10 +57,11 @@ def say(text: str) -> None:
 def capture(count: int) -> bytes:
     """Seed a private Dovecot with ``count`` messages and return its raw FETCH reply."""
     sys.path.insert(0, str(REPO / "bench"))
+    import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
     from mailgen import seed_inbox
     from read_path import RawImap
 
-    from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
+    from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 
     ensure_dovecot_installed()
     workdir = Path(tempfile.mkdtemp(prefix="imapjmap-parse-bench-"))

@@ -46,13 +46,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
 from aiohttp.test_utils import TestServer
 from mailgen import Generator, seed_inbox
 from read_path import PASSWORD, InProcessProxy, Jmap, describe_machine, say
 
+from devservers.cyrus import CyrusServer
+from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
-from imapjmap.demo.cyrus import CyrusServer
-from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.http import views
 from imapjmap.http.app import make_app
 from imapjmap.imap.commands import Command

@@ -54,11 +54,12 @@ from typing import Any, Final
 from urllib.parse import urljoin
 
 import aiohttp
+import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
 import read_path
 from mailgen import Generator, Message, seed_inbox
 
-from imapjmap.demo.cyrus import CyrusError, CyrusServer, cyrus_prefix
-from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
+from devservers.cyrus import CyrusError, CyrusServer, cyrus_prefix
+from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 
 CORE: Final = read_path.CORE
 MAIL: Final = read_path.MAIL

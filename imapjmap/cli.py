@@ -4,7 +4,8 @@ Subcommands:
 
 * ``imapjmap serve --config FILE``: run the proxy until SIGINT/SIGTERM
   (``imapjmap --config FILE`` without a subcommand does the same).
-* ``imapjmap demo [--listen HOST:PORT]``: the self-contained demo.
+* ``imapjmap demo [--listen HOST:PORT]``: the self-contained demo, from a source checkout
+  only (the throw-away Dovecot it runs lives in ``devservers/``, which is not installed).
 * ``imapjmap check-config FILE``: validate a file and print the effective configuration.
 
 Exit status: 0 on success, 2 for a usage or configuration error.  The HTTP front end and the
@@ -21,6 +22,8 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
 
 from imapjmap import __version__
 from imapjmap.config import (
@@ -39,6 +42,15 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+
+# Where a source checkout keeps the demo: beside the package, not inside it, so that an
+# installed wheel holds nothing that installs Debian packages or starts servers.
+CHECKOUT = Path(__file__).resolve().parent.parent
+NO_CHECKOUT = """\
+imapjmap: the demo runs from a source checkout, not from an installed package: it starts a
+throw-away Dovecot (installing its Debian packages when missing) and an SMTP sink from the
+checkout's devservers/ directory.  In a clone of the source repository, run ./scripts/run.
+To serve your own IMAP server instead: imapjmap serve --config FILE"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,9 +121,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    demo = _checkout_demo()
+    if demo is None:
+        print(NO_CHECKOUT, file=sys.stderr)
+        return EXIT_USAGE
     setup_logging("info")
-    demo = importlib.import_module("imapjmap.demo.run")
     return _status(demo.run_demo(listen=args.listen))
+
+
+def _checkout_demo() -> ModuleType | None:
+    """devservers.demo from the path or from the checkout this package was loaded from."""
+    if (CHECKOUT / "devservers" / "demo.py").is_file() and str(CHECKOUT) not in sys.path:
+        sys.path.append(str(CHECKOUT))  # after site-packages: never shadows what is installed
+    try:
+        return importlib.import_module("devservers.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("devservers", "devservers.demo"):
+            raise  # a dependency of the demo is missing: its own message says which
+        return None
 
 
 def _check_config(args: argparse.Namespace) -> int:

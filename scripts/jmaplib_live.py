@@ -46,6 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from devservers.dovecot import DovecotError, DovecotServer, ensure_dovecot_installed
+from devservers.samplemail import generate, seed_maildir
+from devservers.smtp import SmtpSink
 from imapjmap.config import (
     CacheConfig,
     Config,
@@ -54,9 +57,6 @@ from imapjmap.config import (
     SmtpConfig,
     to_toml,
 )
-from imapjmap.demo.dovecot import DovecotError, DovecotServer, ensure_dovecot_installed
-from imapjmap.demo.samplemail import generate, seed_maildir
-from imapjmap.demo.smtp import SmtpSink
 
 try:
     from packaging.requirements import Requirement

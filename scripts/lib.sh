@@ -4,7 +4,7 @@
 
 DOVECOT_PACKAGES=(dovecot-imapd dovecot-lmtpd)
 # Cyrus IMAP, the tests' second backend: its packages conflict with dovecot-imapd in apt, so
-# imapjmap.demo.cyrus downloads and unpacks them into a prefix outside the checkout; only the
+# devservers.cyrus downloads and unpacks them into a prefix outside the checkout; only the
 # shared libraries they link, and sasl2-bin (saslpasswd2), are installed.
 CYRUS_LIBRARY_PACKAGES=(libical3 libpcre3 libxapian30 sasl2-bin)
 # The browser of the webmail test (tests/integration/test_webmail_browser.py), driven by
@@ -172,5 +172,5 @@ PY
 # Cyrus for the tests (after ensure_python_packages: the unpacking is done by the project).
 ensure_cyrus() {
     ensure_debian_packages "${CYRUS_LIBRARY_PACKAGES[@]}"
-    python3 -m imapjmap.demo.cyrus >&2 || die "Cyrus IMAP could not be made available"
+    python3 -m devservers.cyrus >&2 || die "Cyrus IMAP could not be made available"
 }

@@ -39,10 +39,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from imapjmap.demo.cyrus import CyrusServer
-from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
-from imapjmap.demo.samplemail import SampleMessage, encode_mutf7, generate, seed_maildir
-from imapjmap.demo.smtp import SmtpSink
+from devservers.cyrus import CyrusServer
+from devservers.dovecot import DovecotServer, ensure_dovecot_installed
+from devservers.samplemail import SampleMessage, encode_mutf7, generate, seed_maildir
+from devservers.smtp import SmtpSink
 from imapjmap.smtp import forget_extensions
 
 settings.register_profile("dev", max_examples=50, deadline=None)

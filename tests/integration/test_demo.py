@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from imapjmap.demo.run import DEMO_PASSWORD, DEMO_USER
-from imapjmap.demo.samplemail import OWNER
+from devservers.demo import DEMO_PASSWORD, DEMO_USER
+from devservers.samplemail import OWNER
 
 pytestmark = pytest.mark.dovecot
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from imapjmap.demo.cyrus import CyrusServer
-from imapjmap.demo.dovecot import DovecotServer
+from devservers.cyrus import CyrusServer
+from devservers.dovecot import DovecotServer
 from imapjmap.http.app import make_app
 from tests.conftest import advertises
 from tests.integration.conftest import Jmap, proxy_config

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from devservers.dovecot import DovecotServer
 from imapjmap.config import CacheConfig
-from imapjmap.demo.dovecot import DovecotServer
 from imapjmap.http import views
 from imapjmap.http.app import SWITCH_INTERVAL, make_app
 from imapjmap.methods import email_query

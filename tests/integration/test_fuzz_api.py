@@ -37,8 +37,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
+from devservers.smtp import SmtpSink
 from imapjmap.config import IdentityConfig, ImapConfig, SmtpConfig, SubmissionConfig
-from imapjmap.demo.smtp import SmtpSink
 from imapjmap.http import views
 from imapjmap.http.app import make_app
 from imapjmap.http.connections import Guard, GuardedRunner

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from devservers.dovecot import SPECIAL_USE_FOLDERS, DovecotServer
+from devservers.samplemail import SampleMessage, encode_mutf7, seed_maildir
 from imapjmap.config import ImapConfig
-from imapjmap.demo.dovecot import SPECIAL_USE_FOLDERS, DovecotServer
-from imapjmap.demo.samplemail import SampleMessage, encode_mutf7, seed_maildir
 from imapjmap.errors import (
     AuthenticationFailed,
     ImapCommandFailed,

@@ -20,8 +20,8 @@ import pytest
 import trustme
 from aiohttp.test_utils import TestClient, TestServer
 
+from devservers.dovecot import DovecotServer
 from imapjmap.config import ImapConfig
-from imapjmap.demo.dovecot import DovecotServer
 from imapjmap.errors import AuthenticationFailed, ImapUnavailable
 from imapjmap.http.app import make_app
 from imapjmap.imap.session import ImapSession

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from devservers.smtp import SmtpSink
 from imapjmap.config import SmtpConfig, SubmissionConfig
-from imapjmap.demo.smtp import SmtpSink
 from imapjmap.http.app import make_app
 from tests.conftest import ImapUser
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config

@@ -27,8 +27,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from devservers.dovecot import DovecotServer
 from imapjmap.config import AuthConfig, Config, ServerConfig
-from imapjmap.demo.dovecot import DovecotServer
 from imapjmap.http import auth as auth_module
 from imapjmap.http import views
 from imapjmap.http.app import make_app

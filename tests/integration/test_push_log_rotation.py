@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
+from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.http import views
 from imapjmap.http.app import make_app
 from tests.conftest import ImapUser, dovecot_root

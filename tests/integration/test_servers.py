@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from imapjmap.demo.dovecot import (
+from devservers.dovecot import (
     SPECIAL_USE_FOLDERS,
     DovecotError,
     DovecotServer,
     _alive,
     _child_pids,
 )
-from imapjmap.demo.samplemail import encode_mutf7
-from imapjmap.demo.smtp import SmtpSink
+from devservers.samplemail import encode_mutf7
+from devservers.smtp import SmtpSink
 from tests.conftest import ImapUser, SeededUser, dovecot_root
 
 pytestmark = pytest.mark.dovecot
@@ -166,7 +166,7 @@ def test_works_for_an_unprivileged_user(tmp_path: Path) -> None:
     runuser = shutil.which("runuser")
     python = sys.executable
     repo = Path(__file__).resolve().parents[2]
-    probe = ["runuser", "-u", "nobody", "--", python, "-c", "import imapjmap.demo.dovecot"]
+    probe = ["runuser", "-u", "nobody", "--", python, "-c", "import devservers.dovecot"]
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(repo), "HOME": "/tmp"}
     if runuser is None or subprocess.run(probe, env=env, capture_output=True).returncode != 0:
         python = "/usr/bin/python3"
@@ -175,7 +175,7 @@ def test_works_for_an_unprivileged_user(tmp_path: Path) -> None:
             pytest.skip("no Python that user nobody can run with this checkout")
     script = (
         "import pathlib, tempfile\n"
-        "from imapjmap.demo.dovecot import DovecotServer\n"
+        "from devservers.dovecot import DovecotServer\n"
         "root = pathlib.Path(tempfile.mkdtemp(prefix='imapjmap-nobody-'))\n"
         "with DovecotServer.start(root, remove_capabilities=['MOVE']) as server:\n"
         "    server.add_user('u', 'p')\n"
@@ -230,7 +230,7 @@ def test_seeded_messages_keep_bytes_flags_and_dates(
 def test_seeded_folders_with_non_ascii_names(
     dovecot: DovecotServer, imap_user: ImapUser, imap_oracle: imaplib.IMAP4
 ) -> None:
-    from imapjmap.demo.samplemail import generate, seed_maildir
+    from devservers.samplemail import generate, seed_maildir
 
     messages = [m for m in generate(120, seed=3) if m.folder == "Reisen/Übersicht"]
     assert messages

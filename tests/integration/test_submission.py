@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from devservers.smtp import SmtpSink
 from imapjmap.config import Config, IdentityConfig, SmtpConfig, SubmissionConfig
-from imapjmap.demo.smtp import SmtpSink
 from imapjmap.http.app import make_app
 from tests.conftest import ImapUser
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config

@@ -1,7 +1,7 @@
 """EmailSubmission for a user who logged in with an OAuth bearer token: SMTP ``AUTH XOAUTH2``
 (imapjmap.smtp Rule 6; RFC 8621 §7, SUB-01, SUB-03).
 
-The SMTP server is the real aiosmtpd sink (:class:`imapjmap.demo.smtp.SmtpSink`) with its
+The SMTP server is the real aiosmtpd sink (:class:`devservers.smtp.SmtpSink`) with its
 XOAUTH2 mechanism, which behaves as Google documents (a refused token: a 334 challenge
 holding a base64 JSON error, then 535).  The JMAP user logs in with ``Authorization:
 Bearer`` to the Gmail emulation (:mod:`tests.gmail_emulation`), the one upstream here that
@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from devservers.smtp import SmtpSink
 from imapjmap import smtp
 from imapjmap.config import SmtpConfig
 from imapjmap.credentials import BearerToken
-from imapjmap.demo.smtp import SmtpSink
 from imapjmap.http.app import make_app
 from tests.gmail_emulation import GmailEmulation, make_message
 from tests.integration.conftest import CORE, MAIL, Jmap

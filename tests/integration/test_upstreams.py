@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from imapjmap.demo.cyrus import CyrusServer
+from devservers.cyrus import CyrusServer
 from imapjmap.http import views
 from imapjmap.http.app import make_app
 from tests.conftest import ImapUser, advertises
@@ -61,7 +61,7 @@ async def cyrus_jmap(cyrus_user: ImapUser, tmp_path: Path) -> AsyncIterator[Jmap
 
 
 def mailbox_ids(oracle: imaplib.IMAP4) -> dict[str, str]:
-    """IMAP name → MAILBOXID, each asked on its own (see imapjmap.demo.cyrus on why)."""
+    """IMAP name → MAILBOXID, each asked on its own (see devservers.cyrus on why)."""
     typ, data = oracle.list('""', "*")
     assert typ == "OK", data
     out = {}

@@ -35,8 +35,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from devservers.samplemail import make_pdf
 from imapjmap.config import ServerConfig
-from imapjmap.demo.samplemail import make_pdf
 from imapjmap.http.app import make_app
 from tests.conftest import ImapUser
 from tests.integration.conftest import proxy_config

@@ -48,7 +48,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from imapjmap.demo.cyrus import CyrusServer
+from devservers.cyrus import CyrusServer
 from imapjmap.store.emails import keywords_from_flags
 from tests.conftest import ImapServer, ImapUser, advertises
 from tests.integration.conftest import Jmap

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from imapjmap import __version__
+from imapjmap import __version__, cli
 from imapjmap.cli import main
 from imapjmap.config import load_config, parse_config
 from imapjmap.store.db import Store
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config.example.toml"
 
 
 def test_check_config_prints_the_effective_config(capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,6 +94,35 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert "usage: imapjmap" in capsys.readouterr().err
+
+
+def test_demo_outside_a_checkout_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An installed package has no devservers/: the demo explains instead of failing with a
+    traceback (and never reaches apt-get)."""
+    monkeypatch.setattr(cli, "CHECKOUT", tmp_path)  # a site-packages: no devservers/ beside
+    monkeypatch.setitem(sys.modules, "devservers", None)  # and none on the path
+    assert main(["demo", "--listen", "127.0.0.1:1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "source checkout" in err
+    assert "./scripts/run" in err
+    assert "imapjmap serve --config FILE" in err
+    assert "Traceback" not in err
+
+
+def test_the_demo_is_found_beside_the_package_of_a_checkout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run from elsewhere (an editable install), the checkout's devservers/ is found."""
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != ROOT])
+    for name in [n for n in sys.modules if n == "devservers" or n.startswith("devservers.")]:
+        monkeypatch.delitem(sys.modules, name)
+    demo = cli._checkout_demo()
+    assert demo is not None
+    assert Path(str(demo.__file__)) == ROOT / "devservers" / "demo.py"
+    assert sys.path[-1] == str(ROOT)  # appended: never ahead of what is installed
 
 
 def test_importing_the_cli_loads_no_io_library() -> None:

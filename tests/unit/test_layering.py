@@ -2,10 +2,12 @@
 
 1. Each I/O library has owners and nobody else imports it: aioimaplib only in
    imapjmap.imap.session, aiosmtplib only in imapjmap.smtp, sqlite3 (and aiosqlite) only in
-   imapjmap.store.db, aiohttp only under imapjmap.http, aiosmtpd only under imapjmap.demo.
-2. Nothing outside imapjmap.http imports from it, except imapjmap.cli and imapjmap.demo.run,
+   imapjmap.store.db, aiohttp only under imapjmap.http, aiosmtpd only under devservers.
+2. Nothing outside imapjmap.http imports from it, except imapjmap.cli and devservers.demo,
    and those only inside a function (so that importing them loads no aiohttp).
 3. Nothing in imapjmap imports from tests.
+4. Nothing in imapjmap imports devservers (the throw-away servers of the source checkout,
+   which are not installed), except imapjmap.cli inside the function that runs the demo.
 
 ``import x``, ``from x import y``, relative imports and ``importlib.import_module("x")`` /
 ``__import__("x")`` with a literal name all count, wherever they appear.
@@ -23,6 +25,7 @@ import pytest
 import imapjmap
 
 PACKAGE_DIR = Path(imapjmap.__file__).resolve().parent
+CHECKOUT = PACKAGE_DIR.parent
 
 
 def _only(*modules: str) -> Callable[[str], bool]:
@@ -40,10 +43,12 @@ OWNERS: dict[str, tuple[str, Callable[[str], bool]]] = {
     "sqlite3": ("imapjmap.store.db", _only("imapjmap.store.db")),
     "aiosqlite": ("imapjmap.store.db", _only("imapjmap.store.db")),
     "aiohttp": ("modules under imapjmap.http", _under("imapjmap.http")),
-    "aiosmtpd": ("modules under imapjmap.demo", _under("imapjmap.demo")),
+    "aiosmtpd": ("modules under devservers", _under("devservers")),
 }
 HTTP = "imapjmap.http"
-HTTP_LAZY_IMPORTERS = frozenset({"imapjmap.cli", "imapjmap.demo.run"})
+HTTP_LAZY_IMPORTERS = frozenset({"imapjmap.cli", "devservers.demo"})
+DEVSERVERS = "devservers"
+DEVSERVERS_LAZY_IMPORTERS = frozenset({"imapjmap.cli"})
 
 
 @dataclass(frozen=True)
@@ -116,12 +121,19 @@ def violations(module: str, source: str, *, is_package: bool = False) -> list[st
                 found.append(f"{where}: import {HTTP} inside the function that needs it")
         if top == "tests":
             found.append(f"{where}: the package must not import from tests")
+        if top == DEVSERVERS and _under("imapjmap")(module):
+            if module not in DEVSERVERS_LAZY_IMPORTERS:
+                found.append(f"{where}: the installed package must not import {DEVSERVERS}")
+            elif not imp.lazy:
+                found.append(f"{where}: import {DEVSERVERS} inside the function that needs it")
     return found
 
 
 def package_modules() -> Iterator[tuple[str, Path]]:
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    """Every module of imapjmap and of the checkout's devservers."""
+    paths = [*PACKAGE_DIR.rglob("*.py"), *(CHECKOUT / DEVSERVERS).rglob("*.py")]
+    for path in sorted(paths):
+        parts = path.relative_to(CHECKOUT).with_suffix("").parts
         yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path
 
 
@@ -143,11 +155,11 @@ CASES = [
     ("imapjmap.http.views", "from aiohttp import web", []),
     ("imapjmap.http", "import aiohttp", []),
     ("imapjmap.methods.core", "import aiohttp.web", ["only modules under imapjmap.http"]),
-    ("imapjmap.demo.sink", "from aiosmtpd.controller import Controller", []),
-    ("imapjmap.smtp", "import aiosmtpd", ["only modules under imapjmap.demo may import aiosmtpd"]),
+    ("devservers.sink", "from aiosmtpd.controller import Controller", []),
+    ("imapjmap.smtp", "import aiosmtpd", ["only modules under devservers may import aiosmtpd"]),
     ("imapjmap.cli", "def f():\n    from imapjmap.http.app import serve", []),
     ("imapjmap.cli", "def f():\n    importlib.import_module('imapjmap.http.app')", []),
-    ("imapjmap.demo.run", "async def f():\n    from imapjmap.http import app", []),
+    ("devservers.demo", "async def f():\n    from imapjmap.http import app", []),
     ("imapjmap.cli", "from imapjmap.http.app import serve", ["inside the function that needs"]),
     ("imapjmap.methods.core", "from imapjmap.http.app import X", ["nothing outside imapjmap.http"]),
     ("imapjmap.methods.core", "from imapjmap import http", ["nothing outside imapjmap.http"]),
@@ -158,6 +170,12 @@ CASES = [
     ("imapjmap.config", "from tests.fakes import FakeMailSource", ["must not import from tests"]),
     ("imapjmap.config", "import tests", ["must not import from tests"]),
     ("imapjmap.config", "import logging, tomllib\nfrom imapjmap.errors import ConfigError", []),
+    ("imapjmap.cli", "def f():\n    importlib.import_module('devservers.demo')", []),
+    ("imapjmap.cli", "from devservers import demo", ["inside the function that needs it"]),
+    ("imapjmap.config", "def f():\n    import devservers", ["must not import devservers"]),
+    ("imapjmap.http.app", "from devservers.smtp import SmtpSink", ["must not import devservers"]),
+    ("devservers.demo", "from devservers.dovecot import DovecotServer", []),
+    ("devservers.demo", "from imapjmap.config import Config", []),
 ]
 
 
@@ -183,6 +201,8 @@ def test_messages_name_module_line_and_import() -> None:
 def test_the_walker_sees_the_package() -> None:
     modules = dict(package_modules())
     assert {"imapjmap", "imapjmap.config", "imapjmap.cli", "imapjmap.http"} <= set(modules)
+    assert {"devservers", "devservers.demo", "devservers.smtp"} <= set(modules)
+    assert not [name for name in modules if name.startswith("imapjmap.demo")]
     cli = imports_of("imapjmap.cli", modules["imapjmap.cli"].read_text())
     assert any(i.target.startswith("imapjmap.config.") and not i.lazy for i in cli)
     assert any(i.target == "imapjmap.http.app" and i.lazy for i in cli)

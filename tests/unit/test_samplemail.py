@@ -11,7 +11,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from imapjmap.demo.samplemail import (
+from devservers.samplemail import (
     DEFAULT_END,
     FOLDERS,
     SampleMessage,

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from imapjmap.demo.dovecot import DovecotServer
+    from devservers.dovecot import DovecotServer
 
 __all__ = [
     "FOLDERS",

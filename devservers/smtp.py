@@ -36,7 +36,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 if TYPE_CHECKING:
-    from imapjmap.demo.dovecot import DovecotServer
+    from devservers.dovecot import DovecotServer
 
 
 class _QuietLoginData(logging.Filter):

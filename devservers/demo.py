@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from devservers.dovecot import DovecotError, DovecotServer, ensure_dovecot_installed
+from devservers.samplemail import OWNER, generate, seed_maildir
 from imapjmap.config import (
     CacheConfig,
     Config,
@@ -28,8 +30,6 @@ from imapjmap.config import (
     SubmissionConfig,
     to_toml,
 )
-from imapjmap.demo.dovecot import DovecotError, DovecotServer, ensure_dovecot_installed
-from imapjmap.demo.samplemail import OWNER, generate, seed_maildir
 
 __all__ = ["DEMO_USER", "run_demo"]
 
@@ -110,7 +110,7 @@ def _run(stack: contextlib.ExitStack, listen: str, workdir: Path | None) -> int:
     smtp_config = SmtpConfig(host="127.0.0.1", port=587, security="none")
     sink_note = "no SMTP sink (aiosmtpd is not installed): sending mail will fail"
     try:
-        from imapjmap.demo.smtp import SmtpSink
+        from devservers.smtp import SmtpSink
     except ImportError:
         pass
     else:
