@@ -51,15 +51,17 @@ def rotating_dovecot() -> Iterator[DovecotServer]:
         server.stop()
 
 
-async def _email_changed(events: EventReader, account_id: str, started: float) -> float:
+async def _email_changed(
+    events: EventReader, account_id: str, started: float, deadline: float = DEADLINE
+) -> float:
     """Seconds from ``started`` until a state event with a new Email state."""
     loop = asyncio.get_running_loop()
     while True:
-        left = started + DEADLINE - loop.time()
+        left = started + deadline - loop.time()
         try:
             event = await events.next(timeout=max(left, 0.01))
         except TimeoutError:
-            raise AssertionError(f"no Email state event within {DEADLINE} s") from None
+            raise AssertionError(f"no Email state event within {deadline} s") from None
         if "Email" in event.data["changed"][account_id]:
             return loop.time() - started
 
@@ -102,6 +104,53 @@ async def test_push_outlives_index_log_rotation_core_push_01(
     finally:
         oracle.logout()
     # the condition under test did happen: INBOX's log was rotated
+    assert (rotating_dovecot.maildir(username) / "dovecot.index.log.2").exists()
+
+
+async def test_inbox_reported_across_rotations_without_rearm_core_push_01(
+    rotating_dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """INBOX is the watcher's selected mailbox, so a change there is reported at once
+    after its log rotated, with no re-arm to rescue a dead watch (``status_interval``
+    0: the next re-arm is minutes away).  Through NOTIFY's ``personal`` filter alone a
+    flag change came only at Dovecot's 30 s check."""
+    username, password = f"selected-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    rotating_dovecot.add_user(username, password)
+    user = ImapUser(username, password, rotating_dovecot.host, rotating_dovecot.port)
+    cfg = proxy_config(user, tmp_path)
+    cfg = dataclasses.replace(cfg, push=dataclasses.replace(cfg.push, status_interval=0.0))
+    deadline = 6.0  # Dovecot's own delay is 0.5 s; its fallback 30 s
+    oracle = user.connect()
+    try:
+        async with TestClient(TestServer(make_app(cfg))) as http:
+            client = Jmap(http, username, password)
+            await client.session()
+            events = await open_events(client)
+            await events.next()  # the current states
+            await wait_watching(client)
+            loop = asyncio.get_running_loop()
+            assert oracle.select("INBOX")[0] == "OK"
+            for n in range(2):
+                started = loop.time()
+                await external_append(oracle, f"selected {n}")
+                await _email_changed(events, client.account_id, started, deadline)
+            for sign in ("+FLAGS", "-FLAGS", "+FLAGS"):
+                started = loop.time()
+                typ, _ = await asyncio.to_thread(oracle.uid, "STORE", "1", sign, "(\\Seen)")
+                assert typ == "OK"
+                await _email_changed(events, client.account_id, started, deadline)
+            started = loop.time()
+            await asyncio.to_thread(
+                rotating_dovecot.doveadm, "expunge", "-u", username, "mailbox", "INBOX", "uid", "2"
+            )
+            await _email_changed(events, client.account_id, started, deadline)
+            got = await client.ok("Email/get", {"properties": ["keywords"]})
+            assert [e["keywords"] for e in got["list"]] == [{"$seen": True}]
+            watcher = push_service(client).watchers[client.account_id]
+            assert watcher.mode == "notify" and watcher.rearms == 0
+            events.resp.close()
+    finally:
+        oracle.logout()
     assert (rotating_dovecot.maildir(username) / "dovecot.index.log.2").exists()
 
 
