@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import math
+import multiprocessing
 import os
 import random
 import time
@@ -156,11 +157,21 @@ def _subject_header(subject: str, rng: random.Random) -> str:
 
 
 class Generator:
-    """Yields :class:`Message` objects, oldest first; the same seed gives the same bytes."""
+    """Yields :class:`Message` objects, oldest first; the same seed gives the same bytes.
 
-    def __init__(self, count: int, seed: int = 1) -> None:
+    ``first``/``stop`` make it yield only the messages of that index range of a mailbox of
+    ``count`` (dates and flags as in the whole mailbox), so that several processes can each
+    write a part; a part has its own random stream (``part`` > 0), so its threads start
+    afresh.  Part 0 of a mailbox is the same as the whole mailbox's start.
+    """
+
+    def __init__(
+        self, count: int, seed: int = 1, *, first: int = 0, stop: int | None = None, part: int = 0
+    ) -> None:
         self.count = count
-        self.rng = random.Random(seed)
+        self.first = first
+        self.stop = count if stop is None else stop
+        self.rng = random.Random(seed if part == 0 else f"{seed}/{part}")
         rng = self.rng
         self.people = [
             (f"{rng.choice(_FIRST)} {rng.choice(_LAST)}", f"user{i}@{rng.choice(_DOMAINS)}")
@@ -345,7 +356,7 @@ class Generator:
     def __iter__(self) -> Iterator[Message]:
         end = END.timestamp()
         step = SPAN_SECONDS / max(self.count, 1)
-        for index in range(self.count):
+        for index in range(self.first, self.stop):
             stamp = math.floor(end - SPAN_SECONDS + index * step + self.rng.random() * step)
             thread, reply = self._thread_for(index)
             heads = self._headers(index, stamp, thread, reply)
@@ -354,29 +365,78 @@ class Generator:
             yield Message(raw, float(stamp), self._flags(index, reply), attachment, reply)
 
 
-def seed_inbox(server: DovecotServer, username: str, count: int, seed: int = 1) -> SeedStats:
-    """Write ``count`` generated messages into the user's INBOX and let Dovecot index them."""
-    started = time.monotonic()
-    maildir: Path = server.maildir(username)
-    server.doveadm("mailbox", "status", "-u", username, "messages", "INBOX")  # creates it
-    cur = maildir / "cur"
-    owner = (server.mail_uid, server.mail_gid)
-    chown = os.geteuid() == 0
+PART: Final = 25_000  # messages one process writes in one go when seeding in parallel
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    cur: str
+    count: int
+    seed: int
+    first: int
+    stop: int
+    number: int
+    owner: tuple[int, int] | None  # chown the files to (uid, gid)
+
+
+def _write_part(part: _Part) -> tuple[int, int, int, int]:
+    """Write one part's files; (octets, largest, with attachment, replies)."""
+    cur = Path(part.cur)
     pid = os.getpid()
     total = largest = attachments = replies = 0
-    for number, message in enumerate(Generator(count, seed)):
+    generator = Generator(part.count, part.seed, first=part.first, stop=part.stop, part=part.number)
+    for number, message in enumerate(generator, start=part.first):
         size = len(message.raw)
+        # the name starts with INTERNALDATE, which rises with the index: Dovecot gives
+        # new Maildir files their UIDs in name order, so UIDs rise with the dates too
         name = f"{int(message.internaldate)}.M{number:07d}P{pid}.bench,S={size},W={size}:2,"
-        path = cur / (name + message.flags)
-        with path.open("xb") as fh:
-            fh.write(message.raw)
-            if chown:
-                os.fchown(fh.fileno(), *owner)
-        os.utime(path, (message.internaldate, message.internaldate))
+        fd = os.open(cur / (name + message.flags), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, message.raw)
+            if part.owner is not None:
+                os.fchown(fd, *part.owner)
+            os.utime(fd, (message.internaldate, message.internaldate))
+        finally:
+            os.close(fd)
         total += size
         largest = max(largest, size)
         attachments += message.attachment
         replies += message.reply
+    return total, largest, attachments, replies
+
+
+def seed_inbox(
+    server: DovecotServer,
+    username: str,
+    count: int,
+    seed: int = 1,
+    processes: int | None = None,
+) -> SeedStats:
+    """Write ``count`` generated messages into the user's INBOX and let Dovecot index them.
+
+    Above :data:`PART` messages the files are written by ``processes`` worker processes
+    (default: one per core), :data:`PART` messages at a time each; up to that it is one
+    process and the same mail as before parts existed.
+    """
+    started = time.monotonic()
+    maildir: Path = server.maildir(username)
+    server.doveadm("mailbox", "status", "-u", username, "messages", "INBOX")  # creates it
+    cur = maildir / "cur"
+    owner = (server.mail_uid, server.mail_gid) if os.geteuid() == 0 else None
+    parts = [
+        _Part(str(cur), count, seed, first, min(first + PART, count), number, owner)
+        for number, first in enumerate(range(0, count, PART))
+    ]
+    if len(parts) <= 1:
+        results = [_write_part(p) for p in parts]
+    else:
+        workers = processes or os.cpu_count() or 1
+        with multiprocessing.get_context("spawn").Pool(min(workers, len(parts))) as pool:
+            results = pool.map(_write_part, parts, chunksize=1)
+    total = sum(r[0] for r in results)
+    largest = max((r[1] for r in results), default=0)
+    attachments = sum(r[2] for r in results)
+    replies = sum(r[3] for r in results)
     status = server.doveadm("-f", "tab", "mailbox", "status", "-u", username, "messages", "INBOX")
     seen = int(status.splitlines()[-1].rpartition("\t")[2])
     if seen != count:
