@@ -9,8 +9,10 @@ no byte is lost; callers that need the raw bytes re-encode the same way.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -44,13 +46,48 @@ class UidSet:
             yield from range(lo, hi + 1)
 
     def __contains__(self, uid: object) -> bool:
-        return isinstance(uid, int) and any(lo <= uid <= hi for lo, hi in self.ranges)
+        if not isinstance(uid, int):
+            return False
+        at = bisect.bisect_right(self.ranges, (uid, math.inf)) - 1
+        return at >= 0 and self.ranges[at][0] <= uid <= self.ranges[at][1]
 
     def __len__(self) -> int:
         return sum(hi - lo + 1 for lo, hi in self.ranges)
 
     def __bool__(self) -> bool:
         return bool(self.ranges)
+
+    @classmethod
+    def of(cls, uids: Iterable[int]) -> UidSet:
+        """The set of these numbers, as ranges."""
+        ranges: list[tuple[int, int]] = []
+        for uid in sorted(set(uids)):
+            if ranges and uid == ranges[-1][1] + 1:
+                ranges[-1] = (ranges[-1][0], uid)
+            else:
+                ranges.append((uid, uid))
+        return cls(tuple(ranges))
+
+    def below(self, uid: int) -> UidSet:
+        """The UIDs lower than ``uid``."""
+        kept = [(lo, min(hi, uid - 1)) for lo, hi in self.ranges if lo < uid]
+        return UidSet(tuple(kept))
+
+    def newest_first(self, size: int) -> Iterator[list[int]]:
+        """The UIDs from the highest down, ``size`` at a time; one batch in memory at once,
+        however many UIDs the ranges hold."""
+        batch: list[int] = []
+        for lo, hi in reversed(self.ranges):
+            uid = hi
+            while uid >= lo:
+                take = min(size - len(batch), uid - lo + 1)
+                batch.extend(range(uid, uid - take, -1))
+                uid -= take
+                if len(batch) == size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +251,11 @@ class Vanished:
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
-    """``* SEARCH 1 2 3 [(MODSEQ n)]`` or an ``* ESEARCH`` reply (RFC 4731)."""
+    """``* SEARCH 1 2 3 [(MODSEQ n)]`` or an ``* ESEARCH`` reply (RFC 4731).
+
+    A SEARCH lists its numbers in ``ids``; an ESEARCH's ``ALL`` stays the ranges it was sent
+    as (``all``), so that ``1:1000000`` takes a few bytes, not a million numbers.
+    """
 
     ids: tuple[int, ...] = ()
     modseq: int | None = None
@@ -223,6 +264,11 @@ class SearchResult:
     max: int | None = None
     tag: str | None = None
     uid: bool = False
+    all: UidSet = UidSet()
+
+    def uid_set(self) -> UidSet:
+        """Every number of the result (SEARCH or ESEARCH), as ranges."""
+        return UidSet.of(self.ids) if self.ids else self.all
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ __all__ = [
 # and binascii.Error are ValueErrors; RecursionError guards the recursive consumers.
 _MALFORMED = (ValueError, IndexError, TypeError, KeyError, AttributeError, RecursionError)
 
-# ESEARCH ALL is a compressed set that SearchResult expands; a broken or hostile server
+# ESEARCH ALL is a compressed set that a caller may expand; a broken or hostile server
 # could name 2**32 UIDs in a few bytes.  No real mailbox holds this many messages.
 MAX_SEARCH_IDS = 10_000_000
 
@@ -436,7 +436,7 @@ def _on_esearch(builder: _Builder, chunks: Sequence[bytes], at: int) -> None:
             uids = parse_uid_set(string(value))
             if len(uids) > MAX_SEARCH_IDS:
                 raise ValueError(f"ESEARCH ALL names {len(uids)} messages")
-            result["ids"] = tuple(uids)
+            result["all"] = uids
         elif key in ("COUNT", "MIN", "MAX", "MODSEQ"):
             result[key.lower()] = number(value)
         # PARTIAL, RELEVANCY and other RFC 9394-style returns are not modelled.

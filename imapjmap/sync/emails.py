@@ -37,7 +37,9 @@ import asyncio
 import collections
 import dataclasses
 import functools
+import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ from typing import Final, Protocol
 
 from imapjmap.errors import ImapProtocolViolation
 from imapjmap.imap.commands import Command, sequence_set
-from imapjmap.imap.models import FetchRecord
+from imapjmap.imap.models import FetchRecord, UidSet
 from imapjmap.imap.session import ImapSession, SelectInfo
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
@@ -142,17 +144,17 @@ def _label_records(records_: Sequence[FetchRecord]) -> dict[int, tuple[str, ...]
     }
 
 
-async def _search_uids(session: ImapSession, criteria: str) -> list[int]:
+async def _search_uids(session: ImapSession, criteria: str) -> UidSet:
+    """The UIDs as ranges: ESEARCH sends a million UIDs as ``1:1000000``, and they stay so."""
     if session.has("ESEARCH"):
         reply = await session.execute(
             Command((f"UID SEARCH RETURN (ALL) {criteria}",)), what="UID SEARCH"
         )
     else:
         reply = await session.execute(Command((f"UID SEARCH {criteria}",)), what="UID SEARCH")
-    uids: list[int] = []
-    for result in reply.searches:
-        uids.extend(result.ids)
-    return sorted(set(uids))
+    if len(reply.searches) == 1:
+        return reply.searches[0].uid_set()
+    return UidSet.of(uid for result in reply.searches for uid in result.uid_set())
 
 
 async def _fetch_new(session: ImapSession, uids: Sequence[int]) -> list[FetchRecord]:
@@ -186,7 +188,7 @@ class MailboxSync:
         self.hook = hook
         self.suspects = suspects  # UIDs to look up by UID (AccountSync.suspect)
 
-    async def run(self, session: ImapSession) -> list[int]:
+    async def run(self, session: ImapSession) -> UidSet:
         """Bring the mailbox up to date; returns UIDs still to fill in (first sync)."""
         synced = self.synced
         same_validity = synced is not None and synced.uidvalidity == self.mailbox.uidvalidity
@@ -213,7 +215,7 @@ class MailboxSync:
         await self.store.run(
             lambda tx: apply(tx, self.account_id, self.mailbox.id, delta), account=self.account_id
         )
-        return []
+        return UidSet()
 
     async def _resync_selected(
         self, session: ImapSession, selected: SelectInfo, modseq: int
@@ -253,13 +255,14 @@ class MailboxSync:
                 lambda tx: em.locations_of_mailbox(tx, self.account_id, self.mailbox.id),
                 account=self.account_id,
             )
-            present = set(await _search_uids(session, f"UID 1:{known_top}"))
+            present = await _search_uids(session, f"UID 1:{known_top}")
             delta.gone.update(uid for uid in known if uid not in present)
         if self.suspects:
-            present = set(await _search_uids(session, f"UID {sequence_set(self.suspects)}"))
+            present = await _search_uids(session, f"UID {sequence_set(self.suspects)}")
             delta.gone.update(uid for uid in self.suspects if uid not in present)
         start = max(synced.uidnext or 1, 1)
         if info.uidnext is None or info.uidnext > start:
+            # "start:*" also names the highest UID when every message is below start
             uids = [u for u in await _search_uids(session, f"UID {start}:*") if u >= start]
             delta.new = await _fetch_new(session, uids)
         return delta
@@ -276,7 +279,7 @@ class MailboxSync:
         reply = await session.execute(Command((text,)), what="UID FETCH")
         return reply.fetches
 
-    async def _full(self, session: ImapSession, cursor: Cursor) -> list[int]:
+    async def _full(self, session: ImapSession, cursor: Cursor) -> UidSet:
         """First sync or UIDVALIDITY reset: newest first, in batches (Rule 3).
 
         After a reset, every message is first probed for its id only (cheap), and messages
@@ -284,12 +287,12 @@ class MailboxSync:
         in full — so a reset shows in /changes only as what really changed.
         """
         uids = await _search_uids(session, "ALL")
-        uids.reverse()
         started = time.monotonic()
         delta = Delta(reset=True, first=True, hook=self.hook)
         if self.synced is not None:
             uids = await self._remap(session, uids, delta)
-        first, rest = uids[: BATCH * FIRST_BATCH_WAIT], uids[BATCH * FIRST_BATCH_WAIT :]
+        first = next(uids.newest_first(BATCH * FIRST_BATCH_WAIT), [])
+        rest = uids.below(first[-1]) if first else UidSet()
         delta.new = await _fetch_new(session, first)
         delta.prepared = await asyncio.to_thread(prepare, delta.new, self.account_id)
         if not rest:
@@ -309,12 +312,11 @@ class MailboxSync:
             self.pending_cursor = cursor
         return rest
 
-    async def _remap(self, session: ImapSession, uids: list[int], delta: Delta) -> list[int]:
+    async def _remap(self, session: ImapSession, uids: UidSet, delta: Delta) -> UidSet:
         """Re-attach known Emails after a UIDVALIDITY change; returns the UIDs still new."""
         probe = list_items(session).replace("ENVELOPE BODYSTRUCTURE ", "ENVELOPE ")
         found: dict[int, FetchRecord] = {}
-        for start in range(0, len(uids), BATCH * 5):
-            chunk = uids[start : start + BATCH * 5]
+        for chunk in uids.newest_first(BATCH * 5):
             reply = await session.execute(
                 Command((f"UID FETCH {sequence_set(chunk)} {probe}",)), what="UID FETCH"
             )
@@ -330,12 +332,12 @@ class MailboxSync:
                 delta.remap[uid] = (email_id, tuple(rec.flags or ()), rec.modseq)
                 if rec.x_gm_labels is not None:
                     delta.labels[uid] = rec.x_gm_labels
-        return [u for u in uids if u not in delta.remap]
+        return UidSet.of(u for u in uids if u not in delta.remap)
 
     async def fill(
         self,
         session: ImapSession,
-        uids: Sequence[int],
+        uids: UidSet,
         changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """The rest of a first sync, newest first, one transaction per batch; ``changed``
@@ -346,9 +348,12 @@ class MailboxSync:
         same time; the FETCH commands themselves go one after the other.
         """
         await session.select(self.mailbox.imap_name, readonly=True)
-        batches = [uids[i : i + BATCH] for i in range(0, len(uids), BATCH)]
+        total = len(uids)
+        # made as they are fetched: a million UIDs are never all in a list at once
+        batches = uids.newest_first(BATCH)
+        count = math.ceil(total / BATCH)
         uncounted: set[str] = set()
-        parser = Parser(len(uids))
+        parser = Parser(total)
         items = list_items(session)
         one_at_a_time = asyncio.Lock()
 
@@ -366,16 +371,15 @@ class MailboxSync:
 
         # one batch more in flight than parsers: one is always being fetched
         ahead = collections.deque(
-            asyncio.ensure_future(fetch(b)) for b in batches[: parser.workers + 1]
+            asyncio.ensure_future(fetch(b)) for b in itertools.islice(batches, parser.workers + 1)
         )
-        queued = len(ahead)
         try:
-            for index in range(len(batches)):
+            for index in range(count):
                 records_, prepared = await ahead.popleft()
-                if queued < len(batches):
-                    ahead.append(asyncio.ensure_future(fetch(batches[queued])))
-                    queued += 1
-                last = index == len(batches) - 1
+                batch = next(batches, None)
+                if batch is not None:
+                    ahead.append(asyncio.ensure_future(fetch(batch)))
+                last = index == count - 1
                 delta = Delta(
                     new=records_,
                     counts=last,
@@ -398,8 +402,8 @@ class MailboxSync:
                     log.info(
                         "mailbox %s: %d of %d remaining messages synced",
                         self.mailbox.imap_name,
-                        min(done, len(uids)),
-                        len(uids),
+                        min(done, total),
+                        total,
                     )
         finally:
             for task in ahead:

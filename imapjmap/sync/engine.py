@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from imapjmap.errors import ImapCommandFailed, ImapUnavailable
-from imapjmap.imap.models import ListEntry, MailboxStatus
+from imapjmap.imap.models import ListEntry, MailboxStatus, UidSet
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
 from imapjmap.store import emails as em
@@ -243,7 +243,7 @@ class AccountSync:
             await session.select(anchor, readonly=True)
         self._anchor, self._anchor_session = anchor, session
 
-    def _start_fill(self, pool: ImapPool, job: emails.MailboxSync, uids: list[int]) -> None:
+    def _start_fill(self, pool: ImapPool, job: emails.MailboxSync, uids: UidSet) -> None:
         async def fill() -> None:
             try:
                 async with pool.session() as session:

@@ -223,8 +223,9 @@ DOVECOT: list[tuple[str, Getter, Any]] = [
     ("search", "searches", (SearchResult(ids=(1, 2, 3, 4, 5, 6, 7, 8)),)),
     ("search-modseq", "searches/0/modseq", 15),
     ("search-empty", "searches", (SearchResult(),)),
-    ("esearch", "searches/0", SearchResult((1, 3, 4, 5, 7, 8, 9, 10), None, 8, 1, 10, "A064", True)),  # noqa: E501
-    ("esearch-modseq", "searches/0", SearchResult((1, 3, 4, 5, 7, 8, 9, 10), 15, tag="A065", uid=True)),  # noqa: E501
+    ("esearch", "searches/0", SearchResult((), None, 8, 1, 10, "A064", True, UidSet(((1, 1), (3, 5), (7, 10))))),  # noqa: E501
+    ("esearch", lambda r: tuple(r.searches[0].uid_set()), (1, 3, 4, 5, 7, 8, 9, 10)),
+    ("esearch-modseq", "searches/0", SearchResult(modseq=15, tag="A065", uid=True, all=UidSet(((1, 1), (3, 5), (7, 10))))),  # noqa: E501
     ("esearch-min-count", "searches", (SearchResult(count=6, min=2, tag="A066"),)),
     ("esearch-empty", "searches", (SearchResult(count=0, tag="A067", uid=True),)),
     ("search-charset-literal", "searches/0/ids", (7,)),
@@ -461,7 +462,10 @@ HAND: list[tuple[bytes | tuple[bytes, ...], Getter, Any]] = [
     (b"3 RECENT", lambda r: (r.other, r.exists), ((), None)),
     (b"0 EXISTS", "exists", 0),
     (b"VANISHED (EARLIER) 1:3,5,4", "vanished", (Vanished(True, UidSet(((1, 5),))),)),
-    (b'ESEARCH (TAG "a") UID ALL 1:3,5 COUNT 4 MIN 1 MAX 5 MODSEQ 7', "searches/0", SearchResult((1, 2, 3, 5), 7, 4, 1, 5, "a", True)),  # noqa: E501
+    (b'ESEARCH (TAG "a") UID ALL 1:3,5 COUNT 4 MIN 1 MAX 5 MODSEQ 7', "searches/0", SearchResult((), 7, 4, 1, 5, "a", True, UidSet(((1, 3), (5, 5))))),  # noqa: E501
+    # a million UIDs stay two numbers (the first sync of a very big mailbox)
+    (b"ESEARCH UID ALL 1:1000000", "searches/0/all/ranges", ((1, 1_000_000),)),
+    (b"ESEARCH UID ALL 1:1000000", "searches/0/ids", ()),
     (b"ESEARCH", "searches", (SearchResult(),)),
     (b"SEARCH 2 3 (MODSEQ 9)", "searches", (SearchResult((2, 3), modseq=9),)),
     (b'NAMESPACE (("" "/")("#mh/" "/" "X-PARAM" ("a"))) (("~" "/")) (("#shared/" "/"))', "namespaces", ((("", "/"), ("#mh/", "/")), (("~", "/"),), (("#shared/", "/"),))),  # noqa: E501
@@ -923,3 +927,59 @@ def test_dovecot_placeholder_fetch_of_a_message_expunged_meanwhile() -> None:
     assert list(reply.vanished[0].uids) == [19]
     at_end = parse_reply([(b"2 FETCH (UID 20 X-GUID )",)], "OK", b"done")
     assert at_end.fetches[0].uid == 20 and at_end.fetches[0].x_guid is None
+
+
+# -- UidSet: the UIDs of a very big mailbox as ranges ------------------------------------------
+
+UID_SETS: list[tuple[tuple[tuple[int, int], ...], int, list[list[int]]]] = [
+    ((), 3, []),
+    (((1, 1),), 3, [[1]]),
+    (((1, 7),), 3, [[7, 6, 5], [4, 3, 2], [1]]),
+    (((1, 2), (5, 6), (9, 9)), 2, [[9, 6], [5, 2], [1]]),
+    (((1, 2), (5, 6), (9, 9)), 10, [[9, 6, 5, 2, 1]]),
+    (((3, 5),), 3, [[5, 4, 3]]),
+]
+
+
+@pytest.mark.parametrize(("ranges", "size", "batches"), UID_SETS)
+def test_uid_set_batches_newest_first(
+    ranges: tuple[tuple[int, int], ...], size: int, batches: list[list[int]]
+) -> None:
+    assert list(UidSet(ranges).newest_first(size)) == batches
+
+
+def test_uid_set_of_a_million_is_lazy() -> None:
+    """The first sync's batches of a million UIDs come one at a time from two numbers."""
+    uids = UidSet(((1, 1_000_000),))
+    batches = uids.newest_first(1000)
+    first = next(batches)
+    assert (first[0], first[-1], len(first)) == (1_000_000, 999_001, 1000)
+    rest = uids.below(first[-1])
+    assert rest.ranges == ((1, 999_000),) and len(rest) == 999_000
+    assert sum(1 for _ in batches) == 999
+
+
+@pytest.mark.parametrize(
+    ("ranges", "below", "kept"),
+    [
+        (((1, 5), (8, 9)), 9, ((1, 5), (8, 8))),
+        (((1, 5), (8, 9)), 8, ((1, 5),)),
+        (((1, 5), (8, 9)), 1, ()),
+        (((1, 5), (8, 9)), 100, ((1, 5), (8, 9))),
+    ],
+)
+def test_uid_set_below(
+    ranges: tuple[tuple[int, int], ...], below: int, kept: tuple[tuple[int, int], ...]
+) -> None:
+    assert UidSet(ranges).below(below).ranges == kept
+
+
+@given(st.sets(st.integers(min_value=1, max_value=300), max_size=60))
+def test_uid_set_of_numbers_and_membership(numbers: set[int]) -> None:
+    uids = UidSet.of(numbers)
+    assert list(uids) == sorted(numbers) and len(uids) == len(numbers)
+    pairs = zip(uids.ranges, uids.ranges[1:])
+    assert all(later[0] > earlier[1] + 1 for earlier, later in pairs)  # merged
+    for probe in range(0, 302):
+        assert (probe in uids) == (probe in numbers)
+    assert [u for batch in uids.newest_first(7) for u in batch] == sorted(numbers, reverse=True)
