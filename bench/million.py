@@ -1,0 +1,346 @@
+"""A million messages beside 100,000: what a user of a very big INBOX gets.
+
+Run by hand (the first sync of 1,000,000 messages takes many minutes of CPU; on a shared
+2-core machine plan for about an hour)::
+
+    python3 bench/million.py --sizes 100000,1000000
+
+It starts a private Dovecot, seeds one user per size (``mailgen``, the mail of
+``read_path.py``, written by one process per core), and runs one ``imapjmap serve`` process
+per size, each with a fresh cache.  Then, side by side in one run:
+
+1. the newest 1,000 usable: seconds from the first request (session, ``Mailbox/get``) until
+   an "open inbox" request (``read_path.open_inbox_calls``) returned its 50 Emails;
+2. the whole first sync, until ``Mailbox/get`` counts every message;
+3. warm "open inbox" median and p95, and the no-change request (``Mailbox/get`` with no
+   ids), the sizes interleaved request by request;
+4. ``Email/query`` with a text filter (``inMailbox`` + ``text``), answered by the upstream's
+   ``UID SEARCH``; Dovecot without a full-text index reads every message for it;
+5. push latency (``push_latency.Bench``): an APPEND, a flag change and an expunge by another
+   client until the EventSource ``state`` event;
+6. the cache on disk (the SQLite file with its WAL) and the peak RSS (VmHWM) of each
+   ``imapjmap serve`` process, and of its parsing workers.
+
+``--workdir DIR`` keeps the Dovecot and its mail in DIR and reuses a user already seeded
+there (seeding 1,000,000 messages writes about 17 GB), so a second run starts at the sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+from mailgen import seed_inbox
+from push_latency import KINDS, Bench, SizeRun, Trace
+from read_path import (
+    PASSWORD,
+    Jmap,
+    JmapError,
+    _free_port,
+    _proc_status_mb,
+    _serve_config,
+    _synced_through_http,
+    _wait_listening,
+    describe_machine,
+    open_inbox_calls,
+    p95,
+    say,
+    wait_with_progress,
+)
+
+from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
+
+TEXT: Final = "invoice"  # a subject word of about one thread in twenty (mailgen._TOPICS)
+PEAK_RSS_MB: Final = 300.0
+NEWEST_USABLE_S: Final = 1.0
+PUSH_P95_S: Final = 1.0
+
+
+@dataclass
+class Serve:
+    """One ``imapjmap serve`` process with one account."""
+
+    size: int
+    process: subprocess.Popen[bytes]
+    http: aiohttp.ClientSession
+    jmap: Jmap
+    cache: Path
+    started_mb: float
+    newest: float = 0.0  # seconds until the newest 50 were served
+    sync: float | None = None  # seconds of the whole first sync; None: not within the limit
+    synced: int = 0
+    open_inbox: list[float] = field(default_factory=list)
+    no_change: list[float] = field(default_factory=list)
+    text: list[float] = field(default_factory=list)
+    text_note: str = ""
+    text_hits: int = 0
+    push: SizeRun | None = None
+    cache_mb: float = 0.0
+    peak_mb: float = 0.0
+    worker_peak_mb: float = 0.0
+
+    @classmethod
+    async def start(cls, dovecot: DovecotServer, size: int, workdir: Path) -> Serve:
+        port = _free_port()
+        cache = workdir / f"serve-{size}.sqlite3"
+        for old in workdir.glob(f"serve-{size}.sqlite3*"):
+            old.unlink()
+        config = workdir / f"serve-{size}.toml"
+        config.write_text(_serve_config(dovecot, port, cache))
+        log = workdir / f"serve-{size}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "imapjmap", "serve", "--config", str(config)],
+                stdout=out,
+                stderr=out,
+            )
+        await _wait_listening(port, process, log)
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        jmap = Jmap(http, f"http://127.0.0.1:{port}", f"u{size}")
+        return cls(size, process, http, jmap, cache, _proc_status_mb(process.pid, "VmRSS"))
+
+    async def open_inbox_once(self) -> float:
+        started = time.perf_counter()
+        got = await self.jmap.request(open_inbox_calls(self.jmap.account_id, self.jmap.inbox_id))
+        if len(got[1][1]["list"]) != 50:
+            raise RuntimeError(f"open inbox at {self.size:,}: {len(got[1][1]['list'])} Emails")
+        return time.perf_counter() - started
+
+    async def first_sync(self, limit: float) -> None:
+        started = time.perf_counter()
+        await self.jmap.session()
+        await self.jmap.find_inbox()
+        await self.open_inbox_once()
+        self.newest = time.perf_counter() - started
+        say(f"  {self.size:,}: the newest 50 served after {self.newest:.2f} s")
+        finished, _ = await wait_with_progress(
+            _synced_through_http(self.jmap, self.size),
+            self.cache,
+            self.jmap.account_id,
+            self.size,
+            started,
+            limit,
+        )
+        self.sync = time.perf_counter() - started if finished else None
+        say(f"  {self.size:,}: first sync " + (f"{self.sync:.0f} s" if finished else "unfinished"))
+
+    async def text_query(self) -> None:
+        args = {
+            "accountId": self.jmap.account_id,
+            "filter": {"inMailbox": self.jmap.inbox_id, "text": TEXT},
+            "sort": [{"property": "receivedAt", "isAscending": False}],
+            "limit": 50,
+            "calculateTotal": True,
+        }
+        started = time.perf_counter()
+        got = await self.jmap.responses([["Email/query", args, "t"]])
+        elapsed = time.perf_counter() - started
+        name, body, _ = got[0]
+        if name == "error":
+            self.text_note = f"{body.get('type')} after {elapsed:.1f} s"
+            return
+        self.text.append(elapsed)
+        self.text_hits = int(body.get("total", 0))
+
+    def measure_disk_and_memory(self) -> None:
+        self.cache_mb = sum(p.stat().st_size for p in self.cache.parent.glob(self.cache.name + "*"))
+        self.cache_mb /= 2**20
+        self.peak_mb = _proc_status_mb(self.process.pid, "VmHWM")
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        with contextlib.suppress(OSError):
+            for pid in children.read_text().split():
+                with contextlib.suppress(OSError, RuntimeError):
+                    self.worker_peak_mb = max(
+                        self.worker_peak_mb, _proc_status_mb(int(pid), "VmHWM")
+                    )
+
+    async def close(self) -> None:
+        await self.http.close()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.process.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def seeded(dovecot: DovecotServer, username: str, size: int) -> bool:
+    """Whether a kept work directory holds the user's mail already (push samples may have
+    left a message more)."""
+    if username not in dovecot.users():
+        return False
+    status = dovecot.doveadm("-f", "tab", "mailbox", "status", "-u", username, "messages", "INBOX")
+    return int(status.splitlines()[-1].rpartition("\t")[2]) >= size
+
+
+def seed(dovecot: DovecotServer, size: int) -> None:
+    username = f"u{size}"
+    if seeded(dovecot, username, size):
+        say(f"{size:,}: already seeded")
+        return
+    if username not in dovecot.users():
+        dovecot.add_user(username, PASSWORD)
+    stats = seed_inbox(dovecot, username, size)
+    say(
+        f"{size:,}: seeded in {stats.seconds:.0f} s, mean {stats.mean_kb:.1f} KB, "
+        f"{stats.total_bytes / 2**30:.1f} GiB"
+    )
+
+
+async def run(dovecot: DovecotServer, sizes: list[int], args: argparse.Namespace) -> list[Serve]:
+    workdir = Path(args.workdir)
+    serves: list[Serve] = []
+    try:
+        for size in sizes:
+            say(f"first sync of {size:,} in its own imapjmap serve:")
+            serve = await Serve.start(dovecot, size, workdir)
+            serves.append(serve)
+            await serve.first_sync(args.sync_limit)
+        ready = [s for s in serves if s.sync is not None]
+        for serve in ready:
+            serve.synced = serve.size
+            await serve.jmap.no_change()  # warm-up
+            await serve.open_inbox_once()
+        say(f"warm requests: {args.requests} of each kind per size, interleaved")
+        for _ in range(args.requests):
+            for serve in ready:
+                serve.open_inbox.append(await serve.open_inbox_once())
+                started = time.perf_counter()
+                await serve.jmap.no_change()
+                serve.no_change.append(time.perf_counter() - started)
+        say(f"Email/query with text {TEXT!r}: {args.text_queries} per size, interleaved")
+        for _ in range(args.text_queries):
+            for serve in ready:
+                await serve.text_query()
+        for serve in ready:
+            say(f"push latency at {serve.size:,}: {args.samples} samples of each kind")
+            try:
+                serve.push = await Bench(dovecot, serve.jmap, serve.size, Trace()).measure(
+                    args.samples
+                )
+            except (JmapError, aiohttp.ClientError, TimeoutError) as exc:
+                say(f"  not measured: {exc!r}")
+        for serve in serves:
+            serve.measure_disk_and_memory()
+    finally:
+        for serve in serves:
+            await serve.close()
+    return serves
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _median_p95(samples: list[float]) -> str:
+    return f"{_ms(statistics.median(samples))} ({_ms(p95(samples))})" if samples else "-"
+
+
+def rows(serves: list[Serve]) -> list[tuple[str, list[str], str]]:
+    """(measurement, one value per size, target)."""
+    out: list[tuple[str, list[str], str]] = []
+
+    def row(name: str, values: list[str], target: str = "") -> None:
+        out.append((name, values, target))
+
+    row("newest 50 served after the first request", [f"{s.newest:.2f} s" for s in serves], "<= 1 s")
+    row(
+        "whole first sync",
+        [f"{s.sync:.0f} s" if s.sync is not None else "unfinished" for s in serves],
+    )
+    row("open inbox, median (p95)", [_median_p95(s.open_inbox) for s in serves], "<= 50 ms")
+    row("no-change Mailbox/get, median", [_median_p95(s.no_change) for s in serves])
+    row(
+        f"Email/query text {TEXT!r}, median",
+        [
+            (f"{statistics.median(s.text):.2f} s, {s.text_hits:,} hits" if s.text else "")
+            + (f"; failed: {s.text_note}" if s.text_note else "")
+            for s in serves
+        ],
+    )
+    for kind in KINDS:
+        row(
+            f"push {kind}, median (p95)",
+            [
+                _median_p95(s.push.latencies[kind])
+                + (f", {s.push.missed[kind]} missed" if s.push.missed[kind] else "")
+                if s.push
+                else "-"
+                for s in serves
+            ],
+            "p95 <= 1 s",
+        )
+    row("cache on disk (SQLite + WAL)", [f"{s.cache_mb:.0f} MB" for s in serves])
+    row("peak RSS (VmHWM) of imapjmap serve", [f"{s.peak_mb:.0f} MB" for s in serves], "<= 300 MB")
+    row("  its parsing worker's peak RSS", [f"{s.worker_peak_mb:.0f} MB" for s in serves])
+    return out
+
+
+def print_table(serves: list[Serve]) -> None:
+    table = rows(serves)
+    heads = [f"{s.size:,}" for s in serves]
+    width = max(len(r[0]) for r in table)
+    widths = [max(len(h), *(len(r[1][i]) for r in table)) for i, h in enumerate(heads)]
+    say("")
+    say(
+        f"{'measurement':<{width}}  "
+        + "  ".join(f"{h:<{w}}" for h, w in zip(heads, widths, strict=True))
+        + "  target"
+    )
+    for name, values, target in table:
+        cells = "  ".join(f"{v:<{w}}" for v, w in zip(values, widths, strict=True))
+        say(f"{name:<{width}}  {cells}  {target}")
+    if len(serves) > 1 and all(s.open_inbox and s.no_change for s in serves):
+        big, small = serves[-1], serves[0]
+        for name, attr in (("open inbox", "open_inbox"), ("no-change request", "no_change")):
+            ratio = statistics.median(getattr(big, attr)) / statistics.median(getattr(small, attr))
+            say(f"{name}, median {big.size:,} / {small.size:,}: {ratio:.2f}x")
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--requests", type=int, default=30, help="warm requests of each kind")
+    parser.add_argument("--text-queries", type=int, default=3, help="text queries per size")
+    parser.add_argument("--samples", type=int, default=10, help="push samples per kind")
+    parser.add_argument("--sync-limit", type=float, default=3600.0, help="seconds (%(default)g)")
+    parser.add_argument("--workdir", help="keep the Dovecot and its mail here, reuse it")
+    args = parser.parse_args()
+    sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",")})
+    say(f"a million messages: {describe_machine()}; load average {load()}")
+    ensure_dovecot_installed()
+    keep = args.workdir is not None
+    if not keep:
+        args.workdir = tempfile.mkdtemp(prefix="imapjmap-million-")
+    dovecot = DovecotServer.start(Path(args.workdir) / "dovecot")
+    try:
+        for size in sizes:
+            seed(dovecot, size)
+        serves = asyncio.run(run(dovecot, sizes, args))
+    finally:
+        dovecot.stop()
+        if not keep:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+    say(f"load average at the end {load()}")
+    print_table(serves)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
