@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Final
 
 import aiohttp
+import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
 from mailgen import seed_inbox
 from push_latency import KINDS, Bench, SizeRun, Trace
 from read_path import (
@@ -60,7 +61,7 @@ from read_path import (
     wait_with_progress,
 )
 
-from imapjmap.demo.dovecot import DovecotServer, ensure_dovecot_installed
+from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 
 TEXT: Final = "invoice"  # a subject word of about one thread in twenty (mailgen._TOPICS)
 PEAK_RSS_MB: Final = 300.0
