@@ -5,7 +5,7 @@ Subcommands:
 * ``imapjmap serve --config FILE``: run the proxy until SIGINT/SIGTERM
   (``imapjmap --config FILE`` without a subcommand does the same).
 * ``imapjmap demo [--listen HOST:PORT]``: the self-contained demo, from a source checkout
-  only (the throw-away Dovecot it runs lives in ``devservers/``, which is not installed).
+  only (the throw-away servers it runs live in ``devservers/``, which is not installed).
 * ``imapjmap check-config FILE``: validate a file and print the effective configuration.
 
 Exit status: 0 on success, 2 for a usage or configuration error.  The HTTP front end and the
@@ -47,8 +47,8 @@ EXIT_USAGE = 2
 # installed wheel holds nothing that installs Debian packages or starts servers.
 CHECKOUT = Path(__file__).resolve().parent.parent
 NO_CHECKOUT = """\
-imapjmap: the demo runs from a source checkout, not from an installed package: it starts a
-throw-away Dovecot (installing its Debian packages when missing) and an SMTP sink from the
+imapjmap: the demo runs from a source checkout, not from an installed package: it starts
+throw-away IMAP and SMTP servers (installing their Debian packages when missing) from the
 checkout's devservers/ directory.  In a clone of the source repository, run ./scripts/run.
 To serve your own IMAP server instead: imapjmap serve --config FILE"""
 
