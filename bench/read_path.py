@@ -604,7 +604,7 @@ async def measure_with_push(
 ) -> None:
     """No-change and open-inbox requests while each account has an EventSource open: the
     proxy's upstream watcher then reports changes, and a request need not ask the server
-    (DESIGN.md, "Freshness and sync")."""
+    (docs/design.md, "Freshness")."""
     missing = email_methods_missing()
     streams: list[aiohttp.ClientResponse] = []
     try:

@@ -21,8 +21,8 @@ a private directory and runs ``master`` in the foreground on a free 127.0.0.1 po
 * Cyrus logs only to syslog; the master's own stderr is kept in ``master.stderr``.
 
 Running as root, every Cyrus process runs as ``nobody`` (``cyrus_user``) and the instance's
-directory is handed to that user; as an ordinary user, everything runs as that user.  See
-``reference/imap-servers.md`` in the shared notes for the facts this is built on.
+directory is handed to that user; as an ordinary user, everything runs as that user.  What
+the proxy relies on about Cyrus is in docs/design.md, "Servers".
 
 Known Cyrus 3.6.1 defect (seen with this very package): ``STATUS box (MAILBOXID MESSAGES)``
 — MAILBOXID together with any item that opens the mailbox's index (MESSAGES, UIDNEXT, UNSEEN,

@@ -7,8 +7,8 @@ added to a running server.  :meth:`stop` terminates the master and every process
 
 Running as root, mail processes run as ``nobody`` (Dovecot refuses uid 0 for mail) and the
 directories they need are handed to that user; running as an ordinary user, every Dovecot
-process runs as that user.  See ``reference/imap-servers.md`` in the shared notes for the facts
-this is built on.
+process runs as that user.  What the proxy relies on about Dovecot is in docs/design.md,
+"Servers".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: the real servers (DESIGN.md, "Tests use real servers").
+"""Fixtures shared by every test: the real servers (docs/design.md, "Tests").
 
 - ``dovecot`` (session): a :class:`DovecotServer` on a free loopback port, installed if needed.
 - ``cyrus`` (session): a :class:`CyrusServer` (Cyrus IMAP 3.6 unpacked from Debian's

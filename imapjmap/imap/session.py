@@ -72,7 +72,7 @@ from imapjmap.imap.parse import parse_capabilities, parse_reply
 
 log = logging.getLogger(__name__)
 
-# Capabilities the rest of the proxy asks about (DESIGN.md, issue "IMAP layer").
+# Capabilities the rest of the proxy asks about (docs/design.md, "Servers").
 KNOWN_CAPABILITIES: Final = (
     "CONDSTORE",
     "QRESYNC",

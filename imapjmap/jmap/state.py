@@ -1,6 +1,6 @@
 """Opaque JMAP state tokens built from the account-wide change counter.
 
-Theory of operation (DESIGN.md "State"): every cache transaction that changes something
+Theory of operation (docs/design.md, "States"): every cache transaction that changes something
 takes the next value of one per-account counter ``seq``; each row remembers the seq that
 created, last updated and destroyed it.  A type's state is the highest seq that touched the
 type.  ``epoch`` names one life of the counter (a rebuilt cache starts a new epoch), so a

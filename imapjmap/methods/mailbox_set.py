@@ -309,7 +309,7 @@ async def _remember_rename(
 
     A refresh recognises a renamed mailbox by its upstream id; Gmail has none, and a label's
     folder is never STATUSed, so without this the renamed label would come back as a new
-    mailbox with a new id (DESIGN.md: ids never move)."""
+    mailbox with a new id (docs/design.md, "Ids": ids never move)."""
     prefix = old_full + (writer.delimiter or "\0")
     moved = {
         other.id: new_full + other.imap_name[len(old_full) :]

@@ -75,7 +75,7 @@ class Cursor:
 
 
 def list_items(session: ImapSession) -> str:
-    """The FETCH items of a new message's list properties (DESIGN.md "Freshness")."""
+    """The FETCH items of a new message's list properties (docs/design.md, "Freshness")."""
     items = [
         "UID",
         "FLAGS",

@@ -155,7 +155,7 @@ def _rights(listed: Listed) -> dict[str, bool]:
 
 
 def new_mailbox_id(source_id: str | None) -> str:
-    """Ids come from the upstream where it has one (DESIGN.md table), else are minted."""
+    """Ids come from the upstream where it has one (docs/design.md, "Ids"), else minted."""
     if source_id and is_id(source_id):
         return source_id
     return "M" + secrets.token_hex(12)

@@ -1,6 +1,6 @@
 """Pure conversions from IMAP FETCH records to cache rows: ids and list properties.
 
-Email ids (DESIGN.md "Identity"), first source that the upstream offers:
+Email ids (docs/design.md, "Ids"), first source that the upstream offers:
 1. RFC 8474 ``EMAILID`` as is (Cyrus's own JMAP uses the same strings);
 2. Gmail's ``X-GM-MSGID`` (a 64-bit number) as ``"M" + decimal``;
 3. Dovecot's ``X-GUID`` (kept across COPY and MOVE): as is behind ``"E"`` when it is already

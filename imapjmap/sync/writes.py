@@ -1,4 +1,4 @@
-"""IMAP write primitives used by every JMAP write (DESIGN.md "Writes lose nothing").
+"""IMAP write primitives used by every JMAP write (docs/design.md, "Writes").
 
 Rule 1: IMAP first, then the cache is refreshed from what the server says; nothing here
         writes the cache.

@@ -167,7 +167,7 @@ async def test_add_and_remove_mailbox_keeps_others_deleted_message(
     jmap: Jmap, imap_oracle: imaplib.IMAP4
 ) -> None:
     """Removal is UID EXPUNGE of our own UIDs: a message another client marked \\Deleted in
-    the same mailbox survives (DESIGN.md "Writes lose nothing")."""
+    the same mailbox survives (docs/design.md, "Writes")."""
     append(imap_oracle, "INBOX", "ours")
     other_uid = append(imap_oracle, "INBOX", "theirs")
     email_id = await email_by_subject(jmap, "ours")

@@ -1,4 +1,4 @@
-"""jmap.state: opaque state tokens (DESIGN.md "State"; CORE-CHG-04, CORE-TYPE-01)."""
+"""jmap.state: opaque state tokens (docs/design.md, "States"; CORE-CHG-04, CORE-TYPE-01)."""
 
 from __future__ import annotations
 
