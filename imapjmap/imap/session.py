@@ -1,25 +1,16 @@
-"""One IMAP connection: the only module that imports aioimaplib.
+"""One IMAP connection: a logged-in session with typed commands over asyncio.
 
 Theory of operation
 -------------------
-aioimaplib gives us the connection, the greeting and its state names, but two of its habits
-do not fit a proxy that must see every byte of every reply:
-
-* it routes an untagged response to the pending command only when the names match, so the
-  ``* STATUS`` lines of ``LIST ... RETURN (STATUS ...)`` and ``* VANISHED (EARLIER)`` of a
-  ``UID FETCH ... (CHANGEDSINCE n VANISHED)`` are dropped, and it strips every ``"* "`` inside
-  a line, not just the prefix;
-* its line reader recurses once per line and copies the unread tail each time, which is
-  quadratic in the size of one network read and overflows the recursion limit on a FETCH of
-  a few thousand small responses.
-
-So :class:`_Protocol` subclasses aioimaplib's protocol and, while one of *our* commands is in
-flight, reads the stream itself with an iterative reader: every untagged response is kept
-verbatim, as a tuple of chunks ``(line, literal, line, ...)`` which
-:func:`imapjmap.imap.parse.parse_reply` turns into a typed :class:`Reply`.  Lines that
-arrive while none of our commands is running (the greeting, aioimaplib's own CAPABILITY)
-are handed to aioimaplib unchanged; unsolicited responses between commands are queued for
-watchers.
+asyncio opens the connection (TLS, or STARTTLS through ``loop.start_tls``); every byte the
+server sends goes through :class:`imapjmap.imap.framing.Framer`, which cuts it into whole
+responses: untagged ones (each a tuple of chunks ``(line, literal, line, ...)`` that
+:func:`imapjmap.imap.parse.parse_reply` turns into a typed :class:`Reply`), tagged
+completions and ``+`` continuations.  :class:`_Connection` routes them: the first response
+is the greeting; while one of our commands is in flight, every untagged response is kept
+for it, verbatim (a LIST-STATUS answer carries ``* STATUS`` lines next to ``* LIST``, a
+CHANGEDSINCE fetch carries ``* VANISHED (EARLIER)``); between commands, unsolicited
+responses are queued for watchers.
 
 Rules
 1. One command at a time per connection; the pool gives a session to one user at a time.
@@ -28,7 +19,9 @@ Rules
    whether the command saw that mailbox current, without a round trip of its own.  Servers
    may complete the two in either order; the reply holds both.
 2. A timeout, a cancellation, a BAD, a parse failure or a lost connection marks the session
-   ``broken``; a broken session is never used again (the pool discards it).
+   ``broken``; a broken session is never used again (the pool discards it).  Bytes that are
+   not IMAP (or pass the framer's size limits), a tagged line or a continuation nobody
+   waits for, close the connection: its position in the stream is lost.
 3. A tagged NO leaves the wire in sync: it raises :class:`ImapCommandFailed` and the session
    stays usable.
 4. Passwords and tokens never reach a log line: commands carrying them are not logged.
@@ -39,6 +32,9 @@ Rules
    ``ID ("x-originating-ip" ... "x-originating-port" ...)`` where the server offers ID:
    Dovecot then applies its per-address login penalty and its logs to the client, not to the
    proxy (it believes the items only from ``login_trusted_networks``).
+7. The capabilities before login come from a CAPABILITY command after the greeting, never
+   from the greeting's ``[CAPABILITY]`` code alone, and are asked again after STARTTLS
+   (RFC 3501 §6.2.1).
 """
 
 from __future__ import annotations
@@ -46,14 +42,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import re
 import ssl
 import time
 from dataclasses import dataclass
 from typing import Final
-
-import aioimaplib
 
 from imapjmap.config import GmailMode, ImapConfig
 from imapjmap.credentials import BearerToken as BearerToken  # re-exported (Rule 5)
@@ -67,6 +62,7 @@ from imapjmap.errors import (
 )
 from imapjmap.imap import commands
 from imapjmap.imap.commands import Command
+from imapjmap.imap.framing import Continuation, Framer, Response, Tagged, Untagged
 from imapjmap.imap.models import ListEntry, MailboxStatus, Reply
 from imapjmap.imap.parse import parse_capabilities, parse_reply
 
@@ -100,7 +96,6 @@ KNOWN_CAPABILITIES: Final = (
     "MULTIAPPEND",
 )
 
-_LITERAL_RE: Final = re.compile(rb"\{(\d+)\+?\}$")
 _MAX_UNSOLICITED: Final = 10_000
 # a BAD that blames the command's size (Dovecot: "Too long argument"; others: "Line too
 # long", "Literal too large")
@@ -153,9 +148,9 @@ class _Pending:
         self.trailer = trailer  # the tag of a NOOP written right after this command
         self.trailer_result = ""
         self.to_send = to_send
-        self.idle = idle  # IDLE: "+" means idling, untagged lines are events
+        self.idle = idle  # IDLE: "+" means idling, untagged responses are events
         self.sasl = sasl  # AUTHENTICATE: the response to the next "+" (then empty ones)
-        self.records: list[list[bytes]] = []
+        self.records: list[tuple[bytes, ...]] = []
         self.result = ""
         self.text = b""
         loop = asyncio.get_running_loop()
@@ -163,17 +158,17 @@ class _Pending:
         self.continued: asyncio.Future[None] = loop.create_future()
 
 
-class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
-    """aioimaplib's protocol with an iterative reader for our own commands."""
+class _Connection(asyncio.Protocol):
+    """The transport's side of one connection: frames what arrives, routes each response to
+    the greeting, the command in flight or the unsolicited queue, and writes commands."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop, self._lost)
-        self._buf = bytearray()
-        self._literal_left = 0  # bytes still owed to the literal being read
-        self._literal_target: list[bytes] | None = None
-        self._literal_parts: list[bytes] = []
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._framer = Framer()
+        self._tags = itertools.count(1)
         self._pending: _Pending | None = None
-        self.unsolicited: collections.deque[list[bytes]] = collections.deque(
+        self.greeting: asyncio.Future[Untagged] = asyncio.get_running_loop().create_future()
+        self.unsolicited: collections.deque[tuple[bytes, ...]] = collections.deque(
             maxlen=_MAX_UNSOLICITED
         )
         self.unsolicited_event = asyncio.Event()
@@ -181,133 +176,109 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self.closed = asyncio.Event()
         self.bye: bytes | None = None
 
-    # -- aioimaplib entry points -------------------------------------------------------
+    # -- asyncio entry points ----------------------------------------------------------------
 
-    def data_received(self, d: bytes) -> None:
-        self._buf += d
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
         try:
-            self._drain()
+            for response in self._framer.feed(data):
+                self._route(response)
         except ImapProtocolViolation as exc:
             self._fail(exc)
+            if self.transport is not None:
+                self.transport.close()  # Rule 2: where the next response starts is unknown
 
-    def _lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or ConnectionResetError("connection closed by the server")
         self.closed.set()
         self._fail(ImapUnavailable(f"connection lost: {self.lost}"))
 
-    # -- our reader ----------------------------------------------------------------------
+    # -- routing -----------------------------------------------------------------------------
 
-    def _drain(self) -> None:
-        buf = self._buf
-        pos = 0
-        while True:
-            if self._literal_left:
-                take = min(self._literal_left, len(buf) - pos)
-                self._literal_parts.append(bytes(buf[pos : pos + take]))
-                pos += take
-                self._literal_left -= take
-                if self._literal_left:
-                    break
-                assert self._literal_target is not None
-                self._literal_target[-1] = b"".join(self._literal_parts)
-                self._literal_parts.clear()
-                continue
-            end = buf.find(b"\r\n", pos)
-            if end < 0:
-                break
-            line = bytes(buf[pos:end])
-            pos = end + 2
-            self._line(line)
-        del buf[:pos]
-
-    def _line(self, line: bytes) -> None:
+    def _route(self, response: Response) -> None:
         pending = self._pending
-        if self._literal_target is not None:
-            # the rest of a response whose previous chunk was a literal
-            self._literal_target.append(line)
-            self._expect_literal(line, self._literal_target)
-            return
-        if pending is None:
-            self._not_ours(line)
-            return
-        if line.startswith(b"* "):
-            record = [line[2:]]
-            if line.startswith(b"* BYE"):
-                self.bye = line
-            pending.records.append(record)
-            if pending.idle:
+        if isinstance(response, Untagged):
+            chunks = response.chunks
+            if chunks[0][:3].upper() == b"BYE":
+                self.bye = b"* " + chunks[0]
+            if not self.greeting.done():
+                self._greeted(response)
+            elif pending is None:
+                self.unsolicited.append(chunks)
                 self.unsolicited_event.set()
-            self._expect_literal(line, record)
-        elif line.startswith(b"+") and pending.idle:
+            else:
+                pending.records.append(chunks)
+                if pending.idle:
+                    self.unsolicited_event.set()
+        elif pending is None:
+            raise ImapProtocolViolation(f"unexpected response from server: {response!r:.80}")
+        elif isinstance(response, Continuation):
+            self._continue(pending)
+        else:
+            self._tagged(pending, response)
+
+    def _greeted(self, greeting: Untagged) -> None:
+        status = greeting.chunks[0].split(b" ", 1)[0].upper()
+        if status in (b"OK", b"PREAUTH"):
+            self.greeting.set_result(greeting)
+        elif status == b"BYE":
+            text = greeting.chunks[0].decode("utf-8", "replace")[:200]
+            self.greeting.set_exception(ImapUnavailable(f"the server refused: {text}"))
+        else:
+            raise ImapProtocolViolation(f"not an IMAP greeting: {greeting.chunks[0][:80]!r}")
+
+    def _continue(self, pending: _Pending) -> None:
+        assert self.transport is not None
+        if pending.idle:
             if not pending.continued.done():
                 pending.continued.set_result(None)
-        elif line.startswith(b"+") and pending.sasl is not None:
+        elif pending.sasl is not None:
             self.transport.write(pending.sasl + b"\r\n")
             pending.sasl = b""  # a further challenge is an error: answer it empty
-        elif line.startswith(b"+"):
-            self._send_next(pending)
+        elif pending.to_send:
+            literal = pending.to_send.popleft()
+            text = pending.to_send.popleft()
+            self.transport.write(literal + text)
         else:
-            self._tagged(pending, line)
+            raise ImapProtocolViolation("server asked for a literal that we do not have")
 
-    def _tagged(self, pending: _Pending, line: bytes) -> None:
-        if pending.trailer is not None and line.startswith(pending.trailer.encode() + b" "):
+    def _tagged(self, pending: _Pending, response: Tagged) -> None:
+        if response.tag == pending.trailer:
             # the pipelined NOOP: its untagged responses are already with this command;
             # its response code (e.g. [HIGHESTMODSEQ]) joins them as an untagged OK would
-            status, _, text = line[len(pending.trailer) + 1 :].partition(b" ")
-            pending.trailer_result = status.decode("ascii", "replace").upper()
-            if text.startswith(b"["):
-                pending.records.append([b"OK " + text])
-        elif line.startswith(pending.tag.encode() + b" "):
-            status, _, text = line[len(pending.tag) + 1 :].partition(b" ")
-            pending.result = status.decode("ascii", "replace").upper()
-            pending.text = text
+            pending.trailer_result = response.status
+            if response.text.startswith(b"["):
+                pending.records.append((b"OK " + response.text,))
+        elif response.tag == pending.tag:
+            pending.result = response.status
+            pending.text = response.text
         else:
-            raise ImapProtocolViolation(f"unexpected line from server: {line[:80]!r}")
+            raise ImapProtocolViolation(f"unexpected tag from server: {response!r:.80}")
         if pending.result and (pending.trailer is None or pending.trailer_result):
             self._pending = None
             if not pending.done.done():
                 pending.done.set_result(None)
 
-    def _expect_literal(self, line: bytes, record: list[bytes]) -> None:
-        match = _LITERAL_RE.search(line)
-        if match is None:
-            self._literal_target = None
-            return
-        # an empty literal ({0}) is complete at once; the next line continues the response
-        self._literal_left = int(match.group(1))
-        record.append(b"")
-        self._literal_target = record
-
-    def _not_ours(self, line: bytes) -> None:
-        if self.state in (aioimaplib.CONNECTED, aioimaplib.NONAUTH) and not line.startswith(
-            b"* " + b"BYE"
-        ):
-            # greeting and aioimaplib's own CAPABILITY: its handler runs them
-            self._handle_line(line, None)
-            return
-        if line.startswith(b"* "):
-            record = [line[2:]]
-            if line.startswith(b"* BYE"):
-                self.bye = line
-            self.unsolicited.append(record)
-            self.unsolicited_event.set()
-            self._expect_literal(line, record)
-        else:
-            self._handle_line(line, None)
-
-    def _send_next(self, pending: _Pending) -> None:
-        if not pending.to_send:
-            raise ImapProtocolViolation("server asked for a literal that we do not have")
-        literal = pending.to_send.popleft()
-        text = pending.to_send.popleft()
-        self.transport.write(literal + text)
-
     def _fail(self, exc: BaseException) -> None:
+        if not self.greeting.done():
+            self.greeting.set_exception(exc)
         pending, self._pending = self._pending, None
         if pending is not None and not pending.done.done():
             pending.done.set_exception(exc)
 
-    # -- sending -------------------------------------------------------------------------
+    def abort(self) -> None:
+        """Drop the connection before the session exists (nobody will read the greeting)."""
+        self.greeting.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def new_tag(self) -> str:
+        return f"J{next(self._tags)}"
 
     def start(
         self,
@@ -327,6 +298,7 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         """
         if self._pending is not None:
             raise ImapProtocolViolation("a command is already in flight on this connection")
+        assert self.transport is not None
         pieces: collections.deque[bytes] = collections.deque()
         first = f"{tag} {command.parts[0]}".encode()
         rest: list[bytes] = []
@@ -355,13 +327,11 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     def start_idle(self, tag: str) -> _Pending:
         if self._pending is not None:
             raise ImapProtocolViolation("a command is already in flight on this connection")
+        assert self.transport is not None
         pending = _Pending(tag, collections.deque(), idle=True)
         self._pending = pending
         self.transport.write(f"{tag} IDLE\r\n".encode())
         return pending
-
-    def new_our_tag(self) -> str:
-        return str(self.new_tag())
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +365,7 @@ class ImapSession:
     :class:`ImapUnavailable` (timeout, lost connection; the session is broken).
     """
 
-    def __init__(self, proto: _Protocol, cfg: ImapConfig, username: str) -> None:
+    def __init__(self, proto: _Connection, cfg: ImapConfig, username: str) -> None:
         self._proto = proto
         self._cfg = cfg
         self.username = username
@@ -477,21 +447,27 @@ class ImapSession:
     async def _open(cls, cfg: ImapConfig, username: str) -> ImapSession:
         """Connect, read the greeting and secure the connection: not logged in yet."""
         loop = asyncio.get_running_loop()
-        proto = _Protocol(loop)
+        proto = _Connection()
         ctx = _ssl_context(cfg) if cfg.security == "tls" else None
+        where = f"{cfg.host}:{cfg.port}"
         try:
             async with asyncio.timeout(cfg.connect_timeout):
                 await loop.create_connection(lambda: proto, cfg.host, cfg.port, ssl=ctx)
-                await proto.wait("AUTH|NONAUTH")
-        except (OSError, TimeoutError, ssl.SSLError, aioimaplib.Error) as exc:
-            proto.transport and proto.transport.close()
-            raise ImapUnavailable(f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from exc
-        except BaseException:  # cancelled (a push watcher stopped as it connects)
-            proto.transport and proto.transport.close()
+                await proto.greeting
+        except (OSError, TimeoutError, ssl.SSLError, ImapProtocolViolation) as exc:
+            proto.abort()
+            raise ImapUnavailable(f"cannot connect to {where}: {exc}") from exc
+        except BaseException:  # cancelled (a push watcher stopped as it connects), BYE
+            proto.abort()
             raise
         session = cls(proto, cfg, username)
         try:
-            session.capabilities = frozenset(c.upper() for c in proto.capabilities)
+            try:
+                async with asyncio.timeout(cfg.connect_timeout):
+                    reply = await session.execute(Command(("CAPABILITY",)), what="CAPABILITY")
+            except (TimeoutError, ImapProtocolViolation, ImapCommandFailed) as exc:
+                raise ImapUnavailable(f"cannot connect to {where}: {exc}") from exc
+            session.capabilities = reply.capabilities or frozenset()  # Rule 7
             if cfg.security == "starttls":
                 await session._starttls()
         except BaseException:
@@ -518,6 +494,7 @@ class ImapSession:
             raise ImapUnavailable("server does not offer STARTTLS (imap.security = starttls)")
         await self.execute(Command(("STARTTLS",)), what="STARTTLS")
         loop = asyncio.get_running_loop()
+        assert self._proto.transport is not None
         try:
             transport = await loop.start_tls(
                 self._proto.transport,
@@ -528,6 +505,7 @@ class ImapSession:
         except (OSError, ssl.SSLError) as exc:
             self.broken = True
             raise ImapUnavailable(f"STARTTLS handshake failed: {exc}") from exc
+        assert isinstance(transport, asyncio.Transport)
         self._proto.transport = transport
         # capabilities from before TLS must not be trusted (RFC 3501 §6.2.1)
         reply = await self.execute(Command(("CAPABILITY",)), what="CAPABILITY")
@@ -547,7 +525,6 @@ class ImapSession:
 
     async def _authenticated(self, reply: Reply) -> None:
         """After LOGIN or AUTHENTICATE: the capabilities of the authenticated state."""
-        self._proto.state = aioimaplib.AUTH
         code = reply.code("CAPABILITY")
         if code is not None:
             self.capabilities = parse_capabilities(code.args)
@@ -678,8 +655,7 @@ class ImapSession:
         """
         what = what or command.parts[0].split(" ", 1)[0]
         pending = await self._run(command, what, False, None, False)
-        records = [tuple(r) for r in pending.records]
-        pending.records.clear()
+        records, pending.records = pending.records, []
         return self._finish(pending, what), records
 
     async def _run(
@@ -688,8 +664,8 @@ class ImapSession:
         if self.broken:
             why = "closed by the server" if self._proto.lost or self._proto.bye else "broken"
             raise ImapUnavailable(f"{what}: connection already {why}")
-        tag = self._proto.new_our_tag()
-        trailer = self._proto.new_our_tag() if noop_after else None
+        tag = self._proto.new_tag()
+        trailer = self._proto.new_tag() if noop_after else None
         if not secret:
             after = f" + {trailer} NOOP" if trailer else ""
             log.debug("imap %s > %s %s%s", self.username, tag, command.parts[0][:200], after)
@@ -727,7 +703,7 @@ class ImapSession:
             self.broken = True
             raise ImapProtocolViolation(f"NOOP after {what}: {pending.trailer_result} reply")
         try:
-            reply = parse_reply([tuple(r) for r in pending.records], pending.result, pending.text)
+            reply = parse_reply(pending.records, pending.result, pending.text)
         except ImapProtocolViolation:
             self.broken = True
             raise
@@ -751,7 +727,7 @@ class ImapSession:
         Raises:
             ImapCommandFailed / ImapProtocolViolation / ImapUnavailable: as :meth:`execute`.
         """
-        tag = self._proto.new_our_tag()
+        tag = self._proto.new_tag()
         self._idle = self._proto.start_idle(tag)
         try:
             async with asyncio.timeout(self._cfg.command_timeout):
@@ -770,6 +746,7 @@ class ImapSession:
         pending, self._idle = self._idle, None
         if pending is None:
             return self.take_unsolicited()
+        assert self._proto.transport is not None
         self._proto.transport.write(b"DONE\r\n")
         try:
             async with asyncio.timeout(self._cfg.command_timeout):
@@ -794,7 +771,7 @@ class ImapSession:
         records = list(self._proto.unsolicited)
         self._proto.unsolicited.clear()
         self._proto.unsolicited_event.clear()
-        return parse_reply([tuple(r) for r in records], "OK", b"")
+        return parse_reply(records, "OK", b"")
 
     # -- typed commands --------------------------------------------------------------------
 
@@ -907,7 +884,6 @@ class ImapSession:
             reply=reply,
         )
         self.selected = info
-        self._proto.state = aioimaplib.SELECTED
         return info
 
     async def unselect(self) -> None:
@@ -921,7 +897,6 @@ class ImapSession:
             with contextlib.suppress(ImapCommandFailed):
                 await self.execute(Command(('EXAMINE "imapjmap-deselect"',)), what="EXAMINE")
         self.selected = None
-        self._proto.state = aioimaplib.AUTH
 
     async def noop(self) -> Reply:
         return await self.execute(Command(("NOOP",)), what="NOOP")

@@ -545,12 +545,15 @@ async def test_connect_cancelled_after_the_greeting_leaves_no_connection(
     its half-open IMAP connection open: cancelled after the TCP connection was made, the
     connection is closed."""
     reached: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    connection_made = imap_session._Connection.connection_made
 
-    async def greeting_never_read(self: Any, state: str) -> None:
+    def made(self: Any, transport: Any) -> None:
+        connection_made(self, transport)
         reached.set_result(self)
-        await asyncio.Event().wait()
 
-    monkeypatch.setattr(imap_session._Protocol, "wait", greeting_never_read)
+    monkeypatch.setattr(imap_session._Connection, "connection_made", made)
+    # the greeting never arrives
+    monkeypatch.setattr(imap_session._Connection, "data_received", lambda self, data: None)
     cfg = ImapConfig(host=imap_user.host, port=imap_user.port, security="none")
     task = asyncio.create_task(
         imap_session.ImapSession.connect(cfg, imap_user.username, imap_user.password)
