@@ -2,8 +2,9 @@
 
 These errors know nothing about JSON or HTTP.  Each carries a ``jmap_hint``: the RFC 8620
 §3.6.2 method-level error type that the dispatcher reports when one escapes a method
-handler.  Foreign exceptions (aioimaplib, aiosmtplib, sqlite3) are translated into these at
-the one module that owns each library, and chained with ``raise ... from``.
+handler.  Foreign exceptions (asyncio's and ssl's for IMAP, aiosmtplib, sqlite3) are
+translated into these at the one module that owns each library, and chained with
+``raise ... from``.
 """
 
 from __future__ import annotations

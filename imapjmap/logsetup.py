@@ -14,11 +14,9 @@ record before it is formatted (:func:`redact` is the pure function behind it):
 3. ``password=...``, ``"passwd": "..."``, ``secret: ...``, ``access_token=...``,
    ``push_token=...`` and the like
    keep the key; a password in a URL (``imap://user:pw@host``) goes too.
-4. aioimaplib's debug lines: besides rules 1-3 (its own scrubbing misses passwords that it
-   escaped for quoting), a bare base64 line it sends is a SASL response and is redacted.
 
-aioimaplib (and aiosmtpd's ``mail.log``, used by the demo) log every byte at DEBUG; they are
-held at WARNING unless the level is ``debug``.
+aiosmtpd's ``mail.log`` (used by the demo) logs every byte at DEBUG; it is held at WARNING
+unless the level is ``debug``.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ LEVELS: Final = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
-QUIET_LOGGERS: Final = ("aioimaplib", "mail.log")
+QUIET_LOGGERS: Final = ("mail.log",)
 REDACTED: Final = "[redacted]"
 _HANDLER_NAME: Final = "imapjmap"
 
@@ -72,8 +70,6 @@ _RULES: Final[tuple[_Rule, ...]] = (
     (re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@"),
      lambda m: f"{m['head']}:{REDACTED}@"),
 )  # fmt: skip
-# aioimaplib: "Sending : b'<base64>\r\n'" is a SASL response (IDLE's DONE is not).
-_SASL_LINE: Final = re.compile(r"^(Sending : b')(?!DONE\\r)[A-Za-z0-9+/=]+(\\r\\n')$")
 
 
 def redact(text: str) -> str:
@@ -91,8 +87,6 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken %-format: leave it for the handler to report
             return True
-        if record.name.split(".")[0] == "aioimaplib":
-            message = _SASL_LINE.sub(rf"\1{REDACTED}\2", message)
         record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

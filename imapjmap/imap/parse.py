@@ -1,6 +1,6 @@
 """Turn the raw responses of one IMAP command into a typed :class:`Reply`.
 
-Input convention (the session module converts aioimaplib's output into it):
+Input convention (what :mod:`imapjmap.imap.framing` produces):
 
 * ``untagged``: one entry per untagged response, each a tuple of chunks
   ``(line0, literal0, line1, ..., lineN)``; even chunks are line text without CRLF, odd
