@@ -63,7 +63,9 @@ BATCH: Final = 1000  # messages per FETCH and per transaction during a first syn
 FIRST_BATCH_WAIT: Final = 1  # batches a request waits for before the rest goes background
 # counts follow the changed threads up to this many of them, else the mailboxes are recounted
 COUNT_THREADS: Final = 500
-FEW_UIDS: Final = 2000  # expunges + flag changes read by UID up to this many, else the mailbox
+# expunges + flag changes: the counts follow their threads up to this many, and their
+# locations are read this many at a time
+FEW_UIDS: Final = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,26 +513,29 @@ def _apply_locations(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> 
         touched.add(email_id)
     if not delta.gone and not delta.flags:
         return touched  # a batch of new messages only: no need to read what is known
-    uids = delta.gone | delta.flags.keys()
-    if len(uids) <= FEW_UIDS:
-        known = em.locations_at(tx, account_id, mailbox_id, uids)
-    else:
-        known = em.locations_of_mailbox(tx, account_id, mailbox_id)
-    for uid in delta.gone:
-        loc = known.pop(uid, None)
-        if loc is not None:
-            em.remove_location(tx, account_id, mailbox_id, uid)
+    # read FEW_UIDS locations at a time, never the whole mailbox: another client marking
+    # 5,000 of a million messages read must not load the million
+    uids = sorted(delta.gone | delta.flags.keys())
+    for start in range(0, len(uids), FEW_UIDS):
+        chunk = uids[start : start + FEW_UIDS]
+        known = em.locations_at(tx, account_id, mailbox_id, chunk)
+        for uid in chunk:
+            loc = known.get(uid)
+            if loc is None:
+                continue
+            if uid in delta.gone:  # an expunge wins over a flag change of the same UID
+                em.remove_location(tx, account_id, mailbox_id, uid)
+                touched.add(loc.email_id)
+                continue
+            flags, modseq = delta.flags[uid]
+            if loc.flags == flags and loc.modseq == modseq:
+                continue
+            em.put_location(
+                tx,
+                account_id,
+                dataclasses.replace(loc, flags=flags, modseq=modseq, deleted=_deleted(flags)),
+            )
             touched.add(loc.email_id)
-    for uid, (flags, modseq) in delta.flags.items():
-        loc = known.get(uid)
-        if loc is None or (loc.flags == flags and loc.modseq == modseq):
-            continue
-        em.put_location(
-            tx,
-            account_id,
-            dataclasses.replace(loc, flags=flags, modseq=modseq, deleted=_deleted(flags)),
-        )
-        touched.add(loc.email_id)
     return touched
 
 

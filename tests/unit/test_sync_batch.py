@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imapjmap.imap.models import Address, Envelope, FetchRecord
+from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync import emails as se
@@ -159,3 +160,42 @@ async def test_batches_thread_like_single_messages(mails: list[FetchRecord], siz
     assert batched["refs"] == one_by_one["refs"]
     assert batched["counts"] == one_by_one["counts"]
     assert batched["live_threads"] == {t for t, live in batched["emails"].values() if live}
+
+
+async def test_thousands_of_changes_read_their_locations_by_uid(monkeypatch: Any) -> None:
+    """More expunges and flag changes than FEW_UIDS (another client marking thousands of a
+    million messages read) are read FEW_UIDS locations at a time, by UID: never every
+    location of the mailbox, which at a million messages held hundreds of MB."""
+    monkeypatch.setattr(se, "FEW_UIDS", 4)
+    store = await Store.open(":memory:")
+
+    def setup(tx: Tx) -> None:
+        q.ensure_account(tx, A, "u")
+        mailbox = q.MailboxRow(A, BOX, "INBOX", "INBOX", role="inbox", uidvalidity=1)
+        q.insert_mailbox(tx, mailbox, seq=q.next_seq(tx, A, ["Mailbox"]))
+        se.apply(tx, A, BOX, se.Delta(new=[message(n) for n in range(1, 31)], first=True))
+
+    await store.run(setup)
+    every_location = em.locations_of_mailbox
+
+    def whole_mailbox(*args: Any) -> Any:
+        raise AssertionError("every location of the mailbox was read")
+
+    monkeypatch.setattr(em, "locations_of_mailbox", whole_mailbox)
+    flags = {n: (("\\Seen",), 100 + n) for n in range(1, 21)}
+    flags[40] = (("\\Seen",), 140)  # not known: skipped
+    gone = {3, 5, 25, 41}
+    await store.run(lambda tx: se.apply(tx, A, BOX, se.Delta(flags=flags, gone=gone)))
+
+    def read(tx: Tx) -> tuple[dict[int, Any], Any, Any]:
+        row = q.mailbox(tx, A, BOX)
+        assert row is not None
+        counts = (row.total_emails, row.unread_emails)
+        return every_location(tx, A, BOX), counts, em.mailbox_counts(tx, A, [BOX])[BOX][:2]
+
+    locations, counts, recounted = await store.run(read)
+    assert sorted(locations) == sorted(set(range(1, 31)) - gone)
+    for uid, loc in locations.items():
+        assert loc.flags == (("\\Seen",) if uid <= 20 else ())
+        assert loc.modseq == (100 + uid if uid <= 20 else uid)
+    assert counts == recounted == (27, 9)  # 21-30 unread, but 25 expunged
