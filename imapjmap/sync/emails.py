@@ -303,7 +303,6 @@ class MailboxSync:
             lambda tx: apply(tx, self.account_id, self.mailbox.id, delta), account=self.account_id
         )
         if rest:
-            Parser(len(rest)).warm_up()
             log.info(
                 "mailbox %s: newest %d of %d messages synced in %.1fs; the rest follows",
                 self.mailbox.imap_name,
@@ -356,6 +355,7 @@ class MailboxSync:
         count = math.ceil(total / BATCH)
         uncounted: set[str] = set()
         parser = Parser(total)
+        parser.warm_up()
         items = list_items(session)
         one_at_a_time = asyncio.Lock()
 

@@ -195,7 +195,10 @@ class AccountSync:
         """Sync every mailbox whose cursor moved (one SELECT each; none when idle)."""
         rows, cursors = cached.rows, cached.cursors
         gmail_mode = session.gmail
-        for row in rows:
+        # the anchor last: it is then still selected for _settle, which on Dovecot saves
+        # reopening the biggest mailbox (100-450 ms for a first sync at 100,000 messages)
+        anchor = _choose_anchor(rows) if _anchors(session) else None
+        for row in sorted(rows, key=lambda row: row.imap_name == anchor):
             if row.uidvalidity is None or row.id in self._fills:
                 continue  # \Noselect, or a first sync still filling in the background
             if gmail_mode and not gmail.is_synced(row):
@@ -244,7 +247,13 @@ class AccountSync:
         self._anchor, self._anchor_session = anchor, session
 
     def _start_fill(self, pool: ImapPool, job: emails.MailboxSync, uids: UidSet) -> None:
+        refresh = self._task
+
         async def fill() -> None:
+            # the refresh that found the mailbox finishes its own IMAP work first: the
+            # fill's connection, FETCH and parsing workers would make it wait for a core
+            if refresh is not None:
+                await asyncio.wait({refresh})
             try:
                 async with pool.session() as session:
                     await job.fill(session, uids, self._changed)

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from imapjmap.imap.models import Address, BodyStructure, Envelope, FetchRecord
 from imapjmap.mime import envelope as env
-from imapjmap.mime import headers
+from imapjmap.mime import headers, tree
 from imapjmap.store.emails import EmailRow
 
 _ID_CHARS: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
@@ -135,23 +135,27 @@ def _subject(raw: str) -> tuple[str, str]:
 _ATTACHMENT: dict[tuple[Any, ...], bool] = {}  # _shape(bodystructure) → hasAttachment
 
 
-def _shape(bs: BodyStructure) -> tuple[Any, ...]:
-    """A BODYSTRUCTURE without what is unique to one message and has no say in
-    ``hasAttachment``: the sizes, the MD5, the multipart boundary, an attached message's
-    envelope."""
+def _named(bs: BodyStructure) -> bool:
+    """Whether the part has an EmailBodyPart ``name``.  Only a ``filename`` or ``name``
+    parameter (RFC 2231 pieces included) can give one, so most parts are answered without
+    assembling and decoding their parameters."""
+    if not any(key.startswith("filename") for key in bs.disposition_params) and not any(
+        key.startswith("name") for key in bs.params
+    ):
+        return False
     return (
-        bs.type,
-        bs.subtype,
-        tuple(item for item in bs.params.items() if item[0] != "boundary"),
-        bs.id,
-        bs.description,
-        bs.encoding,
-        bs.disposition,
-        tuple(bs.disposition_params.items()),
-        bs.language,
-        bs.location,
-        tuple(_shape(part) for part in bs.parts),
+        tree.filename_from_params(list(bs.disposition_params.items()), list(bs.params.items()))
+        is not None
     )
+
+
+def _shape(bs: BodyStructure) -> tuple[Any, ...]:
+    """What RFC 8621 §4.1.4 reads of a BODYSTRUCTURE to decide ``hasAttachment``: each
+    part's type, disposition, whether it has a name, and a multipart's parts (an attached
+    message's own parts are not descended); a mailbox holds few such shapes."""
+    if bs.type == "multipart":
+        return (bs.type, bs.subtype, bs.disposition, _named(bs), *map(_shape, bs.parts))
+    return (bs.type, bs.subtype, bs.disposition, _named(bs))
 
 
 def _has_attachment(bs: BodyStructure) -> bool:
@@ -166,6 +170,49 @@ def _has_attachment(bs: BodyStructure) -> bool:
     return found
 
 
+# The usual Date of an ENVELOPE, "Tue, 1 Jul 2003 10:52:37 +0200", with values that every
+# month and zone allow (the day at most 28): its sentAt is a rearrangement of the digits.
+# Anything else takes the general asDate path.
+_PLAIN_DATE: Final = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?(0?[1-9]|1[0-9]|2[0-8]) "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([0-9]{4}) "
+    r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9]) ([+-](?:[01][0-9]|2[0-3]))([0-5][0-9])",
+    re.ASCII,
+)
+_MONTH_NUMBERS: Final = {
+    name: f"{index:02d}"
+    for index, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+
+
+def _sent_at(envelope: Envelope) -> str | None:
+    """``env.sent_at``, without its general parser for the usual form of the date."""
+    date = envelope.date
+    plain = _PLAIN_DATE.fullmatch(date) if date is not None else None
+    if plain is None:
+        return env.sent_at(envelope)
+    day, month, year, hour, minute, second, zone_hours, zone_minutes = plain.groups()
+    return (
+        f"{year}-{_MONTH_NUMBERS[month]}-{day.zfill(2)}T{hour}:{minute}:{second}"
+        f"{zone_hours}:{zone_minutes}"
+    )
+
+
+# One msg-id alone, with nothing that asMessageIds would strip or skip (white space,
+# comments, more brackets, 8-bit or control octets): its id is what the brackets hold.
+_ONE_MESSAGE_ID: Final = re.compile(r"<([\x21-\x27\x29-\x3b\x3d\x3f-\x7e]+)>", re.ASCII)
+
+
+def _message_ids(value: str | None) -> list[str] | None:
+    """``env.message_ids``, without its general parser for a single plain msg-id."""
+    if not value:
+        return None  # as parse_record always treated an empty ENVELOPE string
+    one = _ONE_MESSAGE_ID.fullmatch(value)
+    return [one.group(1)] if one is not None else env.message_ids(value)
+
+
 def parse_record(record: FetchRecord, account_id: str) -> Parsed:
     """Build the Email row (list properties only) for a new message."""
     e = record.envelope
@@ -173,8 +220,8 @@ def parse_record(record: FetchRecord, account_id: str) -> Parsed:
     subject, base = _subject(e.subject) if e and e.subject is not None else (None, "")
     from_ = _addresses(e.from_ if e else None)
     to = _addresses(e.to if e else None)
-    message_id = env.message_ids(e.message_id) if e and e.message_id else None
-    in_reply_to = env.message_ids(e.in_reply_to) if e and e.in_reply_to else None
+    message_id = _message_ids(e.message_id) if e else None
+    in_reply_to = _message_ids(e.in_reply_to) if e else None
     fields = extra_headers(record)
     references = references_of(fields) or None
     headers: dict[str, Any] = {
@@ -188,7 +235,7 @@ def parse_record(record: FetchRecord, account_id: str) -> Parsed:
         "bcc": _addresses(e.bcc if e else None),
         "replyTo": _addresses_of(fields, "REPLY-TO"),
         "subject": subject,
-        "sentAt": env.sent_at(e) if e else None,
+        "sentAt": _sent_at(e) if e else None,
     }
     received = int(record.internaldate.timestamp()) if record.internaldate else 0
     refs = tuple(dict.fromkeys([*(in_reply_to or []), *(references or [])]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,9 +39,30 @@ def leaf(draw: st.DrawFn) -> BodyStructure:
             [("text", "plain"), ("text", "html"), ("image", "png"), ("application", "pdf")]
         )
     )
-    params = draw(st.sampled_from([{}, {"charset": "utf-8"}, {"name": "a.pdf"}, {"name*": "x"}]))
+    params = draw(
+        st.sampled_from(
+            [
+                {},
+                {"charset": "utf-8"},
+                {"name": "a.pdf"},
+                {"name*": "x"},
+                {"name": "=?utf-8?q??="},  # decodes to nothing: no name
+                {"name*0": "a", "name*1": ".pdf"},
+                {"name*": "utf-8''"},  # RFC 2231, empty
+                {"names": "not a name"},
+                {"charset": "utf-8", "name": " "},
+            ]
+        )
+    )
     disposition = draw(st.sampled_from([None, "inline", "attachment"]))
-    disposition_params = draw(st.sampled_from([{}, {"filename": "b.png"}, {"filename": " "}]))
+    disposition_params = draw(
+        st.sampled_from(
+            [{}, {"filename": "b.png"}, {"filename": " "}, {"filename*": "utf-8''%C3%A9.txt"}]
+        )
+    )
+    if draw(st.integers(0, 9)) == 0:  # an attached message: its own parts are not descended
+        inner = BodyStructure("text", "plain", {}, disposition="attachment")
+        return BodyStructure("message", "rfc822", params, parts=(inner,), disposition=disposition)
     return BodyStructure(
         type_,
         subtype,
@@ -59,7 +81,10 @@ def structures(draw: st.DrawFn, depth: int = 2) -> BodyStructure:
     subtype = draw(st.sampled_from(["mixed", "alternative", "related"]))
     parts = tuple(draw(st.lists(structures(depth - 1), max_size=3)))
     boundary = draw(st.sampled_from(["b1", "b2", "=_x"]))
-    return BodyStructure("multipart", subtype, {"boundary": boundary}, parts=parts)
+    disposition = draw(st.sampled_from([None, None, "attachment"]))
+    return BodyStructure(
+        "multipart", subtype, {"boundary": boundary}, parts=parts, disposition=disposition
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -67,6 +92,92 @@ def structures(draw: st.DrawFn, depth: int = 2) -> BodyStructure:
 def test_has_attachment_is_that_of_the_envelope_function(bodies: list[BodyStructure]) -> None:
     for body in bodies:  # the same shape with other sizes and boundaries meets the memo
         assert records._has_attachment(body) == env.has_attachment_from_bodystructure(body)
+
+
+# sentAt (EML-GET-01, asDate): the usual form is rearranged, anything else parsed in full
+DATES = [
+    "Wed, 1 Jan 2025 10:00:00 +0000",
+    "1 Jan 2025 10:00:00 +0000",
+    "Tue, 01 Jul 2003 10:52:37 +0200",
+    "Sun, 28 Feb 2021 23:59:59 -0000",
+    "Mon, 29 Feb 2021 10:00:00 +0000",  # no such day: null
+    "Mon, 29 Feb 2024 10:00:00 +0000",
+    "Thu, 31 Apr 2025 10:00:00 +0000",  # no such day: null
+    "Fri, 31 Jan 2025 24:00:00 +0000",  # no such hour: null
+    "Fri, 3 Jan 2025 10:60:00 +0000",
+    "Fri, 3 Jan 2025 10:00:60 +0000",  # a leap second is clamped
+    "Fri, 3 Jan 2025 10:00:00 +2400",
+    "Fri, 3 Jan 2025 10:00:00 +0160",
+    "Fri, 3 Jan 2025 10:00:00 GMT",
+    "Fri, 3 Jan 2025 10:00 +0100",
+    "Fri, 3 Jan 25 10:00:00 +0100",
+    "fri, 3 jan 2025 10:00:00 +0100",
+    "Fri, 3 Jan 2025 10:00:00 +0100 (CET)",
+    "Fri,  3 Jan 2025 10:00:00 +0100",
+    "Fri, 3 Jan 2025\r\n 10:00:00 +0100",
+    "Fri, 3 Jan 0999 10:00:00 +0100",
+    "Fri, 3 Jan 2025 10:00:00 +0100\x00",
+    "Fri, 3 Jän 2025 10:00:00 +0100",
+    "3 Jan 2025",
+    "",
+    "not a date",
+]
+
+
+def _envelope(date: str | None = None, message_id: str | None = None) -> Envelope:
+    return Envelope(date, None, (), (), (), (), (), (), None, message_id)
+
+
+def test_sent_at_is_that_of_the_envelope_function() -> None:
+    for date in [*DATES, None]:
+        envelope = _envelope(date)
+        assert records._sent_at(envelope) == env.sent_at(envelope), date
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(["", "Mon, ", "Sat, ", "Xyz, ", "Mon,"]),
+    st.sampled_from(["0", "1", "01", "9", "09", "10", "28", "29", "30", "31", "32", "00"]),
+    st.sampled_from(["Jan", "Feb", "Apr", "Dec", "Foo", "feb"]),
+    st.sampled_from(["2024", "2023", "1900", "2000", "0000", "99", "20245"]),
+    st.sampled_from(["00", "09", "19", "23", "24", "29", "9"]),
+    st.sampled_from(["00", "59", "60", "5"]),
+    st.sampled_from([":00", ":59", ":60", ":61", ""]),
+    st.sampled_from([" +0000", " -0000", " +2359", " -2400", " +0060", " +1", " UT", ""]),
+)
+def test_sent_at_of_generated_dates(
+    day_name: str, day: str, month: str, year: str, hour: str, minute: str, second: str, zone: str
+) -> None:
+    date = f"{day_name}{day} {month} {year} {hour}:{minute}{second}{zone}"
+    envelope = _envelope(date)
+    assert records._sent_at(envelope) == env.sent_at(envelope), date
+
+
+MESSAGE_IDS = [
+    "<1@x>",
+    "<a.b-c+d=e_f@mail.example.org>",
+    "<1@x> <2@x>",
+    "<1@x>(comment)",
+    "<1 @x>",
+    "< 1@x >",
+    "<>",
+    "1@x",
+    "<1@x",
+    "<<1@x>>",
+    "<1@x>\r\n",
+    "<\x001@x>",
+    "<ü@x>",
+    '<"quoted"@x>',
+    "",
+    "   ",
+]
+
+
+@pytest.mark.parametrize("value", MESSAGE_IDS)
+def test_message_ids_are_those_of_the_envelope_function(value: str) -> None:
+    """EML-GET-01 messageId / inReplyTo (asMessageIds), as parse_record always gave them."""
+    expected = env.message_ids(value) if value else None
+    assert records._message_ids(value) == expected
 
 
 def test_parse_record_twice_gives_the_same_row() -> None:

@@ -1,0 +1,108 @@
+"""The first request of a first sync (sync/engine.py, sync/emails.py): what it asks the
+upstream, and what runs beside it, on a real Dovecot.
+
+The request waits for the newest batch of every mailbox; the rest of a big mailbox fills in
+behind it.  What the request pays beyond that batch is what these tests pin down: the
+biggest mailbox is opened once, and the fill starts only once the request's own IMAP work is
+done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from devservers.dovecot import DovecotServer
+from imapjmap.http import views
+from imapjmap.http.app import make_app
+from imapjmap.imap.session import ImapSession, SelectInfo
+from imapjmap.sync import emails as se
+from imapjmap.sync import engine
+from tests.conftest import SeededUser
+from tests.integration.conftest import Jmap, proxy_config
+
+
+async def test_first_request_opens_the_anchor_once(
+    dovecot: DovecotServer,
+    seeded_user: SeededUser,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The mailbox the refresh keeps selected (INBOX) is synced last, so the request does not
+    open it a second time to keep it (on Dovecot each open of a 100,000-message Maildir costs
+    100 ms or more).  MBX-04: the counts are those of the upstream."""
+    monkeypatch.setattr(se, "BATCH", 3)  # INBOX takes a first batch and a fill
+    opened: list[tuple[asyncio.Task[Any] | None, str]] = []
+    real_select = ImapSession.select
+
+    async def select(self: ImapSession, name: str, *args: Any, **kw: Any) -> SelectInfo:
+        opened.append((asyncio.current_task(), name))
+        return await real_select(self, name, *args, **kw)
+
+    monkeypatch.setattr(ImapSession, "select", select)
+    async with TestClient(TestServer(make_app(proxy_config(seeded_user, tmp_path)))) as http:
+        jmap = Jmap(http, seeded_user.username, seeded_user.password)
+        await jmap.session()
+        await jmap.ok("Mailbox/get", {"ids": None})
+        first_request = list(opened)
+        sync = http.server.app[views.SERVICES].sync_for(jmap.account_id)
+        await sync.wait_filled()
+        boxes = (await jmap.ok("Mailbox/get", {"ids": None}))["list"]
+
+    refresh = first_request[0][0]  # the fills select in tasks of their own
+    mine = [name for task, name in first_request if task is refresh]
+    assert mine.count("INBOX") == 1, mine
+    assert mine[-1] == "INBOX", mine  # kept selected for the next refresh
+    assert len(set(mine)) == len(mine), mine
+    totals = {b["name"]: b["totalEmails"] for b in boxes if b["name"] in ("Inbox", "INBOX")}
+    assert list(totals.values()) == [seeded_user.counts["INBOX"]], totals
+
+
+async def test_fill_waits_for_the_first_request(
+    dovecot: DovecotServer,
+    seeded_user: SeededUser,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No FETCH of the fill goes out while the refresh that started it is still working:
+    the fill's connection, FETCH and parsing would make the request wait for a core.  The
+    refresh's last step is held up here long enough for a fill that did not wait to start."""
+    monkeypatch.setattr(se, "BATCH", 3)
+    fetched_during_refresh: list[bool] = []
+    refreshing = asyncio.Event()
+    real_unparsed = ImapSession.execute_unparsed
+    real_refresh = engine.AccountSync._refresh
+    real_settle = engine.AccountSync._settle
+
+    async def execute_unparsed(self: ImapSession, *args: Any, **kw: Any) -> Any:
+        fetched_during_refresh.append(refreshing.is_set())
+        return await real_unparsed(self, *args, **kw)
+
+    async def refresh(self: engine.AccountSync, *args: Any) -> None:
+        refreshing.set()
+        try:
+            await real_refresh(self, *args)
+        finally:
+            refreshing.clear()
+
+    async def settle(self: engine.AccountSync, *args: Any) -> None:
+        await asyncio.sleep(0.5)
+        await real_settle(self, *args)
+
+    monkeypatch.setattr(ImapSession, "execute_unparsed", execute_unparsed)
+    monkeypatch.setattr(engine.AccountSync, "_refresh", refresh)
+    monkeypatch.setattr(engine.AccountSync, "_settle", settle)
+    async with TestClient(TestServer(make_app(proxy_config(seeded_user, tmp_path)))) as http:
+        jmap = Jmap(http, seeded_user.username, seeded_user.password)
+        await jmap.session()
+        await jmap.ok("Mailbox/get", {"ids": None})
+        await http.server.app[views.SERVICES].sync_for(jmap.account_id).wait_filled()
+        ids = (await jmap.ok("Email/query", {}))["ids"]
+
+    assert fetched_during_refresh, "no mailbox was big enough for a fill"
+    assert not any(fetched_during_refresh)
+    assert len(ids) == sum(seeded_user.counts.values())
