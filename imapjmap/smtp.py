@@ -1,4 +1,4 @@
-"""SMTP submission (RFC 6409): the ONLY module that imports aiosmtplib (architecture C2).
+"""SMTP submission (RFC 6409): the ONLY module that imports aiosmtplib (docs/design.md, "Layers").
 
 Theory of operation: :func:`submit` sends one message on one connection of its own:
 connect (TLS from the first byte, or a STARTTLS upgrade that is required, never skipped,
