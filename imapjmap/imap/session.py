@@ -347,6 +347,11 @@ class SelectInfo:
     reply: Reply
 
 
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _ssl_context(cfg: ImapConfig) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=cfg.ca_file)
     if not cfg.verify_certificates:
@@ -605,6 +610,11 @@ class ImapSession:
 
     async def close(self) -> None:
         """LOGOUT politely when possible, then drop the transport.  Never raises."""
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            # closed while idling (a push watcher stopped): the IDLE fails as the connection
+            # goes, and nobody awaits it any more
+            idle.done.add_done_callback(_consume)
         transport = self._proto.transport
         if not self.broken and transport is not None and not transport.is_closing():
             try:

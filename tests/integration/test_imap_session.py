@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import imaplib
 import re
 import secrets
@@ -378,6 +379,31 @@ async def test_connection_closed_by_the_server_while_idle(
             await second.noop()
     finally:
         await pool.aclose()
+
+
+async def test_closed_while_idling_leaves_no_unretrieved_error(imap_user: ImapUser) -> None:
+    """A push watcher stopped in IDLE closes its session: the IDLE then fails as the
+    connection goes, with nobody awaiting it; asyncio must not log "Future exception was
+    never retrieved" for it."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        session = await ImapSession.connect(
+            config(imap_user), imap_user.username, imap_user.password
+        )
+        await session.select("INBOX", readonly=True)
+        await session.idle_start()
+        closed = session.closed
+        await session.close()
+        await wait_until(closed.is_set)
+        del session
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert [c["message"] for c in reported] == []
 
 
 # --------------------------------------------------------------------------- unsolicited data
