@@ -22,12 +22,20 @@ stream.  ``--trace`` prints, for each sample, the IMAP commands the proxy sent a
 durations.
 
 ``--backend cyrus`` runs the same against a private Cyrus (IDLE on INBOX and a LIST-STATUS
-comparison every ``push.status_interval``): the mail is seeded by pipelined APPENDs, and the
-``expunge`` is a ``UID MOVE`` out of INBOX (Cyrus has no doveadm; an IMAP client's expunge is
-preceded by ``\\Deleted``, which already hides the message from JMAP).
+comparison every ``push.status_interval``): the mail is written into INBOX's spool
+directory, then ``reconstruct`` runs (:func:`seed_cyrus_spool`: minutes at 100,000 where
+APPENDs took an hour), and the ``expunge`` is a ``UID MOVE`` out of INBOX (Cyrus has no
+doveadm; an IMAP client's expunge is preceded by ``\\Deleted``, which already hides the
+message from JMAP).
 
-Prints the median, p95 and max per kind and size, the ratio of the medians between the
-largest and the smallest size, and the target (p95 <= 1 s).  Exit status 1 on a miss.
+Each size is measured twice: quiet, then with ``--busy`` other clients (default 20) opening
+the same account's inbox in a loop on the same proxy (``Email/query`` of the newest 50 and
+``Email/get`` of their list properties, one request after another each, from a separate
+process, as other users' browsers would); ``--busy 0`` measures quiet only.
+
+Prints the median, p95 and max per kind, size and condition, the ratio of the medians between
+the largest and the smallest size and between busy and quiet, what the busy clients got
+(requests/s, median and p95), and the target (p95 <= 1 s).  Exit status 1 on a miss.
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ import argparse
 import asyncio
 import imaplib
 import json
-import socket
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -50,7 +59,15 @@ import aiohttp
 import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
 from aiohttp.test_utils import TestServer
 from mailgen import Generator, seed_inbox
-from read_path import PASSWORD, InProcessProxy, Jmap, describe_machine, say
+from read_path import (
+    PASSWORD,
+    InProcessProxy,
+    Jmap,
+    describe_machine,
+    open_inbox_calls,
+    p95,
+    say,
+)
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
@@ -69,11 +86,6 @@ ELSEWHERE: Final = "Bench-Elsewhere"  # where Cyrus's "expunge" moves a message
 WATCHER_SETTLE: Final = 3.0  # seconds for a watcher in another process to connect
 
 Upstream = DovecotServer | CyrusServer
-
-
-def p95(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, round(0.95 * len(ordered)) - 1)]
 
 
 def message(n: int, username: str) -> bytes:
@@ -152,13 +164,16 @@ class Events:
 @dataclass
 class SizeRun:
     size: int
+    busy: int = 0  # other clients opening the inbox meanwhile
+    busy_load: BusyLoad | None = None
     latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
     missed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
 
 
 class Bench:
     """``watching()`` says whether the account's push watcher is connected; ``None`` (the
-    proxy in another process) waits :data:`WATCHER_SETTLE` seconds instead."""
+    proxy in another process) waits :data:`WATCHER_SETTLE` seconds instead.  ``busy``: how
+    many other clients are busy meanwhile (for the report)."""
 
     def __init__(
         self,
@@ -167,20 +182,24 @@ class Bench:
         size: int,
         trace: Trace,
         watching: Callable[[], bool] | None = None,
-    ):
+        busy: int = 0,
+    ) -> None:
         self.upstream = upstream
         self.jmap = jmap
         self.watching = watching
         self.username = jmap.username
         self.trace = trace
-        self.run = SizeRun(size)
+        self.run = SizeRun(size, busy)
         self.oracle = imaplib.IMAP4(upstream.host, upstream.port, timeout=60)
         self.oracle.login(self.username, PASSWORD)
         if isinstance(upstream, CyrusServer):
             self.oracle.create(ELSEWHERE)
         self.oracle.select("INBOX")
         self.appended: list[int] = []
-        self.flagged = False
+        # the seeded mail has flags of its own: the first STORE must change something
+        typ, data = self.oracle.uid("FETCH", str(size // 2), "(FLAGS)")
+        assert typ == "OK", data
+        self.flagged = b"\\Flagged" in (data[0] or b"")
         self.state = ""
         self.events: Events | None = None
 
@@ -261,31 +280,115 @@ class Bench:
             self.oracle.logout()
 
 
-def seed_over_imap(server: CyrusServer, username: str, count: int) -> None:
-    """The generated mail APPENDed to INBOX, pipelined (LITERAL+), a hundred at a time."""
-    with socket.create_connection((server.host, server.port), timeout=120) as sock:
-        reader = sock.makefile("rb")
-        reader.readline()
-        sock.sendall(f'a LOGIN "{username}" "{PASSWORD}"\r\n'.encode())
-        while not reader.readline().startswith(b"a "):
-            pass
-        pending: list[str] = []
+@dataclass(frozen=True)
+class BusyLoad:
+    """What the busy clients got while the changes were measured."""
 
-        def drain() -> None:
-            while pending:
-                line = reader.readline()
-                if line.startswith(pending[0].encode() + b" "):
-                    if not line.split()[1] == b"OK":
-                        raise RuntimeError(f"APPEND: {line!r}")
-                    pending.pop(0)
+    requests: int
+    errors: int
+    seconds: float
+    median: float
+    p95: float
 
-        for number, msg in enumerate(Generator(count)):
-            tag = f"s{number}"
-            sock.sendall(f"{tag} APPEND INBOX {{{len(msg.raw)}+}}\r\n".encode() + msg.raw + b"\r\n")
-            pending.append(tag)
-            if len(pending) >= 100:
-                drain()
-        drain()
+
+def busy_clients(
+    base: str,
+    username: str,
+    account_id: str,
+    inbox_id: str,
+    clients: int,
+    stop: Any,  # multiprocessing.Event
+    results: Any,  # multiprocessing.Queue: one BusyLoad, put on stop
+) -> None:
+    """``clients`` loops opening the inbox, one request at a time each, until ``stop``
+    (runs in a child process, so that the proxy's process serves them and nothing else)."""
+
+    async def run() -> BusyLoad:
+        latencies: list[float] = []
+        errors = 0
+        connector = aiohttp.TCPConnector(limit=clients)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            jmap = Jmap(http, base, username, account_id, inbox_id)
+            calls = open_inbox_calls(account_id, inbox_id)
+
+            async def client() -> None:
+                nonlocal errors
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    try:
+                        await jmap.request(calls)
+                    except Exception:  # counted and reported: the load goes on
+                        errors += 1
+                    latencies.append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(clients)))
+            seconds = time.perf_counter() - started
+        if not latencies:
+            return BusyLoad(0, errors, seconds, 0.0, 0.0)
+        return BusyLoad(
+            len(latencies), errors, seconds, statistics.median(latencies), p95(latencies)
+        )
+
+    results.put(asyncio.run(run()))
+
+
+class Busy:
+    """The busy clients' process, started and stopped around a measurement."""
+
+    def __init__(self, jmap: Jmap, clients: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.stop = context.Event()
+        self.results: Any = context.Queue()
+        args = (jmap.base, jmap.username, jmap.account_id, jmap.inbox_id, clients)
+        self.process = context.Process(
+            target=busy_clients, args=(*args, self.stop, self.results), daemon=True
+        )
+
+    async def __aenter__(self) -> Busy:
+        self.process.start()
+        await asyncio.sleep(3.0)  # the child's start-up and its first requests
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.load: BusyLoad = await asyncio.to_thread(self.results.get, True, 120)
+        await asyncio.to_thread(self.process.join, 30)
+
+
+def seed_cyrus_spool(server: CyrusServer, username: str, count: int) -> None:
+    """The generated mail written into INBOX's spool directory, then ``reconstruct``.
+
+    Cyrus takes about 25 APPENDs a second here (pipelined or not: each is a transaction of
+    its own); ``reconstruct`` adds message files it finds in the directory (named ``UID.``)
+    at several hundred a second, with their GUID, conversation (THREADID) and the file's
+    mtime as INTERNALDATE.  The flags ``mailgen`` gives are set afterwards with a few
+    ``UID STORE`` commands."""
+    client = server.connect(username, PASSWORD)  # creates INBOX (autocreate)
+    try:
+        spool = Path(server.tool("mbpath", f"user/{username}").strip())
+        flagged: dict[str, list[int]] = {}
+        for uid, msg in enumerate(Generator(count), start=1):
+            path = spool / f"{uid}."
+            with path.open("xb") as fh:
+                fh.write(msg.raw)
+                os.fchown(fh.fileno(), server.uid, server.gid)
+            os.utime(path, (msg.internaldate, msg.internaldate))
+            for letter, flag in (("S", "\\Seen"), ("F", "\\Flagged"), ("R", "\\Answered")):
+                if letter in msg.flags:
+                    flagged.setdefault(flag, []).append(uid)
+        server.tool("reconstruct", f"user/{username}")
+        client.select("INBOX")
+        for flag, uids in flagged.items():
+            for start in range(0, len(uids), 5000):
+                chunk = ",".join(map(str, uids[start : start + 5000]))
+                typ, data = client.uid("STORE", chunk, "+FLAGS.SILENT", f"({flag})")
+                assert typ == "OK", data
+        typ, data = client.status("INBOX", "(MESSAGES)")
+        if typ != "OK" or f"MESSAGES {count})" not in data[0].decode():
+            raise RuntimeError(f"Cyrus counts {data!r} in INBOX, {count} were written")
+    finally:
+        client.logout()
 
 
 async def start_proxy(upstream: Upstream, username: str, cache: Path) -> InProcessProxy:
@@ -302,13 +405,13 @@ async def start_proxy(upstream: Upstream, username: str, cache: Path) -> InProce
 
 
 async def measure_size(
-    upstream: Upstream, workdir: Path, size: int, samples: int, trace: Trace
-) -> SizeRun:
+    upstream: Upstream, workdir: Path, size: int, samples: int, trace: Trace, busy: int
+) -> list[SizeRun]:
     username = f"u{size}"
     upstream.add_user(username, PASSWORD)
     started = time.perf_counter()
     if isinstance(upstream, CyrusServer):
-        await asyncio.to_thread(seed_over_imap, upstream, username, size)
+        await asyncio.to_thread(seed_cyrus_spool, upstream, username, size)
     else:
         await asyncio.to_thread(seed_inbox, upstream, username, size)
     say(f"{size:,} messages seeded in {time.perf_counter() - started:.0f}s")
@@ -318,22 +421,38 @@ async def measure_size(
         await proxy.jmap.session()
         await proxy.jmap.find_inbox()
         await proxy.wait_filled()
-        say(f"  first sync {time.perf_counter() - started:.1f}s; measuring")
+        say(f"  first sync {time.perf_counter() - started:.1f}s; measuring quiet")
         push = proxy.server.app[views.SERVICES].push
 
         def watching() -> bool:
             return any(w.mode in ("notify", "idle") for w in push.watchers.values())
 
-        return await Bench(upstream, proxy.jmap, size, trace, watching).measure(samples)
+        runs = [await Bench(upstream, proxy.jmap, size, trace, watching).measure(samples)]
+        if busy:
+            say(f"  measuring with {busy} other clients opening the inbox")
+            async with Busy(proxy.jmap, busy) as load:
+                bench = Bench(upstream, proxy.jmap, size, trace, watching, busy)
+                run = await bench.measure(samples)
+            run.busy_load = load.load
+            runs.append(run)
+        return runs
     finally:
         await proxy.close()
+
+
+def condition(run: SizeRun) -> str:
+    return f"busy {run.busy}" if run.busy else "quiet"
 
 
 def report(runs: list[SizeRun]) -> bool:
     ok = True
     say("")
     say("change -> EventSource state event, from the upstream's tagged OK")
-    say(f"{'kind':8} {'size':>8} {'n':>3} {'median':>9} {'p95':>9} {'max':>9} {'missed':>6}")
+    say(
+        f"{'kind':8} {'size':>8} {'condition':>9} {'n':>3} {'median':>9} {'p95':>9} "
+        f"{'max':>9} {'missed':>6}"
+    )
+    quiet = [r for r in runs if not r.busy]
     for kind in KINDS:
         for run in runs:
             got = run.latencies[kind]
@@ -342,14 +461,30 @@ def report(runs: list[SizeRun]) -> bool:
             median, high = statistics.median(got), p95(got)
             ok = ok and high <= TARGET_P95
             say(
-                f"{kind:8} {run.size:>8,} {len(got):>3} {median * 1000:>6.0f} ms "
-                f"{high * 1000:>6.0f} ms {max(got) * 1000:>6.0f} ms {run.missed[kind]:>6}"
+                f"{kind:8} {run.size:>8,} {condition(run):>9} {len(got):>3} "
+                f"{median * 1000:>6.0f} ms {high * 1000:>6.0f} ms {max(got) * 1000:>6.0f} ms "
+                f"{run.missed[kind]:>6}"
             )
-        if len(runs) > 1 and runs[0].latencies[kind] and runs[-1].latencies[kind]:
-            ratio = statistics.median(runs[-1].latencies[kind]) / statistics.median(
-                runs[0].latencies[kind]
+        if len(quiet) > 1 and quiet[0].latencies[kind] and quiet[-1].latencies[kind]:
+            ratio = statistics.median(quiet[-1].latencies[kind]) / statistics.median(
+                quiet[0].latencies[kind]
             )
-            say(f"{kind:8} median {runs[-1].size:,} / {runs[0].size:,}: {ratio:.2f}x")
+            say(f"{kind:8} median quiet {quiet[-1].size:,} / {quiet[0].size:,}: {ratio:.2f}x")
+        for run in runs:
+            alone = next((q for q in quiet if q.size == run.size), None)
+            if run.busy and alone and run.latencies[kind] and alone.latencies[kind]:
+                ratio = statistics.median(run.latencies[kind]) / statistics.median(
+                    alone.latencies[kind]
+                )
+                say(f"{kind:8} median {run.size:,} {condition(run)} / quiet: {ratio:.2f}x")
+    for run in runs:
+        load = run.busy_load
+        if load is not None:
+            say(
+                f"busy clients at {run.size:,}: {load.requests / load.seconds:.0f} requests/s, "
+                f"median {load.median * 1000:.0f} ms, p95 {load.p95 * 1000:.0f} ms, "
+                f"{load.errors} errors"
+            )
     say(f"target p95 <= {TARGET_P95 * 1000:.0f} ms at every size: {'pass' if ok else 'MISS'}")
     return ok
 
@@ -360,6 +495,9 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=20, help="per kind and size")
     parser.add_argument("--trace", action="store_true", help="the proxy's IMAP commands")
     parser.add_argument("--backend", choices=("dovecot", "cyrus"), default="dovecot")
+    parser.add_argument(
+        "--busy", type=int, default=20, help="other clients in the busy measurement (0: none)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.backend == "dovecot":
@@ -376,8 +514,11 @@ def main() -> int:
     )
     try:
         runs = [
-            asyncio.run(measure_size(upstream, workdir, size, args.samples, trace))
+            run
             for size in sizes
+            for run in asyncio.run(
+                measure_size(upstream, workdir, size, args.samples, trace, args.busy)
+            )
         ]
     finally:
         upstream.stop()

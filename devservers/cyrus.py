@@ -547,6 +547,24 @@ class CyrusServer:
     def users(self) -> list[str]:
         return sorted(self._users)
 
+    def tool(self, name: str, *args: str) -> str:
+        """Run one of Cyrus's command-line tools (``mbpath``, ``reconstruct`` …) on this
+        instance, as its processes' user; returns the standard output."""
+        command = [str(_bin_dir(self.prefix) / name), "-C", str(self.config_path), *args]
+        result = subprocess.run(
+            command,
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            check=False,
+            user=self.uid if os.geteuid() == 0 else None,
+            group=self.gid if os.geteuid() == 0 else None,
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip().splitlines()[-20:]
+            raise CyrusError(f"{name} failed ({result.returncode}):\n" + "\n".join(output))
+        return result.stdout
+
     def connect(self, username: str, password: str) -> imaplib.IMAP4:
         """A logged-in stdlib IMAP connection."""
         client = imaplib.IMAP4(self.host, self.port, timeout=30)
