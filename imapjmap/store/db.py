@@ -754,6 +754,10 @@ class Store:
                 job.stop("cancelled")
             raise
 
+    def running(self, account: str) -> int:
+        """How many transactions of ``account`` run now (a benchmark waits for none)."""
+        return sum(1 for job in self._running.values() if job.account == account)
+
     async def pace(self, account: str, worked: float, total: float) -> None:
         """Between two slices of ``account``'s work on the event loop: give the loop to the
         others.  ``worked``: the CPU seconds of the slice just done; ``total``: of every slice

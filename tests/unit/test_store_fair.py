@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -244,3 +246,21 @@ async def test_work_upstream_pauses_between_parts_only_while_others_use_the_cach
         pytest.approx(0.05 * db._CONTENDED_PAUSE / db._YIELD_EVERY),
         db._MAX_UPSTREAM_PAUSE,
     ]
+
+
+async def test_running_counts_an_accounts_transactions_until_they_end(tmp_path: Path) -> None:
+    store = await db.Store.open(str(tmp_path / "cache.sqlite3"))
+    release = threading.Event()
+    try:
+        read = asyncio.ensure_future(store.read(lambda tx: release.wait(5), account="alice"))
+        for _ in range(100):
+            if store.running("alice"):
+                break
+            await asyncio.sleep(0.01)
+        assert (store.running("alice"), store.running("bob")) == (1, 0)
+        release.set()
+        assert await read
+        assert store.running("alice") == 0
+    finally:
+        release.set()
+        await store.aclose()
