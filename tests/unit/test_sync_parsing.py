@@ -6,7 +6,11 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import multiprocessing
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +139,39 @@ async def test_parser_with_a_pool_gives_the_in_process_result() -> None:
         parser.pool.shutdown()
     assert got == ([], reference(name, uids)[1])
     assert got[1] and all(type(m.parsed.row).__name__ == "EmailRow" for m in got[1])
+
+
+# A main module that leaves a mark when a worker process imports it again.
+MAIN_SCRIPT = """
+import sys
+from pathlib import Path
+
+if __name__ != "__main__":  # run again by a spawned worker, under another name
+    Path(sys.argv[1]).write_text(__name__)
+else:
+    import asyncio
+
+    from imapjmap.sync import parsing
+
+    async def main() -> None:
+        parser = parsing.Parser(parsing.POOL_MIN_MESSAGES)
+        assert parser.pool is not None, "no worker pool on this machine"
+        parser.warm_up()
+        assert await parser.parse([], [], "A", False) == ([], [])
+        assert parser.pool is not None, "the pool failed; the thread answered"
+
+    asyncio.run(main())
+"""
+
+
+def test_workers_do_not_import_the_main_module(tmp_path: Path) -> None:
+    """A worker needs the parser only; ``imapjmap serve``'s own script imports the whole
+    proxy, which tripled the CPU time of each worker's start."""
+    script, mark = tmp_path / "main.py", tmp_path / "imported"
+    script.write_text(MAIN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(mark)], env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert not mark.exists(), f"a worker imported the main module as {mark.read_text()}"
