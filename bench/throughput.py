@@ -28,7 +28,10 @@ they load the machine the same for both servers.
 Cyrus's JMAP ships in Debian's ``cyrus-caldav`` package (``httpd``), which the tests'
 Cyrus does not unpack; it is downloaded and unpacked beside it (``apt-get download``, no
 install); its httpd also links ``libshp2`` (``apt-get install libshp2``).
-``--no-cyrus`` measures the proxy alone.
+``--no-cyrus`` measures the proxy alone.  ``--baseline DIR`` also serves the proxy's code in
+the checkout ``DIR`` (e.g. a ``git worktree`` of the previous commit) as a second proxy
+process on the same Dovecot, measured cell by cell beside the first: the ratios of their
+requests/s and CPU per request compare two versions under the same machine load.
 """
 
 from __future__ import annotations
@@ -297,22 +300,30 @@ async def measure(
 
 
 @contextlib.contextmanager
-def serve(dovecot: DovecotServer, workdir: Path) -> Iterator[tuple[int, int]]:
-    """``imapjmap serve`` with the default limits; yields its port and pid."""
+def serve(
+    dovecot: DovecotServer, workdir: Path, code: Path | None = None
+) -> Iterator[tuple[int, int]]:
+    """``imapjmap serve`` with the default limits, of the checkout ``code`` if given (else
+    the one this Python imports); yields its port and pid."""
     port = read_path._free_port()
-    config = workdir / "serve.toml"
+    name = "serve" if code is None else "baseline"
+    config = workdir / f"{name}.toml"
     config.write_text(
-        read_path._serve_config(dovecot, port, workdir / "serve-cache.sqlite3").replace(
+        read_path._serve_config(dovecot, port, workdir / f"{name}-cache.sqlite3").replace(
             'log_level = "warning"',
             'log_level = "info"',  # the default: a line per request
         )
     )
-    log = workdir / "serve.log"
+    log = workdir / f"{name}.log"
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = str(code.resolve())
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "imapjmap", "serve", "--config", str(config)],
             stdout=out,
             stderr=out,
+            env=env,
         )
     try:
         asyncio.run(read_path._wait_listening(port, process, log))
@@ -443,6 +454,20 @@ def report(
             if clients == 20 and ours.ms(p95) > P95_MS_AT_20:
                 misses += 1
             say(line)
+    if any(key[0] == "before" for key in results):
+        say("")
+        say("clients layout       | req/s now / before | CPU ms per request now / before")
+        for clients in args.clients:
+            for label, _ in layouts:
+                now, before = (
+                    results[("proxy", label, clients)],
+                    results[("before", label, clients)],
+                )
+                ratio = now.rate / before.rate if before.rate else float("inf")
+                say(
+                    f"{clients:>7} {label:<12} | {now.rate:6.1f} / {before.rate:6.1f} {ratio:5.2f}x"
+                    f" | {now.cpu_ms:5.1f} / {before.cpu_ms:5.1f}"
+                )
     say(
         f"targets: nothing refused; p95 <= {P95_MS_AT_20:g} ms at 20 clients; requests/s >= "
         f"{RATIO_TO_CYRUS:g}x Cyrus at 20 and 50 clients: "
@@ -459,6 +484,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=300, help="per account (%(default)s)")
     parser.add_argument("--seconds", type=float, default=6.0, help="per cell (%(default)s)")
     parser.add_argument("--no-cyrus", action="store_true", help="measure the proxy alone")
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout whose proxy is measured beside this one's"
+    )
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
     say(f"throughput benchmark: {read_path.describe_machine()}; load {uptime()}")
@@ -490,6 +518,10 @@ def main() -> int:
         with serve(dovecot, workdir) as (port, pid):
             url = f"http://127.0.0.1:{port}/.well-known/jmap"
             targets = [Target("proxy", url, args.messages, pid)]
+            if args.baseline is not None:
+                port, pid = stack.enter_context(serve(dovecot, workdir, args.baseline))
+                url = f"http://127.0.0.1:{port}/.well-known/jmap"
+                targets.append(Target("before", url, args.messages, pid))
             if cyrus is not None:
                 targets.append(Target("cyrus", f"http://127.0.0.1:{cyrus.http_port}/jmap/"))
             results = asyncio.run(run_all(targets, users, args, layouts))
