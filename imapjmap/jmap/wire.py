@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import math
 import re
 import time
 from collections.abc import Iterator
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NoReturn, TypeAlias
 
 Json: TypeAlias = Any  # the JSON value space; narrowed by the parsers in jmap.args
 JsonObject: TypeAlias = dict[str, Any]
@@ -76,20 +77,55 @@ def parse_utc_date(value: object) -> dt.datetime | None:
     return parsed if "T" in value else None
 
 
+class EncodedObject(dict[str, Any]):
+    """A JSON object that carries its own encoding, made once and shared by many answers
+    (an Email's list properties, the same until the Email changes): :func:`encode_in_parts`
+    copies :attr:`json` instead of encoding the object again.
+
+    Shared, so it cannot be changed in place (nor are the values in it to be); a copy
+    (``copy.copy``, ``copy.deepcopy``, as result references make) is a plain ``dict``.
+    """
+
+    __slots__ = ("json",)
+
+    def __init__(self, value: JsonObject) -> None:
+        super().__init__(value)
+        self.json: bytes = json.dumps(value).encode()
+
+    def _frozen(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("an EncodedObject is shared: change a copy of it")
+
+    __setitem__ = __delitem__ = __ior__ = _frozen
+    clear = pop = popitem = setdefault = update = _frozen
+
+    def __copy__(self) -> JsonObject:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> JsonObject:
+        return {key: copy.deepcopy(item, memo) for key, item in self.items()}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self),))
+
+
 def encode_in_parts(value: Json, *, items: int = 100, depth: int = 4) -> Iterator[bytes]:
     """``json.dumps(value).encode()``, byte for byte, in parts that each cost one bounded
     ``json.dumps`` call: a list longer than ``items`` is encoded ``items`` elements at a
     time, and objects and lists are opened ``depth`` levels down to find such lists (the
     ``list`` of an Email/get of thousands sits at methodResponses / invocation / arguments).
+    An :class:`EncodedObject` at any of those places, or in such a list, is not encoded
+    again: its :attr:`~EncodedObject.json` is copied.
 
     An answer of a thousand Emails takes tens of milliseconds to encode in one call, all of
     it holding the GIL; between the parts, the caller can let other requests run.
     """
-    if isinstance(value, list) and len(value) > items:
+    if isinstance(value, EncodedObject):
+        yield value.json
+    elif isinstance(value, list) and (
+        len(value) > items or any(isinstance(item, EncodedObject) for item in value)
+    ):
         yield b"["
-        for start in range(0, len(value), items):
-            part = json.dumps(value[start : start + items]).encode()
-            yield (b", " if start else b"") + part[1:-1]
+        yield from _list_items_in_parts(value, items)
         yield b"]"
     elif isinstance(value, list) and depth > 0 and value:
         yield b"["
@@ -106,3 +142,30 @@ def encode_in_parts(value: Json, *, items: int = 100, depth: int = 4) -> Iterato
         yield b"}"
     else:
         yield json.dumps(value).encode()
+
+
+def _list_items_in_parts(value: list[Json], items: int) -> Iterator[bytes]:
+    """The items of a JSON array, comma-separated, without the brackets: up to ``items``
+    plain items per ``json.dumps``, and each run of :class:`EncodedObject` as one part."""
+    separator = b""
+    start = 0  # the first plain item not encoded yet
+    end = 0
+    while end < len(value):
+        if isinstance(value[end], EncodedObject):
+            run = end
+            while end < len(value) and isinstance(value[end], EncodedObject):
+                end += 1
+            if run > start:
+                yield separator + json.dumps(value[start:run]).encode()[1:-1]
+                separator = b", "
+            yield separator + b", ".join(item.json for item in value[run:end])
+            separator = b", "
+            start = end
+        else:
+            end += 1
+            if end - start == items:
+                yield separator + json.dumps(value[start:end]).encode()[1:-1]
+                separator = b", "
+                start = end
+    if end > start:
+        yield separator + json.dumps(value[start:end]).encode()[1:-1]

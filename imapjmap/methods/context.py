@@ -17,6 +17,7 @@ from imapjmap.imap.pool import ImapPool, ImapPools
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.limits import QueryLimits
+from imapjmap.methods.email_objects import EmailObjects
 from imapjmap.push.service import PushService
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
@@ -42,6 +43,7 @@ class Services:
     store: Store
     pools: ImapPools
     syncs: dict[str, AccountSync] = field(default_factory=dict)
+    email_objects: EmailObjects = field(default_factory=EmailObjects)
     push: PushService = field(init=False)
 
     def __post_init__(self) -> None:

@@ -28,7 +28,13 @@ from imapjmap.jmap.args import GetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.limits import check_properties
-from imapjmap.jmap.wire import Json, JsonObject, is_unsigned_int, utc_date_of_timestamp
+from imapjmap.jmap.wire import (
+    EncodedObject,
+    Json,
+    JsonObject,
+    is_unsigned_int,
+    utc_date_of_timestamp,
+)
 from imapjmap.methods import blobs, standard
 from imapjmap.methods.context import MethodContext
 from imapjmap.mime import email as mime_email
@@ -214,16 +220,26 @@ async def fetch_all(ctx: MethodContext, email_ids: Iterable[str]) -> dict[str, b
 
 
 def _read_rows(
-    tx: Tx, account_id: str, ids: list[str] | None, max_objects: int
-) -> tuple[list[em.EmailRow], int]:
-    if ids is None:
+    tx: Tx,
+    account_id: str,
+    ids: list[str] | None,
+    max_objects: int,
+    known: Callable[[str, int], EncodedObject | None] | None = None,
+) -> tuple[list[em.EmailRow | EncodedObject], int]:
+    """The live rows of ``ids`` (all of them if None) in the order asked, each row that
+    ``known`` has an object for replaced by that object; and the Email state."""
+    rows: list[em.EmailRow | EncodedObject]
+    if known is not None and ids is not None:
+        kept = em.emails_unless_known(tx, account_id, ids, known)
+        rows = [kept[i] for i in dict.fromkeys(ids) if i in kept]
+    elif ids is None:
         count = eq.live_email_count(tx, account_id)
         if count > max_objects:
             raise MethodError(
                 MethodErrorType.REQUEST_TOO_LARGE,
                 f"the account has {count} emails, more than maxObjectsInGet {max_objects}",
             )
-        rows = sorted(em.live_emails(tx, account_id), key=lambda r: r.id)
+        rows = [*sorted(em.live_emails(tx, account_id), key=lambda r: r.id)]
     else:
         found = em.emails(tx, account_id, ids)
         rows = [found[i] for i in dict.fromkeys(ids) if i in found]
@@ -242,17 +258,24 @@ async def email_get(ctx: MethodContext, call: Call) -> JsonObject:
     options = BodyOptions.parse(args.extra, ctx.cfg.limits.max_properties)
     properties = args.properties or list(mime_email.DEFAULT_EMAIL_PROPERTIES)
     wanted = standard.resolve_ids(call, args.ids) if args.ids is not None else None
+    derived = [p for p in properties if p not in CACHED_PROPERTIES]
+    # the list properties of given ids: the objects answered before, while still true
+    kept = ctx.services.email_objects if wanted is not None and not derived else None
+    known = kept.lookup(ctx.account_id, ctx.account.epoch, properties) if kept else None
     await ctx.refresh()
-    rows, seq = await ctx.read(lambda tx: _read_rows(tx, ctx.account_id, wanted, limit))
+    rows, seq = await ctx.read(lambda tx: _read_rows(tx, ctx.account_id, wanted, limit, known))
     previews: dict[str, str] = {}
-    missing = [r.id for r in rows if r.preview is None]
+    missing = [r.id for r in rows if isinstance(r, em.EmailRow) and r.preview is None]
     if "preview" in properties and missing:
         previews = await bodies.fetch_previews(ctx.store, ctx.pool, ctx.account_id, missing)
-    derived = [p for p in properties if p not in CACHED_PROPERTIES]
-    raws = await fetch_all(ctx, [r.id for r in rows]) if derived else {}
+    built = [r for r in rows if isinstance(r, em.EmailRow)]  # all of them unless kept
+    raws = await fetch_all(ctx, [r.id for r in built]) if derived else {}
     found: list[JsonObject] = []
     first = started = time.thread_time()
     for n, row in enumerate(rows, 1):
+        if isinstance(row, EncodedObject):
+            found.append(row)
+            continue
         if n % _BUILD_TURN == 0:  # other accounts' requests between slices of a big list
             now = time.thread_time()
             await ctx.store.pace(ctx.account_id, now - started, now - first)
@@ -263,7 +286,13 @@ async def email_get(ctx: MethodContext, call: Call) -> JsonObject:
             if raw is None:  # expunged upstream since the last sync: notFound
                 continue
             obj.update(derived_properties(raw, row.id, derived, options))
-        found.append({p: obj[p] for p in properties if p in obj})
+        answer = {p: obj[p] for p in properties if p in obj}
+        if kept is not None and (row.preview is not None or "preview" not in properties):
+            answer = EncodedObject(answer)
+            kept.keep(
+                ctx.account_id, ctx.account.epoch, properties, row.id, row.updated_seq, answer
+            )
+        found.append(answer)
     listed = {o["id"] for o in found}
     not_found = [i for i in dict.fromkeys(wanted or ()) if i not in listed]
     return {

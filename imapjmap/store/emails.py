@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import json.scanner
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
+
+T = TypeVar("T")
 
 EMAIL_TYPE: Final = "Email"
 THREAD_TYPE: Final = "Thread"
@@ -227,19 +229,36 @@ def email_exists(tx: Tx, account_id: str, email_id: str) -> bool:
 
 def emails(tx: Tx, account_id: str, ids: Sequence[str]) -> dict[str, EmailRow]:
     """Live rows for ``ids`` (unknown ids are simply absent)."""
-    out: dict[str, EmailRow] = {}
+    return {values[1]: _email_from(values) for values in _live_values(tx, account_id, ids)}
+
+
+def _live_values(tx: Tx, account_id: str, ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
         marks = ",".join("?" * len(chunk))
-        for values in tx.all(
+        rows = tx.all(
             f"SELECT {_EMAIL_COLUMNS} FROM emails WHERE account_id = ? AND id IN ({marks})"
             " AND destroyed_seq IS NULL",
             (account_id, *chunk),
-        ):
-            row = _email_from(values)
-            out[row.id] = row
-            if len(out) % 64 == 0:
+        )
+        for number, values in enumerate(rows, 1):
+            yield values
+            if number % 64 == 0:
                 tx.check()  # decoding a thousand rows' JSON holds the GIL: let others in
+
+
+def emails_unless_known(
+    tx: Tx, account_id: str, ids: Sequence[str], known: Callable[[str, int], T | None]
+) -> dict[str, EmailRow | T]:
+    """:func:`emails`, except that a row for which ``known(id, updated_seq)`` gives a value
+    is not decoded: that value stands for it.  Every change to a row's columns but
+    ``preview`` takes a new ``updated_seq``, so a caller that built something from a row
+    can tell by that number that the row is still the same (``preview`` only ever goes
+    from null to the text computed for it)."""
+    out: dict[str, EmailRow | T] = {}
+    for values in _live_values(tx, account_id, ids):
+        value = known(values[1], values[17])
+        out[values[1]] = _email_from(values) if value is None else value
     return out
 
 

@@ -221,6 +221,9 @@ class World:
         self.cfg = cfg
         self.pool = FakePool()
         self.uids: dict[str, int] = {}
+        # one per maxObjectsInGet, kept between requests as the app keeps its one: what
+        # it remembers of earlier answers (Email objects) must follow the changes below
+        self._services: dict[int, Services] = {}
         bodies._bodies.clear()  # the process-wide body cache must not leak between tests
 
     async def setup(self, mails: Iterable[Mail] = MAILS) -> None:
@@ -296,12 +299,20 @@ class World:
     async def locations(self, mail_id: str) -> list[em.Location]:
         return await self.store.run(lambda tx: em.locations_of_email(tx, A, mail_id))
 
+    def services(self, *, max_objects_in_get: int = 1000) -> Services:
+        self.context(max_objects_in_get=max_objects_in_get)
+        return self._services[max_objects_in_get]
+
     def context(self, *, max_objects_in_get: int = 1000) -> MethodContext:
         cfg = dataclasses.replace(
             self.cfg,
             limits=dataclasses.replace(LimitsConfig(), max_objects_in_get=max_objects_in_get),
         )
-        services = Services(cfg, self.store, ImapPools(cfg.imap))
+        services = self._services.get(max_objects_in_get)
+        if services is None:
+            services = self._services[max_objects_in_get] = Services(
+                cfg, self.store, ImapPools(cfg.imap)
+            )
         ctx = MethodContext(services, Account(A, A, "epoch1"), self.pool)  # type: ignore[arg-type]
         ctx._fresh = True  # the rows above ARE the upstream: no sync
         return ctx

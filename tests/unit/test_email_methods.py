@@ -8,6 +8,8 @@ CORE-BIN-*.
 from __future__ import annotations
 
 import base64
+import copy
+import json
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -20,10 +22,11 @@ from imapjmap.http import middleware, views
 from imapjmap.http.auth import Authenticated, Authenticator, Unauthorized
 from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.session import DOWNLOAD_PATH
-from imapjmap.jmap.wire import is_id
+from imapjmap.jmap.wire import EncodedObject, is_id
 from imapjmap.methods import REGISTRY, blobs, email_get, thread
 from imapjmap.methods.context import Account
 from imapjmap.mime.email import DEFAULT_EMAIL_PROPERTIES
+from imapjmap.store import emails as em
 from imapjmap.store.db import Store
 from imapjmap.sync import bodies
 from tests.unit.email_world import MAILS, OTHER, A, World, call
@@ -202,6 +205,68 @@ async def test_missing_previews_are_computed_once(world: World) -> None:
     bodies._bodies.clear()
     result = await get(world, {"ids": ["e6"], "properties": ["preview"]})
     assert result["list"][0]["preview"] == "Bonjour de Paris." and fetches(world) == []
+
+
+# --- the objects of earlier answers (methods.email_objects) -------------------------------
+
+LIST_PROPERTIES = ["threadId", "mailboxIds", "keywords", "size", "receivedAt", "from", "preview"]
+
+
+async def test_list_properties_are_answered_again_without_decoding_rows(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = {"ids": ["e4", "e1"], "properties": LIST_PROPERTIES}
+    first = await get(world, args)
+    kept = world.services().email_objects
+    assert len(kept) == 2 and kept.hits == 0
+    decoded: list[str] = []
+    original = em._email_from
+    monkeypatch.setattr(em, "_email_from", lambda v: decoded.append(v[1]) or original(v))
+    again = await get(world, args)
+    assert again == first and kept.hits == 2 and decoded == []
+    assert all(isinstance(e, EncodedObject) for e in again["list"])
+    assert json.dumps(again) == json.dumps(first)  # what encode_in_parts splices is the same
+    other = await get(world, {"ids": ["e1"], "properties": ["subject"]})  # not the same object
+    assert other["list"] == [{"id": "e1", "subject": "Hello world"}] and decoded == ["e1"]
+
+
+async def test_kept_objects_follow_flags_moves_and_expunges_core_get_04(world: World) -> None:
+    """Every change of an Email takes a new seq; an object kept from before it is not used."""
+    args = {"ids": ["e4", "e1", "e3"], "properties": LIST_PROPERTIES}
+    before = await get(world, args)
+    await world.set_flags("e1", ("\\Seen", "\\Flagged"))
+    await world.move("e4", ("Msent",))
+    await world.move("e3", ())  # expunged everywhere
+    after = await get(world, args)
+    assert after["state"] != before["state"]
+    e4, e1 = after["list"]
+    assert e1["keywords"] == {"$seen": True, "$flagged": True}
+    assert e4["mailboxIds"] == {"Msent": True} and after["notFound"] == ["e3"]
+    assert {k: v for k, v in e1.items() if k != "keywords"} == {
+        k: v for k, v in before["list"][1].items() if k != "keywords"
+    }
+    assert (await get(world, args))["list"] == after["list"]  # kept anew, then used
+
+
+async def test_an_object_without_its_stored_preview_is_not_kept(world: World) -> None:
+    """e6's preview is computed from its message, which the upstream may fail to give; only
+    once stored does its object stay."""
+    kept = world.services().email_objects
+    await get(world, {"ids": ["e6"], "properties": ["preview"]})
+    assert len(kept) == 0
+    await get(world, {"ids": ["e6"], "properties": ["preview"]})
+    assert len(kept) == 1
+
+
+async def test_kept_objects_are_shared_but_never_changed_in_place(world: World) -> None:
+    args = {"ids": ["e1"], "properties": LIST_PROPERTIES}
+    await get(world, args)
+    (email,) = (await get(world, args))["list"]
+    with pytest.raises(TypeError):
+        email["keywords"] = {}
+    mine = copy.deepcopy(email)  # what a result reference hands the next call
+    mine["keywords"]["$seen"] = False
+    assert type(mine) is dict and (await get(world, args))["list"][0]["keywords"] == {"$seen": True}
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from imapjmap.http import views
-from imapjmap.jmap.wire import encode_in_parts
+from imapjmap.jmap.wire import EncodedObject, encode_in_parts
 from imapjmap.store.db import Store
 
 EMAIL = {
@@ -48,6 +48,32 @@ def _get_response(count: int) -> dict[str, Any]:
 )
 def test_the_parts_are_one_json_dumps(value: Any) -> None:
     assert b"".join(encode_in_parts(value)) == json.dumps(value).encode()
+
+
+KEPT = EncodedObject(EMAIL)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(KEPT, id="alone"),
+        pytest.param(_get_response(0) | {"x": [KEPT]}, id="one-in-a-list"),
+        pytest.param([KEPT, 1, KEPT, KEPT, {"a": KEPT}, KEPT], id="runs-and-plain-items"),
+        pytest.param([1] * 150 + [KEPT] * 3 + [2] * 250, id="between-slices"),
+        pytest.param({"a": [[[[[KEPT]]]]]}, id="deeper-than-opened"),
+        pytest.param(
+            {"methodResponses": [["Email/get", {"list": [KEPT] * 50 + [EMAIL]}, "g"]]},
+            id="a-page-kept-and-not",
+        ),
+    ],
+)
+def test_encoded_objects_are_spliced_as_one_json_dumps(value: Any) -> None:
+    assert b"".join(encode_in_parts(value)) == json.dumps(value).encode()
+
+
+def test_an_encoded_object_is_copied_not_encoded_again() -> None:
+    parts = list(encode_in_parts({"list": [KEPT] * 50}))
+    assert b", ".join([KEPT.json] * 50) in parts  # one part for the run
 
 
 def test_a_thousand_emails_come_in_slices_of_a_hundred() -> None:

@@ -1,0 +1,95 @@
+"""Email/get answers the list properties it answered before from the objects it kept
+(``methods.email_objects``), and another IMAP client's changes still show at once
+(CORE-GET-04, EML-KW-01): a flag set, a move and an expunge by a plain ``imaplib`` client
+on the real Dovecot, each seen by the very next request."""
+
+from __future__ import annotations
+
+import imaplib
+import time
+from typing import Any
+
+from imapjmap.http import views
+from imapjmap.methods.email_objects import EmailObjects
+from tests.integration.conftest import Jmap
+from tests.integration.test_email_read import REPLY, REPORT, append, by_subject, roles
+
+PROPERTIES = ["threadId", "mailboxIds", "keywords", "size", "receivedAt", "from", "preview"]
+
+
+def kept(jmap: Jmap) -> EmailObjects:
+    return jmap.http.server.app[views.SERVICES].email_objects
+
+
+async def page(jmap: Jmap, inbox: str) -> dict[str, Any]:
+    """A client opening its inbox: the query and the get of its page in one request."""
+    body = await jmap.request(
+        [
+            [
+                "Email/query",
+                {
+                    "accountId": jmap.account_id,
+                    "filter": {"inMailbox": inbox},
+                    "sort": [{"property": "receivedAt", "isAscending": False}],
+                },
+                "q",
+            ],
+            [
+                "Email/get",
+                {
+                    "accountId": jmap.account_id,
+                    "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+                    "properties": PROPERTIES,
+                },
+                "g",
+            ],
+        ]
+    )
+    got: dict[str, Any] = body["methodResponses"][1][1]
+    return got
+
+
+def uid_of(oracle: imaplib.IMAP4, message_id: str) -> bytes:
+    typ, data = oracle.uid("SEARCH", "HEADER", "Message-ID", message_id)
+    assert typ == "OK" and data[0], data
+    uid: bytes = data[0].split()[0]
+    return uid
+
+
+async def test_kept_objects_show_another_clients_changes_at_once_core_get_04(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4
+) -> None:
+    now = time.time()
+    append(imap_oracle, "INBOX", REPORT, now - 300)
+    append(imap_oracle, "INBOX", REPLY, now - 200, "(\\Seen)")
+    boxes = await roles(jmap)
+    inbox, archive = boxes["inbox"], boxes["archive"]
+    first = await page(jmap, inbox)
+    subjects = await by_subject(jmap, [e["id"] for e in first["list"]])
+    report, reply = subjects["Quarterly report"]["id"], subjects["Re: Quarterly report"]["id"]
+    assert [e["id"] for e in first["list"]] == [reply, report]
+    await page(jmap, inbox)  # the previews are stored by now: the objects are kept
+    hits = kept(jmap).hits
+    assert await page(jmap, inbox) == first and kept(jmap).hits == hits + 2
+
+    imap_oracle.select("INBOX")
+    report_uid = uid_of(imap_oracle, "<report@example.org>")
+    typ, data = imap_oracle.uid("STORE", report_uid, "+FLAGS", "(\\Flagged)")
+    assert typ == "OK", data
+    got = await page(jmap, inbox)
+    assert [e["id"] for e in got["list"]] == [reply, report] and got["state"] != first["state"]
+    assert got["list"][1]["keywords"] == {"$flagged": True}
+    assert got["list"][0] == first["list"][0]
+
+    typ, data = imap_oracle.uid("MOVE", uid_of(imap_oracle, "<reply@example.org>"), "Archive")
+    assert typ == "OK", data
+    got = await jmap.ok("Email/get", {"ids": [reply, report], "properties": PROPERTIES})
+    assert got["list"][0]["mailboxIds"] == {archive: True}
+    assert got["list"][1]["keywords"] == {"$flagged": True}
+
+    typ, data = imap_oracle.uid("STORE", report_uid, "+FLAGS", "(\\Deleted)")
+    assert typ == "OK", data
+    typ, data = imap_oracle.expunge()
+    assert typ == "OK", data
+    got = await jmap.ok("Email/get", {"ids": [reply, report], "properties": PROPERTIES})
+    assert [e["id"] for e in got["list"]] == [reply] and got["notFound"] == [report]
