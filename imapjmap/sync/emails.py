@@ -54,7 +54,7 @@ from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync import records
 from imapjmap.sync.mailboxes import MAILBOX_TYPE
-from imapjmap.sync.parsing import NewMessage, Parser, merge, prepare
+from imapjmap.sync.parsing import NewMessage, Parser, merge, new_row, prepare
 
 log = logging.getLogger(__name__)
 
@@ -612,15 +612,28 @@ class _NewEmails:
             known.add(parsed.email_id)
             value = self.seq.take(em.EMAIL_TYPE, em.THREAD_TYPE)
             thread_id = parsed.upstream_thread or self._local_thread(parsed, value)
+            row = parsed.row
             self.rows.append(
-                dataclasses.replace(
-                    parsed.row,
+                new_row(
+                    account_id=row.account_id,
+                    id=row.id,
                     thread_id=thread_id,
+                    size=row.size,
+                    received_at=row.received_at,
+                    sent_at=row.sent_at,
+                    subject=row.subject,
+                    sort_subject=row.sort_subject,
+                    sort_from=row.sort_from,
+                    sort_to=row.sort_to,
+                    headers=row.headers,
+                    message_ids=row.message_ids,
+                    has_attachment=row.has_attachment,
+                    preview=row.preview,
+                    keywords=dict(sorted(em.keywords_from_flags(m.flags).items())),
+                    mailbox_ids={} if deleted else {mailbox_id: True},
                     created_seq=value,
                     updated_seq=value,
                     destroyed_seq=value if deleted else None,
-                    mailbox_ids={} if deleted else {mailbox_id: True},
-                    keywords=dict(sorted(em.keywords_from_flags(m.flags).items())),
                 )
             )
             if not deleted:

@@ -30,6 +30,7 @@ from typing import Final, TypeVar
 
 from imapjmap.imap.models import FetchRecord
 from imapjmap.imap.parse import parse_reply
+from imapjmap.imap.parse_fetch import fast_constructor
 from imapjmap.store.emails import EmailRow
 from imapjmap.sync import records
 
@@ -125,11 +126,15 @@ def parse_batch_packed(raw: Raw, uids: Sequence[int], account_id: str, keep: boo
     ]  # fmt: skip
 
 
+# Email rows come by the thousand: built without the frozen dataclass's __init__
+new_row: Final = fast_constructor(EmailRow)
+
+
 def unpack(packed: Packed) -> Parsed:
     found, messages = packed
     return found, [
         NewMessage(uid, flags, modseq, records.Parsed(
-            email_id, EmailRow(*row), own, refs, base, upstream  # type: ignore[arg-type]
+            email_id, new_row(*row), own, refs, base, upstream
         ))
         for uid, flags, modseq, email_id, own, refs, base, upstream, row in messages
     ]  # fmt: skip

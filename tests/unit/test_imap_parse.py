@@ -900,10 +900,13 @@ def test_fuzz_fast_lexer_mutated_captures(
 def test_fast_constructor_builds_the_same_record(model: type[Any]) -> None:
     fields = dataclasses.fields(model)
     values = [object() for _ in fields]  # distinct, so that a swapped field shows
-    built = parse_fetch._constructor(model)(*values)
+    build = parse_fetch.fast_constructor(model)
+    built = build(*values)
     assert type(built) is model
     assert built == model(*values)
     assert [getattr(built, f.name) for f in fields] == values
+    by_name = build(**{f.name: v for f, v in zip(fields, values, strict=True)})
+    assert by_name == built
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(built, fields[0].name, None)
 

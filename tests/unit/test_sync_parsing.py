@@ -4,6 +4,7 @@ in-process path gives (``_fetch_new`` then ``prepare``), on captured Dovecot rep
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -16,6 +17,7 @@ import pytest
 
 from imapjmap.imap.models import FetchRecord
 from imapjmap.imap.parse import parse_reply
+from imapjmap.store.emails import EmailRow
 from imapjmap.sync import parsing
 from tests.unit.test_imap_parse import TRANSCRIPT
 
@@ -175,3 +177,14 @@ def test_workers_do_not_import_the_main_module(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert not mark.exists(), f"a worker imported the main module as {mark.read_text()}"
+
+
+def test_new_row_builds_the_email_row_init_builds() -> None:
+    fields = dataclasses.fields(EmailRow)
+    values = [object() for _ in fields]  # distinct, so that a swapped field shows
+    by_position = parsing.new_row(*values)
+    by_name = parsing.new_row(**{f.name: v for f, v in zip(fields, values, strict=True)})
+    assert type(by_position) is EmailRow and type(by_name) is EmailRow
+    assert by_position == by_name == EmailRow(*values)  # type: ignore[arg-type]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        by_name.id = "other"  # type: ignore[misc]
