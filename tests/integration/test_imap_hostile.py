@@ -10,6 +10,7 @@ a connection whose stream position is lost is closed and never used again.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -45,9 +46,13 @@ async def scripted(greeting: bytes, script: Script) -> AsyncIterator[ImapConfig]
     """A server on a free loopback port that sends ``greeting``, then answers each command
     line by ``script``; yields the config that reaches it."""
     writers: list[asyncio.StreamWriter] = []
+    handlers: list[asyncio.Task[None]] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writers.append(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)  # awaited at the end, so none is cancelled mid-read
         writer.write(greeting)
         while line := await reader.readline():
             line = line.rstrip(b"\r\n")
@@ -66,6 +71,7 @@ async def scripted(greeting: bytes, script: Script) -> AsyncIterator[ImapConfig]
         server.close()
         for writer in writers:
             writer.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
 
 
@@ -146,3 +152,21 @@ async def test_untagged_responses_between_commands_are_kept() -> None:
             assert not session.broken
         finally:
             await session.close()
+
+
+async def test_closing_while_idle_leaves_no_unretrieved_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A push watcher stopped while idling closes its session without IDLE's DONE: the
+    command that will never complete must not be reported by asyncio as "Future exception
+    was never retrieved" once the connection is gone."""
+    idles = logs_in(lambda line: b"+ idling\r\n" if line.endswith(b" IDLE") else None)
+    async with scripted(b"* OK ready\r\n", idles) as cfg:
+        session = await ImapSession.connect(cfg, "alice", "pw")
+        await session.idle_start()
+        await session.close()
+        async with asyncio.timeout(5):
+            await session.closed.wait()
+    del session
+    gc.collect()
+    assert "never retrieved" not in caplog.text
