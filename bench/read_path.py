@@ -13,7 +13,10 @@ and measures, side by side in one run:
    ``UID FETCH 1:* (...)`` of the same items by a plain socket client, both warm, alternated;
    the ratio of the medians, and the time until the first request returned (newest batch
    usable).  A first sync that takes longer than ``--sync-limit`` is given up, its progress
-   reported, and the warm measurements of that size are skipped;
+   reported, and the warm measurements of that size are skipped.  ``--compare-rev REV``
+   alternates these with the first syncs of the ``imapjmap`` package at git revision REV
+   (each in a process of its own, on the same Dovecot), for before/after figures of one run;
+   ``--first-sync-only`` stops after this part;
 2. warm "open inbox": ``Email/query`` (INBOX, receivedAt desc, limit 50) + ``Email/get`` of
    those 50 with list properties in one request, median and p95;
 3. a request when nothing changed upstream (``Mailbox/get`` with no ids): its median latency
@@ -35,6 +38,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import math
 import os
 import platform
@@ -51,7 +55,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from types import SimpleNamespace
+from typing import Any, Final, cast
 
 import aiohttp
 import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
@@ -501,6 +506,7 @@ class SizeResult:
     raw_cold: float = 0.0
     raw: list[float] = field(default_factory=list)
     proxy: list[FirstSync] = field(default_factory=list)
+    compared: list[FirstSync] = field(default_factory=list)  # --compare-rev's first syncs
     open_inbox: list[float] = field(default_factory=list)
     warm_note: str = ""  # why the warm requests were not measured
     no_change: list[float] = field(default_factory=list)
@@ -541,6 +547,8 @@ async def measure_first_sync(
         for old in workdir.glob(f"cache-{result.size}-*"):
             old.unlink()
         cache = workdir / f"cache-{result.size}-{rep}.sqlite3"
+        if args.compare_rev and rep % 2 == 0:  # the two revisions take turns going first
+            await _compare(dovecot, result, username, args, workdir)
         proxy = await InProcessProxy.start(dovecot, username, cache)
         sync = await first_sync(proxy, result.size, args.sync_limit)
         result.proxy.append(sync)
@@ -549,11 +557,54 @@ async def measure_first_sync(
             f"  #{rep + 1}: raw FETCH {elapsed:.3f} s | proxy first sync {total} "
             f"(first batch {sync.first_batch:.3f} s)"
         )
+        if args.compare_rev and rep % 2 == 1:
+            await _compare(dovecot, result, username, args, workdir)
         if sync.total is None:
             say(f"  the first sync did not finish within --sync-limit {args.sync_limit:g} s")
             await proxy.close()
             return None
     return proxy
+
+
+async def _compare(
+    dovecot: DovecotServer,
+    result: SizeResult,
+    username: str,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> None:
+    """The first sync of the ``--compare-rev`` package, in a process of its own (this script
+    with that revision's ``imapjmap`` first on the path), on the same Dovecot and mail."""
+    cache = workdir / f"compare-{result.size}.sqlite3"
+    cache.unlink(missing_ok=True)
+    job = {"host": dovecot.host, "port": dovecot.port, "user": username, "cache": str(cache),
+           "size": result.size, "limit": args.sync_limit}  # fmt: skip
+    path = os.pathsep.join([str(workdir / "compare"), str(Path(__file__).resolve().parent.parent)])
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--child-first-sync", json.dumps(job),
+        env={**os.environ, "PYTHONPATH": path}, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await child.communicate()
+    cache.unlink(missing_ok=True)
+    if child.returncode != 0:
+        raise RuntimeError(f"the first sync at {args.compare_rev} failed ({child.returncode})")
+    got = json.loads(out.decode().strip().splitlines()[-1])
+    sync = FirstSync(got["first"], got["total"], [])
+    result.compared.append(sync)
+    total = f"{sync.total:.3f} s" if sync.total is not None else "NOT FINISHED"
+    say(f"      at {args.compare_rev}: first sync {total} (first batch {sync.first_batch:.3f} s)")
+
+
+async def child_first_sync(spec: str) -> None:
+    """``--child-first-sync``: one first sync by the ``imapjmap`` this process imports."""
+    job = json.loads(spec)
+    server = cast(DovecotServer, SimpleNamespace(host=job["host"], port=job["port"]))
+    proxy = await InProcessProxy.start(server, job["user"], Path(job["cache"]))
+    try:
+        sync = await first_sync(proxy, job["size"], job["limit"])
+    finally:
+        await proxy.close()
+    print(json.dumps({"first": sync.first_batch, "total": sync.total}), flush=True)
 
 
 async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
@@ -707,6 +758,18 @@ def _sync_rows(r: SizeResult, judged: bool, limit: float) -> list[Row]:
             ),
         ]
     rows.append(Row(f"time to first batch, {n} (median)", f"{first:.3f} s"))
+    done = [s.total for s in r.compared if s.total is not None]
+    if r.compared and len(done) == len(r.compared):
+        rev = f"at {compare_rev}"
+        before = statistics.median(done)
+        rows += [
+            Row(f"proxy first sync {rev}, {n} (median)", f"{before:.3f} s"),
+            Row(f"first sync / raw FETCH {rev}, {n}", f"{before / raw:.2f}x"),
+            Row(
+                f"time to first batch {rev}, {n} (median)",
+                f"{statistics.median(s.first_batch for s in r.compared):.3f} s",
+            ),
+        ]
     return rows
 
 
@@ -895,6 +958,8 @@ async def run(
                 results[n].warm_note = "not measured: the first sync did not finish"
             else:
                 proxies[n] = proxy
+        if args.first_sync_only:
+            return report([results[n] for n in sizes], None, args.sync_limit)
         missing = email_methods_missing()
         if missing:
             say(f"NOTE: {', '.join(missing)} not registered yet: open inbox is NOT measured")
@@ -913,6 +978,24 @@ async def run(
     return report([results[n] for n in sizes], memory, args.sync_limit)
 
 
+compare_rev = ""  # the short commit of --compare-rev, once extracted
+
+
+def extract_package(rev: str, target: Path) -> str:
+    """The ``imapjmap`` package at git revision ``rev`` under ``target``; its short commit."""
+    repo = Path(__file__).resolve().parent.parent
+    sha = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", rev],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    target.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", sha, "imapjmap"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return sha
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,100000", help="INBOX sizes (default %(default)s)")
@@ -928,12 +1011,29 @@ def main() -> int:
     )
     parser.add_argument("--skip-memory", action="store_true", help="no separate-process RSS run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--first-sync-only", action="store_true", help="no warm requests, no RSS run"
+    )
+    parser.add_argument(
+        "--compare-rev",
+        metavar="REV",
+        help="also time the first syncs of the imapjmap package at this git revision, "
+        "alternating with this tree's",
+    )
+    parser.add_argument("--child-first-sync", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_first_sync:
+        asyncio.run(child_first_sync(args.child_first_sync))
+        return 0
     sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",")})
     say(f"read path benchmark: {describe_machine()}")
     say(f"command: python3 bench/read_path.py --sizes {','.join(map(str, sizes))}")
     ensure_dovecot_installed()
     workdir = Path(tempfile.mkdtemp(prefix="imapjmap-bench-"))
+    if args.compare_rev:
+        global compare_rev
+        compare_rev = extract_package(args.compare_rev, workdir / "compare")
+        say(f"compared with the imapjmap package at {compare_rev}")
     dovecot = DovecotServer.start(workdir / "dovecot")
     try:
         seeds: dict[int, SeedStats] = {}
