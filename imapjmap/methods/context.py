@@ -18,6 +18,7 @@ from imapjmap.jmap import state as jstate
 from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.limits import QueryLimits
 from imapjmap.methods.email_objects import EmailObjects
+from imapjmap.methods.query_results import QueryResults
 from imapjmap.push.service import PushService
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
@@ -44,6 +45,7 @@ class Services:
     pools: ImapPools
     syncs: dict[str, AccountSync] = field(default_factory=dict)
     email_objects: EmailObjects = field(default_factory=EmailObjects)
+    query_results: QueryResults = field(default_factory=QueryResults)
     push: PushService = field(init=False)
 
     def __post_init__(self) -> None:

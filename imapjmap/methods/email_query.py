@@ -35,7 +35,7 @@ from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.limits import QueryLimits, check_search_terms
 from imapjmap.jmap.wire import Json, JsonObject
 from imapjmap.methods import email_filter as ef
-from imapjmap.methods import email_search, standard
+from imapjmap.methods import email_search, query_results, standard
 from imapjmap.methods.context import MethodContext
 from imapjmap.store import email_queries as eq
 from imapjmap.store import queries as q
@@ -276,15 +276,25 @@ async def email_query(ctx: MethodContext, call: Call) -> JsonObject:
     p = plan(args.filter, args.sort, args.extra, ctx.query_limits)
     await ctx.refresh()
     uid_hits = await _search(ctx, p)
+    # a result found at the same Email state answers again (query_results Rule 1); not
+    # one that IMAP searches took part in, as the upstream's search may find otherwise
+    kept = ctx.services.query_results if not p.terms else None
+    key = query_results.key_of(ctx.account_id, ctx.account.epoch, call.args)
 
-    def run(tx: Tx) -> tuple[list[str], int | None, int]:
+    def run(tx: Tx) -> tuple[Sequence[str], int | None, int, bool]:
+        seq = q.type_state(tx, ctx.account_id, EMAIL_TYPE)
+        found = kept.get(key, seq) if kept is not None else None
+        if found is not None:
+            return *found, seq, True
         runner = Runner(tx, ctx.account_id, p, uid_hits)
         ids, total = _page(runner, args)
         if args.calculate_total and total is None:
             total = runner.total()
-        return ids, total, q.type_state(tx, ctx.account_id, EMAIL_TYPE)
+        return ids, total, seq, False
 
-    ids, total, seq = await ctx.read(run)
+    ids, total, seq, again = await ctx.read(run)
+    if kept is not None and not again:
+        kept.keep(key, seq, ids, total)
     response = standard.query_response(ctx, args, ids, seq, can_calculate_changes=True)
     if args.calculate_total:
         response["total"] = total

@@ -1,7 +1,8 @@
 """Email/get answers the list properties it answered before from the objects it kept
-(``methods.email_objects``), and another IMAP client's changes still show at once
-(CORE-GET-04, EML-KW-01): a flag set, a move and an expunge by a plain ``imaplib`` client
-on the real Dovecot, each seen by the very next request."""
+(``methods.email_objects``), Email/query the same query at the same state from the result
+it kept (``methods.query_results``), and another IMAP client's changes still show at once
+(CORE-GET-04, EML-KW-01): a flag set, a move, an expunge and an APPEND by a plain
+``imaplib`` client on the real servers, each seen by the very next request."""
 
 from __future__ import annotations
 
@@ -93,3 +94,21 @@ async def test_kept_objects_show_another_clients_changes_at_once_core_get_04(
     assert typ == "OK", data
     got = await jmap.ok("Email/get", {"ids": [reply, report], "properties": PROPERTIES})
     assert [e["id"] for e in got["list"]] == [reply] and got["notFound"] == [report]
+
+
+async def test_a_kept_query_result_shows_another_clients_append_at_once_core_qry(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4
+) -> None:
+    """The same Email/query again is answered from the result kept (query_results) until
+    the Email state moves: a message APPENDed by another client is on the next page."""
+    now = time.time()
+    append(imap_oracle, "INBOX", REPORT, now - 300)
+    inbox = (await roles(jmap))["inbox"]
+    first = await page(jmap, inbox)
+    results = jmap.http.server.app[views.SERVICES].query_results
+    hits = results.hits
+    assert await page(jmap, inbox) == first and results.hits == hits + 1
+    append(imap_oracle, "INBOX", REPLY, now - 200)
+    got = await page(jmap, inbox)
+    assert len(got["list"]) == 2 and got["list"][1] == first["list"][0]
+    assert results.hits == hits + 1

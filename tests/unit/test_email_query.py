@@ -654,3 +654,34 @@ def test_trailing_star_inside_operators_only_in_text_conditions() -> None:
             FilterOperator("OR", ({"body": "c"},)),
         ),
     )
+
+
+# --- results kept between requests (methods.query_results) ----------------------------------
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+@pytest.mark.parametrize("query_name", list(QUERIES))
+async def test_a_kept_result_never_outlives_a_change_core_qry(
+    world: World, query_name: str, mutation: str
+) -> None:
+    """The same query at the same Email state is answered from the result kept; after any
+    change the answer is what a process that kept nothing computes."""
+    args = {**QUERIES[query_name], "calculateTotal": True, "limit": 3}
+    kept = world.services().query_results
+    first = await query(world, args)
+    assert await query(world, args) == first and kept.hits == 1
+    await MUTATIONS[mutation](world)
+    after = await query(world, args)
+    assert after["queryState"] != first["queryState"] and kept.hits == 1
+    world._services.clear()  # a fresh process: nothing kept
+    assert after == await query(world, args)
+
+
+async def test_a_query_searched_upstream_is_not_kept(world: World) -> None:
+    """What the upstream's search finds is its own to say, at any Email state."""
+    args = {"filter": {"inMailbox": "Minbox", "body": "pay"}}
+    world.pool.answers = {("INBOX", 'UID SEARCH BODY "pay"'): (3,)}  # e4
+    assert (await query(world, args))["ids"] == ["e4"]
+    world.pool.answers = {("INBOX", 'UID SEARCH BODY "pay"'): (1,)}  # e1
+    assert (await query(world, args))["ids"] == ["e1"]
+    assert world.services().query_results.hits == 0
