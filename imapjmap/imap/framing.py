@@ -104,6 +104,9 @@ class Framer:
         self.max_literal = max_literal
         self.max_response = max_response
         self._buf = bytearray()
+        # how far the buffer's first, unfinished line has been searched for CRLF already:
+        # a line of megabytes arriving 64 KiB at a time is scanned once, not once a read
+        self._scanned = 0
         # the untagged response being read, when a literal made it span more than one line
         self._chunks: list[bytes] = []
         self._size = 0  # bytes in self._chunks
@@ -135,6 +138,8 @@ class Framer:
         buf = self._buf
         buf += data
         pos = 0
+        scanned = self._scanned
+        self._scanned = 0
         end_of_data = len(buf)
         while pos < end_of_data:
             if self._literal_left:
@@ -147,10 +152,12 @@ class Framer:
                 self._chunks.append(b"".join(self._literal_parts))
                 self._literal_parts.clear()
                 continue
-            end = buf.find(b"\r\n", pos)
+            end = buf.find(b"\r\n", max(pos, scanned))
+            scanned = 0
             if end < 0:
                 if end_of_data - pos > self.max_line:
                     raise FramingError(f"a line longer than {self.max_line} bytes")
+                self._scanned = max(end_of_data - pos - 1, 0)  # a CR may end this read
                 break
             if end - pos > self.max_line:
                 raise FramingError(f"a line longer than {self.max_line} bytes")

@@ -208,6 +208,15 @@ def test_response_limit_stops_an_endless_chain_of_small_literals() -> None:
             framer.feed(b" x {1}\r\ny")
 
 
+def test_a_line_of_megabytes_over_many_reads() -> None:
+    """A plain SEARCH of every UID (no ESEARCH) is one line of megabytes; each read is
+    searched for CRLF from where the last one stopped, a CR ending a read included."""
+    line = b"* SEARCH " + b" ".join(b"%d" % n for n in range(300_000)) + b"\r\n"
+    for size in (65536, len(line) - 1):
+        pieces = [line[i : i + size] for i in range(0, len(line), size)]
+        assert feed_all(pieces) == [U((line[2:-2],))]
+
+
 def test_between_responses() -> None:
     framer = Framer()
     assert framer.between_responses
