@@ -20,6 +20,7 @@ from imapjmap.imap.session import ImapSession
 from imapjmap.methods import email_search
 from imapjmap.methods.email_filter import SearchTerm
 from imapjmap.methods.email_search import SearchMailbox, search_uids
+from imapjmap.store.db import Store
 
 WORD = "quokka"
 TERM = SearchTerm("BODY", (WORD,))
@@ -133,3 +134,31 @@ async def test_a_small_mailbox_is_searched_in_one_command(
         await pool.aclose()
     assert hits == {TERM: {"m": {uids[1]}}}
     assert narrow_ranges == []
+
+
+async def test_an_email_query_splits_its_search_and_paces_it_for_the_account(
+    jmap: Any,
+    imap_oracle: imaplib.IMAP4,
+    narrow_ranges: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the API (EML-QRY ``body`` filter): the query's search is split, every pause
+    between two ranges is the store's share for this account, and the Emails found are the
+    ones the oracle's single search finds."""
+    for n in range(10):
+        _append(imap_oracle, n, match=n % 2 == 0)
+    paced: list[str] = []
+    original = Store.pace_upstream
+
+    async def pace_upstream(self: Store, account: str, worked: float) -> None:
+        paced.append(account)
+        await original(self, account, worked)
+
+    monkeypatch.setattr(Store, "pace_upstream", pace_upstream)
+    got = await jmap.ok("Email/query", {"filter": {"body": WORD}})
+    found = await jmap.ok("Email/get", {"ids": got["ids"], "properties": ["subject"]})
+    expected = _oracle_hits(imap_oracle)
+    assert len(expected) == 5
+    assert sorted(e["subject"] for e in found["list"]) == [f"m{n}" for n in range(0, 10, 2)]
+    assert narrow_ranges == ["1:4", "5:8", "9:*"]
+    assert paced == [jmap.account_id] * 2
