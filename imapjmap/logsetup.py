@@ -72,8 +72,24 @@ _RULES: Final[tuple[_Rule, ...]] = (
 )  # fmt: skip
 
 
+# Every match of a rule holds one of these words (as the rules compare, ignoring case): a
+# line without any of them, as the access log's and each method call's are, is left as it
+# is without the five substitutions, which cost a busy proxy a tenth of its CPU.
+_RULE_WORDS: Final = ("auth", "login", "pass", "pwd", "secret", "token", "key", "://")
+_ANY_RULE_WORD: Final = re.compile("(?i)" + "|".join(map(re.escape, _RULE_WORDS)))
+
+
+def _may_match(text: str) -> bool:
+    if text.isascii():  # the common case; only ASCII letters match ASCII ones then
+        lowered = text.lower()
+        return any(word in lowered for word in _RULE_WORDS)
+    return _ANY_RULE_WORD.search(text) is not None  # e.g. the Kelvin sign matches "k"
+
+
 def redact(text: str) -> str:
     """``text`` with every credential the rules above recognise replaced by ``[redacted]``."""
+    if not _may_match(text):
+        return text
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
     return text

@@ -8,7 +8,10 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from imapjmap import logsetup
 from imapjmap.logsetup import QUIET_LOGGERS, RedactingFilter, redact, setup_logging
 
 SECRET = "s3cr3t-Pa55"  # every case below hides this; it must never reach the output
@@ -156,3 +159,41 @@ def test_levels_and_quiet_loggers(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_level() -> None:
     with pytest.raises(ValueError, match="log level must be one of debug, info, warning, error"):
         setup_logging("verbose")
+
+
+# --- lines no rule can match skip the rules ---------------------------------------------------
+
+_PIECES = (
+    "LOGIN ", "AUTH PLAIN ", "AUTHENTICATE XOAUTH2 ", "Authorization: Basic ", "password=",
+    "Pass: ", "pwd=", "client_secret=", "access_token=", "api-key: ", "imap://u:p@h/",
+    "api_\u212aey=", "pa\u017f\u017fword=", "\u0130", "call q Email/query account=Aabc 1.2ms -> ok",
+    "POST /jmap/api/ 200 12.3ms", " ", "=", ":", "\"", "'", "x", "\u00e9",
+)  # fmt: skip
+
+
+def _every_rule(text: str) -> str:
+    for pattern, replacement in logsetup._RULES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@given(st.lists(st.sampled_from(_PIECES) | st.text(max_size=4), max_size=8).map("".join))
+def test_skipping_the_rules_changes_nothing(text: str) -> None:
+    assert redact(text) == _every_rule(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "api_\u212aey=hunter2",  # the Kelvin sign is a "k" to the rules, which ignore case
+        "pa\u017f\u017fword=hunter2",  # and the long s an "s"
+        "ACCESS_TOKEN: hunter2",
+    ],
+)
+def test_words_the_rules_match_in_any_case_are_not_skipped(text: str) -> None:
+    assert "hunter2" not in redact(text)
+
+
+def test_the_usual_lines_skip_the_rules() -> None:
+    for line in ("POST /jmap/api/ 200 12.3ms", "call g Email/get account=Aabc 0.8ms -> ok"):
+        assert not logsetup._may_match(line)
