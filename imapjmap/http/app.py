@@ -122,6 +122,7 @@ def make_app(cfg: Config) -> web.Application:
         limits.concurrent_request_wait_seconds,
         limits.max_waiting_requests,
     )
+    app[views.SESSION_STATES] = views.SessionStates()
     app[middleware.CORS_ORIGINS] = frozenset(cfg.server.cors_origins)
     app.on_response_prepare.append(middleware.add_cors_headers)
     app.cleanup_ctx.append(_switch_interval_ctx)

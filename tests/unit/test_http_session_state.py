@@ -1,0 +1,49 @@
+"""The ``sessionState`` of API responses (CORE-SESS-06): the Session resource's ``state``,
+remembered per login (``views.SessionStates``) but never past a change of what the Session
+describes (the SMTP server's extensions, ``submissionExtensions``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from imapjmap.config import Config
+from imapjmap.http import views
+from imapjmap.http.auth import Authenticated
+from imapjmap.jmap import session as jsession
+from imapjmap.methods import submission
+from imapjmap.methods.context import Account
+
+
+def login(account_id: str, username: str) -> Authenticated:
+    return Authenticated(Account(account_id, username, "epoch1"), None)  # type: ignore[arg-type]
+
+
+async def test_the_state_is_the_sessions_and_follows_the_smtp_extensions_core_sess_06(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    offered: dict[str, list[str]] = {}
+    built: list[str] = []
+    original = jsession.build_session
+
+    async def extensions(cfg: Config) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in offered.items()}
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        built.append(args[1].account_id)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(submission, "submission_extensions", extensions)
+    monkeypatch.setattr(views, "build_session", counted)
+    cfg, states = Config(), views.SessionStates()
+    alice, bob = login("Aalice", "alice"), login("Abob", "bob")
+
+    first = await states.of(cfg, alice)
+    assert first == (await views._session_for(cfg, alice))["state"]
+    built.clear()
+    assert await states.of(cfg, alice) == first and built == []  # remembered
+    assert await states.of(cfg, bob) != first and built == ["Abob"]  # another session
+    offered["SIZE"] = ["1000"]
+    changed = await states.of(cfg, alice)
+    assert changed != first and changed == (await views._session_for(cfg, alice))["state"]
