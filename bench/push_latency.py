@@ -13,13 +13,15 @@ client changes INBOX:
 * ``append``: APPEND of a new message (``imaplib``);
 * ``flag``: ``UID STORE +FLAGS (\\Flagged)`` (then ``-FLAGS``) on a message in the middle;
 * ``expunge``: one of the appended messages expunged by ``doveadm expunge`` (a pure
-  expunge: an IMAP client would first set ``\\Deleted``, which is a flag change of its own).
+  expunge: an IMAP client would first set ``\\Deleted``, which is a flag change of its own);
+* ``deliver``: a new message delivered over LMTP (Dovecot's own delivery, which has INBOX
+  open only while it delivers, where the ``append`` client has it selected).
 
 Each latency runs from the upstream's tagged OK (the end of the command; for ``expunge`` the
-end of ``doveadm``) until the ``state`` event whose Email state is new was read: it spans
-Dovecot's NOTIFY, the watcher's debounce, the refresh of the cache, the hub and the HTTP
-stream.  ``--trace`` prints, for each sample, the IMAP commands the proxy sent and their
-durations.
+end of ``doveadm``, for ``deliver`` LMTP's reply to the message) until the ``state`` event
+whose Email state is new was read: it spans Dovecot's NOTIFY, the watcher's debounce, the
+refresh of the cache, the hub and the HTTP stream.  ``--trace`` prints, for each sample,
+the IMAP commands the proxy sent and their durations.
 
 ``--backend cyrus`` runs the same against a private Cyrus (IDLE on INBOX and a LIST-STATUS
 comparison every ``push.status_interval``): the mail is written into INBOX's spool
@@ -46,6 +48,7 @@ import imaplib
 import json
 import multiprocessing
 import os
+import smtplib
 import statistics
 import sys
 import tempfile
@@ -82,6 +85,10 @@ from imapjmap.push.watcher import Watcher
 TARGET_P95: Final = 1.0  # seconds
 EVENT_TIMEOUT: Final = 10.0  # a sample with no event by then counts as this long
 KINDS: Final = ("append", "flag", "expunge")
+# Dovecot: new mail delivered over LMTP, by a process that has no mailbox open (as a mail
+# server's own delivery is); the latency runs from LMTP's reply to the message
+DELIVER: Final = "deliver"
+ALL_KINDS: Final = (*KINDS, DELIVER)
 ELSEWHERE: Final = "Bench-Elsewhere"  # where Cyrus's "expunge" moves a message
 WATCHER_SETTLE: Final = 3.0  # seconds for a watcher in another process to connect
 
@@ -166,14 +173,14 @@ class SizeRun:
     size: int
     busy: int = 0  # other clients opening the inbox meanwhile
     busy_load: BusyLoad | None = None
-    latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
-    missed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in ALL_KINDS})
+    missed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_KINDS, 0))
 
 
 class Bench:
     """``watching()`` says whether the account's push watcher is connected; ``None`` (the
     proxy in another process) waits :data:`WATCHER_SETTLE` seconds instead.  ``busy``: how
-    many other clients are busy meanwhile (for the report)."""
+    many other clients are busy meanwhile (for the report); ``kinds``: the changes made."""
 
     def __init__(
         self,
@@ -183,8 +190,10 @@ class Bench:
         trace: Trace,
         watching: Callable[[], bool] | None = None,
         busy: int = 0,
+        kinds: tuple[str, ...] = KINDS,
     ) -> None:
         self.upstream = upstream
+        self.kinds = kinds
         self.jmap = jmap
         self.watching = watching
         self.username = jmap.username
@@ -257,6 +266,12 @@ class Bench:
             )
         return time.perf_counter()
 
+    def _deliver(self, n: int) -> float:
+        assert isinstance(self.upstream, DovecotServer)
+        with smtplib.LMTP(self.upstream.host, self.upstream.lmtp_port, timeout=60) as lmtp:
+            lmtp.sendmail("bench@example.org", [self.username], message(n, self.username))
+            return time.perf_counter()
+
     async def measure(self, samples: int) -> SizeRun:
         resp = await self.jmap.open_event_source()
         try:
@@ -272,7 +287,7 @@ class Bench:
             self.run.latencies["append"].clear()
             self.trace.on = with_trace
             for n in range(samples):
-                for kind in KINDS:
+                for kind in self.kinds:
                     await self.sample(kind, n)
             return self.run
         finally:
@@ -427,11 +442,13 @@ async def measure_size(
         def watching() -> bool:
             return any(w.mode in ("notify", "idle") for w in push.watchers.values())
 
-        runs = [await Bench(upstream, proxy.jmap, size, trace, watching).measure(samples)]
+        kinds = KINDS if isinstance(upstream, CyrusServer) else ALL_KINDS
+        quiet = Bench(upstream, proxy.jmap, size, trace, watching, kinds=kinds)
+        runs = [await quiet.measure(samples)]
         if busy:
             say(f"  measuring with {busy} other clients opening the inbox")
             async with Busy(proxy.jmap, busy) as load:
-                bench = Bench(upstream, proxy.jmap, size, trace, watching, busy)
+                bench = Bench(upstream, proxy.jmap, size, trace, watching, busy, kinds)
                 run = await bench.measure(samples)
             run.busy_load = load.load
             runs.append(run)
@@ -453,7 +470,7 @@ def report(runs: list[SizeRun]) -> bool:
         f"{'max':>9} {'missed':>6}"
     )
     quiet = [r for r in runs if not r.busy]
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         for run in runs:
             got = run.latencies[kind]
             if not got:
