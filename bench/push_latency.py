@@ -110,6 +110,7 @@ class Trace:
 
     on: bool = False
     sent: list[tuple[float, float, str]] = field(default_factory=list)
+    heard: list[float] = field(default_factory=list)  # when the watcher heard of a change
 
     def install(self) -> None:
         original = ImapSession.execute
@@ -126,8 +127,10 @@ class Trace:
 
         ImapSession.execute = execute  # type: ignore[method-assign,assignment]
         changed, rearm = Watcher._changed, Watcher._rearm
+        heard = self.heard
 
         async def on_event(watcher: Watcher) -> None:
+            heard.append(time.perf_counter())
             sent.append((time.perf_counter(), time.perf_counter(), "(watcher: an event)"))
             await changed(watcher)
 
@@ -176,6 +179,10 @@ class SizeRun:
     busy_load: BusyLoad | None = None
     latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in ALL_KINDS})
     missed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_KINDS, 0))
+    # (until the watcher heard of it, from then until the state event), when it did
+    split: dict[str, list[tuple[float, float]]] = field(
+        default_factory=lambda: {k: [] for k in ALL_KINDS}
+    )
 
 
 class Bench:
@@ -227,8 +234,15 @@ class Bench:
             return EVENT_TIMEOUT
 
     async def sample(self, kind: str, n: int) -> None:
+        self.trace.heard.clear()
         done = await asyncio.to_thread(getattr(self, "_" + kind), n)
         latency = await self._wait_event(done)
+        # the upstream's share and the proxy's; none when a refresh for another reason (a
+        # re-arm, a busy client's request) found the change first
+        heard = [t for t in self.trace.heard if t <= done + latency]
+        if heard and latency < EVENT_TIMEOUT:
+            upstream = max(heard[0] - done, 0.0)
+            self.run.split[kind].append((upstream, latency - upstream))
         if latency >= EVENT_TIMEOUT:
             self.run.missed[kind] += 1
             # the late event may still come: take it before the next sample starts
@@ -497,6 +511,23 @@ def report(runs: list[SizeRun]) -> bool:
                     alone.latencies[kind]
                 )
                 say(f"{kind:8} median {run.size:,} {condition(run)} / quiet: {ratio:.2f}x")
+    say("")
+    say("the same, split: until the watcher heard of the change (the upstream's share, and the")
+    say("watcher's leaving IDLE), then until the state event (the proxy's); median (p95)")
+    say(f"{'kind':8} {'size':>8} {'condition':>9} {'heard':>5} {'upstream':>16} {'proxy':>16}")
+    for kind in ALL_KINDS:
+        for run in runs:
+            pairs = run.split[kind]
+            if not pairs:
+                continue
+            parts = [
+                f"{statistics.median(x) * 1000:>6.0f} ({p95(x) * 1000:>5.0f}) ms"
+                for x in ([u for u, _ in pairs], [r for _, r in pairs])
+            ]
+            say(
+                f"{kind:8} {run.size:>8,} {condition(run):>9} {len(pairs):>5} "
+                f"{parts[0]:>16} {parts[1]:>16}"
+            )
     for run in runs:
         load = run.busy_load
         if load is not None:
