@@ -85,7 +85,7 @@ class Parsed:
 def extra_headers(record: FetchRecord) -> dict[str, str]:
     """Upper-cased name → raw value of the last References / Sender / Reply-To field."""
     raw = record.sections.get(HEADERS_SECTION)
-    if not raw:
+    if not raw or raw == b"\r\n":  # none of the fields: the blank line alone (most mail)
         return {}
     return {name.upper(): value for name, value in headers.raw_headers(raw)}
 
@@ -139,10 +139,15 @@ def _named(bs: BodyStructure) -> bool:
     """Whether the part has an EmailBodyPart ``name``.  Only a ``filename`` or ``name``
     parameter (RFC 2231 pieces included) can give one, so most parts are answered without
     assembling and decoding their parameters."""
-    if not any(key.startswith("filename") for key in bs.disposition_params) and not any(
-        key.startswith("name") for key in bs.params
-    ):
-        return False
+    for key in bs.params:
+        if key[:4] == "name":
+            break
+    else:
+        for key in bs.disposition_params:
+            if key[:8] == "filename":
+                break
+        else:
+            return False
     return (
         tree.filename_from_params(list(bs.disposition_params.items()), list(bs.params.items()))
         is not None
