@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imapjmap.imap.models import Address, BodyStructure, Envelope, FetchRecord
+from imapjmap.imap.parse import parse_reply
 from imapjmap.mime import envelope as env
 from imapjmap.sync import records
 
@@ -208,3 +209,32 @@ def test_parse_record_twice_gives_the_same_row() -> None:
     assert first.row.subject == "Re: Café"
     assert first.base_subject == "café"
     assert first.row.headers["from"] == [{"name": "Émile", "email": "emile@example.fr"}]
+
+
+def _captured_envelopes_and_bodies() -> list[FetchRecord]:
+    from tests.unit.test_imap_parse import TRANSCRIPT  # the captured Dovecot transcript
+
+    found: list[FetchRecord] = []
+    for case in TRANSCRIPT.values():
+        if "FETCH" in case.command.upper() and case.status == "OK":
+            reply = parse_reply(case.untagged, case.status, case.text)
+            found += [r for r in reply.fetches if r.envelope or r.bodystructure]
+    return found
+
+
+def test_captured_fetches_give_what_the_general_parsers_give() -> None:
+    """EML-GET-01 / EML-BODY-01 on what Dovecot really sent: sentAt, messageId, inReplyTo
+    and hasAttachment of every captured FETCH equal the general functions' answers."""
+    fetched = _captured_envelopes_and_bodies()
+    dates = [r.envelope.date for r in fetched if r.envelope and r.envelope.date]
+    assert len(dates) >= 10
+    assert any(records._PLAIN_DATE.fullmatch(d) for d in dates)  # the short cut is taken
+    assert any(r.bodystructure and r.bodystructure.type == "multipart" for r in fetched)
+    for record in fetched:
+        e, body = record.envelope, record.bodystructure
+        if e is not None:
+            assert records._sent_at(e) == env.sent_at(e), e.date
+            for value in (e.message_id, e.in_reply_to):
+                assert records._message_ids(value) == (env.message_ids(value) if value else None)
+        if body is not None:
+            assert records._has_attachment(body) == env.has_attachment_from_bodystructure(body)
