@@ -102,7 +102,8 @@ def test_demo_outside_a_checkout_says_what_to_do(
     """An installed package has no devservers/: the demo explains instead of failing with a
     traceback (and never reaches apt-get)."""
     monkeypatch.setattr(cli, "CHECKOUT", tmp_path)  # a site-packages: no devservers/ beside
-    monkeypatch.setitem(sys.modules, "devservers", None)  # and none on the path
+    for name in ("devservers", "devservers.demo"):  # and none on the path, even if imported
+        monkeypatch.setitem(sys.modules, name, None)
     assert main(["demo", "--listen", "127.0.0.1:1"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
