@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -981,7 +982,7 @@ def test_uid_set_below(
 def test_uid_set_of_numbers_and_membership(numbers: set[int]) -> None:
     uids = UidSet.of(numbers)
     assert list(uids) == sorted(numbers) and len(uids) == len(numbers)
-    pairs = zip(uids.ranges, uids.ranges[1:])
+    pairs = itertools.pairwise(uids.ranges)
     assert all(later[0] > earlier[1] + 1 for earlier, later in pairs)  # merged
     for probe in range(0, 302):
         assert (probe in uids) == (probe in numbers)

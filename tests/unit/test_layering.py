@@ -1,9 +1,9 @@
 """The layers contract of the imapjmap package, checked on the AST of every module
 (docs/design.md, "Layers").
 
-1. Each I/O library has owners and nobody else imports it: aioimaplib only in
-   imapjmap.imap.session, aiosmtplib only in imapjmap.smtp, sqlite3 (and aiosqlite) only in
-   imapjmap.store.db, aiohttp only under imapjmap.http, aiosmtpd only under devservers.
+1. Each I/O library has owners and nobody else imports it: aiosmtplib only in imapjmap.smtp,
+   sqlite3 (and aiosqlite) only in imapjmap.store.db, aiohttp only under imapjmap.http,
+   aiosmtpd only under devservers.
 2. Nothing outside imapjmap.http imports from it, except imapjmap.cli and devservers.demo,
    and those only inside a function (so that importing them loads no aiohttp).
 3. Nothing in imapjmap imports from tests.
@@ -50,7 +50,6 @@ def _under(package: str) -> Callable[[str], bool]:
 
 # library -> (who may import it, as said in the failure message; the test for it)
 OWNERS: dict[str, tuple[str, Callable[[str], bool]]] = {
-    "aioimaplib": ("imapjmap.imap.session", _only("imapjmap.imap.session")),
     "aiosmtplib": ("imapjmap.smtp", _only("imapjmap.smtp")),
     "sqlite3": ("imapjmap.store.db", _only("imapjmap.store.db")),
     "aiosqlite": ("imapjmap.store.db", _only("imapjmap.store.db")),
@@ -287,13 +286,8 @@ def package_modules() -> Iterator[tuple[str, Path]]:
 # --- the checker itself --------------------------------------------------------------------
 
 CASES = [
-    ("imapjmap.imap.session", "import aioimaplib", []),
-    (
-        "imapjmap.imap.pool",
-        "import aioimaplib",
-        ["only imapjmap.imap.session may import aioimaplib"],
-    ),
-    ("imapjmap.imap.pool", "from aioimaplib import aioimaplib as a", ["may import aioimaplib"]),
+    ("imapjmap.imap.pool", "import aiosmtplib", ["only imapjmap.smtp may import aiosmtplib"]),
+    ("imapjmap.imap.pool", "from aiosmtplib import smtp as a", ["may import aiosmtplib"]),
     ("imapjmap.smtp", "import aiosmtplib", []),
     ("imapjmap.methods.submission", "from aiosmtplib import SMTP", ["only imapjmap.smtp"]),
     ("imapjmap.store.db", "import sqlite3", []),
@@ -427,9 +421,9 @@ def test_a_module_named_after_a_server_is_a_place_of_its_name() -> None:
 
 
 def test_messages_name_module_line_and_import() -> None:
-    (message,) = violations("imapjmap.sync", "import os\nimport aioimaplib\n")
+    (message,) = violations("imapjmap.sync", "import os\nimport aiosmtplib\n")
     assert message == (
-        "imapjmap.sync:2: `import aioimaplib`: only imapjmap.imap.session may import aioimaplib"
+        "imapjmap.sync:2: `import aiosmtplib`: only imapjmap.smtp may import aiosmtplib"
     )
 
 
