@@ -162,13 +162,15 @@ class Watcher:
         every = self._status_interval or _KEEPALIVE
         loop = asyncio.get_running_loop()
         next_rearm = loop.time() + every
+        idling = session.has("IDLE")  # NOTIFY alone may speak at any time, less reliably
         while True:
-            # in IDLE (Rule 5), though NOTIFY alone may speak at any time
-            await session.idle_start()
+            if idling:
+                await session.idle_start()  # Rule 5
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(next_rearm):
                     await session.events.wait()
-            await session.idle_done()
+            if idling:
+                await session.idle_done()
             if session.closed.is_set():
                 raise ProxyError("the watcher's connection was closed")
             if loop.time() >= next_rearm:

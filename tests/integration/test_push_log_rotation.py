@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.http import views
 from imapjmap.http.app import make_app
+from imapjmap.imap.session import ImapSession
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
 from tests.integration.pushkit import (
@@ -188,3 +189,47 @@ async def test_notify_set_again_keeps_reporting_core_push_01(
             events.resp.close()
     finally:
         oracle.logout()
+
+
+async def test_notify_without_idle_is_not_sent_idle_core_push_01(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that offers NOTIFY but not IDLE is never sent IDLE; NOTIFY alone still
+    reports an APPEND to INBOX (or the next re-arm's refresh finds it)."""
+    entered: list[ImapSession] = []
+    original = ImapSession.idle_start
+
+    async def idle_start(session: ImapSession) -> None:
+        entered.append(session)
+        await original(session)
+
+    monkeypatch.setattr(ImapSession, "idle_start", idle_start)
+    ensure_dovecot_installed()
+    with dovecot_root("dovecot-no-idle") as root:
+        server = DovecotServer.start(root, remove_capabilities=("IDLE",))
+        try:
+            username, password = f"noidle-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+            server.add_user(username, password)
+            user = ImapUser(username, password, server.host, server.port)
+            cfg = proxy_config(user, tmp_path)
+            cfg = dataclasses.replace(cfg, push=dataclasses.replace(cfg.push, status_interval=1.0))
+            oracle = user.connect()
+            try:
+                async with TestClient(TestServer(make_app(cfg))) as http:
+                    client = Jmap(http, username, password)
+                    await client.session()
+                    events = await open_events(client)
+                    await events.next()  # the current states
+                    await wait_watching(client)
+                    started = asyncio.get_running_loop().time()
+                    await external_append(oracle, "no idle")
+                    await _email_changed(events, client.account_id, started, 6.0)
+                    watcher = push_service(client).watchers[client.account_id]
+                    await wait_for(lambda: watcher.rearms >= 1, what="a re-arm")
+                    events.resp.close()
+            finally:
+                oracle.logout()
+        finally:
+            server.stop()
+    assert "IDLE" not in server.capabilities
+    assert entered == []
