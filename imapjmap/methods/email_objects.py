@@ -32,8 +32,9 @@ from cachetools import LRUCache
 
 from imapjmap.jmap.wire import EncodedObject
 
-MAX_ENTRIES: Final = 5000
-"""About 1.5 KB each with the usual list properties: 100 accounts' first pages of 50."""
+MAX_ENTRIES: Final = 2000
+"""About 5 KB each with the usual list properties and a full preview (the object and its
+JSON), 10 MB in all: the first pages of 50 of 40 accounts."""
 
 _Key = tuple[str, str, tuple[str, ...], str]  # account, epoch, properties, email id
 
