@@ -324,6 +324,7 @@ def serve(
             stdout=out,
             stderr=out,
             env=env,
+            cwd=code,  # "-m" puts the working directory first on the path
         )
     try:
         asyncio.run(read_path._wait_listening(port, process, log))
@@ -377,7 +378,7 @@ async def run_all(
     args: argparse.Namespace,
     layouts: Sequence[Layout],
 ) -> dict[tuple[str, str, int], Cell]:
-    """Each cell on every server in turn, so that both see the same machine load."""
+    """Each cell on every server in turn, so that all see the same machine load."""
     results: dict[tuple[str, str, int], Cell] = {}
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -392,9 +393,14 @@ async def run_all(
                 await measure(http, [account], 1, 0.2)
             took = time.perf_counter() - started
             say(f"  {target.name}: {len(users)} accounts ready in {took:.1f} s")
+        cells = 0
         for clients in args.clients:
             for label, used in layouts:
-                for target in targets:
+                # each cell starts with another server: the one measured right after
+                # Cyrus's (whose processes wind down for a while) is not always the same
+                cells += 1
+                turn = cells % len(targets)
+                for target in [*targets[turn:], *targets[:turn]]:
                     cpu = process_cpu(target.pid)
                     cell = await measure(http, target.accounts[:used], clients, args.seconds)
                     if target.pid and cell.latencies:
