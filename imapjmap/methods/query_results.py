@@ -9,7 +9,9 @@ at.
 Rule 1: an entry answers only a query run at the very Email state it was computed at,
         read in the same cache transaction (``email_query`` Rule 2: whatever changes the
         result list changes an Email, so takes a new Email state).
-Rule 2: bounded: the least recently used entries go first beyond ``max_entries``.
+Rule 2: bounded: the least recently used entries go first beyond ``max_entries``, and a
+        result of more than ``MAX_IDS`` ids (a query without a limit over a big mailbox,
+        or with an anchor) is not kept at all.
 Rule 3: looked up on a cache worker thread, added on the event loop: a lock makes each
         one step.
 """
@@ -25,7 +27,8 @@ from cachetools import LRUCache
 
 from imapjmap.jmap.wire import JsonObject
 
-MAX_ENTRIES: Final = 1000
+MAX_ENTRIES: Final = 500
+MAX_IDS: Final = 500  # ids in one kept result: 500 such results hold about 20 MB
 
 # the arguments that decide a result window; accountId is in the key on its own
 _ARGUMENTS: Final = (
@@ -57,6 +60,9 @@ class QueryResults:
         self._lock = threading.Lock()
         self.hits = 0  # for tests and diagnostics
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def get(self, key: Key, seq: int) -> Result | None:
         """The result kept for ``key`` at Email state ``seq``, if any; any thread."""
         with self._lock:
@@ -67,5 +73,7 @@ class QueryResults:
             return entry[1]
 
     def keep(self, key: Key, seq: int, ids: Sequence[str], total: int | None) -> None:
+        if len(ids) > MAX_IDS:
+            return
         with self._lock:
             self._entries[key] = (seq, (tuple(ids), total))

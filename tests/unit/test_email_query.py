@@ -19,7 +19,7 @@ from imapjmap.config import Config
 from imapjmap.errors import ImapCommandFailed, ImapCommandTooLong
 from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.standard import FilterOperator
-from imapjmap.methods import email_query, email_search
+from imapjmap.methods import email_query, email_search, query_results
 from imapjmap.methods.email_filter import (
     SearchTerm,
     address_matches,
@@ -685,3 +685,15 @@ async def test_a_query_searched_upstream_is_not_kept(world: World) -> None:
     world.pool.answers = {("INBOX", 'UID SEARCH BODY "pay"'): (1,)}  # e1
     assert (await query(world, args))["ids"] == ["e1"]
     assert world.services().query_results.hits == 0
+
+
+async def test_a_result_of_too_many_ids_is_not_kept(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query without a limit over a big mailbox would keep all its ids: it is not kept."""
+    monkeypatch.setattr(query_results, "MAX_IDS", 5)  # the World has six Emails
+    kept = world.services().query_results
+    await query(world, {"limit": 5})
+    assert len(kept) == 1
+    await query(world, {})  # all six
+    assert len(kept) == 1
