@@ -623,11 +623,6 @@ class ImapSession:
             except Exception:
                 pass
         self.broken = True
-        if self._idle is not None:
-            # nobody will wait for IDLE's completion now; its failure when the connection
-            # goes would be reported by asyncio as an exception never retrieved
-            self._idle.done.cancel()
-            self._idle = None
         if transport is not None:
             transport.close()
 
