@@ -1,4 +1,4 @@
-"""The method registry: one explicit table from JMAP method name to handler (C7)."""
+"""The method registry: one explicit table from JMAP method name to handler."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One mapping from an IMAP tagged NO to the SetError a /set record reports (C8, §11)."""
+"""One mapping from an IMAP tagged NO to the SetError a /set record reports (RFC 8620 §5.3)."""
 
 from __future__ import annotations
 

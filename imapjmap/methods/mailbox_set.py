@@ -429,7 +429,7 @@ async def mailbox_set(ctx: MethodContext, call: Call) -> JsonObject:
 
 
 async def _record(ok: JsonObject, failed: JsonObject, key: str, action: Awaitable[None]) -> None:
-    """Await one record's action; its SetError (or an IMAP NO) becomes data (C8)."""
+    """Await one record's action; its SetError (or an IMAP NO) becomes data."""
     try:
         await action
     except SetError as exc:

@@ -1,5 +1,5 @@
 """ImapSession against the real Dovecot: login, extensions, parsing at scale, literals,
-timeouts and what the server says between commands (architecture C3, C15, T4).
+timeouts and what the server says between commands.
 
 The stdlib ``imaplib`` connection (``imap_oracle``) is the independent second client: it makes
 outside changes and is the reference for bytes that must come back unchanged.

@@ -5,7 +5,7 @@ The pool is driven with :class:`SlowSession` stubs (what the pool touches of an
 ``noop()``, ``close()``) and a fake clock, so every rule of ``imapjmap/imap/pool.py`` is
 checked without a socket: the size bound, mailbox affinity, discarding whatever died
 mid-command (cancellation, timeout, BAD, lost connection), keeping a connection after a clean
-tagged NO, idle expiry and probing, connector failures and shutdown (architecture C6, T5).
+tagged NO, idle expiry and probing, connector failures and shutdown.
 """
 
 from __future__ import annotations
