@@ -307,6 +307,23 @@ def required_search_terms(filter_: std.Filter | None) -> list[SearchTerm]:
     return out
 
 
+def text_narrowing(filter_: std.Filter | None) -> list[tuple[SearchTerm, str]]:
+    """The ``text`` conditions ANDed at the top whose matches SQL can narrow to an IMAP hit
+    or a header containing the needle (:func:`~imapjmap.store.email_queries.headers_needle`),
+    so that a text query loads its possible matches, not every Email of the mailbox."""
+    conditions, _ = _conjuncts(filter_)
+    out: list[tuple[SearchTerm, str]] = []
+    for condition in conditions:
+        value = condition.get("text")
+        if not isinstance(value, str):
+            continue
+        term = search_term("text", value)
+        needle = eq.headers_needle(value)
+        if term is not None and needle is not None:
+            out.append((term, needle))
+    return out
+
+
 def sql_order(sort: tuple[Comparator, ...]) -> eq.Order | None:
     """The SQL order for a sort SQL can do by itself (receivedAt or size), else None."""
     if len(sort) != 1 or sort[0].property not in ("receivedAt", "size"):

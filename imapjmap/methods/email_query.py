@@ -196,12 +196,7 @@ class Runner:
             return self._evaluated
         p = self.plan
         hits = email_search.email_hits(self.tx, self.account_id, self.uid_hits)
-        where = p.where
-        for term in ef.required_search_terms(p.filter):
-            bound = hits.get(term, set())
-            if where.ids is not None:
-                bound &= set(where.ids)
-            where = replace(where, ids=tuple(sorted(bound)))
+        where = _bounded_by_hits(p.where, p.filter, hits)
         rows = eq.candidates(self.tx, self.account_id, where, with_headers=p.needs_headers)
         evaluator = ef.Evaluator(hits, self._thread_keywords({r.thread_id for r in rows}))
         kept: list[eq.Candidate] = []
@@ -401,3 +396,19 @@ async def email_query_changes(ctx: MethodContext, call: Call) -> JsonObject:
     if total is not None:
         response["total"] = total
     return response
+
+
+def _bounded_by_hits(
+    where: eq.EmailWhere, filter_: std.Filter | None, hits: dict[ef.SearchTerm, set[str]]
+) -> eq.EmailWhere:
+    """The SQL part narrowed by the search hits: a ``body`` or ``header`` term ANDed at the
+    top bounds the ids; a ``text`` one the ids or a header match."""
+    for term in ef.required_search_terms(filter_):
+        bound = hits.get(term, set())
+        if where.ids is not None:
+            bound &= set(where.ids)
+        where = replace(where, ids=tuple(sorted(bound)))
+    for term, needle in ef.text_narrowing(filter_):
+        narrowed = (tuple(sorted(hits.get(term, set()))), needle)
+        where = replace(where, ids_or_headers_like=(*where.ids_or_headers_like, narrowed))
+    return where

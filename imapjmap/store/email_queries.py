@@ -61,6 +61,9 @@ class EmailWhere:
     without_keywords: tuple[str, ...] = ()
     ids: tuple[str, ...] | None = None  # restrict to these ids
     headers_like: tuple[str, ...] = ()  # see :func:`headers_needle`
+    # each (ids, needle): one of the ids, or the needle in the cached header JSON (a text
+    # condition: an IMAP hit or a header match), also only narrowing
+    ids_or_headers_like: tuple[tuple[tuple[str, ...], str], ...] = ()
     never: bool = False
 
 
@@ -188,6 +191,12 @@ def _where(where: EmailWhere, account_id: str) -> tuple[str, list[Any]]:
         marks = ",".join("?" * len(where.ids)) or "NULL"
         clauses.append(f"e.id IN ({marks})")
         params.extend(where.ids)
+    for ids, needle in where.ids_or_headers_like:
+        # one JSON parameter however many hits (a million-message mailbox has thousands)
+        clauses.append(
+            "(e.id IN (SELECT value FROM json_each(?)) OR e.headers LIKE ? ESCAPE '\\')"
+        )
+        params.extend((json.dumps(ids), "%" + _like_escape(needle) + "%"))
     return " AND ".join(clauses), params
 
 

@@ -309,6 +309,31 @@ async def test_body_text_and_header_go_to_imap(world: World) -> None:
     ) == ["e3", "e6", "e5", "e2", "e1"]
 
 
+async def test_a_text_query_loads_only_its_hits_and_header_matches(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EML-QRY: a ``text`` condition matches an IMAP hit or a cached header; SQL narrows the
+    candidates to those, so a text query over a million messages does not load every Email
+    with its headers (it grew the proxy by 340 MB at 100,000)."""
+    world.pool.answers = {("Archive", 'UID SEARCH TEXT "invoice"'): (2,)}  # e5, by its body
+    loaded: list[str] = []
+    real = eq.candidates
+
+    def candidates(*args: Any, **kwargs: Any) -> list[eq.Candidate]:
+        rows = real(*args, **kwargs)
+        loaded.extend(r.id for r in rows)
+        return rows
+
+    monkeypatch.setattr(eq, "candidates", candidates)
+    # e4 by its cached subject, e5 by the IMAP hit
+    assert await ids_both_ways(world, {"filter": {"text": "invoice"}}) == ["e5", "e4"]
+    assert set(loaded) == {"e4", "e5"}
+    loaded.clear()
+    # a needle SQL cannot narrow (non-ASCII) still finds what it finds, from every row
+    assert await query(world, {"filter": {"text": "Überweisung"}}) is not None
+    assert len(set(loaded)) == len(ALL)
+
+
 async def test_search_runs_only_where_results_can_be(world: World) -> None:
     world.pool.answers = {("Archive", 'UID SEARCH BODY "pay"'): (1,)}
     result = await query(world, {"filter": {"inMailbox": "Marchive", "body": "pay"}})
