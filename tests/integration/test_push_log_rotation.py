@@ -257,18 +257,19 @@ async def test_notify_is_not_set_again_at_every_check_core_push_01(
             events = await open_events(client)
             await events.next()  # the current states
             await wait_watching(client)
+            loop = asyncio.get_running_loop()
             await external_append(oracle, "checked")
-            await _email_changed(events, client.account_id, asyncio.get_running_loop().time())
+            await _email_changed(events, client.account_id, loop.time(), deadline=8.0)
             watcher = push_service(client).watchers[client.account_id]
             sync = http.server.app[views.SERVICES].sync_for(client.account_id)
             await wait_for(lambda: watcher.checks >= 4, what="four checks")
             assert oracle.select("INBOX")[0] == "OK"
             heard = sync.events
-            started = asyncio.get_running_loop().time()
+            started = loop.time()
             typ, _ = await asyncio.to_thread(oracle.uid, "STORE", "1", "+FLAGS", "(\\Flagged)")
             assert typ == "OK"
-            await _email_changed(events, client.account_id, started)
-            await wait_for(lambda: sync.events > heard, timeout=3.0, what="NOTIFY's report")
+            await _email_changed(events, client.account_id, started, deadline=8.0)
+            await wait_for(lambda: sync.events > heard, timeout=8.0, what="NOTIFY's report")
             assert watcher.rearms == 0
             events.resp.close()
     finally:
