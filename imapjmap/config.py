@@ -201,7 +201,7 @@ class PushConfig:
     allowed_url_prefixes: tuple[str, ...] = ()
     poll_interval: float = 60.0  # seconds between full refreshes when NOTIFY is missing
     # seconds between the watcher's LIST-STATUS comparisons when NOTIFY is missing, or
-    # between its NOTIFY re-arms when NOTIFY is there (0: off; NOTIFY re-armed every 240 s)
+    # between its refreshes when NOTIFY is there (0: off; NOTIFY re-armed every 240 s)
     status_interval: float = 2.0
     max_subscriptions: int = 20  # PushSubscriptions per account
 
