@@ -61,7 +61,6 @@ from typing import Any, Final
 
 import aiohttp
 import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
-from aiohttp.test_utils import TestServer
 from mailgen import Generator, seed_inbox
 from read_path import (
     PASSWORD,
@@ -75,9 +74,7 @@ from read_path import (
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
-from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
 from imapjmap.http import views
-from imapjmap.http.app import make_app
 from imapjmap.imap.commands import Command
 from imapjmap.imap.models import Reply
 from imapjmap.imap.session import ImapSession
@@ -423,19 +420,6 @@ def seed_cyrus_spool(server: CyrusServer, username: str, count: int) -> None:
         client.logout()
 
 
-async def start_proxy(upstream: Upstream, username: str, cache: Path) -> InProcessProxy:
-    cfg = Config(
-        imap=ImapConfig(host=upstream.host, port=upstream.port, security="none"),
-        server=ServerConfig(listen="127.0.0.1:0"),
-        cache=CacheConfig(path=str(cache)),
-    )
-    server = TestServer(make_app(cfg), host="127.0.0.1")
-    await server.start_server()
-    http = aiohttp.ClientSession()
-    base = str(server.make_url("")).rstrip("/")
-    return InProcessProxy(server, http, Jmap(http, base, username), cache)
-
-
 async def measure_size(
     upstream: Upstream, workdir: Path, size: int, samples: int, trace: Trace, busy: int
 ) -> list[SizeRun]:
@@ -447,7 +431,7 @@ async def measure_size(
     else:
         await asyncio.to_thread(seed_inbox, upstream, username, size)
     say(f"{size:,} messages seeded in {time.perf_counter() - started:.0f}s")
-    proxy = await start_proxy(upstream, username, workdir / f"cache-{size}.sqlite3")
+    proxy = await InProcessProxy.start(upstream, username, workdir / f"cache-{size}.sqlite3")
     try:
         started = time.perf_counter()
         await proxy.jmap.session()

@@ -55,8 +55,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol
 
 import aiohttp
 import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
@@ -307,6 +306,22 @@ class Jmap:
         return len(got[1][1]["list"])
 
 
+class Reachable(Protocol):
+    """An IMAP server the proxy can reach: the Dovecot and Cyrus of devservers alike."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+
 @dataclass
 class InProcessProxy:
     """The real aiohttp app on a loopback port, its services reachable for wait_filled()."""
@@ -317,9 +332,9 @@ class InProcessProxy:
     cache: Path
 
     @classmethod
-    async def start(cls, dovecot: DovecotServer, username: str, cache: Path) -> InProcessProxy:
+    async def start(cls, upstream: Reachable, username: str, cache: Path) -> InProcessProxy:
         cfg = Config(
-            imap=ImapConfig(host=dovecot.host, port=dovecot.port, security="none"),
+            imap=ImapConfig(host=upstream.host, port=upstream.port, security="none"),
             server=ServerConfig(listen="127.0.0.1:0"),
             cache=CacheConfig(path=str(cache)),
         )
@@ -598,8 +613,8 @@ async def _compare(
 async def child_first_sync(spec: str) -> None:
     """``--child-first-sync``: one first sync by the ``imapjmap`` this process imports."""
     job = json.loads(spec)
-    server = cast(DovecotServer, SimpleNamespace(host=job["host"], port=job["port"]))
-    proxy = await InProcessProxy.start(server, job["user"], Path(job["cache"]))
+    upstream = Address(job["host"], job["port"])
+    proxy = await InProcessProxy.start(upstream, job["user"], Path(job["cache"]))
     try:
         sync = await first_sync(proxy, job["size"], job["limit"])
     finally:

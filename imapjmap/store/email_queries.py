@@ -193,9 +193,7 @@ def _where(where: EmailWhere, account_id: str) -> tuple[str, list[Any]]:
         params.extend(where.ids)
     for ids, needle in where.ids_or_headers_like:
         # one JSON parameter however many hits (a million-message mailbox has thousands)
-        clauses.append(
-            "(e.id IN (SELECT value FROM json_each(?)) OR e.headers LIKE ? ESCAPE '\\')"
-        )
+        clauses.append("(e.id IN (SELECT value FROM json_each(?)) OR e.headers LIKE ? ESCAPE '\\')")
         params.extend((json.dumps(ids), "%" + _like_escape(needle) + "%"))
     return " AND ".join(clauses), params
 
