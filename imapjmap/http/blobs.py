@@ -30,7 +30,7 @@ from aiohttp import web
 from imapjmap.http.views import CONFIG, SERVICES, _authenticate, _json
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.session import UPLOAD_PATH
-from imapjmap.methods import blob_store
+from imapjmap.methods.blob import store as blob_store
 
 UPLOADS: Final = web.AppKey("uploads_in_flight", Counter[str])
 

@@ -23,8 +23,10 @@ from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.request import Request, loads_i_json, request_from_json
 from imapjmap.jmap.session import DOWNLOAD_PATH, SessionAccount, build_session
 from imapjmap.jmap.wire import WEBSOCKET, Json, JsonObject, encode_in_parts
-from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY, blob_store, submission
+from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY
+from imapjmap.methods.blob import store as blob_store
 from imapjmap.methods.context import MethodContext, Services
+from imapjmap.methods.submission import handlers as submission
 
 log = logging.getLogger(__name__)
 

@@ -7,25 +7,20 @@ from typing import Final
 
 from imapjmap.jmap.dispatch import MethodSpec
 from imapjmap.jmap.wire import BLOB, CORE, MAIL, SUBMISSION, WEBSOCKET
-from imapjmap.methods import (
-    blob_copy,
-    blob_methods,
-    core,
-    email_copy,
-    email_get,
-    email_import,
-    email_parse,
-    email_query,
-    email_set,
-    identity,
-    mailbox,
-    mailbox_set,
-    push_subscription,
-    snippet,
-    submission,
-    thread,
-)
+from imapjmap.methods import core, identity, push_subscription, thread
+from imapjmap.methods.blob import copy as blob_copy
+from imapjmap.methods.blob import methods as blob_methods
 from imapjmap.methods.context import MethodContext
+from imapjmap.methods.email import copy as email_copy
+from imapjmap.methods.email import get as email_get
+from imapjmap.methods.email import imports as email_import
+from imapjmap.methods.email import parse as email_parse
+from imapjmap.methods.email import query as email_query
+from imapjmap.methods.email import set as email_set
+from imapjmap.methods.email import snippet
+from imapjmap.methods.mailbox import get as mailbox
+from imapjmap.methods.mailbox import set as mailbox_set
+from imapjmap.methods.submission import handlers as submission
 
 REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
     "Core/echo": MethodSpec(core.core_echo, CORE, takes_account=False),

@@ -17,7 +17,7 @@ from imapjmap.imap.pool import ImapPool, ImapPools
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.limits import QueryLimits
-from imapjmap.methods.email_objects import EmailObjects
+from imapjmap.methods.email.objects import EmailObjects
 from imapjmap.methods.query_results import QueryResults
 from imapjmap.push.service import PushService
 from imapjmap.store import queries as q

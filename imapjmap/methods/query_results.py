@@ -7,7 +7,7 @@ it found under (account, epoch, the query's arguments) with the Email state it r
 at.
 
 Rule 1: an entry answers only a query run at the very Email state it was computed at,
-        read in the same cache transaction (``email_query`` Rule 2: whatever changes the
+        read in the same cache transaction (``methods.email.query`` Rule 2: whatever changes the
         result list changes an Email, so takes a new Email state).
 Rule 2: bounded: the least recently used entries go first beyond ``max_entries``, and a
         result of more than ``MAX_IDS`` ids (a query without a limit over a big mailbox,

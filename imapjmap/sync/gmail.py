@@ -34,7 +34,7 @@ Rules
 1. Label locations come only from the All Mail copy: a message in the Trash or Spam is in
    no label, as in Gmail's own views.
 2. This module only reads upstream (LIST, FETCH, SEARCH); the writes are in
-   :mod:`imapjmap.methods.gmail_writes`.
+   :mod:`imapjmap.methods.email.gmail_writes`.
 """
 
 from __future__ import annotations

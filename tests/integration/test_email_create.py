@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from imapjmap.errors import ImapCommandFailed
-from imapjmap.methods import email_create
+from imapjmap.methods.email import create as email_create
 from tests.conftest import advertises
 from tests.integration.conftest import Jmap
 

@@ -23,7 +23,7 @@ from devservers.dovecot import DovecotServer
 from imapjmap.config import CacheConfig
 from imapjmap.http import views
 from imapjmap.http.app import SWITCH_INTERVAL, make_app
-from imapjmap.methods import email_query
+from imapjmap.methods.email import query as email_query
 from imapjmap.store.db import Store
 from tests.conftest import ImapUser, advertises
 from tests.integration.conftest import Jmap, proxy_config

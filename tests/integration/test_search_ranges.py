@@ -1,4 +1,4 @@
-"""A big mailbox's ``UID SEARCH`` split in UID ranges (``email_search`` Rule 5) finds what one
+"""A big mailbox's ``UID SEARCH`` split in UID ranges (``email.search`` Rule 5) finds what one
 search finds, against each real server, also when messages arrive and go between two ranges.
 
 The plain ``UID SEARCH`` of a second IMAP connection is the oracle.  The ranges are made
@@ -17,9 +17,9 @@ import pytest
 from imapjmap.config import ImapConfig
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
-from imapjmap.methods import email_search
-from imapjmap.methods.email_filter import SearchTerm
-from imapjmap.methods.email_search import SearchMailbox, search_uids
+from imapjmap.methods.email import search as email_search
+from imapjmap.methods.email.filter import SearchTerm
+from imapjmap.methods.email.search import SearchMailbox, search_uids
 from imapjmap.store.db import Store
 
 WORD = "quokka"

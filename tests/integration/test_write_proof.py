@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from imapjmap.http import views
-from imapjmap.methods import mailbox_set
+from imapjmap.methods.mailbox import set as mailbox_set
 from imapjmap.store import emails as em
 from imapjmap.sync import writes
 from tests.conftest import advertises

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from imapjmap.http.blobs import normalise_type
 from imapjmap.jmap.wire import is_id
-from imapjmap.methods import blob_store
-from imapjmap.methods.blob_methods import _GetArgs, blob_json
-from imapjmap.methods.email_parse import looks_like_message
+from imapjmap.methods.blob import store as blob_store
+from imapjmap.methods.blob.methods import _GetArgs, blob_json
+from imapjmap.methods.email.parse import looks_like_message
 
 
 def test_upload_id_is_the_content_digest_core_bin_02() -> None:

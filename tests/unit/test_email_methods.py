@@ -23,8 +23,10 @@ from imapjmap.http.auth import Authenticated, Authenticator, Unauthorized
 from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.session import DOWNLOAD_PATH
 from imapjmap.jmap.wire import EncodedObject, is_id
-from imapjmap.methods import REGISTRY, blobs, email_get, thread
+from imapjmap.methods import REGISTRY, thread
+from imapjmap.methods.blob import blobs
 from imapjmap.methods.context import Account
+from imapjmap.methods.email import get as email_get
 from imapjmap.mime.email import DEFAULT_EMAIL_PROPERTIES
 from imapjmap.store import emails as em
 from imapjmap.store.db import Store
@@ -207,7 +209,7 @@ async def test_missing_previews_are_computed_once(world: World) -> None:
     assert result["list"][0]["preview"] == "Bonjour de Paris." and fetches(world) == []
 
 
-# --- the objects of earlier answers (methods.email_objects) -------------------------------
+# --- the objects of earlier answers (methods.email.objects) -------------------------------
 
 LIST_PROPERTIES = ["threadId", "mailboxIds", "keywords", "size", "receivedAt", "from", "preview"]
 

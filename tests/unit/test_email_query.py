@@ -19,14 +19,16 @@ from imapjmap.config import Config
 from imapjmap.errors import ImapCommandFailed, ImapCommandTooLong
 from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.standard import FilterOperator
-from imapjmap.methods import email_query, email_search, query_results
-from imapjmap.methods.email_filter import (
+from imapjmap.methods import query_results
+from imapjmap.methods.email import query as email_query
+from imapjmap.methods.email import search as email_search
+from imapjmap.methods.email.filter import (
     SearchTerm,
     address_matches,
     parse_filter,
     substring_matches,
 )
-from imapjmap.methods.email_search import SearchMailbox, search_command, search_uids
+from imapjmap.methods.email.search import SearchMailbox, search_command, search_uids
 from imapjmap.store import email_queries as eq
 from imapjmap.store.db import Store, TransactionTooLong
 from tests.unit.email_world import ALICE, A, FakeSession, Mail, World, call

@@ -12,8 +12,8 @@ from imapjmap.config import Config
 from imapjmap.http import views
 from imapjmap.http.auth import Authenticated
 from imapjmap.jmap import session as jsession
-from imapjmap.methods import submission
 from imapjmap.methods.context import Account
+from imapjmap.methods.submission import handlers as submission
 
 
 def login(account_id: str, username: str) -> Authenticated:

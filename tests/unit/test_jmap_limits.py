@@ -14,8 +14,9 @@ from imapjmap.config import Config, LimitsConfig
 from imapjmap.jmap.args import GetArgs, QueryArgs
 from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.limits import QueryLimits, check_filter, check_sort
-from imapjmap.methods import REGISTRY, email_query
+from imapjmap.methods import REGISTRY
 from imapjmap.methods.context import MethodContext
+from imapjmap.methods.email import query as email_query
 from imapjmap.store.db import Store
 from tests.unit.email_world import World, call
 

@@ -9,7 +9,7 @@ import pytest
 
 from imapjmap.config import Config
 from imapjmap.jmap.errors import MethodError
-from imapjmap.methods import snippet
+from imapjmap.methods.email import snippet
 from imapjmap.store.db import Store
 from tests.unit.email_world import A, World, call
 

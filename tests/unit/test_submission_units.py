@@ -18,20 +18,20 @@ from imapjmap import smtp
 from imapjmap.config import Config, IdentityConfig, ImapConfig, SubmissionConfig
 from imapjmap.credentials import BearerToken, xoauth2_response
 from imapjmap.imap import session as imap_session
-from imapjmap.methods.envelope import (
-    EnvelopeProblem,
-    allowed_by,
-    derive_envelope,
-    is_address,
-    strip_bcc,
-)
 from imapjmap.methods.identity import (
     configured_identities,
     default_address,
     sender_policy,
     sync_configured,
 )
-from imapjmap.methods.submission import _set_error
+from imapjmap.methods.submission.envelope import (
+    EnvelopeProblem,
+    allowed_by,
+    derive_envelope,
+    is_address,
+    strip_bcc,
+)
+from imapjmap.methods.submission.handlers import _set_error
 from imapjmap.store import queries as q
 from imapjmap.store import submissions as sub
 from imapjmap.store.db import Store

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from imapjmap.imap.models import Reply, ResponseCode, TaggedResult
-from imapjmap.methods.email_set import _Change
+from imapjmap.methods.email.set import _Change
 from imapjmap.store import emails as em
 from imapjmap.sync.writes import _copyuid, _flags_as_wanted
 

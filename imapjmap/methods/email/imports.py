@@ -27,7 +27,7 @@ and a later one of the same call that became the same Email as an earlier one, f
 ``alreadyExists`` and ``existingId`` (RFC 8621 §4.8), and the copies it wrote are removed
 again (our own UIDs only), also when the existing Email is in other mailboxes: the client
 asked for a new Email, not to file the old one.  The test is shared with Email/set create
-(:func:`imapjmap.methods.email_create.existed_before`).
+(:func:`imapjmap.methods.email.create.existed_before`).
 
 An IMAP NO becomes that record's SetError (``[OVERQUOTA]`` → ``overQuota`` ...); a lost
 connection after something landed is ``serverPartialFail``.
@@ -55,10 +55,11 @@ from imapjmap.jmap.errors import (
     invalid_properties,
 )
 from imapjmap.jmap.wire import JsonObject, is_id, parse_utc_date
-from imapjmap.methods import blob_store, blobs
+from imapjmap.methods.blob import blobs
+from imapjmap.methods.blob import store as blob_store
 from imapjmap.methods.context import MethodContext
-from imapjmap.methods.email_create import Written, existed_before, take_back
-from imapjmap.methods.email_parse import looks_like_message
+from imapjmap.methods.email.create import Written, existed_before, take_back
+from imapjmap.methods.email.parse import looks_like_message
 from imapjmap.methods.imaperrors import set_error_from_imap
 from imapjmap.mime.headers import raw_headers, select_header
 from imapjmap.store import blobs as stored

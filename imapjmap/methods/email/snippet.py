@@ -25,10 +25,10 @@ from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.limits import check_filter
 from imapjmap.jmap.wire import Json, JsonObject
-from imapjmap.methods import email_filter as ef
 from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
-from imapjmap.methods.email_get import fetch_all
+from imapjmap.methods.email import filter as ef
+from imapjmap.methods.email.get import fetch_all
 from imapjmap.mime import body as mime_body
 from imapjmap.mime import email as mime_email
 from imapjmap.store import emails as em

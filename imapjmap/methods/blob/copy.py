@@ -1,6 +1,6 @@
 """Blob/copy (RFC 8620 §6.3) for a user with one account.
 
-Each login is exactly one account (see :mod:`imapjmap.methods.email_copy`), so:
+Each login is exactly one account (see :mod:`imapjmap.methods.email.copy`), so:
 
 - any ``fromAccountId`` but the caller's own is ``fromAccountNotFound``;
 - copying from the account into itself copies nothing: every blob the account can read
@@ -22,7 +22,7 @@ from imapjmap.jmap.errors import (
     invalid_arguments,
 )
 from imapjmap.jmap.wire import JsonObject
-from imapjmap.methods import blob_store
+from imapjmap.methods.blob import store as blob_store
 from imapjmap.methods.context import MethodContext
 
 _ARGS: Final = frozenset({"fromAccountId", "accountId", "blobIds"})

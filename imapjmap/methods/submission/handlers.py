@@ -8,7 +8,7 @@ so every submission is ``undoStatus: "final"`` and ``maxDelayedSend`` is 0.  In 
 1. the Identity and the Email must exist (else ``invalidProperties``); the Email's exact
    bytes are fetched from IMAP;
 2. the envelope is the client's, or derived from the message when null (SUB-01, see
-   :mod:`imapjmap.methods.envelope`); no recipients is ``noRecipients``, a malformed one
+   :mod:`imapjmap.methods.submission.envelope`); no recipients is ``noRecipients``, a malformed one
    ``invalidRecipients``; FUTURERELEASE parameters are refused (no delayed send);
 3. the sender policy (:mod:`imapjmap.methods.identity`): MAIL FROM not allowed is
    ``forbiddenMailFrom`` (the empty reverse path is allowed), a From address not allowed
@@ -72,14 +72,14 @@ from imapjmap.jmap.patch import apply_patch
 from imapjmap.jmap.wire import JsonObject, parse_utc_date, utc_date
 from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
-from imapjmap.methods.envelope import (
+from imapjmap.methods.identity import SenderPolicy, live_identities, sender_policy
+from imapjmap.methods.submission.envelope import (
     EnvelopeProblem,
     derive_envelope,
     header_addresses,
     is_address,
     strip_bcc,
 )
-from imapjmap.methods.identity import SenderPolicy, live_identities, sender_policy
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store import submissions as sub
@@ -563,7 +563,7 @@ def _implicit_email_set(
 
 
 async def _run_implicit(ctx: MethodContext, call: Call, args: JsonObject) -> tuple[str, JsonObject]:
-    from imapjmap.methods.email_set import run_email_set  # Email/set lives with Email
+    from imapjmap.methods.email.set import run_email_set  # Email/set lives with Email
 
     implicit = Call("Email/set", args, call.call_id, call.account_id, call.created_ids, call.using)
     try:

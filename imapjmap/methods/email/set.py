@@ -1,5 +1,5 @@
 """Email/set (RFC 8621 §4.6): keywords and mailboxIds updates, destroy; create is in
-:mod:`imapjmap.methods.email_create`.
+:mod:`imapjmap.methods.email.create`.
 
 Theory of operation
 -------------------
@@ -29,7 +29,7 @@ entirely is ``notFound``, one still unproven is reported not written.  A copy is
 removed from a mailbox it leaves unless its copies into the mailboxes it joins were
 proven, so a refused COPY cannot lose the message.
 
-In Gmail mode the same checks run, then :mod:`imapjmap.methods.gmail_writes` turns the
+In Gmail mode the same checks run, then :mod:`imapjmap.methods.email.gmail_writes` turns the
 changes into label STOREs and moves through the Trash.
 """
 
@@ -55,8 +55,8 @@ from imapjmap.jmap.errors import (
 )
 from imapjmap.jmap.patch import parse_patch
 from imapjmap.jmap.wire import JsonObject
-from imapjmap.methods import gmail_writes
 from imapjmap.methods.context import MethodContext
+from imapjmap.methods.email import gmail_writes
 from imapjmap.methods.imaperrors import set_error_from_imap
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
@@ -396,7 +396,7 @@ async def _creates(
     not_created: JsonObject = {}
     if not creates:
         return created, not_created
-    from imapjmap.methods.email_create import create_email  # the create half, optional
+    from imapjmap.methods.email.create import create_email  # the create half, optional
 
     for cid, obj in creates.items():
         try:

@@ -5,7 +5,7 @@ Pure: no I/O.  A filter is split three ways when it is planned:
 - the conjunctive part SQL answers with indexes (:class:`~imapjmap.store.email_queries.
   EmailWhere`): mailboxes, dates, sizes, keywords, hasAttachment;
 - the terms only the upstream can answer (``text``, ``body``, ``header``): IMAP
-  ``UID SEARCH`` (see :mod:`imapjmap.methods.email_search`), run before the query;
+  ``UID SEARCH`` (see :mod:`imapjmap.methods.email.search`), run before the query;
 - everything, evaluated in Python on cache rows by :class:`Evaluator`, once the search
   hits and the thread keyword aggregates are known.  The address and subject conditions
   (and the header part of ``text``) are answered from the cache: a case-insensitive

@@ -1,6 +1,6 @@
 """Mailbox/get, /changes, /query, /queryChanges (RFC 8621 §2, checklist MBX-*).
 
-Mailbox/set lives in :mod:`imapjmap.methods.mailbox_set`.  Every handler first refreshes
+Mailbox/set lives in :mod:`imapjmap.methods.mailbox.set`.  Every handler first refreshes
 the account (one LIST-STATUS round trip when nothing changed), then answers from the cache.
 """
 

@@ -32,7 +32,7 @@ from imapjmap.jmap.session import MAX_SIZE_MAILBOX_NAME
 from imapjmap.jmap.wire import JsonObject, is_unsigned_int
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.imaperrors import set_error_from_imap
-from imapjmap.methods.mailbox import to_json
+from imapjmap.methods.mailbox.get import to_json
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 from imapjmap.sync.mailboxes import MAILBOX_TYPE, is_inbox

@@ -34,9 +34,10 @@ from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.limits import QueryLimits, check_search_terms
 from imapjmap.jmap.wire import Json, JsonObject
-from imapjmap.methods import email_filter as ef
-from imapjmap.methods import email_search, query_results, standard
+from imapjmap.methods import query_results, standard
 from imapjmap.methods.context import MethodContext
+from imapjmap.methods.email import filter as ef
+from imapjmap.methods.email import search as email_search
 from imapjmap.store import email_queries as eq
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
@@ -125,7 +126,7 @@ async def _search_upstream(ctx: MethodContext, p: Plan) -> email_search.UidHits:
         return {}
     boxes = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))
     if gmail.in_use(ctx.cfg.imap, ctx.pool.capabilities):
-        # All Mail holds every label's messages (email_search Rule 4)
+        # All Mail holds every label's messages (methods.email.search Rule 4)
         found = [
             email_search.SearchMailbox(b.id, b.imap_name, b.uidvalidity)
             for b in gmail.search_boxes(boxes, p.scope)

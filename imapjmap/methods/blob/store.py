@@ -1,6 +1,6 @@
 """Every blob an account can read: uploads, whole messages, body parts, parts of parts.
 
-This extends the scheme of :mod:`imapjmap.methods.blobs` (``G`` message blobs, ``P`` part
+This extends the scheme of :mod:`imapjmap.methods.blob.blobs` (``G`` message blobs, ``P`` part
 blobs of an Email) with two more kinds, each told apart by its first letter:
 
 - ``"U" + base32(sha256(content))`` (lower case, no padding): an uploaded blob (RFC 8620
@@ -36,7 +36,7 @@ from typing import Final
 from imapjmap.errors import ProxyError
 from imapjmap.imap.pool import ImapPool
 from imapjmap.jmap.wire import is_id
-from imapjmap.methods import blobs
+from imapjmap.methods.blob import blobs
 from imapjmap.mime.body import part_content
 from imapjmap.store import blobs as stored
 from imapjmap.store import emails as em

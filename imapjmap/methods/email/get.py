@@ -12,7 +12,7 @@ never touch IMAP; everything else is derived from the message octets, fetched on
   header is absent, RFC 3501 §7.4.2, so the cache cannot tell null from a copy of From),
   ``headers``, every ``header:*`` form, and the body properties.
 
-Blob ids follow :mod:`imapjmap.methods.blobs`; part blob ids from ``mime`` are rewritten into
+Blob ids follow :mod:`imapjmap.methods.blob.blobs`; part blob ids from ``mime`` are rewritten into
 that scheme.
 """
 
@@ -35,7 +35,8 @@ from imapjmap.jmap.wire import (
     is_unsigned_int,
     utc_date_of_timestamp,
 )
-from imapjmap.methods import blobs, standard
+from imapjmap.methods import standard
+from imapjmap.methods.blob import blobs
 from imapjmap.methods.context import MethodContext
 from imapjmap.mime import email as mime_email
 from imapjmap.store import email_queries as eq

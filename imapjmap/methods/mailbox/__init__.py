@@ -1,0 +1,1 @@
+"""Mailbox/* handlers (RFC 8621 §2)."""
