@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Each mailbox row carries two cursors: what the last LIST-STATUS said (uidvalidity, uidnext,
 highestmodseq, messages) and what its email rows reflect (``synced_*``).  Equal cursors mean
-nothing to do.  Otherwise the mailbox is selected and only the difference is fetched:
+nothing to do.  Otherwise the mailbox is selected and only the difference is fetched, by one
+of the :class:`Path` s that :func:`choose_path` picks:
 
 * QRESYNC: ``SELECT box (QRESYNC (uidvalidity modseq))`` returns ``VANISHED (EARLIER)`` and
   the changed flags in the same round trip; when the connection already has the mailbox
@@ -18,6 +19,17 @@ nothing to do.  Otherwise the mailbox is selected and only the difference is fet
 
 A UIDVALIDITY change drops every location of the mailbox and fetches it again; Emails are
 re-attached by id (X-GUID, EMAILID...), so only what really changed shows in /changes.
+
+The work is cut in three, as the mailbox sync's is (:mod:`imapjmap.sync.mailboxes`):
+
+* the plan, pure: :func:`choose_path` says how to ask, :func:`plan_changes` turns what the
+  server reported (a :class:`Report`) and what the cache holds into a :class:`Delta`;
+  :func:`split_first`, :func:`plan_reattach`, :func:`plan_first` and :func:`plan_batch` do
+  the same for a first sync or a reset;
+* :func:`apply` writes one :class:`Delta` in the caller's transaction;
+* :class:`MailboxSync` runs it: it awaits the server through
+  :class:`~imapjmap.sync.reads.SyncReads` and the cache through the store, between the
+  pure steps.
 
 Rule 1: locations, Email rows, Threads, counts and the synced cursor of one batch are
         written in one transaction; the sequence number is taken only if a JMAP-visible
@@ -36,25 +48,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import enum
 import functools
 import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from imapjmap.errors import ImapProtocolViolation
-from imapjmap.imap.commands import Command, sequence_set
 from imapjmap.imap.models import FetchRecord, UidSet
-from imapjmap.imap.session import ImapSession, SelectInfo
+from imapjmap.imap.session import ImapSession
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync import records
 from imapjmap.sync.mailboxes import MAILBOX_TYPE
-from imapjmap.sync.parsing import NewMessage, Parser, merge, new_row, prepare
+from imapjmap.sync.parsing import NewMessage, Parser, new_row, prepare
+from imapjmap.sync.reads import Changes, ImapSyncReads, SyncReads
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +79,7 @@ COUNT_THREADS: Final = 500
 # expunges + flag changes: the counts follow their threads up to this many, and their
 # locations are read this many at a time
 FEW_UIDS: Final = 2000
+PROBE_BATCH: Final = BATCH * 5  # messages per id-only FETCH after a UIDVALIDITY change
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +114,11 @@ def list_items(session: ImapSession) -> str:
     return "(" + " ".join(items) + ")"
 
 
+def sync_reads(session: ImapSession) -> SyncReads:
+    """The reads of a mailbox's sync over ``session``, with its server's FETCH items."""
+    return ImapSyncReads(session, list_items(session), labels=session.gmail)
+
+
 class ApplyHook(Protocol):
     """Server-specific work at the start of a batch's transaction (Rule 4).
 
@@ -114,7 +133,7 @@ class ApplyHook(Protocol):
 
 @dataclass(slots=True)
 class Delta:
-    """What one round of fetching found, to be written in one transaction."""
+    """The plan of one transaction: what one round of fetching found, to be written."""
 
     new: list[FetchRecord] = field(default_factory=list)
     flags: dict[int, tuple[tuple[str, ...], int | None]] = field(default_factory=dict)
@@ -132,6 +151,103 @@ class Delta:
     prepared: list[NewMessage] | None = None  # prepare(new), when done before the transaction
 
 
+# -- the plan ----------------------------------------------------------------------------------
+
+
+class Path(enum.Enum):
+    """How the changes of a mailbox since its synced cursor are asked for."""
+
+    FULL = "full"  # nothing synced, or another UIDVALIDITY: every message is read again
+    QRESYNC_SELECTED = "qresync-selected"  # CHANGEDSINCE ... VANISHED on the open mailbox
+    QRESYNC = "qresync"  # SELECT (QRESYNC ...)
+    CHANGEDSINCE = "changedsince"  # CONDSTORE: changed flags, and a SEARCH for expunges
+    REFETCH = "refetch"  # every flag again, and a SEARCH for expunges
+
+
+def choose_path(
+    synced: Cursor | None,
+    status: Cursor,
+    name: str,
+    *,
+    qresync: bool,
+    condstore: bool,
+    selected: tuple[str, int | None] | None,
+) -> Path:
+    """The path for a mailbox whose STATUS said ``status`` and whose email rows reflect
+    ``synced``, on a connection with these extensions enabled and ``selected`` open."""
+    if synced is None or synced.uidvalidity != status.uidvalidity:
+        return Path.FULL
+    if synced.modseq and qresync:
+        if selected == (name, status.uidvalidity):
+            return Path.QRESYNC_SELECTED
+        return Path.QRESYNC
+    if synced.modseq and condstore:
+        return Path.CHANGEDSINCE
+    return Path.REFETCH
+
+
+def starts_over(path: Path, synced: Cursor | None, now: Cursor) -> bool:
+    """Whether the mailbox is read as new: nothing synced, or a UIDVALIDITY other than the
+    synced one at the STATUS or at the SELECT (``now``)."""
+    return path is Path.FULL or synced is None or synced.uidvalidity != now.uidvalidity
+
+
+def known_top(synced: Cursor) -> int:
+    """The highest UID the synced cursor can know of (0: none)."""
+    return (synced.uidnext or 1) - 1
+
+
+def new_from(synced: Cursor, now: Cursor) -> int | None:
+    """The lowest UID a message new since ``synced`` can have; None when UIDNEXT says none
+    arrived (a server without UIDNEXT is asked)."""
+    start = max(synced.uidnext or 1, 1)
+    if now.uidnext is None or now.uidnext > start:
+        return start
+    return None
+
+
+@dataclass(slots=True)
+class Report:
+    """What the server said about a mailbox synced before, since its synced cursor."""
+
+    cursor: Cursor  # the mailbox now: the synced cursor once this is written
+    changes: Changes = field(default_factory=Changes)  # VANISHED, changed flags
+    present: Collection[int] | None = None  # searched paths: the known range's UIDs now
+    suspects_present: Collection[int] = ()  # the suspects the server still holds
+    new: list[FetchRecord] = field(default_factory=list)  # new messages, list items
+
+
+def plan_changes(
+    report: Report,
+    *,
+    known: Collection[int] = (),
+    suspects: Collection[int] = (),
+    inbox: bool = False,
+    hook: ApplyHook | None = None,
+) -> Delta:
+    """The plan for a mailbox synced before: ``known`` are its UIDs in the cache (needed
+    when ``report.present`` was searched), ``suspects`` the UIDs a write found missing."""
+    delta = Delta(
+        new=report.new,
+        cursor=report.cursor,
+        delivery=bool(report.new) and inbox,
+        hook=hook,
+    )
+    for vanished in report.changes.vanished:
+        delta.gone.update(vanished)
+    changed = report.changes.changed
+    if changed:
+        delta.flags.update(_flag_records(changed))
+        delta.labels.update(_label_records(changed))
+    if report.present is not None:
+        present = report.present
+        delta.gone.update(uid for uid in known if uid not in present)
+    if suspects:
+        there = report.suspects_present
+        delta.gone.update(uid for uid in suspects if uid not in there)
+    return delta
+
+
 def _flag_records(records_: Sequence[FetchRecord]) -> dict[int, tuple[tuple[str, ...], int | None]]:
     return {
         r.uid: (r.flags or (), r.modseq)
@@ -146,29 +262,78 @@ def _label_records(records_: Sequence[FetchRecord]) -> dict[int, tuple[str, ...]
     }
 
 
-async def _search_uids(session: ImapSession, criteria: str) -> UidSet:
-    """The UIDs as ranges: ESEARCH sends a million UIDs as ``1:1000000``, and they stay so."""
-    if session.has("ESEARCH"):
-        reply = await session.execute(
-            Command((f"UID SEARCH RETURN (ALL) {criteria}",)), what="UID SEARCH"
-        )
-    else:
-        reply = await session.execute(Command((f"UID SEARCH {criteria}",)), what="UID SEARCH")
-    if len(reply.searches) == 1:
-        return reply.searches[0].uid_set()
-    return UidSet.of(uid for result in reply.searches for uid in result.uid_set())
+def split_first(uids: UidSet) -> tuple[list[int], UidSet]:
+    """A first sync's newest batch, which the request waits for, and the UIDs filled in
+    after it (Rule 3)."""
+    first = next(uids.newest_first(BATCH * FIRST_BATCH_WAIT), [])
+    rest = uids.below(first[-1]) if first else UidSet()
+    return first, rest
 
 
-async def _fetch_new(session: ImapSession, uids: Sequence[int]) -> list[FetchRecord]:
-    if not uids:
-        return []
-    reply = await session.execute(
-        Command((f"UID FETCH {sequence_set(uids)} {list_items(session)}",)), what="UID FETCH"
+def plan_reattach(
+    probed: Mapping[int, FetchRecord], ids: Mapping[int, str], known: Collection[str]
+) -> Delta:
+    """A reset's plan before any message is fetched in full: every location of the mailbox
+    goes, and the probed messages whose Email ``ids`` the cache ``known`` come back at once."""
+    delta = Delta(reset=True, first=True)
+    for uid, email_id in ids.items():
+        if email_id in known:
+            record = probed[uid]
+            delta.remap[uid] = (email_id, tuple(record.flags or ()), record.modseq)
+            if record.x_gm_labels is not None:
+                delta.labels[uid] = record.x_gm_labels
+    return delta
+
+
+def plan_first(
+    base: Delta,
+    new: list[FetchRecord],
+    prepared: list[NewMessage],
+    *,
+    rest: UidSet,
+    cursor: Cursor,
+    hook: ApplyHook | None = None,
+) -> Delta:
+    """The first batch of a first sync (``base`` empty) or of a reset (``base`` from
+    :func:`plan_reattach`): the cursor moves only if nothing is left to fill in."""
+    return dataclasses.replace(
+        base,
+        reset=True,
+        first=True,
+        new=new,
+        prepared=prepared,
+        cursor=None if rest else cursor,
+        hook=hook,
     )
-    # a message expunged while the server answered may come as a placeholder FETCH
-    # (Dovecot: no X-GUID, size 0) followed by its VANISHED: it is not new, it is gone
-    wanted = set(uids) - {uid for v in reply.vanished for uid in v.uids}
-    return [r for r in merge(reply.fetches) if r.uid in wanted]
+
+
+def plan_batch(
+    new: list[FetchRecord],
+    prepared: list[NewMessage],
+    *,
+    last: bool,
+    cursor: Cursor | None,
+    uncounted: set[str],
+    hook: ApplyHook | None = None,
+) -> Delta:
+    """A batch of a fill: the middle ones leave the counts (their mailboxes gather in
+    ``uncounted``), the last one counts them and moves the cursor."""
+    return Delta(
+        new=new,
+        prepared=prepared,
+        first=True,
+        counts=last,
+        uncounted=uncounted,
+        cursor=cursor if last else None,
+        hook=hook,
+    )
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def _status(row: q.MailboxRow) -> Cursor:
+    return Cursor(row.uidvalidity, row.uidnext, row.highestmodseq, row.messages)
 
 
 class MailboxSync:
@@ -192,113 +357,76 @@ class MailboxSync:
 
     async def run(self, session: ImapSession) -> UidSet:
         """Bring the mailbox up to date; returns UIDs still to fill in (first sync)."""
-        synced = self.synced
-        same_validity = synced is not None and synced.uidvalidity == self.mailbox.uidvalidity
-        qresync = None
-        if same_validity and synced and synced.modseq and "QRESYNC" in session.enabled:
-            qresync = (synced.uidvalidity or 0, synced.modseq)
-        selected = session.selected
-        if (
-            qresync is not None
-            and selected is not None
-            and selected.name == self.mailbox.imap_name
-            and selected.uidvalidity == self.mailbox.uidvalidity
-        ):
-            info = await self._resync_selected(session, selected, qresync[1])
+        reads = sync_reads(session)
+        synced, status, name = self.synced, _status(self.mailbox), self.mailbox.imap_name
+        path = choose_path(
+            synced,
+            status,
+            name,
+            qresync=reads.qresync,
+            condstore=reads.condstore,
+            selected=reads.selected,
+        )
+        if path is Path.QRESYNC_SELECTED and synced is not None and synced.modseq:
+            # the cursor is the STATUS this refresh read: the refresh answered it from this
+            # session's view, made current by the NOOP behind its LIST, and the FETCH sees
+            # that same view, so what it returns covers at least the cursor
+            now, changes = status, await reads.changes_in_selected(synced.modseq)
         else:
-            info = await session.select(self.mailbox.imap_name, readonly=True, qresync=qresync)
-        cursor = Cursor(info.uidvalidity, info.uidnext, info.highestmodseq, info.exists)
-        if not same_validity or synced is None or synced.uidvalidity != info.uidvalidity:
-            return await self._full(session, cursor)
-        delta = await self._incremental(session, info, synced, qresync is not None)
-        delta.cursor = cursor
-        delta.hook = self.hook
-        delta.delivery = bool(delta.new) and self.mailbox.role == "inbox"
+            since = None
+            if path is Path.QRESYNC and synced is not None and synced.modseq:
+                since = (synced.uidvalidity or 0, synced.modseq)
+            opened = await reads.open(name, since)
+            now = Cursor(opened.uidvalidity, opened.uidnext, opened.highestmodseq, opened.exists)
+            changes = opened.changes
+        if starts_over(path, synced, now) or synced is None:
+            return await self._full(reads, now)
+        report = Report(now, changes)
+        known: Collection[int] = ()
+        top = known_top(synced)
+        if path in (Path.CHANGEDSINCE, Path.REFETCH) and top >= 1:
+            since_modseq = synced.modseq if path is Path.CHANGEDSINCE else None
+            changed = await reads.changed_flags(top, since_modseq)
+            report.changes = Changes(changes.vanished, changed)
+            known = await self.store.run(
+                lambda tx: em.locations_of_mailbox(tx, self.account_id, self.mailbox.id),
+                account=self.account_id,
+            )
+            report.present = await reads.uids(1, top)
+        if self.suspects:
+            report.suspects_present = await reads.which(self.suspects)
+        start = new_from(synced, now)
+        if start is not None:
+            report.new = await reads.fetch_new(list(await reads.uids(start)))
+        delta = plan_changes(
+            report,
+            known=known,
+            suspects=self.suspects,
+            inbox=self.mailbox.role == "inbox",
+            hook=self.hook,
+        )
         await self.store.run(
             lambda tx: apply(tx, self.account_id, self.mailbox.id, delta), account=self.account_id
         )
         return UidSet()
 
-    async def _resync_selected(
-        self, session: ImapSession, selected: SelectInfo, modseq: int
-    ) -> SelectInfo:
-        """What ``SELECT (QRESYNC ...)`` would say, from the mailbox already selected.
-
-        The cursor is the STATUS this refresh read (``self.mailbox``): the refresh answered
-        it from this session's view, made current by the NOOP behind its LIST, and the FETCH
-        sees that same view, so what it returns covers at least the cursor.
-        """
-        text = f"UID FETCH 1:* (UID FLAGS MODSEQ) (CHANGEDSINCE {modseq} VANISHED)"
-        reply = await session.execute(Command((text,)), what="UID FETCH")
-        m = self.mailbox
-        return dataclasses.replace(
-            selected,
-            uidvalidity=m.uidvalidity,
-            uidnext=m.uidnext,
-            highestmodseq=m.highestmodseq,
-            exists=m.messages,
-            reply=reply,
-        )
-
-    async def _incremental(
-        self, session: ImapSession, info: SelectInfo, synced: Cursor, qresynced: bool
-    ) -> Delta:
-        delta = Delta()
-        known_top = (synced.uidnext or 1) - 1
-        if qresynced:
-            for vanished in info.reply.vanished:
-                delta.gone.update(vanished.uids)
-            delta.flags.update(_flag_records(info.reply.fetches))
-        elif known_top >= 1:
-            changed = await self._changed_flags(session, synced, known_top)
-            delta.flags.update(_flag_records(changed))
-            delta.labels.update(_label_records(changed))
-            known = await self.store.run(
-                lambda tx: em.locations_of_mailbox(tx, self.account_id, self.mailbox.id),
-                account=self.account_id,
-            )
-            present = await _search_uids(session, f"UID 1:{known_top}")
-            delta.gone.update(uid for uid in known if uid not in present)
-        if self.suspects:
-            present = await _search_uids(session, f"UID {sequence_set(self.suspects)}")
-            delta.gone.update(uid for uid in self.suspects if uid not in present)
-        start = max(synced.uidnext or 1, 1)
-        if info.uidnext is None or info.uidnext > start:
-            # "start:*" also names the highest UID when every message is below start
-            uids = [u for u in await _search_uids(session, f"UID {start}:*") if u >= start]
-            delta.new = await _fetch_new(session, uids)
-        return delta
-
-    async def _changed_flags(
-        self, session: ImapSession, synced: Cursor, known_top: int
-    ) -> Sequence[FetchRecord]:
-        items = "UID FLAGS MODSEQ" if "CONDSTORE" in session.enabled else "UID FLAGS"
-        if session.gmail:
-            items += " X-GM-LABELS"  # a label change moves MODSEQ like a flag change
-        text = f"UID FETCH 1:{known_top} ({items})"
-        if "CONDSTORE" in session.enabled and synced.modseq:
-            text += f" (CHANGEDSINCE {synced.modseq})"
-        reply = await session.execute(Command((text,)), what="UID FETCH")
-        return reply.fetches
-
-    async def _full(self, session: ImapSession, cursor: Cursor) -> UidSet:
+    async def _full(self, reads: SyncReads, cursor: Cursor) -> UidSet:
         """First sync or UIDVALIDITY reset: newest first, in batches (Rule 3).
 
         After a reset, every message is first probed for its id only (cheap), and messages
         whose Email is already known are re-attached at once; only the others are fetched
         in full — so a reset shows in /changes only as what really changed.
         """
-        uids = await _search_uids(session, "ALL")
+        uids = await reads.uids()
         started = time.monotonic()
-        delta = Delta(reset=True, first=True, hook=self.hook)
+        base = Delta()
         if self.synced is not None:
-            uids = await self._remap(session, uids, delta)
-        first = next(uids.newest_first(BATCH * FIRST_BATCH_WAIT), [])
-        rest = uids.below(first[-1]) if first else UidSet()
-        delta.new = await _fetch_new(session, first)
-        delta.prepared = await asyncio.to_thread(prepare, delta.new, self.account_id)
-        if not rest:
-            delta.cursor = cursor
+            base = await self._reattach(reads, uids)
+            uids = UidSet.of(u for u in uids if u not in base.remap)
+        first, rest = split_first(uids)
+        new = await reads.fetch_new(first)
+        prepared = await asyncio.to_thread(prepare, new, self.account_id)
+        delta = plan_first(base, new, prepared, rest=rest, cursor=cursor, hook=self.hook)
         await self.store.run(
             lambda tx: apply(tx, self.account_id, self.mailbox.id, delta), account=self.account_id
         )
@@ -313,27 +441,17 @@ class MailboxSync:
             self.pending_cursor = cursor
         return rest
 
-    async def _remap(self, session: ImapSession, uids: UidSet, delta: Delta) -> UidSet:
-        """Re-attach known Emails after a UIDVALIDITY change; returns the UIDs still new."""
-        probe = list_items(session).replace("ENVELOPE BODYSTRUCTURE ", "ENVELOPE ")
-        found: dict[int, FetchRecord] = {}
-        for chunk in uids.newest_first(BATCH * 5):
-            reply = await session.execute(
-                Command((f"UID FETCH {sequence_set(chunk)} {probe}",)), what="UID FETCH"
-            )
-            found.update({r.uid: r for r in merge(reply.fetches) if r.uid is not None})
-        ids = {uid: records.email_id_for(r) for uid, r in found.items()}
+    async def _reattach(self, reads: SyncReads, uids: UidSet) -> Delta:
+        """Probe every message for its Email id after a UIDVALIDITY change."""
+        probed: dict[int, FetchRecord] = {}
+        for chunk in uids.newest_first(PROBE_BATCH):
+            probed.update((r.uid, r) for r in await reads.fetch_ids(chunk) if r.uid is not None)
+        ids = {uid: records.email_id_for(r) for uid, r in probed.items()}
         known = await self.store.run(
             lambda tx: set(em.existing_ids(tx, self.account_id, list(ids.values()))),
             account=self.account_id,
         )
-        for uid, email_id in ids.items():
-            if email_id in known:
-                rec = found[uid]
-                delta.remap[uid] = (email_id, tuple(rec.flags or ()), rec.modseq)
-                if rec.x_gm_labels is not None:
-                    delta.labels[uid] = rec.x_gm_labels
-        return UidSet.of(u for u in uids if u not in delta.remap)
+        return plan_reattach(probed, ids, known)
 
     async def fill(
         self,
@@ -348,7 +466,8 @@ class MailboxSync:
         current one is written, so the IMAP server, the parsing and the cache work at the
         same time; the FETCH commands themselves go one after the other.
         """
-        await session.select(self.mailbox.imap_name, readonly=True)
+        reads = sync_reads(session)
+        await reads.open(self.mailbox.imap_name)
         total = len(uids)
         # made as they are fetched: a million UIDs are never all in a list at once
         batches = uids.newest_first(BATCH)
@@ -356,19 +475,16 @@ class MailboxSync:
         uncounted: set[str] = set()
         parser = Parser(total)
         parser.warm_up()
-        items = list_items(session)
         one_at_a_time = asyncio.Lock()
 
         async def fetch(batch: Sequence[int]) -> tuple[list[FetchRecord], list[NewMessage]]:
             async with one_at_a_time:
-                _, raw = await session.execute_unparsed(
-                    Command((f"UID FETCH {sequence_set(batch)} {items}",)), what="UID FETCH"
-                )
+                raw = await reads.fetch_unparsed(batch)
             try:
                 # only a hook reads the records themselves (sending them back costs)
                 return await parser.parse(raw, batch, self.account_id, self.hook is not None)
             except ImapProtocolViolation:
-                session.broken = True
+                reads.unparsable()
                 raise
 
         # one batch more in flight than parsers: one is always being fetched
@@ -382,14 +498,13 @@ class MailboxSync:
                 if batch is not None:
                     ahead.append(asyncio.ensure_future(fetch(batch)))
                 last = index == count - 1
-                delta = Delta(
-                    new=records_,
-                    counts=last,
-                    first=True,
+                delta = plan_batch(
+                    records_,
+                    prepared,
+                    last=last,
+                    cursor=self.pending_cursor,
                     uncounted=uncounted,
-                    cursor=self.pending_cursor if last else None,
                     hook=self.hook,
-                    prepared=prepared,
                 )
                 await self.store.run(
                     functools.partial(

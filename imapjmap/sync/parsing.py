@@ -90,7 +90,8 @@ def prepare(records_: Sequence[FetchRecord], account_id: str) -> list[NewMessage
 def parse_batch(raw: Raw, uids: Sequence[int], account_id: str, keep_records: bool) -> Parsed:
     """The new messages among ``uids`` in a FETCH reply's untagged responses, prepared.
 
-    What ``sync.emails._fetch_new`` and :func:`prepare` do together, as one picklable call.
+    What ``ImapSyncReads.fetch_new`` (:mod:`.reads`) and :func:`prepare` do together, as
+    one picklable call.
     The records themselves are returned only with ``keep_records`` (a hook wants them):
     sending them back from a worker costs about as much as parsing them.
 

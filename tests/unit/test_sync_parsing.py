@@ -1,5 +1,6 @@
 """sync/parsing.py: a first sync's batches parsed in worker processes give exactly what the
-in-process path gives (``_fetch_new`` then ``prepare``), on captured Dovecot replies."""
+in-process path gives (``ImapSyncReads.fetch_new`` then ``prepare``), on captured Dovecot
+replies."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ FETCH_CASES = sorted(
 
 
 def reference(name: str, uids: list[int]) -> parsing.Parsed:
-    """The in-process path: ``sync.emails._fetch_new`` over ``ImapSession.execute``."""
+    """The in-process path: ``ImapSyncReads.fetch_new`` over ``ImapSession.execute``."""
     case = TRANSCRIPT[name]
     reply = parse_reply(case.untagged, case.status, case.text)
     wanted = set(uids) - {uid for v in reply.vanished for uid in v.uids}
