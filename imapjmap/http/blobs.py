@@ -27,10 +27,10 @@ from typing import Final
 
 from aiohttp import web
 
+from imapjmap.blobs import content as blob_store
 from imapjmap.http.views import CONFIG, SERVICES, _authenticate, _json
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.session import UPLOAD_PATH
-from imapjmap.methods.blob import store as blob_store
 
 UPLOADS: Final = web.AppKey("uploads_in_flight", Counter[str])
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from imapjmap.blobs import content as blob_store
 from imapjmap.config import Config
 from imapjmap.credentials import ClientAddress
 from imapjmap.http import forwarded
@@ -24,7 +25,6 @@ from imapjmap.jmap.request import Request, loads_i_json, request_from_json
 from imapjmap.jmap.session import DOWNLOAD_PATH, SessionAccount, build_session
 from imapjmap.jmap.wire import WEBSOCKET, Json, JsonObject, encode_in_parts
 from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY
-from imapjmap.methods.blob import store as blob_store
 from imapjmap.methods.context import MethodContext, Services
 from imapjmap.methods.submission import handlers as submission
 

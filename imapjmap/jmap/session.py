@@ -29,7 +29,7 @@ WEBSOCKET_PATH: Final = "/jmap/ws/"
 # common 1 KB command-line limits once parents are prefixed.
 MAX_SIZE_MAILBOX_NAME: Final = 255
 COLLATIONS: Final = ("i;ascii-casemap", "i;octet", "i;unicode-casemap")
-# RFC 8621 §1.3.1: every Comparator property Email/query supports (methods.email.filter
+# RFC 8621 §1.3.1: every Comparator property Email/query supports (query.email_filter
 # takes its SORT_PROPERTIES from here).
 EMAIL_SORT_OPTIONS: Final = (
     "receivedAt",

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from imapjmap.answers.email_objects import EmailObjects
+from imapjmap.answers.query_results import QueryResults
 from imapjmap.config import Config
 from imapjmap.imap.pool import ImapPool, ImapPools
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.limits import QueryLimits
-from imapjmap.methods.email.objects import EmailObjects
-from imapjmap.methods.query_results import QueryResults
 from imapjmap.push.service import PushService
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx

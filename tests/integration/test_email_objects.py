@@ -1,6 +1,6 @@
 """Email/get answers the list properties it answered before from the objects it kept
-(``methods.email.objects``), Email/query the same query at the same state from the result
-it kept (``methods.query_results``), and another IMAP client's changes still show at once
+(``answers.email_objects``), Email/query the same query at the same state from the result
+it kept (``answers.query_results``), and another IMAP client's changes still show at once
 (CORE-GET-04, EML-KW-01): a flag set, a move, an expunge and an APPEND by a plain
 ``imaplib`` client on the real servers, each seen by the very next request."""
 
@@ -10,8 +10,8 @@ import imaplib
 import time
 from typing import Any
 
+from imapjmap.answers.email_objects import EmailObjects
 from imapjmap.http import views
-from imapjmap.methods.email.objects import EmailObjects
 from tests.integration.conftest import Jmap
 from tests.integration.test_email_read import REPLY, REPORT, append, by_subject, roles
 

@@ -18,8 +18,8 @@ from imapjmap.config import ImapConfig
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
 from imapjmap.methods.email import search as email_search
-from imapjmap.methods.email.filter import SearchTerm
 from imapjmap.methods.email.search import SearchMailbox, search_uids
+from imapjmap.query.email_filter import SearchTerm
 from imapjmap.store.db import Store
 
 WORD = "quokka"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imapjmap.methods.email.filter import SORT_PROPERTIES
+from imapjmap.query.email_filter import SORT_PROPERTIES
 from tests.conftest import SeededUser
 from tests.integration.conftest import MAIL, Jmap
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from imapjmap.blobs import bodies
 from imapjmap.config import Config, LimitsConfig
 from imapjmap.imap.models import FetchRecord, Reply, SearchResult, TaggedResult
 from imapjmap.imap.pool import ImapPools
@@ -23,7 +24,6 @@ from imapjmap.methods.context import Account, MethodContext, Services
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
-from imapjmap.sync import bodies
 
 A = "Aacct"
 OTHER = "Bother"

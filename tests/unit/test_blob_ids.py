@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from imapjmap.blobs import content as blob_store
 from imapjmap.http.blobs import normalise_type
 from imapjmap.jmap.wire import is_id
-from imapjmap.methods.blob import store as blob_store
 from imapjmap.methods.blob.methods import _GetArgs, blob_json
 from imapjmap.methods.email.parse import looks_like_message
 

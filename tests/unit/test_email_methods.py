@@ -17,6 +17,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from imapjmap.blobs import bodies
+from imapjmap.blobs import ids as blobs
 from imapjmap.config import Config
 from imapjmap.http import middleware, views
 from imapjmap.http.auth import Authenticated, Authenticator, Unauthorized
@@ -24,13 +26,11 @@ from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.session import DOWNLOAD_PATH
 from imapjmap.jmap.wire import EncodedObject, is_id
 from imapjmap.methods import REGISTRY, thread
-from imapjmap.methods.blob import blobs
 from imapjmap.methods.context import Account
 from imapjmap.methods.email import get as email_get
 from imapjmap.mime.email import DEFAULT_EMAIL_PROPERTIES
 from imapjmap.store import emails as em
 from imapjmap.store.db import Store
-from imapjmap.sync import bodies
 from tests.unit.email_world import MAILS, OTHER, A, World, call
 
 RAW = (
@@ -209,7 +209,7 @@ async def test_missing_previews_are_computed_once(world: World) -> None:
     assert result["list"][0]["preview"] == "Bonjour de Paris." and fetches(world) == []
 
 
-# --- the objects of earlier answers (methods.email.objects) -------------------------------
+# --- the objects of earlier answers (answers.email_objects) -------------------------------
 
 LIST_PROPERTIES = ["threadId", "mailboxIds", "keywords", "size", "receivedAt", "from", "preview"]
 

@@ -15,20 +15,20 @@ from typing import Any
 
 import pytest
 
+from imapjmap.answers import query_results
 from imapjmap.config import Config
 from imapjmap.errors import ImapCommandFailed, ImapCommandTooLong
 from imapjmap.jmap.errors import MethodError
 from imapjmap.jmap.standard import FilterOperator
-from imapjmap.methods import query_results
 from imapjmap.methods.email import query as email_query
 from imapjmap.methods.email import search as email_search
-from imapjmap.methods.email.filter import (
+from imapjmap.methods.email.search import SearchMailbox, search_command, search_uids
+from imapjmap.query.email_filter import (
     SearchTerm,
     address_matches,
     parse_filter,
     substring_matches,
 )
-from imapjmap.methods.email.search import SearchMailbox, search_command, search_uids
 from imapjmap.store import email_queries as eq
 from imapjmap.store.db import Store, TransactionTooLong
 from tests.unit.email_world import ALICE, A, FakeSession, Mail, World, call
@@ -683,7 +683,7 @@ def test_trailing_star_inside_operators_only_in_text_conditions() -> None:
     )
 
 
-# --- results kept between requests (methods.query_results) ----------------------------------
+# --- results kept between requests (answers.query_results) ----------------------------------
 
 
 @pytest.mark.parametrize("mutation", list(MUTATIONS))

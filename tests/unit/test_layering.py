@@ -73,15 +73,22 @@ JMAP, MIME, STORE, IMAP, SMTP = (
     "imapjmap.smtp",
 )
 SYNC, PUSH, METHODS = "imapjmap.sync", "imapjmap.push", "imapjmap.methods"
+BLOBS, ANSWERS, QUERY = "imapjmap.blobs", "imapjmap.answers", "imapjmap.query"
 BASE = (ERRORS, CONFIG, CREDENTIALS)
 LAYERS: dict[str, tuple[str, ...]] = {
     "devservers": ("imapjmap",),
     "imapjmap.__main__": ("imapjmap.cli",),
     "imapjmap.cli": ("imapjmap.__version__", ERRORS, CONFIG, "imapjmap.logsetup"),
-    HTTP: (*BASE, "imapjmap.logsetup", METHODS, PUSH, SYNC, IMAP, STORE, SMTP, JMAP, MIME),
-    METHODS: (*BASE, PUSH, SYNC, STORE, SMTP, JMAP, MIME),
+    HTTP: (*BASE, "imapjmap.logsetup", METHODS, PUSH, SYNC, BLOBS, IMAP, STORE, SMTP, JMAP, MIME),
+    METHODS: (*BASE, PUSH, SYNC, BLOBS, ANSWERS, QUERY, STORE, SMTP, JMAP, MIME),
     PUSH: (ERRORS, CONFIG, SYNC, STORE, JMAP),
     SYNC: (ERRORS, CONFIG, IMAP, STORE, JMAP, MIME),
+    # blob ids and uploads, and message octets read through the pool and kept
+    BLOBS: (ERRORS, IMAP, STORE, JMAP, MIME),
+    # in-memory answers of recent calls, keyed by the cache's state
+    ANSWERS: (JMAP,),
+    # a pure planner: a JMAP filter into the cache's query types and the upstream's terms
+    QUERY: (ERRORS, JMAP, f"{STORE}.email_queries"),
     IMAP: BASE,
     STORE: (ERRORS,),
     SMTP: BASE,
@@ -98,7 +105,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
 IMPORT_DEBT: dict[tuple[str, str], str] = {
     (CONFIG, JMAP): "two limits' defaults come from jmap.limits, and jmap.session reads Config",
     (f"{METHODS}.context", IMAP): "MethodContext hands every handler the account's ImapPool",
-    (f"{METHODS}.blob.store", IMAP): "reads a message's octets through the pool for a download",
     (f"{METHODS}.email.create", IMAP): "APPENDs a new Email and finds its UID itself",
     (f"{METHODS}.email.imports", IMAP): "APPEND and UID COPY of an imported blob, built here",
     (f"{METHODS}.email.search", IMAP): "builds UID SEARCH / X-GM-RAW for text conditions",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from imapjmap.blobs import content as blob_store
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import (
     MethodError,
@@ -22,7 +23,6 @@ from imapjmap.jmap.errors import (
     invalid_arguments,
 )
 from imapjmap.jmap.wire import JsonObject
-from imapjmap.methods.blob import store as blob_store
 from imapjmap.methods.context import MethodContext
 
 _ARGS: Final = frozenset({"fromAccountId", "accountId", "blobIds"})

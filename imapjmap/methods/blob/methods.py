@@ -4,7 +4,7 @@
   ``{"data:asText": s}`` (UTF-8 octets of s), ``{"data:asBase64": s}``, or
   ``{"blobId": id, "offset": n, "length": n}`` (a range of any blob the account can read,
   ``#creationId`` allowed, including blobs created earlier in the same call).  The result is
-  stored as an upload (:mod:`imapjmap.methods.blob.store`), so its id is content-derived and
+  stored as an upload (:mod:`imapjmap.blobs.content`), so its id is content-derived and
   it expires like an HTTP upload.
 - Blob/get returns ``data:asText`` (null with ``isEncodingProblem`` when the octets are not
   UTF-8), ``data:asBase64``, ``data`` (text when valid UTF-8, else base64), ``digest:sha``
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from imapjmap.blobs import content as blob_store
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
 from imapjmap.jmap.errors import (
     MethodError,
@@ -35,7 +36,6 @@ from imapjmap.jmap.errors import (
 from imapjmap.jmap.session import BLOB_DIGESTS, BLOB_MAX_DATA_SOURCES, BLOB_TYPE_NAMES
 from imapjmap.jmap.wire import MAIL, JsonObject, is_id, is_unsigned_int
 from imapjmap.methods import standard
-from imapjmap.methods.blob import store as blob_store
 from imapjmap.methods.context import MethodContext
 from imapjmap.store import emails as em
 

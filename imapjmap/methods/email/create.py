@@ -28,6 +28,7 @@ import socket
 from collections.abc import Collection, Mapping, Sequence
 from typing import Final, Protocol
 
+from imapjmap.blobs.ids import message_blob_id
 from imapjmap.errors import ImapCommandFailed, ProxyError, UpstreamUnavailable
 from imapjmap.imap import commands
 from imapjmap.imap.commands import Command
@@ -41,7 +42,6 @@ from imapjmap.jmap.errors import (
     invalid_properties,
 )
 from imapjmap.jmap.wire import Json, JsonObject, parse_utc_date
-from imapjmap.methods.blob.blobs import message_blob_id
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.imaperrors import set_error_from_imap
 from imapjmap.mime.build import build_message, referenced_blob_ids
@@ -76,7 +76,7 @@ def _store_reader(ctx: MethodContext) -> BlobReader:
     async def read(blob_id: str) -> tuple[bytes, str] | None:
         # imported here: the blob store is another module's work in progress, and an
         # Email/set without blob parts must not depend on it
-        from imapjmap.methods.blob import store as blob_store
+        from imapjmap.blobs import content as blob_store
 
         return await blob_store.read_blob(ctx.store, ctx.pool, ctx.account_id, blob_id)
 

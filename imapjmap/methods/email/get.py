@@ -2,7 +2,7 @@
 
 Theory of operation: the list properties a mail list shows come from the cache row and
 never touch IMAP; everything else is derived from the message octets, fetched on demand
-(``sync.bodies.fetch_message``, a bounded LRU) and parsed by ``mime.email``.
+(``blobs.bodies.fetch_message``, a bounded LRU) and parsed by ``mime.email``.
 
 - From the cache: ``id``, ``blobId``, ``threadId``, ``mailboxIds``, ``keywords``, ``size``,
   ``receivedAt``, ``messageId``, ``inReplyTo``, ``references``, ``from``, ``to``, ``cc``,
@@ -12,7 +12,7 @@ never touch IMAP; everything else is derived from the message octets, fetched on
   header is absent, RFC 3501 §7.4.2, so the cache cannot tell null from a copy of From),
   ``headers``, every ``header:*`` form, and the body properties.
 
-Blob ids follow :mod:`imapjmap.methods.blob.blobs`; part blob ids from ``mime`` are rewritten into
+Blob ids follow :mod:`imapjmap.blobs.ids`; part blob ids from ``mime`` are rewritten into
 that scheme.
 """
 
@@ -24,6 +24,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from imapjmap.blobs import bodies
+from imapjmap.blobs import ids as blobs
 from imapjmap.jmap.args import GetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
@@ -36,14 +38,12 @@ from imapjmap.jmap.wire import (
     utc_date_of_timestamp,
 )
 from imapjmap.methods import standard
-from imapjmap.methods.blob import blobs
 from imapjmap.methods.context import MethodContext
 from imapjmap.mime import email as mime_email
 from imapjmap.store import email_queries as eq
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
-from imapjmap.sync import bodies
 
 # Emails built per event-loop turn (a millisecond or two): an Email/get of maxObjectsInGet
 # takes tens of milliseconds of the loop, which every other request would otherwise wait

@@ -41,6 +41,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from imapjmap.blobs import content as blob_store
+from imapjmap.blobs import ids as blobs
 from imapjmap.errors import ImapCommandFailed, ProxyError, UpstreamUnavailable
 from imapjmap.imap import commands
 from imapjmap.imap.commands import Command
@@ -55,8 +57,6 @@ from imapjmap.jmap.errors import (
     invalid_properties,
 )
 from imapjmap.jmap.wire import JsonObject, is_id, parse_utc_date
-from imapjmap.methods.blob import blobs
-from imapjmap.methods.blob import store as blob_store
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.email.create import Written, existed_before, take_back
 from imapjmap.methods.email.parse import looks_like_message

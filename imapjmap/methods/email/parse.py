@@ -5,7 +5,7 @@ parsing is best effort beyond that, as for Email/get (malformed MIME still gives
 structure).  Metadata that only a stored Email has is null (``id``, ``mailboxIds``,
 ``keywords``, ``receivedAt``, and ``threadId``: no Thread is guessed); ``blobId`` is the
 parsed blob and ``size`` its length.  Body parts get ``B`` blob ids (see
-:mod:`imapjmap.methods.blob.store`), so every blobId in the answer can be downloaded.
+:mod:`imapjmap.blobs.content`), so every blobId in the answer can be downloaded.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from imapjmap.blobs import content as blob_store
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.limits import check_properties
 from imapjmap.jmap.wire import Json, JsonObject
 from imapjmap.methods import standard
-from imapjmap.methods.blob import store as blob_store
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.email.get import BodyOptions
 from imapjmap.mime import email as mime_email

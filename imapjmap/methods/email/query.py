@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
+from imapjmap.answers import query_results
 from imapjmap.errors import ImapCommandTooLong
 from imapjmap.jmap import standard as std
 from imapjmap.jmap import state as jstate
@@ -34,10 +35,10 @@ from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.limits import QueryLimits, check_search_terms
 from imapjmap.jmap.wire import Json, JsonObject
-from imapjmap.methods import query_results, standard
+from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
-from imapjmap.methods.email import filter as ef
 from imapjmap.methods.email import search as email_search
+from imapjmap.query import email_filter as ef
 from imapjmap.store import email_queries as eq
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx

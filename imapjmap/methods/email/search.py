@@ -2,7 +2,7 @@
 
 ``text``, ``body`` and ``header`` need the message contents, which the cache does not keep.
 Each distinct term is searched, with one ``UID SEARCH`` per (term, mailbox), in every
-mailbox that can hold results (:func:`~imapjmap.methods.email.filter.search_scope`); the
+mailbox that can hold results (:func:`~imapjmap.query.email_filter.search_scope`); the
 UIDs are mapped back to email ids through ``locations`` in the query's own transaction.
 
 Rules:
@@ -42,7 +42,7 @@ from imapjmap.errors import ImapCommandFailed
 from imapjmap.imap.commands import Command, search_string
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
-from imapjmap.methods.email.filter import SearchTerm
+from imapjmap.query.email_filter import SearchTerm
 from imapjmap.store import email_queries as eq
 from imapjmap.store.db import Tx
 from imapjmap.sync import gmail

@@ -27,10 +27,10 @@ from imapjmap.jmap.limits import check_filter
 from imapjmap.jmap.wire import Json, JsonObject
 from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
-from imapjmap.methods.email import filter as ef
 from imapjmap.methods.email.get import fetch_all
 from imapjmap.mime import body as mime_body
 from imapjmap.mime import email as mime_email
+from imapjmap.query import email_filter as ef
 from imapjmap.store import emails as em
 
 _ARGUMENTS: Final = frozenset({"accountId", "filter", "emailIds"})

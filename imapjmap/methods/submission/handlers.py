@@ -55,6 +55,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from imapjmap import smtp
+from imapjmap.blobs.bodies import fetch_message
 from imapjmap.config import Config
 from imapjmap.errors import ProxyError, SmtpUnavailable
 from imapjmap.jmap import standard as std
@@ -84,7 +85,6 @@ from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store import submissions as sub
 from imapjmap.store.db import Tx
-from imapjmap.sync.bodies import fetch_message
 
 PROPERTIES: Final = (
     "id",

@@ -1,6 +1,6 @@
 """Every blob an account can read: uploads, whole messages, body parts, parts of parts.
 
-This extends the scheme of :mod:`imapjmap.methods.blob.blobs` (``G`` message blobs, ``P`` part
+This extends the scheme of :mod:`imapjmap.blobs.ids` (``G`` message blobs, ``P`` part
 blobs of an Email) with two more kinds, each told apart by its first letter:
 
 - ``"U" + base32(sha256(content))`` (lower case, no padding): an uploaded blob (RFC 8620
@@ -33,15 +33,15 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from imapjmap.blobs import ids as blobs
+from imapjmap.blobs.bodies import fetch_message
 from imapjmap.errors import ProxyError
 from imapjmap.imap.pool import ImapPool
 from imapjmap.jmap.wire import is_id
-from imapjmap.methods.blob import blobs
 from imapjmap.mime.body import part_content
 from imapjmap.store import blobs as stored
 from imapjmap.store import emails as em
 from imapjmap.store.db import Store, Tx
-from imapjmap.sync.bodies import fetch_message
 
 UPLOAD_PREFIX: Final = "U"
 SUB_PREFIX: Final = "B"

@@ -2,7 +2,7 @@
 
 Blobs here are never stored: a blob id names where its octets are, and the download view
 (or Email/parse, Email/import ...) fetches the message again to serve it
-(:mod:`imapjmap.methods.blob.store` reads every kind of blob).  Pure: no I/O.
+(:mod:`imapjmap.blobs.content` reads every kind of blob).  Pure: no I/O.
 
 The scheme (every blob id is a valid JMAP Id, CORE-TYPE-01):
 
