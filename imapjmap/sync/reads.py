@@ -146,6 +146,8 @@ class ImapSyncReads:
         return reply.fetches
 
     async def uids(self, low: int = 1, high: int | None = None) -> UidSet:
+        if low <= 1 and high is None:
+            return await self._search("ALL")
         found = await self._search(f"UID {low}:{'*' if high is None else high}")
         # "low:*" also names the highest UID when every UID is below low
         return UidSet(tuple((max(lo, low), hi) for lo, hi in found.ranges if hi >= low))
