@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer
 from imapjmap.http.app import make_app
+from imapjmap.sync import emails as se
 from tests.conftest import dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
 
@@ -246,6 +247,53 @@ async def test_delete_and_recreate_mailbox_uidvalidity(client: Jmap, oracle: ima
     changes = await client.ok("Email/changes", {"sinceState": state})
     assert changes["destroyed"] == [old_email]
     assert changes["created"] == [new_email]
+
+
+# the path each server's INBOX takes once synced: Dovecot keeps INBOX selected between
+# refreshes where it has QRESYNC (sync/engine.py Rule 5), Cyrus is selected again
+SECOND_PATH = {
+    "qresync": se.Path.QRESYNC_SELECTED,
+    "condstore": se.Path.CHANGEDSINCE,
+    "plain": se.Path.REFETCH,
+    "cyrus": se.Path.QRESYNC,
+}
+
+
+async def test_each_server_takes_its_sync_path(
+    client: Jmap, oracle: imaplib.IMAP4, request: pytest.FixtureRequest, monkeypatch: Any
+) -> None:
+    """The path a mailbox's changes are read by (``sync.emails.choose_path``) is the one
+    its server's extensions allow, and the changes it reads all arrive: a new message, a
+    flag change and an expunge together."""
+    taken: list[tuple[str, se.Path]] = []
+    choose = se.choose_path
+
+    def spy(*args: Any, **kwargs: Any) -> se.Path:
+        path = choose(*args, **kwargs)
+        taken.append((args[2], path))
+        return path
+
+    monkeypatch.setattr(se, "choose_path", spy)
+    append(oracle, "INBOX", message("one", "p1@x"))
+    append(oracle, "INBOX", message("two", "p2@x"))
+    inbox = (await mailbox_ids(client))["Inbox"]
+    before = await by_subject(client, inbox)
+    assert ("INBOX", se.Path.FULL) in taken
+    state = await email_state(client)
+    taken.clear()
+    append(oracle, "INBOX", message("three", "p3@x"))
+    oracle.select("INBOX")
+    oracle.uid("STORE", "1", "+FLAGS", "(\\Seen)")
+    oracle.uid("STORE", "2", "+FLAGS", "(\\Deleted)")
+    oracle.expunge()
+    changes = await client.ok("Email/changes", {"sinceState": state})
+    # without CONDSTORE every mailbox is read again on every refresh: INBOX's path counts
+    expected = SECOND_PATH[request.node.callspec.params["sync_server"]]
+    assert [path for name, path in taken if name == "INBOX"] == [expected]
+    assert changes["updated"] == [before["one"]]
+    assert changes["destroyed"] == [before["two"]]
+    assert len(changes["created"]) == 1
+    assert (await get(client, before["one"]))["keywords"] == {"$seen": True}
 
 
 async def test_nothing_changed_means_no_new_state(client: Jmap, oracle: imaplib.IMAP4) -> None:
