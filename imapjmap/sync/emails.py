@@ -119,6 +119,10 @@ def sync_reads(session: ImapSession) -> SyncReads:
     return ImapSyncReads(session, list_items(session), labels=session.gmail)
 
 
+def _reads(upstream: SyncReads | ImapSession) -> SyncReads:
+    return sync_reads(upstream) if isinstance(upstream, ImapSession) else upstream
+
+
 class ApplyHook(Protocol):
     """Server-specific work at the start of a batch's transaction (Rule 4).
 
@@ -355,9 +359,9 @@ class MailboxSync:
         self.hook = hook
         self.suspects = suspects  # UIDs to look up by UID (AccountSync.suspect)
 
-    async def run(self, session: ImapSession) -> UidSet:
+    async def run(self, upstream: SyncReads | ImapSession) -> UidSet:
         """Bring the mailbox up to date; returns UIDs still to fill in (first sync)."""
-        reads = sync_reads(session)
+        reads = _reads(upstream)
         synced, status, name = self.synced, _status(self.mailbox), self.mailbox.imap_name
         path = choose_path(
             synced,
@@ -455,7 +459,7 @@ class MailboxSync:
 
     async def fill(
         self,
-        session: ImapSession,
+        upstream: SyncReads | ImapSession,
         uids: UidSet,
         changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -466,7 +470,7 @@ class MailboxSync:
         current one is written, so the IMAP server, the parsing and the cache work at the
         same time; the FETCH commands themselves go one after the other.
         """
-        reads = sync_reads(session)
+        reads = _reads(upstream)
         await reads.open(self.mailbox.imap_name)
         total = len(uids)
         # made as they are fetched: a million UIDs are never all in a list at once
