@@ -54,18 +54,19 @@ from dataclasses import dataclass
 
 import cachetools
 
-from imapjmap.config import GMAIL_PROFILE_URL, Config, ImapConfig
+from imapjmap.config import Config, ImapConfig
 from imapjmap.credentials import ClientAddress
 from imapjmap.errors import AuthenticationFailed, UpstreamUnavailable
 from imapjmap.http.bearer import token_user
 from imapjmap.http.push_token import PushTokens, Scope
 from imapjmap.http.throttle import FailureWindow, LoginThrottle, Refusal
 from imapjmap.imap.pool import ImapPool, ImapPools
-from imapjmap.imap.session import BearerToken, ImapSession, gmail_mode
+from imapjmap.imap.session import BearerToken, ImapSession
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.methods.context import Account
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
+from imapjmap.upstream import profiles
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,12 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     return username, password
 
 
-def store_key(store_identity: str | None, username: str, *, gmail: bool) -> str | None:
-    """What names the account's mail store (Rule 4); None: the login name as typed."""
+def store_key(store_identity: str | None, username: str, *, folded: bool) -> str | None:
+    """What names the account's mail store (Rule 4); None: the login name as typed.
+    ``folded``: the server's logins ignore case (the profile's ``folded_logins``)."""
     if store_identity is not None:
         return store_identity
-    if gmail:
+    if folded:
         return "login:" + username.casefold()
     return None
 
@@ -292,14 +294,7 @@ class Authenticator:
 
     def _bearer_possible(self, capabilities: frozenset[str] | None) -> bool | None:
         """None: cannot tell without asking the server."""
-        if self._cfg.imap.gmail == "on":
-            return True
-        if capabilities is None:
-            return None
-        if gmail_mode(self._cfg.imap.gmail, capabilities):
-            return True
-        own_profile_url = self._cfg.auth.bearer_profile_url != GMAIL_PROFILE_URL
-        return "AUTH=XOAUTH2" in capabilities and own_profile_url
+        return profiles.bearer_possible(self._cfg, capabilities)
 
     async def _require_bearer(self) -> None:
         capabilities = self._known_capabilities()
@@ -313,8 +308,7 @@ class Authenticator:
         if not self._bearer_possible(capabilities):
             if capabilities is not None and "AUTH=XOAUTH2" in capabilities:
                 raise Unauthorized(
-                    "Bearer tokens need auth.bearer_profile_url for this (non-Gmail) IMAP"
-                    " server: use Basic"
+                    "Bearer tokens need auth.bearer_profile_url for this IMAP server: use Basic"
                 )
             raise Unauthorized("the IMAP server takes no Bearer tokens: use Basic")
 
@@ -336,7 +330,7 @@ class Authenticator:
         self._throttle.succeeded(username)
         try:
             identity = await session.store_identity()
-            key = store_key(identity, username, gmail=session.gmail)
+            key = store_key(identity, username, folded=session.profile.folded_logins)
             legacy = account_id_for(self._cfg.imap, username)
             fresh = account_id_for_store(self._cfg.imap, key) if key is not None else legacy
 

@@ -124,6 +124,24 @@ def parse_capabilities(text: bytes | str) -> frozenset[str]:
     return frozenset(words)
 
 
+def parse_id(text: str) -> dict[str, str]:
+    """The fields of an RFC 2971 ``ID`` response (``ID ("name" "Dovecot" ...)``, as
+    ``Reply.other`` holds it): names as sent, NIL values left out.  A server's answer
+    only informs (which server this is), so anything malformed gives ``{}``; never raises.
+    """
+    try:
+        values = lex((text.encode("utf-8", "surrogateescape"),))
+    except ImapProtocolViolation:
+        return {}
+    if len(values) != 2 or not isinstance(values[0], str) or values[0].upper() != "ID":
+        return {}
+    fields = values[1]
+    if not isinstance(fields, list) or len(fields) % 2:
+        return {}
+    pairs = zip(fields[::2], fields[1::2], strict=True)
+    return {k: v for k, v in pairs if isinstance(k, str) and isinstance(v, str)}
+
+
 _RANGE = re.compile(r"([0-9]+)(?::([0-9]+))?\Z", re.ASCII)
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from imapjmap.config import ImapConfig
 from imapjmap.errors import AuthenticationFailed, ImapCommandFailed, ImapUnavailable, ProxyError
 from imapjmap.imap.session import BearerToken, ImapSession
+from imapjmap.upstream.profiles import Profile, choose
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ class ImapPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.capabilities: frozenset[str] = frozenset()
+        # the server's profile, from the last connection opened (before any: the
+        # configuration's alone, e.g. imap.gmail = "on")
+        self.profile: Profile = choose(frozenset(), {}, cfg)
         self.refused = False  # Rule 5
 
     def __repr__(self) -> str:
@@ -99,7 +103,7 @@ class ImapPool:
         if self._closed or len(self._idle) + self._busy >= self._cfg.pool_size:
             self._spawn(session.close())
             return
-        self.capabilities = session.capabilities
+        self.capabilities, self.profile = session.capabilities, session.profile
         self._idle.append(session)
 
     @contextlib.asynccontextmanager
@@ -173,7 +177,7 @@ class ImapPool:
                 session = None
         if session is None:
             session = await self._connect()
-            self.capabilities = session.capabilities
+            self.capabilities, self.profile = session.capabilities, session.profile
         return session
 
     async def _connect(self) -> ImapSession:

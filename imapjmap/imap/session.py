@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-from imapjmap.config import GmailMode, ImapConfig
+from imapjmap.config import ImapConfig
 from imapjmap.credentials import BearerToken as BearerToken  # re-exported (Rule 5)
 from imapjmap.credentials import ClientAddress, xoauth2_response
 from imapjmap.errors import (
@@ -64,7 +64,8 @@ from imapjmap.imap import commands
 from imapjmap.imap.commands import Command
 from imapjmap.imap.framing import Continuation, Framer, Response, Tagged, Untagged
 from imapjmap.imap.models import ListEntry, MailboxStatus, Reply
-from imapjmap.imap.parse import parse_capabilities, parse_reply
+from imapjmap.imap.parse import parse_capabilities, parse_id, parse_reply
+from imapjmap.upstream.profiles import Profile, choose
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,7 @@ _MAX_UNSOLICITED: Final = 10_000
 # a BAD that blames the command's size (Dovecot: "Too long argument"; others: "Line too
 # long", "Literal too large")
 _TOO_LONG: Final = re.compile(r"\btoo (?:long|large|big)\b", re.IGNORECASE)
-_ID_NAME_RE: Final = re.compile(r'"name"\s+"([^"]*)"', re.IGNORECASE)
 _XGUID_RE: Final = re.compile(r"[0-9a-fA-F]{32}")
-_STATUS_ITEMS_FULL: Final = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
 
 
 def _reports_change(reply: Reply) -> bool:
@@ -121,11 +120,6 @@ def _reports_change(reply: Reply) -> bool:
 
 def _reports_trouble(reply: Reply) -> bool:
     return any(s.status in ("NO", "BAD", "BYE") for s in reply.statuses_untagged)
-
-
-def gmail_mode(mode: GmailMode, capabilities: frozenset[str]) -> bool:
-    """Whether Gmail bridge mode applies: ``imap.gmail`` "on", or "auto" and X-GM-EXT-1."""
-    return mode == "on" or (mode == "auto" and "X-GM-EXT-1" in capabilities)
 
 
 class _Pending:
@@ -378,7 +372,9 @@ class ImapSession:
         self.enabled: frozenset[str] = frozenset()
         self.selected: SelectInfo | None = None
         self._idle: _Pending | None = None
-        self.server_name: str | None = None  # from RFC 2971 ID, e.g. "Dovecot"
+        self.server_id: dict[str, str] = {}  # the RFC 2971 ID answer's fields
+        # how to treat this server (docs/design.md, "Servers"), chosen again at login
+        self.profile: Profile = choose(frozenset(), {}, cfg)
         # MYRIGHTS that came with the last LIST (RFC 8440 LIST-MYRIGHTS): mailbox -> letters
         self.listed_rights: dict[str, str] = {}
         self._broken = False
@@ -422,11 +418,13 @@ class ImapSession:
                 await session._login(username, password)
             await session._enable()
             await session._identify()
+            session.profile = choose(session.capabilities, session.server_id, cfg)
             log.info(
-                "imap %s@%s: %s, extensions: %s",
+                "imap %s@%s: %s (%s profile), extensions: %s",
                 username,
                 cfg.host,
-                session.server_name or "unknown server",
+                session.server_id.get("name") or "unknown server",
+                session.profile.kind,
                 " ".join(c for c in KNOWN_CAPABILITIES if c in session.capabilities),
             )
         except BaseException:
@@ -563,8 +561,9 @@ class ImapSession:
             self.enabled = frozenset({"CONDSTORE"})  # CONDSTORE also turns on by use
 
     async def _identify(self) -> None:
-        """Learn the server's name (RFC 2971): Dovecot's X-GUID items are not advertised."""
-        if "ID" not in self.capabilities or self.server_name is not None:
+        """Learn the server's name (RFC 2971) for its profile: Dovecot's X-GUID items are
+        not advertised."""
+        if "ID" not in self.capabilities or self.server_id:
             return  # not offered, or already answered before login (Rule 6)
         try:
             reply = await self.execute(Command(("ID NIL",)), what="ID")
@@ -574,9 +573,8 @@ class ImapSession:
 
     def _learn_name(self, reply: Reply) -> None:
         for line in reply.other:
-            match = _ID_NAME_RE.search(line)
-            if match:
-                self.server_name = match.group(1)
+            if line[:3].upper() == "ID ":
+                self.server_id = parse_id(line) or self.server_id
 
     async def store_identity(self) -> str | None:
         """What names the mail store this login reached, whatever the spelling of the login:
@@ -586,7 +584,7 @@ class ImapSession:
         Asked alone: Cyrus answers garbage for MAILBOXID next to items that open the mailbox
         (see :meth:`status_items`).
         """
-        item = "MAILBOXID" if self.has("OBJECTID") else ("X-GUID" if self.is_dovecot else "")
+        item = self.profile.mailbox_id_item
         if not item:
             return None
         try:
@@ -598,15 +596,6 @@ class ImapSession:
         if status.x_guid and _XGUID_RE.fullmatch(status.x_guid):
             return "x-guid:" + status.x_guid.lower()
         return None
-
-    @property
-    def is_dovecot(self) -> bool:
-        return (self.server_name or "").lower() == "dovecot"
-
-    @property
-    def gmail(self) -> bool:
-        """Gmail bridge mode (:func:`gmail_mode`; :mod:`imapjmap.sync.gmail`)."""
-        return gmail_mode(self._cfg.gmail, self.capabilities)
 
     async def close(self) -> None:
         """LOGOUT politely when possible, then drop the transport.  Never raises."""
@@ -843,20 +832,15 @@ class ImapSession:
         return lists, statuses
 
     def status_items(self) -> str:
-        """The STATUS items a refresh needs, with Dovecot's stable mailbox id (X-GUID, which
-        it answers even in LIST-STATUS).
+        """The STATUS items a refresh needs (the profile's), with Dovecot's stable mailbox
+        id (X-GUID, which it answers even in LIST-STATUS).
 
         Never RFC 8474 MAILBOXID: Cyrus 3.6.1 answers garbage bytes for it when it comes
         with an item that opens the mailbox (MESSAGES, UIDNEXT, UNSEEN, HIGHESTMODSEQ), in
         STATUS and in LIST-STATUS alike.  ``sync.engine`` asks ``STATUS box (MAILBOXID)``
         on its own, once per mailbox it has not seen with this UIDVALIDITY yet.
         """
-        items = _STATUS_ITEMS_FULL
-        if self.has("CONDSTORE"):
-            items += " HIGHESTMODSEQ"
-        if self.is_dovecot and not self.has("OBJECTID"):
-            items += " X-GUID"
-        return items
+        return self.profile.status_items
 
     async def status(self, name: str, items: str | None = None) -> MailboxStatus:
         items = items or self.status_items()

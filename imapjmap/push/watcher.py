@@ -71,7 +71,6 @@ from imapjmap.imap.commands import Command
 from imapjmap.imap.models import MailboxStatus
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
-from imapjmap.sync import gmail
 from imapjmap.sync.engine import AccountSync
 
 log = logging.getLogger(__name__)
@@ -138,7 +137,7 @@ class Watcher:
             try:
                 session = await self._pool.open_dedicated()
                 backoff = 1.0
-                if session.has("NOTIFY"):
+                if session.profile.push == "notify":
                     await self._notify(session)
                 else:
                     await self._idle(session)
@@ -215,13 +214,15 @@ class Watcher:
         await self._poke()
 
     async def _idle(self, session: ImapSession) -> None:
-        """IDLE on INBOX and compare LIST-STATUS for the rest (servers without NOTIFY)."""
-        if not session.has("IDLE"):
+        """IDLE on INBOX and compare LIST-STATUS for the rest (servers without NOTIFY), or
+        IDLE on the mailbox of all mail (the profile's push strategy)."""
+        profile = session.profile
+        if profile.push == "poll":
             await self._poll_only()
             return
-        watched = (await gmail.all_mail_name(session) if session.gmail else None) or "INBOX"
+        watched = (await _all_mail(session) if profile.push == "idle-all" else None) or "INBOX"
         await session.select(watched, readonly=True)
-        compare = self._status_interval > 0 and session.has("LIST-STATUS") and not session.gmail
+        compare = self._status_interval > 0 and profile.push_lists
         # first the snapshot, then a refresh: a change after the snapshot differs from
         # it, one before it is in the refresh (and INBOX's since the SELECT come with IDLE)
         last = await self._snapshot(session) if compare else None
@@ -274,3 +275,9 @@ class Watcher:
             self._sync.events += 1
             await self._sync.refresh(self._pool, force=True)
             await self._poke()
+
+
+async def _all_mail(session: ImapSession) -> str | None:
+    """The mailbox with RFC 6154's ``\\All`` attribute (Gmail's All Mail, localised)."""
+    entries, _ = await session.list_mailboxes(with_status=False)
+    return next((e.name for e in entries if e.has("\\All")), None)

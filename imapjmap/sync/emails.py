@@ -103,20 +103,14 @@ def list_items(session: ImapSession) -> str:
     ]
     if "CONDSTORE" in session.enabled:
         items.append("MODSEQ")
-    if session.has("OBJECTID"):
-        items += ["EMAILID", "THREADID"]
-    elif session.has("X-GM-EXT-1") or session.gmail:
-        items += ["X-GM-MSGID", "X-GM-THRID"]
-    elif session.is_dovecot:
-        items.append("X-GUID")
-    if session.gmail:
-        items.append("X-GM-LABELS")
+    items += session.profile.message_items  # ids, and Gmail mode's labels
     return "(" + " ".join(items) + ")"
 
 
 def sync_reads(session: ImapSession) -> SyncReads:
     """The reads of a mailbox's sync over ``session``, with its server's FETCH items."""
-    return ImapSyncReads(session, list_items(session), labels=session.gmail)
+    profile = session.profile
+    return ImapSyncReads(session, list_items(session), flag_items=profile.flag_items)
 
 
 def _reads(upstream: SyncReads | ImapSession) -> SyncReads:

@@ -18,17 +18,18 @@ Rule 1: concurrent refreshes of one account share one run (the second caller awa
         went away stops waiting, and the run goes on for the others.
 Rule 2: the store is written in one transaction per refresh (see ``sync.mailboxes``).
 Rule 3: nothing here decides JMAP states; ``store.queries.next_seq`` does.
-Rule 4: in Gmail mode only All Mail, Trash and Spam are STATUSed and synced; the labels
-        come with All Mail's messages (:mod:`imapjmap.sync.gmail`).
-Rule 5: on Dovecot the refresh connection keeps INBOX (or a far bigger mailbox: the
-        *anchor*, see :func:`_choose_anchor`) selected between refreshes.  Dovecot opens
-        a mailbox to answer its STATUS, which for a 100,000-message Maildir takes 100-150
-        ms (it re-reads the mailbox's index and uidlist), but answers the selected
-        mailbox's STATUS from the session's open view.  That view is stale until the
-        session syncs, so the LIST-STATUS goes out with a NOOP behind it in the same write
-        (:meth:`ImapSession.list_mailboxes`): still one round trip, and its cost no longer
-        grows with the mailbox.  If Dovecot closed that connection (it does when another
-        client deletes the selected mailbox), the refresh runs once more on another.
+Rule 4: in Gmail mode (the profile's ``labels``) only All Mail, Trash and Spam are STATUSed
+        and synced; the labels come with All Mail's messages (:mod:`imapjmap.sync.gmail`).
+Rule 5: on Dovecot with LIST-STATUS (the profile's ``anchor``) the refresh connection keeps
+        INBOX (or a far bigger mailbox: the *anchor*, see :func:`_choose_anchor`) selected
+        between refreshes.  Dovecot opens a mailbox to answer its STATUS, which for a
+        100,000-message Maildir takes 100-150 ms (it re-reads the mailbox's index and
+        uidlist), but answers the selected mailbox's STATUS from the session's open view.
+        That view is stale until the session syncs, so the LIST-STATUS goes out with a NOOP
+        behind it in the same write (:meth:`ImapSession.list_mailboxes`): still one round
+        trip, and its cost no longer grows with the mailbox.  If Dovecot closed that
+        connection (it does when another client deletes the selected mailbox), the refresh
+        runs once more on another.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ from imapjmap.imap.session import ImapSession
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
-from imapjmap.sync import emails, gmail
+from imapjmap.sync import emails
 from imapjmap.sync import mailboxes as mbx
+from imapjmap.sync.gmail import Grace, LabelHook, is_synced, is_synced_entry, system_folders
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ class AccountSync:
         self.events = 0  # upstream events reported by the watcher so far
         self.clean = False  # the last refresh saw every event reported before it ended
         self.on_change: Callable[[], Awaitable[None]] | None = None  # e.g. the push hub
-        self.grace = gmail.Grace()  # Gmail mode: our recent writes (eventual consistency)
+        self.grace = Grace()  # Gmail mode: our recent writes (eventual consistency)
         self._anchor: str | None = None  # the mailbox kept selected between refreshes (Rule 5)
         # mailbox id → UIDs a write found missing: checked by UID on the next refresh
         self._suspects: dict[str, set[int]] = {}
@@ -148,8 +150,8 @@ class AccountSync:
             entries, statuses = await session.list_mailboxes(sync_selected=anchored)
             cached = await self._store.read(self._snapshot, account=self.account_id)
             wanted, fixed = None, set[str]()
-            if session.gmail:
-                wanted, fixed = gmail.is_synced_entry, gmail.system_folders(entries)
+            if session.profile.labels:
+                wanted, fixed = is_synced_entry, system_folders(entries)
             listed = await _describe(session, entries, statuses, cached.rows, wanted, fixed)
             delimiter = next((e.delimiter for e in entries if e.delimiter), None)
             if cached.unchanged(listed, delimiter):
@@ -194,21 +196,21 @@ class AccountSync:
     async def _sync_emails(self, pool: ImapPool, session: ImapSession, cached: _Cached) -> None:
         """Sync every mailbox whose cursor moved (one SELECT each; none when idle)."""
         rows, cursors = cached.rows, cached.cursors
-        gmail_mode = session.gmail
+        labels = session.profile.labels
         # the anchor last: it is then still selected for _settle, which on Dovecot saves
         # reopening the biggest mailbox (100-450 ms for a first sync at 100,000 messages)
         anchor = _choose_anchor(rows) if _anchors(session) else None
         for row in sorted(rows, key=lambda row: row.imap_name == anchor):
             if row.uidvalidity is None or row.id in self._fills:
                 continue  # \Noselect, or a first sync still filling in the background
-            if gmail_mode and not gmail.is_synced(row):
+            if labels and not is_synced(row):
                 continue  # a label: its messages come with All Mail's (Rule 4)
             now = (row.uidvalidity, row.uidnext, row.highestmodseq, row.messages)
             synced = cursors.get(row.id)
             # without CONDSTORE no cursor moves on a flag change: those mailboxes are
             # re-read on every refresh (the documented cost of such servers)
             same = synced is not None and tuple(synced) == now and row.highestmodseq is not None
-            due = gmail_mode and self.grace.take_due(row.id)  # a held copy to check again
+            due = labels and self.grace.take_due(row.id)  # a held copy to check again
             suspects = self._suspects.pop(row.id, set())
             if same and not due and not suspects:
                 continue
@@ -217,7 +219,7 @@ class AccountSync:
                 self.account_id,
                 row,
                 emails.Cursor(*synced) if synced else None,
-                hook=gmail.LabelHook(self.grace) if gmail_mode else None,
+                hook=LabelHook(self.grace) if labels else None,
                 suspects=suspects,
             )
             rest = await job.run(session)
@@ -276,8 +278,9 @@ class AccountSync:
 
 
 def _anchors(session: ImapSession) -> bool:
-    """Whether Rule 5 applies: Dovecot with LIST-STATUS (the behaviour measured there)."""
-    return session.is_dovecot and session.has("LIST-STATUS") and not session.gmail
+    """Whether Rule 5 applies: the profile says so for Dovecot with LIST-STATUS (the
+    behaviour measured there)."""
+    return session.profile.anchor
 
 
 def _choose_anchor(rows: Sequence[q.MailboxRow]) -> str | None:
@@ -365,7 +368,7 @@ async def _source_id(
         return old.source_id
     if not selectable:
         return None
-    item = "MAILBOXID" if session.has("OBJECTID") else ("X-GUID" if session.is_dovecot else "")
+    item = session.profile.mailbox_id_item
     if not item:
         return None
     try:

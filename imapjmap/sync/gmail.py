@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Gmail keeps every message once and shows it in one IMAP folder per label (Google's "IMAP
 Extensions" document).  Syncing every folder would fetch each message once per label, so
-in Gmail mode (``imap.gmail``, :func:`imapjmap.imap.session.gmail_mode`):
+in Gmail mode (``imap.gmail``; the profile's ``labels``, :mod:`imapjmap.upstream.profiles`):
 
 * LIST still names every label and each becomes a Mailbox (its id minted once and kept by
   name: Gmail has no mailbox ids), but only ``[Gmail]/All Mail`` (found by its ``\\All``
@@ -49,13 +49,13 @@ from imapjmap.errors import ImapCommandFailed
 from imapjmap.imap.commands import Command, search_string
 from imapjmap.imap.models import ListEntry
 from imapjmap.imap.pool import ImapPool
-from imapjmap.imap.session import ImapSession, gmail_mode
 from imapjmap.store import emails as em
 from imapjmap.store import labels as stored
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 from imapjmap.sync import records
 from imapjmap.sync.emails import Delta
+from imapjmap.upstream.profiles import labels_mode
 
 GRACE_SECONDS: Final = 30.0
 SYNCED_ROLES: Final = frozenset({"all", "trash", "junk"})
@@ -76,8 +76,9 @@ _SYSTEM_LABELS: Final = {
 
 
 def in_use(cfg: ImapConfig, capabilities: frozenset[str]) -> bool:
-    """Whether an account of this upstream is in Gmail mode (``imap.gmail``, X-GM-EXT-1)."""
-    return gmail_mode(cfg.gmail, capabilities)
+    """Whether an account of this upstream is in Gmail mode (``imap.gmail``, X-GM-EXT-1):
+    what its sessions' :attr:`imapjmap.upstream.profiles.Profile.labels` says."""
+    return labels_mode(cfg.gmail, capabilities)
 
 
 def is_synced_entry(entry: ListEntry) -> bool:
@@ -333,12 +334,6 @@ class LabelHook:
 
 
 # -- reading helpers for the other modules ------------------------------------------------------
-
-
-async def all_mail_name(session: ImapSession) -> str | None:
-    """The name of the ``\\All`` folder (the push watcher IDLEs there in Gmail mode)."""
-    entries, _ = await session.list_mailboxes(with_status=False)
-    return next((e.name for e in entries if e.has("\\All")), None)
 
 
 def search_boxes(rows: Sequence[q.MailboxRow], scope: Collection[str] | None) -> list[q.MailboxRow]:

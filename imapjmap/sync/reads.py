@@ -102,14 +102,14 @@ class ImapSyncReads:
     """:class:`SyncReads` over one IMAP session.
 
     ``items`` are the FETCH items of a new message (the server's id and label items among
-    them); ``labels`` adds Gmail's labels to a flag read, since a label change moves
-    MODSEQ as a flag change does.
+    them); ``flag_items`` are read with the flags (Gmail's labels: a label change moves
+    MODSEQ as a flag change does).  Both come from the server's profile.
     """
 
-    def __init__(self, session: ImapSession, items: str, *, labels: bool = False) -> None:
+    def __init__(self, session: ImapSession, items: str, *, flag_items: Sequence[str] = ()) -> None:
         self.session = session
         self.items = items
-        self.labels = labels
+        self.flag_items = "".join(" " + item for item in flag_items)
 
     @property
     def qresync(self) -> bool:
@@ -136,9 +136,7 @@ class ImapSyncReads:
         return _changes(await self.session.execute(Command((text,)), what="UID FETCH"))
 
     async def changed_flags(self, top: int, since: int | None) -> Sequence[FetchRecord]:
-        items = "UID FLAGS MODSEQ" if self.condstore else "UID FLAGS"
-        if self.labels:
-            items += " X-GM-LABELS"
+        items = ("UID FLAGS MODSEQ" if self.condstore else "UID FLAGS") + self.flag_items
         text = f"UID FETCH 1:{top} ({items})"
         if self.condstore and since:
             text += f" (CHANGEDSINCE {since})"

@@ -689,7 +689,7 @@ async def test_session_xoauth2_with_and_without_sasl_ir(
     cfg = ImapConfig(host=gmail_user.host, port=gmail_user.port, security="none")
     session = await ImapSession.connect(cfg, USER, BearerToken(TOKEN))
     try:
-        assert session.gmail and session.has("X-GM-EXT-1")
+        assert session.profile.labels and session.has("X-GM-EXT-1")
         await session.noop()
     finally:
         await session.close()
@@ -701,7 +701,7 @@ async def test_session_xoauth2_with_and_without_sasl_ir(
     off = dataclasses.replace(cfg, gmail="off")
     plain = await ImapSession.connect(off, USER, PASSWORD)
     try:
-        assert not plain.gmail  # imap.gmail = "off": the same server is plain IMAP
+        assert not plain.profile.labels  # imap.gmail = "off": the same server is plain IMAP
     finally:
         await plain.close()
 

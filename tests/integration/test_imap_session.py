@@ -156,7 +156,7 @@ async def test_capabilities_and_enable(dovecot: DovecotServer, imap_user: ImapUs
     async with logged_in(imap_user) as session:
         assert session.capabilities == {c.upper() for c in dovecot.capabilities}
         assert session.enabled == QRESYNC_ENABLED
-        assert session.is_dovecot
+        assert session.profile.kind == "dovecot" and session.server_id == {"name": "Dovecot"}
         assert session.has("list-status") and session.has("SPECIAL-USE")
         info = await session.select("INBOX")
         assert info.highestmodseq is not None and info.highestmodseq >= 1

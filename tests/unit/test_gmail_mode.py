@@ -11,10 +11,11 @@ from imapjmap.config import ImapConfig, config_warnings, parse_config
 from imapjmap.errors import ConfigError
 from imapjmap.http.auth import Unauthorized, parse_bearer
 from imapjmap.imap.models import ListEntry
-from imapjmap.imap.session import BearerToken, gmail_mode
+from imapjmap.imap.session import BearerToken
 from imapjmap.store.queries import MailboxRow
 from imapjmap.sync.gmail import Grace, Labels, label_of, search_boxes, system_folders
 from imapjmap.sync.mailboxes import Listed, rights_of
+from imapjmap.upstream.profiles import labels_mode
 
 _SELECTABLE = {"mayReadItems": True}
 
@@ -49,7 +50,7 @@ ROWS = [
     ],
 )
 def test_mode_from_config_and_capability(mode: Any, capabilities: set[str], expected: bool) -> None:
-    assert gmail_mode(mode, frozenset(capabilities)) is expected
+    assert labels_mode(mode, frozenset(capabilities)) is expected
 
 
 def test_labels_map_to_mailboxes() -> None:

@@ -41,6 +41,7 @@ from imapjmap.imap.models import (
 )
 from imapjmap.imap.parse import (
     parse_capabilities,
+    parse_id,
     parse_internaldate,
     parse_reply,
     parse_response_code,
@@ -657,6 +658,27 @@ def test_parse_tagged() -> None:
 )
 def test_parse_capabilities(text: bytes | str, expected: set[str]) -> None:
     assert parse_capabilities(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('ID ("name" "Dovecot")', {"name": "Dovecot"}),
+        (
+            'id ("name" "GImap" "vendor" "Google, Inc.")',
+            {"name": "GImap", "vendor": "Google, Inc."},
+        ),
+        ('ID ("name" "x" "os" NIL)', {"name": "x"}),  # NIL values left out
+        ("ID NIL", {}),
+        ('ID ("name")', {}),  # an odd number of strings: not pairs
+        ('ID ("name" "x', {}),  # unterminated
+        ('LIST ("name" "x")', {}),
+        ("ID", {}),
+    ],
+)
+def test_parse_id(text: str, expected: dict[str, str]) -> None:
+    """RFC 2971 §3.3: the server's answer, a list of field/value pairs or NIL."""
+    assert parse_id(text) == expected
 
 
 # -- Hypothesis: nothing but ImapProtocolViolation escapes -----------------------------------

@@ -218,7 +218,7 @@ def test_other_usernames_pass(username: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("identity", "username", "gmail", "expected"),
+    ("identity", "username", "folded", "expected"),
     [
         ("x-guid:0123", "ALICE", False, "x-guid:0123"),
         ("mailboxid:F1", "alice", True, "mailboxid:F1"),
@@ -226,8 +226,8 @@ def test_other_usernames_pass(username: str) -> None:
         (None, "Alice", False, None),  # the login as typed: case may matter there
     ],
 )
-def test_store_key(identity: str | None, username: str, gmail: bool, expected: str | None) -> None:
-    assert store_key(identity, username, gmail=gmail) == expected
+def test_store_key(identity: str | None, username: str, folded: bool, expected: str | None) -> None:
+    assert store_key(identity, username, folded=folded) == expected
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from imapjmap.errors import (
     ImapUnavailable,
 )
 from imapjmap.imap.pool import ImapPool, ImapPools
+from imapjmap.upstream.profiles import choose
 
 IDLE_TIMEOUT = 300.0
 
@@ -60,6 +61,7 @@ class SlowSession:
         self.broken = False
         self.last_used = server.clock()
         self.capabilities = frozenset({"IMAP4REV1", "CONDSTORE", f"X-CONN-{number}"})
+        self.profile = choose(self.capabilities, {}, ImapConfig())
         self.commands: list[str] = []
         self.in_flight = False
         self.closed = False
@@ -588,9 +590,11 @@ async def test_refused_credentials_are_flagged_until_a_fresh_login_is_adopted(
 async def test_capabilities_come_from_the_latest_connection(server: FakeServer) -> None:
     pool = make_pool(server, pool_size=1)
     assert pool.capabilities == frozenset()
-    async with pool.session():
+    assert pool.profile == choose(frozenset(), {}, ImapConfig())  # the configuration's alone
+    async with pool.session() as session:
         pass
     assert "X-CONN-1" in pool.capabilities
+    assert pool.profile is session.profile
     await pool.aclose()
 
 
