@@ -7,6 +7,8 @@ extensions (``imap_backend`` in tests/conftest.py).  Here:
   and THREADID — the strings Cyrus's own JMAP uses — and they survive COPY, MOVE (RFC 8474
   §5.1) and a rename; the oracle reads them with STATUS and FETCH.
 * Cyrus has no NOTIFY: push comes from the watcher's IDLE on INBOX.
+* Every backend: the profile its login chooses from its CAPABILITY and ID answer; a server
+  with neither NOTIFY nor IDLE is polled.
 * Every backend: the IMAP commands a request costs when nothing changed upstream, as the
   README documents them.
 """
@@ -19,7 +21,7 @@ import imaplib
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
+from devservers.dovecot import DovecotServer, ensure_dovecot_installed
+from imapjmap.config import ImapConfig, PushConfig
 from imapjmap.http import views
 from imapjmap.http.app import make_app
-from tests.conftest import ImapUser, advertises
+from imapjmap.imap.pool import ImapPool
+from imapjmap.imap.session import ImapSession
+from imapjmap.upstream.profiles import choose
+from tests.conftest import ImapServer, ImapUser, advertises, dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
 from tests.integration.pushkit import external_append, open_events, push_service, wait_for
 
@@ -346,3 +353,81 @@ async def test_a_change_in_the_largest_mailbox_costs_no_reopening(
         assert "SELECT" not in verbs and "EXAMINE" not in verbs, sent
         assert "NOOP" in sent[0] and verbs[0] == "LIST", sent
         assert any("CHANGEDSINCE" in line and "VANISHED" in line for line in sent), sent
+
+
+async def test_the_login_chooses_the_servers_profile(
+    imap_backend: ImapServer, imap_user: ImapUser
+) -> None:
+    """The profile comes from the real server's CAPABILITY and ID answer, and the pool
+    that adopts the login carries it (docs/design.md, "Servers")."""
+    cfg = ImapConfig(host=imap_user.host, port=imap_user.port, security="none")
+    session = await ImapSession.connect(cfg, imap_user.username, imap_user.password)
+    pool = ImapPool(cfg, imap_user.username, imap_user.password)
+    try:
+        profile = session.profile
+        assert profile == choose(session.capabilities, session.server_id, cfg)
+        pool.adopt(session)
+        assert pool.profile is profile
+    finally:
+        await pool.aclose()
+    if isinstance(imap_backend, CyrusServer):
+        assert session.server_id["name"] == "Cyrus IMAPD"
+        assert (profile.kind, profile.message_items, profile.mailbox_id_item) == (
+            "cyrus",
+            ("EMAILID", "THREADID"),
+            "MAILBOXID",
+        )
+        assert (profile.push, profile.push_lists, profile.anchor) == ("idle", True, False)
+        return
+    assert session.server_id == {"name": "Dovecot"}
+    assert (profile.kind, profile.message_items, profile.mailbox_id_item) == (
+        "dovecot",
+        ("X-GUID",),
+        "X-GUID",
+    )
+    assert profile.push == "notify" and not profile.labels
+    # the anchor needs LIST-STATUS, which the minimal Dovecot does not offer
+    assert profile.anchor is ("LIST-STATUS" in session.capabilities)
+
+
+@pytest.fixture(scope="module")
+def silent_dovecot() -> Iterator[DovecotServer]:
+    """A Dovecot that advertises neither NOTIFY nor IDLE."""
+    ensure_dovecot_installed()
+    with dovecot_root("dovecot-silent") as root:
+        server = DovecotServer.start(root, remove_capabilities=("NOTIFY", "IDLE"))
+        yield server
+        server.stop()
+
+
+async def test_push_without_notify_or_idle_polls(
+    silent_dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """The profile's "poll" strategy: with neither NOTIFY nor IDLE the watcher refreshes
+    every ``push.poll_interval`` seconds, and an APPEND by another client is pushed."""
+    user = ImapUser(f"poll-{secrets.token_hex(4)}", "pw", silent_dovecot.host, silent_dovecot.port)
+    silent_dovecot.add_user(user.username, user.password)
+    cfg = dataclasses.replace(proxy_config(user, tmp_path), push=PushConfig(poll_interval=0.5))
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        jmap = Jmap(http, user.username, user.password)
+        await jmap.session()
+        events = await open_events(jmap)
+        await events.next()  # the current states
+        service = push_service(jmap)
+
+        def polling() -> bool:
+            watcher = service.watchers.get(jmap.account_id)
+            return watcher is not None and watcher.mode == "poll"
+
+        await wait_for(polling, what="the polling watcher")
+        oracle = user.connect()
+        try:
+            await external_append(oracle, "arrives by polling")
+        finally:
+            oracle.logout()
+        changed: dict[str, str] = {}
+        while "Email" not in changed:
+            event = await events.next(timeout=10)
+            changed.update(event.data["changed"][jmap.account_id])
+        assert (await jmap_view(jmap))[1].keys() == {"arrives by polling"}
+        events.resp.close()
