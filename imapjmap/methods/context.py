@@ -60,8 +60,10 @@ class Services:
     def sync_for(self, account_id: str) -> AccountSync:
         sync = self.syncs.get(account_id)
         if sync is None:
-            sync = self.syncs[account_id] = AccountSync(self.store, account_id)
-            sync.on_change = lambda: self.push.hub.poke(account_id)
+            sync = AccountSync(
+                self.store, account_id, on_change=lambda: self.push.hub.poke(account_id)
+            )
+            self.syncs[account_id] = sync
         return sync
 
 

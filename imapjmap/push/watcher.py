@@ -20,13 +20,16 @@ An account with at least one push listener gets one watcher: a dedicated IMAP co
   and every label change, and there is no LIST-STATUS comparison.
 
 Any event triggers one refresh of the account (through the request pool, so the watcher's
-connection only listens) and one :meth:`Hub.poke`.  Events that arrive during a refresh
-are not lost: the refresh only counts as clean when no event arrived while it ran.
+connection only listens) and one :meth:`Hub.poke`.  The watcher reaches the sync engine
+only through the account's :class:`~imapjmap.sync.freshness.Freshness` (attached, lost,
+an event) and :meth:`AccountSync.refresh`; an event that arrives during a refresh makes
+that refresh unclean there, so it is never lost.
 
-Rule 1: while the watcher is connected and has reported nothing since the last refresh,
-        requests need no freshness round trip (``AccountSync.watched``).
-Rule 2: a failure disconnects, marks the account unwatched (requests go back to asking
-        the server), and reconnects with exponential backoff.
+Rule 1: from the moment the watch is set (NOTIFY SET, or IDLE's mailbox selected and the
+        first LIST-STATUS taken) the watcher is attached: once a refresh after it has
+        seen everything, requests need no freshness round trip while it reports nothing.
+Rule 2: a failure disconnects, reports the watcher lost (requests go back to asking
+        the server at once), and reconnects with exponential backoff.
 Rule 3: the watcher stops when the last listener leaves.
 Rule 4: with NOTIFY the account is refreshed every ``push.status_interval`` seconds
         (every ``_KEEPALIVE`` when that is 0), and NOTIFY is set again, then the account
@@ -114,6 +117,8 @@ class Watcher:
         self.lists = 0  # LIST-STATUS comparisons made, for diagnostics and tests
         self.rearms = 0  # NOTIFY set again (Rule 4), for diagnostics and tests
         self.checks = 0  # refreshes every status_interval with NOTIFY (Rule 4), the same
+        self.events = 0  # changes the server reported, the same
+        self._attached = False  # told the account's freshness that this watcher watches
         self._task: asyncio.Task[None] | None = None
         self.mode = "stopped"  # "notify" | "idle" | "reconnecting" | "stopped"
 
@@ -123,7 +128,7 @@ class Watcher:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        self._sync.watched = False
+        self._detach()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,26 +151,41 @@ class Watcher:
                     "push watcher %s: %s; reconnecting in %.0fs", self.account_id, exc, backoff
                 )
             finally:
-                self._sync.watched = False
+                self._detach()
                 if session is not None:
                     await session.close()
             self.mode = "reconnecting"
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 60.0)
 
+    def _attach(self) -> None:
+        self._attached = True
+        self._sync.freshness.watcher_attached()
+
+    def _detach(self) -> None:
+        if self._attached:
+            self._attached = False
+            self._sync.freshness.watcher_lost()
+
     async def _changed(self) -> None:
-        """Something moved upstream: refresh once, then publish (Rule 1 bookkeeping)."""
-        self._sync.events += 1
+        """The server reported a change: refresh once, then publish."""
+        self.events += 1
+        await self._check()
+
+    async def _check(self) -> None:
+        """Refresh once, then publish; the cache is stale from now until that refresh (a
+        request meanwhile asks the server itself)."""
+        self._sync.freshness.note_event()
         await asyncio.sleep(_DEBOUNCE)
-        await self._sync.refresh(self._pool, force=True)
+        await self._sync.refresh(self._pool)
         await self._poke()
 
     async def _notify(self, session: ImapSession) -> None:
         await session.select("INBOX", readonly=True)  # Rule 5
         await self._set_notify(session)
         self.mode = "notify"
-        await self._sync.refresh(self._pool, force=True)  # nothing missed before NOTIFY
-        self._sync.watched = True
+        self._attach()
+        await self._sync.refresh(self._pool)  # nothing missed before NOTIFY
         await self._poke()
         every = self._status_interval or _KEEPALIVE
         loop = asyncio.get_running_loop()
@@ -188,8 +208,7 @@ class Watcher:
             elif loop.time() >= next_check:
                 self.checks += 1  # Rule 4: what a dead watch missed
                 session.take_unsolicited()
-                await self._sync.refresh(self._pool, force=True)
-                await self._poke()
+                await self._check()
             else:
                 session.take_unsolicited()
                 await self._changed()
@@ -210,8 +229,7 @@ class Watcher:
         self.rearms += 1
         # what the server sent meanwhile is covered by the refresh, which starts after it
         session.take_unsolicited()
-        await self._sync.refresh(self._pool, force=True)
-        await self._poke()
+        await self._check()
 
     async def _idle(self, session: ImapSession) -> None:
         """IDLE on INBOX and compare LIST-STATUS for the rest (servers without NOTIFY), or
@@ -226,7 +244,8 @@ class Watcher:
         # first the snapshot, then a refresh: a change after the snapshot differs from
         # it, one before it is in the refresh (and INBOX's since the SELECT come with IDLE)
         last = await self._snapshot(session) if compare else None
-        await self._sync.refresh(self._pool, force=True)
+        self._attach()
+        await self._sync.refresh(self._pool)
         await self._poke()
         self.mode = "idle"
         loop = asyncio.get_running_loop()
@@ -255,9 +274,7 @@ class Watcher:
             if moved:
                 await self._changed()
             elif loop.time() >= next_poll:
-                self._sync.events += 1
-                await self._sync.refresh(self._pool, force=True)
-                await self._poke()
+                await self._check()
             if moved or loop.time() >= next_poll:
                 next_poll = loop.time() + self._poll_interval
 
@@ -272,9 +289,7 @@ class Watcher:
         self.mode = "poll"
         while True:
             await asyncio.sleep(self._poll_interval)
-            self._sync.events += 1
-            await self._sync.refresh(self._pool, force=True)
-            await self._poke()
+            await self._check()
 
 
 async def _all_mail(session: ImapSession) -> str | None:

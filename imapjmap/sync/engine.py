@@ -8,14 +8,16 @@ round trip when nothing changed: ``LIST "" "*" RETURN (SPECIAL-USE SUBSCRIBED ST
 for the source id of a mailbox seen for the first time, a STATUS per mailbox on servers
 without LIST-STATUS (the documented cost of such servers).
 
-Rule 1: concurrent refreshes of one account share one run (the second caller awaits the
-        first's task instead of starting another), but only a run that has not sent its
-        LIST yet: one that has may have listed before a change the caller must see (a
-        mailbox another client created just before the request).  Such a caller awaits
-        that run, then starts the next one, shared in turn by everyone who came while the
-        first ran: never more than one run behind the one in flight.  The run is a task of
-        its own, awaited through ``asyncio.shield``: a caller cancelled because its client
-        went away stops waiting, and the run goes on for the others.
+Rule 1: whether a request asks the upstream, shares the run in flight or the next one is
+        decided by the account's :class:`~imapjmap.sync.freshness.Freshness`, which this
+        class tells when a run starts, lists and ends; the push watcher tells it the rest.
+        A caller never trusts a LIST that may predate its request: it shares a run whose
+        LIST has not gone out yet, or (with a quiet watcher) one that began after the
+        last event; otherwise it awaits the run in flight, then starts the next one,
+        shared in turn by everyone who came while the first ran: never more than one run
+        behind the one in flight.  The run is a task of its own, awaited through
+        ``asyncio.shield``: a caller cancelled because its client went away stops
+        waiting, and the run goes on for the others.
 Rule 2: the store is written in one transaction per refresh (see ``sync.mailboxes``).
 Rule 3: nothing here decides JMAP states; ``store.queries.next_seq`` does.
 Rule 4: in Gmail mode (the profile's ``labels``) only All Mail, Trash and Spam are STATUSed
@@ -50,6 +52,7 @@ from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync import emails
 from imapjmap.sync import mailboxes as mbx
+from imapjmap.sync.freshness import Ask, Freshness
 from imapjmap.sync.gmail import Grace, LabelHook, is_synced, is_synced_entry, system_folders
 
 log = logging.getLogger(__name__)
@@ -79,58 +82,86 @@ class _Cached:
 class AccountSync:
     """Refreshes one account's cache; shared by every request of that account."""
 
-    def __init__(self, store: Store, account_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        account_id: str,
+        *,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self.account_id = account_id
+        self._on_change = on_change  # told after every refresh (e.g. the push hub)
+        self._freshness = Freshness()
         self._task: asyncio.Task[None] | None = None
         self._runs = 0  # runs started so far; the one in flight is number _runs
-        self._asked = 0  # number of the last run that sent its LIST (Rule 1)
+        self._refreshes = 0  # completed refreshes
         self._fills: dict[str, asyncio.Task[None]] = {}  # mailbox id → first-sync fill
-        self.refreshes = 0  # completed refreshes, for diagnostics and tests
-        self.watched = False  # a push watcher is connected and reports every change
-        self.events = 0  # upstream events reported by the watcher so far
-        self.clean = False  # the last refresh saw every event reported before it ended
-        self.on_change: Callable[[], Awaitable[None]] | None = None  # e.g. the push hub
-        self.grace = Grace()  # Gmail mode: our recent writes (eventual consistency)
+        self._grace = Grace()  # Gmail mode: our recent writes (eventual consistency)
         self._anchor: str | None = None  # the mailbox kept selected between refreshes (Rule 5)
         # mailbox id → UIDs a write found missing: checked by UID on the next refresh
         self._suspects: dict[str, set[int]] = {}
         self._anchor_session: ImapSession | None = None  # the connection that keeps it
 
+    @property
+    def freshness(self) -> Freshness:
+        """What the push watcher tells about the upstream (Rule 1)."""
+        return self._freshness
+
+    @property
+    def refreshes(self) -> int:
+        """Refreshes completed so far (diagnostics and tests)."""
+        return self._refreshes
+
+    def note_writes(self, written: Iterable[str], destroyed: Iterable[str]) -> None:
+        """Gmail mode: Emails just written keep their copies for a grace (the server is
+        eventually consistent); those destroyed keep none (:class:`gmail.Grace`)."""
+        self._grace.forget(destroyed)
+        self._grace.note(written)
+
     async def refresh(self, pool: ImapPool, *, force: bool = False) -> None:
         """Bring the cache up to what the upstream says now, sharing runs (Rule 1).
 
-        Skipped while a push watcher is connected and has reported nothing since the last
-        clean refresh, unless ``force`` (after our own writes, or on a watcher's event).
+        ``force``: a write of ours just landed upstream, so even a quiet watcher's cache
+        is stale until a run lists after it.
         """
-        if not force and self.watched and self.clean:
+        if force:
+            self._freshness.own_write()
+        ask = self._freshness.request()
+        if ask is Ask.NO:
             return
         task = self._task
-        if task is not None and not task.done():
-            listed_already = self._asked == self._runs
+        if ask is Ask.JOIN and task is not None:
             await asyncio.shield(task)
-            if not listed_already:
-                return  # its LIST went out after this call began: it saw what we must see
-        task = self._task
-        if task is None or task.done():
+            return
+        runs = self._runs
+        if task is not None and not task.done():
+            await asyncio.shield(task)  # it may have listed before this call began
+        if self._runs == runs:  # nobody started the next run meanwhile
             self._runs += 1
-            task = asyncio.get_running_loop().create_task(self._refresh(pool))
-            self._task = task
+            self._freshness.refresh_started()
+            self._task = asyncio.get_running_loop().create_task(self._refresh(pool))
+        task = self._task
+        assert task is not None
         await asyncio.shield(task)
 
     async def _refresh(self, pool: ImapPool) -> None:
-        events_at_start = self.events
-        self.clean = False
+        complete = False
         try:
-            await self._refresh_on(pool, self._anchor)
-        except ImapUnavailable as exc:
-            if self._anchor is None:
-                raise
-            log.info("account %s: refresh connection lost (%s); once more", self.account_id, exc)
-            self._anchor = self._anchor_session = None
-            await self._refresh_on(pool, None)
-        self.refreshes += 1
-        self.clean = self.events == events_at_start and not self._fills and not self.grace.holding
+            try:
+                await self._refresh_on(pool, self._anchor)
+            except ImapUnavailable as exc:
+                if self._anchor is None:
+                    raise
+                log.info(
+                    "account %s: refresh connection lost (%s); once more", self.account_id, exc
+                )
+                self._anchor = self._anchor_session = None
+                await self._refresh_on(pool, None)
+            self._refreshes += 1
+            complete = not self._fills and not self._grace.holding
+        finally:
+            self._freshness.refresh_ended(complete=complete)
         await self._changed()
 
     async def _refresh_on(self, pool: ImapPool, anchor: str | None) -> None:
@@ -146,7 +177,7 @@ class AccountSync:
                 # possibly stale, view (RFC 3501 §6.3.10 advises against it); with the
                 # anchor selected, the NOOP in front of the LIST makes that view current
                 await session.unselect()
-            self._asked = self._runs  # from here on, a caller must not join this run
+            self._freshness.listed()  # from here on, a caller may not join this run
             entries, statuses = await session.list_mailboxes(sync_selected=anchored)
             cached = await self._store.read(self._snapshot, account=self.account_id)
             wanted, fixed = None, set[str]()
@@ -184,8 +215,8 @@ class AccountSync:
         )
 
     async def _changed(self) -> None:
-        if self.on_change is not None:
-            await self.on_change()
+        if self._on_change is not None:
+            await self._on_change()
 
     def suspect(self, mailbox_id: str, uids: Iterable[int]) -> None:
         """UIDs a write could not prove there (``sync.writes`` Rule 4): the next refresh
@@ -210,7 +241,7 @@ class AccountSync:
             # without CONDSTORE no cursor moves on a flag change: those mailboxes are
             # re-read on every refresh (the documented cost of such servers)
             same = synced is not None and tuple(synced) == now and row.highestmodseq is not None
-            due = labels and self.grace.take_due(row.id)  # a held copy to check again
+            due = labels and self._grace.take_due(row.id)  # a held copy to check again
             suspects = self._suspects.pop(row.id, set())
             if same and not due and not suspects:
                 continue
@@ -219,7 +250,7 @@ class AccountSync:
                 self.account_id,
                 row,
                 emails.Cursor(*synced) if synced else None,
-                hook=LabelHook(self.grace) if labels else None,
+                hook=LabelHook(self._grace) if labels else None,
                 suspects=suspects,
             )
             rest = await job.run(session)

@@ -18,7 +18,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
-from imapjmap.http import views
 from imapjmap.http.app import make_app
 from imapjmap.imap.session import ImapSession
 from imapjmap.push.watcher import Watcher
@@ -160,7 +159,7 @@ async def test_notify_set_again_keeps_reporting_core_push_01(
     dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After each re-arm NOTIFY itself still reports a change: no refresh of the next
-    re-arm needed (``sync.events`` counts what NOTIFY reported).  A bare ``NOTIFY SET``
+    re-arm needed (``watcher.events`` counts what NOTIFY reported).  A bare ``NOTIFY SET``
     over a live one leaves Dovecot 2.3 with no watch every other time."""
     username, password = f"rearm-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
     dovecot.add_user(username, password)
@@ -177,17 +176,16 @@ async def test_notify_set_again_keeps_reporting_core_push_01(
             await events.next()  # the current states
             await wait_watching(client)
             watcher = push_service(client).watchers[client.account_id]
-            sync = http.server.app[views.SERVICES].sync_for(client.account_id)
             loop = asyncio.get_running_loop()
             for n in range(4):
                 rearms = watcher.rearms
                 await wait_for(lambda r=rearms: watcher.rearms > r, what="a re-arm")
                 await asyncio.sleep(0.1)  # its refresh
-                heard = sync.events
+                heard = watcher.events
                 started = loop.time()
                 await external_append(oracle, f"after re-arm {n}")
                 await _email_changed(events, client.account_id, started)
-                assert sync.events > heard, f"NOTIFY was silent after re-arm {n + 1}"
+                assert watcher.events > heard, f"NOTIFY was silent after re-arm {n + 1}"
             events.resp.close()
     finally:
         oracle.logout()
@@ -261,15 +259,14 @@ async def test_notify_is_not_set_again_at_every_check_core_push_01(
             await external_append(oracle, "checked")
             await _email_changed(events, client.account_id, loop.time(), deadline=8.0)
             watcher = push_service(client).watchers[client.account_id]
-            sync = http.server.app[views.SERVICES].sync_for(client.account_id)
             await wait_for(lambda: watcher.checks >= 4, what="four checks")
             assert oracle.select("INBOX")[0] == "OK"
-            heard = sync.events
+            heard = watcher.events
             started = loop.time()
             typ, _ = await asyncio.to_thread(oracle.uid, "STORE", "1", "+FLAGS", "(\\Flagged)")
             assert typ == "OK"
             await _email_changed(events, client.account_id, started, deadline=8.0)
-            await wait_for(lambda: sync.events > heard, timeout=8.0, what="NOTIFY's report")
+            await wait_for(lambda: watcher.events > heard, timeout=8.0, what="NOTIFY's report")
             assert watcher.rearms == 0
             events.resp.close()
     finally:

@@ -46,3 +46,97 @@ async def test_a_cancelled_caller_leaves_the_shared_refresh_to_the_others() -> N
         assert leaving.cancelled() and pool.sessions == 1
     finally:
         await store.aclose()
+
+
+# --- the runs the freshness machine lets requests share ---------------------------------------
+
+
+class Runs:
+    """``AccountSync._refresh_on`` replaced: each run lists, then waits for ``go``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.fail = False
+        self.started = 0
+        self.go = asyncio.Event()
+        self.listed = asyncio.Event()
+        runs = self
+
+        async def refresh_on(sync: AccountSync, pool: Any, anchor: str | None) -> None:
+            runs.started += 1
+            sync.freshness.listed()
+            runs.listed.set()
+            await runs.go.wait()
+            if runs.fail:
+                raise ImapUnavailable("connection lost")
+
+        monkeypatch.setattr(AccountSync, "_refresh_on", refresh_on)
+
+
+@pytest.fixture
+async def sync() -> AsyncIterator[AccountSync]:
+    store = await Store.open(":memory:")
+    try:
+        yield AccountSync(store, "A1")
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> Runs:
+    return Runs(monkeypatch)
+
+
+async def test_without_a_watcher_a_request_never_shares_a_run_that_listed_before_it(
+    sync: AccountSync, runs: Runs
+) -> None:
+    first = asyncio.create_task(sync.refresh(None))  # type: ignore[arg-type]
+    await runs.listed.wait()
+    later = [asyncio.create_task(sync.refresh(None)) for _ in range(3)]  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    runs.go.set()
+    await asyncio.gather(first, *later)
+    assert runs.started == 2  # the three that came late share the next run
+    await sync.refresh(None)  # type: ignore[arg-type]
+    assert runs.started == 3 and sync.refreshes == 3
+
+
+async def test_with_a_quiet_watcher_a_request_joins_the_run_in_flight_then_asks_nothing(
+    sync: AccountSync, runs: Runs
+) -> None:
+    sync.freshness.watcher_attached()
+    first = asyncio.create_task(sync.refresh(None))  # type: ignore[arg-type]
+    await runs.listed.wait()
+    second = asyncio.create_task(sync.refresh(None))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    runs.go.set()
+    await asyncio.gather(first, second)
+    assert runs.started == 1  # nothing reported since the run began: its LIST will do
+    await sync.refresh(None)  # type: ignore[arg-type]
+    assert runs.started == 1  # fresh: no round trip at all
+    await sync.refresh(None, force=True)  # type: ignore[arg-type]
+    assert runs.started == 2  # a write of ours: a LIST after it
+
+
+async def test_an_event_during_a_run_is_not_lost(sync: AccountSync, runs: Runs) -> None:
+    sync.freshness.watcher_attached()
+    first = asyncio.create_task(sync.refresh(None))  # type: ignore[arg-type]
+    await runs.listed.wait()
+    sync.freshness.note_event()
+    second = asyncio.create_task(sync.refresh(None))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    runs.go.set()
+    await asyncio.gather(first, second)
+    assert runs.started == 2  # the event may be after the first run's LIST
+    await sync.refresh(None)  # type: ignore[arg-type]
+    assert runs.started == 2  # the second run began after it and saw nothing new
+
+
+async def test_a_failed_run_leaves_the_cache_stale(sync: AccountSync, runs: Runs) -> None:
+    runs.fail = True
+    sync.freshness.watcher_attached()
+    runs.go.set()
+    with pytest.raises(ImapUnavailable):
+        await sync.refresh(None)  # type: ignore[arg-type]
+    with pytest.raises(ImapUnavailable):
+        await sync.refresh(None)  # type: ignore[arg-type]
+    assert runs.started == 2 and sync.refreshes == 0

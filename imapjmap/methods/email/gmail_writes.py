@@ -300,7 +300,5 @@ async def run(
             _plan_update(plan, rows[email_id], home, change, labels)
     for email_id in doomed:
         _plan_destroy(plan, email_id, locations[email_id], labels)
-    grace = ctx.services.sync_for(ctx.account_id).grace
-    grace.forget(doomed)
-    grace.note(changes)
+    ctx.services.sync_for(ctx.account_id).note_writes(changes, doomed)
     await _Writer(step, names, labels).run(plan)

@@ -1,0 +1,113 @@
+"""Freshness with a push watcher (imapjmap.sync.freshness; docs/design.md, "Freshness"):
+no IMAP round trip for a request while the watcher is connected and quiet, and a change
+it reported is in the very next request, even before the watcher's own refresh ran
+(CORE-GET-04: a state changes whenever an object of its type changed upstream).  Run on
+every upstream: NOTIFY on Dovecot, IDLE on Cyrus."""
+
+from __future__ import annotations
+
+import dataclasses
+import imaplib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from imapjmap.http import views
+from imapjmap.http.app import make_app
+from imapjmap.push import watcher as watching
+from imapjmap.sync.engine import AccountSync
+from imapjmap.sync.freshness import State
+from tests.conftest import ImapUser
+from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.pushkit import (
+    EventReader,
+    external_append,
+    open_events,
+    push_service,
+    wait_for,
+)
+
+
+@pytest.fixture
+async def watched(imap_user: ImapUser, tmp_path: Path) -> AsyncIterator[tuple[Jmap, EventReader]]:
+    """A proxy whose watcher makes no periodic checks during a test, with a listener open."""
+    cfg = proxy_config(imap_user, tmp_path)
+    cfg = dataclasses.replace(cfg, push=dataclasses.replace(cfg.push, status_interval=3600.0))
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        client = Jmap(http, imap_user.username, imap_user.password)
+        await client.session()
+        await client.ok("Email/query", {})  # the first sync
+        events = await open_events(client)
+        await events.next()
+        await wait_for(lambda: client.account_id in push_service(client).watchers, what="it")
+        watcher = push_service(client).watchers[client.account_id]
+        await wait_for(lambda: watcher.mode in ("notify", "idle"), what="the watcher")
+        await wait_for(lambda: _sync(client).freshness.state is State.FRESH, what="fresh")
+        yield client, events
+        events.resp.close()
+
+
+def _sync(jmap: Jmap) -> AccountSync:
+    app = jmap.http.server.app
+    assert app is not None
+    return app[views.SERVICES].sync_for(jmap.account_id)
+
+
+def _sent(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage().split(" > ", 1)[1]
+        for r in caplog.records
+        if r.name == "imapjmap.imap.session" and " > " in r.getMessage()
+    ]
+
+
+async def _subjects(jmap: Jmap) -> set[str]:
+    ids = (await jmap.ok("Email/query", {}))["ids"]
+    got = await jmap.ok("Email/get", {"ids": ids, "properties": ["subject"]})
+    return {email["subject"] for email in got["list"]}
+
+
+async def test_a_request_costs_no_round_trip_while_the_watcher_is_quiet(
+    watched: tuple[Jmap, EventReader], caplog: pytest.LogCaptureFixture
+) -> None:
+    jmap, _ = watched
+    caplog.set_level(logging.DEBUG, logger="imapjmap.imap.session")
+    caplog.clear()
+    refreshes = _sync(jmap).refreshes
+    assert await _subjects(jmap) == set()
+    await jmap.ok("Mailbox/get", {"ids": None})
+    assert _sent(caplog) == []
+    assert _sync(jmap).refreshes == refreshes
+
+
+async def test_a_reported_change_is_in_the_next_request_before_the_watchers_refresh_core_get_04(
+    watched: tuple[Jmap, EventReader],
+    imap_oracle: imaplib.IMAP4,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watcher lets a burst of events settle before it refreshes; a request in that
+    moment must ask the upstream itself, not take the cache as fresh."""
+    jmap, _ = watched
+    monkeypatch.setattr(watching, "_DEBOUNCE", 5.0)
+    watcher = push_service(jmap).watchers[jmap.account_id]
+    heard = watcher.events
+    await external_append(imap_oracle, "reported")
+    await wait_for(lambda: watcher.events > heard, what="NOTIFY's report")
+    assert _sync(jmap).freshness.state is State.WATCHED_STALE  # the watcher still waits
+    assert await _subjects(jmap) == {"reported"}
+
+
+async def test_losing_the_watcher_makes_requests_ask_again_core_get_04(
+    watched: tuple[Jmap, EventReader], imap_oracle: imaplib.IMAP4, caplog: Any
+) -> None:
+    jmap, events = watched
+    events.resp.close()  # the last listener leaves: the watcher stops
+    service = push_service(jmap)
+    await wait_for(lambda: jmap.account_id not in service.watchers, what="the watcher stopped")
+    assert _sync(jmap).freshness.state is State.STALE
+    await external_append(imap_oracle, "unwatched")
+    assert await _subjects(jmap) == {"unwatched"}
