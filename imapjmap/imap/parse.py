@@ -17,9 +17,10 @@ friends, and :func:`parse_reply` converts them in one place, adding an excerpt.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -51,6 +52,8 @@ from imapjmap.imap.models import (
 from imapjmap.imap.utf7 import decode_mailbox_name
 
 __all__ = [
+    "fetched",
+    "merge_fetches",
     "parse_capabilities",
     "parse_internaldate",
     "parse_reply",
@@ -289,6 +292,38 @@ def parse_reply(untagged: Sequence[Sequence[bytes]], status: str, text: bytes) -
             message = f"cannot parse {kind.decode('ascii', 'replace')} response ({exc})"
             raise ImapProtocolViolation(f"{message}: {_first(chunks)}") from exc
     return builder.build(parse_tagged(status, text))
+
+
+def fetched(reply: Reply, uids: Collection[int]) -> list[FetchRecord]:
+    """The records of ``uids`` in a ``UID FETCH`` reply, a message's items merged when the
+    server split them over several FETCH responses.
+
+    A UID the reply also reports ``VANISHED`` is left out: a message expunged while the
+    server answered may come as a placeholder FETCH (Dovecot's has no X-GUID and size 0)
+    followed by its VANISHED; it is gone, not fetched.
+    """
+    wanted = set(uids) - {uid for v in reply.vanished for uid in v.uids}
+    return [r for r in merge_fetches(reply.fetches) if r.uid in wanted]
+
+
+def merge_fetches(fetches: Sequence[FetchRecord]) -> list[FetchRecord]:
+    """One record per message: servers may split one message's items over several FETCH
+    responses (an item present in a later one wins)."""
+    by_seq: dict[int, FetchRecord] = {}
+    for record in fetches:
+        old = by_seq.get(record.seq)
+        if old is None:
+            by_seq[record.seq] = record
+            continue
+        merged = {
+            f.name: getattr(record, f.name)
+            if getattr(record, f.name) not in (None, {})
+            else getattr(old, f.name)
+            for f in dataclasses.fields(record)
+        }
+        merged["sections"] = {**old.sections, **record.sections}
+        by_seq[record.seq] = FetchRecord(**merged)
+    return list(by_seq.values())
 
 
 def _first(chunks: Sequence[bytes]) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from imapjmap.imap.models import FetchRecord
-from imapjmap.imap.parse import parse_reply
+from imapjmap.imap.parse import fetched, parse_reply
 from imapjmap.imap.parse_fetch import fast_constructor
 from imapjmap.store.emails import EmailRow
 from imapjmap.sync import records
@@ -58,25 +58,6 @@ class NewMessage:
 Parsed = tuple[list[FetchRecord], list[NewMessage]]
 
 
-def merge(fetches: Sequence[FetchRecord]) -> list[FetchRecord]:
-    """Servers may split one message's items over several FETCH responses: merge them."""
-    by_seq: dict[int, FetchRecord] = {}
-    for record in fetches:
-        old = by_seq.get(record.seq)
-        if old is None:
-            by_seq[record.seq] = record
-            continue
-        merged = {
-            f.name: getattr(record, f.name)
-            if getattr(record, f.name) not in (None, {})
-            else getattr(old, f.name)
-            for f in dataclasses.fields(record)
-        }
-        merged["sections"] = {**old.sections, **record.sections}
-        by_seq[record.seq] = FetchRecord(**merged)
-    return list(by_seq.values())
-
-
 def prepare(records_: Sequence[FetchRecord], account_id: str) -> list[NewMessage]:
     """Parse new messages' FETCH records (pure Python, no cache access): done before the
     transaction where the caller can, so the write lock is held for the writes only."""
@@ -98,9 +79,7 @@ def parse_batch(raw: Raw, uids: Sequence[int], account_id: str, keep_records: bo
     Raises:
         ImapProtocolViolation: a response that cannot be parsed.
     """
-    reply = parse_reply(raw, "OK", b"")
-    wanted = set(uids) - {uid for v in reply.vanished for uid in v.uids}
-    records = [r for r in merge(reply.fetches) if r.uid in wanted]
+    records = fetched(parse_reply(raw, "OK", b""), uids)
     return (records if keep_records else []), prepare(records, account_id)
 
 

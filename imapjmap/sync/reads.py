@@ -15,8 +15,9 @@ from typing import Protocol
 
 from imapjmap.imap.commands import Command, sequence_set
 from imapjmap.imap.models import FetchRecord, Reply, UidSet
+from imapjmap.imap.parse import fetched
 from imapjmap.imap.session import ImapSession
-from imapjmap.sync.parsing import Raw, merge
+from imapjmap.sync.parsing import Raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +179,7 @@ class ImapSyncReads:
         reply = await self.session.execute(
             Command((f"UID FETCH {sequence_set(uids)} {items}",)), what="UID FETCH"
         )
-        # a message expunged while the server answered may come as a placeholder FETCH
-        # (Dovecot: no X-GUID, size 0) followed by its VANISHED: it is not new, it is gone
-        wanted = set(uids) - {uid for v in reply.vanished for uid in v.uids}
-        return [r for r in merge(reply.fetches) if r.uid in wanted]
+        return fetched(reply, uids)
 
     async def fetch_unparsed(self, uids: Sequence[int]) -> Raw:
         text = f"UID FETCH {sequence_set(uids)} {self.items}"

@@ -40,6 +40,7 @@ from imapjmap.imap.models import (
     Vanished,
 )
 from imapjmap.imap.parse import (
+    fetched,
     parse_capabilities,
     parse_id,
     parse_internaldate,
@@ -493,6 +494,36 @@ def _chunks(raw: bytes | tuple[bytes, ...]) -> tuple[bytes, ...]:
 @pytest.mark.parametrize(("raw", "path", "expected"), HAND, ids=[str(i) for i in range(len(HAND))])
 def test_hand_written(raw: bytes | tuple[bytes, ...], path: Getter, expected: Any) -> None:
     assert pick(parse_reply([_chunks(raw)], "OK", b"done"), path) == expected
+
+
+# (untagged responses of a UID FETCH, the UIDs asked) -> (uid, flags, size) of each record
+FETCHED: dict[str, tuple[list[bytes], list[int], list[tuple[int, Any, Any]]]] = {
+    "one response each": (
+        [
+            b"1 FETCH (UID 5 FLAGS (\\Seen) RFC822.SIZE 10)",
+            b"2 FETCH (UID 6 FLAGS () RFC822.SIZE 20)",
+        ],
+        [5, 6],
+        [(5, ("\\Seen",), 10), (6, (), 20)],
+    ),
+    "items split over two responses": (
+        [b"1 FETCH (UID 5 FLAGS ())", b"1 FETCH (UID 5 RFC822.SIZE 10)"],
+        [5],
+        [(5, (), 10)],
+    ),
+    "expunged while answering: the placeholder is left out": (
+        [b"1 FETCH (UID 5 FLAGS () RFC822.SIZE 0)", b"VANISHED 5", b"2 FETCH (UID 6 FLAGS ())"],
+        [5, 6],
+        [(6, (), None)],
+    ),
+    "a UID not asked for is left out": ([b"1 FETCH (UID 4 FLAGS ())"], [5], []),
+}
+
+
+@pytest.mark.parametrize(("untagged", "uids", "expected"), FETCHED.values(), ids=FETCHED.keys())
+def test_fetched(untagged: list[bytes], uids: list[int], expected: list[Any]) -> None:
+    reply = parse_reply([(line,) for line in untagged], "OK", b"done")
+    assert [(r.uid, r.flags, r.size) for r in fetched(reply, uids)] == expected
 
 
 def test_several_responses_keep_their_order() -> None:

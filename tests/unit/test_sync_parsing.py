@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from imapjmap.imap.models import FetchRecord
-from imapjmap.imap.parse import parse_reply
+from imapjmap.imap.parse import fetched, parse_reply
 from imapjmap.store.emails import EmailRow
 from imapjmap.sync import parsing
 from tests.unit.test_imap_parse import TRANSCRIPT
@@ -37,8 +37,7 @@ def reference(name: str, uids: list[int]) -> parsing.Parsed:
     """The in-process path: ``ImapSyncReads.fetch_new`` over ``ImapSession.execute``."""
     case = TRANSCRIPT[name]
     reply = parse_reply(case.untagged, case.status, case.text)
-    wanted = set(uids) - {uid for v in reply.vanished for uid in v.uids}
-    records = [r for r in parsing.merge(reply.fetches) if r.uid in wanted]
+    records = fetched(reply, uids)
     return records, parsing.prepare(records, A)
 
 
