@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from imapjmap.config import Config
+from imapjmap.jmap import responses
 from imapjmap.jmap.args import GetArgs, SetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import (
@@ -248,16 +249,13 @@ async def identity_get(ctx: MethodContext, call: Call) -> JsonObject:
     by_id = {row.id: row for row in rows}
     wanted = standard.resolve_ids(call, args.ids) if args.ids is not None else list(by_id)
     properties = args.properties if args.properties is not None else list(PROPERTIES)
-    return {
-        "accountId": ctx.account_id,
-        "state": state,
-        "list": [
-            {k: v for k, v in to_json(by_id[i]).items() if k in properties}
-            for i in wanted
-            if i in by_id
-        ],
-        "notFound": [i for i in wanted if i not in by_id],
-    }
+    found, not_found = responses.pick(wanted, by_id)
+    return responses.get_response(
+        [{k: v for k, v in to_json(row).items() if k in properties} for row in found],
+        not_found,
+        account_id=ctx.account_id,
+        state=state,
+    )
 
 
 async def identity_changes(ctx: MethodContext, call: Call) -> JsonObject:
@@ -367,14 +365,9 @@ async def identity_set(ctx: MethodContext, call: Call) -> JsonObject:
             not_destroyed[identity_id] = exc.to_json()
         else:
             destroyed.append(identity_id)
-    return {
-        "accountId": ctx.account_id,
-        "oldState": old_state,
-        "newState": await ctx.state(sub.IDENTITY_TYPE),
-        "created": created or None,
-        "updated": updated or None,
-        "destroyed": destroyed or None,
-        "notCreated": not_created or None,
-        "notUpdated": not_updated or None,
-        "notDestroyed": not_destroyed or None,
-    }
+    return responses.set_response(
+        responses.SetResult(created, updated, destroyed, not_created, not_updated, not_destroyed),
+        account_id=ctx.account_id,
+        old_state=old_state,
+        new_state=await ctx.state(sub.IDENTITY_TYPE),
+    )

@@ -24,8 +24,9 @@ import hmac
 import secrets
 import time
 from dataclasses import replace
-from typing import Any, Final
+from typing import Final
 
+from imapjmap.jmap import responses
 from imapjmap.jmap.args import GetArgs, SetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import (
@@ -99,10 +100,10 @@ async def push_subscription_get(ctx: MethodContext, call: Call) -> JsonObject:
     rows = await ctx.read(lambda tx: store_push.of_account(tx, account_id))
     found = {row.id: row for row in rows}
     wanted = list(found) if args.ids is None else [_resolve(call, i) for i in args.ids]
-    return {
-        "list": [to_json(found[i], args.properties) for i in wanted if i in found],
-        "notFound": [i for i in wanted if i not in found],
-    }
+    picked, not_found = responses.pick(wanted, found)
+    return responses.get_response(
+        [to_json(row, args.properties) for row in picked], not_found, account_id=None
+    )
 
 
 async def push_subscription_set(ctx: MethodContext, call: Call) -> JsonObject:
@@ -110,38 +111,35 @@ async def push_subscription_set(ctx: MethodContext, call: Call) -> JsonObject:
         _no_account_arguments(call.args, "ifInState"),
         max_objects=ctx.cfg.limits.max_objects_in_set,
     )
-    out: dict[str, dict[str, Any]] = {
-        "created": {},
-        "notCreated": {},
-        "updated": {},
-        "notUpdated": {},
-        "destroyed": {},
-        "notDestroyed": {},
-    }
+    created: JsonObject = {}
+    not_created: JsonObject = {}
     for creation_id, obj in (args.create or {}).items():
         try:
-            created = await _create(ctx, obj)
+            created[creation_id] = await _create(ctx, obj)
         except SetError as exc:
-            out["notCreated"][creation_id] = exc.to_json()
+            not_created[creation_id] = exc.to_json()
             continue
-        call.created_ids[creation_id] = created["id"]
-        out["created"][creation_id] = created
+        call.created_ids[creation_id] = created[creation_id]["id"]
+    updated: JsonObject = {}
+    not_updated: JsonObject = {}
     for ref, patch in (args.update or {}).items():
         sub_id = _resolve(call, ref)
         try:
-            out["updated"][sub_id] = await _update(ctx, sub_id, patch)
+            updated[sub_id] = await _update(ctx, sub_id, patch)
         except SetError as exc:
-            out["notUpdated"][sub_id] = exc.to_json()
+            not_updated[sub_id] = exc.to_json()
     destroyed: list[str] = []
+    not_destroyed: JsonObject = {}
     for ref in args.destroy or ():
         sub_id = _resolve(call, ref)
         if await _destroy(ctx, sub_id):
             destroyed.append(sub_id)
         else:
-            out["notDestroyed"][sub_id] = SetError(SetErrorType.NOT_FOUND).to_json()
-    response: JsonObject = {k: (v or None) for k, v in out.items()}
-    response["destroyed"] = destroyed or None
-    return response
+            not_destroyed[sub_id] = SetError(SetErrorType.NOT_FOUND).to_json()
+    # no accountId and no states: PushSubscription belongs to no account (RFC 8620 §7.2)
+    return responses.SetResult(
+        created, updated, destroyed, not_created, not_updated, not_destroyed
+    ).to_json()
 
 
 # --- create ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The standard /changes, /query and /queryChanges glue, written once for every type.
 
-The algorithms are pure (``jmap.standard``); this module reads the rows they need from the
-store in ONE transaction, so the rows and the current state are one snapshot, and shapes
-the RFC 8620 §5.2/§5.5/§5.6 responses.
+The algorithms are pure (``jmap.standard``), and so are the responses' shapes
+(``jmap.responses``); this module reads the rows they need from the store in ONE
+transaction, so the rows and the current state are one snapshot.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.args import ChangesArgs, QueryArgs, QueryChangesArgs
@@ -71,15 +72,15 @@ async def changes(
     snapshot = await ctx.read(lambda tx: read_changes(tx, ctx.account_id, table, data_type, since))
     check_since(since, snapshot)
     result = std.compute_changes(snapshot.rows, since, snapshot.current, args.max_changes)
-    response: JsonObject = {
-        "accountId": ctx.account_id,
-        "oldState": args.since_state,
-        "newState": jstate.encode(result.new_state),
-        "hasMoreChanges": result.has_more,
-        "created": result.created,
-        "updated": result.updated,
-        "destroyed": result.destroyed,
-    }
+    response = responses.changes_response(
+        account_id=ctx.account_id,
+        old_state=args.since_state,
+        new_state=jstate.encode(result.new_state),
+        has_more=result.has_more,
+        created=result.created,
+        updated=result.updated,
+        destroyed=result.destroyed,
+    )
     return response, result, since
 
 
@@ -92,14 +93,12 @@ def query_response(
     can_calculate_changes: bool,
 ) -> JsonObject:
     """A /query response for the full sorted result ``ids``."""
-    window = std.query_window(ids, args, max_limit=None)
-    response: JsonObject = {
-        "accountId": ctx.account_id,
-        "queryState": ctx.encode_state(query_seq),
-        "canCalculateChanges": can_calculate_changes,
-    }
-    response.update(window)
-    return response
+    return responses.query_response(
+        std.query_window(ids, args, max_limit=None),
+        account_id=ctx.account_id,
+        query_state=ctx.encode_state(query_seq),
+        can_calculate_changes=can_calculate_changes,
+    )
 
 
 async def query_changes(
@@ -126,13 +125,11 @@ async def query_changes(
     result = std.query_changes(
         new_ids, changed, destroyed, up_to_id=args.up_to_id, max_changes=args.max_changes
     )
-    response: JsonObject = {
-        "accountId": ctx.account_id,
-        "oldQueryState": args.since_query_state,
-        "newQueryState": ctx.encode_state(snapshot.current),
-        "removed": result.removed,
-        "added": result.added,
-    }
-    if args.calculate_total:
-        response["total"] = len(new_ids)
-    return response
+    return responses.query_changes_response(
+        account_id=ctx.account_id,
+        old_query_state=args.since_query_state,
+        new_query_state=ctx.encode_state(snapshot.current),
+        removed=result.removed,
+        added=result.added,
+        total=len(new_ids) if args.calculate_total else None,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from imapjmap.jmap import responses
 from imapjmap.jmap.args import GetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType
@@ -53,13 +54,14 @@ async def thread_get(ctx: MethodContext, call: Call) -> JsonObject:
     properties = args.properties or list(PROPERTIES)
     await ctx.refresh()
     wanted, members, seq = await ctx.read(lambda tx: _read(tx, ctx.account_id, ids, limit))
-    found = [{"id": t, "emailIds": members[t]} for t in wanted if t in members]
-    return {
-        "accountId": ctx.account_id,
-        "state": ctx.encode_state(seq),
-        "list": [{k: v for k, v in t.items() if k in properties} for t in found],
-        "notFound": [t for t in wanted if t not in members],
-    }
+    threads = {t: {"id": t, "emailIds": emails} for t, emails in members.items()}
+    found, not_found = responses.pick(wanted, threads)
+    return responses.get_response(
+        [{k: v for k, v in t.items() if k in properties} for t in found],
+        not_found,
+        account_id=ctx.account_id,
+        state=ctx.encode_state(seq),
+    )
 
 
 async def thread_changes(ctx: MethodContext, call: Call) -> JsonObject:

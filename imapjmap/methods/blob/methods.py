@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from imapjmap.blobs import content as blob_store
+from imapjmap.jmap import responses
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
 from imapjmap.jmap.errors import (
     MethodError,
@@ -175,11 +176,7 @@ async def blob_upload(ctx: MethodContext, call: Call) -> JsonObject:
             continue
         created[creation_id] = {"id": row.id, "type": type_, "size": row.size}
         call.created_ids[creation_id] = row.id
-    return {
-        "accountId": ctx.account_id,
-        "created": created or None,
-        "notCreated": not_created or None,
-    }
+    return responses.create_response(created, not_created, account_id=ctx.account_id)
 
 
 # --- Blob/get --------------------------------------------------------------------------------
@@ -256,7 +253,7 @@ async def blob_get(ctx: MethodContext, call: Call) -> JsonObject:
             not_found.append(blob_id)
         else:
             found.append(blob_json(blob_id, blob.data, args))
-    return {"accountId": ctx.account_id, "list": found, "notFound": not_found}
+    return responses.get_response(found, not_found, account_id=ctx.account_id)
 
 
 # --- Blob/lookup -----------------------------------------------------------------------------
@@ -300,4 +297,4 @@ async def blob_lookup(ctx: MethodContext, call: Call) -> JsonObject:
         email_id = blob_store.email_of(blob_id)
         row = None if email_id is None else await _email_row(ctx, email_id)
         listed.append({"id": blob_id, "matchedIds": _matches(row, type_names)})
-    return {"accountId": ctx.account_id, "list": listed, "notFound": not_found}
+    return responses.get_response(listed, not_found, account_id=ctx.account_id)

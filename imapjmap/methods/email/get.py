@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from imapjmap.blobs import bodies
 from imapjmap.blobs import ids as blobs
+from imapjmap.jmap import responses
 from imapjmap.jmap.args import GetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
@@ -296,12 +297,9 @@ async def email_get(ctx: MethodContext, call: Call) -> JsonObject:
         found.append(answer)
     listed = {o["id"] for o in found}
     not_found = [i for i in dict.fromkeys(wanted or ()) if i not in listed]
-    return {
-        "accountId": ctx.account_id,
-        "state": ctx.encode_state(seq),
-        "list": found,
-        "notFound": not_found,
-    }
+    return responses.get_response(
+        found, not_found, account_id=ctx.account_id, state=ctx.encode_state(seq)
+    )
 
 
 async def email_changes(ctx: MethodContext, call: Call) -> JsonObject:

@@ -47,6 +47,7 @@ from imapjmap.errors import ImapCommandFailed, ProxyError, UpstreamUnavailable
 from imapjmap.imap import commands
 from imapjmap.imap.commands import Command
 from imapjmap.imap.session import ImapSession
+from imapjmap.jmap import responses
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
 from imapjmap.jmap.errors import (
     MethodError,
@@ -422,10 +423,10 @@ async def email_import(ctx: MethodContext, call: Call) -> JsonObject:
     not_created.update(duplicates)
     for creation_id, obj in created.items():
         call.created_ids[creation_id] = obj["id"]
-    return {
-        "accountId": ctx.account_id,
-        "oldState": old_state,
-        "newState": await ctx.state(em.EMAIL_TYPE),
-        "created": created or None,
-        "notCreated": not_created or None,
-    }
+    return responses.create_response(
+        created,
+        not_created,
+        account_id=ctx.account_id,
+        old_state=old_state,
+        new_state=await ctx.state(em.EMAIL_TYPE),
+    )

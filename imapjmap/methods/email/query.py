@@ -28,6 +28,7 @@ from typing import Final
 
 from imapjmap.answers import query_results
 from imapjmap.errors import ImapCommandTooLong
+from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.args import DEFAULT_QUERY_LIMITS, Comparator, QueryArgs, QueryChangesArgs
@@ -388,16 +389,14 @@ async def email_query_changes(ctx: MethodContext, call: Call) -> JsonObject:
         return result, current, total
 
     result, current, total = await ctx.read(run)
-    response: JsonObject = {
-        "accountId": ctx.account_id,
-        "oldQueryState": args.since_query_state,
-        "newQueryState": ctx.encode_state(current),
-        "removed": result.removed,
-        "added": result.added,
-    }
-    if total is not None:
-        response["total"] = total
-    return response
+    return responses.query_changes_response(
+        account_id=ctx.account_id,
+        old_query_state=args.since_query_state,
+        new_query_state=ctx.encode_state(current),
+        removed=result.removed,
+        added=result.added,
+        total=total,
+    )
 
 
 def _bounded_by_hits(

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from imapjmap.errors import ImapCommandFailed, UpstreamUnavailable
+from imapjmap.jmap import responses
 from imapjmap.jmap.args import SetArgs
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
 from imapjmap.jmap.errors import (
@@ -363,7 +364,6 @@ async def run_email_set(ctx: MethodContext, call: Call, raw: JsonObject) -> Json
     old_state = await ctx.state(em.EMAIL_TYPE)
     if args.if_in_state is not None and args.if_in_state != old_state:
         raise MethodError(MethodErrorType.STATE_MISMATCH)
-    response: JsonObject = {"accountId": ctx.account_id, "oldState": old_state}
     created, not_created = await _creates(ctx, call, args.create or {})
     destroy_ids = list(dict.fromkeys(args.destroy or []))
     updated, not_updated, destroyed, not_destroyed = await _updates_and_destroys(
@@ -371,18 +371,12 @@ async def run_email_set(ctx: MethodContext, call: Call, raw: JsonObject) -> Json
     )
     if created:  # updates and destroys resync the account themselves
         await ctx.refresh(force=True)
-    response.update(
-        {
-            "newState": await ctx.state(em.EMAIL_TYPE),
-            "created": created or None,
-            "updated": updated or None,
-            "destroyed": destroyed or None,
-            "notCreated": not_created or None,
-            "notUpdated": not_updated or None,
-            "notDestroyed": not_destroyed or None,
-        }
+    return responses.set_response(
+        responses.SetResult(created, updated, destroyed, not_created, not_updated, not_destroyed),
+        account_id=ctx.account_id,
+        old_state=old_state,
+        new_state=await ctx.state(em.EMAIL_TYPE),
     )
-    return response
 
 
 async def email_set(ctx: MethodContext, call: Call) -> JsonObject:

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
@@ -187,8 +188,6 @@ async def search_snippet_get(ctx: MethodContext, call: Call) -> JsonObject:
             snippets[email_id]["preview"] = excerpt(body_text(raw), body_pattern)
     # RFC 8621 §5.1: notFound is null, not [], when every id was found
     not_found = [i for i in ids if i not in found]
-    return {
-        "accountId": ctx.account_id,
-        "list": list(snippets.values()),
-        "notFound": not_found or None,
-    }
+    return responses.get_response(
+        list(snippets.values()), not_found, account_id=ctx.account_id, null_when_all_found=True
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
 from imapjmap.jmap.args import Comparator, GetArgs, QueryArgs, QueryChangesArgs
 from imapjmap.jmap.dispatch import Call
@@ -80,13 +81,13 @@ async def mailbox_get(ctx: MethodContext, call: Call) -> JsonObject:
     else:
         wanted = [row.id for row in tree_order(rows)]
     properties = args.properties if args.properties is not None else list(PROPERTIES)
-    found = [by_id[i] for i in wanted if i in by_id]
-    return {
-        "accountId": ctx.account_id,
-        "state": ctx.encode_state(seq),
-        "list": [{k: v for k, v in to_json(r).items() if k in properties} for r in found],
-        "notFound": [i for i in wanted if i not in by_id],
-    }
+    found, not_found = responses.pick(wanted, by_id)
+    return responses.get_response(
+        [{k: v for k, v in to_json(r).items() if k in properties} for r in found],
+        not_found,
+        account_id=ctx.account_id,
+        state=ctx.encode_state(seq),
+    )
 
 
 async def mailbox_changes(ctx: MethodContext, call: Call) -> JsonObject:

@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 from imapjmap.errors import ImapCommandFailed, UpstreamUnavailable
 from imapjmap.imap import commands
 from imapjmap.imap.commands import Command
+from imapjmap.jmap import responses
 from imapjmap.jmap.args import SetArgs
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
 from imapjmap.jmap.errors import (
@@ -414,18 +415,12 @@ async def mailbox_set(ctx: MethodContext, call: Call) -> JsonObject:
         if mailbox_id in done:
             destroyed.append(mailbox_id)
     await ctx.refresh(force=True)
-    response: JsonObject = {
-        "accountId": ctx.account_id,
-        "oldState": old_state,
-        "newState": await ctx.state(MAILBOX_TYPE),
-        "created": created or None,
-        "updated": updated or None,
-        "destroyed": destroyed or None,
-        "notCreated": not_created or None,
-        "notUpdated": not_updated or None,
-        "notDestroyed": not_destroyed or None,
-    }
-    return response
+    return responses.set_response(
+        responses.SetResult(created, updated, destroyed, not_created, not_updated, not_destroyed),
+        account_id=ctx.account_id,
+        old_state=old_state,
+        new_state=await ctx.state(MAILBOX_TYPE),
+    )
 
 
 async def _record(ok: JsonObject, failed: JsonObject, key: str, action: Awaitable[None]) -> None:

@@ -58,6 +58,7 @@ from imapjmap import smtp
 from imapjmap.blobs.bodies import fetch_message
 from imapjmap.config import Config
 from imapjmap.errors import ProxyError, SmtpUnavailable
+from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
 from imapjmap.jmap.args import Comparator, GetArgs, QueryArgs, QueryChangesArgs, SetArgs
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
@@ -147,16 +148,13 @@ async def email_submission_get(ctx: MethodContext, call: Call) -> JsonObject:
     by_id = {row.id: row for row in rows}
     wanted = standard.resolve_ids(call, args.ids) if args.ids is not None else list(by_id)
     properties = args.properties if args.properties is not None else list(PROPERTIES)
-    return {
-        "accountId": ctx.account_id,
-        "state": ctx.encode_state(seq),
-        "list": [
-            {k: v for k, v in to_json(by_id[i]).items() if k in properties}
-            for i in wanted
-            if i in by_id
-        ],
-        "notFound": [i for i in wanted if i not in by_id],
-    }
+    found, not_found = responses.pick(wanted, by_id)
+    return responses.get_response(
+        [{k: v for k, v in to_json(row).items() if k in properties} for row in found],
+        not_found,
+        account_id=ctx.account_id,
+        state=ctx.encode_state(seq),
+    )
 
 
 async def email_submission_changes(ctx: MethodContext, call: Call) -> JsonObject:
@@ -637,17 +635,12 @@ async def email_submission_set(
     updated, not_updated, destroyed, not_destroyed = await _updates_and_destroys(
         ctx, call, args, succeeded
     )
-    response: JsonObject = {
-        "accountId": ctx.account_id,
-        "oldState": old_state,
-        "newState": await ctx.state(sub.SUBMISSION_TYPE),
-        "created": created or None,
-        "updated": updated or None,
-        "destroyed": destroyed or None,
-        "notCreated": not_created or None,
-        "notUpdated": not_updated or None,
-        "notDestroyed": not_destroyed or None,
-    }
+    response = responses.set_response(
+        responses.SetResult(created, updated, destroyed, not_created, not_updated, not_destroyed),
+        account_id=ctx.account_id,
+        old_state=old_state,
+        new_state=await ctx.state(sub.SUBMISSION_TYPE),
+    )
     implicit = _implicit_email_set(ctx, on_update, on_destroy, succeeded)
     if implicit is None:
         return response
