@@ -1,11 +1,12 @@
-"""The aiohttp application: routes, middleware order, one cleanup context per resource.
+"""The aiohttp application: routes, middleware order, one cleanup context per resource
+(the long-lived services are built and closed by :mod:`imapjmap.services`).
 
 Stopping (SIGTERM or SIGINT) takes a few seconds whatever runs: new connections are
 refused at once; requests in flight get twice :data:`SHUTDOWN_GRACE` seconds to finish
 (aiohttp waits that long, warns the handler, waits as long again) and are then cancelled;
-closing the upstream connections may take :data:`CLOSE_TIMEOUT` seconds; the cache is
-closed last, always (``Store.aclose`` interrupts what still runs there, so the next process
-can open the file).
+closing the upstream connections may take :data:`~imapjmap.services.CLOSE_TIMEOUT`
+seconds; the cache is closed last, always (``Store.aclose`` interrupts what still runs
+there, so the next process can open the file).
 """
 
 from __future__ import annotations
@@ -26,11 +27,9 @@ from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticator
 from imapjmap.http.connections import Guard, GuardedRunner
 from imapjmap.http.push_token import signing_key
-from imapjmap.imap.pool import ImapPools
-from imapjmap.methods.context import Services
+from imapjmap.services import open_store, start_services
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store
-from imapjmap.store.retention import ChangeLogPurger
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,6 @@ SHUTDOWN_GRACE: Final = 0.5
 """aiohttp's ``shutdown_timeout``: requests in flight are cancelled after twice this (a
 busy cache reader thread slows the event loop down, and the cache takes up to a second
 to close: the whole stop must stay within a few seconds)."""
-CLOSE_TIMEOUT: Final = 1.5
-"""Seconds closing push watchers, syncs and IMAP connections may take at shutdown."""
 SWITCH_INTERVAL: Final = 0.0005
 """Seconds a thread runs Python before it must hand the GIL to a waiting one (CPython's
 default is 0.005).  The event loop shares the interpreter with the cache's reader threads:
@@ -52,16 +49,6 @@ while one of them computes (one account's huge filter or sort), every turn of th
 every row another account's read fetches waits for the GIL, up to this long.  A cheap
 request takes dozens of such waits: at 5 ms each, one heavy account made the other
 accounts' requests 3-10 times slower (``bench/fairness.py``)."""
-
-
-async def open_store(cfg: Config) -> Store:
-    """The cache as configured: its file, its readers and the time budget of a read."""
-    return await Store.open(
-        cfg.cache.path,
-        readers=cfg.cache.readers,
-        readers_per_account=cfg.cache.readers_per_account,
-        max_transaction_seconds=cfg.cache.max_transaction_seconds,
-    )
 
 
 async def _switch_interval_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -75,27 +62,13 @@ async def _switch_interval_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[views.CONFIG]
-    store = app.get(OPENED_STORE) or await open_store(cfg)
-    pools = ImapPools(cfg.imap)
-    services = Services(cfg, store, pools)
+    services = await start_services(cfg, app.get(OPENED_STORE))
     app[views.SERVICES] = services
-    app[views.AUTH] = Authenticator(cfg, store, pools, push_key=app[PUSH_KEY])
-    purger = ChangeLogPurger(store, cfg.cache.changes_retention_days)
-    purger.start()
+    app[views.AUTH] = Authenticator(cfg, services.store, services.pools, push_key=app[PUSH_KEY])
     try:
         yield
     finally:
-        await purger.aclose()
-        try:
-            # a hung upstream must not keep the process alive: its sockets die with it
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await services.push.aclose()
-                for sync in services.syncs.values():
-                    await sync.aclose()
-                await pools.aclose()
-        except TimeoutError:
-            log.warning("upstream connections not closed within %.1f s: dropped", CLOSE_TIMEOUT)
-        await store.aclose()
+        await services.aclose()
 
 
 def make_app(cfg: Config) -> web.Application:

@@ -25,8 +25,9 @@ from imapjmap.jmap.request import Request, loads_i_json, request_from_json
 from imapjmap.jmap.session import DOWNLOAD_PATH, SessionAccount, build_session
 from imapjmap.jmap.wire import WEBSOCKET, Json, JsonObject, encode_in_parts
 from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY
-from imapjmap.methods.context import MethodContext, Services
+from imapjmap.methods.context import MethodContext
 from imapjmap.methods.submission import handlers as submission
+from imapjmap.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What a method handler works with: the account, its store rows, its IMAP pool.
 
-:class:`Services` lives as long as the process (one per aiohttp app);
+The process-wide :class:`~imapjmap.services.Services` are built in :mod:`imapjmap.services`;
 :class:`MethodContext` lives for one JMAP request and memoises the refresh, so every call of
 one request sees one snapshot of the upstream (a request costs at most one freshness round
 trip however many calls it holds).
@@ -9,20 +9,17 @@ trip however many calls it holds).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
-from imapjmap.answers.email_objects import EmailObjects
-from imapjmap.answers.query_results import QueryResults
 from imapjmap.config import Config
-from imapjmap.imap.pool import ImapPool, ImapPools
+from imapjmap.imap.pool import ImapPool
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.limits import QueryLimits
-from imapjmap.push.service import PushService
+from imapjmap.services import Services
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
-from imapjmap.sync.engine import AccountSync
 
 T = TypeVar("T")
 
@@ -34,37 +31,6 @@ class Account:
     account_id: str
     username: str
     epoch: str
-
-
-@dataclass(slots=True)
-class Services:
-    """Process-wide resources, created by the HTTP app at start-up."""
-
-    cfg: Config
-    store: Store
-    pools: ImapPools
-    syncs: dict[str, AccountSync] = field(default_factory=dict)
-    email_objects: EmailObjects = field(default_factory=EmailObjects)
-    query_results: QueryResults = field(default_factory=QueryResults)
-    push: PushService = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.push = PushService(
-            self.store,
-            self.pools,
-            self.sync_for,
-            poll_interval=self.cfg.push.poll_interval,
-            status_interval=self.cfg.push.status_interval,
-        )
-
-    def sync_for(self, account_id: str) -> AccountSync:
-        sync = self.syncs.get(account_id)
-        if sync is None:
-            sync = AccountSync(
-                self.store, account_id, on_change=lambda: self.push.hub.poke(account_id)
-            )
-            self.syncs[account_id] = sync
-        return sync
 
 
 class MethodContext:

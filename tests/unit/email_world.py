@@ -20,7 +20,8 @@ from imapjmap.imap.models import FetchRecord, Reply, SearchResult, TaggedResult
 from imapjmap.imap.pool import ImapPools
 from imapjmap.imap.session import SelectInfo
 from imapjmap.jmap.dispatch import Call
-from imapjmap.methods.context import Account, MethodContext, Services
+from imapjmap.methods.context import Account, MethodContext
+from imapjmap.services import Services
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx

@@ -75,6 +75,7 @@ JMAP, MIME, STORE, IMAP, SMTP = (
 )
 SYNC, PUSH, METHODS = "imapjmap.sync", "imapjmap.push", "imapjmap.methods"
 BLOBS, ANSWERS, QUERY = "imapjmap.blobs", "imapjmap.answers", "imapjmap.query"
+SERVICES = "imapjmap.services"
 UPSTREAM, PROFILES = "imapjmap.upstream", "imapjmap.upstream.profiles"
 # Modules that are units of their own, below their package: the server profiles are a pure
 # table the IMAP adapter consults at login, while the rest of upstream/ is built on imap/.
@@ -87,6 +88,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     HTTP: (
         *BASE,
         "imapjmap.logsetup",
+        SERVICES,
         METHODS,
         PUSH,
         SYNC,
@@ -98,7 +100,22 @@ LAYERS: dict[str, tuple[str, ...]] = {
         JMAP,
         MIME,
     ),
-    METHODS: (*BASE, PUSH, SYNC, BLOBS, ANSWERS, QUERY, PROFILES, STORE, SMTP, JMAP, MIME),
+    METHODS: (
+        *BASE,
+        SERVICES,
+        PUSH,
+        SYNC,
+        BLOBS,
+        ANSWERS,
+        QUERY,
+        PROFILES,
+        STORE,
+        SMTP,
+        JMAP,
+        MIME,
+    ),
+    # builds every long-lived service: the cache, the pools, the syncs, push, the answers
+    SERVICES: (*BASE, PUSH, SYNC, ANSWERS, IMAP, STORE),
     PUSH: (ERRORS, CONFIG, SYNC, STORE, JMAP),
     SYNC: (ERRORS, CONFIG, PROFILES, IMAP, STORE, JMAP, MIME),
     # blob ids and uploads, and message octets read through the pool and kept

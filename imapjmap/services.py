@@ -1,0 +1,106 @@
+"""The long-lived services of one running proxy, built in one place and closed in reverse.
+
+:func:`start_services` builds them in this order, each on what comes before it:
+
+1. the cache (:class:`~imapjmap.store.db.Store`), unless the caller opened it already
+   (``serve`` does, to refuse a cache it cannot use before it listens);
+2. the IMAP connection pools, one per account, made on first use;
+3. each account's sync engine, made on first use, which pokes the push hub when a refresh
+   changed something (:meth:`Services.sync_for`);
+4. push: the hub, the watchers and PushSubscription delivery;
+5. the answers kept in memory (Email/get objects, Email/query results);
+6. the purger of old change-log rows.
+
+:meth:`Services.aclose` closes them the other way round: the purger, push (its watchers
+use the syncs), the syncs, the pools, and the cache last, always, so the next process can
+open it.  Closing what talks to the upstream may take :data:`CLOSE_TIMEOUT` seconds.
+
+The HTTP front end adds what only it uses (the authenticator, the request slots) on top
+(``http/app.py``); a method handler reaches these through its ``MethodContext``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Final
+
+from imapjmap.answers.email_objects import EmailObjects
+from imapjmap.answers.query_results import QueryResults
+from imapjmap.config import Config
+from imapjmap.imap.pool import ImapPools
+from imapjmap.push.service import PushService
+from imapjmap.store.db import Store
+from imapjmap.store.retention import ChangeLogPurger
+from imapjmap.sync.engine import AccountSync
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT: Final = 1.5
+"""Seconds closing push watchers, syncs and IMAP connections may take at shutdown."""
+
+
+async def open_store(cfg: Config) -> Store:
+    """The cache as configured: its file, its readers and the time budget of a read."""
+    return await Store.open(
+        cfg.cache.path,
+        readers=cfg.cache.readers,
+        readers_per_account=cfg.cache.readers_per_account,
+        max_transaction_seconds=cfg.cache.max_transaction_seconds,
+    )
+
+
+@dataclass(slots=True)
+class Services:
+    """Process-wide resources (one per aiohttp app), made by :func:`start_services`."""
+
+    cfg: Config
+    store: Store
+    pools: ImapPools
+    syncs: dict[str, AccountSync] = field(default_factory=dict)
+    push: PushService = field(init=False)
+    email_objects: EmailObjects = field(default_factory=EmailObjects)
+    query_results: QueryResults = field(default_factory=QueryResults)
+    purger: ChangeLogPurger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.push = PushService(
+            self.store,
+            self.pools,
+            self.sync_for,
+            poll_interval=self.cfg.push.poll_interval,
+            status_interval=self.cfg.push.status_interval,
+        )
+        self.purger = ChangeLogPurger(self.store, self.cfg.cache.changes_retention_days)
+
+    def sync_for(self, account_id: str) -> AccountSync:
+        sync = self.syncs.get(account_id)
+        if sync is None:
+            sync = AccountSync(
+                self.store, account_id, on_change=lambda: self.push.hub.poke(account_id)
+            )
+            self.syncs[account_id] = sync
+        return sync
+
+    async def aclose(self) -> None:
+        """Close every service in the reverse order of :func:`start_services`."""
+        await self.purger.aclose()
+        try:
+            # a hung upstream must not keep the process alive: its sockets die with it
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.push.aclose()
+                for sync in self.syncs.values():
+                    await sync.aclose()
+                await self.pools.aclose()
+        except TimeoutError:
+            log.warning("upstream connections not closed within %.1f s: dropped", CLOSE_TIMEOUT)
+        await self.store.aclose()
+
+
+async def start_services(cfg: Config, store: Store | None = None) -> Services:
+    """Every long-lived service, built in order (module docstring); ``store`` is the cache
+    when the caller opened it already."""
+    services = Services(cfg, store or await open_store(cfg), ImapPools(cfg.imap))
+    services.purger.start()
+    return services
