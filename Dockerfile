@@ -11,11 +11,12 @@
 #   [server]  listen = "0.0.0.0:8080"   base_url = "https://jmap.example.com" (what clients use)
 #   [cache]   path = "/var/lib/imapjmap/cache.sqlite3"
 # (A relative cache path also lands in the volume: it is the working directory.)
+# The image runs as uid 10001: a host folder bind-mounted at /var/lib/imapjmap instead of a
+# named volume must be writable by that uid (chown 10001:10001 the folder).
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-# README* may not exist yet; the wildcard keeps COPY from failing then.
-COPY pyproject.toml README* ./
+COPY pyproject.toml README.md LICENSE ./
 COPY imapjmap ./imapjmap
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
@@ -25,6 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /tmp/wheels
+COPY --from=build /src/LICENSE /usr/share/doc/imapjmap/LICENSE
 RUN pip install --no-index --find-links=/tmp/wheels imapjmap \
     && rm -rf /tmp/wheels \
     && useradd --system --user-group --uid 10001 --home-dir /var/lib/imapjmap \

@@ -11,6 +11,9 @@ CYRUS_LIBRARY_PACKAGES=(libical3 libpcre3 libxapian30 sasl2-bin)
 # Playwright from PyPI (the test extras) with executable_path: Playwright's own browser
 # download is never used.  A font, so that pages lay out as they would for a user.
 BROWSER_PACKAGES=(chromium fonts-liberation)
+# The reverse proxy of the deployment recipe tested in tests/integration/test_deploy_nginx.py
+# (run in a private prefix on loopback ports; the package's own service is never started).
+FRONT_PACKAGES=(nginx)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "$(basename "$0"): $*"; exit 1; }
