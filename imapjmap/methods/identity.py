@@ -47,7 +47,7 @@ from imapjmap.jmap.patch import apply_patch
 from imapjmap.jmap.wire import JsonObject
 from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
-from imapjmap.methods.submission.envelope import allowed_by, is_address
+from imapjmap.mime.submission import allowed_by, is_address
 from imapjmap.store import queries as q
 from imapjmap.store import submissions as sub
 from imapjmap.store.db import Tx

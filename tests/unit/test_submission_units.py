@@ -24,14 +24,14 @@ from imapjmap.methods.identity import (
     sender_policy,
     sync_configured,
 )
-from imapjmap.methods.submission.envelope import (
+from imapjmap.methods.submission.handlers import _set_error
+from imapjmap.mime.submission import (
     EnvelopeProblem,
     allowed_by,
     derive_envelope,
     is_address,
     strip_bcc,
 )
-from imapjmap.methods.submission.handlers import _set_error
 from imapjmap.store import queries as q
 from imapjmap.store import submissions as sub
 from imapjmap.store.db import Store

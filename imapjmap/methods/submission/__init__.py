@@ -1,1 +1,1 @@
-"""EmailSubmission/* handlers (RFC 8621 §7) and the SMTP envelope."""
+"""EmailSubmission/* handlers (RFC 8621 §7)."""

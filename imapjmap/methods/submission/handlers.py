@@ -8,7 +8,7 @@ so every submission is ``undoStatus: "final"`` and ``maxDelayedSend`` is 0.  In 
 1. the Identity and the Email must exist (else ``invalidProperties``); the Email's exact
    bytes are fetched from IMAP;
 2. the envelope is the client's, or derived from the message when null (SUB-01, see
-   :mod:`imapjmap.methods.submission.envelope`); no recipients is ``noRecipients``, a malformed one
+   :mod:`imapjmap.mime.submission`); no recipients is ``noRecipients``, a malformed one
    ``invalidRecipients``; FUTURERELEASE parameters are refused (no delayed send);
 3. the sender policy (:mod:`imapjmap.methods.identity`): MAIL FROM not allowed is
    ``forbiddenMailFrom`` (the empty reverse path is allowed), a From address not allowed
@@ -75,7 +75,7 @@ from imapjmap.jmap.wire import JsonObject, parse_utc_date, utc_date
 from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.identity import SenderPolicy, live_identities, sender_policy
-from imapjmap.methods.submission.envelope import (
+from imapjmap.mime.submission import (
     EnvelopeProblem,
     derive_envelope,
     header_addresses,
