@@ -191,7 +191,7 @@ def advertises(client: imaplib.IMAP4, capability: str) -> bool:
     """Whether the server a logged-in oracle talks to advertises ``capability`` now.
 
     For tests whose expected effect depends on an extension, not on the server's make: e.g.
-    without UIDPLUS the proxy can only mark its own copy ``\\Deleted`` (``sync.writes``).
+    without UIDPLUS the proxy can only mark its own copy ``\\Deleted`` (``upstream.imap``).
     """
     typ, data = client.capability()
     assert typ == "OK", data

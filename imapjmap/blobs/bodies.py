@@ -14,12 +14,11 @@ from typing import Final
 import cachetools
 
 from imapjmap.errors import ImapCommandFailed
-from imapjmap.imap.commands import Command, sequence_set
-from imapjmap.imap.pool import ImapPool
 from imapjmap.mime.email import email_properties
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
+from imapjmap.upstream.api import BodyReads
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def _where(tx: Tx, account_id: str, email_id: str) -> list[tuple[str, int]]:
 
 
 async def fetch_message(
-    store: Store, pool: ImapPool, account_id: str, email_id: str
+    store: Store, upstream: BodyReads, account_id: str, email_id: str
 ) -> bytes | None:
     """The message's exact bytes, or None when the Email is unknown (or vanished upstream)."""
     key = (account_id, email_id)
@@ -52,36 +51,30 @@ async def fetch_message(
     places = await store.read(lambda tx: _where(tx, account_id, email_id), account=account_id)
     for mailbox, uid in places:
         try:
-            async with pool.session(mailbox, readonly=True) as session:
-                reply = await session.execute(
-                    Command((f"UID FETCH {uid} (UID BODY.PEEK[])",)), what="UID FETCH"
-                )
+            body = await upstream.message(mailbox, uid)
         except ImapCommandFailed:
             continue  # that mailbox went away meanwhile: try another copy
-        for record in reply.fetches:
-            body = record.sections.get("BODY[]")
-            if record.uid == uid and body is not None:
-                if len(body) <= CACHE_BYTES // 4:
-                    _bodies[key] = body
-                return body
+        if body is not None:
+            if len(body) <= CACHE_BYTES // 4:
+                _bodies[key] = body
+            return body
     return None
 
 
 async def fetch_previews(
-    store: Store, pool: ImapPool, account_id: str, email_ids: Sequence[str]
+    store: Store, upstream: BodyReads, account_id: str, email_ids: Sequence[str]
 ) -> dict[str, str]:
-    """Previews for emails that have none cached yet (IMAP PREVIEW where offered, else
-    computed from the body); stored so the next Email/get reads them from the cache."""
+    """Previews for emails that have none cached yet (the server's, RFC 8970 PREVIEW, where
+    it has them, else computed from the body); stored so the next Email/get reads them
+    from the cache."""
     where = await store.read(
         lambda tx: {e: _where(tx, account_id, e) for e in email_ids}, account=account_id
     )
-    found: dict[str, str] = {}
-    if pool.capabilities & {"PREVIEW"}:
-        found.update(await _imap_previews(pool, where))
+    found = await _server_previews(upstream, where)
     for email_id in email_ids:
         if email_id in found or not where.get(email_id):
             continue
-        raw = await fetch_message(store, pool, account_id, email_id)
+        raw = await fetch_message(store, upstream, account_id, email_id)
         if raw is not None:
             props = email_properties(
                 raw,
@@ -104,8 +97,10 @@ async def fetch_previews(
     return found
 
 
-async def _imap_previews(pool: ImapPool, where: dict[str, list[tuple[str, int]]]) -> dict[str, str]:
-    """RFC 8970 PREVIEW, one UID FETCH per mailbox."""
+async def _server_previews(
+    upstream: BodyReads, where: dict[str, list[tuple[str, int]]]
+) -> dict[str, str]:
+    """The server's previews, one request per mailbox."""
     by_mailbox: dict[str, dict[int, str]] = {}
     for email_id, places in where.items():
         if places:
@@ -114,13 +109,10 @@ async def _imap_previews(pool: ImapPool, where: dict[str, list[tuple[str, int]]]
     found: dict[str, str] = {}
     for mailbox, uids in by_mailbox.items():
         try:
-            async with pool.session(mailbox, readonly=True) as session:
-                reply = await session.execute(
-                    Command((f"UID FETCH {sequence_set(uids)} (UID PREVIEW)",)), what="UID FETCH"
-                )
+            previews = await upstream.previews(mailbox, uids)
         except ImapCommandFailed:
             continue
-        for record in reply.fetches:
-            if record.uid in uids and record.preview is not None:
-                found[uids[record.uid]] = record.preview[:256]
+        for uid, preview in previews.items():
+            if uid in uids:
+                found[uids[uid]] = preview[:256]
     return found

@@ -36,12 +36,12 @@ from typing import Final
 from imapjmap.blobs import ids as blobs
 from imapjmap.blobs.bodies import fetch_message
 from imapjmap.errors import ProxyError
-from imapjmap.imap.pool import ImapPool
 from imapjmap.jmap.wire import is_id
 from imapjmap.mime.body import part_content
 from imapjmap.store import blobs as stored
 from imapjmap.store import emails as em
 from imapjmap.store.db import Store, Tx
+from imapjmap.upstream.api import BodyReads
 
 UPLOAD_PREFIX: Final = "U"
 SUB_PREFIX: Final = "B"
@@ -175,7 +175,7 @@ def _part(raw: bytes, part_id: str) -> Blob | None:
 
 
 async def read(
-    store: Store, pool: ImapPool, account_id: str, blob_id: str, *, now: float | None = None
+    store: Store, upstream: BodyReads, account_id: str, blob_id: str, *, now: float | None = None
 ) -> Blob | None:
     """The blob ``blob_id`` of this account, or None when there is no such blob.
 
@@ -184,11 +184,11 @@ async def read(
     Reading an upload counts as a use and keeps it another :data:`UPLOAD_LIFETIME`.
     """
     at = time.time() if now is None else now
-    return await _read(store, pool, account_id, blob_id, at, _MAX_DEPTH)
+    return await _read(store, upstream, account_id, blob_id, at, _MAX_DEPTH)
 
 
 async def _read(
-    store: Store, pool: ImapPool, account_id: str, blob_id: str, now: float, depth: int
+    store: Store, upstream: BodyReads, account_id: str, blob_id: str, now: float, depth: int
 ) -> Blob | None:
     if not is_id(blob_id) or depth <= 0:
         return None
@@ -196,27 +196,27 @@ async def _read(
         return await _read_upload(store, account_id, blob_id, now)
     ref = blobs.parse_blob_id(blob_id)
     if ref is not None:
-        raw = await fetch_message(store, pool, account_id, ref.email_id)
+        raw = await fetch_message(store, upstream, account_id, ref.email_id)
         if raw is None:
             return None
         return Blob(raw, MESSAGE_TYPE) if ref.part_id is None else _part(raw, ref.part_id)
     sub = split_sub_blob_id(blob_id)
     if sub is None:
         return None
-    base = await _read(store, pool, account_id, sub[0], now, depth - 1)
+    base = await _read(store, upstream, account_id, sub[0], now, depth - 1)
     return None if base is None else _part(base.data, sub[1])
 
 
 async def read_blob(
-    store: Store, pool: ImapPool, account_id: str, blob_id: str
+    store: Store, upstream: BodyReads, account_id: str, blob_id: str
 ) -> tuple[bytes, str] | None:
     """(octets, media type) of a blob of this account, or None: for the download view."""
-    found = await read(store, pool, account_id, blob_id)
+    found = await read(store, upstream, account_id, blob_id)
     return None if found is None else (found.data, found.type)
 
 
 async def exists(
-    store: Store, pool: ImapPool, account_id: str, blob_id: str, *, now: float | None = None
+    store: Store, upstream: BodyReads, account_id: str, blob_id: str, *, now: float | None = None
 ) -> bool:
     """Whether the account can read ``blob_id``; uploads and messages need no IMAP round trip."""
     at = time.time() if now is None else now
@@ -230,4 +230,4 @@ async def exists(
             lambda tx: em.email(tx, account_id, ref.email_id), account=account_id
         )
         return row is not None
-    return await read(store, pool, account_id, blob_id, now=at) is not None
+    return await read(store, upstream, account_id, blob_id, now=at) is not None

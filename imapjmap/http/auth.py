@@ -67,6 +67,8 @@ from imapjmap.methods.context import Account
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.upstream import profiles
+from imapjmap.upstream.api import Upstream
+from imapjmap.upstream.imap import ImapUpstream
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,7 @@ def store_key(store_identity: str | None, username: str, *, folded: bool) -> str
 class Authenticated:
     account: Account
     pool: ImapPool
+    upstream: Upstream  # the mail server as the handlers see it, over ``pool``
 
 
 class Authenticator:
@@ -228,12 +231,12 @@ class Authenticator:
                 and known is not None
                 and hmac.compare_digest(known, self._mac(account_id, password))
             ):
-                return Authenticated(self._accounts[account_id], pool)
+                return Authenticated(self._accounts[account_id], pool, ImapUpstream(pool))
         self._check_throttle(address, username)
         account, pool = await self._verify(username, password, client)
         self._logins[login] = account.account_id
         self._verified[account.account_id] = self._mac(account.account_id, password)
-        return Authenticated(account, pool)
+        return Authenticated(account, pool, ImapUpstream(pool))
 
     def issue_push_token(self, who: Authenticated, scope: Scope) -> str:
         """A push token for ``who``'s ``scope`` stream (Rule 7)."""
@@ -256,7 +259,7 @@ class Authenticator:
                 " fetch the session again",
                 self.challenge(),
             )
-        return Authenticated(account, pool)
+        return Authenticated(account, pool, ImapUpstream(pool))
 
     def _check_throttle(self, address: str | None, username: str | None) -> None:
         refusal = self._throttle.check(address, username)

@@ -232,7 +232,7 @@ async def run_request(
     cfg = app[CONFIG]
     account_id = who.account.account_id
     async with app[REQUEST_SLOTS].slot(account_id):
-        ctx = MethodContext(app[SERVICES], who.account, who.pool)
+        ctx = MethodContext(app[SERVICES], who.account, who.upstream, pool=who.pool)
         response = await dispatch.run(
             jmap_request,
             ctx,
@@ -254,7 +254,7 @@ async def download_view(request: web.Request) -> web.StreamResponse:
     content = None
     if account_id == who.account.account_id:
         found = await blob_store.read_blob(
-            services.store, who.pool, account_id, request.match_info["blobId"]
+            services.store, who.upstream, account_id, request.match_info["blobId"]
         )
         content = None if found is None else found[0]
     if content is None:

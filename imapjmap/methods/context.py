@@ -1,4 +1,4 @@
-"""What a method handler works with: the account, its store rows, its IMAP pool.
+"""What a method handler works with: the account, its store rows, its upstream.
 
 The process-wide :class:`~imapjmap.services.Services` are built in :mod:`imapjmap.services`;
 :class:`MethodContext` lives for one JMAP request and memoises the refresh, so every call of
@@ -20,6 +20,7 @@ from imapjmap.jmap.limits import QueryLimits
 from imapjmap.services import Services
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
+from imapjmap.upstream.api import Upstream
 
 T = TypeVar("T")
 
@@ -34,13 +35,28 @@ class Account:
 
 
 class MethodContext:
-    """Per-request context handed to every method handler."""
+    """Per-request context handed to every method handler.
 
-    def __init__(self, services: Services, account: Account, pool: ImapPool) -> None:
+    ``upstream`` is the account's mail server as the handlers see it; ``pool`` is the
+    connection pool the sync engine refreshes the cache through.  ``fresh``: the cache is
+    known to be up to date already, so :meth:`refresh` has nothing to do unless forced
+    (the unit tests' worlds, whose cache rows are the upstream).
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        account: Account,
+        upstream: Upstream,
+        *,
+        pool: ImapPool,
+        fresh: bool = False,
+    ) -> None:
         self.services = services
         self.account = account
+        self.upstream = upstream
         self.pool = pool
-        self._fresh = False
+        self._fresh = fresh
 
     @property
     def cfg(self) -> Config:

@@ -219,7 +219,7 @@ class AccountSync:
             await self._on_change()
 
     def suspect(self, mailbox_id: str, uids: Iterable[int]) -> None:
-        """UIDs a write could not prove there (``sync.writes`` Rule 4): the next refresh
+        """UIDs a write could not prove there (docs/design.md, "Writes"): the next refresh
         asks the server whether they still exist, even if the mailbox's cursor has not
         moved, so an expunge the cursors did not show is not kept in the cache for good."""
         self._suspects.setdefault(mailbox_id, set()).update(uids)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from imapjmap.errors import ImapCommandFailed
-from imapjmap.methods.email import create as email_create
+from imapjmap.upstream import imap as upstream_imap
 from tests.conftest import advertises
 from tests.integration.conftest import Jmap
 
@@ -273,16 +273,16 @@ async def test_eml_set_create_is_atomic_when_a_copy_is_refused(
 ) -> None:
     """CORE-SET-02: the server refuses the second COPY (injected NO [OVERQUOTA]); the copy
     already made and the appended original are removed, and the create reports overQuota."""
-    real_copy = email_create._copy
+    real_copy = upstream_imap.copy
     calls: list[str] = []
 
-    async def copy_then_refuse(session: Any, uid: int, target: str) -> int | None:
+    async def copy_then_refuse(session: Any, uids: Any, target: str) -> Any:
         calls.append(target)
         if len(calls) == 2:
             raise ImapCommandFailed("UID COPY", code="OVERQUOTA", text="quota exceeded")
-        return await real_copy(session, uid, target)
+        return await real_copy(session, uids, target)
 
-    monkeypatch.setattr(email_create, "_copy", copy_then_refuse)
+    monkeypatch.setattr(upstream_imap, "copy", copy_then_refuse)
     ids = await boxes(jmap)
     obj = {
         "mailboxIds": {ids["drafts"]: True, ids["archive"]: True, ids["inbox"]: True},

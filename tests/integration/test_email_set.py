@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer
 from imapjmap.http.app import make_app
-from imapjmap.sync import writes
+from imapjmap.upstream import imap as writes
 from tests.conftest import advertises, dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
 
@@ -56,7 +56,7 @@ def assert_removed(
 ) -> None:
     """``subject`` is gone from ``mailbox`` — or, on a server without UIDPLUS (and, for a
     move, without MOVE), left marked \\Deleted: the proxy never expunges what it cannot
-    name by UID (``sync.writes``; the user's client expunges it)."""
+    name by UID (``upstream.imap``; the user's client expunges it)."""
     flags = flags_of(oracle, mailbox)
     if advertises(oracle, "UIDPLUS") or (moved and advertises(oracle, "MOVE")):
         assert subject not in flags

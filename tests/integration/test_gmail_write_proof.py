@@ -1,4 +1,4 @@
-"""Gmail mode gets the same proof of its writes (``sync.writes`` Rule 4) as other servers,
+"""Gmail mode gets the same proof of its writes (``upstream.imap`` Rule 4) as other servers,
 against the Gmail emulation: another client trashes the message at the exact moment
 between the proxy's cache read and its flag STORE on All Mail (a hook on the STORE)."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from imapjmap.sync import writes
+from imapjmap.upstream import imap as writes
 from tests.gmail_emulation import Message
 from tests.integration.conftest import Jmap
 from tests.integration.test_gmail import (  # noqa: F401 (fixtures)

@@ -1,7 +1,7 @@
-"""Writes reported done only when the IMAP server proved them (``sync.writes`` Rule 4),
+"""Writes reported done only when the IMAP server proved them (``upstream.imap`` Rule 4),
 with races driven deterministically: another plain IMAP client moves or expunges the
 message at the exact moment between the proxy's cache read and its STORE, MOVE, COPY or
-UID EXPUNGE (a hook around the ``sync.writes`` primitive).  The proxy's cache is then
+UID EXPUNGE (a hook around the ``upstream.imap`` primitive).  The proxy's cache is then
 stale, as it is while an EventSource's watcher has not yet reported the move.
 
 Every test runs against each backend (Dovecot, Cyrus, Dovecot without extensions); the
@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 
 from imapjmap.http import views
-from imapjmap.methods.mailbox import set as mailbox_set
 from imapjmap.store import emails as em
-from imapjmap.sync import writes
+from imapjmap.upstream import imap as writes
 from tests.conftest import advertises
 from tests.integration.conftest import Jmap
 from tests.integration.test_email_set import (
@@ -356,16 +355,17 @@ async def test_mailbox_destroy_without_remove_emails_keeps_a_message_put_in_mean
 ) -> None:
     """MBX-07: without onDestroyRemoveEmails a mailbox with messages is mailboxHasEmail.  The
     cache said empty, but another client put a message in right before the DELETE (a hook
-    on the step before it): the server is asked, the mailbox stays, the message with it."""
+    on the upstream's count of its messages, asked right before): the server is asked, the
+    mailbox stays, the message with it."""
     made = await jmap.ok("Mailbox/set", {"create": {"m": {"name": "Shortlived"}}})
     box = made["created"]["m"]["id"]
-    original = mailbox_set._leave
+    original = writes.ImapUpstream.message_count
 
-    async def racing_leave(*args: Any, **kwargs: Any) -> None:
+    async def racing_count(self: writes.ImapUpstream, name: str) -> int:
         append(imap_oracle, "Shortlived", "late arrival")
-        await original(*args, **kwargs)
+        return await original(self, name)
 
-    monkeypatch.setattr(mailbox_set, "_leave", racing_leave)
+    monkeypatch.setattr(writes.ImapUpstream, "message_count", racing_count)
     result = await jmap.ok("Mailbox/set", {"destroy": [box]})
     assert result["destroyed"] is None, result
     assert result["notDestroyed"][box]["type"] == "mailboxHasEmail"

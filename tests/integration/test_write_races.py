@@ -1,4 +1,4 @@
-"""A randomized soak of concurrent writers on the same messages (``sync.writes`` Rule 4).
+"""A randomized soak of concurrent writers on the same messages (``upstream.imap`` Rule 4).
 
 Three JMAP clients and two plain IMAP clients (stdlib ``imaplib``, in threads) change
 flags, move and delete the same 50 messages for a few seconds against each backend.  Every

@@ -1,8 +1,10 @@
 """A small mail account in an in-memory cache, for the Email/Thread/SearchSnippet unit tests.
 
 Rows are written straight into the store (no sync engine): :class:`World` inserts emails
-and locations, moves them, and builds a :class:`MethodContext` whose refresh is a no-op and
-whose IMAP pool is a scripted fake (``UID SEARCH`` answers and ``EXAMINE`` only).
+and locations, moves them, and builds a :class:`MethodContext` that starts fresh (the rows
+ARE the upstream, so it never refreshes) and whose upstream is :class:`FakeUpstream`, which
+serves the messages the test gave it.  Its pool is a scripted fake that answers
+``UID SEARCH`` only.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import re
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+import datetime as dt
+from collections.abc import AsyncIterator, Collection, Iterable
+from typing import Any, NoReturn
 
 from imapjmap.blobs import bodies
 from imapjmap.config import Config, LimitsConfig
-from imapjmap.imap.models import FetchRecord, Reply, SearchResult, TaggedResult
+from imapjmap.imap.models import Reply, SearchResult, TaggedResult
 from imapjmap.imap.pool import ImapPools
 from imapjmap.imap.session import SelectInfo
 from imapjmap.jmap.dispatch import Call
@@ -25,6 +27,7 @@ from imapjmap.services import Services
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
+from imapjmap.upstream.api import Appended, OpenMailbox
 
 A = "Aacct"
 OTHER = "Bother"
@@ -185,24 +188,15 @@ class FakeSession:
         text = str(command)
         self.pool.commands.append((self.selected.name, text))
         ok = TaggedResult("OK", None, "")
-        fetch = re.fullmatch(r"UID FETCH (\d+) \(UID BODY\.PEEK\[\]\)", text)
-        if fetch:
-            uid = int(fetch.group(1))
-            raw = self.pool.messages.get((self.selected.name, uid))
-            if raw is None:
-                return Reply(ok)
-            return Reply(ok, fetches=(FetchRecord(1, uid=uid, sections={"BODY[]": raw}),))
         uids = self.pool.answers.get((self.selected.name, text), ())
         return Reply(ok, searches=(SearchResult(ids=tuple(uids)),))
 
 
 class FakePool:
-    """Answers ``UID SEARCH`` from ``answers[(mailbox name, str(command))]`` and
-    ``UID FETCH uid (UID BODY.PEEK[])`` from ``messages[(mailbox name, uid)]``."""
+    """Answers ``UID SEARCH`` from ``answers[(mailbox name, str(command))]``."""
 
     def __init__(self) -> None:
         self.answers: dict[tuple[str, str], tuple[int, ...]] = {}
-        self.messages: dict[tuple[str, int], bytes] = {}
         self.uidvalidity: dict[str, int] = {}
         self.commands: list[tuple[str, str]] = []
         self.capabilities: frozenset[str] = frozenset()
@@ -216,11 +210,75 @@ class FakePool:
         yield FakeSession(self, mailbox)
 
 
+class FakeUpstream:
+    """The upstream of the unit world: it serves ``messages[(mailbox name, uid)]`` and
+    keeps each message read in ``reads``.  The world does not write (Email/set, create and
+    import are tested against real servers): a write fails the test."""
+
+    def __init__(self) -> None:
+        self.messages: dict[tuple[str, int], bytes] = {}
+        self.reads: list[tuple[str, int]] = []
+
+    # BodyReads
+
+    async def message(self, mailbox: str, uid: int) -> bytes | None:
+        self.reads.append((mailbox, uid))
+        return self.messages.get((mailbox, uid))
+
+    async def previews(self, mailbox: str, uids: Collection[int]) -> dict[int, str]:
+        return {}  # no server previews: they are made from the message
+
+    # MailboxWrites, MessageWrites
+
+    creates_with_role = False
+    appends_say_uid = True
+
+    @staticmethod
+    def _no_writes() -> NoReturn:
+        raise AssertionError("the unit world does not write")
+
+    async def create_mailbox(self, name: str, *, role: str | None = None) -> None:
+        self._no_writes()
+
+    async def rename_mailbox(self, old: str, new: str, *, children: Collection[str] = ()) -> None:
+        self._no_writes()
+
+    async def delete_mailbox(self, name: str) -> None:
+        self._no_writes()
+
+    async def subscribe(self, name: str, subscribed: bool = True) -> None:
+        self._no_writes()
+
+    async def message_count(self, name: str) -> int:
+        self._no_writes()
+
+    async def append(
+        self,
+        mailbox: str,
+        raw: bytes,
+        flags: Iterable[str] = (),
+        internaldate: dt.datetime | None = None,
+    ) -> Appended:
+        self._no_writes()
+
+    async def uid_next(self, mailbox: str) -> int:
+        self._no_writes()
+
+    async def find_appended(
+        self, mailbox: str, message_id: str | None, *, floor: int = 1
+    ) -> list[int]:
+        self._no_writes()
+
+    def writing(self, mailbox: str) -> contextlib.AbstractAsyncContextManager[OpenMailbox]:
+        self._no_writes()
+
+
 class World:
     def __init__(self, store: Store, cfg: Config) -> None:
         self.store = store
         self.cfg = cfg
         self.pool = FakePool()
+        self.upstream = FakeUpstream()
         self.uids: dict[str, int] = {}
         # one per maxObjectsInGet, kept between requests as the app keeps its one: what
         # it remembers of earlier answers (Email objects) must follow the changes below
@@ -295,7 +353,7 @@ class World:
     async def give_message(self, mail_id: str, raw: bytes) -> None:
         """Let the fake upstream serve ``raw`` for every copy of the email."""
         for loc in await self.locations(mail_id):
-            self.pool.messages[(MAILBOXES[loc.mailbox_id], loc.uid)] = raw
+            self.upstream.messages[(MAILBOXES[loc.mailbox_id], loc.uid)] = raw
 
     async def locations(self, mail_id: str) -> list[em.Location]:
         return await self.store.run(lambda tx: em.locations_of_email(tx, A, mail_id))
@@ -314,9 +372,13 @@ class World:
             services = self._services[max_objects_in_get] = Services(
                 cfg, self.store, ImapPools(cfg.imap)
             )
-        ctx = MethodContext(services, Account(A, A, "epoch1"), self.pool)  # type: ignore[arg-type]
-        ctx._fresh = True  # the rows above ARE the upstream: no sync
-        return ctx
+        return MethodContext(
+            services,
+            Account(A, A, "epoch1"),
+            self.upstream,
+            pool=self.pool,  # type: ignore[arg-type]
+            fresh=True,  # the rows above ARE the upstream: no sync
+        )
 
 
 def call(name: str, args: dict[str, Any], **created: str) -> Call:

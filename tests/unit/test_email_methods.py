@@ -84,8 +84,9 @@ async def world() -> AsyncIterator[World]:
     await store.aclose()
 
 
-def fetches(world: World) -> list[tuple[str, str]]:
-    return [c for c in world.pool.commands if c[1].startswith("UID FETCH")]
+def fetches(world: World) -> list[tuple[str, int]]:
+    """The messages read from the upstream, as (mailbox name, UID)."""
+    return world.upstream.reads
 
 
 async def get(world: World, args: dict[str, Any], **kw: Any) -> dict[str, Any]:
@@ -203,7 +204,7 @@ async def test_list_properties_come_from_the_cache_without_fetching(world: World
 async def test_missing_previews_are_computed_once(world: World) -> None:
     result = await get(world, {"ids": ["e6", "e1"], "properties": ["preview"]})
     assert [e["preview"] for e in result["list"]] == ["Bonjour de Paris.", "preview text"]
-    world.pool.commands.clear()
+    world.upstream.reads.clear()
     bodies._bodies.clear()
     result = await get(world, {"ids": ["e6"], "properties": ["preview"]})
     assert result["list"][0]["preview"] == "Bonjour de Paris." and fetches(world) == []
@@ -450,7 +451,11 @@ class _Auth:
     async def authenticate(self, header: str | None, client: object = None) -> Authenticated:
         if header != "Basic ok":
             raise Unauthorized("no")
-        return Authenticated(Account(A, A, "epoch1"), self.world.pool)  # type: ignore[arg-type]
+        return Authenticated(
+            Account(A, A, "epoch1"),
+            self.world.pool,  # type: ignore[arg-type]
+            self.world.upstream,
+        )
 
 
 @pytest.fixture

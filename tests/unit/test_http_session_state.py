@@ -17,7 +17,7 @@ from imapjmap.methods.submission import handlers as submission
 
 
 def login(account_id: str, username: str) -> Authenticated:
-    return Authenticated(Account(account_id, username, "epoch1"), None)  # type: ignore[arg-type]
+    return Authenticated(Account(account_id, username, "epoch1"), None, None)  # type: ignore[arg-type]
 
 
 async def test_the_state_is_the_sessions_and_follows_the_smtp_extensions_core_sess_06(

@@ -63,7 +63,8 @@ DEVSERVERS = "devservers"
 DEVSERVERS_LAZY_IMPORTERS = frozenset({"imapjmap.cli"})
 
 # Rule 5.  Top to bottom: the front end; the JMAP handlers; push and the sync engine (the
-# cache kept equal to the upstream); the adapters (IMAP, the cache, SMTP); the pure cores;
+# cache kept equal to the upstream); the seam to the mail server (upstream); the adapters
+# (IMAP, the cache, SMTP); the pure cores;
 # the base every layer may use.  Entries are units or narrower module prefixes.
 ERRORS, CONFIG, CREDENTIALS = "imapjmap.errors", "imapjmap.config", "imapjmap.credentials"
 JMAP, MIME, STORE, IMAP, SMTP = (
@@ -108,7 +109,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         BLOBS,
         ANSWERS,
         QUERY,
-        PROFILES,
+        UPSTREAM,
         STORE,
         SMTP,
         JMAP,
@@ -118,12 +119,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
     SERVICES: (*BASE, PUSH, SYNC, ANSWERS, IMAP, STORE),
     PUSH: (ERRORS, CONFIG, SYNC, STORE, JMAP),
     SYNC: (ERRORS, CONFIG, PROFILES, IMAP, STORE, JMAP, MIME),
-    # blob ids and uploads, and message octets read through the pool and kept
-    BLOBS: (ERRORS, IMAP, STORE, JMAP, MIME),
+    # blob ids and uploads, and message octets read through the upstream and kept
+    BLOBS: (ERRORS, UPSTREAM, STORE, JMAP, MIME),
     # in-memory answers of recent calls, keyed by the cache's state
     ANSWERS: (JMAP,),
     # a pure planner: a JMAP filter into the cache's query types and the upstream's terms
     QUERY: (ERRORS, JMAP, f"{STORE}.email_queries"),
+    # the seam handlers see (api) and its implementation over IMAP
     UPSTREAM: (*BASE, PROFILES, IMAP),
     IMAP: (*BASE, PROFILES),
     PROFILES: (ERRORS, CONFIG),
@@ -141,15 +143,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
 # (module, unit it imports against LAYERS) -> why it does so today
 IMPORT_DEBT: dict[tuple[str, str], str] = {
     (CONFIG, JMAP): "two limits' defaults come from jmap.limits, and jmap.session reads Config",
-    (f"{METHODS}.context", IMAP): "MethodContext hands every handler the account's ImapPool",
-    (f"{METHODS}.email.create", IMAP): "APPENDs a new Email and finds its UID itself",
-    (f"{METHODS}.email.imports", IMAP): "APPEND and UID COPY of an imported blob, built here",
+    (f"{METHODS}.context", IMAP): "the sync engine refreshes through the account's ImapPool",
     (f"{METHODS}.email.search", IMAP): "builds UID SEARCH / X-GM-RAW for text conditions",
     (
         f"{METHODS}.email.gmail_writes",
         IMAP,
     ): "Gmail mode's label STOREs and Trash moves, built here",
-    (f"{METHODS}.mailbox.set", IMAP): "CREATE, RENAME, DELETE and SUBSCRIBE, built here",
     (f"{PUSH}.service", IMAP): "starts each account's watcher on the account's pool",
     (f"{PUSH}.watcher", IMAP): "speaks NOTIFY, IDLE and LIST-STATUS itself (a push strategy)",
 }
@@ -438,6 +437,8 @@ CASES = [
         ["imapjmap.upstream.profiles may not import imapjmap.imap"],
     ),
     ("imapjmap.upstream.imap", "from imapjmap.upstream.profiles import Profile", []),
+    ("imapjmap.upstream.imap", "from imapjmap.imap.pool import ImapPool", []),
+    ("imapjmap.upstream.api", "from imapjmap.sync import engine", ["may not import imapjmap.sync"]),
     ("devservers.dovecot", "from imapjmap.imap.utf7 import encode", []),
 ]
 

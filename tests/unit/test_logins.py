@@ -21,6 +21,7 @@ from imapjmap.imap.session import BearerToken
 from imapjmap.methods.context import Account
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
+from imapjmap.upstream.imap import ImapUpstream
 
 
 class Clock:
@@ -315,7 +316,7 @@ async def _logged_in(auth: Authenticator, pools: ImapPools, password: str) -> Au
     pool = await pools.ensure("Aalice", "alice", password)
     account = Account("Aalice", "alice", "e1")
     auth._accounts["Aalice"] = account
-    return Authenticated(account, pool)
+    return Authenticated(account, pool, ImapUpstream(pool))
 
 
 async def test_a_push_token_dies_with_a_changed_password() -> None:

@@ -56,7 +56,7 @@ async def blob_copy(ctx: MethodContext, call: Call) -> JsonObject:
     copied: JsonObject = {}
     not_copied: JsonObject = {}
     for blob_id in blob_ids:
-        if await blob_store.exists(ctx.store, ctx.pool, ctx.account_id, blob_id):
+        if await blob_store.exists(ctx.store, ctx.upstream, ctx.account_id, blob_id):
             copied[blob_id] = blob_id
         else:
             not_copied[blob_id] = SetError(

@@ -125,7 +125,9 @@ class _Builder:
             resolved = resolve_creation_id(self.call, blob_id)
         except UnknownCreationId:
             raise SetError(SetErrorType.BLOB_NOT_FOUND, notFound=[blob_id]) from None
-        blob = await blob_store.read(self.ctx.store, self.ctx.pool, self.ctx.account_id, resolved)
+        blob = await blob_store.read(
+            self.ctx.store, self.ctx.upstream, self.ctx.account_id, resolved
+        )
         if blob is None:
             raise SetError(SetErrorType.BLOB_NOT_FOUND, notFound=[blob_id])
         start = offset or 0
@@ -248,7 +250,7 @@ async def blob_get(ctx: MethodContext, call: Call) -> JsonObject:
     found: list[JsonObject] = []
     not_found: list[str] = []
     for blob_id in dict.fromkeys(standard.resolve_ids(call, args.ids)):
-        blob = await blob_store.read(ctx.store, ctx.pool, ctx.account_id, blob_id)
+        blob = await blob_store.read(ctx.store, ctx.upstream, ctx.account_id, blob_id)
         if blob is None:
             not_found.append(blob_id)
         else:
@@ -291,7 +293,7 @@ async def blob_lookup(ctx: MethodContext, call: Call) -> JsonObject:
     listed: list[JsonObject] = []
     not_found: list[str] = []
     for blob_id in dict.fromkeys(standard.resolve_ids(call, ids)):
-        if not await blob_store.exists(ctx.store, ctx.pool, ctx.account_id, blob_id):
+        if not await blob_store.exists(ctx.store, ctx.upstream, ctx.account_id, blob_id):
             not_found.append(blob_id)
             continue
         email_id = blob_store.email_of(blob_id)

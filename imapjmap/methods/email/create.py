@@ -8,8 +8,8 @@ message (same Email on servers that keep a GUID across COPY).  The cache is then
 refreshed and the Email found by (mailbox, APPENDUID uid).
 
 Rule 1: a create is atomic (CORE-SET-02): when a COPY is refused, the copies already made
-        and the appended message are removed again (our own UIDs only, ``sync.writes``
-        Rule 3) before the SetError is reported.
+        and the appended message are removed again (our own UIDs only, docs/design.md,
+        "Writes", Rule 3) before the SetError is reported.
 Rule 2: once the APPEND landed, a lost connection is ``serverPartialFail``: the client
         must resync to learn whether the Email exists.
 Rule 3: the blobs are read once, before building, through a :class:`BlobReader` (uploads
@@ -30,9 +30,6 @@ from typing import Final, Protocol
 
 from imapjmap.blobs.ids import message_blob_id
 from imapjmap.errors import ImapCommandFailed, ProxyError, UpstreamUnavailable
-from imapjmap.imap import commands
-from imapjmap.imap.commands import Command
-from imapjmap.imap.session import ImapSession
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
 from imapjmap.jmap.errors import (
     MethodError,
@@ -50,7 +47,7 @@ from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 from imapjmap.store.email_lookup import EmailAt, email_at
-from imapjmap.sync import gmail, writes
+from imapjmap.sync import gmail
 
 __all__ = ["BlobReader", "Written", "create_email", "existed_before", "take_back"]
 
@@ -78,7 +75,7 @@ def _store_reader(ctx: MethodContext) -> BlobReader:
         # Email/set without blob parts must not depend on it
         from imapjmap.blobs import content as blob_store
 
-        return await blob_store.read_blob(ctx.store, ctx.pool, ctx.account_id, blob_id)
+        return await blob_store.read_blob(ctx.store, ctx.upstream, ctx.account_id, blob_id)
 
     return read
 
@@ -105,7 +102,7 @@ async def create_email(
     blobs = await _read_blobs(ctx, obj, read_blob or _store_reader(ctx))
     raw = build_message(obj, blobs.get, hostname=_hostname())
     try:
-        appended = await writes.append(ctx.pool, mailboxes[0].imap_name, raw, flags, internaldate)
+        appended = await ctx.upstream.append(mailboxes[0].imap_name, raw, flags, internaldate)
     except ImapCommandFailed as exc:
         raise set_error_from_imap(exc) from None
     try:
@@ -196,26 +193,18 @@ def _hostname() -> str:
     return socket.gethostname() or "localhost"
 
 
-# --- IMAP ----------------------------------------------------------------------------------
+# --- the upstream -------------------------------------------------------------------------
 
 
 async def _find_uid(ctx: MethodContext, mailbox: str, raw: bytes) -> int:
-    """Without UIDPLUS there is no APPENDUID: find the message by its Message-ID."""
+    """The server did not say the new message's UID (no APPENDUID): find it by its
+    Message-ID."""
     ids = select_header(raw_headers(raw), "Message-ID", "asMessageIds", False) or []
-    async with ctx.pool.session(mailbox) as session:
-        key = commands.search_string(f"<{ids[0]}>") if ids else None
-        if key is not None:
-            command = Command.join(["UID SEARCH HEADER Message-ID", key])
-            reply = await session.execute(command, what="UID SEARCH")
-            uids = [uid for result in reply.searches for uid in result.ids]
-            if uids:
-                return max(uids)
+    if ids:
+        uids = await ctx.upstream.find_appended(mailbox, ids[0])
+        if uids:
+            return max(uids)
     raise SetError(SetErrorType.FORBIDDEN, "the server did not keep the new message")
-
-
-async def _copy(session: ImapSession, uid: int, target: str) -> int | None:
-    """``UID COPY`` one message; its UID in ``target`` when the server says (COPYUID)."""
-    return await writes.copy_one(session, uid, target)
 
 
 async def _copy_all(ctx: MethodContext, mailboxes: list[q.MailboxRow], uid: int) -> list[Written]:
@@ -224,21 +213,22 @@ async def _copy_all(ctx: MethodContext, mailboxes: list[q.MailboxRow], uid: int)
     first = mailboxes[0].imap_name
     done: list[Written] = []
     failure: ImapCommandFailed | None = None
-    async with ctx.pool.session(first) as session:
+    async with ctx.upstream.writing(first) as box:
         for row in mailboxes[1:]:
             try:
-                done.append((row, await _copy(session, uid, row.imap_name)))
+                copied = await box.copy([uid], row.imap_name)
             except ImapCommandFailed as exc:
                 failure = exc
                 break
+            done.append((row, copied.target_uid(uid)))
         if failure is not None:
-            await writes.remove(session, [uid])
+            await box.remove([uid])
     if failure is None:
         return done
-    for row, copied in done:
-        if copied is not None:
-            async with ctx.pool.session(row.imap_name) as session:
-                await writes.remove(session, [copied])
+    for row, copied_uid in done:
+        if copied_uid is not None:
+            async with ctx.upstream.writing(row.imap_name) as box:
+                await box.remove([copied_uid])
     raise set_error_from_imap(failure)
 
 
@@ -287,8 +277,9 @@ def existed_before(
 
 
 async def take_back(ctx: MethodContext, written: Sequence[Written]) -> None:
-    """Remove exactly the copies one write made (our own UIDs, ``sync.writes`` Rule 3:
-    ``UID EXPUNGE`` where UIDPLUS exists, else ``\\Deleted`` only); the caller refreshes.
+    """Remove exactly the copies one write made (our own UIDs, docs/design.md, "Writes",
+    Rule 3: expunged where the server can expunge single UIDs, else ``\\Deleted`` only);
+    the caller refreshes.
 
     A copy whose UID the server did not give stays (logged), and so does everything in
     Gmail mode: there a UID in a label's folder is not known to be a new copy (when Gmail
@@ -303,8 +294,8 @@ async def take_back(ctx: MethodContext, written: Sequence[Written]) -> None:
             log.warning("duplicate message in %s: a copy without COPYUID left behind", mailbox.id)
             continue
         try:
-            async with ctx.pool.session(mailbox.imap_name) as session:
-                await writes.remove(session, [uid])
+            async with ctx.upstream.writing(mailbox.imap_name) as box:
+                await box.remove([uid])
         except ProxyError as exc:
             log.warning(
                 "duplicate message in %s: could not remove uid %d: %s", mailbox.id, uid, exc

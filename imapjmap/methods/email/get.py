@@ -213,7 +213,7 @@ async def fetch_all(ctx: MethodContext, email_ids: Iterable[str]) -> dict[str, b
 
     async def one(email_id: str) -> bytes | None:
         async with limit:
-            return await bodies.fetch_message(ctx.store, ctx.pool, ctx.account_id, email_id)
+            return await bodies.fetch_message(ctx.store, ctx.upstream, ctx.account_id, email_id)
 
     ids = list(dict.fromkeys(email_ids))
     async with asyncio.TaskGroup() as group:
@@ -269,7 +269,7 @@ async def email_get(ctx: MethodContext, call: Call) -> JsonObject:
     previews: dict[str, str] = {}
     missing = [r.id for r in rows if isinstance(r, em.EmailRow) and r.preview is None]
     if "preview" in properties and missing:
-        previews = await bodies.fetch_previews(ctx.store, ctx.pool, ctx.account_id, missing)
+        previews = await bodies.fetch_previews(ctx.store, ctx.upstream, ctx.account_id, missing)
     built = [r for r in rows if isinstance(r, em.EmailRow)]  # all of them unless kept
     raws = await fetch_all(ctx, [r.id for r in built]) if derived else {}
     found: list[JsonObject] = []

@@ -38,8 +38,8 @@ from imapjmap.imap.session import ImapSession
 from imapjmap.methods.context import MethodContext
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
-from imapjmap.sync import writes
 from imapjmap.sync.gmail import Labels
+from imapjmap.upstream import imap as writes
 
 Work = Callable[[Any], Awaitable[Collection[int]]]
 
@@ -48,7 +48,7 @@ class Step(Protocol):
     """Runs ``work`` on a session with the mailbox selected; failures are per Email.
 
     ``owners`` maps the UIDs the work writes to their Emails; ``work`` returns the UIDs the
-    server proved written (``sync.writes`` Rule 4), the others' Emails are unproven.
+    server proved written (docs/design.md, "Writes"), the others' Emails are unproven.
     """
 
     def __call__(
@@ -301,4 +301,9 @@ async def run(
     for email_id in doomed:
         _plan_destroy(plan, email_id, locations[email_id], labels)
     ctx.services.sync_for(ctx.account_id).note_writes(changes, doomed)
-    await _Writer(step, names, labels).run(plan)
+
+    async def on_session(mailbox_id: str, owners: Mapping[int, str], work: Work) -> None:
+        """The Gmail writes still speak IMAP: each runs on the open mailbox's session."""
+        await step(mailbox_id, owners, lambda box: work(box.session))
+
+    await _Writer(on_session, names, labels).run(plan)

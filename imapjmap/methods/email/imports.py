@@ -44,9 +44,6 @@ from typing import Any, Final
 from imapjmap.blobs import content as blob_store
 from imapjmap.blobs import ids as blobs
 from imapjmap.errors import ImapCommandFailed, ProxyError, UpstreamUnavailable
-from imapjmap.imap import commands
-from imapjmap.imap.commands import Command
-from imapjmap.imap.session import ImapSession
 from imapjmap.jmap import responses
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
 from imapjmap.jmap.errors import (
@@ -67,7 +64,7 @@ from imapjmap.store import blobs as stored
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
-from imapjmap.sync import gmail, writes
+from imapjmap.sync import gmail
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +153,9 @@ def _flags(value: Any) -> tuple[str, ...]:
     keywords = [k.lower() for k in value]
     if not all(valid_keyword(k) for k in keywords):
         raise invalid_properties("keywords holds an invalid keyword", "keywords")
-    flags = tuple(em.flags_from_keywords(dict.fromkeys(keywords)))
-    try:
-        commands.flag_list(flags)
-    except ValueError:
-        raise invalid_properties("a keyword cannot be an IMAP flag", "keywords") from None
-    return flags
+    # a valid keyword is an IMAP atom (RFC 8621 excludes the atom-specials), so every flag
+    # can be sent
+    return tuple(em.flags_from_keywords(dict.fromkeys(keywords)))
 
 
 def _received_at(value: Any) -> dt.datetime:
@@ -210,15 +204,11 @@ class _Importer:
         self.live = live
         self.landed = 0
 
-    @property
-    def uidplus(self) -> bool:
-        return "UIDPLUS" in self.ctx.pool.capabilities
-
     async def land(self, creation_id: str, raw: JsonObject) -> _Landed:
         """Write one message; raises SetError or ImapCommandFailed when it did not land."""
         item = check_import(self.call, raw, self.live)
         blob = await blob_store.read(
-            self.ctx.store, self.ctx.pool, self.ctx.account_id, item.blob_id
+            self.ctx.store, self.ctx.upstream, self.ctx.account_id, item.blob_id
         )
         if blob is None:
             raise invalid_properties("no such blob in this account", "blobId")
@@ -227,12 +217,12 @@ class _Importer:
                 SetErrorType.INVALID_EMAIL, "the blob is not an RFC 5322 message", ["blobId"]
             )
         first = item.mailboxes[0]
-        floor = None if self.uidplus else await self._uidnext(first)
-        appended = await writes.append(
-            self.ctx.pool, first.imap_name, blob.data, item.flags, item.received_at
-        )
+        upstream = self.ctx.upstream
+        says_uid = upstream.appends_say_uid
+        floor = None if says_uid else await upstream.uid_next(first.imap_name)
+        appended = await upstream.append(first.imap_name, blob.data, item.flags, item.received_at)
         self.landed += 1
-        uid = appended.uid if self.uidplus else None
+        uid = appended.uid if says_uid else None
         if uid is None:
             uid = await self._find(first, blob.data, floor or 1)
         written = ((first, uid), *await self._copy(first, uid, item.mailboxes[1:]))
@@ -243,25 +233,12 @@ class _Importer:
             return _Landed(creation_id, *where, written)
         return _Landed(creation_id, first.id, uid, written)
 
-    async def _uidnext(self, mailbox: q.MailboxRow) -> int:
-        """UIDNEXT before the APPEND: the new message's UID is at least this (no UIDPLUS)."""
-        async with self.ctx.pool.session() as session:
-            status = await session.status(mailbox.imap_name)
-        return status.uidnext or 1
-
     async def _find(self, mailbox: q.MailboxRow, data: bytes, floor: int) -> int:
-        """The UID of the message just appended, on a server that gave no APPENDUID."""
+        """The UID of the message just appended, on a server that gave no APPENDUID:
+        from ``floor``, the UIDNEXT before the APPEND, by Message-ID where it has one."""
         message_ids = select_header(raw_headers(data), "Message-ID", "asMessageIds", False)
-        criteria = Command.text(f"UID SEARCH UID {floor}:*")
-        if isinstance(message_ids, list) and message_ids:
-            wanted = commands.search_string(f"<{message_ids[0]}>")
-            charset = "" if str(message_ids[0]).isascii() else " CHARSET UTF-8"
-            criteria = Command.join(
-                [f"UID SEARCH{charset} UID {floor}:* HEADER Message-ID", wanted]
-            )
-        async with self.ctx.pool.session(mailbox.imap_name, readonly=True) as session:
-            reply = await session.execute(criteria, what="UID SEARCH")
-        uids = [uid for result in reply.searches for uid in result.ids if uid >= floor]
+        message_id = str(message_ids[0]) if isinstance(message_ids, list) and message_ids else None
+        uids = await self.ctx.upstream.find_appended(mailbox.imap_name, message_id, floor=floor)
         if not uids:
             raise MethodError(
                 MethodErrorType.SERVER_PARTIAL_FAIL,
@@ -278,9 +255,10 @@ class _Importer:
         if not others:
             return done
         try:
-            async with self.ctx.pool.session(first.imap_name) as session:
+            async with self.ctx.upstream.writing(first.imap_name) as box:
                 for other in others:
-                    done.append((other, await writes.copy_one(session, uid, other.imap_name)))
+                    copied = await box.copy([uid], other.imap_name)
+                    done.append((other, copied.target_uid(uid)))
         except ImapCommandFailed:
             await self._undo([(first, uid), *done])
             raise
@@ -292,8 +270,8 @@ class _Importer:
                 log.warning("import into %s: copy without COPYUID left behind", mailbox.id)
                 continue
             try:
-                async with self.ctx.pool.session(mailbox.imap_name) as session:
-                    await _remove(session, uid)
+                async with self.ctx.upstream.writing(mailbox.imap_name) as box:
+                    await box.remove([uid])
             except ProxyError as exc:
                 log.warning("import into %s: could not undo uid %d: %s", mailbox.id, uid, exc)
         self.landed -= 1
@@ -368,10 +346,6 @@ class _Importer:
                 duplicates[item.creation_id] = row.id
             claimed.add(row.id)
         return duplicates
-
-
-async def _remove(session: ImapSession, uid: int) -> None:
-    await writes.remove(session, [uid])
 
 
 def _emails_at(tx: Tx, account_id: str, landed: list[_Landed]) -> dict[str, em.EmailRow]:

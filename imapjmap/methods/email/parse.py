@@ -128,7 +128,7 @@ async def email_parse(ctx: MethodContext, call: Call) -> JsonObject:
     not_found: list[str] = []
     # a "#creationId" (of a Blob/upload earlier in the request) answers under the real id
     for blob_id in dict.fromkeys(standard.resolve_ids(call, blob_ids)):
-        blob = await blob_store.read(ctx.store, ctx.pool, ctx.account_id, blob_id)
+        blob = await blob_store.read(ctx.store, ctx.upstream, ctx.account_id, blob_id)
         if blob is None:
             not_found.append(blob_id)
         elif not looks_like_message(blob.data):

@@ -13,7 +13,7 @@ Each update is turned into IMAP operations on the Email's copies (its ``location
   again, which touches nothing but the patched keywords;
 * mailboxIds: one removed and one added mailbox is a ``UID MOVE``; otherwise the message is
   copied into each added mailbox and our own UIDs are removed from each removed one
-  (``UID EXPUNGE``, see ``sync.writes`` Rule 3);
+  (``UID EXPUNGE``, see docs/design.md, "Writes", Rule 3);
 * destroy removes our UIDs from every mailbox the Email is in.
 
 Updates with the same change in the same mailbox are grouped into one command, so "mark
@@ -21,7 +21,7 @@ Updates with the same change in the same mailbox are grouped into one command, s
 ``newState`` and every id come from what the server now says.
 
 An Email is reported updated or destroyed only when the server proved every write on it
-(``sync.writes`` Rule 4).  The plan comes from the cache, and another client may have
+(docs/design.md, "Writes", Rule 4).  The plan comes from the cache, and another client may have
 moved or expunged the message since: its UID then takes nothing.  Such Emails are retried
 once after a resync, with the update kept as a difference (keywords and mailboxes added
 and removed, :class:`_Change`) applied to the copies the Email has now; an Email gone
@@ -41,7 +41,7 @@ import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from imapjmap.errors import ImapCommandFailed, UpstreamUnavailable
 from imapjmap.jmap import responses
@@ -62,8 +62,8 @@ from imapjmap.methods.imaperrors import set_error_from_imap
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
-from imapjmap.sync import writes
 from imapjmap.sync.gmail import in_use as in_gmail_mode
+from imapjmap.upstream.api import OpenMailbox
 
 # RFC 8621 §4.1.1: 1-255 of %x21-%x7e except ( ) { ] % * " \
 _KEYWORD: Final = re.compile(r"[\x21-\x7e]{1,255}")
@@ -248,14 +248,14 @@ def _plan_destroy(plan: _Plan, email_id: str, locations: list[em.Location]) -> N
             plan.owners[(loc.mailbox_id, loc.uid)] = email_id
 
 
-Work = Callable[[Any], Awaitable[Collection[int]]]
+Work = Callable[[OpenMailbox], Awaitable[Collection[int]]]
 
 
 class _Runner:
     """Runs a plan against IMAP and keeps, per Email, what the server proved.
 
     An Email whose every UID the server proved written is done; one with a UID the server
-    did not prove (moved or expunged by another client meanwhile, ``sync.writes`` Rule 4)
+    did not prove (moved or expunged by another client meanwhile, docs/design.md, "Writes", Rule 4)
     is ``unproven``, for the caller to resync and retry; one refused with a NO is
     ``failed``.  ``landed`` says whether anything was written (serverPartialFail).
     """
@@ -271,8 +271,8 @@ class _Runner:
 
     async def step(self, mailbox_id: str, owners: Mapping[int, str], work: Work) -> None:
         try:
-            async with self.ctx.pool.session(self.names[mailbox_id]) as session:
-                done = await work(session)
+            async with self.ctx.upstream.writing(self.names[mailbox_id]) as box:
+                done = await work(box)
             self.landed = True
         except ImapCommandFailed as exc:
             for email_id in owners.values():
@@ -317,7 +317,7 @@ class _Runner:
 
     async def _store(
         self,
-        session: Any,
+        box: OpenMailbox,
         plan: _Plan,
         mailbox_id: str,
         add: frozenset[str],
@@ -331,28 +331,28 @@ class _Runner:
             if not flags:
                 continue
             since = max((plan.modseqs.get((mailbox_id, u)) or 0) for u in uids) or None
-            stored = await writes.store_flags(session, uids, op, flags, since)
+            stored = await box.store_flags(uids, op, flags, since)
             proven = set(stored.done)
             if stored.modified:
                 # changed by another client since our sync: our +/- touches only the
                 # patched keywords, so applying it again cannot clobber their change
-                again = await writes.store_flags(session, sorted(stored.modified), op, flags)
+                again = await box.store_flags(sorted(stored.modified), op, flags)
                 proven |= again.done
             done &= proven
         return done
 
     @staticmethod
-    async def _move(session: Any, uids: list[int], target: str) -> Collection[int]:
-        return (await writes.move(session, uids, target)).done
+    async def _move(box: OpenMailbox, uids: list[int], target: str) -> Collection[int]:
+        return (await box.move(uids, target)).done
 
     @staticmethod
-    async def _copy(session: Any, uids: list[int], target: str) -> Collection[int]:
-        return (await writes.copy(session, uids, target)).done
+    async def _copy(box: OpenMailbox, uids: list[int], target: str) -> Collection[int]:
+        return (await box.copy(uids, target)).done
 
     async def _remove(
-        self, session: Any, uids: list[int], owners: dict[int, str]
+        self, box: OpenMailbox, uids: list[int], owners: dict[int, str]
     ) -> Collection[int]:
-        done = (await writes.remove(session, uids)).done
+        done = (await box.remove(uids)).done
         self.removed.update(owners[u] for u in done)
         return done
 
@@ -465,9 +465,9 @@ async def _write_proven(
 ) -> dict[str, SetError]:
     """Write the updates and destroys; the error of each Email not written (CORE-SET-02).
 
-    An Email the server did not prove written (``sync.writes`` Rule 4: another client moved
-    or expunged it after our last sync) is retried once after a resync, at the copies it
-    has now; gone entirely it is ``notFound``, still unproven it is reported not written.
+    An Email the server did not prove written (docs/design.md, "Writes", Rule 4: another
+    client moved or expunged it after our last sync) is retried once after a resync, at the
+    copies it has now; gone entirely it is ``notFound``, still unproven it is reported not written.
 
     Then the account is resynced and every Email reported written is checked once more
     against what the server now says (:func:`_recheck`).

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from imapjmap.errors import ImapCommandFailed, UpstreamUnavailable
-from imapjmap.imap import commands
-from imapjmap.imap.commands import Command
 from imapjmap.jmap import responses
 from imapjmap.jmap.args import SetArgs
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
@@ -73,9 +71,9 @@ class _Writer:
             raise
         return result
 
-    async def imap(self, command: Command, what: str) -> None:
-        async with self.ctx.pool.session() as session:
-            await session.execute(command, what=what)
+    async def write(self, op: Callable[[], Awaitable[None]]) -> None:
+        """Run one upstream write, counting it as landed once the server accepted it."""
+        await self.guarded(op)
         self.landed += 1
 
     async def rows(self) -> dict[str, q.MailboxRow]:
@@ -166,18 +164,17 @@ async def _create_one(writer: _Writer, obj: JsonObject) -> JsonObject:
     name = _check_name(obj.get("name"), writer.delimiter)
     _sibling_clash(rows, parent.id if parent else None, name)
     role = obj.get("role")
-    tail: list[str] = []
+    upstream = writer.ctx.upstream
     if role is not None:
         if any(row.role == role for row in rows.values()):
             raise invalid_properties(f"another mailbox already has the role {role!r}", "role")
-        if not writer.ctx.pool.capabilities & {"CREATE-SPECIAL-USE"}:
+        if not upstream.creates_with_role:
             raise invalid_properties("this server cannot give a new mailbox a role", "role")
-        tail.append(f"(USE (\\{role.capitalize()}))")
     full = writer.full_name(parent, name)
     subscribe = obj.get("isSubscribed", True)
-    await writer.guarded(lambda: writer.imap(_mailbox_cmd("CREATE", full, *tail), "CREATE"))
+    await writer.write(lambda: upstream.create_mailbox(full, role=role))
     if subscribe:
-        await writer.guarded(lambda: writer.imap(_mailbox_cmd("SUBSCRIBE", full), "SUBSCRIBE"))
+        await writer.write(lambda: upstream.subscribe(full))
     await writer.ctx.refresh(force=True)
     row = await writer.ctx.read(lambda tx: q.mailbox_by_name(tx, writer.ctx.account_id, full))
     if row is None:
@@ -186,10 +183,6 @@ async def _create_one(writer: _Writer, obj: JsonObject) -> JsonObject:
         row = await _store_sort_order(writer.ctx, row, obj["sortOrder"])
     created = to_json(row)
     return {k: v for k, v in created.items() if k not in obj or k == "id"}
-
-
-def _mailbox_cmd(verb: str, name: str, *tail: str) -> Command:
-    return Command((" ".join([verb, commands.mailbox(name), *tail]),))
 
 
 async def _store_sort_order(ctx: MethodContext, row: q.MailboxRow, value: int) -> q.MailboxRow:
@@ -264,8 +257,8 @@ async def _update_one(writer: _Writer, mailbox_id: str, patch: JsonObject) -> No
     if "name" in changed or "parentId" in changed:
         current = await _rename(writer, rows, row, after)
     if "isSubscribed" in changed:
-        verb = "SUBSCRIBE" if after["isSubscribed"] else "UNSUBSCRIBE"
-        await writer.guarded(lambda: writer.imap(_mailbox_cmd(verb, current), verb))
+        subscribed = bool(after["isSubscribed"])
+        await writer.write(lambda: writer.ctx.upstream.subscribe(current, subscribed))
     await writer.ctx.refresh(force=True)
     if "sortOrder" in changed:
         fresh = await writer.ctx.read(lambda tx: q.mailbox(tx, writer.ctx.account_id, row.id))
@@ -287,19 +280,17 @@ async def _rename(
     _sibling_clash(rows, parent.id if parent else None, name, exclude=row.id)
     new_full = writer.full_name(parent, name)
     old_full = row.imap_name
-    rename = Command((f"RENAME {commands.mailbox(old_full)} {commands.mailbox(new_full)}",))
-    await _leave(writer, rows, row)
-    await writer.guarded(lambda: writer.imap(rename, "RENAME"))
+    upstream = writer.ctx.upstream
+    children = _children(writer, rows, row)
+    await writer.write(lambda: upstream.rename_mailbox(old_full, new_full, children=children))
     await _remember_rename(writer, rows, old_full, new_full)
     if row.is_subscribed:
         # RFC 3501 leaves subscriptions behind on RENAME: carry this one over
-        await writer.guarded(lambda: writer.imap(_mailbox_cmd("SUBSCRIBE", new_full), "SUBSCRIBE"))
+        await writer.write(lambda: upstream.subscribe(new_full))
         # a server that moved the subscription along (Gmail) refuses to drop a name that
         # no longer exists: the rename has happened all the same
         with contextlib.suppress(ImapCommandFailed):
-            await writer.guarded(
-                lambda: writer.imap(_mailbox_cmd("UNSUBSCRIBE", old_full), "UNSUBSCRIBE")
-            )
+            await writer.write(lambda: upstream.subscribe(old_full, False))
     return new_full
 
 
@@ -326,13 +317,10 @@ async def _remember_rename(
     await writer.ctx.write(write)
 
 
-async def _leave(writer: _Writer, rows: dict[str, q.MailboxRow], row: q.MailboxRow) -> None:
-    """Pooled connections must not have the mailbox (or a child) selected during RENAME or
-    DELETE of it."""
+def _children(writer: _Writer, rows: dict[str, q.MailboxRow], row: q.MailboxRow) -> list[str]:
+    """The names of the mailboxes below ``row``, which a rename of it moves along."""
     prefix = row.imap_name + (writer.delimiter or "\0")
-    for other in rows.values():
-        if other.id == row.id or other.imap_name.startswith(prefix):
-            await writer.ctx.pool.release_mailbox(other.imap_name)
+    return [other.imap_name for other in rows.values() if other.imap_name.startswith(prefix)]
 
 
 async def _destroy_one(writer: _Writer, mailbox_id: str, remove_emails: bool) -> None:
@@ -346,16 +334,14 @@ async def _destroy_one(writer: _Writer, mailbox_id: str, remove_emails: bool) ->
         raise SetError(SetErrorType.MAILBOX_HAS_CHILD)  # even with onDestroyRemoveEmails
     if (row.messages or row.total_emails) and not remove_emails:
         raise SetError(SetErrorType.MAILBOX_HAS_EMAIL)
-    await _leave(writer, rows, row)
+    upstream = writer.ctx.upstream
     if not remove_emails:
         await writer.guarded(lambda: _still_empty(writer, row.imap_name))
-    await writer.guarded(lambda: writer.imap(_mailbox_cmd("DELETE", row.imap_name), "DELETE"))
+    await writer.write(lambda: upstream.delete_mailbox(row.imap_name))
     if row.is_subscribed:
         # the mailbox is gone; a subscription left behind would only be noise
         with contextlib.suppress(ImapCommandFailed):
-            await writer.guarded(
-                lambda: writer.imap(_mailbox_cmd("UNSUBSCRIBE", row.imap_name), "UNSUBSCRIBE")
-            )
+            await writer.write(lambda: upstream.subscribe(row.imap_name, False))
     await writer.ctx.refresh(force=True)  # a parent destroyed next must see this one gone
 
 
@@ -363,9 +349,7 @@ async def _still_empty(writer: _Writer, name: str) -> None:
     """The cache may be behind the server: a message another client put in the mailbox
     meanwhile would go down with the DELETE, which only onDestroyRemoveEmails may do
     (RFC 8621 §2.5, MBX-07).  So the server is asked right before it."""
-    async with writer.ctx.pool.session() as session:
-        status = await session.status(name, "MESSAGES")
-    if status.messages:
+    if await writer.ctx.upstream.message_count(name):
         raise SetError(SetErrorType.MAILBOX_HAS_EMAIL)
 
 

@@ -389,7 +389,7 @@ class _Creator:
         email = await ctx.read(lambda tx: em.email(tx, ctx.account_id, email_id))
         raw = None
         if email is not None:
-            raw = await fetch_message(ctx.store, ctx.pool, ctx.account_id, email_id)
+            raw = await fetch_message(ctx.store, ctx.upstream, ctx.account_id, email_id)
         if email is None or raw is None:
             raise invalid_properties("emailId names no Email", "emailId")
         derived = obj.get("envelope") is None
