@@ -48,21 +48,34 @@ Rule 7: cancelling a caller whose transaction has not started takes it out of it
         a short grace, and returns within about a second whatever runs.
 Rule 8: nothing is cached in memory across transactions, so several processes may share one
         cache file (WAL mode; writers wait up to ``busy_timeout`` seconds for each other).
+Rule 9: a read whose work is mostly Python (matching a big filter, sorting on computed keys)
+        can be run *apart*, in one of a few reader processes (``Store.read_apart``): ``fn``
+        is then a module-level function, its arguments and result are pickled.  A thread,
+        however often it pauses, shares the interpreter's one GIL with the event loop and
+        the other accounts' reads; a process shares only the CPU, and at a lower priority
+        (``_PROCESS_NICENESS``), so the operating system serves the others first and the heavy
+        read needs no pauses of its own.  The fair share, the time budget and cancellation
+        are those of any read (Rules 5-7); one account uses one process at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import logging
+import multiprocessing
+import os
 import queue
+import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, Final, TypeVar
+from multiprocessing.connection import Connection
+from typing import Any, Final, Protocol, TypeVar
 
 from imapjmap.errors import CacheCorrupt, ProxyError
 from imapjmap.store import schema
@@ -131,6 +144,11 @@ _PACED_WALL_FACTOR: Final = 8
 # wait for the worker threads after that.
 _CLOSE_GRACE: Final = 0.5
 _CLOSE_WAIT: Final = 0.4
+# Rule 9: the reader processes run at this niceness, so that the event loop's process and
+# the IMAP server on the same machine take the CPU first (a weight of about 1 to 9 against
+# a process at the default niceness, close to the share a contended long read leaves the
+# others by pausing).
+_PROCESS_NICENESS: Final = 10
 
 # Primary result codes that say "try again later", not "the cache is broken".
 _TRANSIENT: Final = frozenset(
@@ -167,10 +185,14 @@ class TransactionTooLong(ProxyError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(f"cache transaction over {seconds:g} s")
+        self.seconds = seconds
         self.client_description = (
             f"the request needs more than the {seconds:g} s of cache time allowed to one"
             " transaction (cache.max_transaction_seconds); narrow it"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # from a reader process (Rule 9)
+        return (TransactionTooLong, (self.seconds,))
 
 
 def _translate(exc: sqlite3.Error, what: str) -> ProxyError:
@@ -204,6 +226,12 @@ class _Activity:
         return any(a != account and t >= since for a, t in list(self._seen.items()))
 
 
+class _Flag(Protocol):
+    """A shared ``multiprocessing`` value: set by the parent, read by a reader process."""
+
+    value: int
+
+
 class _Job:
     """The stop switch of one transaction, shared by its worker thread and the event loop.
 
@@ -216,7 +244,7 @@ class _Job:
 
     __slots__ = (
         "_armed", "_conn", "_lock", "account", "activity", "budget", "cpu_started", "deadline",
-        "next_pause", "reason", "started", "wall_deadline", "write",
+        "next_pause", "paced", "reason", "remote_stop", "started", "wall_deadline", "write",
     )  # fmt: skip
 
     def __init__(
@@ -226,11 +254,17 @@ class _Job:
         write: bool,
         account: str = "",
         activity: _Activity | None = None,
+        paced: bool = True,
+        remote_stop: _Flag | None = None,
     ) -> None:
         self.budget = budget
         self.write = write
         self.account = account
         self.activity = activity
+        # a read in a reader process (Rule 9) does not pause: it shares no GIL, and its
+        # niceness gives the others the CPU; it is stopped by its parent through a flag
+        self.paced = paced
+        self.remote_stop = remote_stop
         self.deadline: float | None = None
         self.wall_deadline: float | None = None
         self.started = time.monotonic()
@@ -273,6 +307,11 @@ class _Job:
         """Worker thread, between and during statements: stop requested or budget spent?"""
         if self.reason is not None:
             return True
+        if self.remote_stop is not None and self.remote_stop.value:
+            with self._lock:
+                if self.reason is None:
+                    self.reason = "cancelled"
+            return True
         if self.deadline is not None and time.monotonic() > self.deadline and self._spent():
             with self._lock:
                 if self.reason is None:
@@ -297,7 +336,7 @@ class _Job:
         """Worker thread, between and during statements: now and then, a read pauses so that
         the event loop and the other readers take the GIL and the CPU; longer once it has
         worked for a while (one account's heavy request)."""
-        if self.write:
+        if self.write or not self.paced:
             return
         if time.monotonic() >= self.next_pause:
             time.sleep(self._pause(time.thread_time() - self.cpu_started))
@@ -598,6 +637,159 @@ class _Worker:
                 future.set_result(result)
 
 
+class _ReaderProcess:
+    """One reader process (Rule 9) and the worker thread that talks to it.
+
+    The process is started on first use and again after it died; it opens its own read-only
+    connection.  A call sends ``(fn, args, budget)`` down a pipe and waits for the outcome on
+    the worker thread (the GIL is free meanwhile).  ``stop`` sets a flag in shared memory
+    that the process's transaction checks as often as a thread's checks its job (Rule 6).
+    """
+
+    def __init__(self, name: str, path: str, busy_timeout: float) -> None:
+        self.worker = _Worker(name)
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._mp = multiprocessing.get_context("spawn")  # no copy of the parent's threads
+        self._flag = self._mp.RawValue("b", 0)
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._pipe: Connection | None = None
+
+    def run(self, fn: Callable[..., T], args: tuple[Any, ...], budget: float | None) -> T:
+        """Worker thread: run ``fn(tx, *args)`` in the process; return or raise its outcome."""
+        pipe = self._started()
+        self._flag.value = 0
+        try:
+            pipe.send((fn, args, budget))
+            status, value = pipe.recv()
+        except (EOFError, OSError) as exc:  # killed, or ended by aclose
+            self._forget()
+            raise CacheUnavailable("cache reader process ended") from exc
+        except Exception as exc:  # an argument or outcome that does not pickle: a bug
+            self._forget()
+            raise ProxyError(f"cache reader process: {type(exc).__name__}: {exc}") from exc
+        if status == "ok":
+            result: T = value
+            return result
+        raise value
+
+    def stop(self) -> None:
+        """Any thread: the transaction running in the process stops at its next check."""
+        self._flag.value = 1
+
+    def kill(self) -> None:
+        """Any thread: end the process now (a reader has nothing to lose)."""
+        process = self._process
+        if process is not None and process.pid is not None:
+            with contextlib.suppress(OSError, ValueError):
+                process.kill()
+
+    def close(self) -> None:
+        """Worker thread: ask the process to end, then make sure it has."""
+        pipe, process = self._pipe, self._process
+        if pipe is not None:
+            with contextlib.suppress(OSError, ValueError):
+                pipe.send(None)
+        if process is not None:
+            process.join(_CLOSE_WAIT / 2)
+        self._forget()
+
+    def _started(self) -> Connection:
+        if self._pipe is not None and self._process is not None and self._process.is_alive():
+            return self._pipe
+        self._forget()
+        ours, theirs = self._mp.Pipe()
+        process = self._mp.Process(
+            target=_serve_apart,
+            args=(self._path, self._busy_timeout, theirs, self._flag),
+            name=self.worker.name,
+            daemon=True,  # ends with the proxy whatever it runs
+        )
+        process.start()
+        theirs.close()
+        self._process, self._pipe = process, ours
+        return ours
+
+    def _forget(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        process, self._process = self._process, None
+        if pipe is not None:
+            pipe.close()
+        if process is not None:
+            if process.is_alive():
+                process.kill()
+            process.join(_CLOSE_WAIT / 2)
+
+
+def _apply(fn: Callable[..., T], args: tuple[Any, ...], tx: Tx) -> T:
+    return fn(tx, *args)
+
+
+def _serve_apart(path: str, busy_timeout: float, pipe: Connection, flag: _Flag) -> None:
+    """A reader process's main loop (Rule 9): one transaction per message, until ``None`` or
+    the parent's end of the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the proxy decides when its readers end
+    with contextlib.suppress(OSError):
+        os.nice(_PROCESS_NICENESS)
+    running: list[_Job] = []
+
+    def progress() -> int:
+        return 1 if running and running[0].should_stop() else 0
+
+    try:
+        conn = _connect_reader(path, busy_timeout)
+    except ProxyError as exc:
+        with contextlib.suppress(OSError):
+            pipe.send(("error", exc))
+        return
+    conn.set_progress_handler(progress, _PROGRESS_STEPS)
+    try:
+        while True:
+            try:
+                item = pipe.recv()
+            except (EOFError, OSError):
+                return
+            except Exception as exc:  # a function or argument that does not unpickle here
+                pipe.send(("error", ProxyError(f"cache reader process: {exc!r}")))
+                continue
+            if item is None:
+                return
+            fn, args, budget = item
+            job = _Job(budget, write=False, paced=False, remote_stop=flag)
+            running[:] = [job]
+            outcome: tuple[str, Any]
+            try:
+                result = _transaction(conn, partial(_apply, fn, args), job, "BEGIN")
+                outcome = ("ok", result)
+            except Exception as exc:
+                outcome = ("error", exc)
+            finally:
+                running.clear()
+            try:
+                pipe.send(outcome)
+            except (EOFError, OSError):
+                return
+            except Exception as exc:  # an outcome that does not pickle
+                pipe.send(("error", ProxyError(f"cache reader process: {exc!r}")))
+    finally:
+        conn.close()
+
+
+class _RemoteJob:
+    """What the event loop knows of a read running in a reader process: whose it is, and
+    how to stop it (as a :class:`_Job` for a read on a thread)."""
+
+    __slots__ = ("account", "reader")
+    write: Final = False
+
+    def __init__(self, reader: _ReaderProcess, account: str) -> None:
+        self.reader = reader
+        self.account = account
+
+    def stop(self, reason: str) -> None:  # the process learns only that it must stop
+        self.reader.stop()
+
+
 class Store:
     """The cache: a writer and a few readers, shared fairly between accounts.
 
@@ -613,6 +805,7 @@ class Store:
         readers_per_account: int,
         max_transaction_seconds: float | None,
         spare_readers: int = 0,
+        apart: Sequence[_ReaderProcess] = (),
     ) -> None:
         self.path = path
         self.budget = max_transaction_seconds
@@ -625,7 +818,13 @@ class Store:
             if active > 0
             else self._writes
         )
-        self._running: dict[asyncio.Future[Any], _Job] = {}
+        self._apart = tuple(apart)
+        self._apart_slots = (
+            FairSlots(len(self._apart), min(readers_per_account, len(self._apart)))
+            if self._apart
+            else None
+        )
+        self._running: dict[asyncio.Future[Any], _Job | _RemoteJob] = {}
         self._activity = _Activity()
         self._closed = False
 
@@ -639,6 +838,7 @@ class Store:
         readers: int = 4,
         readers_per_account: int = 1,
         max_transaction_seconds: float | None = None,
+        processes: int = 0,
     ) -> Store:
         """Open (creating if needed) and migrate the cache at ``path`` (``":memory:"`` allowed).
 
@@ -650,6 +850,8 @@ class Store:
                 WAL); as many more are opened as spares for the time long reads pause.
             readers_per_account: how many of them one account may use at once.
             max_transaction_seconds: the time budget of one read (Rule 6); None: unlimited.
+            processes: reader processes for :meth:`read_apart` (Rule 9), started when
+                first used; none without readers.
 
         Raises:
             CacheCorrupt: not a database, another program's database, or a newer schema.
@@ -680,6 +882,10 @@ class Store:
             readers_per_account=readers_per_account,
             max_transaction_seconds=max_transaction_seconds,
             spare_readers=readers if shared else 0,
+            apart=[
+                _ReaderProcess(f"imapjmap-store-apart-{number}", path, busy_timeout)
+                for number in range(processes if shared else 0)
+            ],
         )
 
     async def run(self, fn: Callable[[Tx], T], *, account: str = "") -> T:
@@ -703,16 +909,34 @@ class Store:
         """
         return await self._submit(fn, account, write=False)
 
-    async def _submit(self, fn: Callable[[Tx], T], account: str, *, write: bool) -> T:
-        if self._closed:
-            raise CacheUnavailable("cache store is closed")
-        slots = self._writes if write else self._reads
-        slot = await slots.acquire(account)
-        if self._closed:  # granted just before aclose: the worker takes no more calls
+    async def read_apart(self, fn: Callable[..., T], *args: Any, account: str = "") -> T:
+        """Run ``fn(tx, *args)`` like :meth:`read`, in a reader process (Rule 9) when the
+        store has some; else on a reader thread, the same way.
+
+        ``fn`` must be a module-level function, and ``args`` and its result picklable.  For
+        the reads whose work is mostly Python: the others' requests then never wait for
+        the GIL while it runs.
+
+        Raises:
+            TransactionTooLong, CacheUnavailable, CacheCorrupt, Exception: as :meth:`read`.
+        """
+        slots = self._apart_slots
+        if slots is None:
+            return await self.read(lambda tx: fn(tx, *args), account=account)
+        slot = await self._acquire(slots, account)
+        reader = self._apart[slot]
+        job = _RemoteJob(reader, account)
+        try:
+            done = reader.worker.call(lambda: reader.run(fn, args, self.budget))
+        except BaseException:
             slots.release(account, slot)
-            raise CacheUnavailable("cache store is closed")
+            raise
+        return await self._outcome(slots, account, slot, done, job)
+
+    async def _submit(self, fn: Callable[[Tx], T], account: str, *, write: bool) -> T:
+        slots = self._writes if write else self._reads
+        slot = await self._acquire(slots, account)
         worker = self._writer if slots is self._writes else self._readers[slot]
-        self._activity.mark(account)
         job = _Job(
             None if write else self.budget, write=write, account=account, activity=self._activity
         )
@@ -722,6 +946,28 @@ class Store:
         except BaseException:
             slots.release(account, slot)
             raise
+        return await self._outcome(slots, account, slot, done, job)
+
+    async def _acquire(self, slots: FairSlots, account: str) -> int:
+        if self._closed:
+            raise CacheUnavailable("cache store is closed")
+        slot = await slots.acquire(account)
+        if self._closed:  # granted just before aclose: the worker takes no more calls
+            slots.release(account, slot)
+            raise CacheUnavailable("cache store is closed")
+        self._activity.mark(account)
+        return slot
+
+    async def _outcome(
+        self,
+        slots: FairSlots,
+        account: str,
+        slot: int,
+        done: asyncio.Future[T],
+        job: _Job | _RemoteJob,
+    ) -> T:
+        """Wait for a transaction started on ``slot``; give the slot back when it ends, even
+        after its caller gave up (Rule 7)."""
         self._running[done] = job
         lent = False
 
@@ -732,7 +978,7 @@ class Store:
 
         timer = (
             asyncio.get_running_loop().call_later(_LEND_AFTER, lend)
-            if slots is self._reads and not write
+            if slots is self._reads and isinstance(job, _Job) and not job.write
             else None
         )
 
@@ -750,7 +996,7 @@ class Store:
         try:
             return await asyncio.shield(done)
         except asyncio.CancelledError:
-            if not write:
+            if not job.write:
                 job.stop("cancelled")
             raise
 
@@ -792,6 +1038,8 @@ class Store:
         closed = CacheUnavailable("cache store is closed")
         self._writes.close(closed)
         self._reads.close(closed)
+        if self._apart_slots is not None:
+            self._apart_slots.close(closed)
         running = dict(self._running)
         for job in running.values():
             if not job.write:
@@ -799,10 +1047,14 @@ class Store:
         if running:
             _, late = await asyncio.wait(running, timeout=_CLOSE_GRACE)
             for future in late:
-                running[future].stop("closing")
+                job = running[future]
+                job.stop("closing")
+                if isinstance(job, _RemoteJob):
+                    job.reader.kill()
         workers = (self._writer, *self._readers)
         closing = [worker.call(worker.close) for worker in workers]
-        for worker in workers:
+        closing += [reader.worker.call(reader.close) for reader in self._apart]
+        for worker in (*workers, *(reader.worker for reader in self._apart)):
             worker.stop()
         _, stuck = await asyncio.wait(closing, timeout=_CLOSE_WAIT)
         for future in stuck:  # still in a statement SQLite cannot interrupt; its daemon
