@@ -380,6 +380,7 @@ async def run(dovecot: DovecotServer, args: argparse.Namespace, workdir: Path) -
                 if args.readers_per_account
                 else {}
             ),
+            **({"read_processes": args.read_processes} if args.read_processes >= 0 else {}),
         ),
     )
     server = TestServer(make_app(cfg), host="127.0.0.1")
@@ -507,6 +508,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--readers-per-account", type=int, default=0, help="cache.readers_per_account (default)"
+    )
+    parser.add_argument(
+        "--read-processes",
+        type=int,
+        default=-1,
+        help="cache.read_processes (default); 0 runs every read in the proxy's process",
     )
     args = parser.parse_args()
     say(f"fairness benchmark: {describe_machine()}")

@@ -138,6 +138,9 @@ class CacheConfig:
     changes_retention_days: int = 30  # tombstones older than this are purged
     readers: int = 4  # read-only connections serving the JMAP methods' reads
     readers_per_account: int = 1  # of them one account may use at once (at most readers)
+    # processes for the reads whose work is mostly Python (a big filter or sort); 0: none,
+    # such reads run on the reader threads and share the event loop's GIL
+    read_processes: int = 2
     # a read transaction running longer is rolled back and its method call fails
     max_transaction_seconds: float = 5.0
 
@@ -234,6 +237,8 @@ _RFC_MINIMUMS: Final[Mapping[str, int]] = {
     "limits.max_objects_in_set": 500,
 }
 # Keys with a ceiling: the filter code past the limit checks recurses once per level.
+# Integer keys where 0 means "none" (the others must be at least 1).
+_MINIMUMS: Final[Mapping[str, int]] = {"cache.read_processes": 0}
 _MAXIMUMS: Final[Mapping[str, int]] = {"limits.max_filter_depth": MAX_FILTER_DEPTH}
 _ZERO_ALLOWED: Final = frozenset(
     {
@@ -496,7 +501,7 @@ def _check_value(path: str, name: str, value: object) -> object:
         if not 1 <= value <= 65535:
             raise _Invalid(f"must be 1-65535 (got {value})")
     elif isinstance(value, int) and not isinstance(value, bool):
-        minimum = _RFC_MINIMUMS.get(path, 1)
+        minimum = _RFC_MINIMUMS.get(path, _MINIMUMS.get(path, 1))
         if value < minimum:
             why = ", the RFC 8620 §2 suggested minimum" if path in _RFC_MINIMUMS else ""
             raise _Invalid(f"must be at least {minimum}{why} (got {value})")

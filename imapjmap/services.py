@@ -48,6 +48,7 @@ async def open_store(cfg: Config) -> Store:
         readers=cfg.cache.readers,
         readers_per_account=cfg.cache.readers_per_account,
         max_transaction_seconds=cfg.cache.max_transaction_seconds,
+        processes=cfg.cache.read_processes,
     )
 
 

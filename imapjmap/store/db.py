@@ -655,10 +655,14 @@ class _ReaderProcess:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._pipe: Connection | None = None
 
-    def run(self, fn: Callable[..., T], args: tuple[Any, ...], budget: float | None) -> T:
+    def run(
+        self, fn: Callable[..., T], args: tuple[Any, ...], budget: float | None, job: _RemoteJob
+    ) -> T:
         """Worker thread: run ``fn(tx, *args)`` in the process; return or raise its outcome."""
         pipe = self._started()
         self._flag.value = 0
+        if job.reason is not None:  # stopped while the process started: the flag was set
+            raise CacheUnavailable(f"cache transaction {job.reason}")  # before the reset
         try:
             pipe.send((fn, args, budget))
             status, value = pipe.recv()
@@ -779,14 +783,19 @@ class _RemoteJob:
     """What the event loop knows of a read running in a reader process: whose it is, and
     how to stop it (as a :class:`_Job` for a read on a thread)."""
 
-    __slots__ = ("account", "reader")
+    __slots__ = ("account", "reader", "reason")
     write: Final = False
 
     def __init__(self, reader: _ReaderProcess, account: str) -> None:
         self.reader = reader
         self.account = account
+        self.reason: str | None = None
 
-    def stop(self, reason: str) -> None:  # the process learns only that it must stop
+    def stop(self, reason: str) -> None:
+        """Any thread.  The reason first: :meth:`_ReaderProcess.run` reads it after it
+        clears the flag, so a stop is never lost between two transactions."""
+        if self.reason is None:
+            self.reason = reason
         self.reader.stop()
 
 
@@ -927,7 +936,7 @@ class Store:
         reader = self._apart[slot]
         job = _RemoteJob(reader, account)
         try:
-            done = reader.worker.call(lambda: reader.run(fn, args, self.budget))
+            done = reader.worker.call(lambda: reader.run(fn, args, self.budget, job))
         except BaseException:
             slots.release(account, slot)
             raise

@@ -132,6 +132,8 @@ ACCEPTED = [
         {"cache": {"readers": 1, "readers_per_account": 1, "max_transaction_seconds": 0.5}},
         CacheConfig(readers=1, readers_per_account=1, max_transaction_seconds=0.5),
     ),
+    ({"cache": {"read_processes": 0}}, CacheConfig(read_processes=0)),
+    ({"cache": {"read_processes": 3}}, CacheConfig(read_processes=3)),
 ]
 
 
@@ -182,6 +184,7 @@ ERROR_CASES = [
         "cache.readers_per_account: must be at most cache.readers (2)",
     ),
     (minimal(cache={"max_transaction_seconds": 0}), "cache.max_transaction_seconds: must be pos"),
+    (minimal(cache={"read_processes": -1}), "cache.read_processes: must be at least 0 (got -1)"),
     (
         minimal(limits={"max_calls_in_request": 15}),
         "limits.max_calls_in_request: must be at least 16",

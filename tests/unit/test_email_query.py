@@ -724,3 +724,52 @@ async def test_a_result_of_too_many_ids_is_not_kept(
     assert len(kept) == 1
     await query(world, {})  # all six
     assert len(kept) == 1
+
+
+PYTHON_WAY = [
+    (filter_, expected)
+    for filter_, expected in FILTERS
+    if email_query.plan(filter_, [], {}).order is None
+]
+
+
+@pytest.fixture
+async def file_world(tmp_path: Any) -> AsyncIterator[World]:
+    """The world on a cache file with one reader process (store/db.py Rule 9)."""
+    store = await Store.open(str(tmp_path / "cache.sqlite3"), processes=1)
+    w = World(store, Config())
+    await w.setup()
+    yield w
+    await store.aclose()
+
+
+async def test_a_query_evaluated_in_python_runs_in_a_reader_process_eml_qry(
+    file_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter or sort that SQL cannot answer is matched in a reader process, not in the
+    proxy's: its CPU must not hold the GIL that every other account's request needs.  The
+    answers are the same as in-process (the filter table above)."""
+    assert len(PYTHON_WAY) > 10
+
+    def not_here(*_: Any) -> list[str]:
+        raise AssertionError("evaluated in the proxy's process")
+
+    monkeypatch.setattr(email_query.Runner, "evaluated", not_here)  # in this process only
+    for filter_, expected in PYTHON_WAY:
+        assert (await query(file_world, {"filter": filter_}))["ids"] == expected, filter_
+    by_subject = [{"property": "subject"}, {"property": "receivedAt", "isAscending": False}]
+    got = await query(file_world, {"sort": by_subject, "calculateTotal": True, "limit": 3})
+    assert got["total"] == len(ALL) and len(got["ids"]) == 3
+
+
+async def test_the_sql_walk_stays_on_a_reader_thread(
+    file_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cheap way (an index walk) does not pay for a trip to another process."""
+
+    async def nowhere(*_: Any, **__: Any) -> Any:
+        raise AssertionError("sent to a reader process")
+
+    monkeypatch.setattr(file_world.store, "read_apart", nowhere)
+    got = await query(file_world, {"filter": {"inMailbox": "Minbox"}})
+    assert got["ids"] == ["e3", "e6", "e4", "e1"]

@@ -267,6 +267,23 @@ def _page(runner: Runner, args: QueryArgs) -> tuple[list[str], int | None]:
     return ids, None
 
 
+def run_query(
+    tx: Tx, account_id: str, p: Plan, uid_hits: email_search.UidHits, args: QueryArgs
+) -> tuple[list[str], int | None, int]:
+    """One run of a plan: the ids the window needs, the total when asked, the Email state.
+
+    Module-level, with picklable arguments: a query evaluated in Python runs in a reader
+    process (``Store.read_apart``), where its CPU does not hold the GIL against the other
+    accounts' requests.
+    """
+    seq = q.type_state(tx, account_id, EMAIL_TYPE)
+    runner = Runner(tx, account_id, p, uid_hits)
+    ids, total = _page(runner, args)
+    if args.calculate_total and total is None:
+        total = runner.total()
+    return ids, total, seq
+
+
 async def email_query(ctx: MethodContext, call: Call) -> JsonObject:
     args = QueryArgs.parse(
         call.args, sort_properties=ef.SORT_PROPERTIES, extra=_EXTRA, limits=ctx.query_limits
@@ -278,19 +295,26 @@ async def email_query(ctx: MethodContext, call: Call) -> JsonObject:
     # one that IMAP searches took part in, as the upstream's search may find otherwise
     kept = ctx.services.query_results if not p.terms else None
     key = query_results.key_of(ctx.account_id, ctx.account.epoch, call.args)
+    apart = p.order is None  # the Python way: its work goes to a reader process
 
-    def run(tx: Tx) -> tuple[Sequence[str], int | None, int, bool]:
+    def run(tx: Tx) -> tuple[Sequence[str], int | None, int, bool] | None:
         seq = q.type_state(tx, ctx.account_id, EMAIL_TYPE)
         found = kept.get(key, seq) if kept is not None else None
         if found is not None:
             return *found, seq, True
-        runner = Runner(tx, ctx.account_id, p, uid_hits)
-        ids, total = _page(runner, args)
-        if args.calculate_total and total is None:
-            total = runner.total()
-        return ids, total, seq, False
+        if apart:
+            return None
+        return *run_query(tx, ctx.account_id, p, uid_hits, args), False
 
-    ids, total, seq, again = await ctx.read(run)
+    got = await ctx.read(run) if kept is not None or not apart else None
+    if got is None:
+        got = (
+            *await ctx.store.read_apart(
+                run_query, ctx.account_id, p, uid_hits, args, account=ctx.account_id
+            ),
+            False,
+        )
+    ids, total, seq, again = got
     if kept is not None and not again:
         kept.keep(key, seq, ids, total)
     response = standard.query_response(ctx, args, ids, seq, can_calculate_changes=True)
