@@ -1053,13 +1053,12 @@ class Store:
         for job in running.values():
             if not job.write:
                 job.stop("closing")
+            if isinstance(job, _RemoteJob):  # it might check its flag only seconds later
+                job.reader.kill()
         if running:
             _, late = await asyncio.wait(running, timeout=_CLOSE_GRACE)
             for future in late:
-                job = running[future]
-                job.stop("closing")
-                if isinstance(job, _RemoteJob):
-                    job.reader.kill()
+                running[future].stop("closing")
         workers = (self._writer, *self._readers)
         closing = [worker.call(worker.close) for worker in workers]
         closing += [reader.worker.call(reader.close) for reader in self._apart]
