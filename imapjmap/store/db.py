@@ -55,7 +55,10 @@ Rule 9: a read whose work is mostly Python (matching a big filter, sorting on co
         the other accounts' reads; a process shares only the CPU, and at a lower priority
         (``_PROCESS_NICENESS``), so the operating system serves the others first and the heavy
         read needs no pauses of its own.  The fair share, the time budget and cancellation
-        are those of any read (Rules 5-7); one account uses one process at a time.
+        are those of any read (Rules 5-7); one account uses one process at a time.  The
+        processes are *spawned* (a fork would copy the worker threads' locks): a script
+        that opens a store with processes must guard its main code with
+        ``if __name__ == "__main__"``, as ``multiprocessing`` requires.
 """
 
 from __future__ import annotations
