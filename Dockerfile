@@ -37,7 +37,7 @@ WORKDIR /var/lib/imapjmap
 VOLUME ["/var/lib/imapjmap"]
 USER imapjmap
 EXPOSE 8080
-# Any HTTP answer (401 without credentials) means the server is up.
+# /healthz at the address the mounted configuration listens on (imapjmap health reads it).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
-    CMD ["python", "-c", "import http.client as h; c = h.HTTPConnection('127.0.0.1', 8080, timeout=4); c.request('GET', '/.well-known/jmap'); c.getresponse()"]
+    CMD ["imapjmap", "health", "--config", "/etc/imapjmap/config.toml"]
 CMD ["imapjmap", "serve", "--config", "/etc/imapjmap/config.toml"]

@@ -7,8 +7,12 @@ Subcommands:
 * ``imapjmap demo [--listen HOST:PORT]``: the self-contained demo, from a source checkout
   only (the throw-away servers it runs live in ``devservers/``, which is not installed).
 * ``imapjmap check-config FILE``: validate a file and print the effective configuration.
+* ``imapjmap health --config FILE [--ready]``: ask the running proxy's ``/healthz`` (or
+  ``/readyz``) at its configured listen address; exit 0 when it says so (a container's or
+  a service manager's health check).
 
-Exit status: 0 on success, 2 for a usage or configuration error.  The HTTP front end and the
+Exit status: 0 on success, 1 when ``health`` finds the proxy unhealthy, 2 for a usage or
+configuration error.  The HTTP front end and the
 demo are imported only when their subcommand runs, so importing this module loads no I/O
 library (each one has a single owner: tests/unit/test_layering.py).  They are imported with
 ``importlib.import_module`` and a literal name (which the layering test follows), so this
@@ -18,6 +22,7 @@ module type-checks on its own.
 from __future__ import annotations
 
 import argparse
+import http.client
 import importlib
 import logging
 import sys
@@ -41,7 +46,9 @@ from imapjmap.logsetup import setup_logging
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
+EXIT_UNHEALTHY = 1
 EXIT_USAGE = 2
+HEALTH_TIMEOUT = 4.0  # seconds; /readyz answers within its own bounds (http/health.py)
 
 # Where a source checkout keeps the demo: beside the package, not inside it, so that an
 # installed wheel holds nothing that installs Debian packages or starts servers.
@@ -88,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check-config", help="validate FILE, print the effective config")
     check.add_argument("file", metavar="FILE")
+    health = commands.add_parser("health", help="ask the running proxy whether it is healthy")
+    health.add_argument("--config", metavar="FILE", required=True, help="its configuration")
+    health.add_argument(
+        "--ready", action="store_true", help="ask /readyz (cache and IMAP server) not /healthz"
+    )
     return parser
 
 
@@ -151,6 +163,28 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _health(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    host, port = split_listen(cfg.server.listen)
+    # a wildcard listen address is reached on the loopback interface
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    path = "/readyz" if args.ready else "/healthz"
+    connection = http.client.HTTPConnection(host, port, timeout=HEALTH_TIMEOUT)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read().decode("utf-8", "replace").strip()
+    except OSError as exc:
+        print(f"imapjmap: {path} at {cfg.server.listen}: {exc}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    finally:
+        connection.close()
+    print(f"{path} {response.status}: {body}")
+    return EXIT_OK if response.status == 200 else EXIT_UNHEALTHY
+
+
 def _status(result: object) -> int:
     """An entry point's return value as an exit status (None means success)."""
     return result if isinstance(result, int) else EXIT_OK
@@ -160,4 +194,5 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "demo": _demo,
     "check-config": _check_config,
+    "health": _health,
 }

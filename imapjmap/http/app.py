@@ -22,7 +22,7 @@ from aiohttp import web
 
 from imapjmap.config import Config
 from imapjmap.errors import ConfigError, ProxyError
-from imapjmap.http import blobs, middleware, push, views
+from imapjmap.http import blobs, health, middleware, push, views
 from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticator
 from imapjmap.http.connections import Guard, GuardedRunner
@@ -103,6 +103,7 @@ def make_app(cfg: Config) -> web.Application:
     views.add_routes(app)
     blobs.add_routes(app)
     push.add_routes(app)
+    health.add_routes(app)
     return app
 
 

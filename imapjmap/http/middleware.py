@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -61,6 +61,9 @@ def render(error: RequestError, headers: dict[str, str] | None = None) -> web.Re
     )
 
 
+QUIET_PATHS: Final = frozenset({"/healthz", "/readyz"})
+
+
 @web.middleware
 async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.monotonic()
@@ -73,7 +76,10 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = "cancelled"  # the client went away, or the server is stopping: no answer
         raise
     finally:
-        access_log.info(
+        # a monitor polls the health endpoints every few seconds: only failures are news
+        quiet = status == 200 and request.path in QUIET_PATHS
+        access_log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "%s %s %s %.1fms",
             request.method,
             request.path,

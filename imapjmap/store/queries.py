@@ -250,6 +250,11 @@ def probe_write(tx: Tx) -> None:
     tx.execute("DELETE FROM seq_log WHERE 0")
 
 
+def probe_read(tx: Tx) -> None:
+    """Fail unless the cache can be read (a readiness check): one row of its own schema."""
+    tx.one("SELECT 1 FROM seq_log LIMIT 1")
+
+
 def account_ids(tx: Tx) -> list[str]:
     """Every cached account id (for maintenance jobs such as the tombstone purge)."""
     return [row[0] for row in tx.all("SELECT account_id FROM accounts ORDER BY account_id")]

@@ -20,6 +20,7 @@ class Relay:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
         self.port = 0
+        self.accepted = 0  # connections the relay has taken so far
 
     async def __aenter__(self) -> Relay:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -43,6 +44,7 @@ class Relay:
         self.flowing.set()
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         server_r, server_w = await asyncio.open_connection(*self.target)
         self._writers += [client_w, server_w]
         for src, dst, gated in ((client_r, server_w, False), (server_r, client_w, True)):
