@@ -124,7 +124,7 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_USAGE
-    setup_logging(cfg.server.log_level)
+    setup_logging(cfg.server.log_level, cfg.server.log_format)
     for warning in config_warnings(cfg) + submission_warnings(cfg):
         log.warning("%s", warning)
     log.info("imapjmap %s starting: IMAP at %s:%d", __version__, cfg.imap.host, cfg.imap.port)

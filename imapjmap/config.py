@@ -26,8 +26,8 @@ Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
    in brackets), ``server.base_url`` an absolute http(s) URL (a trailing ``/`` is stripped;
    when only ``listen`` is given it defaults to ``http://<listen>``, and it is required
    when ``listen`` is ``0.0.0.0`` or ``[::]``, which no client can reach),
-   ``server.log_level`` one of debug, info, warning, error, ``server.trusted_proxies``
-   entries an IP address or CIDR network, ``server.cors_origins`` entries a web origin
+   ``server.log_level`` one of debug, info, warning, error, ``server.log_format`` text or
+   json, ``server.trusted_proxies`` entries an IP address or CIDR network, ``server.cors_origins`` entries a web origin
    (``scheme://host[:port]``, kept lower-case), and the upstream hosts are a host
    name or IP address without a port, ``submission.default_domain`` a domain name and an
    identity's ``email`` an address (``*@domain`` allowed).
@@ -68,6 +68,7 @@ class ServerConfig:
     listen: str = "127.0.0.1:8080"  # host:port; [v6]:port for IPv6
     base_url: str = "http://127.0.0.1:8080"  # absolute URLs in the session resource
     log_level: str = "info"  # debug | info | warning | error
+    log_format: str = "text"  # text (one line a record) | json (one JSON object a line)
     header_timeout: float = 10.0  # seconds for a request's headers, from its first byte
     body_timeout: float = 30.0  # seconds a request body may stall (no byte) before a 408
     max_connections_per_address: int = 100  # open connections from one client address
@@ -224,6 +225,7 @@ class Config:
 # --- loading and validation ----------------------------------------------------------------
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("text", "json")
 REQUIRED: Final = frozenset({"imap.host"})
 
 # RFC 8620 §2 "suggested minimum" of each core capability limit.
@@ -588,6 +590,12 @@ def _log_level(value: str) -> str:
     return value
 
 
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise _Invalid(f"must be one of {', '.join(LOG_FORMATS)} (got {value!r})")
+    return value
+
+
 def _host(value: str) -> str:
     try:
         ipaddress.IPv6Address(value)
@@ -619,6 +627,7 @@ _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "server.listen": _listen,
     "server.base_url": _base_url,
     "server.log_level": _log_level,
+    "server.log_format": _log_format,
     "server.trusted_proxies[]": _network,
     "server.cors_origins[]": _origin,
     "imap.host": _host,

@@ -1,9 +1,14 @@
 """Logging to stderr, one record per line, with credentials redacted.
 
-:func:`setup_logging` installs one handler on the root logger.  Each record starts a new
-line: ``2024-05-01T12:00:00.123Z INFO imapjmap.http.app: message`` (UTC).  Line breaks inside
-a message are escaped as ``\\n`` so that text from clients or servers cannot forge a record;
-a traceback follows its record on lines indented by four spaces.
+:func:`setup_logging` installs one handler on the root logger, in one of two formats:
+
+- ``text``: each record starts a new line:
+  ``2024-05-01T12:00:00.123Z INFO imapjmap.http.app: message`` (UTC).  Line breaks inside
+  a message are escaped as ``\\n`` so that text from clients or servers cannot forge a
+  record; a traceback follows its record on lines indented by four spaces.
+- ``json``: one JSON object a line, for log collectors, with the stable keys ``time`` (as
+  above), ``level``, ``logger``, ``message``, and ``exception`` / ``stack`` (the traceback
+  text) only when the record has one.  JSON escapes every line break, traceback included.
 
 The handler's :class:`RedactingFilter` rewrites the message, traceback and stack of every
 record before it is formatted (:func:`redact` is the pure function behind it):
@@ -21,6 +26,7 @@ unless the level is ``debug``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -135,15 +141,45 @@ class OneLineFormatter(logging.Formatter):
         return "\n    ".join([line, *tail])
 
 
-def setup_logging(level: str) -> None:
+class JsonFormatter(OneLineFormatter):
+    """One JSON object a line: ``time``, ``level``, ``logger``, ``message`` (+ ``exception``,
+    ``stack``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": f"{self.formatTime(record, self.datefmt)}.{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False)
+
+
+FORMATTERS: Final[dict[str, type[logging.Formatter]]] = {
+    "text": OneLineFormatter,
+    "json": JsonFormatter,
+}
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
     """Send every record at ``level`` or above to stderr, redacted; safe to call again.
 
     Args:
         level: ``debug``, ``info``, ``warning`` or ``error`` (any case).
+        log_format: ``text`` or ``json``.
 
     Raises:
-        ValueError: an unknown level.
+        ValueError: an unknown level or format.
     """
+    formatter = FORMATTERS.get(log_format)
+    if formatter is None:
+        raise ValueError(f"log format must be one of {', '.join(FORMATTERS)}, not {log_format!r}")
     try:
         threshold = LEVELS[level.lower()]
     except KeyError:
@@ -153,7 +189,7 @@ def setup_logging(level: str) -> None:
         root.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(OneLineFormatter())
+    handler.setFormatter(formatter())
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(threshold)

@@ -149,9 +149,15 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
         shutdown_timeout=SHUTDOWN_GRACE,
     )
     stop = asyncio.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        stopped_by.append(signum.name)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         await runner.setup()
         try:
@@ -167,7 +173,9 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
         if announce is not None:
             announce()
         await stop.wait()
+        log.info("imapjmap stopping (%s)", stopped_by[0] if stopped_by else "asked to")
     finally:
         await runner.cleanup()
         await store.aclose()  # a no-op when the app's cleanup closed it already
+    log.info("imapjmap stopped")
     return 0

@@ -77,13 +77,17 @@ async def served(
     tmp_path: Path,
     limits: LimitsConfig | None = None,
     cache: CacheConfig | None = None,
+    log_format: str = "text",
 ) -> AsyncIterator[Served]:
     port = _free_port()
     cache_path = tmp_path / "cache.sqlite3"
     cfg = Config(
         imap=ImapConfig(host=user.host, port=imap_port, security="none", command_timeout=120.0),
         server=ServerConfig(
-            listen=f"127.0.0.1:{port}", base_url=f"http://127.0.0.1:{port}", log_level="info"
+            listen=f"127.0.0.1:{port}",
+            base_url=f"http://127.0.0.1:{port}",
+            log_level="info",
+            log_format=log_format,
         ),
         cache=dataclasses.replace(cache or CacheConfig(), path=str(cache_path)),
         limits=limits or LimitsConfig(),
@@ -163,6 +167,8 @@ async def _stop_within_limit(it: Served) -> float:
 async def _assert_clean_exit(it: Served) -> None:
     assert it.process.returncode == 0, it.log()
     assert not _server_errors(it.log()), it.log()
+    # an operator reading the log sees why and when it stopped
+    assert "imapjmap stopping (SIGTERM)" in it.log() and it.log().rstrip().endswith("stopped")
     # the next instance can use the cache at once (no "database is locked")
     store = await Store.open(str(it.cache_path), busy_timeout=0.5)
     try:
@@ -216,6 +222,24 @@ async def test_sigterm_ends_the_process_within_seconds_during_a_long_cache_read(
         with contextlib.suppress(Exception):
             await running
     await _assert_clean_exit(it)
+
+
+async def test_json_logs_are_one_object_a_line_from_start_to_stop(
+    imap_user: ImapUser, tmp_path: Path
+) -> None:
+    async with served(imap_user, imap_user.port, tmp_path, log_format="json") as it:
+        async with aiohttp.ClientSession() as http:
+            account_id = await _account_id(http, it)
+            await _query(http, it, account_id, {})
+        await _stop_within_limit(it)
+    assert it.process.returncode == 0, it.log()
+    records = [json.loads(line) for line in it.log().splitlines()]
+    assert all(set(r) >= {"time", "level", "logger", "message"} for r in records)
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("imapjmap listening on") for m in messages)
+    assert any(m.startswith("POST /jmap/api/ 200") for m in messages)  # the access log
+    assert messages[-2:] == ["imapjmap stopping (SIGTERM)", "imapjmap stopped"]
+    assert imap_user.password not in it.log()
 
 
 async def _send_and_leave(it: Served, body: bytes) -> None:

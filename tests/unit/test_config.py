@@ -207,6 +207,7 @@ ERROR_CASES = [
         "server.max_connections_per_address: must be at least 1",
     ),
     (minimal(server={"log_level": "verbose"}), "server.log_level: must be one of debug, info"),
+    (minimal(server={"log_format": "xml"}), "server.log_format: must be one of text, json"),
     (minimal(server={"listen": "0.0.0.0:8080"}), "server.base_url: required when server.listen"),
     (minimal(server={"listen": "[::]:8080"}), "server.base_url: required when server.listen"),
     (minimal(server={"listen": "8080"}), "server.listen: expected host:port"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -197,3 +198,31 @@ def test_words_the_rules_match_in_any_case_are_not_skipped(text: str) -> None:
 def test_the_usual_lines_skip_the_rules() -> None:
     for line in ("POST /jmap/api/ 200 12.3ms", "call g Email/get account=Aabc 0.8ms -> ok"):
         assert not logsetup._may_match(line)
+
+
+@pytest.mark.usefixtures("logging_state")
+def test_json_lines_have_stable_keys_and_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("info", "json")
+    log = logging.getLogger("imapjmap.test")
+    log.info("first\nFAKE forged line, ünïcode")
+    try:
+        raise RuntimeError(f"A1 LOGIN bob {SECRET}")
+    except RuntimeError:
+        log.exception("upstream failed for password=%s", SECRET)
+    err = capsys.readouterr().err
+    assert SECRET not in err
+    lines = err.splitlines()
+    assert len(lines) == 2  # one object a line: the traceback's line breaks are escaped
+    first, second = (json.loads(line) for line in lines)
+    assert list(first) == ["time", "level", "logger", "message"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert (first["level"], first["logger"]) == ("INFO", "imapjmap.test")
+    assert first["message"] == "first\nFAKE forged line, ünïcode"
+    assert list(second) == ["time", "level", "logger", "message", "exception"]
+    assert second["message"] == "upstream failed for password=[redacted]"
+    assert "RuntimeError: A1 LOGIN [redacted]" in second["exception"]
+
+
+def test_unknown_format() -> None:
+    with pytest.raises(ValueError, match="log format must be one of text, json"):
+        setup_logging("info", "xml")
