@@ -27,10 +27,11 @@ Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
    when only ``listen`` is given it defaults to ``http://<listen>``, and it is required
    when ``listen`` is ``0.0.0.0`` or ``[::]``, which no client can reach),
    ``server.log_level`` one of debug, info, warning, error, ``server.log_format`` text or
-   json, ``server.trusted_proxies`` entries an IP address or CIDR network, ``server.cors_origins`` entries a web origin
-   (``scheme://host[:port]``, kept lower-case), and the upstream hosts are a host
-   name or IP address without a port, ``submission.default_domain`` a domain name and an
-   identity's ``email`` an address (``*@domain`` allowed).
+   json, ``server.trusted_proxies`` entries an IP address or CIDR network,
+   ``server.cors_origins`` entries a web origin (``scheme://host[:port]``, kept
+   lower-case), and the upstream hosts are a host name or IP address without a port,
+   ``submission.default_domain`` a domain name and an identity's ``email`` an address
+   (``*@domain`` allowed).
 5. Every problem found is reported, joined by ``; ``.  A missing file or invalid TOML is a
    ConfigError naming the file (tomllib's message carries the line and column).
 
