@@ -32,6 +32,15 @@ Rule 5: on Dovecot with LIST-STATUS (the profile's ``anchor``) the refresh conne
         trip, and its cost no longer grows with the mailbox.  If Dovecot closed that
         connection (it does when another client deletes the selected mailbox), the refresh
         runs once more on another.
+Rule 6: a run that found the cache matching the listing and no mailbox to sync remembers
+        that listing (as described, rights and source ids included) with the cache's rows
+        it compared: the *settled* listing.  The next run whose listing is the same skips
+        reading and comparing the cache (a reader-thread hop and four queries, the larger
+        part of a no-change request's CPU).  Only a refresh writes the rows compared and
+        the cursors, and one that writes replaces the settled listing; a write of ours
+        (``force``, a suspect UID, a Gmail write's grace) forgets it, as does a run in
+        flight when such a write came.  It is good for ``SETTLED_FOR`` seconds at most,
+        after which the cache is read again whatever the listing says.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ log = logging.getLogger(__name__)
 
 _XGUID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 ANCHOR_MIN: Final = 10_000  # messages: below this a STATUS costs Dovecot a few ms at most
+SETTLED_FOR: Final = 2.0  # seconds a settled listing spares reading the cache (Rule 6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +87,17 @@ class _Cached:
             return False
         change = mbx.plan(listed, self.rows, delimiter=delimiter, account_id=self.account_id)
         return not change
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """A listing the cache was found to match, with nothing to sync (Rule 6)."""
+
+    listed: list[mbx.Listed]
+    delimiter: str | None
+    cached: _Cached
+    writes: int  # AccountSync._writes when the run that found it began
+    until: float  # loop time after which the cache is read again
 
 
 class AccountSync:
@@ -98,6 +119,8 @@ class AccountSync:
         self._refreshes = 0  # completed refreshes
         self._fills: dict[str, asyncio.Task[None]] = {}  # mailbox id → first-sync fill
         self._grace = Grace()  # Gmail mode: our recent writes (eventual consistency)
+        self._writes = 0  # writes of ours so far: a settled listing is forgotten (Rule 6)
+        self._settled: _Settled | None = None
         self._anchor: str | None = None  # the mailbox kept selected between refreshes (Rule 5)
         # mailbox id → UIDs a write found missing: checked by UID on the next refresh
         self._suspects: dict[str, set[int]] = {}
@@ -116,6 +139,7 @@ class AccountSync:
     def note_writes(self, written: Iterable[str], destroyed: Iterable[str]) -> None:
         """Gmail mode: Emails just written keep their copies for a grace (the server is
         eventually consistent); those destroyed keep none (:class:`gmail.Grace`)."""
+        self._wrote()
         self._grace.forget(destroyed)
         self._grace.note(written)
 
@@ -126,6 +150,7 @@ class AccountSync:
         is stale until a run lists after it.
         """
         if force:
+            self._wrote()
             self._freshness.own_write()
         ask = self._freshness.request()
         if ask is Ask.NO:
@@ -144,6 +169,10 @@ class AccountSync:
         task = self._task
         assert task is not None
         await asyncio.shield(task)
+
+    def _wrote(self) -> None:
+        self._writes += 1
+        self._settled = None
 
     async def _refresh(self, pool: ImapPool) -> None:
         complete = False
@@ -177,18 +206,39 @@ class AccountSync:
                 # possibly stale, view (RFC 3501 §6.3.10 advises against it); with the
                 # anchor selected, the NOOP in front of the LIST makes that view current
                 await session.unselect()
+            writes = self._writes
             self._freshness.listed()  # from here on, a caller may not join this run
             entries, statuses = await session.list_mailboxes(sync_selected=anchored)
-            cached = await self._store.read(self._snapshot, account=self.account_id)
+            loop = asyncio.get_running_loop()
+            settled = self._settled
+            if settled is not None and (settled.writes != writes or loop.time() > settled.until):
+                settled = self._settled = None
+            if settled is not None:
+                cached = settled.cached  # the rows are what a read would give (Rule 6)
+            else:
+                cached = await self._store.read(self._snapshot, account=self.account_id)
             wanted, fixed = None, set[str]()
             if session.profile.labels:
                 wanted, fixed = is_synced_entry, system_folders(entries)
             listed = await _describe(session, entries, statuses, cached.rows, wanted, fixed)
             delimiter = next((e.delimiter for e in entries if e.delimiter), None)
+            quiet = not self._suspects and not self._fills and not self._grace.holding
+            if settled is not None:
+                if quiet and listed == settled.listed and delimiter == settled.delimiter:
+                    await self._settle(session, cached.rows)
+                    return
+                self._settled = None
+                cached = await self._store.read(self._snapshot, account=self.account_id)
+                if cached.rows != settled.cached.rows:  # source ids come from the rows
+                    listed = await _describe(session, entries, statuses, cached.rows, wanted, fixed)
             if cached.unchanged(listed, delimiter):
                 # the usual refresh: nothing to record, so the writer (one for every
                 # account) is not asked at all
-                await self._sync_emails(pool, session, cached)
+                synced = await self._sync_emails(pool, session, cached)
+                quiet = not self._suspects and not self._fills and not self._grace.holding
+                if not synced and quiet and self._writes == writes:
+                    until = loop.time() + SETTLED_FOR
+                    self._settled = _Settled(listed, delimiter, cached, writes, until)
                 return
 
             def write(tx: Tx) -> tuple[int | None, _Cached]:
@@ -222,10 +272,13 @@ class AccountSync:
         """UIDs a write could not prove there (docs/design.md, "Writes"): the next refresh
         asks the server whether they still exist, even if the mailbox's cursor has not
         moved, so an expunge the cursors did not show is not kept in the cache for good."""
+        self._wrote()
         self._suspects.setdefault(mailbox_id, set()).update(uids)
 
-    async def _sync_emails(self, pool: ImapPool, session: ImapSession, cached: _Cached) -> None:
-        """Sync every mailbox whose cursor moved (one SELECT each; none when idle)."""
+    async def _sync_emails(self, pool: ImapPool, session: ImapSession, cached: _Cached) -> bool:
+        """Sync every mailbox whose cursor moved (one SELECT each; none when idle); whether
+        there was any."""
+        synced_any = False
         rows, cursors = cached.rows, cached.cursors
         labels = session.profile.labels
         # the anchor last: it is then still selected for _settle, which on Dovecot saves
@@ -245,6 +298,7 @@ class AccountSync:
             suspects = self._suspects.pop(row.id, set())
             if same and not due and not suspects:
                 continue
+            synced_any = True
             job = emails.MailboxSync(
                 self._store,
                 self.account_id,
@@ -257,6 +311,7 @@ class AccountSync:
             if rest:
                 self._start_fill(pool, job, rest)
         await self._settle(session, rows)
+        return synced_any
 
     async def _settle(self, session: ImapSession, rows: Sequence[q.MailboxRow]) -> None:
         """Leave the connection ready for the next refresh's LIST-STATUS: with the anchor

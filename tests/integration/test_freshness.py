@@ -21,7 +21,7 @@ from imapjmap.http.app import make_app
 from imapjmap.push import watcher as watching
 from imapjmap.sync.engine import AccountSync
 from imapjmap.sync.freshness import State
-from tests.conftest import ImapUser
+from tests.conftest import ImapUser, advertises
 from tests.integration.conftest import Jmap, proxy_config
 from tests.integration.pushkit import (
     EventReader,
@@ -111,3 +111,69 @@ async def test_losing_the_watcher_makes_requests_ask_again_core_get_04(
     assert _sync(jmap).freshness.state is State.STALE
     await external_append(imap_oracle, "unwatched")
     assert await _subjects(jmap) == {"unwatched"}
+
+
+# --- the settled listing (sync/engine.py Rule 6) -----------------------------------------------
+
+
+def _count_cache_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times a refresh read the cache's mailboxes and cursors."""
+    reads = [0]
+    original = AccountSync._snapshot
+
+    def counted(self: AccountSync, tx: Any) -> Any:
+        reads[0] += 1
+        return original(self, tx)
+
+    monkeypatch.setattr(AccountSync, "_snapshot", counted)
+    return reads
+
+
+async def test_a_settled_listing_spares_reading_the_cache_not_the_list(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    """Without a watcher every request still lists (one round trip), but once a run found
+    nothing to do, the next ones with the same listing do not read the cache again."""
+    await jmap.ok("Mailbox/get", {"ids": None})  # the first sync
+    await jmap.ok("Email/query", {})  # a run with nothing to do: settled
+    reads = _count_cache_reads(monkeypatch)
+    caplog.set_level(logging.DEBUG, logger="imapjmap.imap.session")
+    caplog.clear()
+    for _ in range(3):
+        await jmap.ok("Email/query", {})
+    assert [c.split(" ", 2)[1] for c in _sent(caplog)].count("LIST") == 3
+    # without CONDSTORE every mailbox is read again each time: never settled
+    assert reads[0] == (0 if advertises(imap_oracle, "CONDSTORE") else 3)
+
+
+async def test_changes_by_another_client_are_seen_past_a_settled_listing_core_get_04(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4
+) -> None:
+    await jmap.ok("Mailbox/get", {"ids": None})
+    await jmap.ok("Email/query", {})  # settled
+    await external_append(imap_oracle, "first")
+    assert await _subjects(jmap) == {"first"}
+    await jmap.ok("Email/query", {})  # settled again, with the message
+    assert imap_oracle.select("INBOX")[0] == "OK"
+    assert imap_oracle.store("1", "+FLAGS", "(\\Flagged)")[0] == "OK"
+    ids = (await jmap.ok("Email/query", {}))["ids"]
+    got = await jmap.ok("Email/get", {"ids": ids, "properties": ["keywords"]})
+    assert got["list"][0]["keywords"].get("$flagged") is True
+    assert imap_oracle.create("Elsewhere")[0] == "OK"
+    got = await jmap.ok("Mailbox/get", {"ids": None, "properties": ["name"]})
+    assert "Elsewhere" in {box["name"] for box in got["list"]}
+
+
+async def test_a_write_of_ours_forgets_the_settled_listing(
+    jmap: Jmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sortOrder lives only in the cache: the upstream's listing does not move, yet the
+    refresh after the write reads the cache again (a write of ours may change what a
+    refresh compares)."""
+    boxes = (await jmap.ok("Mailbox/get", {"ids": None}))["list"]
+    await jmap.ok("Email/query", {})  # settled
+    reads = _count_cache_reads(monkeypatch)
+    await jmap.ok("Mailbox/set", {"update": {boxes[0]["id"]: {"sortOrder": 7}}})
+    assert reads[0] >= 1
+    got = await jmap.ok("Mailbox/get", {"ids": [boxes[0]["id"]], "properties": ["sortOrder"]})
+    assert got["list"][0]["sortOrder"] == 7
