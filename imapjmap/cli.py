@@ -25,6 +25,7 @@ import argparse
 import http.client
 import importlib
 import logging
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -171,7 +172,18 @@ def _health(args: argparse.Namespace) -> int:
     # a wildcard listen address is reached on the loopback interface
     host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     path = "/readyz" if args.ready else "/healthz"
-    connection = http.client.HTTPConnection(host, port, timeout=HEALTH_TIMEOUT)
+    connection: http.client.HTTPConnection
+    if cfg.server.tls_certificate is not None:
+        # our own listener on this machine: whether it answers is the question, not who
+        # it is (its certificate names the public host, not the loopback address)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        connection = http.client.HTTPSConnection(
+            host, port, timeout=HEALTH_TIMEOUT, context=context
+        )
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=HEALTH_TIMEOUT)
     try:
         connection.request("GET", path)
         response = connection.getresponse()

@@ -70,6 +70,9 @@ class ServerConfig:
     base_url: str = "http://127.0.0.1:8080"  # absolute URLs in the session resource
     log_level: str = "info"  # debug | info | warning | error
     log_format: str = "text"  # text (one line a record) | json (one JSON object a line)
+    # built-in TLS: PEM certificate chain and private key, re-read on SIGHUP (both or neither)
+    tls_certificate: str | None = None
+    tls_key: str | None = None
     header_timeout: float = 10.0  # seconds for a request's headers, from its first byte
     body_timeout: float = 30.0  # seconds a request body may stall (no byte) before a 408
     max_connections_per_address: int = 100  # open connections from one client address
@@ -323,10 +326,20 @@ def parse_config(data: Mapping[str, Any]) -> Config:
             f"server.base_url: required when server.listen is {listen.listen} (every"
             " interface): set the URL clients reach this server at"
         )
+    if isinstance(listen, ServerConfig) and (listen.tls_certificate is None) != (
+        listen.tls_key is None
+    ):
+        given, missing = (
+            ("tls_certificate", "tls_key")
+            if listen.tls_key is None
+            else ("tls_key", "tls_certificate")
+        )
+        problems.append(f"server.{missing}: required with server.{given} (built-in TLS)")
     if problems:
         raise ConfigError("; ".join(problems))
     if "listen" in server and "base_url" not in server:  # follow a moved port by default
-        sections["server"] = replace(sections["server"], base_url=f"http://{server['listen']}")
+        scheme = "https" if sections["server"].tls_certificate else "http"
+        sections["server"] = replace(sections["server"], base_url=f"{scheme}://{server['listen']}")
     return Config(**sections)
 
 
@@ -371,7 +384,12 @@ def config_warnings(cfg: Config) -> list[str]:
         elif not sec.verify_certificates:
             out.append(f"{name}.verify_certificates = false: {sec.host} is not authenticated")
     url = urlsplit(cfg.server.base_url)
-    if url.scheme == "http" and not _is_loopback(url.hostname or ""):
+    if url.scheme == "http" and cfg.server.tls_certificate is not None:
+        out.append(
+            "server.base_url is plain http, yet the server speaks TLS (server.tls_certificate):"
+            " clients following the session's URLs will fail"
+        )
+    elif url.scheme == "http" and not _is_loopback(url.hostname or ""):
         out.append(
             f"server.base_url is plain http: clients send passwords to {url.hostname} unencrypted"
         )

@@ -1,6 +1,9 @@
 """The aiohttp application: routes, middleware order, one cleanup context per resource
 (the long-lived services are built and closed by :mod:`imapjmap.services`).
 
+With ``server.tls_certificate`` the listener speaks TLS itself; SIGHUP loads a renewed
+certificate (:mod:`imapjmap.http.tls`).
+
 Stopping (SIGTERM or SIGINT) takes a few seconds whatever runs: new connections are
 refused at once; requests in flight get twice :data:`SHUTDOWN_GRACE` seconds to finish
 (aiohttp waits that long, warns the handler, waits as long again) and are then cancelled;
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Final
@@ -27,6 +31,7 @@ from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticator
 from imapjmap.http.connections import Guard, GuardedRunner
 from imapjmap.http.push_token import signing_key
+from imapjmap.http.tls import ServerTls
 from imapjmap.services import open_store, start_services
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store
@@ -136,8 +141,21 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
         reason = exc.__cause__ or exc  # SQLite's own words, without the statement
         log.error("cannot use the cache %r: it cannot be written: %s", cfg.cache.path, reason)
         return EXIT_FAILURE
-    app[OPENED_STORE] = store
     server = cfg.server
+    tls: ServerTls | None = None
+    if server.tls_certificate is not None and server.tls_key is not None:
+        try:
+            tls = ServerTls(server.tls_certificate, server.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            await store.aclose()
+            log.error(
+                "cannot use server.tls_certificate %r with server.tls_key %r: %s",
+                server.tls_certificate,
+                server.tls_key,
+                " ".join(str(exc).split()),
+            )
+            return EXIT_FAILURE
+    app[OPENED_STORE] = store
     guard = Guard(server.header_timeout, server.body_timeout, server.max_connections_per_address)
     runner = GuardedRunner(
         app,
@@ -158,16 +176,20 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, _reload, tls)
     try:
         await runner.setup()
         try:
-            await web.TCPSite(runner, server.host, server.port).start()
+            await web.TCPSite(
+                runner, server.host, server.port, ssl_context=tls.context if tls else None
+            ).start()
         except OSError as exc:
             log.error("cannot listen on %s: %s", server.listen, exc.strerror or exc)
             return EXIT_FAILURE
         log.info(
-            "imapjmap listening on %s (session at %s/.well-known/jmap)",
+            "imapjmap listening on %s%s (session at %s/.well-known/jmap)",
             server.listen,
+            " with TLS" if tls else "",
             server.base_url.rstrip("/"),
         )
         if announce is not None:
@@ -179,3 +201,15 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
         await store.aclose()  # a no-op when the app's cleanup closed it already
     log.info("imapjmap stopped")
     return 0
+
+
+def _reload(tls: ServerTls | None) -> None:
+    """SIGHUP: a renewed certificate for new connections; nothing else is re-read."""
+    if tls is None:
+        log.info("SIGHUP: no TLS certificate to reload (server.tls_certificate is not set)")
+        return
+    failed = tls.reload()
+    if failed is None:
+        log.info("SIGHUP: TLS certificate %s loaded again", tls.certificate)
+    else:
+        log.error("SIGHUP: TLS certificate not reloaded, the previous one stays: %s", failed)

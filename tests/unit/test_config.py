@@ -116,6 +116,10 @@ ACCEPTED = [
     ({"server": {"base_url": "http://h:81/jmap//"}}, ServerConfig(base_url="http://h:81/jmap")),
     ({"server": {"listen": "[::1]:90"}}, ServerConfig("[::1]:90", base_url="http://[::1]:90")),
     (
+        {"server": {"listen": "h:443", "tls_certificate": "c.pem", "tls_key": "k.pem"}},
+        ServerConfig("h:443", "https://h:443", tls_certificate="c.pem", tls_key="k.pem"),
+    ),
+    (
         {"server": {"listen": "[::]:81", "base_url": "https://x"}},
         ServerConfig("[::]:81", "https://x"),
     ),
@@ -208,6 +212,11 @@ ERROR_CASES = [
     ),
     (minimal(server={"log_level": "verbose"}), "server.log_level: must be one of debug, info"),
     (minimal(server={"log_format": "xml"}), "server.log_format: must be one of text, json"),
+    (
+        minimal(server={"tls_certificate": "/c.pem"}),
+        "server.tls_key: required with server.tls_certificate",
+    ),
+    (minimal(server={"tls_key": "/k.pem"}), "server.tls_certificate: required with server.tls_key"),
     (minimal(server={"listen": "0.0.0.0:8080"}), "server.base_url: required when server.listen"),
     (minimal(server={"listen": "[::]:8080"}), "server.base_url: required when server.listen"),
     (minimal(server={"listen": "8080"}), "server.listen: expected host:port"),
@@ -311,6 +320,16 @@ def test_parse_config_raises_only_config_error(data: dict[str, Any]) -> None:
         ({"imap": {"verify_certificates": False}}, ["imap.verify_certificates = false"]),
         ({"server": {"base_url": "http://jmap.example.org"}}, ["server.base_url is plain http"]),
         ({"server": {"base_url": "https://jmap.example.org"}}, []),
+        (
+            {
+                "server": {
+                    "base_url": "http://127.0.0.1:8080",
+                    "tls_certificate": "c",
+                    "tls_key": "k",
+                }
+            },
+            ["server.base_url is plain http, yet the server speaks TLS"],
+        ),
     ],
 )
 def test_plaintext_to_a_remote_host_is_a_warning(tables: dict[str, Any], warned: list[str]) -> None:
