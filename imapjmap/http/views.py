@@ -232,7 +232,14 @@ async def run_request(
     cfg = app[CONFIG]
     account_id = who.account.account_id
     async with app[REQUEST_SLOTS].slot(account_id):
-        ctx = MethodContext(app[SERVICES], who.account, who.upstream, pool=who.pool)
+        sync = app[SERVICES].sync_for(account_id)
+        ctx = MethodContext(
+            app[SERVICES],
+            who.account,
+            who.upstream,
+            lambda force: sync.refresh(who.pool, force=force),
+            pool=who.pool,
+        )
         response = await dispatch.run(
             jmap_request,
             ctx,

@@ -8,7 +8,7 @@ trip however many calls it holds).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -37,10 +37,12 @@ class Account:
 class MethodContext:
     """Per-request context handed to every method handler.
 
-    ``upstream`` is the account's mail server as the handlers see it; ``pool`` is the
-    connection pool the sync engine refreshes the cache through.  ``fresh``: the cache is
-    known to be up to date already, so :meth:`refresh` has nothing to do unless forced
-    (the unit tests' worlds, whose cache rows are the upstream).
+    ``upstream`` is the account's mail server as the handlers see it; ``sync`` brings the
+    account's cache up to date with it (``force``: even while a push watcher says nothing
+    changed).  ``fresh``: the cache is known to be up to date already, so :meth:`refresh`
+    has nothing to do unless forced (the unit tests' worlds, whose cache rows are the
+    upstream).  ``pool``: the account's connections, for what is not behind the upstream
+    yet (the text search).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class MethodContext:
         services: Services,
         account: Account,
         upstream: Upstream,
+        sync: Callable[[bool], Awaitable[None]],
         *,
         pool: ImapPool,
         fresh: bool = False,
@@ -56,6 +59,7 @@ class MethodContext:
         self.account = account
         self.upstream = upstream
         self.pool = pool
+        self._sync = sync
         self._fresh = fresh
 
     @property
@@ -85,7 +89,7 @@ class MethodContext:
         """Bring the cache up to date with the upstream, once per request unless forced."""
         if self._fresh and not force:
             return
-        await self.services.sync_for(self.account_id).refresh(self.pool, force=force)
+        await self._sync(force)
         self._fresh = True
 
     async def read(self, fn: Callable[[Tx], T]) -> T:

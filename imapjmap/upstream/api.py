@@ -36,3 +36,8 @@ __all__ = [
 
 class Upstream(MailboxWrites, MessageWrites, BodyReads, Protocol):
     """One account on one mail server, as the handlers use it."""
+
+    def login_password(self) -> str:
+        """The login's current secret (a password, or an OAuth token that the proxy renews),
+        for signing in to SMTP submission as the same user."""
+        ...

@@ -326,6 +326,9 @@ class ImapUpstream:
     def __init__(self, pool: ImapPool) -> None:
         self.pool = pool
 
+    def login_password(self) -> str:
+        return self.pool.login_password()
+
     async def _run(self, command: Command, what: str) -> Reply:
         async with self.pool.session() as session:
             return await session.execute(command, what=what)

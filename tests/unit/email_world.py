@@ -228,6 +228,9 @@ class FakeUpstream:
     async def previews(self, mailbox: str, uids: Collection[int]) -> dict[int, str]:
         return {}  # no server previews: they are made from the message
 
+    def login_password(self) -> str:
+        raise AssertionError("the unit world does not submit")
+
     # MailboxWrites, MessageWrites
 
     creates_with_role = False
@@ -358,6 +361,10 @@ class World:
     async def locations(self, mail_id: str) -> list[em.Location]:
         return await self.store.run(lambda tx: em.locations_of_email(tx, A, mail_id))
 
+    @staticmethod
+    async def _no_sync(force: bool) -> None:
+        raise AssertionError("the unit world has no upstream to sync from")
+
     def services(self, *, max_objects_in_get: int = 1000) -> Services:
         self.context(max_objects_in_get=max_objects_in_get)
         return self._services[max_objects_in_get]
@@ -376,6 +383,7 @@ class World:
             services,
             Account(A, A, "epoch1"),
             self.upstream,
+            self._no_sync,
             pool=self.pool,  # type: ignore[arg-type]
             fresh=True,  # the rows above ARE the upstream: no sync
         )

@@ -451,7 +451,7 @@ class _Creator:
             result = await smtp.submit(
                 self.ctx.cfg.smtp,
                 username=self.ctx.account.username,
-                password=self.ctx.pool.login_password(),  # a BearerToken: XOAUTH2
+                password=self.ctx.upstream.login_password(),  # a BearerToken: XOAUTH2
                 mail_from=mail_from,
                 mail_params=mail_params,
                 rcpts=rcpts,
