@@ -74,7 +74,7 @@ from imapjmap.sync.records import HEADER_FIELDS
 
 CORE: Final = "urn:ietf:params:jmap:core"
 MAIL: Final = "urn:ietf:params:jmap:mail"
-# what the proxy's first sync fetches from Dovecot (sync.emails.list_items), in its order
+# what the proxy's first sync fetches from Dovecot (upstream.imap_sync.list_items), in its order
 RAW_ITEMS: Final = (
     "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE "
     f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})] MODSEQ X-GUID)"

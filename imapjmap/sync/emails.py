@@ -28,7 +28,7 @@ The work is cut in three, as the mailbox sync's is (:mod:`imapjmap.sync.mailboxe
   the same for a first sync or a reset;
 * :func:`apply` writes one :class:`Delta` in the caller's transaction;
 * :class:`MailboxSync` runs it: it awaits the server through
-  :class:`~imapjmap.sync.reads.SyncReads` and the cache through the store, between the
+  :class:`~imapjmap.upstream.sync_reads.SyncReads` and the cache through the store, between the
   pure steps.
 
 Rule 1: locations, Email rows, Threads, counts and the synced cursor of one batch are
@@ -67,7 +67,8 @@ from imapjmap.store.db import Store, Tx
 from imapjmap.sync import records
 from imapjmap.sync.mailboxes import MAILBOX_TYPE
 from imapjmap.sync.parsing import NewMessage, Parser, new_row, prepare
-from imapjmap.sync.reads import Changes, ImapSyncReads, SyncReads
+from imapjmap.upstream.imap_sync import ImapSyncReads
+from imapjmap.upstream.sync_reads import Changes, SyncReads
 
 log = logging.getLogger(__name__)
 
@@ -90,27 +91,9 @@ class Cursor:
     messages: int | None
 
 
-def list_items(session: ImapSession) -> str:
-    """The FETCH items of a new message's list properties (docs/design.md, "Freshness")."""
-    items = [
-        "UID",
-        "FLAGS",
-        "INTERNALDATE",
-        "RFC822.SIZE",
-        "ENVELOPE",
-        "BODYSTRUCTURE",
-        f"BODY.PEEK[HEADER.FIELDS ({records.HEADER_FIELDS})]",
-    ]
-    if "CONDSTORE" in session.enabled:
-        items.append("MODSEQ")
-    items += session.profile.message_items  # ids, and Gmail mode's labels
-    return "(" + " ".join(items) + ")"
-
-
 def sync_reads(session: ImapSession) -> SyncReads:
     """The reads of a mailbox's sync over ``session``, with its server's FETCH items."""
-    profile = session.profile
-    return ImapSyncReads(session, list_items(session), flag_items=profile.flag_items)
+    return ImapSyncReads(session, records.HEADER_FIELDS)
 
 
 def _reads(upstream: SyncReads | ImapSession) -> SyncReads:

@@ -33,6 +33,7 @@ from imapjmap.imap.parse import fetched, parse_reply
 from imapjmap.imap.parse_fetch import fast_constructor
 from imapjmap.store.emails import EmailRow
 from imapjmap.sync import records
+from imapjmap.upstream.sync_reads import Raw
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ MAX_WORKERS: Final = 4
 # much as parsing a few thousand messages
 POOL_MIN_MESSAGES: Final = 5000
 
-Raw = Sequence[tuple[bytes, ...]]
 _T = TypeVar("_T")
 
 
@@ -71,7 +71,7 @@ def prepare(records_: Sequence[FetchRecord], account_id: str) -> list[NewMessage
 def parse_batch(raw: Raw, uids: Sequence[int], account_id: str, keep_records: bool) -> Parsed:
     """The new messages among ``uids`` in a FETCH reply's untagged responses, prepared.
 
-    What ``ImapSyncReads.fetch_new`` (:mod:`.reads`) and :func:`prepare` do together, as
+    What ``ImapSyncReads.fetch_new`` (``upstream.imap_sync``) and :func:`prepare` do together, as
     one picklable call.
     The records themselves are returned only with ``keep_records`` (a hook wants them):
     sending them back from a worker costs about as much as parsing them.

@@ -118,7 +118,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # builds every long-lived service: the cache, the pools, the syncs, push, the answers
     SERVICES: (*BASE, PUSH, SYNC, ANSWERS, IMAP, STORE),
     PUSH: (ERRORS, CONFIG, SYNC, STORE, JMAP),
-    SYNC: (ERRORS, CONFIG, PROFILES, IMAP, STORE, JMAP, MIME),
+    # the email sync reads the server through upstream.sync_reads
+    SYNC: (ERRORS, CONFIG, UPSTREAM, PROFILES, IMAP, STORE, JMAP, MIME),
     # blob ids and uploads, and message octets read through the upstream and kept
     BLOBS: (ERRORS, UPSTREAM, STORE, JMAP, MIME),
     # in-memory answers of recent calls, keyed by the cache's state

@@ -17,7 +17,7 @@ from imapjmap.store.db import Store, Tx
 from imapjmap.sync import emails as se
 from imapjmap.sync.emails import Cursor, Path, Report
 from imapjmap.sync.parsing import prepare
-from imapjmap.sync.reads import Changes
+from imapjmap.upstream.sync_reads import Changes
 from tests.unit.test_sync_batch import message
 
 A = "Aacct"

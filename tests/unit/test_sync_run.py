@@ -1,5 +1,5 @@
 """sync/emails.py's run: for each path, the reads ``MailboxSync`` sends through the
-:class:`~imapjmap.sync.reads.SyncReads` seam (only what the path needs, in order), and the
+:class:`~imapjmap.upstream.sync_reads.SyncReads` seam (only what the path needs, in order), and the
 cache it leaves.  The server is a fake over a dict of records (a pure unit: the real
 servers run the same paths in tests/integration/test_email_sync.py)."""
 
@@ -19,7 +19,7 @@ from imapjmap.store.db import Store, Tx
 from imapjmap.sync import emails as se
 from imapjmap.sync.emails import Cursor
 from imapjmap.sync.parsing import Raw, prepare
-from imapjmap.sync.reads import Changes, Opened
+from imapjmap.upstream.sync_reads import Changes, Opened
 from tests.unit.test_sync_batch import message
 
 A = "Aacct"
