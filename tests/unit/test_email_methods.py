@@ -1,7 +1,7 @@
 """Email/get, Email/changes, Thread/get, Thread/changes, blob ids and the download view.
 
 Rows are written straight into an in-memory cache (``email_world``); message octets come
-from a fake ``fetch_message``.  Checklist ids: EML-GET-*, CORE-GET-*, CORE-CHG-*, THR-*,
+from its ``FakeUpstream``.  Checklist ids: EML-GET-*, CORE-GET-*, CORE-CHG-*, THR-*,
 CORE-BIN-*.
 """
 
@@ -74,7 +74,7 @@ PLAIN = (
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
-    """The upstream (a fake pool) has the octets of e1, e3 (RAW) and e6, not of e2."""
+    """The upstream (a FakeUpstream) has the octets of e1, e3 (RAW) and e6, not of e2."""
     store = await Store.open(":memory:")
     w = World(store, Config())
     await w.setup()
