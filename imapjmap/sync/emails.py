@@ -27,9 +27,9 @@ The work is cut in three, as the mailbox sync's is (:mod:`imapjmap.sync.mailboxe
   :func:`split_first`, :func:`plan_reattach`, :func:`plan_first` and :func:`plan_batch` do
   the same for a first sync or a reset;
 * :func:`apply` writes one :class:`Delta` in the caller's transaction;
-* :class:`MailboxSync` runs it: it awaits the server through
-  :class:`~imapjmap.upstream.sync_reads.SyncReads` and the cache through the store, between the
-  pure steps.
+* :class:`MailboxSync` runs it: between the pure steps it awaits the server through
+  :class:`~imapjmap.upstream.sync_reads.SyncReads` (:func:`sync_reads` over an IMAP
+  session) and the cache through the store.
 
 Rule 1: locations, Email rows, Threads, counts and the synced cursor of one batch are
         written in one transaction; the sequence number is taken only if a JMAP-visible
@@ -94,10 +94,6 @@ class Cursor:
 def sync_reads(session: ImapSession) -> SyncReads:
     """The reads of a mailbox's sync over ``session``, with its server's FETCH items."""
     return ImapSyncReads(session, records.HEADER_FIELDS)
-
-
-def _reads(upstream: SyncReads | ImapSession) -> SyncReads:
-    return sync_reads(upstream) if isinstance(upstream, ImapSession) else upstream
 
 
 class ApplyHook(Protocol):
@@ -336,9 +332,8 @@ class MailboxSync:
         self.hook = hook
         self.suspects = suspects  # UIDs to look up by UID (AccountSync.suspect)
 
-    async def run(self, upstream: SyncReads | ImapSession) -> UidSet:
+    async def run(self, reads: SyncReads) -> UidSet:
         """Bring the mailbox up to date; returns UIDs still to fill in (first sync)."""
-        reads = _reads(upstream)
         synced, status, name = self.synced, _status(self.mailbox), self.mailbox.imap_name
         path = choose_path(
             synced,
@@ -436,7 +431,7 @@ class MailboxSync:
 
     async def fill(
         self,
-        upstream: SyncReads | ImapSession,
+        reads: SyncReads,
         uids: UidSet,
         changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -447,7 +442,6 @@ class MailboxSync:
         current one is written, so the IMAP server, the parsing and the cache work at the
         same time; the FETCH commands themselves go one after the other.
         """
-        reads = _reads(upstream)
         await reads.open(self.mailbox.imap_name)
         total = len(uids)
         # made as they are fetched: a million UIDs are never all in a list at once

@@ -307,7 +307,7 @@ class AccountSync:
                 hook=LabelHook(self._grace) if labels else None,
                 suspects=suspects,
             )
-            rest = await job.run(session)
+            rest = await job.run(emails.sync_reads(session))
             if rest:
                 self._start_fill(pool, job, rest)
         await self._settle(session, rows)
@@ -344,7 +344,7 @@ class AccountSync:
                 await asyncio.wait({refresh})
             try:
                 async with pool.session() as session:
-                    await job.fill(session, uids, self._changed)
+                    await job.fill(emails.sync_reads(session), uids, self._changed)
             except Exception:
                 log.exception("background sync of %s failed", job.mailbox.imap_name)
             finally:
