@@ -215,6 +215,16 @@ class PushConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics at ``/metrics``."""
+
+    enabled: bool = True
+    # host:port of a listener of their own (e.g. 127.0.0.1:9464): then /metrics is served
+    # there only, not on server.listen
+    listen: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -224,6 +234,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 # --- loading and validation ----------------------------------------------------------------
@@ -644,6 +655,7 @@ def _address(value: str) -> str:
 _INDEX: Final = re.compile(r"\[\d+\]")
 _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "server.listen": _listen,
+    "metrics.listen": _listen,
     "server.base_url": _base_url,
     "server.log_level": _log_level,
     "server.log_format": _log_format,

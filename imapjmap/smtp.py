@@ -57,6 +57,7 @@ import aiosmtplib
 from imapjmap.config import SmtpConfig
 from imapjmap.credentials import BearerToken, xoauth2_response
 from imapjmap.errors import ProxyError, SmtpUnavailable
+from imapjmap.metrics import EVENTS
 
 __all__ = [
     "Params",
@@ -493,6 +494,33 @@ async def submit(
         SmtpUnavailable: the server cannot be reached, or failed before the data went out.
         SmtpLostDuringData: the connection failed after the data was sent.
     """
+    outcome = "cancelled"
+    try:
+        result = await _submit(cfg, username, password, mail_from, mail_params, rcpts, message)
+        outcome = "sent"
+        return result
+    except SubmitRefused:
+        outcome = "refused"
+        raise
+    except SmtpLostDuringData:
+        outcome = "lost"  # the data went out: the server may have taken it
+        raise
+    except SmtpUnavailable:
+        outcome = "unavailable"
+        raise
+    finally:
+        EVENTS.smtp_submission(outcome)
+
+
+async def _submit(
+    cfg: SmtpConfig,
+    username: str,
+    password: str,
+    mail_from: str,
+    mail_params: Params,
+    rcpts: Sequence[tuple[str, Params]],
+    message: bytes,
+) -> SubmitResult:
     if not rcpts:
         raise SubmitRefused("recipients", "no recipients")
     client = _client(cfg, cfg.timeout)

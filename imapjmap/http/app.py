@@ -24,9 +24,9 @@ from typing import Final
 
 from aiohttp import web
 
-from imapjmap.config import Config
+from imapjmap.config import Config, split_listen
 from imapjmap.errors import ConfigError, ProxyError
-from imapjmap.http import blobs, health, middleware, push, views
+from imapjmap.http import blobs, health, middleware, push, scrape, views
 from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticator
 from imapjmap.http.connections import Guard, GuardedRunner
@@ -109,6 +109,8 @@ def make_app(cfg: Config) -> web.Application:
     blobs.add_routes(app)
     push.add_routes(app)
     health.add_routes(app)
+    if cfg.metrics.enabled and cfg.metrics.listen is None:
+        scrape.add_routes(app)
     return app
 
 
@@ -127,19 +129,8 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
-    # The cache is opened before anything is announced: a path that cannot be used ends
-    # the process with one line saying why, not with a traceback after "listening".
-    try:
-        store = await open_store(cfg)
-    except ProxyError as exc:
-        log.error("cannot use the cache %r: %s", cfg.cache.path, exc)
-        return EXIT_FAILURE
-    try:
-        await store.run(q.probe_write)
-    except ProxyError as exc:
-        await store.aclose()
-        reason = exc.__cause__ or exc  # SQLite's own words, without the statement
-        log.error("cannot use the cache %r: it cannot be written: %s", cfg.cache.path, reason)
+    store = await _usable_cache(cfg)
+    if store is None:
         return EXIT_FAILURE
     server = cfg.server
     tls: ServerTls | None = None
@@ -177,6 +168,7 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, _reload, tls)
+    metrics_runner: web.AppRunner | None = None
     try:
         await runner.setup()
         try:
@@ -192,15 +184,62 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
             " with TLS" if tls else "",
             server.base_url.rstrip("/"),
         )
+        if cfg.metrics.enabled and cfg.metrics.listen is not None:
+            try:
+                metrics_runner = await _metrics_listener(app, cfg.metrics.listen)
+            except OSError as exc:
+                log.error("cannot listen on %s: %s", cfg.metrics.listen, exc.strerror or exc)
+                return EXIT_FAILURE
         if announce is not None:
             announce()
         await stop.wait()
         log.info("imapjmap stopping (%s)", stopped_by[0] if stopped_by else "asked to")
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
         await store.aclose()  # a no-op when the app's cleanup closed it already
     log.info("imapjmap stopped")
     return 0
+
+
+async def _usable_cache(cfg: Config) -> Store | None:
+    """The cache, opened and proven writable; None after logging why it cannot be used.
+
+    It is opened before anything is announced: a path that cannot be used ends the process
+    with one line saying why, not with a traceback after "listening".
+    """
+    try:
+        store = await open_store(cfg)
+    except ProxyError as exc:
+        log.error("cannot use the cache %r: %s", cfg.cache.path, exc)
+        return None
+    try:
+        await store.run(q.probe_write)
+    except ProxyError as exc:
+        await store.aclose()
+        reason = exc.__cause__ or exc  # SQLite's own words, without the statement
+        log.error("cannot use the cache %r: it cannot be written: %s", cfg.cache.path, reason)
+        return None
+    return store
+
+
+async def _metrics_listener(app: web.Application, listen: str) -> web.AppRunner:
+    """/metrics on a listener of its own (``metrics.listen``), reading ``app``'s services.
+
+    Raises:
+        OSError: the address cannot be listened on.
+    """
+    runner = web.AppRunner(scrape.metrics_app(app), access_log=None)
+    await runner.setup()
+    host, port = split_listen(listen)
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    log.info("metrics at http://%s/metrics", listen)
+    return runner
 
 
 def _reload(tls: ServerTls | None) -> None:

@@ -18,6 +18,7 @@ from aiohttp import web
 from imapjmap.http import cors as cors_rules
 from imapjmap.http.connections import BodyTimeout
 from imapjmap.jmap.errors import RequestError, RequestErrorType
+from imapjmap.metrics import EVENTS
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("imapjmap.access")
@@ -78,14 +79,24 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         # a monitor polls the health endpoints every few seconds: only failures are news
         quiet = status == 200 and request.path in QUIET_PATHS
+        seconds = time.monotonic() - started
         access_log.log(
             logging.DEBUG if quiet else logging.INFO,
             "%s %s %s %.1fms",
             request.method,
             request.path,
             status,
-            (time.monotonic() - started) * 1000,
+            seconds * 1000,
         )
+        EVENTS.http_request(_route(request), status, seconds)
+
+
+def _route(request: web.Request) -> str:
+    """The route template a request matched (``/jmap/download/{accountId}/...``), never the
+    path itself: paths carry account and blob ids (metrics Rule 1)."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
 
 
 @web.middleware

@@ -27,6 +27,7 @@ from imapjmap.jmap.wire import WEBSOCKET, Json, JsonObject, encode_in_parts
 from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.submission import handlers as submission
+from imapjmap.metrics import EVENTS
 from imapjmap.services import Services
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ async def run_request(
             REGISTRY,
             {account_id: CAPABILITIES},
             session_state=await app[SESSION_STATES].of(cfg, who),
+            observe=EVENTS.method_call,
         )
         # whatever the calls changed reaches push listeners now (writes that refreshed
         # have published already; this covers the rest, e.g. Identity/set)

@@ -78,6 +78,16 @@ class ImapPool:
     def __repr__(self) -> str:
         return f"<ImapPool {self.username!r} idle={len(self._idle)} busy={self._busy}>"
 
+    @property
+    def idle_count(self) -> int:
+        """Open connections waiting in the pool."""
+        return len(self._idle)
+
+    @property
+    def busy_count(self) -> int:
+        """Connections lent out, being opened, or leaving a mailbox."""
+        return self._busy
+
     def matches_password(self, password: str) -> bool:
         return password == self._password and type(password) is type(self._password)
 
@@ -253,6 +263,9 @@ class ImapPools:
 
     def get(self, account_id: str) -> ImapPool | None:
         return self._pools.get(account_id)
+
+    def all(self) -> list[ImapPool]:
+        return list(self._pools.values())
 
     async def ensure(self, account_id: str, username: str, password: str) -> ImapPool:
         """The pool for this account, replaced when the password changed upstream."""

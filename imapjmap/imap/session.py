@@ -65,6 +65,7 @@ from imapjmap.imap.commands import Command
 from imapjmap.imap.framing import Continuation, Framer, Response, Tagged, Untagged
 from imapjmap.imap.models import ListEntry, MailboxStatus, Reply
 from imapjmap.imap.parse import parse_capabilities, parse_id, parse_reply
+from imapjmap.metrics import EVENTS, imap_command_label
 from imapjmap.upstream.profiles import Profile, choose
 
 log = logging.getLogger(__name__)
@@ -367,6 +368,7 @@ class ImapSession:
     def __init__(self, proto: _Connection, cfg: ImapConfig, username: str) -> None:
         self._proto = proto
         self._cfg = cfg
+        self._upstream = f"{cfg.host}:{cfg.port}"  # the metrics' label (no user in it)
         self.username = username
         self.capabilities: frozenset[str] = frozenset()
         self.enabled: frozenset[str] = frozenset()
@@ -638,8 +640,17 @@ class ImapSession:
             ImapUnavailable: timeout, cancellation-free connection loss, BYE (session broken).
         """
         what = what or command.parts[0].split(" ", 1)[0]
-        pending = await self._run(command, what, secret, sasl, noop_after)
-        return self._finish(pending, what)
+        started, outcome = time.perf_counter(), "cancelled"
+        try:
+            pending = await self._run(command, what, secret, sasl, noop_after)
+            reply = self._finish(pending, what)
+            outcome = "ok"
+            return reply
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            self._count(command, what, outcome, started)
 
     async def execute_unparsed(
         self, command: Command, *, what: str = ""
@@ -653,9 +664,25 @@ class ImapSession:
             to find: it should then mark the session :attr:`broken`.
         """
         what = what or command.parts[0].split(" ", 1)[0]
-        pending = await self._run(command, what, False, None, False)
-        records, pending.records = pending.records, []
-        return self._finish(pending, what), records
+        started, outcome = time.perf_counter(), "cancelled"
+        try:
+            pending = await self._run(command, what, False, None, False)
+            records, pending.records = pending.records, []
+            reply = self._finish(pending, what)
+            outcome = "ok"
+            return reply, records
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            self._count(command, what, outcome, started)
+
+    def _count(self, command: Command, what: str, outcome: str, started: float) -> None:
+        # "UID" alone says little: the verb after it is what an operator looks for
+        verb = command.parts[0] if what.upper() == "UID" else what
+        EVENTS.imap_command(
+            self._upstream, imap_command_label(verb), outcome, time.perf_counter() - started
+        )
 
     async def _run(
         self, command: Command, what: str, secret: bool, sasl: bytes | None, noop_after: bool
@@ -902,3 +929,14 @@ class ImapSession:
     def mailbox_command(verb: str, name: str, *tail: str) -> Command:
         """``VERB "name" tail...`` with the name encoded (modified UTF-7) and quoted."""
         return Command((" ".join([verb, commands.mailbox(name), *tail]),))
+
+
+def _outcome(exc: BaseException) -> str:
+    """A command's failure as the metrics name it."""
+    if isinstance(exc, ImapCommandFailed):
+        return "no"
+    if isinstance(exc, ImapProtocolViolation):
+        return "bad"
+    if isinstance(exc, ImapUnavailable):
+        return "unavailable"
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"

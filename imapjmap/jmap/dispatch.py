@@ -121,6 +121,7 @@ async def run(
     registry: Mapping[str, MethodSpec[C]],
     accounts: Mapping[str, frozenset[str]],
     session_state: str,
+    observe: Callable[[str, str, float], None] | None = None,
 ) -> JsonObject:
     """Process every call of ``request`` in order and build the Response object.
 
@@ -130,6 +131,8 @@ async def run(
         registry: method name -> spec.
         accounts: every account id the user may use -> the capabilities it supports.
         session_state: the Session ``state``, echoed as ``sessionState``.
+        observe: told each call's method (``unknown`` for a name the registry lacks: a
+            client's text never becomes a metric label), outcome and seconds.
 
     Returns:
         ``{"methodResponses": [...], "sessionState": ..., "createdIds"?: {...}}`` where
@@ -143,14 +146,18 @@ async def run(
             invocation, context, registry, accounts, request.using, created_ids, responses
         )
         responses.extend(produced)
+        seconds = time.perf_counter() - started
         log.info(
             "call %s %s account=%s %.1fms -> %s",
             _loggable(invocation.call_id),
             _loggable(invocation.name),
             account_id or "-",
-            (time.perf_counter() - started) * 1000,
+            seconds * 1000,
             outcome,
         )
+        if observe is not None:
+            known = invocation.name if invocation.name in registry else "unknown"
+            observe(known, outcome, seconds)
     body: JsonObject = {
         "methodResponses": [r.to_json() for r in responses],
         "sessionState": session_state,

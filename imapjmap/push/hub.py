@@ -70,6 +70,10 @@ class Hub:
     def listeners(self, account_id: str) -> int:
         return len(self._listeners.get(account_id, ()))
 
+    def all_listeners(self) -> int:
+        """Listeners of every account (EventSource, WebSocket, PushSubscription)."""
+        return sum(len(group) for group in self._listeners.values())
+
     async def subscribe(self, account_id: str, types: Collection[str] | None) -> Listener:
         listener = Listener(account_id, frozenset(types) if types is not None else None)
         group = self._listeners.setdefault(account_id, set())

@@ -444,6 +444,7 @@ class MailboxSync:
         """
         await reads.open(self.mailbox.imap_name)
         total = len(uids)
+        self.fill_total, self.fill_done = total, 0
         # made as they are fetched: a million UIDs are never all in a list at once
         batches = uids.newest_first(BATCH)
         count = math.ceil(total / BATCH)
@@ -490,6 +491,7 @@ class MailboxSync:
                 if changed is not None:
                     await changed()
                 done = (index + 1) * BATCH
+                self.fill_done = min(done, total)
                 if (index + 1) % 10 == 0 or last:
                     log.info(
                         "mailbox %s: %d of %d remaining messages synced",
@@ -504,6 +506,9 @@ class MailboxSync:
             await asyncio.gather(*ahead, return_exceptions=True)
 
     pending_cursor: Cursor | None = None
+    # a background first sync's progress, in messages (read by the metrics)
+    fill_total: int = 0
+    fill_done: int = 0
 
 
 # -- the transaction ---------------------------------------------------------------------------

@@ -118,6 +118,7 @@ class AccountSync:
         self._runs = 0  # runs started so far; the one in flight is number _runs
         self._refreshes = 0  # completed refreshes
         self._fills: dict[str, asyncio.Task[None]] = {}  # mailbox id → first-sync fill
+        self._filling: dict[str, emails.MailboxSync] = {}  # mailbox id → its job
         self._grace = Grace()  # Gmail mode: our recent writes (eventual consistency)
         self._writes = 0  # writes of ours so far: a settled listing is forgotten (Rule 6)
         self._settled: _Settled | None = None
@@ -349,8 +350,18 @@ class AccountSync:
                 log.exception("background sync of %s failed", job.mailbox.imap_name)
             finally:
                 self._fills.pop(job.mailbox.id, None)
+                self._filling.pop(job.mailbox.id, None)
 
+        self._filling[job.mailbox.id] = job
         self._fills[job.mailbox.id] = asyncio.get_running_loop().create_task(fill())
+
+    def first_sync_progress(self) -> tuple[int, int] | None:
+        """Messages synced and to sync by the first syncs filling in behind requests, or
+        None when none is (the operator's progress: metrics, the command line)."""
+        jobs = list(self._filling.values())
+        if not jobs:
+            return None
+        return sum(j.fill_done for j in jobs), sum(j.fill_total for j in jobs)
 
     async def wait_filled(self) -> None:
         """Wait until no first sync is still filling in (tests, benchmarks)."""

@@ -326,3 +326,10 @@ async def test_plain_http_is_only_a_redirect(front: Front, seeded_user: SeededUs
             assert resp.status == 301
             assert resp.headers["Location"] == "https://127.0.0.1/jmap/api/"
     assert "emerg" not in front.error_log.read_text()
+
+
+async def test_metrics_stay_off_the_public_site(front: Front, seeded_user: SeededUser) -> None:
+    async with aiohttp.ClientSession() as http:
+        url = f"https://{front.host}/metrics"
+        async with http.get(url, ssl=front.tls) as resp:
+            assert resp.status == 403

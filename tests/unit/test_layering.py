@@ -58,6 +58,7 @@ OWNERS: dict[str, tuple[str, Callable[[str], bool]]] = {
     "aiosqlite": ("imapjmap.store.db", _only("imapjmap.store.db")),
     "aiohttp": ("modules under imapjmap.http", _under("imapjmap.http")),
     "aiosmtpd": ("modules under devservers", _under("devservers")),
+    "prometheus_client": ("imapjmap.metrics", _only("imapjmap.metrics")),
 }
 HTTP = "imapjmap.http"
 HTTP_LAZY_IMPORTERS = frozenset({"imapjmap.cli", "devservers.demo"})
@@ -85,7 +86,9 @@ UPSTREAM, PROFILES = "imapjmap.upstream", "imapjmap.upstream.profiles"
 MODULE_UNITS: tuple[str, ...] = (PROFILES,)
 # what the JMAP side sees of the mail server: the Protocols and their data, not upstream.imap
 SEAM = f"{UPSTREAM}.api"
-BASE = (ERRORS, CONFIG, CREDENTIALS)
+# the event counters are counted where events happen, in any layer (imapjmap.metrics)
+METRICS = "imapjmap.metrics"
+BASE = (ERRORS, CONFIG, CREDENTIALS, METRICS)
 LAYERS: dict[str, tuple[str, ...]] = {
     "devservers": ("imapjmap",),
     "imapjmap.__main__": ("imapjmap.cli",),
@@ -143,6 +146,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     CONFIG: (ERRORS,),
     CREDENTIALS: (ERRORS,),
     ERRORS: (),
+    METRICS: (),
     "imapjmap.logsetup": (),
     "imapjmap": (),
 }
