@@ -1,6 +1,6 @@
 """The email sync's reads (:class:`~imapjmap.upstream.sync_reads.SyncReads`) over one IMAP
-session: each read one command, its text built here from the session's extensions and the
-server's profile."""
+session: each read is one command, whose text pure functions build from the session's
+extensions and the server's profile."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from imapjmap.imap.parse import fetched
 from imapjmap.imap.session import ImapSession
 from imapjmap.upstream.sync_reads import Changes, Opened, Raw
 
+# --- command text (pure) ----------------------------------------------------------------------
 
-def list_items(session: ImapSession, header_fields: str) -> str:
+
+def list_items(header_fields: str, *, condstore: bool, message_items: Sequence[str]) -> str:
     """The FETCH items of a new message's list properties (docs/design.md, "Freshness"):
-    ``header_fields`` are the headers the cache keeps, the profile adds the server's ids."""
+    ``header_fields`` are the headers the cache keeps, ``message_items`` the profile's ids
+    (and Gmail mode's labels)."""
     items = [
         "UID",
         "FLAGS",
@@ -25,10 +28,60 @@ def list_items(session: ImapSession, header_fields: str) -> str:
         "BODYSTRUCTURE",
         f"BODY.PEEK[HEADER.FIELDS ({header_fields})]",
     ]
-    if "CONDSTORE" in session.enabled:
+    if condstore:
         items.append("MODSEQ")
-    items += session.profile.message_items  # ids, and Gmail mode's labels
+    items += message_items
     return "(" + " ".join(items) + ")"
+
+
+def id_items(items: str) -> str:
+    """:func:`list_items` without the body structure: enough to know a message's Email id."""
+    return items.replace("ENVELOPE BODYSTRUCTURE ", "ENVELOPE ")
+
+
+def changes_command(modseq: int) -> Command:
+    """What a QRESYNC SELECT reports, asked of the mailbox already selected (RFC 7162
+    §3.2.6): on Dovecot this saves the 100+ ms a 100,000-message Maildir takes to open."""
+    return Command((f"UID FETCH 1:* (UID FLAGS MODSEQ) (CHANGEDSINCE {modseq} VANISHED)",))
+
+
+def flags_command(
+    top: int, since: int | None, *, condstore: bool, extra: Sequence[str] = ()
+) -> Command:
+    """The flags (and ``extra`` items) of UIDs 1 to ``top``, only those changed after
+    ``since`` where CONDSTORE can say so."""
+    items = " ".join(["UID", "FLAGS", *(["MODSEQ"] if condstore else []), *extra])
+    text = f"UID FETCH 1:{top} ({items})"
+    if condstore and since:
+        text += f" (CHANGEDSINCE {since})"
+    return Command((text,))
+
+
+def range_criteria(low: int, high: int | None) -> str:
+    """SEARCH criteria for the UIDs from ``low`` to ``high`` (None: to the last)."""
+    if low <= 1 and high is None:
+        return "ALL"
+    return f"UID {low}:{'*' if high is None else high}"
+
+
+def search_command(criteria: str, *, esearch: bool) -> Command:
+    """``UID SEARCH``; with ESEARCH its answer is ranges (a million UIDs as ``1:1000000``)."""
+    return Command(
+        (f"UID SEARCH RETURN (ALL) {criteria}" if esearch else f"UID SEARCH {criteria}",)
+    )
+
+
+def fetch_command(uids: Collection[int], items: str) -> Command:
+    return Command((f"UID FETCH {sequence_set(uids)} {items}",))
+
+
+def from_low(found: UidSet, low: int) -> UidSet:
+    """The UIDs of ``found`` from ``low`` up: ``low:*`` also names the highest UID when
+    every UID is below ``low`` (RFC 9051 §6.4.8)."""
+    return UidSet(tuple((max(lo, low), hi) for lo, hi in found.ranges if hi >= low))
+
+
+# --- the reads ---------------------------------------------------------------------------------
 
 
 class ImapSyncReads:
@@ -40,8 +93,11 @@ class ImapSyncReads:
 
     def __init__(self, session: ImapSession, header_fields: str) -> None:
         self.session = session
-        self.items = list_items(session, header_fields)
-        self.flag_items = "".join(" " + item for item in session.profile.flag_items)
+        profile = session.profile
+        self.items = list_items(
+            header_fields, condstore=self.condstore, message_items=profile.message_items
+        )
+        self.flag_items = profile.flag_items
 
     @property
     def qresync(self) -> bool:
@@ -62,37 +118,22 @@ class ImapSyncReads:
         return Opened(info.uidvalidity, info.uidnext, info.highestmodseq, info.exists, changes)
 
     async def changes_in_selected(self, modseq: int) -> Changes:
-        # RFC 7162 §3.2.6: on Dovecot this saves the 100+ ms a 100,000-message Maildir
-        # takes to open again
-        text = f"UID FETCH 1:* (UID FLAGS MODSEQ) (CHANGEDSINCE {modseq} VANISHED)"
-        return _changes(await self.session.execute(Command((text,)), what="UID FETCH"))
+        return _changes(await self.session.execute(changes_command(modseq), what="UID FETCH"))
 
     async def changed_flags(self, top: int, since: int | None) -> Sequence[FetchRecord]:
-        items = ("UID FLAGS MODSEQ" if self.condstore else "UID FLAGS") + self.flag_items
-        text = f"UID FETCH 1:{top} ({items})"
-        if self.condstore and since:
-            text += f" (CHANGEDSINCE {since})"
-        reply = await self.session.execute(Command((text,)), what="UID FETCH")
-        return reply.fetches
+        command = flags_command(top, since, condstore=self.condstore, extra=self.flag_items)
+        return (await self.session.execute(command, what="UID FETCH")).fetches
 
     async def uids(self, low: int = 1, high: int | None = None) -> UidSet:
-        if low <= 1 and high is None:
-            return await self._search("ALL")
-        found = await self._search(f"UID {low}:{'*' if high is None else high}")
-        # "low:*" also names the highest UID when every UID is below low
-        return UidSet(tuple((max(lo, low), hi) for lo, hi in found.ranges if hi >= low))
+        found = await self._search(range_criteria(low, high))
+        return found if high is not None or low <= 1 else from_low(found, low)
 
     async def which(self, uids: Collection[int]) -> UidSet:
         return await self._search(f"UID {sequence_set(uids)}")
 
     async def _search(self, criteria: str) -> UidSet:
-        """The UIDs as ranges: ESEARCH sends a million UIDs as ``1:1000000``, and they stay so."""
-        session = self.session
-        if session.has("ESEARCH"):
-            text = f"UID SEARCH RETURN (ALL) {criteria}"
-        else:
-            text = f"UID SEARCH {criteria}"
-        reply = await session.execute(Command((text,)), what="UID SEARCH")
+        command = search_command(criteria, esearch=self.session.has("ESEARCH"))
+        reply = await self.session.execute(command, what="UID SEARCH")
         if len(reply.searches) == 1:
             return reply.searches[0].uid_set()
         return UidSet.of(uid for result in reply.searches for uid in result.uid_set())
@@ -101,20 +142,17 @@ class ImapSyncReads:
         return await self._fetch(uids, self.items)
 
     async def fetch_ids(self, uids: Sequence[int]) -> list[FetchRecord]:
-        items = self.items.replace("ENVELOPE BODYSTRUCTURE ", "ENVELOPE ")
-        return await self._fetch(uids, items)
+        return await self._fetch(uids, id_items(self.items))
 
     async def _fetch(self, uids: Sequence[int], items: str) -> list[FetchRecord]:
         if not uids:
             return []
-        reply = await self.session.execute(
-            Command((f"UID FETCH {sequence_set(uids)} {items}",)), what="UID FETCH"
-        )
+        reply = await self.session.execute(fetch_command(uids, items), what="UID FETCH")
         return fetched(reply, uids)
 
     async def fetch_unparsed(self, uids: Sequence[int]) -> Raw:
-        text = f"UID FETCH {sequence_set(uids)} {self.items}"
-        _, raw = await self.session.execute_unparsed(Command((text,)), what="UID FETCH")
+        command = fetch_command(uids, self.items)
+        _, raw = await self.session.execute_unparsed(command, what="UID FETCH")
         return raw
 
     def unparsable(self) -> None:
