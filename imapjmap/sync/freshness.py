@@ -76,73 +76,73 @@ class FreshnessError(RuntimeError):
     """An event the state does not allow (a run started over another, a LIST without one)."""
 
 
-S, E = State, Event
+_S, _E = State, Event
 _RUNNING: Final = {
-    S.REFRESHING,
-    S.LISTED,
-    S.WATCHED_REFRESHING,
-    S.WATCHED_REFRESHING_UNCLEAN,
-    S.WATCHED_LISTED,
-    S.WATCHED_LISTED_UNCLEAN,
+    _S.REFRESHING,
+    _S.LISTED,
+    _S.WATCHED_REFRESHING,
+    _S.WATCHED_REFRESHING_UNCLEAN,
+    _S.WATCHED_LISTED,
+    _S.WATCHED_LISTED_UNCLEAN,
 }
-_UNWATCHED: Final = {S.STALE, S.REFRESHING, S.LISTED}
-_WATCHED: Final = set(S) - _UNWATCHED
+_UNWATCHED: Final = {_S.STALE, _S.REFRESHING, _S.LISTED}
+_WATCHED: Final = set(State) - _UNWATCHED
 
 # what a watcher's arrival and departure make of each state (Rules 3 and 4)
 _ATTACHED: Final = {
-    S.STALE: S.WATCHED_STALE,
-    S.REFRESHING: S.WATCHED_REFRESHING,
-    S.LISTED: S.WATCHED_LISTED_UNCLEAN,
+    _S.STALE: _S.WATCHED_STALE,
+    _S.REFRESHING: _S.WATCHED_REFRESHING,
+    _S.LISTED: _S.WATCHED_LISTED_UNCLEAN,
 }
 _LOST: Final = {
-    S.WATCHED_STALE: S.STALE,
-    S.FRESH: S.STALE,
-    S.WATCHED_REFRESHING: S.REFRESHING,
-    S.WATCHED_REFRESHING_UNCLEAN: S.REFRESHING,
-    S.WATCHED_LISTED: S.LISTED,
-    S.WATCHED_LISTED_UNCLEAN: S.LISTED,
+    _S.WATCHED_STALE: _S.STALE,
+    _S.FRESH: _S.STALE,
+    _S.WATCHED_REFRESHING: _S.REFRESHING,
+    _S.WATCHED_REFRESHING_UNCLEAN: _S.REFRESHING,
+    _S.WATCHED_LISTED: _S.LISTED,
+    _S.WATCHED_LISTED_UNCLEAN: _S.LISTED,
 }
 # an event or a write of ours (Rule 1); without a watcher every request asks anyway
 _CHANGED: Final = {
     **{state: state for state in _UNWATCHED},
-    S.WATCHED_STALE: S.WATCHED_STALE,
-    S.FRESH: S.WATCHED_STALE,
-    S.WATCHED_REFRESHING: S.WATCHED_REFRESHING_UNCLEAN,
-    S.WATCHED_REFRESHING_UNCLEAN: S.WATCHED_REFRESHING_UNCLEAN,
-    S.WATCHED_LISTED: S.WATCHED_LISTED_UNCLEAN,
-    S.WATCHED_LISTED_UNCLEAN: S.WATCHED_LISTED_UNCLEAN,
+    _S.WATCHED_STALE: _S.WATCHED_STALE,
+    _S.FRESH: _S.WATCHED_STALE,
+    _S.WATCHED_REFRESHING: _S.WATCHED_REFRESHING_UNCLEAN,
+    _S.WATCHED_REFRESHING_UNCLEAN: _S.WATCHED_REFRESHING_UNCLEAN,
+    _S.WATCHED_LISTED: _S.WATCHED_LISTED_UNCLEAN,
+    _S.WATCHED_LISTED_UNCLEAN: _S.WATCHED_LISTED_UNCLEAN,
 }
 _STARTED: Final = {
-    S.STALE: S.REFRESHING,
-    S.WATCHED_STALE: S.WATCHED_REFRESHING,
-    S.FRESH: S.WATCHED_REFRESHING,
+    _S.STALE: _S.REFRESHING,
+    _S.WATCHED_STALE: _S.WATCHED_REFRESHING,
+    _S.FRESH: _S.WATCHED_REFRESHING,
 }
 _LISTED: Final = {
-    S.REFRESHING: S.LISTED,
-    S.LISTED: S.LISTED,  # listed again on another connection (Rule 5)
-    S.WATCHED_REFRESHING: S.WATCHED_LISTED,
-    S.WATCHED_REFRESHING_UNCLEAN: S.WATCHED_LISTED_UNCLEAN,
-    S.WATCHED_LISTED: S.WATCHED_LISTED,
-    S.WATCHED_LISTED_UNCLEAN: S.WATCHED_LISTED_UNCLEAN,
+    _S.REFRESHING: _S.LISTED,
+    _S.LISTED: _S.LISTED,  # listed again on another connection (Rule 5)
+    _S.WATCHED_REFRESHING: _S.WATCHED_LISTED,
+    _S.WATCHED_REFRESHING_UNCLEAN: _S.WATCHED_LISTED_UNCLEAN,
+    _S.WATCHED_LISTED: _S.WATCHED_LISTED,
+    _S.WATCHED_LISTED_UNCLEAN: _S.WATCHED_LISTED_UNCLEAN,
 }
 # a run that ends without a LIST failed before it (Rule 2)
 _INCOMPLETE: Final = {
-    state: (S.WATCHED_STALE if state in _WATCHED else S.STALE) for state in _RUNNING
+    state: (_S.WATCHED_STALE if state in _WATCHED else _S.STALE) for state in _RUNNING
 }
-_ENDED: Final = {**_INCOMPLETE, S.WATCHED_LISTED: S.FRESH}
+_ENDED: Final = {**_INCOMPLETE, _S.WATCHED_LISTED: _S.FRESH}
 
 TRANSITIONS: Final[dict[State, dict[Event, State]]] = {
     state: {
         event: table[state]
         for event, table in (
-            (E.WATCHER_ATTACHED, {**{w: w for w in _WATCHED}, **_ATTACHED}),
-            (E.WATCHER_LOST, {**{u: u for u in _UNWATCHED}, **_LOST}),
-            (E.UPSTREAM_EVENT, _CHANGED),
-            (E.OWN_WRITE, _CHANGED),
-            (E.REFRESH_STARTED, _STARTED),
-            (E.LISTED, _LISTED),
-            (E.REFRESH_ENDED, _ENDED),
-            (E.REFRESH_INCOMPLETE, _INCOMPLETE),
+            (_E.WATCHER_ATTACHED, {**{w: w for w in _WATCHED}, **_ATTACHED}),
+            (_E.WATCHER_LOST, {**{u: u for u in _UNWATCHED}, **_LOST}),
+            (_E.UPSTREAM_EVENT, _CHANGED),
+            (_E.OWN_WRITE, _CHANGED),
+            (_E.REFRESH_STARTED, _STARTED),
+            (_E.LISTED, _LISTED),
+            (_E.REFRESH_ENDED, _ENDED),
+            (_E.REFRESH_INCOMPLETE, _INCOMPLETE),
         )
         if state in table
     }
@@ -150,15 +150,15 @@ TRANSITIONS: Final[dict[State, dict[Event, State]]] = {
 }
 
 ANSWERS: Final[dict[State, Ask]] = {
-    S.STALE: Ask.NEXT,
-    S.REFRESHING: Ask.JOIN,
-    S.LISTED: Ask.NEXT,
-    S.WATCHED_STALE: Ask.NEXT,
-    S.WATCHED_REFRESHING: Ask.JOIN,
-    S.WATCHED_REFRESHING_UNCLEAN: Ask.JOIN,  # its LIST is still to come
-    S.WATCHED_LISTED: Ask.JOIN,
-    S.WATCHED_LISTED_UNCLEAN: Ask.NEXT,
-    S.FRESH: Ask.NO,
+    _S.STALE: Ask.NEXT,
+    _S.REFRESHING: Ask.JOIN,
+    _S.LISTED: Ask.NEXT,
+    _S.WATCHED_STALE: Ask.NEXT,
+    _S.WATCHED_REFRESHING: Ask.JOIN,
+    _S.WATCHED_REFRESHING_UNCLEAN: Ask.JOIN,  # its LIST is still to come
+    _S.WATCHED_LISTED: Ask.JOIN,
+    _S.WATCHED_LISTED_UNCLEAN: Ask.NEXT,
+    _S.FRESH: Ask.NO,
 }
 
 
