@@ -93,12 +93,21 @@ class MethodError(Exception):
         self.description = description
         self.extra = extra
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled whole (a query run in a reader process raises it there): the type back
+        # as the enum, and the extra fields too
+        return (_method_error, (self.type.value, self.description, self.extra))
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"type": self.type.value}
         if self.description:
             body["description"] = self.description
         body.update(self.extra)
         return body
+
+
+def _method_error(type_: str, description: str | None, extra: dict[str, Any]) -> MethodError:
+    return MethodError(MethodErrorType(type_), description, **extra)
 
 
 def invalid_arguments(description: str) -> MethodError:

@@ -18,7 +18,7 @@ import pytest
 from imapjmap.answers import query_results
 from imapjmap.config import Config
 from imapjmap.errors import ImapCommandFailed, ImapCommandTooLong
-from imapjmap.jmap.errors import MethodError
+from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.standard import FilterOperator
 from imapjmap.methods.email import query as email_query
 from imapjmap.methods.email import search as email_search
@@ -773,3 +773,40 @@ async def test_the_sql_walk_stays_on_a_reader_thread(
     monkeypatch.setattr(file_world.store, "read_apart", nowhere)
     got = await query(file_world, {"filter": {"inMailbox": "Minbox"}})
     assert got["ids"] == ["e3", "e6", "e4", "e1"]
+
+
+@pytest.mark.parametrize("mutation", ["new in a thread", "several", "move out"])
+async def test_query_changes_evaluated_in_python_run_in_a_reader_process_core_qch_01(
+    file_world: World, monkeypatch: pytest.MonkeyPatch, mutation: str
+) -> None:
+    args = QUERIES["unread in inbox by from"]  # sorted by from: the Python way
+    assert email_query.plan(args["filter"], _comparators(args), args).order is None
+    before = await query(file_world, args)
+    await MUTATIONS[mutation](file_world)
+    after = await query(file_world, {**args, "calculateTotal": True})
+
+    def not_here(*_: Any) -> list[str]:
+        raise AssertionError("evaluated in the proxy's process")
+
+    monkeypatch.setattr(email_query.Runner, "evaluated", not_here)
+    since = {**args, "sinceQueryState": before["queryState"], "calculateTotal": True}
+    changes = await email_query.email_query_changes(
+        file_world.context(), call("Email/queryChanges", since)
+    )
+    assert apply(before["ids"], changes["removed"], changes["added"]) == after["ids"]
+    assert changes["total"] == after["total"]
+
+
+async def test_a_method_error_raised_in_a_reader_process_reaches_the_caller_whole(
+    file_world: World,
+) -> None:
+    args = QUERIES["unread in inbox by from"]
+    before = await query(file_world, args)
+    await _several(file_world)
+    since = {**args, "sinceQueryState": before["queryState"], "maxChanges": 1}
+    with pytest.raises(MethodError) as err:
+        await email_query.email_query_changes(
+            file_world.context(), call("Email/queryChanges", since)
+        )
+    assert err.value.type is MethodErrorType.TOO_MANY_CHANGES
+    assert "exceed maxChanges 1" in err.value.to_json()["description"]

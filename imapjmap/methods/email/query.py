@@ -393,6 +393,26 @@ def _ordered_ids(runner: Runner, ids: set[str]) -> list[eq.Hit]:
     return out
 
 
+def run_query_changes(
+    tx: Tx,
+    account_id: str,
+    p: Plan,
+    uid_hits: email_search.UidHits,
+    since: jstate.State,
+    args: QueryChangesArgs,
+) -> tuple[std.QueryChangesResult, int, int | None]:
+    """The changes since ``since``, the Email state and the total when asked (module-level
+    and picklable like :func:`run_query`)."""
+    touched, current = _touched(tx, account_id, p, since)
+    runner = Runner(tx, account_id, p, uid_hits)
+    new_ids = _located(runner, touched, args.up_to_id)
+    result = std.query_changes(
+        new_ids, touched, (), up_to_id=args.up_to_id, max_changes=args.max_changes
+    )
+    total = runner.total() if args.calculate_total else None
+    return result, current, total
+
+
 async def email_query_changes(ctx: MethodContext, call: Call) -> JsonObject:
     args = QueryChangesArgs.parse(
         call.args, sort_properties=ef.SORT_PROPERTIES, extra=_EXTRA, limits=ctx.query_limits
@@ -401,18 +421,14 @@ async def email_query_changes(ctx: MethodContext, call: Call) -> JsonObject:
     since = jstate.decode_or_raise(args.since_query_state, ctx.account.epoch)
     await ctx.refresh()
     uid_hits = await _search(ctx, p)
-
-    def run(tx: Tx) -> tuple[std.QueryChangesResult, int, int | None]:
-        touched, current = _touched(tx, ctx.account_id, p, since)
-        runner = Runner(tx, ctx.account_id, p, uid_hits)
-        new_ids = _located(runner, touched, args.up_to_id)
-        result = std.query_changes(
-            new_ids, touched, (), up_to_id=args.up_to_id, max_changes=args.max_changes
+    if p.order is None:  # the Python way, as for Email/query
+        result, current, total = await ctx.store.read_apart(
+            run_query_changes, ctx.account_id, p, uid_hits, since, args, account=ctx.account_id
         )
-        total = runner.total() if args.calculate_total else None
-        return result, current, total
-
-    result, current, total = await ctx.read(run)
+    else:
+        result, current, total = await ctx.read(
+            lambda tx: run_query_changes(tx, ctx.account_id, p, uid_hits, since, args)
+        )
     return responses.query_changes_response(
         account_id=ctx.account_id,
         old_query_state=args.since_query_state,
