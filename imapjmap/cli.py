@@ -10,22 +10,26 @@ Subcommands:
 * ``imapjmap health --config FILE [--ready]``: ask the running proxy's ``/healthz`` (or
   ``/readyz``) at its configured listen address; exit 0 when it says so (a container's or
   a service manager's health check).
+* ``imapjmap accounts --config FILE [--json]``: the accounts in the cache (read-only).
+* ``imapjmap sync USER --config FILE [--password-file F]``: have the running proxy fill
+  USER's cache, with a progress bar.
+* ``imapjmap cache prune --config FILE [--unused-days N]`` and ``imapjmap cache reset
+  --config FILE [USER]``: maintenance writes, refused while the proxy answers unless
+  ``--force``.  These live in :mod:`imapjmap.admin`.
 
-Exit status: 0 on success, 1 when ``health`` finds the proxy unhealthy, 2 for a usage or
-configuration error.  The HTTP front end and the
-demo are imported only when their subcommand runs, so importing this module loads no I/O
-library (each one has a single owner: tests/unit/test_layering.py).  They are imported with
-``importlib.import_module`` and a literal name (which the layering test follows), so this
-module type-checks on its own.
+Exit status: 0 on success, 1 when ``health`` finds the proxy unhealthy or an admin command
+fails or refuses, 2 for a usage or configuration error.  The HTTP front end, the admin
+commands and the demo are imported only when their subcommand runs, so importing this
+module loads no I/O library (each one has a single owner: tests/unit/test_layering.py).
+They are imported with ``importlib.import_module`` and a literal name (which the layering
+test follows), so this module type-checks on its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import importlib
 import logging
-import ssl
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -101,7 +105,46 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--ready", action="store_true", help="ask /readyz (cache and IMAP server) not /healthz"
     )
+    _admin_parsers(commands)
     return parser
+
+
+def _admin_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    accounts = commands.add_parser("accounts", help="list the accounts in the cache")
+    accounts.add_argument("--config", metavar="FILE", required=True, help="its configuration")
+    accounts.add_argument("--json", action="store_true", help="JSON for scripts, not a table")
+    sync = commands.add_parser("sync", help="have the running proxy fill USER's cache")
+    sync.add_argument("user", metavar="USER", help="the IMAP login")
+    sync.add_argument("--config", metavar="FILE", required=True, help="its configuration")
+    sync.add_argument(
+        "--password-file", metavar="F", help="read the password from F (else it is asked)"
+    )
+    cache = commands.add_parser("cache", help="prune or reset the cache")
+    actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True)
+    prune = actions.add_parser("prune", help="purge old change-log rows and unused accounts")
+    reset = actions.add_parser("reset", help="drop one account's rows, or the whole cache's")
+    reset.add_argument("user", metavar="USER", nargs="?", help="its login or account id")
+    prune.add_argument(
+        "--unused-days",
+        metavar="N",
+        type=_days_arg,
+        help="also drop the accounts with no login for N days",
+    )
+    for action in (prune, reset):
+        action.add_argument("--config", metavar="FILE", required=True, help="its configuration")
+        action.add_argument(
+            "--force", action="store_true", help="even while the proxy answers (unsafe)"
+        )
+
+
+def _days_arg(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {value!r}") from None
+    if not days >= 0 or days == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of days: {value!r}")
+    return days
 
 
 def _listen_arg(value: str) -> str:
@@ -168,33 +211,42 @@ def _health(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_USAGE
-    host, port = split_listen(cfg.server.listen)
-    # a wildcard listen address is reached on the loopback interface
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    running = importlib.import_module("imapjmap.admin.running")
     path = "/readyz" if args.ready else "/healthz"
-    connection: http.client.HTTPConnection
-    if cfg.server.tls_certificate is not None:
-        # our own listener on this machine: whether it answers is the question, not who
-        # it is (its certificate names the public host, not the loopback address)
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        connection = http.client.HTTPSConnection(
-            host, port, timeout=HEALTH_TIMEOUT, context=context
-        )
-    else:
-        connection = http.client.HTTPConnection(host, port, timeout=HEALTH_TIMEOUT)
     try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read().decode("utf-8", "replace").strip()
+        status, body = running.ask(cfg, path, HEALTH_TIMEOUT)
     except OSError as exc:
         print(f"imapjmap: {path} at {cfg.server.listen}: {exc}", file=sys.stderr)
         return EXIT_UNHEALTHY
-    finally:
-        connection.close()
-    print(f"{path} {response.status}: {body}")
-    return EXIT_OK if response.status == 200 else EXIT_UNHEALTHY
+    print(f"{path} {status}: {body}")
+    return EXIT_OK if status == 200 else EXIT_UNHEALTHY
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    admin = importlib.import_module("imapjmap.admin.commands")  # loads sqlite3: only now
+    return int(admin.accounts(cfg, as_json=args.json))
+
+
+def _sync(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    setup_logging("warning", cfg.server.log_format)  # the bar, not the IMAP client's lines
+    admin = importlib.import_module("imapjmap.admin.commands")
+    return int(admin.sync(cfg, user=args.user, password_file=args.password_file))
+
+
+def _cache(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    admin = importlib.import_module("imapjmap.admin.commands")
+    if args.action == "prune":
+        return int(admin.prune(cfg, unused_days=args.unused_days, force=args.force))
+    return int(admin.reset(cfg, user=args.user, force=args.force))
 
 
 def _status(result: object) -> int:
@@ -207,4 +259,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _demo,
     "check-config": _check_config,
     "health": _health,
+    "accounts": _accounts,
+    "sync": _sync,
+    "cache": _cache,
 }

@@ -338,7 +338,9 @@ class Authenticator:
             fresh = account_id_for_store(self._cfg.imap, key) if key is not None else legacy
 
             def resolve(tx: Tx) -> q.AccountRow:
-                return q.account_for_store(tx, key, username, legacy_id=legacy, fresh_id=fresh)
+                row = q.account_for_store(tx, key, username, legacy_id=legacy, fresh_id=fresh)
+                q.note_login(tx, row.account_id, at=time.time())  # `imapjmap accounts`
+                return row
 
             row = await self._store.run(resolve)
         except UpstreamUnavailable as exc:

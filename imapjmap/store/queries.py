@@ -260,6 +260,82 @@ def account_ids(tx: Tx) -> list[str]:
     return [row[0] for row in tx.all("SELECT account_id FROM accounts ORDER BY account_id")]
 
 
+_LAST_LOGIN_KEY: Final = "admin.last_login"
+
+
+def note_login(tx: Tx, account_id: str, *, at: float) -> None:
+    """Record a login the upstream server verified (what ``imapjmap accounts`` shows, and
+    what ``imapjmap cache prune --unused-days`` goes by)."""
+    kv_set(tx, account_id, _LAST_LOGIN_KEY, repr(at))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    """What an operator sees of one cached account (``imapjmap accounts``)."""
+
+    account_id: str
+    username: str
+    created_at: float | None
+    last_login: float | None  # None: no verified login recorded (older caches)
+    emails: int  # live rows
+    mailboxes: int  # live rows, \Noselect ones included
+    selectable: int  # the mailboxes that hold messages: what a sync lists
+    synced: int  # those whose email rows reflect the server's current UIDVALIDITY
+
+
+def account_summary(tx: Tx, account_id: str) -> AccountSummary | None:
+    row = tx.one("SELECT username, created_at FROM accounts WHERE account_id = ?", (account_id,))
+    if row is None:
+        return None
+    last = kv_get(tx, account_id, _LAST_LOGIN_KEY)
+    emails = tx.scalar(
+        "SELECT count(*) FROM emails WHERE account_id = ? AND destroyed_seq IS NULL",
+        (account_id,),
+    )
+    mailboxes, selectable, synced = tx.one(
+        "SELECT count(*), count(uidvalidity),"
+        " coalesce(sum(synced_uidvalidity IS NOT NULL AND synced_uidvalidity = uidvalidity), 0)"
+        " FROM mailboxes WHERE account_id = ? AND destroyed_seq IS NULL",
+        (account_id,),
+    ) or (0, 0, 0)
+    return AccountSummary(
+        account_id,
+        str(row[0]),
+        None if row[1] is None else float(row[1]),
+        None if last is None else float(last),
+        int(emails),
+        int(mailboxes),
+        int(selectable),
+        int(synced),
+    )
+
+
+def accounts_unused_since(tx: Tx, before: float) -> list[str]:
+    """Accounts whose last verified login (or, with none recorded, their creation) is
+    older than ``before``."""
+    rows = tx.all(
+        "SELECT a.account_id FROM accounts a LEFT JOIN kv ON kv.account_id = a.account_id"
+        " AND kv.key = ? WHERE coalesce(CAST(kv.value AS REAL), a.created_at, 0) < ?"
+        " ORDER BY a.account_id",
+        (_LAST_LOGIN_KEY, before),
+    )
+    return [str(r[0]) for r in rows]
+
+
+def accounts_named(tx: Tx, name: str) -> list[str]:
+    """The account whose id is ``name``, or those first logged in as ``name``."""
+    rows = tx.all(
+        "SELECT account_id FROM accounts WHERE account_id = ? OR username = ? ORDER BY account_id",
+        (name, name),
+    )
+    return [str(r[0]) for r in rows]
+
+
+def delete_all_accounts(tx: Tx) -> int:
+    """Drop every account and what it owns (a cache reset); returns how many there were."""
+    return tx.execute("DELETE FROM accounts")
+
+
 def set_delimiter(tx: Tx, account_id: str, delimiter: str | None) -> None:
     tx.execute("UPDATE accounts SET delimiter = ? WHERE account_id = ?", (delimiter, account_id))
 

@@ -80,6 +80,7 @@ JMAP, MIME, STORE, IMAP, SMTP = (
 SYNC, PUSH, METHODS = "imapjmap.sync", "imapjmap.push", "imapjmap.methods"
 BLOBS, ANSWERS, QUERY = "imapjmap.blobs", "imapjmap.answers", "imapjmap.query"
 SERVICES = "imapjmap.services"
+ADMIN = "imapjmap.admin"
 UPSTREAM, PROFILES = "imapjmap.upstream", "imapjmap.upstream.profiles"
 # Modules that are units of their own, below their package: the server profiles are a pure
 # table the IMAP adapter consults at login, while the rest of upstream/ is built on imap/.
@@ -92,7 +93,9 @@ BASE = (ERRORS, CONFIG, CREDENTIALS, METRICS)
 LAYERS: dict[str, tuple[str, ...]] = {
     "devservers": ("imapjmap",),
     "imapjmap.__main__": ("imapjmap.cli",),
-    "imapjmap.cli": ("imapjmap.__version__", ERRORS, CONFIG, "imapjmap.logsetup"),
+    "imapjmap.cli": ("imapjmap.__version__", ERRORS, CONFIG, "imapjmap.logsetup", ADMIN),
+    # the operator's commands: the cache read and written directly, the IMAP server counted
+    ADMIN: (*BASE, STORE, IMAP),
     HTTP: (
         *BASE,
         "imapjmap.logsetup",
