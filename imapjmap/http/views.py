@@ -239,7 +239,6 @@ async def run_request(
             who.account,
             who.upstream,
             lambda force: sync.refresh(who.pool, force=force),
-            pool=who.pool,
         )
         response = await dispatch.run(
             jmap_request,

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from imapjmap.config import Config
-from imapjmap.imap.pool import ImapPool
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.limits import QueryLimits
@@ -41,8 +40,7 @@ class MethodContext:
     account's cache up to date with it (``force``: even while a push watcher says nothing
     changed).  ``fresh``: the cache is known to be up to date already, so :meth:`refresh`
     has nothing to do unless forced (the unit tests' worlds, whose cache rows are the
-    upstream).  ``pool``: the account's connections, for what is not behind the upstream
-    yet (the text search).
+    upstream).
     """
 
     def __init__(
@@ -52,13 +50,11 @@ class MethodContext:
         upstream: Upstream,
         sync: Callable[[bool], Awaitable[None]],
         *,
-        pool: ImapPool,
         fresh: bool = False,
     ) -> None:
         self.services = services
         self.account = account
         self.upstream = upstream
-        self.pool = pool
         self._sync = sync
         self._fresh = fresh
 

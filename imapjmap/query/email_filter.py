@@ -5,7 +5,7 @@ Pure: no I/O.  A filter is split three ways when it is planned:
 - the conjunctive part SQL answers with indexes (:class:`~imapjmap.store.email_queries.
   EmailWhere`): mailboxes, dates, sizes, keywords, hasAttachment;
 - the terms only the upstream can answer (``text``, ``body``, ``header``): IMAP
-  ``UID SEARCH`` (see :mod:`imapjmap.methods.email.search`), run before the query;
+  the upstream's search (:mod:`imapjmap.upstream.search`), run before the query;
 - everything, evaluated in Python on cache rows by :class:`Evaluator`, once the search
   hits and the thread keyword aggregates are known.  The address and subject conditions
   (and the header part of ``text``) are answered from the cache: a case-insensitive
@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from imapjmap.jmap import standard as std
 from imapjmap.jmap.args import Comparator
@@ -28,6 +28,7 @@ from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.session import EMAIL_SORT_OPTIONS
 from imapjmap.jmap.wire import JsonObject, is_unsigned_int
 from imapjmap.store import email_queries as eq
+from imapjmap.upstream.search import SearchTerm as SearchTerm  # re-exported: the planner's terms
 
 # the sorts the session advertises (RFC 8621 §1.3.1) are exactly the ones answered here
 SORT_PROPERTIES: Final = EMAIL_SORT_OPTIONS
@@ -168,14 +169,6 @@ def parse_sort(sort: Iterable[Comparator]) -> tuple[Comparator, ...]:
 
 
 # --- planning -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SearchTerm:
-    """One condition only the upstream can answer: ``UID SEARCH <key> <args>``."""
-
-    key: Literal["TEXT", "BODY", "HEADER"]
-    args: tuple[str, ...]
 
 
 def search_term(condition_key: str, value: Any) -> SearchTerm | None:

@@ -33,22 +33,19 @@ followed by a create.
 Rules
 1. Label locations come only from the All Mail copy: a message in the Trash or Spam is in
    no label, as in Gmail's own views.
-2. This module only reads upstream (LIST, FETCH, SEARCH); the writes are in
-   :mod:`imapjmap.methods.email.gmail_writes`.
+2. This module only reads upstream (LIST, FETCH); the searches and the label writes are
+   in :mod:`imapjmap.upstream.gmail`, planned by :mod:`imapjmap.methods.email.label_writes`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from imapjmap.config import ImapConfig
-from imapjmap.errors import ImapCommandFailed
-from imapjmap.imap.commands import Command, search_string
 from imapjmap.imap.models import ListEntry
-from imapjmap.imap.pool import ImapPool
 from imapjmap.store import emails as em
 from imapjmap.store import labels as stored
 from imapjmap.store import queries as q
@@ -331,59 +328,3 @@ class LabelHook:
         changed = stored.set_labels(tx, account_id, uid, email_id, mailbox_ids, marks, deleted)
         self.recount |= changed
         return bool(changed)
-
-
-# -- reading helpers for the other modules ------------------------------------------------------
-
-
-def search_boxes(rows: Sequence[q.MailboxRow], scope: Collection[str] | None) -> list[q.MailboxRow]:
-    """Where a Gmail mode search runs: All Mail for every label, the Trash and Spam only
-    when the query's mailboxes include them (or name none)."""
-    labels = Labels(rows)
-    out: list[q.MailboxRow] = []
-    for row in (labels.all_mail, labels.trash, labels.spam):
-        if row is None or row.messages == 0:
-            continue
-        in_label = row is labels.all_mail and any(labels.label(m) for m in scope or ())
-        if scope is None or row.id in scope or in_label:
-            out.append(row)
-    return out
-
-
-def raw_search(key: str, args: Sequence[str]) -> Command:
-    """``UID SEARCH`` of one text condition: ``TEXT x`` becomes ``X-GM-RAW "x"`` (a
-    phrase in Gmail's search syntax); BODY and HEADER stay standard IMAP keys."""
-    if key != "TEXT":
-        strings = [search_string(arg) for arg in args]
-        head = "UID SEARCH" + ("" if all(a.isascii() for a in args) else " CHARSET UTF-8")
-        return Command.join([head, key, *strings])
-    phrase = '"' + args[0].replace('"', " ").replace("\\", " ").strip() + '"'
-    head = "UID SEARCH" + ("" if phrase.isascii() else " CHARSET UTF-8")
-    return Command.join([head, "X-GM-RAW", search_string(phrase)])
-
-
-async def synced_location(
-    pool: ImapPool, rows: Sequence[q.MailboxRow], mailbox: q.MailboxRow, uid: int
-) -> tuple[str, int]:
-    """Where the message at (label folder, uid) is synced: its All Mail (mailbox id, UID),
-    found by X-GM-MSGID; (mailbox, uid) itself for All Mail, Trash and Spam, or when the
-    lookup fails (the caller then reports the message as not found)."""
-    all_mail = Labels(rows).all_mail
-    if is_synced(mailbox) or all_mail is None:
-        return mailbox.id, uid
-    try:
-        async with pool.session(mailbox.imap_name, readonly=True) as session:
-            reply = await session.execute(
-                Command((f"UID FETCH {uid} (UID X-GM-MSGID)",)), what="UID FETCH"
-            )
-        msgid = next((r.x_gm_msgid for r in reply.fetches if r.uid == uid), None)
-        if msgid is None:
-            return mailbox.id, uid
-        async with pool.session(all_mail.imap_name, readonly=True) as session:
-            reply = await session.execute(
-                Command((f"UID SEARCH X-GM-MSGID {msgid}",)), what="UID SEARCH"
-            )
-    except ImapCommandFailed:
-        return mailbox.id, uid
-    found = [u for result in reply.searches for u in result.ids]
-    return (all_mail.id, max(found)) if found else (mailbox.id, uid)

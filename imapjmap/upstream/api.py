@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from imapjmap.upstream.bodies import BodyReads
+from imapjmap.upstream.labels import LabelMailbox, LabelWrites
+from imapjmap.upstream.profiles import Profile
+from imapjmap.upstream.search import Pacer, Search, SearchMailbox, SearchTerm, UidHits
 from imapjmap.upstream.writes import (
     Appended,
     Copied,
@@ -25,17 +28,31 @@ __all__ = [
     "Appended",
     "BodyReads",
     "Copied",
+    "LabelMailbox",
+    "LabelWrites",
     "MailboxWrites",
     "MessageWrites",
     "OpenMailbox",
+    "Pacer",
+    "Profile",
     "Removed",
+    "Search",
+    "SearchMailbox",
+    "SearchTerm",
     "Stored",
+    "UidHits",
     "Upstream",
 ]
 
 
-class Upstream(MailboxWrites, MessageWrites, BodyReads, Protocol):
+class Upstream(MailboxWrites, MessageWrites, BodyReads, Search, LabelWrites, Protocol):
     """One account on one mail server, as the handlers use it."""
+
+    @property
+    def profile(self) -> Profile:
+        """How the server is treated (:mod:`imapjmap.upstream.profiles`): the one place
+        to ask, e.g., whether its labels are mailboxes (``profile.labels``)."""
+        ...
 
     def login_password(self) -> str:
         """The login's current secret (a password, or an OAuth token that the proxy renews),

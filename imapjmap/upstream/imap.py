@@ -48,6 +48,9 @@ from imapjmap.imap.models import Reply
 from imapjmap.imap.parse import parse_uid_set
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
+from imapjmap.upstream import gmail, imap_search
+from imapjmap.upstream.profiles import Profile
+from imapjmap.upstream.search import Pacer, SearchMailbox, SearchTerm, UidHits, no_pause
 from imapjmap.upstream.writes import Appended, Copied, Removed, Stored
 
 # --- command text (pure) ----------------------------------------------------------------------
@@ -328,6 +331,32 @@ class ImapUpstream:
 
     def login_password(self) -> str:
         return self.pool.login_password()
+
+    @property
+    def profile(self) -> Profile:
+        return self.pool.profile
+
+    # Search (upstream.imap_search)
+
+    async def search(
+        self,
+        mailboxes: Iterable[SearchMailbox],
+        terms: Collection[SearchTerm],
+        *,
+        scope: Collection[str] | None = None,
+        pace: Pacer = no_pause,
+    ) -> UidHits:
+        return await imap_search.search(self.pool, mailboxes, terms, scope=scope, pace=pace)
+
+    # LabelWrites (upstream.gmail)
+
+    @contextlib.asynccontextmanager
+    async def labelling(self, mailbox: str) -> AsyncIterator[gmail.GmailMailbox]:
+        async with self.pool.session(mailbox) as session:
+            yield gmail.GmailMailbox(ImapMailbox(session))
+
+    async def holding_uid(self, folder: str, uid: int, holder: str) -> int | None:
+        return await gmail.all_mail_uid(self.pool, folder, uid, holder)
 
     async def _run(self, command: Command, what: str) -> Reply:
         async with self.pool.session() as session:

@@ -28,7 +28,6 @@ from imapjmap.push.watcher import Watcher
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store
-from imapjmap.sync import gmail as gmail_sync
 from imapjmap.sync.engine import AccountSync
 from tests.gmail_emulation import Account, GmailEmulation, Message, make_message
 from tests.integration.conftest import MAIL, Jmap, proxy_config
@@ -757,13 +756,3 @@ async def test_the_idle_watcher_notices_an_append(
         await sync.aclose()
         await pool.aclose()
         await store.aclose()
-
-
-# --- units of the label mapping ----------------------------------------------------------------
-
-
-def test_raw_search_quotes_the_text_as_one_phrase() -> None:
-    command = gmail_sync.raw_search("TEXT", ('say "hi" now',))
-    assert str(command) == 'UID SEARCH X-GM-RAW "\\"say  hi  now\\""'
-    body = gmail_sync.raw_search("BODY", ("x",))
-    assert str(body) == 'UID SEARCH BODY "x"'

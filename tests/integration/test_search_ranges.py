@@ -1,5 +1,6 @@
-"""A big mailbox's ``UID SEARCH`` split in UID ranges (``email.search`` Rule 5) finds what one
-search finds, against each real server, also when messages arrive and go between two ranges.
+"""A big mailbox's ``UID SEARCH`` split in UID ranges (``upstream.imap_search`` Rule 3)
+finds what one search finds, against each real server, also when messages arrive and go
+between two ranges.
 
 The plain ``UID SEARCH`` of a second IMAP connection is the oracle.  The ranges are made
 narrow (a few UIDs) so that a small mailbox is split as a big one would be; the race is
@@ -15,12 +16,12 @@ from typing import Any
 import pytest
 
 from imapjmap.config import ImapConfig
+from imapjmap.imap.commands import Command
 from imapjmap.imap.pool import ImapPool
-from imapjmap.imap.session import ImapSession
-from imapjmap.methods.email import search as email_search
-from imapjmap.methods.email.search import SearchMailbox, search_uids
-from imapjmap.query.email_filter import SearchTerm
 from imapjmap.store.db import Store
+from imapjmap.upstream import imap_search
+from imapjmap.upstream.imap_search import search_uids
+from imapjmap.upstream.search import SearchMailbox, SearchTerm
 
 WORD = "quokka"
 TERM = SearchTerm("BODY", (WORD,))
@@ -55,18 +56,17 @@ def _expunge(oracle: imaplib.IMAP4, uid: int) -> None:
 @pytest.fixture
 def narrow_ranges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Ranges 4 UIDs wide from the first; returns the UID sets searched, in order."""
-    monkeypatch.setattr(email_search, "_FIRST_CHUNK", 4)
-    monkeypatch.setattr(email_search, "next_width", lambda width, seconds: 4)
+    monkeypatch.setattr(imap_search, "_FIRST_CHUNK", 4)
+    monkeypatch.setattr(imap_search, "next_width", lambda width, seconds: 4)
     searched: list[str] = []
-    original = ImapSession.execute
+    original = imap_search.search_command
 
-    async def execute(self: ImapSession, command: Any, **kwargs: Any) -> Any:
-        found = re.match(r"UID SEARCH (?:CHARSET UTF-8 )?UID (\S+) ", str(command))
-        if found:
-            searched.append(found.group(1))
-        return await original(self, command, **kwargs)
+    def search_command(term: SearchTerm, uids: str | None = None) -> Command:
+        if uids is not None:
+            searched.append(uids)
+        return original(term, uids)
 
-    monkeypatch.setattr(ImapSession, "execute", execute)
+    monkeypatch.setattr(imap_search, "search_command", search_command)
     return searched
 
 

@@ -3,31 +3,37 @@
 Rows are written straight into the store (no sync engine): :class:`World` inserts emails
 and locations, moves them, and builds a :class:`MethodContext` that starts fresh (the rows
 ARE the upstream, so it never refreshes) and whose upstream is :class:`FakeUpstream`, which
-serves the messages the test gave it.  Its pool is a scripted fake that answers
-``UID SEARCH`` only.
+serves the messages and the search hits the test gave it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, NoReturn
 
 from imapjmap.blobs import bodies
-from imapjmap.config import Config, LimitsConfig
-from imapjmap.imap.models import Reply, SearchResult, TaggedResult
+from imapjmap.config import Config, ImapConfig, LimitsConfig
 from imapjmap.imap.pool import ImapPools
-from imapjmap.imap.session import SelectInfo
 from imapjmap.jmap.dispatch import Call
 from imapjmap.methods.context import Account, MethodContext
 from imapjmap.services import Services
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
-from imapjmap.upstream.api import Appended, OpenMailbox
+from imapjmap.upstream.api import (
+    Appended,
+    LabelMailbox,
+    OpenMailbox,
+    Pacer,
+    SearchMailbox,
+    SearchTerm,
+    UidHits,
+)
+from imapjmap.upstream.profiles import choose
+from imapjmap.upstream.search import no_pause
 
 A = "Aacct"
 OTHER = "Bother"
@@ -171,53 +177,42 @@ def row_of(mail: Mail, seq: int) -> em.EmailRow:
     )
 
 
-class FakeSession:
-    def __init__(self, pool: FakePool, name: str) -> None:
-        self.pool = pool
-        self.selected = SelectInfo(
-            name,
-            True,
-            pool.uidvalidity.get(name, 7),
-            None,
-            None,
-            None,
-            Reply(TaggedResult("OK", None, "")),
-        )
-
-    async def execute(self, command: Any, *, what: str = "") -> Reply:
-        text = str(command)
-        self.pool.commands.append((self.selected.name, text))
-        ok = TaggedResult("OK", None, "")
-        uids = self.pool.answers.get((self.selected.name, text), ())
-        return Reply(ok, searches=(SearchResult(ids=tuple(uids)),))
-
-
-class FakePool:
-    """Answers ``UID SEARCH`` from ``answers[(mailbox name, str(command))]``."""
-
-    def __init__(self) -> None:
-        self.answers: dict[tuple[str, str], tuple[int, ...]] = {}
-        self.uidvalidity: dict[str, int] = {}
-        self.commands: list[tuple[str, str]] = []
-        self.capabilities: frozenset[str] = frozenset()
-        self.searches = asyncio.Semaphore(1)
-
-    @contextlib.asynccontextmanager
-    async def session(
-        self, mailbox: str | None = None, *, readonly: bool = False
-    ) -> AsyncIterator[FakeSession]:
-        assert mailbox is not None and readonly
-        yield FakeSession(self, mailbox)
-
-
 class FakeUpstream:
     """The upstream of the unit world: it serves ``messages[(mailbox name, uid)]`` and
-    keeps each message read in ``reads``.  The world does not write (Email/set, create and
-    import are tested against real servers): a write fails the test."""
+    keeps each message read in ``reads``; it finds ``hits[(mailbox name, term)]`` and keeps
+    each (mailbox name, term) searched in ``searched``, or raises ``search_failure``.  The
+    world does not write (Email/set, create and import are tested against real servers): a
+    write fails the test."""
 
     def __init__(self) -> None:
         self.messages: dict[tuple[str, int], bytes] = {}
         self.reads: list[tuple[str, int]] = []
+        self.hits: dict[tuple[str, SearchTerm], tuple[int, ...]] = {}
+        self.searched: list[tuple[str, SearchTerm]] = []
+        self.search_failure: Exception | None = None
+        self.profile = choose(frozenset(), {}, ImapConfig())  # a server without extensions
+
+    # Search
+
+    async def search(
+        self,
+        mailboxes: Iterable[SearchMailbox],
+        terms: Collection[SearchTerm],
+        *,
+        scope: Collection[str] | None = None,
+        pace: Pacer = no_pause,
+    ) -> UidHits:
+        """Every term in each mailbox of ``scope`` not known to be empty (search Rule 1)."""
+        if self.search_failure is not None:
+            raise self.search_failure
+        found: UidHits = {term: {} for term in terms}
+        for box in mailboxes:
+            if (scope is not None and box.mailbox_id not in scope) or box.messages == 0:
+                continue
+            for term in terms:
+                self.searched.append((box.imap_name, term))
+                found[term][box.mailbox_id] = set(self.hits.get((box.imap_name, term), ()))
+        return found
 
     # BodyReads
 
@@ -275,12 +270,17 @@ class FakeUpstream:
     def writing(self, mailbox: str) -> contextlib.AbstractAsyncContextManager[OpenMailbox]:
         self._no_writes()
 
+    def labelling(self, mailbox: str) -> contextlib.AbstractAsyncContextManager[LabelMailbox]:
+        self._no_writes()
+
+    async def holding_uid(self, folder: str, uid: int, holder: str) -> int | None:
+        self._no_writes()
+
 
 class World:
     def __init__(self, store: Store, cfg: Config) -> None:
         self.store = store
         self.cfg = cfg
-        self.pool = FakePool()
         self.upstream = FakeUpstream()
         self.uids: dict[str, int] = {}
         # one per maxObjectsInGet, kept between requests as the app keeps its one: what
@@ -384,7 +384,6 @@ class World:
             Account(A, A, "epoch1"),
             self.upstream,
             self._no_sync,
-            pool=self.pool,  # type: ignore[arg-type]
             fresh=True,  # the rows above ARE the upstream: no sync
         )
 

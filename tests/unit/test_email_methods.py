@@ -453,7 +453,7 @@ class _Auth:
             raise Unauthorized("no")
         return Authenticated(
             Account(A, A, "epoch1"),
-            self.world.pool,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]  # a download reads through the upstream
             self.world.upstream,
         )
 

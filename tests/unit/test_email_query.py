@@ -7,7 +7,6 @@ evaluation) and must give the same list.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,8 +20,6 @@ from imapjmap.errors import ImapCommandFailed, ImapCommandTooLong
 from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.standard import FilterOperator
 from imapjmap.methods.email import query as email_query
-from imapjmap.methods.email import search as email_search
-from imapjmap.methods.email.search import SearchMailbox, search_command, search_uids
 from imapjmap.query.email_filter import (
     SearchTerm,
     address_matches,
@@ -31,7 +28,7 @@ from imapjmap.query.email_filter import (
 )
 from imapjmap.store import email_queries as eq
 from imapjmap.store.db import Store, TransactionTooLong
-from tests.unit.email_world import ALICE, A, FakeSession, Mail, World, call
+from tests.unit.email_world import ALICE, A, Mail, World, call
 
 ALL = ["e3", "e6", "e5", "e2", "e4", "e1"]  # receivedAt descending, then id
 
@@ -246,61 +243,19 @@ async def test_query_errors(world: World, args: dict[str, Any], error: str) -> N
     assert err.value.type == error
 
 
-# --- IMAP search --------------------------------------------------------------------------
+# --- the upstream's search ---------------------------------------------------------------
 
-
-@pytest.mark.parametrize(
-    ("term", "wire"),
-    [
-        (SearchTerm("TEXT", ("hello",)), 'UID SEARCH TEXT "hello"'),
-        (SearchTerm("BODY", ('say "hi"',)), 'UID SEARCH BODY "say \\"hi\\""'),
-        (SearchTerm("HEADER", ("X-Custom", "")), 'UID SEARCH HEADER "X-Custom" ""'),
-        (SearchTerm("BODY", ("grüße",)), "UID SEARCH CHARSET UTF-8 BODY {7}"),
-        (SearchTerm("HEADER", ("Subject", "€")), 'UID SEARCH CHARSET UTF-8 HEADER "Subject" {3}'),
-    ],
-)
-def test_search_command(term: SearchTerm, wire: str) -> None:
-    assert str(search_command(term)) == wire
-
-
-@pytest.mark.parametrize(
-    ("term", "wire"),
-    [
-        (SearchTerm("TEXT", ("hello",)), 'UID SEARCH UID 1:256 TEXT "hello"'),
-        (SearchTerm("BODY", ("grüße",)), "UID SEARCH CHARSET UTF-8 UID 1:256 BODY {7}"),
-    ],
-)
-def test_a_search_in_a_uid_range_names_the_range_after_the_charset(
-    term: SearchTerm, wire: str
-) -> None:
-    assert str(search_command(term, "1:256")) == wire
-
-
-@pytest.mark.parametrize(
-    ("width", "seconds", "expected"),
-    [
-        (256, email_search._CHUNK_SECONDS, 256),  # on target: the same again
-        (256, email_search._CHUNK_SECONDS * 2, 128),  # twice too long: half as wide
-        (256, email_search._CHUNK_SECONDS / 2, 512),
-        (256, 0.0, 256 * email_search._MAX_GROWTH),  # no measurable time: grow, boundedly
-        (256, email_search._CHUNK_SECONDS / 100, 256 * email_search._MAX_GROWTH),
-        (256, 100.0, email_search._MIN_CHUNK),  # a very slow server: never below the minimum
-    ],
-)
-def test_the_next_uid_range_is_sized_from_the_time_the_last_took(
-    width: int, seconds: float, expected: int
-) -> None:
-    assert email_search.next_width(width, seconds) == expected
+BODY_PAY = SearchTerm("BODY", ("pay",))
 
 
 async def test_body_text_and_header_go_to_imap(world: World) -> None:
     # uids: INBOX e1=1 e3=2 e4=3 e6=4; Archive e4=1 e5=2; Sent e2=1
-    world.pool.answers = {
-        ("INBOX", 'UID SEARCH BODY "pay"'): (3, 99),  # 99: not in the cache, ignored
-        ("Archive", 'UID SEARCH BODY "pay"'): (1,),
-        ("Archive", 'UID SEARCH TEXT "meeting"'): (2,),
-        ("Sent", 'UID SEARCH HEADER "X-Custom" ""'): (1,),
-        ("INBOX", 'UID SEARCH HEADER "List-Id" "dev"'): (1, 2),
+    world.upstream.hits = {
+        ("INBOX", BODY_PAY): (3, 99),  # 99: not in the cache, ignored
+        ("Archive", BODY_PAY): (1,),
+        ("Archive", SearchTerm("TEXT", ("meeting",))): (2,),
+        ("Sent", SearchTerm("HEADER", ("X-Custom", ""))): (1,),
+        ("INBOX", SearchTerm("HEADER", ("List-Id", "dev"))): (1, 2),
     }
     assert await ids_both_ways(world, {"filter": {"body": "pay"}}) == ["e4"]
     assert await ids_both_ways(world, {"filter": {"text": "meeting"}}) == ["e5"]
@@ -317,7 +272,7 @@ async def test_a_text_query_loads_only_its_hits_and_header_matches(
     """EML-QRY: a ``text`` condition matches an IMAP hit or a cached header; SQL narrows the
     candidates to those, so a text query over a million messages does not load every Email
     with its headers (it grew the proxy by 340 MB at 100,000)."""
-    world.pool.answers = {("Archive", 'UID SEARCH TEXT "invoice"'): (2,)}  # e5, by its body
+    world.upstream.hits = {("Archive", SearchTerm("TEXT", ("invoice",))): (2,)}  # e5, by its body
     loaded: list[str] = []
     real = eq.candidates
 
@@ -337,11 +292,11 @@ async def test_a_text_query_loads_only_its_hits_and_header_matches(
 
 
 async def test_search_runs_only_where_results_can_be(world: World) -> None:
-    world.pool.answers = {("Archive", 'UID SEARCH BODY "pay"'): (1,)}
+    world.upstream.hits = {("Archive", BODY_PAY): (1,)}
     result = await query(world, {"filter": {"inMailbox": "Marchive", "body": "pay"}})
     assert result["ids"] == ["e4"]
-    assert {box for box, _ in world.pool.commands} == {"Archive"}
-    world.pool.commands.clear()
+    assert {box for box, _ in world.upstream.searched} == {"Archive"}
+    world.upstream.searched.clear()
     await query(
         world,
         {
@@ -354,58 +309,10 @@ async def test_search_runs_only_where_results_can_be(world: World) -> None:
             }
         },
     )
-    assert {box for box, _ in world.pool.commands} == {"Sent", "Archive"}
-    world.pool.commands.clear()
+    assert {box for box, _ in world.upstream.searched} == {"Sent", "Archive"}
+    world.upstream.searched.clear()
     await query(world, {"filter": {"inMailbox": "Minbox"}})
-    assert world.pool.commands == []  # nothing for the upstream to answer
-
-
-async def test_a_mailbox_with_another_uidvalidity_gives_no_hits() -> None:
-    from tests.unit.email_world import FakePool
-
-    pool = FakePool()
-    pool.uidvalidity = {"INBOX": 8}
-    pool.answers = {("INBOX", 'UID SEARCH BODY "x"'): (1,)}
-    term = SearchTerm("BODY", ("x",))
-    hits = await search_uids(pool, [SearchMailbox("Minbox", "INBOX", 7)], [term])  # type: ignore[arg-type]
-    assert hits == {term: {}}
-    hits = await search_uids(pool, [SearchMailbox("Minbox", "INBOX", 8)], [term])  # type: ignore[arg-type]
-    assert hits == {term: {"Minbox": {1}}}
-
-
-async def test_one_accounts_searches_run_upstream_one_at_a_time(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """imap.searches_per_account (1): two requests of one account searching three mailboxes
-    each never have two SEARCHes running at once; another account's search runs beside."""
-    from tests.unit.email_world import FakePool
-
-    running: dict[int, int] = {}
-    most: dict[int, int] = {}
-    original = FakeSession.execute
-
-    async def slow(self: FakeSession, command: Any, *, what: str = "") -> Any:
-        key = id(self.pool)
-        running[key] = running.get(key, 0) + 1
-        most[key] = max(most.get(key, 0), running[key])
-        try:
-            await asyncio.sleep(0.01)
-            return await original(self, command, what=what)
-        finally:
-            running[key] -= 1
-
-    monkeypatch.setattr(FakeSession, "execute", slow)
-    heavy, other = FakePool(), FakePool()
-    boxes = [SearchMailbox(f"M{n}", f"box{n}", 7) for n in range(3)]
-    term = SearchTerm("TEXT", ("x",))
-    await asyncio.gather(
-        search_uids(heavy, boxes, [term]),  # type: ignore[arg-type]
-        search_uids(heavy, boxes, [term]),  # type: ignore[arg-type]
-        search_uids(other, boxes[:1], [term]),  # type: ignore[arg-type]
-    )
-    assert len(heavy.commands) == 6 and most[id(heavy)] == 1
-    assert len(other.commands) == 1
-    assert not other.searches.locked()  # it did not wait for the other account's turn
+    assert world.upstream.searched == []  # nothing for the upstream to answer
 
 
 @pytest.mark.parametrize(
@@ -415,16 +322,12 @@ async def test_one_accounts_searches_run_upstream_one_at_a_time(
         (ImapCommandTooLong("UID SEARCH: BAD Too long argument"), "unsupportedFilter"),
     ],
 )
-async def test_a_failed_search_is_one_error_not_a_group(
-    world: World, monkeypatch: pytest.MonkeyPatch, failure: Exception, error: str
+async def test_a_refused_search_is_the_queries_error(
+    world: World, failure: Exception, error: str
 ) -> None:
-    async def fail(*args: Any, **kwargs: Any) -> Any:
-        raise failure
-
-    monkeypatch.setattr(FakeSession, "execute", fail)
-    boxes = [SearchMailbox("Minbox", "INBOX", 7), SearchMailbox("Msent", "Sent", 7)]
-    with pytest.raises(type(failure)):  # not an ExceptionGroup: the dispatcher knows these
-        await search_uids(world.pool, boxes, [SearchTerm("TEXT", ("x",))])  # type: ignore[arg-type]
+    """A search the upstream refused as too long is unsupportedFilter (EML-QRY); any other
+    refusal is raised as itself, for the dispatcher to answer serverFail."""
+    world.upstream.search_failure = failure
     if error == "serverFail":
         with pytest.raises(ImapCommandFailed):  # answered serverFail by the dispatcher
             await query(world, {"filter": {"text": "x"}})
@@ -707,9 +610,9 @@ async def test_a_kept_result_never_outlives_a_change_core_qry(
 async def test_a_query_searched_upstream_is_not_kept(world: World) -> None:
     """What the upstream's search finds is its own to say, at any Email state."""
     args = {"filter": {"inMailbox": "Minbox", "body": "pay"}}
-    world.pool.answers = {("INBOX", 'UID SEARCH BODY "pay"'): (3,)}  # e4
+    world.upstream.hits = {("INBOX", BODY_PAY): (3,)}  # e4
     assert (await query(world, args))["ids"] == ["e4"]
-    world.pool.answers = {("INBOX", 'UID SEARCH BODY "pay"'): (1,)}  # e1
+    world.upstream.hits = {("INBOX", BODY_PAY): (1,)}  # e1
     assert (await query(world, args))["ids"] == ["e1"]
     assert world.services().query_results.hits == 0
 

@@ -13,7 +13,7 @@ from imapjmap.http.auth import Unauthorized, parse_bearer
 from imapjmap.imap.models import ListEntry
 from imapjmap.imap.session import BearerToken
 from imapjmap.store.queries import MailboxRow
-from imapjmap.sync.gmail import Grace, Labels, label_of, search_boxes, system_folders
+from imapjmap.sync.gmail import Grace, Labels, label_of, system_folders
 from imapjmap.sync.mailboxes import Listed, rights_of
 from imapjmap.upstream.profiles import labels_mode
 
@@ -102,12 +102,6 @@ def test_system_folders_are_the_special_uses_and_their_noselect_parent_mbx_03() 
         movable = entry.name in ("Work", "Work/Old", "Archiv", "Archiv/2020")
         assert rights["mayRename"] is movable and rights["mayDelete"] is movable, entry.name
         assert rights["mayCreateChild"] is (entry.name not in fixed), entry.name
-
-
-def test_search_runs_in_all_mail_for_labels_and_in_the_trash_only_when_asked() -> None:
-    assert [r.id for r in search_boxes(ROWS, None)] == ["a", "t"]  # Spam is empty
-    assert [r.id for r in search_boxes(ROWS, {"w"})] == ["a"]
-    assert [r.id for r in search_boxes(ROWS, {"t"})] == ["t"]
 
 
 class Clock:

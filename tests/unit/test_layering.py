@@ -136,7 +136,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # in-memory answers of recent calls, keyed by the cache's state
     ANSWERS: (JMAP,),
     # a pure planner: a JMAP filter into the cache's query types and the upstream's terms
-    QUERY: (ERRORS, JMAP, f"{STORE}.email_queries"),
+    QUERY: (ERRORS, JMAP, f"{STORE}.email_queries", f"{UPSTREAM}.search"),
     # the seam handlers see (api) and its implementation over IMAP
     UPSTREAM: (*BASE, PROFILES, IMAP),
     IMAP: (*BASE, PROFILES),
@@ -156,16 +156,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
 # (module, unit it imports against LAYERS) -> why it does so today
 IMPORT_DEBT: dict[tuple[str, str], str] = {
     (CONFIG, JMAP): "two limits' defaults come from jmap.limits, and jmap.session reads Config",
-    (f"{METHODS}.context", IMAP): "hands the text search and the Gmail checks the ImapPool",
-    (f"{METHODS}.email.search", IMAP): "builds UID SEARCH / X-GM-RAW for text conditions",
-    (
-        f"{METHODS}.email.gmail_writes",
-        IMAP,
-    ): "Gmail mode's label STOREs and Trash moves, built here",
-    (
-        f"{METHODS}.email.gmail_writes",
-        UPSTREAM,
-    ): "runs upstream.imap's write primitives on the open mailbox's session, with its own",
     (f"{PUSH}.service", IMAP): "starts each account's watcher on the account's pool",
     (f"{PUSH}.watcher", IMAP): "speaks NOTIFY, IDLE and LIST-STATUS itself (a push strategy)",
 }
@@ -175,16 +165,12 @@ SERVER_NAME: re.Pattern[str] = re.compile(r"dovecot|cyrus|gmail", re.IGNORECASE)
 QUIRK_HOMES: dict[str, str] = {
     PROFILES: "tells servers apart (ID, CAPABILITY): each one's profile, Gmail mode",
     f"{SYNC}.gmail": "Gmail mode's reading side: labels as mailboxes, grace after writes",
-    f"{METHODS}.email.gmail_writes": "Gmail mode's writes: label STOREs, the Trash",
+    f"{UPSTREAM}.gmail": "Gmail's search dialect (X-GM-RAW) and label writes (X-GM-LABELS)",
+    f"{UPSTREAM}.imap_search": "searches All Mail in Gmail's dialect where labels are mailboxes",
+    f"{UPSTREAM}.imap": "opens a holding folder for Gmail's label writes",
     CONFIG: "the operator's imap.gmail switch and the Gmail profile URL for Bearer logins",
 }
-QUIRK_DEBT: dict[str, str] = {
-    f"{METHODS}.email.create": "files a new Email by label in Gmail mode",
-    f"{METHODS}.email.imports": "files an imported Email by label in Gmail mode",
-    f"{METHODS}.email.query": "chooses X-GM-RAW over SEARCH in Gmail mode",
-    f"{METHODS}.email.search": "builds X-GM-RAW in Gmail mode",
-    f"{METHODS}.email.set": "hands Email/set to gmail_writes in Gmail mode",
-}
+QUIRK_DEBT: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,6 @@ async def test_a_request_refreshes_once_unless_forced(
         Account(A, A, "epoch1"),
         world.upstream,
         sync,
-        pool=world.pool,  # type: ignore[arg-type]
         fresh=fresh,
     )
     for force in calls:
@@ -66,7 +65,6 @@ async def test_a_failed_refresh_is_tried_again_by_the_next_call(world: World) ->
         Account(A, A, "epoch1"),
         world.upstream,
         sync,
-        pool=world.pool,  # type: ignore[arg-type]
     )
     with pytest.raises(ConnectionError):
         await ctx.refresh()

@@ -40,6 +40,7 @@ from imapjmap.jmap.errors import (
 )
 from imapjmap.jmap.wire import Json, JsonObject, parse_utc_date
 from imapjmap.methods.context import MethodContext
+from imapjmap.methods.email import label_writes
 from imapjmap.methods.imaperrors import set_error_from_imap
 from imapjmap.mime.build import build_message, referenced_blob_ids
 from imapjmap.mime.headers import raw_headers, select_header
@@ -47,7 +48,6 @@ from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 from imapjmap.store.email_lookup import EmailAt, email_at
-from imapjmap.sync import gmail
 
 __all__ = ["BlobReader", "Written", "create_email", "existed_before", "take_back"]
 
@@ -109,13 +109,13 @@ async def create_email(
         uid = appended.uid or await _find_uid(ctx, mailboxes[0].imap_name, raw)
         written = [(mailboxes[0], uid), *await _copy_all(ctx, mailboxes, uid)]
         where = (mailboxes[0].id, uid)
-        in_gmail = gmail.in_use(ctx.cfg.imap, ctx.pool.capabilities)
-        if in_gmail:
-            # a label's folder is not synced: find the message's All Mail copy
-            where = await gmail.synced_location(ctx.pool, rows, mailboxes[0], uid)
+        labelled = ctx.upstream.profile.labels
+        if labelled:
+            # a label's folder is not synced: find the message's holding copy
+            where = await label_writes.holding_location(ctx, rows, mailboxes[0], uid)
         found = await _created(ctx, *where)
-        # Gmail mode: label locations are no copies (see existed_before)
-        ours = None if in_gmail else {where, *((row.id, copy_uid) for row, copy_uid in written)}
+        # labels as mailboxes: label locations are no copies (see existed_before)
+        ours = None if labelled else {where, *((row.id, copy_uid) for row, copy_uid in written)}
         duplicate = await ctx.read(
             lambda tx: existed_before(tx, ctx.account_id, found.email_id, ours, since)
         )
@@ -286,8 +286,8 @@ async def take_back(ctx: MethodContext, written: Sequence[Written]) -> None:
     merges the APPEND into a message it holds, it can be the original's), and removing it
     would take the label off the original.
     """
-    if gmail.in_use(ctx.cfg.imap, ctx.pool.capabilities):
-        log.info("duplicate message in Gmail mode: labels it gained are left in place")
+    if ctx.upstream.profile.labels:
+        log.info("duplicate message where labels are mailboxes: the labels it gained stay")
         return
     for mailbox, uid in written:
         if uid is None:

@@ -56,6 +56,7 @@ from imapjmap.jmap.errors import (
 )
 from imapjmap.jmap.wire import JsonObject, is_id, parse_utc_date
 from imapjmap.methods.context import MethodContext
+from imapjmap.methods.email import label_writes
 from imapjmap.methods.email.create import Written, existed_before, take_back
 from imapjmap.methods.email.parse import looks_like_message
 from imapjmap.methods.imaperrors import set_error_from_imap
@@ -64,7 +65,6 @@ from imapjmap.store import blobs as stored
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
-from imapjmap.sync import gmail
 
 log = logging.getLogger(__name__)
 
@@ -226,10 +226,10 @@ class _Importer:
         if uid is None:
             uid = await self._find(first, blob.data, floor or 1)
         written = ((first, uid), *await self._copy(first, uid, item.mailboxes[1:]))
-        if gmail.in_use(self.ctx.cfg.imap, self.ctx.pool.capabilities):
-            # a label's folder is not synced: find the message's All Mail copy
+        if upstream.profile.labels:
+            # a label's folder is not synced: find the message's holding copy
             rows = list(self.live.values())
-            where = await gmail.synced_location(self.ctx.pool, rows, first, uid)
+            where = await label_writes.holding_location(self.ctx, rows, first, uid)
             return _Landed(creation_id, *where, written)
         return _Landed(creation_id, first.id, uid, written)
 
@@ -328,7 +328,7 @@ class _Importer:
         ours: set[tuple[str, int | None]] | None = {
             where for item in landed for where in item.locations
         }
-        if gmail.in_use(self.ctx.cfg.imap, self.ctx.pool.capabilities):
+        if self.ctx.upstream.profile.labels:
             ours = None  # label locations are no copies (see existed_before)
         account_id = self.ctx.account_id
         existed = await self.ctx.read(

@@ -44,7 +44,7 @@ from imapjmap.store import email_queries as eq
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 from imapjmap.store.emails import EMAIL_TYPE
-from imapjmap.sync import gmail
+from imapjmap.upstream.api import UidHits
 
 _EXTRA: Final = ("collapseThreads",)
 _FIRST_BATCH: Final = 256
@@ -107,44 +107,20 @@ def plan(
 # --- running a plan -----------------------------------------------------------------------
 
 
-async def _search(ctx: MethodContext, p: Plan) -> email_search.UidHits:
+async def _search(ctx: MethodContext, p: Plan) -> UidHits:
     """The IMAP part of the query, before the transaction (it awaits the upstream).
 
     Raises:
         MethodError: unsupportedFilter when the upstream refused a search as too long.
     """
     try:
-        return await _search_upstream(ctx, p)
+        return await email_search.search(ctx, p.terms, p.scope)
     except ImapCommandTooLong:
         raise MethodError(
             MethodErrorType.UNSUPPORTED_FILTER,
             "the IMAP server refused the search as too long: shorten the text, body or "
             "header conditions",
         ) from None
-
-
-async def _search_upstream(ctx: MethodContext, p: Plan) -> email_search.UidHits:
-    if not p.terms:
-        return {}
-    boxes = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))
-    if gmail.in_use(ctx.cfg.imap, ctx.pool.capabilities):
-        # All Mail holds every label's messages (methods.email.search Rule 4)
-        found = [
-            email_search.SearchMailbox(b.id, b.imap_name, b.uidvalidity)
-            for b in gmail.search_boxes(boxes, p.scope)
-        ]
-        command = email_search.gmail_search_command
-        return await email_search.search_uids(ctx.pool, found, p.terms, command)
-    targets = [
-        email_search.SearchMailbox(b.id, b.imap_name, b.uidvalidity)
-        for b in boxes
-        if (p.scope is None or b.id in p.scope) and b.messages != 0
-    ]
-
-    async def pace(worked: float) -> None:
-        await ctx.store.pace_upstream(ctx.account_id, worked)
-
-    return await email_search.search_uids(ctx.pool, targets, p.terms, pace=pace)
 
 
 @dataclass(slots=True)
@@ -154,7 +130,7 @@ class Runner:
     tx: Tx
     account_id: str
     plan: Plan
-    uid_hits: email_search.UidHits
+    uid_hits: UidHits
     _evaluated: list[str] | None = None
 
     def walk(self, need: int | None = None) -> Iterator[str]:
@@ -268,7 +244,7 @@ def _page(runner: Runner, args: QueryArgs) -> tuple[list[str], int | None]:
 
 
 def run_query(
-    tx: Tx, account_id: str, p: Plan, uid_hits: email_search.UidHits, args: QueryArgs
+    tx: Tx, account_id: str, p: Plan, uid_hits: UidHits, args: QueryArgs
 ) -> tuple[list[str], int | None, int]:
     """One run of a plan: the ids the window needs, the total when asked, the Email state.
 
@@ -397,7 +373,7 @@ def run_query_changes(
     tx: Tx,
     account_id: str,
     p: Plan,
-    uid_hits: email_search.UidHits,
+    uid_hits: UidHits,
     since: jstate.State,
     args: QueryChangesArgs,
 ) -> tuple[std.QueryChangesResult, int, int | None]:

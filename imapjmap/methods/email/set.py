@@ -29,8 +29,9 @@ entirely is ``notFound``, one still unproven is reported not written.  A copy is
 removed from a mailbox it leaves unless its copies into the mailboxes it joins were
 proven, so a refused COPY cannot lose the message.
 
-In Gmail mode the same checks run, then :mod:`imapjmap.methods.email.gmail_writes` turns the
-changes into label STOREs and moves through the Trash.
+Where labels are mailboxes (the profile's ``labels``: Gmail mode) the same checks run, then
+:mod:`imapjmap.methods.email.label_writes` turns the changes into label stores and moves
+through the Trash.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ import functools
 import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from imapjmap.errors import ImapCommandFailed, UpstreamUnavailable
 from imapjmap.jmap import responses
@@ -57,12 +59,12 @@ from imapjmap.jmap.errors import (
 from imapjmap.jmap.patch import parse_patch
 from imapjmap.jmap.wire import JsonObject
 from imapjmap.methods.context import MethodContext
-from imapjmap.methods.email import gmail_writes
+from imapjmap.methods.email import label_writes
+from imapjmap.methods.email.label_writes import Work as LabelWork
 from imapjmap.methods.imaperrors import set_error_from_imap
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
-from imapjmap.sync.gmail import in_use as in_gmail_mode
 from imapjmap.upstream.api import OpenMailbox
 
 # RFC 8621 §4.1.1: 1-255 of %x21-%x7e except ( ) { ] % * " \
@@ -249,6 +251,7 @@ def _plan_destroy(plan: _Plan, email_id: str, locations: list[em.Location]) -> N
 
 
 Work = Callable[[OpenMailbox], Awaitable[Collection[int]]]
+Box = TypeVar("Box", bound=OpenMailbox)
 
 
 class _Runner:
@@ -270,8 +273,19 @@ class _Runner:
         self.stored: dict[str, set[tuple[str, int]]] = defaultdict(set)  # email → its STOREs
 
     async def step(self, mailbox_id: str, owners: Mapping[int, str], work: Work) -> None:
+        await self.step_in(self.ctx.upstream.writing, mailbox_id, owners, work)
+
+    async def step_in(
+        self,
+        opening: Callable[[str], AbstractAsyncContextManager[Box]],
+        mailbox_id: str,
+        owners: Mapping[int, str],
+        work: Callable[[Box], Awaitable[Collection[int]]],
+    ) -> None:
+        """Run ``work`` on the mailbox as ``opening`` opens it; ``owners``: the Emails of
+        the UIDs it writes, each failed, unproven or done by what the server said."""
         try:
-            async with self.ctx.upstream.writing(self.names[mailbox_id]) as box:
+            async with opening(self.names[mailbox_id]) as box:
                 done = await work(box)
             self.landed = True
         except ImapCommandFailed as exc:
@@ -603,12 +617,16 @@ async def _write_once(
     landed: bool = False,
 ) -> _Runner:
     runner = _Runner(ctx, names, landed)
-    if in_gmail_mode(ctx.cfg.imap, ctx.pool.capabilities):
+    if ctx.upstream.profile.labels:
         absolute = {
             i: (c.keywords_on(rows[i]), c.mailboxes_on(rows[i].mailbox_ids))
             for i, c in changes.items()
         }
-        await gmail_writes.run(ctx, runner.step, rows, locations, names, absolute, doomed)
+
+        async def labelled(mailbox_id: str, owners: Mapping[int, str], work: LabelWork) -> None:
+            await runner.step_in(ctx.upstream.labelling, mailbox_id, owners, work)
+
+        await label_writes.run(ctx, labelled, rows, locations, names, absolute, doomed)
         return runner
     plan = _Plan()
     for email_id, change in changes.items():
