@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
-from imapjmap.config import ImapConfig
 from imapjmap.imap.models import ListEntry
 from imapjmap.store import emails as em
 from imapjmap.store import labels as stored
@@ -52,10 +51,10 @@ from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 from imapjmap.sync import records
 from imapjmap.sync.emails import Delta
-from imapjmap.upstream.profiles import labels_mode
+from imapjmap.upstream.gmail import HOLDING_ROLES
 
 GRACE_SECONDS: Final = 30.0
-SYNCED_ROLES: Final = frozenset({"all", "trash", "junk"})
+SYNCED_ROLES: Final = frozenset(HOLDING_ROLES)
 STARRED: Final = "\\Starred"
 _SYNCED_ATTRIBUTES: Final = ("\\All", "\\Trash", "\\Junk")
 _SPECIAL_USES: Final = ("All", "Archive", "Drafts", "Flagged", "Important", "Junk", "Sent", "Trash")
@@ -70,12 +69,6 @@ _SYSTEM_LABELS: Final = {
 
 
 # -- which folders, which labels -------------------------------------------------------------
-
-
-def in_use(cfg: ImapConfig, capabilities: frozenset[str]) -> bool:
-    """Whether an account of this upstream is in Gmail mode (``imap.gmail``, X-GM-EXT-1):
-    what its sessions' :attr:`imapjmap.upstream.profiles.Profile.labels` says."""
-    return labels_mode(cfg.gmail, capabilities)
 
 
 def is_synced_entry(entry: ListEntry) -> bool:

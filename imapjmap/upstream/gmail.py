@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the IMAP Upstream builds on this module
     from imapjmap.upstream.imap import ImapMailbox
 
 # the roles of the folders that hold messages; every other readable mailbox is a label
-_HOLDERS: Final = ("all", "trash", "junk")
+HOLDING_ROLES: Final = ("all", "trash", "junk")
 
 
 # -- search ----------------------------------------------------------------------------------
@@ -46,10 +46,10 @@ def search_boxes(
     """Where a search runs: All Mail for every label, the Trash and Spam only when the
     query's mailboxes include them (or name none); an empty folder never."""
     rows = list(mailboxes)
-    by_role = {row.role: row for row in rows if row.role in _HOLDERS}
-    labels = {row.mailbox_id for row in rows if row.role not in _HOLDERS and row.readable}
+    by_role = {row.role: row for row in rows if row.role in HOLDING_ROLES}
+    labels = {row.mailbox_id for row in rows if row.role not in HOLDING_ROLES and row.readable}
     out: list[SearchMailbox] = []
-    for role in _HOLDERS:
+    for role in HOLDING_ROLES:
         row = by_role.get(role)
         if row is None or row.messages == 0:
             continue
