@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,6 +103,12 @@ class ProxyClient:
             conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
             text = response.read()
+        except ssl.SSLCertVerificationError as exc:
+            host, port = running.address(self._cfg)
+            raise Failed(
+                f"the server at {host}:{port} does not show server.tls_certificate"
+                f" ({exc.verify_message}): the password was not sent"
+            ) from exc
         except OSError as exc:
             host, port = running.address(self._cfg)
             raise Failed(f"no proxy answers at {host}:{port} ({exc}): start it first") from exc

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import socket
 import sqlite3
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -20,11 +21,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import trustme
 from aiohttp import web
 
 from imapjmap import cli
 from imapjmap.config import Config, to_toml
 from imapjmap.http.app import make_app
+from imapjmap.http.tls import ServerTls
 from tests.conftest import ImapUser, SeededUser
 from tests.integration.conftest import proxy_config
 
@@ -50,12 +53,12 @@ def _config(user: ImapUser, tmp_path: Path) -> tuple[Config, str]:
 
 
 @asynccontextmanager
-async def serving(cfg: Config) -> AsyncIterator[None]:
+async def serving(cfg: Config, tls: ssl.SSLContext | None = None) -> AsyncIterator[None]:
     runner = web.AppRunner(make_app(cfg), access_log=None)
     await runner.setup()
     try:
         port = int(cfg.server.listen.rsplit(":", 1)[1])
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
         yield
     finally:
         await runner.cleanup()
@@ -141,6 +144,38 @@ async def test_sync_fills_a_seeded_account_to_100_percent_and_accounts_shows_it(
         assert line.split()[1] == seeded_user.username
         assert line.split()[-1] == "complete"
         assert str(row["account_id"]) == line.split()[0]
+
+
+def _certificate(ca: trustme.CA, tmp_path: Path, name: str) -> tuple[str, str]:
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+    key.write_bytes(issued.private_key_pem.bytes())
+    return str(cert), str(key)
+
+
+async def test_sync_speaks_tls_to_a_proxy_with_built_in_tls_and_checks_its_certificate(
+    imap_user: ImapUser, tmp_path: Path
+) -> None:
+    """With server.tls_certificate the proxy serves https; sync sends the password only to
+    the listener that shows that certificate."""
+    cert, key = _certificate(trustme.CA(), tmp_path, "ours")
+    cfg, _ = _config(imap_user, tmp_path)
+    server = dataclasses.replace(cfg.server, tls_certificate=cert, tls_key=key)
+    cfg = dataclasses.replace(cfg, server=server)
+    config = tmp_path / "tls.toml"
+    config.write_text(to_toml(cfg))
+    password = _password_file(tmp_path, imap_user.password)
+    async with serving(cfg, ServerTls(cert, key).context):
+        status, out, err = await sync_process(str(config), imap_user.username, password)
+    assert status == 0, err
+    assert f"{imap_user.username}: 0 messages cached" in out
+    # another certificate on that port: not ours, so no password goes there
+    other_cert, other_key = _certificate(trustme.CA(), tmp_path, "other")
+    async with serving(cfg, ServerTls(other_cert, other_key).context):
+        status, _, err = await sync_process(str(config), imap_user.username, password)
+    assert status == 1
+    assert "does not show server.tls_certificate" in err and "not sent" in err
 
 
 async def test_sync_says_when_no_proxy_answers(imap_user: ImapUser, tmp_path: Path) -> None:
