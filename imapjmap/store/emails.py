@@ -256,9 +256,23 @@ def emails_unless_known(
     can tell by that number that the row is still the same (``preview`` only ever goes
     from null to the text computed for it)."""
     out: dict[str, EmailRow | T] = {}
-    for values in _live_values(tx, account_id, ids):
-        value = known(values[1], values[17])
-        out[values[1]] = _email_from(values) if value is None else value
+    unknown: list[str] = []
+    # the numbers first, the whole rows only of the ids not known: a repeated Email/get of
+    # a thousand ids then decodes no row at all (it held a reader's GIL for milliseconds)
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        for email_id, updated_seq in tx.all(
+            f"SELECT id, updated_seq FROM emails WHERE account_id = ? AND id IN ({marks})"
+            " AND destroyed_seq IS NULL",
+            (account_id, *chunk),
+        ):
+            value = known(email_id, updated_seq)
+            if value is None:
+                unknown.append(email_id)
+            else:
+                out[email_id] = value
+    out.update(emails(tx, account_id, unknown))
     return out
 
 
