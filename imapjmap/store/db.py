@@ -229,6 +229,29 @@ class _Activity:
         return any(a != account and t >= since for a, t in list(self._seen.items()))
 
 
+class _LoopUse:
+    """The CPU seconds of each account's slices of work on the event loop (``Store.pace``)
+    in the current window of ``_OTHERS_RECENT`` seconds: one account's four Email/gets of a
+    thousand at once, each under the mark of a long one, took the loop from the others
+    as one long one would."""
+
+    __slots__ = ("_used",)
+
+    def __init__(self) -> None:
+        self._used: dict[str, tuple[float, float]] = {}
+
+    def add(self, account: str, seconds: float) -> float:
+        """Count ``seconds`` for ``account``; return its total in the window."""
+        now = time.monotonic()
+        since, used = self._used.get(account, (now, 0.0))
+        if now - since > _OTHERS_RECENT:
+            since, used = now, 0.0
+        self._used[account] = (since, used + seconds)
+        if len(self._used) > 4096:  # forget the windows that ended
+            self._used = {a: w for a, w in self._used.items() if now - w[0] <= _OTHERS_RECENT}
+        return used + seconds
+
+
 class _Flag(Protocol):
     """A shared ``multiprocessing`` value: set by the parent, read by a reader process."""
 
@@ -838,6 +861,7 @@ class Store:
         )
         self._running: dict[asyncio.Future[Any], _Job | _RemoteJob] = {}
         self._activity = _Activity()
+        self._loop_use = _LoopUse()
         self._closed = False
 
     @classmethod
@@ -1020,10 +1044,13 @@ class Store:
         """Between two slices of ``account``'s work on the event loop: give the loop to the
         others.  ``worked``: the CPU seconds of the slice just done; ``total``: of every slice
         so far.  Once the work is long (``_LONG_READ_CPU`` in total: a big answer, not a
-        cheap one) and another account has used the cache lately, pause as long a share of
-        the time as a long read does (Rule 6), at most ``_MAX_LOOP_PAUSE``; else just one
-        loop turn."""
-        if total > _LONG_READ_CPU and self._activity.others_active(account):
+        cheap one; or as much in the slices of all the account's requests of the last
+        ``_OTHERS_RECENT`` seconds: many big answers at once, each short) and another account
+        has used the cache lately, pause as long a share of the time as a long read does
+        (Rule 6), at most ``_MAX_LOOP_PAUSE``; else just one loop turn."""
+        lately = self._loop_use.add(account, worked)
+        long = total > _LONG_READ_CPU or lately > _LONG_READ_CPU
+        if long and self._activity.others_active(account):
             pause = worked * _CONTENDED_PAUSE / _YIELD_EVERY
             await asyncio.sleep(min(pause, _MAX_LOOP_PAUSE))
         else:

@@ -218,6 +218,31 @@ async def test_long_loop_work_pauses_between_slices_while_others_use_the_cache(
     ]
 
 
+async def test_many_short_answers_of_one_account_at_once_pause_like_a_long_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One account's answers, each short, that together took more than ``_LONG_READ_CPU``
+    of the loop within ``_OTHERS_RECENT`` seconds pause as a long one does while another
+    account uses the cache; another account's short answers meanwhile do not."""
+    store = await db.Store.open(":memory:")
+    pauses: list[tuple[str, float]] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append((account, seconds))
+
+    slice_ = db._LONG_READ_CPU / 4
+    try:
+        await store.read(lambda tx: 1, account="bob")
+        monkeypatch.setattr(db.asyncio, "sleep", sleep)
+        for account in ["alice"] * 6 + ["bob"]:  # each answer one short slice
+            await store.pace(account, slice_, slice_)
+    finally:
+        monkeypatch.undo()
+        await store.aclose()
+    contended = pytest.approx(slice_ * db._CONTENDED_PAUSE / db._YIELD_EVERY)
+    assert pauses == [("alice", 0)] * 4 + [("alice", contended)] * 2 + [("bob", 0)]
+
+
 async def test_work_upstream_pauses_between_parts_only_while_others_use_the_cache(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
