@@ -1,5 +1,6 @@
 """Email/query and Email/queryChanges over an in-memory cache (checklist EML-QRY-*,
-CORE-QRY-*, CORE-QCH-*), with IMAP ``UID SEARCH`` answered by a scripted fake pool.
+CORE-QRY-*, CORE-QCH-*), with the upstream's search answered by the world's fake upstream
+(hits by mailbox and term).
 
 Every filter/sort case also runs through the other execution path (SQL walk vs Python
 evaluation) and must give the same list.
