@@ -113,11 +113,12 @@ def _plan_update(
         if wanted_special:
             out.moves[(home.mailbox_id, wanted_special[0].id)].append(home.uid)
             return
-        old = {labels.label(m) for m in row.mailbox_ids} - {None}
-        new = {labels.label(m) for m in mailboxes} - {None}
-        for op, names in (("+", new - old), ("-", old - new)):
-            if names:
-                out.labels[(op, frozenset(str(n) for n in names))].append(home.uid)  # type: ignore[index]
+        old = {label for m in row.mailbox_ids if (label := labels.label(m)) is not None}
+        new = {label for m in mailboxes if (label := labels.label(m)) is not None}
+        if new - old:
+            out.labels[("+", frozenset(new - old))].append(home.uid)
+        if old - new:
+            out.labels[("-", frozenset(old - new))].append(home.uid)
         return
     if home.mailbox_id in mailboxes:
         return  # still in the Trash (or Spam): its labels are not shown, nothing to do
