@@ -14,9 +14,11 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from devservers.dovecot import DovecotError, DovecotServer, ensure_dovecot_installed
 from devservers.samplemail import OWNER, generate, seed_maildir
@@ -28,8 +30,11 @@ from imapjmap.config import (
     ServerConfig,
     SmtpConfig,
     SubmissionConfig,
+    parse_config,
     to_toml,
 )
+from imapjmap.errors import ConfigError
+from imapjmap.logsetup import setup_logging
 
 __all__ = ["DEMO_USER", "run_demo"]
 
@@ -70,25 +75,63 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_demo(*, listen: str = "127.0.0.1:8080", workdir: Path | None = None) -> int:
+def run_demo(
+    *,
+    listen: str = "127.0.0.1:8080",
+    workdir: Path | None = None,
+    config: Path | None = None,
+    log_file: str | None = None,
+) -> int:
     """Start Dovecot (user ``demo``, ~300 messages) and an SMTP sink; serve the proxy.
+
+    ``config``: a TOML file whose keys are laid over the demo's own configuration (say
+    ``[server] log_format = "json"``, or limits to try); the demo's servers stay.
+    ``log_file``: the proxy's log goes there too, and stays after the demo stops.
 
     Blocks until SIGINT or SIGTERM, then stops everything; returns the exit status.
     """
+    overlay: dict[str, Any] = {}
+    if config is not None:
+        try:
+            overlay = tomllib.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            print(f"imapjmap demo: config error: {config}: {exc}", file=sys.stderr)
+            return 2
     previous = signal.signal(signal.SIGTERM, _terminate)  # clean up if stopped while starting
     try:
         with contextlib.ExitStack() as stack:
-            return _run(stack, listen, workdir)
+            return _run(stack, listen, workdir, overlay, log_file)
     except KeyboardInterrupt:
         return 0
     except DovecotError as error:
         print(f"imapjmap demo: {error}", file=sys.stderr)
         return 1
+    except ConfigError as error:
+        print(f"imapjmap demo: config error: {config}: {error}", file=sys.stderr)
+        return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(stack: contextlib.ExitStack, listen: str, workdir: Path | None) -> int:
+def merged(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``overlay`` laid over ``base``: tables merged key by key, any other value replaced."""
+    result = dict(base)
+    for key, value in overlay.items():
+        below = result.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            result[key] = merged(below, value)
+        else:
+            result[key] = value
+    return result
+
+
+def _run(
+    stack: contextlib.ExitStack,
+    listen: str,
+    workdir: Path | None,
+    overlay: Mapping[str, Any],
+    log_file: str | None,
+) -> int:
     host = ServerConfig(listen=listen).host
     if workdir is None:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imapjmap-demo-")))
@@ -132,6 +175,10 @@ def _run(stack: contextlib.ExitStack, listen: str, workdir: Path | None) -> int:
         submission=demo_submission(),
         cache=CacheConfig(path=str(workdir / "cache.sqlite3")),
     )
+    if overlay:
+        config = parse_config(merged(tomllib.loads(to_toml(config)), overlay))
+        base_url = config.server.base_url
+    setup_logging(config.server.log_level, config.server.log_format, log_file)
     config_path = workdir / "config.toml"
     config_path.write_text("# Written by `imapjmap demo`.\n" + to_toml(config))
 

@@ -4,8 +4,9 @@ Subcommands:
 
 * ``imapjmap serve --config FILE``: run the proxy until SIGINT/SIGTERM
   (``imapjmap --config FILE`` without a subcommand does the same).
-* ``imapjmap demo [--listen HOST:PORT]``: the self-contained demo, from a source checkout
-  only (the throw-away servers it runs live in ``devservers/``, which is not installed).
+* ``imapjmap demo [--listen HOST:PORT] [--config FILE] [--log FILE]``: the self-contained
+  demo, from a source checkout only (the throw-away servers it runs live in
+  ``devservers/``, which is not installed); FILE's keys laid over the demo's configuration.
 * ``imapjmap check-config FILE``: validate a file and print the effective configuration.
 * ``imapjmap health --config FILE [--ready]``: ask the running proxy's ``/healthz`` (or
   ``/readyz``) at its configured listen address; exit 0 when it says so (a container's or
@@ -98,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
         default=ServerConfig().listen,
         help="address of the demo's JMAP server (default: %(default)s)",
     )
+    demo.add_argument(
+        "--config", metavar="FILE", help="TOML laid over the demo's own configuration"
+    )
+    demo.add_argument("--log", metavar="FILE", help="also write the proxy's log to FILE")
     check = commands.add_parser("check-config", help="validate FILE, print the effective config")
     check.add_argument("file", metavar="FILE")
     health = commands.add_parser("health", help="ask the running proxy whether it is healthy")
@@ -181,8 +186,13 @@ def _demo(args: argparse.Namespace) -> int:
     if demo is None:
         print(NO_CHECKOUT, file=sys.stderr)
         return EXIT_USAGE
-    setup_logging("info")
-    return _status(demo.run_demo(listen=args.listen))
+    try:
+        setup_logging("info", log_file=args.log)
+    except OSError as exc:
+        print(f"imapjmap demo: cannot write the log: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    config = None if args.config is None else Path(args.config)
+    return _status(demo.run_demo(listen=args.listen, config=config, log_file=args.log))
 
 
 def _checkout_demo() -> ModuleType | None:

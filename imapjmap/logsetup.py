@@ -167,12 +167,13 @@ FORMATTERS: Final[dict[str, type[logging.Formatter]]] = {
 }
 
 
-def setup_logging(level: str, log_format: str = "text") -> None:
+def setup_logging(level: str, log_format: str = "text", log_file: str | None = None) -> None:
     """Send every record at ``level`` or above to stderr, redacted; safe to call again.
 
     Args:
         level: ``debug``, ``info``, ``warning`` or ``error`` (any case).
         log_format: ``text`` or ``json``.
+        log_file: also append them to this file (the demo's ``--log``).
 
     Raises:
         ValueError: an unknown level or format.
@@ -187,11 +188,15 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(formatter())
-    handler.addFilter(RedactingFilter())
-    root.addHandler(handler)
+        old.close()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    for handler in handlers:
+        handler.set_name(_HANDLER_NAME)
+        handler.setFormatter(formatter())
+        handler.addFilter(RedactingFilter())
+        root.addHandler(handler)
     root.setLevel(threshold)
     quiet = logging.NOTSET if threshold <= logging.DEBUG else max(threshold, logging.WARNING)
     for name in QUIET_LOGGERS:

@@ -7,9 +7,11 @@ jmaplib (PyPI, AGPL-3.0-only) ships a live suite in its source distribution,
 1. downloads the pinned sdist into a cache directory outside the repository (checking its
    SHA-256) and unpacks it into a temporary directory: nothing of it is ever copied into
    this repository;
-2. installs jmaplib (from that sdist, with its ``ws`` extra) and the test runners its live
-   suite imports (from the sdist's ``[dependency-groups] dev``) into this Python, when they
-   are missing;
+2. builds jmaplib's wheel from that sdist once, into the same cache directory under the
+   sdist's pinned SHA-256 (building it sets up its build backend from scratch, the longest
+   step of a run), and installs it (with its ``ws`` extra) and the test runners its live
+   suite imports (from the sdist's ``[dependency-groups] dev``) into this Python (the
+   checkout's ``.venv`` when run by ``scripts/jmaplib-live``), when they are missing;
 3. starts a throw-away Dovecot with two users, an SMTP sink that delivers what it accepts
    for either user into that user's INBOX over Dovecot's LMTP, and the proxy
    (``imapjmap serve --config <generated toml>``) on a free loopback port;
@@ -168,20 +170,12 @@ def unpack(sdist: Path, into: Path) -> Path:
 
 
 def _pip(*args: str) -> None:
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_ROOT_USER_ACTION": "ignore"}
-    if _externally_managed():
-        env["PIP_BREAK_SYSTEM_PACKAGES"] = "1"  # as scripts/lib.sh: a throw-away machine
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     command = [sys.executable, "-m", "pip", *args]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
         raise LiveError(f"{' '.join(command)} failed ({result.returncode}):\n{tail}")
-
-
-def _externally_managed() -> bool:
-    import sysconfig
-
-    return (Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").exists()
 
 
 def _satisfied(line: str) -> bool:
@@ -210,6 +204,23 @@ def suite_requirements(root: Path) -> list[str]:
     return wanted
 
 
+def built_wheel(sdist: Path) -> Path:
+    """jmaplib's wheel, built from the pinned sdist the first time and kept in the cache
+    directory under the sdist's SHA-256, so later runs (and fresh environments) install it
+    without building anything."""
+    directory = cache_dir() / "wheels" / JMAPLIB_SHA256
+    for wheel in sorted(directory.glob(f"jmaplib-{JMAPLIB_VERSION}-*.whl")):
+        return wheel
+    directory.mkdir(parents=True, exist_ok=True)
+    say(f"building the jmaplib {JMAPLIB_VERSION} wheel once, kept in {directory}")
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        _pip("wheel", "--no-deps", "--wheel-dir", scratch, str(sdist.resolve()))
+        built = sorted(Path(scratch).glob(f"jmaplib-{JMAPLIB_VERSION}-*.whl"))
+        if not built:
+            raise LiveError(f"pip wheel did not build jmaplib {JMAPLIB_VERSION}")
+        return built[0].replace(directory / built[0].name)  # whole or not at all
+
+
 def ensure_installed(sdist: Path, root: Path) -> None:
     wanted = suite_requirements(root)
     try:
@@ -220,7 +231,8 @@ def ensure_installed(sdist: Path, root: Path) -> None:
     if jmaplib_ok and not missing:
         return
     say(f"installing jmaplib {JMAPLIB_VERSION} [{JMAPLIB_EXTRAS}] and {', '.join(missing) or '-'}")
-    _pip("install", "--quiet", f"jmaplib[{JMAPLIB_EXTRAS}] @ {sdist.resolve().as_uri()}", *missing)
+    wheel = built_wheel(sdist)
+    _pip("install", "--quiet", f"jmaplib[{JMAPLIB_EXTRAS}] @ {wheel.resolve().as_uri()}", *missing)
 
 
 # --------------------------------------------------------------------------------------------

@@ -84,22 +84,39 @@ restore_policy_rc_d() {
     fi
 }
 
-# python3 must be 3.11 or newer and have pip.
+# The project's own Python environment: every Python package the scripts install goes into
+# this virtual environment in the checkout, never into the system's Python, and every
+# Python command they run is "$PY" (this environment's interpreter).
+VENV="$PWD/.venv"
+PY="$VENV/bin/python"
+# what the scripts start (pytest's children, the servers) finds this environment first
+export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
+
+# python3 (3.11 or newer) and a working .venv made from it; Debian's python3-venv is
+# installed when the interpreter cannot make one (Debian leaves ensurepip out of python3).
 ensure_python() {
     command -v python3 >/dev/null 2>&1 || die "python3 (3.11 or newer) is not installed"
     python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || die "python3 is $(python3 -V 2>&1); 3.11 or newer is needed"
-    if ! python3 -m pip --version >/dev/null 2>&1; then
-        ensure_debian_packages python3-pip
-        python3 -m pip --version >/dev/null 2>&1 || die "pip is missing for python3"
+    if "$PY" -m pip --version >/dev/null 2>&1; then
+        return 0
     fi
+    rm -rf "$VENV"
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+        rm -rf "$VENV"
+        ensure_debian_packages python3-venv
+        python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+    fi
+    "$PY" -m pip --version >/dev/null 2>&1 || die "$VENV has no pip"
+    say "Made the project's Python environment in $VENV"
 }
 
-# Exit status 0 when this checkout is installed (editable) with every requirement of the
-# project, of the extras named in $1 (comma separated) and of the project requirements named
-# in the other arguments (e.g. aiosmtpd, taken from whichever extra lists it) satisfied.
+# Exit status 0 when this checkout is installed (editable) in .venv with every requirement
+# of the project, of the extras named in $1 (comma separated) and of the project
+# requirements named in the other arguments (e.g. aiosmtpd, taken from whichever extra lists
+# it) satisfied.
 python_packages_ok() {
-    python3 -P - "$PWD" "$@" <<'PY' 2>/dev/null
+    "$PY" -P - "$PWD" "$@" <<'PY' 2>/dev/null
 import importlib.metadata as metadata
 import json
 import sys
@@ -135,7 +152,9 @@ for line in wanted:
 PY
 }
 
-# pip install -e ".[EXTRAS]" (plus named extra requirements) unless python_packages_ok.
+# pip install -e ".[EXTRAS]" (plus named extra requirements) into .venv unless
+# python_packages_ok, saying what it installs as it goes (pip's "Collecting" and
+# "Installing" lines; its whole output when it fails).
 ensure_python_packages() {
     local extras="$1"
     shift
@@ -143,17 +162,12 @@ ensure_python_packages() {
     if python_packages_ok "$extras" "$@"; then
         return 0
     fi
-    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-    if python3 -c 'import sys, sysconfig, os
-sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'
-    then
-        export PIP_BREAK_SYSTEM_PACKAGES=1  # a distribution's Python on a throw-away machine
-    fi
+    export PIP_DISABLE_PIP_VERSION_CHECK=1
     local target="."
     [ -z "$extras" ] || target=".[$extras]"
     local also=()
     if [ "$#" -gt 0 ]; then
-        mapfile -t also < <(python3 - "$@" <<'PY'
+        mapfile -t also < <("$PY" - "$@" <<'PY'
 import re
 import sys
 import tomllib
@@ -167,13 +181,26 @@ for name in sys.argv[1:]:
 PY
 )
     fi
-    say "Installing Python packages ($target ${also[*]}) ..."
-    python3 -m pip install --quiet -e "$target" "${also[@]}" \
-        || die "pip install -e '$target' ${also[*]} failed"
+    say "Installing Python packages into $VENV: $target ${also[*]} (the first time takes a minute or two) ..."
+    local output status
+    output="$(mktemp)"
+    {
+        "$PY" -m pip install --progress-bar off -e "$target" "${also[@]}" 2>&1
+        echo "$?" >"$output.status"
+    } | tee "$output" \
+        | grep --line-buffered -E '^(Collecting|Building|Installing collected)' \
+        | sed -u 's/^/  /' >&2 || true
+    status="$(cat "$output.status" 2>/dev/null || echo 1)"
+    if [ "$status" -ne 0 ]; then
+        tail -n 30 "$output" >&2
+        rm -f "$output" "$output.status"
+        die "pip install -e '$target' ${also[*]} failed in $VENV"
+    fi
+    rm -f "$output" "$output.status"
 }
 
 # Cyrus for the tests (after ensure_python_packages: the unpacking is done by the project).
 ensure_cyrus() {
     ensure_debian_packages "${CYRUS_LIBRARY_PACKAGES[@]}"
-    python3 -m devservers.cyrus >&2 || die "Cyrus IMAP could not be made available"
+    "$PY" -m devservers.cyrus >&2 || die "Cyrus IMAP could not be made available"
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -43,7 +44,7 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_demo(log: Path) -> AsyncIterator[str]:
+async def running_demo(log: Path, *options: str) -> AsyncIterator[str]:
     """``python -m imapjmap demo`` on a free port; its base URL once the session answers."""
     port = _free_port()
     env = {
@@ -58,6 +59,7 @@ async def running_demo(log: Path) -> AsyncIterator[str]:
             "demo",
             "--listen",
             f"127.0.0.1:{port}",
+            *options,
             stdout=out,
             stderr=out,
             env=env,
@@ -175,3 +177,27 @@ async def test_the_demo_user_can_send_out_of_the_box(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)
         sent = {"filter": {"inMailbox": boxes["sent"], "subject": subject}}
         assert len((await jmap.call("Email/query", sent))["ids"]) == 1
+
+
+async def test_the_demo_takes_a_config_over_its_own_and_keeps_its_log(tmp_path: Path) -> None:
+    """``scripts/run --config FILE --log FILE``: the file's keys win over the demo's (here
+    the log format and the session's maxCallsInRequest), the demo's servers stay, and the
+    log is left behind in the file once the demo stops."""
+    overlay = tmp_path / "mine.toml"
+    overlay.write_text('[server]\nlog_format = "json"\n\n[limits]\nmax_calls_in_request = 20\n')
+    kept = tmp_path / "kept.log"
+    log = tmp_path / "demo.log"
+    credentials = base64.b64encode(f"{DEMO_USER}:{DEMO_PASSWORD}".encode()).decode()
+    headers = {"Authorization": f"Basic {credentials}"}
+    options = ("--config", str(overlay), "--log", str(kept))
+    async with running_demo(log, *options) as base, aiohttp.ClientSession(headers=headers) as http:
+        await Client(http, base).wait_for_session(log)
+        async with http.get(f"{base}/.well-known/jmap") as resp:
+            session = await resp.json()
+        core = session["capabilities"]["urn:ietf:params:jmap:core"]
+        assert core["maxCallsInRequest"] == 20
+    lines = kept.read_text().splitlines()
+    assert lines, log.read_text()
+    records = [json.loads(line) for line in lines]
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert any(r["message"] == "imapjmap stopped" for r in records), lines[-5:]
