@@ -34,6 +34,7 @@ from imapjmap.push.service import PushService
 from imapjmap.store.db import Store
 from imapjmap.store.retention import ChangeLogPurger
 from imapjmap.sync.engine import AccountSync
+from imapjmap.upstream.imap import ImapUpstream
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Services:
             self.store,
             self.pools,
             self.sync_for,
+            ImapUpstream,
             poll_interval=self.cfg.push.poll_interval,
             status_interval=self.cfg.push.status_interval,
         )

@@ -238,7 +238,7 @@ async def run_request(
             app[SERVICES],
             who.account,
             who.upstream,
-            lambda force: sync.refresh(who.pool, force=force),
+            lambda force: sync.refresh(who.upstream, force=force),
         )
         response = await dispatch.run(
             jmap_request,

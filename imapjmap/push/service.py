@@ -12,12 +12,13 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from imapjmap.imap.pool import ImapPools
+from imapjmap.imap.pool import ImapPool, ImapPools
 from imapjmap.push.hub import Hub
 from imapjmap.push.subscriptions import Subscriptions
 from imapjmap.push.watcher import Watcher
 from imapjmap.store.db import Store
 from imapjmap.sync.engine import AccountSync
+from imapjmap.upstream.api import RefreshSource
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,14 @@ class PushService:
         store: Store,
         pools: ImapPools,
         sync_for: Callable[[str], AccountSync],
+        source_for: Callable[[ImapPool], RefreshSource],
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         status_interval: float = DEFAULT_STATUS_INTERVAL,
     ) -> None:
         self.hub = Hub(store)
         self._pools = pools
         self._sync_for = sync_for
+        self._source_for = source_for  # the refreshes' reads over an account's pool
         self._poll_interval = poll_interval
         self._status_interval = status_interval
         self.watchers: dict[str, Watcher] = {}
@@ -64,6 +67,7 @@ class PushService:
             poke,
             self._poll_interval,
             self._status_interval,
+            source=self._source_for(pool),
         )
         self.watchers[account_id] = watcher
         watcher.start()

@@ -75,6 +75,7 @@ from imapjmap.imap.models import MailboxStatus
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
 from imapjmap.sync.engine import AccountSync
+from imapjmap.upstream.api import RefreshSource
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,12 @@ class Watcher:
         poke: Callable[[], Awaitable[None]],
         poll_interval: float,
         status_interval: float = 0.0,
+        *,
+        source: RefreshSource,
     ) -> None:
         self.account_id = account_id
         self._pool = pool
+        self._source = source  # what the account's refreshes read
         self._sync = sync
         self._poke = poke
         self._poll_interval = poll_interval
@@ -177,7 +181,7 @@ class Watcher:
         request meanwhile asks the server itself)."""
         self._sync.freshness.note_event()
         await asyncio.sleep(_DEBOUNCE)
-        await self._sync.refresh(self._pool)
+        await self._sync.refresh(self._source)
         await self._poke()
 
     async def _notify(self, session: ImapSession) -> None:
@@ -185,7 +189,7 @@ class Watcher:
         await self._set_notify(session)
         self.mode = "notify"
         self._attach()
-        await self._sync.refresh(self._pool)  # nothing missed before NOTIFY
+        await self._sync.refresh(self._source)  # nothing missed before NOTIFY
         await self._poke()
         every = self._status_interval or _KEEPALIVE
         loop = asyncio.get_running_loop()
@@ -245,7 +249,7 @@ class Watcher:
         # it, one before it is in the refresh (and INBOX's since the SELECT come with IDLE)
         last = await self._snapshot(session) if compare else None
         self._attach()
-        await self._sync.refresh(self._pool)
+        await self._sync.refresh(self._source)
         await self._poke()
         self.mode = "idle"
         loop = asyncio.get_running_loop()

@@ -28,8 +28,9 @@ The work is cut in three, as the mailbox sync's is (:mod:`imapjmap.sync.mailboxe
   the same for a first sync or a reset;
 * :func:`apply` writes one :class:`Delta` in the caller's transaction;
 * :class:`MailboxSync` runs it: between the pure steps it awaits the server through
-  :class:`~imapjmap.upstream.sync_reads.SyncReads` (:func:`sync_reads` over an IMAP
-  session) and the cache through the store.
+  :class:`~imapjmap.upstream.sync_reads.SyncReads` (a refresh's connection lends them:
+  :meth:`~imapjmap.upstream.refresh_reads.RefreshReads.sync_reads`) and the cache through
+  the store.
 
 Rule 1: locations, Email rows, Threads, counts and the synced cursor of one batch are
         written in one transaction; the sequence number is taken only if a JMAP-visible
@@ -60,14 +61,12 @@ from typing import Final, Protocol
 
 from imapjmap.errors import ImapProtocolViolation
 from imapjmap.imap.models import FetchRecord, UidSet
-from imapjmap.imap.session import ImapSession
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync import records
 from imapjmap.sync.mailboxes import MAILBOX_TYPE
 from imapjmap.sync.parsing import NewMessage, Parser, new_row, prepare
-from imapjmap.upstream.imap_sync import ImapSyncReads
 from imapjmap.upstream.sync_reads import Changes, SyncReads
 
 log = logging.getLogger(__name__)
@@ -89,11 +88,6 @@ class Cursor:
     uidnext: int | None
     modseq: int | None
     messages: int | None
-
-
-def sync_reads(session: ImapSession) -> SyncReads:
-    """The reads of a mailbox's sync over ``session``, with its server's FETCH items."""
-    return ImapSyncReads(session, records.HEADER_FIELDS)
 
 
 class ApplyHook(Protocol):

@@ -28,7 +28,7 @@ Rule 5: on Dovecot with LIST-STATUS (the profile's ``anchor``) the refresh conne
         100,000-message Maildir takes 100-150 ms (it re-reads the mailbox's index and
         uidlist), but answers the selected mailbox's STATUS from the session's open view.
         That view is stale until the session syncs, so the LIST-STATUS goes out with a NOOP
-        behind it in the same write (:meth:`ImapSession.list_mailboxes`): still one round
+        behind it in the same write (:meth:`RefreshReads.list_with_status`): still one round
         trip, and its cost no longer grows with the mailbox.  If Dovecot closed that
         connection (it does when another client deletes the selected mailbox), the refresh
         runs once more on another.
@@ -52,17 +52,21 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from imapjmap.errors import ImapCommandFailed, ImapUnavailable
-from imapjmap.imap.models import ListEntry, MailboxStatus, UidSet
-from imapjmap.imap.pool import ImapPool
-from imapjmap.imap.session import ImapSession
+from imapjmap.errors import ImapUnavailable
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
-from imapjmap.sync import emails
+from imapjmap.sync import emails, records
 from imapjmap.sync import mailboxes as mbx
 from imapjmap.sync.freshness import Ask, Freshness
 from imapjmap.sync.gmail import Grace, LabelHook, is_synced, is_synced_entry, system_folders
+from imapjmap.upstream.refresh_reads import (
+    ListEntry,
+    MailboxStatus,
+    RefreshReads,
+    RefreshSource,
+    UidSet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +129,7 @@ class AccountSync:
         self._anchor: str | None = None  # the mailbox kept selected between refreshes (Rule 5)
         # mailbox id → UIDs a write found missing: checked by UID on the next refresh
         self._suspects: dict[str, set[int]] = {}
-        self._anchor_session: ImapSession | None = None  # the connection that keeps it
+        self._anchor_keeper: RefreshReads | None = None  # the connection that keeps it
 
     @property
     def freshness(self) -> Freshness:
@@ -144,7 +148,7 @@ class AccountSync:
         self._grace.forget(destroyed)
         self._grace.note(written)
 
-    async def refresh(self, pool: ImapPool, *, force: bool = False) -> None:
+    async def refresh(self, source: RefreshSource, *, force: bool = False) -> None:
         """Bring the cache up to what the upstream says now, sharing runs (Rule 1).
 
         ``force``: a write of ours just landed upstream, so even a quiet watcher's cache
@@ -166,7 +170,7 @@ class AccountSync:
         if self._runs == runs:  # nobody started the next run meanwhile
             self._runs += 1
             self._freshness.refresh_started()
-            self._task = asyncio.get_running_loop().create_task(self._refresh(pool))
+            self._task = asyncio.get_running_loop().create_task(self._refresh(source))
         task = self._task
         assert task is not None
         await asyncio.shield(task)
@@ -175,41 +179,36 @@ class AccountSync:
         self._writes += 1
         self._settled = None
 
-    async def _refresh(self, pool: ImapPool) -> None:
+    async def _refresh(self, source: RefreshSource) -> None:
         complete = False
         try:
             try:
-                await self._refresh_on(pool, self._anchor)
+                await self._refresh_on(source, self._anchor)
             except ImapUnavailable as exc:
                 if self._anchor is None:
                     raise
                 log.info(
                     "account %s: refresh connection lost (%s); once more", self.account_id, exc
                 )
-                self._anchor = self._anchor_session = None
-                await self._refresh_on(pool, None)
+                self._anchor = self._anchor_keeper = None
+                await self._refresh_on(source, None)
             self._refreshes += 1
             complete = not self._fills and not self._grace.holding
         finally:
             self._freshness.refresh_ended(complete=complete)
         await self._changed()
 
-    async def _refresh_on(self, pool: ImapPool, anchor: str | None) -> None:
-        async with pool.session(prefer=anchor) as session:
-            anchored = (
-                anchor is not None
-                and session.selected is not None
-                and session.selected.name == anchor
-                and _anchors(session)
-            )
-            if session.selected is not None and not anchored:
+    async def _refresh_on(self, source: RefreshSource, anchor: str | None) -> None:
+        async with source.refresh_reads(prefer=anchor) as reads:
+            anchored = anchor is not None and reads.kept_open == anchor and reads.profile.anchor
+            if reads.kept_open is not None and not anchored:
                 # servers answer STATUS of the selected mailbox from the session's own,
                 # possibly stale, view (RFC 3501 §6.3.10 advises against it); with the
                 # anchor selected, the NOOP in front of the LIST makes that view current
-                await session.unselect()
+                await reads.keep_open(None)
             writes = self._writes
             self._freshness.listed()  # from here on, a caller may not join this run
-            entries, statuses = await session.list_mailboxes(sync_selected=anchored)
+            entries, statuses = await reads.list_with_status(sync_selected=anchored)
             loop = asyncio.get_running_loop()
             settled = self._settled
             if settled is not None and (settled.writes != writes or loop.time() > settled.until):
@@ -219,23 +218,23 @@ class AccountSync:
             else:
                 cached = await self._store.read(self._snapshot, account=self.account_id)
             wanted, fixed = None, set[str]()
-            if session.profile.labels:
+            if reads.profile.labels:
                 wanted, fixed = is_synced_entry, system_folders(entries)
-            listed = await _describe(session, entries, statuses, cached.rows, wanted, fixed)
+            listed = await _describe(reads, entries, statuses, cached.rows, wanted, fixed)
             delimiter = next((e.delimiter for e in entries if e.delimiter), None)
             quiet = not self._suspects and not self._fills and not self._grace.holding
             if settled is not None:
                 if quiet and listed == settled.listed and delimiter == settled.delimiter:
-                    await self._settle(session, cached.rows)
+                    await self._settle(reads, cached.rows)
                     return
                 self._settled = None
                 cached = await self._store.read(self._snapshot, account=self.account_id)
                 if cached.rows != settled.cached.rows:  # source ids come from the rows
-                    listed = await _describe(session, entries, statuses, cached.rows, wanted, fixed)
+                    listed = await _describe(reads, entries, statuses, cached.rows, wanted, fixed)
             if cached.unchanged(listed, delimiter):
                 # the usual refresh: nothing to record, so the writer (one for every
                 # account) is not asked at all
-                synced = await self._sync_emails(pool, session, cached)
+                synced = await self._sync_emails(source, reads, cached)
                 quiet = not self._suspects and not self._fills and not self._grace.holding
                 if not synced and quiet and self._writes == writes:
                     until = loop.time() + SETTLED_FOR
@@ -253,7 +252,7 @@ class AccountSync:
             seq, cached = await self._store.run(write, account=self.account_id)
             if seq is not None:
                 log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
-            await self._sync_emails(pool, session, cached)
+            await self._sync_emails(source, reads, cached)
 
     def _snapshot(self, tx: Tx) -> _Cached:
         account = q.account(tx, self.account_id)
@@ -276,15 +275,17 @@ class AccountSync:
         self._wrote()
         self._suspects.setdefault(mailbox_id, set()).update(uids)
 
-    async def _sync_emails(self, pool: ImapPool, session: ImapSession, cached: _Cached) -> bool:
+    async def _sync_emails(
+        self, source: RefreshSource, reads: RefreshReads, cached: _Cached
+    ) -> bool:
         """Sync every mailbox whose cursor moved (one SELECT each; none when idle); whether
         there was any."""
         synced_any = False
         rows, cursors = cached.rows, cached.cursors
-        labels = session.profile.labels
+        labels = reads.profile.labels
         # the anchor last: it is then still selected for _settle, which on Dovecot saves
         # reopening the biggest mailbox (100-450 ms for a first sync at 100,000 messages)
-        anchor = _choose_anchor(rows) if _anchors(session) else None
+        anchor = _choose_anchor(rows) if reads.profile.anchor else None
         for row in sorted(rows, key=lambda row: row.imap_name == anchor):
             if row.uidvalidity is None or row.id in self._fills:
                 continue  # \Noselect, or a first sync still filling in the background
@@ -308,34 +309,31 @@ class AccountSync:
                 hook=LabelHook(self._grace) if labels else None,
                 suspects=suspects,
             )
-            rest = await job.run(emails.sync_reads(session))
+            rest = await job.run(reads.sync_reads(records.HEADER_FIELDS))
             if rest:
-                self._start_fill(pool, job, rest)
-        await self._settle(session, rows)
+                self._start_fill(source, job, rest)
+        await self._settle(reads, rows)
         return synced_any
 
-    async def _settle(self, session: ImapSession, rows: Sequence[q.MailboxRow]) -> None:
+    async def _settle(self, reads: RefreshReads, rows: Sequence[q.MailboxRow]) -> None:
         """Leave the connection ready for the next refresh's LIST-STATUS: with the anchor
         selected when no other connection keeps it (Rule 5), else with nothing selected."""
-        anchor = _choose_anchor(rows) if _anchors(session) else None
-        keeper = self._anchor_session
+        anchor = _choose_anchor(rows) if reads.profile.anchor else None
+        keeper = self._anchor_keeper
         kept_elsewhere = (
             keeper is not None
-            and keeper is not session
+            and keeper != reads
             and not keeper.broken
-            and keeper.selected is not None
-            and keeper.selected.name == anchor
+            and keeper.kept_open == anchor
         )
         if anchor is None or kept_elsewhere:
-            if session.selected is not None:
-                await session.unselect()
+            await reads.keep_open(None)
             self._anchor = anchor if kept_elsewhere else None
             return
-        if session.selected is None or session.selected.name != anchor:
-            await session.select(anchor, readonly=True)
-        self._anchor, self._anchor_session = anchor, session
+        await reads.keep_open(anchor)
+        self._anchor, self._anchor_keeper = anchor, reads
 
-    def _start_fill(self, pool: ImapPool, job: emails.MailboxSync, uids: UidSet) -> None:
+    def _start_fill(self, source: RefreshSource, job: emails.MailboxSync, uids: UidSet) -> None:
         refresh = self._task
 
         async def fill() -> None:
@@ -344,8 +342,8 @@ class AccountSync:
             if refresh is not None:
                 await asyncio.wait({refresh})
             try:
-                async with pool.session() as session:
-                    await job.fill(emails.sync_reads(session), uids, self._changed)
+                async with source.refresh_reads() as reads:
+                    await job.fill(reads.sync_reads(records.HEADER_FIELDS), uids, self._changed)
             except Exception:
                 log.exception("background sync of %s failed", job.mailbox.imap_name)
             finally:
@@ -374,12 +372,6 @@ class AccountSync:
         await asyncio.gather(*self._fills.values(), return_exceptions=True)
 
 
-def _anchors(session: ImapSession) -> bool:
-    """Whether Rule 5 applies: the profile says so for Dovecot with LIST-STATUS (the
-    behaviour measured there)."""
-    return session.profile.anchor
-
-
 def _choose_anchor(rows: Sequence[q.MailboxRow]) -> str | None:
     """INBOX, unless another mailbox is far bigger (Rule 5).
 
@@ -403,7 +395,7 @@ def _choose_anchor(rows: Sequence[q.MailboxRow]) -> str | None:
 
 
 async def _describe(
-    session: ImapSession,
+    reads: RefreshReads,
     entries: Sequence[ListEntry],
     statuses: Sequence[MailboxStatus],
     known: Sequence[q.MailboxRow],
@@ -423,33 +415,26 @@ async def _describe(
         if entry.has("\\NonExistent"):
             continue  # listed only because it is subscribed (LIST-EXTENDED)
         if wanted is not None and not wanted(entry):
-            rights = await _rights(session, entry.name) if session.has("ACL") else None
+            rights = await reads.rights(entry.name)
             out.append(mbx.Listed(entry, None, None, rights, entry.name in fixed))
             continue
         selectable = not entry.has("\\Noselect")
         status = by_name.get(entry.name)
         if status is None and selectable:
-            status = await _status_or_none(session, entry.name)
+            status = await reads.status(entry.name)
             if status is None:
                 # Listed but gone: Dovecot's list index can trail a DELETE made by another
                 # session for a moment; LIST-STATUS then omits its STATUS line.
                 continue
         old = known_by_name.get(entry.name)
-        source_id = await _source_id(session, entry.name, status, old, selectable)
-        rights = await _rights(session, entry.name) if session.has("ACL") else None
+        source_id = await _source_id(reads, entry.name, status, old, selectable)
+        rights = await reads.rights(entry.name)
         out.append(mbx.Listed(entry, status, source_id, rights, entry.name in fixed))
     return out
 
 
-async def _status_or_none(session: ImapSession, name: str) -> MailboxStatus | None:
-    try:
-        return await session.status(name)
-    except ImapCommandFailed:
-        return None
-
-
 async def _source_id(
-    session: ImapSession,
+    reads: RefreshReads,
     name: str,
     status: MailboxStatus | None,
     old: q.MailboxRow | None,
@@ -465,26 +450,14 @@ async def _source_id(
         return old.source_id
     if not selectable:
         return None
-    item = session.profile.mailbox_id_item
+    item = reads.profile.mailbox_id_item
     if not item:
         return None
-    try:
-        got = await session.status(name, item)
-    except ImapCommandFailed:
+    got = await reads.status(name, item)
+    if got is None:
         return None
     if got.mailboxid:
         return got.mailboxid
     if got.x_guid and _XGUID_RE.match(got.x_guid):
         return "M" + got.x_guid.lower()
     return None
-
-
-async def _rights(session: ImapSession, name: str) -> str | None:
-    listed = session.listed_rights.get(name)
-    if listed is not None:
-        return listed  # came with the LIST (RFC 8440 LIST-MYRIGHTS): no round trip
-    try:
-        reply = await session.execute(session.mailbox_command("MYRIGHTS", name), what="MYRIGHTS")
-    except ImapCommandFailed:
-        return None
-    return reply.myrights.get(name)

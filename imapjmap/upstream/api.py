@@ -13,6 +13,7 @@ from typing import Protocol
 from imapjmap.upstream.bodies import BodyReads
 from imapjmap.upstream.labels import LabelMailbox, LabelWrites
 from imapjmap.upstream.profiles import Profile
+from imapjmap.upstream.refresh_reads import RefreshSource
 from imapjmap.upstream.search import Pacer, Search, SearchMailbox, SearchTerm, UidHits
 from imapjmap.upstream.writes import (
     Appended,
@@ -35,6 +36,7 @@ __all__ = [
     "OpenMailbox",
     "Pacer",
     "Profile",
+    "RefreshSource",
     "Removed",
     "Search",
     "SearchMailbox",
@@ -45,7 +47,9 @@ __all__ = [
 ]
 
 
-class Upstream(MailboxWrites, MessageWrites, BodyReads, Search, LabelWrites, Protocol):
+class Upstream(
+    MailboxWrites, MessageWrites, BodyReads, Search, LabelWrites, RefreshSource, Protocol
+):
     """One account on one mail server, as the handlers use it."""
 
     @property

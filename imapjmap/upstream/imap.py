@@ -49,6 +49,7 @@ from imapjmap.imap.parse import parse_uid_set
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
 from imapjmap.upstream import gmail, imap_search
+from imapjmap.upstream.imap_refresh import ImapRefresh
 from imapjmap.upstream.profiles import Profile
 from imapjmap.upstream.search import Pacer, SearchMailbox, SearchTerm, UidHits, no_pause
 from imapjmap.upstream.writes import Appended, Copied, Removed, Stored
@@ -320,7 +321,7 @@ class ImapMailbox:
         return await remove(self.session, uids)
 
 
-class ImapUpstream:
+class ImapUpstream(ImapRefresh):
     """An :class:`~imapjmap.upstream.api.Upstream` over one account's IMAP pool: each
     operation borrows a connection for as long as it runs."""
 

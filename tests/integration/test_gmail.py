@@ -29,6 +29,7 @@ from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store
 from imapjmap.sync.engine import AccountSync
+from imapjmap.upstream.imap import ImapUpstream
 from tests.gmail_emulation import Account, GmailEmulation, Message, make_message
 from tests.integration.conftest import MAIL, Jmap, proxy_config
 from tests.integration.test_blobs import uploaded
@@ -721,7 +722,7 @@ async def test_the_idle_watcher_notices_an_append(
     async def poke() -> None:
         pokes.append(1)
 
-    watcher = Watcher("A1", pool, sync, poke, poll_interval=3600)
+    watcher = Watcher("A1", pool, sync, poke, poll_interval=3600, source=ImapUpstream(pool))
     try:
         watcher.start()
         for _ in range(200):

@@ -226,6 +226,9 @@ class FakeUpstream:
     def login_password(self) -> str:
         raise AssertionError("the unit world does not submit")
 
+    def refresh_reads(self, prefer: str | None = None) -> NoReturn:
+        raise AssertionError("the unit world never refreshes: its rows are the upstream")
+
     # MailboxWrites, MessageWrites
 
     creates_with_role = False

@@ -90,6 +90,7 @@ SEAM = f"{UPSTREAM}.api"
 # the event counters are counted where events happen, in any layer (imapjmap.metrics)
 METRICS = "imapjmap.metrics"
 BASE = (ERRORS, CONFIG, CREDENTIALS, METRICS)
+SYNC_SEES_OF_IMAP = (f"{IMAP}.models", f"{IMAP}.parse", f"{IMAP}.parse_fetch")
 LAYERS: dict[str, tuple[str, ...]] = {
     "devservers": ("imapjmap",),
     "imapjmap.__main__": ("imapjmap.cli",),
@@ -126,11 +127,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
         JMAP,
         MIME,
     ),
-    # builds every long-lived service: the cache, the pools, the syncs, push, the answers
-    SERVICES: (*BASE, PUSH, SYNC, ANSWERS, IMAP, STORE),
-    PUSH: (ERRORS, CONFIG, SYNC, STORE, JMAP),
-    # the email sync reads the server through upstream.sync_reads
-    SYNC: (ERRORS, CONFIG, UPSTREAM, PROFILES, IMAP, STORE, JMAP, MIME),
+    # builds every long-lived service: the cache, the pools and the seam over them, the
+    # syncs, push, the answers
+    SERVICES: (*BASE, PUSH, SYNC, ANSWERS, UPSTREAM, IMAP, STORE),
+    # push refreshes through the seam (upstream.api)
+    PUSH: (ERRORS, CONFIG, SYNC, SEAM, STORE, JMAP),
+    # a refresh reads the server through upstream.refresh_reads, the email sync through
+    # upstream.sync_reads: of the IMAP side only its data and the parsing of FETCH records
+    SYNC: (ERRORS, CONFIG, UPSTREAM, PROFILES, *SYNC_SEES_OF_IMAP, STORE, JMAP, MIME),
     # blob ids and uploads, and message octets read through the upstream and kept
     BLOBS: (ERRORS, SEAM, STORE, JMAP, MIME),
     # in-memory answers of recent calls, keyed by the cache's state
@@ -387,6 +391,18 @@ CASES = [
         ["imapjmap.sync may not import imapjmap.push"],
     ),
     ("imapjmap.push.watcher", "from imapjmap.sync.engine import AccountSync", []),
+    ("imapjmap.sync.parsing", "from imapjmap.imap.parse_fetch import fast_constructor", []),
+    (
+        "imapjmap.sync.engine",
+        "from imapjmap.imap.pool import ImapPool",
+        ["imapjmap.sync may not import imapjmap.imap"],
+    ),
+    (
+        "imapjmap.sync.engine",
+        "from imapjmap.imap.session import ImapSession",
+        ["imapjmap.sync may not import imapjmap.imap"],
+    ),
+    ("imapjmap.sync.engine", "from imapjmap.upstream.refresh_reads import RefreshReads", []),
     (
         "imapjmap.imap.session",
         "from imapjmap.jmap.errors import MethodError",

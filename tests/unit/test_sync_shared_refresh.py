@@ -15,15 +15,15 @@ from imapjmap.store.db import Store
 from imapjmap.sync.engine import AccountSync
 
 
-class StallingPool:
-    """Its one session waits for ``go``, then fails as a lost upstream would."""
+class StallingSource:
+    """Its one connection waits for ``go``, then fails as a lost upstream would."""
 
     def __init__(self) -> None:
         self.go = asyncio.Event()
         self.sessions = 0
 
     @contextlib.asynccontextmanager
-    async def session(self, **kwargs: Any) -> AsyncIterator[None]:
+    async def refresh_reads(self, **kwargs: Any) -> AsyncIterator[None]:
         self.sessions += 1
         await self.go.wait()
         raise ImapUnavailable("connection lost")
@@ -34,7 +34,7 @@ async def test_a_cancelled_caller_leaves_the_shared_refresh_to_the_others() -> N
     store = await Store.open(":memory:")
     try:
         sync = AccountSync(store, "A1")
-        pool = StallingPool()
+        pool = StallingSource()
         leaving = asyncio.create_task(sync.refresh(pool))  # type: ignore[arg-type]
         staying = asyncio.create_task(sync.refresh(pool))  # type: ignore[arg-type]
         await asyncio.sleep(0.01)
