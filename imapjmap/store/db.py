@@ -720,8 +720,8 @@ class _ReaderProcess:
         if pipe is not None:
             with contextlib.suppress(OSError, ValueError):
                 pipe.send(None)
-        if process is not None:
-            process.join(_CLOSE_WAIT / 2)
+        if process is not None:  # it has nothing to lose: killed if it takes longer
+            process.join(_CLOSE_WAIT / 4)
         self._forget()
 
     def _started(self) -> Connection:
@@ -748,7 +748,7 @@ class _ReaderProcess:
         if process is not None:
             if process.is_alive():
                 process.kill()
-            process.join(_CLOSE_WAIT / 2)
+            process.join(_CLOSE_WAIT / 4)
 
 
 def _apply(fn: Callable[..., T], args: tuple[Any, ...], tx: Tx) -> T:

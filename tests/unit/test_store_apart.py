@@ -148,3 +148,14 @@ async def test_a_caller_cancelled_while_its_process_starts_does_not_run(tmp_path
         await _until(lambda: store.running("alice") == 0, timeout=10)  # else: forever
     finally:
         await store.aclose()
+
+
+async def test_aclose_ends_an_idle_reader_process_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await Store.open(str(tmp_path / "cache.sqlite3"), processes=1)
+    pid = (await store.read_apart(where_am_i, "x", account="alice"))[0]
+    await store.aclose()
+    assert not [r for r in caplog.records if "still busy" in r.getMessage()]
+    with pytest.raises(ProcessLookupError):  # ended and reaped
+        os.kill(pid, 0)
