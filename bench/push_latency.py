@@ -79,6 +79,7 @@ from imapjmap.imap.commands import Command
 from imapjmap.imap.models import Reply
 from imapjmap.imap.session import ImapSession
 from imapjmap.push.watcher import Watcher
+from imapjmap.upstream.imap_watch import NotifyWatch
 
 TARGET_P95: Final = 1.0  # seconds
 EVENT_TIMEOUT: Final = 10.0  # a sample with no event by then counts as this long
@@ -123,7 +124,7 @@ class Trace:
                 sent.append((started, time.perf_counter(), command.parts[0][:90]))
 
         ImapSession.execute = execute  # type: ignore[method-assign,assignment]
-        changed, rearm = Watcher._changed, Watcher._rearm
+        changed, rearm = Watcher._changed, NotifyWatch._rearm
         heard = self.heard
 
         async def on_event(watcher: Watcher) -> None:
@@ -131,12 +132,12 @@ class Trace:
             sent.append((time.perf_counter(), time.perf_counter(), "(watcher: an event)"))
             await changed(watcher)
 
-        async def on_rearm(watcher: Watcher, session: ImapSession) -> None:
+        async def on_rearm(watch: NotifyWatch) -> None:
             sent.append((time.perf_counter(), time.perf_counter(), "(watcher: re-arm)"))
-            await rearm(watcher, session)
+            await rearm(watch)
 
         Watcher._changed = on_event  # type: ignore[method-assign,assignment]
-        Watcher._rearm = on_rearm  # type: ignore[method-assign,assignment]
+        NotifyWatch._rearm = on_rearm  # type: ignore[method-assign,assignment]
 
     def show(self, since: float) -> None:
         for started, ended, text in self.sent:

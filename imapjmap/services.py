@@ -69,13 +69,17 @@ class Services:
     def __post_init__(self) -> None:
         self.push = PushService(
             self.store,
-            self.pools,
+            self.upstream_for,
             self.sync_for,
-            ImapUpstream,
             poll_interval=self.cfg.push.poll_interval,
             status_interval=self.cfg.push.status_interval,
         )
         self.purger = ChangeLogPurger(self.store, self.cfg.cache.changes_retention_days)
+
+    def upstream_for(self, account_id: str) -> ImapUpstream | None:
+        """The account's mail server over its pool; None until its login in this process."""
+        pool = self.pools.get(account_id)
+        return ImapUpstream(pool) if pool is not None else None
 
     def sync_for(self, account_id: str) -> AccountSync:
         sync = self.syncs.get(account_id)

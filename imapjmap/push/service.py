@@ -1,7 +1,7 @@
 """Wires the hub to the upstream watchers: a watcher runs exactly while its account has at
 least one push listener (an EventSource, a WebSocket with push enabled, a PushSubscription).
 
-A watcher needs the account's IMAP pool, which exists only once the user has logged in
+A watcher needs the account's upstream, which exists only once the user has logged in
 during this process: a PushSubscription restored at start-up listens without a watcher
 until then, and :meth:`PushService.resume` (called on every authenticated request) starts it.
 """
@@ -12,13 +12,11 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from imapjmap.imap.pool import ImapPool, ImapPools
 from imapjmap.push.hub import Hub
 from imapjmap.push.subscriptions import Subscriptions
-from imapjmap.push.watcher import Watcher
+from imapjmap.push.watcher import Watched, Watcher
 from imapjmap.store.db import Store
 from imapjmap.sync.engine import AccountSync
-from imapjmap.upstream.api import RefreshSource
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +28,14 @@ class PushService:
     def __init__(
         self,
         store: Store,
-        pools: ImapPools,
+        upstream_for: Callable[[str], Watched | None],
         sync_for: Callable[[str], AccountSync],
-        source_for: Callable[[ImapPool], RefreshSource],
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         status_interval: float = DEFAULT_STATUS_INTERVAL,
     ) -> None:
         self.hub = Hub(store)
-        self._pools = pools
+        self._upstream_for = upstream_for  # None until the account's login
         self._sync_for = sync_for
-        self._source_for = source_for  # the refreshes' reads over an account's pool
         self._poll_interval = poll_interval
         self._status_interval = status_interval
         self.watchers: dict[str, Watcher] = {}
@@ -53,8 +49,10 @@ class PushService:
             await self._start(account_id)
 
     async def _start(self, account_id: str) -> None:
-        pool = self._pools.get(account_id)
-        if pool is None or account_id in self.watchers:
+        if account_id in self.watchers:
+            return
+        upstream = self._upstream_for(account_id)
+        if upstream is None:
             return  # no login yet: nothing to watch with (listeners are authenticated)
 
         async def poke() -> None:
@@ -62,12 +60,11 @@ class PushService:
 
         watcher = Watcher(
             account_id,
-            pool,
+            upstream,
             self._sync_for(account_id),
             poke,
             self._poll_interval,
             self._status_interval,
-            source=self._source_for(pool),
         )
         self.watchers[account_id] = watcher
         watcher.start()

@@ -15,6 +15,7 @@ from imapjmap.upstream.labels import LabelMailbox, LabelWrites
 from imapjmap.upstream.profiles import Profile
 from imapjmap.upstream.refresh_reads import RefreshSource
 from imapjmap.upstream.search import Pacer, Search, SearchMailbox, SearchTerm, UidHits
+from imapjmap.upstream.watch import Heard, Watch, WatchSource
 from imapjmap.upstream.writes import (
     Appended,
     Copied,
@@ -29,6 +30,7 @@ __all__ = [
     "Appended",
     "BodyReads",
     "Copied",
+    "Heard",
     "LabelMailbox",
     "LabelWrites",
     "MailboxWrites",
@@ -44,11 +46,20 @@ __all__ = [
     "Stored",
     "UidHits",
     "Upstream",
+    "Watch",
+    "WatchSource",
 ]
 
 
 class Upstream(
-    MailboxWrites, MessageWrites, BodyReads, Search, LabelWrites, RefreshSource, Protocol
+    MailboxWrites,
+    MessageWrites,
+    BodyReads,
+    Search,
+    LabelWrites,
+    RefreshSource,
+    WatchSource,
+    Protocol,
 ):
     """One account on one mail server, as the handlers use it."""
 

@@ -50,6 +50,7 @@ from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
 from imapjmap.upstream import gmail, imap_search
 from imapjmap.upstream.imap_refresh import ImapRefresh
+from imapjmap.upstream.imap_watch import ImapWatching
 from imapjmap.upstream.profiles import Profile
 from imapjmap.upstream.search import Pacer, SearchMailbox, SearchTerm, UidHits, no_pause
 from imapjmap.upstream.writes import Appended, Copied, Removed, Stored
@@ -321,7 +322,7 @@ class ImapMailbox:
         return await remove(self.session, uids)
 
 
-class ImapUpstream(ImapRefresh):
+class ImapUpstream(ImapRefresh, ImapWatching):
     """An :class:`~imapjmap.upstream.api.Upstream` over one account's IMAP pool: each
     operation borrows a connection for as long as it runs."""
 

@@ -722,7 +722,7 @@ async def test_the_idle_watcher_notices_an_append(
     async def poke() -> None:
         pokes.append(1)
 
-    watcher = Watcher("A1", pool, sync, poke, poll_interval=3600, source=ImapUpstream(pool))
+    watcher = Watcher("A1", ImapUpstream(pool), sync, poke, poll_interval=3600)
     try:
         watcher.start()
         for _ in range(200):

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.http.app import make_app
 from imapjmap.imap.session import ImapSession
-from imapjmap.push.watcher import Watcher
+from imapjmap.upstream.imap_watch import NotifyWatch
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
 from tests.integration.pushkit import (
@@ -166,7 +166,7 @@ async def test_notify_set_again_keeps_reporting_core_push_01(
     user = ImapUser(username, password, dovecot.host, dovecot.port)
     cfg = proxy_config(user, tmp_path)
     cfg = dataclasses.replace(cfg, push=dataclasses.replace(cfg.push, status_interval=1.5))
-    monkeypatch.setattr(Watcher, "rearm_every", 1.5)
+    monkeypatch.setattr(NotifyWatch, "rearm_every", 1.5)
     oracle = user.connect()
     try:
         async with TestClient(TestServer(make_app(cfg))) as http:
@@ -239,7 +239,7 @@ async def test_notify_is_not_set_again_at_every_check_core_push_01(
     dovecot: DovecotServer, tmp_path: Path
 ) -> None:
     """Every ``status_interval`` the account is refreshed, but NOTIFY is set again only every
-    ``Watcher.rearm_every``: a NOTIFY NONE + SET every 2 s made Dovecot 2.3.19 miss half the
+    ``NotifyWatch.rearm_every``: a NOTIFY NONE + SET every 2 s made Dovecot 2.3.19 miss half the
     flag changes of a selected 100,000-message INBOX.  A flag change is heard by NOTIFY
     itself between the checks."""
     username, password = f"checks-{secrets.token_hex(4)}", secrets.token_urlsafe(12)

@@ -229,6 +229,9 @@ class FakeUpstream:
     def refresh_reads(self, prefer: str | None = None) -> NoReturn:
         raise AssertionError("the unit world never refreshes: its rows are the upstream")
 
+    def watch(self, *, poll_interval: float, status_interval: float) -> NoReturn:
+        raise AssertionError("the unit world has no push watcher")
+
     # MailboxWrites, MessageWrites
 
     creates_with_role = False

@@ -130,7 +130,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # builds every long-lived service: the cache, the pools and the seam over them, the
     # syncs, push, the answers
     SERVICES: (*BASE, PUSH, SYNC, ANSWERS, UPSTREAM, IMAP, STORE),
-    # push refreshes through the seam (upstream.api)
+    # push watches and refreshes through the seam (upstream.api)
     PUSH: (ERRORS, CONFIG, SYNC, SEAM, STORE, JMAP),
     # a refresh reads the server through upstream.refresh_reads, the email sync through
     # upstream.sync_reads: of the IMAP side only its data and the parsing of FETCH records
@@ -160,8 +160,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
 # (module, unit it imports against LAYERS) -> why it does so today
 IMPORT_DEBT: dict[tuple[str, str], str] = {
     (CONFIG, JMAP): "two limits' defaults come from jmap.limits, and jmap.session reads Config",
-    (f"{PUSH}.service", IMAP): "starts each account's watcher on the account's pool",
-    (f"{PUSH}.watcher", IMAP): "speaks NOTIFY, IDLE and LIST-STATUS itself (a push strategy)",
 }
 
 # Rule 6.  module -> why a server's name may appear there
