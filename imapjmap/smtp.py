@@ -48,7 +48,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -494,11 +494,63 @@ async def submit(
         SmtpUnavailable: the server cannot be reached, or failed before the data went out.
         SmtpLostDuringData: the connection failed after the data was sent.
     """
+    with _counted():
+        if not rcpts:
+            raise SubmitRefused("recipients", "no recipients")
+        client = _client(cfg, cfg.timeout)
+        try:
+            offered = await _open(client, cfg)
+            if cfg.auth == "user":
+                await _login(client, cfg, username, password)
+            plan = _plan(offered, mail_from, mail_params, rcpts, message)
+            try:
+                await client.mail(mail_from, options=plan.mail_options, encoding=plan.encoding)
+            except (TimeoutError, OSError) as exc:
+                raise _lost(cfg, "MAIL FROM", exc) from exc
+            except aiosmtplib.SMTPResponseException as exc:
+                raise _refusal_at_mail(_reply_of(exc)) from None
+            results = [
+                await _rcpt(client, cfg, address, options, plan.encoding)
+                for (address, _), options in zip(rcpts, plan.rcpt_options, strict=True)
+            ]
+            refused = [r for r in results if not r.accepted]
+            if refused:  # Rule 2: all or nothing
+                await _quietly(client, "RSET")
+                limit = next((i for i, r in enumerate(results) if _too_many(r.reply)), None)
+                if limit is not None:
+                    raise SubmitRefused(
+                        "too-many",
+                        f"the SMTP server takes at most {limit} recipients in one message",
+                        reply=results[limit].reply,
+                        max_recipients=limit,
+                    )
+                permanent = any(r.reply.code >= 500 for r in refused)
+                raise SubmitRefused(
+                    "recipients" if permanent else "temporary",
+                    f"the SMTP server refused {len(refused)} of {len(results)} recipients",
+                    refused=refused,
+                )
+            try:
+                response = await client.data(message)
+            except (TimeoutError, OSError) as exc:
+                raise _lost(cfg, "DATA", exc, data_sent=True) from exc
+            except aiosmtplib.SMTPResponseException as exc:
+                await _quietly(client, "RSET")
+                raise _refusal_at_data(_reply_of(exc)) from None
+            await _quietly(client, "QUIT")
+            log.info("smtp: sent %d octets to %d recipients", len(message), len(results))
+            return SubmitResult(tuple(results), format_reply(response.code, response.message))
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def _counted() -> Iterator[None]:
+    """Count a submission by its outcome (``imapjmap_smtp_submissions_total``)."""
     outcome = "cancelled"
     try:
-        result = await _submit(cfg, username, password, mail_from, mail_params, rcpts, message)
+        yield
         outcome = "sent"
-        return result
     except SubmitRefused:
         outcome = "refused"
         raise
@@ -510,64 +562,6 @@ async def submit(
         raise
     finally:
         EVENTS.smtp_submission(outcome)
-
-
-async def _submit(
-    cfg: SmtpConfig,
-    username: str,
-    password: str,
-    mail_from: str,
-    mail_params: Params,
-    rcpts: Sequence[tuple[str, Params]],
-    message: bytes,
-) -> SubmitResult:
-    if not rcpts:
-        raise SubmitRefused("recipients", "no recipients")
-    client = _client(cfg, cfg.timeout)
-    try:
-        offered = await _open(client, cfg)
-        if cfg.auth == "user":
-            await _login(client, cfg, username, password)
-        plan = _plan(offered, mail_from, mail_params, rcpts, message)
-        try:
-            await client.mail(mail_from, options=plan.mail_options, encoding=plan.encoding)
-        except (TimeoutError, OSError) as exc:
-            raise _lost(cfg, "MAIL FROM", exc) from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            raise _refusal_at_mail(_reply_of(exc)) from None
-        results = [
-            await _rcpt(client, cfg, address, options, plan.encoding)
-            for (address, _), options in zip(rcpts, plan.rcpt_options, strict=True)
-        ]
-        refused = [r for r in results if not r.accepted]
-        if refused:  # Rule 2: all or nothing
-            await _quietly(client, "RSET")
-            limit = next((i for i, r in enumerate(results) if _too_many(r.reply)), None)
-            if limit is not None:
-                raise SubmitRefused(
-                    "too-many",
-                    f"the SMTP server takes at most {limit} recipients in one message",
-                    reply=results[limit].reply,
-                    max_recipients=limit,
-                )
-            permanent = any(r.reply.code >= 500 for r in refused)
-            raise SubmitRefused(
-                "recipients" if permanent else "temporary",
-                f"the SMTP server refused {len(refused)} of {len(results)} recipients",
-                refused=refused,
-            )
-        try:
-            response = await client.data(message)
-        except (TimeoutError, OSError) as exc:
-            raise _lost(cfg, "DATA", exc, data_sent=True) from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            await _quietly(client, "RSET")
-            raise _refusal_at_data(_reply_of(exc)) from None
-        await _quietly(client, "QUIT")
-        log.info("smtp: sent %d octets to %d recipients", len(message), len(results))
-        return SubmitResult(tuple(results), format_reply(response.code, response.message))
-    finally:
-        client.close()
 
 
 def _too_many(reply: Reply) -> bool:

@@ -91,8 +91,8 @@ def _auth(user: SeededUser) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
-@contextlib.asynccontextmanager
-async def serve(user: SeededUser, tmp_path: Path, tls: Tls) -> AsyncIterator[Served]:
+def _config(user: SeededUser, tmp_path: Path, tls: Tls) -> tuple[Path, int]:
+    """A configuration file with built-in TLS on a free port; its path and the port."""
     port = _free_port()
     cfg = Config(
         imap=ImapConfig(host=user.host, port=user.port, security="none"),
@@ -106,19 +106,23 @@ async def serve(user: SeededUser, tmp_path: Path, tls: Tls) -> AsyncIterator[Ser
     )
     config = tmp_path / "imapjmap.toml"
     config.write_text(to_toml(cfg))
+    return config, port
+
+
+async def _spawn(config: Path, stdout: Any) -> asyncio.subprocess.Process:
+    """``imapjmap serve --config FILE`` in a process of its own, output to ``stdout``."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "imapjmap", "serve", "--config", str(config),
+        stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def serve(user: SeededUser, tmp_path: Path, tls: Tls) -> AsyncIterator[Served]:
+    config, port = _config(user, tmp_path, tls)
     log_path = tmp_path / "proxy.log"
     with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "imapjmap",
-            "serve",
-            "--config",
-            str(config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        process = await _spawn(config, log_file)
     served = Served(process, port, config, log_path)
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -208,30 +212,8 @@ async def test_an_unusable_certificate_stops_the_start_with_one_line(
     tls = Tls(tmp_path / "cert.pem", tmp_path / "key.pem")
     tls.cert.write_text("not a certificate\n")
     tls.key.write_text("not a key\n")
-    port = _free_port()
-    cfg = Config(
-        imap=ImapConfig(host=seeded_user.host, port=seeded_user.port, security="none"),
-        server=ServerConfig(
-            listen=f"127.0.0.1:{port}",
-            base_url=f"https://127.0.0.1:{port}",
-            tls_certificate=str(tls.cert),
-            tls_key=str(tls.key),
-        ),
-        cache=CacheConfig(path=str(tmp_path / "cache.sqlite3")),
-    )
-    config = tmp_path / "imapjmap.toml"
-    config.write_text(to_toml(cfg))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "imapjmap",
-        "serve",
-        "--config",
-        str(config),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    config, _ = _config(seeded_user, tmp_path, tls)
+    process = await _spawn(config, asyncio.subprocess.PIPE)
     out, _ = await asyncio.wait_for(process.communicate(), START_TIMEOUT)
     text = out.decode()
     assert process.returncode == 1, text
