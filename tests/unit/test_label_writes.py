@@ -93,7 +93,8 @@ def _plan(**expected: Any) -> Plan:
         ("aiw", (), IN_ALL_MAIL, "iw", (), _plan()),
         # to the Trash (or Spam): a move from All Mail, whatever the labels asked
         ("aiw", (), IN_ALL_MAIL, "t", (), _plan(moves={("a", "t"): [7]})),
-        ("aiw", (), IN_ALL_MAIL, "awj", (), _plan(moves={("a", "j"): [7]})),
+        # ... and the Email/set answer says it is in Spam alone, the labels asked not shown
+        ("aiw", (), IN_ALL_MAIL, "awj", (), _plan(moves={("a", "j"): [7]}, shown={"M1": "j"})),
         # out of the Trash: back to the first label (the inbox first), then the others
         (
             "t",
@@ -105,8 +106,10 @@ def _plan(**expected: Any) -> Plan:
         ),
         ("t", (), IN_TRASH, "x", (), _plan(restores=[Restore("M1", "t", 3, "x", ())])),
         ("t", (), IN_TRASH, "a", (), _plan(restores=[Restore("M1", "t", 3, "a", ())])),
-        # still in the Trash: its labels are not shown, nothing to write
-        ("t", (), IN_TRASH, "tw", (), _plan()),
+        # still in the Trash: its labels are not shown, nothing to write, and the answer
+        # says it is in the Trash alone (not the label asked: the client's view must match)
+        ("t", (), IN_TRASH, "tw", (), _plan(shown={"M1": "t"})),
+        ("t", (), IN_TRASH, "t", (), _plan()),
         # from the Trash to Spam: a move
         ("t", (), IN_TRASH, "j", (), _plan(moves={("t", "j"): [3]})),
         # no holding copy left (only a copy marked deleted): nothing

@@ -83,6 +83,9 @@ class Plan:
     trash: list[int] = field(default_factory=list)  # All Mail uids to destroy via the Trash
     removals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     owners: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Email id -> the Trash or Spam it ends in while other mailboxes were asked too: a
+    # message there is in no other label, so Email/set says so in its ``updated`` entry
+    shown: dict[str, str] = field(default_factory=dict)
 
     def owned(self, mailbox_id: str, uids: Sequence[int]) -> dict[int, str]:
         return {u: self.owners.get((mailbox_id, u), "") for u in uids}
@@ -112,6 +115,7 @@ def _plan_update(
     if all_mail is not None and home.mailbox_id == all_mail.id:
         if wanted_special:
             out.moves[(home.mailbox_id, wanted_special[0].id)].append(home.uid)
+            _only_in(out, row.id, wanted_special[0].id, mailboxes)
             return
         old = {label for m in row.mailbox_ids if (label := labels.label(m)) is not None}
         new = {label for m in mailboxes if (label := labels.label(m)) is not None}
@@ -121,9 +125,12 @@ def _plan_update(
             out.labels[("-", frozenset(old - new))].append(home.uid)
         return
     if home.mailbox_id in mailboxes:
-        return  # still in the Trash (or Spam): its labels are not shown, nothing to do
+        # still in the Trash (or Spam): no label is shown there, so none is written
+        _only_in(out, row.id, home.mailbox_id, mailboxes)
+        return
     if wanted_special:
         out.moves[(home.mailbox_id, wanted_special[0].id)].append(home.uid)
+        _only_in(out, row.id, wanted_special[0].id, mailboxes)
         return
     targets = sorted(
         (r for r in labels.rows if r.id in mailboxes and r.id not in special),
@@ -133,6 +140,12 @@ def _plan_update(
         return
     first, more = targets[0], [r.imap_name for r in targets[1:] if r.role != "all"]
     out.restores.append(Restore(row.id, home.mailbox_id, home.uid, first.id, tuple(more)))
+
+
+def _only_in(out: Plan, email_id: str, special: str, mailboxes: Collection[str]) -> None:
+    """Note an Email that ends in ``special`` alone although ``mailboxes`` were asked."""
+    if set(mailboxes) - {special}:
+        out.shown[email_id] = special
 
 
 def _plan_destroy(
@@ -263,12 +276,14 @@ async def run(
     names: dict[str, str],
     changes: dict[str, Change],
     doomed: Sequence[str],
-) -> None:
-    """Plan and run the label writes of one Email/set (module docstring)."""
+) -> dict[str, str]:
+    """Plan and run the label writes of one Email/set (module docstring); the Emails that
+    end in the Trash or Spam alone although more was asked (:attr:`Plan.shown`)."""
     labels = Labels(await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id)))
     writes = plan(labels, rows, locations, changes, doomed)
     ctx.services.sync_for(ctx.account_id).note_writes(changes, doomed)
     await _Writer(step, names, labels).run(writes)
+    return writes.shown
 
 
 async def holding_location(

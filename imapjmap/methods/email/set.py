@@ -270,6 +270,7 @@ class _Runner:
         self.failed: dict[str, SetError] = {}  # email id → error
         self.unproven: set[str] = set()
         self.removed: set[str] = set()  # Emails with a copy that our removal proved gone
+        self.shown: dict[str, str] = {}  # label_writes.Plan.shown
         self.stored: dict[str, set[tuple[str, int]]] = defaultdict(set)  # email → its STOREs
 
     async def step(self, mailbox_id: str, owners: Mapping[int, str], work: Work) -> None:
@@ -454,8 +455,14 @@ async def _updates_and_destroys(
         i: SetError(SetErrorType.NOT_FOUND).to_json() for i in destroy_ids if i not in rows
     }
     doomed = [i for i in destroy_ids if i in rows]
-    errors = await _write_proven(ctx, rows, locations, names, changes, doomed)
-    updated = {i: None for i in changes if i not in errors}
+    errors, shown = await _write_proven(ctx, rows, locations, names, changes, doomed)
+    # RFC 8620 §5.3: an Email the server left in other mailboxes than the patch asked for
+    # (labels mode: the Trash or Spam alone) says which; the client's view then matches
+    updated: JsonObject = {
+        i: {"mailboxIds": {shown[i]: True}} if i in shown else None
+        for i in changes
+        if i not in errors
+    }
     not_updated.update({i: errors[i].to_json() for i in changes if i in errors})
     destroyed = [i for i in doomed if i not in errors]
     not_destroyed.update({i: errors[i].to_json() for i in doomed if i in errors})
@@ -476,8 +483,9 @@ async def _write_proven(
     names: dict[str, str],
     changes: dict[str, _Change],
     doomed: list[str],
-) -> dict[str, SetError]:
-    """Write the updates and destroys; the error of each Email not written (CORE-SET-02).
+) -> tuple[dict[str, SetError], dict[str, str]]:
+    """Write the updates and destroys; the error of each Email not written (CORE-SET-02),
+    and the Emails left in the Trash or Spam alone (labels mode, ``Plan.shown``).
 
     An Email the server did not prove written (docs/design.md, "Writes", Rule 4: another
     client moved or expunged it after our last sync) is retried once after a resync, at the
@@ -491,6 +499,7 @@ async def _write_proven(
     retry = [i for i in [*changes, *doomed] if i in first.unproven and i not in errors]
     landed = first.landed
     stored = first.stored
+    shown = dict(first.shown)
     if retry:
         await ctx.refresh(force=True)
         rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, retry))
@@ -504,13 +513,16 @@ async def _write_proven(
             landed=landed,
         )
         errors.update(_retry_errors(retry, rows, doomed, first, again))
+        for email_id in retry:  # the retry planned from where they are now
+            shown.pop(email_id, None)
+        shown.update(again.shown)
         landed = again.landed
         for email_id, written in again.stored.items():
             stored[email_id] |= written
     if landed:
         await ctx.refresh(force=True)
         errors.update(await _recheck(ctx, changes, doomed, errors, stored))
-    return errors
+    return errors, shown
 
 
 def _retry_errors(
@@ -626,7 +638,9 @@ async def _write_once(
         async def labelled(mailbox_id: str, owners: Mapping[int, str], work: LabelWork) -> None:
             await runner.step_in(ctx.upstream.labelling, mailbox_id, owners, work)
 
-        await label_writes.run(ctx, labelled, rows, locations, names, absolute, doomed)
+        runner.shown = await label_writes.run(
+            ctx, labelled, rows, locations, names, absolute, doomed
+        )
         return runner
     plan = _Plan()
     for email_id, change in changes.items():
