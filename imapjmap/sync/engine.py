@@ -171,6 +171,9 @@ class AccountSync:
             self._runs += 1
             self._freshness.refresh_started()
             self._task = asyncio.get_running_loop().create_task(self._refresh(source))
+            # every caller may have gone (their requests cancelled) before the run ends:
+            # its failure is then nobody's to see, and must not be logged as unretrieved
+            self._task.add_done_callback(_retrieved)
         task = self._task
         assert task is not None
         await asyncio.shield(task)
@@ -367,9 +370,17 @@ class AccountSync:
             await asyncio.gather(*self._fills.values(), return_exceptions=True)
 
     async def aclose(self) -> None:
-        for task in self._fills.values():
+        """Stop the refresh in flight and the first syncs filling in (before the cache
+        closes: a run left going would fail on a closed cache)."""
+        tasks = [*self._fills.values(), *([self._task] if self._task is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._fills.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _choose_anchor(rows: Sequence[q.MailboxRow]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,6 +45,50 @@ async def test_a_cancelled_caller_leaves_the_shared_refresh_to_the_others() -> N
         with pytest.raises(ImapUnavailable):
             await staying  # the run went on and its failure reached the caller still there
         assert leaving.cancelled() and pool.sessions == 1
+    finally:
+        await store.aclose()
+
+
+async def test_a_run_whose_every_caller_left_fails_quietly() -> None:
+    """Every request of the run was cancelled (clients gone, or the server stopping): its
+    failure is nobody's, and asyncio must not log it as "never retrieved"."""
+    store = await Store.open(":memory:")
+    unretrieved: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        sync = AccountSync(store, "A1")
+        pool = StallingSource()
+        leaving = asyncio.create_task(sync.refresh(pool))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        leaving.cancel()
+        run = sync._task
+        assert run is not None
+        pool.go.set()
+        await asyncio.wait({run})
+        del run, sync, leaving  # the engine forgets it too, e.g. when the account goes
+        gc.collect()  # an unretrieved exception is reported when its task is collected
+        assert unretrieved == []
+    finally:
+        loop.set_exception_handler(None)
+        await store.aclose()
+
+
+async def test_closing_stops_the_run_in_flight() -> None:
+    """aclose (before the cache closes, services.py) cancels a run still going, so it
+    never fails later on a closed cache."""
+    store = await Store.open(":memory:")
+    try:
+        sync = AccountSync(store, "A1")
+        pool = StallingSource()
+        caller = asyncio.create_task(sync.refresh(pool))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        run = sync._task
+        assert run is not None and not run.done()
+        await sync.aclose()
+        assert run.cancelled()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
     finally:
         await store.aclose()
 
