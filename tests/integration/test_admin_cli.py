@@ -146,6 +146,30 @@ async def test_sync_fills_a_seeded_account_to_100_percent_and_accounts_shows_it(
         assert str(row["account_id"]) == line.split()[0]
 
 
+async def test_sync_completes_when_the_server_holds_messages_flagged_deleted(
+    seeded_user: SeededUser, tmp_path: Path
+) -> None:
+    """EML-KW-01: a message flagged \\Deleted and not expunged is never an Email, so the
+    server's count the command compares with leaves it out, and the fill reaches 100 %."""
+    cfg, config = _config(seeded_user, tmp_path)
+    oracle = seeded_user.connect()
+    try:
+        oracle.select("INBOX")
+        typ, _ = oracle.store("1:2", "+FLAGS", "(\\Deleted)")
+        assert typ == "OK"
+        _, data = oracle.search(None, "DELETED")
+        assert len(data[0].split()) == 2
+    finally:
+        oracle.logout()
+    expected = sum(seeded_user.counts.values()) - 2
+    password = _password_file(tmp_path, seeded_user.password)
+    async with serving(cfg):
+        status, out, err = await sync_process(config, seeded_user.username, password)
+    assert status == 0, err
+    assert f"{expected}/{expected}" in err and "100%" in err
+    assert f"{seeded_user.username}: {expected} messages cached" in out
+
+
 def _certificate(ca: trustme.CA, tmp_path: Path, name: str) -> tuple[str, str]:
     issued = ca.issue_cert("127.0.0.1")
     cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
