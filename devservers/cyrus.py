@@ -110,6 +110,7 @@ _START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 10.0
 _PORT_ATTEMPTS = 5
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the NUL
+_ADMIN = "cyrus-admin"  # the instance's administrator (``admins``), for SETQUOTA
 _USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,99}")
 
 
@@ -344,6 +345,7 @@ class CyrusServer:
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _users: set[str] = field(default_factory=set, repr=False)
+    _admin_password: str = field(default="", repr=False)
 
     # ---------------------------------------------------------------------------- lifecycle
 
@@ -545,7 +547,25 @@ class CyrusServer:
             self._users.add(username)
 
     def users(self) -> list[str]:
-        return sorted(self._users)
+        return sorted(self._users - {_ADMIN})
+
+    def set_quota(self, username: str, **limits: int) -> None:
+        """Give ``username`` a quota root with these RFC 9208 limits (``STORAGE`` in KiB,
+        ``MESSAGE``...), as the instance's administrator; the user must have logged in once
+        (its INBOX is made at the first login)."""
+        if not self._admin_password:
+            password = "admin-" + os.urandom(8).hex()
+            self.add_user(_ADMIN, password)
+            self._admin_password = password
+        client = self.connect(_ADMIN, self._admin_password)
+        try:
+            resources = " ".join(f"{name} {limit}" for name, limit in limits.items())
+            typ, data = client._simple_command("SETQUOTA", f'"user/{username}"', f"({resources})")
+            if typ != "OK":
+                raise CyrusError(f"SETQUOTA for {username!r} failed: {typ} {data!r}")
+        finally:
+            with contextlib.suppress(Exception):
+                client.logout()
 
     def tool(self, name: str, *args: str) -> str:
         """Run one of Cyrus's command-line tools (``mbpath``, ``reconstruct`` …) on this
@@ -623,6 +643,7 @@ sasl_mech_list: PLAIN LOGIN
 failedloginpause: 0
 # INBOX and the special-use folders are created (and subscribed) at the first login.
 autocreate_quota: 0
+admins: {_ADMIN}
 autocreate_inbox_folders: {folders}
 autocreate_subscribe_folders: {folders}
 {xlist}

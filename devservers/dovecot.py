@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -494,13 +494,16 @@ class DovecotServer:
 
     # ---------------------------------------------------------------------------- users
 
-    def add_user(self, username: str, password: str) -> None:
+    def add_user(self, username: str, password: str, *, quota_rules: Sequence[str] = ()) -> None:
         """Add a login to the running server; it works at once, without a reload.
 
         Each user has a passwd-file of its own (``users/NAME``, one line).  Dovecot 2.3
         checks a passwd-file for changes at most once a second (it remembers the second of
         its last check), so a user appended to a shared file right after another login could
         be refused for up to a second; a new file is read at its first lookup.
+
+        ``quota_rules`` (e.g. ``"*:storage=1M"``, ``"*:messages=5"``) replace the server's
+        ``quota_rule`` for this user (userdb extra fields ``quota_rule``, ``quota_rule2``...).
         """
         if not _USERNAME_RE.fullmatch(username):
             raise ValueError(f"username {username!r}: use letters, digits and . _ @ + -")
@@ -515,7 +518,12 @@ class DovecotServer:
             if os.geteuid() == 0:
                 os.chown(home, self.mail_uid, self.mail_gid)
             temporary = path.with_name(f".{username}.new")
-            temporary.write_text(f"{username}:{{PLAIN}}{password}::::{home}\n")
+            extra = " ".join(
+                f"userdb_quota_rule{n if n > 1 else ''}={rule}"
+                for n, rule in enumerate(quota_rules, 1)
+            )
+            line = f"{username}:{{PLAIN}}{password}::::{home}" + (f"::{extra}" if extra else "")
+            temporary.write_text(line + "\n")
             self._protect_passwd(temporary)
             temporary.replace(path)
 

@@ -24,7 +24,7 @@ from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.request import Request, loads_i_json, request_from_json
 from imapjmap.jmap.session import DOWNLOAD_PATH, SessionAccount, build_session
 from imapjmap.jmap.wire import WEBSOCKET, Json, JsonObject, encode_in_parts
-from imapjmap.methods import ACCOUNT_CAPABILITIES, CAPABILITIES, REGISTRY
+from imapjmap.methods import CAPABILITIES, REGISTRY, account_capabilities, usable_capabilities
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.submission import handlers as submission
 from imapjmap.metrics import EVENTS
@@ -100,7 +100,9 @@ async def _session_for(cfg: Config, who: Authenticated) -> dict[str, Any]:
 def _build_session(
     cfg: Config, who: Authenticated, extensions: dict[str, list[str]]
 ) -> dict[str, Any]:
-    account = SessionAccount(who.account.account_id, who.account.username, ACCOUNT_CAPABILITIES)
+    account = SessionAccount(
+        who.account.account_id, who.account.username, account_capabilities(who.upstream)
+    )
     session = build_session(cfg, account, submission_extensions=extensions)
     session["capabilities"] = {
         k: v for k, v in session["capabilities"].items() if k in CAPABILITIES
@@ -117,7 +119,7 @@ class SessionStates:
     MAX_ENTRIES: Final = 10_000
 
     def __init__(self) -> None:
-        self._states: dict[tuple[str, str, str], str] = {}
+        self._states: dict[tuple[str, str, str, str], str] = {}
 
     async def of(self, cfg: Config, who: Authenticated) -> str:
         extensions = await submission.submission_extensions(cfg)
@@ -125,6 +127,7 @@ class SessionStates:
             who.account.account_id,
             who.account.username,
             json.dumps(extensions, sort_keys=True),
+            " ".join(sorted(account_capabilities(who.upstream))),
         )
         state = self._states.get(key)
         if state is None:
@@ -244,7 +247,7 @@ async def run_request(
             jmap_request,
             ctx,
             REGISTRY,
-            {account_id: CAPABILITIES},
+            {account_id: usable_capabilities(who.upstream)},
             session_state=await app[SESSION_STATES].of(cfg, who),
             observe=EVENTS.method_call,
         )

@@ -117,6 +117,8 @@ def _account_capabilities(
         out[wire.BLOB] = blob_account_capability(cfg)
     if wire.SUBMISSION in caps:
         out[wire.SUBMISSION] = submission_account_capability(submission_extensions)
+    for urn in caps:  # the others have nothing to say of the account (RFC 9425 Quota)
+        out.setdefault(urn, {})
     return out
 
 

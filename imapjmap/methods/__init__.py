@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Final
 
 from imapjmap.jmap.dispatch import MethodSpec
-from imapjmap.jmap.wire import BLOB, CORE, MAIL, SUBMISSION, WEBSOCKET
-from imapjmap.methods import core, identity, push_subscription, thread
+from imapjmap.jmap.wire import BLOB, CORE, MAIL, QUOTA, SUBMISSION, WEBSOCKET
+from imapjmap.methods import core, identity, push_subscription, quota, thread
 from imapjmap.methods.blob import copy as blob_copy
 from imapjmap.methods.blob import methods as blob_methods
 from imapjmap.methods.context import MethodContext
@@ -21,6 +21,7 @@ from imapjmap.methods.email import snippet
 from imapjmap.methods.mailbox import get as mailbox
 from imapjmap.methods.mailbox import set as mailbox_set
 from imapjmap.methods.submission import handlers as submission
+from imapjmap.upstream.api import Upstream
 
 REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
     "Core/echo": MethodSpec(core.core_echo, CORE, takes_account=False),
@@ -54,6 +55,10 @@ REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
     "Blob/upload": MethodSpec(blob_methods.blob_upload, BLOB),
     "Blob/get": MethodSpec(blob_methods.blob_get, BLOB),
     "Blob/lookup": MethodSpec(blob_methods.blob_lookup, BLOB),
+    "Quota/get": MethodSpec(quota.quota_get, QUOTA),
+    "Quota/changes": MethodSpec(quota.quota_changes, QUOTA),
+    "Quota/query": MethodSpec(quota.quota_query, QUOTA),
+    "Quota/queryChanges": MethodSpec(quota.quota_query_changes, QUOTA),
     "PushSubscription/get": MethodSpec(
         push_subscription.push_subscription_get, CORE, takes_account=False
     ),
@@ -64,5 +69,19 @@ REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
 
 # Capabilities whose methods are all implemented; only these are advertised (WebSocket has
 # no methods: its endpoint is the /jmap/ws/ route).
-CAPABILITIES: Final = frozenset({CORE, MAIL, BLOB, SUBMISSION, WEBSOCKET})
+CAPABILITIES: Final = frozenset({CORE, MAIL, BLOB, SUBMISSION, WEBSOCKET, QUOTA})
 ACCOUNT_CAPABILITIES: Final = frozenset({MAIL, BLOB, SUBMISSION})
+# Account capabilities that depend on what the account's mail server offers.
+_OPTIONAL: Final = frozenset({QUOTA})
+
+
+def account_capabilities(upstream: Upstream) -> frozenset[str]:
+    """The account capabilities of an account on ``upstream``: Quota only where the server
+    reports quotas (QUOTA-01)."""
+    return ACCOUNT_CAPABILITIES | ({QUOTA} if upstream.offers_quota else frozenset())
+
+
+def usable_capabilities(upstream: Upstream) -> frozenset[str]:
+    """What calls on an account on ``upstream`` may use; the others are answered
+    ``accountNotSupportedByMethod``."""
+    return (CAPABILITIES - _OPTIONAL) | account_capabilities(upstream)

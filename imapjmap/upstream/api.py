@@ -13,6 +13,7 @@ from typing import Protocol
 from imapjmap.upstream.bodies import BodyReads
 from imapjmap.upstream.labels import LabelMailbox, LabelWrites
 from imapjmap.upstream.profiles import Profile
+from imapjmap.upstream.quota import QuotaReading, QuotaReads
 from imapjmap.upstream.refresh_reads import RefreshSource
 from imapjmap.upstream.search import Pacer, Search, SearchMailbox, SearchTerm, UidHits
 from imapjmap.upstream.watch import Heard, Watch, WatchSource
@@ -38,6 +39,8 @@ __all__ = [
     "OpenMailbox",
     "Pacer",
     "Profile",
+    "QuotaReading",
+    "QuotaReads",
     "RefreshSource",
     "Removed",
     "Search",
@@ -59,6 +62,7 @@ class Upstream(
     LabelWrites,
     RefreshSource,
     WatchSource,
+    QuotaReads,
     Protocol,
 ):
     """One account on one mail server, as the handlers use it."""

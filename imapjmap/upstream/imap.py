@@ -48,10 +48,11 @@ from imapjmap.imap.models import Reply
 from imapjmap.imap.parse import parse_uid_set
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
-from imapjmap.upstream import gmail, imap_search
+from imapjmap.upstream import gmail, imap_quota, imap_search
 from imapjmap.upstream.imap_refresh import ImapRefresh
 from imapjmap.upstream.imap_watch import ImapWatching
 from imapjmap.upstream.profiles import Profile
+from imapjmap.upstream.quota import QuotaReading
 from imapjmap.upstream.search import Pacer, SearchMailbox, SearchTerm, UidHits, no_pause
 from imapjmap.upstream.writes import Appended, Copied, Removed, Stored
 
@@ -349,6 +350,15 @@ class ImapUpstream(ImapRefresh, ImapWatching):
         pace: Pacer = no_pause,
     ) -> UidHits:
         return await imap_search.search(self.pool, mailboxes, terms, scope=scope, pace=pace)
+
+    # QuotaReads (upstream.imap_quota)
+
+    @property
+    def offers_quota(self) -> bool:
+        return "QUOTA" in self.pool.capabilities
+
+    async def quotas(self) -> list[QuotaReading]:
+        return await imap_quota.quotas(self.pool)
 
     # LabelWrites (upstream.gmail)
 

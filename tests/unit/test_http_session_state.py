@@ -16,8 +16,15 @@ from imapjmap.methods.context import Account
 from imapjmap.methods.submission import handlers as submission
 
 
-def login(account_id: str, username: str) -> Authenticated:
-    return Authenticated(Account(account_id, username, "epoch1"), None, None)  # type: ignore[arg-type]
+class Upstream:
+    """What the Session reads of the account's server: whether it reports quotas."""
+
+    def __init__(self, offers_quota: bool = False) -> None:
+        self.offers_quota = offers_quota
+
+
+def login(account_id: str, username: str, upstream: Upstream | None = None) -> Authenticated:
+    return Authenticated(Account(account_id, username, "epoch1"), None, upstream or Upstream())  # type: ignore[arg-type]
 
 
 async def test_the_state_is_the_sessions_and_follows_the_smtp_extensions_core_sess_06(
@@ -47,3 +54,9 @@ async def test_the_state_is_the_sessions_and_follows_the_smtp_extensions_core_se
     offered["SIZE"] = ["1000"]
     changed = await states.of(cfg, alice)
     assert changed != first and changed == (await views._session_for(cfg, alice))["state"]
+    # the server starts reporting quotas: the session gains a capability (QUOTA-01)
+    with_quota = login("Aalice", "alice", Upstream(offers_quota=True))
+    assert await states.of(cfg, with_quota) not in (first, changed)
+    assert (
+        "urn:ietf:params:jmap:quota" in (await views._session_for(cfg, with_quota))["capabilities"]
+    )
