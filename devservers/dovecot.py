@@ -273,6 +273,7 @@ class DovecotServer:
     mail_uid: int = 0
     mail_gid: int = 0
     capabilities: tuple[str, ...] = ()  # post-login CAPABILITY as advertised after start
+    acl: bool = False  # ACLs (RFC 4314) and other users' shared folders under ``shared/``
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _short_base_dir: Path | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -289,6 +290,7 @@ class DovecotServer:
         notify: bool = True,
         quota: bool = True,
         tls: tuple[str | Path, str | Path] | None = None,
+        acl: bool = False,
     ) -> DovecotServer:
         """Start a Dovecot whose config, state, logs and mail all live under ``root``.
 
@@ -303,6 +305,11 @@ class DovecotServer:
         ``tls=(certificate_pem, key_pem)`` turns TLS on: an imaps listener (implicit TLS) on
         :attr:`tls_port` and STARTTLS on :attr:`port`, where plaintext logins stay allowed.
         The certificate file holds the server certificate followed by any intermediates.
+
+        ``acl=True`` loads the ``acl`` and ``imap_acl`` plugins (ACLs kept in files beside the
+        mail) and adds a shared namespace: a folder a user shares with another (``SETACL``)
+        appears to that user as ``shared/OWNER/FOLDER``, listed through a dictionary of
+        who shares with whom.
         """
         dovecot = find_dovecot()
         if dovecot is None:
@@ -318,7 +325,7 @@ class DovecotServer:
         # These two come from plugins: not loading the plugin removes them for real.
         quota = quota and "QUOTA" not in hidden
         notify = notify and "NOTIFY" not in hidden
-        server = cls(host="127.0.0.1", port=0, root=root)
+        server = cls(host="127.0.0.1", port=0, root=root, acl=acl)
         if tls is not None:
             server.tls = (Path(tls[0]).resolve(), Path(tls[1]).resolve())
         server._prepare()
@@ -650,7 +657,9 @@ def _render_config(
 ) -> str:
     as_root = os.geteuid() == 0
     identity = _root_identity(server) if as_root else _unprivileged_identity()
-    mail_plugins = " ".join(p for p, on in (("quota", quota), ("notify", notify)) if on)
+    plugins = (("quota", quota), ("notify", notify), ("acl", server.acl))
+    mail_plugins = " ".join(p for p, on in plugins if on)
+    imap_plugins = " ".join(p for p, on in (("imap_quota", quota), ("imap_acl", server.acl)) if on)
     folders = "\n".join(
         f"  mailbox {name} {{\n    auto = subscribe\n    special_use = {attr}\n  }}"
         for name, attr in SPECIAL_USE_FOLDERS
@@ -715,10 +724,11 @@ namespace inbox {{
 }}
 
 protocol imap {{
-  mail_plugins = $mail_plugins{" imap_quota" if quota else ""}
+  mail_plugins = $mail_plugins {imap_plugins}
 {capability_line}}}
 
 {quota_plugin}
+{_shared_namespace(server) if server.acl else ""}
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
@@ -745,6 +755,33 @@ service anvil {{
 {login_chroot}}}
 {"" if as_root else _UNPRIVILEGED_SERVICES}
 {extra_conf}
+"""
+
+
+def _shared_namespace(server: DovecotServer) -> str:
+    """Other users' shared folders under ``shared/OWNER/`` (Dovecot's wiki recipe), their
+    ACLs in files beside the mail, and the dictionary that lists who shares with whom."""
+    shared = server.root / "home" / ".shared-mailboxes.db"  # written by the mail processes
+    return f"""\
+namespace shared {{
+  type = shared
+  separator = /
+  prefix = shared/%%u/
+  location = maildir:%%h/Maildir:LAYOUT=fs:INDEXPVT=~/Maildir/shared/%%u
+  subscriptions = no
+  list = children
+}}
+plugin {{
+  acl = vfile::cache_secs=0
+  acl_shared_dict = file:{shared}
+}}
+# the sharee's mail process looks the owner up (their home) in the userdb; passwd-file
+# entries carry no uid, which the auth service requires of a lookup of another user
+service auth {{
+  unix_listener auth-userdb {{
+    mode = 0777
+  }}
+}}
 """
 
 
