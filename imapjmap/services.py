@@ -81,11 +81,15 @@ class Services:
         pool = self.pools.get(account_id)
         return ImapUpstream(pool) if pool is not None else None
 
-    def sync_for(self, account_id: str) -> AccountSync:
+    def sync_for(self, account_id: str, prefix: str = "") -> AccountSync:
+        """``prefix``: the account is a share of folders named under it (``AccountSync``)."""
         sync = self.syncs.get(account_id)
         if sync is None:
             sync = AccountSync(
-                self.store, account_id, on_change=lambda: self.push.hub.poke(account_id)
+                self.store,
+                account_id,
+                on_change=lambda: self.push.hub.poke(account_id),
+                prefix=prefix,
             )
             self.syncs[account_id] = sync
         return sync

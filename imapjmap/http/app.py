@@ -31,6 +31,7 @@ from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticator
 from imapjmap.http.connections import Guard, GuardedRunner
 from imapjmap.http.push_token import signing_key
+from imapjmap.http.shares import ShareAccounts
 from imapjmap.http.tls import ServerTls
 from imapjmap.services import open_store, start_services
 from imapjmap.store import queries as q
@@ -70,6 +71,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     services = await start_services(cfg, app.get(OPENED_STORE))
     app[views.SERVICES] = services
     app[views.AUTH] = Authenticator(cfg, services.store, services.pools, push_key=app[PUSH_KEY])
+    app[views.SHARES] = ShareAccounts(services.store)
     try:
         yield
     finally:

@@ -15,20 +15,29 @@ from aiohttp import web
 from imapjmap.blobs import content as blob_store
 from imapjmap.config import Config
 from imapjmap.credentials import ClientAddress
+from imapjmap.errors import ProxyError
 from imapjmap.http import forwarded
 from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticated, Authenticator, Unauthorized
 from imapjmap.http.push_token import QUERY_PARAMETER, Scope
+from imapjmap.http.shares import ShareAccount, ShareAccounts
 from imapjmap.jmap import dispatch
-from imapjmap.jmap.errors import RequestError, RequestErrorType
+from imapjmap.jmap.errors import MethodError, MethodErrorType, RequestError, RequestErrorType
 from imapjmap.jmap.request import Request, loads_i_json, request_from_json
 from imapjmap.jmap.session import DOWNLOAD_PATH, SessionAccount, build_session
-from imapjmap.jmap.wire import WEBSOCKET, Json, JsonObject, encode_in_parts
-from imapjmap.methods import CAPABILITIES, REGISTRY, account_capabilities, usable_capabilities
+from imapjmap.jmap.wire import CORE, WEBSOCKET, Json, JsonObject, encode_in_parts
+from imapjmap.methods import (
+    CAPABILITIES,
+    REGISTRY,
+    SHARE_ACCOUNT_CAPABILITIES,
+    account_capabilities,
+    usable_capabilities,
+)
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.submission import handlers as submission
 from imapjmap.metrics import EVENTS
 from imapjmap.services import Services
+from imapjmap.upstream.imap import ImapUpstream
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,7 @@ CONFIG = web.AppKey("config", Config)
 SERVICES = web.AppKey("services", Services)
 AUTH = web.AppKey("authenticator", Authenticator)
 REQUEST_SLOTS = web.AppKey("request_slots", RequestSlots)
+SHARES = web.AppKey("shares", ShareAccounts)
 _DECODE_IN_THREAD: Final = 256 * 1024  # octets of request body decoded off the event loop
 _ENCODE_TURN: Final = 0.002  # CPU seconds of response encoding between two turns of the loop
 
@@ -92,18 +102,33 @@ async def _authenticate(request: web.Request) -> Authenticated:
     return who
 
 
-async def _session_for(cfg: Config, who: Authenticated) -> dict[str, Any]:
+async def _session_for(
+    cfg: Config, who: Authenticated, shares: tuple[ShareAccount, ...] = ()
+) -> dict[str, Any]:
     extensions = await submission.submission_extensions(cfg)  # probed once per process
-    return _build_session(cfg, who, extensions)
+    return _build_session(cfg, who, extensions, shares)
 
 
 def _build_session(
-    cfg: Config, who: Authenticated, extensions: dict[str, list[str]]
+    cfg: Config,
+    who: Authenticated,
+    extensions: dict[str, list[str]],
+    shares: tuple[ShareAccount, ...] = (),
 ) -> dict[str, Any]:
     account = SessionAccount(
         who.account.account_id, who.account.username, account_capabilities(who.upstream)
     )
-    session = build_session(cfg, account, submission_extensions=extensions)
+    others = [
+        SessionAccount(
+            one.account.account_id,
+            one.account.username,
+            SHARE_ACCOUNT_CAPABILITIES,
+            is_personal=False,
+            is_read_only=one.share.read_only,
+        )
+        for one in shares
+    ]
+    session = build_session(cfg, account, submission_extensions=extensions, shares=others)
     session["capabilities"] = {
         k: v for k, v in session["capabilities"].items() if k in CAPABILITIES
     }
@@ -119,21 +144,24 @@ class SessionStates:
     MAX_ENTRIES: Final = 10_000
 
     def __init__(self) -> None:
-        self._states: dict[tuple[str, str, str, str], str] = {}
+        self._states: dict[tuple[str, str, str, str, tuple[ShareAccount, ...]], str] = {}
 
-    async def of(self, cfg: Config, who: Authenticated) -> str:
+    async def of(
+        self, cfg: Config, who: Authenticated, shares: tuple[ShareAccount, ...] = ()
+    ) -> str:
         extensions = await submission.submission_extensions(cfg)
         key = (
             who.account.account_id,
             who.account.username,
             json.dumps(extensions, sort_keys=True),
             " ".join(sorted(account_capabilities(who.upstream))),
+            shares,
         )
         state = self._states.get(key)
         if state is None:
             if len(self._states) >= self.MAX_ENTRIES:
                 self._states.clear()
-            state = self._states[key] = _build_session(cfg, who, extensions)["state"]
+            state = self._states[key] = _build_session(cfg, who, extensions, shares)["state"]
         return state
 
 
@@ -159,7 +187,8 @@ async def authenticate_stream(request: web.Request, scope: Scope) -> tuple[Authe
 
 async def session_view(request: web.Request) -> web.StreamResponse:
     who = await _authenticate(request)
-    session = await _session_for(request.app[CONFIG], who)
+    shares = await _discover_shares(request.app, who)
+    session = await _session_for(request.app[CONFIG], who, shares)
     # fresh tokens on every fetch; ``state`` was computed without them, so a new token
     # alone does not make clients refetch the session (CORE-SESS-06 is about what the
     # session describes, and a rotated credential describes nothing new)
@@ -236,25 +265,99 @@ async def run_request(
     cfg = app[CONFIG]
     account_id = who.account.account_id
     async with app[REQUEST_SLOTS].slot(account_id):
-        sync = app[SERVICES].sync_for(account_id)
-        ctx = MethodContext(
-            app[SERVICES],
-            who.account,
-            who.upstream,
-            lambda force: sync.refresh(who.upstream, force=force),
-        )
+        shares = await _shares_of(app, who)
+        contexts = _Contexts(app[SERVICES], who, shares)
+        accounts = {account_id: usable_capabilities(who.upstream)}
+        accounts.update((s.account.account_id, SHARE_CAPABILITIES) for s in shares)
         response = await dispatch.run(
             jmap_request,
-            ctx,
+            contexts.personal,
             REGISTRY,
-            {account_id: usable_capabilities(who.upstream)},
-            session_state=await app[SESSION_STATES].of(cfg, who),
+            accounts,
+            session_state=await app[SESSION_STATES].of(cfg, who, shares),
             observe=EVENTS.method_call,
+            context_for=contexts.of,
         )
         # whatever the calls changed reaches push listeners now (writes that refreshed
         # have published already; this covers the rest, e.g. Identity/set)
-        await app[SERVICES].push.hub.poke(account_id)
+        for used in contexts.used():
+            await app[SERVICES].push.hub.poke(used)
+        # the refresh of the login's account may have listed other shares: the response
+        # says the session as it is now (``http.shares`` Rule 1)
+        now = await _shares_of(app, who)
+        if now != shares:
+            response["sessionState"] = await app[SESSION_STATES].of(cfg, who, now)
     return response
+
+
+# the capabilities of a share's account: its mail, with the core's methods (Blob/copy)
+SHARE_CAPABILITIES: Final = SHARE_ACCOUNT_CAPABILITIES | {CORE}
+
+
+class _Contexts:
+    """One request's method contexts: the login's own account's, and each share's that a
+    call names (made on first use, so a request that names no share costs nothing more)."""
+
+    def __init__(
+        self, services: Services, who: Authenticated, shares: tuple[ShareAccount, ...]
+    ) -> None:
+        self._services = services
+        self._who = who
+        self._shares = {s.account.account_id: s for s in shares}
+        self._made: dict[str, MethodContext] = {}
+        sync = services.sync_for(who.account.account_id)
+        self.personal = MethodContext(
+            services,
+            who.account,
+            who.upstream,
+            lambda force: sync.refresh(who.upstream, force=force),
+            others=self.of,
+        )
+        self._made[who.account.account_id] = self.personal
+
+    def of(self, account_id: str) -> MethodContext:
+        """The context of one of the login's accounts (dispatch checked that it is one).
+
+        Raises:
+            MethodError: accountNotFound, for an id that is none of the login's.
+        """
+        made = self._made.get(account_id)
+        if made is not None:
+            return made
+        share = self._shares.get(account_id)
+        if share is None:
+            raise MethodError(MethodErrorType.ACCOUNT_NOT_FOUND)
+        upstream = ImapUpstream(self._who.pool, share.share)
+        sync = self._services.sync_for(account_id, share.share.prefix)
+        made = self._made[account_id] = MethodContext(
+            self._services,
+            share.account,
+            upstream,
+            lambda force: sync.refresh(upstream, force=force),
+            others=self.of,
+        )
+        return made
+
+    def used(self) -> list[str]:
+        return list(self._made)
+
+
+async def _discover_shares(app: web.Application, who: Authenticated) -> tuple[ShareAccount, ...]:
+    """The login's shares, asked of the server now (``http.shares`` Rule 1); none when it
+    cannot say (the login's own account is served all the same)."""
+    try:
+        return await app[SHARES].discover(who)
+    except ProxyError as exc:
+        log.warning("account %s: shares unknown: %s", who.account.account_id, exc)
+        return ()
+
+
+async def _shares_of(app: web.Application, who: Authenticated) -> tuple[ShareAccount, ...]:
+    try:
+        return await app[SHARES].of(who)
+    except ProxyError as exc:
+        log.warning("account %s: shares unknown: %s", who.account.account_id, exc)
+        return ()
 
 
 async def download_view(request: web.Request) -> web.StreamResponse:

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -74,6 +75,12 @@ class ImapPool:
         # configuration's alone, e.g. imap.gmail = "on")
         self.profile: Profile = choose(frozenset(), {}, cfg)
         self.refused = False  # Rule 5
+        # the prefixes of the shares (other users' folders) the last listing of the login's
+        # own account showed; None before one (upstream.imap_refresh, http.shares)
+        self.share_prefixes: frozenset[str] | None = None
+        # connections opened before the last renew() are closed when next given back
+        self._generation = 0
+        self._born: weakref.WeakKeyDictionary[ImapSession, int] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"<ImapPool {self.username!r} idle={len(self._idle)} busy={self._busy}>"
@@ -114,7 +121,17 @@ class ImapPool:
             self._spawn(session.close())
             return
         self.capabilities, self.profile = session.capabilities, session.profile
+        self._born[session] = self._generation
         self._idle.append(session)
+
+    def renew(self) -> None:
+        """Replace every connection open now by a new one as each is next needed: a server
+        may keep what a session first saw of other users' folders for the session's life
+        (Dovecot lists the owners sharing with a login once per session)."""
+        self._generation += 1
+        idle, self._idle = self._idle, []
+        for session in idle:
+            self._spawn(session.close())
 
     @contextlib.asynccontextmanager
     async def session(
@@ -188,6 +205,7 @@ class ImapPool:
         if session is None:
             session = await self._connect()
             self.capabilities, self.profile = session.capabilities, session.profile
+            self._born[session] = self._generation
         return session
 
     async def _connect(self) -> ImapSession:
@@ -201,7 +219,8 @@ class ImapPool:
         try:
             if session is None:
                 return
-            if force_discard or session.broken or self._closed:
+            old = self._born.get(session, self._generation) != self._generation
+            if force_discard or session.broken or self._closed or old:
                 session.broken = True
                 self._spawn(session.close())
             else:

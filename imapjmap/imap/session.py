@@ -379,6 +379,8 @@ class ImapSession:
         self.profile: Profile = choose(frozenset(), {}, cfg)
         # MYRIGHTS that came with the last LIST (RFC 8440 LIST-MYRIGHTS): mailbox -> letters
         self.listed_rights: dict[str, str] = {}
+        # the NAMESPACE answer (RFC 2342), asked once per connection (:meth:`namespace`)
+        self._namespaces: tuple[tuple[tuple[str, str | None], ...], ...] | None = None
         self._broken = False
         self.last_used = time.monotonic()
 
@@ -801,8 +803,19 @@ class ImapSession:
 
     # -- typed commands --------------------------------------------------------------------
 
+    async def namespace(self) -> tuple[tuple[tuple[str, str | None], ...], ...] | None:
+        """The personal, other users' and shared namespaces (RFC 2342), asked once per
+        connection; None where the server has no NAMESPACE or answers it with NO."""
+        if self._namespaces is None and self.has("NAMESPACE"):
+            try:
+                reply = await self.execute(Command(("NAMESPACE",)), what="NAMESPACE")
+            except ImapCommandFailed:
+                return None
+            self._namespaces = reply.namespaces
+        return self._namespaces
+
     async def list_mailboxes(
-        self, *, with_status: bool = True, sync_selected: bool = False
+        self, *, with_status: bool = True, sync_selected: bool = False, pattern: str = "*"
     ) -> tuple[tuple[ListEntry, ...], tuple[MailboxStatus, ...]]:
         """Every mailbox with its attributes, and STATUS where LIST-STATUS allows one trip.
 
@@ -813,6 +826,8 @@ class ImapSession:
         the NOOP draws an error instead (Dovecot, once another client deleted and recreated
         the selected mailbox, answers its STATUS from the dead view and NOOP with ``NO
         Internal error`` forever), the mailbox is left and the LIST sent again.
+
+        ``pattern``: the LIST pattern (RFC 3501 §6.3.8), e.g. one share's ``shared/alice/*``.
 
         Returns the LIST entries and the STATUS records (empty when the server lacks
         LIST-STATUS or ``with_status`` is false).
@@ -829,7 +844,7 @@ class ImapSession:
             # RFC 8440 (Cyrus): every mailbox's rights in this same round trip, instead of
             # one MYRIGHTS per mailbox per refresh (see listed_rights)
             returns.append("MYRIGHTS")
-        text = 'LIST "" "*"'
+        text = f'LIST "" {commands.mailbox(pattern)}'
         if returns:
             text += f" RETURN ({' '.join(returns)})"
         selected = self.selected.name if sync_selected and self.selected else None
@@ -842,13 +857,15 @@ class ImapSession:
             except ImapCommandFailed as exc:
                 self.broken = True
                 raise ImapUnavailable(f"cannot leave {selected!r}: {exc}") from exc
-            return await self.list_mailboxes(with_status=with_status)
+            return await self.list_mailboxes(with_status=with_status, pattern=pattern)
         if selected is not None and _reports_change(reply):
             statuses = tuple(s for s in statuses if s.name != selected)
         self.listed_rights = dict(reply.myrights)
         lists = reply.lists
         if not self.has("LIST-EXTENDED"):
-            lsub = await self.execute(Command(('LSUB "" "*"',)), what="LSUB")
+            lsub = await self.execute(
+                Command((f'LSUB "" {commands.mailbox(pattern)}',)), what="LSUB"
+            )
             subscribed = {e.name for e in lsub.lists}
             lists = tuple(
                 ListEntry(e.name, e.delimiter, e.attributes | {"\\Subscribed"}, e.extended)

@@ -122,6 +122,7 @@ async def run(
     accounts: Mapping[str, frozenset[str]],
     session_state: str,
     observe: Callable[[str, str, float], None] | None = None,
+    context_for: Callable[[str], C] | None = None,
 ) -> JsonObject:
     """Process every call of ``request`` in order and build the Response object.
 
@@ -133,6 +134,8 @@ async def run(
         session_state: the Session ``state``, echoed as ``sessionState``.
         observe: told each call's method (``unknown`` for a name the registry lacks: a
             client's text never becomes a metric label), outcome and seconds.
+        context_for: the context of a call's account, where the user has several (one of
+            ``accounts``, already checked); without it every call gets ``context``.
 
     Returns:
         ``{"methodResponses": [...], "sessionState": ..., "createdIds"?: {...}}`` where
@@ -143,7 +146,14 @@ async def run(
     for invocation in request.calls:
         started = time.perf_counter()
         produced, outcome, account_id = await _run_one(
-            invocation, context, registry, accounts, request.using, created_ids, responses
+            invocation,
+            context,
+            registry,
+            accounts,
+            request.using,
+            created_ids,
+            responses,
+            context_for,
         )
         responses.extend(produced)
         seconds = time.perf_counter() - started
@@ -175,6 +185,7 @@ async def _run_one(
     using: frozenset[str],
     created_ids: dict[str, str],
     previous: Sequence[Invocation],
+    context_for: Callable[[str], C] | None = None,
 ) -> tuple[list[Invocation], str, str | None]:
     """Run one call; return its responses, a one-word outcome for the log, the account."""
     account_id: str | None = None
@@ -186,6 +197,8 @@ async def _run_one(
         elif spec.takes_account:
             account_id = _account_id(args, spec.capability, accounts)
         call = Call(invocation.name, args, invocation.call_id, account_id, created_ids, using)
+        if context_for is not None and account_id is not None:
+            context = context_for(account_id)
         result = await spec.handler(context, call)
         return _as_responses(invocation, result), "ok", account_id
     except MethodError as exc:

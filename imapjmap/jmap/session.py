@@ -52,8 +52,10 @@ BLOB_DIGESTS: Final = ("sha", "sha-256")
 @dataclass(frozen=True, slots=True)
 class SessionAccount:
     account_id: str
-    username: str
+    username: str  # the login's; a share's account: its name (the owner)
     capabilities: frozenset[str]  # account-level capability URNs
+    is_personal: bool = True  # False: another user's folders shared with the login
+    is_read_only: bool = False
 
 
 def core_capability(cfg: Config) -> dict[str, Any]:
@@ -70,14 +72,16 @@ def core_capability(cfg: Config) -> dict[str, Any]:
     }
 
 
-def mail_account_capability(cfg: Config) -> dict[str, Any]:
+def mail_account_capability(cfg: Config, *, top_level: bool = True) -> dict[str, Any]:
+    """``top_level``: a mailbox may be created at the top (not in a share's account, whose
+    top is the owner's: RFC 4314's ``k`` right on it is never granted to others here)."""
     return {
         "maxMailboxesPerEmail": None,
         "maxMailboxDepth": None,
         "maxSizeMailboxName": MAX_SIZE_MAILBOX_NAME,
         "maxSizeAttachmentsPerEmail": cfg.limits.max_size_upload,
         "emailQuerySortOptions": list(EMAIL_SORT_OPTIONS),
-        "mayCreateTopLevelMailbox": True,
+        "mayCreateTopLevelMailbox": top_level,
     }
 
 
@@ -108,11 +112,12 @@ def websocket_capability(cfg: Config) -> dict[str, Any]:
 
 
 def _account_capabilities(
-    cfg: Config, caps: frozenset[str], submission_extensions: Mapping[str, Sequence[str]]
+    cfg: Config, account: SessionAccount, submission_extensions: Mapping[str, Sequence[str]]
 ) -> dict[str, Any]:
+    caps = account.capabilities
     out: dict[str, Any] = {}
     if wire.MAIL in caps:
-        out[wire.MAIL] = mail_account_capability(cfg)
+        out[wire.MAIL] = mail_account_capability(cfg, top_level=account.is_personal)
     if wire.BLOB in caps:
         out[wire.BLOB] = blob_account_capability(cfg)
     if wire.SUBMISSION in caps:
@@ -127,10 +132,12 @@ def build_session(
     account: SessionAccount,
     *,
     submission_extensions: Mapping[str, Sequence[str]] | None = None,
+    shares: Sequence[SessionAccount] = (),
 ) -> dict[str, Any]:
-    """The Session object for ``account`` (the only account its credentials open).
+    """The Session object for ``account`` (the account its credentials open).
 
     ``submission_extensions``: the SMTP server's EHLO keywords (``submissionExtensions``).
+    ``shares``: the accounts of other users' folders shared with the login (never primary).
     """
     base = cfg.server.base_url.rstrip("/")
     capabilities: dict[str, Any] = {wire.CORE: core_capability(cfg)}
@@ -140,14 +147,13 @@ def build_session(
     session: dict[str, Any] = {
         "capabilities": capabilities,
         "accounts": {
-            account.account_id: {
-                "name": account.username,
-                "isPersonal": True,
-                "isReadOnly": False,
-                "accountCapabilities": _account_capabilities(
-                    cfg, account.capabilities, submission_extensions or {}
-                ),
+            one.account_id: {
+                "name": one.username,
+                "isPersonal": one.is_personal,
+                "isReadOnly": one.is_read_only,
+                "accountCapabilities": _account_capabilities(cfg, one, submission_extensions or {}),
             }
+            for one in (account, *shares)
         },
         "primaryAccounts": {urn: account.account_id for urn in sorted(account.capabilities)},
         "username": account.username,

@@ -85,3 +85,8 @@ def usable_capabilities(upstream: Upstream) -> frozenset[str]:
     """What calls on an account on ``upstream`` may use; the others are answered
     ``accountNotSupportedByMethod``."""
     return (CAPABILITIES - _OPTIONAL) | account_capabilities(upstream)
+
+
+# an account of another user's folders shared with the login: mail only (nothing is sent
+# as that user, and blobs are uploaded to the login's own account)
+SHARE_ACCOUNT_CAPABILITIES: Final = frozenset({MAIL})

@@ -40,7 +40,8 @@ class MethodContext:
     account's cache up to date with it (``force``: even while a push watcher says nothing
     changed).  ``fresh``: the cache is known to be up to date already, so :meth:`refresh`
     has nothing to do unless forced (the unit tests' worlds, whose cache rows are the
-    upstream).
+    upstream).  ``others``: the contexts of the login's other accounts (the shares of other
+    users' folders), for the methods that span two (``Email/copy``, ``Blob/copy``).
     """
 
     def __init__(
@@ -51,12 +52,14 @@ class MethodContext:
         sync: Callable[[bool], Awaitable[None]],
         *,
         fresh: bool = False,
+        others: Callable[[str], MethodContext] | None = None,
     ) -> None:
         self.services = services
         self.account = account
         self.upstream = upstream
         self._sync = sync
         self._fresh = fresh
+        self._others = others
 
     @property
     def cfg(self) -> Config:
@@ -106,3 +109,15 @@ class MethodContext:
     def check_account(self, account_id: str) -> None:
         if account_id != self.account_id:
             raise MethodError(MethodErrorType.ACCOUNT_NOT_FOUND)
+
+    def other(self, account_id: str) -> MethodContext | None:
+        """The context of another account of the same login; None for an id that is none
+        of the login's (a cross-account method's ``fromAccountNotFound``)."""
+        if account_id == self.account_id:
+            return self
+        if self._others is None:
+            return None
+        try:
+            return self._others(account_id)
+        except MethodError:
+            return None

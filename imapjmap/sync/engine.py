@@ -84,12 +84,15 @@ class _Cached:
     cursors: dict[str, tuple[int | None, int | None, int | None, int | None]]
     delimiter: str | None
     dead_locations: bool  # destroyed mailboxes whose messages are still placed in them
+    prefix: str  # a share's account: what its names start with (AccountSync's ``prefix``)
 
     def unchanged(self, listed: Sequence[mbx.Listed], delimiter: str | None) -> bool:
         """Whether the upstream's listing needs no write: same mailboxes, same cursors."""
         if delimiter != self.delimiter or self.dead_locations:
             return False
-        change = mbx.plan(listed, self.rows, delimiter=delimiter, account_id=self.account_id)
+        change = mbx.plan(
+            listed, self.rows, delimiter=delimiter, account_id=self.account_id, prefix=self.prefix
+        )
         return not change
 
 
@@ -105,7 +108,10 @@ class _Settled:
 
 
 class AccountSync:
-    """Refreshes one account's cache; shared by every request of that account."""
+    """Refreshes one account's cache; shared by every request of that account.
+
+    ``prefix``: the account is a share of another user's folders, all named under it
+    (``shared/alice/``); its top-level mailboxes' names leave it out."""
 
     def __init__(
         self,
@@ -113,9 +119,11 @@ class AccountSync:
         account_id: str,
         *,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        prefix: str = "",
     ) -> None:
         self._store = store
         self.account_id = account_id
+        self.prefix = prefix
         self._on_change = on_change  # told after every refresh (e.g. the push hub)
         self._freshness = Freshness()
         self._task: asyncio.Task[None] | None = None
@@ -246,7 +254,13 @@ class AccountSync:
 
             def write(tx: Tx) -> tuple[int | None, _Cached]:
                 rows = q.live_mailboxes(tx, self.account_id)
-                change = mbx.plan(listed, rows, delimiter=delimiter, account_id=self.account_id)
+                change = mbx.plan(
+                    listed,
+                    rows,
+                    delimiter=delimiter,
+                    account_id=self.account_id,
+                    prefix=self.prefix,
+                )
                 q.set_delimiter(tx, self.account_id, delimiter)
                 seq = mbx.apply(tx, self.account_id, change)
                 emails.drop_dead_mailboxes(tx, self.account_id)
@@ -265,6 +279,7 @@ class AccountSync:
             em.synced_cursors(tx, self.account_id),
             account.delimiter if account is not None else None,
             bool(em.dead_mailboxes_with_locations(tx, self.account_id)),
+            self.prefix,
         )
 
     async def _changed(self) -> None:

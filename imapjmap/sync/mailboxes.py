@@ -167,8 +167,11 @@ def plan(
     *,
     delimiter: str | None,
     account_id: str,
+    prefix: str = "",
 ) -> Plan:
-    """Compare the upstream snapshot with the cached rows (pure)."""
+    """Compare the upstream snapshot with the cached rows (pure).  ``prefix``: what every
+    name of a share's account starts with (``shared/alice/``), left out of its top-level
+    mailboxes' names."""
     matched = _match(listed, rows)
     ids = {lst.name: (matched[lst.name].id if lst.name in matched else None) for lst in listed}
     for lst in listed:
@@ -177,7 +180,7 @@ def plan(
     roles = _unique_roles(listed)
     result = Plan()
     for lst in listed:
-        wanted = _row_for(lst, ids, roles, delimiter, account_id)
+        wanted = _row_for(lst, ids, roles, delimiter, account_id, prefix)
         old = matched.get(lst.name)
         if old is None:
             result.inserts.append(wanted)
@@ -268,11 +271,11 @@ def _parent_name(name: str, delimiter: str | None, names: set[str]) -> str | Non
     return None
 
 
-def leaf_name(name: str, delimiter: str | None, parent: str | None) -> str:
+def leaf_name(name: str, delimiter: str | None, parent: str | None, prefix: str = "") -> str:
     if is_inbox(name):
         return "Inbox"
     if parent is None or not delimiter:
-        return name
+        return name[len(prefix) :] if prefix and name.startswith(prefix) else name
     return name[len(parent) + len(delimiter) :]
 
 
@@ -282,6 +285,7 @@ def _row_for(
     roles: Mapping[str, str],
     delimiter: str | None,
     account_id: str,
+    prefix: str,
 ) -> q.MailboxRow:
     parent = _parent_name(lst.name, delimiter, set(ids))
     role = roles.get(lst.name)
@@ -292,7 +296,7 @@ def _row_for(
         account_id=account_id,
         id=mailbox_id,
         imap_name=lst.name,
-        name=leaf_name(lst.name, delimiter, parent),
+        name=leaf_name(lst.name, delimiter, parent, prefix),
         parent_id=ids[parent] if parent is not None else None,
         role=role,
         sort_order=_SORT_ORDER.get(role or "", 10),

@@ -48,12 +48,13 @@ from imapjmap.imap.models import Reply
 from imapjmap.imap.parse import parse_uid_set
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
-from imapjmap.upstream import gmail, imap_quota, imap_search
+from imapjmap.upstream import gmail, imap_quota, imap_search, imap_shares
 from imapjmap.upstream.imap_refresh import ImapRefresh
 from imapjmap.upstream.imap_watch import ImapWatching
 from imapjmap.upstream.profiles import Profile
 from imapjmap.upstream.quota import QuotaReading
 from imapjmap.upstream.search import Pacer, SearchMailbox, SearchTerm, UidHits, no_pause
+from imapjmap.upstream.shares import Share
 from imapjmap.upstream.writes import Appended, Copied, Removed, Stored
 
 # --- command text (pure) ----------------------------------------------------------------------
@@ -327,10 +328,11 @@ class ImapUpstream(ImapRefresh, ImapWatching):
     """An :class:`~imapjmap.upstream.api.Upstream` over one account's IMAP pool: each
     operation borrows a connection for as long as it runs."""
 
-    __slots__ = ("pool",)
+    __slots__ = ("pool", "share")
 
-    def __init__(self, pool: ImapPool) -> None:
+    def __init__(self, pool: ImapPool, share: Share | None = None) -> None:
         self.pool = pool
+        self.share = share  # None: the login's own account; else that share's account
 
     def login_password(self) -> str:
         return self.pool.login_password()
@@ -338,6 +340,11 @@ class ImapUpstream(ImapRefresh, ImapWatching):
     @property
     def profile(self) -> Profile:
         return self.pool.profile
+
+    # ShareSource (upstream.imap_shares)
+
+    async def shares(self) -> list[Share]:
+        return await imap_shares.shares(self.pool)
 
     # Search (upstream.imap_search)
 

@@ -3,9 +3,9 @@ each lease is a pooled session, each read one command."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from imapjmap.errors import ImapCommandFailed
 from imapjmap.imap.models import ListEntry, MailboxStatus
@@ -13,15 +13,21 @@ from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
 from imapjmap.upstream.imap_sync import ImapSyncReads
 from imapjmap.upstream.profiles import Profile
+from imapjmap.upstream.shares import Namespaces, Share, find_shares, is_personal
 from imapjmap.upstream.sync_reads import SyncReads
 
 
 @dataclass(frozen=True, slots=True)
 class ImapRefreshReads:
     """:class:`~imapjmap.upstream.refresh_reads.RefreshReads` over one pooled session;
-    equal to another lease of the same session."""
+    equal to another lease of the same session.  ``share``: the reads of that share's
+    account (its mailboxes alone); None: the login's personal account, whose listing
+    leaves out every other user's and shared folder (:mod:`imapjmap.upstream.shares`)."""
 
     session: ImapSession
+    share: Share | None = None
+    # told the prefixes of the shares a listing of the personal account showed
+    noticed: Callable[[frozenset[str]], None] | None = field(default=None, compare=False)
 
     @property
     def profile(self) -> Profile:
@@ -39,7 +45,21 @@ class ImapRefreshReads:
     async def list_with_status(
         self, *, sync_selected: bool = False
     ) -> tuple[Sequence[ListEntry], Sequence[MailboxStatus]]:
-        return await self.session.list_mailboxes(sync_selected=sync_selected)
+        session = self.session
+        if self.share is not None:
+            pattern = self.share.prefix + "*"
+            return await session.list_mailboxes(sync_selected=sync_selected, pattern=pattern)
+        entries, statuses = await session.list_mailboxes(sync_selected=sync_selected)
+        if not session.has("NAMESPACE"):
+            return entries, statuses
+        namespaces = Namespaces.from_reply(await session.namespace())
+        if not any(prefix for prefix, _ in namespaces.foreign()):
+            return entries, statuses
+        personal = [e for e in entries if is_personal(e.name, namespaces)]
+        if self.noticed is not None:
+            foreign = [e for e in entries if not is_personal(e.name, namespaces)]
+            self.noticed(frozenset(s.prefix for s in find_shares(namespaces, foreign, {})))
+        return personal, [s for s in statuses if is_personal(s.name, namespaces)]
 
     async def status(self, name: str, items: str | None = None) -> MailboxStatus | None:
         try:
@@ -79,8 +99,17 @@ class ImapRefresh:
 
     __slots__ = ()
     pool: ImapPool
+    share: Share | None
 
     @asynccontextmanager
     async def refresh_reads(self, prefer: str | None = None) -> AsyncIterator[ImapRefreshReads]:
-        async with self.pool.session(prefer=prefer) as session:
-            yield ImapRefreshReads(session)
+        pool = self.pool
+        async with pool.session(prefer=prefer) as session:
+            if self.share is not None:
+                yield ImapRefreshReads(session, self.share)
+            else:
+                yield ImapRefreshReads(session, None, lambda seen: _note(pool, seen))
+
+
+def _note(pool: ImapPool, prefixes: frozenset[str]) -> None:
+    pool.share_prefixes = prefixes

@@ -1,0 +1,82 @@
+"""The accounts of other users' folders shared with each login (:mod:`imapjmap.upstream.shares`).
+
+Rules
+1. What a login may see is what its server says now: the shares are asked of the server
+   (NAMESPACE, a LIST per foreign namespace, the rights) whenever the session is fetched,
+   and for an API request whenever this process has not asked yet for that login or the
+   last refresh of the login's own account listed another set of shares than the one
+   known (an owner shared a folder with it, or took every right back).  The session's
+   ``state`` depends on them, so a client learns of the change from any response's
+   ``sessionState`` (RFC 8620 §2) and fetches the session again.
+2. A share's account id comes from the login's own account id (``share_account_id``): an
+   account id from another login's session is ``accountNotFound`` for this one, and its
+   cache rows, blobs and push events are never this login's.
+3. A share's account is a row of the cache's accounts table like any other (its epoch, its
+   change counter); its mailboxes are named under its prefix, its sync is its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from imapjmap.http.auth import Authenticated
+from imapjmap.methods.context import Account
+from imapjmap.store import queries as q
+from imapjmap.store.db import Store, Tx
+from imapjmap.upstream.imap import ImapUpstream
+from imapjmap.upstream.shares import Share, share_account_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareAccount:
+    """A share as an account of the login's session."""
+
+    account: Account
+    share: Share
+
+
+class ShareAccounts:
+    """Each login's shares, as last asked of its server (Rule 1)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._known: dict[str, tuple[ShareAccount, ...]] = {}  # login's account id -> shares
+
+    async def discover(self, who: Authenticated) -> tuple[ShareAccount, ...]:
+        """Ask the server what is shared with ``who`` now."""
+        login = who.account.account_id
+        found = await ImapUpstream(who.pool).shares()
+        ids = [(share_account_id(login, share.prefix), share) for share in found]
+
+        def ensure(tx: Tx) -> list[q.AccountRow]:
+            return [q.ensure_account(tx, account_id, s.name) for account_id, s in ids]
+
+        rows = await self._store.run(ensure) if ids else []
+        accounts = tuple(
+            ShareAccount(Account(row.account_id, share.name, row.epoch), share)
+            for row, (_, share) in zip(rows, ids, strict=True)
+        )
+        if self._known.get(login) != accounts:
+            log.info("account %s: %d shared account(s)", login, len(accounts))
+        self._known[login] = accounts
+        return accounts
+
+    async def of(self, who: Authenticated) -> tuple[ShareAccount, ...]:
+        """The login's shares: as known, unless stale (Rule 1)."""
+        known = self._known.get(who.account.account_id)
+        listed = who.pool.share_prefixes
+        if known is None or (
+            listed is not None and listed != frozenset(s.share.prefix for s in known)
+        ):
+            return await self.discover(who)
+        return known
+
+    def find(self, who: Authenticated, account_id: str) -> ShareAccount | None:
+        """The login's share with that account id, as known (Rule 2)."""
+        for share in self._known.get(who.account.account_id, ()):
+            if share.account.account_id == account_id:
+                return share
+        return None

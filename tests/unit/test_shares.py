@@ -1,0 +1,90 @@
+"""Shares of other users' folders, pure (``imapjmap.upstream.shares``): which listed mailbox
+belongs to which account, which shares a listing shows, their ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from imapjmap.imap.models import ListEntry
+from imapjmap.jmap.wire import is_id
+from imapjmap.sync import mailboxes as mbx
+from imapjmap.upstream.shares import Namespaces, Share, find_shares, is_personal, share_account_id
+
+DOVECOT = Namespaces((("", "/"),), (("shared/", "/"),), ())
+CYRUS = Namespaces((("", "/"),), (("Other Users/", "/"),), (("Shared Folders/", "/"),))
+COURIER = Namespaces((("INBOX.", "."),), (), ())
+
+
+def entry(name: str, *attributes: str) -> ListEntry:
+    return ListEntry(name, "/", frozenset(attributes))
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "name", "personal"),
+    [
+        (DOVECOT, "INBOX", True),
+        (DOVECOT, "Projects/2026", True),
+        (DOVECOT, "shared", False),  # the namespace's own \Noselect parent
+        (DOVECOT, "shared/alice", False),
+        (DOVECOT, "shared/alice/Projects", False),
+        (DOVECOT, "sharedthings", True),
+        (CYRUS, "Other Users/alice/Projects", False),
+        (CYRUS, "Shared Folders/news", False),
+        (CYRUS, "Other", True),
+        (COURIER, "INBOX.Sent", True),
+        (Namespaces(), "shared/alice/Projects", True),  # no NAMESPACE: all is personal
+    ],
+)
+def test_what_belongs_to_the_personal_account(
+    namespaces: Namespaces, name: str, personal: bool
+) -> None:
+    assert is_personal(name, namespaces) is personal
+
+
+def test_each_owner_is_one_share_read_only_unless_a_folder_lets_the_login_write() -> None:
+    listed = [
+        entry("shared", "\\Noselect"),
+        entry("shared/alice", "\\Noselect"),
+        entry("shared/alice/Projects"),
+        entry("shared/alice/Projects/Old"),
+        entry("shared/carol/Notes"),
+        entry("shared/dave", "\\Noselect"),  # nothing selectable: no share
+        entry("INBOX"),
+    ]
+    rights = {
+        "shared/alice/Projects": "lr",
+        "shared/alice/Projects/Old": "lrswi",
+        "shared/carol/Notes": "lr",
+    }
+    assert find_shares(DOVECOT, listed, rights) == [
+        Share("shared/alice/", "/", "other", "alice", read_only=False),
+        Share("shared/carol/", "/", "other", "carol", read_only=True),
+    ]
+    # unknown rights (a server without ACL) are not taken for read-only
+    assert not find_shares(DOVECOT, listed, {})[1].read_only
+
+
+def test_the_shared_namespace_is_one_share() -> None:
+    listed = [entry("Shared Folders/news"), entry("Shared Folders/news/tech")]
+    (share,) = find_shares(CYRUS, listed, {n.name: "lr" for n in listed})
+    assert share == Share("Shared Folders/", "/", "shared", None, read_only=True)
+    assert share.name == "Shared Folders"
+
+
+def test_a_shares_account_id_is_stable_valid_and_the_logins_own() -> None:
+    one = share_account_id("Abob", "shared/alice/")
+    assert one == share_account_id("Abob", "shared/alice/") and is_id(one)
+    assert one != share_account_id("Adave", "shared/alice/")
+    assert one != share_account_id("Abob", "shared/carol/")
+
+
+def test_a_shares_top_level_mailboxes_are_named_without_the_prefix() -> None:
+    listed = [
+        mbx.Listed(entry("shared/alice/Projects"), None),
+        mbx.Listed(entry("shared/alice/Projects/Old"), None),
+    ]
+    plan = mbx.plan(listed, [], delimiter="/", account_id="As", prefix="shared/alice/")
+    by_name = {row.imap_name: row for row in plan.inserts}
+    top, child = by_name["shared/alice/Projects"], by_name["shared/alice/Projects/Old"]
+    assert (top.name, top.parent_id) == ("Projects", None)
+    assert (child.name, child.parent_id) == ("Old", top.id)
