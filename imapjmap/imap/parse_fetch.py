@@ -91,8 +91,6 @@ def internaldate(text: str) -> dt.datetime:
 def fast_constructor(cls: type[_T]) -> Callable[..., _T]:
     """A function building ``cls`` from all its fields, in declaration order (or by name).
 
-    Also used for the cache's Email rows, built by the thousand in a first sync.
-
     Fields with a default factory get no default here: the caller passes a fresh value.
     """
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]

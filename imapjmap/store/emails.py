@@ -161,7 +161,15 @@ _JSON: Final = _json_encoder(sort_keys=False)
 _JSON_SORTED: Final = _json_encoder(sort_keys=True)
 
 
-def _email_values(row: EmailRow) -> tuple[Any, ...]:
+# An Email row as its columns (_EMAIL_COLUMNS, in order), JSON columns encoded: what a
+# first sync's parsing workers send back, so that the writer does no per-row encoding.
+EmailValues = tuple[Any, ...]
+THREAD_COLUMN: Final = 2  # thread_id: decided by the writer (threading reads the cache)
+FILLED_BY_WRITER: Final = 15  # mailbox_ids, created_seq, updated_seq, destroyed_seq follow
+
+
+def email_values(row: EmailRow) -> EmailValues:
+    """The row's columns as :func:`insert_email_values` takes them."""
     return (
         row.account_id,
         row.id,
@@ -293,12 +301,22 @@ def insert_email(tx: Tx, row: EmailRow) -> None:
         (row.account_id, row.id),
     )
     marks = ",".join("?" * 19)
-    tx.execute(f"INSERT INTO emails ({_EMAIL_COLUMNS}) VALUES ({marks})", _email_values(row))
+    tx.execute(f"INSERT INTO emails ({_EMAIL_COLUMNS}) VALUES ({marks})", email_values(row))
 
 
 def insert_new_emails(tx: Tx, rows: Iterable[EmailRow]) -> None:
     """Insert Emails whose ids have no row at all (neither live nor a tombstone)."""
-    _write_rows(tx, f"INSERT INTO emails ({_EMAIL_COLUMNS})", [_email_values(r) for r in rows])
+    insert_email_values(tx, [email_values(r) for r in rows])
+
+
+def insert_email_values(tx: Tx, rows: Sequence[EmailValues]) -> None:
+    """:func:`insert_new_emails` of rows already in column form (:func:`email_values`)."""
+    _write_rows(tx, f"INSERT INTO emails ({_EMAIL_COLUMNS})", rows)
+
+
+def mailbox_ids_value(mailbox_ids: dict[str, bool]) -> str:
+    """The ``mailbox_ids`` column of :func:`email_values` for these mailboxIds."""
+    return _JSON_SORTED(mailbox_ids)
 
 
 def set_email_fields(

@@ -66,7 +66,7 @@ from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync import records
 from imapjmap.sync.mailboxes import MAILBOX_TYPE
-from imapjmap.sync.parsing import NewMessage, Parser, new_row, prepare
+from imapjmap.sync.parsing import NewMessage, Parser, prepare
 from imapjmap.upstream.sync_reads import Changes, SyncReads
 
 log = logging.getLogger(__name__)
@@ -585,8 +585,8 @@ def _before(
         counts.full = True
         return
     ids = {loc.email_id for loc in em.locations_at(tx, account_id, mailbox_id, uids).values()}
-    ids.update(m.parsed.email_id for m in new)
-    upstream = {m.parsed.upstream_thread for m in new if m.parsed.upstream_thread}
+    ids.update(m.email_id for m in new)
+    upstream = {m.upstream_thread for m in new if m.upstream_thread}
     counts.snapshot(upstream | set(em.thread_ids_of(tx, account_id, ids).values()))
 
 
@@ -667,7 +667,7 @@ class _NewEmails:
         self.seq = seq
         self.grown = grown
         self.counts = counts
-        self.rows: list[em.EmailRow] = []  # new Emails not yet written
+        self.rows: list[em.EmailValues] = []  # new Emails not yet written
         self.refs: dict[str, tuple[str, str]] = {}  # Message-ID → (thread, base subject)
         self.members: dict[str, set[str]] = {}  # thread → its Message-IDs in ``refs``
         self.dirty: set[str] = set()  # Message-IDs of ``refs`` not yet written
@@ -679,50 +679,37 @@ class _NewEmails:
         keywords — so the bulk path of a first sync costs no re-derivation; one whose only
         copy is ``\\Deleted`` is written as a tombstone, so it never appears.
         """
-        ids = list(dict.fromkeys(m.parsed.email_id for m in messages))
+        ids = list(dict.fromkeys(m.email_id for m in messages))
         known = set(em.existing_ids(self.tx, self.account_id, ids))
-        local = [m.parsed for m in messages if m.parsed.upstream_thread is None]
+        local = [m for m in messages if m.upstream_thread is None]
         if local:
-            wanted = dict.fromkeys(i for p in local for i in _thread_ids(p))
+            wanted = dict.fromkeys(i for m in local for i in _thread_ids(m))
             for message_id, ref in em.thread_refs(self.tx, self.account_id, wanted).items():
                 self._set_ref(message_id, *ref)
             self.dirty.clear()
         again: set[str] = set()
         locations: list[em.Location] = []
+        here, nowhere = em.mailbox_ids_value({mailbox_id: True}), em.mailbox_ids_value({})
         for m in messages:
-            parsed = m.parsed
             deleted = _deleted(m.flags)
-            locations.append(
-                em.Location(mailbox_id, m.uid, parsed.email_id, m.modseq, m.flags, deleted)
-            )
-            if parsed.email_id in known:
-                again.add(parsed.email_id)
+            locations.append(em.Location(mailbox_id, m.uid, m.email_id, m.modseq, m.flags, deleted))
+            if m.email_id in known:
+                again.add(m.email_id)
                 continue
-            known.add(parsed.email_id)
+            known.add(m.email_id)
             value = self.seq.take(em.EMAIL_TYPE, em.THREAD_TYPE)
-            thread_id = parsed.upstream_thread or self._local_thread(parsed, value)
-            row = parsed.row
+            thread_id = m.upstream_thread or self._local_thread(m, value)
+            # the parsed row's columns as they are, but for what only the writer knows
+            columns = m.columns
             self.rows.append(
-                new_row(
-                    account_id=row.account_id,
-                    id=row.id,
-                    thread_id=thread_id,
-                    size=row.size,
-                    received_at=row.received_at,
-                    sent_at=row.sent_at,
-                    subject=row.subject,
-                    sort_subject=row.sort_subject,
-                    sort_from=row.sort_from,
-                    sort_to=row.sort_to,
-                    headers=row.headers,
-                    message_ids=row.message_ids,
-                    has_attachment=row.has_attachment,
-                    preview=row.preview,
-                    keywords=dict(sorted(em.keywords_from_flags(m.flags).items())),
-                    mailbox_ids={} if deleted else {mailbox_id: True},
-                    created_seq=value,
-                    updated_seq=value,
-                    destroyed_seq=value if deleted else None,
+                (
+                    *columns[: em.THREAD_COLUMN],
+                    thread_id,
+                    *columns[em.THREAD_COLUMN + 1 : em.FILLED_BY_WRITER],
+                    nowhere if deleted else here,
+                    value,
+                    value,
+                    value if deleted else None,
                 )
             )
             if not deleted:
@@ -734,8 +721,8 @@ class _NewEmails:
     def _flush(self) -> None:
         if self.rows:
             if self.counts is not None:
-                self.counts.snapshot({row.thread_id for row in self.rows})
-            em.insert_new_emails(self.tx, self.rows)
+                self.counts.snapshot({row[em.THREAD_COLUMN] for row in self.rows})
+            em.insert_email_values(self.tx, self.rows)
             self.rows.clear()
         if self.dirty:
             em.set_thread_refs(self.tx, self.account_id, ((m, *self.refs[m]) for m in self.dirty))
@@ -751,18 +738,18 @@ class _NewEmails:
         self.members.setdefault(thread_id, set()).add(message_id)
         self.dirty.add(message_id)
 
-    def _local_thread(self, parsed: records.Parsed, seq: int) -> str:
+    def _local_thread(self, message: NewMessage, seq: int) -> str:
         """Threads from Message-ID / In-Reply-To / References, joined only when the base
         subjects agree (as Cyrus does), so a reply to an unrelated list mail starts its own."""
-        ids = _thread_ids(parsed)
-        base_subject = parsed.base_subject
+        ids = _thread_ids(message)
+        base_subject = message.base_subject
         found = {
             t
             for t, base in (self.refs[i] for i in ids if i in self.refs)
             if not base or not base_subject or base == base_subject
         }
         if not found:
-            thread_id = records.new_thread_id(parsed.email_id)
+            thread_id = records.new_thread_id(message.email_id)
         else:
             thread_id = min(found)
             others = found - {thread_id}
@@ -785,8 +772,8 @@ class _NewEmails:
         return thread_id
 
 
-def _thread_ids(parsed: records.Parsed) -> list[str]:
-    return [m for m in (parsed.own_message_id, *parsed.refs) if m]
+def _thread_ids(message: NewMessage) -> list[str]:
+    return [m for m in (message.own_message_id, *message.refs) if m]
 
 
 class _Counts:

@@ -22,7 +22,7 @@ from typing import Any, Final
 from imapjmap.imap.models import Address, BodyStructure, Envelope, FetchRecord
 from imapjmap.mime import envelope as env
 from imapjmap.mime import headers, tree
-from imapjmap.store.emails import EmailRow
+from imapjmap.store.emails import EmailRow, keywords_from_flags
 
 _ID_CHARS: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
 # ENVELOPE cannot say whether Sender / Reply-To exist (RFC 3501 §7.4.2: the server copies
@@ -219,7 +219,8 @@ def _message_ids(value: str | None) -> list[str] | None:
 
 
 def parse_record(record: FetchRecord, account_id: str) -> Parsed:
-    """Build the Email row (list properties only) for a new message."""
+    """Build the Email row (list properties only) for a new message; its thread id (see
+    :class:`Parsed`), mailboxIds and sequence numbers are the writer's to set."""
     e = record.envelope
     email_id = email_id_for(record)
     subject, base = _subject(e.subject) if e and e.subject is not None else (None, "")
@@ -262,6 +263,7 @@ def parse_record(record: FetchRecord, account_id: str) -> Parsed:
         message_ids=list(message_id or []),
         has_attachment=_has_attachment(record.bodystructure) if record.bodystructure else False,
         preview=record.preview,
+        keywords=keywords_from_flags(record.flags or ()),
     )
     own = message_id[0] if message_id else None
     return Parsed(email_id, row, own, refs, base, upstream_thread)

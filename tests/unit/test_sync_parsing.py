@@ -5,7 +5,6 @@ replies."""
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import logging
 import multiprocessing
 import os
@@ -18,8 +17,8 @@ import pytest
 
 from imapjmap.imap.models import FetchRecord
 from imapjmap.imap.parse import fetched, parse_reply
-from imapjmap.store.emails import EmailRow
-from imapjmap.sync import parsing
+from imapjmap.store.emails import email_values
+from imapjmap.sync import parsing, records
 from tests.unit.test_imap_parse import TRANSCRIPT
 
 A = "Aacct"
@@ -81,9 +80,7 @@ def test_parse_batch_in_a_worker_process_equals_the_in_process_path(
     case = TRANSCRIPT[name]
     got = pool.submit(parsing.parse_batch, case.untagged, uids, A, True).result(timeout=60)
     assert got == reference(name, uids)
-    # what Parser sends back: plain tuples, rebuilt in the proxy's process
-    packed = pool.submit(parsing.parse_batch_packed, case.untagged, uids, A, True)
-    assert parsing.unpack(packed.result(timeout=60)) == reference(name, uids)
+    assert all(type(m) is parsing.NewMessage for m in got[1])
 
 
 def test_a_uid_not_asked_for_or_vanished_is_not_new() -> None:
@@ -102,7 +99,7 @@ def test_a_response_split_in_two_is_one_message() -> None:
     untagged = [(b"1 FETCH (UID 7 FLAGS (\\Seen))",), (b"1 FETCH (RFC822.SIZE 42 X-GUID abc)",)]
     records, prepared = parsing.parse_batch(untagged, [7], A, True)
     assert records == [FetchRecord(seq=1, uid=7, flags=("\\Seen",), size=42, x_guid="abc")]
-    assert prepared[0].parsed.email_id == "Eabc"
+    assert prepared[0].email_id == "Eabc"
 
 
 def test_a_small_fill_is_parsed_in_a_thread() -> None:
@@ -140,7 +137,7 @@ async def test_parser_with_a_pool_gives_the_in_process_result() -> None:
     finally:
         parser.pool.shutdown()
     assert got == ([], reference(name, uids)[1])
-    assert got[1] and all(type(m.parsed.row).__name__ == "EmailRow" for m in got[1])
+    assert got[1] and all(type(m).__name__ == "NewMessage" for m in got[1])
 
 
 # A main module that leaves a mark when a worker process imports it again.
@@ -179,12 +176,13 @@ def test_workers_do_not_import_the_main_module(tmp_path: Path) -> None:
     assert not mark.exists(), f"a worker imported the main module as {mark.read_text()}"
 
 
-def test_new_row_builds_the_email_row_init_builds() -> None:
-    fields = dataclasses.fields(EmailRow)
-    values = [object() for _ in fields]  # distinct, so that a swapped field shows
-    by_position = parsing.new_row(*values)
-    by_name = parsing.new_row(**{f.name: v for f, v in zip(fields, values, strict=True)})
-    assert type(by_position) is EmailRow and type(by_name) is EmailRow
-    assert by_position == by_name == EmailRow(*values)  # type: ignore[arg-type]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        by_name.id = "other"  # type: ignore[misc]
+def test_a_new_message_carries_its_row_as_the_cache_writes_it() -> None:
+    """The columns a worker sends back are those of the row ``parse_record`` builds, with
+    the keywords of its FLAGS (EML-KW-01): the writer adds only thread, mailboxIds and
+    sequence numbers."""
+    record = FetchRecord(seq=1, uid=7, flags=("\\Seen", "\\Recent", "Junk"), size=42, x_guid="abc")
+    [message] = parsing.prepare([record], A)
+    row = records.parse_record(record, A).row
+    assert row.keywords == {"$seen": True, "junk": True}
+    assert message.columns == email_values(row)
+    assert (message.uid, message.flags, message.email_id) == (7, record.flags, "Eabc")
