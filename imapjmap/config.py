@@ -215,6 +215,20 @@ class PushConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Several instances sharing one cache: their coordinator."""
+
+    # postgresql://host/db (the password from PGPASSWORD or ~/.pgpass, not here): locks and
+    # push between the instances; unset: this instance shares its cache with nobody
+    url: str | None = None
+    # seconds a request waits for another instance's sync of its account before answering
+    # from the cache as that sync left it
+    sync_wait: float = 10.0
+    # seconds between attempts to take over a watcher or a delivery whose instance died
+    takeover_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """Prometheus metrics at ``/metrics``."""
 
@@ -235,6 +249,7 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     push: PushConfig = field(default_factory=PushConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 # --- loading and validation ----------------------------------------------------------------
@@ -408,6 +423,11 @@ def config_warnings(cfg: Config) -> list[str]:
     if profile.scheme == "http" and not _is_loopback(profile.hostname or ""):
         out.append(
             f"auth.bearer_profile_url is plain http: tokens go to {profile.hostname} unencrypted"
+        )
+    if cfg.cluster.url is not None and cfg.auth.push_token_key_file is None:
+        out.append(
+            "cluster.url is set but auth.push_token_key_file is not: a push URL one instance"
+            " signs is refused by the others; give every instance the same key file"
         )
     return out
 
@@ -614,6 +634,12 @@ def _network(value: str) -> str:
     return value
 
 
+def _cluster_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("postgresql", "postgres"):
+        raise _Invalid("must be a postgresql:// URL")
+    return value
+
+
 def _log_level(value: str) -> str:
     if value not in LOG_LEVELS:
         raise _Invalid(f"must be one of {', '.join(LOG_LEVELS)} (got {value!r})")
@@ -667,6 +693,7 @@ _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "submission.default_domain": _domain,
     "submission.identities[].email": _address,
     "push.allowed_url_prefixes[]": _url_prefix,
+    "cluster.url": _cluster_url,
 }
 
 

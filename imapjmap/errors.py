@@ -34,6 +34,13 @@ class UpstreamUnavailable(ProxyError):
     jmap_hint = "serverUnavailable"
 
 
+class CoordinatorUnavailable(ProxyError):
+    """The coordinator of several instances (``cluster.url``) cannot be reached: an
+    account's sync cannot be proved to be the only one."""
+
+    jmap_hint = "serverUnavailable"
+
+
 class ImapUnavailable(UpstreamUnavailable):
     """The IMAP server cannot be reached, timed out, said BYE, or closed the connection."""
 

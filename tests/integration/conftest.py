@@ -8,7 +8,7 @@ import io
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
 from imapjmap.http.app import make_app
 from tests.conftest import SeededUser
+from tests.pg_server import PostgresServer, find_bindir
 
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
@@ -137,3 +138,26 @@ async def https_proxy(seeded_user: SeededUser, tmp_path: Path) -> AsyncIterator[
         yield HttpsProxy(f"127.0.0.1:{port}", str(ca_file))
     finally:
         await runner.cleanup()
+
+
+# -- several instances: their coordinator, a throw-away PostgreSQL ----------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL is not installed (Debian's postgresql package; scripts/test)")
+    server = PostgresServer(bindir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cluster_url(postgres_server: PostgresServer) -> str:
+    """A fresh database of the throw-away PostgreSQL: the coordinator of one test (advisory
+    locks and LISTEN channels are per database)."""
+    return postgres_server.database()

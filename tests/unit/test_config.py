@@ -306,6 +306,26 @@ def test_parse_config_raises_only_config_error(data: dict[str, Any]) -> None:
 # --- warnings and helpers ------------------------------------------------------------------
 
 
+def test_cluster_url_must_be_postgresql() -> None:
+    cfg = parse_config(minimal(cluster={"url": "postgresql://db.example.org/imapjmap"}))
+    assert cfg.cluster.url == "postgresql://db.example.org/imapjmap"
+    assert parse_config(minimal()).cluster.url is None
+    for bad in ("mysql://db/x", "db.example.org", ""):
+        with pytest.raises(ConfigError, match=r"cluster\.url"):
+            parse_config(minimal(cluster={"url": bad}))
+    with pytest.raises(ConfigError, match=r"cluster\.sync_wait: must be positive"):
+        parse_config(minimal(cluster={"sync_wait": 0}))
+
+
+def test_cluster_without_a_shared_push_token_key_is_a_warning(tmp_path: Path) -> None:
+    data = minimal(cluster={"url": "postgresql://db.example.org/imapjmap"})
+    data["imap"]["host"] = "imap.example.org"
+    [warning] = config_warnings(parse_config(data))
+    assert warning.startswith("cluster.url is set but auth.push_token_key_file is not")
+    data["auth"] = {"push_token_key_file": str(tmp_path / "key")}
+    assert config_warnings(parse_config(data)) == []
+
+
 @pytest.mark.parametrize(
     ("tables", "warned"),
     [

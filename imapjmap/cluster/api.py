@@ -1,0 +1,114 @@
+"""What an instance asks of the other instances sharing its cache (:class:`Coordinator`).
+
+Theory of operation
+-------------------
+Instances that share one cache (several ``imapjmap serve`` processes on one SQLite file, or
+several machines on one PostgreSQL cache) serve any request of any account: a load
+balancer may send each request of a client elsewhere.  What must then happen once in the
+whole cluster, not once per instance, goes through the coordinator:
+
+* the *sync lock* of an account: two instances never refresh (or first-sync a mailbox of)
+  the same account at the same time, whatever the other's requests do;
+* *roles* held by one instance at a time: the upstream watcher of an account
+  (:data:`WATCH`) and the delivery of a PushSubscription (:data:`DELIVER`).  Every instance
+  that could take a role *wants* it; one holds it, and when its holder dies another takes it
+  over within seconds;
+* *state changes* published by the instance whose refresh or write made them, for the
+  push listeners (EventSource, WebSocket) of every other instance;
+* *who listens*: an instance reads an account's states after a change only when someone
+  listens somewhere, so each instance says when its first listener of an account comes and
+  its last one goes.
+
+:class:`~imapjmap.cluster.local.Alone` is the coordinator of an instance that shares its
+cache with nobody (every lock and role is its own at once, nothing is published);
+:class:`~imapjmap.cluster.pg.PgCoordinator` coordinates over PostgreSQL.
+
+Rule 1: a lock or role is held by a live instance only: the coordinator that holds it
+        loses it when it dies (PostgreSQL's session advisory locks die with the session).
+Rule 2: a handler the coordinator calls (a change heard, a role granted or lost) is called
+        on the event loop, one at a time, and must not wait for long.
+Rule 3: nothing here is in the cache: a coordinator holds no data, only locks and messages,
+        and the cache stays the one source of states (``store.queries.next_seq``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Final, Protocol
+
+WATCH: Final = "watch"
+"""The role of an account's upstream watcher (its key is the account id)."""
+DELIVER: Final = "deliver"
+"""The role of a PushSubscription's delivery (its key is account id and subscription id)."""
+
+ChangeHandler = Callable[[str, str, Mapping[str, int]], Awaitable[None]]
+"""(account id, cache epoch, type → seq) of a change another instance published."""
+RoleHandler = Callable[[str, str], Awaitable[None]]
+"""(role, key) of a role granted to, or lost by, this instance."""
+AccountHandler = Callable[[str], Awaitable[None]]
+"""(account id) of something another instance changed for this account."""
+
+
+class Coordinator(Protocol):
+    """The other instances, as one instance sees them (module docstring)."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether other instances may exist (False: every lock and role is ours at once)."""
+        ...
+
+    on_change: ChangeHandler | None
+    on_granted: RoleHandler | None
+    on_lost: RoleHandler | None
+    on_subscriptions: AccountHandler | None
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def sync_lock(self, account_id: str) -> AbstractAsyncContextManager[bool]:
+        """Hold the account's sync lock while inside; True when held, False when another
+        instance held it for longer than the configured wait (then sync nothing: the
+        holder's sync is on its way, and the cache is as fresh as it made it)."""
+        ...
+
+    async def try_fill(self, account_id: str, mailbox_id: str) -> bool:
+        """Take the first-sync lock of a mailbox without waiting: False when another
+        instance is filling it in (held until :meth:`end_fill`)."""
+        ...
+
+    async def end_fill(self, account_id: str, mailbox_id: str) -> None: ...
+
+    async def want(self, role: str, key: str) -> None:
+        """This instance could take ``role``: take it now or as soon as it is free
+        (:attr:`on_granted` is called then)."""
+        ...
+
+    async def drop(self, role: str, key: str) -> None:
+        """This instance no longer wants ``role`` (it gives it up if it holds it)."""
+        ...
+
+    def holds(self, role: str, key: str) -> bool: ...
+
+    async def listening(self, account_id: str, *, on: bool) -> None:
+        """This instance's first push listener of the account came (``on``) or its last left."""
+        ...
+
+    def listened_elsewhere(self, account_id: str) -> bool:
+        """Whether another instance has push listeners of the account."""
+        ...
+
+    async def publish(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:
+        """Tell the other instances that these types of the account moved to these seqs."""
+        ...
+
+    async def subscriptions_changed(self, account_id: str) -> None:
+        """Tell the other instances to read the account's PushSubscriptions again."""
+        ...
+
+
+def role_key(*parts: str) -> str:
+    """One key from several parts (an account id and a subscription id): ids never hold
+    a space (RFC 8620 §1.2)."""
+    return " ".join(parts)

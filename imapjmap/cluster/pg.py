@@ -1,0 +1,352 @@
+"""The coordinator over PostgreSQL: advisory locks for locks and roles, LISTEN/NOTIFY for
+messages between instances.
+
+Theory of operation
+-------------------
+Each instance keeps two connections of its own (``cluster.url``), both in autocommit mode:
+
+* the *lock connection* holds this instance's session-level advisory locks: the instance's
+  own (its liveness, which the others check), the sync locks of the accounts it refreshes,
+  the first-sync locks of the mailboxes it fills in, and its roles.  A lock is one 64-bit
+  key (:func:`lock_key`) taken with ``pg_try_advisory_lock``, never waited for inside
+  PostgreSQL, so one connection serves every account: a sync lock that is taken is tried
+  again every few milliseconds until ``sync_wait`` runs out.  PostgreSQL releases all of
+  them when the session ends, so a killed instance gives up its roles at once (api Rule 1);
+* the *listen connection* LISTENs on :data:`CHANNEL`, where every instance sends its
+  messages (JSON, see :func:`message`), and hands them to the handlers (api Rule 2).
+
+The election runs every ``takeover_interval`` seconds: each role this instance wants and
+does not hold is tried once, so a role whose holder died is taken over within that time.
+
+Instances that listen: an instance says so when its first listener of an account comes and
+its last leaves, and answers a newcomer's hello with what it listens to; an instance that
+died says nothing, so every ``sweep_interval`` the instances heard of are checked against
+their liveness locks, and the dead ones forgotten.
+
+Rule 1: losing either connection loses every lock: the roles are reported lost
+        (:attr:`on_lost`), a sync lock still held by a refresh is not released twice, and
+        the connections are made again with backoff; meanwhile a sync lock cannot be had
+        (:class:`~imapjmap.errors.CoordinatorUnavailable`, ``serverUnavailable``).
+Rule 2: the URL (which may carry a password) is never logged; libpq also reads the
+        password from ``PGPASSWORD`` or a password file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final
+
+import psycopg
+
+from imapjmap.cluster.api import AccountHandler, ChangeHandler, RoleHandler
+from imapjmap.errors import CoordinatorUnavailable
+
+log = logging.getLogger(__name__)
+
+CHANNEL: Final = "imapjmap_cluster"
+_INSTANCE, _SYNC, _FILL = "instance", "sync", "fill"
+_BACKOFF_MAX: Final = 10.0
+_CONNECT_TIMEOUT: Final = 5  # seconds (libpq's connect_timeout is whole seconds)
+
+
+def lock_key(namespace: str, key: str) -> int:
+    """The advisory lock key of ``key`` in ``namespace``: 64 bits of a digest, so two keys
+    share a lock about once in 2**64 (and then only wait for each other)."""
+    digest = hashlib.blake2b(f"{namespace}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def message(kind: str, instance: str, **fields: Any) -> str:
+    """One NOTIFY payload: ``c`` a change (``a`` account, ``e`` epoch, ``s`` type → seq),
+    ``l`` listening (``a``, ``on``), ``h`` a newcomer's hello, ``p`` PushSubscriptions
+    changed (``a``)."""
+    return json.dumps({"k": kind, "i": instance, **fields}, separators=(",", ":"))
+
+
+class PgCoordinator:
+    """Coordination over one PostgreSQL database (module docstring)."""
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        sync_wait: float = 10.0,
+        takeover_interval: float = 1.0,
+        sweep_interval: float = 5.0,
+    ) -> None:
+        self._url = url  # Rule 2: never logged
+        self._sync_wait = sync_wait
+        self._takeover_interval = takeover_interval
+        self._sweep_interval = sweep_interval
+        self.instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.on_change: ChangeHandler | None = None
+        self.on_granted: RoleHandler | None = None
+        self.on_lost: RoleHandler | None = None
+        self.on_subscriptions: AccountHandler | None = None
+        self._locks: psycopg.AsyncConnection[Any] | None = None
+        self._listen: psycopg.AsyncConnection[Any] | None = None
+        self._wanted: set[tuple[str, str]] = set()
+        self._held: set[tuple[str, str]] = set()
+        self._listening: set[str] = set()  # accounts with listeners here
+        self._elsewhere: dict[str, set[str]] = {}  # account → instances listening there
+        self._task: asyncio.Task[None] | None = None
+        self._generation = 0  # connections made so far: a lock of an older one is gone
+
+    # --- life -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (raising when PostgreSQL cannot be reached), then keep connected."""
+        try:
+            await self._connect()
+        except psycopg.Error as exc:
+            raise CoordinatorUnavailable(f"cluster: cannot connect: {_reason(exc)}") from None
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._disconnect()
+
+    async def _connect(self) -> None:
+        locks = await psycopg.AsyncConnection.connect(
+            self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT
+        )
+        try:
+            listen = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT
+            )
+        except BaseException:
+            await locks.close()
+            raise
+        self._locks, self._listen = locks, listen
+        self._generation += 1
+        await locks.execute("SELECT pg_advisory_lock(%s)", (lock_key(_INSTANCE, self.instance),))
+        await listen.execute(f"LISTEN {CHANNEL}")
+        await self._send(message("h", self.instance))
+        for account_id in self._listening:
+            await self._send(message("l", self.instance, a=account_id, on=True))
+
+    async def _disconnect(self) -> None:
+        locks, listen = self._locks, self._listen
+        self._locks = self._listen = None
+        for conn in (locks, listen):
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error, OSError):
+                    await conn.close()
+
+    async def _run(self) -> None:
+        """Follow the messages and hold the election; on a lost connection, lose every
+        lock and connect again (Rule 1)."""
+        backoff = 0.5
+        while True:
+            try:
+                if self._locks is None:
+                    await self._connect()
+                    log.info("cluster: connected again")
+                backoff = 0.5
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._follow())
+                    group.create_task(self._elect())
+            except* (psycopg.Error, OSError, CoordinatorUnavailable) as failed:
+                exc = failed.exceptions[0]
+                log.warning("cluster: connection lost (%s); every lock given up", _reason(exc))
+            await self._lost_everything()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _lost_everything(self) -> None:
+        await self._disconnect()
+        held, self._held = self._held, set()
+        self._elsewhere.clear()
+        for role, key in sorted(held):
+            if self.on_lost is not None:
+                await self.on_lost(role, key)
+
+    # --- locks --------------------------------------------------------------------------
+
+    async def _query(self, sql: str, params: tuple[Any, ...]) -> Any:
+        conn = self._locks
+        if conn is None:
+            raise CoordinatorUnavailable("cluster: not connected to PostgreSQL")
+        try:
+            cursor = await conn.execute(sql, params)
+            row = await cursor.fetchone()
+        except (psycopg.Error, OSError) as exc:
+            # the run loop notices too (its connection is the same) and connects again
+            raise CoordinatorUnavailable(f"cluster: {_reason(exc)}") from None
+        return row[0] if row is not None else None
+
+    async def _try_lock(self, key: int) -> bool:
+        return bool(await self._query("SELECT pg_try_advisory_lock(%s)", (key,)))
+
+    async def _unlock(self, key: int, generation: int) -> None:
+        if generation != self._generation:
+            return  # taken on a connection since lost: PostgreSQL released it then
+        with contextlib.suppress(CoordinatorUnavailable):
+            await self._query("SELECT pg_advisory_unlock(%s)", (key,))
+
+    @contextlib.asynccontextmanager
+    async def sync_lock(self, account_id: str) -> AsyncIterator[bool]:
+        key = lock_key(_SYNC, account_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._sync_wait
+        delay = 0.005
+        while not await self._try_lock(key):
+            if loop.time() >= deadline:
+                log.info("account %s: another instance's sync outlasted the wait", account_id)
+                yield False
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        generation = self._generation  # the connection it is held on
+        try:
+            yield True
+        finally:
+            await self._unlock(key, generation)
+
+    async def try_fill(self, account_id: str, mailbox_id: str) -> bool:
+        return await self._try_lock(lock_key(_FILL, f"{account_id} {mailbox_id}"))
+
+    async def end_fill(self, account_id: str, mailbox_id: str) -> None:
+        await self._unlock(lock_key(_FILL, f"{account_id} {mailbox_id}"), self._generation)
+
+    # --- roles ----------------------------------------------------------------------------
+
+    async def want(self, role: str, key: str) -> None:
+        self._wanted.add((role, key))
+        if (role, key) not in self._held:
+            with contextlib.suppress(CoordinatorUnavailable):  # the election tries again
+                await self._try_role(role, key)
+
+    async def drop(self, role: str, key: str) -> None:
+        self._wanted.discard((role, key))
+        if (role, key) in self._held:
+            self._held.discard((role, key))
+            await self._unlock(lock_key(role, key), self._generation)
+
+    def holds(self, role: str, key: str) -> bool:
+        return (role, key) in self._held
+
+    async def _try_role(self, role: str, key: str) -> None:
+        if not await self._try_lock(lock_key(role, key)):
+            return
+        if (role, key) not in self._wanted or (role, key) in self._held:
+            # dropped while we asked, or granted twice (session locks stack): one is enough
+            await self._unlock(lock_key(role, key), self._generation)
+            return
+        self._held.add((role, key))
+        log.info("cluster: took %s %s", role, key)
+        if self.on_granted is not None:
+            await self.on_granted(role, key)
+
+    async def _elect(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + self._sweep_interval
+        while True:
+            await asyncio.sleep(self._takeover_interval)
+            for role, key in sorted(self._wanted - self._held):
+                await self._try_role(role, key)
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + self._sweep_interval
+                await self._sweep()
+
+    # --- listeners and messages -------------------------------------------------------------
+
+    async def listening(self, account_id: str, *, on: bool) -> None:
+        if on:
+            self._listening.add(account_id)
+        else:
+            self._listening.discard(account_id)
+        with contextlib.suppress(CoordinatorUnavailable):
+            await self._send(message("l", self.instance, a=account_id, on=on))
+
+    def listened_elsewhere(self, account_id: str) -> bool:
+        return bool(self._elsewhere.get(account_id))
+
+    async def publish(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:
+        await self._send(message("c", self.instance, a=account_id, e=epoch, s=dict(seqs)))
+
+    async def subscriptions_changed(self, account_id: str) -> None:
+        await self._send(message("p", self.instance, a=account_id))
+
+    async def _send(self, payload: str) -> None:
+        await self._query("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+
+    async def _follow(self) -> None:
+        conn = self._listen
+        if conn is None:
+            raise CoordinatorUnavailable("cluster: not connected to PostgreSQL")
+        async for notify in conn.notifies():
+            try:
+                body = json.loads(notify.payload)
+                sender = body["i"]
+            except (ValueError, KeyError, TypeError):
+                log.warning("cluster: a message that is not ours on %s", CHANNEL)
+                continue
+            if sender != self.instance:
+                await self._heard(sender, body)
+
+    async def _heard(self, sender: str, body: dict[str, Any]) -> None:
+        kind = body.get("k")
+        account_id = body.get("a")
+        if kind == "h":
+            for mine in sorted(self._listening):
+                await self._send(message("l", self.instance, a=mine, on=True))
+        elif kind == "l" and isinstance(account_id, str):
+            there = self._elsewhere.setdefault(account_id, set())
+            if body.get("on"):
+                there.add(sender)
+            else:
+                there.discard(sender)
+                if not there:
+                    del self._elsewhere[account_id]
+        elif kind == "c" and isinstance(account_id, str) and self.on_change is not None:
+            seqs = body.get("s")
+            epoch = body.get("e")
+            if isinstance(seqs, dict) and isinstance(epoch, str):
+                clean = {t: s for t, s in seqs.items() if isinstance(s, int)}
+                await self.on_change(account_id, epoch, clean)
+        elif kind == "p" and isinstance(account_id, str) and self.on_subscriptions is not None:
+            await self.on_subscriptions(account_id)
+
+    async def _sweep(self) -> None:
+        """Forget the listeners of instances that died without a word."""
+        instances = {i for there in self._elsewhere.values() for i in there}
+        if not instances:
+            return
+        keys = {lock_key(_INSTANCE, i): i for i in instances}
+        conn = self._locks
+        if conn is None:
+            raise CoordinatorUnavailable("cluster: not connected to PostgreSQL")
+        cursor = await conn.execute(
+            "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks"
+            " WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
+            " AND ((classid::bigint << 32) | objid::bigint) = ANY(%s)",
+            (list(keys),),
+        )
+        alive = {keys[row[0]] for row in await cursor.fetchall() if row[0] in keys}
+        for account_id in list(self._elsewhere):
+            there = self._elsewhere[account_id] & alive
+            if there:
+                self._elsewhere[account_id] = there
+            else:
+                del self._elsewhere[account_id]
+
+
+def _reason(exc: BaseException) -> str:
+    """A connection error without the connection string (Rule 2)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
