@@ -9,7 +9,10 @@
    changed something (:meth:`Services.sync_for`);
 4. push: the hub, the watchers and PushSubscription delivery;
 5. the answers kept in memory (Email/get objects, Email/query results);
-6. the purger of old change-log rows.
+6. the purger of old change-log rows;
+
+and the coordinator of the instances sharing the cache (:mod:`imapjmap.cluster`), which the
+syncs and push use, before all but the cache.
 
 :meth:`Services.aclose` closes them the other way round: the purger, push (its watchers
 use the syncs), the syncs, the pools, and the cache last, always, so the next process can
@@ -28,6 +31,8 @@ from typing import Final
 
 from imapjmap.answers.email_objects import EmailObjects
 from imapjmap.answers.query_results import QueryResults
+from imapjmap.cluster.api import Coordinator
+from imapjmap.cluster.local import Alone
 from imapjmap.config import Config
 from imapjmap.imap.pool import ImapPools
 from imapjmap.push.service import PushService
@@ -60,6 +65,7 @@ class Services:
     cfg: Config
     store: Store
     pools: ImapPools
+    cluster: Coordinator = field(default_factory=Alone)
     syncs: dict[str, AccountSync] = field(default_factory=dict)
     push: PushService = field(init=False)
     email_objects: EmailObjects = field(default_factory=EmailObjects)
@@ -73,6 +79,7 @@ class Services:
             self.sync_for,
             poll_interval=self.cfg.push.poll_interval,
             status_interval=self.cfg.push.status_interval,
+            cluster=self.cluster,
         )
         self.purger = ChangeLogPurger(self.store, self.cfg.cache.changes_retention_days)
 
@@ -90,6 +97,7 @@ class Services:
                 account_id,
                 on_change=lambda: self.push.hub.poke(account_id),
                 prefix=prefix,
+                cluster=self.cluster,
             )
             self.syncs[account_id] = sync
         return sync
@@ -106,12 +114,33 @@ class Services:
                 await self.pools.aclose()
         except TimeoutError:
             log.warning("upstream connections not closed within %.1f s: dropped", CLOSE_TIMEOUT)
+        await self.cluster.aclose()
         await self.store.aclose()
 
 
 async def start_services(cfg: Config, store: Store | None = None) -> Services:
     """Every long-lived service, built in order (module docstring); ``store`` is the cache
     when the caller opened it already."""
-    services = Services(cfg, store or await open_store(cfg), ImapPools(cfg.imap))
+    store = store or await open_store(cfg)
+    try:
+        cluster = coordinator_for(cfg)
+        await cluster.start()
+    except BaseException:
+        await store.aclose()
+        raise
+    services = Services(cfg, store, ImapPools(cfg.imap), cluster)
     services.purger.start()
     return services
+
+
+def coordinator_for(cfg: Config) -> Coordinator:
+    """The instances' coordinator as configured: PostgreSQL's (``cluster.url``), or none."""
+    if cfg.cluster.url is None:
+        return Alone()
+    from imapjmap.cluster.pg import PgCoordinator  # psycopg only where it is used
+
+    return PgCoordinator(
+        cfg.cluster.url,
+        sync_wait=cfg.cluster.sync_wait,
+        takeover_interval=cfg.cluster.takeover_interval,
+    )

@@ -13,6 +13,13 @@ Rule 1: a listener only ever receives its own account's changes (the queue is re
 Rule 2: a slow listener never blocks the others: each has a bounded queue, and when it is
         full the oldest change is dropped — the next one carries the newer states anyway.
 Rule 3: the hub knows nothing about IMAP; watchers call :meth:`poke` after a refresh.
+Rule 4: instances sharing the cache share their changes (:mod:`imapjmap.cluster`): a poke
+        reads the states also when another instance has listeners of the account, and
+        publishes the types that moved; a change another instance published reaches this
+        hub's listeners through :meth:`heard`, for the types whose seq is above the one
+        published here (states only ever grow within an epoch, so one heard late or twice
+        changes nothing).  The hub tells the coordinator when an account's first listener
+        comes and its last goes.
 
 ``EmailDelivery`` (RFC 8621 §1.5) is a push-only type whose state moves when new mail
 arrives in an inbox; the sync engine records it like any other type.
@@ -22,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from imapjmap.cluster.api import Coordinator
+from imapjmap.cluster.local import Alone
 from imapjmap.jmap import state as jstate
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store
@@ -58,8 +67,9 @@ class Listener:
 class Hub:
     """Per-process fan-out of StateChanges; one per aiohttp app."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, cluster: Coordinator | None = None) -> None:
         self._store = store
+        self._cluster: Coordinator = cluster if cluster is not None else Alone()
         self._listeners: dict[str, set[Listener]] = {}
         self._published: dict[str, dict[str, int]] = {}
         self._epochs: dict[str, str] = {}
@@ -80,8 +90,10 @@ class Hub:
         group.add(listener)
         if account_id not in self._published:
             self._published[account_id] = await self._read(account_id)
-        if len(group) == 1 and self.on_first_listener is not None:
-            await self.on_first_listener(account_id)
+        if len(group) == 1:
+            await self._cluster.listening(account_id, on=True)
+            if self.on_first_listener is not None:
+                await self.on_first_listener(account_id)
         return listener
 
     async def unsubscribe(self, listener: Listener) -> None:
@@ -91,6 +103,7 @@ class Hub:
         group.discard(listener)
         if not group:
             del self._listeners[listener.account_id]
+            await self._cluster.listening(listener.account_id, on=False)
             if self.on_last_listener is not None:
                 await self.on_last_listener(listener.account_id)
 
@@ -113,8 +126,9 @@ class Hub:
 
     async def poke(self, account_id: str) -> None:
         """Publish whatever changed for this account since the last poke (cheap when
-        nobody listens: no read at all)."""
-        if not self._listeners.get(account_id):
+        nobody listens, here or elsewhere: no read at all)."""
+        here = bool(self._listeners.get(account_id))
+        if not here and not self._cluster.listened_elsewhere(account_id):
             return
         lock = self._locks.setdefault(account_id, asyncio.Lock())
         async with lock:
@@ -124,6 +138,26 @@ class Hub:
             self._published[account_id] = seqs
         if not moved:
             return
+        if self._cluster.shared:  # Rule 4
+            await self._cluster.publish(account_id, self._epochs[account_id], moved)
+        self._offer(account_id, moved)
+
+    async def heard(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:
+        """Another instance published these seqs of the account (Rule 4)."""
+        if not self._listeners.get(account_id):
+            return
+        if epoch != self._epochs.get(account_id):
+            await self.poke(account_id)  # a cache made anew: read what it says now
+            return
+        lock = self._locks.setdefault(account_id, asyncio.Lock())
+        async with lock:
+            published = self._published.setdefault(account_id, {})
+            moved = {t: s for t, s in seqs.items() if t in PUSH_TYPES and s > published.get(t, 0)}
+            published.update(moved)
+        if moved:
+            self._offer(account_id, moved)
+
+    def _offer(self, account_id: str, moved: Mapping[str, int]) -> None:
         change = {t: self._encode(account_id, s) for t, s in moved.items()}
         log.debug("push %s: %s", account_id, sorted(change))
         for listener in list(self._listeners.get(account_id, ())):

@@ -4,6 +4,12 @@ least one push listener (an EventSource, a WebSocket with push enabled, a PushSu
 A watcher needs the account's upstream, which exists only once the user has logged in
 during this process: a PushSubscription restored at start-up listens without a watcher
 until then, and :meth:`PushService.resume` (called on every authenticated request) starts it.
+
+Instances sharing the cache (:mod:`imapjmap.cluster`) run one watcher per account between
+them: an instance that could watch an account (it has listeners and the upstream) *wants*
+the account's watch role, and runs the watcher while it holds it; the others hear the
+holder's changes through the hub.  When the holder dies, one of them takes the role over
+(``cluster.takeover_interval``); alone, the role is granted at once.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
+from imapjmap.cluster.api import DELIVER, WATCH, Coordinator
+from imapjmap.cluster.local import Alone
 from imapjmap.push.hub import Hub
 from imapjmap.push.subscriptions import Subscriptions
 from imapjmap.push.watcher import Watched, Watcher
@@ -32,16 +40,22 @@ class PushService:
         sync_for: Callable[[str], AccountSync],
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         status_interval: float = DEFAULT_STATUS_INTERVAL,
+        cluster: Coordinator | None = None,
     ) -> None:
-        self.hub = Hub(store)
+        self._cluster: Coordinator = cluster if cluster is not None else Alone()
+        self.hub = Hub(store, self._cluster)
         self._upstream_for = upstream_for  # None until the account's login
         self._sync_for = sync_for
         self._poll_interval = poll_interval
         self._status_interval = status_interval
         self.watchers: dict[str, Watcher] = {}
-        self.subscriptions = Subscriptions(self.hub, store)
+        self.subscriptions = Subscriptions(self.hub, store, self._cluster)
         self.hub.on_first_listener = self._start
         self.hub.on_last_listener = self._stop
+        self._cluster.on_change = self.hub.heard
+        self._cluster.on_granted = self._granted
+        self._cluster.on_lost = self._lost
+        self._cluster.on_subscriptions = self.subscriptions.reload
 
     async def resume(self, account_id: str) -> None:
         """Start the account's watcher if it has listeners but none runs (cheap otherwise)."""
@@ -51,9 +65,23 @@ class PushService:
     async def _start(self, account_id: str) -> None:
         if account_id in self.watchers:
             return
-        upstream = self._upstream_for(account_id)
-        if upstream is None:
+        if self._upstream_for(account_id) is None:
             return  # no login yet: nothing to watch with (listeners are authenticated)
+        if self._cluster.holds(WATCH, account_id):
+            self._watch(account_id)
+            return
+        await self._cluster.want(WATCH, account_id)
+
+    async def _granted(self, role: str, key: str) -> None:
+        if role == WATCH:
+            self._watch(key)
+        elif role == DELIVER:
+            self.subscriptions.granted(key)
+
+    def _watch(self, account_id: str) -> None:
+        upstream = self._upstream_for(account_id)
+        if account_id in self.watchers or upstream is None:
+            return
 
         async def poke() -> None:
             await self.hub.poke(account_id)
@@ -70,7 +98,16 @@ class PushService:
         watcher.start()
         log.info("push: watching account %s", account_id)
 
+    async def _lost(self, role: str, key: str) -> None:
+        """The coordinator lost the role (its connection): another instance may hold it now."""
+        if role == WATCH:
+            await self._stop_watcher(key)
+
     async def _stop(self, account_id: str) -> None:
+        await self._cluster.drop(WATCH, account_id)
+        await self._stop_watcher(account_id)
+
+    async def _stop_watcher(self, account_id: str) -> None:
         watcher = self.watchers.pop(account_id, None)
         if watcher is not None:
             await watcher.stop()

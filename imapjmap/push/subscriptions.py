@@ -22,6 +22,12 @@ network error, ``429`` or ``5xx``, up to ``max_tries`` tries; then that change i
 the subscription is destroyed.  After a ``429`` the task waits before its next POST,
 longer each time, and changes that pile up meanwhile go out as ONE StateChange.
 
+Instances sharing the cache (:mod:`imapjmap.cluster`) each run the delivery tasks of every
+subscription they know, but only the one that holds a subscription's delivery role POSTs
+its changes: the others drop theirs, so each change goes out once, and another instance
+takes the role over when its holder dies.  A subscription created, verified or destroyed
+on one instance makes the others read the account's subscriptions again.
+
 The HTTP client is not here (only ``imapjmap.http`` may import aiohttp): it is a
 :class:`PushPoster` that the HTTP app attaches at start-up.
 """
@@ -42,6 +48,9 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
+from imapjmap.cluster.api import DELIVER, Coordinator, role_key
+from imapjmap.cluster.local import Alone
+from imapjmap.errors import CoordinatorUnavailable
 from imapjmap.push import ece
 from imapjmap.push.hub import Hub, Listener
 from imapjmap.store import push as store_push
@@ -206,9 +215,10 @@ async def check_url(url: str, allowed_prefixes: Iterable[str]) -> UrlRefusal | N
 class Subscriptions:
     """The delivery tasks of the verified, unexpired subscriptions of this process."""
 
-    def __init__(self, hub: Hub, store: Store) -> None:
+    def __init__(self, hub: Hub, store: Store, cluster: Coordinator | None = None) -> None:
         self._hub = hub
         self._store = store
+        self._cluster: Coordinator = cluster if cluster is not None else Alone()
         self.poster: PushPoster | None = None  # set by the HTTP app at start-up
         self.max_tries = 5
         self.retry_base = 1.0  # seconds before the first retry; doubles each time
@@ -225,7 +235,7 @@ class Subscriptions:
         now = time.time()
         rows = await self._store.run(lambda tx: store_push.active(tx, now=now))
         for row in rows:
-            await self.activate(row)
+            await self.activate(row, announce=False)
         return len(rows)
 
     def send_verification(self, row: store_push.PushSubscriptionRow) -> None:
@@ -239,19 +249,54 @@ class Subscriptions:
         self._oneshots.add(task)
         task.add_done_callback(self._oneshots.discard)
 
-    async def activate(self, row: store_push.PushSubscriptionRow) -> None:
-        """(Re)start delivery for ``row`` if it is verified and unexpired; else stop it."""
-        await self.deactivate(row.account_id, row.id)
+    async def activate(self, row: store_push.PushSubscriptionRow, *, announce: bool = True) -> None:
+        """(Re)start delivery for ``row`` if it is verified and unexpired; else stop it.
+        ``announce``: tell the other instances (a change made here, not one heard)."""
+        await self.deactivate(row.account_id, row.id, announce=False)
+        if announce:
+            await self._announce(row.account_id)
         if not row.verified or row.expires <= time.time() or self.poster is None:
             return
         listener = await self._hub.subscribe(row.account_id, row.types)
         task = asyncio.get_running_loop().create_task(self._run(row, listener))
         self._tasks[(row.account_id, row.id)] = (task, listener)
+        await self._cluster.want(DELIVER, role_key(row.account_id, row.id))
 
-    async def deactivate(self, account_id: str, subscription_id: str) -> None:
+    async def reload(self, account_id: str) -> None:
+        """Another instance changed the account's subscriptions: deliver what the cache
+        holds now."""
+        now = time.time()
+        rows = await self._store.read(
+            lambda tx: store_push.of_account(tx, account_id), account=account_id
+        )
+        live = {row.id: row for row in rows if row.verified and row.expires > now}
+        for subscription_id in self.running(account_id):
+            if subscription_id not in live:
+                await self.deactivate(account_id, subscription_id, announce=False)
+        running = set(self.running(account_id))
+        for row in live.values():
+            if row.id not in running:
+                await self.activate(row, announce=False)
+
+    async def _announce(self, account_id: str) -> None:
+        try:
+            await self._cluster.subscriptions_changed(account_id)
+        except CoordinatorUnavailable as exc:
+            # the change is in the cache: the others see it when they next start
+            log.warning("push subscriptions of %s not announced: %s", account_id, exc)
+
+    def granted(self, key: str) -> None:
+        log.info("push subscription delivery taken over: %s", key)
+
+    async def deactivate(
+        self, account_id: str, subscription_id: str, *, announce: bool = True
+    ) -> None:
+        if announce:
+            await self._announce(account_id)
         entry = self._tasks.pop((account_id, subscription_id), None)
         if entry is None:
             return
+        await self._cluster.drop(DELIVER, role_key(account_id, subscription_id))
         task, listener = entry
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -260,7 +305,7 @@ class Subscriptions:
 
     async def aclose(self) -> None:
         for account_id, subscription_id in list(self._tasks):
-            await self.deactivate(account_id, subscription_id)
+            await self.deactivate(account_id, subscription_id, announce=False)
         for task in list(self._oneshots):
             task.cancel()
         await asyncio.gather(*self._oneshots, return_exceptions=True)
@@ -272,6 +317,7 @@ class Subscriptions:
             key = (row.account_id, row.id)
             if key in self._tasks and self._tasks[key][0] is asyncio.current_task():
                 del self._tasks[key]
+                await self._cluster.drop(DELIVER, role_key(row.account_id, row.id))
             await self._hub.unsubscribe(listener)
 
     async def _deliver_changes(
@@ -292,6 +338,8 @@ class Subscriptions:
                 await asyncio.sleep(throttle)
             while not queue.empty():  # coalesce what piled up (RFC 8620 §7.2)
                 change.update(queue.get_nowait())
+            if not self._cluster.holds(DELIVER, role_key(row.account_id, row.id)):
+                continue  # another instance delivers it
             body = self._hub.state_change(row.account_id, change)
             outcome, throttled = await self._deliver_status(row, body)
             throttle = min(max(throttle * 2, _THROTTLE_MIN), _THROTTLE_MAX) if throttled else 0

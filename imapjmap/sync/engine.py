@@ -41,18 +41,27 @@ Rule 6: a run that found the cache matching the listing and no mailbox to sync r
         (``force``, a suspect UID, a Gmail write's grace) forgets it, as does a run in
         flight when such a write came.  It is good for ``SETTLED_FOR`` seconds at most,
         after which the cache is read again whatever the listing says.
+Rule 7: instances sharing the cache never sync one account at once: a run lists and writes
+        holding the account's sync lock (:meth:`Coordinator.sync_lock`), so it lists after
+        another instance's run has written.  When that lock is not had within the
+        configured wait the run ends without listing, and its callers read the cache as the
+        other instance's sync left it.  A mailbox another instance is filling in (its first
+        sync, in the background) is left to it: that instance holds its fill lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from imapjmap.errors import ImapUnavailable
+from imapjmap.cluster.api import Coordinator
+from imapjmap.cluster.local import Alone
+from imapjmap.errors import ImapUnavailable, ProxyError
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
@@ -120,10 +129,12 @@ class AccountSync:
         *,
         on_change: Callable[[], Awaitable[None]] | None = None,
         prefix: str = "",
+        cluster: Coordinator | None = None,
     ) -> None:
         self._store = store
         self.account_id = account_id
         self.prefix = prefix
+        self._cluster: Coordinator = cluster if cluster is not None else Alone()
         self._on_change = on_change  # told after every refresh (e.g. the push hub)
         self._freshness = Freshness()
         self._task: asyncio.Task[None] | None = None
@@ -193,16 +204,21 @@ class AccountSync:
     async def _refresh(self, source: RefreshSource) -> None:
         complete = False
         try:
-            try:
-                await self._refresh_on(source, self._anchor)
-            except ImapUnavailable as exc:
-                if self._anchor is None:
-                    raise
-                log.info(
-                    "account %s: refresh connection lost (%s); once more", self.account_id, exc
-                )
-                self._anchor = self._anchor_keeper = None
-                await self._refresh_on(source, None)
+            async with self._cluster.sync_lock(self.account_id) as held:
+                if not held:
+                    return  # another instance's sync outlasted the wait (Rule 7)
+                try:
+                    await self._refresh_on(source, self._anchor)
+                except ImapUnavailable as exc:
+                    if self._anchor is None:
+                        raise
+                    log.info(
+                        "account %s: refresh connection lost (%s); once more",
+                        self.account_id,
+                        exc,
+                    )
+                    self._anchor = self._anchor_keeper = None
+                    await self._refresh_on(source, None)
             self._refreshes += 1
             complete = not self._fills and not self._grace.holding
         finally:
@@ -319,6 +335,11 @@ class AccountSync:
             if same and not due and not suspects:
                 continue
             synced_any = True
+            if not await self._cluster.try_fill(self.account_id, row.id):
+                # another instance is filling it in (Rule 7); what it wrote is in the cache
+                if suspects:
+                    self._suspects.setdefault(row.id, set()).update(suspects)
+                continue
             job = emails.MailboxSync(
                 self._store,
                 self.account_id,
@@ -327,9 +348,15 @@ class AccountSync:
                 hook=LabelHook(self._grace) if labels else None,
                 suspects=suspects,
             )
-            rest = await job.run(reads.sync_reads(records.HEADER_FIELDS))
+            try:
+                rest = await job.run(reads.sync_reads(records.HEADER_FIELDS))
+            except BaseException:
+                await self._cluster.end_fill(self.account_id, row.id)
+                raise
             if rest:
-                self._start_fill(source, job, rest)
+                self._start_fill(source, job, rest)  # the fill lock is its until it ends
+            else:
+                await self._cluster.end_fill(self.account_id, row.id)
         await self._settle(reads, rows)
         return synced_any
 
@@ -367,6 +394,8 @@ class AccountSync:
             finally:
                 self._fills.pop(job.mailbox.id, None)
                 self._filling.pop(job.mailbox.id, None)
+                with contextlib.suppress(ProxyError):
+                    await self._cluster.end_fill(self.account_id, job.mailbox.id)
 
         self._filling[job.mailbox.id] = job
         self._fills[job.mailbox.id] = asyncio.get_running_loop().create_task(fill())

@@ -80,6 +80,7 @@ JMAP, MIME, STORE, IMAP, SMTP = (
 SYNC, PUSH, METHODS = "imapjmap.sync", "imapjmap.push", "imapjmap.methods"
 BLOBS, ANSWERS, QUERY = "imapjmap.blobs", "imapjmap.answers", "imapjmap.query"
 SERVICES = "imapjmap.services"
+CLUSTER = "imapjmap.cluster"
 ADMIN = "imapjmap.admin"
 UPSTREAM, PROFILES = "imapjmap.upstream", "imapjmap.upstream.profiles"
 # Modules that are units of their own, below their package: the server profiles are a pure
@@ -129,12 +130,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     # builds every long-lived service: the cache, the pools and the seam over them, the
     # syncs, push, the answers
-    SERVICES: (*BASE, PUSH, SYNC, ANSWERS, UPSTREAM, IMAP, STORE),
+    SERVICES: (*BASE, CLUSTER, PUSH, SYNC, ANSWERS, UPSTREAM, IMAP, STORE),
     # push watches and refreshes through the seam (upstream.api)
-    PUSH: (ERRORS, CONFIG, SYNC, SEAM, STORE, JMAP),
+    PUSH: (ERRORS, CONFIG, CLUSTER, SYNC, SEAM, STORE, JMAP),
     # a refresh reads the server through upstream.refresh_reads, the email sync through
     # upstream.sync_reads: of the IMAP side only its data and the parsing of FETCH records
-    SYNC: (ERRORS, CONFIG, UPSTREAM, PROFILES, *SYNC_SEES_OF_IMAP, STORE, JMAP, MIME),
+    SYNC: (ERRORS, CONFIG, CLUSTER, UPSTREAM, PROFILES, *SYNC_SEES_OF_IMAP, STORE, JMAP, MIME),
+    # several instances on one cache: locks and messages, nothing of the rest
+    CLUSTER: (ERRORS,),
     # blob ids and uploads, and message octets read through the upstream and kept
     BLOBS: (ERRORS, SEAM, STORE, JMAP, MIME),
     # in-memory answers of recent calls, keyed by the cache's state

@@ -1,0 +1,344 @@
+"""Two ``imapjmap serve`` processes on one cache, coordinated through a throw-away
+PostgreSQL (``cluster.url``): any request on any instance, push across instances.
+
+The test client alternates instances on every request, as a round-robin load balancer
+would; a plain IMAP connection is the oracle of every effect."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import imaplib
+import json
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from devservers._host import free_port
+from imapjmap.config import CacheConfig, ClusterConfig, Config, ImapConfig, ServerConfig, to_toml
+from tests.conftest import ImapUser, SeededUser
+from tests.integration.conftest import USING
+from tests.integration.pushkit import EventReader, external_append
+
+START_TIMEOUT = 20.0
+TAKEOVER = 0.5
+
+
+@dataclass
+class Instance:
+    name: str
+    process: asyncio.subprocess.Process
+    base_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_log(self, pattern: str, timeout: float, count: int = 1) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(re.findall(pattern, self.log())) >= count:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+
+
+async def _start(name: str, cfg: Config, tmp_path: Path, url: str) -> Instance:
+    config_path = tmp_path / f"{name}.toml"
+    config_path.write_text(to_toml(cfg))
+    log_path = tmp_path / f"{name}.log"
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "imapjmap",
+            "serve",
+            "--config",
+            str(config_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    it = Instance(name, process, url, log_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline and process.returncode is None:
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                async with http.get(f"{it.base_url}/.well-known/jmap"):
+                    return it
+            await asyncio.sleep(0.1)
+    process.kill()
+    pytest.fail(f"instance {name} did not start:\n{it.log()}")
+
+
+@contextlib.asynccontextmanager
+async def instances(
+    user: ImapUser, tmp_path: Path, cluster_url: str, count: int = 2
+) -> AsyncIterator[list[Instance]]:
+    """``count`` instances on one SQLite cache file, started one after the other (the
+    first creates the cache)."""
+    started: list[Instance] = []
+    balancer = f"http://127.0.0.1:{free_port()}"  # what clients are told; none listens there
+    try:
+        for number in range(count):
+            port = free_port()
+            cfg = Config(
+                imap=ImapConfig(host=user.host, port=user.port, security="none"),
+                server=ServerConfig(
+                    listen=f"127.0.0.1:{port}", base_url=balancer, log_level="info"
+                ),
+                cache=CacheConfig(path=str(tmp_path / "cache.sqlite3")),
+                cluster=ClusterConfig(url=cluster_url, takeover_interval=TAKEOVER),
+            )
+            url = f"http://127.0.0.1:{port}"
+            started.append(await _start("AB"[number], cfg, tmp_path, url))
+        yield started
+    finally:
+        for it in started:
+            if it.process.returncode is None:
+                it.process.kill()
+                await it.process.wait()
+
+
+@dataclass
+class Client:
+    """A JMAP client behind a round-robin balancer: each request goes to the next instance."""
+
+    http: aiohttp.ClientSession
+    user: ImapUser
+    instances: Sequence[Instance]
+    account_id: str = ""
+    turn: int = 0
+    served_by: list[str] = field(default_factory=list)
+    session_states: set[str] = field(default_factory=set)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        raw = f"{self.user.username}:{self.user.password}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+    def next_instance(self) -> Instance:
+        live = [it for it in self.instances if it.process.returncode is None]
+        it = live[self.turn % len(live)]
+        self.turn += 1
+        return it
+
+    async def session(self) -> None:
+        it = self.next_instance()
+        async with self.http.get(f"{it.base_url}/.well-known/jmap", headers=self.auth) as resp:
+            assert resp.status == 200, await resp.text()
+            body = await resp.json()
+        self.account_id = body["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+
+    async def request(self, calls: list[list[Any]], on: Instance | None = None) -> list[Any]:
+        it = on or self.next_instance()
+        self.served_by.append(it.name)
+        sent = json.dumps({"using": USING, "methodCalls": calls})
+        headers = {**self.auth, "Content-Type": "application/json"}
+        async with self.http.post(f"{it.base_url}/jmap/api/", data=sent, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+            body = await resp.json()
+        self.session_states.add(body["sessionState"])
+        responses: list[Any] = body["methodResponses"]
+        return responses
+
+    async def ok(self, name: str, args: dict[str, Any], on: Instance | None = None) -> Any:
+        [(got, result, _)] = await self.request(
+            [[name, {"accountId": self.account_id, **args}, "c"]], on
+        )
+        assert got == name, result
+        return result
+
+    async def events(self, it: Instance) -> EventReader:
+        resp = await self.http.get(
+            f"{it.base_url}/jmap/eventsource/?types=*&closeafter=no&ping=0", headers=self.auth
+        )
+        assert resp.status == 200, await resp.text()
+        return EventReader(resp)
+
+
+@contextlib.asynccontextmanager
+async def client_of(user: ImapUser, cluster: Sequence[Instance]) -> AsyncIterator[Client]:
+    async with aiohttp.ClientSession() as http:
+        client = Client(http, user, cluster)
+        await client.session()
+        yield client
+
+
+def _imap_flags(oracle: imaplib.IMAP4, mailbox: str = "INBOX") -> dict[str, set[str]]:
+    """Message-ID → flags of every message in ``mailbox``, as the server says."""
+    oracle.select(mailbox)
+    typ, data = oracle.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    assert typ == "OK", data
+    found: dict[str, set[str]] = {}
+    for item in data:
+        if not isinstance(item, tuple):
+            continue
+        head, body = item
+        flags = re.search(rb"FLAGS \(([^)]*)\)", head)
+        message_id = re.search(rb"<([^>]+)>", body)
+        assert flags is not None and message_id is not None
+        key = message_id.group(1).decode()
+        assert key not in found, f"message {key} is in {mailbox} twice"
+        found[key] = set(flags.group(1).decode().split()) - {"\\Recent"}  # per session
+    return found
+
+
+async def _changes_until(
+    events: EventReader, account_id: str, want: str, before: str | None, timeout: float
+) -> float:
+    """Seconds until a StateChange moved type ``want`` away from state ``before``."""
+    started = time.monotonic()
+    while True:
+        left = timeout - (time.monotonic() - started)
+        assert left > 0, f"no {want} change within {timeout} s"
+        event = await events.next(timeout=left)
+        state = event.data.get("changed", {}).get(account_id, {}).get(want)
+        if state is not None and state != before:
+            return time.monotonic() - started
+
+
+async def test_any_request_on_any_instance_sees_the_others_writes(
+    seeded_user: SeededUser, imap_oracle: imaplib.IMAP4, tmp_path: Path, cluster_url: str
+) -> None:
+    """Alternating instances on every request: one state for one content (CORE-STATE-01),
+    never a stale answer after a write through the other instance."""
+    async with (
+        instances(seeded_user, tmp_path, cluster_url) as cluster,
+        client_of(seeded_user, cluster) as client,
+    ):
+        inbox = next(
+            m["id"]
+            for m in (await client.ok("Mailbox/get", {"ids": None}))["list"]
+            if m["role"] == "inbox"
+        )
+        query = {"filter": {"inMailbox": inbox}, "sort": [{"property": "receivedAt"}]}
+        first = await client.ok("Email/query", query)
+        again = await client.ok("Email/query", query)
+        assert first["ids"] == again["ids"] and first["queryState"] == again["queryState"]
+        ids = first["ids"][:6]
+        before = (await client.ok("Email/get", {"ids": [], "properties": ["id"]}))["state"]
+        for turn, email_id in enumerate(ids):  # each write on the next instance
+            keyword = f"cluster_turn_{turn % 2}"
+            patch = {f"keywords/{keyword}": True}
+            done = await client.ok("Email/set", {"update": {email_id: patch}})
+            assert email_id in done["updated"], done
+            got = await client.ok("Email/get", {"ids": [email_id], "properties": ["keywords"]})
+            assert got["list"][0]["keywords"].get(keyword)
+        changes = await client.ok("Email/changes", {"sinceState": before})
+        assert set(ids) <= set(changes["updated"])
+        states = {
+            (await client.ok("Email/get", {"ids": []}))["state"] for _ in range(4)
+        }  # both instances, twice each, nothing changed meanwhile: one state
+        assert len(states) == 1
+        created = await client.ok(
+            "Mailbox/set", {"create": {"n": {"name": "Made on one instance"}}}
+        )
+        new_id = created["created"]["n"]["id"]
+        listed = await client.ok("Mailbox/get", {"ids": [new_id]})
+        assert listed["list"][0]["name"] == "Made on one instance"
+        assert {"A", "B"} <= set(client.served_by)
+        assert len(client.session_states) == 1  # no instance makes clients refetch it
+    typ, data = imap_oracle.list('""', '"Made on one instance"')
+    assert typ == "OK" and data[0] is not None
+    flags = _imap_flags(imap_oracle)
+    assert sum("cluster_turn_0" in f for f in flags.values()) == 3
+    assert sum("cluster_turn_1" in f for f in flags.values()) == 3
+
+
+@pytest.mark.dovecot
+async def test_push_crosses_instances_and_the_watcher_moves_when_killed(
+    seeded_user: SeededUser, imap_oracle: imaplib.IMAP4, tmp_path: Path, cluster_url: str
+) -> None:
+    """An EventSource on one instance sees within 1 s a change written through the other
+    and one made by another IMAP client (CORE-PUSH-01); SIGKILL of the instance running
+    the account's one watcher moves the watcher, and pushes resume."""
+    async with (
+        instances(seeded_user, tmp_path, cluster_url) as (a, b),
+        client_of(seeded_user, (a, b)) as client,
+    ):
+        account = client.account_id
+        on_a = await client.events(a)
+        initial = (await on_a.next()).data["changed"][account]
+        assert await a.wait_log("push: watching account", 5)
+        on_b = await client.events(b)
+        await on_b.next()
+        await asyncio.sleep(3 * TAKEOVER)
+        assert "push: watching account" not in b.log()  # one watcher in the cluster
+
+        # a write through B reaches the EventSource on A
+        some = (await client.ok("Email/query", {"limit": 1}, on=b))["ids"][0]
+        await client.ok("Email/set", {"update": {some: {"keywords/$flagged": True}}}, on=b)
+        took = await _changes_until(on_a, account, "Email", initial["Email"], 1.0)
+        assert took < 1.0
+
+        # another IMAP client's change, heard by A's watcher, reaches B's EventSource
+        state = (await client.ok("Email/get", {"ids": []}, on=b))["state"]
+        await external_append(imap_oracle, "seen by the watcher on A")
+        assert await _changes_until(on_b, account, "Email", state, 1.0) < 1.0
+
+        # the watcher's instance dies: B takes the watch over, pushes resume
+        a.kill()
+        await a.process.wait()
+        assert await b.wait_log("push: watching account", 10)
+        state = (await client.ok("Email/get", {"ids": []}, on=b))["state"]
+        await external_append(imap_oracle, "seen by the watcher on B")
+        assert await _changes_until(on_b, account, "Email", state, 5.0) < 5.0
+        on_a.resp.close()
+        on_b.resp.close()
+
+
+@pytest.mark.dovecot
+async def test_instance_killed_during_email_set_loses_and_doubles_nothing(
+    seeded_user: SeededUser, imap_oracle: imaplib.IMAP4, tmp_path: Path, cluster_url: str
+) -> None:
+    """SIGKILL of the instance running an Email/set; the client sends it again to the
+    other instance (as it would after a failed request): every flag is set once, over IMAP
+    and in the cache, and no message is lost or doubled."""
+    before = _imap_flags(imap_oracle)
+    async with (
+        instances(seeded_user, tmp_path, cluster_url) as (a, b),
+        client_of(seeded_user, (a, b)) as client,
+    ):
+        inbox = next(
+            m["id"]
+            for m in (await client.ok("Mailbox/get", {"ids": None}, on=b))["list"]
+            if m["role"] == "inbox"
+        )
+        query = {"filter": {"inMailbox": inbox}, "limit": 40}
+        ids = (await client.ok("Email/query", query, on=b))["ids"]
+        got = await client.ok("Email/get", {"ids": ids, "properties": ["messageId"]}, on=b)
+        chosen = {item["messageId"][0] for item in got["list"]}
+        patch = {"keywords/$flagged": True, "keywords/$answered": True}
+        update = {"update": {email_id: patch for email_id in ids}}
+        doomed = asyncio.create_task(client.ok("Email/set", update, on=a))
+        await asyncio.sleep(0.05)  # the request is in flight on A
+        a.kill()
+        await a.process.wait()
+        with contextlib.suppress(aiohttp.ClientError, AssertionError):
+            await doomed
+        done = await client.ok("Email/set", update, on=b)
+        assert set(done["updated"]) == set(ids)
+        got = await client.ok("Email/get", {"ids": ids, "properties": ["keywords"]}, on=b)
+        total = await client.ok("Email/query", {**query, "calculateTotal": True}, on=b)
+    assert all({"$flagged", "$answered"} <= set(item["keywords"]) for item in got["list"])
+    assert total["total"] == len(before)
+    after = _imap_flags(imap_oracle)
+    assert after.keys() == before.keys()  # nothing lost, nothing doubled
+    for message_id, flags in after.items():
+        if message_id in chosen:
+            assert flags == before[message_id] | {"\\Flagged", "\\Answered"}
+        else:
+            assert flags == before[message_id]
