@@ -32,7 +32,12 @@ Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
    lower-case), and the upstream hosts are a host name or IP address without a port,
    ``submission.default_domain`` a domain name and an identity's ``email`` an address
    (``*@domain`` allowed).
-5. Every problem found is reported, joined by ``; ``.  A missing file or invalid TOML is a
+5. ``[[upstreams]]`` entries (several mail providers, chosen by the login's domain:
+   :meth:`Config.upstream_for`) take the same tables as the top level's default upstream
+   ([imap], [smtp]), checked as those are (``upstreams[1].imap.host`` as ``imap.host``);
+   a domain may be in one entry only, names are unique.  Without [imap] beside them there
+   is no default upstream (``Config.default_upstream`` False).
+6. Every problem found is reported, joined by ``; ``.  A missing file or invalid TOML is a
    ConfigError naming the file (tomllib's message carries the line and column).
 
 Risky but legal settings (plaintext IMAP/SMTP to a non-loopback host, unverified certificates,
@@ -238,6 +243,33 @@ class MetricsConfig:
     listen: str | None = None
 
 
+DEFAULT_UPSTREAM: Final = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """One mail provider among several (``[[upstreams]]``): the servers of the logins whose
+    domain (``alice@example.org``: example.org) is one of ``domains``.  An entry takes the
+    same upstream tables as the top level, whose own [imap] and [smtp] are the default
+    upstream, for every other login."""
+
+    domains: tuple[str, ...]  # "example.org" (exactly) or "*.example.org" (its subdomains)
+    imap: ImapConfig
+    name: str = ""  # in logs, /readyz and `imapjmap accounts`; default: the first domain
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+
+    def match(self, domain: str) -> int:
+        """How closely ``domain`` (lower case) is one of ours: 0 not at all, else the length
+        of the matching entry, an exact domain beating every pattern."""
+        best = 0
+        for entry in self.domains:
+            if entry == domain:
+                return 1_000
+            if entry.startswith("*.") and domain.endswith(entry[1:]):
+                best = max(best, len(entry))
+        return best
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
@@ -250,13 +282,51 @@ class Config:
     push: PushConfig = field(default_factory=PushConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    # whether [imap] and [smtp] serve the logins no upstreams entry claims (False: there is
+    # no [imap] beside the [[upstreams]] entries, and such logins are refused)
+    default_upstream: bool = True
+
+    @property
+    def default(self) -> UpstreamConfig | None:
+        """The top-level [imap] and [smtp] as an upstream; None without a default."""
+        if not self.default_upstream:
+            return None
+        return UpstreamConfig((), self.imap, DEFAULT_UPSTREAM, self.smtp)
+
+    def all_upstreams(self) -> tuple[UpstreamConfig, ...]:
+        """The default (when there is one) and then each [[upstreams]] entry."""
+        default = self.default
+        return (default, *self.upstreams) if default is not None else self.upstreams
+
+    def upstream_for(self, login: str) -> UpstreamConfig | None:
+        """The upstream serving ``login``: the entry naming its domain (an exact domain
+        before a pattern, a longer pattern before a shorter), else the default, else None.
+        A login without ``@`` has no domain: the default's."""
+        _, at, domain = login.rpartition("@")
+        domain = domain.rstrip(".").lower() if at else ""
+        best, chosen = 0, None
+        for entry in self.upstreams if domain else ():
+            score = entry.match(domain)
+            if score > best:
+                best, chosen = score, entry
+        return chosen if chosen is not None else self.default
+
+    def upstream_named(self, name: str) -> UpstreamConfig | None:
+        return next((u for u in self.all_upstreams() if u.name == name), None)
 
 
 # --- loading and validation ----------------------------------------------------------------
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("text", "json")
-REQUIRED: Final = frozenset({"imap.host"})
+REQUIRED: Final = frozenset({"imap.host"})  # in [[upstreams]] entries too
+# The tables an [[upstreams]] entry takes, as the top level's default upstream does.
+_UPSTREAM_TABLES: Final = frozenset(
+    name
+    for name, hint in get_type_hints(UpstreamConfig).items()
+    if hasattr(hint, "__dataclass_fields__")
+)
 
 # RFC 8620 §2 "suggested minimum" of each core capability limit.
 _RFC_MINIMUMS: Final[Mapping[str, int]] = {
@@ -322,17 +392,17 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         ConfigError: one message per problem, each starting with its key path.
     """
     problems: list[str] = []
-    tables = get_type_hints(Config)
+    tables = {name: hint for name, hint in get_type_hints(Config).items() if _is_table(hint)}
+    known = {**tables, "upstreams": UpstreamConfig}
     for key, value in data.items():
-        if key not in tables:
-            problems.append(_unknown(key, key, tables, value))
-    sections: dict[str, Any] = {}
-    for name, cls in tables.items():
-        raw = data.get(name, {})
-        if not isinstance(raw, Mapping):
-            problems.append(f"{name}: expected a table, got {_toml_type(raw)}")
-            continue
-        sections[name] = _build_section(cls, name, raw, problems)
+        if key not in known:
+            problems.append(_unknown(key, key, known, value))
+    upstreams = _build_tables(UpstreamConfig, "upstreams", data.get("upstreams", []), problems)
+    # [[upstreams]] without [imap]: no default upstream (logins of other domains are refused)
+    default = "imap" in data or not upstreams
+    sections = _build_top_tables(data, tables, default, problems)
+    sections["upstreams"] = _check_upstreams(upstreams, default, problems)
+    sections["default_upstream"] = default
     limits = sections.get("limits")
     if limits is not None and limits.max_upload_bytes_per_account < limits.max_size_upload:
         problems.append(
@@ -369,6 +439,61 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     return Config(**sections)
 
 
+def _build_top_tables(
+    data: Mapping[str, Any], tables: Mapping[str, type], default: bool, problems: list[str]
+) -> dict[str, Any]:
+    sections: dict[str, Any] = {}
+    for name, cls in tables.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, Mapping):
+            problems.append(f"{name}: expected a table, got {_toml_type(raw)}")
+            continue
+        if not default and name in _UPSTREAM_TABLES:
+            if name in data:  # e.g. an [smtp] that nothing would use
+                problems.append(
+                    f"{name}: the default upstream's table needs [imap] (its host) too;"
+                    " without [imap] only the [[upstreams]] entries' domains are served"
+                )
+            sections[name] = cls()
+            continue
+        sections[name] = _build_section(cls, name, raw, problems)
+    return sections
+
+
+def _check_upstreams(
+    entries: tuple[object, ...], default: bool, problems: list[str]
+) -> tuple[UpstreamConfig, ...]:
+    """Name each entry, and refuse a domain or a name that two upstreams would share."""
+    out: list[UpstreamConfig] = []
+    owners: dict[str, str] = {}  # domain or name -> where it was first given
+    for index, entry in enumerate(entries):
+        assert isinstance(entry, UpstreamConfig)
+        where = f"upstreams[{index}]"
+        if not entry.domains:
+            if not any(p.startswith(f"{where}.domains[") for p in problems):
+                problems.append(f"{where}.domains: name at least one domain (e.g. example.org)")
+            continue
+        for position, domain in enumerate(entry.domains):
+            first = owners.setdefault(f"domain {domain}", f"{where}.domains[{position}]")
+            if first != f"{where}.domains[{position}]":
+                problems.append(f"{where}.domains[{position}]: {domain} is in {first} already")
+        name = entry.name or entry.domains[0].removeprefix("*.")
+        if name == DEFAULT_UPSTREAM:
+            problems.append(
+                f'{where}.name: "{DEFAULT_UPSTREAM}" is the name of the top-level [imap] and'
+                " [smtp] upstream"
+            )
+        first = owners.setdefault(f"name {name}", where)
+        if first != where:
+            problems.append(f"{where}.name: {name!r} names {first} already")
+        out.append(replace(entry, name=name))
+    return tuple(out)
+
+
+def _is_table(hint: object) -> bool:
+    return isinstance(hint, type) and hasattr(hint, "__dataclass_fields__")
+
+
 def _is_wildcard(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_unspecified
@@ -403,7 +528,13 @@ def split_listen(value: str) -> tuple[str, int]:
 def config_warnings(cfg: Config) -> list[str]:
     """Legal but risky settings, one sentence each, for the CLI to log at start."""
     out: list[str] = []
-    for name, sec in (("imap", cfg.imap), ("smtp", cfg.smtp)):
+    servers: list[tuple[str, ImapConfig | SmtpConfig]] = []
+    for index, upstream in enumerate(cfg.upstreams):
+        servers += [(f"upstreams[{index}].imap", upstream.imap)]
+        servers += [(f"upstreams[{index}].smtp", upstream.smtp)]
+    if cfg.default_upstream:
+        servers[:0] = [("imap", cfg.imap), ("smtp", cfg.smtp)]
+    for name, sec in servers:
         if sec.security == "none" and not _is_loopback(sec.host):
             what = "mail" if getattr(sec, "auth", "user") == "none" else "passwords and mail"
             out.append(f'{name}.security = "none": {what} to {sec.host} travel unencrypted')
@@ -437,7 +568,8 @@ def submission_warnings(cfg: Config) -> list[str]:
     that would get no Identity: one that is not an address ("bob") gets a default identity
     only from ``submission.default_domain``, and can then send from nothing at all."""
     sub = cfg.submission
-    if cfg.smtp == SmtpConfig() or sub.identities_any_from or sub.default_domain is not None:
+    smtp_given = any(u.smtp != SmtpConfig() for u in cfg.all_upstreams())
+    if not smtp_given or sub.identities_any_from or sub.default_domain is not None:
         return []
     named = sorted({entry.username for entry in sub.identities}, key=str.casefold)
     only = f", except {', '.join(named)} (named in submission.identities)" if named else ""
@@ -453,14 +585,29 @@ def to_toml(cfg: Config) -> str:
     lines: list[str] = []
     for table in fields(cfg):
         section = getattr(cfg, table.name)
-        lines.append(f"[{table.name}]")
-        for f in fields(section):
-            value = getattr(section, f.name)
-            lines.append(
-                f"# {f.name}: not set" if value is None else f"{f.name} = {_toml_value(value)}"
-            )
-        lines.append("")
+        if not _is_table(type(section)):
+            continue
+        if not cfg.default_upstream and table.name in _UPSTREAM_TABLES:
+            lines += [f"# [{table.name}]: no default upstream", ""]
+            continue
+        lines += _toml_table(f"[{table.name}]", section)
+    for upstream in cfg.upstreams:
+        lines.append("[[upstreams]]")
+        lines += [f"name = {_toml_value(upstream.name)}"]
+        lines += [f"domains = {_toml_value(upstream.domains)}", ""]
+        for name in sorted(_UPSTREAM_TABLES):
+            lines += _toml_table(f"[upstreams.{name}]", getattr(upstream, name))
     return "\n".join(lines)
+
+
+def _toml_table(header: str, section: object) -> list[str]:
+    lines = [header]
+    for f in fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        lines.append(
+            f"# {f.name}: not set" if value is None else f"{f.name} = {_toml_value(value)}"
+        )
+    return [*lines, ""]
 
 
 def _build_section(
@@ -480,8 +627,17 @@ def _build_section(
     for name, hint in hints.items():
         path = f"{prefix}.{name}"
         if name not in raw:
-            if path in REQUIRED or name in required:
-                problems.append(f"{path}: required key is missing")
+            if _generic(path) in REQUIRED or name in required:
+                what = "table" if _is_table(hint) else "key"
+                problems.append(f"{path}: required {what} is missing")
+            continue
+        if _is_table(hint):  # a table inside an entry, e.g. [upstreams.imap]
+            if not isinstance(raw[name], Mapping):
+                problems.append(f"{path}: expected a table, got {_toml_type(raw[name])}")
+                continue
+            built = _build_section(hint, path, raw[name], problems)
+            if built is not None:
+                values[name] = built
             continue
         if get_origin(hint) is tuple and get_args(hint)[0] is str:  # an array of strings
             values[name] = _build_strings(path, raw[name], problems)
@@ -567,8 +723,14 @@ def _check_value(path: str, name: str, value: object) -> object:
             raise _Invalid(f"must be positive (got {value:g})")
     elif isinstance(value, str) and not value.strip():
         raise _Invalid("must not be empty")
-    shape = _SHAPES.get(_INDEX.sub("[]", path))
+    shape = _SHAPES.get(_INDEX.sub("[]", path)) or _SHAPES.get(_generic(path))
     return shape(value) if shape and isinstance(value, str) else value
+
+
+def _generic(path: str) -> str:
+    """The top-level path an upstream entry's key is checked as (``upstreams[2].imap.host``:
+    ``imap.host``): an entry's tables take what the default upstream's take."""
+    return _INDEX.sub("[]", path).removeprefix("upstreams[].")
 
 
 def _listen(value: str) -> str:
@@ -669,6 +831,21 @@ def _domain(value: str) -> str:
     return value
 
 
+def _domain_pattern(value: str) -> str:
+    """An upstream's domain: ``example.org``, or ``*.example.org`` for its subdomains; kept
+    in lower case, as logins are matched."""
+    domain = value.lower().rstrip(".")
+    if not _HOSTNAME.fullmatch(domain.removeprefix("*.")) or "*" in domain.removeprefix("*."):
+        raise _Invalid(f"expected a domain such as example.org or *.example.org (got {value!r})")
+    return domain
+
+
+def _upstream_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+        raise _Invalid(f"letters, digits, '.', '_' and '-' only (got {value!r})")
+    return value
+
+
 def _address(value: str) -> str:
     local, at, domain = value.rpartition("@")
     if not at or not local or any(c.isspace() or c in '<>(),;:"' for c in local):
@@ -694,6 +871,8 @@ _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "submission.identities[].email": _address,
     "push.allowed_url_prefixes[]": _url_prefix,
     "cluster.url": _cluster_url,
+    "upstreams[].domains[]": _domain_pattern,
+    "upstreams[].name": _upstream_name,
 }
 
 

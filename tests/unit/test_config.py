@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from imapjmap.config import (
     LimitsConfig,
     PushConfig,
     ServerConfig,
+    SmtpConfig,
     SubmissionConfig,
+    UpstreamConfig,
     config_warnings,
     load_config,
     parse_config,
@@ -57,8 +60,9 @@ def _example_keys() -> dict[tuple[str, str], tuple[bool, list[str]]]:
     table = ""
     comments: list[str] = []
     for line in EXAMPLE.read_text().splitlines():
-        if header := re.fullmatch(r"\[(\w+)\]", line):
-            table, comments = header[1], []
+        # a table, or the commented-out [[upstreams]] entry's
+        if header := re.fullmatch(r"\[(\w+)\]|# \[\[?([\w.]+)\]\]?", line):
+            table, comments = header[1] or header[2], []
         elif key := re.fullmatch(r"(#\s*)?(\w+)\s*=.*", line):
             keys[(table, key[2])] = (key[1] is not None, comments)
             comments = []
@@ -69,9 +73,15 @@ def _example_keys() -> dict[tuple[str, str], tuple[bool, list[str]]]:
     return keys
 
 
+def _tables() -> list[str]:
+    """The top-level tables (not ``upstreams``, whose entries take their tables)."""
+    hints = typing.get_type_hints(Config)
+    return [t.name for t in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[t.name])]
+
+
 def test_every_field_is_documented_in_the_example_file() -> None:
     keys = _example_keys()
-    for table in dataclasses.fields(Config):
+    for table in (Config.__dataclass_fields__[name] for name in _tables()):
         for f in dataclasses.fields(getattr(Config(), table.name)):
             path = f"{table.name}.{f.name}"
             assert (table.name, f.name) in keys, f"{path} is missing from config.example.toml"
@@ -82,12 +92,36 @@ def test_every_field_is_documented_in_the_example_file() -> None:
 
 
 def test_example_file_has_no_key_the_dataclasses_lack() -> None:
-    known = {
-        (t.name, f.name)
-        for t in dataclasses.fields(Config)
-        for f in dataclasses.fields(getattr(Config(), t.name))
+    known = {(t, f.name) for t in _tables() for f in dataclasses.fields(getattr(Config(), t))}
+    known |= {("upstreams", f.name) for f in dataclasses.fields(UpstreamConfig)}
+    known |= {
+        (f"upstreams.{t}", key) for t in ("imap", "smtp") for (table, key) in known if table == t
     }
     assert set(_example_keys()) <= known
+
+
+def test_the_example_upstreams_entry_is_valid_and_its_keys_documented() -> None:
+    """The commented-out [[upstreams]] entry, uncommented, loads."""
+    text = EXAMPLE.read_text()
+    block = text[text.index("# [[upstreams]]") :]
+    entry = "\n".join(
+        line.removeprefix("# ") for line in block.splitlines() if "=" in line or "[" in line
+    )
+    entry = "\n".join(line for line in entry.splitlines() if not line.startswith("#"))
+    cfg = parse_config({**minimal(), **tomllib.loads(entry)})
+    assert cfg.upstreams == (
+        UpstreamConfig(
+            ("example.net", "*.example.net"),
+            ImapConfig(host="imap.example.net"),
+            "example-net",
+            SmtpConfig(host="smtp.example.net"),
+        ),
+    )
+    keys = _example_keys()
+    for f in dataclasses.fields(UpstreamConfig):
+        if f.name not in ("imap", "smtp"):
+            commented, comments = keys[("upstreams", f.name)]
+            assert commented and any("default" in c.lower() for c in comments), f.name
 
 
 # --- accepted values -----------------------------------------------------------------------
@@ -612,3 +646,183 @@ def test_request_queue_settings_are_checked(limits: dict[str, Any], message: str
     assert parse_config(minimal(limits={"concurrent_request_wait_seconds": 0})).limits == (
         LimitsConfig(concurrent_request_wait_seconds=0.0)
     )
+
+
+# --- several upstreams ([[upstreams]]) ------------------------------------------------------
+
+
+def _with(upstreams: object) -> dict[str, Any]:
+    return {**minimal(), "upstreams": upstreams}
+
+
+def _entry(*domains: str, host: str = "imap.example.net", **more: Any) -> dict[str, Any]:
+    return {"domains": list(domains), "imap": {"host": host}, **more}
+
+
+def test_an_upstreams_entry_takes_the_top_level_tables_and_is_named_by_its_first_domain() -> None:
+    cfg = parse_config(
+        _with(
+            [
+                _entry("*.Example.NET.", "example.net", smtp={"host": "smtp.example.net"}),
+            ]
+        )
+    )
+    assert cfg.default_upstream
+    assert cfg.upstreams == (
+        UpstreamConfig(
+            ("*.example.net", "example.net"),
+            ImapConfig(host="imap.example.net"),
+            "example.net",
+            SmtpConfig(host="smtp.example.net"),
+        ),
+    )
+    assert [u.name for u in cfg.all_upstreams()] == ["default", "example.net"]
+
+
+def test_without_imap_there_is_no_default_upstream() -> None:
+    cfg = parse_config({"upstreams": [_entry("example.net")]})
+    assert not cfg.default_upstream
+    assert cfg.default is None
+    assert [u.name for u in cfg.all_upstreams()] == ["example.net"]
+    assert cfg.upstream_for("alice") is None
+    assert cfg.upstream_for("alice@example.org") is None
+
+
+_CHOOSING = parse_config(
+    _with(
+        [
+            _entry("example.net", "*.example.net", name="net"),
+            _entry("*.eu.example.net", host="imap.eu.example.net", name="eu"),
+            _entry("shop.eu.example.net", host="imap.shop.example.net", name="shop"),
+        ]
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("login", "chosen"),
+    [
+        ("alice@example.net", "net"),
+        ("ALICE@Example.Net", "net"),  # domains ignore case
+        ("alice@example.net.", "net"),  # a trailing dot names the same domain
+        ("alice@mx.example.net", "net"),
+        ("alice@a.eu.example.net", "eu"),  # the longer pattern wins
+        ("alice@shop.eu.example.net", "shop"),  # an exact domain wins over any pattern
+        ("alice@eu.example.net", "net"),  # *.eu.example.net is its subdomains only
+        ("alice@example.org", "default"),
+        ("alice@notexample.net", "default"),  # a pattern matches at a dot
+        ("alice", "default"),  # no domain
+        ("a@b@example.net", "net"),  # the domain is after the last @
+        ("alice@", "default"),
+    ],
+)
+def test_a_login_is_served_by_the_upstream_of_its_domain(login: str, chosen: str) -> None:
+    upstream = _CHOOSING.upstream_for(login)
+    assert upstream is not None and upstream.name == chosen
+    assert _CHOOSING.upstream_named(chosen) == upstream
+
+
+UPSTREAM_ERRORS = [
+    (
+        _with([_entry("example.net", imapp={"host": "x"})]),
+        "upstreams[0].imapp: unknown table (did you mean imap?)",
+    ),
+    (
+        _with([_entry("example.net", sieve_host="x")]),
+        "upstreams[0].sieve_host: unknown key",
+    ),
+    (
+        _with([{"domains": ["example.net"]}]),
+        "upstreams[0].imap: required table is missing",
+    ),
+    (
+        _with([{"domains": ["example.net"], "imap": {}}]),
+        "upstreams[0].imap.host: required key is missing",
+    ),
+    (
+        _with([{"imap": {"host": "x"}}]),
+        "upstreams[0].domains: required key is missing",
+    ),
+    (
+        _with([_entry()]),
+        "upstreams[0].domains: name at least one domain",
+    ),
+    (
+        _with([_entry("example.net", host="x:143")]),
+        "upstreams[0].imap.host: expected a host name or IP address without a port",
+    ),
+    (
+        _with([_entry("example.net", smtp={"security": "ssl"})]),
+        "upstreams[0].smtp.security: must be one of tls, starttls, none",
+    ),
+    (
+        _with([_entry("example.net", imap={"host": "x", "pool_size": 0})]),
+        "upstreams[0].imap.pool_size: must be at least 1",
+    ),
+    (
+        _with([_entry("*.*.example.net")]),
+        "upstreams[0].domains[0]: expected a domain such as example.org or *.example.org",
+    ),
+    (
+        _with([_entry("exa mple.net")]),
+        "upstreams[0].domains[0]: expected a domain",
+    ),
+    (
+        _with([_entry("example.net"), _entry("a.example", "Example.NET", name="b")]),
+        "upstreams[1].domains[1]: example.net is in upstreams[0].domains[0] already",
+    ),
+    (
+        _with([_entry("a.example", "a.example")]),
+        "upstreams[0].domains[1]: a.example is in upstreams[0].domains[0] already",
+    ),
+    (
+        _with([_entry("a.example", name="x"), _entry("b.example", name="x")]),
+        "upstreams[1].name: 'x' names upstreams[0] already",
+    ),
+    (
+        _with([_entry("a.example", name="default")]),
+        'upstreams[0].name: "default" is the name of the top-level [imap] and [smtp] upstream',
+    ),
+    (
+        _with([_entry("a.example", name="a b")]),
+        "upstreams[0].name: letters, digits",
+    ),
+    (_with({"domains": []}), "upstreams: expected an array of tables, got table"),
+    (
+        {"smtp": {"host": "smtp.example.org"}, "upstreams": [_entry("a.example")]},
+        "smtp: the default upstream's table needs [imap] (its host) too",
+    ),
+    # neither a default nor an entry: nothing serves any login
+    ({"smtp": {"host": "smtp.example.org"}}, "imap.host: required key is missing"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), UPSTREAM_ERRORS)
+def test_upstreams_errors_name_the_key_path_and_the_problem(
+    data: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("with_default", [True, False])
+def test_to_toml_round_trips_upstreams(with_default: bool) -> None:
+    data: dict[str, Any] = {
+        "upstreams": [
+            _entry("example.net", smtp={"host": "smtp.example.net", "port": 465}),
+            _entry("*.example.com", name="com", imap={"host": "i", "gmail": "on"}),
+        ]
+    }
+    if with_default:
+        data |= minimal(smtp={"host": "smtp.example.org"})
+    cfg = parse_config(data)
+    assert parse_config(tomllib.loads(to_toml(cfg))) == cfg
+
+
+def test_an_upstream_entry_s_plaintext_is_a_warning_too() -> None:
+    entry = _entry("a.example", smtp={"host": "smtp.a.example", "security": "none"})
+    assert config_warnings(parse_config({"upstreams": [entry]})) == [
+        'upstreams[0].smtp.security = "none": passwords and mail to smtp.a.example travel'
+        " unencrypted"
+    ]
