@@ -315,6 +315,11 @@ class Config:
     def upstream_named(self, name: str) -> UpstreamConfig | None:
         return next((u for u in self.all_upstreams() if u.name == name), None)
 
+    def smtp_for(self, upstream: str) -> SmtpConfig:
+        """The SMTP server of the upstream named ``upstream`` (an account's)."""
+        found = self.upstream_named(upstream)
+        return found.smtp if found is not None else self.smtp
+
 
 # --- loading and validation ----------------------------------------------------------------
 

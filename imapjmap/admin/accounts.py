@@ -10,6 +10,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
+from imapjmap.config import Config
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 
@@ -31,11 +32,19 @@ def sync_state(summary: q.AccountSummary) -> str:
     return "complete"
 
 
-def as_json(rows: Sequence[q.AccountSummary]) -> list[dict[str, Any]]:
+def upstream(cfg: Config, summary: q.AccountSummary) -> str:
+    """The name of the upstream serving the account's login now (``[[upstreams]]``), or
+    ``-`` when none does (its domain left the configuration)."""
+    found = cfg.upstream_for(summary.username)
+    return found.name if found is not None else "-"
+
+
+def as_json(rows: Sequence[q.AccountSummary], cfg: Config) -> list[dict[str, Any]]:
     return [
         {
             "account_id": r.account_id,
             "username": r.username,
+            "upstream": upstream(cfg, r),
             "last_login": _iso(r.last_login),
             "created": _iso(r.created_at),
             "emails": r.emails,
@@ -48,11 +57,14 @@ def as_json(rows: Sequence[q.AccountSummary]) -> list[dict[str, Any]]:
     ]
 
 
-HEADINGS = ("ACCOUNT", "USER", "LAST LOGIN (UTC)", "EMAILS", "MAILBOXES", "SYNCED", "FIRST SYNC")
-_NUMERIC = frozenset({3, 4, 5})  # right-aligned columns
+HEADINGS = (
+    "ACCOUNT", "USER", "UPSTREAM", "LAST LOGIN (UTC)", "EMAILS", "MAILBOXES", "SYNCED",
+    "FIRST SYNC",
+)  # fmt: skip
+_NUMERIC = frozenset({4, 5, 6})  # right-aligned columns
 
 
-def table(rows: Sequence[q.AccountSummary]) -> str:
+def table(rows: Sequence[q.AccountSummary], cfg: Config) -> str:
     """A plain-text table, one line per account (or a line saying there is none)."""
     if not rows:
         return "no accounts in the cache\n"
@@ -60,6 +72,7 @@ def table(rows: Sequence[q.AccountSummary]) -> str:
         (
             r.account_id,
             r.username,
+            upstream(cfg, r),
             _minute(r.last_login),
             str(r.emails),
             str(r.mailboxes),

@@ -57,9 +57,9 @@ def accounts(cfg: Config, *, as_json: bool) -> int:
         print(f"imapjmap: cache {cfg.cache.path}: {exc}", file=sys.stderr)
         return FAILED
     if as_json:
-        print(json.dumps(acc.as_json(rows), indent=2))
+        print(json.dumps(acc.as_json(rows, cfg), indent=2))
     else:
-        sys.stdout.write(acc.table(rows))
+        sys.stdout.write(acc.table(rows, cfg))
     return OK
 
 

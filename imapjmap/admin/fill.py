@@ -175,10 +175,13 @@ async def fill(
 ) -> Outcome:
     """Start the account's sync on the proxy and follow it until the cache holds every
     message.  Raises :class:`Failed`."""
+    upstream = cfg.upstream_for(username)
+    if upstream is None:
+        raise Failed("no upstream serves this login's domain (see [[upstreams]])")
     client = ProxyClient(cfg, username, password)
     await asyncio.to_thread(client.start)
     try:
-        session = await ImapSession.connect(cfg.imap, username, password)
+        session = await ImapSession.connect(upstream.imap, username, password)
     except AuthenticationFailed:
         raise Failed("the IMAP server refused these credentials") from None
     except ProxyError as exc:

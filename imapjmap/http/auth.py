@@ -38,6 +38,12 @@ Rules
    (:mod:`imapjmap.http.throttle`); past the configured counts a login that would go
    upstream is refused with 429 and ``Retry-After`` instead.  The client's address also
    goes upstream with the login (``ImapSession.connect``'s ``client``).
+9. With several upstreams (``[[upstreams]]``) the login's domain chooses the server
+   (:meth:`Config.upstream_for`); a login no upstream serves is refused with 401 before
+   anything goes anywhere.  Account ids derive from the IMAP server's host and port, and a
+   store key (Rule 4) of any server but the default's is scoped by them too, so one
+   upstream's account is never found by another's login.  Bearer tokens go to the default
+   upstream only (Rule 6 is about its server).
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from dataclasses import dataclass
 
 import cachetools
 
-from imapjmap.config import Config, ImapConfig
+from imapjmap.config import DEFAULT_UPSTREAM, Config, ImapConfig, UpstreamConfig
 from imapjmap.credentials import ClientAddress
 from imapjmap.errors import AuthenticationFailed, UpstreamUnavailable
 from imapjmap.http.bearer import token_user
@@ -140,6 +146,18 @@ def store_key(store_identity: str | None, username: str, *, folded: bool) -> str
     return None
 
 
+def scoped_store_key(key: str | None, cfg: Config, upstream: UpstreamConfig) -> str | None:
+    """``key`` as the cache knows it (Rule 9): as is on the default upstream's server, as
+    older versions wrote it; elsewhere prefixed with the server's host and port, since
+    two servers may name their stores alike (``login:alice@example.org``)."""
+    here, default = upstream.imap, cfg.default
+    if key is None or (
+        default is not None and (here.host, here.port) == (default.imap.host, default.imap.port)
+    ):
+        return key
+    return f"upstream:{here.host}\0{here.port}\0{key}"
+
+
 @dataclass(frozen=True, slots=True)
 class Authenticated:
     account: Account
@@ -218,6 +236,8 @@ class Authenticator:
         if token is not None:
             await self._require_bearer()
             username, password = await self._token_user(token, address), token
+            if self._upstream(username).name != DEFAULT_UPSTREAM:
+                raise Unauthorized("Bearer tokens are taken for the default upstream only")
         else:
             username, password = parse_basic(header)
         login = f"{'bearer' if token is not None else 'basic'}\0{username}"
@@ -300,6 +320,8 @@ class Authenticator:
         return profiles.bearer_possible(self._cfg, capabilities)
 
     async def _require_bearer(self) -> None:
+        if not self._cfg.default_upstream:
+            raise Unauthorized("Bearer tokens are taken for the default upstream only")
         capabilities = self._known_capabilities()
         if self._bearer_possible(capabilities) is None:
             try:
@@ -317,25 +339,41 @@ class Authenticator:
 
     # -- the upstream login -------------------------------------------------------------------
 
+    def _upstream(self, username: str) -> UpstreamConfig:
+        """The upstream serving ``username`` (Rule 9)."""
+        upstream = self._cfg.upstream_for(username)
+        if upstream is None:
+            log.info("login of %r refused: no upstream serves its domain", username)
+            raise Unauthorized("no mail server is configured for this login's domain")
+        return upstream
+
     async def _verify(
         self, username: str, password: str, client: ClientAddress | None
     ) -> tuple[Account, ImapPool]:
         address = client.ip if client is not None else None
+        upstream = self._upstream(username)
+        imap = upstream.imap
         try:
-            session = await ImapSession.connect(self._cfg.imap, username, password, client=client)
+            session = await ImapSession.connect(imap, username, password, client=client)
         except AuthenticationFailed:
             self._throttle.failed(address, username)
-            log.info("login refused for %r from %s", username, address)
+            log.info("login refused for %r from %s by %s", username, address, upstream.name)
             raise Unauthorized("the IMAP server refused these credentials") from None
         except UpstreamUnavailable as exc:
-            log.warning("upstream unavailable while logging in %r: %s", username, exc)
+            log.warning(
+                "upstream %s unavailable while logging in %r: %s", upstream.name, username, exc
+            )
             raise _unavailable() from None
         self._throttle.succeeded(username)
         try:
             identity = await session.store_identity()
-            key = store_key(identity, username, folded=session.profile.folded_logins)
-            legacy = account_id_for(self._cfg.imap, username)
-            fresh = account_id_for_store(self._cfg.imap, key) if key is not None else legacy
+            key = scoped_store_key(
+                store_key(identity, username, folded=session.profile.folded_logins),
+                self._cfg,
+                upstream,
+            )
+            legacy = account_id_for(imap, username)
+            fresh = account_id_for_store(imap, key) if key is not None else legacy
 
             def resolve(tx: Tx) -> q.AccountRow:
                 row = q.account_for_store(tx, key, username, legacy_id=legacy, fresh_id=fresh)
@@ -352,9 +390,9 @@ class Authenticator:
             raise
         account = self._accounts.get(row.account_id)
         if account is None:
-            account = Account(row.account_id, row.username, row.epoch)
+            account = Account(row.account_id, row.username, row.epoch, upstream.name)
             self._accounts[row.account_id] = account
-        pool = await self._pools.ensure(row.account_id, username, password)
+        pool = await self._pools.ensure(row.account_id, username, password, imap)
         pool.adopt(session)
         log.info("account %s logged in as %r", row.account_id, username)
         return account, pool

@@ -10,6 +10,12 @@ Both are unauthenticated, cheap and say nothing about any account.
   failed.  The upstream's answer is remembered :data:`UPSTREAM_TTL` seconds, so a monitor
   polling every second costs the IMAP server one connection per that interval, and
   concurrent probes share one check.
+
+  With several upstreams (``[[upstreams]]``) each IMAP server is probed, and the body has
+  a check per upstream under ``upstreams`` (by name; ``imap`` stays the default's).  One
+  upstream down is ``200 degraded``, not ``503``: its users get ``503`` from the API, the
+  others are served, and taking the instance out of a load balancer would help nobody.
+  Only when every upstream is down is it ``503``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Final
 
 from aiohttp import web
 
-from imapjmap.config import ImapConfig
+from imapjmap.config import DEFAULT_UPSTREAM, ImapConfig
 from imapjmap.errors import ProxyError
 from imapjmap.http import views
 from imapjmap.imap.session import ImapSession
@@ -74,7 +80,7 @@ class UpstreamProbe:
         return check
 
 
-PROBE = web.AppKey("upstream_probe", UpstreamProbe)
+PROBES = web.AppKey("upstream_probes", dict[str, UpstreamProbe])  # by upstream name
 
 
 async def healthz_view(request: web.Request) -> web.Response:
@@ -83,12 +89,17 @@ async def healthz_view(request: web.Request) -> web.Response:
 
 async def readyz_view(request: web.Request) -> web.Response:
     app = request.app
-    cache, imap = await asyncio.gather(_cache(app), app[PROBE].check())
-    ready = cache.ok and imap.ok
-    body = {
-        "status": "ready" if ready else "not ready",
-        "checks": {"cache": cache.as_json(), "imap": imap.as_json()},
-    }
+    probes = app[PROBES]
+    cache, *answers = await asyncio.gather(_cache(app), *(p.check() for p in probes.values()))
+    upstreams = dict(zip(probes, answers, strict=True))
+    ready = cache.ok and any(check.ok for check in answers)
+    status = "not ready" if not ready else "ready" if all(c.ok for c in answers) else "degraded"
+    checks: dict[str, object] = {"cache": cache.as_json()}
+    if DEFAULT_UPSTREAM in upstreams:
+        checks["imap"] = upstreams[DEFAULT_UPSTREAM].as_json()
+    if len(upstreams) > 1 or DEFAULT_UPSTREAM not in upstreams:
+        checks["upstreams"] = {name: check.as_json() for name, check in upstreams.items()}
+    body = {"status": status, "checks": checks}
     return web.json_response(
         body, status=200 if ready else 503, headers={"Cache-Control": "no-store"}
     )
@@ -121,6 +132,7 @@ def _short(exc: BaseException) -> str:
 
 
 def add_routes(app: web.Application) -> None:
-    app[PROBE] = UpstreamProbe(app[views.CONFIG].imap)
+    cfg = app[views.CONFIG]
+    app[PROBES] = {upstream.name: UpstreamProbe(upstream.imap) for upstream in cfg.all_upstreams()}
     app.router.add_get("/healthz", healthz_view)
     app.router.add_get("/readyz", readyz_view)

@@ -105,7 +105,8 @@ async def _authenticate(request: web.Request) -> Authenticated:
 async def _session_for(
     cfg: Config, who: Authenticated, shares: tuple[ShareAccount, ...] = ()
 ) -> dict[str, Any]:
-    extensions = await submission.submission_extensions(cfg)  # probed once per process
+    # probed once per process and SMTP server
+    extensions = await submission.submission_extensions(cfg.smtp_for(who.account.upstream))
     return _build_session(cfg, who, extensions, shares)
 
 
@@ -149,7 +150,7 @@ class SessionStates:
     async def of(
         self, cfg: Config, who: Authenticated, shares: tuple[ShareAccount, ...] = ()
     ) -> str:
-        extensions = await submission.submission_extensions(cfg)
+        extensions = await submission.submission_extensions(cfg.smtp_for(who.account.upstream))
         key = (
             who.account.account_id,
             who.account.username,

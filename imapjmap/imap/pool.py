@@ -286,8 +286,11 @@ class ImapPools:
     def all(self) -> list[ImapPool]:
         return list(self._pools.values())
 
-    async def ensure(self, account_id: str, username: str, password: str) -> ImapPool:
-        """The pool for this account, replaced when the password changed upstream."""
+    async def ensure(
+        self, account_id: str, username: str, password: str, cfg: ImapConfig | None = None
+    ) -> ImapPool:
+        """The pool for this account, replaced when the password changed upstream; ``cfg``:
+        the account's IMAP server when it is not the default (several upstreams)."""
         pool = self._pools.get(account_id)
         if pool is not None and pool.matches_password(password):
             return pool
@@ -295,7 +298,7 @@ class ImapPools:
             return pool  # OAuth tokens expire hourly: keep the connections, use the new one
         if pool is not None:
             await pool.aclose()
-        pool = ImapPool(self._cfg, username, password, connector=self._connector)
+        pool = ImapPool(cfg or self._cfg, username, password, connector=self._connector)
         self._pools[account_id] = pool
         return pool
 

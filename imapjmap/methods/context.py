@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from imapjmap.config import Config
+from imapjmap.config import DEFAULT_UPSTREAM, Config, SmtpConfig
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.limits import QueryLimits
@@ -31,6 +31,7 @@ class Account:
     account_id: str
     username: str
     epoch: str
+    upstream: str = DEFAULT_UPSTREAM  # the name of its upstream (config ``[[upstreams]]``)
 
 
 class MethodContext:
@@ -64,6 +65,11 @@ class MethodContext:
     @property
     def cfg(self) -> Config:
         return self.services.cfg
+
+    @property
+    def smtp(self) -> SmtpConfig:
+        """The SMTP server of the account's upstream."""
+        return self.cfg.smtp_for(self.account.upstream)
 
     @property
     def store(self) -> Store:

@@ -11,9 +11,23 @@ from typing import cast
 
 import pytest
 
-from imapjmap.config import GMAIL_PROFILE_URL, AuthConfig, Config, GmailMode, ImapConfig
+from imapjmap.config import (
+    GMAIL_PROFILE_URL,
+    AuthConfig,
+    Config,
+    GmailMode,
+    ImapConfig,
+    parse_config,
+)
 from imapjmap.credentials import ClientAddress
-from imapjmap.http.auth import Authenticated, Authenticator, Unauthorized, parse_basic, store_key
+from imapjmap.http.auth import (
+    Authenticated,
+    Authenticator,
+    Unauthorized,
+    parse_basic,
+    scoped_store_key,
+    store_key,
+)
 from imapjmap.http.forwarded import client_address, parse_networks
 from imapjmap.http.throttle import FailureWindow, LoginThrottle, Refusal
 from imapjmap.imap.pool import ImapPools
@@ -347,3 +361,27 @@ async def test_a_push_token_outlives_the_renewal_of_an_oauth_token() -> None:
     with pytest.raises(Unauthorized):
         auth.authenticate_push(token, "eventsource")
     await pools.aclose()
+
+
+def test_a_store_key_is_scoped_by_its_server_unless_it_is_the_default_s() -> None:
+    """Two servers may name their stores alike (a folded login): an account found by one
+    upstream's key must never be another upstream's (README "Several upstream servers")."""
+    cfg = parse_config(
+        {
+            "imap": {"host": "imap.a.example"},
+            "upstreams": [
+                {"domains": ["b.example"], "imap": {"host": "imap.b.example"}},
+                {"domains": ["c.example"], "imap": {"host": "imap.a.example"}},
+                {"domains": ["d.example"], "imap": {"host": "imap.b.example", "port": 143}},
+            ],
+        }
+    )
+    default, b, c, d = cfg.all_upstreams()
+    key = "login:alice@example.org"
+    assert scoped_store_key(key, cfg, default) == key  # as older versions wrote it
+    assert scoped_store_key(key, cfg, c) == key  # the same server: the same store
+    scoped = {scoped_store_key(key, cfg, b), scoped_store_key(key, cfg, d)}
+    assert len(scoped) == 2 and key not in scoped
+    assert scoped_store_key(None, cfg, b) is None  # the login name, in the account id
+    alone = parse_config({"upstreams": [{"domains": ["b.example"], "imap": {"host": "h"}}]})
+    assert scoped_store_key(key, alone, alone.upstreams[0]) != key

@@ -56,7 +56,7 @@ from typing import Any, Final
 
 from imapjmap import smtp
 from imapjmap.blobs.bodies import fetch_message
-from imapjmap.config import Config
+from imapjmap.config import SmtpConfig
 from imapjmap.errors import ProxyError, SmtpUnavailable
 from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
@@ -121,9 +121,10 @@ def to_json(row: sub.SubmissionRow) -> JsonObject:
     }
 
 
-async def submission_extensions(cfg: Config) -> dict[str, list[str]]:
-    """``submissionExtensions`` of the session's submission capability."""
-    return await smtp.ehlo_extensions(cfg.smtp)
+async def submission_extensions(cfg: SmtpConfig) -> dict[str, list[str]]:
+    """``submissionExtensions`` of the session's submission capability: those of the SMTP
+    server of the account's upstream."""
+    return await smtp.ehlo_extensions(cfg)
 
 
 # --- get, changes, query ---------------------------------------------------------------------
@@ -449,7 +450,7 @@ class _Creator:
     ) -> smtp.SubmitResult:
         try:
             result = await smtp.submit(
-                self.ctx.cfg.smtp,
+                self.ctx.smtp,
                 username=self.ctx.account.username,
                 password=self.ctx.upstream.login_password(),  # a BearerToken: XOAUTH2
                 mail_from=mail_from,
