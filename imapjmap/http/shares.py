@@ -56,7 +56,9 @@ class ShareAccounts:
 
         rows = await self._store.run(ensure) if ids else []
         accounts = tuple(
-            ShareAccount(Account(row.account_id, share.name, row.epoch), share)
+            ShareAccount(
+                Account(row.account_id, share.name, row.epoch, who.account.upstream), share
+            )
             for row, (_, share) in zip(rows, ids, strict=True)
         )
         if self._known.get(login) != accounts:
