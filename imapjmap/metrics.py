@@ -14,8 +14,9 @@ Rule 1: no label value comes from a user or a client: no user name, account id, 
         raw path.  Routes are the route templates, a method name is one the registry knows
         (else ``unknown``), an IMAP command is its verb as the code names it, the upstream is
         the configured ``host:port``.
-Rule 2: counting costs a few microseconds: a labelled child is looked up once per event,
-        nothing is formatted until a scrape.
+Rule 2: counting costs a few microseconds: the labelled children of an event are looked
+        up in prometheus_client once per label set and kept (the label sets are few, Rule
+        1), nothing is formatted until a scrape.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+# a labelled counter child and histogram child of one label set, as kept by Events
+_Pair = tuple[Counter, Histogram]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 # seconds: a cheap JMAP request takes milliseconds, a first sync's FETCH seconds
@@ -87,18 +91,41 @@ class Events:
             ["outcome"],
             registry=r,
         )
+        # prometheus_client's labels() validates and locks on every call: about 15 us an
+        # event, twice per request and per method call (Rule 2)
+        self._http: dict[tuple[str, int | str], _Pair] = {}
+        self._methods: dict[tuple[str, str], _Pair] = {}
+        self._imap: dict[tuple[str, str, str], _Pair] = {}
 
     def http_request(self, route: str, status: int | str, seconds: float) -> None:
-        self.http_requests.labels(route, str(status)).inc()
-        self.http_seconds.labels(route).observe(seconds)
+        pair = self._http.get((route, status))
+        if pair is None:
+            pair = self._http[route, status] = (
+                self.http_requests.labels(route, str(status)),
+                self.http_seconds.labels(route),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     def method_call(self, method: str, outcome: str, seconds: float) -> None:
-        self.method_calls.labels(method, outcome).inc()
-        self.method_seconds.labels(method).observe(seconds)
+        pair = self._methods.get((method, outcome))
+        if pair is None:
+            pair = self._methods[method, outcome] = (
+                self.method_calls.labels(method, outcome),
+                self.method_seconds.labels(method),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     def imap_command(self, upstream: str, command: str, outcome: str, seconds: float) -> None:
-        self.imap_commands.labels(upstream, command, outcome).inc()
-        self.imap_seconds.labels(upstream, command).observe(seconds)
+        pair = self._imap.get((upstream, command, outcome))
+        if pair is None:
+            pair = self._imap[upstream, command, outcome] = (
+                self.imap_commands.labels(upstream, command, outcome),
+                self.imap_seconds.labels(upstream, command),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     def smtp_submission(self, outcome: str) -> None:
         self.smtp_submissions.labels(outcome).inc()
