@@ -101,6 +101,11 @@ class MethodContext:
         """One read-only transaction for this account, in its fair share of the readers."""
         return await self.store.read(fn, account=self.account_id)
 
+    async def read_small(self, fn: Callable[[Tx], T]) -> T:
+        """:meth:`read` of a few indexed rows, on the event loop when the store can (store
+        Rule 10); ``fn`` may run twice, so it only reads."""
+        return await self.store.read_small(fn, account=self.account_id)
+
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """One write transaction for this account, in its turn on the writer."""
         return await self.store.run(fn, account=self.account_id)

@@ -635,3 +635,70 @@ async def test_aclose_interrupts_whatever_runs_and_returns_promptly(tmp_path: Pa
         assert await again.run(lambda tx: q.kv_get(tx, "a1", "k")) is None
     finally:
         await again.aclose()
+
+
+# --- small reads on the event loop (Rule 10) ------------------------------------------------
+
+
+async def test_a_small_read_runs_on_the_loop_and_sees_every_commit(shared: Store) -> None:
+    """No thread hop, and no stale snapshot: each small read sees the writes committed
+    before it, the writer's and another connection's alike (another process's proxy)."""
+    assert await shared.read_small(lambda tx: threading.get_ident()) == threading.get_ident()
+    await shared.run(lambda tx: q.kv_set(tx, "a1", "k", "one"))
+    assert await shared.read_small(lambda tx: q.kv_get(tx, "a1", "k"), account="a1") == "one"
+    other = await Store.open(shared.path, readers=0)
+    try:
+        await other.run(lambda tx: q.kv_set(tx, "a1", "k", "two"))
+    finally:
+        await other.aclose()
+    assert await shared.read_small(lambda tx: q.kv_get(tx, "a1", "k"), account="a1") == "two"
+
+
+async def test_a_small_read_still_refuses_writes(shared: Store) -> None:
+    with pytest.raises(CacheUnavailable, match="readonly"):
+        await shared.read_small(lambda tx: q.kv_set(tx, "a1", "k", "v"))
+    assert await shared.read(lambda tx: q.kv_get(tx, "a1", "k")) is None
+
+
+async def test_a_small_read_that_is_long_runs_again_on_a_reader(shared: Store) -> None:
+    """Over its budget on the loop, it is rolled back and run on a reader thread (where a
+    60 s budget lets it finish); the loop was held no longer than the small budget."""
+    threads: list[int] = []
+
+    def long(tx: Tx) -> int:
+        threads.append(threading.get_ident())
+        return int(tx.scalar("WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r "
+                             "WHERE x < 3000000) SELECT count(*) FROM r"))  # fmt: skip
+
+    assert await shared.read_small(long) == 3_000_000
+    assert threads[0] == threading.get_ident()
+    assert len(threads) == 2 and threads[1] != threading.get_ident()
+
+
+async def test_a_small_read_from_another_thread_or_of_a_memory_store_uses_a_reader(
+    shared: Store, store: Store
+) -> None:
+    def ident(tx: Tx) -> int:
+        return threading.get_ident()
+
+    assert await store.read_small(ident) != threading.get_ident()  # :memory:: no readers
+
+    def elsewhere() -> tuple[int, int]:
+        return asyncio.run(shared.read_small(ident)), threading.get_ident()
+
+    # a loop of another thread must not use this loop's connection (SQLite would refuse)
+    ran_on, caller = await asyncio.to_thread(elsewhere)
+    assert ran_on not in (caller, threading.get_ident())
+
+
+async def test_a_small_reads_own_error_is_raised_once(shared: Store) -> None:
+    calls = 0
+
+    def fails(tx: Tx) -> None:
+        nonlocal calls
+        calls += 1
+        raise KeyError("no such row")
+
+    with pytest.raises(KeyError):
+        await shared.read_small(fails)
+    assert calls == 1

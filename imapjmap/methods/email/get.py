@@ -75,6 +75,9 @@ _GET_EXTRA: Final = (
     "maxBodyValueBytes",
 )
 _FETCH_CONCURRENCY: Final = 4
+# Up to this many ids whose list properties may be kept, the rows are read on the event
+# loop (store Rule 10): a mail list's page; mostly each row's updated_seq alone
+_SMALL_READ: Final = 100
 
 
 class _KnownProperties(Collection[str]):
@@ -265,7 +268,9 @@ async def email_get(ctx: MethodContext, call: Call) -> JsonObject:
     kept = ctx.services.email_objects if wanted is not None and not derived else None
     known = kept.lookup(ctx.account_id, ctx.account.epoch, properties) if kept else None
     await ctx.refresh()
-    rows, seq = await ctx.read(lambda tx: _read_rows(tx, ctx.account_id, wanted, limit, known))
+    small = known is not None and wanted is not None and len(wanted) <= _SMALL_READ
+    read = ctx.read_small if small else ctx.read
+    rows, seq = await read(lambda tx: _read_rows(tx, ctx.account_id, wanted, limit, known))
     previews: dict[str, str] = {}
     missing = [r.id for r in rows if isinstance(r, em.EmailRow) and r.preview is None]
     if "preview" in properties and missing:
