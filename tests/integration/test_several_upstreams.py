@@ -15,6 +15,7 @@ import imaplib
 import logging
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from imapjmap.config import Config, ImapConfig, SmtpConfig, UpstreamConfig
 from imapjmap.http.app import make_app
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.pushkit import external_append, open_events, wait_watching
 
 SUBMISSION = "urn:ietf:params:jmap:submission"
 USING = [CORE, MAIL, SUBMISSION]
@@ -306,3 +308,59 @@ async def test_one_upstream_down_leaves_the_other_s_users_served(
                 assert not ready["checks"]["upstreams"]["b"]["ok"]
         finally:
             doomed.stop()
+
+
+async def test_push_watches_each_login_on_its_own_upstream_core_push_01(
+    dovecot: DovecotServer,
+    dovecot_b: DovecotServer,
+    sinks: tuple[SmtpSink, SmtpSink],
+    tmp_path: Path,
+) -> None:
+    """An APPEND on the second upstream reaches its user's EventSource: the watcher logs in
+    to that user's server (NOTIFY there), not the default's."""
+    alice, bob = _user(dovecot, "a.example"), _user(dovecot_b, "b.example")
+    async with _proxy(_config(alice, tmp_path, dovecot_b, sinks)) as http:
+        jmap = Jmap(http, bob.username, bob.password)
+        await jmap.session()
+        events = await open_events(jmap)
+        await events.next()
+        await wait_watching(jmap)
+        oracle = bob.connect()
+        try:
+            await external_append(oracle, "pushed on b")
+        finally:
+            oracle.logout()
+        while True:
+            event = await events.next(timeout=10)
+            if "Email" in event.data["changed"].get(jmap.account_id, {}):
+                break
+        found = await _ok(jmap, "Email/query", {"filter": {"subject": "pushed on b"}})
+        assert len(found["ids"]) == 1
+        events.resp.close()
+
+
+async def test_readyz_is_503_only_when_every_upstream_is_down(
+    dovecot: DovecotServer, sinks: tuple[SmtpSink, SmtpSink], tmp_path: Path
+) -> None:
+    with socket.socket() as one, socket.socket() as two:
+        one.bind(("127.0.0.1", 0))
+        two.bind(("127.0.0.1", 0))
+        closed = [int(one.getsockname()[1]), int(two.getsockname()[1])]
+    alice = _user(dovecot, "a.example")
+    cfg = _config(alice, tmp_path, dovecot, sinks)
+    cfg = dataclasses.replace(
+        cfg,
+        imap=dataclasses.replace(cfg.imap, port=closed[0]),
+        upstreams=(
+            dataclasses.replace(
+                cfg.upstreams[0], imap=dataclasses.replace(cfg.upstreams[0].imap, port=closed[1])
+            ),
+        ),
+    )
+    async with _proxy(cfg) as http:
+        resp = await http.get("/readyz")
+        body = await resp.json()
+        assert resp.status == 503 and body["status"] == "not ready", body
+        checks = body["checks"]
+        assert not checks["imap"]["ok"]
+        assert [c["ok"] for c in checks["upstreams"].values()] == [False, False]

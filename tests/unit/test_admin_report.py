@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imapjmap.admin import accounts
+from imapjmap.admin import accounts, fill
 from imapjmap.config import Config, parse_config
 from imapjmap.store.queries import AccountSummary
 
@@ -62,3 +62,16 @@ def test_json_keeps_stable_keys_and_utc_times() -> None:
         "mailboxes_synced": 2,
         "first_sync_complete": True,
     }
+
+
+class _NoBar:
+    def show(self, done: int, total: int) -> None:
+        raise AssertionError("nothing to show")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_sync_of_a_login_no_upstream_serves_fails_before_asking_anyone() -> None:
+    with pytest.raises(fill.Failed, match="no upstream serves this login's domain"):
+        await fill.fill(NET, "alice@example.org", "secret", _NoBar(), stall=1.0)

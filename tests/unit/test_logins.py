@@ -5,9 +5,10 @@ tests/integration/test_logins.py)."""
 from __future__ import annotations
 
 import base64
+import hmac
 import time
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -385,3 +386,21 @@ def test_a_store_key_is_scoped_by_its_server_unless_it_is_the_default_s() -> Non
     assert scoped_store_key(None, cfg, b) is None  # the login name, in the account id
     alone = parse_config({"upstreams": [{"domains": ["b.example"], "imap": {"host": "h"}}]})
     assert scoped_store_key(key, alone, alone.upstreams[0]) != key
+
+
+@pytest.mark.parametrize("default", [True, False])
+async def test_a_bearer_token_never_goes_to_an_upstreams_entry(default: bool) -> None:
+    """Bearer's checks (Rule 6) are about the default upstream's server: a token whose
+    user's domain is an entry's is refused before it goes anywhere (Rule 9)."""
+    data: dict[str, Any] = {
+        "upstreams": [{"domains": ["b.example"], "imap": {"host": "imap.b.example"}}]
+    }
+    if default:
+        data["imap"] = {"host": "imap.gmail.com", "gmail": "on"}
+    cfg = parse_config(data)
+    auth = Authenticator(cfg, cast(Store, None), ImapPools(cfg.imap))
+    token = "ya29.token"
+    key = hmac.new(auth._key, f"token\0{token}".encode(), "sha256").digest()
+    auth._token_users[key] = "bob@b.example"  # as the profile URL would have said
+    with pytest.raises(Unauthorized, match="default upstream only"):
+        await auth.authenticate(f"Bearer {token}")
