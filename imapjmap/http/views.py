@@ -336,6 +336,7 @@ class _Contexts:
             upstream,
             lambda force: sync.refresh(upstream, force=force),
             others=self.of,
+            share_prefix=share.share.prefix,
         )
         return made
 

@@ -54,6 +54,7 @@ class MethodContext:
         *,
         fresh: bool = False,
         others: Callable[[str], MethodContext] | None = None,
+        share_prefix: str | None = None,
     ) -> None:
         self.services = services
         self.account = account
@@ -61,6 +62,8 @@ class MethodContext:
         self._sync = sync
         self._fresh = fresh
         self._others = others
+        # the account is a share of another user's folders, all named under this prefix
+        self.share_prefix = share_prefix
 
     @property
     def cfg(self) -> Config:

@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.http.app import make_app
+from imapjmap.upstream import imap as imap_upstream
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import MAIL, Jmap, proxy_config
 
@@ -215,3 +216,139 @@ async def test_another_login_cannot_reach_a_share_account(
         response = await _call(dave_jmap, account, "Email/query", {})
         assert response[0] == "error" and response[1]["type"] == "accountNotFound"
     assert await _subjects(dave_jmap, daves) == {"plan A", "plan B"}
+
+
+async def _email_ids(jmap: Jmap, account_id: str) -> dict[str, str]:
+    query = await _ok(jmap, account_id, "Email/query", {})
+    got = await _ok(jmap, account_id, "Email/get", {"ids": query["ids"], "properties": ["subject"]})
+    return {email["subject"]: email["id"] for email in got["list"]}
+
+
+def _flags(owner: Owner, folder: str) -> dict[str, str]:
+    """Subject -> FLAGS of each message in the owner's ``folder`` (the oracle)."""
+    typ, data = owner.imap.select(_q(folder), readonly=True)
+    assert typ == "OK", data
+    typ, data = owner.imap.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK", data
+    out = {}
+    for item in data:
+        if isinstance(item, tuple):
+            subject = item[1].decode().split(":", 1)[1].strip()
+            out[subject] = item[0].decode()
+    owner.imap.close()
+    return out
+
+
+def _folders(user: ImapUser) -> set[str]:
+    client = user.connect()
+    try:
+        typ, data = client.list()
+        assert typ == "OK", data
+        return {raw.decode().rsplit(' "/" ', 1)[1].strip('"') for raw in data if raw}
+    finally:
+        client.logout()
+
+
+async def _shared(owners: tuple[Owner, Owner], bob: ImapUser, bob_jmap: Jmap) -> tuple[str, str]:
+    """alice's Projects shared read-write, carol's Notes read-only: their account ids."""
+    alice, carol = owners
+    alice.share("Projects", bob.username, "lrswipkxte")
+    carol.share("Notes", bob.username, "lr")
+    shares = _shares(await bob_jmap.session())
+    return shares[alice.user.username]["id"], shares[carol.user.username]["id"]
+
+
+async def test_a_read_only_share_refuses_writes_with_forbidden_mbx_03(
+    owners: tuple[Owner, Owner], bob: ImapUser, bob_jmap: Jmap
+) -> None:
+    """Every write the rights do not allow is forbidden before anything is sent; the
+    owner's folder is as it was, and nothing landed in the sharee's own account."""
+    _, carol = owners
+    _, ro = await _shared(owners, bob, bob_jmap)
+    before = _flags(carol, "Notes")
+    note = (await _email_ids(bob_jmap, ro))["note 1"]
+    (notes,) = (await _ok(bob_jmap, ro, "Mailbox/get", {"ids": None}))["list"]
+    got = await _ok(
+        bob_jmap,
+        ro,
+        "Email/set",
+        {
+            "update": {note: {"keywords/$flagged": True}},
+            "create": {"d": {"mailboxIds": {notes["id"]: True}, "subject": "mine"}},
+        },
+    )
+    assert got["notUpdated"][note]["type"] == "forbidden", got
+    assert got["notCreated"]["d"]["type"] == "forbidden", got
+    got = await _ok(bob_jmap, ro, "Email/set", {"destroy": [note]})
+    assert got["notDestroyed"][note]["type"] == "forbidden", got
+    got = await _ok(
+        bob_jmap,
+        ro,
+        "Mailbox/set",
+        {
+            "create": {"child": {"name": "x", "parentId": notes["id"]}, "top": {"name": "y"}},
+            "destroy": [notes["id"]],
+        },
+    )
+    assert got["notCreated"]["child"]["type"] == "forbidden", got
+    assert got["notCreated"]["top"]["type"] == "forbidden", got
+    assert got["notDestroyed"][notes["id"]]["type"] == "forbidden", got
+    assert _flags(carol, "Notes") == before
+    assert not {"x", "y", "Notes/x"} & _folders(bob)
+
+
+async def test_a_read_write_share_takes_writes(
+    owners: tuple[Owner, Owner], bob: ImapUser, bob_jmap: Jmap
+) -> None:
+    """Keywords, a new message, a destroy and a child folder land in the owner's folder."""
+    alice, _ = owners
+    rw, _ = await _shared(owners, bob, bob_jmap)
+    ids = await _email_ids(bob_jmap, rw)
+    (projects,) = (await _ok(bob_jmap, rw, "Mailbox/get", {"ids": None}))["list"]
+    got = await _ok(
+        bob_jmap,
+        rw,
+        "Email/set",
+        {
+            "update": {ids["plan A"]: {"keywords/$flagged": True}},
+            "destroy": [ids["plan B"]],
+            "create": {"d": {"mailboxIds": {projects["id"]: True}, "subject": "plan C"}},
+        },
+    )
+    assert ids["plan A"] in got["updated"] and got["destroyed"] == [ids["plan B"]], got
+    assert "d" in got["created"], got
+    flags = _flags(alice, "Projects")
+    assert set(flags) == {"plan A", "plan C"}
+    assert "\\Flagged" in flags["plan A"]
+    got = await _ok(
+        bob_jmap, rw, "Mailbox/set", {"create": {"c": {"name": "Sub", "parentId": projects["id"]}}}
+    )
+    assert "c" in got["created"], got
+    assert "Projects/Sub" in _folders(alice.user)
+    assert await _subjects(bob_jmap, rw) == {"plan A", "plan C"}
+
+
+@pytest.mark.parametrize("sharing", ["dovecot-acl"], indirect=True)
+async def test_rights_taken_back_before_a_write_give_forbidden(
+    owners: tuple[Owner, Owner],
+    bob: ImapUser,
+    bob_jmap: Jmap,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The owner takes the write rights back after the request's refresh, just before the
+    STORE: the server's refusal is forbidden, not serverFail, and nothing is reported done.
+    (Dovecot only: Cyrus reads the rights when a session selects the mailbox, so a session
+    that has it open still writes, and the proxy rightly reports that write done.)"""
+    alice, _ = owners
+    rw, _ = await _shared(owners, bob, bob_jmap)
+    plan = (await _email_ids(bob_jmap, rw))["plan A"]
+    original = imap_upstream.store_flags
+
+    async def revoked_first(*args: Any, **kwargs: Any) -> Any:
+        alice.share("Projects", bob.username, "lr")
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(imap_upstream, "store_flags", revoked_first)
+    got = await _ok(bob_jmap, rw, "Email/set", {"update": {plan: {"keywords/$flagged": True}}})
+    assert got["notUpdated"][plan]["type"] == "forbidden", got
+    assert "\\Flagged" not in _flags(alice, "Projects")["plan A"]

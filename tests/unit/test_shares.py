@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from imapjmap.imap.models import ListEntry
+from imapjmap.jmap.errors import SetErrorType
 from imapjmap.jmap.wire import is_id
+from imapjmap.methods.email import set as email_set
 from imapjmap.sync import mailboxes as mbx
 from imapjmap.upstream.shares import Namespaces, Share, find_shares, is_personal, share_account_id
 
@@ -88,3 +90,39 @@ def test_a_shares_top_level_mailboxes_are_named_without_the_prefix() -> None:
     top, child = by_name["shared/alice/Projects"], by_name["shared/alice/Projects/Old"]
     assert (top.name, top.parent_id) == ("Projects", None)
     assert (child.name, child.parent_id) == ("Old", top.id)
+
+
+READ_ONLY = {
+    "mayReadItems": True,
+    "mayAddItems": False,
+    "mayRemoveItems": False,
+    "maySetSeen": False,
+    "maySetKeywords": False,
+}
+SEEN_ONLY = {**READ_ONLY, "maySetSeen": True}
+ALL = dict.fromkeys(READ_ONLY, True)
+
+
+@pytest.mark.parametrize(
+    ("copies", "change", "refused"),
+    [
+        (["ro"], {"keywords": ["$flagged"]}, "keywords may not be changed here"),
+        (["seen"], {"keywords": ["$seen"]}, None),
+        (["seen"], {"keywords": ["$seen", "$flagged"]}, "maySetKeywords"),
+        (["rw", "ro"], {"keywords": ["$seen"]}, "maySetSeen"),  # every copy is stored
+        (["rw"], {"joins": ["ro"]}, "does not allow adding"),
+        (["ro"], {"joins": ["rw"]}, None),  # a copy out of a read-only mailbox
+        (["ro", "rw"], {"leaves": ["ro"]}, "does not allow removing"),
+        (["rw"], {"leaves": ["rw"], "joins": ["unknown"]}, None),  # unknown rights allow
+    ],
+)
+def test_writes_the_rights_refuse_mbx_03(
+    copies: list[str], change: dict[str, list[str]], refused: str | None
+) -> None:
+    rights = {"ro": READ_ONLY, "seen": SEEN_ONLY, "rw": ALL}
+    error = email_set.refusal(rights, copies, **change)
+    if refused is None:
+        assert error is None
+    else:
+        assert error is not None and error.type is SetErrorType.FORBIDDEN
+        assert refused in (error.description or "")

@@ -424,18 +424,52 @@ async def _creates(
 
 def _read(
     tx: Tx, account_id: str, ids: list[str]
-) -> tuple[dict[str, em.EmailRow], dict[str, list[em.Location]], dict[str, str]]:
+) -> tuple[dict[str, em.EmailRow], dict[str, list[em.Location]], dict[str, str], dict[str, Rights]]:
     rows = em.emails(tx, account_id, ids)
     locations = {i: em.locations_of_email(tx, account_id, i) for i in rows}
-    names = {m.id: m.imap_name for m in q.live_mailboxes(tx, account_id)}
-    return rows, locations, names
+    live = q.live_mailboxes(tx, account_id)
+    return rows, locations, {m.id: m.imap_name for m in live}, {m.id: m.my_rights for m in live}
+
+
+Rights = Mapping[str, bool]
+
+
+def refusal(
+    rights: Mapping[str, Rights],
+    copies: Iterable[str],
+    *,
+    keywords: Iterable[str] = (),
+    joins: Iterable[str] = (),
+    leaves: Iterable[str] = (),
+) -> SetError | None:
+    """``forbidden`` when the login's rights (MBX-03 ``myRights``, from the server's
+    MYRIGHTS) do not allow a write, checked before anything is sent: ``keywords`` to set or
+    clear on every copy (in ``copies``' mailboxes), mailboxes the Email ``joins`` and
+    ``leaves`` (a destroy leaves them all).  Rights the cache does not know allow."""
+
+    def may(mailbox_id: str, right: str) -> bool:
+        return rights.get(mailbox_id, {}).get(right, True)
+
+    copies = list(copies)
+    keywords = set(keywords)
+    needed = [("maySetSeen", "$seen")] if "$seen" in keywords else []
+    if keywords - {"$seen"}:
+        needed.append(("maySetKeywords", "keywords"))
+    for right, what in needed:
+        if not all(may(m, right) for m in copies):
+            return SetError(SetErrorType.FORBIDDEN, f"{what} may not be changed here ({right})")
+    if not all(may(m, "mayAddItems") for m in joins):
+        return SetError(SetErrorType.FORBIDDEN, "a mailbox it would join does not allow adding")
+    if not all(may(m, "mayRemoveItems") for m in leaves):
+        return SetError(SetErrorType.FORBIDDEN, "a mailbox it is in does not allow removing")
+    return None
 
 
 async def _updates_and_destroys(
     ctx: MethodContext, call: Call, updates: dict[str, JsonObject], destroy_ids: list[str]
 ) -> tuple[JsonObject, JsonObject, list[str], JsonObject]:
     ids = list(dict.fromkeys([*updates, *destroy_ids]))
-    rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, ids))
+    rows, locations, names, rights = await ctx.read(lambda tx: _read(tx, ctx.account_id, ids))
     changes: dict[str, _Change] = {}
     not_updated: JsonObject = {}
     for email_id, patch in updates.items():
@@ -448,13 +482,29 @@ async def _updates_and_destroys(
             if not isinstance(patch, dict):
                 raise SetError(SetErrorType.INVALID_PATCH, "a PatchObject must be an object")
             keywords, mailboxes, named = _patched(call, row, patch, set(names))
-            changes[email_id] = _Change.between(row, keywords, mailboxes, named)
+            change = _Change.between(row, keywords, mailboxes, named)
+            copies = _copies(locations.get(email_id, []))
+            refused = refusal(
+                rights,
+                copies,
+                keywords=change.keywords_in | change.keywords_out,
+                joins=change.mailboxes_in,
+                leaves=change.mailboxes_out & set(copies),
+            )
+            if refused is not None:
+                raise refused
+            changes[email_id] = change
         except SetError as exc:
             not_updated[email_id] = exc.to_json()
     not_destroyed: JsonObject = {
         i: SetError(SetErrorType.NOT_FOUND).to_json() for i in destroy_ids if i not in rows
     }
-    doomed = [i for i in destroy_ids if i in rows]
+    for email_id in destroy_ids:
+        copies = _copies(locations.get(email_id, []))
+        refused = refusal(rights, copies, leaves=copies) if email_id in rows else None
+        if refused is not None:
+            not_destroyed[email_id] = refused.to_json()
+    doomed = [i for i in destroy_ids if i in rows and i not in not_destroyed]
     errors, shown = await _write_proven(ctx, rows, locations, names, changes, doomed)
     # RFC 8620 §5.3: an Email the server left in other mailboxes than the patch asked for
     # (labels mode: the Trash or Spam alone) says which; the client's view then matches
@@ -467,6 +517,10 @@ async def _updates_and_destroys(
     destroyed = [i for i in doomed if i not in errors]
     not_destroyed.update({i: errors[i].to_json() for i in doomed if i in errors})
     return updated, not_updated, destroyed, not_destroyed
+
+
+def _copies(locations: Iterable[em.Location]) -> list[str]:
+    return [loc.mailbox_id for loc in locations if not loc.deleted]
 
 
 _NOT_WRITTEN: Final = (
@@ -502,7 +556,7 @@ async def _write_proven(
     shown = dict(first.shown)
     if retry:
         await ctx.refresh(force=True)
-        rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, retry))
+        rows, locations, names, _ = await ctx.read(lambda tx: _read(tx, ctx.account_id, retry))
         again = await _write_once(
             ctx,
             rows,
@@ -567,7 +621,7 @@ async def _recheck(
     if not done_updates and not done_destroys:
         return {}
     ids = [*done_updates, *done_destroys]
-    rows, locations, names = await ctx.read(lambda tx: _read(tx, ctx.account_id, ids))
+    rows, locations, names, _ = await ctx.read(lambda tx: _read(tx, ctx.account_id, ids))
     again: dict[str, _Change] = {}
     for email_id in done_updates:
         row = rows.get(email_id)

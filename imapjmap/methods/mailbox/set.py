@@ -86,7 +86,7 @@ class _Writer:
 
     def full_name(self, parent: q.MailboxRow | None, name: str) -> str:
         if parent is None:
-            return name
+            return (self.ctx.share_prefix or "") + name  # a share's top is under its prefix
         if not self.delimiter:
             raise SetError(SetErrorType.FORBIDDEN, "this server has no mailbox hierarchy")
         return parent.imap_name + self.delimiter + name
@@ -161,6 +161,9 @@ async def _create_one(writer: _Writer, obj: JsonObject) -> JsonObject:
     _check_create(obj)
     rows = await writer.rows()
     parent = _parent(writer, rows, obj.get("parentId"))
+    if parent is None and writer.ctx.share_prefix is not None:
+        # the top of a share is its owner's (mayCreateTopLevelMailbox: false)
+        raise SetError(SetErrorType.FORBIDDEN, "another user's account takes no top-level mailbox")
     name = _check_name(obj.get("name"), writer.delimiter)
     _sibling_clash(rows, parent.id if parent else None, name)
     role = obj.get("role")
