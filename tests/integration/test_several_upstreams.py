@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from devservers.smtp import SmtpSink
 from imapjmap.config import Config, ImapConfig, SmtpConfig, UpstreamConfig
@@ -364,3 +365,33 @@ async def test_readyz_is_503_only_when_every_upstream_is_down(
         checks = body["checks"]
         assert not checks["imap"]["ok"]
         assert [c["ok"] for c in checks["upstreams"].values()] == [False, False]
+
+
+@pytest.mark.cyrus
+async def test_a_cyrus_default_and_a_dovecot_entry_side_by_side(
+    cyrus: CyrusServer,
+    dovecot_b: DovecotServer,
+    sinks: tuple[SmtpSink, SmtpSink],
+    tmp_path: Path,
+) -> None:
+    """Two makes of server at once: a plain login ("carol", no domain) goes to the default
+    upstream, Cyrus; a b.example login to the entry's Dovecot.  Each sees its own mail and
+    its writes land on its own server."""
+    carol = ImapUser(
+        f"carol-{secrets.token_hex(4)}", secrets.token_urlsafe(12), cyrus.host, cyrus.port
+    )
+    cyrus.add_user(carol.username, carol.password)
+    bob = _user(dovecot_b, "b.example")
+    _append(carol, "for carol")
+    _append(bob, "for bob")
+    async with _proxy(_config(carol, tmp_path, dovecot_b, sinks)) as http:
+        for user in (carol, bob):
+            jmap = Jmap(http, user.username, user.password)
+            await jmap.session()
+            found = await _ok(jmap, "Email/query", {})
+            got = await _ok(jmap, "Email/get", {"ids": found["ids"], "properties": ["subject"]})
+            mine = "for carol" if user is carol else "for bob"
+            assert [e["subject"] for e in got["list"]] == [mine]
+            await _ok(jmap, "Email/set", {"update": {found["ids"][0]: {"keywords/$flagged": True}}})
+        assert _flags(carol) == {"for carol": {"\\Seen", "\\Flagged"}}
+        assert _flags(bob) == {"for bob": {"\\Seen", "\\Flagged"}}
