@@ -138,6 +138,7 @@ class SetErrorType(enum.StrEnum):
     FORBIDDEN_FROM = "forbiddenFrom"
     FORBIDDEN_TO_SEND = "forbiddenToSend"
     CANNOT_UNSEND = "cannotUnsend"
+    MDN_ALREADY_SENT = "mdnAlreadySent"  # RFC 9007 §2.1
 
 
 class SetError(Exception):

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Final
 
 from imapjmap.jmap.dispatch import MethodSpec
-from imapjmap.jmap.wire import BLOB, CORE, MAIL, QUOTA, SUBMISSION, WEBSOCKET
-from imapjmap.methods import core, identity, push_subscription, quota, thread
+from imapjmap.jmap.wire import BLOB, CORE, MAIL, MDN, QUOTA, SUBMISSION, WEBSOCKET
+from imapjmap.methods import core, identity, mdn, push_subscription, quota, thread
 from imapjmap.methods.blob import copy as blob_copy
 from imapjmap.methods.blob import methods as blob_methods
 from imapjmap.methods.context import MethodContext
@@ -59,6 +59,8 @@ REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
     "Quota/changes": MethodSpec(quota.quota_changes, QUOTA),
     "Quota/query": MethodSpec(quota.quota_query, QUOTA),
     "Quota/queryChanges": MethodSpec(quota.quota_query_changes, QUOTA),
+    "MDN/send": MethodSpec(mdn.mdn_send, MDN),
+    "MDN/parse": MethodSpec(mdn.mdn_parse, MDN),
     "PushSubscription/get": MethodSpec(
         push_subscription.push_subscription_get, CORE, takes_account=False
     ),
@@ -69,8 +71,8 @@ REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
 
 # Capabilities whose methods are all implemented; only these are advertised (WebSocket has
 # no methods: its endpoint is the /jmap/ws/ route).
-CAPABILITIES: Final = frozenset({CORE, MAIL, BLOB, SUBMISSION, WEBSOCKET, QUOTA})
-ACCOUNT_CAPABILITIES: Final = frozenset({MAIL, BLOB, SUBMISSION})
+CAPABILITIES: Final = frozenset({CORE, MAIL, BLOB, SUBMISSION, WEBSOCKET, QUOTA, MDN})
+ACCOUNT_CAPABILITIES: Final = frozenset({MAIL, BLOB, SUBMISSION, MDN})
 # Account capabilities that depend on what the account's mail server offers.
 _OPTIONAL: Final = frozenset({QUOTA})
 

@@ -24,7 +24,7 @@ from imapjmap.methods.identity import (
     sender_policy,
     sync_configured,
 )
-from imapjmap.methods.submission.handlers import _set_error
+from imapjmap.methods.submission.handlers import smtp_set_error
 from imapjmap.mime.submission import (
     EnvelopeProblem,
     allowed_by,
@@ -255,13 +255,13 @@ def test_auth_refusals_are_forbidden_to_send_with_a_description() -> None:
         "the SMTP server refused the OAuth token: status 401",
         reply=smtp.Reply(535, "5.7.8 Username and Password not accepted"),
     )
-    error = _set_error(refused, 100).to_json()
+    error = smtp_set_error(refused, 100).to_json()
     assert error["type"] == "forbiddenToSend"
     assert error["description"] == (
         "the SMTP server refused the OAuth token: status 401 "
         "(the SMTP server said: 535 5.7.8 Username and Password not accepted)"
     )
-    no_xoauth2 = _set_error(smtp.SubmitRefused("auth", "no AUTH XOAUTH2"), 100).to_json()
+    no_xoauth2 = smtp_set_error(smtp.SubmitRefused("auth", "no AUTH XOAUTH2"), 100).to_json()
     assert no_xoauth2 == {"type": "forbiddenToSend", "description": "no AUTH XOAUTH2"}
 
 

@@ -324,7 +324,7 @@ def _check_senders(raw: bytes, mail_from: str, policy: SenderPolicy) -> None:
         raise SetError(SetErrorType.FORBIDDEN_FROM, f"you may not send as {', '.join(denied)}")
 
 
-def _set_error(exc: smtp.SubmitRefused, size: int) -> SetError:
+def smtp_set_error(exc: smtp.SubmitRefused, size: int) -> SetError:
     """Step 5 of the module docstring."""
     said = f" (the SMTP server said: {exc.reply})" if exc.reply else ""
     reason = exc.reason
@@ -459,7 +459,7 @@ class _Creator:
                 message=message,
             )
         except smtp.SubmitRefused as exc:
-            raise _set_error(exc, len(message)) from None
+            raise smtp_set_error(exc, len(message)) from None
         except smtp.SmtpLostDuringData as exc:
             raise MethodError(
                 MethodErrorType.SERVER_PARTIAL_FAIL,
@@ -561,7 +561,9 @@ def _implicit_email_set(
     return args
 
 
-async def _run_implicit(ctx: MethodContext, call: Call, args: JsonObject) -> tuple[str, JsonObject]:
+async def run_implicit_email_set(
+    ctx: MethodContext, call: Call, args: JsonObject
+) -> tuple[str, JsonObject]:
     from imapjmap.methods.email.set import run_email_set  # Email/set lives with Email
 
     implicit = Call("Email/set", args, call.call_id, call.account_id, call.created_ids, call.using)
@@ -645,4 +647,4 @@ async def email_submission_set(
     implicit = _implicit_email_set(ctx, on_update, on_destroy, succeeded)
     if implicit is None:
         return response
-    return [("EmailSubmission/set", response), await _run_implicit(ctx, call, implicit)]
+    return [("EmailSubmission/set", response), await run_implicit_email_set(ctx, call, implicit)]
