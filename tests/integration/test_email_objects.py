@@ -70,8 +70,15 @@ async def test_kept_objects_show_another_clients_changes_at_once_core_get_04(
     report, reply = subjects["Quarterly report"]["id"], subjects["Re: Quarterly report"]["id"]
     assert [e["id"] for e in first["list"]] == [reply, report]
     await page(jmap, inbox)  # the previews are stored by now: the objects are kept
-    hits = kept(jmap).hits
-    assert await page(jmap, inbox) == first and kept(jmap).hits == hits + 2
+    hits, answers = kept(jmap).hits, kept(jmap).answer_hits
+    # the same page at the same Email state: the whole list, no row read (Rule 5)
+    assert await page(jmap, inbox) == first
+    assert kept(jmap).answer_hits == answers + 1 and kept(jmap).hits == hits
+    assert await jmap.ok("Email/get", {"ids": [report, reply], "properties": PROPERTIES}) == {
+        **first,
+        "list": first["list"][::-1],
+    }
+    assert kept(jmap).hits == hits + 2  # another page: object by object
 
     imap_oracle.select("INBOX")
     report_uid = uid_of(imap_oracle, "<report@example.org>")
@@ -81,6 +88,7 @@ async def test_kept_objects_show_another_clients_changes_at_once_core_get_04(
     assert [e["id"] for e in got["list"]] == [reply, report] and got["state"] != first["state"]
     assert got["list"][1]["keywords"] == {"$flagged": True}
     assert got["list"][0] == first["list"][0]
+    assert kept(jmap).answer_hits == answers + 1 and kept(jmap).hits == hits + 3
 
     typ, data = imap_oracle.uid("MOVE", uid_of(imap_oracle, "<reply@example.org>"), "Archive")
     assert typ == "OK", data

@@ -270,7 +270,17 @@ async def email_get(ctx: MethodContext, call: Call) -> JsonObject:
     await ctx.refresh()
     small = known is not None and wanted is not None and len(wanted) <= _SMALL_READ
     read = ctx.read_small if small else ctx.read
-    rows, seq = await read(lambda tx: _read_rows(tx, ctx.account_id, wanted, limit, known))
+    epoch = ctx.account.epoch
+
+    def rows_of(tx: Tx) -> tuple[Sequence[em.EmailRow | EncodedObject], int]:
+        if kept is not None and wanted is not None:  # the same page at the same state
+            seq = q.type_state(tx, ctx.account_id, em.EMAIL_TYPE)
+            same = kept.answer(ctx.account_id, epoch, properties, wanted, seq)
+            if same is not None:
+                return same, seq
+        return _read_rows(tx, ctx.account_id, wanted, limit, known)
+
+    rows, seq = await read(rows_of)
     previews: dict[str, str] = {}
     missing = [r.id for r in rows if isinstance(r, em.EmailRow) and r.preview is None]
     if "preview" in properties and missing:
@@ -300,6 +310,9 @@ async def email_get(ctx: MethodContext, call: Call) -> JsonObject:
                 ctx.account_id, ctx.account.epoch, properties, row.id, row.updated_seq, answer
             )
         found.append(answer)
+    whole = [o for o in found if isinstance(o, EncodedObject)]
+    if kept is not None and wanted is not None and len(whole) == len(found):
+        kept.keep_answer(ctx.account_id, epoch, properties, wanted, seq, whole)
     listed = {o["id"] for o in found}
     not_found = [i for i in dict.fromkeys(wanted or ()) if i not in listed]
     return responses.get_response(
