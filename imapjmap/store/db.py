@@ -684,29 +684,32 @@ class _Here:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.thread = threading.get_ident()
-        self.job: _Job | None = None
+        self.deadline = 0.0
         conn.set_progress_handler(self._progress, _SMALL_READ_STEPS)
 
     def _progress(self) -> int:
-        return 1 if self.job is not None and self.job.should_stop() else 0
+        return 1 if time.monotonic() > self.deadline else 0
 
-    def read(self, fn: Callable[[Tx], T], account: str) -> T:
+    def read(self, fn: Callable[[Tx], T]) -> T:
         """``fn``'s result.
 
+        Only the wall clock bounds it, checked during statements: a read's own CPU clock
+        and its stop switch (``_Job``) cost a system call and a lock each, more than a
+        small read.
+
         Raises:
-            _Elsewhere: the read must run on a reader thread: it went over its budget, the
-                file was busy, or this is not the event loop's thread.
+            _Elsewhere: the read must run on a reader thread: it went over its budget (its
+                statement was interrupted), the file was busy, or this is not the event
+                loop's thread.
             Exception: whatever ``fn`` raised; CacheCorrupt.
         """
         if threading.get_ident() != self.thread:
             raise _Elsewhere
-        self.job = _Job(_SMALL_READ_SECONDS, write=False, account=account, paced=False)
+        self.deadline = time.monotonic() + _SMALL_READ_SECONDS
         try:
-            return _transaction(self.conn, fn, self.job, "BEGIN")
-        except (TransactionTooLong, CacheUnavailable) as exc:
+            return _transaction(self.conn, fn, None, "BEGIN")
+        except CacheUnavailable as exc:
             raise _Elsewhere from exc
-        finally:
-            self.job = None
 
     def close(self) -> None:
         if threading.get_ident() == self.thread:
@@ -1008,7 +1011,7 @@ class Store:
         if self._here is not None and not self._closed:
             self._activity.mark(account)
             with contextlib.suppress(_Elsewhere):
-                return self._here.read(fn, account)
+                return self._here.read(fn)
         return await self.read(fn, account=account)
 
     async def read_apart(self, fn: Callable[..., T], *args: Any, account: str = "") -> T:
