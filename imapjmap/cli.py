@@ -176,11 +176,10 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(cfg.server.log_level, cfg.server.log_format)
     for warning in config_warnings(cfg) + submission_warnings(cfg):
         log.warning("%s", warning)
+    upstreams = cfg.all_upstreams()
     servers = ", ".join(
-        f"{u.name} at {u.imap.host}:{u.imap.port}"
-        if len(cfg.all_upstreams()) > 1
-        else f"{u.imap.host}:{u.imap.port}"
-        for u in cfg.all_upstreams()
+        f"{u.name + ' ' if len(upstreams) > 1 else ''}at {u.imap.host}:{u.imap.port}"
+        for u in upstreams
     )
     log.info("imapjmap %s starting: IMAP %s", __version__, servers)
     app = importlib.import_module("imapjmap.http.app")  # pulls in aiohttp: only now

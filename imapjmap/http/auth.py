@@ -212,7 +212,10 @@ class Authenticator:
 
     def challenge(self) -> str:
         """``WWW-Authenticate``: Bearer only where it may work (Rule 6)."""
-        if self._bearer_possible(self._known_capabilities()) is False:
+        if (
+            not self._cfg.default_upstream  # Rule 9
+            or self._bearer_possible(self._known_capabilities()) is False
+        ):
             return BASIC_REALM
         return REALM
 

@@ -402,5 +402,7 @@ async def test_a_bearer_token_never_goes_to_an_upstreams_entry(default: bool) ->
     token = "ya29.token"
     key = hmac.new(auth._key, f"token\0{token}".encode(), "sha256").digest()
     auth._token_users[key] = "bob@b.example"  # as the profile URL would have said
-    with pytest.raises(Unauthorized, match="default upstream only"):
+    with pytest.raises(Unauthorized, match="default upstream only") as refused:
         await auth.authenticate(f"Bearer {token}")
+    # without a default upstream no Bearer can work: the challenge offers Basic alone
+    assert ("Bearer" in refused.value.challenge) is default
