@@ -172,7 +172,10 @@ class Hub:
             row = q.account(tx, account_id)
             return q.type_states(tx, account_id), row.epoch if row else None
 
-        seqs, epoch = await self._store.read(read, account=account_id)
+        # a few rows: on the event loop (store Rule 10).  Every API request pokes while an
+        # EventSource listens; on a reader thread, the pokes of 20 busy clients queued
+        # behind each other for the account's reader, and a watcher's poke behind them.
+        seqs, epoch = await self._store.read_small(read, account=account_id)
         if epoch is not None:
             self._epochs[account_id] = epoch
         return seqs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,35 @@ async def test_push_stream_resumes_and_never_repeats(tmp_path: Path) -> None:
             assert set(await stranger.open("s1.other-epoch", initial=True)) >= {"Mailbox"}
             await asyncio.sleep(0)
     finally:
+        await store.aclose()
+
+
+async def test_a_poke_publishes_while_the_accounts_reader_is_busy(tmp_path: Path) -> None:
+    """Every API request pokes the hub while an EventSource listens, and a watcher's change
+    is published by a poke too: the poke's read of the states must not queue behind the
+    account's other reads (one reader per account), or a change heard by the watcher
+    waits for every busy client's read before it (CORE-PUSH-01)."""
+    store = await Store.open(str(tmp_path / "cache.sqlite3"), readers=1, readers_per_account=1)
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_read(tx: object) -> None:
+        holding.set()
+        release.wait(10)
+
+    try:
+        row = await store.run(lambda tx: q.ensure_account(tx, "A1", "alice"))
+        hub = Hub(store)
+        async with PushStream(hub, "A1", row.epoch, None) as stream:
+            await stream.open(None, initial=True)
+            busy = asyncio.ensure_future(store.read(slow_read, account="A1"))
+            await asyncio.to_thread(holding.wait, 10)
+            await _bump(store, "A1", "Email")
+            await asyncio.wait_for(hub.poke("A1"), 1.0)
+            assert set(await stream.next(1) or {}) == {"Email"}
+            release.set()
+            await busy
+    finally:
+        release.set()
         await store.aclose()
 
 
