@@ -352,3 +352,163 @@ async def test_rights_taken_back_before_a_write_give_forbidden(
     got = await _ok(bob_jmap, rw, "Email/set", {"update": {plan: {"keywords/$flagged": True}}})
     assert got["notUpdated"][plan]["type"] == "forbidden", got
     assert "\\Flagged" not in _flags(alice, "Projects")["plan A"]
+
+
+def _raw_and_date(user: ImapUser | Owner, folder: str, subject: str) -> tuple[bytes, str]:
+    """The exact octets and INTERNALDATE of the message ``subject`` in ``folder``."""
+    client = user.imap if isinstance(user, Owner) else user.connect()
+    try:
+        typ, data = client.select(_q(folder), readonly=True)
+        assert typ == "OK", data
+        typ, data = client.search(None, "SUBJECT", f'"{subject}"')
+        assert typ == "OK" and data[0], (subject, data)
+        number = data[0].split()[-1].decode()
+        typ, data = client.fetch(number, "(INTERNALDATE BODY.PEEK[])")
+        assert typ == "OK", data
+        head, raw = data[0]
+        date = head.decode().split('INTERNALDATE "', 1)[1].split('"', 1)[0]
+        client.close()
+        return raw, date
+    finally:
+        if not isinstance(user, Owner):
+            client.logout()
+
+
+async def _inbox(jmap: Jmap) -> str:
+    boxes = await jmap.ok("Mailbox/get", {"ids": None})
+    return next(m["id"] for m in boxes["list"] if m["role"] == "inbox")
+
+
+async def test_email_copy_out_of_a_read_only_share_keeps_everything_mail_copy_01(
+    owners: tuple[Owner, Owner], bob: ImapUser, bob_jmap: Jmap
+) -> None:
+    """RFC 8621 §4.7: the copy has the original's content, keywords and receivedAt; the
+    original stays (a read-only share); the copy is the sharee's own Email."""
+    alice, _ = owners
+    alice.imap.append(_q("Projects"), "(\\Flagged $label1)", None, _message("plan D"))
+    alice.share("Projects", bob.username, "lr")
+    ro = _shares(await bob_jmap.session())[alice.user.username]["id"]
+    original_id = (await _email_ids(bob_jmap, ro))["plan D"]
+    props = ["keywords", "receivedAt", "size", "subject", "blobId"]
+    (original,) = (
+        await _ok(bob_jmap, ro, "Email/get", {"ids": [original_id], "properties": props})
+    )["list"]
+    inbox = await _inbox(bob_jmap)
+    got = await bob_jmap.ok(
+        "Email/copy",
+        {"fromAccountId": ro, "create": {"c": {"id": original_id, "mailboxIds": {inbox: True}}}},
+    )
+    assert got["fromAccountId"] == ro and got["notCreated"] is None, got
+    made = got["created"]["c"]
+    assert made["size"] == original["size"] and {"id", "blobId", "threadId"} <= set(made)
+    (copy,) = (await bob_jmap.ok("Email/get", {"ids": [made["id"]], "properties": props}))["list"]
+    assert copy["keywords"] == original["keywords"] and "$flagged" in copy["keywords"]
+    assert copy["receivedAt"] == original["receivedAt"]
+    assert copy["subject"] == "plan D"
+    # the oracle: the same octets and INTERNALDATE in bob's INBOX; alice still has hers
+    assert _raw_and_date(bob, "INBOX", "plan D") == _raw_and_date(alice, "Projects", "plan D")
+    resp = await bob_jmap.http.get(
+        f"/jmap/download/{ro}/{original['blobId']}/m.eml", headers=bob_jmap.auth()
+    )
+    assert resp.status == 200 and await resp.read() == _raw_and_date(bob, "INBOX", "plan D")[0]
+
+
+async def test_email_copy_with_on_success_destroy_original_moves_it_mail_copy_02(
+    owners: tuple[Owner, Owner], bob: ImapUser, bob_jmap: Jmap
+) -> None:
+    """Copied out of a read-write share with onSuccessDestroyOriginal: an implicit Email/set
+    destroys the original (its response follows), and the owner's folder no longer has it;
+    other keywords and receivedAt may be given."""
+    alice, _ = owners
+    rw, _ = await _shared(owners, bob, bob_jmap)
+    plan = (await _email_ids(bob_jmap, rw))["plan B"]
+    inbox = await _inbox(bob_jmap)
+    state = await _ok(bob_jmap, rw, "Email/get", {"ids": []})
+    body = await bob_jmap.request(
+        [
+            [
+                "Email/copy",
+                {
+                    "accountId": bob_jmap.account_id,
+                    "fromAccountId": rw,
+                    "create": {
+                        "m": {
+                            "id": plan,
+                            "mailboxIds": {inbox: True},
+                            "keywords": {"$answered": True},
+                            "receivedAt": "2025-01-02T03:04:05Z",
+                        }
+                    },
+                    "onSuccessDestroyOriginal": True,
+                    "destroyFromIfInState": state["state"],
+                },
+                "c0",
+            ]
+        ]
+    )
+    (name1, copied, _), (name2, destroyed, _) = body["methodResponses"]
+    assert (name1, name2) == ("Email/copy", "Email/set"), body
+    assert destroyed["accountId"] == rw and destroyed["destroyed"] == [plan], destroyed
+    made = copied["created"]["m"]["id"]
+    (copy,) = (
+        await bob_jmap.ok("Email/get", {"ids": [made], "properties": ["keywords", "receivedAt"]})
+    )["list"]
+    assert copy == {
+        "id": made,
+        "keywords": {"$answered": True},
+        "receivedAt": "2025-01-02T03:04:05Z",
+    }
+    assert set(_flags(alice, "Projects")) == {"plan A"}
+    assert await _subjects(bob_jmap, rw) == {"plan A"}
+
+
+async def test_email_copy_into_a_read_only_share_is_forbidden(
+    owners: tuple[Owner, Owner], bob: ImapUser, bob_jmap: Jmap
+) -> None:
+    _, carol = owners
+    _, ro = await _shared(owners, bob, bob_jmap)
+    client = bob.connect()
+    client.append("INBOX", None, None, _message("mine"))
+    client.logout()
+    mine = (await _email_ids(bob_jmap, bob_jmap.account_id))["mine"]
+    (notes,) = (await _ok(bob_jmap, ro, "Mailbox/get", {"ids": None}))["list"]
+    got = await _ok(
+        bob_jmap,
+        ro,
+        "Email/copy",
+        {
+            "fromAccountId": bob_jmap.account_id,
+            "create": {"c": {"id": mine, "mailboxIds": {notes["id"]: True}}},
+        },
+    )
+    assert got["notCreated"]["c"]["type"] == "forbidden", got
+    assert set(_flags(carol, "Notes")) == {"note 1"}
+
+
+async def test_blob_copy_out_of_a_share_core_bin_04(
+    owners: tuple[Owner, Owner], bob: ImapUser, bob_jmap: Jmap
+) -> None:
+    """RFC 8620 §6.3: a blob of the share becomes one of the login's own account (the same
+    octets), usable there; an id the share cannot read is blobNotFound."""
+    alice, _ = owners
+    alice.share("Projects", bob.username, "lr")
+    share = _shares(await bob_jmap.session())[alice.user.username]["id"]
+    plan = (await _email_ids(bob_jmap, share))["plan A"]
+    (email,) = (await _ok(bob_jmap, share, "Email/get", {"ids": [plan], "properties": ["blobId"]}))[
+        "list"
+    ]
+    got = await bob_jmap.ok(
+        "Blob/copy", {"fromAccountId": share, "blobIds": [email["blobId"], "Gnosuchblob"]}
+    )
+    new_id = got["copied"][email["blobId"]]
+    assert got["notCopied"]["Gnosuchblob"]["type"] == "blobNotFound"
+    resp = await bob_jmap.http.get(
+        f"/jmap/download/{bob_jmap.account_id}/{new_id}/m.eml", headers=bob_jmap.auth()
+    )
+    assert resp.status == 200
+    assert await resp.read() == _raw_and_date(alice, "Projects", "plan A")[0]
+    inbox = await _inbox(bob_jmap)
+    imported = await bob_jmap.ok(
+        "Email/import", {"emails": {"i": {"blobId": new_id, "mailboxIds": {inbox: True}}}}
+    )
+    assert "i" in imported["created"], imported

@@ -1,12 +1,15 @@
-"""Blob/copy (RFC 8620 §6.3) for a user with one account.
+"""Blob/copy (RFC 8620 §6.3) between the accounts of one login: its own and the shares of
+other users' folders (:mod:`imapjmap.upstream.shares`).
 
-Each login is exactly one account (see :mod:`imapjmap.methods.email.copy`), so:
-
-- any ``fromAccountId`` but the caller's own is ``fromAccountNotFound``;
-- copying from the account into itself copies nothing: every blob the account can read
-  is already there, so ``copied`` maps each such id to itself, and an id it cannot read is
-  ``notCopied`` with ``blobNotFound``.  Clients that copy before they reference a blob
-  (as RFC 8620 §6.3 suggests when an account may differ) then work unchanged.
+- A ``fromAccountId`` that is none of the login's accounts is ``fromAccountNotFound``.
+- Between two accounts, each blob is read in the source account (a message, a part of one,
+  an upload) and stored as an upload of the target account; ``copied`` maps its id to the
+  new one.  An id the source account cannot read is ``blobNotFound``; one that would take
+  the target's uploads over ``limits.max_upload_bytes_per_account`` is ``overQuota``.
+- Copying from the account into itself copies nothing: every blob the account can read is
+  already there, so ``copied`` maps each such id to itself.  Clients that copy before they
+  reference a blob (as RFC 8620 §6.3 suggests when an account may differ) then work
+  unchanged.
 """
 
 from __future__ import annotations
@@ -50,21 +53,45 @@ def _check_args(raw: JsonObject, max_objects: int) -> tuple[str, list[str]]:
 async def blob_copy(ctx: MethodContext, call: Call) -> JsonObject:
     """Blob/copy: the same ids back for blobs of the account itself (module docstring)."""
     from_account, blob_ids = _check_args(call.args, ctx.cfg.limits.max_objects_in_set)
-    if from_account != ctx.account_id:
+    source = ctx.other(from_account)
+    if source is None:
         raise MethodError(MethodErrorType.FROM_ACCOUNT_NOT_FOUND)
-    await ctx.refresh()
+    await source.refresh()
     copied: JsonObject = {}
     not_copied: JsonObject = {}
     for blob_id in blob_ids:
-        if await blob_store.exists(ctx.store, ctx.upstream, ctx.account_id, blob_id):
-            copied[blob_id] = blob_id
+        try:
+            new_id = await _copy_one(source, ctx, blob_id)
+        except SetError as exc:
+            not_copied[blob_id] = exc.to_json()
         else:
-            not_copied[blob_id] = SetError(
-                SetErrorType.BLOB_NOT_FOUND, "no such blob in this account"
-            ).to_json()
+            copied[blob_id] = new_id
     return {
         "fromAccountId": from_account,
         "accountId": ctx.account_id,
         "copied": copied or None,
         "notCopied": not_copied or None,
     }
+
+
+async def _copy_one(source: MethodContext, target: MethodContext, blob_id: str) -> str:
+    """The blob's id in ``target``; raises SetError (blobNotFound, overQuota)."""
+    missing = SetError(SetErrorType.BLOB_NOT_FOUND, "no such blob in the source account")
+    if source is target:
+        if not await blob_store.exists(source.store, source.upstream, source.account_id, blob_id):
+            raise missing
+        return blob_id
+    blob = await blob_store.read(source.store, source.upstream, source.account_id, blob_id)
+    if blob is None:
+        raise missing
+    try:
+        row = await blob_store.save_upload(
+            target.store,
+            target.account_id,
+            blob.data,
+            blob.type,
+            quota=target.cfg.limits.max_upload_bytes_per_account,
+        )
+    except blob_store.UploadOverQuota as exc:
+        raise SetError(SetErrorType.OVER_QUOTA, str(exc)) from None
+    return row.id

@@ -90,7 +90,7 @@ class EmailImport:
 
 
 @dataclass(frozen=True, slots=True)
-class _Landed:
+class Landed:
     creation_id: str
     mailbox_id: str  # (mailbox_id, uid): where the cache will show the message
     uid: int
@@ -125,7 +125,9 @@ def _import_args(raw: JsonObject, max_objects: int) -> tuple[str | None, dict[st
     return if_in_state, emails
 
 
-def _mailboxes(call: Call, value: Any, live: dict[str, q.MailboxRow]) -> tuple[q.MailboxRow, ...]:
+def check_mailboxes(
+    call: Call, value: Any, live: dict[str, q.MailboxRow]
+) -> tuple[q.MailboxRow, ...]:
     if not isinstance(value, dict) or not value:
         raise invalid_properties("mailboxIds must name at least one mailbox", "mailboxIds")
     rows: list[q.MailboxRow] = []
@@ -145,7 +147,7 @@ def _mailboxes(call: Call, value: Any, live: dict[str, q.MailboxRow]) -> tuple[q
     return tuple(rows)
 
 
-def _flags(value: Any) -> tuple[str, ...]:
+def check_flags(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, dict) or any(v is not True for v in value.values()):
@@ -158,7 +160,7 @@ def _flags(value: Any) -> tuple[str, ...]:
     return tuple(em.flags_from_keywords(dict.fromkeys(keywords)))
 
 
-def _received_at(value: Any) -> dt.datetime:
+def check_received_at(value: Any) -> dt.datetime:
     if value is None:
         return dt.datetime.now(dt.UTC).replace(microsecond=0)
     parsed = parse_utc_date(value)
@@ -186,16 +188,16 @@ def check_import(call: Call, raw: JsonObject, live: dict[str, q.MailboxRow]) -> 
         raise exc.set_error(SetErrorType.INVALID_PROPERTIES, "blobId") from None
     return EmailImport(
         blob_id,
-        _mailboxes(call, raw.get("mailboxIds"), live),
-        _flags(raw.get("keywords")),
-        _received_at(raw.get("receivedAt")),
+        check_mailboxes(call, raw.get("mailboxIds"), live),
+        check_flags(raw.get("keywords")),
+        check_received_at(raw.get("receivedAt")),
     )
 
 
 # --- the IMAP side -----------------------------------------------------------------------------
 
 
-class _Importer:
+class Importer:
     """Lands the messages of one Email/import call and finds the Emails they became."""
 
     def __init__(self, ctx: MethodContext, call: Call, live: dict[str, q.MailboxRow]) -> None:
@@ -204,7 +206,7 @@ class _Importer:
         self.live = live
         self.landed = 0
 
-    async def land(self, creation_id: str, raw: JsonObject) -> _Landed:
+    async def land(self, creation_id: str, raw: JsonObject) -> Landed:
         """Write one message; raises SetError or ImapCommandFailed when it did not land."""
         item = check_import(self.call, raw, self.live)
         blob = await blob_store.read(
@@ -230,8 +232,8 @@ class _Importer:
             # a label's folder is not synced: find the message's holding copy
             rows = list(self.live.values())
             where = await label_writes.holding_location(self.ctx, rows, first, uid)
-            return _Landed(creation_id, *where, written)
-        return _Landed(creation_id, first.id, uid, written)
+            return Landed(creation_id, *where, written)
+        return Landed(creation_id, first.id, uid, written)
 
     async def _find(self, mailbox: q.MailboxRow, data: bytes, floor: int) -> int:
         """The UID of the message just appended, on a server that gave no APPENDUID:
@@ -277,7 +279,7 @@ class _Importer:
         self.landed -= 1
 
     async def created(
-        self, landed: list[_Landed], since: int
+        self, landed: list[Landed], since: int
     ) -> tuple[dict[str, JsonObject], dict[str, JsonObject]]:
         """Refresh once, then each landed message's Email: ``{id, blobId, threadId, size}``,
         and the ``alreadyExists`` SetErrors of those that became an Email that was there
@@ -320,7 +322,7 @@ class _Importer:
         return created, not_created
 
     async def _duplicates(
-        self, landed: list[_Landed], found: dict[str, em.EmailRow], since: int
+        self, landed: list[Landed], found: dict[str, em.EmailRow], since: int
     ) -> dict[str, str]:
         """creation id → the existing Email id, for each import that made no new Email."""
         # the copies of every import of this call are "ours": two of them becoming one Email
@@ -348,7 +350,7 @@ class _Importer:
         return duplicates
 
 
-def _emails_at(tx: Tx, account_id: str, landed: list[_Landed]) -> dict[str, em.EmailRow]:
+def _emails_at(tx: Tx, account_id: str, landed: list[Landed]) -> dict[str, em.EmailRow]:
     out: dict[str, em.EmailRow] = {}
     for item in landed:
         email_id = stored.email_at(tx, account_id, item.mailbox_id, item.uid)
@@ -361,10 +363,10 @@ def _emails_at(tx: Tx, account_id: str, landed: list[_Landed]) -> dict[str, em.E
 # --- the methods -------------------------------------------------------------------------------
 
 
-async def _land_all(
-    importer: _Importer, emails: dict[str, JsonObject], not_created: JsonObject
-) -> list[_Landed]:
-    landed: list[_Landed] = []
+async def land_all(
+    importer: Importer, emails: dict[str, JsonObject], not_created: JsonObject
+) -> list[Landed]:
+    landed: list[Landed] = []
     for creation_id, raw in emails.items():
         try:
             landed.append(await importer.land(creation_id, raw))
@@ -390,9 +392,9 @@ async def email_import(ctx: MethodContext, call: Call) -> JsonObject:
     if if_in_state is not None and if_in_state != old_state:
         raise MethodError(MethodErrorType.STATE_MISMATCH)
     live = {row.id: row for row in await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))}
-    importer = _Importer(ctx, call, live)
+    importer = Importer(ctx, call, live)
     not_created: JsonObject = {}
-    landed = await _land_all(importer, emails, not_created)
+    landed = await land_all(importer, emails, not_created)
     created, duplicates = await importer.created(landed, since)
     not_created.update(duplicates)
     for creation_id, obj in created.items():
