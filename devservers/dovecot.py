@@ -48,7 +48,7 @@ __all__ = [
     "find_dovecot",
 ]
 
-DOVECOT_PACKAGES = ("dovecot-imapd", "dovecot-lmtpd")
+DOVECOT_PACKAGES = ("dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve", "dovecot-managesieved")
 
 #: Folders every user gets (auto-created and subscribed), with their RFC 6154 attribute.
 SPECIAL_USE_FOLDERS: tuple[tuple[str, str], ...] = (
@@ -264,6 +264,7 @@ class DovecotServer:
     port: int
     root: Path
     lmtp_port: int = 0
+    sieve_port: int = 0  # ManageSieve (RFC 5804); 0 when started without ``sieve``
     tls_port: int = 0  # the imaps listener (implicit TLS); 0 when started without ``tls``
     tls: tuple[Path, Path] | None = None  # (certificate chain PEM, private key PEM)
     config_path: Path = field(default=Path())
@@ -275,6 +276,7 @@ class DovecotServer:
     capabilities: tuple[str, ...] = ()  # post-login CAPABILITY as advertised after start
     acl: bool = False  # ACLs (RFC 4314) and other users' shared folders under ``shared/``
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _sieve: bool = field(default=False, repr=False)
     _short_base_dir: Path | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -291,6 +293,7 @@ class DovecotServer:
         quota: bool = True,
         tls: tuple[str | Path, str | Path] | None = None,
         acl: bool = False,
+        sieve: bool = False,
     ) -> DovecotServer:
         """Start a Dovecot whose config, state, logs and mail all live under ``root``.
 
@@ -310,6 +313,12 @@ class DovecotServer:
         mail) and adds a shared namespace: a folder a user shares with another (``SETACL``)
         appears to that user as ``shared/OWNER/FOLDER``, listed through a dictionary of
         who shares with whom.
+
+        ``sieve=True`` runs Pigeonhole: ManageSieve on :attr:`sieve_port` (STARTTLS when
+        ``tls`` is given) and the Sieve plugin in LMTP, so delivered mail runs the user's
+        active script (the Debian packages ``dovecot-sieve`` and ``dovecot-managesieved``).
+        Its ``vacation`` and ``redirect`` send through ``submission_host``: name an SMTP
+        server in ``extra_conf`` (``submission_host = 127.0.0.1:2525``).
         """
         dovecot = find_dovecot()
         if dovecot is None:
@@ -326,6 +335,7 @@ class DovecotServer:
         quota = quota and "QUOTA" not in hidden
         notify = notify and "NOTIFY" not in hidden
         server = cls(host="127.0.0.1", port=0, root=root, acl=acl)
+        server._sieve = sieve
         if tls is not None:
             server.tls = (Path(tls[0]).resolve(), Path(tls[1]).resolve())
         server._prepare()
@@ -333,7 +343,9 @@ class DovecotServer:
         for _ in range(_PORT_ATTEMPTS):
             server.port, server.lmtp_port = _free_port(), _free_port()
             server.tls_port = _free_port() if tls is not None else 0
-            if len({server.port, server.lmtp_port, server.tls_port}) < 3:
+            server.sieve_port = _free_port() if sieve else 0
+            ports = [server.port, server.lmtp_port, server.tls_port, server.sieve_port]
+            if len(set(ports) - {0}) < len([p for p in ports if p]):
                 continue
             server._write_config(extra_conf=extra_conf, notify=notify, quota=quota)
             try:
@@ -408,7 +420,7 @@ class DovecotServer:
                 start_new_session=True,
             )
         deadline = time.monotonic() + _START_TIMEOUT
-        waiting_for = [self.port, self.lmtp_port]
+        waiting_for = [self.port, self.lmtp_port] + ([self.sieve_port] if self._sieve else [])
         while waiting_for:
             if self._process.poll() is not None:
                 raise DovecotError(
@@ -422,7 +434,7 @@ class DovecotServer:
             try:
                 with socket.create_connection((self.host, waiting_for[0]), timeout=2) as sock:
                     greeting = sock.recv(200)
-                if greeting.startswith((b"* OK", b"220")):
+                if greeting.startswith((b"* OK", b"220", b'"IMPLEMENTATION"')):
                     waiting_for.pop(0)
                     continue
             except OSError:
@@ -754,6 +766,7 @@ service anvil {{
   }}
 {login_chroot}}}
 {"" if as_root else _UNPRIVILEGED_SERVICES}
+{_sieve_config(server) if server._sieve else ""}
 {extra_conf}
 """
 
@@ -782,6 +795,28 @@ service auth {{
     mode = 0777
   }}
 }}
+"""
+
+
+def _sieve_config(server: DovecotServer) -> str:
+    """Pigeonhole: ManageSieve on its own port, Sieve in LMTP.  Tests deliver as the login
+    name, which is no address in the message's To:, so vacation does not insist on one."""
+    login_chroot = "" if os.geteuid() == 0 else "  chroot =\n"
+    return f"""\
+protocols = imap lmtp sieve
+protocol lmtp {{
+  mail_plugins = $mail_plugins sieve
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+  sieve_vacation_dont_check_recipient = yes
+}}
+service managesieve-login {{
+  inet_listener sieve {{
+    address = 127.0.0.1
+    port = {server.sieve_port}
+  }}
+{login_chroot}}}
 """
 
 

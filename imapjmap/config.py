@@ -206,6 +206,23 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SieveConfig:
+    """ManageSieve (RFC 5804), for VacationResponse and SieveScript; the login, the
+    certificate checks and the timeouts are IMAP's."""
+
+    enabled: bool = True  # false: never look for ManageSieve (no vacation, no filters)
+    host: str | None = None  # default: imap.host
+    port: int = 4190
+    # default: "none" when imap.security is "none", else "starttls"
+    security: Security | None = None
+
+    def where(self, imap: ImapConfig) -> tuple[str, int, Security]:
+        """(host, port, security) of the ManageSieve server of an account on ``imap``."""
+        security = self.security or ("none" if imap.security == "none" else "starttls")
+        return self.host or imap.host, self.port, security
+
+
+@dataclass(frozen=True, slots=True)
 class PushConfig:
     """Push (RFC 8620 §7): the upstream poll without NOTIFY, and PushSubscription URLs."""
 
@@ -280,6 +297,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     upstreams: tuple[UpstreamConfig, ...] = ()
@@ -545,6 +563,10 @@ def config_warnings(cfg: Config) -> list[str]:
             out.append(f'{name}.security = "none": {what} to {sec.host} travel unencrypted')
         elif not sec.verify_certificates:
             out.append(f"{name}.verify_certificates = false: {sec.host} is not authenticated")
+    sieve_host, _, sieve_security = cfg.sieve.where(cfg.imap)
+    said = cfg.imap.security == "none" and sieve_host == cfg.imap.host  # the imap warning
+    if cfg.sieve.enabled and sieve_security == "none" and not _is_loopback(sieve_host) and not said:
+        out.append(f"ManageSieve (sieve.security): passwords to {sieve_host} travel unencrypted")
     url = urlsplit(cfg.server.base_url)
     if url.scheme == "http" and cfg.server.tls_certificate is not None:
         out.append(
@@ -872,6 +894,7 @@ _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "imap.host": _host,
     "auth.bearer_profile_url": _url,
     "smtp.host": _host,
+    "sieve.host": _host,
     "submission.default_domain": _domain,
     "submission.identities[].email": _address,
     "push.allowed_url_prefixes[]": _url_prefix,

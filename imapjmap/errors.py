@@ -77,6 +77,25 @@ class ImapCommandTooLong(ImapProtocolViolation):
     """
 
 
+class ManageSieveUnavailable(UpstreamUnavailable):
+    """The ManageSieve server cannot be reached, timed out, or broke the protocol."""
+
+
+class SieveCommandFailed(ProxyError):
+    """The ManageSieve server answered NO (or BYE) to a command.
+
+    ``code`` is the RFC 5804 response code (upper case, e.g. ``"NONEXISTENT"``) or None;
+    ``text`` is the server's human-readable string: for a script it refused, its errors
+    with their line numbers, which a client is shown (``invalidSieve``).
+    """
+
+    def __init__(self, what: str, status: str, code: str | None = None, text: str = "") -> None:
+        super().__init__(f"{what}: {status} {text}".strip())
+        self.what = what
+        self.code = code
+        self.text = text
+
+
 class AuthenticationFailed(ProxyError):
     """The upstream rejected the credentials (turned into HTTP 401 by the front end)."""
 

@@ -2,7 +2,7 @@
 # return quickly when everything is there already.  Meant for a fresh Debian-like machine
 # (as root, or with password-less sudo) as well as for a developer's machine.
 
-DOVECOT_PACKAGES=(dovecot-imapd dovecot-lmtpd)
+DOVECOT_PACKAGES=(dovecot-imapd dovecot-lmtpd dovecot-sieve dovecot-managesieved)
 # Cyrus IMAP, the tests' second backend: its packages conflict with dovecot-imapd in apt, so
 # devservers.cyrus downloads and unpacks them into a prefix outside the checkout; only the
 # shared libraries they link, and sasl2-bin (saslpasswd2), are installed.

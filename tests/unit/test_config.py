@@ -237,6 +237,10 @@ ERROR_CASES = [
         "limits.max_upload_bytes_per_account: must be at least limits.max_size_upload (50000000)",
     ),
     (minimal(imap={"security": "ssl"}), "imap.security: must be one of tls, starttls, none"),
+    (minimal(sieve={"security": "ssl"}), "sieve.security: must be one of tls, starttls, none"),
+    (minimal(sieve={"port": 0}), "sieve.port: must be 1-65535"),
+    (minimal(sieve={"host": "a:4190"}), "sieve.host: "),
+    (minimal(sieve={"enabled": "yes"}), "sieve.enabled: expected a boolean"),
     (minimal(smtp={"auth": "login"}), "smtp.auth: must be one of user, none"),
     (minimal(server={"header_timeout": 0}), "server.header_timeout: must be positive"),
     (minimal(server={"body_timeout": "30"}), "server.body_timeout: expected a number"),
@@ -372,6 +376,13 @@ def test_cluster_without_a_shared_push_token_key_is_a_warning(tmp_path: Path) ->
             ['smtp.security = "none": mail'],
         ),
         ({"imap": {"verify_certificates": False}}, ["imap.verify_certificates = false"]),
+        ({"sieve": {"security": "none"}}, ["ManageSieve (sieve.security): passwords"]),
+        ({"sieve": {"security": "none", "host": "::1"}}, []),
+        ({"sieve": {"security": "none", "enabled": False}}, []),
+        (
+            {"imap": {"security": "none"}, "sieve": {"host": "sieve.example.org"}},
+            ['imap.security = "none"', "ManageSieve (sieve.security): passwords to sieve.example"],
+        ),
         ({"server": {"base_url": "http://jmap.example.org"}}, ["server.base_url is plain http"]),
         ({"server": {"base_url": "https://jmap.example.org"}}, []),
         (
@@ -826,3 +837,20 @@ def test_an_upstream_entry_s_plaintext_is_a_warning_too() -> None:
         'upstreams[0].smtp.security = "none": passwords and mail to smtp.a.example travel'
         " unencrypted"
     ]
+@pytest.mark.parametrize(
+    ("tables", "where"),
+    [
+        ({"imap": {"host": "mail.example.org"}}, ("mail.example.org", 4190, "starttls")),
+        ({"imap": {"host": "h", "security": "none"}}, ("h", 4190, "none")),
+        ({"imap": {"host": "h", "security": "starttls"}}, ("h", 4190, "starttls")),
+        (
+            {"imap": {"host": "h"}, "sieve": {"host": "s", "port": 2000, "security": "tls"}},
+            ("s", 2000, "tls"),
+        ),
+    ],
+)
+def test_sieve_defaults_to_the_imap_host(
+    tables: dict[str, Any], where: tuple[str, int, str]
+) -> None:
+    cfg = parse_config(tables)
+    assert cfg.sieve.where(cfg.imap) == where

@@ -81,6 +81,7 @@ SYNC, PUSH, METHODS = "imapjmap.sync", "imapjmap.push", "imapjmap.methods"
 BLOBS, ANSWERS, QUERY = "imapjmap.blobs", "imapjmap.answers", "imapjmap.query"
 SERVICES = "imapjmap.services"
 CLUSTER = "imapjmap.cluster"
+MANAGESIEVE = "imapjmap.managesieve"
 ADMIN = "imapjmap.admin"
 UPSTREAM, PROFILES = "imapjmap.upstream", "imapjmap.upstream.profiles"
 # Modules that are units of their own, below their package: the server profiles are a pure
@@ -145,7 +146,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # a pure planner: a JMAP filter into the cache's query types and the upstream's terms
     QUERY: (ERRORS, JMAP, f"{STORE}.email_queries", f"{UPSTREAM}.search"),
     # the seam handlers see (api) and its implementation over IMAP
-    UPSTREAM: (*BASE, PROFILES, IMAP),
+    UPSTREAM: (*BASE, PROFILES, IMAP, MANAGESIEVE),
+    # the ManageSieve client beside IMAP: a pure protocol core and its one connection
+    MANAGESIEVE: (ERRORS,),
     IMAP: (*BASE, PROFILES),
     PROFILES: (ERRORS, CONFIG),
     STORE: (ERRORS,),
