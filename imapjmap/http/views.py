@@ -34,6 +34,7 @@ from imapjmap.methods import (
     usable_capabilities,
 )
 from imapjmap.methods.context import MethodContext
+from imapjmap.methods.sieve import capabilities as sieve_capabilities
 from imapjmap.methods.submission import handlers as submission
 from imapjmap.metrics import EVENTS
 from imapjmap.services import Services
@@ -116,6 +117,7 @@ async def _session_for(
 ) -> dict[str, Any]:
     # probed once per process and SMTP server
     extensions = await submission.submission_extensions(cfg.smtp_for(who.account.upstream))
+    await who.upstream.sieve_server(cfg.sieve)  # looked for once in a while
     return _build_session(cfg, who, extensions, shares)
 
 
@@ -126,7 +128,10 @@ def _build_session(
     shares: tuple[ShareAccount, ...] = (),
 ) -> dict[str, Any]:
     account = SessionAccount(
-        who.account.account_id, who.account.username, account_capabilities(who.upstream)
+        who.account.account_id,
+        who.account.username,
+        account_capabilities(who.upstream),
+        details=sieve_capabilities.details(who.upstream),
     )
     others = [
         SessionAccount(
@@ -154,7 +159,7 @@ class SessionStates:
     MAX_ENTRIES: Final = 10_000
 
     def __init__(self) -> None:
-        self._states: dict[tuple[str, str, str, str, tuple[ShareAccount, ...]], str] = {}
+        self._states: dict[tuple[str, str, str, str, str, tuple[ShareAccount, ...]], str] = {}
 
     async def of(
         self, cfg: Config, who: Authenticated, shares: tuple[ShareAccount, ...] = ()
@@ -165,6 +170,7 @@ class SessionStates:
             who.account.username,
             json.dumps(extensions, sort_keys=True),
             " ".join(sorted(account_capabilities(who.upstream))),
+            json.dumps(sieve_capabilities.details(who.upstream), sort_keys=True),
             shares,
         )
         state = self._states.get(key)
@@ -277,6 +283,7 @@ async def run_request(
     async with app[REQUEST_SLOTS].slot(account_id):
         shares = await _shares_of(app, who)
         contexts = _Contexts(app[SERVICES], who, shares)
+        await who.upstream.sieve_server(cfg.sieve)  # its answer is remembered
         accounts = {account_id: usable_capabilities(who.upstream)}
         accounts.update((s.account.account_id, SHARE_CAPABILITIES) for s in shares)
         response = await dispatch.run(

@@ -86,6 +86,11 @@ class ImapPool:
         return f"<ImapPool {self.username!r} idle={len(self._idle)} busy={self._busy}>"
 
     @property
+    def imap_config(self) -> ImapConfig:
+        """The server this pool connects to (ManageSieve is found beside it)."""
+        return self._cfg
+
+    @property
     def idle_count(self) -> int:
         """Open connections waiting in the pool."""
         return len(self._idle)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from imapjmap.config import Config
@@ -56,6 +56,8 @@ class SessionAccount:
     capabilities: frozenset[str]  # account-level capability URNs
     is_personal: bool = True  # False: another user's folders shared with the login
     is_read_only: bool = False
+    # accountCapabilities objects that come from the account's servers (Sieve's), by URN
+    details: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def core_capability(cfg: Config) -> dict[str, Any]:
@@ -122,6 +124,7 @@ def _account_capabilities(
         out[wire.BLOB] = blob_account_capability(cfg)
     if wire.SUBMISSION in caps:
         out[wire.SUBMISSION] = submission_account_capability(submission_extensions)
+    out.update((urn, dict(value)) for urn, value in account.details.items() if urn in caps)
     for urn in caps:  # the others have nothing to say of the account (RFC 9425 Quota)
         out.setdefault(urn, {})
     return out

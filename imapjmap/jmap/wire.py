@@ -20,6 +20,8 @@ SUBMISSION: Final = "urn:ietf:params:jmap:submission"
 WEBSOCKET: Final = "urn:ietf:params:jmap:websocket"
 BLOB: Final = "urn:ietf:params:jmap:blob"
 QUOTA: Final = "urn:ietf:params:jmap:quota"
+VACATION: Final = "urn:ietf:params:jmap:vacationresponse"
+SIEVE: Final = "urn:ietf:params:jmap:sieve"
 MDN: Final = "urn:ietf:params:jmap:mdn"
 
 ERROR_URN_PREFIX: Final = "urn:ietf:params:jmap:error:"

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from imapjmap.jmap.dispatch import MethodSpec
-from imapjmap.jmap.wire import BLOB, CORE, MAIL, MDN, QUOTA, SUBMISSION, WEBSOCKET
+from imapjmap.jmap.wire import BLOB, CORE, MAIL, MDN, QUOTA, SIEVE, SUBMISSION, VACATION, WEBSOCKET
 from imapjmap.methods import core, identity, mdn, push_subscription, quota, thread
 from imapjmap.methods.blob import copy as blob_copy
 from imapjmap.methods.blob import methods as blob_methods
@@ -20,6 +20,8 @@ from imapjmap.methods.email import set as email_set
 from imapjmap.methods.email import snippet
 from imapjmap.methods.mailbox import get as mailbox
 from imapjmap.methods.mailbox import set as mailbox_set
+from imapjmap.methods.sieve import capabilities as sieve_capabilities
+from imapjmap.methods.sieve import vacation
 from imapjmap.methods.submission import handlers as submission
 from imapjmap.upstream.api import Upstream
 
@@ -67,20 +69,25 @@ REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
     "PushSubscription/set": MethodSpec(
         push_subscription.push_subscription_set, CORE, takes_account=False
     ),
+    "VacationResponse/get": MethodSpec(vacation.vacation_response_get, VACATION),
+    "VacationResponse/set": MethodSpec(vacation.vacation_response_set, VACATION),
 }
 
 # Capabilities whose methods are all implemented; only these are advertised (WebSocket has
 # no methods: its endpoint is the /jmap/ws/ route).
-CAPABILITIES: Final = frozenset({CORE, MAIL, BLOB, SUBMISSION, WEBSOCKET, QUOTA, MDN})
+CAPABILITIES: Final = frozenset(
+    {CORE, MAIL, BLOB, SUBMISSION, WEBSOCKET, QUOTA, MDN, VACATION, SIEVE}
+)
 ACCOUNT_CAPABILITIES: Final = frozenset({MAIL, BLOB, SUBMISSION, MDN})
 # Account capabilities that depend on what the account's mail server offers.
-_OPTIONAL: Final = frozenset({QUOTA})
+_OPTIONAL: Final = frozenset({QUOTA, VACATION, SIEVE})
 
 
 def account_capabilities(upstream: Upstream) -> frozenset[str]:
     """The account capabilities of an account on ``upstream``: Quota only where the server
-    reports quotas (QUOTA-01)."""
-    return ACCOUNT_CAPABILITIES | ({QUOTA} if upstream.offers_quota else frozenset())
+    reports quotas (QUOTA-01); Sieve and VacationResponse where it has ManageSieve (VAC-01)."""
+    quota = {QUOTA} if upstream.offers_quota else frozenset()
+    return ACCOUNT_CAPABILITIES | quota | frozenset(sieve_capabilities.details(upstream))
 
 
 def usable_capabilities(upstream: Upstream) -> frozenset[str]:

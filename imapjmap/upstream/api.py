@@ -16,6 +16,7 @@ from imapjmap.upstream.profiles import Profile
 from imapjmap.upstream.quota import QuotaReading, QuotaReads
 from imapjmap.upstream.refresh_reads import RefreshSource
 from imapjmap.upstream.search import Pacer, Search, SearchMailbox, SearchTerm, UidHits
+from imapjmap.upstream.sieve import SieveAccess, SieveScripts, SieveServer
 from imapjmap.upstream.watch import Heard, Watch, WatchSource
 from imapjmap.upstream.writes import (
     Appended,
@@ -46,6 +47,9 @@ __all__ = [
     "Search",
     "SearchMailbox",
     "SearchTerm",
+    "SieveAccess",
+    "SieveScripts",
+    "SieveServer",
     "Stored",
     "UidHits",
     "Upstream",
@@ -63,6 +67,7 @@ class Upstream(
     RefreshSource,
     WatchSource,
     QuotaReads,
+    SieveAccess,
     Protocol,
 ):
     """One account on one mail server, as the handlers use it."""

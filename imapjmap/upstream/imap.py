@@ -41,6 +41,7 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 
+from imapjmap.config import SieveConfig
 from imapjmap.errors import ImapCommandFailed, ImapProtocolViolation
 from imapjmap.imap import commands
 from imapjmap.imap.commands import Command, sequence_set
@@ -48,13 +49,14 @@ from imapjmap.imap.models import Reply
 from imapjmap.imap.parse import parse_uid_set
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
-from imapjmap.upstream import gmail, imap_quota, imap_search, imap_shares
+from imapjmap.upstream import gmail, imap_quota, imap_search, imap_shares, managesieve
 from imapjmap.upstream.imap_refresh import ImapRefresh
 from imapjmap.upstream.imap_watch import ImapWatching
 from imapjmap.upstream.profiles import Profile
 from imapjmap.upstream.quota import QuotaReading
 from imapjmap.upstream.search import Pacer, SearchMailbox, SearchTerm, UidHits, no_pause
 from imapjmap.upstream.shares import Share
+from imapjmap.upstream.sieve import SieveScripts, SieveServer
 from imapjmap.upstream.writes import Appended, Copied, Removed, Stored
 
 # --- command text (pure) ----------------------------------------------------------------------
@@ -357,6 +359,18 @@ class ImapUpstream(ImapRefresh, ImapWatching):
         pace: Pacer = no_pause,
     ) -> UidHits:
         return await imap_search.search(self.pool, mailboxes, terms, scope=scope, pace=pace)
+
+    # SieveAccess (upstream.managesieve)
+
+    async def sieve_server(self, cfg: SieveConfig) -> SieveServer | None:
+        return await managesieve.server(cfg, self.pool)
+
+    @property
+    def sieve_known(self) -> SieveServer | None:
+        return managesieve.known(self.pool)
+
+    def sieve(self, cfg: SieveConfig) -> contextlib.AbstractAsyncContextManager[SieveScripts]:
+        return managesieve.session(cfg, self.pool)
 
     # QuotaReads (upstream.imap_quota)
 

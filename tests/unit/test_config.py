@@ -837,6 +837,8 @@ def test_an_upstream_entry_s_plaintext_is_a_warning_too() -> None:
         'upstreams[0].smtp.security = "none": passwords and mail to smtp.a.example travel'
         " unencrypted"
     ]
+
+
 @pytest.mark.parametrize(
     ("tables", "where"),
     [

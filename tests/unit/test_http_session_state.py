@@ -8,19 +8,25 @@ from typing import Any
 
 import pytest
 
-from imapjmap.config import Config
+from imapjmap.config import Config, SieveConfig
 from imapjmap.http import views
 from imapjmap.http.auth import Authenticated
 from imapjmap.jmap import session as jsession
 from imapjmap.methods.context import Account
 from imapjmap.methods.submission import handlers as submission
+from imapjmap.upstream.api import SieveServer
 
 
 class Upstream:
-    """What the Session reads of the account's server: whether it reports quotas."""
+    """What the Session reads of the account's server: whether it reports quotas, and what
+    its ManageSieve server offers (None: it has none)."""
 
-    def __init__(self, offers_quota: bool = False) -> None:
+    def __init__(self, offers_quota: bool = False, sieve: SieveServer | None = None) -> None:
         self.offers_quota = offers_quota
+        self.sieve_known = sieve
+
+    async def sieve_server(self, cfg: SieveConfig) -> SieveServer | None:
+        return self.sieve_known
 
 
 def login(account_id: str, username: str, upstream: Upstream | None = None) -> Authenticated:
@@ -60,3 +66,12 @@ async def test_the_state_is_the_sessions_and_follows_the_smtp_extensions_core_se
     assert (
         "urn:ietf:params:jmap:quota" in (await views._session_for(cfg, with_quota))["capabilities"]
     )
+    # the server has ManageSieve with vacation: two more capabilities (VAC-01)
+    sieve = SieveServer("Example Sieve", frozenset({"vacation", "fileinto"}))
+    with_sieve = login("Aalice", "alice", Upstream(sieve=sieve))
+    assert await states.of(cfg, with_sieve) not in (first, changed)
+    session = await views._session_for(cfg, with_sieve)
+    assert session["state"] == await states.of(cfg, with_sieve)
+    account = session["accounts"]["Aalice"]["accountCapabilities"]
+    assert account["urn:ietf:params:jmap:vacationresponse"] == {}
+    assert account["urn:ietf:params:jmap:sieve"]["sieveExtensions"] == ["fileinto", "vacation"]

@@ -1,0 +1,352 @@
+"""VacationResponse (RFC 8621 §8) against a real Dovecot with Pigeonhole: the server
+answers the mail, the proxy only writes the Sieve script over ManageSieve.
+
+Requirement ids cited by the tests (RFC section in brackets):
+
+- VAC-01 [RFC 8621 §8, RFC 8620 §2]: ``urn:ietf:params:jmap:vacationresponse`` is
+  advertised for an account whose server offers it, and only then.
+- VAC-02 [§8]: the VacationResponse is a singleton with id ``singleton``, present in every
+  account that has the capability; /get of another id is notFound.
+- VAC-03 [§8.2]: /set may only update the singleton: create and destroy are ``singleton``
+  errors; properties are type-checked (invalidProperties); ``ifInState`` is honoured.
+- VAC-04 [§8]: when ``isEnabled`` is true, mail arriving between ``fromDate`` and
+  ``toDate`` is answered with ``subject`` and ``textBody``/``htmlBody`` — by the server,
+  at most once per sender within the vacation period (RFC 5230 ``:days``).
+- VAC-05 [§8]: no reply before ``fromDate`` (nor after ``toDate``).
+- VAC-06 [RFC 5230 §5.8 ``:mime``]: an ``htmlBody`` reply is multipart/alternative with
+  the HTML beside a text part.
+- VAC-07: a Sieve script that another client made active keeps filtering while vacation is
+  on (RFC 6609 include), and is the active script again, unchanged, when it is turned off.
+- VAC-08 [§8.1]: ``isEnabled`` reads back false once another client activated a script
+  of its own (the server no longer runs the vacation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import imaplib
+import secrets
+import shutil
+import smtplib
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from devservers.dovecot import DovecotServer
+from devservers.smtp import SmtpSink
+from imapjmap.config import SieveConfig
+from imapjmap.http.app import make_app
+from imapjmap.managesieve.client import Endpoint, ManageSieveClient
+from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+
+VACATION = "urn:ietf:params:jmap:vacationresponse"
+SIEVE = "urn:ietf:params:jmap:sieve"
+USING = [CORE, MAIL, VACATION]
+FILTER = b'require "fileinto";\r\nif header :contains "subject" "invoice" { fileinto "Bills"; }\r\n'
+
+
+@dataclasses.dataclass(frozen=True)
+class SieveWorld:
+    dovecot: DovecotServer
+    outbox: SmtpSink  # where the server's vacation replies go
+
+
+@pytest.fixture(scope="module")
+def sieve_world() -> Iterator[SieveWorld]:
+    """A Dovecot of its own with ManageSieve and Sieve in LMTP, sending through a sink."""
+    outbox = SmtpSink.start()
+    root = Path(tempfile.mkdtemp(prefix="imapjmap-sieve-"))
+    try:
+        extra = f"submission_host = 127.0.0.1:{outbox.port}\n"
+        with DovecotServer.start(root, sieve=True, extra_conf=extra) as dovecot:
+            yield SieveWorld(dovecot, outbox)
+    finally:
+        outbox.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    username: str
+    password: str
+    host: str
+    port: int
+    world: SieveWorld
+
+    def imap(self) -> imaplib.IMAP4:
+        return self.world.dovecot.connect(self.username, self.password)
+
+    def deliver(self, sender: str, subject: str) -> None:
+        """One message over LMTP, which runs the user's active Sieve script."""
+        raw = (
+            f"From: {sender}\r\nTo: {self.username}@example.org\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{secrets.token_hex(8)}@example.org>\r\n\r\nHello.\r\n"
+        ).encode()
+        with smtplib.LMTP(self.host, self.world.dovecot.lmtp_port, timeout=30) as lmtp:
+            lmtp.sendmail(sender, [self.username], raw)
+
+    async def other_client(self) -> ManageSieveClient:
+        """Another ManageSieve client of the same user (the oracle, and an outside writer)."""
+        endpoint = Endpoint(self.host, self.world.dovecot.sieve_port, "none")
+        return await ManageSieveClient.connect(endpoint, self.username, self.password)
+
+
+@pytest.fixture
+def user(sieve_world: SieveWorld, request: pytest.FixtureRequest) -> User:
+    username = f"vac-{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(12)
+    sieve_world.dovecot.add_user(username, password)
+    return User(username, password, sieve_world.dovecot.host, sieve_world.dovecot.port, sieve_world)
+
+
+@pytest.fixture
+async def jmap(user: User, tmp_path: Path) -> AsyncIterator[Jmap]:
+    cfg = proxy_config(user, tmp_path)
+    cfg = dataclasses.replace(cfg, sieve=SieveConfig(port=user.world.dovecot.sieve_port))
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        client = Jmap(http, user.username, user.password)
+        await client.session()
+        yield client
+
+
+async def vacation_get(jmap: Jmap) -> dict[str, Any]:
+    body = await jmap.request(
+        [["VacationResponse/get", {"accountId": jmap.account_id}, "g"]], using=USING
+    )
+    name, args, _ = body["methodResponses"][0]
+    assert name == "VacationResponse/get", args
+    return args
+
+
+async def vacation_set(jmap: Jmap, **args: Any) -> dict[str, Any]:
+    body = await jmap.request(
+        [["VacationResponse/set", {"accountId": jmap.account_id, **args}, "s"]], using=USING
+    )
+    name, response, _ = body["methodResponses"][0]
+    assert name == "VacationResponse/set", response
+    return response
+
+
+async def enable(jmap: Jmap, **props: Any) -> None:
+    response = await vacation_set(
+        jmap, update={"singleton": {"isEnabled": True, "subject": "Away", **props}}
+    )
+    assert response["updated"] == {"singleton": None}, response
+
+
+def replies_to(world: SieveWorld, sender: str, wait: float = 0.0) -> list[Any]:
+    """The vacation replies the server sent to ``sender`` (after ``wait`` seconds)."""
+    time.sleep(wait)
+    return [m for m in world.outbox.messages if sender in m.rcpt_tos]
+
+
+def wait_for_reply(world: SieveWorld, sender: str) -> Any:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = replies_to(world, sender)
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no vacation reply to {sender}")
+
+
+# --- the session -------------------------------------------------------------------------
+
+
+async def test_capability_advertised_where_the_server_has_managesieve_vac_01(
+    jmap: Jmap,
+) -> None:
+    session = await jmap.session()
+    account = session["accounts"][jmap.account_id]
+    assert VACATION in session["capabilities"] and SIEVE in session["capabilities"]
+    assert account["accountCapabilities"][VACATION] == {}
+    sieve = account["accountCapabilities"][SIEVE]
+    assert {"vacation", "include", "fileinto"} <= set(sieve["sieveExtensions"])
+    assert sieve["maxSizeScriptName"] >= 512
+    assert session["primaryAccounts"][VACATION] == jmap.account_id
+
+
+async def test_capability_not_advertised_without_managesieve_vac_01(
+    user: User, tmp_path: Path
+) -> None:
+    closed = SieveConfig(port=user.world.outbox.port)  # an SMTP server: no ManageSieve there
+    for sieve in (closed, SieveConfig(enabled=False)):
+        cfg = dataclasses.replace(proxy_config(user, tmp_path), sieve=sieve)
+        async with TestClient(TestServer(make_app(cfg))) as http:
+            client = Jmap(http, user.username, user.password)
+            session = await client.session()
+            assert VACATION not in session["capabilities"]
+            assert VACATION not in session["accounts"][client.account_id]["accountCapabilities"]
+            body = await client.request(
+                [["VacationResponse/get", {"accountId": client.account_id}, "g"]], using=USING
+            )
+            assert body["methodResponses"][0][1]["type"] == "accountNotSupportedByMethod"
+
+
+# --- get and set ---------------------------------------------------------------------------
+
+
+async def test_get_the_singleton_vac_02(jmap: Jmap) -> None:
+    response = await vacation_get(jmap)
+    assert response["list"] == [
+        {
+            "id": "singleton",
+            "isEnabled": False,
+            "fromDate": None,
+            "toDate": None,
+            "subject": None,
+            "textBody": None,
+            "htmlBody": None,
+        }
+    ]
+    body = await jmap.request(
+        [["VacationResponse/get", {"accountId": jmap.account_id, "ids": ["x", "singleton"]}, "g"]],
+        using=USING,
+    )
+    args = body["methodResponses"][0][1]
+    assert args["notFound"] == ["x"] and [o["id"] for o in args["list"]] == ["singleton"]
+
+
+async def test_only_the_singleton_can_be_updated_vac_03(jmap: Jmap) -> None:
+    state = (await vacation_get(jmap))["state"]
+    response = await vacation_set(
+        jmap,
+        create={"c": {"isEnabled": True}},
+        destroy=["singleton"],
+        update={
+            "other": {"isEnabled": True},
+            "singleton": {"isEnabled": "yes"},
+        },
+    )
+    assert response["notCreated"]["c"]["type"] == "singleton"
+    assert response["notDestroyed"]["singleton"]["type"] == "singleton"
+    assert response["notUpdated"]["other"]["type"] == "notFound"
+    assert response["notUpdated"]["singleton"]["type"] == "invalidProperties"
+    assert response["notUpdated"]["singleton"]["properties"] == ["isEnabled"]
+    assert response["oldState"] == response["newState"] == state
+    for bad in ({"fromDate": "tomorrow"}, {"subject": 5}, {"id": "x"}, {"colour": "red"}):
+        response = await vacation_set(jmap, update={"singleton": bad})
+        assert response["notUpdated"]["singleton"]["type"] == "invalidProperties", bad
+    args = {"accountId": jmap.account_id, "ifInState": "nope", "update": {"singleton": {}}}
+    body = await jmap.request([["VacationResponse/set", args, "s"]], using=USING)
+    assert body["methodResponses"][0][:2] == ["error", {"type": "stateMismatch"}]
+
+
+async def test_set_reads_back_and_moves_the_state_vac_03(jmap: Jmap) -> None:
+    before = (await vacation_get(jmap))["state"]
+    response = await vacation_set(
+        jmap,
+        ifInState=before,
+        update={
+            "singleton": {
+                "isEnabled": True,
+                "subject": 'Out "of" office',
+                "textBody": "Back on Monday.\n.\nBye",
+                "fromDate": "2020-01-01T00:00:00Z",
+                "toDate": "2099-12-31T00:00:00Z",
+            }
+        },
+    )
+    assert response["oldState"] == before and response["newState"] != before
+    got = (await vacation_get(jmap))["list"][0]
+    assert got["isEnabled"] is True and got["subject"] == 'Out "of" office'
+    assert got["textBody"] == "Back on Monday.\n.\nBye"
+    assert got["fromDate"] == "2020-01-01T00:00:00Z"
+
+
+# --- it answers mail -----------------------------------------------------------------------
+
+
+async def test_the_server_replies_once_per_sender_vac_04(jmap: Jmap, user: User) -> None:
+    await enable(jmap, textBody="I am away until Monday.")
+    sender = f"bob-{secrets.token_hex(4)}@example.org"
+    user.deliver(sender, "hello")
+    reply = wait_for_reply(user.world, sender)
+    parsed = reply.parsed()
+    assert parsed["Subject"] == "Away"
+    assert parsed["Auto-Submitted"].startswith("auto-replied")
+    assert "I am away until Monday." in parsed.get_content()
+    user.deliver(sender, "hello again")
+    assert len(replies_to(user.world, sender, wait=1.0)) == 1  # not twice within :days
+    other = f"carol-{secrets.token_hex(4)}@example.org"
+    user.deliver(other, "hi")
+    wait_for_reply(user.world, other)  # every sender hears once
+
+
+async def test_no_reply_before_from_date_nor_when_disabled_vac_05(jmap: Jmap, user: User) -> None:
+    await enable(jmap, textBody="later", fromDate="2098-01-01T00:00:00Z")
+    sender = f"dave-{secrets.token_hex(4)}@example.org"
+    user.deliver(sender, "early")
+    await enable(jmap, textBody="over", fromDate=None, toDate="2000-01-01T00:00:00Z")
+    user.deliver(sender, "late")
+    response = await vacation_set(jmap, update={"singleton": {"isEnabled": False, "toDate": None}})
+    assert response["updated"] == {"singleton": None}
+    user.deliver(sender, "disabled")
+    assert replies_to(user.world, sender, wait=1.0) == []
+    client = await user.other_client()
+    try:
+        assert [active for _, active in await client.list_scripts()] == [False]
+    finally:
+        await client.close()
+
+
+async def test_html_reply_is_multipart_alternative_vac_06(jmap: Jmap, user: User) -> None:
+    await enable(jmap, textBody="Away.", htmlBody="<p>Away <b>now</b>.</p>")
+    sender = f"erin-{secrets.token_hex(4)}@example.org"
+    user.deliver(sender, "hello")
+    parsed = wait_for_reply(user.world, sender).parsed()
+    assert parsed.get_content_type() == "multipart/alternative"
+    parts = {part.get_content_type(): part.get_content() for part in parsed.iter_parts()}
+    assert "<b>now</b>" in parts["text/html"] and "Away." in parts["text/plain"]
+
+
+# --- another client's script -----------------------------------------------------------------
+
+
+async def test_another_clients_script_keeps_working_and_comes_back_vac_07(
+    jmap: Jmap, user: User
+) -> None:
+    client = await user.other_client()
+    try:
+        await client.put_script("mine", FILTER)
+        await client.set_active("mine")
+    finally:
+        await client.close()
+    with user.imap() as imap:
+        imap.create("Bills")
+    await enable(jmap, textBody="away")
+    sender = f"frank-{secrets.token_hex(4)}@example.org"
+    user.deliver(sender, "your invoice")
+    wait_for_reply(user.world, sender)  # the vacation runs ...
+    with user.imap() as imap:  # ... and so does the user's filter
+        typ, data = imap.select("Bills", readonly=True)
+        assert typ == "OK" and data == [b"1"]
+    response = await vacation_set(jmap, update={"singleton": {"isEnabled": False}})
+    assert response["updated"] == {"singleton": None}
+    client = await user.other_client()
+    try:
+        active = [name for name, is_active in await client.list_scripts() if is_active]
+        assert active == ["mine"]
+        assert await client.get_script("mine") == FILTER
+    finally:
+        await client.close()
+
+
+async def test_vacation_reads_disabled_once_another_script_is_activated_vac_08(
+    jmap: Jmap, user: User
+) -> None:
+    await enable(jmap, textBody="away")
+    assert (await vacation_get(jmap))["list"][0]["isEnabled"] is True
+    client = await user.other_client()
+    try:
+        await client.put_script("theirs", b"keep;\r\n")
+        await client.set_active("theirs")
+    finally:
+        await client.close()
+    got = (await vacation_get(jmap))["list"][0]
+    assert got["isEnabled"] is False and got["subject"] == "Away"
