@@ -21,6 +21,7 @@ from imapjmap.methods.email import snippet
 from imapjmap.methods.mailbox import get as mailbox
 from imapjmap.methods.mailbox import set as mailbox_set
 from imapjmap.methods.sieve import capabilities as sieve_capabilities
+from imapjmap.methods.sieve import scripts as sieve_scripts
 from imapjmap.methods.sieve import vacation
 from imapjmap.methods.submission import handlers as submission
 from imapjmap.upstream.api import Upstream
@@ -71,6 +72,10 @@ REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
     ),
     "VacationResponse/get": MethodSpec(vacation.vacation_response_get, VACATION),
     "VacationResponse/set": MethodSpec(vacation.vacation_response_set, VACATION),
+    "SieveScript/get": MethodSpec(sieve_scripts.sieve_script_get, SIEVE),
+    "SieveScript/set": MethodSpec(sieve_scripts.sieve_script_set, SIEVE),
+    "SieveScript/query": MethodSpec(sieve_scripts.sieve_script_query, SIEVE),
+    "SieveScript/validate": MethodSpec(sieve_scripts.sieve_script_validate, SIEVE),
 }
 
 # Capabilities whose methods are all implemented; only these are advertised (WebSocket has

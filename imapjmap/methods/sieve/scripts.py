@@ -1,0 +1,365 @@
+"""SieveScript/get, /set, /query and /validate (RFC 9661) over the account's ManageSieve.
+
+Rule 1: a script is named on the server, and its id is a digest of that name, so ids need
+        no table and stay valid for as long as the name does.  A script cannot be renamed
+        (``name`` is fixed once created: ``invalidProperties``): a new name is a new script.
+Rule 2: the content is a blob: /get stores each script's octets as an upload of the
+        account (``application/sieve``, content-addressed) and gives its blobId; /set and
+        /validate read the blob a client uploaded.
+Rule 3: the server compiles every script it stores: a PUTSCRIPT or CHECKSCRIPT refused with
+        NO is ``invalidSieve`` with the server's text (its errors and line numbers), which
+        is meant for the user; a quota refusal is ``overQuota``.
+Rule 4: the state is a digest of every script's name, activity and content, so it moves
+        exactly when /get's answer would; there is no /changes (``cannotCalculateChanges``
+        for /queryChanges, which is not offered).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from imapjmap.blobs import content as blob_store
+from imapjmap.errors import SieveCommandFailed
+from imapjmap.jmap import responses
+from imapjmap.jmap import standard as std
+from imapjmap.jmap.args import Comparator, GetArgs, QueryArgs, SetArgs
+from imapjmap.jmap.dispatch import Call
+from imapjmap.jmap.errors import (
+    MethodError,
+    MethodErrorType,
+    SetError,
+    SetErrorType,
+    invalid_arguments,
+    invalid_properties,
+)
+from imapjmap.jmap.wire import JsonObject, is_id
+from imapjmap.methods import standard
+from imapjmap.methods.context import MethodContext
+from imapjmap.methods.sieve.capabilities import MAX_SIZE_SCRIPT_NAME
+from imapjmap.upstream.api import SieveScripts
+
+PROPERTIES: Final = ("id", "name", "isActive", "blobId")
+SORT_PROPERTIES: Final = ("name", "isActive")
+SIEVE_TYPE: Final = "application/sieve"
+_SETTABLE: Final = frozenset({"name", "blobId"})
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    active: bool
+    content: bytes
+
+    @property
+    def id(self) -> str:
+        return script_id(self.name)
+
+
+def script_id(name: str) -> str:
+    """Rule 1: ``S`` and the digest of the name (a valid Id, CORE-TYPE-01)."""
+    digest = base64.b32encode(hashlib.sha256(name.encode("utf-8")).digest()).decode("ascii")
+    return "S" + digest[:26].lower()
+
+
+async def read_scripts(sieve: SieveScripts) -> list[Script]:
+    out = []
+    for name, active in await sieve.scripts():
+        content = await sieve.script(name)
+        if content is not None:  # deleted by another client between the two commands
+            out.append(Script(name, active, content))
+    return out
+
+
+def state_of(scripts: Sequence[Script]) -> str:
+    """Rule 4."""
+    parts = [(s.name, s.active, hashlib.sha256(s.content).hexdigest()) for s in scripts]
+    return "q" + hashlib.sha256(json.dumps(sorted(parts)).encode()).hexdigest()[:24]
+
+
+async def _blob_id(ctx: MethodContext, content: bytes) -> str:
+    row = await blob_store.save_upload(
+        ctx.store,
+        ctx.account_id,
+        content,
+        SIEVE_TYPE,
+        quota=ctx.cfg.limits.max_upload_bytes_per_account,
+    )
+    return row.id
+
+
+async def _to_json(ctx: MethodContext, script: Script, properties: set[str]) -> JsonObject:
+    out: JsonObject = {"id": script.id}
+    if "name" in properties:
+        out["name"] = script.name
+    if "isActive" in properties:
+        out["isActive"] = script.active
+    if "blobId" in properties:
+        out["blobId"] = await _blob_id(ctx, script.content)
+    return out
+
+
+# --- get -----------------------------------------------------------------------------------
+
+
+async def sieve_script_get(ctx: MethodContext, call: Call) -> JsonObject:
+    args = GetArgs.parse(
+        call.args,
+        known_properties=PROPERTIES,
+        max_objects=ctx.cfg.limits.max_objects_in_get,
+        max_properties=ctx.cfg.limits.max_properties,
+    )
+    async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
+        scripts = await read_scripts(sieve)
+    by_id = {s.id: s for s in scripts}
+    wanted = standard.resolve_ids(call, args.ids) if args.ids is not None else list(by_id)
+    properties = set(args.properties if args.properties is not None else PROPERTIES)
+    found, not_found = responses.pick(wanted, by_id)
+    return responses.get_response(
+        [await _to_json(ctx, s, properties) for s in found],
+        not_found,
+        account_id=ctx.account_id,
+        state=state_of(scripts),
+    )
+
+
+# --- query ---------------------------------------------------------------------------------
+
+
+def _check_condition(condition: JsonObject) -> None:
+    for key, value in condition.items():
+        if key == "name" and isinstance(value, str):
+            continue
+        if key == "isActive" and isinstance(value, bool):
+            continue
+        raise MethodError(
+            MethodErrorType.UNSUPPORTED_FILTER, f"unsupported filter condition {key[:40]!r}"
+        )
+
+
+def _matches(script: Script, condition: JsonObject) -> bool:
+    name = condition.get("name")
+    if name is not None and name.casefold() not in script.name.casefold():
+        return False
+    return "isActive" not in condition or condition["isActive"] == script.active
+
+
+def _sort_value(script: Script, comparator: Comparator) -> str | bool:
+    return script.name if comparator.property == "name" else script.active
+
+
+async def sieve_script_query(ctx: MethodContext, call: Call) -> JsonObject:
+    args = QueryArgs.parse(call.args, sort_properties=SORT_PROPERTIES, limits=ctx.query_limits)
+    tree = std.validate_filter(args.filter, _check_condition)
+    async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
+        scripts = await read_scripts(sieve)
+    kept = [s for s in scripts if std.matches(tree, functools.partial(_matches, s))]
+    ordered = std.sort_records(kept, args.sort, _sort_value, lambda s: s.name)
+    return responses.query_response(
+        std.query_window([s.id for s in ordered], args, max_limit=None),
+        account_id=ctx.account_id,
+        query_state=state_of(scripts),
+        can_calculate_changes=False,
+    )
+
+
+# --- validate ------------------------------------------------------------------------------
+
+
+def _refused(exc: SieveCommandFailed) -> SetError:
+    """Rule 3."""
+    if (exc.code or "").startswith("QUOTA"):
+        return SetError(SetErrorType.OVER_QUOTA, exc.text or "over the Sieve quota")
+    return SetError(SetErrorType.INVALID_SIEVE, exc.text or "the server refused the script")
+
+
+async def _content(ctx: MethodContext, blob_id: object) -> bytes:
+    if not isinstance(blob_id, str) or not is_id(blob_id):
+        raise invalid_properties("blobId must be an Id", "blobId")
+    blob = await blob_store.read(ctx.store, ctx.upstream, ctx.account_id, blob_id)
+    if blob is None:
+        raise SetError(SetErrorType.BLOB_NOT_FOUND, notFound=[blob_id])
+    return blob.data
+
+
+async def sieve_script_validate(ctx: MethodContext, call: Call) -> JsonObject:
+    ctx.check_account(call.args.get("accountId", ""))
+    unknown = sorted(set(call.args) - {"accountId", "blobId"})
+    if unknown or not isinstance(call.args.get("blobId"), str):
+        raise invalid_arguments("SieveScript/validate takes accountId and blobId")
+    error: JsonObject | None = None
+    try:
+        content = await _content(ctx, call.args["blobId"])
+        async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
+            await sieve.check(content)
+    except SieveCommandFailed as exc:
+        error = _refused(exc).to_json()
+    except SetError as exc:
+        error = exc.to_json()
+    return {"accountId": ctx.account_id, "error": error}
+
+
+# --- set -----------------------------------------------------------------------------------
+
+
+class _Set:
+    """One SieveScript/set on one ManageSieve session."""
+
+    def __init__(self, ctx: MethodContext, call: Call, sieve: SieveScripts) -> None:
+        self.ctx = ctx
+        self.call = call
+        self.sieve = sieve
+        self.scripts: dict[str, Script] = {}  # id -> script, as the server has them now
+
+    async def load(self) -> list[Script]:
+        scripts = await read_scripts(self.sieve)
+        self.scripts = {s.id: s for s in scripts}
+        return scripts
+
+    def _check(self, obj: object, *, creating: bool) -> JsonObject:
+        if not isinstance(obj, dict):
+            raise invalid_properties("a SieveScript must be an object")
+        unknown = sorted(k for k in obj if k not in PROPERTIES)
+        if unknown:
+            raise invalid_properties("unknown properties", *unknown)
+        fixed = sorted(k for k in obj if k in ("id", "isActive") and (creating or k == "id"))
+        if fixed:
+            raise invalid_properties("server-set properties cannot be given", *fixed)
+        return obj
+
+    async def create(self, obj: object) -> JsonObject:
+        props = self._check(obj, creating=True)
+        name = props.get("name")
+        if name is None:
+            name = "jmap-" + secrets.token_hex(6)
+        if not isinstance(name, str) or not name or len(name.encode()) > MAX_SIZE_SCRIPT_NAME:
+            raise invalid_properties("name must be a non-empty String", "name")
+        if script_id(name) in self.scripts:
+            raise SetError(SetErrorType.ALREADY_EXISTS, f"a script is named {name!r} already")
+        content = await _content(self.ctx, props.get("blobId"))
+        await self._put(name, content)
+        script = Script(name, False, content)
+        self.scripts[script.id] = script
+        created: JsonObject = {"id": script.id, "isActive": False}
+        if "name" not in props or props["name"] is None:
+            created["name"] = name
+        return created
+
+    async def update(self, script_id_: str, patch: object) -> None:
+        props = self._check(patch, creating=False)
+        script = self.scripts.get(script_id_)
+        if script is None:
+            raise SetError(SetErrorType.NOT_FOUND)
+        if "isActive" in props and props["isActive"] != script.active:
+            raise invalid_properties("isActive is set by onSuccessActivateScript", "isActive")
+        if "name" in props and props["name"] != script.name:
+            raise invalid_properties("a script cannot be renamed: create a new one", "name")
+        if "blobId" in props:
+            content = await _content(self.ctx, props["blobId"])
+            await self._put(script.name, content)
+            self.scripts[script_id_] = Script(script.name, script.active, content)
+
+    async def destroy(self, script_id_: str) -> None:
+        script = self.scripts.get(script_id_)
+        if script is None:
+            raise SetError(SetErrorType.NOT_FOUND)
+        if script.active:
+            raise SetError(SetErrorType.SIEVE_IS_ACTIVE, "deactivate the script first")
+        try:
+            await self.sieve.delete(script.name)
+        except SieveCommandFailed as exc:
+            raise SetError(SetErrorType.NOT_FOUND, exc.text) from exc
+        del self.scripts[script_id_]
+
+    async def _put(self, name: str, content: bytes) -> None:
+        try:
+            await self.sieve.put(name, content)
+        except SieveCommandFailed as exc:
+            raise _refused(exc) from exc
+
+
+async def _activation(run: _Set, args: SetArgs, failed: bool) -> dict[str, JsonObject]:
+    """onSuccessActivateScript / onSuccessDeactivateScript, when every change succeeded:
+    the scripts whose ``isActive`` changed, for ``updated``."""
+    activate = args.extra.get("onSuccessActivateScript")
+    deactivate = args.extra.get("onSuccessDeactivateScript")
+    if failed or (activate is None and not deactivate):
+        return {}
+    before = {s.id: s.active for s in run.scripts.values()}
+    if activate is not None:
+        target = run.scripts.get(standard.resolve_ids(run.call, [activate])[0])
+        if target is None:
+            raise invalid_arguments("onSuccessActivateScript names no script")
+        await run.sieve.activate(target.name)
+    else:
+        await run.sieve.activate(None)
+    after = {s.id: s.active for s in await run.load()}
+    return {i: {"isActive": a} for i, a in after.items() if before.get(i) not in (None, a)}
+
+
+def _check_extra(args: SetArgs) -> None:
+    activate = args.extra.get("onSuccessActivateScript")
+    deactivate = args.extra.get("onSuccessDeactivateScript")
+    if activate is not None and not (isinstance(activate, str) and activate):
+        raise invalid_arguments("onSuccessActivateScript must be an Id or null")
+    if deactivate is not None and not isinstance(deactivate, bool):
+        raise invalid_arguments("onSuccessDeactivateScript must be a Boolean or null")
+    if activate is not None and deactivate:
+        raise invalid_arguments("activate one script, or deactivate: not both")
+
+
+async def sieve_script_set(ctx: MethodContext, call: Call) -> JsonObject:
+    args = SetArgs.parse(
+        call.args,
+        max_objects=ctx.cfg.limits.max_objects_in_set,
+        extra=("onSuccessActivateScript", "onSuccessDeactivateScript"),
+    )
+    _check_extra(args)
+    created: JsonObject = {}
+    updated: JsonObject = {}
+    destroyed: list[str] = []
+    not_created: JsonObject = {}
+    not_updated: JsonObject = {}
+    not_destroyed: JsonObject = {}
+    async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
+        run = _Set(ctx, call, sieve)
+        old_state = state_of(await run.load())
+        if args.if_in_state is not None and args.if_in_state != old_state:
+            raise MethodError(MethodErrorType.STATE_MISMATCH)
+        for cid, obj in (args.create or {}).items():
+            try:
+                created[cid] = await run.create(obj)
+            except SetError as exc:
+                not_created[cid] = exc.to_json()
+            else:
+                call.created_ids[cid] = created[cid]["id"]
+        for object_id, patch in (args.update or {}).items():
+            try:
+                await run.update(object_id, patch)
+            except SetError as exc:
+                not_updated[object_id] = exc.to_json()
+            else:
+                updated[object_id] = None
+        for object_id in standard.resolve_ids(call, args.destroy or []):
+            try:
+                await run.destroy(object_id)
+            except SetError as exc:
+                not_destroyed[object_id] = exc.to_json()
+            else:
+                destroyed.append(object_id)
+        failed = bool(not_created or not_updated or not_destroyed)
+        for object_id, change in (await _activation(run, args, failed)).items():
+            updated[object_id] = {**(updated.get(object_id) or {}), **change}
+        new_state = state_of(await run.load())
+    result = responses.SetResult(
+        created, updated, destroyed, not_created, not_updated, not_destroyed
+    )
+    return responses.set_response(
+        result, account_id=ctx.account_id, old_state=old_state, new_state=new_state
+    )

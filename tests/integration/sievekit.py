@@ -1,0 +1,90 @@
+"""A Dovecot with Pigeonhole for the VacationResponse and SieveScript tests: ManageSieve on
+its own port, Sieve run at LMTP delivery, replies sent to a recording SMTP sink; users on
+it, and the proxy in front of it."""
+
+from __future__ import annotations
+
+import dataclasses
+import imaplib
+import secrets
+import shutil
+import smtplib
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from devservers.dovecot import DovecotServer
+from devservers.smtp import SmtpSink
+from imapjmap.config import SieveConfig
+from imapjmap.http.app import make_app
+from imapjmap.managesieve.client import Endpoint, ManageSieveClient
+from tests.integration.conftest import Jmap, proxy_config
+
+FILTER = b'require "fileinto";\r\nif header :contains "subject" "invoice" { fileinto "Bills"; }\r\n'
+
+
+@dataclasses.dataclass(frozen=True)
+class SieveWorld:
+    dovecot: DovecotServer
+    outbox: SmtpSink  # where the server's vacation replies go
+
+
+@pytest.fixture(scope="module")
+def sieve_world() -> Iterator[SieveWorld]:
+    """A Dovecot of its own with ManageSieve and Sieve in LMTP, sending through a sink."""
+    outbox = SmtpSink.start()
+    root = Path(tempfile.mkdtemp(prefix="imapjmap-sieve-"))
+    try:
+        extra = f"submission_host = 127.0.0.1:{outbox.port}\n"
+        with DovecotServer.start(root, sieve=True, extra_conf=extra) as dovecot:
+            yield SieveWorld(dovecot, outbox)
+    finally:
+        outbox.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    username: str
+    password: str
+    host: str
+    port: int
+    world: SieveWorld
+
+    def imap(self) -> imaplib.IMAP4:
+        return self.world.dovecot.connect(self.username, self.password)
+
+    def deliver(self, sender: str, subject: str) -> None:
+        """One message over LMTP, which runs the user's active Sieve script."""
+        raw = (
+            f"From: {sender}\r\nTo: {self.username}@example.org\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{secrets.token_hex(8)}@example.org>\r\n\r\nHello.\r\n"
+        ).encode()
+        with smtplib.LMTP(self.host, self.world.dovecot.lmtp_port, timeout=30) as lmtp:
+            lmtp.sendmail(sender, [self.username], raw)
+
+    async def other_client(self) -> ManageSieveClient:
+        """Another ManageSieve client of the same user (the oracle, and an outside writer)."""
+        endpoint = Endpoint(self.host, self.world.dovecot.sieve_port, "none")
+        return await ManageSieveClient.connect(endpoint, self.username, self.password)
+
+
+@pytest.fixture
+def user(sieve_world: SieveWorld, request: pytest.FixtureRequest) -> User:
+    username = f"vac-{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(12)
+    sieve_world.dovecot.add_user(username, password)
+    return User(username, password, sieve_world.dovecot.host, sieve_world.dovecot.port, sieve_world)
+
+
+@pytest.fixture
+async def jmap(user: User, tmp_path: Path) -> AsyncIterator[Jmap]:
+    cfg = proxy_config(user, tmp_path)
+    cfg = dataclasses.replace(cfg, sieve=SieveConfig(port=user.world.dovecot.sieve_port))
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        client = Jmap(http, user.username, user.password)
+        await client.session()
+        yield client
