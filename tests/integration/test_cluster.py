@@ -22,11 +22,21 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from devservers._host import free_port
-from imapjmap.config import CacheConfig, ClusterConfig, Config, ImapConfig, ServerConfig, to_toml
+from imapjmap.config import (
+    CacheConfig,
+    ClusterConfig,
+    Config,
+    ImapConfig,
+    PushConfig,
+    ServerConfig,
+    to_toml,
+)
 from tests.conftest import ImapUser, SeededUser
-from tests.integration.conftest import USING
+from tests.integration.conftest import CORE, USING
 from tests.integration.pushkit import EventReader, external_append
 
 START_TIMEOUT = 20.0
@@ -85,7 +95,7 @@ async def _start(name: str, cfg: Config, tmp_path: Path, url: str) -> Instance:
 
 @contextlib.asynccontextmanager
 async def instances(
-    user: ImapUser, tmp_path: Path, cluster_url: str, count: int = 2
+    user: ImapUser, tmp_path: Path, cluster_url: str, count: int = 2, push: PushConfig | None = None
 ) -> AsyncIterator[list[Instance]]:
     """``count`` instances on one SQLite cache file, started one after the other (the
     first creates the cache)."""
@@ -101,6 +111,7 @@ async def instances(
                 ),
                 cache=CacheConfig(path=str(tmp_path / "cache.sqlite3")),
                 cluster=ClusterConfig(url=cluster_url, takeover_interval=TAKEOVER),
+                push=push or PushConfig(),
             )
             url = f"http://127.0.0.1:{port}"
             started.append(await _start("AB"[number], cfg, tmp_path, url))
@@ -142,10 +153,12 @@ class Client:
             body = await resp.json()
         self.account_id = body["primaryAccounts"]["urn:ietf:params:jmap:mail"]
 
-    async def request(self, calls: list[list[Any]], on: Instance | None = None) -> list[Any]:
+    async def request(
+        self, calls: list[list[Any]], on: Instance | None = None, using: list[str] = USING
+    ) -> list[Any]:
         it = on or self.next_instance()
         self.served_by.append(it.name)
-        sent = json.dumps({"using": USING, "methodCalls": calls})
+        sent = json.dumps({"using": using, "methodCalls": calls})
         headers = {**self.auth, "Content-Type": "application/json"}
         async with self.http.post(f"{it.base_url}/jmap/api/", data=sent, headers=headers) as resp:
             assert resp.status == 200, await resp.text()
@@ -342,3 +355,80 @@ async def test_instance_killed_during_email_set_loses_and_doubles_nothing(
             assert flags == before[message_id] | {"\\Flagged", "\\Answered"}
         else:
             assert flags == before[message_id]
+
+
+@contextlib.asynccontextmanager
+async def push_endpoint() -> AsyncIterator[tuple[str, asyncio.Queue[Any]]]:
+    """A PushSubscription URL on loopback and the bodies POSTed to it."""
+    posts: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def push(request: web.Request) -> web.Response:
+        await posts.put(json.loads(await request.read()))
+        return web.Response(status=201)
+
+    app = web.Application()
+    app.router.add_post("/push", push)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield f"http://127.0.0.1:{server.port}/push", posts
+    finally:
+        await server.close()
+
+
+async def _one_post(posts: asyncio.Queue[Any], quiet: float = 1.5) -> Any:
+    """The next POST, and proof that no second one (another instance's) follows."""
+    async with asyncio.timeout(10):
+        body = await posts.get()
+    await asyncio.sleep(quiet)
+    assert posts.empty(), f"delivered more than once: {body} then {posts.get_nowait()}"
+    return body
+
+
+@pytest.mark.dovecot
+async def test_push_subscription_is_delivered_once_by_the_cluster_core_push_02(
+    imap_user: ImapUser, tmp_path: Path, cluster_url: str
+) -> None:
+    """A PushSubscription made on one instance and verified on the other: each change is
+    POSTed once, whichever instance made it, and still once after the instance that
+    delivered it is killed."""
+    push = PushConfig(allowed_url_prefixes=("http://127.0.0.1:",))
+    async with (
+        push_endpoint() as (url, posts),
+        instances(imap_user, tmp_path, cluster_url, push=push) as (a, b),
+        client_of(imap_user, (a, b)) as client,
+    ):
+
+        async def subscriptions(args: dict[str, Any], on: Instance) -> Any:
+            [(name, result, _)] = await client.request(
+                [["PushSubscription/set", args, "p"]], on, using=[CORE]
+            )
+            assert name == "PushSubscription/set", result
+            return result
+
+        for it in (a, b):  # the first sync is done, and nothing moves until the test says
+            await client.ok("Mailbox/get", {"ids": []}, on=it)
+        create = {"s": {"deviceClientId": "d", "url": url, "types": ["Mailbox"]}}
+        made = await subscriptions({"create": create}, on=a)
+        sub_id = made["created"]["s"]["id"]
+        verification = await _one_post(posts)
+        assert verification["@type"] == "PushVerification"
+        code = verification["verificationCode"]
+        done = await subscriptions({"update": {sub_id: {"verificationCode": code}}}, on=b)
+        assert sub_id in done["updated"]
+        await asyncio.sleep(3 * TAKEOVER)  # A hears of it and reads it again
+        for turn, on in enumerate((a, b, a)):
+            await client.ok("Mailbox/set", {"create": {"m": {"name": f"Push {turn}"}}}, on=on)
+            change = await _one_post(posts)
+            assert change["@type"] == "StateChange"
+            state = (await client.ok("Mailbox/get", {"ids": []}, on=on))["state"]
+            assert change["changed"] == {client.account_id: {"Mailbox": state}}
+        [holder] = [it for it in (a, b) if "cluster: took deliver" in it.log()]
+        survivor = b if holder is a else a
+        holder.kill()
+        await holder.process.wait()
+        assert await survivor.wait_log("cluster: took deliver", 5)
+        await client.ok("Mailbox/set", {"create": {"m": {"name": "After"}}}, on=survivor)
+        change = await _one_post(posts)
+        state = (await client.ok("Mailbox/get", {"ids": []}, on=survivor))["state"]
+        assert change["changed"] == {client.account_id: {"Mailbox": state}}

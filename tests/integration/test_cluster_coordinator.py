@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
+import psycopg
 import pytest
 
 from imapjmap.cluster.api import DELIVER, WATCH
@@ -163,3 +164,38 @@ def test_lock_keys_are_64_bit_and_namespaced(key: str) -> None:
     for namespace in ("sync", "watch", "deliver"):
         assert -(2**63) <= lock_key(namespace, key) < 2**63
     assert lock_key("sync", key) != lock_key("watch", key)
+
+
+async def test_a_lost_connection_gives_up_every_role_then_takes_them_again(
+    cluster_url: str,
+) -> None:
+    """PostgreSQL ends the coordinator's sessions (as a restart does): its roles are
+    reported lost at once (another instance may hold them now), and taken again once it
+    has connected anew."""
+    events: list[tuple[str, str, str]] = []
+    async with coordinator(cluster_url) as a:
+
+        async def granted(role: str, key: str) -> None:
+            events.append(("granted", role, key))
+
+        async def lost(role: str, key: str) -> None:
+            events.append(("lost", role, key))
+
+        a.on_granted, a.on_lost = granted, lost
+        await a.want(WATCH, "acc")
+        assert a.holds(WATCH, "acc")
+        async with await psycopg.AsyncConnection.connect(cluster_url, autocommit=True) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        await until(lambda: ("lost", WATCH, "acc") in events)
+        assert not a.holds(WATCH, "acc")
+        await until(lambda: a.holds(WATCH, "acc"))
+        assert events == [
+            ("granted", WATCH, "acc"),
+            ("lost", WATCH, "acc"),
+            ("granted", WATCH, "acc"),
+        ]
+        async with a.sync_lock("acc") as held:
+            assert held
