@@ -99,6 +99,11 @@ def _optional_string(obj: JsonObject, prop: str) -> str | None:
     return value
 
 
+def _one_line(value: Json) -> bool:
+    """A string that can be a header field's value: no line break could add a field."""
+    return isinstance(value, str) and not any(c in value for c in "\r\n\0")
+
+
 def _report(obj: Json) -> tuple[str, mdn.Report]:
     """The Email id and the report an MDN object asks for (invalidProperties when it is
     not a valid MDN object, RFC 9007 §2)."""
@@ -140,7 +145,7 @@ def _report(obj: Json) -> tuple[str, mdn.Report]:
     fields = obj.get("extensionFields")
     if fields is not None and not (
         isinstance(fields, dict)
-        and all(mdn.is_field_name(k) and isinstance(v, str) for k, v in fields.items())
+        and all(mdn.is_field_name(k) and _one_line(v) for k, v in fields.items())
         and not any(k.lower() in mdn.KNOWN_FIELDS for k in fields)
     ):
         raise invalid_properties(
@@ -151,7 +156,7 @@ def _report(obj: Json) -> tuple[str, mdn.Report]:
         for p in ("subject", "textBody", "reportingUA", "finalRecipient")
     }
     for prop, value in texts.items():
-        if prop != "textBody" and value is not None and any(c in value for c in "\r\n\0"):
+        if prop != "textBody" and value is not None and not _one_line(value):
             raise invalid_properties(f"{prop} must be one line", prop)
     return email_id, mdn.Report(
         disposition=disposition,

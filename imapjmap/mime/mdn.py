@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.mime.base import MIMEBase
 from email.mime.message import MIMEMessage
@@ -23,7 +22,7 @@ from email.utils import formataddr, formatdate
 from typing import Final
 
 from imapjmap.mime.headers import split_header_block, unfold
-from imapjmap.mime.submission import header_addresses
+from imapjmap.mime.submission import header_addresses, is_address
 
 ACTION_MODES: Final = ("manual-action", "automatic-action")
 SENDING_MODES: Final = ("mdn-sent-manually", "mdn-sent-automatically")
@@ -91,7 +90,13 @@ def requested(raw: bytes) -> Request:
                 return unfold(value.decode("utf-8", "replace")).strip()
         return None
 
-    notify = [a for found in header_addresses(raw, "Disposition-Notification-To") for a in found]
+    # only addresses an SMTP server takes without SMTPUTF8, and that are addresses at all
+    notify = [
+        a
+        for found in header_addresses(raw, "Disposition-Notification-To")
+        for a in found
+        if a.isascii() and is_address(a)
+    ]
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     subject = str(parsed.get("Subject", "") or "")
     return Request(
@@ -140,7 +145,7 @@ def build(
     smtp = email.policy.SMTP
     outer = MIMEMultipart("report", policy=smtp, report_type="disposition-notification")
     outer["From"] = formataddr(sender)
-    outer["To"] = ", ".join(str(Address(addr_spec=a)) for a in to)
+    outer["To"] = ", ".join(to)
     outer["Subject"] = report.subject or ""
     outer["Date"] = formatdate(time.time() if now is None else now)
     outer["Message-ID"] = message_id

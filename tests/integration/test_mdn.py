@@ -208,6 +208,12 @@ async def test_bad_input_gets_the_rfc_errors(
                 "disposition": DISPLAYED,
                 "extensionFields": {"Disposition": "x"},
             },
+            "injected": {
+                "forEmailId": wanted,
+                "disposition": DISPLAYED,
+                "extensionFields": {"X-Note": "a\r\nBcc: eve@example.net"},
+            },
+            "subject": {"forEmailId": wanted, "disposition": DISPLAYED, "subject": "a\nBcc: x"},
             "other": {
                 "forEmailId": wanted,
                 "disposition": DISPLAYED,
@@ -224,6 +230,8 @@ async def test_bad_input_gets_the_rfc_errors(
         "server": "invalidProperties",
         "typo": "invalidProperties",
         "field": "invalidProperties",
+        "injected": "invalidProperties",
+        "subject": "invalidProperties",
         "other": "forbiddenFrom",
     }
     assert sink.messages == []  # nothing was sent, and no implicit Email/set followed

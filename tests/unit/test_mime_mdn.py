@@ -33,6 +33,8 @@ def test_the_request_of_an_original() -> None:
         ("bob@example.net", "eve@example.net"), "<m1@example.net>", "rfc822; me@example.org", "Café"
     )
     assert mdn.requested(b"Subject: x\r\n\r\n").notify == ()
+    odd = b"Disposition-Notification-To: nobody, <j\xc3\xb6rg@example.net>\r\n\r\n"
+    assert mdn.requested(odd).notify == ()  # no address an SMTP server takes as it is
 
 
 def test_built_report_reads_back_and_keeps_the_original_octets() -> None:
