@@ -25,7 +25,7 @@ from imapjmap.jmap import dispatch
 from imapjmap.jmap.errors import MethodError, MethodErrorType, RequestError, RequestErrorType
 from imapjmap.jmap.request import Request, loads_i_json, request_from_json
 from imapjmap.jmap.session import DOWNLOAD_PATH, SessionAccount, build_session
-from imapjmap.jmap.wire import CORE, WEBSOCKET, Json, JsonObject, encode_in_parts
+from imapjmap.jmap.wire import CORE, SIEVE, VACATION, WEBSOCKET, Json, JsonObject, encode_in_parts
 from imapjmap.methods import (
     CAPABILITIES,
     REGISTRY,
@@ -182,6 +182,8 @@ class SessionStates:
 
 
 SESSION_STATES = web.AppKey("session_states", SessionStates)
+# capabilities whose server is looked for before a request that uses them runs
+SIEVE_URNS: Final = frozenset({VACATION, SIEVE})
 
 
 async def authenticate_stream(request: web.Request, scope: Scope) -> tuple[Authenticated, bool]:
@@ -283,7 +285,8 @@ async def run_request(
     async with app[REQUEST_SLOTS].slot(account_id):
         shares = await _shares_of(app, who)
         contexts = _Contexts(app[SERVICES], who, shares)
-        await who.upstream.sieve_server(cfg.sieve)  # its answer is remembered
+        if jmap_request.using & SIEVE_URNS:  # looked for at the session fetch otherwise
+            await who.upstream.sieve_server(cfg.sieve)
         accounts = {account_id: usable_capabilities(who.upstream)}
         accounts.update((s.account.account_id, SHARE_CAPABILITIES) for s in shares)
         response = await dispatch.run(

@@ -26,12 +26,15 @@ from imapjmap.upstream.sieve import SieveServer
 log = logging.getLogger(__name__)
 
 NEGATIVE_SECONDS: Final = 300.0
+# seconds the look may take: a firewall that drops the port must not hold a session fetch
+# for the whole imap.connect_timeout
+LOOK_TIMEOUT: Final = 3.0
 _found: weakref.WeakKeyDictionary[ImapPool, tuple[float, SieveServer | None]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def endpoint(cfg: SieveConfig, pool: ImapPool) -> Endpoint:
+def endpoint(cfg: SieveConfig, pool: ImapPool, timeout: float | None = None) -> Endpoint:
     imap = pool.imap_config
     host, port, security = cfg.where(imap)
     return Endpoint(
@@ -40,7 +43,7 @@ def endpoint(cfg: SieveConfig, pool: ImapPool) -> Endpoint:
         security,
         verify_certificates=imap.verify_certificates,
         ca_file=imap.ca_file,
-        timeout=imap.connect_timeout,
+        timeout=imap.connect_timeout if timeout is None else min(timeout, imap.connect_timeout),
     )
 
 
@@ -93,10 +96,12 @@ class ManageSieveScripts:
 
 
 @contextlib.asynccontextmanager
-async def session(cfg: SieveConfig, pool: ImapPool) -> AsyncIterator[ManageSieveScripts]:
+async def session(
+    cfg: SieveConfig, pool: ImapPool, timeout: float | None = None
+) -> AsyncIterator[ManageSieveScripts]:
     """A logged-in ManageSieve session as the pool's user, closed after the block."""
     client = await ManageSieveClient.connect(
-        endpoint(cfg, pool), pool.username, pool.login_password()
+        endpoint(cfg, pool, timeout), pool.username, pool.login_password()
     )
     try:
         scripts = ManageSieveScripts(client)
@@ -123,7 +128,7 @@ async def server(cfg: SieveConfig, pool: ImapPool) -> SieveServer | None:
         return known[1]
     found: SieveServer | None = None
     try:
-        async with session(cfg, pool) as scripts:
+        async with session(cfg, pool, LOOK_TIMEOUT) as scripts:
             found = scripts.server
     except (UpstreamUnavailable, AuthenticationFailed) as exc:
         log.info("no ManageSieve for %s: %s", pool.username, exc)

@@ -279,3 +279,17 @@ async def test_vacation_reads_disabled_once_another_script_is_activated_vac_08(
         await client.close()
     got = (await vacation_get(jmap))["list"][0]
     assert got["isEnabled"] is False and got["subject"] == "Away"
+
+
+async def test_a_request_without_a_session_fetch_finds_the_server_vac_01(
+    jmap: Jmap, user: User, tmp_path: Path
+) -> None:
+    """A client that kept its session from before a restart calls the API at once: the
+    request that uses the capability looks for the ManageSieve server itself."""
+    (tmp_path / "fresh").mkdir()
+    cfg = proxy_config(user, tmp_path / "fresh")
+    cfg = dataclasses.replace(cfg, sieve=SieveConfig(port=user.world.dovecot.sieve_port))
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        fresh = Jmap(http, user.username, user.password, account_id=jmap.account_id)
+        response = await vacation_get(fresh)
+        assert response["list"][0]["id"] == "singleton"
