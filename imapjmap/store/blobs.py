@@ -40,7 +40,8 @@ def put(tx: Tx, row: BlobRow) -> BlobRow:
     tx.execute(
         f"INSERT INTO blobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (account_id, id) DO UPDATE SET type = excluded.type,"
-        " expires_at = max(expires_at, excluded.expires_at)",
+        " expires_at = CASE WHEN excluded.expires_at > blobs.expires_at THEN excluded.expires_at"
+        " ELSE blobs.expires_at END",
         (row.account_id, row.id, row.type, row.size, row.data, row.created_at, row.expires_at),
     )
     stored = blob(tx, row.account_id, row.id, now=row.created_at)
@@ -73,8 +74,9 @@ def exists(tx: Tx, account_id: str, blob_id: str, *, now: float) -> bool:
 def touch(tx: Tx, account_id: str, blob_id: str, expires_at: float) -> bool:
     """Keep a blob at least until ``expires_at`` (never shortens); False when it is unknown."""
     changed = tx.execute(
-        "UPDATE blobs SET expires_at = max(expires_at, ?) WHERE account_id = ? AND id = ?",
-        (expires_at, account_id, blob_id),
+        "UPDATE blobs SET expires_at = CASE WHEN expires_at > ? THEN expires_at ELSE ? END"
+        " WHERE account_id = ? AND id = ?",
+        (expires_at, expires_at, account_id, blob_id),
     )
     return changed == 1
 

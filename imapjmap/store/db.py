@@ -73,6 +73,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib
 import inspect
 import logging
 import multiprocessing
@@ -311,10 +312,10 @@ class _Job:
         self.next_pause = self.started + _YIELD_EVERY
         self.reason: str | None = None
         self._armed = False
-        self._conn: sqlite3.Connection | None = None
+        self._conn: BackendConnection | None = None
         self._lock = threading.Lock()
 
-    def arm(self, conn: sqlite3.Connection) -> None:
+    def arm(self, conn: BackendConnection) -> None:
         """``fn`` starts now (worker thread): start the clock, allow interrupts."""
         with self._lock:
             self.started = time.monotonic()
@@ -467,16 +468,76 @@ def _head(sql: str) -> str:
     return " ".join(words[:4]) if words else "statement"
 
 
+class BackendConnection(Protocol):
+    """One connection of a cache backend, owned by one worker thread (Rule 2): SQLite's here,
+    PostgreSQL's in :mod:`imapjmap.store.pg`.  Everything but :meth:`interrupt` runs on the
+    owner's thread."""
+
+    def begin(self, job: _Job | None, *, write: bool) -> Tx:
+        """Start a transaction (a write, or a read-only one) and return its :class:`Tx`."""
+        ...
+
+    def commit(self, tx: Tx) -> None: ...
+
+    def rollback(self) -> None:
+        """End the transaction if one is open; log, never raise, if that fails."""
+        ...
+
+    def interrupt(self) -> None:
+        """Any thread: stop the statement in progress (Rule 7)."""
+        ...
+
+    def watch(self, progress: Callable[[], int]) -> None:
+        """Call ``progress`` now and then during long statements, where the backend can;
+        a non-zero answer interrupts the statement."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _SqliteConnection:
+    """A ``sqlite3`` connection as a :class:`BackendConnection`.  The writer (and a reader that is
+    not shared, ``:memory:``) begins ``IMMEDIATE``: it takes the write lock up front, so a
+    transaction never fails half-way because another process wrote first."""
+
+    __slots__ = ("_begin", "raw")
+
+    def __init__(self, raw: sqlite3.Connection, *, writer: bool) -> None:
+        self.raw = raw
+        self._begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+    def begin(self, job: _Job | None, *, write: bool) -> Tx:
+        tx = Tx(self.raw, job)
+        tx.execute(self._begin)
+        return tx
+
+    def commit(self, tx: Tx) -> None:
+        tx.execute("COMMIT")
+
+    def rollback(self) -> None:
+        _rollback(self.raw)
+
+    def interrupt(self) -> None:
+        self.raw.interrupt()
+
+    def watch(self, progress: Callable[[], int]) -> None:
+        self.raw.set_progress_handler(progress, _PROGRESS_STEPS)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 def _transaction(
-    conn: sqlite3.Connection,
+    conn: BackendConnection,
     fn: Callable[[Tx], T],
     job: _Job | None = None,
-    begin: str = "BEGIN IMMEDIATE",
+    *,
+    write: bool = True,
 ) -> T:
-    """Run ``fn`` in ``begin`` ... COMMIT on the worker thread; ROLLBACK on any error."""
-    tx = Tx(conn, job)
+    """Run ``fn`` in one transaction on the worker thread; roll back on any error."""
+    tx: Tx | None = None
     try:
-        tx.execute(begin)
+        tx = conn.begin(job, write=write)
         if job is not None:
             job.arm(conn)
         try:
@@ -489,15 +550,16 @@ def _transaction(
                 result.close()
             raise TypeError("Store.run needs a plain function, not a coroutine function")
         tx._job = None  # a stop that came too late does not undo finished work
-        tx.execute("COMMIT")
+        conn.commit(tx)
         return result
     except BaseException as exc:
-        _rollback(conn)
+        conn.rollback()
         if job is not None and job.reason is not None and isinstance(exc, Exception):
             raise job.error() from exc
         raise
     finally:
-        tx._live = False
+        if tx is not None:
+            tx._live = False
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -568,7 +630,7 @@ def _open(path: str, busy_timeout: float) -> sqlite3.Connection:
 
 def _connect_writer(
     path: str, busy_timeout: float, migrations: Sequence[str]
-) -> tuple[sqlite3.Connection, bool]:
+) -> tuple[_SqliteConnection, bool]:
     """Open, configure and migrate the writer; return it and whether WAL is on.
 
     Runs on the worker thread that will own the connection.
@@ -582,16 +644,18 @@ def _connect_writer(
         Tx(conn).execute("PRAGMA foreign_keys = ON")
         for pragma in _PERFORMANCE_PRAGMAS:
             Tx(conn).execute(f"PRAGMA {pragma}")
-        found = _transaction(conn, lambda tx: _migrate(tx, migrations))
+        found = _transaction(
+            _SqliteConnection(conn, writer=True), lambda tx: _migrate(tx, migrations)
+        )
     except BaseException:
         conn.close()
         raise
     if found < len(migrations):
         log.info("cache %r: schema migrated from v%d to v%d", path, found, len(migrations))
-    return conn, mode == "wal"
+    return _SqliteConnection(conn, writer=True), mode == "wal"
 
 
-def _connect_reader(path: str, busy_timeout: float) -> sqlite3.Connection:
+def _connect_reader(path: str, busy_timeout: float) -> _SqliteConnection:
     """Open a read-only connection (the writer has migrated the file); on its own thread."""
     conn = _open(path, busy_timeout)
     try:
@@ -600,7 +664,7 @@ def _connect_reader(path: str, busy_timeout: float) -> sqlite3.Connection:
     except BaseException:
         conn.close()
         raise
-    return conn
+    return _SqliteConnection(conn, writer=False)
 
 
 class _Worker:
@@ -612,7 +676,7 @@ class _Worker:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.conn: sqlite3.Connection | None = None
+        self.conn: BackendConnection | None = None
         self.job: _Job | None = None  # the transaction running now, for the progress handler
         self._calls: queue.SimpleQueue[
             tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None
@@ -626,19 +690,19 @@ class _Worker:
         self._calls.put((future, fn))
         return asyncio.wrap_future(future)
 
-    def connect(self, opener: Callable[[], sqlite3.Connection]) -> None:
+    def connect(self, opener: Callable[[], BackendConnection]) -> None:
         """Worker thread: adopt the connection ``opener`` makes and watch its statements."""
         conn = opener()
-        conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
+        conn.watch(self._progress)
         self.conn = conn
 
-    def transaction(self, fn: Callable[[Tx], T], job: _Job, begin: str) -> T:
+    def transaction(self, fn: Callable[[Tx], T], job: _Job) -> T:
         """Worker thread: one transaction of ``Store.run`` / ``Store.read``."""
         if self.conn is None:
             raise CacheUnavailable("cache connection is closed")
         self.job = job
         try:
-            return _transaction(self.conn, fn, job, begin)
+            return _transaction(self.conn, fn, job, write=job.write)
         finally:
             self.job = None
 
@@ -681,11 +745,11 @@ class _Elsewhere(Exception):
 class _Here:
     """The event loop thread's own reader connection (Rule 10), used by that thread only."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: _SqliteConnection) -> None:
         self.conn = conn
         self.thread = threading.get_ident()
         self.deadline = 0.0
-        conn.set_progress_handler(self._progress, _SMALL_READ_STEPS)
+        conn.raw.set_progress_handler(self._progress, _SMALL_READ_STEPS)
 
     def _progress(self) -> int:
         return 1 if time.monotonic() > self.deadline else 0
@@ -707,7 +771,7 @@ class _Here:
             raise _Elsewhere
         self.deadline = time.monotonic() + _SMALL_READ_SECONDS
         try:
-            return _transaction(self.conn, fn, None, "BEGIN")
+            return _transaction(self.conn, fn, None, write=False)
         except CacheUnavailable as exc:
             raise _Elsewhere from exc
 
@@ -825,7 +889,7 @@ def _serve_apart(path: str, busy_timeout: float, pipe: Connection, flag: _Flag) 
         with contextlib.suppress(OSError):
             pipe.send(("error", exc))
         return
-    conn.set_progress_handler(progress, _PROGRESS_STEPS)
+    conn.watch(progress)
     try:
         while True:
             try:
@@ -842,7 +906,7 @@ def _serve_apart(path: str, busy_timeout: float, pipe: Connection, flag: _Flag) 
             running[:] = [job]
             outcome: tuple[str, Any]
             try:
-                result = _transaction(conn, partial(_apply, fn, args), job, "BEGIN")
+                result = _transaction(conn, partial(_apply, fn, args), job, write=False)
                 outcome = ("ok", result)
             except Exception as exc:
                 outcome = ("error", exc)
@@ -930,11 +994,13 @@ class Store:
         readers_per_account: int = 1,
         max_transaction_seconds: float | None = None,
         processes: int = 0,
+        password: str | None = None,
     ) -> Store:
         """Open (creating if needed) and migrate the cache at ``path`` (``":memory:"`` allowed).
 
         Args:
-            path: the SQLite file.
+            path: the SQLite file, or the ``postgresql://`` URL of a PostgreSQL database
+                (:mod:`imapjmap.store.pg`).
             busy_timeout: seconds a transaction waits for another process's write lock.
             migrations: the schema scripts; tests pass their own to exercise migrations.
             readers: reader connections in use at once (none for ``:memory:`` or without
@@ -942,7 +1008,8 @@ class Store:
             readers_per_account: how many of them one account may use at once.
             max_transaction_seconds: the time budget of one read (Rule 6); None: unlimited.
             processes: reader processes for :meth:`read_apart` (Rule 9), started when
-                first used; none without readers.
+                first used; none without readers, none on PostgreSQL.
+            password: the PostgreSQL password, when not in the environment.
 
         Raises:
             CacheCorrupt: not a database, another program's database, or a newer schema.
@@ -950,24 +1017,39 @@ class Store:
         """
         writer = _Worker("imapjmap-store-writer")
         workers = [writer]
+        name = path
+        on_sqlite = not path.startswith(POSTGRESQL_SCHEMES)
         try:
-            wal = await writer.call(
-                lambda: _adopt_writer(writer, path, busy_timeout, tuple(migrations))
-            )
-            shared = wal and path not in ("", ":memory:") and readers > 0
+            if not on_sqlite:
+                pg = _postgresql()
+                name = pg.redact(path)
+                await writer.call(
+                    partial(
+                        writer.connect,
+                        partial(pg.connect_writer, path, password, busy_timeout, tuple(migrations)),
+                    )
+                )
+                shared, processes = readers > 0, 0
+                opener: Callable[[], BackendConnection] = partial(
+                    pg.connect_reader, path, password, max_transaction_seconds
+                )
+            else:
+                wal = await writer.call(
+                    lambda: _adopt_writer(writer, path, busy_timeout, tuple(migrations))
+                )
+                shared = wal and path not in ("", ":memory:") and readers > 0
+                opener = partial(_connect_reader, path, busy_timeout)
             for number in range(2 * readers if shared else 0):  # the spares too: Rule 5
                 reader = _Worker(f"imapjmap-store-reader-{number}")
                 workers.append(reader)
-                await reader.call(
-                    partial(reader.connect, partial(_connect_reader, path, busy_timeout))
-                )
+                await reader.call(partial(reader.connect, opener))
         except BaseException:
             for worker in workers:
                 worker.call(worker.close)
                 worker.stop()
             raise
         return cls(
-            path,
+            name,
             writer,
             workers[1:],
             readers_per_account=readers_per_account,
@@ -977,8 +1059,9 @@ class Store:
                 _ReaderProcess(f"imapjmap-store-apart-{number}", path, busy_timeout)
                 for number in range(processes if shared else 0)
             ],
-            # no busy wait: the event loop must never block on another process's lock
-            here=_Here(_connect_reader(path, 0.0)) if shared else None,
+            # no busy wait: the event loop must never block on another process's lock (nor
+            # on a PostgreSQL server: its reads all go to the reader threads)
+            here=_Here(_connect_reader(path, 0.0)) if shared and on_sqlite else None,
         )
 
     async def run(self, fn: Callable[[Tx], T], *, account: str = "") -> T:
@@ -1045,9 +1128,8 @@ class Store:
         job = _Job(
             None if write else self.budget, write=write, account=account, activity=self._activity
         )
-        begin = "BEGIN IMMEDIATE" if write or not self._readers else "BEGIN"
         try:
-            done = worker.call(lambda: worker.transaction(fn, job, begin))
+            done = worker.call(lambda: worker.transaction(fn, job))
         except BaseException:
             slots.release(account, slot)
             raise
@@ -1175,12 +1257,26 @@ class Store:
         return f"<Store {self.path!r}{' closed' if self._closed else ''}>"
 
 
+POSTGRESQL_SCHEMES: Final = ("postgresql://", "postgres://")
+"""A cache path starting so is a PostgreSQL database (:mod:`imapjmap.store.pg`)."""
+
+
+def _postgresql() -> Any:
+    """:mod:`imapjmap.store.pg`, imported only for a PostgreSQL cache (psycopg is optional)."""
+    try:
+        return importlib.import_module("imapjmap.store.pg")
+    except ImportError as exc:
+        raise CacheUnavailable(
+            "a postgresql:// cache needs psycopg: pip install 'imapjmap[postgresql]'"
+        ) from exc
+
+
 def _adopt_writer(
     worker: _Worker, path: str, busy_timeout: float, migrations: Sequence[str]
 ) -> bool:
     wal = False
 
-    def opener() -> sqlite3.Connection:
+    def opener() -> BackendConnection:
         nonlocal wal
         conn, wal = _connect_writer(path, busy_timeout, migrations)
         return conn

@@ -158,7 +158,7 @@ def _where(where: EmailWhere, account_id: str) -> tuple[str, list[Any]]:
     clauses = ["e.account_id = ?", "e.destroyed_seq IS NULL"]
     params: list[Any] = [account_id]
     if where.never:
-        clauses.append("0")
+        clauses.append("1 = 0")
     for column, op, value in (
         ("received_at", "<", where.received_before),
         ("received_at", ">=", where.received_since),
@@ -179,9 +179,10 @@ def _where(where: EmailWhere, account_id: str) -> tuple[str, list[Any]]:
         params.append(_keyword_path(keyword))
     for others in where.in_other_than:
         marks = ",".join("?" * len(others))
+        outside = f" AND o.mailbox_id NOT IN ({marks})" if others else ""  # no "IN ()" in PG
         clauses.append(
             "EXISTS (SELECT 1 FROM locations o WHERE o.account_id = e.account_id"
-            f" AND o.email_id = e.id AND o.deleted = 0 AND o.mailbox_id NOT IN ({marks}))"
+            f" AND o.email_id = e.id AND o.deleted = 0{outside})"
         )
         params.extend(others)
     for needle in where.headers_like:
@@ -215,7 +216,7 @@ def _location_count(tx: Tx, account_id: str, mailbox_id: str, cap: int) -> int:
     return int(
         tx.scalar(
             "SELECT COUNT(*) FROM (SELECT 1 FROM locations WHERE account_id = ?"
-            " AND mailbox_id = ? LIMIT ?)",
+            " AND mailbox_id = ? LIMIT ?) AS capped",
             (account_id, mailbox_id, cap + 1),
         )
     )

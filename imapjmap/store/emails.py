@@ -391,7 +391,9 @@ def put_location(tx: Tx, account_id: str, loc: Location) -> None:
 
 
 def put_locations(tx: Tx, account_id: str, locations: Iterable[Location]) -> None:
-    """:func:`put_location` of many."""
+    """:func:`put_location` of many (the last of those at one mailbox and UID wins)."""
+    # one row per key: one statement may not replace a row twice in PostgreSQL
+    last = {(loc.mailbox_id, loc.uid): loc for loc in locations}
     _write_rows(
         tx,
         "INSERT OR REPLACE INTO locations (account_id, mailbox_id, uid, email_id, modseq,"
@@ -406,7 +408,7 @@ def put_locations(tx: Tx, account_id: str, locations: Iterable[Location]) -> Non
                 " ".join(loc.flags),
                 int(loc.deleted),
             )
-            for loc in locations
+            for loc in last.values()
         ],
     )
 
@@ -537,7 +539,7 @@ def grow_thread(tx: Tx, account_id: str, thread_id: str, seq: int) -> None:
     tx.execute(
         "INSERT INTO threads (account_id, id, created_seq, updated_seq) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (account_id, id) DO UPDATE SET updated_seq = excluded.updated_seq,"
-        " created_seq = CASE WHEN destroyed_seq IS NULL THEN created_seq"
+        " created_seq = CASE WHEN threads.destroyed_seq IS NULL THEN threads.created_seq"
         " ELSE excluded.created_seq END, destroyed_seq = NULL",
         (account_id, thread_id, seq, seq),
     )
@@ -548,9 +550,10 @@ def grow_threads(tx: Tx, account_id: str, thread_ids: Iterable[str], seq: int) -
     _write_rows(
         tx,
         "INSERT INTO threads (account_id, id, created_seq, updated_seq)",
-        [(account_id, thread_id, seq, seq) for thread_id in thread_ids],
+        # once each: one statement may not touch a row twice in PostgreSQL
+        [(account_id, thread_id, seq, seq) for thread_id in dict.fromkeys(thread_ids)],
         " ON CONFLICT (account_id, id) DO UPDATE SET updated_seq = excluded.updated_seq,"
-        " created_seq = CASE WHEN destroyed_seq IS NULL THEN created_seq"
+        " created_seq = CASE WHEN threads.destroyed_seq IS NULL THEN threads.created_seq"
         " ELSE excluded.created_seq END, destroyed_seq = NULL",
     )
 
@@ -572,11 +575,13 @@ def thread_refs(tx: Tx, account_id: str, message_ids: Iterable[str]) -> dict[str
 
 
 def set_thread_refs(tx: Tx, account_id: str, refs: Iterable[tuple[str, str, str]]) -> None:
-    """Write (Message-ID, thread id, base subject) rows, replacing those of the same ids."""
+    """Write (Message-ID, thread id, base subject) rows, replacing those of the same ids
+    (the last of one id wins)."""
+    last = {m: (thread_id, base) for m, thread_id, base in refs}  # one row per key, as above
     _write_rows(
         tx,
         "INSERT OR REPLACE INTO thread_refs (account_id, message_id, thread_id, base_subject)",
-        [(account_id, m, thread_id, base) for m, thread_id, base in refs],
+        [(account_id, m, thread_id, base) for m, (thread_id, base) in last.items()],
     )
 
 

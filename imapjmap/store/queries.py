@@ -247,7 +247,7 @@ def probe_write(tx: Tx) -> None:
     A read-only cache file opens, and in WAL mode even begins a write transaction; only a
     write statement tells.  This one changes nothing.
     """
-    tx.execute("DELETE FROM seq_log WHERE 0")
+    tx.execute("DELETE FROM seq_log WHERE 1 = 0")
 
 
 def probe_read(tx: Tx) -> None:
@@ -294,7 +294,7 @@ def account_summary(tx: Tx, account_id: str) -> AccountSummary | None:
     )
     mailboxes, selectable, synced = tx.one(
         "SELECT count(*), count(uidvalidity),"
-        " coalesce(sum(synced_uidvalidity IS NOT NULL AND synced_uidvalidity = uidvalidity), 0)"
+        " coalesce(sum(CASE WHEN synced_uidvalidity = uidvalidity THEN 1 ELSE 0 END), 0)"
         " FROM mailboxes WHERE account_id = ? AND destroyed_seq IS NULL",
         (account_id,),
     ) or (0, 0, 0)
@@ -315,7 +315,7 @@ def accounts_unused_since(tx: Tx, before: float) -> list[str]:
     older than ``before``."""
     rows = tx.all(
         "SELECT a.account_id FROM accounts a LEFT JOIN kv ON kv.account_id = a.account_id"
-        " AND kv.key = ? WHERE coalesce(CAST(kv.value AS REAL), a.created_at, 0) < ?"
+        " AND kv.key = ? WHERE coalesce(CAST(kv.value AS DOUBLE PRECISION), a.created_at, 0) < ?"
         " ORDER BY a.account_id",
         (_LAST_LOGIN_KEY, before),
     )
@@ -374,7 +374,8 @@ def next_seq(tx: Tx, account_id: str, types: Iterable[str], *, now: float | None
         tx.taken_seqs[account_id] = seq
     tx.executemany(
         "INSERT INTO type_states (account_id, type, seq) VALUES (?, ?, ?)"
-        " ON CONFLICT (account_id, type) DO UPDATE SET seq = max(seq, excluded.seq)",
+        " ON CONFLICT (account_id, type) DO UPDATE SET seq = CASE"
+        " WHEN excluded.seq > type_states.seq THEN excluded.seq ELSE type_states.seq END",
         [(account_id, data_type, seq) for data_type in types],
     )
     return seq
@@ -406,7 +407,8 @@ def _raise_floor(tx: Tx, account_id: str, data_type: str, floor_seq: int) -> Non
     tx.execute(
         "INSERT INTO type_states (account_id, type, seq, floor_seq) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (account_id, type)"
-        " DO UPDATE SET floor_seq = max(floor_seq, excluded.floor_seq)",
+        " DO UPDATE SET floor_seq = CASE WHEN excluded.floor_seq > type_states.floor_seq"
+        " THEN excluded.floor_seq ELSE type_states.floor_seq END",
         (account_id, data_type, floor_seq, floor_seq),
     )
 

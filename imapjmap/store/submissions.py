@@ -173,7 +173,7 @@ def put_identity(tx: Tx, row: IdentityRow, seq: int) -> None:
         " name = excluded.name, reply_to = excluded.reply_to, bcc = excluded.bcc,"
         " text_signature = excluded.text_signature, html_signature = excluded.html_signature,"
         " may_delete = excluded.may_delete, from_config = excluded.from_config,"
-        " created_seq = CASE WHEN destroyed_seq IS NULL THEN created_seq"
+        " created_seq = CASE WHEN identities.destroyed_seq IS NULL THEN identities.created_seq"
         " ELSE excluded.created_seq END,"
         " updated_seq = excluded.updated_seq, destroyed_seq = NULL",
         (*_identity_values(row), seq, seq),
