@@ -153,6 +153,10 @@ class CacheConfig:
     read_processes: int = 2
     # a read transaction running longer is rolled back and its method call fails
     max_transaction_seconds: float = 5.0
+    # a PostgreSQL database instead of the SQLite file (several instances share it); its
+    # password comes from the environment (PGPASSWORD, ~/.pgpass) or password_file
+    url: str | None = None
+    password_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +552,23 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def cache_password(cfg: Config) -> str | None:
+    """The PostgreSQL password from ``cache.password_file`` (its first line), if set.
+
+    Raises:
+        ConfigError: the file cannot be read (its name is said, never its content).
+    """
+    name = cfg.cache.password_file
+    if name is None:
+        return None
+    try:
+        with open(name, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
+        raise ConfigError(f"cache.password_file: cannot read {name}: {reason}") from None
+
+
 def config_warnings(cfg: Config) -> list[str]:
     """Legal but risky settings, one sentence each, for the CLI to log at start."""
     out: list[str] = []
@@ -765,6 +786,22 @@ def _listen(value: str) -> str:
     return value
 
 
+def _cache_url(value: str) -> str:
+    try:
+        url = urlsplit(value)
+        password = url.password
+    except ValueError:
+        url, password = None, None
+    if url is None or url.scheme not in ("postgresql", "postgres"):
+        raise _Invalid(
+            "expected a postgresql:// URL, e.g. postgresql://imapjmap@db.example/imapjmap"
+        )
+    if password is not None:
+        # a URL is shown in logs and process lists; a password never is
+        raise _Invalid("must not hold a password: set PGPASSWORD or cache.password_file instead")
+    return value
+
+
 def _base_url(value: str) -> str:
     try:  # urlsplit and .port raise ValueError on bad brackets and ports
         url = urlsplit(value)
@@ -887,6 +924,7 @@ _SHAPES: Final[Mapping[str, Callable[[str], str]]] = {
     "server.listen": _listen,
     "metrics.listen": _listen,
     "server.base_url": _base_url,
+    "cache.url": _cache_url,
     "server.log_level": _log_level,
     "server.log_format": _log_format,
     "server.trusted_proxies[]": _network,

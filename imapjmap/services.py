@@ -33,7 +33,7 @@ from imapjmap.answers.email_objects import EmailObjects
 from imapjmap.answers.query_results import QueryResults
 from imapjmap.cluster.api import Coordinator
 from imapjmap.cluster.local import Alone
-from imapjmap.config import Config
+from imapjmap.config import Config, cache_password
 from imapjmap.imap.pool import ImapPools
 from imapjmap.push.service import PushService
 from imapjmap.store.db import Store
@@ -48,13 +48,15 @@ CLOSE_TIMEOUT: Final = 1.5
 
 
 async def open_store(cfg: Config) -> Store:
-    """The cache as configured: its file, its readers and the time budget of a read."""
+    """The cache as configured: its file or PostgreSQL database, its readers and the time
+    budget of a read."""
     return await Store.open(
-        cfg.cache.path,
+        cfg.cache.url or cfg.cache.path,
         readers=cfg.cache.readers,
         readers_per_account=cfg.cache.readers_per_account,
         max_transaction_seconds=cfg.cache.max_transaction_seconds,
         processes=cfg.cache.read_processes,
+        password=cache_password(cfg),
     )
 
 

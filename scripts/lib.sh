@@ -14,7 +14,8 @@ BROWSER_PACKAGES=(chromium fonts-liberation)
 # The reverse proxy of the deployment recipe tested in tests/integration/test_deploy_nginx.py
 # (run in a private prefix on loopback ports; the package's own service is never started).
 FRONT_PACKAGES=(nginx)
-# The throw-away PostgreSQL of the tests of several instances (initdb, pg_ctl).
+# The throw-away PostgreSQL of the tests of several instances and of the PostgreSQL cache
+# (initdb, pg_ctl; the package's own service is never started).
 POSTGRES_PACKAGES=(postgresql)
 
 say() { printf '%s\n' "$*" >&2; }

@@ -17,6 +17,10 @@
   straight into the Maildir on Dovecot, APPENDed over IMAP elsewhere.
 - ``smtp_sink`` (session): a recording :class:`SmtpSink` that can deliver into ``dovecot``;
   it is shared, so a test that changes it calls ``smtp_sink.reset()`` first.
+- ``postgres`` (session): a throw-away :class:`PostgresServer` cluster, started lazily.
+  With ``--cache-backend=postgresql`` (or ``IMAPJMAP_TEST_CACHE=postgresql``) every cache a
+  test opens by a SQLite path lives in a PostgreSQL schema of its own instead (one per
+  path, a new one per ``:memory:``): the store and integration tests' second pass.
 
 Tests that use ``dovecot`` (directly or through another fixture) get the ``dovecot`` marker;
 tests run against Cyrus get the ``cyrus`` marker (``-m "not cyrus"`` leaves them out).
@@ -41,6 +45,7 @@ from hypothesis import HealthCheck, settings
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
+from devservers.postgres import PostgresServer
 from devservers.samplemail import SampleMessage, encode_mutf7, generate, seed_maildir
 from devservers.smtp import SmtpSink
 from imapjmap.smtp import forget_extensions
@@ -93,8 +98,20 @@ class SeededUser(ImapUser):
     counts: Mapping[str, int]  # messages per folder, as Dovecot counted them
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cache-backend",
+        choices=("sqlite", "postgresql"),
+        default=os.environ.get("IMAPJMAP_TEST_CACHE") or "sqlite",
+        help="where the tests' caches live (default sqlite; env IMAPJMAP_TEST_CACHE)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cyrus: runs against the real Cyrus test server")
+    config.addinivalue_line(
+        "markers", "sqlite_only: tests SQLite itself (its files, PRAGMAs); skipped on PostgreSQL"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -157,6 +174,42 @@ def dovecot() -> Iterator[DovecotServer]:
         server = DovecotServer.start(root)
         yield server
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with dovecot_root("postgres") as root:
+        server = PostgresServer.start(root)
+        yield server
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _cache_backend(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On ``--cache-backend=postgresql``, open each SQLite cache path as a PostgreSQL
+    schema of its own (the same schema for the same path within a test)."""
+    if request.config.getoption("--cache-backend") != "postgresql":
+        yield
+        return
+    if request.node.get_closest_marker("sqlite_only") is not None:
+        pytest.skip("tests SQLite itself")
+    from imapjmap.store.db import POSTGRESQL_SCHEMES, Store
+
+    server: PostgresServer = request.getfixturevalue("postgres")
+    opened: dict[str, str] = {}
+    real_open = Store.open.__func__  # type: ignore[attr-defined]
+
+    async def open_on_postgresql(cls: type[Store], path: str, **kwargs: object) -> Store:
+        if not path.startswith(POSTGRESQL_SCHEMES):
+            key = path if path not in ("", ":memory:") else secrets.token_hex(4)
+            if key not in opened:
+                opened[key] = server.schema_url(f"t_{secrets.token_hex(6)}")
+            path = opened[key]
+        return await real_open(cls, path, **kwargs)  # type: ignore[no-any-return]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Store, "open", classmethod(open_on_postgresql))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imapjmap.admin import accounts as acc
 from imapjmap.admin import cache, fill, running
-from imapjmap.config import Config
+from imapjmap.config import Config, cache_password
 from imapjmap.errors import ProxyError
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store
@@ -28,7 +28,9 @@ STALL: float = 300.0  # seconds `sync` waits without progress before it gives up
 @asynccontextmanager
 async def _cache(cfg: Config) -> AsyncIterator[Store]:
     # no reader threads or processes: one short job, on the writer connection
-    store = await Store.open(cfg.cache.path, readers=0)
+    store = await Store.open(
+        cfg.cache.url or cfg.cache.path, readers=0, password=cache_password(cfg)
+    )
     try:
         yield store
     finally:
@@ -37,7 +39,7 @@ async def _cache(cfg: Config) -> AsyncIterator[Store]:
 
 def _missing(cfg: Config) -> bool:
     """Whether there is no cache file (said so rather than creating an empty one)."""
-    if Path(cfg.cache.path).is_file():
+    if cfg.cache.url is not None or Path(cfg.cache.path).is_file():
         return False
     print(f"imapjmap: no cache at {cfg.cache.path}", file=sys.stderr)
     return True
@@ -54,7 +56,7 @@ def accounts(cfg: Config, *, as_json: bool) -> int:
     try:
         rows = asyncio.run(read())
     except ProxyError as exc:
-        print(f"imapjmap: cache {cfg.cache.path}: {exc}", file=sys.stderr)
+        print(f"imapjmap: cache {cfg.cache.url or cfg.cache.path}: {exc}", file=sys.stderr)
         return FAILED
     if as_json:
         print(json.dumps(acc.as_json(rows, cfg), indent=2))
@@ -91,7 +93,7 @@ def prune(cfg: Config, *, unused_days: float | None, force: bool) -> int:
     try:
         pruned = asyncio.run(run())
     except ProxyError as exc:
-        print(f"imapjmap: cache {cfg.cache.path}: {exc}", file=sys.stderr)
+        print(f"imapjmap: cache {cfg.cache.url or cfg.cache.path}: {exc}", file=sys.stderr)
         return FAILED
     print(
         f"purged {pruned.change_rows} change-log rows older than"
@@ -116,7 +118,7 @@ def reset(cfg: Config, *, user: str | None, force: bool) -> int:
     try:
         dropped = asyncio.run(run())
     except ProxyError as exc:
-        print(f"imapjmap: cache {cfg.cache.path}: {exc}", file=sys.stderr)
+        print(f"imapjmap: cache {cfg.cache.url or cfg.cache.path}: {exc}", file=sys.stderr)
         return FAILED
     if user is not None and dropped == 0:
         print(f"imapjmap: no account for {user!r} in the cache", file=sys.stderr)

@@ -214,14 +214,15 @@ async def _usable_cache(cfg: Config) -> Store | None:
     try:
         store = await open_store(cfg)
     except ProxyError as exc:
-        log.error("cannot use the cache %r: %s", cfg.cache.path, exc)
+        log.error("cannot use the cache %r: %s", cfg.cache.url or cfg.cache.path, exc)
         return None
     try:
         await store.run(q.probe_write)
     except ProxyError as exc:
         await store.aclose()
         reason = exc.__cause__ or exc  # SQLite's own words, without the statement
-        log.error("cannot use the cache %r: it cannot be written: %s", cfg.cache.path, reason)
+        where = cfg.cache.url or cfg.cache.path
+        log.error("cannot use the cache %r: it cannot be written: %s", where, reason)
         return None
     return store
 

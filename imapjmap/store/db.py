@@ -1,6 +1,9 @@
-"""The SQLite cache: connections, worker threads, fair scheduling, transactions, migrations.
+"""The cache: connections, worker threads, fair scheduling, transactions, migrations.
 
-Theory of operation: this is the ONLY module that imports ``sqlite3``.  A :class:`Store`
+Theory of operation: this is the ONLY module that imports ``sqlite3``; a ``postgresql://``
+cache runs the same way on :mod:`imapjmap.store.pg`'s connections (a
+:class:`BackendConnection` each), and the rules below hold for it except where that module
+says otherwise (its Rules 3-5: locking, errors, the read budget).  A :class:`Store`
 owns one writer connection and, for a cache file, a few reader connections
 (``cache.readers``; WAL lets them read while the writer writes).  Each connection is opened,
 used and closed by its own worker thread, so the event loop never blocks on disk and no

@@ -172,6 +172,11 @@ ACCEPTED = [
     ),
     ({"cache": {"read_processes": 0}}, CacheConfig(read_processes=0)),
     ({"cache": {"read_processes": 3}}, CacheConfig(read_processes=3)),
+    (
+        {"cache": {"url": "postgresql://imapjmap@db.example/mail", "password_file": "/run/pw"}},
+        CacheConfig(url="postgresql://imapjmap@db.example/mail", password_file="/run/pw"),
+    ),
+    ({"cache": {"url": "postgres://db.example"}}, CacheConfig(url="postgres://db.example")),
 ]
 
 
@@ -232,6 +237,13 @@ ERROR_CASES = [
     (minimal(limits={"max_filter_depth": 51}), "limits.max_filter_depth: must be at most 50"),
     (minimal(limits={"max_sort_comparators": 0}), "limits.max_sort_comparators: must be at"),
     (minimal(cache={"path": ""}), "cache.path: must not be empty"),
+    (minimal(cache={"url": "mysql://db/x"}), "cache.url: expected a postgresql:// URL"),
+    (minimal(cache={"url": "/var/cache.sqlite3"}), "cache.url: expected a postgresql:// URL"),
+    (
+        minimal(cache={"url": "postgresql://u:secret@db/x"}),
+        "cache.url: must not hold a password: set PGPASSWORD or cache.password_file",
+    ),
+    (minimal(cache={"password_file": ""}), "cache.password_file: must not be empty"),
     (
         minimal(limits={"max_upload_bytes_per_account": 10_000_000}),
         "limits.max_upload_bytes_per_account: must be at least limits.max_size_upload (50000000)",

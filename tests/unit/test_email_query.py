@@ -647,6 +647,7 @@ async def file_world(tmp_path: Any) -> AsyncIterator[World]:
     await store.aclose()
 
 
+@pytest.mark.sqlite_only  # no reader processes on PostgreSQL
 async def test_a_query_evaluated_in_python_runs_in_a_reader_process_eml_qry(
     file_world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -679,6 +680,7 @@ async def test_the_sql_walk_stays_on_a_reader_thread(
     assert got["ids"] == ["e3", "e6", "e4", "e1"]
 
 
+@pytest.mark.sqlite_only  # no reader processes on PostgreSQL
 @pytest.mark.parametrize("mutation", ["new in a thread", "several", "move out"])
 async def test_query_changes_evaluated_in_python_run_in_a_reader_process_core_qch_01(
     file_world: World, monkeypatch: pytest.MonkeyPatch, mutation: str

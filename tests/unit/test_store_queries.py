@@ -54,6 +54,7 @@ async def test_ensure_account_is_idempotent_and_mints_an_epoch(store: Store) -> 
     assert await store.run(q.account_ids) == [A, B]
 
 
+@pytest.mark.sqlite_only
 async def test_a_wiped_cache_gives_new_epochs(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
     epochs = []
@@ -179,7 +180,7 @@ async def test_insert_needs_a_seq(store: Store) -> None:
 
 async def test_live_imap_names_are_unique_until_tombstoned(store: Store) -> None:
     await store.run(lambda tx: add(tx, box("M1", "INBOX")))
-    with pytest.raises(CacheCorrupt, match="UNIQUE"):
+    with pytest.raises(CacheCorrupt, match=r"(?i)unique"):
         await store.run(lambda tx: add(tx, box("M2", "INBOX")))
 
     def delete_and_recreate(tx: Tx) -> int:
@@ -255,6 +256,7 @@ async def test_the_sync_cursor_takes_no_seq(store: Store) -> None:
     assert await store.run(lambda tx: q.mailbox_changes(tx, A, 1)) == []
 
 
+@pytest.mark.sqlite_only
 async def test_a_damaged_row_is_cache_corrupt(store: Store) -> None:
     await store.run(lambda tx: add(tx, box("M1", "INBOX"), box("M2", "Sent")))
     await store.run(
@@ -268,13 +270,14 @@ async def test_a_damaged_row_is_cache_corrupt(store: Store) -> None:
 
 
 async def test_a_row_for_an_unknown_account_is_refused(store: Store) -> None:
-    with pytest.raises(CacheCorrupt, match="FOREIGN KEY"):
+    with pytest.raises(CacheCorrupt, match=r"(?i)foreign key"):
         await store.run(lambda tx: q.insert_mailbox(tx, box("M1", "INBOX", "ghost"), seq=1))
 
 
 # --- changes and tombstones ----------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 async def test_changes_since_is_a_range_query_on_the_index(store: Store) -> None:
     await store.run(lambda tx: add(tx, box("M1", "INBOX"), box("M2", "Sent")))
     await store.run(lambda tx: add(tx, box("M3", "Trash")))

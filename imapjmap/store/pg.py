@@ -1,0 +1,425 @@
+"""The PostgreSQL cache backend: its connections, its SQL dialect, its migrations.
+
+Theory of operation: this is the ONLY module that imports ``psycopg`` (an optional
+dependency: ``pip install imapjmap[postgresql]``).  :class:`~imapjmap.store.db.Store` picks
+it for a ``postgresql://`` cache and drives it exactly as it drives SQLite (the rules of
+:mod:`imapjmap.store.db` hold): one worker thread per connection, one transaction per
+``Store.run``/``Store.read``, :class:`PgTx` the only surface the query modules see.  psycopg's
+synchronous API is what fits that design: each ``fn(tx)`` stays a plain function composing
+statements in one transaction, where an asyncio-only driver would turn every one of them into
+a coroutine.
+
+Rule 1: the query modules write SQLite's SQL; :func:`translate` turns each distinct statement
+        into PostgreSQL's once (placeholders, ``INSERT OR REPLACE``/``OR IGNORE`` to
+        ``ON CONFLICT`` on the table's primary key, ``instr``, the JSON functions, SQLite's
+        planner hints dropped, ``LIKE`` to ``ILIKE``: SQLite's LIKE ignores ASCII case).
+        Anything else must be written in the SQL both understand.
+Rule 2: the migrations are SQLite's too; :func:`translate_ddl` gives every integer column
+        ``BIGINT`` (modseqs are 63-bit, UIDVALIDITY 32-bit unsigned), ``REAL`` double
+        precision, ``BLOB`` ``BYTEA`` and every text column the ``"C"`` collation, so that
+        ``ORDER BY`` sorts as SQLite's byte order does whatever the database's locale.
+        The version lives in the table ``imapjmap_schema``.
+Rule 3: isolation.  A write transaction holds a transaction-level advisory lock on its
+        account (one not for an account holds the lock of all accounts, and so waits for
+        every write), so writes of one account never interleave, as under SQLite's one
+        writer, even from several proxy instances; migrating holds the lock of all accounts,
+        so instances starting at once migrate one after the other.  A read is
+        ``REPEATABLE READ READ ONLY``: one snapshot, like a SQLite read transaction.
+Rule 4: errors map as SQLite's do (``store.db`` Rule 4): a lost or refused connection, a
+        server shutting down, a lock or statement timeout, a cancel, a serialization failure
+        or resource exhaustion is ``CacheUnavailable``; anything else ``CacheCorrupt``.  A
+        connection found broken is opened again by the next transaction, so the proxy
+        recovers from a PostgreSQL restart by itself.
+Rule 5: a read's budget (``store.db`` Rule 6) is the reader connections'
+        ``statement_timeout`` plus ``Tx.check`` between statements; a stop cancels the
+        statement on the server.  Reader processes (``read_apart``) are not used: the
+        reads' work is the server's.
+Rule 6: the password never appears in a log or an error: it comes from the environment
+        (libpq's ``PGPASSWORD``, ``PGPASSFILE``) or a file, and :func:`redact` strips one
+        given in the URL from every name this module prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg.pq import TransactionStatus
+
+from imapjmap.errors import CacheCorrupt, ProxyError
+from imapjmap.store import schema
+from imapjmap.store.db import (
+    CacheUnavailable,
+    Params,
+    Tx,
+    _Job,
+    split_statements,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMES: Final = ("postgresql://", "postgres://")
+
+# Advisory lock keys (Rule 3): the two-integer form, in a space of their own ("IJMP"); the
+# second integer 0 is every account, else a hash of the account id.
+_LOCK_SPACE: Final = schema.APPLICATION_ID
+_ALL_ACCOUNTS: Final = 0
+
+# SQLSTATE classes that say "try again later" (Rule 4): 08 connection exception, 40
+# transaction rollback (serialization failure, deadlock), 53 insufficient resources, 57
+# operator intervention (cancel, shutdown), 58 system error (I/O), 55P03 lock not available.
+_TRANSIENT_CLASSES: Final = ("08", "40", "53", "57", "58")
+_TRANSIENT_STATES: Final = frozenset({"55P03", "25006"})  # 25006: a write in a read, as SQLite
+
+
+def is_postgresql(target: str) -> bool:
+    """Whether a cache target names a PostgreSQL database rather than a SQLite file."""
+    return target.startswith(SCHEMES)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and errors (Rule 6)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def lock_key(account: str) -> int:
+    """The advisory lock of one account's writes (a 32-bit signed hash, never 0)."""
+    value = zlib.crc32(account.encode()) & 0x7FFFFFFF
+    return value or 1
+
+
+# --- the dialect ------------------------------------------------------------------------
+
+
+def _primary_keys(migrations: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Each table's primary key, read from the migrations (for ``INSERT OR REPLACE``)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for script in migrations:
+        for statement in split_statements(script):
+            table = re.match(r"CREATE TABLE (\w+)", statement)
+            if table is None:
+                continue
+            key = re.search(r"PRIMARY KEY \(([^)]*)\)", statement)
+            if key is not None:
+                out[table[1]] = tuple(c.strip() for c in key[1].split(","))
+                continue
+            inline = re.search(r"\n\s*(\w+)\s[^,\n]*PRIMARY KEY", statement)
+            if inline is not None:
+                out[table[1]] = (inline[1],)
+    return out
+
+
+_PRIMARY_KEYS: Final = _primary_keys(schema.MIGRATIONS)
+
+_INSERT_OR: Final = re.compile(r"^\s*INSERT OR (REPLACE|IGNORE) INTO (\w+) \(([^)]*)\)")
+_REWRITES: Final = (
+    (re.compile(r"\s+INDEXED BY \w+"), ""),  # SQLite planner hints
+    (re.compile(r"(?<=[\s(,])\+(?=[A-Za-z_])"), ""),
+    (re.compile(r"\bCROSS JOIN\b"), "JOIN"),
+    (re.compile(r"\binstr\("), "strpos("),
+    (re.compile(r"\bLIKE\b"), "ILIKE"),  # SQLite's LIKE folds ASCII case
+    (
+        re.compile(r"\bjson_extract\(([\w.]+), \?\)"),
+        r"jsonb_path_query_first(\1::jsonb, ?::jsonpath)",  # a SQLite path is a jsonpath
+    ),
+    (re.compile(r"\bjson_each\(\?\)"), "jsonb_array_elements_text(?::jsonb)"),
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def translate(sql: str) -> str:
+    """One statement of SQLite's SQL in PostgreSQL's, with psycopg's placeholders (Rule 1)."""
+    head = _INSERT_OR.match(sql)
+    if head is not None:
+        sql = "INSERT INTO" + sql[head.start(2) - 1 :]
+        key = _PRIMARY_KEYS.get(head[2])
+        if head[1] == "IGNORE":
+            sql += " ON CONFLICT DO NOTHING"
+        elif key is None:
+            raise ProxyError(f"INSERT OR REPLACE into {head[2]}: no primary key known")
+        else:
+            columns = [c.strip() for c in head[3].split(",")]
+            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+            sql += f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    for pattern, replacement in _REWRITES:
+        sql = pattern.sub(replacement, sql)
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+_DDL_TYPES: Final = (
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+    (re.compile(r"\bTEXT\b"), 'TEXT COLLATE "C"'),
+    (re.compile(r"\)\s*WITHOUT ROWID\s*;?\s*$"), ")"),
+)
+
+
+def translate_ddl(statement: str) -> str:
+    """One migration statement of SQLite's in PostgreSQL's (Rule 2)."""
+    for pattern, replacement in _DDL_TYPES:
+        statement = pattern.sub(replacement, statement)
+    return statement.rstrip().rstrip(";")
+
+
+def _translate_error(exc: psycopg.Error, what: str) -> ProxyError:
+    state = exc.sqlstate or ""
+    lost = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not state
+    if lost or state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES:
+        return CacheUnavailable(f"cache {what}: {_first_line(exc)}")
+    return CacheCorrupt(f"cache {what}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _head(sql: str) -> str:
+    words = sql.split()
+    return " ".join(words[:4]) if words else "statement"
+
+
+# --- transactions -------------------------------------------------------------------------
+
+
+class PgTx(Tx):
+    """:class:`~imapjmap.store.db.Tx` on a PostgreSQL connection."""
+
+    __slots__ = ("_pg",)
+
+    def __init__(self, conn: PgConnection, job: _Job | None) -> None:
+        self._pg = conn
+        self._job = job
+        self._live = True
+        self.taken_seqs: dict[str, int] = {}
+
+    def _cursor(self, sql: str, params: Params) -> Any:  # a psycopg cursor, read the same way
+        self.check()
+        cursor = self._pg.cursor()
+        try:
+            return cursor.execute(translate(sql), params)
+        except psycopg.Error as exc:
+            raise self._pg.failed(exc, _head(sql), self._job) from exc
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        self.check()
+        cursor = self._pg.cursor()
+        try:
+            cursor.executemany(translate(sql), list(rows))
+        except psycopg.Error as exc:
+            raise self._pg.failed(exc, _head(sql), self._job) from exc
+        return cursor.rowcount
+
+
+class PgConnection:
+    """One PostgreSQL connection as a :class:`~imapjmap.store.db.BackendConnection`, opened
+    again when it broke (Rule 4)."""
+
+    def __init__(self, url: str, password: str | None, settings: Sequence[str]) -> None:
+        self.name = redact(url)
+        self._url = url
+        self._password = password
+        self._settings = tuple(settings)
+        self._raw: psycopg.Connection[Any] | None = None
+        self._cursor: psycopg.Cursor[Any] | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        """Connect now (worker thread); CacheUnavailable when the server cannot be reached."""
+        self._connected()
+
+    def _connected(self) -> psycopg.Connection[Any]:
+        raw = self._raw
+        if raw is not None and not raw.closed and not raw.broken:
+            return raw
+        self._forget()
+        extra: dict[str, Any] = {"autocommit": True, "application_name": "imapjmap"}
+        if self._password is not None:
+            extra["password"] = self._password
+        try:
+            raw = psycopg.connect(self._url, connect_timeout=10, **extra)
+            for setting in self._settings:
+                raw.execute(setting)
+        except psycopg.Error as exc:
+            raise CacheUnavailable(f"cache {self.name}: {_first_line(exc)}") from exc
+        with self._lock:
+            self._raw, self._cursor = raw, raw.cursor()
+        return raw
+
+    def configure(self, setting: str) -> None:
+        """Apply a ``SET`` now and to every connection opened again later."""
+        self._settings += (setting,)
+        try:
+            self._connected().execute(setting)
+        except psycopg.Error as exc:
+            raise _translate_error(exc, "SET") from exc
+
+    def cursor(self) -> psycopg.Cursor[Any]:
+        if self._cursor is None:
+            raise CacheUnavailable(f"cache {self.name}: connection closed")
+        return self._cursor
+
+    def failed(self, exc: psycopg.Error, what: str, job: _Job | None) -> ProxyError:
+        """The internal error for ``exc`` (Rule 4); a statement timeout spends the budget."""
+        if isinstance(exc, pgerrors.QueryCanceled) and job is not None and job.budget:
+            job.stop("budget")  # our own cancel set a reason first; this keeps it
+            return job.error()
+        return _translate_error(exc, what)
+
+    def begin(self, job: _Job | None, *, write: bool) -> Tx:
+        self._connected()
+        tx = PgTx(self, job)
+        if not write:
+            sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        elif job is None or not job.account:
+            sql = f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {_ALL_ACCOUNTS})"
+        else:
+            sql = (
+                f"BEGIN; SELECT pg_advisory_xact_lock_shared({_LOCK_SPACE}, {_ALL_ACCOUNTS}),"
+                f" pg_advisory_xact_lock({_LOCK_SPACE}, {lock_key(job.account)})"
+            )
+        tx.check()
+        for attempt in (1, 2):
+            try:
+                self.cursor().execute(sql)  # no parameters: one round trip for both statements
+                break
+            except psycopg.Error as exc:
+                # a connection the server dropped while idle (a restart) says so only when
+                # used: open it again once, nothing is lost before BEGIN
+                if attempt == 1 and self._raw is not None and self._raw.broken:
+                    self._connected()
+                    continue
+                raise self.failed(exc, "BEGIN", job) from exc
+        return tx
+
+    def commit(self, tx: Tx) -> None:
+        try:
+            self.cursor().execute("COMMIT")
+        except psycopg.Error as exc:
+            raise _translate_error(exc, "COMMIT") from exc
+
+    def rollback(self) -> None:
+        raw = self._raw
+        if raw is None or raw.closed or raw.broken:
+            return
+        if raw.info.transaction_status == TransactionStatus.IDLE:
+            return
+        try:
+            raw.execute("ROLLBACK")
+        except psycopg.Error:
+            log.warning("cache %s: ROLLBACK failed; the connection is opened again", self.name)
+            self._forget()
+
+    def interrupt(self) -> None:
+        """Any thread: cancel the statement on the server, from a thread of its own (the
+        cancel request is a connection of its own, which the event loop must not wait for)."""
+        with self._lock:
+            raw = self._raw
+        if raw is not None and not raw.closed:
+            threading.Thread(target=_cancel, args=(raw,), daemon=True).start()
+
+    def watch(self, progress: Callable[[], int]) -> None:
+        """Nothing to watch: the server times and cancels statements (Rule 5)."""
+
+    def close(self) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
+        with self._lock:
+            raw, self._raw, self._cursor = self._raw, None, None
+        if raw is not None:
+            with contextlib.suppress(psycopg.Error):
+                raw.close()
+
+
+def _cancel(raw: psycopg.Connection[Any]) -> None:
+    try:
+        raw.cancel_safe(timeout=5.0)
+    except (psycopg.Error, OSError) as exc:
+        log.debug("cache: cancel failed: %s", exc)
+
+
+# --- opening and migrating ----------------------------------------------------------------
+
+
+def connect_writer(
+    url: str, password: str | None, busy_timeout: float, migrations: Sequence[str]
+) -> PgConnection:
+    """Open the writer and migrate (Rule 2, Rule 3), on its worker thread."""
+    conn = PgConnection(url, password, ())
+    conn.open()
+    try:
+        from imapjmap.store.db import _transaction  # the same transaction as every other
+
+        found = _transaction(conn, lambda tx: _migrate(tx, migrations))
+    except BaseException:
+        conn.close()
+        raise
+    if found < len(migrations):
+        log.info("cache %s: schema migrated from v%d to v%d", conn.name, found, len(migrations))
+    # a write waits this long for another instance's write of the same account, as a
+    # SQLite writer waits busy_timeout for another process's
+    conn.configure(f"SET lock_timeout = {max(1, round(busy_timeout * 1000))}")
+    return conn
+
+
+def connect_reader(url: str, password: str | None, budget: float | None) -> PgConnection:
+    """Open a reader, its statements bounded by the read budget (Rule 5)."""
+    settings = [] if budget is None else [f"SET statement_timeout = {max(1, round(budget * 1000))}"]
+    conn = PgConnection(url, password, settings)
+    conn.open()
+    return conn
+
+
+def _migrate(tx: Tx, migrations: Sequence[str]) -> int:
+    """Bring the schema to ``len(migrations)`` under the lock of all accounts; return the
+    version found.
+
+    Raises:
+        CacheCorrupt: a newer schema, or another program's tables in the schema.
+    """
+    target = len(migrations)
+    if tx.scalar("SELECT to_regclass('imapjmap_schema')") is None:
+        others = tx.scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+        if others:
+            raise CacheCorrupt(
+                "the cache database holds another program's tables; give imapjmap a database"
+                " (or schema) of its own"
+            )
+        tx.execute(
+            "CREATE TABLE imapjmap_schema (application_id BIGINT NOT NULL, version BIGINT NOT NULL)"
+        )
+        tx.execute(
+            "INSERT INTO imapjmap_schema (application_id, version) VALUES (?, 0)",
+            (schema.APPLICATION_ID,),
+        )
+    row = tx.one("SELECT application_id, version FROM imapjmap_schema")
+    if row is None or int(row[0]) != schema.APPLICATION_ID:
+        raise CacheCorrupt("the cache database's imapjmap_schema table is not imapjmap's")
+    found = int(row[1])
+    if found > target:
+        raise CacheCorrupt(
+            f"cache schema version {found} is newer than this imapjmap understands ({target});"
+            " upgrade imapjmap or drop the cache database"
+        )
+    for version in range(found, target):
+        for statement in split_statements(migrations[version]):
+            tx.execute(translate_ddl(statement))
+    tx.execute("UPDATE imapjmap_schema SET version = ?", (target,))
+    return found
