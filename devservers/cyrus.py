@@ -342,6 +342,9 @@ class CyrusServer:
     uid: int = 0  # the processes' user (cyrus_user)
     gid: int = 0
     capabilities: tuple[str, ...] = ()  # post-login CAPABILITY as advertised after start
+    sieve_port: int = 0  # ManageSieve (timsieved)
+    lmtp_port: int = 0  # LMTP delivery (lmtpd), which runs the user's active Sieve script
+    sendmail: str | None = None  # what Sieve's vacation and redirect send with
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _users: set[str] = field(default_factory=set, repr=False)
@@ -350,10 +353,14 @@ class CyrusServer:
     # ---------------------------------------------------------------------------- lifecycle
 
     @classmethod
-    def start(cls, root: Path, *, prefix: Path | None = None) -> CyrusServer:
+    def start(
+        cls, root: Path, *, prefix: Path | None = None, sendmail: str | None = None
+    ) -> CyrusServer:
         """Start a Cyrus whose config, databases and mail all live under ``root``.
 
         Calls :func:`ensure_cyrus_available` first (a no-op once everything is there).
+        ManageSieve (timsieved) listens on :attr:`sieve_port` and LMTP (lmtpd) on
+        :attr:`lmtp_port`; ``sendmail`` is the program Sieve sends replies with (a path).
         """
         prefix = ensure_cyrus_available(prefix)
         root = Path(root).resolve()
@@ -362,11 +369,15 @@ class CyrusServer:
         if len(str(root / "conf" / "socket" / "idle.4194304")) > _MAX_SOCKET_PATH:
             raise ValueError(f"{root}: too long for the IDLE sockets Cyrus makes in it")
         root.mkdir(parents=True, exist_ok=True)
-        server = cls(host="127.0.0.1", port=0, root=root, prefix=prefix)
+        server = cls(host="127.0.0.1", port=0, root=root, prefix=prefix, sendmail=sendmail)
         server._prepare()
         last_error: CyrusError | None = None
         for _ in range(_PORT_ATTEMPTS):
-            server.port = _free_port()
+            server.port, server.sieve_port, server.lmtp_port = (
+                _free_port(),
+                _free_port(),
+                _free_port(),
+            )
             server._write_config()
             try:
                 server._launch()
@@ -650,6 +661,7 @@ autocreate_subscribe_folders: {folders}
 # THREADID (RFC 8474) needs the conversations database.
 conversations: yes
 conversations_db: twoskip
+{f"sendmail: {server.sendmail}" if server.sendmail else ""}
 """
 
 
@@ -663,6 +675,8 @@ START {{
 }}
 SERVICES {{
   imap cmd="{bin_dir / "imapd"} -C {conf}" listen="127.0.0.1:{server.port}" prefork=0 maxchild=500
+  sieve cmd="{bin_dir / "timsieved"} -C {conf}" listen="127.0.0.1:{server.sieve_port}" prefork=0
+  lmtp cmd="{bin_dir / "lmtpd"} -C {conf} -a" listen="127.0.0.1:{server.lmtp_port}" prefork=0
 }}
 EVENTS {{
 }}
