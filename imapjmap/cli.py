@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from imapjmap import __version__
+from imapjmap import __version__, workers
 from imapjmap.config import (
     Config,
     ServerConfig,
@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the proxy until SIGINT or SIGTERM")
     serve.add_argument("--config", metavar="FILE", required=True, help="TOML configuration file")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # workers.py
     demo = commands.add_parser("demo", help="run the self-contained demo")
     demo.add_argument(
         "--listen",
@@ -182,8 +183,13 @@ def _serve(args: argparse.Namespace) -> int:
         for u in upstreams
     )
     log.info("imapjmap %s starting: IMAP %s", __version__, servers)
+    worker = bool(getattr(args, "worker", False))
+    others = [] if worker else workers.start(args.config, cfg.server.workers - 1)
     app = importlib.import_module("imapjmap.http.app")  # pulls in aiohttp: only now
-    return _status(app.serve(cfg))
+    try:
+        return _status(app.serve(cfg, worker=worker))
+    finally:
+        workers.stop(others)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -85,6 +85,9 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     # browser origins (scheme://host[:port]) given credentialed CORS; others get "*"
     cors_origins: tuple[str, ...] = ()
+    # processes serving listen together (SO_REUSEPORT), to use more than one core; more
+    # than one are several instances on one cache, so they need cluster.url
+    workers: int = 1
 
     @property
     def host(self) -> str:
@@ -440,6 +443,18 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     if isinstance(cache, CacheConfig) and cache.readers_per_account > cache.readers:
         problems.append(
             f"cache.readers_per_account: must be at most cache.readers ({cache.readers})"
+        )
+    cluster = sections.get("cluster")
+    server_section = sections.get("server")
+    if (
+        isinstance(server_section, ServerConfig)
+        and server_section.workers > 1
+        and isinstance(cluster, ClusterConfig)
+        and cluster.url is None
+    ):
+        problems.append(
+            "server.workers: more than 1 needs cluster.url (the workers are instances on one"
+            " cache: they agree on who syncs and who watches through it)"
         )
     server = data.get("server", {})
     listen = sections.get("server")

@@ -116,16 +116,19 @@ def make_app(cfg: Config) -> web.Application:
     return app
 
 
-def serve(cfg: Config, *, announce: Callable[[], None] | None = None) -> int:
+def serve(cfg: Config, *, announce: Callable[[], None] | None = None, worker: bool = False) -> int:
     """Run the proxy in the foreground until SIGINT or SIGTERM; return the exit status.
 
     ``announce`` runs once the address is listened on (a banner, a readiness signal):
-    nothing says "ready" before the port is really taken.
+    nothing says "ready" before the port is really taken.  ``worker``: one of the
+    processes ``server.workers`` starts beside the first (no metrics listener of its own).
     """
-    return asyncio.run(_serve(cfg, announce))
+    return asyncio.run(_serve(cfg, announce, worker=worker))
 
 
-async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int:
+async def _serve(
+    cfg: Config, announce: Callable[[], None] | None = None, *, worker: bool = False
+) -> int:
     try:
         app = make_app(cfg)
     except ConfigError as exc:
@@ -175,7 +178,11 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
         await runner.setup()
         try:
             await web.TCPSite(
-                runner, server.host, server.port, ssl_context=tls.context if tls else None
+                runner,
+                server.host,
+                server.port,
+                ssl_context=tls.context if tls else None,
+                reuse_port=server.workers > 1 or None,
             ).start()
         except OSError as exc:
             log.error("cannot listen on %s: %s", server.listen, exc.strerror or exc)
@@ -186,7 +193,7 @@ async def _serve(cfg: Config, announce: Callable[[], None] | None = None) -> int
             " with TLS" if tls else "",
             server.base_url.rstrip("/"),
         )
-        if cfg.metrics.enabled and cfg.metrics.listen is not None:
+        if cfg.metrics.enabled and cfg.metrics.listen is not None and not worker:
             try:
                 metrics_runner = await _metrics_listener(app, cfg.metrics.listen)
             except OSError as exc:

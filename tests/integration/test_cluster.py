@@ -432,3 +432,45 @@ async def test_push_subscription_is_delivered_once_by_the_cluster_core_push_02(
         change = await _one_post(posts)
         state = (await client.ok("Mailbox/get", {"ids": []}, on=survivor))["state"]
         assert change["changed"] == {client.account_id: {"Mailbox": state}}
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.dovecot
+async def test_workers_serve_one_address_and_stop_with_the_first(
+    seeded_user: SeededUser, tmp_path: Path, cluster_url: str
+) -> None:
+    """server.workers = 2: two processes on one port (SO_REUSEPORT), both answering, and
+    SIGTERM of the first stops both."""
+    port = free_port()
+    cfg = Config(
+        imap=ImapConfig(host=seeded_user.host, port=seeded_user.port, security="none"),
+        server=ServerConfig(listen=f"127.0.0.1:{port}", log_level="info", workers=2),
+        cache=CacheConfig(path=str(tmp_path / "cache.sqlite3")),
+        cluster=ClusterConfig(url=cluster_url),
+    )
+    first = await _start("A", cfg, tmp_path, f"http://127.0.0.1:{port}")
+    try:
+        assert await first.wait_log("imapjmap listening on", 20, count=2), first.log()
+        [worker] = _children(first.process.pid)
+        async with client_of(seeded_user, [first]) as client:
+            answered = await asyncio.gather(
+                *(client.ok("Email/query", {"limit": 5}) for _ in range(20))
+            )
+        assert all(len(a["ids"]) == 5 for a in answered)
+        assert len({a["queryState"] for a in answered}) == 1
+        first.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            await first.process.wait()
+        assert first.process.returncode == 0, first.log()
+        assert (
+            not Path(f"/proc/{worker}").exists()
+            or "zombie" in Path(f"/proc/{worker}/status").read_text()
+        )
+    finally:
+        if first.process.returncode is None:
+            first.process.kill()
+            await first.process.wait()

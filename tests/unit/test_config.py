@@ -367,6 +367,16 @@ def test_cluster_url_must_be_postgresql() -> None:
         parse_config(minimal(cluster={"sync_wait": 0}))
 
 
+def test_several_workers_need_a_cluster() -> None:
+    assert parse_config(minimal()).server.workers == 1
+    with pytest.raises(ConfigError, match=r"server\.workers: more than 1 needs cluster\.url"):
+        parse_config(minimal(server={"workers": 2}))
+    cfg = parse_config(minimal(server={"workers": 2}, cluster={"url": "postgresql://db/x"}))
+    assert cfg.server.workers == 2
+    with pytest.raises(ConfigError, match=r"server\.workers: must be at least 1"):
+        parse_config(minimal(server={"workers": 0}))
+
+
 def test_cluster_without_a_shared_push_token_key_is_a_warning(tmp_path: Path) -> None:
     data = minimal(cluster={"url": "postgresql://db.example.org/imapjmap"})
     data["imap"]["host"] = "imap.example.org"

@@ -96,7 +96,14 @@ SYNC_SEES_OF_IMAP = (f"{IMAP}.models", f"{IMAP}.parse", f"{IMAP}.parse_fetch")
 LAYERS: dict[str, tuple[str, ...]] = {
     "devservers": ("imapjmap",),
     "imapjmap.__main__": ("imapjmap.cli",),
-    "imapjmap.cli": ("imapjmap.__version__", ERRORS, CONFIG, "imapjmap.logsetup", ADMIN),
+    "imapjmap.cli": (
+        "imapjmap.__version__",
+        ERRORS,
+        CONFIG,
+        "imapjmap.logsetup",
+        "imapjmap.workers",
+        ADMIN,
+    ),
     # the operator's commands: the cache read and written directly, the IMAP server counted
     ADMIN: (*BASE, STORE, IMAP),
     HTTP: (
@@ -161,6 +168,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ERRORS: (),
     METRICS: (),
     "imapjmap.logsetup": (),
+    "imapjmap.workers": (),
     "imapjmap": (),
 }
 # (module, unit it imports against LAYERS) -> why it does so today
