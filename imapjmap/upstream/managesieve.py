@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from imapjmap.config import SieveConfig
+from imapjmap.credentials import BearerToken
 from imapjmap.errors import AuthenticationFailed, UpstreamUnavailable
 from imapjmap.imap.pool import ImapPool
 from imapjmap.managesieve.client import Endpoint, ManageSieveClient
@@ -119,13 +120,14 @@ def known(pool: ImapPool) -> SieveServer | None:
 
 async def server(cfg: SieveConfig, pool: ImapPool) -> SieveServer | None:
     """What the account's ManageSieve server offers; None without one (remembered)."""
-    if not cfg.enabled:
+    if not cfg.enabled or isinstance(pool.login_password(), BearerToken):
+        # an OAuth login has no password to give a ManageSieve server, and its token must
+        # not go to a port nobody asked for
+        _found[pool] = (time.monotonic(), None)
         return None
-    known = _found.get(pool)
-    if known is not None and (
-        known[1] is not None or time.monotonic() - known[0] < NEGATIVE_SECONDS
-    ):
-        return known[1]
+    seen = _found.get(pool)
+    if seen is not None and (seen[1] is not None or time.monotonic() - seen[0] < NEGATIVE_SECONDS):
+        return seen[1]
     found: SieveServer | None = None
     try:
         async with session(cfg, pool, LOOK_TIMEOUT) as scripts:
