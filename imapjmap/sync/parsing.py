@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ from imapjmap.upstream.sync_reads import Raw
 log = logging.getLogger(__name__)
 
 MAX_WORKERS: Final = 4
+WORKER_NICENESS: Final = 5  # added to a worker's nice value (workers_for says why)
 # a fill of fewer messages is parsed in a thread: starting the processes costs about as
 # much as parsing a few thousand messages
 POOL_MIN_MESSAGES: Final = 5000
@@ -107,10 +109,37 @@ def parse_batch(raw: Raw, uids: Sequence[int], account_id: str, keep_records: bo
     return (records if keep_records else []), prepare(records, account_id)
 
 
+def workers_for(cores: int) -> int:
+    """How many parsing workers a machine with ``cores`` cores gets.
+
+    One a core, at most :data:`MAX_WORKERS`, and none on one core (a thread does as well
+    there).  The proxy's own share of a message (reading the socket, writing the cache) is
+    about a third of a worker's, so keeping a core for it left a third of that core idle:
+    on two cores a fill took the time of one worker's CPU.  The workers run nicer than the
+    proxy (:data:`WORKER_NICENESS`), so its event loop and writer still get the CPU first.
+    """
+    return 0 if cores < 2 else min(cores, MAX_WORKERS)
+
+
 def _workers() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    # one core stays with the event loop and the cache writer
-    return min(max((cores or 1) - 1, 0), MAX_WORKERS)
+    return workers_for(cores or 1)
+
+
+def _lower_priority() -> None:
+    """A worker's initializer: yield the CPU to the proxy's own process (and to the IMAP
+    server, when it runs on the same machine)."""
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
+
+
+def new_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """A pool of ``workers`` parsing processes: ``spawn`` (no copy of the proxy's threads
+    and sockets), each lowering its own priority first."""
+    context = multiprocessing.get_context("spawn")
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_lower_priority
+    )
 
 
 def _submit(
@@ -155,8 +184,7 @@ class Parser:
             return None
         with cls._lock:
             if cls._pool is None:
-                context = multiprocessing.get_context("spawn")
-                cls._pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+                cls._pool = new_pool(workers)
             return cls._pool
 
     @classmethod
