@@ -193,13 +193,3 @@ def test_a_new_message_carries_its_row_as_the_cache_writes_it() -> None:
 )
 def test_a_worker_a_core_and_none_on_one_core(cores: int, workers: int) -> None:
     assert parsing.workers_for(cores) == workers
-
-
-def test_workers_run_nicer_than_the_proxy() -> None:
-    """The event loop and the cache writer get the CPU first; the workers what is left."""
-    pool = parsing.new_pool(1)
-    try:
-        niceness = pool.submit(os.nice, 0).result(timeout=60)
-    finally:
-        pool.shutdown()
-    assert niceness == min(os.nice(0) + parsing.WORKER_NICENESS, 19)
