@@ -11,6 +11,9 @@ Rule 2: an idle connection that already has the wanted mailbox selected is prefe
         a FETCH after a sync of the same mailbox costs no SELECT.  A borrower that wants
         no particular mailbox may name one it would rather find selected (``prefer``: the
         refresh's anchor, see ``sync.engine``); it then deals with the selection itself.
+        One may also name a mailbox whose connection it must leave idle (``avoid``: a first
+        sync's fill leaves the refresh the connection that keeps the anchor open); it then
+        gets another, a new one if need be.
 Rule 3: a connection comes back to the pool only if it is healthy: anything that broke the
         wire (timeout, cancellation, BAD, lost connection) discards it.  A tagged NO does
         not — the wire is still in sync.
@@ -140,10 +143,16 @@ class ImapPool:
 
     @contextlib.asynccontextmanager
     async def session(
-        self, mailbox: str | None = None, *, readonly: bool = False, prefer: str | None = None
+        self,
+        mailbox: str | None = None,
+        *,
+        readonly: bool = False,
+        prefer: str | None = None,
+        avoid: str | None = None,
     ) -> AsyncIterator[ImapSession]:
         """Lend a session; with ``mailbox``, one that has it selected; without, preferably
-        one with ``prefer`` selected, else one with nothing selected (Rule 2).
+        one with ``prefer`` selected, else one with nothing selected, and never an idle
+        one with ``avoid`` selected (Rule 2).
 
         Raises:
             ImapUnavailable: no connection could be made (or the pool is closed).
@@ -158,7 +167,7 @@ class ImapPool:
                 raise ImapUnavailable("the IMAP pool is closed")
             for old in self._evict_expired():
                 self._spawn(old.close())  # in the background: a cancellation cannot leak it
-            session = self._pick_idle(mailbox if mailbox is not None else prefer)
+            session = self._pick_idle(mailbox if mailbox is not None else prefer, avoid)
             session = await self._ready(session)
             if mailbox is not None:
                 current = session.selected
@@ -190,14 +199,18 @@ class ImapPool:
         self._idle = keep
         return doomed
 
-    def _pick_idle(self, mailbox: str | None) -> ImapSession | None:
+    def _pick_idle(self, mailbox: str | None, avoid: str | None = None) -> ImapSession | None:
         for i, s in enumerate(self._idle):
             if s.selected is not None and s.selected.name == mailbox:
                 return self._idle.pop(i)
         for i, s in enumerate(self._idle):
             if s.selected is None:
                 return self._idle.pop(i)
-        return self._idle.pop() if self._idle else None
+        for i in range(len(self._idle) - 1, -1, -1):
+            selected = self._idle[i].selected
+            if avoid is None or selected is None or selected.name != avoid:
+                return self._idle.pop(i)
+        return None
 
     async def _ready(self, session: ImapSession | None) -> ImapSession:
         if session is not None and self._clock() - session.last_used > _PROBE_AFTER_S:

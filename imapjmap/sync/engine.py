@@ -387,7 +387,9 @@ class AccountSync:
             if refresh is not None:
                 await asyncio.wait({refresh})
             try:
-                async with source.refresh_reads() as reads:
+                # not on the connection that keeps the anchor (Rule 5): a refresh during
+                # the fill would LIST-STATUS from one without it, and Dovecot open it again
+                async with source.refresh_reads(avoid=self._anchor) as reads:
                     await job.fill(reads.sync_reads(records.HEADER_FIELDS), uids, self._changed)
             except Exception:
                 log.exception("background sync of %s failed", job.mailbox.imap_name)

@@ -102,9 +102,11 @@ class ImapRefresh:
     share: Share | None
 
     @asynccontextmanager
-    async def refresh_reads(self, prefer: str | None = None) -> AsyncIterator[ImapRefreshReads]:
+    async def refresh_reads(
+        self, prefer: str | None = None, avoid: str | None = None
+    ) -> AsyncIterator[ImapRefreshReads]:
         pool = self.pool
-        async with pool.session(prefer=prefer) as session:
+        async with pool.session(prefer=prefer, avoid=avoid) as session:
             if self.share is not None:
                 yield ImapRefreshReads(session, self.share)
             else:

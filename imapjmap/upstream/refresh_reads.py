@@ -73,7 +73,9 @@ class RefreshReads(Protocol):
 class RefreshSource(Protocol):
     """An account's server, as its refreshes reach it."""
 
-    def refresh_reads(self, prefer: str | None = None) -> AbstractAsyncContextManager[RefreshReads]:
+    def refresh_reads(
+        self, prefer: str | None = None, avoid: str | None = None
+    ) -> AbstractAsyncContextManager[RefreshReads]:
         """Lend a connection for a refresh: preferably one that keeps ``prefer`` open,
-        else one with nothing selected."""
+        else one with nothing selected; never one that keeps ``avoid`` open."""
         ...

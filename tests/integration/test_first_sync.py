@@ -106,3 +106,49 @@ async def test_fill_waits_for_the_first_request(
     assert fetched_during_refresh, "no mailbox was big enough for a fill"
     assert not any(fetched_during_refresh)
     assert len(ids) == sum(seeded_user.counts.values())
+
+
+async def test_a_refresh_during_a_fill_lists_with_the_anchor_selected(
+    dovecot: DovecotServer,
+    seeded_user: SeededUser,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While INBOX fills in, a request's refresh still sends its LIST-STATUS on a connection
+    that holds INBOX selected (Rule 5 of sync/engine.py): the fill takes a connection of its
+    own instead of the one that keeps the anchor.  A LIST-STATUS from a connection without
+    INBOX selected makes Dovecot open it to answer its STATUS, which at a million messages
+    took 11-15 s for every request during the whole fill.  MBX-04: the counts are the
+    upstream's once the fill is done."""
+    monkeypatch.setattr(se, "BATCH", 3)  # INBOX takes a first batch and a fill
+    filling, release = asyncio.Event(), asyncio.Event()
+    real_fill = se.MailboxSync.fill
+    listed_with: list[str | None] = []  # the mailbox selected where each LIST went out
+    real_list = ImapSession.list_mailboxes
+
+    async def fill(self: se.MailboxSync, *args: Any, **kw: Any) -> None:
+        if self.mailbox.imap_name == "INBOX":
+            filling.set()
+            await release.wait()  # the fill holds its connection meanwhile
+        await real_fill(self, *args, **kw)
+
+    async def list_mailboxes(self: ImapSession, *args: Any, **kw: Any) -> Any:
+        if filling.is_set() and not release.is_set():
+            listed_with.append(self.selected.name if self.selected is not None else None)
+        return await real_list(self, *args, **kw)
+
+    monkeypatch.setattr(se.MailboxSync, "fill", fill)
+    monkeypatch.setattr(ImapSession, "list_mailboxes", list_mailboxes)
+    async with TestClient(TestServer(make_app(proxy_config(seeded_user, tmp_path)))) as http:
+        jmap = Jmap(http, seeded_user.username, seeded_user.password)
+        await jmap.session()
+        await jmap.ok("Mailbox/get", {"ids": None})
+        await asyncio.wait_for(filling.wait(), 30)
+        await jmap.ok("Mailbox/get", {"ids": None})  # refreshes: a fill is not complete
+        release.set()
+        await http.server.app[views.SERVICES].sync_for(jmap.account_id).wait_filled()
+        boxes = (await jmap.ok("Mailbox/get", {"ids": None}))["list"]
+
+    assert listed_with == ["INBOX"]
+    totals = {b["name"]: b["totalEmails"] for b in boxes if b["name"] in ("Inbox", "INBOX")}
+    assert list(totals.values()) == [seeded_user.counts["INBOX"]], totals

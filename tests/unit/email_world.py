@@ -226,7 +226,7 @@ class FakeUpstream:
     def login_password(self) -> str:
         raise AssertionError("the unit world does not submit")
 
-    def refresh_reads(self, prefer: str | None = None) -> NoReturn:
+    def refresh_reads(self, prefer: str | None = None, avoid: str | None = None) -> NoReturn:
         raise AssertionError("the unit world never refreshes: its rows are the upstream")
 
     def watch(self, *, poll_interval: float, status_interval: float) -> NoReturn:

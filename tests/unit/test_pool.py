@@ -275,6 +275,27 @@ async def test_connection_with_the_mailbox_selected_is_reused_without_select(
     await pool.aclose()
 
 
+async def test_a_borrower_that_avoids_a_mailbox_leaves_its_connection_idle(
+    server: FakeServer,
+) -> None:
+    """``avoid``: the one idle connection has INBOX selected, so a new one is made for the
+    borrower; one with nothing selected or another mailbox would do."""
+    pool = make_pool(server, pool_size=3)
+    async with pool.session("INBOX") as keeper:
+        pass
+    async with pool.session(avoid="INBOX") as other:
+        assert other is not keeper
+        async with pool.session(prefer="INBOX") as preferred:
+            assert preferred is keeper  # still idle, still with INBOX selected
+    assert keeper.commands == ["SELECT INBOX"]
+    async with pool.session("Sent"):
+        pass
+    async with pool.session(avoid="INBOX") as again:
+        assert again is not keeper  # the idle one with nothing selected
+    assert len(server.sessions) == 2
+    await pool.aclose()
+
+
 async def test_read_only_borrow_of_a_read_write_selection_examines(server: FakeServer) -> None:
     pool = make_pool(server, pool_size=1)
     async with pool.session("INBOX") as session:

@@ -62,7 +62,7 @@ class ScriptedUpstream:
         finally:
             self.log.append("connection closed")
 
-    def refresh_reads(self, prefer: str | None = None) -> Any:
+    def refresh_reads(self, prefer: str | None = None, avoid: str | None = None) -> Any:
         raise AssertionError("the fake sync does not read")
 
 
