@@ -40,6 +40,7 @@ from imapjmap.store.db import Store
 from imapjmap.store.retention import ChangeLogPurger
 from imapjmap.sync.engine import AccountSync
 from imapjmap.upstream.imap import ImapUpstream
+from imapjmap.upstream.shares import Share
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class Services:
     pools: ImapPools
     cluster: Coordinator = field(default_factory=Alone)
     syncs: dict[str, AccountSync] = field(default_factory=dict)
+    # a share's account id -> (its login's account id, the share): see add_share
+    shares: dict[str, tuple[str, Share]] = field(default_factory=dict)
     push: PushService = field(init=False)
     email_objects: EmailObjects = field(default_factory=EmailObjects)
     query_results: QueryResults = field(default_factory=QueryResults)
@@ -86,14 +89,22 @@ class Services:
         self.purger = ChangeLogPurger(self.store, self.cfg.cache.changes_retention_days)
 
     def upstream_for(self, account_id: str) -> ImapUpstream | None:
-        """The account's mail server over its pool; None until its login in this process."""
-        pool = self.pools.get(account_id)
-        return ImapUpstream(pool) if pool is not None else None
+        """The account's mail server over its pool (a share's: over its login's pool);
+        None until its login in this process."""
+        login, share = self.shares.get(account_id, (account_id, None))
+        pool = self.pools.get(login)
+        return ImapUpstream(pool, share) if pool is not None else None
 
-    def sync_for(self, account_id: str, prefix: str = "") -> AccountSync:
-        """``prefix``: the account is a share of folders named under it (``AccountSync``)."""
+    def add_share(self, login_account_id: str, account_id: str, share: Share) -> None:
+        """``account_id`` is a share of other users' folders that ``login_account_id`` sees
+        (``http.shares``): its upstream is that login's, its mailboxes under the prefix."""
+        self.shares[account_id] = (login_account_id, share)
+
+    def sync_for(self, account_id: str) -> AccountSync:
         sync = self.syncs.get(account_id)
         if sync is None:
+            _, share = self.shares.get(account_id, (account_id, None))
+            prefix = share.prefix if share is not None else ""
             sync = AccountSync(
                 self.store,
                 account_id,

@@ -71,7 +71,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     services = await start_services(cfg, app.get(OPENED_STORE))
     app[views.SERVICES] = services
     app[views.AUTH] = Authenticator(cfg, services.store, services.pools, push_key=app[PUSH_KEY])
-    app[views.SHARES] = ShareAccounts(services.store)
+    app[views.SHARES] = ShareAccounts(services)
     try:
         yield
     finally:

@@ -111,8 +111,19 @@ async def eventsource_view(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     account = who.account
-    async with PushStream(hub, account.account_id, account.epoch, params.types) as stream:
-        first = await stream.open(request.headers.get("Last-Event-ID"), initial=True)
+    shares = await views.shares_of(request.app, who)
+    async with contextlib.AsyncExitStack() as streams:
+        stream = await streams.enter_async_context(
+            PushStream(hub, account.account_id, account.epoch, params.types)
+        )
+        first = {stream: await stream.open(request.headers.get("Last-Event-ID"), initial=True)}
+        # the shares of other users' folders the login sees (http.shares): the event id
+        # resumes the login's own account; theirs are sent in full at every (re)connection
+        for share in shares:
+            one = await streams.enter_async_context(
+                PushStream(hub, share.account.account_id, share.account.epoch, params.types)
+            )
+            first[one] = await one.open(None, initial=True)
         with contextlib.suppress(ConnectionError):  # the client went away while we wrote
             await _stream_events(request, response, stream, params, first)
     return response
@@ -123,14 +134,16 @@ async def _stream_events(
     response: web.StreamResponse,
     stream: PushStream,
     params: EventSourceParams,
-    first: dict[str, str],
+    first: dict[PushStream, dict[str, str]],
 ) -> None:
+    """``stream``: the login's own account's, whose token is each event's id; ``first``:
+    what each stream (that one and the shares') sends at once."""
     loop = asyncio.get_running_loop()
-    change: dict[str, str] | None = first or None
+    changes = {s: c for s, c in first.items() if c}
     idle_since = loop.time()
     while True:
-        if change:
-            await response.write(sse_event("state", stream.state_change(change), stream.token))
+        if changes:
+            await response.write(sse_event("state", _state_change(changes), stream.token))
             idle_since = loop.time()
             if params.close_after_state:
                 await response.write_eof()
@@ -143,7 +156,39 @@ async def _stream_events(
         wait = _LIVENESS
         if params.ping:
             wait = max(0.0, min(wait, idle_since + params.ping - loop.time()))
-        change = await stream.next(wait)
+        changes = await _next(list(first), wait)
+
+
+def _state_change(changes: Mapping[PushStream, dict[str, str]]) -> dict[str, Any]:
+    """One StateChange (RFC 8620 §7.1) for the changes of every account in ``changes``."""
+    out: dict[str, Any] = {}
+    for stream, change in changes.items():
+        one = stream.state_change(change)
+        if not out:
+            out = one
+        else:
+            out["changed"].update(one["changed"])
+    return out
+
+
+async def _next(streams: list[PushStream], timeout: float) -> dict[PushStream, dict[str, str]]:
+    """The next change of any of ``streams`` (those that came together), or none after
+    ``timeout`` seconds."""
+    if len(streams) == 1:
+        change = await streams[0].next(timeout)
+        return {streams[0]: change} if change else {}
+    waits = {asyncio.ensure_future(s.next(timeout)): s for s in streams}
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+    changes = {}
+    for task in done:
+        change = task.result() if not task.cancelled() else None
+        if change:
+            changes[waits[task]] = change
+    return changes
 
 
 def add_routes(app: web.Application) -> None:

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 from imapjmap.http.auth import Authenticated
 from imapjmap.methods.context import Account
+from imapjmap.services import Services
 from imapjmap.store import queries as q
-from imapjmap.store.db import Store, Tx
+from imapjmap.store.db import Tx
 from imapjmap.upstream.imap import ImapUpstream
 from imapjmap.upstream.shares import Share, share_account_id
 
@@ -41,8 +42,9 @@ class ShareAccount:
 class ShareAccounts:
     """Each login's shares, as last asked of its server (Rule 1)."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._store = services.store
         self._known: dict[str, tuple[ShareAccount, ...]] = {}  # login's account id -> shares
 
     async def discover(self, who: Authenticated) -> tuple[ShareAccount, ...]:
@@ -55,6 +57,8 @@ class ShareAccounts:
             return [q.ensure_account(tx, account_id, s.name) for account_id, s in ids]
 
         rows = await self._store.run(ensure) if ids else []
+        for account_id, share in ids:
+            self._services.add_share(login, account_id, share)
         accounts = tuple(
             ShareAccount(
                 Account(row.account_id, share.name, row.epoch, who.account.upstream), share

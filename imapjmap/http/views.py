@@ -283,7 +283,7 @@ async def run_request(
     cfg = app[CONFIG]
     account_id = who.account.account_id
     async with app[REQUEST_SLOTS].slot(account_id):
-        shares = await _shares_of(app, who)
+        shares = await shares_of(app, who)
         contexts = _Contexts(app[SERVICES], who, shares)
         if jmap_request.using & SIEVE_URNS:  # looked for at the session fetch otherwise
             await who.upstream.sieve_server(cfg.sieve)
@@ -304,7 +304,7 @@ async def run_request(
             await app[SERVICES].push.hub.poke(used)
         # the refresh of the login's account may have listed other shares: the response
         # says the session as it is now (``http.shares`` Rule 1)
-        now = await _shares_of(app, who)
+        now = await shares_of(app, who)
         if now != shares:
             response["sessionState"] = await app[SESSION_STATES].of(cfg, who, now)
     return response
@@ -348,7 +348,7 @@ class _Contexts:
         if share is None:
             raise MethodError(MethodErrorType.ACCOUNT_NOT_FOUND)
         upstream = ImapUpstream(self._who.pool, share.share)
-        sync = self._services.sync_for(account_id, share.share.prefix)
+        sync = self._services.sync_for(account_id)
         made = self._made[account_id] = MethodContext(
             self._services,
             share.account,
@@ -374,7 +374,7 @@ async def _discover_shares(app: web.Application, who: Authenticated) -> tuple[Sh
         return ()
 
 
-async def _shares_of(app: web.Application, who: Authenticated) -> tuple[ShareAccount, ...]:
+async def shares_of(app: web.Application, who: Authenticated) -> tuple[ShareAccount, ...]:
     shares = app.get(SHARES)
     try:
         return await shares.of(who) if shares is not None else ()

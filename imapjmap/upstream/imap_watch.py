@@ -64,6 +64,7 @@ from imapjmap.imap.commands import Command
 from imapjmap.imap.models import MailboxStatus
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
+from imapjmap.upstream.shares import Share
 from imapjmap.upstream.watch import Heard, WatchMode
 
 NOTIFY_EVENTS: Final = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)"
@@ -209,6 +210,59 @@ class IdleWatch:
         return names, frozenset(statuses), frozenset(session.listed_rights.items())
 
 
+class ShareWatch:
+    """A share's folders (another user's, :mod:`imapjmap.upstream.shares`): one LIST-STATUS
+    of the share's names compared every ``status_interval`` seconds (every
+    ``poll_interval`` without LIST-STATUS, when a check is due whatever it says).  Neither
+    IDLE on the login's INBOX nor NOTIFY's ``personal`` hears the owner's changes there.
+    As with :class:`IdleWatch`'s comparisons, a change is reported within
+    ``status_interval`` seconds (``reports``: requests trust the cache meanwhile); without
+    LIST-STATUS nothing is compared, and requests keep asking the server."""
+
+    mode: Final[WatchMode] = "poll"
+
+    def __init__(
+        self, session: ImapSession, prefix: str, poll_interval: float, status_interval: float
+    ) -> None:
+        self._session = session
+        self._pattern = prefix + "*"
+        self._poll_interval = poll_interval
+        self._every = status_interval if session.has("LIST-STATUS") else 0.0
+        self.reports = bool(self._every)
+        self._last: _Snapshot | None = None
+        self._next_poll: float | None = None
+        self.lists = 0
+
+    async def start(self) -> None:
+        if self._every:
+            self._last = await self._snapshot()
+
+    async def next(self) -> Heard:
+        loop = asyncio.get_running_loop()
+        if self._next_poll is None:
+            self._next_poll = loop.time() + self._poll_interval
+        while True:
+            wait = self._next_poll - loop.time()
+            if self._every:
+                wait = min(wait, self._every)
+            await asyncio.sleep(max(0.0, wait))
+            if loop.time() >= self._next_poll:
+                self._next_poll = None
+                return Heard.DUE
+            now = await self._snapshot()
+            moved, self._last = now != self._last, now
+            if moved:
+                self._next_poll = None
+                return Heard.CHANGED
+
+    async def _snapshot(self) -> _Snapshot:
+        session = self._session
+        entries, statuses = await session.list_mailboxes(pattern=self._pattern)
+        self.lists += 1
+        names = frozenset((e.name, frozenset(a.lower() for a in e.attributes)) for e in entries)
+        return names, frozenset(statuses), frozenset(session.listed_rights.items())
+
+
 class PollWatch:
     """Nothing reported: a check every ``poll_interval`` seconds."""
 
@@ -239,16 +293,19 @@ class ImapWatching:
 
     __slots__ = ()
     pool: ImapPool
+    share: Share | None  # a share's account is watched by ShareWatch
 
     @contextlib.asynccontextmanager
     async def watch(
         self, *, poll_interval: float, status_interval: float
-    ) -> AsyncIterator[NotifyWatch | IdleWatch | PollWatch]:
+    ) -> AsyncIterator[NotifyWatch | IdleWatch | PollWatch | ShareWatch]:
         session = await self.pool.open_dedicated()
         try:
             push = session.profile.push
-            watch: NotifyWatch | IdleWatch | PollWatch
-            if push == "notify":
+            watch: NotifyWatch | IdleWatch | PollWatch | ShareWatch
+            if self.share is not None:
+                watch = ShareWatch(session, self.share.prefix, poll_interval, status_interval)
+            elif push == "notify":
                 watch = NotifyWatch(session, status_interval)
             elif push == "poll":
                 watch = PollWatch(poll_interval)

@@ -26,6 +26,7 @@ from imapjmap.http.app import make_app
 from imapjmap.upstream import imap as imap_upstream
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import MAIL, Jmap, proxy_config
+from tests.integration.pushkit import open_events
 
 SharingServer = DovecotServer | CyrusServer
 
@@ -512,3 +513,33 @@ async def test_blob_copy_out_of_a_share_core_bin_04(
         "Email/import", {"emails": {"i": {"blobId": new_id, "mailboxIds": {inbox: True}}}}
     )
     assert "i" in imported["created"], imported
+
+
+async def test_a_change_by_the_owner_reaches_the_sharees_eventsource_core_push_01(
+    owners: tuple[Owner, Owner], bob: ImapUser, bob_jmap: Jmap
+) -> None:
+    """The sharee's EventSource carries the share's states with its own (one StateChange
+    per event, RFC 8620 §7.1), and a message the owner adds to the shared folder moves the
+    share's Email state there; the new state is the one Email/get then answers."""
+    alice, _ = owners
+    alice.share("Projects", bob.username, "lr")
+    share = _shares(await bob_jmap.session())[alice.user.username]["id"]
+    before = (await _ok(bob_jmap, share, "Email/get", {"ids": []}))["state"]
+    events = await open_events(bob_jmap)
+    try:
+        first = await events.next()
+        assert first.name == "state" and first.id is not None
+        assert set(first.data["changed"]) == {bob_jmap.account_id, share}, first.data
+        assert first.data["changed"][share]["Email"] == before
+        alice.imap.append(_q("Projects"), None, None, _message("plan Z"))
+        while True:  # the login's own account may speak too (its watcher's first refresh)
+            event = await events.next(timeout=15)
+            moved = event.data["changed"].get(share, {}).get("Email")
+            if moved is not None and moved != before:
+                break
+        assert event.id is not None
+        now = (await _ok(bob_jmap, share, "Email/get", {"ids": []}))["state"]
+        assert moved == now
+        assert "plan Z" in await _subjects(bob_jmap, share)
+    finally:
+        events.resp.close()
