@@ -248,7 +248,8 @@ class ClusterConfig:
     """Several instances sharing one cache: their coordinator."""
 
     # postgresql://host/db (the password from PGPASSWORD or ~/.pgpass, not here): locks and
-    # push between the instances; unset: this instance shares its cache with nobody
+    # push between the instances; unset: the cache's PostgreSQL (cache.url), else this
+    # instance shares its cache with nobody
     url: str | None = None
     # seconds a request waits for another instance's sync of its account before answering
     # from the cache as that sync left it
@@ -451,10 +452,12 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         and server_section.workers > 1
         and isinstance(cluster, ClusterConfig)
         and cluster.url is None
+        and not (isinstance(cache, CacheConfig) and cache.url is not None)
     ):
         problems.append(
-            "server.workers: more than 1 needs cluster.url (the workers are instances on one"
-            " cache: they agree on who syncs and who watches through it)"
+            "server.workers: more than 1 needs cluster.url or a PostgreSQL cache.url (the"
+            " workers are instances on one cache: they agree on who syncs and who watches"
+            " through it)"
         )
     server = data.get("server", {})
     listen = sections.get("server")
@@ -618,10 +621,11 @@ def config_warnings(cfg: Config) -> list[str]:
         out.append(
             f"auth.bearer_profile_url is plain http: tokens go to {profile.hostname} unencrypted"
         )
-    if cfg.cluster.url is not None and cfg.auth.push_token_key_file is None:
+    if (cfg.cluster.url or cfg.cache.url) is not None and cfg.auth.push_token_key_file is None:
         out.append(
-            "cluster.url is set but auth.push_token_key_file is not: a push URL one instance"
-            " signs is refused by the others; give every instance the same key file"
+            "several instances may share this cache (cluster.url or a PostgreSQL cache.url) but"
+            " auth.push_token_key_file is not set: a push URL one instance signs is refused by"
+            " the others; give every instance the same key file"
         )
     return out
 

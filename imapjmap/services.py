@@ -147,13 +147,16 @@ async def start_services(cfg: Config, store: Store | None = None) -> Services:
 
 
 def coordinator_for(cfg: Config) -> Coordinator:
-    """The instances' coordinator as configured: PostgreSQL's (``cluster.url``), or none."""
-    if cfg.cluster.url is None:
+    """The instances' coordinator as configured: PostgreSQL's (``cluster.url``, else the
+    cache's own PostgreSQL, ``cache.url``), or none (a SQLite cache without cluster.url)."""
+    url = cfg.cluster.url or cfg.cache.url
+    if url is None:
         return Alone()
     from imapjmap.cluster.pg import PgCoordinator  # psycopg only where it is used
 
     return PgCoordinator(
-        cfg.cluster.url,
+        url,
+        password=cache_password(cfg) if cfg.cluster.url is None else None,
         sync_wait=cfg.cluster.sync_wait,
         takeover_interval=cfg.cluster.takeover_interval,
     )

@@ -3,7 +3,8 @@ messages between instances.
 
 Theory of operation
 -------------------
-Each instance keeps two connections of its own (``cluster.url``), both in autocommit mode:
+Each instance keeps two connections of its own (``cluster.url``, or the cache's PostgreSQL),
+both in autocommit mode:
 
 * the *lock connection* holds this instance's session-level advisory locks: the instance's
   own (its liveness, which the others check), the sync locks of the accounts it refreshes,
@@ -80,11 +81,13 @@ class PgCoordinator:
         self,
         url: str,
         *,
+        password: str | None = None,
         sync_wait: float = 10.0,
         takeover_interval: float = 1.0,
         sweep_interval: float = 5.0,
     ) -> None:
         self._url = url  # Rule 2: never logged
+        self._password = password  # else libpq's: PGPASSWORD, a password file
         self._sync_wait = sync_wait
         self._takeover_interval = takeover_interval
         self._sweep_interval = sweep_interval
@@ -120,14 +123,16 @@ class PgCoordinator:
                 await task
         await self._disconnect()
 
+    async def _open(self) -> psycopg.AsyncConnection[Any]:
+        extra: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT}
+        if self._password is not None:
+            extra["password"] = self._password
+        return await psycopg.AsyncConnection.connect(self._url, autocommit=True, **extra)
+
     async def _connect(self) -> None:
-        locks = await psycopg.AsyncConnection.connect(
-            self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT
-        )
+        locks = await self._open()
         try:
-            listen = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT
-            )
+            listen = await self._open()
         except BaseException:
             await locks.close()
             raise

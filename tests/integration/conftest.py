@@ -6,9 +6,10 @@ import base64
 import dataclasses
 import io
 import json
+import secrets
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from devservers.postgres import PostgresServer
 from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
 from imapjmap.http.app import make_app
 from tests.conftest import SeededUser
-from tests.pg_server import PostgresServer, find_bindir
 
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
@@ -140,24 +141,11 @@ async def https_proxy(seeded_user: SeededUser, tmp_path: Path) -> AsyncIterator[
         await runner.cleanup()
 
 
-# -- several instances: their coordinator, a throw-away PostgreSQL ----------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.fail("PostgreSQL is not installed (Debian's postgresql package; scripts/test)")
-    server = PostgresServer(bindir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+# -- several instances: their coordinator, on the throw-away PostgreSQL -----------------------
 
 
 @pytest.fixture
-def cluster_url(postgres_server: PostgresServer) -> str:
+def cluster_url(postgres: PostgresServer) -> str:
     """A fresh database of the throw-away PostgreSQL: the coordinator of one test (advisory
     locks and LISTEN channels are per database)."""
-    return postgres_server.database()
+    return postgres.create_database("cluster_" + secrets.token_hex(6))

@@ -95,10 +95,24 @@ async def _start(name: str, cfg: Config, tmp_path: Path, url: str) -> Instance:
 
 @contextlib.asynccontextmanager
 async def instances(
-    user: ImapUser, tmp_path: Path, cluster_url: str, count: int = 2, push: PushConfig | None = None
+    user: ImapUser,
+    tmp_path: Path,
+    cluster_url: str,
+    count: int = 2,
+    push: PushConfig | None = None,
+    cache_on_postgresql: bool = False,
 ) -> AsyncIterator[list[Instance]]:
-    """``count`` instances on one SQLite cache file, started one after the other (the
-    first creates the cache)."""
+    """``count`` instances on one cache, started one after the other (the first creates
+    the cache): a SQLite file coordinated through ``cluster_url``, or (with
+    ``cache_on_postgresql``) the database ``cluster_url`` as cache and coordinator both."""
+    cache = (
+        CacheConfig(url=cluster_url)
+        if cache_on_postgresql
+        else CacheConfig(path=str(tmp_path / "cache.sqlite3"))
+    )
+    cluster = ClusterConfig(
+        url=None if cache_on_postgresql else cluster_url, takeover_interval=TAKEOVER
+    )
     started: list[Instance] = []
     balancer = f"http://127.0.0.1:{free_port()}"  # what clients are told; none listens there
     try:
@@ -109,8 +123,8 @@ async def instances(
                 server=ServerConfig(
                     listen=f"127.0.0.1:{port}", base_url=balancer, log_level="info"
                 ),
-                cache=CacheConfig(path=str(tmp_path / "cache.sqlite3")),
-                cluster=ClusterConfig(url=cluster_url, takeover_interval=TAKEOVER),
+                cache=cache,
+                cluster=cluster,
                 push=push or PushConfig(),
             )
             url = f"http://127.0.0.1:{port}"
@@ -228,8 +242,27 @@ async def test_any_request_on_any_instance_sees_the_others_writes(
 ) -> None:
     """Alternating instances on every request: one state for one content (CORE-STATE-01),
     never a stale answer after a write through the other instance."""
+    await _alternating(seeded_user, imap_oracle, tmp_path, cluster_url, on_postgresql=False)
+
+
+@pytest.mark.dovecot
+async def test_any_request_on_any_instance_on_a_postgresql_cache(
+    seeded_user: SeededUser, imap_oracle: imaplib.IMAP4, tmp_path: Path, cluster_url: str
+) -> None:
+    """The same on a PostgreSQL cache, which is the coordinator too (no cluster.url)."""
+    await _alternating(seeded_user, imap_oracle, tmp_path, cluster_url, on_postgresql=True)
+
+
+async def _alternating(
+    seeded_user: SeededUser,
+    imap_oracle: imaplib.IMAP4,
+    tmp_path: Path,
+    cluster_url: str,
+    *,
+    on_postgresql: bool,
+) -> None:
     async with (
-        instances(seeded_user, tmp_path, cluster_url) as cluster,
+        instances(seeded_user, tmp_path, cluster_url, cache_on_postgresql=on_postgresql) as cluster,
         client_of(seeded_user, cluster) as client,
     ):
         inbox = next(

@@ -371,6 +371,8 @@ def test_several_workers_need_a_cluster() -> None:
     assert parse_config(minimal()).server.workers == 1
     with pytest.raises(ConfigError, match=r"server\.workers: more than 1 needs cluster\.url"):
         parse_config(minimal(server={"workers": 2}))
+    on_pg = parse_config(minimal(server={"workers": 2}, cache={"url": "postgresql://db/x"}))
+    assert on_pg.server.workers == 2
     cfg = parse_config(minimal(server={"workers": 2}, cluster={"url": "postgresql://db/x"}))
     assert cfg.server.workers == 2
     with pytest.raises(ConfigError, match=r"server\.workers: must be at least 1"):
@@ -381,7 +383,7 @@ def test_cluster_without_a_shared_push_token_key_is_a_warning(tmp_path: Path) ->
     data = minimal(cluster={"url": "postgresql://db.example.org/imapjmap"})
     data["imap"]["host"] = "imap.example.org"
     [warning] = config_warnings(parse_config(data))
-    assert warning.startswith("cluster.url is set but auth.push_token_key_file is not")
+    assert warning.startswith("several instances may share this cache")
     data["auth"] = {"push_token_key_file": str(tmp_path / "key")}
     assert config_warnings(parse_config(data)) == []
 
