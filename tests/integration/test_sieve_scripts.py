@@ -107,7 +107,9 @@ async def test_create_get_download_update_destroy_sieve_02_03(jmap: Jmap, user: 
     renamed = await ok(jmap, "SieveScript/set", {"update": {script_id: {"name": "other"}}})
     assert renamed["notUpdated"][script_id]["type"] == "invalidProperties"
 
-    destroyed = await ok(jmap, "SieveScript/set", {"destroy": [script_id]})
+    both = {"update": {script_id: {"blobId": first}}, "destroy": [script_id]}
+    destroyed = await ok(jmap, "SieveScript/set", both)
+    assert destroyed["notUpdated"][script_id]["type"] == "willDestroy"
     assert destroyed["destroyed"] == [script_id]
     assert await server_scripts(user) == {}
 

@@ -314,6 +314,41 @@ def _check_extra(args: SetArgs) -> None:
         raise invalid_arguments("activate one script, or deactivate: not both")
 
 
+async def _records(run: _Set, args: SetArgs) -> responses.SetResult:
+    """Every create, then every update, then every destroy, each on its own (CORE-SET-02)."""
+    created: JsonObject = {}
+    updated: JsonObject = {}
+    destroyed: list[str] = []
+    not_created: JsonObject = {}
+    not_updated: JsonObject = {}
+    not_destroyed: JsonObject = {}
+    for cid, obj in (args.create or {}).items():
+        try:
+            created[cid] = await run.create(obj)
+        except SetError as exc:
+            not_created[cid] = exc.to_json()
+        else:
+            run.call.created_ids[cid] = created[cid]["id"]
+    destroy_ids = standard.resolve_ids(run.call, args.destroy or [])
+    for object_id, patch in (args.update or {}).items():
+        try:
+            if object_id in destroy_ids:
+                raise SetError(SetErrorType.WILL_DESTROY)
+            await run.update(object_id, patch)
+        except SetError as exc:
+            not_updated[object_id] = exc.to_json()
+        else:
+            updated[object_id] = None
+    for object_id in destroy_ids:
+        try:
+            await run.destroy(object_id)
+        except SetError as exc:
+            not_destroyed[object_id] = exc.to_json()
+        else:
+            destroyed.append(object_id)
+    return responses.SetResult(created, updated, destroyed, not_created, not_updated, not_destroyed)
+
+
 async def sieve_script_set(ctx: MethodContext, call: Call) -> JsonObject:
     args = SetArgs.parse(
         call.args,
@@ -321,45 +356,18 @@ async def sieve_script_set(ctx: MethodContext, call: Call) -> JsonObject:
         extra=("onSuccessActivateScript", "onSuccessDeactivateScript"),
     )
     _check_extra(args)
-    created: JsonObject = {}
-    updated: JsonObject = {}
-    destroyed: list[str] = []
-    not_created: JsonObject = {}
-    not_updated: JsonObject = {}
-    not_destroyed: JsonObject = {}
     async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
         run = _Set(ctx, call, sieve)
         old_state = state_of(await run.load())
         if args.if_in_state is not None and args.if_in_state != old_state:
             raise MethodError(MethodErrorType.STATE_MISMATCH)
-        for cid, obj in (args.create or {}).items():
-            try:
-                created[cid] = await run.create(obj)
-            except SetError as exc:
-                not_created[cid] = exc.to_json()
-            else:
-                call.created_ids[cid] = created[cid]["id"]
-        for object_id, patch in (args.update or {}).items():
-            try:
-                await run.update(object_id, patch)
-            except SetError as exc:
-                not_updated[object_id] = exc.to_json()
-            else:
-                updated[object_id] = None
-        for object_id in standard.resolve_ids(call, args.destroy or []):
-            try:
-                await run.destroy(object_id)
-            except SetError as exc:
-                not_destroyed[object_id] = exc.to_json()
-            else:
-                destroyed.append(object_id)
-        failed = bool(not_created or not_updated or not_destroyed)
+        result = await _records(run, args)
+        failed = bool(result.not_created or result.not_updated or result.not_destroyed)
+        updated = dict(result.updated)
         for object_id, change in (await _activation(run, args, failed)).items():
             updated[object_id] = {**(updated.get(object_id) or {}), **change}
+        result.updated = updated
         new_state = state_of(await run.load())
-    result = responses.SetResult(
-        created, updated, destroyed, not_created, not_updated, not_destroyed
-    )
     return responses.set_response(
         result, account_id=ctx.account_id, old_state=old_state, new_state=new_state
     )
