@@ -100,6 +100,13 @@ class Services:
         (``http.shares``): its upstream is that login's, its mailboxes under the prefix."""
         self.shares[account_id] = (login_account_id, share)
 
+    async def drop_share(self, account_id: str) -> None:
+        """``account_id`` is no longer shared with its login: forget it and stop its sync."""
+        self.shares.pop(account_id, None)
+        sync = self.syncs.pop(account_id, None)
+        if sync is not None:
+            await sync.aclose()
+
     def sync_for(self, account_id: str) -> AccountSync:
         sync = self.syncs.get(account_id)
         if sync is None:

@@ -13,6 +13,9 @@ Rules
    cache rows, blobs and push events are never this login's.
 3. A share's account is a row of the cache's accounts table like any other (its epoch, its
    change counter); its mailboxes are named under its prefix, its sync is its own.
+4. A share the server no longer shows (the owner took the rights back) loses its cache rows
+   at once: what the login may no longer read is not kept for it.  (A share that vanished
+   while the process was down keeps them until ``imapjmap cache prune``.)
 """
 
 from __future__ import annotations
@@ -53,10 +56,21 @@ class ShareAccounts:
         found = await ImapUpstream(who.pool).shares()
         ids = [(share_account_id(login, share.prefix), share) for share in found]
 
+        kept = {account_id for account_id, _ in ids}
+        gone = [
+            s.account.account_id
+            for s in self._known.get(login, ())
+            if s.account.account_id not in kept
+        ]
+
         def ensure(tx: Tx) -> list[q.AccountRow]:
+            for account_id in gone:  # Rule 4
+                q.delete_account(tx, account_id)
             return [q.ensure_account(tx, account_id, s.name) for account_id, s in ids]
 
-        rows = await self._store.run(ensure) if ids else []
+        rows = await self._store.run(ensure) if ids or gone else []
+        for account_id in gone:
+            await self._services.drop_share(account_id)
         for account_id, share in ids:
             self._services.add_share(login, account_id, share)
         accounts = tuple(

@@ -22,7 +22,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
+from imapjmap.http import views
 from imapjmap.http.app import make_app
+from imapjmap.store import queries as q
 from imapjmap.upstream import imap as imap_upstream
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import MAIL, Jmap, proxy_config
@@ -198,6 +200,12 @@ async def test_unsharing_removes_the_account_core_sess_06(
     assert after["state"] == body["sessionState"]
     response = await _call(bob_jmap, notes, "Mailbox/get", {"ids": None})
     assert response[0] == "error" and response[1]["type"] == "accountNotFound"
+    # nothing of what bob may no longer read stays in the cache
+    app = bob_jmap.http.server.app
+    assert app is not None
+    store = app[views.SERVICES].store
+    assert await store.read(lambda tx: q.account(tx, notes)) is None
+    assert await store.read(lambda tx: q.live_mailboxes(tx, notes)) == []
 
 
 async def test_another_login_cannot_reach_a_share_account(
@@ -543,3 +551,43 @@ async def test_a_change_by_the_owner_reaches_the_sharees_eventsource_core_push_0
         assert "plan Z" in await _subjects(bob_jmap, share)
     finally:
         events.resp.close()
+
+
+async def test_a_shares_changes_and_queries_follow_the_owner_core_chg_01(
+    owners: tuple[Owner, Owner], bob: ImapUser, bob_jmap: Jmap
+) -> None:
+    """A share has its own states: what the owner adds and removes comes out of the share's
+    Email/changes and Mailbox/changes, and Email/query filters in its mailboxes; the login's
+    own account's state does not move."""
+    alice, _ = owners
+    alice.share("Projects", bob.username, "lr")
+    share = _shares(await bob_jmap.session())[alice.user.username]["id"]
+    ids = await _email_ids(bob_jmap, share)
+    (projects,) = (await _ok(bob_jmap, share, "Mailbox/get", {"ids": None}))["list"]
+    email_state = (await _ok(bob_jmap, share, "Email/get", {"ids": []}))["state"]
+    mailbox_state = (await _ok(bob_jmap, share, "Mailbox/get", {"ids": []}))["state"]
+    own_state = (await bob_jmap.ok("Email/get", {"ids": []}))["state"]
+    alice.imap.append(_q("Projects"), None, None, _message("plan E"))
+    alice.imap.append(_q("Projects"), None, None, _message("plan F"))
+    typ, data = alice.imap.select(_q("Projects"))
+    assert typ == "OK", data
+    typ, data = alice.imap.search(None, "SUBJECT", '"plan B"')
+    alice.imap.store(data[0].split()[0].decode(), "+FLAGS", "\\Deleted")
+    alice.imap.expunge()
+    alice.imap.close()
+    changes = await _ok(bob_jmap, share, "Email/changes", {"sinceState": email_state})
+    assert changes["destroyed"] == [ids["plan B"]] and len(changes["created"]) == 2, changes
+    new = set(changes["created"])
+    boxes = await _ok(bob_jmap, share, "Mailbox/changes", {"sinceState": mailbox_state})
+    assert boxes["updated"] == [projects["id"]], boxes  # totalEmails 2 -> 3
+    found = await _ok(
+        bob_jmap,
+        share,
+        "Email/query",
+        {
+            "filter": {"inMailbox": projects["id"], "text": "plan"},
+            "sort": [{"property": "subject"}],
+        },
+    )
+    assert found["ids"][0] == ids["plan A"] and set(found["ids"][1:]) == new, found
+    assert (await bob_jmap.ok("Email/get", {"ids": []}))["state"] == own_state
