@@ -63,6 +63,7 @@ from mailgen import Generator, Message, seed_inbox
 
 from devservers.cyrus import CyrusError, CyrusServer, cyrus_prefix
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
+from devservers.postgres import PostgresServer
 
 CORE: Final = read_path.CORE
 MAIL: Final = read_path.MAIL
@@ -301,19 +302,26 @@ async def measure(
 
 @contextlib.contextmanager
 def serve(
-    dovecot: DovecotServer, workdir: Path, code: Path | None = None
+    dovecot: DovecotServer,
+    workdir: Path,
+    code: Path | None = None,
+    workers: int = 1,
+    cluster_url: str | None = None,
 ) -> Iterator[tuple[int, int]]:
     """``imapjmap serve`` with the default limits, of the checkout ``code`` if given (else
-    the one this Python imports); yields its port and pid."""
+    the one this Python imports), with ``workers`` processes coordinated through
+    ``cluster_url``; yields its port and (first) pid."""
     port = read_path._free_port()
     name = "serve" if code is None else "baseline"
+    name = name if workers == 1 else f"workers{workers}"
     config = workdir / f"{name}.toml"
-    config.write_text(
-        read_path._serve_config(dovecot, port, workdir / f"{name}-cache.sqlite3").replace(
-            'log_level = "warning"',
-            'log_level = "info"',  # the default: a line per request
-        )
+    text = read_path._serve_config(dovecot, port, workdir / f"{name}-cache.sqlite3").replace(
+        'log_level = "warning"',
+        f'log_level = "info"\nworkers = {workers}',  # the default level: a line per request
     )
+    if cluster_url is not None:
+        text += f'\n[cluster]\nurl = "{cluster_url}"\n'
+    config.write_text(text)
     log = workdir / f"{name}.log"
     env = dict(os.environ)
     if code is not None:
@@ -419,15 +427,38 @@ async def run_all(
 
 
 def process_cpu(pid: int) -> float:
-    """Seconds of CPU (user + system) the process has used, all its threads."""
+    """Seconds of CPU (user + system) the process has used, all its threads, and its
+    children's (the workers of ``server.workers``)."""
     if not pid:
         return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(process_cpu(int(child)) for child in children)
 
 
 def uptime() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def report_workers(
+    results: dict[tuple[str, str, int], Cell], args: argparse.Namespace, layouts: Sequence[Layout]
+) -> None:
+    """The proxy of ``--workers`` processes beside the one-process proxy, cell by cell."""
+    workers = next((key[0] for key in results if key[0].endswith(" workers")), None)
+    if workers is None:
+        return
+    say("")
+    say(f"clients layout       | req/s {workers} / 1 | p95 ms {workers} / 1 | CPU ms each")
+    for clients in args.clients:
+        for label, _ in layouts:
+            one, more = results[("proxy", label, clients)], results[(workers, label, clients)]
+            ratio = more.rate / one.rate if one.rate else float("inf")
+            say(
+                f"{clients:>7} {label:<12} | {more.rate:6.1f} / {one.rate:6.1f} {ratio:5.2f}x"
+                f" | {more.ms(p95):6.1f} / {one.ms(p95):6.1f}"
+                f" | {more.cpu_ms:5.1f} / {one.cpu_ms:5.1f}"
+            )
 
 
 def report(
@@ -460,6 +491,7 @@ def report(
             if clients == 20 and ours.ms(p95) > P95_MS_AT_20:
                 misses += 1
             say(line)
+    report_workers(results, args, layouts)
     if any(key[0] == "before" for key in results):
         say("")
         say("clients layout       | req/s now / before | CPU ms per request now / before")
@@ -493,6 +525,13 @@ def main() -> int:
     parser.add_argument(
         "--baseline", type=Path, help="a checkout whose proxy is measured beside this one's"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also measure a proxy of this many processes (server.workers), coordinated"
+        " through a throw-away PostgreSQL, beside the one-process proxy",
+    )
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
     say(f"throughput benchmark: {read_path.describe_machine()}; load {uptime()}")
@@ -524,6 +563,16 @@ def main() -> int:
         with serve(dovecot, workdir) as (port, pid):
             url = f"http://127.0.0.1:{port}/.well-known/jmap"
             targets = [Target("proxy", url, args.messages, pid)]
+            if args.workers > 1:
+                (workdir / "postgres").mkdir()
+                postgres = PostgresServer.start(workdir / "postgres")
+                stack.callback(postgres.stop)
+                cluster_url = postgres.create_database("bench")
+                port, pid = stack.enter_context(
+                    serve(dovecot, workdir, workers=args.workers, cluster_url=cluster_url)
+                )
+                url = f"http://127.0.0.1:{port}/.well-known/jmap"
+                targets.append(Target(f"{args.workers} workers", url, args.messages, pid))
             if args.baseline is not None:
                 port, pid = stack.enter_context(serve(dovecot, workdir, args.baseline))
                 url = f"http://127.0.0.1:{port}/.well-known/jmap"
