@@ -19,8 +19,14 @@ Requirement ids (RFC 9425; the numbers are this module's):
   by ``name`` and ``used``; other filters are ``unsupportedFilter``, other sorts
   ``unsupportedSort``.
 - QUOTA-06 Quota/queryChanges removes and re-adds what changed since the query state.
-- QUOTA-07 Bad input gets the RFC's errors: an unknown state is ``cannotCalculateChanges``,
-  a bad filter value ``invalidArguments``.
+- QUOTA-07 Bad input gets the RFC's errors: an unknown state (garbage, from the future,
+  of another cache) is ``cannotCalculateChanges``, a bad filter value ``invalidArguments``.
+- QUOTA-08 Quota/get with ``properties`` returns those and ``id`` only; without, every
+  property of §2 (id, resourceType, used, hardLimit, scope, name, types, warnLimit,
+  softLimit, description); ``ids: []`` returns none.
+- QUOTA-09 Quota is read-only (§4): Quota/set is ``unknownMethod``.
+- QUOTA-10 Quota's state in push (RFC 8620 §7.1): mail another client adds moves ``used``,
+  and the account's EventSource carries Quota's new state without any Quota call.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer
 from imapjmap.http.app import make_app
+from imapjmap.jmap import state as jstate
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
 
@@ -87,6 +94,15 @@ async def _one(jmap: Jmap, name: str, args: dict[str, Any], using: list[str] = U
     return response, result
 
 
+def _moved(token: str, *, seq: int | None = None, epoch: str | None = None) -> str:
+    """A state like ``token`` (``s<seq base 36>.<epoch>``) with its seq or its cache's
+    epoch changed: one the server never gave."""
+    head, _, old_epoch = token.partition(".")
+    assert head.startswith("s") and old_epoch, token
+    new_seq = int(head[1:], 36) if seq is None else seq
+    return jstate.encode(jstate.State(old_epoch if epoch is None else epoch, new_seq))
+
+
 def _by_type(quotas: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {q["resourceType"]: q for q in quotas}
 
@@ -101,7 +117,8 @@ async def dovecot_quota(
 
 
 async def test_dovecot_quotas_and_their_changes(dovecot_quota: tuple[ImapUser, Jmap]) -> None:
-    """QUOTA-01, QUOTA-02, QUOTA-04: Dovecot's ``User quota`` root, STORAGE and MESSAGE."""
+    """QUOTA-01, QUOTA-02, QUOTA-04, QUOTA-08: Dovecot's ``User quota`` root, STORAGE and
+    MESSAGE."""
     user, jmap = dovecot_quota
     session = await jmap.session()
     assert session["capabilities"][QUOTA] == {}
@@ -128,6 +145,11 @@ async def test_dovecot_quotas_and_their_changes(dovecot_quota: tuple[ImapUser, J
     assert again["state"] == first_state  # nothing changed: same state (QUOTA-04)
     assert again["list"] == [{"id": count["id"], "used": 0}]
     assert again["notFound"] == ["Qnope"]
+    every = {"id", "resourceType", "used", "hardLimit", "scope", "name", "types"}
+    every |= {"warnLimit", "softLimit", "description"}
+    assert all(set(quota) == every for quota in got["list"])  # QUOTA-08
+    _, no_ids = await _one(jmap, "Quota/get", {"ids": []})
+    assert no_ids["list"] == [] and no_ids["notFound"] == []
 
     _append(user)
     name, changes = await _one(jmap, "Quota/changes", {"sinceState": first_state})
@@ -163,7 +185,7 @@ async def test_types_need_their_capability(dovecot_quota: tuple[ImapUser, Jmap])
 
 
 async def test_query_and_query_changes(dovecot_quota: tuple[ImapUser, Jmap]) -> None:
-    """QUOTA-05, QUOTA-06, QUOTA-07."""
+    """QUOTA-05, QUOTA-06, QUOTA-07, QUOTA-09."""
     user, jmap = dovecot_quota
     _, got = await _one(jmap, "Quota/get", {"ids": None})
     quotas = _by_type(got["list"])
@@ -189,8 +211,9 @@ async def test_query_and_query_changes(dovecot_quota: tuple[ImapUser, Jmap]) -> 
     # used: 1 message against several KiB
     assert await query(sort=[{"property": "used", "isAscending": True}]) == [count, octets]
     assert await query(sort=[{"property": "used", "isAscending": False}]) == [octets, count]
-    by_name = await query(sort=[{"property": "name"}])
-    assert sorted(by_name) == sorted([octets, count])
+    # "User quota (message)" before "User quota (storage)"
+    assert await query(sort=[{"property": "name"}]) == [count, octets]
+    assert await query(sort=[{"property": "name", "isAscending": False}]) == [octets, count]
 
     name, result = await _one(jmap, "Quota/query", {"sort": [{"property": "used"}]})
     query_state = result["queryState"]
@@ -206,14 +229,25 @@ async def test_query_and_query_changes(dovecot_quota: tuple[ImapUser, Jmap]) -> 
     assert changes["added"] == [{"id": count, "index": 0}, {"id": octets, "index": 1}]
     assert changes["total"] == 2
 
-    errors = [
+    errors: list[tuple[str, dict[str, Any], str]] = [
         ("Quota/query", {"filter": {"hardLimit": 5}}, "unsupportedFilter"),
         ("Quota/query", {"filter": {"name": 5}}, "invalidArguments"),
         ("Quota/query", {"sort": [{"property": "hardLimit"}]}, "unsupportedSort"),
         ("Quota/changes", {"sinceState": "garbage"}, "cannotCalculateChanges"),
         ("Quota/changes", {"sinceState": got["state"], "maxChanges": 0}, "invalidArguments"),
         ("Quota/queryChanges", {"sinceQueryState": "garbage"}, "cannotCalculateChanges"),
+        (
+            "Quota/changes",
+            {"sinceState": _moved(got["state"], seq=10**6)},
+            "cannotCalculateChanges",
+        ),
+        (
+            "Quota/changes",
+            {"sinceState": _moved(got["state"], epoch="x")},
+            "cannotCalculateChanges",
+        ),
         ("Quota/get", {"properties": ["nope"]}, "invalidArguments"),
+        ("Quota/set", {"update": {octets: {"used": 0}}}, "unknownMethod"),
     ]
     for method, args, error in errors:
         name, result = await _one(jmap, method, args)

@@ -19,6 +19,13 @@ Requirement ids cited by the tests (RFC section in brackets):
   on (RFC 6609 include), and is the active script again, unchanged, when it is turned off.
 - VAC-08 [§8.1]: ``isEnabled`` reads back false once another client activated a script
   of its own (the server no longer runs the vacation).
+- VAC-09 [§8.1, RFC 8620 §5.1]: /get honours ``properties`` (``id`` always) and
+  ``ids: []``; an unknown property is invalidArguments.
+- VAC-10 [§8]: VacationResponse has only /get and /set: /changes, /query are
+  unknownMethod.
+- VAC-11 [§8]: ``isEnabled`` is a Boolean (null refused) and the dates are UTCDates (an
+  offset other than ``Z`` refused), both invalidProperties naming the property.
+- CORE-SESS-08: the capability is ``{}`` in the session's capabilities too.
 """
 
 from __future__ import annotations
@@ -94,6 +101,7 @@ async def test_capability_advertised_where_the_server_has_managesieve_vac_01(
     account = session["accounts"][jmap.account_id]
     assert VACATION in session["capabilities"] and SIEVE in session["capabilities"]
     assert account["accountCapabilities"][VACATION] == {}
+    assert session["capabilities"][VACATION] == {}  # CORE-SESS-08
     sieve = account["accountCapabilities"][SIEVE]
     assert {"vacation", "include", "fileinto"} <= set(sieve["sieveExtensions"])
     assert sieve["maxSizeScriptName"] >= 512
@@ -293,3 +301,36 @@ async def test_a_request_without_a_session_fetch_finds_the_server_vac_01(
         fresh = Jmap(http, user.username, user.password, account_id=jmap.account_id)
         response = await vacation_get(fresh)
         assert response["list"][0]["id"] == "singleton"
+
+
+async def test_get_properties_and_the_methods_there_are_vac_09_vac_10(jmap: Jmap) -> None:
+    async def call(name: str, **args: Any) -> list[Any]:
+        body = await jmap.request(
+            [[name, {"accountId": jmap.account_id, **args}, "c"]], using=USING
+        )
+        response: list[Any] = body["methodResponses"][0]
+        return response
+
+    _, got, _ = await call("VacationResponse/get", properties=["subject"])
+    assert got["list"] == [{"id": "singleton", "subject": None}]
+    _, got, _ = await call("VacationResponse/get", ids=[])
+    assert got["list"] == [] and got["notFound"] == []
+    name, error, _ = await call("VacationResponse/get", properties=["colour"])
+    assert (name, error["type"]) == ("error", "invalidArguments")
+    for method in ("VacationResponse/changes", "VacationResponse/query"):
+        name, error, _ = await call(method, sinceState="x")
+        assert (name, error["type"]) == ("error", "unknownMethod"), method
+
+
+async def test_types_of_the_properties_vac_11(jmap: Jmap) -> None:
+    state = (await vacation_get(jmap))["state"]
+    for bad, prop in (
+        ({"isEnabled": None}, "isEnabled"),
+        ({"fromDate": "2030-01-01T00:00:00+01:00"}, "fromDate"),
+        ({"toDate": "2030-01-01"}, "toDate"),
+        ({"htmlBody": ["x"]}, "htmlBody"),
+    ):
+        response = await vacation_set(jmap, update={"singleton": bad})
+        error = response["notUpdated"]["singleton"]
+        assert error["type"] == "invalidProperties" and error["properties"] == [prop], bad
+    assert (await vacation_get(jmap))["state"] == state
