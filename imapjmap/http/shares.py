@@ -4,9 +4,9 @@ Rules
 1. What a login may see is what its server says now: the shares are asked of the server
    (NAMESPACE, a LIST per foreign namespace, the rights) whenever the session is fetched,
    and for an API request whenever this process has not asked yet for that login or the
-   last refresh of the login's own account listed another set of shares than the one
-   known (an owner shared a folder with it, or took every right back).  The session's
-   ``state`` depends on them, so a client learns of the change from any response's
+   refresh of the login's own account listed other shares than when they were last asked
+   (an owner shared a folder with it, or took every right back).  The session's ``state``
+   depends on them, so a client learns of the change from any response's
    ``sessionState`` (RFC 8620 §2) and fetches the session again.
 2. A share's account id comes from the login's own account id (``share_account_id``): an
    account id from another login's session is ``accountNotFound`` for this one, and its
@@ -49,10 +49,14 @@ class ShareAccounts:
         self._services = services
         self._store = services.store
         self._known: dict[str, tuple[ShareAccount, ...]] = {}  # login's account id -> shares
+        # login's account id -> the shares its own account's listing showed when they were
+        # last asked for (``ImapPool.share_prefixes``): asked again once the listing differs
+        self._basis: dict[str, frozenset[str] | None] = {}
 
     async def discover(self, who: Authenticated) -> tuple[ShareAccount, ...]:
         """Ask the server what is shared with ``who`` now."""
         login = who.account.account_id
+        basis = who.pool.share_prefixes
         found = await ImapUpstream(who.pool).shares()
         ids = [(share_account_id(login, share.prefix), share) for share in found]
 
@@ -82,15 +86,16 @@ class ShareAccounts:
         if self._known.get(login) != accounts:
             log.info("account %s: %d shared account(s)", login, len(accounts))
         self._known[login] = accounts
+        self._basis[login] = basis
         return accounts
 
     async def of(self, who: Authenticated) -> tuple[ShareAccount, ...]:
         """The login's shares: as known, unless stale (Rule 1)."""
-        known = self._known.get(who.account.account_id)
-        listed = who.pool.share_prefixes
-        if known is None or (
-            listed is not None and listed != frozenset(s.share.prefix for s in known)
-        ):
+        login = who.account.account_id
+        known = self._known.get(login)
+        # a listing that changed since the last asking: compared with that listing, not with
+        # the shares found, as a server may list no foreign namespace under "*" at all
+        if known is None or who.pool.share_prefixes != self._basis.get(login):
             return await self.discover(who)
         return known
 

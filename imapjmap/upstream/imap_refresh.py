@@ -48,7 +48,10 @@ class ImapRefreshReads:
         session = self.session
         if self.share is not None:
             pattern = self.share.prefix + "*"
-            return await session.list_mailboxes(sync_selected=sync_selected, pattern=pattern)
+            entries, statuses = await session.list_mailboxes(
+                sync_selected=sync_selected, pattern=pattern
+            )
+            return _unique(entries), statuses
         entries, statuses = await session.list_mailboxes(sync_selected=sync_selected)
         if not session.has("NAMESPACE"):
             return entries, statuses
@@ -111,6 +114,18 @@ class ImapRefresh:
                 yield ImapRefreshReads(session, self.share)
             else:
                 yield ImapRefreshReads(session, None, lambda seen: _note(pool, seen))
+
+
+def _unique(entries: Sequence[ListEntry]) -> list[ListEntry]:
+    """One entry per name: Dovecot 2.3 may list a shared mailbox twice, once as
+    ``\\Noselect``, in a session that listed its namespace before (the selectable one is
+    the mailbox)."""
+    by_name: dict[str, ListEntry] = {}
+    for entry in entries:
+        seen = by_name.get(entry.name)
+        if seen is None or (seen.has("\\Noselect") and not entry.has("\\Noselect")):
+            by_name[entry.name] = entry
+    return list(by_name.values())
 
 
 def _note(pool: ImapPool, prefixes: frozenset[str]) -> None:

@@ -6,7 +6,8 @@ MYRIGHTS).
 A new connection, because a server may keep what a session first saw of other users'
 folders for the session's life (Dovecot lists the owners sharing with a login once per
 session); when the shares found differ from what the pool's connections last listed, they
-are replaced (``ImapPool.renew``) so that the shares' refreshes see them too."""
+are replaced (``ImapPool.renew``) so that the shares' refreshes see them too.  (A server
+that lists no foreign namespace under ``*`` has them replaced at each discovery.)"""
 
 from __future__ import annotations
 
@@ -24,10 +25,8 @@ async def shares(pool: ImapPool) -> list[Share]:
         found = await _shares(session)
     finally:
         await session.close()
-    prefixes = frozenset(s.prefix for s in found)
-    if prefixes != (pool.share_prefixes or frozenset()):
+    if frozenset(s.prefix for s in found) != (pool.share_prefixes or frozenset()):
         pool.renew()
-    pool.share_prefixes = prefixes
     return found
 
 

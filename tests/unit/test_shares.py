@@ -3,13 +3,25 @@ belongs to which account, which shares a listing shows, their ids."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
+from imapjmap.config import Config
+from imapjmap.http.auth import Authenticated
+from imapjmap.http.shares import ShareAccounts
 from imapjmap.imap.models import ListEntry
+from imapjmap.imap.pool import ImapPools
 from imapjmap.jmap.errors import SetErrorType
 from imapjmap.jmap.wire import is_id
+from imapjmap.methods.context import Account
 from imapjmap.methods.email import set as email_set
+from imapjmap.services import Services
+from imapjmap.store.db import Store
 from imapjmap.sync import mailboxes as mbx
+from imapjmap.upstream import imap_refresh
+from imapjmap.upstream.imap import ImapUpstream
 from imapjmap.upstream.shares import Namespaces, Share, find_shares, is_personal, share_account_id
 
 DOVECOT = Namespaces((("", "/"),), (("shared/", "/"),), ())
@@ -126,3 +138,53 @@ def test_writes_the_rights_refuse_mbx_03(
     else:
         assert error is not None and error.type is SetErrorType.FORBIDDEN
         assert refused in (error.description or "")
+
+
+@dataclasses.dataclass
+class _Pool:
+    share_prefixes: frozenset[str] | None = None
+
+
+async def test_shares_are_asked_again_when_the_listing_changes_not_when_it_differs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``http.shares`` Rule 1: a server whose ``LIST "*"`` shows no foreign folder (their
+    listing always differs from the shares found) is not asked on every request; a listing
+    that changed since the last asking is."""
+    asked: list[int] = []
+    found = [Share("shared/alice/", "/", "other", "alice", read_only=True)]
+
+    async def shares(self: Any) -> list[Share]:
+        asked.append(1)
+        return found
+
+    monkeypatch.setattr(ImapUpstream, "shares", shares)
+    store = await Store.open(":memory:")
+    try:
+        registry = ShareAccounts(Services(Config(), store, ImapPools(Config().imap)))
+        pool = _Pool(frozenset())  # the login's own listing shows no share
+        who = Authenticated(Account("Abob", "bob", "e1"), pool, None)  # type: ignore[arg-type]
+        (one,) = await registry.discover(who)
+        assert one.account.account_id == share_account_id("Abob", "shared/alice/")
+        for _ in range(3):
+            assert await registry.of(who) == (one,)
+        assert len(asked) == 1
+        pool.share_prefixes = frozenset({"shared/alice/", "shared/carol/"})  # it changed
+        await registry.of(who)
+        await registry.of(who)
+        assert len(asked) == 2
+    finally:
+        await store.aclose()
+
+
+def test_a_share_listing_names_each_mailbox_once() -> None:
+    """Dovecot 2.3 may list a shared mailbox twice, once ``\\Noselect``: the mailbox is the
+    selectable one, whichever comes first."""
+    listed = [
+        entry("shared/alice/Projects", "\\Noselect"),
+        entry("shared/alice/Projects"),
+        entry("shared/alice/Old", "\\Noselect"),
+        entry("shared/alice/Notes"),
+        entry("shared/alice/Notes", "\\Noselect"),
+    ]
+    assert imap_refresh._unique(listed) == [listed[1], listed[2], listed[3]]
