@@ -24,8 +24,8 @@ from typing import Final
 
 from aiohttp import web
 
-from imapjmap.config import Config, split_listen
-from imapjmap.errors import ConfigError, ProxyError
+from imapjmap.config import Config, ServerConfig, split_listen
+from imapjmap.errors import ConfigError, CoordinatorUnavailable, ProxyError
 from imapjmap.http import blobs, health, middleware, push, scrape, views
 from imapjmap.http.admission import RequestSlots
 from imapjmap.http.auth import Authenticator
@@ -175,17 +175,7 @@ async def _serve(
     loop.add_signal_handler(signal.SIGHUP, _reload, tls)
     metrics_runner: web.AppRunner | None = None
     try:
-        await runner.setup()
-        try:
-            await web.TCPSite(
-                runner,
-                server.host,
-                server.port,
-                ssl_context=tls.context if tls else None,
-                reuse_port=server.workers > 1 or None,
-            ).start()
-        except OSError as exc:
-            log.error("cannot listen on %s: %s", server.listen, exc.strerror or exc)
+        if not await _listen(runner, server, tls):
             return EXIT_FAILURE
         log.info(
             "imapjmap listening on %s%s (session at %s/.well-known/jmap)",
@@ -210,6 +200,27 @@ async def _serve(
         await store.aclose()  # a no-op when the app's cleanup closed it already
     log.info("imapjmap stopped")
     return 0
+
+
+async def _listen(runner: GuardedRunner, server: ServerConfig, tls: ServerTls | None) -> bool:
+    """Start the services and listen; False after logging why it cannot be done."""
+    try:
+        await runner.setup()
+    except CoordinatorUnavailable as exc:  # the other instances' PostgreSQL
+        log.error("%s", exc)
+        return False
+    try:
+        await web.TCPSite(
+            runner,
+            server.host,
+            server.port,
+            ssl_context=tls.context if tls else None,
+            reuse_port=server.workers > 1 or None,
+        ).start()
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", server.listen, exc.strerror or exc)
+        return False
+    return True
 
 
 async def _usable_cache(cfg: Config) -> Store | None:

@@ -507,3 +507,31 @@ async def test_workers_serve_one_address_and_stop_with_the_first(
         if first.process.returncode is None:
             first.process.kill()
             await first.process.wait()
+
+
+@pytest.mark.dovecot
+async def test_an_unreachable_coordinator_stops_the_start_with_one_line(
+    imap_user: ImapUser, tmp_path: Path
+) -> None:
+    """No PostgreSQL at cluster.url: ``serve`` says so in one line and exits 1, before it
+    listens (it would sync accounts another instance may be syncing)."""
+    port = free_port()
+    cfg = Config(
+        imap=ImapConfig(host=imap_user.host, port=imap_user.port, security="none"),
+        server=ServerConfig(listen=f"127.0.0.1:{port}"),
+        cache=CacheConfig(path=str(tmp_path / "cache.sqlite3")),
+        cluster=ClusterConfig(url=f"postgresql://postgres@127.0.0.1:{free_port()}/none"),
+    )
+    config_path = tmp_path / "bad.toml"
+    config_path.write_text(to_toml(cfg))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "imapjmap", "serve", "--config", str(config_path),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, _ = await process.communicate()
+    text = out.decode()
+    assert process.returncode == 1, text
+    assert "cluster: cannot connect" in text and "Connection refused" in text
+    assert "Traceback" not in text
