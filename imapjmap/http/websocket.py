@@ -84,6 +84,8 @@ class _Connection:
         self._requests: set[asyncio.Task[None]] = set()
         self._push: PushStream | None = None
         self._push_task: asyncio.Task[None] | None = None
+        # the streams of the login's shares of other users' folders, and their tasks
+        self._shares: list[tuple[PushStream, asyncio.Task[None]]] = []
 
     async def serve(self) -> None:
         async for message in self._ws:
@@ -175,7 +177,14 @@ class _Connection:
         first = await stream.open(push_state, initial=False)
         if first:
             await self._state_change(stream, first)
-        self._push_task = asyncio.get_running_loop().create_task(self._pushing(stream))
+        loop = asyncio.get_running_loop()
+        self._push_task = loop.create_task(self._pushing(stream))
+        # the shares (http.shares): their changes from now on; ``pushState`` resumes the
+        # login's own account only
+        for share in await views.shares_of(self._app, self._who):
+            one = PushStream(hub, share.account.account_id, share.account.epoch, data_types)
+            await one.open(None, initial=False)
+            self._shares.append((one, loop.create_task(self._pushing(one))))
 
     async def _pushing(self, stream: PushStream) -> None:
         while True:
@@ -184,17 +193,22 @@ class _Connection:
                 await self._state_change(stream, change)
 
     async def _state_change(self, stream: PushStream, change: dict[str, str]) -> None:
-        await self._send({**stream.state_change(change), "pushState": stream.token})
+        own = self._push if self._push is not None else stream
+        await self._send({**stream.state_change(change), "pushState": own.token})
 
     async def _disable_push(self) -> None:
         task, self._push_task = self._push_task, None
         stream, self._push = self._push, None
-        if task is not None:
-            task.cancel()
+        shares, self._shares = self._shares, []
+        tasks = [t for t in (task, *(t for _, t in shares)) if t is not None]
+        for one in tasks:
+            one.cancel()
+        for one in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if stream is not None:
-            await stream.close()
+                await one
+        for closing in (stream, *(s for s, _ in shares)):
+            if closing is not None:
+                await closing.close()
 
     async def _error(self, error: RequestError, request_id: str | None = None) -> None:
         body: dict[str, Any] = {"@type": "RequestError"}

@@ -9,6 +9,7 @@ those connections, the owners' and the sharee's, are the oracle.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import imaplib
@@ -28,7 +29,7 @@ from imapjmap.store import queries as q
 from imapjmap.upstream import imap as imap_upstream
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import MAIL, Jmap, proxy_config
-from tests.integration.pushkit import open_events
+from tests.integration.pushkit import open_events, wait_for
 
 SharingServer = DovecotServer | CyrusServer
 
@@ -591,3 +592,31 @@ async def test_a_shares_changes_and_queries_follow_the_owner_core_chg_01(
     )
     assert found["ids"][0] == ids["plan A"] and set(found["ids"][1:]) == new, found
     assert (await bob_jmap.ok("Email/get", {"ids": []}))["state"] == own_state
+
+
+async def test_a_change_by_the_owner_reaches_the_sharees_websocket_push(
+    owners: tuple[Owner, Owner], bob: ImapUser, bob_jmap: Jmap
+) -> None:
+    """RFC 8887 push: with WebSocketPushEnable, a message the owner adds to the shared
+    folder comes as a StateChange of the share's account, with a pushState."""
+    alice, _ = owners
+    alice.share("Projects", bob.username, "lr")
+    share = _shares(await bob_jmap.session())[alice.user.username]["id"]
+    before = (await _ok(bob_jmap, share, "Email/get", {"ids": []}))["state"]
+    ws = await bob_jmap.http.ws_connect("/jmap/ws/", protocols=("jmap",), headers=bob_jmap.auth())
+    try:
+        await ws.send_json({"@type": "WebSocketPushEnable", "dataTypes": None})
+        service = bob_jmap.http.server.app[views.SERVICES].push  # type: ignore[union-attr]
+        await wait_for(lambda: share in service.watchers, what="the share's watcher")
+        await asyncio.sleep(0.5)  # its first listing, which a change must come after
+        alice.imap.append(_q("Projects"), None, None, _message("plan W"))
+        while True:
+            async with asyncio.timeout(15):
+                change = await ws.receive_json()
+            assert change["@type"] == "StateChange" and change["pushState"], change
+            moved = change["changed"].get(share, {}).get("Email")
+            if moved is not None and moved != before:
+                break
+        assert moved == (await _ok(bob_jmap, share, "Email/get", {"ids": []}))["state"]
+    finally:
+        await ws.close()
