@@ -85,6 +85,7 @@ class Services:
             poll_interval=self.cfg.push.poll_interval,
             status_interval=self.cfg.push.status_interval,
             cluster=self.cluster,
+            quotas_for=self.quotas_for,
         )
         self.purger = ChangeLogPurger(self.store, self.cfg.cache.changes_retention_days)
 
@@ -94,6 +95,11 @@ class Services:
         login, share = self.shares.get(account_id, (account_id, None))
         pool = self.pools.get(login)
         return ImapUpstream(pool, share) if pool is not None else None
+
+    def quotas_for(self, account_id: str) -> ImapUpstream | None:
+        """Where push reads the account's quotas: a share has none of its own (the quotas
+        the server reports are its login's)."""
+        return None if account_id in self.shares else self.upstream_for(account_id)
 
     def add_share(self, login_account_id: str, account_id: str, share: Share) -> None:
         """``account_id`` is a share of other users' folders that ``login_account_id`` sees

@@ -1,13 +1,8 @@
 """Quota/get, /changes, /query, /queryChanges (RFC 9425) from the mail server's quotas.
 
 The server is asked once per JMAP request that holds a Quota call (IMAP: one
-``GETQUOTAROOT INBOX``), never on requests without one.  What it said last is kept in the
-cache as one record per (quota root, resource), with the seqs of its creation, its last
-change, its last change of anything but ``used`` and its destruction, so that a Quota
-state names what the client saw and ``Quota/changes`` reports a ``used`` that moved since
-(a message arrived).  The records live in the account's small-facts table: an account has
-a handful of quotas at most, and their history is kept whole (no tombstone is purged, so
-no state is ever too old).
+``GETQUOTAROOT INBOX``), never on requests without one; what it said last is kept in the
+cache (:mod:`imapjmap.sync.quota`), where push also refreshes it when mail comes or goes.
 
 Mapping (RFC 9208 → RFC 9425): ``STORAGE`` (KiB) → ``octets`` (×1024), ``MESSAGE`` →
 ``count`` of Emails, ``MAILBOX`` → ``count`` of Mailboxes; other resources are not
@@ -17,11 +12,8 @@ IMAP has no warning or soft limits, so ``warnLimit`` and ``softLimit`` are null.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
 from typing import Final
 
 from imapjmap.jmap import responses
@@ -33,12 +25,9 @@ from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.wire import MAIL, JsonObject
 from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
-from imapjmap.store import queries as q
-from imapjmap.store.db import Tx
-from imapjmap.upstream.api import QuotaReading
+from imapjmap.sync import quota as quotas
+from imapjmap.sync.quota import RESOURCES, QuotaRecord
 
-QUOTA_TYPE: Final = "Quota"
-_KEY: Final = "quota.records"
 PROPERTIES: Final = (
     "id",
     "resourceType",
@@ -52,78 +41,6 @@ PROPERTIES: Final = (
     "description",
 )
 SORT_PROPERTIES: Final = ("name", "used")
-_MAIL_TYPES: Final = ("Email", "Mailbox", "Thread")
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    resource_type: str  # "octets" or "count"
-    unit: int  # octets per unit of the IMAP resource
-    types: tuple[str, ...]  # the JMAP data types it counts (all of urn:ietf:params:jmap:mail)
-
-
-RESOURCES: Final[Mapping[str, Resource]] = {
-    "STORAGE": Resource("octets", 1024, _MAIL_TYPES),
-    "MESSAGE": Resource("count", 1, ("Email",)),
-    "MAILBOX": Resource("count", 1, ("Mailbox",)),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaRecord:
-    """What the server said last of one resource of one quota root, and when it changed."""
-
-    id: str
-    root: str
-    resource: str
-    used: int
-    limit: int
-    created_seq: int
-    updated_seq: int
-    props_seq: int  # the last change of anything but ``used``
-    destroyed_seq: int | None = None
-
-    @property
-    def last_seq(self) -> int:
-        return self.updated_seq if self.destroyed_seq is None else self.destroyed_seq
-
-
-def quota_id(root: str, resource: str) -> str:
-    """A stable id for (root, resource): root names are free text, ids are not."""
-    digest = hashlib.sha256(f"{root}\0{resource}".encode()).hexdigest()
-    return "Q" + digest[:24]
-
-
-# --- the records: pure ----------------------------------------------------------------------
-
-
-def merge(
-    records: Mapping[str, QuotaRecord], readings: Iterable[QuotaReading], seq: int
-) -> dict[str, QuotaRecord] | None:
-    """The records after the server said ``readings``, the changes taking ``seq``; None
-    when nothing changed (then no seq is taken and the state stays)."""
-    out = dict(records)
-    seen: set[str] = set()
-    for reading in readings:
-        if reading.resource not in RESOURCES:
-            continue
-        id_ = quota_id(reading.root, reading.resource)
-        seen.add(id_)
-        old = out.get(id_)
-        if old is None or old.destroyed_seq is not None:
-            out[id_] = QuotaRecord(
-                id_, reading.root, reading.resource, reading.used, reading.limit, seq, seq, seq
-            )
-        elif old.limit != reading.limit:
-            out[id_] = replace(
-                old, used=reading.used, limit=reading.limit, updated_seq=seq, props_seq=seq
-            )
-        elif old.used != reading.used:
-            out[id_] = replace(old, used=reading.used, updated_seq=seq)
-    for id_, old in records.items():
-        if id_ not in seen and old.destroyed_seq is None:
-            out[id_] = replace(old, updated_seq=seq, destroyed_seq=seq)
-    return None if out == records else out
 
 
 def to_json(record: QuotaRecord, using: frozenset[str]) -> JsonObject | None:
@@ -148,29 +65,6 @@ def to_json(record: QuotaRecord, using: frozenset[str]) -> JsonObject | None:
     }
 
 
-# --- the records in the cache -----------------------------------------------------------------
-
-
-def _load(tx: Tx, account_id: str) -> dict[str, QuotaRecord]:
-    text = q.kv_get(tx, account_id, _KEY)
-    if text is None:
-        return {}
-    return {r["id"]: QuotaRecord(**r) for r in json.loads(text)}
-
-
-def _save(tx: Tx, account_id: str, readings: Sequence[QuotaReading]) -> None:
-    records = _load(tx, account_id)
-    if merge(records, readings, 0) is None:  # another request stored the same already
-        return
-    merged = merge(records, readings, q.next_seq(tx, account_id, [QUOTA_TYPE]))
-    assert merged is not None
-    q.kv_set(tx, account_id, _KEY, json.dumps([asdict(r) for r in merged.values()]))
-
-
-def _snapshot(tx: Tx, account_id: str) -> tuple[dict[str, QuotaRecord], int]:
-    return _load(tx, account_id), q.type_state(tx, account_id, QUOTA_TYPE)
-
-
 # requests whose quotas were read from the server already: every Quota call of one request
 # sees one answer, and the request pays one round trip for them all
 _FRESH: Final[weakref.WeakSet[MethodContext]] = weakref.WeakSet()
@@ -179,12 +73,9 @@ _FRESH: Final[weakref.WeakSet[MethodContext]] = weakref.WeakSet()
 async def _fresh(ctx: MethodContext) -> tuple[dict[str, QuotaRecord], int]:
     """The records and the Quota state, after asking the server (once per request)."""
     if ctx not in _FRESH:
-        readings = await ctx.upstream.quotas()
-        records = await ctx.read(lambda tx: _load(tx, ctx.account_id))
-        if merge(records, readings, 0) is not None:
-            await ctx.write(lambda tx: _save(tx, ctx.account_id, readings))
+        await quotas.refresh(ctx.store, ctx.account_id, ctx.upstream)
         _FRESH.add(ctx)
-    return await ctx.read(lambda tx: _snapshot(tx, ctx.account_id))
+    return await ctx.read(lambda tx: quotas.snapshot(tx, ctx.account_id))
 
 
 def _visible(records: Mapping[str, QuotaRecord], using: frozenset[str]) -> dict[str, JsonObject]:

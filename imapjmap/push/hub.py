@@ -23,6 +23,12 @@ Rule 4: instances sharing the cache share their changes (:mod:`imapjmap.cluster`
 
 ``EmailDelivery`` (RFC 8621 §1.5) is a push-only type whose state moves when new mail
 arrives in an inbox; the sync engine records it like any other type.
+
+``Quota`` (RFC 9425) is a type only accounts whose server reports quotas have: a first
+event names it once it has a state.  Its state moves when the quotas are read again; a
+poke that finds Email's state moved has them read (:mod:`imapjmap.push.quota`, through
+:attr:`Hub.on_email_moved`) when someone listens for Quota and the quotas were read
+before (a Quota state exists), and carries both.
 """
 
 from __future__ import annotations
@@ -41,7 +47,17 @@ from imapjmap.store.db import Store
 
 log = logging.getLogger(__name__)
 
-PUSH_TYPES: Final = ("Mailbox", "Email", "Thread", "EmailDelivery", "Identity", "EmailSubmission")
+PUSH_TYPES: Final = (
+    "Mailbox",
+    "Email",
+    "Thread",
+    "EmailDelivery",
+    "Identity",
+    "EmailSubmission",
+    "Quota",
+)
+# types of a capability some accounts lack: in a first event only once they have a state
+_OPTIONAL_TYPES: Final = frozenset({"Quota"})
 _QUEUE: Final = 64
 
 
@@ -76,6 +92,8 @@ class Hub:
         self._locks: dict[str, asyncio.Lock] = {}
         self.on_first_listener: Callable[[str], Awaitable[None]] | None = None
         self.on_last_listener: Callable[[str], Awaitable[None]] | None = None
+        # Email's state moved: read the quotas again, saying whether Quota's state moved
+        self.on_email_moved: Callable[[str], Awaitable[bool]] | None = None
 
     def listeners(self, account_id: str) -> int:
         return len(self._listeners.get(account_id, ()))
@@ -110,7 +128,11 @@ class Hub:
     async def current(self, account_id: str) -> dict[str, str]:
         """Every push type's current state string (for a first event or a resume)."""
         seqs = await self._read(account_id)
-        return {t: self._encode(account_id, seqs.get(t, 0)) for t in PUSH_TYPES}
+        return {
+            t: self._encode(account_id, seqs.get(t, 0))
+            for t in PUSH_TYPES
+            if t not in _OPTIONAL_TYPES or t in seqs
+        }
 
     async def changed_since(self, account_id: str, seq: int) -> dict[str, str]:
         """The types whose state moved after the account-wide ``seq`` (Last-Event-ID)."""
@@ -136,11 +158,35 @@ class Hub:
             before = self._published.get(account_id, {})
             moved = {t: s for t, s in seqs.items() if s != before.get(t) and t in PUSH_TYPES}
             self._published[account_id] = seqs
+        # a client holds a Quota state only once the quotas were read (by Quota/get): until
+        # then no StateChange of Quota means anything to anyone, and none costs a reading
+        quota_known = "Quota" in seqs and "Quota" not in moved
+        if "Email" in moved and quota_known and self._wanted(account_id, "Quota"):
+            await self._quotas(account_id, moved)
         if not moved:
             return
         if self._cluster.shared:  # Rule 4
             await self._cluster.publish(account_id, self._epochs[account_id], moved)
         self._offer(account_id, moved)
+
+    def _wanted(self, account_id: str, data_type: str) -> bool:
+        """Whether a listener of the account (here, or perhaps elsewhere) takes the type."""
+        here = self._listeners.get(account_id, ())
+        return any(
+            listener.types is None or data_type in listener.types for listener in here
+        ) or self._cluster.listened_elsewhere(account_id)
+
+    async def _quotas(self, account_id: str, moved: dict[str, int]) -> None:
+        """Read the quotas again after mail moved; Quota's new state joins ``moved``."""
+        if self.on_email_moved is None or not await self.on_email_moved(account_id):
+            return
+        lock = self._locks.setdefault(account_id, asyncio.Lock())
+        async with lock:
+            seq = (await self._read(account_id)).get("Quota")
+            published = self._published.setdefault(account_id, {})
+            if seq is not None and seq != published.get("Quota"):
+                published["Quota"] = seq
+                moved["Quota"] = seq
 
     async def heard(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:
         """Another instance published these seqs of the account (Rule 4)."""

@@ -21,10 +21,12 @@ from typing import Final
 from imapjmap.cluster.api import DELIVER, WATCH, Coordinator
 from imapjmap.cluster.local import Alone
 from imapjmap.push.hub import Hub
+from imapjmap.push.quota import QuotaFollower
 from imapjmap.push.subscriptions import Subscriptions
 from imapjmap.push.watcher import Watched, Watcher
 from imapjmap.store.db import Store
 from imapjmap.sync.engine import AccountSync
+from imapjmap.upstream.api import QuotaReads
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,14 @@ class PushService:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         status_interval: float = DEFAULT_STATUS_INTERVAL,
         cluster: Coordinator | None = None,
+        quotas_for: Callable[[str], QuotaReads | None] | None = None,
     ) -> None:
         self._cluster: Coordinator = cluster if cluster is not None else Alone()
         self.hub = Hub(store, self._cluster)
+        self.quotas: QuotaFollower | None = None
+        if quotas_for is not None:  # Quota's state in push (push.quota)
+            self.quotas = QuotaFollower(store, quotas_for, self.hub.poke)
+            self.hub.on_email_moved = self.quotas.email_moved
         self._upstream_for = upstream_for  # None until the account's login
         self._sync_for = sync_for
         self._poll_interval = poll_interval
@@ -115,5 +122,7 @@ class PushService:
 
     async def aclose(self) -> None:
         await self.subscriptions.aclose()
+        if self.quotas is not None:
+            await self.quotas.aclose()
         for account_id in list(self.watchers):
             await self._stop(account_id)

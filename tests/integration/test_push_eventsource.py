@@ -42,7 +42,8 @@ async def test_first_event_has_every_current_state_core_push_03(jmap: Jmap) -> N
     first = await events.next()
     assert first.name == "state" and first.id
     changed = first.data["changed"][jmap.account_id]
-    assert set(changed) == set(PUSH_TYPES)
+    # Quota (RFC 9425) has a state once the quotas were read: no Quota call yet here
+    assert set(changed) == set(PUSH_TYPES) - {"Quota"}
     for data_type, state in states.items():
         assert changed[data_type] == state, data_type
     events.resp.close()

@@ -31,6 +31,7 @@ Requirement ids (RFC 9425; the numbers are this module's):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
@@ -46,6 +47,7 @@ from imapjmap.http.app import make_app
 from imapjmap.jmap import state as jstate
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.pushkit import open_events, wait_watching
 
 QUOTA = "urn:ietf:params:jmap:quota"
 USING = [CORE, MAIL, QUOTA]
@@ -252,6 +254,29 @@ async def test_query_and_query_changes(dovecot_quota: tuple[ImapUser, Jmap]) -> 
     for method, args, error in errors:
         name, result = await _one(jmap, method, args)
         assert (name, result.get("type")) == ("error", error), (method, args, result)
+
+
+async def test_quota_state_is_pushed_when_mail_arrives(
+    dovecot_quota: tuple[ImapUser, Jmap],
+) -> None:
+    """QUOTA-10: another client's APPEND reaches an EventSource listening for Quota only
+    as Quota's new state, the one Quota/get then gives, without a Quota call between."""
+    user, jmap = dovecot_quota
+    _, got = await _one(jmap, "Quota/get", {"ids": None})
+    events = await open_events(jmap, "types=Quota&closeafter=no&ping=0")
+    try:
+        first = await events.next()
+        assert first.data["changed"][jmap.account_id] == {"Quota": got["state"]}
+        await wait_watching(jmap)
+        await asyncio.to_thread(_append, user)
+        event = await events.next(timeout=10)
+        pushed = event.data["changed"][jmap.account_id]
+        assert set(pushed) == {"Quota"} and pushed["Quota"] != got["state"]
+        _, changes = await _one(jmap, "Quota/changes", {"sinceState": got["state"]})
+        assert changes["newState"] == pushed["Quota"]
+        assert sorted(changes["updated"]) == sorted(q["id"] for q in got["list"])
+    finally:
+        events.resp.close()
 
 
 async def test_cyrus_quotas(cyrus: CyrusServer, tmp_path: Path) -> None:

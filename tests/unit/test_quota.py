@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from imapjmap.imap.models import Quota, Reply, TaggedResult
-from imapjmap.methods.quota import MAIL, QuotaRecord, merge, quota_id, to_json
+from imapjmap.methods.quota import MAIL, to_json
+from imapjmap.sync.quota import QuotaRecord, merge, quota_id
 from imapjmap.upstream.imap_quota import readings
 from imapjmap.upstream.quota import QuotaReading
 
