@@ -209,16 +209,16 @@ class PgTx(Tx):
 
     def _cursor(self, sql: str, params: Params) -> Any:  # a psycopg cursor, read the same way
         self.check()
-        cursor = self._pg.cursor()
         try:
-            return cursor.execute(translate(sql), params)
+            return self._pg.run(translate(sql), params)
         except psycopg.Error as exc:
             raise self._pg.failed(exc, _head(sql), self._job) from exc
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         self.check()
-        cursor = self._pg.cursor()
         try:
+            self._pg.run_begin()
+            cursor = self._pg.cursor()
             cursor.executemany(translate(sql), list(rows))
         except psycopg.Error as exc:
             raise self._pg.failed(exc, _head(sql), self._job) from exc
@@ -237,6 +237,10 @@ class PgConnection:
         self._raw: psycopg.Connection[Any] | None = None
         self._cursor: psycopg.Cursor[Any] | None = None
         self._lock = threading.Lock()
+        self._reading = False  # the transaction open is a read
+        self._deferred: str | None = None  # its BEGIN, until the first statement carries it
+        self._client_cursor: psycopg.ClientCursor[Any] | None = None
+        self._pending = False  # a read's COMMIT was sent and its answer not read yet
 
     def open(self) -> None:
         """Connect now (worker thread); CacheUnavailable when the server cannot be reached."""
@@ -258,6 +262,7 @@ class PgConnection:
             raise CacheUnavailable(f"cache {self.name}: {_first_line(exc)}") from exc
         with self._lock:
             self._raw, self._cursor = raw, raw.cursor()
+            self._client_cursor = psycopg.ClientCursor(raw)
         return raw
 
     def configure(self, setting: str) -> None:
@@ -281,7 +286,9 @@ class PgConnection:
         return _translate_error(exc, what)
 
     def begin(self, job: _Job | None, *, write: bool) -> Tx:
+        self._drain()
         self._connected()
+        self._reading = not write
         tx = PgTx(self, job)
         if not write:
             sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -293,26 +300,78 @@ class PgConnection:
                 f" pg_advisory_xact_lock({_LOCK_SPACE}, {lock_key(job.account)})"
             )
         tx.check()
-        for attempt in (1, 2):
-            try:
-                self.cursor().execute(sql)  # no parameters: one round trip for both statements
-                break
-            except psycopg.Error as exc:
-                # a connection the server dropped while idle (a restart) says so only when
-                # used: open it again once, nothing is lost before BEGIN
-                if attempt == 1 and self._raw is not None and self._raw.broken:
-                    self._connected()
-                    continue
-                raise self.failed(exc, "BEGIN", job) from exc
+        self._deferred = sql  # sent with the first statement: one round trip for both
         return tx
 
+    def run(self, sql: str, params: Params) -> psycopg.Cursor[Any] | psycopg.ClientCursor[Any]:
+        """Execute one statement of the transaction; the first one carries its BEGIN."""
+        begin = self._deferred
+        if begin is None:
+            return self.cursor().execute(sql, params)
+        self._deferred = None
+        try:
+            cursor = self._begin_with(begin, sql, params)
+        except psycopg.Error:
+            # a connection the server dropped while idle (a restart) says so only when used:
+            # open it again once, nothing was done in the transaction yet
+            if self._raw is None or not self._raw.broken:
+                raise
+            self._connected()
+            cursor = self._begin_with(begin, sql, params)
+        for _ in range(begin.count(";") + 1):
+            cursor.nextset()
+        return cursor
+
+    def _begin_with(self, begin: str, sql: str, params: Params) -> psycopg.ClientCursor[Any]:
+        cursor = self._client_cursor
+        if cursor is None:
+            raise CacheUnavailable(f"cache {self.name}: connection closed")
+        # bound on this side, so that both go in one simple query
+        cursor.execute(f"{begin}; {sql}", params)
+        return cursor
+
+    def run_begin(self) -> None:
+        """Send a BEGIN still held back (before a statement that cannot carry it)."""
+        begin, self._deferred = self._deferred, None
+        if begin is not None:
+            self.cursor().execute(begin)
+
     def commit(self, tx: Tx) -> None:
+        if self._deferred is not None:  # no statement: nothing was begun
+            self._deferred = None
+            return
+        raw = self._raw
+        if self._reading and raw is not None:
+            # a read has nothing to lose: its COMMIT is sent, and its answer read before the
+            # connection's next use, so the caller does not wait for that round trip (the
+            # server ends the snapshot at once all the same)
+            raw.pgconn.send_query(b"COMMIT")
+            self._pending = True
+            return
         try:
             self.cursor().execute("COMMIT")
         except psycopg.Error as exc:
             raise _translate_error(exc, "COMMIT") from exc
 
+    def _drain(self) -> None:
+        """Read the answer to a read's COMMIT (:meth:`commit`); a connection that fails
+        there is dropped, to be opened again."""
+        if not self._pending:
+            return
+        self._pending = False
+        raw = self._raw
+        if raw is None:
+            return
+        try:
+            while (result := raw.pgconn.get_result()) is not None:
+                if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                    raise psycopg.OperationalError("COMMIT of a read failed")
+        except psycopg.Error:
+            self._forget()
+
     def rollback(self) -> None:
+        self._deferred = None
+        self._drain()
         raw = self._raw
         if raw is None or raw.closed or raw.broken:
             return
@@ -336,11 +395,13 @@ class PgConnection:
         """Nothing to watch: the server times and cancels statements (Rule 5)."""
 
     def close(self) -> None:
+        self._drain()
         self._forget()
 
     def _forget(self) -> None:
         with self._lock:
             raw, self._raw, self._cursor = self._raw, None, None
+            self._client_cursor = None
         if raw is not None:
             with contextlib.suppress(psycopg.Error):
                 raw.close()

@@ -652,6 +652,7 @@ async def test_aclose_interrupts_whatever_runs_and_returns_promptly(tmp_path: Pa
 # --- small reads on the event loop (Rule 10) ------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # on PostgreSQL every read goes to a reader thread
 async def test_a_small_read_runs_on_the_loop_and_sees_every_commit(shared: Store) -> None:
     """No thread hop, and no stale snapshot: each small read sees the writes committed
     before it, the writer's and another connection's alike (another process's proxy)."""
@@ -667,11 +668,12 @@ async def test_a_small_read_runs_on_the_loop_and_sees_every_commit(shared: Store
 
 
 async def test_a_small_read_still_refuses_writes(shared: Store) -> None:
-    with pytest.raises(CacheUnavailable, match="readonly"):
+    with pytest.raises(CacheUnavailable, match=r"readonly|read-only"):
         await shared.read_small(lambda tx: q.kv_set(tx, "a1", "k", "v"))
     assert await shared.read(lambda tx: q.kv_get(tx, "a1", "k")) is None
 
 
+@pytest.mark.sqlite_only  # on PostgreSQL every read goes to a reader thread
 async def test_a_small_read_that_is_long_runs_again_on_a_reader(shared: Store) -> None:
     """Over its budget on the loop, it is rolled back and run on a reader thread (where a
     60 s budget lets it finish); the loop was held no longer than the small budget."""
