@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import imaplib
 import json
 import re
@@ -26,6 +27,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from devservers._host import free_port
+from devservers.dovecot import DovecotServer
+from devservers.samplemail import generate, seed_maildir
 from imapjmap.config import (
     CacheConfig,
     ClusterConfig,
@@ -535,3 +538,34 @@ async def test_an_unreachable_coordinator_stops_the_start_with_one_line(
     assert process.returncode == 1, text
     assert "cluster: cannot connect" in text and "Connection refused" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.dovecot
+async def test_instance_killed_during_a_first_sync_leaves_nothing_lost_or_doubled(
+    dovecot: DovecotServer, imap_user: ImapUser, tmp_path: Path, cluster_url: str
+) -> None:
+    """A first sync fills a big INBOX in the background under its instance's fill lock;
+    SIGKILL of that instance frees the lock and the other instance finishes the sync: every
+    message once, as the IMAP server counts them."""
+    messages = [dataclasses.replace(m, folder="INBOX") for m in generate(2500, seed=7)]
+    seed_maildir(dovecot, imap_user.username, messages)
+    async with (
+        instances(imap_user, tmp_path, cluster_url) as (a, b),
+        client_of(imap_user, (a, b)) as client,
+    ):
+        inbox = next(
+            m["id"]
+            for m in (await client.ok("Mailbox/get", {"ids": None}, on=a))["list"]
+            if m["role"] == "inbox"
+        )
+        a.kill()  # its first batch is in the cache, the rest was filling in
+        await a.process.wait()
+        query = {"filter": {"inMailbox": inbox}, "calculateTotal": True, "limit": 5000}
+        deadline = time.monotonic() + 120
+        while True:
+            found = await client.ok("Email/query", query, on=b)
+            if found["total"] >= len(messages) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    assert found["total"] == len(messages)
+    assert len(set(found["ids"])) == len(messages)
