@@ -359,13 +359,13 @@ def _email_with_message_id(tx: Tx, account_id: str, message_id: str | None) -> s
         return None
     bare = message_id.strip().removeprefix("<").removesuffix(">")
     thread = em.thread_refs(tx, account_id, [bare]).get(bare)
-    if thread is None:
-        return None
-    for email_id in eq.thread_members(tx, account_id, [thread[0]]).get(thread[0], []):
-        row = em.email(tx, account_id, email_id)
-        if row is not None and bare in row.message_ids:
-            return email_id
-    return None
+    if thread is not None:
+        for email_id in eq.thread_members(tx, account_id, [thread[0]]).get(thread[0], []):
+            row = em.email(tx, account_id, email_id)
+            if row is not None and bare in row.message_ids:
+                return email_id
+    # the server threads the mail (THREADID): the cache keeps no Message-ID index then
+    return next(iter(em.live_ids_with_message_id(tx, account_id, bare)), None)
 
 
 async def _email_for(ctx: MethodContext, message_id: str | None) -> str | None:

@@ -574,6 +574,23 @@ def thread_refs(tx: Tx, account_id: str, message_ids: Iterable[str]) -> dict[str
     return out
 
 
+def live_ids_with_message_id(tx: Tx, account_id: str, message_id: str) -> list[str]:
+    """The live Emails whose Message-ID header names ``message_id`` (no brackets).
+
+    For the rare look-up of one id where :func:`thread_refs` knows nothing (the server
+    threads the mail itself): a scan of the account's Emails, the stored JSON being ASCII
+    (``ensure_ascii``) so that the quoted id is found as it was written.
+    """
+    quoted = json.dumps(message_id)
+    pattern = "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = tx.all(
+        "SELECT id, message_ids FROM emails WHERE account_id = ? AND destroyed_seq IS NULL"
+        " AND message_ids LIKE ? ESCAPE '\\'",
+        (account_id, pattern),
+    )
+    return [str(r[0]) for r in rows if message_id in _stored_json(r[1])]
+
+
 def set_thread_refs(tx: Tx, account_id: str, refs: Iterable[tuple[str, str, str]]) -> None:
     """Write (Message-ID, thread id, base subject) rows, replacing those of the same ids
     (the last of one id wins)."""

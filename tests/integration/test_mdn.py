@@ -1,5 +1,6 @@
-"""MDN/send and MDN/parse (RFC 9007) against the real Dovecot and a real aiosmtpd: the report
-is read back from the SMTP sink, the ``$mdnsent`` keyword through the IMAP oracle.
+"""MDN/send and MDN/parse (RFC 9007) against the real Dovecot and Cyrus and a real aiosmtpd:
+the report is read back from the SMTP sink, the ``$mdnsent`` keyword through the IMAP
+oracle.
 
 Requirement ids (RFC 9007; the numbers are this module's):
 
@@ -35,7 +36,7 @@ from typing import Any
 import pytest
 
 from devservers.smtp import SmtpSink
-from tests.conftest import ImapUser
+from tests.conftest import BACKENDS, ImapServer, ImapUser
 from tests.integration.conftest import CORE, MAIL, Jmap
 from tests.integration.test_submission import (
     SUBMISSION,
@@ -49,6 +50,14 @@ from tests.integration.test_submission import (
 
 MDN = "urn:ietf:params:jmap:mdn"
 USING = [CORE, MAIL, SUBMISSION, MDN]
+
+
+@pytest.fixture(params=["dovecot", "cyrus"])
+def imap_backend(request: pytest.FixtureRequest) -> ImapServer:
+    """Both servers (the SMTP sink is Dovecot's, which keeps the tests off the automatic
+    parametrisation of ``imap_backend``)."""
+    server: ImapServer = request.getfixturevalue(BACKENDS[request.param])
+    return server
 
 
 @pytest.fixture

@@ -526,3 +526,42 @@ async def test_an_email_tombstone_with_hidden_copies_is_kept(store: Store) -> No
         return em.recompute_email(tx, A, "Ehidden", seq)
 
     assert await store.run(undelete) == "revived"
+
+
+async def test_emails_found_by_message_id_exactly(store: Store) -> None:
+    """MDN-04 on a server that threads the mail itself: the Email a report is about is found
+    by its Message-ID alone; LIKE's wildcards and case in the id match nothing else."""
+
+    def emails(tx: Tx) -> None:
+        seq = q.next_seq(tx, A, ["Email"])
+        for email_id, ids in (
+            ("E1", ["a_b%c@example.net"]),
+            ("E2", ["aXbYc@example.net", "other@example.net"]),
+            ("E3", ["A_B%C@EXAMPLE.NET"]),
+        ):
+            em.insert_email(
+                tx, em.EmailRow(A, email_id, "T1", 10, 0, message_ids=ids, created_seq=seq)
+            )
+        em.insert_email(
+            tx,
+            em.EmailRow(
+                B,
+                "E4",
+                "T1",
+                10,
+                0,
+                message_ids=["a_b%c@example.net"],
+                created_seq=q.next_seq(tx, B, ["Email"]),
+            ),
+        )
+
+    await store.run(emails)
+
+    async def ids(message_id: str, account_id: str = A) -> list[str]:
+        return await store.read(lambda tx: em.live_ids_with_message_id(tx, account_id, message_id))
+
+    assert await ids("a_b%c@example.net") == ["E1"]
+    assert await ids("other@example.net") == ["E2"]
+    assert await ids("a_b%c@example.net", B) == ["E4"]
+    assert await ids("nobody@example.net") == []
+    assert await ids("example.net") == []  # a part of an id is not the id
