@@ -19,6 +19,9 @@ Requirement ids (RFC 9425; the numbers are this module's):
   by ``name`` and ``used``; other filters are ``unsupportedFilter``, other sorts
   ``unsupportedSort``.
 - QUOTA-06 Quota/queryChanges removes and re-adds what changed since the query state.
+- QUOTA-11 The standard arguments of /changes and /query (RFC 8620 §5.2, §5.5) hold:
+  ``maxChanges`` pages with ``hasMoreChanges``, ``position``/``limit`` window the ids,
+  ``calculateTotal`` counts them all.
 - QUOTA-07 Bad input gets the RFC's errors: an unknown state (garbage, from the future,
   of another cache) is ``cannotCalculateChanges``, a bad filter value ``invalidArguments``.
 - QUOTA-08 Quota/get with ``properties`` returns those and ``id`` only; without, every
@@ -230,6 +233,20 @@ async def test_query_and_query_changes(dovecot_quota: tuple[ImapUser, Jmap]) -> 
     assert sorted(changes["removed"]) == sorted([octets, count])
     assert changes["added"] == [{"id": count, "index": 0}, {"id": octets, "index": 1}]
     assert changes["total"] == 2
+
+    # QUOTA-11
+    name, page = await _one(
+        jmap, "Quota/query", {"sort": [{"property": "used"}], "position": 1, "limit": 1}
+    )
+    assert name == "Quota/query", page
+    assert page["ids"] == [octets] and page["position"] == 1
+    _, counted = await _one(jmap, "Quota/query", {"limit": 1, "calculateTotal": True})
+    assert len(counted["ids"]) == 1 and counted["total"] == 2
+    _, first = await _one(jmap, "Quota/changes", {"sinceState": got["state"], "maxChanges": 1})
+    assert len(first["updated"]) == 1 and first["hasMoreChanges"] is True
+    _, rest = await _one(jmap, "Quota/changes", {"sinceState": first["newState"]})
+    assert rest["hasMoreChanges"] is False
+    assert sorted(first["updated"] + rest["updated"]) == sorted([octets, count])
 
     errors: list[tuple[str, dict[str, Any], str]] = [
         ("Quota/query", {"filter": {"hardLimit": 5}}, "unsupportedFilter"),
