@@ -47,7 +47,7 @@ import logging
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -210,7 +210,7 @@ class PgTx(Tx):
     def _cursor(self, sql: str, params: Params) -> Any:  # a psycopg cursor, read the same way
         self.check()
         try:
-            return self._pg.run(translate(sql), params)
+            return self._pg.run(translate(sql), _without_nul(params))
         except psycopg.Error as exc:
             raise self._pg.failed(exc, _head(sql), self._job) from exc
 
@@ -219,10 +219,21 @@ class PgTx(Tx):
         try:
             self._pg.run_begin()
             cursor = self._pg.cursor()
-            cursor.executemany(translate(sql), list(rows))
+            cursor.executemany(translate(sql), [_without_nul(row) for row in rows])
         except psycopg.Error as exc:
             raise self._pg.failed(exc, _head(sql), self._job) from exc
         return cursor.rowcount
+
+
+def _without_nul(params: Any) -> Any:
+    """The parameters with every NUL character of a string replaced by U+FFFD: PostgreSQL's
+    text cannot hold one (SQLite's can), and a mail header decoded from ``=00`` may carry
+    one; refused, it would fail the whole sync batch of its account, again and again."""
+    if isinstance(params, Mapping):
+        return params
+    if not any(type(p) is str and "\x00" in p for p in params):
+        return params
+    return [p.replace("\x00", "\ufffd") if type(p) is str else p for p in params]
 
 
 class PgConnection:

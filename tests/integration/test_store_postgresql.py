@@ -25,6 +25,7 @@ from devservers.postgres import PostgresServer
 from imapjmap.config import CacheConfig
 from imapjmap.errors import CacheCorrupt
 from imapjmap.http.app import make_app
+from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store import schema
 from imapjmap.store.db import CacheUnavailable, Store, TransactionTooLong, Tx
@@ -111,6 +112,27 @@ async def test_big_modseqs_and_uidvalidities_fit(fresh: str) -> None:
         row = await store.read(lambda tx: q.mailbox(tx, A, "M1"), account=A)
         assert row is not None
         assert (row.highestmodseq, row.uidvalidity) == (2**63 - 1, 2**32 - 1)
+    finally:
+        await store.aclose()
+
+
+async def test_a_nul_character_in_a_header_is_stored_as_a_replacement(fresh: str) -> None:
+    """PostgreSQL's text cannot hold NUL (an RFC 2047 word may decode to one): it becomes
+    U+FFFD instead of failing the account's sync batch (CacheCorrupt) every time."""
+    store = await Store.open(fresh, readers=1)
+    row = em.EmailRow(A, "e1", "t1", 10, 0, subject="a\x00b", sort_subject="a\x00b")
+
+    def write(tx: Tx) -> None:
+        q.ensure_account(tx, A, "alice")
+        em.insert_new_emails(tx, [row])
+        em.set_thread_refs(tx, A, [("<m\x00@x>", "t1", "a\x00b")])
+
+    try:
+        await store.run(write, account=A)
+        got = await store.read(lambda tx: em.email(tx, A, "e1"), account=A)
+        assert got is not None and got.subject == got.sort_subject == "a\ufffdb"
+        refs = await store.read(lambda tx: em.thread_refs(tx, A, ["<m\ufffd@x>"]), account=A)
+        assert refs == {"<m\ufffd@x>": ("t1", "a\ufffdb")}
     finally:
         await store.aclose()
 
