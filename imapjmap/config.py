@@ -34,7 +34,8 @@ Loading (:func:`load_config` for a file, :func:`parse_config` for parsed TOML):
    (``*@domain`` allowed).
 5. ``[[upstreams]]`` entries (several mail providers, chosen by the login's domain:
    :meth:`Config.upstream_for`) take the same tables as the top level's default upstream
-   ([imap], [smtp]), checked as those are (``upstreams[1].imap.host`` as ``imap.host``);
+   ([imap], [smtp], [sieve]), checked as those are (``upstreams[1].imap.host`` as
+   ``imap.host``);
    a domain may be in one entry only, names are unique.  Without [imap] beside them there
    is no default upstream (``Config.default_upstream`` False).
 6. Every problem found is reported, joined by ``; ``.  A missing file or invalid TOML is a
@@ -275,13 +276,15 @@ DEFAULT_UPSTREAM: Final = "default"
 class UpstreamConfig:
     """One mail provider among several (``[[upstreams]]``): the servers of the logins whose
     domain (``alice@example.org``: example.org) is one of ``domains``.  An entry takes the
-    same upstream tables as the top level, whose own [imap] and [smtp] are the default
-    upstream, for every other login."""
+    same upstream tables as the top level, whose own [imap], [smtp] and [sieve] are the
+    default upstream, for every other login."""
 
     domains: tuple[str, ...]  # "example.org" (exactly) or "*.example.org" (its subdomains)
     imap: ImapConfig
     name: str = ""  # in logs, /readyz and `imapjmap accounts`; default: the first domain
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    # ManageSieve of this entry's logins; without it, on the entry's IMAP host
+    sieve: SieveConfig = field(default_factory=SieveConfig)
 
     def match(self, domain: str) -> int:
         """How closely ``domain`` (lower case) is one of ours: 0 not at all, else the length
@@ -315,10 +318,10 @@ class Config:
 
     @property
     def default(self) -> UpstreamConfig | None:
-        """The top-level [imap] and [smtp] as an upstream; None without a default."""
+        """The top-level [imap], [smtp] and [sieve] as an upstream; None without a default."""
         if not self.default_upstream:
             return None
-        return UpstreamConfig((), self.imap, DEFAULT_UPSTREAM, self.smtp)
+        return UpstreamConfig((), self.imap, DEFAULT_UPSTREAM, self.smtp, self.sieve)
 
     def all_upstreams(self) -> tuple[UpstreamConfig, ...]:
         """The default (when there is one) and then each [[upstreams]] entry."""
@@ -345,6 +348,11 @@ class Config:
         """The SMTP server of the upstream named ``upstream`` (an account's)."""
         found = self.upstream_named(upstream)
         return found.smtp if found is not None else self.smtp
+
+    def sieve_for(self, upstream: str) -> SieveConfig:
+        """The ManageSieve settings of the upstream named ``upstream`` (an account's)."""
+        found = self.upstream_named(upstream)
+        return found.sieve if found is not None else self.sieve
 
 
 # --- loading and validation ----------------------------------------------------------------
@@ -602,10 +610,10 @@ def config_warnings(cfg: Config) -> list[str]:
             out.append(f'{name}.security = "none": {what} to {sec.host} travel unencrypted')
         elif not sec.verify_certificates:
             out.append(f"{name}.verify_certificates = false: {sec.host} is not authenticated")
-    sieve_host, _, sieve_security = cfg.sieve.where(cfg.imap)
-    said = cfg.imap.security == "none" and sieve_host == cfg.imap.host  # the imap warning
-    if cfg.sieve.enabled and sieve_security == "none" and not _is_loopback(sieve_host) and not said:
-        out.append(f"ManageSieve (sieve.security): passwords to {sieve_host} travel unencrypted")
+    sieves = [(f"upstreams[{i}].sieve", u) for i, u in enumerate(cfg.upstreams)]
+    if cfg.default is not None:
+        sieves[:0] = [("sieve", cfg.default)]
+    out += [warning for name, upstream in sieves if (warning := _sieve_warning(name, upstream))]
     url = urlsplit(cfg.server.base_url)
     if url.scheme == "http" and cfg.server.tls_certificate is not None:
         out.append(
@@ -628,6 +636,15 @@ def config_warnings(cfg: Config) -> list[str]:
             " the others; give every instance the same key file"
         )
     return out
+
+
+def _sieve_warning(name: str, upstream: UpstreamConfig) -> str | None:
+    host, _, security = upstream.sieve.where(upstream.imap)
+    # plaintext IMAP to the same host has had its warning
+    said = upstream.imap.security == "none" and host == upstream.imap.host
+    if upstream.sieve.enabled and security == "none" and not said and not _is_loopback(host):
+        return f"ManageSieve ({name}.security): passwords to {host} travel unencrypted"
+    return None
 
 
 def submission_warnings(cfg: Config) -> list[str]:

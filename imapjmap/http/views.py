@@ -117,7 +117,8 @@ async def _session_for(
 ) -> dict[str, Any]:
     # probed once per process and SMTP server
     extensions = await submission.submission_extensions(cfg.smtp_for(who.account.upstream))
-    await who.upstream.sieve_server(cfg.sieve)  # looked for once in a while
+    # looked for once in a while
+    await who.upstream.sieve_server(cfg.sieve_for(who.account.upstream))
     return _build_session(cfg, who, extensions, shares)
 
 
@@ -286,7 +287,7 @@ async def run_request(
         shares = await shares_of(app, who)
         contexts = _Contexts(app[SERVICES], who, shares)
         if jmap_request.using & SIEVE_URNS:  # looked for at the session fetch otherwise
-            await who.upstream.sieve_server(cfg.sieve)
+            await who.upstream.sieve_server(cfg.sieve_for(who.account.upstream))
         accounts = {account_id: usable_capabilities(who.upstream)}
         accounts.update((s.account.account_id, SHARE_CAPABILITIES) for s in shares)
         response = await dispatch.run(

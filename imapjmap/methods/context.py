@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from imapjmap.config import DEFAULT_UPSTREAM, Config, SmtpConfig
+from imapjmap.config import DEFAULT_UPSTREAM, Config, SieveConfig, SmtpConfig
 from imapjmap.jmap import state as jstate
 from imapjmap.jmap.errors import MethodError, MethodErrorType
 from imapjmap.jmap.limits import QueryLimits
@@ -73,6 +73,11 @@ class MethodContext:
     def smtp(self) -> SmtpConfig:
         """The SMTP server of the account's upstream."""
         return self.cfg.smtp_for(self.account.upstream)
+
+    @property
+    def sieve(self) -> SieveConfig:
+        """The ManageSieve settings of the account's upstream."""
+        return self.cfg.sieve_for(self.account.upstream)
 
     @property
     def store(self) -> Store:

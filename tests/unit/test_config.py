@@ -23,6 +23,7 @@ from imapjmap.config import (
     LimitsConfig,
     PushConfig,
     ServerConfig,
+    SieveConfig,
     SmtpConfig,
     SubmissionConfig,
     UpstreamConfig,
@@ -95,7 +96,10 @@ def test_example_file_has_no_key_the_dataclasses_lack() -> None:
     known = {(t, f.name) for t in _tables() for f in dataclasses.fields(getattr(Config(), t))}
     known |= {("upstreams", f.name) for f in dataclasses.fields(UpstreamConfig)}
     known |= {
-        (f"upstreams.{t}", key) for t in ("imap", "smtp") for (table, key) in known if table == t
+        (f"upstreams.{t}", key)
+        for t in ("imap", "smtp", "sieve")
+        for (table, key) in known
+        if table == t
     }
     assert set(_example_keys()) <= known
 
@@ -115,11 +119,12 @@ def test_the_example_upstreams_entry_is_valid_and_its_keys_documented() -> None:
             ImapConfig(host="imap.example.net"),
             "example-net",
             SmtpConfig(host="smtp.example.net"),
+            SieveConfig(host="sieve.example.net"),
         ),
     )
     keys = _example_keys()
     for f in dataclasses.fields(UpstreamConfig):
-        if f.name not in ("imap", "smtp"):
+        if f.name not in ("imap", "smtp", "sieve"):
             commented, comments = keys[("upstreams", f.name)]
             assert commented and any("default" in c.lower() for c in comments), f.name
 
@@ -880,3 +885,94 @@ def test_sieve_defaults_to_the_imap_host(
 ) -> None:
     cfg = parse_config(tables)
     assert cfg.sieve.where(cfg.imap) == where
+
+
+# --- an upstream's ManageSieve ([upstreams.sieve]) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "login", "where"),
+    [
+        # no [upstreams.sieve]: the entry's IMAP host, never the top-level [sieve]
+        (
+            _entry("a.example", host="imap.a.example"),
+            "x@a.example",
+            ("imap.a.example", 4190, "starttls"),
+        ),
+        (
+            _entry("a.example", host="i", imap={"host": "i", "security": "none"}),
+            "x@a.example",
+            ("i", 4190, "none"),
+        ),
+        (
+            _entry("a.example", sieve={"host": "s.a.example", "port": 2000, "security": "tls"}),
+            "x@a.example",
+            ("s.a.example", 2000, "tls"),
+        ),
+        # the default upstream keeps the top-level [sieve]
+        (_entry("a.example", sieve={"port": 2000}), "x@b.example", ("top", 3000, "none")),
+        (_entry("a.example", sieve={"port": 2000}), "x", ("top", 3000, "none")),
+    ],
+)
+def test_a_login_s_managesieve_is_its_upstream_s(
+    entry: dict[str, Any], login: str, where: tuple[str, int, str]
+) -> None:
+    top = {"imap": {"host": "h"}, "sieve": {"host": "top", "port": 3000, "security": "none"}}
+    cfg = parse_config({**top, "upstreams": [entry]})
+    upstream = cfg.upstream_for(login)
+    assert upstream is not None
+    assert cfg.sieve_for(upstream.name).where(upstream.imap) == where
+    assert cfg.sieve_for(upstream.name) == upstream.sieve
+
+
+def test_an_upstream_s_sieve_can_be_turned_off_alone() -> None:
+    cfg = parse_config(_with([_entry("a.example", sieve={"enabled": False})]))
+    assert not cfg.sieve_for("a.example").enabled
+    assert cfg.sieve_for("default").enabled
+
+
+@pytest.mark.parametrize(
+    ("sieve", "message"),
+    [
+        ({"security": "ssl"}, "upstreams[0].sieve.security: must be one of tls, starttls, none"),
+        ({"port": 0}, "upstreams[0].sieve.port: must be 1-65535"),
+        ({"host": "a:4190"}, "upstreams[0].sieve.host: expected a host name"),
+        ({"enabled": "yes"}, "upstreams[0].sieve.enabled: expected a boolean"),
+        ({"hots": "s"}, "upstreams[0].sieve.hots: unknown key (did you mean host?)"),
+        ("s.example", "upstreams[0].sieve: expected a table, got string"),
+    ],
+)
+def test_upstreams_sieve_is_checked_like_sieve(sieve: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with([_entry("a.example", sieve=sieve)]))
+    assert message in str(info.value)
+
+
+def test_a_sieve_table_without_a_default_upstream_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="sieve: the default upstream's table needs"):
+        parse_config({"sieve": {"port": 2000}, "upstreams": [_entry("a.example")]})
+
+
+@pytest.mark.parametrize(
+    ("sieve", "warnings"),
+    [
+        (
+            {"security": "none", "host": "s.a.example"},
+            ["ManageSieve (upstreams[0].sieve.security)"],
+        ),
+        ({"security": "none", "host": "127.0.0.1"}, []),
+        ({"security": "none", "host": "s.a.example", "enabled": False}, []),
+        ({"host": "s.a.example"}, []),
+    ],
+)
+def test_an_upstream_s_plaintext_managesieve_is_a_warning(
+    sieve: dict[str, Any], warnings: list[str]
+) -> None:
+    cfg = parse_config({"upstreams": [_entry("a.example", sieve=sieve)]})
+    assert [w.split(":")[0] for w in config_warnings(cfg)] == warnings
+
+
+def test_to_toml_round_trips_an_upstream_s_sieve() -> None:
+    entry = _entry("a.example", sieve={"host": "s", "port": 2000, "enabled": False})
+    cfg = parse_config(_with([entry]))
+    assert parse_config(tomllib.loads(to_toml(cfg))) == cfg

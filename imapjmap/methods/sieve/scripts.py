@@ -115,7 +115,7 @@ async def sieve_script_get(ctx: MethodContext, call: Call) -> JsonObject:
         max_objects=ctx.cfg.limits.max_objects_in_get,
         max_properties=ctx.cfg.limits.max_properties,
     )
-    async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
+    async with ctx.upstream.sieve(ctx.sieve) as sieve:
         scripts = await read_scripts(sieve)
     by_id = {s.id: s for s in scripts}
     wanted = standard.resolve_ids(call, args.ids) if args.ids is not None else list(by_id)
@@ -157,7 +157,7 @@ def _sort_value(script: Script, comparator: Comparator) -> str | bool:
 async def sieve_script_query(ctx: MethodContext, call: Call) -> JsonObject:
     args = QueryArgs.parse(call.args, sort_properties=SORT_PROPERTIES, limits=ctx.query_limits)
     tree = std.validate_filter(args.filter, _check_condition)
-    async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
+    async with ctx.upstream.sieve(ctx.sieve) as sieve:
         scripts = await read_scripts(sieve)
     kept = [s for s in scripts if std.matches(tree, functools.partial(_matches, s))]
     ordered = std.sort_records(kept, args.sort, _sort_value, lambda s: s.name)
@@ -196,7 +196,7 @@ async def sieve_script_validate(ctx: MethodContext, call: Call) -> JsonObject:
     error: JsonObject | None = None
     try:
         content = await _content(ctx, call.args["blobId"])
-        async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
+        async with ctx.upstream.sieve(ctx.sieve) as sieve:
             await sieve.check(content)
     except SieveCommandFailed as exc:
         error = _refused(exc).to_json()
@@ -356,7 +356,7 @@ async def sieve_script_set(ctx: MethodContext, call: Call) -> JsonObject:
         extra=("onSuccessActivateScript", "onSuccessDeactivateScript"),
     )
     _check_extra(args)
-    async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
+    async with ctx.upstream.sieve(ctx.sieve) as sieve:
         run = _Set(ctx, call, sieve)
         old_state = state_of(await run.load())
         if args.if_in_state is not None and args.if_in_state != old_state:

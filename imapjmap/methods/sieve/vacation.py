@@ -68,7 +68,7 @@ async def vacation_response_get(ctx: MethodContext, call: Call) -> JsonObject:
         max_objects=ctx.cfg.limits.max_objects_in_get,
         max_properties=ctx.cfg.limits.max_properties,
     )
-    async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
+    async with ctx.upstream.sieve(ctx.sieve) as sieve:
         vacation = await read_vacation(sieve)
     wanted = args.ids if args.ids is not None else [SINGLETON]
     properties = set(args.properties if args.properties is not None else PROPERTIES) | {"id"}
@@ -146,7 +146,7 @@ async def _update(sieve: SieveScripts, current: vs.Vacation, patch: JsonObject) 
 
 async def vacation_response_set(ctx: MethodContext, call: Call) -> JsonObject:
     args = SetArgs.parse(call.args, max_objects=ctx.cfg.limits.max_objects_in_set)
-    async with ctx.upstream.sieve(ctx.cfg.sieve) as sieve:
+    async with ctx.upstream.sieve(ctx.sieve) as sieve:
         current = await read_vacation(sieve)
         old_state = _state(current)
         if args.if_in_state is not None and args.if_in_state != old_state:
