@@ -28,8 +28,9 @@ Requirement ids (RFC 9425; the numbers are this module's):
   property of §2 (id, resourceType, used, hardLimit, scope, name, types, warnLimit,
   softLimit, description); ``ids: []`` returns none.
 - QUOTA-09 Quota is read-only (§4): Quota/set is ``unknownMethod``.
-- QUOTA-10 Quota's state in push (RFC 8620 §7.1): mail another client adds moves ``used``,
-  and the account's EventSource carries Quota's new state without any Quota call.
+- QUOTA-10 Quota's state in push (RFC 8620 §7.1): once the client has read the quotas,
+  mail another client adds moves ``used``, and the account's EventSource carries Quota's
+  new state without a further Quota call.
 """
 
 from __future__ import annotations
