@@ -20,6 +20,9 @@ from imapjmap.store.db import Tx
 
 IDENTITY_TYPE: Final = "Identity"
 SUBMISSION_TYPE: Final = "EmailSubmission"
+# The smtpReply of every recipient of a submission stored before its SMTP transaction:
+# until the server's answer replaces it, nobody knows whether the mail went out.
+UNSENT_REPLY: Final = "(no reply: the send was interrupted or is in progress)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,31 @@ def insert_submission(tx: Tx, row: SubmissionRow, seq: int) -> None:
             seq,
             seq,
         ),
+    )
+
+
+def unsent_submission(tx: Tx, account_id: str, email_id: str) -> SubmissionRow | None:
+    """A live submission of ``email_id`` whose send has no outcome yet (see
+    :data:`UNSENT_REPLY`): one in flight, or one whose instance died while sending."""
+    for row in tx.all(
+        f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE account_id = ?"
+        " AND email_id = ? AND destroyed_seq IS NULL",
+        (account_id, email_id),
+    ):
+        found = _submission_from(row)
+        status = found.delivery_status or {}
+        if status and all(s.get("smtpReply") == UNSENT_REPLY for s in status.values()):
+            return found
+    return None
+
+
+def set_delivery_status(
+    tx: Tx, account_id: str, submission_id: str, status: dict[str, Any], seq: int
+) -> None:
+    tx.execute(
+        "UPDATE submissions SET delivery_status = ?, updated_seq = ?"
+        " WHERE account_id = ? AND id = ? AND destroyed_seq IS NULL",
+        (_dump(status), seq, account_id, submission_id),
     )
 
 

@@ -15,6 +15,7 @@ import json
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from aiohttp.test_utils import TestServer
 from devservers._host import free_port
 from devservers.dovecot import DovecotServer
 from devservers.samplemail import generate, seed_maildir
+from devservers.smtp import SmtpSink
 from imapjmap.config import (
     CacheConfig,
     ClusterConfig,
@@ -36,6 +38,8 @@ from imapjmap.config import (
     ImapConfig,
     PushConfig,
     ServerConfig,
+    SmtpConfig,
+    SubmissionConfig,
     to_toml,
 )
 from tests.conftest import ImapUser, SeededUser
@@ -104,6 +108,7 @@ async def instances(
     count: int = 2,
     push: PushConfig | None = None,
     cache_on_postgresql: bool = False,
+    submission: tuple[SmtpConfig, SubmissionConfig] | None = None,
 ) -> AsyncIterator[list[Instance]]:
     """``count`` instances on one cache, started one after the other (the first creates
     the cache): a SQLite file coordinated through ``cluster_url``, or (with
@@ -130,6 +135,8 @@ async def instances(
                 cluster=cluster,
                 push=push or PushConfig(),
             )
+            if submission is not None:
+                cfg = dataclasses.replace(cfg, smtp=submission[0], submission=submission[1])
             url = f"http://127.0.0.1:{port}"
             started.append(await _start("AB"[number], cfg, tmp_path, url))
         yield started
@@ -569,3 +576,102 @@ async def test_instance_killed_during_a_first_sync_leaves_nothing_lost_or_double
             await asyncio.sleep(0.5)
     assert found["total"] == len(messages)
     assert len(set(found["ids"])) == len(messages)
+
+
+def _copies(oracle: imaplib.IMAP4, mailbox: str, message_id: str) -> int:
+    oracle.select(mailbox, readonly=True)
+    typ, data = oracle.uid("SEARCH", "HEADER", "Message-ID", message_id)
+    assert typ == "OK", data
+    return len(data[0].split())
+
+
+async def test_instance_killed_while_sending_never_sends_twice_sub_01(
+    imap_user: ImapUser,
+    imap_oracle: imaplib.IMAP4,
+    smtp_sink: SmtpSink,
+    tmp_path: Path,
+    cluster_url: str,
+) -> None:
+    """SIGKILL of the instance running an EmailSubmission/set while the SMTP server holds
+    its answer to DATA (the message is received, the instance never learns it): the client
+    sends the same create again to the other instance, which does not send it a second
+    time; EmailSubmission/get there shows the submission with its outcome unknown; the
+    draft is neither lost nor filed twice (SUB-01, SUB-02)."""
+    smtp_sink.reset()
+    arrived, release = threading.Event(), threading.Event()
+    record = smtp_sink.record
+
+    def record_and_hold(message: Any) -> int:  # runs in the sink's thread
+        number = record(message)
+        arrived.set()
+        release.wait(timeout=30)  # the 250 reply waits until the sender is dead
+        return number
+
+    smtp_sink.record = record_and_hold  # type: ignore[method-assign]
+    address = f"{imap_user.username}@example.org"
+    raw = (
+        f"From: <{address}>\r\nTo: <ann@example.com>\r\nSubject: once\r\n"
+        "Message-ID: <once@example.org>\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nHi.\r\n"
+    ).encode()
+    assert imap_oracle.append("Drafts", r"(\Draft \Seen)", None, raw)[0] == "OK"
+    smtp = SmtpConfig(host=smtp_sink.host, port=smtp_sink.port, security="none", auth="none")
+    wiring = (smtp, SubmissionConfig(default_domain="example.org"))
+    try:
+        async with (
+            instances(imap_user, tmp_path, cluster_url, submission=wiring) as (a, b),
+            client_of(imap_user, (a, b)) as client,
+        ):
+            boxes = {
+                m["name"]: m["id"]
+                for m in (await client.ok("Mailbox/get", {"ids": None}, on=b))["list"]
+            }
+            [email_id] = (await client.ok("Email/query", {"filter": {"subject": "once"}}))["ids"]
+            identities = (await client.ok("Identity/get", {"ids": None}))["list"]
+            identity = next(i["id"] for i in identities if i["email"] == address)
+            send = {
+                "create": {"k": {"identityId": identity, "emailId": email_id}},
+                "onSuccessUpdateEmail": {
+                    "#k": {
+                        f"mailboxIds/{boxes['Drafts']}": None,
+                        f"mailboxIds/{boxes['Sent']}": True,
+                    }
+                },
+            }
+            doomed = asyncio.create_task(
+                client.request(
+                    [["EmailSubmission/set", {"accountId": client.account_id, **send}, "s"]], on=a
+                )
+            )
+            assert await asyncio.to_thread(arrived.wait, 20), "the message never reached SMTP"
+            a.kill()
+            await a.process.wait()
+            release.set()
+            with contextlib.suppress(aiohttp.ClientError, AssertionError):
+                await doomed
+            [(_, again, _), *_] = await client.request(
+                [["EmailSubmission/set", {"accountId": client.account_id, **send}, "s"]], on=b
+            )
+            got = await client.ok("EmailSubmission/get", {"ids": None}, on=b)
+            assert len(smtp_sink.messages) == 1  # received once: never sent twice
+            # the user who decides to send it anyway destroys the unknown submission first
+            [unknown] = got["list"]
+            gone = await client.ok("EmailSubmission/set", {"destroy": [unknown["id"]]}, on=b)
+            assert gone["destroyed"] == [unknown["id"]]
+            [(_, resent, _), *_] = await client.request(
+                [["EmailSubmission/set", {"accountId": client.account_id, **send}, "s"]], on=b
+            )
+            assert list(resent["created"]) == ["k"]
+        assert len(smtp_sink.messages) == 2
+        assert list(again["notCreated"]) == ["k"]
+        assert again["notCreated"]["k"]["type"] == "forbiddenToSend"
+        [shown] = got["list"]
+        assert shown["emailId"] == email_id and shown["undoStatus"] == "final"
+        assert shown["deliveryStatus"]["ann@example.com"]["delivered"] == "unknown"
+        assert (
+            _copies(imap_oracle, "Drafts", "once@example.org")
+            + _copies(imap_oracle, "Sent", "once@example.org")
+            == 1
+        )
+    finally:
+        release.set()
+        smtp_sink.record = record  # type: ignore[method-assign]

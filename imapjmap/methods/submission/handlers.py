@@ -21,8 +21,15 @@ so every submission is ``undoStatus: "final"`` and ``maxDelayedSend`` is 0.  In 
    From refused → ``forbiddenFrom``; login refused, policy and temporary refusals →
    ``forbiddenToSend`` with the server's reply; a parameter the server does not offer →
    ``invalidProperties``;
-6. the record is stored with ``deliveryStatus`` per recipient: ``queued`` with the RCPT
-   reply (``delivered`` never changes later: the proxy receives no DSNs).
+6. the record is stored BEFORE the SMTP transaction, each recipient ``delivered:
+   "unknown"`` with :data:`~imapjmap.store.submissions.UNSENT_REPLY`; the server's answer
+   makes it ``queued`` with the RCPT reply (``delivered`` never changes later: the proxy
+   receives no DSNs), a refusal or an outage before the data went out destroys it.
+
+A record still without an answer is a send in progress, or one whose instance died (or
+lost the connection) after the data may have gone out.  Another create of the same Email,
+on any instance of a cluster, is then ``forbiddenToSend`` naming it rather than sending the
+mail a second time; the client destroys that record to send anyway.
 
 The SMTP login is the user's own (``smtp.auth = "user"``): the password they logged in
 with, or, for a user who logged in with ``Authorization: Bearer``, their OAuth token with
@@ -48,6 +55,7 @@ be lost: the mail was sent).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 import time
@@ -104,6 +112,10 @@ _SERVER_SET: Final = tuple(p for p in PROPERTIES if p not in _CLIENT_SET)
 SORT_PROPERTIES: Final = ("emailId", "threadId", "sentAt", "sendAt")  # RFC: "sentAt"
 _DELAYED: Final = frozenset({"HOLDFOR", "HOLDUNTIL"})  # RFC 4865 FUTURERELEASE
 _ON_SUCCESS: Final = ("onSuccessUpdateEmail", "onSuccessDestroyEmail")
+
+
+def _status(reply: str, delivered: str) -> JsonObject:
+    return {"smtpReply": reply, "delivered": delivered, "displayed": "unknown"}
 
 
 def to_json(row: sub.SubmissionRow) -> JsonObject:
@@ -414,32 +426,80 @@ class _Creator:
             raise invalid_properties("mailFrom is not an address", "envelope")
         _check_senders(raw, mail_from, self.policy)
         message = strip_bcc(raw)
-        sent_at = int(time.time())
-        result = await self._send(mail_from, mail_params, rcpts, message)
-        row = sub.SubmissionRow(
-            account_id=ctx.account_id,
-            id="S" + secrets.token_urlsafe(12),
-            identity_id=identity_id,
-            email_id=email_id,
-            thread_id=email.thread_id,
-            envelope=_envelope_json(mail_from, mail_params, rcpts),
-            send_at=sent_at,
-            undo_status="final",
-            delivery_status={
-                r.address: {
-                    "smtpReply": str(r.reply),
-                    "delivered": "queued",
-                    "displayed": "unknown",
-                }
-                for r in result.recipients
-            },
+        row = await self._claim(
+            sub.SubmissionRow(
+                account_id=ctx.account_id,
+                id="S" + secrets.token_urlsafe(12),
+                identity_id=identity_id,
+                email_id=email_id,
+                thread_id=email.thread_id,
+                envelope=_envelope_json(mail_from, mail_params, rcpts),
+                send_at=int(time.time()),
+                undo_status="final",
+                delivery_status={r: _status(sub.UNSENT_REPLY, "unknown") for r, _ in rcpts},
+            )
         )
+        return await self._send_claimed(row, mail_from, mail_params, rcpts, message), derived
+
+    async def _send_claimed(
+        self,
+        row: sub.SubmissionRow,
+        mail_from: str,
+        mail_params: dict[str, str | None],
+        rcpts: Sequence[tuple[str, Any]],
+        message: bytes,
+    ) -> sub.SubmissionRow:
+        """Send the claimed ``row``; it gets the server's replies, or goes if nothing went out."""
+        ctx = self.ctx
+        try:
+            result = await self._send(mail_from, mail_params, rcpts, message)
+        except MethodError as exc:
+            if not isinstance(exc.__cause__, smtp.SmtpLostDuringData):
+                await self._forget(row)
+            raise  # lost after the data went out: the row stays, its outcome unknown
+        except SetError:
+            await self._forget(row)
+            raise
+        status = {r.address: _status(str(r.reply), "queued") for r in result.recipients}
 
         def write(tx: Tx) -> None:
-            sub.insert_submission(tx, row, q.next_seq(tx, ctx.account_id, [sub.SUBMISSION_TYPE]))
+            seq = q.next_seq(tx, ctx.account_id, [sub.SUBMISSION_TYPE])
+            sub.set_delivery_status(tx, ctx.account_id, row.id, status, seq)
 
         await ctx.write(write)
-        return row, derived
+        return dataclasses.replace(row, delivery_status=status)
+
+    async def _claim(self, row: sub.SubmissionRow) -> sub.SubmissionRow:
+        """Store ``row`` before the SMTP transaction, so that an instance that dies while
+        sending leaves a trace: another create of the same Email, on any instance, is
+        refused while a submission of it has no outcome, instead of sending it again."""
+        ctx = self.ctx
+
+        def write(tx: Tx) -> str | None:
+            earlier = sub.unsent_submission(tx, ctx.account_id, row.email_id)
+            if earlier is not None:
+                return earlier.id
+            sub.insert_submission(tx, row, q.next_seq(tx, ctx.account_id, [sub.SUBMISSION_TYPE]))
+            return None
+
+        earlier = await ctx.write(write)
+        if earlier is not None:
+            raise SetError(
+                SetErrorType.FORBIDDEN_TO_SEND,
+                f"EmailSubmission {earlier} of this Email was interrupted or is in progress:"
+                " it may have been sent; destroy it to send the Email again",
+            )
+        return row
+
+    async def _forget(self, row: sub.SubmissionRow) -> None:
+        """Nothing was sent for ``row``: it goes, as if it had never been made."""
+        ctx = self.ctx
+
+        def write(tx: Tx) -> None:
+            seq = q.next_seq(tx, ctx.account_id, [sub.SUBMISSION_TYPE])
+            sub.destroy_submission(tx, ctx.account_id, row.id, seq)
+
+        await ctx.write(write)
 
     async def _send(
         self,
