@@ -14,6 +14,7 @@ import imaplib
 import json
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -45,6 +47,7 @@ from imapjmap.config import (
 from tests.conftest import ImapUser, SeededUser
 from tests.integration.conftest import CORE, USING
 from tests.integration.pushkit import EventReader, external_append
+from tests.integration.test_deploy_nginx import nginx, site_config
 
 START_TIMEOUT = 20.0
 TAKEOVER = 0.5
@@ -109,6 +112,7 @@ async def instances(
     push: PushConfig | None = None,
     cache_on_postgresql: bool = False,
     submission: tuple[SmtpConfig, SubmissionConfig] | None = None,
+    base_url: str | None = None,
 ) -> AsyncIterator[list[Instance]]:
     """``count`` instances on one cache, started one after the other (the first creates
     the cache): a SQLite file coordinated through ``cluster_url``, or (with
@@ -122,7 +126,8 @@ async def instances(
         url=None if cache_on_postgresql else cluster_url, takeover_interval=TAKEOVER
     )
     started: list[Instance] = []
-    balancer = f"http://127.0.0.1:{free_port()}"  # what clients are told; none listens there
+    # what clients are told; unless given, none listens there
+    balancer = base_url or f"http://127.0.0.1:{free_port()}"
     try:
         for number in range(count):
             port = free_port()
@@ -675,3 +680,66 @@ async def test_instance_killed_while_sending_never_sends_twice_sub_01(
     finally:
         release.set()
         smtp_sink.record = record  # type: ignore[method-assign]
+
+
+@pytest.mark.dovecot
+async def test_two_instances_behind_the_nginx_recipe_round_robin_core_push_01(
+    seeded_user: SeededUser, tmp_path: Path, cluster_url: str
+) -> None:
+    """``deploy/nginx/imapjmap.conf`` with both instances in its ``upstream`` block (round
+    robin): a client's requests through nginx alternate instances and each sees the
+    writes of the one before; an EventSource through nginx sees, within 1 s, a change
+    written directly through either instance, so also through the one it is not on."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(cert_file), append=True)
+    cert.private_key_pem.write_to_path(str(key_file))
+    tls = ssl.create_default_context()
+    ca.configure_trust(tls)
+    https_port, http_port = free_port(), free_port()
+    front = f"https://127.0.0.1:{https_port}"
+    async with instances(seeded_user, tmp_path, cluster_url, base_url=front) as (a, b):
+        port_a, port_b = (int(it.base_url.rsplit(":", 1)[1]) for it in (a, b))
+        site = site_config(
+            port_a, https_port, http_port, cert_file, key_file, tmp_path / "access.log"
+        ).replace(
+            f"server 127.0.0.1:{port_a};",
+            f"server 127.0.0.1:{port_a};\n    server 127.0.0.1:{port_b};",
+        )
+        nginx_instance = dataclasses.replace(a, name="nginx", base_url=front)
+        with nginx(tmp_path / "nginx", site, https_port):
+            connector = aiohttp.TCPConnector(ssl=tls)
+            async with aiohttp.ClientSession(connector=connector) as http:
+                client = Client(http, seeded_user, [nginx_instance])
+                await client.session()
+                api = r"POST /jmap/api/ 200"
+                before = [len(re.findall(api, it.log())) for it in (a, b)]
+                ids = (await client.ok("Email/query", {"limit": 6}))["ids"]
+                for n, email_id in enumerate(ids):
+                    patch = {"keywords/$flagged": True}
+                    await client.ok("Email/set", {"update": {email_id: patch}})
+                    got = await client.ok("Email/get", {"ids": ids[: n + 1]})
+                    assert all("$flagged" in e["keywords"] for e in got["list"]), n
+                await asyncio.sleep(0.2)  # the instances' access lines are written
+                served = [
+                    len(re.findall(api, it.log())) - n for it, n in zip((a, b), before, strict=True)
+                ]
+                # 13 requests, round robin: 6 on one, 7 on the other
+                assert sum(served) == 13 and min(served) >= 5, served
+
+                events = await client.events(nginx_instance)
+                try:
+                    await events.next(timeout=5)  # the first StateChange: where we start
+                    for writer, email_id in ((a, ids[0]), (b, ids[1])):
+                        state = (await client.ok("Email/get", {"ids": []}, on=writer))["state"]
+                        patch = {"keywords/$flagged": None}
+                        await client.ok("Email/set", {"update": {email_id: patch}}, on=writer)
+                        seconds = await _changes_until(
+                            events, client.account_id, "Email", state, timeout=3
+                        )
+                        assert seconds < 1.0, f"{writer.name}: {seconds:.2f} s"
+                finally:
+                    events.resp.close()
