@@ -20,6 +20,11 @@ from imapjmap.upstream.shares import Namespaces, Share, find_shares
 
 async def shares(pool: ImapPool) -> list[Share]:
     """Every share the login sees now; none where the server has no NAMESPACE or ACL."""
+    known = pool.capabilities
+    if pool.profile.labels or (known and "NAMESPACE" not in known):
+        # Gmail's labels are all the login's own, and without NAMESPACE no other user's
+        # folder can be found: not worth a login of its own at each session fetch.
+        return []
     session = await pool.open_dedicated()
     try:
         found = await _shares(session)
