@@ -87,6 +87,8 @@ class ShareAccounts:
             log.info("account %s: %d shared account(s)", login, len(accounts))
         self._known[login] = accounts
         self._basis[login] = basis
+        # the login's PushSubscriptions carry its shares' changes too (RFC 8620 §7.2)
+        await self._services.push.subscriptions.shares_changed(login, [i for i, _ in ids])
         return accounts
 
     async def of(self, who: Authenticated) -> tuple[ShareAccount, ...]:

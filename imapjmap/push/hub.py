@@ -103,7 +103,11 @@ class Hub:
         return sum(len(group) for group in self._listeners.values())
 
     async def subscribe(self, account_id: str, types: Collection[str] | None) -> Listener:
-        listener = Listener(account_id, frozenset(types) if types is not None else None)
+        return await self.add(Listener(account_id, frozenset(types) if types is not None else None))
+
+    async def add(self, listener: Listener) -> Listener:
+        """Register a listener made by the caller (one whose ``offer`` does more)."""
+        account_id = listener.account_id
         group = self._listeners.setdefault(account_id, set())
         group.add(listener)
         if account_id not in self._published:

@@ -15,12 +15,17 @@ the server send requests elsewhere.  Three guards:
 3. *Expiry*: at most ``MAX_EXPIRY`` ahead (RFC 8620 §7.2: with Basic auth the server SHOULD
    limit it; at least 48 hours, SHOULD be at least 7 days); nothing is sent after it.
 
-Each verified, unexpired subscription is one hub listener with one task that POSTs its
-StateChanges (:class:`Subscriptions`).  A POST is retried with exponential backoff on a
-network error, ``429`` or ``5xx``, up to ``max_tries`` tries; then that change is dropped
-(the next one carries newer states anyway).  ``404``/``410`` mean the push endpoint is gone:
-the subscription is destroyed.  After a ``429`` the task waits before its next POST,
-longer each time, and changes that pile up meanwhile go out as ONE StateChange.
+Each verified, unexpired subscription is one task that POSTs its StateChanges
+(:class:`Subscriptions`), fed by one hub listener per account it covers: the login's own,
+and each share of other users' folders the login sees (:meth:`Subscriptions.shares_changed`,
+told by the HTTP side whenever it asks the server for them; a subscription restored at
+start-up covers them from the login's first request on).  Changes of every account
+that came meanwhile go out as ONE StateChange (RFC 8620 §7.1 ``changed`` by account).
+A POST is retried with exponential backoff on a network error, ``429`` or ``5xx``, up
+to ``max_tries`` tries; then that change is dropped (the next one carries newer states
+anyway).  ``404``/``410`` mean the push endpoint is gone: the subscription is destroyed.
+After a ``429`` the task waits before its next POST, longer each time, and changes that
+pile up meanwhile go out as ONE StateChange.
 
 Instances sharing the cache (:mod:`imapjmap.cluster`) each run the delivery tasks of every
 subscription they know, but only the one that holds a subscription's delivery role POSTs
@@ -43,8 +48,8 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
@@ -212,6 +217,45 @@ async def check_url(url: str, allowed_prefixes: Iterable[str]) -> UrlRefusal | N
 # --- delivery --------------------------------------------------------------------------------
 
 
+class _Pending:
+    """The changes a subscription has yet to POST, by account: a newer state of a type
+    replaces the older one, so it never grows past accounts times types."""
+
+    def __init__(self) -> None:
+        self.changed: dict[str, dict[str, str]] = {}
+        self.ready = asyncio.Event()
+
+    def add(self, account_id: str, change: dict[str, str]) -> None:
+        self.changed.setdefault(account_id, {}).update(change)
+        self.ready.set()
+
+    def take(self) -> dict[str, dict[str, str]]:
+        changed, self.changed = self.changed, {}
+        self.ready.clear()
+        return changed
+
+
+class _Into(Listener):
+    """A hub listener of one of a subscription's accounts, offering into its pending."""
+
+    def __init__(self, account_id: str, types: frozenset[str] | None, pending: _Pending) -> None:
+        super().__init__(account_id, types)
+        self.pending = pending
+
+    def offer(self, change: dict[str, Any]) -> None:
+        filtered = {t: s for t, s in change.items() if self.types is None or t in self.types}
+        if filtered:
+            self.pending.add(self.account_id, filtered)
+
+
+@dataclass(eq=False)
+class _Delivery:
+    task: asyncio.Task[None]
+    pending: _Pending
+    types: frozenset[str] | None
+    listeners: dict[str, Listener] = field(default_factory=dict)  # account id -> its listener
+
+
 class Subscriptions:
     """The delivery tasks of the verified, unexpired subscriptions of this process."""
 
@@ -222,13 +266,14 @@ class Subscriptions:
         self.poster: PushPoster | None = None  # set by the HTTP app at start-up
         self.max_tries = 5
         self.retry_base = 1.0  # seconds before the first retry; doubles each time
-        self._tasks: dict[tuple[str, str], tuple[asyncio.Task[None], Listener]] = {}
+        self._tasks: dict[tuple[str, str], _Delivery] = {}
         self._oneshots: set[asyncio.Task[Any]] = set()
+        self._shares: dict[str, tuple[str, ...]] = {}  # login's account id -> its shares
 
     def running(self, account_id: str) -> list[str]:
         """Ids of the account's subscriptions that are being delivered."""
         entries = self._tasks.items()
-        return sorted(i for (a, i), (task, _) in entries if a == account_id and not task.done())
+        return sorted(i for (a, i), d in entries if a == account_id and not d.task.done())
 
     async def restore(self) -> int:
         """Start delivering every verified, unexpired subscription in the cache."""
@@ -257,10 +302,31 @@ class Subscriptions:
             await self._announce(row.account_id)
         if not row.verified or row.expires <= time.time() or self.poster is None:
             return
-        listener = await self._hub.subscribe(row.account_id, row.types)
-        task = asyncio.get_running_loop().create_task(self._run(row, listener))
-        self._tasks[(row.account_id, row.id)] = (task, listener)
+        pending = _Pending()
+        task = asyncio.get_running_loop().create_task(self._run(row, pending))
+        delivery = _Delivery(task, pending, frozenset(row.types) if row.types is not None else None)
+        self._tasks[(row.account_id, row.id)] = delivery
+        for account_id in (row.account_id, *self._shares.get(row.account_id, ())):
+            await self._listen(delivery, account_id)
         await self._cluster.want(DELIVER, role_key(row.account_id, row.id))
+
+    async def shares_changed(self, login: str, share_ids: Collection[str]) -> None:
+        """The login (its own account id) sees these shares now: its subscriptions carry
+        their changes from now on, and no longer those of a share it lost."""
+        self._shares[login] = tuple(share_ids)
+        for (account_id, _), delivery in list(self._tasks.items()):
+            if account_id != login:
+                continue
+            for gone in set(delivery.listeners) - {login, *share_ids}:
+                delivery.pending.changed.pop(gone, None)
+                await self._hub.unsubscribe(delivery.listeners.pop(gone))
+            for share_id in share_ids:
+                if share_id not in delivery.listeners:
+                    await self._listen(delivery, share_id)
+
+    async def _listen(self, delivery: _Delivery, account_id: str) -> None:
+        listener = _Into(account_id, delivery.types, delivery.pending)
+        delivery.listeners[account_id] = await self._hub.add(listener)
 
     async def reload(self, account_id: str) -> None:
         """Another instance changed the account's subscriptions: deliver what the cache
@@ -293,15 +359,19 @@ class Subscriptions:
     ) -> None:
         if announce:
             await self._announce(account_id)
-        entry = self._tasks.pop((account_id, subscription_id), None)
-        if entry is None:
+        delivery = self._tasks.pop((account_id, subscription_id), None)
+        if delivery is None:
             return
         await self._cluster.drop(DELIVER, role_key(account_id, subscription_id))
-        task, listener = entry
-        task.cancel()
+        delivery.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await self._hub.unsubscribe(listener)  # also when the task never started
+            await delivery.task
+        await self._unlisten(delivery)  # also when the task never started
+
+    async def _unlisten(self, delivery: _Delivery) -> None:
+        listeners, delivery.listeners = delivery.listeners, {}
+        for listener in listeners.values():
+            await self._hub.unsubscribe(listener)
 
     async def aclose(self) -> None:
         for account_id, subscription_id in list(self._tasks):
@@ -310,18 +380,19 @@ class Subscriptions:
             task.cancel()
         await asyncio.gather(*self._oneshots, return_exceptions=True)
 
-    async def _run(self, row: store_push.PushSubscriptionRow, listener: Listener) -> None:
+    async def _run(self, row: store_push.PushSubscriptionRow, pending: _Pending) -> None:
         try:
-            await self._deliver_changes(row, listener.queue)
+            await self._deliver_changes(row, pending)
         finally:
             key = (row.account_id, row.id)
-            if key in self._tasks and self._tasks[key][0] is asyncio.current_task():
+            delivery = self._tasks.get(key)
+            if delivery is not None and delivery.task is asyncio.current_task():
                 del self._tasks[key]
                 await self._cluster.drop(DELIVER, role_key(row.account_id, row.id))
-            await self._hub.unsubscribe(listener)
+                await self._unlisten(delivery)
 
     async def _deliver_changes(
-        self, row: store_push.PushSubscriptionRow, queue: asyncio.Queue[dict[str, Any]]
+        self, row: store_push.PushSubscriptionRow, pending: _Pending
     ) -> None:
         throttle = 0.0
         while True:
@@ -331,16 +402,15 @@ class Subscriptions:
                 return
             try:
                 async with asyncio.timeout(remaining):
-                    change = dict(await queue.get())
+                    await pending.ready.wait()
             except TimeoutError:
                 continue
             if throttle:
                 await asyncio.sleep(throttle)
-            while not queue.empty():  # coalesce what piled up (RFC 8620 §7.2)
-                change.update(queue.get_nowait())
+            changed = pending.take()  # with what piled up meanwhile (RFC 8620 §7.2)
             if not self._cluster.holds(DELIVER, role_key(row.account_id, row.id)):
                 continue  # another instance delivers it
-            body = self._hub.state_change(row.account_id, change)
+            body = {"@type": "StateChange", "changed": changed}
             outcome, throttled = await self._deliver_status(row, body)
             throttle = min(max(throttle * 2, _THROTTLE_MIN), _THROTTLE_MAX) if throttled else 0
             if outcome is Outcome.GONE:

@@ -1,15 +1,20 @@
-"""Helpers for the push tests: an EventSource reader, an external APPEND, the push service."""
+"""Helpers for the push tests: an EventSource reader, a PushSubscription endpoint, an
+external APPEND, the push service."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import imaplib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from imapjmap.http import views
 from imapjmap.push.service import PushService
@@ -57,6 +62,49 @@ class EventReader:
         except TimeoutError:
             return True
         return False
+
+
+@dataclass
+class Receiver:
+    """A push endpoint: records every POST; answers with ``status``."""
+
+    url: str
+    posts: asyncio.Queue[tuple[dict[str, str], Any]]
+    status: int = 201
+
+    async def next(self, timeout: float = 10) -> tuple[dict[str, str], Any]:
+        async with asyncio.timeout(timeout):
+            return await self.posts.get()
+
+    async def none_within(self, seconds: float) -> bool:
+        try:
+            await self.next(seconds)
+        except TimeoutError:
+            return True
+        return False
+
+
+@contextlib.asynccontextmanager
+async def push_receiver() -> AsyncIterator[Receiver]:
+    """A :class:`Receiver` on loopback (``http://127.0.0.1:PORT/push``)."""
+    posts: asyncio.Queue[tuple[dict[str, str], Any]] = asyncio.Queue()
+    state = Receiver("", posts)
+
+    async def push(request: web.Request) -> web.Response:
+        raw = await request.read()  # aiohttp does not decode a Content-Encoding it lacks
+        encrypted = request.headers.get("Content-Encoding") == "aes128gcm"
+        await posts.put((dict(request.headers), raw if encrypted else json.loads(raw)))
+        return web.Response(status=state.status)
+
+    app = web.Application()
+    app.router.add_post("/push", push)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    state.url = f"http://127.0.0.1:{server.port}/push"
+    try:
+        yield state
+    finally:
+        await server.close()
 
 
 def push_service(jmap: Jmap) -> PushService:

@@ -3,7 +3,6 @@ PushVerification and StateChange POSTs (loopback is allowed here by a ``push`` U
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -12,15 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from imapjmap.config import PushConfig
 from imapjmap.http.app import make_app
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
 from tests.integration.pushkit import (
+    Receiver,
     decrypt_push,
     new_push_keys,
+    push_receiver,
     push_service,
     wait_for,
     wait_watching,
@@ -29,44 +29,10 @@ from tests.integration.pushkit import (
 pytestmark = pytest.mark.dovecot
 
 
-@dataclasses.dataclass
-class Receiver:
-    """A push endpoint: records every POST; answers with ``status``."""
-
-    url: str
-    posts: asyncio.Queue[tuple[dict[str, str], Any]]
-    status: int = 201
-
-    async def next(self, timeout: float = 10) -> tuple[dict[str, str], Any]:
-        async with asyncio.timeout(timeout):
-            return await self.posts.get()
-
-    async def none_within(self, seconds: float) -> bool:
-        try:
-            await self.next(seconds)
-        except TimeoutError:
-            return True
-        return False
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    posts: asyncio.Queue[tuple[dict[str, str], Any]] = asyncio.Queue()
-    state = Receiver("", posts)
-
-    async def push(request: web.Request) -> web.Response:
-        raw = await request.read()  # aiohttp does not decode a Content-Encoding it lacks
-        encrypted = request.headers.get("Content-Encoding") == "aes128gcm"
-        await posts.put((dict(request.headers), raw if encrypted else json.loads(raw)))
-        return web.Response(status=state.status)
-
-    app = web.Application()
-    app.router.add_post("/push", push)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    state.url = f"http://127.0.0.1:{server.port}/push"
-    yield state
-    await server.close()
+    async with push_receiver() as state:
+        yield state
 
 
 @pytest.fixture

@@ -23,13 +23,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
+from imapjmap.config import PushConfig
 from imapjmap.http import views
 from imapjmap.http.app import make_app
 from imapjmap.store import queries as q
 from imapjmap.upstream import imap as imap_upstream
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import MAIL, Jmap, proxy_config
-from tests.integration.pushkit import open_events, wait_for
+from tests.integration.pushkit import open_events, push_receiver, push_service, wait_for
 
 SharingServer = DovecotServer | CyrusServer
 
@@ -620,3 +621,45 @@ async def test_a_change_by_the_owner_reaches_the_sharees_websocket_push(
         assert moved == (await _ok(bob_jmap, share, "Email/get", {"ids": []}))["state"]
     finally:
         await ws.close()
+
+
+async def test_a_change_by_the_owner_reaches_the_sharees_push_subscription_core_push_02(
+    owners: tuple[Owner, Owner], bob: ImapUser, tmp_path: Path
+) -> None:
+    """RFC 8620 §7.2: the sharee's PushSubscription carries the share's StateChanges like
+    its own account's; a message the owner adds to the shared folder moves the share's
+    Email state in a POST, the state Email/get then answers.  Once the owner takes the
+    share back, the subscription no longer listens to it."""
+    alice, _ = owners
+    alice.share("Projects", bob.username, "lr")
+    cfg = dataclasses.replace(
+        proxy_config(bob, tmp_path),
+        push=PushConfig(allowed_url_prefixes=("http://127.0.0.1:",)),
+    )
+    async with push_receiver() as receiver, TestClient(TestServer(make_app(cfg))) as http:
+        jmap = Jmap(http, bob.username, bob.password)
+        share = _shares(await jmap.session())[alice.user.username]["id"]
+        before = (await _ok(jmap, share, "Email/get", {"ids": []}))["state"]
+        create = {"s": {"deviceClientId": "dev", "url": receiver.url, "types": ["Email"]}}
+        body = await jmap.request([["PushSubscription/set", {"create": create}, "p"]])
+        sub_id = body["methodResponses"][0][1]["created"]["s"]["id"]
+        _, verification = await receiver.next()
+        update = {sub_id: {"verificationCode": verification["verificationCode"]}}
+        body = await jmap.request([["PushSubscription/set", {"update": update}, "p"]])
+        assert sub_id in body["methodResponses"][0][1]["updated"], body
+        service = push_service(jmap)
+        await wait_for(lambda: share in service.watchers, what="the share's watcher")
+        await asyncio.sleep(0.5)  # its first listing, which a change must come after
+        alice.imap.append(_q("Projects"), None, None, _message("plan V"))
+        while True:  # the login's own account may speak too (its watcher's first refresh)
+            _, change = await receiver.next(timeout=15)
+            assert change["@type"] == "StateChange", change
+            moved = change["changed"].get(share, {}).get("Email")
+            if moved is not None and moved != before:
+                break
+        assert moved == (await _ok(jmap, share, "Email/get", {"ids": []}))["state"]
+
+        alice.unshare("Projects", bob.username)
+        assert share not in (await jmap.session())["accounts"]
+        assert service.hub.listeners(share) == 0
+        assert service.hub.listeners(jmap.account_id) == 1
