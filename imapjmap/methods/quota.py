@@ -120,15 +120,7 @@ async def quota_changes(ctx: MethodContext, call: Call) -> JsonObject:
     records, seq = await _fresh(ctx)
     standard.check_since(since, standard.ChangeSnapshot(_change_rows(records), seq, 0))
     result = std.compute_changes(_change_rows(records), since, seq, args.max_changes)
-    response = responses.changes_response(
-        account_id=ctx.account_id,
-        old_state=args.since_state,
-        new_state=jstate.encode(result.new_state),
-        has_more=result.has_more,
-        created=result.created,
-        updated=result.updated,
-        destroyed=result.destroyed,
-    )
+    response = standard.changes_answer(ctx.account_id, args.since_state, result)
     only_used = bool(result.updated) and all(
         records[i].props_seq <= since.seq for i in result.updated
     )

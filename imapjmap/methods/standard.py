@@ -72,16 +72,20 @@ async def changes(
     snapshot = await ctx.read(lambda tx: read_changes(tx, ctx.account_id, table, data_type, since))
     check_since(since, snapshot)
     result = std.compute_changes(snapshot.rows, since, snapshot.current, args.max_changes)
-    response = responses.changes_response(
-        account_id=ctx.account_id,
-        old_state=args.since_state,
+    return changes_answer(ctx.account_id, args.since_state, result), result, since
+
+
+def changes_answer(account_id: str, since_state: str, result: std.ChangesResult) -> JsonObject:
+    """The /changes response that tells ``result``, computed from ``since_state``."""
+    return responses.changes_response(
+        account_id=account_id,
+        old_state=since_state,
         new_state=jstate.encode(result.new_state),
         has_more=result.has_more,
         created=result.created,
         updated=result.updated,
         destroyed=result.destroyed,
     )
-    return response, result, since
 
 
 def query_response(
