@@ -23,10 +23,8 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, Final
 
-from imapjmap import smtp
 from imapjmap.blobs import content as blob_store
 from imapjmap.blobs.bodies import fetch_message
-from imapjmap.errors import SmtpUnavailable
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import (
     MethodError,
@@ -40,7 +38,7 @@ from imapjmap.jmap.wire import Json, JsonObject, is_id
 from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.identity import default_address, live_identities, sender_policy
-from imapjmap.methods.submission.handlers import run_implicit_email_set, smtp_set_error
+from imapjmap.methods.submission.handlers import run_implicit_email_set, send_mail
 from imapjmap.mime import mdn
 from imapjmap.store import email_queries as eq
 from imapjmap.store import emails as em
@@ -272,30 +270,9 @@ class _Sender:
         return email_id, {k: v for k, v in shown.items() if obj.get(k) is None and v is not None}
 
     async def _submit(self, rcpts: tuple[str, ...], message: bytes) -> None:
-        try:
-            await smtp.submit(
-                self.ctx.cfg.smtp,
-                username=self.ctx.account.username,
-                password=self.ctx.upstream.login_password(),
-                mail_from="",  # RFC 8098 §3: a null reverse-path
-                mail_params={},
-                rcpts=[(r, {}) for r in rcpts],
-                message=message,
-            )
-        except smtp.SubmitRefused as exc:
-            raise smtp_set_error(exc, len(message)) from None
-        except smtp.SmtpLostDuringData as exc:
-            raise MethodError(
-                MethodErrorType.SERVER_PARTIAL_FAIL,
-                "the SMTP connection failed after an MDN was sent: it may have been delivered",
-            ) from exc
-        except SmtpUnavailable as exc:
-            kind = (
-                MethodErrorType.SERVER_PARTIAL_FAIL
-                if self.sent
-                else MethodErrorType.SERVER_UNAVAILABLE
-            )
-            raise MethodError(kind, f"the SMTP server failed: {exc}") from exc
+        rcpt_params: list[tuple[str, dict[str, str | None]]] = [(r, {}) for r in rcpts]
+        # RFC 8098 §3: a null reverse-path
+        await send_mail(self.ctx, "", {}, rcpt_params, message, earlier=self.sent, what="MDN")
         self.sent += 1
 
 

@@ -209,6 +209,63 @@ async def test_users_of_two_upstreams_work_side_by_side(
         assert len(sinks[0].wait_for(1)) == 1 and len(sinks[1].wait_for(1)) == 1
 
 
+async def test_an_mdn_goes_to_the_login_s_own_smtp_server_mdn_01(
+    dovecot: DovecotServer,
+    dovecot_b: DovecotServer,
+    sinks: tuple[SmtpSink, SmtpSink],
+    tmp_path: Path,
+) -> None:
+    """RFC 9007 §2.1: MDN/send submits the report like EmailSubmission does, so a login of
+    an ``[[upstreams]]`` entry sends it through that entry's SMTP server, not the default's."""
+    alice, bob = _user(dovecot, "a.example"), _user(dovecot_b, "b.example")
+    for sink, user in zip(sinks, (alice, bob), strict=True):
+        sink.reset()
+        sink.require_auth = True
+        sink.add_user(user.username, user.password)
+    asking = (
+        f"From: carol@example.net\r\nTo: {bob.username}\r\nSubject: please ack\r\n"
+        "Message-ID: <ack.b@example.net>\r\nDisposition-Notification-To: carol@example.net\r\n"
+        "Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nHi.\r\n"
+    ).encode()
+    client = bob.connect()
+    assert client.append("INBOX", None, None, asking)[0] == "OK"
+    client.logout()
+    async with _proxy(_config(alice, tmp_path, dovecot_b, sinks)) as http:
+        b = Jmap(http, bob.username, bob.password)
+        await b.session()
+        found = await _ok(b, "Email/query", {"filter": {"subject": "please ack"}})
+        identities = await _ok(b, "Identity/get", {"ids": None})
+        [identity] = [i["id"] for i in identities["list"] if i["email"] == bob.username]
+        body = await b.request(
+            [
+                [
+                    "MDN/send",
+                    {
+                        "accountId": b.account_id,
+                        "identityId": identity,
+                        "send": {
+                            "k": {
+                                "forEmailId": found["ids"][0],
+                                "disposition": {
+                                    "actionMode": "manual-action",
+                                    "sendingMode": "mdn-sent-manually",
+                                    "type": "displayed",
+                                },
+                            }
+                        },
+                    },
+                    "c",
+                ]
+            ],
+            [*USING, "urn:ietf:params:jmap:mdn"],
+        )
+        [name, sent, _] = body["methodResponses"][0]
+        assert name == "MDN/send" and "k" in sent["sent"], sent
+    [report] = sinks[1].wait_for(1)
+    assert report.rcpt_tos == ("carol@example.net",)
+    assert sinks[0].wait_for(0) == []
+
+
 async def test_a_login_no_upstream_serves_is_refused_with_401(
     dovecot: DovecotServer,
     dovecot_b: DovecotServer,

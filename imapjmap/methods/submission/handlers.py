@@ -508,34 +508,52 @@ class _Creator:
         rcpts: Sequence[tuple[str, Any]],
         message: bytes,
     ) -> smtp.SubmitResult:
-        try:
-            result = await smtp.submit(
-                self.ctx.smtp,
-                username=self.ctx.account.username,
-                password=self.ctx.upstream.login_password(),  # a BearerToken: XOAUTH2
-                mail_from=mail_from,
-                mail_params=mail_params,
-                rcpts=rcpts,
-                message=message,
-            )
-        except smtp.SubmitRefused as exc:
-            raise smtp_set_error(exc, len(message)) from None
-        except smtp.SmtpLostDuringData as exc:
-            raise MethodError(
-                MethodErrorType.SERVER_PARTIAL_FAIL,
-                "the SMTP connection failed after the message was sent: it may have been delivered",
-            ) from exc
-        except SmtpUnavailable as exc:
-            if self.sent:
-                raise MethodError(
-                    MethodErrorType.SERVER_PARTIAL_FAIL,
-                    "the SMTP server failed after some messages were sent",
-                ) from exc
-            # what failed, where and why ("SMTP connect at host:port: timed out"): the
-            # user can tell an outage from a misconfiguration without the server's log
-            raise MethodError(MethodErrorType.SERVER_UNAVAILABLE, _outage(exc)) from exc
+        result = await send_mail(
+            self.ctx, mail_from, mail_params, rcpts, message, earlier=self.sent, what="message"
+        )
         self.sent += 1
         return result
+
+
+async def send_mail(
+    ctx: MethodContext,
+    mail_from: str,
+    mail_params: dict[str, str | None],
+    rcpts: Sequence[tuple[str, Any]],
+    message: bytes,
+    *,
+    earlier: int,
+    what: str,
+) -> smtp.SubmitResult:
+    """Submit ``message`` to the login's own SMTP server (its upstream's), its failures as
+    the RFC's errors.  ``earlier``: how many ``what``s this method call already sent, which
+    makes an outage now a partial failure rather than an unavailable server."""
+    try:
+        return await smtp.submit(
+            ctx.smtp,
+            username=ctx.account.username,
+            password=ctx.upstream.login_password(),  # a BearerToken: XOAUTH2
+            mail_from=mail_from,
+            mail_params=mail_params,
+            rcpts=rcpts,
+            message=message,
+        )
+    except smtp.SubmitRefused as exc:
+        raise smtp_set_error(exc, len(message)) from None
+    except smtp.SmtpLostDuringData as exc:
+        raise MethodError(
+            MethodErrorType.SERVER_PARTIAL_FAIL,
+            f"the SMTP connection failed after the {what} was sent: it may have been delivered",
+        ) from exc
+    except SmtpUnavailable as exc:
+        if earlier:
+            raise MethodError(
+                MethodErrorType.SERVER_PARTIAL_FAIL,
+                f"the SMTP server failed after some {what}s were sent",
+            ) from exc
+        # what failed, where and why ("SMTP connect at host:port: timed out"): the
+        # user can tell an outage from a misconfiguration without the server's log
+        raise MethodError(MethodErrorType.SERVER_UNAVAILABLE, _outage(exc)) from exc
 
 
 def _outage(exc: SmtpUnavailable) -> str:
