@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from imapjmap.config import Config
 from imapjmap.jmap import responses
-from imapjmap.jmap.args import GetArgs, SetArgs
+from imapjmap.jmap.args import SetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import (
     MethodError,
@@ -238,12 +238,7 @@ def _row_from(base: sub.IdentityRow, obj: JsonObject) -> sub.IdentityRow:
 
 
 async def identity_get(ctx: MethodContext, call: Call) -> JsonObject:
-    args = GetArgs.parse(
-        call.args,
-        known_properties=PROPERTIES,
-        max_objects=ctx.cfg.limits.max_objects_in_get,
-        max_properties=ctx.cfg.limits.max_properties,
-    )
+    args = standard.get_args(ctx, call.args, PROPERTIES)
     rows = await live_identities(ctx)
     state = await ctx.state(sub.IDENTITY_TYPE)
     by_id = {row.id: row for row in rows}

@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Final
 
 from imapjmap.jmap import responses
-from imapjmap.jmap.args import GetArgs, SetArgs
+from imapjmap.jmap.args import SetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import (
     MethodError,
@@ -39,6 +39,7 @@ from imapjmap.jmap.errors import (
 )
 from imapjmap.jmap.patch import apply_patch
 from imapjmap.jmap.wire import JsonObject, is_id, parse_utc_date, utc_date
+from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
 from imapjmap.push import ece
 from imapjmap.push import subscriptions as subs
@@ -88,12 +89,7 @@ def to_json(row: store_push.PushSubscriptionRow, properties: list[str] | None) -
 
 
 async def push_subscription_get(ctx: MethodContext, call: Call) -> JsonObject:
-    args = GetArgs.parse(
-        _no_account_arguments(call.args),
-        known_properties=PROPERTIES,
-        max_objects=ctx.cfg.limits.max_objects_in_get,
-        max_properties=ctx.cfg.limits.max_properties,
-    )
+    args = standard.get_args(ctx, _no_account_arguments(call.args), PROPERTIES)
     if args.properties is not None and _PRIVATE & set(args.properties):
         raise MethodError(MethodErrorType.FORBIDDEN, "url and keys are never returned")
     account_id = ctx.account_id

@@ -19,7 +19,7 @@ from typing import Final
 from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
 from imapjmap.jmap import state as jstate
-from imapjmap.jmap.args import ChangesArgs, Comparator, GetArgs, QueryArgs, QueryChangesArgs
+from imapjmap.jmap.args import ChangesArgs, Comparator, QueryArgs, QueryChangesArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.wire import MAIL, JsonObject
@@ -87,12 +87,7 @@ def _visible(records: Mapping[str, QuotaRecord], using: frozenset[str]) -> dict[
 
 
 async def quota_get(ctx: MethodContext, call: Call) -> JsonObject:
-    args = GetArgs.parse(
-        call.args,
-        known_properties=PROPERTIES,
-        max_objects=ctx.cfg.limits.max_objects_in_get,
-        max_properties=ctx.cfg.limits.max_properties,
-    )
+    args = standard.get_args(ctx, call.args, PROPERTIES)
     records, seq = await _fresh(ctx)
     quotas = _visible(records, call.using)
     wanted = standard.resolve_ids(call, args.ids) if args.ids is not None else list(quotas)

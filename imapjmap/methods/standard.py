@@ -7,19 +7,29 @@ transaction, so the rows and the current state are one snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
 from imapjmap.jmap import state as jstate
-from imapjmap.jmap.args import ChangesArgs, QueryArgs, QueryChangesArgs
+from imapjmap.jmap.args import ChangesArgs, GetArgs, QueryArgs, QueryChangesArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType
-from imapjmap.jmap.wire import JsonObject
+from imapjmap.jmap.wire import Json, JsonObject
 from imapjmap.methods.context import MethodContext
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
+
+
+def get_args(ctx: MethodContext, raw: Json, known_properties: Collection[str]) -> GetArgs:
+    """A /get call's arguments, bounded by the configured limits (RFC 8620 §5.1)."""
+    return GetArgs.parse(
+        raw,
+        known_properties=known_properties,
+        max_objects=ctx.cfg.limits.max_objects_in_get,
+        max_properties=ctx.cfg.limits.max_properties,
+    )
 
 
 @dataclass(frozen=True, slots=True)

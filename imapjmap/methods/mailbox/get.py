@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
-from imapjmap.jmap.args import Comparator, GetArgs, QueryArgs, QueryChangesArgs
+from imapjmap.jmap.args import Comparator, QueryArgs, QueryChangesArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import MethodError, MethodErrorType, invalid_arguments
 from imapjmap.jmap.wire import JsonObject, is_id
@@ -63,12 +63,7 @@ def to_json(row: q.MailboxRow) -> JsonObject:
 
 
 async def mailbox_get(ctx: MethodContext, call: Call) -> JsonObject:
-    args = GetArgs.parse(
-        call.args,
-        known_properties=PROPERTIES,
-        max_objects=ctx.cfg.limits.max_objects_in_get,
-        max_properties=ctx.cfg.limits.max_properties,
-    )
+    args = standard.get_args(ctx, call.args, PROPERTIES)
     await ctx.refresh()
 
     def read(tx: Tx) -> tuple[list[q.MailboxRow], int]:

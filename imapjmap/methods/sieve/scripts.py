@@ -29,7 +29,7 @@ from imapjmap.blobs import content as blob_store
 from imapjmap.errors import SieveCommandFailed
 from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
-from imapjmap.jmap.args import Comparator, GetArgs, QueryArgs, SetArgs
+from imapjmap.jmap.args import Comparator, QueryArgs, SetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import (
     MethodError,
@@ -109,12 +109,7 @@ async def _to_json(ctx: MethodContext, script: Script, properties: set[str]) -> 
 
 
 async def sieve_script_get(ctx: MethodContext, call: Call) -> JsonObject:
-    args = GetArgs.parse(
-        call.args,
-        known_properties=PROPERTIES,
-        max_objects=ctx.cfg.limits.max_objects_in_get,
-        max_properties=ctx.cfg.limits.max_properties,
-    )
+    args = standard.get_args(ctx, call.args, PROPERTIES)
     async with ctx.upstream.sieve(ctx.sieve) as sieve:
         scripts = await read_scripts(sieve)
     by_id = {s.id: s for s in scripts}

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from imapjmap.errors import SieveCommandFailed
 from imapjmap.jmap import responses
-from imapjmap.jmap.args import GetArgs, SetArgs
+from imapjmap.jmap.args import SetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import (
     MethodError,
@@ -32,6 +32,7 @@ from imapjmap.jmap.errors import (
 )
 from imapjmap.jmap.patch import apply_patch
 from imapjmap.jmap.wire import JsonObject, parse_utc_date
+from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
 from imapjmap.methods.sieve import vacation_script as vs
 from imapjmap.upstream.api import SieveScripts
@@ -62,12 +63,7 @@ def _state(vacation: vs.Vacation) -> str:
 
 
 async def vacation_response_get(ctx: MethodContext, call: Call) -> JsonObject:
-    args = GetArgs.parse(
-        call.args,
-        known_properties=PROPERTIES,
-        max_objects=ctx.cfg.limits.max_objects_in_get,
-        max_properties=ctx.cfg.limits.max_properties,
-    )
+    args = standard.get_args(ctx, call.args, PROPERTIES)
     async with ctx.upstream.sieve(ctx.sieve) as sieve:
         vacation = await read_vacation(sieve)
     wanted = args.ids if args.ids is not None else [SINGLETON]

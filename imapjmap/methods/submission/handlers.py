@@ -68,7 +68,7 @@ from imapjmap.config import SmtpConfig
 from imapjmap.errors import ProxyError, SmtpUnavailable
 from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
-from imapjmap.jmap.args import Comparator, GetArgs, QueryArgs, QueryChangesArgs, SetArgs
+from imapjmap.jmap.args import Comparator, QueryArgs, QueryChangesArgs, SetArgs
 from imapjmap.jmap.dispatch import Call, UnknownCreationId, resolve_creation_id
 from imapjmap.jmap.errors import (
     MethodError,
@@ -151,12 +151,7 @@ async def _rows(ctx: MethodContext) -> tuple[list[sub.SubmissionRow], int]:
 
 
 async def email_submission_get(ctx: MethodContext, call: Call) -> JsonObject:
-    args = GetArgs.parse(
-        call.args,
-        known_properties=PROPERTIES,
-        max_objects=ctx.cfg.limits.max_objects_in_get,
-        max_properties=ctx.cfg.limits.max_properties,
-    )
+    args = standard.get_args(ctx, call.args, PROPERTIES)
     rows, seq = await _rows(ctx)
     by_id = {row.id: row for row in rows}
     wanted = standard.resolve_ids(call, args.ids) if args.ids is not None else list(by_id)
