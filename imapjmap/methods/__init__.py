@@ -75,6 +75,8 @@ REGISTRY: Final[Mapping[str, MethodSpec[MethodContext]]] = {
     "SieveScript/get": MethodSpec(sieve_scripts.sieve_script_get, SIEVE),
     "SieveScript/set": MethodSpec(sieve_scripts.sieve_script_set, SIEVE),
     "SieveScript/query": MethodSpec(sieve_scripts.sieve_script_query, SIEVE),
+    "SieveScript/changes": MethodSpec(sieve_scripts.sieve_script_changes, SIEVE),
+    "SieveScript/queryChanges": MethodSpec(sieve_scripts.sieve_script_query_changes, SIEVE),
     "SieveScript/validate": MethodSpec(sieve_scripts.sieve_script_validate, SIEVE),
 }
 

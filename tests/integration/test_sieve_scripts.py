@@ -234,3 +234,37 @@ async def test_another_clients_script_survives_every_jmap_change_sieve_09(
     scripts = await server_scripts(user)
     assert scripts["theirs"] == (False, FILTER)
     assert "mine" not in scripts
+
+
+async def test_changes_answer_from_the_current_state_and_refuse_older_ones(
+    jmap: Jmap, user: User
+) -> None:
+    """RFC 8620 §5.2, §5.6: SieveScript/changes and /queryChanges (which other servers
+    answer and clients call) say "nothing changed" from the current state; from an older
+    one, or after another ManageSieve client's change, cannotCalculateChanges."""
+    got = await ok(jmap, "SieveScript/get", {"ids": None})
+    state = got["state"]
+    same = await ok(jmap, "SieveScript/changes", {"sinceState": state})
+    assert (same["oldState"], same["newState"]) == (state, state)
+    assert same["created"] == same["updated"] == same["destroyed"] == []
+    assert same["hasMoreChanges"] is False
+    listed = await ok(jmap, "SieveScript/query", {})
+    unchanged = await ok(
+        jmap,
+        "SieveScript/queryChanges",
+        {"sinceQueryState": listed["queryState"], "calculateTotal": True},
+    )
+    assert unchanged["removed"] == unchanged["added"] == []
+    assert unchanged["total"] == len(listed["ids"])
+
+    client = await user.other_client()
+    try:
+        await client.put_script("from-elsewhere", b"keep;\r\n")
+    finally:
+        await client.close()
+    for method, args in (
+        ("SieveScript/changes", {"sinceState": state}),
+        ("SieveScript/queryChanges", {"sinceQueryState": listed["queryState"]}),
+    ):
+        name, error, _ = await call(jmap, method, args)
+        assert (name, error["type"]) == ("error", "cannotCalculateChanges"), error

@@ -10,8 +10,11 @@ Rule 3: the server compiles every script it stores: a PUTSCRIPT or CHECKSCRIPT r
         NO is ``invalidSieve`` with the server's text (its errors and line numbers), which
         is meant for the user; a quota refusal is ``overQuota``.
 Rule 4: the state is a digest of every script's name, activity and content, so it moves
-        exactly when /get's answer would; there is no /changes (``cannotCalculateChanges``
-        for /queryChanges, which is not offered).
+        exactly when /get's answer would.  RFC 9661 defines no /changes, but other JMAP
+        servers answer SieveScript/changes and /queryChanges and clients written against
+        them call them: a digest cannot say what changed since an older one, so they answer
+        "nothing" from the current state and ``cannotCalculateChanges`` from any other
+        (RFC 8620 §5.2, §5.6), and the client fetches the few scripts again.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from imapjmap.blobs import content as blob_store
 from imapjmap.errors import SieveCommandFailed
 from imapjmap.jmap import responses
 from imapjmap.jmap import standard as std
-from imapjmap.jmap.args import Comparator, QueryArgs, SetArgs
+from imapjmap.jmap.args import ChangesArgs, Comparator, QueryArgs, QueryChangesArgs, SetArgs
 from imapjmap.jmap.dispatch import Call
 from imapjmap.jmap.errors import (
     MethodError,
@@ -161,6 +164,58 @@ async def sieve_script_query(ctx: MethodContext, call: Call) -> JsonObject:
         account_id=ctx.account_id,
         query_state=state_of(scripts),
         can_calculate_changes=False,
+    )
+
+
+async def _current_state(ctx: MethodContext) -> str:
+    async with ctx.upstream.sieve(ctx.sieve) as sieve:
+        return state_of(await read_scripts(sieve))
+
+
+def _no_changes_since(state: str, since: str) -> None:
+    if since != state:
+        raise MethodError(
+            MethodErrorType.CANNOT_CALCULATE_CHANGES,
+            "the scripts changed since that state: fetch them again",
+        )
+
+
+async def sieve_script_changes(ctx: MethodContext, call: Call) -> JsonObject:
+    """Rule 4: empty from the current state, else cannotCalculateChanges."""
+    args = ChangesArgs.parse(call.args)
+    state = await _current_state(ctx)
+    _no_changes_since(state, args.since_state)
+    return responses.changes_response(
+        account_id=ctx.account_id,
+        old_state=args.since_state,
+        new_state=state,
+        has_more=False,
+        created=(),
+        updated=(),
+        destroyed=(),
+    )
+
+
+async def sieve_script_query_changes(ctx: MethodContext, call: Call) -> JsonObject:
+    """Rule 4: the same for a query's results."""
+    args = QueryChangesArgs.parse(
+        call.args, sort_properties=SORT_PROPERTIES, limits=ctx.query_limits
+    )
+    tree = std.validate_filter(args.filter, _check_condition)
+    async with ctx.upstream.sieve(ctx.sieve) as sieve:
+        scripts = await read_scripts(sieve)
+    state = state_of(scripts)
+    _no_changes_since(state, args.since_query_state)
+    total = None
+    if args.calculate_total:
+        total = sum(1 for s in scripts if std.matches(tree, functools.partial(_matches, s)))
+    return responses.query_changes_response(
+        account_id=ctx.account_id,
+        old_query_state=args.since_query_state,
+        new_query_state=state,
+        removed=(),
+        added=(),
+        total=total,
     )
 
 
