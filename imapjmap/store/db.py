@@ -69,6 +69,10 @@ Rule 10: a read known to be small (a few rows found by an index: whether a kept 
         load.  It takes no turn in the fair share (it never waits), has a budget of
         ``_SMALL_READ_SECONDS`` and no busy wait; a read over the budget, or one that finds
         the file busy, is rolled back and run again the usual way, on a reader thread.
+        On PostgreSQL, whose reads would block the event loop for a network round trip,
+        small reads run on one thread and connection of their own instead, outside the
+        accounts' queues (with the usual read budget), so they still never wait behind an
+        account's long reads.
 """
 
 from __future__ import annotations
@@ -962,9 +966,11 @@ class Store:
         spare_readers: int = 0,
         apart: Sequence[_ReaderProcess] = (),
         here: _Here | None = None,
+        small: _Worker | None = None,
     ) -> None:
         self.path = path
         self._here = here
+        self._small = small
         self.budget = max_transaction_seconds
         self._writer = writer
         self._readers = tuple(readers)  # the spares last
@@ -1046,6 +1052,10 @@ class Store:
                 reader = _Worker(f"imapjmap-store-reader-{number}")
                 workers.append(reader)
                 await reader.call(partial(reader.connect, opener))
+            small = None
+            if shared and not on_sqlite:  # Rule 10 on PostgreSQL: a connection of their own
+                small = _Worker("imapjmap-store-small")
+                await small.call(partial(small.connect, opener))
         except BaseException:
             for worker in workers:
                 worker.call(worker.close)
@@ -1065,6 +1075,7 @@ class Store:
             # no busy wait: the event loop must never block on another process's lock (nor
             # on a PostgreSQL server: its reads all go to the reader threads)
             here=_Here(_connect_reader(path, 0.0)) if shared and on_sqlite else None,
+            small=small,
         )
 
     async def run(self, fn: Callable[[Tx], T], *, account: str = "") -> T:
@@ -1098,6 +1109,13 @@ class Store:
             self._activity.mark(account)
             with contextlib.suppress(_Elsewhere):
                 return self._here.read(fn)
+        small = self._small
+        if small is not None and not self._closed:
+            # PostgreSQL: one thread of its own, outside the accounts' queues, so that a
+            # small read never waits behind an account's long reads on the reader threads
+            self._activity.mark(account)
+            job = _Job(self.budget, write=False, account=account, activity=self._activity)
+            return await small.call(lambda: small.transaction(fn, job))
         return await self.read(fn, account=account)
 
     async def read_apart(self, fn: Callable[..., T], *args: Any, account: str = "") -> T:
@@ -1245,7 +1263,7 @@ class Store:
             _, late = await asyncio.wait(running, timeout=_CLOSE_GRACE)
             for future in late:
                 running[future].stop("closing")
-        workers = (self._writer, *self._readers)
+        workers = (self._writer, *self._readers, *((self._small,) if self._small else ()))
         closing = [worker.call(worker.close) for worker in workers]
         closing += [reader.worker.call(reader.close) for reader in self._apart]
         for worker in (*workers, *(reader.worker for reader in self._apart)):
