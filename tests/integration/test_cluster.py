@@ -7,25 +7,21 @@ would; a plain IMAP connection is the oracle of every effect."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import imaplib
 import json
 import re
 import signal
-import ssl
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -45,178 +41,17 @@ from imapjmap.config import (
     to_toml,
 )
 from tests.conftest import ImapUser, SeededUser
-from tests.integration.conftest import CORE, USING
+from tests.integration.clusterkit import (
+    TAKEOVER,
+    Client,
+    Instance,
+    behind_nginx,
+    client_of,
+    instances,
+    start_instance,
+)
+from tests.integration.conftest import CORE
 from tests.integration.pushkit import EventReader, external_append
-from tests.integration.test_deploy_nginx import nginx, site_config
-
-START_TIMEOUT = 20.0
-TAKEOVER = 0.5
-
-
-@dataclass
-class Instance:
-    name: str
-    process: asyncio.subprocess.Process
-    base_url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def wait_log(self, pattern: str, timeout: float, count: int = 1) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(re.findall(pattern, self.log())) >= count:
-                return True
-            await asyncio.sleep(0.05)
-        return False
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-
-
-async def _start(name: str, cfg: Config, tmp_path: Path, url: str) -> Instance:
-    config_path = tmp_path / f"{name}.toml"
-    config_path.write_text(to_toml(cfg))
-    log_path = tmp_path / f"{name}.log"
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "imapjmap",
-            "serve",
-            "--config",
-            str(config_path),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    it = Instance(name, process, url, log_path)
-    deadline = time.monotonic() + START_TIMEOUT
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline and process.returncode is None:
-            with contextlib.suppress(aiohttp.ClientConnectionError):
-                async with http.get(f"{it.base_url}/.well-known/jmap"):
-                    return it
-            await asyncio.sleep(0.1)
-    process.kill()
-    pytest.fail(f"instance {name} did not start:\n{it.log()}")
-
-
-@contextlib.asynccontextmanager
-async def instances(
-    user: ImapUser,
-    tmp_path: Path,
-    cluster_url: str,
-    count: int = 2,
-    push: PushConfig | None = None,
-    cache_on_postgresql: bool = False,
-    submission: tuple[SmtpConfig, SubmissionConfig] | None = None,
-    base_url: str | None = None,
-) -> AsyncIterator[list[Instance]]:
-    """``count`` instances on one cache, started one after the other (the first creates
-    the cache): a SQLite file coordinated through ``cluster_url``, or (with
-    ``cache_on_postgresql``) the database ``cluster_url`` as cache and coordinator both."""
-    cache = (
-        CacheConfig(url=cluster_url)
-        if cache_on_postgresql
-        else CacheConfig(path=str(tmp_path / "cache.sqlite3"))
-    )
-    cluster = ClusterConfig(
-        url=None if cache_on_postgresql else cluster_url, takeover_interval=TAKEOVER
-    )
-    started: list[Instance] = []
-    # what clients are told; unless given, none listens there
-    balancer = base_url or f"http://127.0.0.1:{free_port()}"
-    try:
-        for number in range(count):
-            port = free_port()
-            cfg = Config(
-                imap=ImapConfig(host=user.host, port=user.port, security="none"),
-                server=ServerConfig(
-                    listen=f"127.0.0.1:{port}", base_url=balancer, log_level="info"
-                ),
-                cache=cache,
-                cluster=cluster,
-                push=push or PushConfig(),
-            )
-            if submission is not None:
-                cfg = dataclasses.replace(cfg, smtp=submission[0], submission=submission[1])
-            url = f"http://127.0.0.1:{port}"
-            started.append(await _start("AB"[number], cfg, tmp_path, url))
-        yield started
-    finally:
-        for it in started:
-            if it.process.returncode is None:
-                it.process.kill()
-                await it.process.wait()
-
-
-@dataclass
-class Client:
-    """A JMAP client behind a round-robin balancer: each request goes to the next instance."""
-
-    http: aiohttp.ClientSession
-    user: ImapUser
-    instances: Sequence[Instance]
-    account_id: str = ""
-    turn: int = 0
-    served_by: list[str] = field(default_factory=list)
-    session_states: set[str] = field(default_factory=set)
-
-    @property
-    def auth(self) -> dict[str, str]:
-        raw = f"{self.user.username}:{self.user.password}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-
-    def next_instance(self) -> Instance:
-        live = [it for it in self.instances if it.process.returncode is None]
-        it = live[self.turn % len(live)]
-        self.turn += 1
-        return it
-
-    async def session(self) -> None:
-        it = self.next_instance()
-        async with self.http.get(f"{it.base_url}/.well-known/jmap", headers=self.auth) as resp:
-            assert resp.status == 200, await resp.text()
-            body = await resp.json()
-        self.account_id = body["primaryAccounts"]["urn:ietf:params:jmap:mail"]
-
-    async def request(
-        self, calls: list[list[Any]], on: Instance | None = None, using: list[str] = USING
-    ) -> list[Any]:
-        it = on or self.next_instance()
-        self.served_by.append(it.name)
-        sent = json.dumps({"using": using, "methodCalls": calls})
-        headers = {**self.auth, "Content-Type": "application/json"}
-        async with self.http.post(f"{it.base_url}/jmap/api/", data=sent, headers=headers) as resp:
-            assert resp.status == 200, await resp.text()
-            body = await resp.json()
-        self.session_states.add(body["sessionState"])
-        responses: list[Any] = body["methodResponses"]
-        return responses
-
-    async def ok(self, name: str, args: dict[str, Any], on: Instance | None = None) -> Any:
-        [(got, result, _)] = await self.request(
-            [[name, {"accountId": self.account_id, **args}, "c"]], on
-        )
-        assert got == name, result
-        return result
-
-    async def events(self, it: Instance) -> EventReader:
-        resp = await self.http.get(
-            f"{it.base_url}/jmap/eventsource/?types=*&closeafter=no&ping=0", headers=self.auth
-        )
-        assert resp.status == 200, await resp.text()
-        return EventReader(resp)
-
-
-@contextlib.asynccontextmanager
-async def client_of(user: ImapUser, cluster: Sequence[Instance]) -> AsyncIterator[Client]:
-    async with aiohttp.ClientSession() as http:
-        client = Client(http, user, cluster)
-        await client.session()
-        yield client
 
 
 def _imap_flags(oracle: imaplib.IMAP4, mailbox: str = "INBOX") -> dict[str, set[str]]:
@@ -500,7 +335,7 @@ async def test_workers_serve_one_address_and_stop_with_the_first(
         cache=CacheConfig(path=str(tmp_path / "cache.sqlite3")),
         cluster=ClusterConfig(url=cluster_url),
     )
-    first = await _start("A", cfg, tmp_path, f"http://127.0.0.1:{port}")
+    first = await start_instance("A", cfg, tmp_path, f"http://127.0.0.1:{port}")
     try:
         assert await first.wait_log("imapjmap listening on", 20, count=2), first.log()
         [worker] = _children(first.process.pid)
@@ -690,56 +525,37 @@ async def test_two_instances_behind_the_nginx_recipe_round_robin_core_push_01(
     robin): a client's requests through nginx alternate instances and each sees the
     writes of the one before; an EventSource through nginx sees, within 1 s, a change
     written directly through either instance, so also through the one it is not on."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    for pem in cert.cert_chain_pems[1:]:
-        pem.write_to_path(str(cert_file), append=True)
-    cert.private_key_pem.write_to_path(str(key_file))
-    tls = ssl.create_default_context()
-    ca.configure_trust(tls)
-    https_port, http_port = free_port(), free_port()
-    front = f"https://127.0.0.1:{https_port}"
-    async with instances(seeded_user, tmp_path, cluster_url, base_url=front) as (a, b):
-        port_a, port_b = (int(it.base_url.rsplit(":", 1)[1]) for it in (a, b))
-        site = site_config(
-            port_a, https_port, http_port, cert_file, key_file, tmp_path / "access.log"
-        ).replace(
-            f"server 127.0.0.1:{port_a};",
-            f"server 127.0.0.1:{port_a};\n    server 127.0.0.1:{port_b};",
-        )
-        nginx_instance = dataclasses.replace(a, name="nginx", base_url=front)
-        with nginx(tmp_path / "nginx", site, https_port):
-            connector = aiohttp.TCPConnector(ssl=tls)
-            async with aiohttp.ClientSession(connector=connector) as http:
-                client = Client(http, seeded_user, [nginx_instance])
-                await client.session()
-                api = r"POST /jmap/api/ 200"
-                before = [len(re.findall(api, it.log())) for it in (a, b)]
-                ids = (await client.ok("Email/query", {"limit": 6}))["ids"]
-                for n, email_id in enumerate(ids):
-                    patch = {"keywords/$flagged": True}
-                    await client.ok("Email/set", {"update": {email_id: patch}})
-                    got = await client.ok("Email/get", {"ids": ids[: n + 1]})
-                    assert all("$flagged" in e["keywords"] for e in got["list"]), n
-                await asyncio.sleep(0.2)  # the instances' access lines are written
-                served = [
-                    len(re.findall(api, it.log())) - n for it, n in zip((a, b), before, strict=True)
-                ]
-                # 13 requests, round robin: 6 on one, 7 on the other
-                assert sum(served) == 13 and min(served) >= 5, served
+    async with behind_nginx(seeded_user, tmp_path, cluster_url) as ((a, b), front):
+        nginx_instance = dataclasses.replace(a, name="nginx", base_url=front.url)
+        connector = aiohttp.TCPConnector(ssl=front.tls())
+        async with aiohttp.ClientSession(connector=connector) as http:
+            client = Client(http, seeded_user, [nginx_instance])
+            await client.session()
+            api = r"POST /jmap/api/ 200"
+            before = [len(re.findall(api, it.log())) for it in (a, b)]
+            ids = (await client.ok("Email/query", {"limit": 6}))["ids"]
+            for n, email_id in enumerate(ids):
+                patch = {"keywords/$flagged": True}
+                await client.ok("Email/set", {"update": {email_id: patch}})
+                got = await client.ok("Email/get", {"ids": ids[: n + 1]})
+                assert all("$flagged" in e["keywords"] for e in got["list"]), n
+            await asyncio.sleep(0.2)  # the instances' access lines are written
+            served = [
+                len(re.findall(api, it.log())) - n for it, n in zip((a, b), before, strict=True)
+            ]
+            # 13 requests, round robin: 6 on one, 7 on the other
+            assert sum(served) == 13 and min(served) >= 5, served
 
-                events = await client.events(nginx_instance)
-                try:
-                    await events.next(timeout=5)  # the first StateChange: where we start
-                    for writer, email_id in ((a, ids[0]), (b, ids[1])):
-                        state = (await client.ok("Email/get", {"ids": []}, on=writer))["state"]
-                        patch = {"keywords/$flagged": None}
-                        await client.ok("Email/set", {"update": {email_id: patch}}, on=writer)
-                        seconds = await _changes_until(
-                            events, client.account_id, "Email", state, timeout=3
-                        )
-                        assert seconds < 1.0, f"{writer.name}: {seconds:.2f} s"
-                finally:
-                    events.resp.close()
+            events = await client.events(nginx_instance)
+            try:
+                await events.next(timeout=5)  # the first StateChange: where we start
+                for writer, email_id in ((a, ids[0]), (b, ids[1])):
+                    state = (await client.ok("Email/get", {"ids": []}, on=writer))["state"]
+                    patch = {"keywords/$flagged": None}
+                    await client.ok("Email/set", {"update": {email_id: patch}}, on=writer)
+                    seconds = await _changes_until(
+                        events, client.account_id, "Email", state, timeout=3
+                    )
+                    assert seconds < 1.0, f"{writer.name}: {seconds:.2f} s"
+            finally:
+                events.resp.close()

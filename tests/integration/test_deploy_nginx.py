@@ -13,28 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import imaplib
 import io
 import json
 import os
-import shutil
-import socket
-import ssl
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jmapc
 import pytest
-import trustme
 from aiohttp import web
 from jmapc.methods import EmailQuery, EmailQueryResponse, MailboxGet, MailboxGetResponse
 
+from devservers._host import free_port
+from devservers.nginx import Front, recipe_front
 from imapjmap.config import ServerConfig
 from imapjmap.http.app import make_app
 from tests.conftest import SeededUser
@@ -43,126 +38,10 @@ from tests.integration.pushkit import EventReader, message
 
 pytestmark = pytest.mark.dovecot
 
-RECIPE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "imapjmap.conf"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def site_config(
-    proxy_port: int, https_port: int, http_port: int, cert: Path, key: Path, log: Path
-) -> str:
-    """The recipe with its deployment-specific values replaced, and nothing else."""
-    text = RECIPE.read_text()
-    replacements = {
-        "server 127.0.0.1:8080;": f"server 127.0.0.1:{proxy_port};",
-        "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
-        "listen 80;": f"listen 127.0.0.1:{http_port};",
-        "/etc/letsencrypt/live/jmap.example.com/fullchain.pem": str(cert),
-        "/etc/letsencrypt/live/jmap.example.com/privkey.pem": str(key),
-        "/var/log/nginx/imapjmap.access.log": str(log),
-    }
-    for old, new in replacements.items():
-        assert text.count(old) == 1, f"the recipe no longer holds {old!r}"
-        text = text.replace(old, new)
-    # IPv6 listeners are not needed (and may not exist) on a test machine
-    return "\n".join(line for line in text.splitlines() if "listen [::]" not in line)
-
-
-def main_config(prefix: Path, site: Path) -> str:
-    """What Debian's /etc/nginx/nginx.conf provides around a site, in a private prefix."""
-    user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read the temp files
-    temp = "\n".join(
-        f"    {kind}_temp_path {prefix / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""{user}worker_processes 1;
-daemon off;
-pid {prefix / "nginx.pid"};
-error_log {prefix / "error.log"} warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log {prefix / "access.log"};
-{temp}
-    include {site};
-}}
-"""
-
-
-@dataclasses.dataclass(frozen=True)
-class Front:
-    host: str  # "127.0.0.1:port" of nginx's https listener
-    http_port: int  # its plain-http listener
-    ca_file: str
-    tls: ssl.SSLContext  # trusts the private CA
-    error_log: Path
-    access_log: Path
-
-    def jmapc(self, user: SeededUser) -> jmapc.Client:
-        client = jmapc.Client.create_with_password(
-            host=self.host, user=user.username, password=user.password
-        )
-        client.requests_session.verify = self.ca_file
-        client.requests_session.trust_env = False
-        return client
-
-
-@contextlib.contextmanager
-def nginx(prefix: Path, site_text: str, https_port: int) -> Iterator[Path]:
-    if not os.path.exists(NGINX):
-        pytest.fail("nginx is not installed (scripts/test installs Debian's nginx)")
-    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (prefix / kind).mkdir(parents=True, exist_ok=True)
-    site = prefix / "imapjmap.conf"
-    site.write_text(site_text)
-    conf = prefix / "nginx.conf"
-    conf.write_text(main_config(prefix, site))
-    check = subprocess.run(
-        [NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stderr
-    process = subprocess.Popen(
-        [NGINX, "-p", str(prefix), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", https_port), timeout=1),
-            ):
-                break
-            assert process.poll() is None, (prefix / "error.log").read_text()
-            assert time.monotonic() < deadline, "nginx did not start listening"
-            time.sleep(0.05)
-        yield prefix / "error.log"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
 
 @pytest.fixture
 async def front(seeded_user: SeededUser, tmp_path: Path) -> AsyncIterator[Front]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert_file, key_file, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    for pem in cert.cert_chain_pems[1:]:
-        pem.write_to_path(str(cert_file), append=True)
-    cert.private_key_pem.write_to_path(str(key_file))
-    ca.cert_pem.write_to_path(str(ca_file))
-
-    proxy_port, https_port, http_port = _free_port(), _free_port(), _free_port()
+    proxy_port, https_port = free_port(), free_port()
     server = ServerConfig(
         listen=f"127.0.0.1:{proxy_port}",
         base_url=f"https://127.0.0.1:{https_port}",
@@ -173,15 +52,19 @@ async def front(seeded_user: SeededUser, tmp_path: Path) -> AsyncIterator[Front]
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", proxy_port).start()
-        access_log = tmp_path / "nginx" / "imapjmap.access.log"
-        site = site_config(proxy_port, https_port, http_port, cert_file, key_file, access_log)
-        with nginx(tmp_path / "nginx", site, https_port) as error_log:
-            tls = ssl.create_default_context(cafile=str(ca_file))
-            yield Front(
-                f"127.0.0.1:{https_port}", http_port, str(ca_file), tls, error_log, access_log
-            )
+        with recipe_front(tmp_path, [proxy_port], https_port) as front:
+            yield front
     finally:
         await runner.cleanup()
+
+
+def _jmapc(front: Front, user: SeededUser) -> jmapc.Client:
+    client = jmapc.Client.create_with_password(
+        host=front.host, user=user.username, password=user.password
+    )
+    client.requests_session.verify = front.ca_file
+    client.requests_session.trust_env = False
+    return client
 
 
 def _auth(user: SeededUser) -> dict[str, str]:
@@ -190,7 +73,7 @@ def _auth(user: SeededUser) -> dict[str, str]:
 
 
 async def _session(http: aiohttp.ClientSession, front: Front) -> dict[str, Any]:
-    async with http.get(f"https://{front.host}/.well-known/jmap", ssl=front.tls) as resp:
+    async with http.get(f"https://{front.host}/.well-known/jmap", ssl=front.tls()) as resp:
         assert resp.status == 200, await resp.text()
         body: dict[str, Any] = await resp.json()
         return body
@@ -214,7 +97,7 @@ async def test_a_third_party_client_works_through_the_recipe(
     front: Front, seeded_user: SeededUser
 ) -> None:
     def talk() -> tuple[Any, Any, Any]:
-        client = front.jmapc(seeded_user)
+        client = _jmapc(front, seeded_user)
         mailboxes = client.request(MailboxGet(ids=None), raise_errors=True, single_response=True)
         emails = client.request(EmailQuery(limit=5), raise_errors=True, single_response=True)
         return client.jmap_session, mailboxes, emails
@@ -235,7 +118,7 @@ async def test_an_event_source_event_passes_the_recipe_at_once(
         session = await _session(http, front)
         url = session["eventSourceUrl"].format(types="*", closeafter="no", ping="0")
         assert url.startswith(f"https://{front.host}/")
-        async with http.get(url, ssl=front.tls, timeout=aiohttp.ClientTimeout(total=60)) as resp:
+        async with http.get(url, ssl=front.tls(), timeout=aiohttp.ClientTimeout(total=60)) as resp:
             assert resp.status == 200, await resp.text()
             events = EventReader(resp)
             first = await events.next(timeout=10)  # the current state, sent on connect
@@ -259,7 +142,7 @@ async def test_a_websocket_answers_and_pushes_through_the_recipe(
         ws_url = session["capabilities"]["urn:ietf:params:jmap:websocket"]["url"]
         assert ws_url.startswith(f"wss://{front.host}/jmap/ws/")
         account = session["primaryAccounts"][MAIL]
-        async with http.ws_connect(ws_url, protocols=("jmap",), ssl=front.tls) as ws:
+        async with http.ws_connect(ws_url, protocols=("jmap",), ssl=front.tls()) as ws:
 
             async def receive() -> dict[str, Any]:
                 got = await ws.receive(timeout=10)
@@ -304,7 +187,7 @@ async def test_an_attachment_sized_upload_passes_the_recipe(
             url,
             data=io.BytesIO(blob),
             headers={"Content-Type": "application/octet-stream"},
-            ssl=front.tls,
+            ssl=front.tls(),
         ) as resp:
             assert resp.status == 201, await resp.text()
             uploaded = await resp.json()
@@ -312,7 +195,7 @@ async def test_an_attachment_sized_upload_passes_the_recipe(
         download = session["downloadUrl"].format(
             accountId=account, blobId=uploaded["blobId"], name="x.bin", type="application/x"
         )
-        async with http.get(download, ssl=front.tls) as resp:
+        async with http.get(download, ssl=front.tls()) as resp:
             assert resp.status == 200
             assert await resp.read() == blob
 
@@ -331,5 +214,5 @@ async def test_plain_http_is_only_a_redirect(front: Front, seeded_user: SeededUs
 async def test_metrics_stay_off_the_public_site(front: Front, seeded_user: SeededUser) -> None:
     async with aiohttp.ClientSession() as http:
         url = f"https://{front.host}/metrics"
-        async with http.get(url, ssl=front.tls) as resp:
+        async with http.get(url, ssl=front.tls()) as resp:
             assert resp.status == 403
