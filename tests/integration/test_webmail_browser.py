@@ -39,6 +39,7 @@ from devservers.samplemail import make_pdf
 from imapjmap.config import ServerConfig
 from imapjmap.http.app import make_app
 from tests.conftest import ImapUser
+from tests.integration.clusterkit import behind_nginx, log_in_on_each
 from tests.integration.conftest import proxy_config
 
 pytestmark = pytest.mark.dovecot
@@ -336,9 +337,20 @@ _REPORT_RUN_LOOP_ERRORS = """() => {
 async def logged_in(
     webmail: str, proxy_url: str, imap_user: ImapUser, tmp_path: Path
 ) -> AsyncIterator[Webmail]:
+    async with browsing(webmail, proxy_url, imap_user, tmp_path) as mail:
+        yield mail  # every test ends with a screenshot, which checks the console
+
+
+@contextlib.asynccontextmanager
+async def browsing(
+    webmail: str, proxy_url: str, user: ImapUser, tmp_path: Path, *, private_ca: bool = False
+) -> AsyncIterator[Webmail]:
+    """The webmail in a new browser, logged in to the proxy at ``proxy_url`` as ``user``
+    once :func:`seed_messages` are in the INBOX (``private_ca``: the proxy's certificate
+    is from a CA the browser does not know)."""
     seeded = seed_messages()
     for message in seeded:
-        await asyncio.to_thread(append, imap_user, "INBOX", message.raw)
+        await asyncio.to_thread(append, user, "INBOX", message.raw)
     shots = tmp_path / "screenshots"
     shots.mkdir()
     console = Console(origins=(webmail.rstrip("/"), proxy_url))
@@ -346,7 +358,9 @@ async def logged_in(
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium_path(), args=args)
         try:
-            context = await browser.new_context(viewport={"width": 1400, "height": 900})
+            context = await browser.new_context(
+                viewport={"width": 1400, "height": 900}, ignore_https_errors=private_ca
+            )
 
             async def offline(route: Any) -> None:
                 await route.abort()  # fonts and avatars: no waiting for the internet
@@ -356,9 +370,9 @@ async def logged_in(
             page.set_default_timeout(STEP_TIMEOUT_MS)
             page.on("console", console.on_console)
             page.on("pageerror", console.on_page_error)
-            mail = Webmail(page, console, imap_user, seeded, shots)
+            mail = Webmail(page, console, user, seeded, shots)
             await log_in(mail, webmail, f"{proxy_url}/.well-known/jmap")
-            yield mail  # every test ends with a screenshot, which checks the console
+            yield mail
         finally:
             # pytest shows this with a failure: what the webmail said before it
             print("browser console:", *console.messages, *console.page_errors, sep="\n  ")
@@ -389,15 +403,19 @@ def has_flag(user: ImapUser, subject: str, flag: str, expected: bool) -> Callabl
     return check
 
 
-async def test_webmail_shows_mailboxes_with_counts_and_the_message_list(
-    logged_in: Webmail,
-) -> None:
-    """Mailbox/get with unread counts (RFC 8621 §2) and Email/query + Email/get in the list."""
-    mail, page = logged_in, logged_in.page
+# --- what a user does, each step checked in the page and over IMAP --------------------------
+
+
+def inbox_source(mail: Webmail) -> Any:
+    return mail.page.locator(".v-MailboxSource").filter(has_text=re.compile(r"^Inbox", re.I))
+
+
+async def shows_mailboxes_and_the_list(mail: Webmail) -> None:
+    page = mail.page
     sources = page.locator(".v-MailboxSource")
-    inbox = sources.filter(has_text=re.compile(r"^Inbox", re.I))
-    await expect(inbox).to_have_count(1)
-    await expect(inbox.locator(".v-MailboxSource-count")).to_have_text(str(len(mail.seeded)))
+    await expect(inbox_source(mail)).to_have_count(1)
+    unread = inbox_source(mail).locator(".v-MailboxSource-count")
+    await expect(unread).to_have_text(str(len(mail.seeded)))
     for name in ("Drafts", "Sent", "Archive", "Junk", "Trash"):
         await expect(sources.filter(has_text=name)).to_have_count(1)
     await expect(page.locator(".v-MailboxTitle-total").first).to_have_text(str(len(mail.seeded)))
@@ -408,12 +426,7 @@ async def test_webmail_shows_mailboxes_with_counts_and_the_message_list(
     await mail.shot("mailboxes-and-list")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_webmail_renders_a_message(logged_in: Webmail, kind: str) -> None:
-    """Email/get with bodyStructure, bodyValues, textBody/htmlBody (RFC 8621 §4.1.4): the
-    webmail walks bodyStructure.subParts, so a multipart message renders only when a
-    multipart part carries them whatever bodyProperties asked for."""
-    mail = logged_in
+async def renders(mail: Webmail, kind: str) -> None:
     message = mail.seeded[KINDS.index(kind)]
     await mail.open(message.subject)
     content = mail.page.locator(".app-content")
@@ -422,11 +435,14 @@ async def test_webmail_renders_a_message(logged_in: Webmail, kind: str) -> None:
     await mail.shot("open-" + re.sub(r"\W+", "-", kind))
 
 
-async def test_webmail_marks_read_and_unread_flags_and_archives(logged_in: Webmail) -> None:
-    """Email/set keywords and mailboxIds from the webmail, each checked over IMAP."""
-    mail, page, user = logged_in, logged_in.page, logged_in.user
+async def marks_flags_and_archives(mail: Webmail) -> None:
+    """On the first seeded message, which is unread in the open INBOX."""
+    page, user = mail.page, mail.user
     plain = mail.seeded[0]
     item = mail.item(plain.subject)
+    unread = inbox_source(mail).locator(".v-MailboxSource-count")
+    unread_before = int(await unread.inner_text())
+    listed_before = await mail.items.count()
 
     # opening an unread message marks it read after a second
     await mail.open(plain.subject)
@@ -440,8 +456,7 @@ async def test_webmail_marks_read_and_unread_flags_and_archives(logged_in: Webma
     await mail.shot("marked-unread")
     await toolbar.get_by_text("Mark as Read").click()
     await expect(item).not_to_have_class(re.compile("is-unread"))
-    inbox = page.locator(".v-MailboxSource").filter(has_text=re.compile(r"^Inbox", re.I))
-    await expect(inbox.locator(".v-MailboxSource-count")).to_have_text(str(len(mail.seeded) - 1))
+    await expect(unread).to_have_text(str(unread_before - 1))
     await imap_eventually(has_flag(user, plain.subject, "\\Seen", True), "\\Seen by Mark as Read")
 
     # the star in the list flags it, and unflags it
@@ -459,7 +474,7 @@ async def test_webmail_marks_read_and_unread_flags_and_archives(logged_in: Webma
     # Archive moves it out of the inbox into the archive mailbox
     await toolbar.get_by_text("Archive").click()
     await expect(item).to_have_count(0)
-    await expect(mail.items).to_have_count(len(mail.seeded) - 1)
+    await expect(mail.items).to_have_count(listed_before - 1)
 
     def archived() -> bool:
         return (
@@ -474,13 +489,8 @@ async def test_webmail_marks_read_and_unread_flags_and_archives(logged_in: Webma
     await mail.shot("archived")
 
 
-async def test_webmail_shows_a_message_appended_over_imap_without_reload(
-    logged_in: Webmail,
-) -> None:
-    """EventSource push (RFC 8620 §7.3) through the browser's native EventSource, which
-    cannot send an Authorization header: a message another client APPENDs appears in the
-    open list."""
-    mail = logged_in
+async def shows_a_message_appended_over_imap(mail: Webmail) -> None:
+    """In the open INBOX, holding only the seeded messages, all unread."""
     await mail.shot("listening")  # the stream opened at login without an error
     pushed = _message("Arrived by push", "Dave Push <dave@example.test>")
     pushed.set_content("Pushed while the list was open.\n")
@@ -491,6 +501,70 @@ async def test_webmail_shows_a_message_appended_over_imap_without_reload(
     # the newest, so at the top once the list's slide-in animation has ended
     await expect(item).to_have_attribute("style", re.compile(r"top: 0px;.*transform: none"))
     await expect(item).to_have_class(re.compile("is-unread"))
-    inbox = mail.page.locator(".v-MailboxSource").filter(has_text=re.compile(r"^Inbox", re.I))
-    await expect(inbox.locator(".v-MailboxSource-count")).to_have_text(str(len(mail.seeded) + 1))
+    unread = inbox_source(mail).locator(".v-MailboxSource-count")
+    await expect(unread).to_have_text(str(len(mail.seeded) + 1))
     await mail.shot("pushed")
+
+
+async def test_webmail_shows_mailboxes_with_counts_and_the_message_list(
+    logged_in: Webmail,
+) -> None:
+    """Mailbox/get with unread counts (RFC 8621 §2) and Email/query + Email/get in the list."""
+    await shows_mailboxes_and_the_list(logged_in)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_webmail_renders_a_message(logged_in: Webmail, kind: str) -> None:
+    """Email/get with bodyStructure, bodyValues, textBody/htmlBody (RFC 8621 §4.1.4): the
+    webmail walks bodyStructure.subParts, so a multipart message renders only when a
+    multipart part carries them whatever bodyProperties asked for."""
+    await renders(logged_in, kind)
+
+
+async def test_webmail_marks_read_and_unread_flags_and_archives(logged_in: Webmail) -> None:
+    """Email/set keywords and mailboxIds from the webmail, each checked over IMAP."""
+    await marks_flags_and_archives(logged_in)
+
+
+async def test_webmail_shows_a_message_appended_over_imap_without_reload(
+    logged_in: Webmail,
+) -> None:
+    """EventSource push (RFC 8620 §7.3) through the browser's native EventSource, which
+    cannot send an Authorization header: a message another client APPENDs appears in the
+    open list."""
+    await shows_a_message_appended_over_imap(logged_in)
+
+
+async def test_webmail_through_two_instances_behind_nginx_on_a_postgresql_cache(
+    webmail: str, imap_user: ImapUser, tmp_path: Path, cluster_url: str
+) -> None:
+    """The same steps against two instances on one PostgreSQL cache behind the nginx
+    recipe (round robin, so consecutive requests land on both): the list, a push through
+    nginx's EventSource (the push URL one instance signed, opened wherever nginx sends it;
+    CORE-PUSH-01), the writes, and each kind of message rendered.
+
+    A push token opens a stream only on an instance that holds the user's login (it
+    carries no password: see imapjmap.http.push_token): the user is first logged in on
+    both, as another of the user's clients would have done; without that, the stream is
+    refused with 401 whenever nginx sends it to the instance that has not seen the login
+    yet, and the browser's EventSource gives up."""
+    api = "POST /jmap/api/ 200"
+    async with behind_nginx(imap_user, tmp_path, cluster_url, cache_on_postgresql=True) as (
+        cluster,
+        front,
+    ):
+        await log_in_on_each(imap_user, cluster)
+        async with browsing(webmail, front.url, imap_user, tmp_path, private_ca=True) as mail:
+            await shows_mailboxes_and_the_list(mail)
+            await shows_a_message_appended_over_imap(mail)
+            await marks_flags_and_archives(mail)
+            await inbox_source(mail).click()
+            for kind in KINDS[1:]:  # the first is archived
+                await renders(mail, kind)
+        served = [it.log().count(api) for it in cluster]
+        assert min(served) >= 5, served  # both instances answered the webmail
+
+        def streamed() -> bool:  # nginx logs a request when it ends: the browser is closed
+            return 'GET /jmap/eventsource/ HTTP/1.1" 200' in front.access_log.read_text()
+
+        await imap_eventually(streamed, "the EventSource in nginx's access log", timeout=5)
