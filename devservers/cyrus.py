@@ -18,6 +18,11 @@ a private directory and runs ``master`` in the foreground on a free 127.0.0.1 po
 * ``conversations: yes`` gives THREADID (RFC 8474) and XCONVERSATIONS;
 * ``idled`` runs as a DAEMON so that IMAP IDLE reports changes at once (without it, Cyrus
   polls every ``imapidlepoll`` seconds);
+* ``timsieved`` serves ManageSieve and ``lmtpd`` runs the active Sieve script at delivery;
+  what Sieve sends (vacation replies, redirects) goes to the SMTP server given to
+  :meth:`CyrusServer.start`, if any.  Cyrus's vacation answers only mail to the user's
+  address, which it takes to be ``userid@internal`` (``defaultdomain``), or to one of the
+  script's ``:addresses``;
 * Cyrus logs only to syslog; the master's own stderr is kept in ``master.stderr``.
 
 Running as root, every Cyrus process runs as ``nobody`` (``cyrus_user``) and the instance's
@@ -344,7 +349,7 @@ class CyrusServer:
     capabilities: tuple[str, ...] = ()  # post-login CAPABILITY as advertised after start
     sieve_port: int = 0  # ManageSieve (timsieved)
     lmtp_port: int = 0  # LMTP delivery (lmtpd), which runs the user's active Sieve script
-    sendmail: str | None = None  # what Sieve's vacation and redirect send with
+    smtp: tuple[str, int] | None = None  # the SMTP server Sieve's replies go to
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _users: set[str] = field(default_factory=set, repr=False)
@@ -354,13 +359,15 @@ class CyrusServer:
 
     @classmethod
     def start(
-        cls, root: Path, *, prefix: Path | None = None, sendmail: str | None = None
+        cls, root: Path, *, prefix: Path | None = None, smtp: tuple[str, int] | None = None
     ) -> CyrusServer:
         """Start a Cyrus whose config, databases and mail all live under ``root``.
 
         Calls :func:`ensure_cyrus_available` first (a no-op once everything is there).
         ManageSieve (timsieved) listens on :attr:`sieve_port` and LMTP (lmtpd) on
-        :attr:`lmtp_port`; ``sendmail`` is the program Sieve sends replies with (a path).
+        :attr:`lmtp_port`; ``smtp`` (host, port) is the server the vacation replies and
+        redirects of Sieve are sent to, without AUTH (``smtp_backend: host``).  Without it
+        Cyrus would run ``sendmail -bs``, its default, and speak SMTP to that program.
         """
         prefix = ensure_cyrus_available(prefix)
         root = Path(root).resolve()
@@ -369,7 +376,7 @@ class CyrusServer:
         if len(str(root / "conf" / "socket" / "idle.4194304")) > _MAX_SOCKET_PATH:
             raise ValueError(f"{root}: too long for the IDLE sockets Cyrus makes in it")
         root.mkdir(parents=True, exist_ok=True)
-        server = cls(host="127.0.0.1", port=0, root=root, prefix=prefix, sendmail=sendmail)
+        server = cls(host="127.0.0.1", port=0, root=root, prefix=prefix, smtp=smtp)
         server._prepare()
         last_error: CyrusError | None = None
         for _ in range(_PORT_ATTEMPTS):
@@ -661,8 +668,16 @@ autocreate_subscribe_folders: {folders}
 # THREADID (RFC 8474) needs the conversations database.
 conversations: yes
 conversations_db: twoskip
-{f"sendmail: {server.sendmail}" if server.sendmail else ""}
+{_render_smtp(server.smtp)}
 """
+
+
+def _render_smtp(smtp: tuple[str, int] | None) -> str:
+    """Where Sieve sends (vacation, redirect): Cyrus's own SMTP client to ``smtp``."""
+    if smtp is None:
+        return ""
+    host, port = smtp
+    return f"smtp_backend: host\nsmtp_host: {host}:{port}/noauth"
 
 
 def _render_cyrus_conf(server: CyrusServer) -> str:

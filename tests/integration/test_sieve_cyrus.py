@@ -3,16 +3,29 @@
 The requirement ids are those of test_sieve_scripts (SIEVE-*) and test_vacation (VAC-*).
 Cyrus is the second server behind the same code: its ManageSieve speaks the same protocol
 with other words (its own extensions, its own error texts), and its lmtpd runs the script.
-Whether Cyrus sends the vacation reply is not checked here (its vacation decides from
-addresses of its own configuration); Dovecot's test answers real mail.
+
+The vacation answers real mail here as on Dovecot: this module's Cyrus sends what Sieve
+sends to an SMTP sink of its own (``smtp_backend: host``), and the reply is read there.
+Two things make Cyrus 3.6 answer, both checked on this very package:
+
+* its idea of the user's address is ``userid@defaultdomain`` (``internal`` unless
+  configured; a Sieve ``envelope "to"`` test reads ``user@internal`` whatever the LMTP
+  RCPT TO said), and its vacation answers only mail whose To/Cc/Bcc holds that address or
+  one of the script's ``:addresses``: the proxy names the account's identities there;
+* it sends through ``smtp_backend``: ``sendmail`` (the default) runs the ``sendmail``
+  program with ``-bs`` and speaks SMTP to it on its standard input, so that program must
+  be a real MTA's sendmail; ``host`` connects to ``smtp_host``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
+import shutil
 import smtplib
-from collections.abc import AsyncIterator
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +33,38 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
-from imapjmap.config import SieveConfig
+from devservers.smtp import ReceivedMessage, SmtpSink
+from imapjmap.config import SieveConfig, SubmissionConfig
 from imapjmap.http.app import make_app
 from imapjmap.managesieve.client import Endpoint, ManageSieveClient
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
 from tests.integration.sievekit import FILTER
 
+pytestmark = pytest.mark.cyrus
+
 SIEVE = "urn:ietf:params:jmap:sieve"
 VACATION = "urn:ietf:params:jmap:vacationresponse"
 USING = [CORE, MAIL, SIEVE, VACATION]
+DOMAIN = "example.org"  # the proxy's submission.default_domain: user@DOMAIN is an identity
+
+
+@dataclasses.dataclass(frozen=True)
+class SieveCyrus:
+    server: CyrusServer
+    outbox: SmtpSink  # where Cyrus sends what Sieve sends
+
+
+@pytest.fixture(scope="module")
+def sieve_cyrus() -> Iterator[SieveCyrus]:
+    """A Cyrus of this module's own, whose Sieve replies go to an SMTP sink."""
+    outbox = SmtpSink.start()
+    root = Path(tempfile.mkdtemp(prefix="imapjmap-cyrus-sieve-"))
+    try:
+        with CyrusServer.start(root, smtp=(outbox.host, outbox.port)) as server:
+            yield SieveCyrus(server, outbox)
+    finally:
+        outbox.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +74,34 @@ class CyrusUser:
     host: str
     port: int
     server: CyrusServer
+    outbox: SmtpSink
+
+    @property
+    def address(self) -> str:
+        return f"{self.username}@{DOMAIN}"
+
+    def deliver(self, sender: str, subject: str, to: str | None = None) -> None:
+        """One message over LMTP (RCPT TO the bare userid), which runs the active script."""
+        raw = (
+            f"From: {sender}\r\nTo: {to or self.address}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{secrets.token_hex(8)}@{DOMAIN}>\r\n\r\nHello.\r\n"
+        ).encode()
+        with smtplib.LMTP(self.host, self.server.lmtp_port, timeout=30) as lmtp:
+            lmtp.sendmail(sender, [self.username], raw)
+
+    def replies_to(self, sender: str, wait: float = 0.0) -> list[ReceivedMessage]:
+        """What the server sent to ``sender`` (after ``wait`` seconds)."""
+        time.sleep(wait)
+        return [m for m in self.outbox.messages if sender in m.rcpt_tos]
+
+    def wait_for_reply(self, sender: str) -> ReceivedMessage:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = self.replies_to(sender)
+            if found:
+                return found[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no vacation reply to {sender}")
 
     async def other_client(self) -> ManageSieveClient:
         endpoint = Endpoint(self.host, self.server.sieve_port, "none")
@@ -52,17 +116,22 @@ class CyrusUser:
 
 
 @pytest.fixture
-def cyrus_user(cyrus: CyrusServer) -> CyrusUser:
+def cyrus_user(sieve_cyrus: SieveCyrus) -> CyrusUser:
+    cyrus = sieve_cyrus.server
     username, password = f"sieve-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
     cyrus.add_user(username, password)
     cyrus.connect(username, password).logout()  # its mailboxes exist from the first login
-    return CyrusUser(username, password, cyrus.host, cyrus.port, cyrus)
+    return CyrusUser(username, password, cyrus.host, cyrus.port, cyrus, sieve_cyrus.outbox)
 
 
 @pytest.fixture
 async def cyrus_jmap(cyrus_user: CyrusUser, tmp_path: Path) -> AsyncIterator[Jmap]:
     cfg = proxy_config(cyrus_user, tmp_path)
-    cfg = dataclasses.replace(cfg, sieve=SieveConfig(port=cyrus_user.server.sieve_port))
+    cfg = dataclasses.replace(
+        cfg,
+        sieve=SieveConfig(port=cyrus_user.server.sieve_port),
+        submission=SubmissionConfig(default_domain=DOMAIN),
+    )
     async with TestClient(TestServer(make_app(cfg))) as http:
         client = Jmap(http, cyrus_user.username, cyrus_user.password)
         await client.session()
@@ -108,9 +177,7 @@ async def test_a_filter_made_through_jmap_files_delivered_mail_sieve_05(
         },
     )
     assert response["updated"] == {response["created"]["f"]["id"]: {"isActive": True}}
-    raw = b"From: bob@example.org\r\nSubject: an invoice\r\nMessage-ID: <c1@x>\r\n\r\nPay.\r\n"
-    with smtplib.LMTP(cyrus_user.host, cyrus_user.server.lmtp_port, timeout=30) as lmtp:
-        lmtp.sendmail("bob@example.org", [cyrus_user.username], raw)
+    cyrus_user.deliver("bob@example.org", "an invoice")
     with cyrus_user.server.connect(cyrus_user.username, cyrus_user.password) as imap:
         assert imap.select("Bills", readonly=True) == ("OK", [b"1"])
 
@@ -147,3 +214,63 @@ async def test_vacation_beside_another_clients_script_vac_07(
     await ok(cyrus_jmap, "VacationResponse/set", {"update": {"singleton": off}})
     scripts = await cyrus_user.scripts()
     assert scripts["mine"] == (True, FILTER)
+
+
+async def vacation_set(jmap: Jmap, **props: Any) -> None:
+    response = await ok(jmap, "VacationResponse/set", {"update": {"singleton": props}})
+    assert response["updated"] == {"singleton": None}, response
+
+
+async def test_cyrus_answers_once_per_sender_vac_04(
+    cyrus_jmap: Jmap, cyrus_user: CyrusUser
+) -> None:
+    await vacation_set(cyrus_jmap, isEnabled=True, subject="Away", textBody="Back on Monday.")
+    sender = f"bob-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(sender, "hello")
+    reply = cyrus_user.wait_for_reply(sender)
+    assert reply.mail_from == "<>"  # a null reverse-path (RFC 5230 §5.2)
+    parsed = reply.parsed()
+    assert parsed["Subject"] == "Away" and parsed["To"].addresses[0].addr_spec == sender
+    # from the address the message was sent to: the identity the script names
+    assert parsed["From"].addresses[0].addr_spec == cyrus_user.address
+    assert parsed["Auto-Submitted"].startswith("auto-replied")
+    assert "Back on Monday." in parsed.get_content()
+    cyrus_user.deliver(sender, "hello again")
+    assert len(cyrus_user.replies_to(sender, wait=1.0)) == 1  # not twice within :days
+    other = f"carol-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(other, "hi")
+    cyrus_user.wait_for_reply(other)  # every sender hears once
+
+
+async def test_cyrus_answers_mail_to_the_identities_only_vac_04(
+    cyrus_jmap: Jmap, cyrus_user: CyrusUser
+) -> None:
+    """RFC 5230 §4.5: no reply to mail that names none of the user's addresses (a list, a
+    Bcc), and none to an automatic message (RFC 3834)."""
+    await vacation_set(cyrus_jmap, isEnabled=True, textBody="away")
+    sender = f"dan-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(sender, "to a list", to=f"list@{DOMAIN}")
+    auto = f"eve-{secrets.token_hex(4)}@example.net"
+    raw = (
+        f"From: {auto}\r\nTo: {cyrus_user.address}\r\nSubject: receipt\r\n"
+        "Auto-Submitted: auto-generated\r\n\r\nDone.\r\n"
+    ).encode()
+    with smtplib.LMTP(cyrus_user.host, cyrus_user.server.lmtp_port, timeout=30) as lmtp:
+        lmtp.sendmail(auto, [cyrus_user.username], raw)
+    time.sleep(1.0)
+    assert cyrus_user.replies_to(sender) == [] and cyrus_user.replies_to(auto) == []
+    cyrus_user.deliver(sender, "to you")  # the same sender, writing to the user: answered
+    cyrus_user.wait_for_reply(sender)
+
+
+async def test_cyrus_no_reply_once_disabled_vac_05(cyrus_jmap: Jmap, cyrus_user: CyrusUser) -> None:
+    await vacation_set(cyrus_jmap, isEnabled=True, subject="Away", textBody="away")
+    before = f"frank-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(before, "are you there")
+    cyrus_user.wait_for_reply(before)
+    await vacation_set(cyrus_jmap, isEnabled=False)
+    sender = f"gina-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(sender, "are you there")
+    assert cyrus_user.replies_to(sender, wait=1.0) == []
+    scripts = await cyrus_user.scripts()
+    assert [name for name, (active, _) in scripts.items() if active] == []

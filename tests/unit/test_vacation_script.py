@@ -54,6 +54,22 @@ def test_an_enabled_vacation_without_dates() -> None:
     assert body == 'require ["vacation"];\r\nvacation :days 7 text:\r\nGone.\r\n.\r\n;\r\n'
 
 
+@pytest.mark.parametrize(
+    ("addresses", "argument"),
+    [
+        ((), ""),
+        (("bob@example.org",), ' :addresses ["bob@example.org"]'),
+        (("a@x.org", 'b"q"@x.org'), ' :addresses ["a@x.org", "b\\"q\\"@x.org"]'),
+    ],
+)
+def test_the_users_addresses_go_in_addresses(addresses: tuple[str, ...], argument: str) -> None:
+    """RFC 5230 §4.5: the server answers mail to one of these (and to its own idea of the
+    user's address)."""
+    script = vs.vacation_script(vs.Vacation(isEnabled=True, textBody="x"), ALL, addresses)
+    assert f"vacation :days 7{argument} text:\r\n" in script
+    assert vs.parse_vacation(script.encode()) == vs.Vacation(isEnabled=True, textBody="x")
+
+
 def test_dates_become_utc_currentdate_bounds() -> None:
     vacation = vs.Vacation(
         isEnabled=True, fromDate="2030-01-02T03:04:05Z", toDate="2030-02-01T00:00:00Z"

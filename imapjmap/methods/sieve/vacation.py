@@ -10,6 +10,9 @@ Rule 2: another client's script is never overwritten or switched off.  With one 
 Rule 3: ``isEnabled`` says whether the server runs the vacation script now: when another
         client activated a script of its own since, vacation is off, and /get says so.
 Rule 4: the state is a digest of what /get shows, so it changes exactly when that does.
+Rule 5: the script answers mail sent to any of the account's identities (``:addresses``):
+        the server's own idea of the user's address may be one nobody writes to.  The
+        addresses are those of when the VacationResponse was last set.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from imapjmap.jmap.patch import apply_patch
 from imapjmap.jmap.wire import JsonObject, parse_utc_date
 from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
+from imapjmap.methods.identity import live_identities
 from imapjmap.methods.sieve import vacation_script as vs
 from imapjmap.upstream.api import SieveScripts
 
@@ -122,10 +126,21 @@ async def _arrange(sieve: SieveScripts, enabled: bool) -> None:
         await sieve.activate(vs.MAIN_SCRIPT)
 
 
-async def _update(sieve: SieveScripts, current: vs.Vacation, patch: JsonObject) -> None:
+async def own_addresses(ctx: MethodContext) -> list[str]:
+    """The addresses of the account's identities (Rule 5); a ``*@domain`` one names none."""
+    found: dict[str, str] = {}
+    for row in await live_identities(ctx):
+        if not row.email.startswith("*@"):
+            found.setdefault(row.email.casefold(), row.email)
+    return list(found.values())
+
+
+async def _update(
+    sieve: SieveScripts, current: vs.Vacation, patch: JsonObject, addresses: list[str]
+) -> None:
     new = _validated(apply_patch(current.to_json(), patch))
     try:
-        script = vs.vacation_script(new, sieve.server.extensions)
+        script = vs.vacation_script(new, sieve.server.extensions, addresses)
     except ValueError as exc:
         raise invalid_properties(
             str(exc), *(p for p in ("fromDate", "toDate") if p in patch)
@@ -142,6 +157,7 @@ async def _update(sieve: SieveScripts, current: vs.Vacation, patch: JsonObject) 
 
 async def vacation_response_set(ctx: MethodContext, call: Call) -> JsonObject:
     args = SetArgs.parse(call.args, max_objects=ctx.cfg.limits.max_objects_in_set)
+    addresses = await own_addresses(ctx) if args.update else []
     async with ctx.upstream.sieve(ctx.sieve) as sieve:
         current = await read_vacation(sieve)
         old_state = _state(current)
@@ -156,7 +172,7 @@ async def vacation_response_set(ctx: MethodContext, call: Call) -> JsonObject:
             try:
                 if object_id != SINGLETON:
                     raise SetError(SetErrorType.NOT_FOUND)
-                await _update(sieve, current, patch)
+                await _update(sieve, current, patch, addresses)
             except SetError as exc:
                 not_updated[object_id] = exc.to_json()
             else:

@@ -8,6 +8,11 @@ answers each sender at most once in :data:`DAYS` days, guarded by ``currentdate`
 VacationResponse itself rides in the script's first line, a comment, so /get reads back
 exactly what /set wrote.
 
+The script names the account's own addresses with ``:addresses`` (RFC 5230 §4.5): a server
+answers only mail whose To or Cc holds one of the user's addresses, and what it knows of
+them by itself may be nothing a sender writes (Cyrus takes ``userid@defaultdomain``, where
+``defaultdomain`` is ``internal`` unless configured).
+
 When the user's other client has a script active, the vacation script cannot simply be
 activated: that would switch their filters off.  :data:`MAIN_SCRIPT` is made active
 instead; it ``include``s (RFC 6609) the vacation script and then the user's script, and
@@ -22,6 +27,7 @@ import email.policy
 import html
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 from typing import Final
@@ -87,8 +93,11 @@ def _mime_body(vacation: Vacation) -> str:
     return message.as_string()
 
 
-def vacation_script(vacation: Vacation, extensions: frozenset[str]) -> str:
-    """The Sieve script that answers as ``vacation`` says (nothing when not enabled).
+def vacation_script(
+    vacation: Vacation, extensions: frozenset[str], addresses: Sequence[str] = ()
+) -> str:
+    """The Sieve script that answers as ``vacation`` says (nothing when not enabled), to mail
+    sent to the server's idea of the user or to one of ``addresses``.
 
     Raises:
         ValueError: dates are set but the server has no ``date`` and ``relational``.
@@ -101,6 +110,8 @@ def vacation_script(vacation: Vacation, extensions: frozenset[str]) -> str:
         raise ValueError("the Sieve server cannot test dates (no date and relational)")
     require = ["vacation", *(["date", "relational"] if dated else [])]
     action = f"vacation :days {DAYS}"
+    if addresses:
+        action += " :addresses [" + ", ".join(quoted(a) for a in addresses) + "]"
     if vacation.subject is not None:
         action += " :subject " + quoted(vacation.subject)
     if vacation.htmlBody is not None:
