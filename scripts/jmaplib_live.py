@@ -14,7 +14,11 @@ jmaplib (PyPI, AGPL-3.0-only) ships a live suite in its source distribution,
    checkout's ``.venv`` when run by ``scripts/jmaplib-live``), when they are missing;
 3. starts a throw-away Dovecot with two users, an SMTP sink that delivers what it accepts
    for either user into that user's INBOX over Dovecot's LMTP, and the proxy
-   (``imapjmap serve --config <generated toml>``) on a free loopback port;
+   (``imapjmap serve --config <generated toml>``) on a free loopback port; with
+   ``JMAPLIB_LIVE_INSTANCES=2``, two proxies on one throw-away PostgreSQL cache instead,
+   behind the nginx recipe (``deploy/nginx/imapjmap.conf``, both in its ``upstream``
+   block: round robin, so the suite's consecutive requests alternate instances) over
+   https with a private CA the suite is told of (``JMAP_TEST_CA``);
 4. runs ``python -m pytest tests/integration -m integration -p no:cacheprovider`` in the
    unpacked sdist (its own rootdir and pytest config; ``-m integration`` because that config
    deselects the marker by default), with the ``JMAP_TEST_*`` variables set;
@@ -49,9 +53,12 @@ from pathlib import Path
 from types import FrameType
 
 from devservers.dovecot import DovecotError, DovecotServer, ensure_dovecot_installed
+from devservers.nginx import NginxError, recipe_front
+from devservers.postgres import PostgresError, PostgresServer
 from devservers.samplemail import generate, seed_maildir
 from devservers.smtp import SmtpSink
 from imapjmap.config import (
+    AuthConfig,
     CacheConfig,
     Config,
     ImapConfig,
@@ -90,6 +97,7 @@ DOMAIN = "example.com"
 USERS = ("alice", "bob")
 SAMPLE_MESSAGES = 40  # a realistic mailbox for the first user (never in Drafts, see _seed)
 SUITE_TIMEOUT = float(os.environ.get("JMAPLIB_LIVE_TIMEOUT", "1800"))
+INSTANCES_ENV = "JMAPLIB_LIVE_INSTANCES"  # 1 (default), or 2: behind nginx, round robin
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 NO_TESTS = 5  # pytest's "no tests collected"
@@ -266,19 +274,23 @@ def _seed(dovecot: DovecotServer, login: str) -> None:
 
 
 @contextlib.contextmanager
-def proxy_process(config: Config, workdir: Path) -> Iterator[str]:
-    """``imapjmap serve`` with ``config`` (its listen port chosen here); yields the base URL."""
-    log_path = workdir / "proxy.log"
+def proxy_process(
+    config: Config, workdir: Path, name: str = "proxy", public_url: str | None = None
+) -> Iterator[str]:
+    """``imapjmap serve`` with ``config`` (its listen port chosen here, its ``base_url``
+    ``public_url`` when it is behind a balancer); yields the URL it listens on."""
+    log_path = workdir / f"{name}.log"
     for _ in range(5):
         port = _free_port()
         listen = f"127.0.0.1:{port}"
         base_url = f"http://{listen}"
-        config_path = workdir / "imapjmap.toml"
+        config_path = workdir / f"{name}.toml"
         cfg = Config(
             imap=config.imap,
-            server=ServerConfig(listen=listen, base_url=base_url, log_level="info"),
+            server=ServerConfig(listen=listen, base_url=public_url or base_url, log_level="info"),
             smtp=config.smtp,
             cache=config.cache,
+            auth=config.auth,
         )
         config_path.write_text("# Written by scripts/jmaplib-live.\n" + to_toml(cfg))
         log_file = log_path.open("ab")
@@ -338,9 +350,53 @@ def _tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class Served:
+    session_url: str
+    accounts: list[Account]
+    ca_file: str | None = None  # the private CA of an https front
+    logs: tuple[Path, ...] = ()  # the proxies'
+
+
+def instance_count() -> int:
+    value = os.environ.get(INSTANCES_ENV, "1").strip() or "1"
+    if value not in ("1", "2"):
+        raise LiveError(f"{INSTANCES_ENV}={value!r}: 1 or 2")
+    return int(value)
+
+
+def start_proxies(
+    stack: contextlib.ExitStack, config: Config, workdir: Path, count: int
+) -> tuple[str, str | None, tuple[Path, ...]]:
+    """One proxy, or ``count`` on one PostgreSQL cache behind the nginx recipe; returns
+    (base URL, CA file or None, the proxies' logs); ``stack`` stops them."""
+    if count == 1:
+        return stack.enter_context(proxy_process(config, workdir)), None, (workdir / "proxy.log",)
+    (workdir / "postgres").mkdir()
+    postgres = PostgresServer.start(workdir / "postgres")
+    stack.callback(postgres.stop)
+    key_file = workdir / "push-token.key"
+    key_file.write_bytes(secrets.token_bytes(32))
+    shared = Config(
+        imap=config.imap,
+        smtp=config.smtp,
+        cache=CacheConfig(url=postgres.create_database("imapjmap")),
+        auth=AuthConfig(push_token_key_file=str(key_file)),
+    )
+    https_port = _free_port()
+    public = f"https://127.0.0.1:{https_port}"
+    names = [f"proxy-{'ab'[n]}" for n in range(count)]
+    urls = [stack.enter_context(proxy_process(shared, workdir, name, public)) for name in names]
+    ports = [int(url.rsplit(":", 1)[1]) for url in urls]
+    front = stack.enter_context(recipe_front(workdir / "front", ports, https_port))
+    say(f"{count} proxies ({', '.join(urls)}) on PostgreSQL behind nginx {front.url}")
+    return front.url, front.ca_file, tuple(workdir / f"{name}.log" for name in names)
+
+
 @contextlib.contextmanager
-def servers(workdir: Path) -> Iterator[tuple[str, list[Account]]]:
-    """Dovecot with the two users, the SMTP sink and the proxy; yields (session URL, users)."""
+def servers(workdir: Path, count: int = 1) -> Iterator[Served]:
+    """Dovecot with the two users, the SMTP sink and the proxy (or ``count`` proxies
+    behind nginx); yields the session URL and the users."""
     with contextlib.ExitStack() as stack:
         ensure_dovecot_installed()
         dovecot = DovecotServer.start(workdir / "dovecot")
@@ -363,17 +419,18 @@ def servers(workdir: Path) -> Iterator[tuple[str, list[Account]]]:
             smtp=SmtpConfig(host=sink.host, port=sink.port, security="none", auth="user"),
             cache=CacheConfig(path=str(workdir / "cache.sqlite3")),
         )
-        base_url = stack.enter_context(proxy_process(config, workdir))
+        base_url, ca_file, logs = start_proxies(stack, config, workdir, count)
         say(
             f"Dovecot {dovecot.host}:{dovecot.port} (LMTP {dovecot.lmtp_port}), "
             f"SMTP sink {sink.host}:{sink.port}, proxy {base_url}"
         )
         try:
-            yield f"{base_url}/.well-known/jmap", accounts
+            yield Served(f"{base_url}/.well-known/jmap", accounts, ca_file, logs)
         finally:
             problems = [
-                line
-                for line in _tail(workdir / "proxy.log", 10_000).splitlines()
+                f"{log.stem}: {line}" if len(logs) > 1 else line
+                for log in logs
+                for line in _tail(log, 10_000).splitlines()
                 if " WARNING " in line or " ERROR " in line or " CRITICAL " in line
             ]
             if problems:
@@ -411,23 +468,19 @@ def _counts(report: Path) -> tuple[int, int, int, int]:
     return (totals[0], totals[1], totals[2], totals[3])
 
 
-def run_suite(
-    root: Path,
-    session_url: str,
-    accounts: Sequence[Account],
-    pytest_args: Sequence[str],
-    workdir: Path,
-) -> Outcome:
-    alice, bob = accounts
+def run_suite(root: Path, served: Served, pytest_args: Sequence[str], workdir: Path) -> Outcome:
+    alice, bob = served.accounts
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JMAP_TEST_", "PYTEST_"))}
     env.update(
-        JMAP_TEST_URL=session_url,
+        JMAP_TEST_URL=served.session_url,
         JMAP_TEST_USER=alice.login,
         JMAP_TEST_PASS=alice.password,
         JMAP_TEST_USER2=bob.login,
         JMAP_TEST_PASS2=bob.password,
         PYTHONDONTWRITEBYTECODE="1",
     )
+    if served.ca_file is not None:
+        env["JMAP_TEST_CA"] = served.ca_file
     # httpx honours *_PROXY variables: the loopback proxy must be reached directly.
     no_proxy = ",".join(filter(None, [env.get("NO_PROXY", ""), "127.0.0.1", "localhost"]))
     env["NO_PROXY"] = env["no_proxy"] = no_proxy
@@ -482,9 +535,18 @@ def main(argv: Sequence[str]) -> int:
             sdist = fetch_sdist()
             root = unpack(sdist, workdir / "sdist")
             ensure_installed(sdist, root)
-            with servers(workdir / "servers") as (session_url, accounts):
-                outcome = run_suite(root, session_url, accounts, argv, workdir)
-    except (LiveError, DovecotError) as error:
+            count = instance_count()
+            with servers(workdir / "servers", count) as served:
+                outcome = run_suite(root, served, argv, workdir)
+                if count > 1:
+                    served_by = [
+                        log.read_text(errors="replace").count("POST /jmap/api/")
+                        for log in served.logs
+                    ]
+                    say(f"API requests per proxy: {served_by}")
+                    if min(served_by) == 0:
+                        raise LiveError("a proxy behind nginx answered no API request")
+    except (LiveError, DovecotError, PostgresError, NginxError) as error:
         say(f"error: {error}")
         return 1
     summary = (
