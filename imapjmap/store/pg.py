@@ -37,6 +37,12 @@ Rule 5: a read's budget (``store.db`` Rule 6) is the reader connections'
 Rule 6: the password never appears in a log or an error: it comes from the environment
         (libpq's ``PGPASSWORD``, ``PGPASSFILE``) or a file, and :func:`redact` strips one
         given in the URL from every name this module prints.
+Rule 7: the writer keeps the planner's statistics up with what it inserts: once it has
+        inserted as many rows into a table as the table held at its last ``ANALYZE``
+        (at least ``_ANALYZE_MIN``), it analyzes that table after the commit.  A first
+        sync fills empty tables faster than autovacuum looks at them, and the plans made
+        for an empty table (nested loops over sequential scans) made each mailbox count
+        of a first sync of 10,000 messages take over 5 s instead of 60 ms.
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ _ALL_ACCOUNTS: Final = 0
 # operator intervention (cancel, shutdown), 58 system error (I/O), 55P03 lock not available.
 _TRANSIENT_CLASSES: Final = ("08", "40", "53", "57", "58")
 _TRANSIENT_STATES: Final = frozenset({"55P03", "25006"})  # 25006: a write in a read, as SQLite
+# Rule 7: rows a table is given before its first ANALYZE of this connection.
+_ANALYZE_MIN: Final = 1000
 
 
 def is_postgresql(target: str) -> bool:
@@ -169,6 +177,16 @@ _DDL_TYPES: Final = (
 )
 
 
+_INSERT_INTO: Final = re.compile(r"^\s*INSERT (?:OR \w+ )?INTO (\w+)")
+
+
+@functools.lru_cache(maxsize=1024)
+def inserted_table(sql: str) -> str | None:
+    """The table an ``INSERT`` statement (of SQLite's SQL) writes to, else None (Rule 7)."""
+    found = _INSERT_INTO.match(sql)
+    return None if found is None else found[1]
+
+
 def translate_ddl(statement: str) -> str:
     """One migration statement of SQLite's in PostgreSQL's (Rule 2)."""
     for pattern, replacement in _DDL_TYPES:
@@ -210,9 +228,13 @@ class PgTx(Tx):
     def _cursor(self, sql: str, params: Params) -> Any:  # a psycopg cursor, read the same way
         self.check()
         try:
-            return self._pg.run(translate(sql), _without_nul(params))
+            cursor = self._pg.run(translate(sql), _without_nul(params))
         except psycopg.Error as exc:
             raise self._pg.failed(exc, _head(sql), self._job) from exc
+        table = inserted_table(sql)
+        if table is not None:
+            self._pg.inserted(table, cursor.rowcount)
+        return cursor
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         self.check()
@@ -222,6 +244,9 @@ class PgTx(Tx):
             cursor.executemany(translate(sql), [_without_nul(row) for row in rows])
         except psycopg.Error as exc:
             raise self._pg.failed(exc, _head(sql), self._job) from exc
+        table = inserted_table(sql)
+        if table is not None:
+            self._pg.inserted(table, cursor.rowcount)
         return cursor.rowcount
 
 
@@ -252,6 +277,11 @@ class PgConnection:
         self._deferred: str | None = None  # its BEGIN, until the first statement carries it
         self._client_cursor: psycopg.ClientCursor[Any] | None = None
         self._pending = False  # a read's COMMIT was sent and its answer not read yet
+        # Rule 7: table -> rows inserted since its last ANALYZE (committed, and in the
+        # transaction open), and the rows it held then
+        self._inserted: dict[str, int] = {}
+        self._inserting: dict[str, int] = {}
+        self._analyzed: dict[str, int] = {}
 
     def open(self) -> None:
         """Connect now (worker thread); CacheUnavailable when the server cannot be reached."""
@@ -296,9 +326,15 @@ class PgConnection:
             return job.error()
         return _translate_error(exc, what)
 
+    def inserted(self, table: str, rows: int) -> None:
+        """Count rows a statement of the transaction open inserted (Rule 7)."""
+        if rows > 0:
+            self._inserting[table] = self._inserting.get(table, 0) + rows
+
     def begin(self, job: _Job | None, *, write: bool) -> Tx:
         self._drain()
         self._connected()
+        self._inserting.clear()
         self._reading = not write
         tx = PgTx(self, job)
         if not write:
@@ -363,6 +399,29 @@ class PgConnection:
             self.cursor().execute("COMMIT")
         except psycopg.Error as exc:
             raise _translate_error(exc, "COMMIT") from exc
+        self._analyze_grown()
+
+    def _analyze_grown(self) -> None:
+        """ANALYZE the tables that grew by as much as they held (Rule 7), after a commit.
+        A failure (a lock timeout behind autovacuum's own) only postpones it."""
+        for table, rows in self._inserting.items():
+            self._inserted[table] = self._inserted.get(table, 0) + rows
+        self._inserting.clear()
+        for table, rows in list(self._inserted.items()):
+            if rows < max(_ANALYZE_MIN, self._analyzed.get(table, 0)):
+                continue
+            try:
+                cursor = self.cursor().execute(
+                    f"ANALYZE {table}; SELECT reltuples::bigint FROM pg_class"
+                    f" WHERE oid = '{table}'::regclass"
+                )
+                cursor.nextset()
+                row = cursor.fetchone()
+            except psycopg.Error as exc:
+                log.debug("cache %s: ANALYZE %s failed: %s", self.name, table, _first_line(exc))
+                return
+            self._inserted[table] = 0
+            self._analyzed[table] = max(int(row[0]) if row else 0, rows)
 
     def _drain(self) -> None:
         """Read the answer to a read's COMMIT (:meth:`commit`); a connection that fails

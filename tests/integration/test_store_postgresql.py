@@ -137,6 +137,37 @@ async def test_a_nul_character_in_a_header_is_stored_as_a_replacement(fresh: str
         await store.aclose()
 
 
+async def test_a_table_grown_by_a_write_is_analyzed_after_it(fresh: str) -> None:
+    """store.pg Rule 7: a first sync fills empty tables faster than autovacuum looks at
+    them; the planner's statistics must follow (reltuples is -1 until an ANALYZE), or the
+    mailbox counts run as nested loops over sequential scans (seconds each)."""
+    store = await Store.open(fresh, readers=1)
+
+    def fill(count: int, start: int) -> Any:
+        def write(tx: Tx) -> None:
+            q.ensure_account(tx, A, "alice")
+            tx.executemany(
+                "INSERT INTO kv (account_id, key, value) VALUES (?, ?, ?)",
+                [(A, f"k{n}", "v") for n in range(start, start + count)],
+            )
+            tx.execute(
+                "INSERT OR REPLACE INTO kv (account_id, key, value) VALUES (?, 'x', 'y')", (A,)
+            )
+
+        return write
+
+    def reltuples(tx: Tx) -> float:
+        return float(tx.scalar("SELECT reltuples FROM pg_class WHERE oid = 'kv'::regclass"))
+
+    try:
+        await store.run(fill(10, 0), account=A)  # below the threshold: no ANALYZE yet
+        assert await store.read(reltuples) == -1
+        await store.run(fill(1_500, 10), account=A)
+        assert await store.read(reltuples) == 1_511
+    finally:
+        await store.aclose()
+
+
 async def test_text_sorts_in_sqlite_byte_order(fresh: str) -> None:
     """The "C" collation: ORDER BY on text is the code point order SQLite uses, whatever the
     database's locale (a locale order would put "a" before "B")."""
