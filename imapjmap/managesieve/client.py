@@ -83,6 +83,11 @@ class ManageSieveClient:
         """CHECKSCRIPT exists from protocol version 1.0 on (RFC 5804 §2.12)."""
         return "VERSION" in self.capabilities
 
+    @property
+    def renames_scripts(self) -> bool:
+        """So does RENAMESCRIPT (RFC 5804 §2.11.1)."""
+        return "VERSION" in self.capabilities
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     @classmethod

@@ -19,7 +19,7 @@ from typing import Final
 
 from imapjmap.config import SieveConfig
 from imapjmap.credentials import BearerToken
-from imapjmap.errors import AuthenticationFailed, UpstreamUnavailable
+from imapjmap.errors import AuthenticationFailed, SieveCommandFailed, UpstreamUnavailable
 from imapjmap.imap.pool import ImapPool
 from imapjmap.managesieve.client import Endpoint, ManageSieveClient
 from imapjmap.upstream.sieve import SieveServer
@@ -93,7 +93,18 @@ class ManageSieveScripts:
         await self._client.delete_script(name)
 
     async def rename(self, old: str, new: str) -> None:
-        await self._client.rename_script(old, new)
+        if self._client.renames_scripts:
+            await self._client.rename_script(old, new)
+            return
+        # before ManageSieve 1.0, as RFC 5804 §2.11.1 tells such clients: copy, keep the
+        # copy active if the original was, then delete the original
+        content = await self._client.get_script(old)
+        if content is None:
+            raise SieveCommandFailed("RENAMESCRIPT", "NO", "NONEXISTENT", f"no script {old!r}")
+        await self._client.put_script(new, content)
+        if (old, True) in await self._client.list_scripts():
+            await self._client.set_active(new)
+        await self._client.delete_script(old)
 
 
 @contextlib.asynccontextmanager

@@ -274,3 +274,38 @@ async def test_cyrus_no_reply_once_disabled_vac_05(cyrus_jmap: Jmap, cyrus_user:
     assert cyrus_user.replies_to(sender, wait=1.0) == []
     scripts = await cyrus_user.scripts()
     assert [name for name, (active, _) in scripts.items() if active] == []
+
+
+async def test_cyrus_renames_the_active_filter_sieve_10(
+    cyrus_jmap: Jmap, cyrus_user: CyrusUser
+) -> None:
+    with cyrus_user.server.connect(cyrus_user.username, cyrus_user.password) as imap:
+        assert imap.create("Bills")[0] == "OK"
+    keep = await upload(cyrus_jmap, b"keep;\r\n")
+    created = await ok(
+        cyrus_jmap,
+        "SieveScript/set",
+        {
+            "create": {
+                "f": {"name": "bills", "blobId": await upload(cyrus_jmap, FILTER)},
+                "o": {"name": "other", "blobId": keep},
+            },
+            "onSuccessActivateScript": "#f",
+        },
+    )
+    bills, other = created["created"]["f"]["id"], created["created"]["o"]["id"]
+    renamed = await ok(cyrus_jmap, "SieveScript/set", {"update": {bills: {"name": "invoices"}}})
+    assert renamed["updated"] == {bills: None}
+    scripts = await cyrus_user.scripts()
+    assert scripts["invoices"] == (True, FILTER) and "bills" not in scripts
+    (got,) = (await ok(cyrus_jmap, "SieveScript/get", {"ids": [bills]}))["list"]
+    assert (got["name"], got["isActive"]) == ("invoices", True)
+    cyrus_user.deliver("bob@example.org", "an invoice")
+    with cyrus_user.server.connect(cyrus_user.username, cyrus_user.password) as imap:
+        assert imap.select("Bills", readonly=True) == ("OK", [b"1"])
+    clash = await ok(cyrus_jmap, "SieveScript/set", {"update": {bills: {"name": "other"}}})
+    assert clash["notUpdated"][bills] == {
+        "type": "alreadyExists",
+        "description": "a script is named 'other' already",
+        "existingId": other,
+    }

@@ -22,12 +22,17 @@ Requirement ids cited by the tests (RFC 9661 section in brackets):
   ``invalidSieve`` SetError for an invalid one, storing nothing.
 - SIEVE-09: a script written by another ManageSieve client survives every JMAP change
   (SieveScript/set on other scripts, VacationResponse on and off).
+- SIEVE-10 [§2.2, RFC 5804 §2.11.1]: updating ``name`` renames the script on the server
+  (RENAMESCRIPT, or a copy where the server predates it): the id stays, an active script
+  stays active and keeps running, a name another script has is ``alreadyExists`` with its
+  ``existingId``; a new script under the old name gets an id of its own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from imapjmap.upstream.managesieve import ManageSieveScripts
 from tests.integration.conftest import CORE, MAIL, Jmap
 from tests.integration.sievekit import FILTER, User, jmap, sieve_world, user
 
@@ -102,10 +107,9 @@ async def test_create_get_download_update_destroy_sieve_02_03(jmap: Jmap, user: 
         jmap, "SieveScript/set", {"create": {"b": {"name": "my rules", "blobId": first}}}
     )
     assert taken["notCreated"]["b"]["type"] == "alreadyExists"
+    assert taken["notCreated"]["b"]["existingId"] == script_id
     missing = await ok(jmap, "SieveScript/set", {"create": {"c": {"name": "x", "blobId": "Unone"}}})
     assert missing["notCreated"]["c"]["type"] == "blobNotFound"
-    renamed = await ok(jmap, "SieveScript/set", {"update": {script_id: {"name": "other"}}})
-    assert renamed["notUpdated"][script_id]["type"] == "invalidProperties"
 
     both = {"update": {script_id: {"blobId": first}}, "destroy": [script_id]}
     destroyed = await ok(jmap, "SieveScript/set", both)
@@ -268,3 +272,110 @@ async def test_changes_answer_from_the_current_state_and_refuse_older_ones(
     ):
         name, error, _ = await call(jmap, method, args)
         assert (name, error["type"]) == ("error", "cannotCalculateChanges"), error
+
+
+async def test_rename_keeps_the_id_and_the_active_script_running_sieve_10(
+    jmap: Jmap, user: User
+) -> None:
+    with user.imap() as imap:
+        imap.create("Bills")
+    keep = await upload(jmap, b"keep;\r\n")
+    created = await ok(
+        jmap,
+        "SieveScript/set",
+        {
+            "create": {
+                "f": {"name": "bills", "blobId": await upload(jmap, FILTER)},
+                "o": {"name": "other", "blobId": keep},
+            },
+            "onSuccessActivateScript": "#f",
+        },
+    )
+    bills, other = created["created"]["f"]["id"], created["created"]["o"]["id"]
+    before = (await ok(jmap, "SieveScript/get", {}))["state"]
+    renamed = await ok(jmap, "SieveScript/set", {"update": {bills: {"name": "invoices"}}})
+    assert renamed["updated"] == {bills: None} and renamed["newState"] != before
+    assert await server_scripts(user) == {
+        "invoices": (True, FILTER),
+        "other": (False, b"keep;\r\n"),
+    }
+    (got,) = (await ok(jmap, "SieveScript/get", {"ids": [bills]}))["list"]
+    assert (got["name"], got["isActive"]) == ("invoices", True)
+    user.deliver("bob@example.org", "Your invoice for June")
+    with user.imap() as imap:
+        assert imap.select("Bills", readonly=True) == ("OK", [b"1"])
+
+    clash = await ok(jmap, "SieveScript/set", {"update": {bills: {"name": "other"}}})
+    assert clash["notUpdated"][bills]["type"] == "alreadyExists"
+    assert clash["notUpdated"][bills]["existingId"] == other
+    empty = await ok(jmap, "SieveScript/set", {"update": {bills: {"name": ""}}})
+    assert empty["notUpdated"][bills]["type"] == "invalidProperties"
+
+    again = await ok(jmap, "SieveScript/set", {"create": {"n": {"name": "bills", "blobId": keep}}})
+    new = again["created"]["n"]["id"]
+    assert new not in (bills, other)  # the old name's id is the renamed script's
+    listed = {s["id"]: s["name"] for s in (await ok(jmap, "SieveScript/get", {}))["list"]}
+    assert listed == {bills: "invoices", other: "other", new: "bills"}
+
+    both = {"name": "invoices 2", "blobId": keep}  # a rename and new content in one patch
+    assert (await ok(jmap, "SieveScript/set", {"update": {bills: both}}))["updated"] == {
+        bills: None
+    }
+    assert (await server_scripts(user))["invoices 2"] == (True, b"keep;\r\n")
+    gone = await ok(jmap, "SieveScript/set", {"onSuccessDeactivateScript": True})
+    assert gone["updated"] == {bills: {"isActive": False}}
+    assert (await ok(jmap, "SieveScript/set", {"destroy": [bills]}))["destroyed"] == [bills]
+    listed = {s["id"]: s["name"] for s in (await ok(jmap, "SieveScript/get", {}))["list"]}
+    assert listed == {other: "other", new: "bills"}
+
+
+async def test_renaming_the_script_vacation_includes_keeps_both_running_sieve_10(
+    jmap: Jmap, user: User
+) -> None:
+    """The user's active script, run beside the vacation by the main script, renamed: the
+    main script follows it; the vacation's own scripts keep their names."""
+    client = await user.other_client()
+    try:
+        await client.put_script("mine", FILTER)
+        await client.set_active("mine")
+    finally:
+        await client.close()
+    with user.imap() as imap:
+        imap.create("Bills")
+    vacation = [CORE, MAIL, VACATION]
+    on = {"update": {"singleton": {"isEnabled": True, "textBody": "away"}}}
+    name, response, _ = await call(jmap, "VacationResponse/set", on, vacation)
+    assert name == "VacationResponse/set" and response["updated"] == {"singleton": None}
+    ids = {s["name"]: s["id"] for s in (await ok(jmap, "SieveScript/get", {}))["list"]}
+    await ok(jmap, "SieveScript/set", {"update": {ids["mine"]: {"name": "my filter"}}})
+    user.deliver("bob@example.org", "an invoice")
+    with user.imap() as imap:
+        assert imap.select("Bills", readonly=True) == ("OK", [b"1"])
+    for managed in ("jmap-vacation", "jmap-main"):
+        refused = await ok(jmap, "SieveScript/set", {"update": {ids[managed]: {"name": "x"}}})
+        assert refused["notUpdated"][ids[managed]]["type"] == "forbidden"
+    off = {"update": {"singleton": {"isEnabled": False}}}
+    await call(jmap, "VacationResponse/set", off, vacation)
+    scripts = await server_scripts(user)
+    assert scripts["my filter"] == (True, FILTER) and "mine" not in scripts
+
+
+async def test_rename_on_a_server_without_renamescript_copies_sieve_10(user: User) -> None:
+    """RFC 5804 §2.11.1: before protocol version 1.0 there is no RENAMESCRIPT: the script is
+    copied under the new name, the copy made active if the original was, the original
+    deleted.  The server here has it; its client is told it has not."""
+    client = await user.other_client()
+    try:
+        await client.put_script("old", FILTER)
+        await client.set_active("old")
+        del client.capabilities["VERSION"]
+
+        async def no_renamescript(old: str, new: str) -> None:
+            raise AssertionError("RENAMESCRIPT sent to a server without it")
+
+        client.rename_script = no_renamescript  # type: ignore[method-assign]
+        await ManageSieveScripts(client).rename("old", "new")
+        assert await client.list_scripts() == [("new", True)]
+        assert await client.get_script("new") == FILTER
+    finally:
+        await client.close()

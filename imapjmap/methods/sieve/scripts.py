@@ -1,8 +1,11 @@
 """SieveScript/get, /set, /query and /validate (RFC 9661) over the account's ManageSieve.
 
 Rule 1: a script is named on the server, and its id is a digest of that name, so ids need
-        no table and stay valid for as long as the name does.  A script cannot be renamed
-        (``name`` is fixed once created: ``invalidProperties``): a new name is a new script.
+        no table and stay valid for as long as the name does.  A script renamed through
+        JMAP (``RENAMESCRIPT``, RFC 5804 §2.11.1) keeps its id: the account's cache maps its
+        new name to it (:func:`assign_ids`), until the script is gone.  A script renamed by
+        another client is another script.  The vacation's two scripts keep their names
+        (``forbidden``): VacationResponse finds them by name.
 Rule 2: the content is a blob: /get stores each script's octets as an upload of the
         account (``application/sieve``, content-addressed) and gives its blobId; /set and
         /validate read the blob a client uploaded.
@@ -24,7 +27,7 @@ import functools
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -45,13 +48,18 @@ from imapjmap.jmap.errors import (
 from imapjmap.jmap.wire import JsonObject, is_id
 from imapjmap.methods import standard
 from imapjmap.methods.context import MethodContext
+from imapjmap.methods.sieve import vacation_script as vs
 from imapjmap.methods.sieve.capabilities import MAX_SIZE_SCRIPT_NAME
+from imapjmap.store import queries as q
+from imapjmap.store.db import Tx
 from imapjmap.upstream.api import SieveScripts
 
 PROPERTIES: Final = ("id", "name", "isActive", "blobId")
 SORT_PROPERTIES: Final = ("name", "isActive")
 SIEVE_TYPE: Final = "application/sieve"
 _SETTABLE: Final = frozenset({"name", "blobId"})
+_RENAMED_KEY: Final = "sieve-renamed"  # cache kv: {name: id} where id is not its digest
+_MANAGED: Final = frozenset({vs.VACATION_SCRIPT, vs.MAIN_SCRIPT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +67,7 @@ class Script:
     name: str
     active: bool
     content: bytes
-
-    @property
-    def id(self) -> str:
-        return script_id(self.name)
+    id: str
 
 
 def script_id(name: str) -> str:
@@ -71,12 +76,47 @@ def script_id(name: str) -> str:
     return "S" + digest[:26].lower()
 
 
-async def read_scripts(sieve: SieveScripts) -> list[Script]:
+def assign_ids(names: Sequence[str], renamed: Mapping[str, str]) -> dict[str, str]:
+    """Each script's id (Rule 1): the one a renamed script kept, else the digest of its
+    name, unless a renamed script kept that very id (it was its old name): then the digest
+    of the name set apart, so that no two scripts share an id."""
+    kept = {renamed[name] for name in names if name in renamed}
+    out = {}
+    for name in names:
+        if name in renamed:
+            out[name] = renamed[name]
+        elif (digest := script_id(name)) not in kept:
+            out[name] = digest
+        else:
+            out[name] = script_id("\0" + name)
+    return out
+
+
+def _parse_renamed(raw: str | None) -> dict[str, str]:
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+async def renamed_ids(ctx: MethodContext) -> dict[str, str]:
+    raw = await ctx.read_small(lambda tx: q.kv_get(tx, ctx.account_id, _RENAMED_KEY))
+    return _parse_renamed(raw)
+
+
+async def read_scripts(
+    sieve: SieveScripts, renamed: Mapping[str, str] | None = None
+) -> list[Script]:
+    listed = await sieve.scripts()
+    ids = assign_ids([name for name, _ in listed], renamed or {})
     out = []
-    for name, active in await sieve.scripts():
+    for name, active in listed:
         content = await sieve.script(name)
         if content is not None:  # deleted by another client between the two commands
-            out.append(Script(name, active, content))
+            out.append(Script(name, active, content, ids[name]))
     return out
 
 
@@ -113,8 +153,9 @@ async def _to_json(ctx: MethodContext, script: Script, properties: set[str]) -> 
 
 async def sieve_script_get(ctx: MethodContext, call: Call) -> JsonObject:
     args = standard.get_args(ctx, call.args, PROPERTIES)
+    renamed = await renamed_ids(ctx)
     async with ctx.upstream.sieve(ctx.sieve) as sieve:
-        scripts = await read_scripts(sieve)
+        scripts = await read_scripts(sieve, renamed)
     by_id = {s.id: s for s in scripts}
     wanted = standard.resolve_ids(call, args.ids) if args.ids is not None else list(by_id)
     properties = set(args.properties if args.properties is not None else PROPERTIES)
@@ -155,8 +196,9 @@ def _sort_value(script: Script, comparator: Comparator) -> str | bool:
 async def sieve_script_query(ctx: MethodContext, call: Call) -> JsonObject:
     args = QueryArgs.parse(call.args, sort_properties=SORT_PROPERTIES, limits=ctx.query_limits)
     tree = std.validate_filter(args.filter, _check_condition)
+    renamed = await renamed_ids(ctx)
     async with ctx.upstream.sieve(ctx.sieve) as sieve:
-        scripts = await read_scripts(sieve)
+        scripts = await read_scripts(sieve, renamed)
     kept = [s for s in scripts if std.matches(tree, functools.partial(_matches, s))]
     ordered = std.sort_records(kept, args.sort, _sort_value, lambda s: s.name)
     return responses.query_response(
@@ -169,7 +211,7 @@ async def sieve_script_query(ctx: MethodContext, call: Call) -> JsonObject:
 
 async def _current_state(ctx: MethodContext) -> str:
     async with ctx.upstream.sieve(ctx.sieve) as sieve:
-        return state_of(await read_scripts(sieve))
+        return state_of(await read_scripts(sieve))  # the state holds no ids
 
 
 def _no_changes_since(state: str, since: str) -> None:
@@ -261,16 +303,36 @@ async def sieve_script_validate(ctx: MethodContext, call: Call) -> JsonObject:
 class _Set:
     """One SieveScript/set on one ManageSieve session."""
 
-    def __init__(self, ctx: MethodContext, call: Call, sieve: SieveScripts) -> None:
+    def __init__(
+        self, ctx: MethodContext, call: Call, sieve: SieveScripts, renamed: dict[str, str]
+    ) -> None:
         self.ctx = ctx
         self.call = call
         self.sieve = sieve
         self.scripts: dict[str, Script] = {}  # id -> script, as the server has them now
+        self.renamed = renamed  # Rule 1's map
 
     async def load(self) -> list[Script]:
-        scripts = await read_scripts(self.sieve)
+        scripts = await read_scripts(self.sieve, self.renamed)
         self.scripts = {s.id: s for s in scripts}
+        # every id that is not its name's digest, kept (and only for the scripts there are)
+        self.renamed = {s.name: s.id for s in scripts if s.id != script_id(s.name)}
         return scripts
+
+    def _named(self, name: str) -> Script | None:
+        return next((s for s in self.scripts.values() if s.name == name), None)
+
+    def _check_name(self, name: object) -> str:
+        if not isinstance(name, str) or not name or len(name.encode()) > MAX_SIZE_SCRIPT_NAME:
+            raise invalid_properties("name must be a non-empty String", "name")
+        taken = self._named(name)
+        if taken is not None:
+            raise SetError(
+                SetErrorType.ALREADY_EXISTS,
+                f"a script is named {name!r} already",
+                existingId=taken.id,
+            )
+        return name
 
     def _check(self, obj: object, *, creating: bool) -> JsonObject:
         if not isinstance(obj, dict):
@@ -286,15 +348,14 @@ class _Set:
     async def create(self, obj: object) -> JsonObject:
         props = self._check(obj, creating=True)
         name = props.get("name")
-        if name is None:
-            name = "jmap-" + secrets.token_hex(6)
-        if not isinstance(name, str) or not name or len(name.encode()) > MAX_SIZE_SCRIPT_NAME:
-            raise invalid_properties("name must be a non-empty String", "name")
-        if script_id(name) in self.scripts:
-            raise SetError(SetErrorType.ALREADY_EXISTS, f"a script is named {name!r} already")
+        name = self._check_name("jmap-" + secrets.token_hex(6) if name is None else name)
         content = await _content(self.ctx, props.get("blobId"))
         await self._put(name, content)
-        script = Script(name, False, content)
+        new_id = script_id(name)
+        if new_id in self.scripts:  # a renamed script keeps it: this one gets its own for good
+            new_id = script_id("\0" + name)
+            self.renamed[name] = new_id
+        script = Script(name, False, content, new_id)
         self.scripts[script.id] = script
         created: JsonObject = {"id": script.id, "isActive": False}
         if "name" not in props or props["name"] is None:
@@ -309,11 +370,38 @@ class _Set:
         if "isActive" in props and props["isActive"] != script.active:
             raise invalid_properties("isActive is set by onSuccessActivateScript", "isActive")
         if "name" in props and props["name"] != script.name:
-            raise invalid_properties("a script cannot be renamed: create a new one", "name")
+            script = await self._rename(script, props["name"])
         if "blobId" in props:
             content = await _content(self.ctx, props["blobId"])
             await self._put(script.name, content)
-            self.scripts[script_id_] = Script(script.name, script.active, content)
+            self.scripts[script_id_] = Script(script.name, script.active, content, script.id)
+
+    async def _rename(self, script: Script, name: object) -> Script:
+        """Rule 1: the script keeps its id and, if it was active, stays active."""
+        new = self._check_name(name)
+        if script.name in _MANAGED or new in _MANAGED:
+            raise SetError(
+                SetErrorType.FORBIDDEN, "the VacationResponse's scripts keep their names"
+            )
+        try:
+            await self.sieve.rename(script.name, new)
+        except SieveCommandFailed as exc:
+            raise SetError(SetErrorType.FORBIDDEN, f"the server refused it: {exc.text}") from exc
+        self.renamed.pop(script.name, None)
+        if script_id(new) != script.id:
+            self.renamed[new] = script.id
+        await self._follow_in_main(script.name, new)
+        renamed = Script(new, script.active, script.content, script.id)
+        self.scripts[script.id] = renamed
+        return renamed
+
+    async def _follow_in_main(self, old: str, new: str) -> None:
+        """The vacation's main script includes the user's script by name: it follows."""
+        main = self._named(vs.MAIN_SCRIPT)
+        if main is not None and vs.included_user_script(main.content) == old:
+            content = vs.main_script(new).encode()
+            await self._put(vs.MAIN_SCRIPT, content)
+            self.scripts[main.id] = Script(main.name, main.active, content, main.id)
 
     async def destroy(self, script_id_: str) -> None:
         script = self.scripts.get(script_id_)
@@ -326,6 +414,7 @@ class _Set:
         except SieveCommandFailed as exc:
             raise SetError(SetErrorType.NOT_FOUND, exc.text) from exc
         del self.scripts[script_id_]
+        self.renamed.pop(script.name, None)
 
     async def _put(self, name: str, content: bytes) -> None:
         try:
@@ -399,6 +488,13 @@ async def _records(run: _Set, args: SetArgs) -> responses.SetResult:
     return responses.SetResult(created, updated, destroyed, not_created, not_updated, not_destroyed)
 
 
+def _save_renamed(account_id: str, renamed: Mapping[str, str], tx: Tx) -> None:
+    if renamed:
+        q.kv_set(tx, account_id, _RENAMED_KEY, json.dumps(dict(sorted(renamed.items()))))
+    else:
+        q.kv_delete(tx, account_id, _RENAMED_KEY)
+
+
 async def sieve_script_set(ctx: MethodContext, call: Call) -> JsonObject:
     args = SetArgs.parse(
         call.args,
@@ -406,8 +502,9 @@ async def sieve_script_set(ctx: MethodContext, call: Call) -> JsonObject:
         extra=("onSuccessActivateScript", "onSuccessDeactivateScript"),
     )
     _check_extra(args)
+    renamed = await renamed_ids(ctx)
     async with ctx.upstream.sieve(ctx.sieve) as sieve:
-        run = _Set(ctx, call, sieve)
+        run = _Set(ctx, call, sieve, dict(renamed))
         old_state = state_of(await run.load())
         if args.if_in_state is not None and args.if_in_state != old_state:
             raise MethodError(MethodErrorType.STATE_MISMATCH)
@@ -418,6 +515,8 @@ async def sieve_script_set(ctx: MethodContext, call: Call) -> JsonObject:
             updated[object_id] = {**(updated.get(object_id) or {}), **change}
         result.updated = updated
         new_state = state_of(await run.load())
+    if run.renamed != renamed:
+        await ctx.write(functools.partial(_save_renamed, ctx.account_id, run.renamed))
     return responses.set_response(
         result, account_id=ctx.account_id, old_state=old_state, new_state=new_state
     )
