@@ -22,8 +22,11 @@ for ``--seconds`` seconds, after a second of warm-up, to the proxy and then to C
 prints requests/s, p50 and p95 of the answered requests, the refused ones (HTTP 4xx/5xx,
 e.g. the ``limit`` request error, after which the client waits ``Retry-After`` seconds) and
 the proxy's CPU time per request, and the ratio of requests/s proxy / Cyrus, measured side
-by side.  The clients share this process (one aiohttp session per server, keep-alive), so
-they load the machine the same for both servers.
+by side.  The clients of a cell run in a process of their own (``loadgen.py``: raw sockets,
+keep-alive, the request's bytes built once), whose CPU per request is printed beside the
+proxy's and its Dovecot's: an aiohttp client in this process cost about as much CPU per
+request as the proxy, on the same cores.  The proxy's IMAP commands per request come from
+its ``/metrics``.
 
 Cyrus's JMAP ships in Debian's ``cyrus-caldav`` package (``httpd``), which the tests'
 Cyrus does not unpack; it is downloaded and unpacked beside it (``apt-get download``, no
@@ -54,7 +57,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
@@ -247,6 +250,9 @@ class Cell:
     failed: Counter[str] = field(default_factory=Counter)
     requests: int = 0  # every request sent, warm-up included (for the CPU per request)
     cpu_ms: float = 0.0  # the server process's CPU per request
+    client_cpu_ms: float = 0.0  # the load generator's CPU per request
+    imap_cpu_ms: float = 0.0  # the proxy's Dovecot's CPU per request (all its processes)
+    commands: Counter[str] = field(default_factory=Counter)  # the proxy's IMAP commands
 
     @property
     def rate(self) -> float:
@@ -256,45 +262,67 @@ class Cell:
         return float(pick(self.latencies)) * 1000 if self.latencies else float("nan")
 
 
-async def client_loop(
-    http: aiohttp.ClientSession, account: Account, cell: Cell, start: float, stop: float
-) -> None:
-    headers = {**account.headers, "Content-Type": "application/json"}
-    while (now := time.perf_counter()) < stop:
-        try:
-            async with http.post(account.api_url, data=account.body, headers=headers) as resp:
-                body = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After", "")
-        except (aiohttp.ClientError, TimeoutError) as error:
-            if now >= start:
-                cell.failed[type(error).__name__] += 1
-            await asyncio.sleep(0.05)
-            continue
-        done = time.perf_counter()
-        cell.requests += 1
-        if now < start:
-            continue
-        if status != 200:
-            cell.refused[f"HTTP {status}"] += 1
-            if retry_after.isdigit():  # as a well-behaved client does (RFC 9110 §10.2.3)
-                await asyncio.sleep(min(int(retry_after), max(stop - done, 0)))
-        elif b'"error"' in body[:200] or body.count(b'"threadId"') != 50:
-            cell.failed["method error or not 50 emails"] += 1
-        else:
-            cell.latencies.append(done - now)
-
-
-async def measure(
-    http: aiohttp.ClientSession, accounts: Sequence[Account], clients: int, seconds: float
-) -> Cell:
-    cell = Cell(seconds)
-    start = time.perf_counter() + WARM_UP
-    stop = start + seconds
-    await asyncio.gather(
-        *(client_loop(http, accounts[n % len(accounts)], cell, start, stop) for n in range(clients))
+def raw_request(account: Account) -> str:
+    """The open-inbox request as the bytes on the wire (latin-1 text for the JSON spec)."""
+    url = urlsplit(account.api_url)
+    assert "Content-Type" in account.headers
+    head = [
+        f"POST {url.path or '/'}{'?' + url.query if url.query else ''} HTTP/1.1",
+        f"Host: {url.netloc}",
+        *(f"{name}: {value}" for name, value in account.headers.items()),
+        f"Content-Length: {len(account.body)}",
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode().decode("latin-1") + account.body.decode(
+        "latin-1"
     )
+
+
+LOADGEN: Final = Path(__file__).with_name("loadgen.py")
+
+
+async def measure(accounts: Sequence[Account], clients: int, seconds: float) -> Cell:
+    """One cell, its clients run by ``loadgen.py`` in a process of its own (a closed loop on
+    raw sockets: the client's CPU is not the benchmark's, and is reported apart)."""
+    targets = []
+    for account in accounts:
+        url = urlsplit(account.api_url)
+        host = url.hostname or "127.0.0.1"
+        targets.append({"host": host, "port": url.port or 80, "request": raw_request(account)})
+    spec = {
+        "clients": clients,
+        "warm_up": WARM_UP,
+        "seconds": seconds,
+        "expect": 50,
+        "targets": targets,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(LOADGEN),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate(json.dumps(spec).encode())
+    if process.returncode:
+        raise RuntimeError(f"loadgen.py exited with {process.returncode}")
+    got = json.loads(out)
+    cell = Cell(seconds, got["latencies"], Counter(got["refused"]), Counter(got["failed"]))
+    cell.requests = got["requests"]
+    cell.client_cpu_ms = got["cpu"] * 1000 / max(cell.requests, 1)
     return cell
+
+
+async def imap_commands(http: aiohttp.ClientSession, session_url: str) -> Counter[str]:
+    """The proxy's IMAP commands so far by command, from its ``/metrics``."""
+    counts: Counter[str] = Counter()
+    async with http.get(urljoin(session_url, "/metrics")) as resp:
+        if resp.status != 200:
+            return counts
+        for line in (await resp.text()).splitlines():
+            if line.startswith("imapjmap_imap_commands_total{"):
+                labels, _, value = line.rpartition(" ")
+                command = labels.partition('command="')[2].partition('"')[0]
+                counts[command] += int(float(value))
+    return counts
 
 
 # -- the proxy, as its own process -------------------------------------------------------------
@@ -377,6 +405,7 @@ class Target:
     session_url: str
     synced: int = 0  # wait until each INBOX holds this many (the proxy's first sync)
     pid: int = 0  # a process whose CPU time per request is reported (0: none)
+    imap_pid: int = 0  # its IMAP server's master process, the same (0: none)
     accounts: list[Account] = field(default_factory=list)
 
 
@@ -398,7 +427,7 @@ async def run_all(
                 for account in target.accounts:
                     await wait_synced(http, account, target.synced)
             for account in target.accounts:  # warm: previews computed, caches filled
-                await measure(http, [account], 1, 0.2)
+                await measure([account], 1, 0.2)
             took = time.perf_counter() - started
             say(f"  {target.name}: {len(users)} accounts ready in {took:.1f} s")
         cells = 0
@@ -409,31 +438,50 @@ async def run_all(
                 cells += 1
                 turn = cells % len(targets)
                 for target in [*targets[turn:], *targets[:turn]]:
-                    cpu = process_cpu(target.pid)
-                    cell = await measure(http, target.accounts[:used], clients, args.seconds)
-                    if target.pid and cell.latencies:
+                    cpu, imap_cpu = process_cpu(target.pid), process_cpu(target.imap_pid)
+                    commands = await imap_commands(http, target.session_url) if target.pid else None
+                    cell = await measure(target.accounts[:used], clients, args.seconds)
+                    if target.pid and cell.requests:
                         cell.cpu_ms = (process_cpu(target.pid) - cpu) * 1000 / cell.requests
+                        imap_cpu = process_cpu(target.imap_pid) - imap_cpu
+                        cell.imap_cpu_ms = imap_cpu * 1000 / cell.requests
+                    if commands is not None:
+                        cell.commands = await imap_commands(http, target.session_url)
+                        cell.commands.subtract(commands)
                     results[(target.name, label, clients)] = cell
                     say(
                         f"  {target.name:<6} {clients:>3} clients, {label:<11}: "
                         f"{cell.rate:7.1f} req/s, p50 {cell.ms(statistics.median):7.1f} ms, "
                         f"p95 {cell.ms(p95):7.1f} ms, refused {sum(cell.refused.values())}, "
                         f"failed {sum(cell.failed.values())}"
-                        + (f", {cell.cpu_ms:.1f} ms CPU each" if cell.cpu_ms else "")
+                        + (f", {cell.cpu_ms:.2f} ms CPU each" if cell.cpu_ms else "")
+                        + (f" (IMAP server {cell.imap_cpu_ms:.2f})" if target.imap_pid else "")
+                        + f", client {cell.client_cpu_ms:.2f} ms CPU each"
+                        + (
+                            f", IMAP commands each {commands_each(cell)}"
+                            if target.pid and cell.requests
+                            else ""
+                        )
                         + (f" {dict(cell.refused)}" if cell.refused else "")
                         + (f" {dict(cell.failed)}" if cell.failed else "")
                     )
     return results
 
 
+def commands_each(cell: Cell) -> str:
+    each = {name: f"{n / cell.requests:.2f}" for name, n in sorted(cell.commands.items()) if n}
+    return " ".join(f"{name} {n}" for name, n in each.items()) or "0"
+
+
 def process_cpu(pid: int) -> float:
     """Seconds of CPU (user + system) the process has used, all its threads, and its
-    children's (the workers of ``server.workers``)."""
+    children's (the workers of ``server.workers``, Dovecot's imap processes), the ended
+    ones' included."""
     if not pid:
         return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = sum(int(n) for n in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     return own + sum(process_cpu(int(child)) for child in children)
 
 
@@ -522,6 +570,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=300, help="per account (%(default)s)")
     parser.add_argument("--seconds", type=float, default=6.0, help="per cell (%(default)s)")
     parser.add_argument("--no-cyrus", action="store_true", help="measure the proxy alone")
+    parser.add_argument("--one-account", action="store_true", help="only the layout of one account")
     parser.add_argument(
         "--baseline", type=Path, help="a checkout whose proxy is measured beside this one's"
     )
@@ -536,6 +585,7 @@ def main() -> int:
     args.clients = [int(n) for n in args.clients.split(",")]
     say(f"throughput benchmark: {read_path.describe_machine()}; load {uptime()}")
     layouts: list[Layout] = [("1 account", 1), (f"{args.accounts} accounts", args.accounts)]
+    layouts = [layouts[0]] if args.one_account else layouts
     users = [f"user{n:02d}" for n in range(args.accounts)]
     ensure_dovecot_installed()
     workdir = Path(tempfile.mkdtemp(prefix="imapjmap-throughput-"))
@@ -562,7 +612,8 @@ def main() -> int:
         )
         with serve(dovecot, workdir) as (port, pid):
             url = f"http://127.0.0.1:{port}/.well-known/jmap"
-            targets = [Target("proxy", url, args.messages, pid)]
+            imap_pid = dovecot._process.pid if dovecot._process else 0
+            targets = [Target("proxy", url, args.messages, pid, imap_pid)]
             if args.workers > 1:
                 (workdir / "postgres").mkdir()
                 postgres = PostgresServer.start(workdir / "postgres")
@@ -576,7 +627,7 @@ def main() -> int:
             if args.baseline is not None:
                 port, pid = stack.enter_context(serve(dovecot, workdir, args.baseline))
                 url = f"http://127.0.0.1:{port}/.well-known/jmap"
-                targets.append(Target("before", url, args.messages, pid))
+                targets.append(Target("before", url, args.messages, pid, imap_pid))
             if cyrus is not None:
                 targets.append(Target("cyrus", f"http://127.0.0.1:{cyrus.http_port}/jmap/"))
             results = asyncio.run(run_all(targets, users, args, layouts))
