@@ -138,7 +138,7 @@ class SetErrorType(enum.StrEnum):
     FORBIDDEN_FROM = "forbiddenFrom"
     FORBIDDEN_TO_SEND = "forbiddenToSend"
     CANNOT_UNSEND = "cannotUnsend"
-    INVALID_SIEVE = "invalidSieve"  # RFC 9661 §2.2
+    INVALID_SIEVE = "invalidSieve"  # RFC 9661 §2.4
     SIEVE_IS_ACTIVE = "sieveIsActive"
     MDN_ALREADY_SENT = "mdnAlreadySent"  # RFC 9007 §2.1
 

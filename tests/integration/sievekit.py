@@ -24,6 +24,7 @@ from imapjmap.managesieve.client import Endpoint, ManageSieveClient
 from tests.integration.conftest import Jmap, proxy_config
 
 FILTER = b'require "fileinto";\r\nif header :contains "subject" "invoice" { fileinto "Bills"; }\r\n'
+MAX_SCRIPT_SIZE = 16 * 1024  # the server's limit (Pigeonhole's sieve_max_script_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,10 @@ def sieve_world() -> Iterator[SieveWorld]:
     outbox = SmtpSink.start()
     root = Path(tempfile.mkdtemp(prefix="imapjmap-sieve-"))
     try:
-        extra = f"submission_host = 127.0.0.1:{outbox.port}\n"
+        extra = (
+            f"submission_host = 127.0.0.1:{outbox.port}\n"
+            f"plugin {{\n  sieve_max_script_size = {MAX_SCRIPT_SIZE}\n}}\n"
+        )
         with DovecotServer.start(root, sieve=True, extra_conf=extra) as dovecot:
             yield SieveWorld(dovecot, outbox)
     finally:

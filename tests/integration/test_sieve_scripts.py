@@ -3,29 +3,34 @@ JMAP are stored, compiled and run by the server; another ManageSieve client is t
 
 Requirement ids cited by the tests (RFC 9661 section in brackets):
 
-- SIEVE-01 [§1.3.1]: ``urn:ietf:params:jmap:sieve`` with the server's extensions, only
+- SIEVE-01 [§1.2.1]: ``urn:ietf:params:jmap:sieve`` with the server's extensions, only
   where the account's server has ManageSieve (also VAC-01 in test_vacation).
-- SIEVE-02 [§2, §2.1]: SieveScript/get gives id, name, isActive and a downloadable
+- SIEVE-02 [§2.1, §2.3]: SieveScript/get gives id, name, isActive and a downloadable
   blobId holding the script's exact octets.
-- SIEVE-03 [§2.2]: /set creates a script from an uploaded blob, replaces its content
+- SIEVE-03 [§2.2, §2.4]: /set creates a script from an uploaded blob, replaces its content
   (update of blobId), and destroys it; a name taken is ``alreadyExists``, an unknown blob
   ``blobNotFound``.
-- SIEVE-04 [§2.2]: a script the server refuses is ``invalidSieve`` with the server's
+- SIEVE-04 [§2.4]: a script the server refuses is ``invalidSieve`` with the server's
   description, and nothing is stored.
-- SIEVE-05 [§2.2]: ``onSuccessActivateScript`` (also a creation id) activates a script
+- SIEVE-05 [§2.4]: ``onSuccessActivateScript`` (also a creation id) activates a script
   once every change succeeded, reported as ``updated`` isActive; the server then runs it:
   a delivered message is filed as the filter says.
-- SIEVE-06 [§2.2]: the active script cannot be destroyed (``sieveIsActive``);
+- SIEVE-06 [§2.4]: the active script cannot be destroyed (``sieveIsActive``);
   ``onSuccessDeactivateScript`` deactivates it.
-- SIEVE-07 [§2.3]: SieveScript/query filters by name and isActive and sorts by name.
-- SIEVE-08 [§2.4]: SieveScript/validate answers null for a valid script and an
+- SIEVE-07 [§2.5]: SieveScript/query filters by name and isActive and sorts by name.
+- SIEVE-08 [§2.6]: SieveScript/validate answers null for a valid script and an
   ``invalidSieve`` SetError for an invalid one, storing nothing.
 - SIEVE-09: a script written by another ManageSieve client survives every JMAP change
   (SieveScript/set on other scripts, VacationResponse on and off).
-- SIEVE-10 [§2.2, RFC 5804 §2.11.1]: updating ``name`` renames the script on the server
+- SIEVE-10 [§2.4, RFC 5804 §2.11.1]: updating ``name`` renames the script on the server
   (RENAMESCRIPT, or a copy where the server predates it): the id stays, an active script
   stays active and keeps running, a name another script has is ``alreadyExists`` with its
   ``existingId``; a new script under the old name gets an id of its own.
+- SIEVE-11 [§2.4]: an ``onSuccessActivateScript`` that names no script is ignored and the
+  active script stays so; with ``onSuccessDeactivateScript`` too, the deactivation comes
+  first, then the activation.
+- SIEVE-12 [§2.4, RFC 5804 §1.6]: a script larger than the server takes is ``tooLarge``;
+  a name with a control character is ``invalidProperties``; neither is stored.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 
 from imapjmap.upstream.managesieve import ManageSieveScripts
 from tests.integration.conftest import CORE, MAIL, Jmap
-from tests.integration.sievekit import FILTER, User, jmap, sieve_world, user
+from tests.integration.sievekit import FILTER, MAX_SCRIPT_SIZE, User, jmap, sieve_world, user
 
 __all__ = ["jmap", "sieve_world", "user"]  # the fixtures this module uses
 
@@ -379,3 +384,54 @@ async def test_rename_on_a_server_without_renamescript_copies_sieve_10(user: Use
         assert await client.get_script("new") == FILTER
     finally:
         await client.close()
+
+
+async def test_an_activation_naming_no_script_is_ignored_sieve_11(jmap: Jmap, user: User) -> None:
+    blob = await upload(jmap, b"keep;\r\n")
+    created = await ok(
+        jmap,
+        "SieveScript/set",
+        {
+            "create": {n: {"name": n, "blobId": blob} for n in ("one", "two")},
+            "onSuccessActivateScript": "#one",
+        },
+    )
+    one, two = created["created"]["one"]["id"], created["created"]["two"]["id"]
+    for nobody in ("Snope", "#nope", "", "not an id!"):
+        ignored = await ok(jmap, "SieveScript/set", {"onSuccessActivateScript": nobody})
+        assert ignored["updated"] is None, nobody
+        assert ignored["oldState"] == ignored["newState"]
+    assert {n: a for n, (a, _) in (await server_scripts(user)).items()} == {
+        "one": True,
+        "two": False,
+    }
+    both = await ok(
+        jmap,
+        "SieveScript/set",
+        {"onSuccessDeactivateScript": True, "onSuccessActivateScript": two},
+    )
+    assert both["updated"] == {one: {"isActive": False}, two: {"isActive": True}}
+    nothing = await ok(
+        jmap,
+        "SieveScript/set",
+        {"onSuccessDeactivateScript": True, "onSuccessActivateScript": "Snope"},
+    )
+    assert nothing["updated"] == {two: {"isActive": False}}  # the deactivation alone
+    name, error, _ = await call(jmap, "SieveScript/set", {"onSuccessActivateScript": 5})
+    assert (name, error["type"]) == ("error", "invalidArguments")
+
+
+async def test_too_large_and_unnameable_scripts_are_refused_sieve_12(
+    jmap: Jmap, user: User
+) -> None:
+    big = await upload(jmap, b"keep;\r\n" + b"# filler\r\n" * (MAX_SCRIPT_SIZE // 10))
+    response = await ok(jmap, "SieveScript/set", {"create": {"b": {"name": "big", "blobId": big}}})
+    assert response["notCreated"]["b"]["type"] == "tooLarge"
+    small = await upload(jmap, b"keep;\r\n")
+    for name in ("tab\there", "line\u2028break", "del\x7f"):
+        response = await ok(
+            jmap, "SieveScript/set", {"create": {"n": {"name": name, "blobId": small}}}
+        )
+        error = response["notCreated"]["n"]
+        assert (error["type"], error["properties"]) == ("invalidProperties", ["name"]), name
+    assert await server_scripts(user) == {}

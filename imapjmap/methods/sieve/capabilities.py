@@ -12,12 +12,12 @@ from typing import Final
 from imapjmap.jmap.wire import SIEVE, VACATION, JsonObject
 from imapjmap.upstream.api import SieveAccess, SieveServer
 
-# RFC 9661 §1.3.1: at least 512 octets, ManageSieve's own limit (RFC 5804 §1.6)
+# RFC 9661 §1.2.1: at least 512 octets, ManageSieve's own limit (RFC 5804 §1.6)
 MAX_SIZE_SCRIPT_NAME: Final = 512
 
 
 def sieve_account_capability(server: SieveServer) -> JsonObject:
-    """RFC 9661 §1.3.1, from the ManageSieve capabilities (what it does not say is null)."""
+    """RFC 9661 §1.2.1, from the ManageSieve capabilities (what it does not say is null)."""
     return {
         "implementation": server.implementation,
         "maxSizeScriptName": MAX_SIZE_SCRIPT_NAME,

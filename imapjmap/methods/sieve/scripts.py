@@ -11,7 +11,8 @@ Rule 2: the content is a blob: /get stores each script's octets as an upload of 
         /validate read the blob a client uploaded.
 Rule 3: the server compiles every script it stores: a PUTSCRIPT or CHECKSCRIPT refused with
         NO is ``invalidSieve`` with the server's text (its errors and line numbers), which
-        is meant for the user; a quota refusal is ``overQuota``.
+        is meant for the user; a script larger than the server takes is ``tooLarge``
+        (``QUOTA/MAXSIZE``), another quota refusal ``overQuota`` (RFC 9661 §2.4).
 Rule 4: the state is a digest of every script's name, activity and content, so it moves
         exactly when /get's answer would.  RFC 9661 defines no /changes, but other JMAP
         servers answer SieveScript/changes and /queryChanges and clients written against
@@ -26,6 +27,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +62,8 @@ SIEVE_TYPE: Final = "application/sieve"
 _SETTABLE: Final = frozenset({"name", "blobId"})
 _RENAMED_KEY: Final = "sieve-renamed"  # cache kv: {name: id} where id is not its digest
 _MANAGED: Final = frozenset({vs.VACATION_SCRIPT, vs.MAIN_SCRIPT})
+# what RFC 5804 §1.6 keeps out of a script name: C0, DEL, C1, LINE and PARAGRAPH SEPARATOR
+_UNNAMEABLE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +270,8 @@ async def sieve_script_query_changes(ctx: MethodContext, call: Call) -> JsonObje
 
 def _refused(exc: SieveCommandFailed) -> SetError:
     """Rule 3."""
+    if exc.code == "QUOTA/MAXSIZE":  # the script is larger than the server takes
+        return SetError(SetErrorType.TOO_LARGE, exc.text or "the script is too large")
     if (exc.code or "").startswith("QUOTA"):
         return SetError(SetErrorType.OVER_QUOTA, exc.text or "over the Sieve quota")
     return SetError(SetErrorType.INVALID_SIEVE, exc.text or "the server refused the script")
@@ -325,6 +331,8 @@ class _Set:
     def _check_name(self, name: object) -> str:
         if not isinstance(name, str) or not name or len(name.encode()) > MAX_SIZE_SCRIPT_NAME:
             raise invalid_properties("name must be a non-empty String", "name")
+        if _UNNAMEABLE.search(name):
+            raise invalid_properties("name holds a control character (RFC 5804 §1.6)", "name")
         taken = self._named(name)
         if taken is not None:
             raise SetError(
@@ -424,20 +432,21 @@ class _Set:
 
 
 async def _activation(run: _Set, args: SetArgs, failed: bool) -> dict[str, JsonObject]:
-    """onSuccessActivateScript / onSuccessDeactivateScript, when every change succeeded:
-    the scripts whose ``isActive`` changed, for ``updated``."""
+    """onSuccessDeactivateScript, then onSuccessActivateScript (RFC 9661 §2.4: in this
+    order when both are given), when every change succeeded; an id that names no script
+    is ignored.  The scripts whose ``isActive`` changed, for ``updated``."""
     activate = args.extra.get("onSuccessActivateScript")
     deactivate = args.extra.get("onSuccessDeactivateScript")
-    if failed or (activate is None and not deactivate):
+    if failed:
         return {}
-    before = {s.id: s.active for s in run.scripts.values()}
+    target = None
     if activate is not None:
         target = run.scripts.get(standard.resolve_ids(run.call, [activate])[0])
-        if target is None:
-            raise invalid_arguments("onSuccessActivateScript names no script")
-        await run.sieve.activate(target.name)
-    else:
-        await run.sieve.activate(None)
+    if target is None and not deactivate:
+        return {}
+    before = {s.id: s.active for s in run.scripts.values()}
+    # one SETACTIVE: activating a script deactivates the one active before it
+    await run.sieve.activate(target.name if target is not None else None)
     after = {s.id: s.active for s in await run.load()}
     return {i: {"isActive": a} for i, a in after.items() if before.get(i) not in (None, a)}
 
@@ -445,12 +454,10 @@ async def _activation(run: _Set, args: SetArgs, failed: bool) -> dict[str, JsonO
 def _check_extra(args: SetArgs) -> None:
     activate = args.extra.get("onSuccessActivateScript")
     deactivate = args.extra.get("onSuccessDeactivateScript")
-    if activate is not None and not (isinstance(activate, str) and activate):
+    if activate is not None and not isinstance(activate, str):
         raise invalid_arguments("onSuccessActivateScript must be an Id or null")
     if deactivate is not None and not isinstance(deactivate, bool):
         raise invalid_arguments("onSuccessDeactivateScript must be a Boolean or null")
-    if activate is not None and deactivate:
-        raise invalid_arguments("activate one script, or deactivate: not both")
 
 
 async def _records(run: _Set, args: SetArgs) -> responses.SetResult:
