@@ -18,12 +18,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.dovecot import DovecotServer
 from devservers.smtp import SmtpSink
-from imapjmap.config import SieveConfig
+from imapjmap.config import SieveConfig, SubmissionConfig
 from imapjmap.http.app import make_app
 from imapjmap.managesieve.client import Endpoint, ManageSieveClient
 from tests.integration.conftest import Jmap, proxy_config
 
 FILTER = b'require "fileinto";\r\nif header :contains "subject" "invoice" { fileinto "Bills"; }\r\n'
+DOMAIN = "example.org"  # the users' address domain (the proxy's submission.default_domain)
 MAX_SCRIPT_SIZE = 16 * 1024  # the server's limit (Pigeonhole's sieve_max_script_size)
 
 
@@ -41,7 +42,10 @@ def sieve_world() -> Iterator[SieveWorld]:
     try:
         extra = (
             f"submission_host = 127.0.0.1:{outbox.port}\n"
-            f"plugin {{\n  sieve_max_script_size = {MAX_SCRIPT_SIZE}\n}}\n"
+            f"plugin {{\n  sieve_max_script_size = {MAX_SCRIPT_SIZE}\n"
+            # as a real installation: mail that names none of the user's addresses (the
+            # script's :addresses, the account's identities) gets no reply
+            "  sieve_vacation_dont_check_recipient = no\n}\n"
         )
         with DovecotServer.start(root, sieve=True, extra_conf=extra) as dovecot:
             yield SieveWorld(dovecot, outbox)
@@ -64,8 +68,8 @@ class User:
     def deliver(self, sender: str, subject: str) -> None:
         """One message over LMTP, which runs the user's active Sieve script."""
         raw = (
-            f"From: {sender}\r\nTo: {self.username}@example.org\r\nSubject: {subject}\r\n"
-            f"Message-ID: <{secrets.token_hex(8)}@example.org>\r\n\r\nHello.\r\n"
+            f"From: {sender}\r\nTo: {self.username}@{DOMAIN}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{secrets.token_hex(8)}@{DOMAIN}>\r\n\r\nHello.\r\n"
         ).encode()
         with smtplib.LMTP(self.host, self.world.dovecot.lmtp_port, timeout=30) as lmtp:
             lmtp.sendmail(sender, [self.username], raw)
@@ -86,8 +90,11 @@ def user(sieve_world: SieveWorld, request: pytest.FixtureRequest) -> User:
 
 @pytest.fixture
 async def jmap(user: User, tmp_path: Path) -> AsyncIterator[Jmap]:
-    cfg = proxy_config(user, tmp_path)
-    cfg = dataclasses.replace(cfg, sieve=SieveConfig(port=user.world.dovecot.sieve_port))
+    cfg = dataclasses.replace(
+        proxy_config(user, tmp_path),
+        sieve=SieveConfig(port=user.world.dovecot.sieve_port),
+        submission=SubmissionConfig(default_domain=DOMAIN),  # the identity user@DOMAIN
+    )
     async with TestClient(TestServer(make_app(cfg))) as http:
         client = Jmap(http, user.username, user.password)
         await client.session()

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import smtplib
 import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from imapjmap.config import SieveConfig
+from imapjmap.config import IdentityConfig, SieveConfig, SubmissionConfig
 from imapjmap.http.app import make_app
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
 from tests.integration.sievekit import FILTER, SieveWorld, User, jmap, sieve_world, user
@@ -334,3 +335,28 @@ async def test_types_of_the_properties_vac_11(jmap: Jmap) -> None:
         error = response["notUpdated"]["singleton"]
         assert error["type"] == "invalidProperties" and error["properties"] == [prop], bad
     assert (await vacation_get(jmap))["state"] == state
+
+
+async def test_mail_to_an_identity_is_answered_from_it_vac_04(user: User, tmp_path: Path) -> None:
+    """RFC 5230 §4.5: the server answers mail to the user's addresses; the script names the
+    account's identities (``:addresses``), so mail to an alias the server does not know of
+    is answered, from that alias; mail to somebody else is not."""
+    alias = f"alias-{secrets.token_hex(4)}@example.net"
+    identities = (IdentityConfig(username=user.username, email=alias),)
+    cfg = dataclasses.replace(
+        proxy_config(user, tmp_path),
+        sieve=SieveConfig(port=user.world.dovecot.sieve_port),
+        submission=SubmissionConfig(identities=identities),
+    )
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        client = Jmap(http, user.username, user.password)
+        await client.session()
+        await enable(client, textBody="away")
+    senders = {to: f"h-{secrets.token_hex(4)}@example.org" for to in (alias, "else@example.net")}
+    for to, sender in senders.items():
+        raw = f"From: {sender}\r\nTo: {to}\r\nSubject: hi\r\n\r\nHello.\r\n".encode()
+        with smtplib.LMTP(user.host, user.world.dovecot.lmtp_port, timeout=30) as lmtp:
+            lmtp.sendmail(sender, [user.username], raw)
+    reply = wait_for_reply(user.world, senders[alias]).parsed()
+    assert reply["From"].addresses[0].addr_spec == alias
+    assert replies_to(user.world, senders["else@example.net"], wait=0.5) == []
