@@ -45,8 +45,13 @@ Rule 7: instances sharing the cache never sync one account at once: a run lists 
         holding the account's sync lock (:meth:`Coordinator.sync_lock`), so it lists after
         another instance's run has written.  When that lock is not had within the
         configured wait the run ends without listing, and its callers read the cache as the
-        other instance's sync left it.  A mailbox another instance is filling in (its first
-        sync, in the background) is left to it: that instance holds its fill lock.
+        other instance's sync left it.  A run that has a settled listing (Rule 6) lists
+        first without the lock (two round trips to the coordinator spared on the usual
+        request): finding that listing, it is done, as the cache matches what the server
+        says now; finding another, it takes the lock and lists again under it (a listing
+        taken before another instance's sync must not be written over what it wrote).
+        A mailbox another instance is filling in (its first sync, in the background) is
+        left to it: that instance holds its fill lock.
 """
 
 from __future__ import annotations
@@ -114,6 +119,9 @@ class _Settled:
     cached: _Cached
     writes: int  # AccountSync._writes when the run that found it began
     until: float  # loop time after which the cache is read again
+
+    def matches(self, listed: list[mbx.Listed], delimiter: str | None) -> bool:
+        return listed == self.listed and delimiter == self.delimiter
 
 
 class AccountSync:
@@ -204,28 +212,45 @@ class AccountSync:
     async def _refresh(self, source: RefreshSource) -> None:
         complete = False
         try:
-            async with self._cluster.sync_lock(self.account_id) as held:
-                if not held:
-                    return  # another instance's sync outlasted the wait (Rule 7)
-                try:
-                    await self._refresh_on(source, self._anchor)
-                except ImapUnavailable as exc:
-                    if self._anchor is None:
-                        raise
-                    log.info(
-                        "account %s: refresh connection lost (%s); once more",
-                        self.account_id,
-                        exc,
-                    )
-                    self._anchor = self._anchor_keeper = None
-                    await self._refresh_on(source, None)
+            if not await self._settled_unlocked(source):
+                async with self._cluster.sync_lock(self.account_id) as held:
+                    if not held:
+                        return  # another instance's sync outlasted the wait (Rule 7)
+                    try:
+                        await self._refresh_on(source, self._anchor)
+                    except ImapUnavailable as exc:
+                        if self._anchor is None:
+                            raise
+                        self._lost_anchor(exc)
+                        await self._refresh_on(source, None)
             self._refreshes += 1
             complete = not self._fills and not self._grace.holding
         finally:
             self._freshness.refresh_ended(complete=complete)
         await self._changed()
 
-    async def _refresh_on(self, source: RefreshSource, anchor: str | None) -> None:
+    async def _settled_unlocked(self, source: RefreshSource) -> bool:
+        """With instances sharing the cache, a run that has a settled listing lists first
+        without the sync lock (Rule 7): whether it found that listing, and so is done."""
+        if not self._cluster.shared or self._settled is None:
+            return False
+        try:
+            return await self._refresh_on(source, self._anchor, settled_only=True)
+        except ImapUnavailable as exc:
+            if self._anchor is None:
+                raise
+            self._lost_anchor(exc)
+            return False
+
+    def _lost_anchor(self, exc: ImapUnavailable) -> None:
+        log.info("account %s: refresh connection lost (%s); once more", self.account_id, exc)
+        self._anchor = self._anchor_keeper = None
+
+    async def _refresh_on(
+        self, source: RefreshSource, anchor: str | None, *, settled_only: bool = False
+    ) -> bool:
+        """One run on a connection; ``settled_only``: stop (False) unless the listing is
+        the settled one, before reading or writing the cache."""
         async with source.refresh_reads(prefer=anchor) as reads:
             anchored = anchor is not None and reads.kept_open == anchor and reads.profile.anchor
             if reads.kept_open is not None and not anchored:
@@ -237,9 +262,7 @@ class AccountSync:
             self._freshness.listed()  # from here on, a caller may not join this run
             entries, statuses = await reads.list_with_status(sync_selected=anchored)
             loop = asyncio.get_running_loop()
-            settled = self._settled
-            if settled is not None and (settled.writes != writes or loop.time() > settled.until):
-                settled = self._settled = None
+            settled = self._still_settled(writes)
             if settled is not None:
                 cached = settled.cached  # the rows are what a read would give (Rule 6)
             else:
@@ -249,11 +272,12 @@ class AccountSync:
                 wanted, fixed = is_synced_entry, system_folders(entries)
             listed = await _describe(reads, entries, statuses, cached.rows, wanted, fixed)
             delimiter = next((e.delimiter for e in entries if e.delimiter), None)
-            quiet = not self._suspects and not self._fills and not self._grace.holding
+            if settled is not None and settled.matches(listed, delimiter) and self._quiet():
+                await self._settle(reads, cached.rows)
+                return True
+            if settled_only:  # (a settled listing gone stale while listing was read)
+                return False
             if settled is not None:
-                if quiet and listed == settled.listed and delimiter == settled.delimiter:
-                    await self._settle(reads, cached.rows)
-                    return
                 self._settled = None
                 cached = await self._store.read(self._snapshot, account=self.account_id)
                 if cached.rows != settled.cached.rows:  # source ids come from the rows
@@ -262,11 +286,10 @@ class AccountSync:
                 # the usual refresh: nothing to record, so the writer (one for every
                 # account) is not asked at all
                 synced = await self._sync_emails(source, reads, cached)
-                quiet = not self._suspects and not self._fills and not self._grace.holding
-                if not synced and quiet and self._writes == writes:
+                if not synced and self._quiet() and self._writes == writes:
                     until = loop.time() + SETTLED_FOR
                     self._settled = _Settled(listed, delimiter, cached, writes, until)
-                return
+                return True
 
             def write(tx: Tx) -> tuple[int | None, _Cached]:
                 rows = q.live_mailboxes(tx, self.account_id)
@@ -286,6 +309,19 @@ class AccountSync:
             if seq is not None:
                 log.info("account %s: mailboxes changed (seq %d)", self.account_id, seq)
             await self._sync_emails(source, reads, cached)
+            return True
+
+    def _still_settled(self, writes: int) -> _Settled | None:
+        """The settled listing, unless a write came or it is too old (Rule 6)."""
+        settled = self._settled
+        late = settled is not None and asyncio.get_running_loop().time() > settled.until
+        if settled is not None and (settled.writes != writes or late):
+            settled = self._settled = None
+        return settled
+
+    def _quiet(self) -> bool:
+        """No suspect UID, first sync or Gmail grace: a listing may settle (Rule 6)."""
+        return not self._suspects and not self._fills and not self._grace.holding
 
     def _snapshot(self, tx: Tx) -> _Cached:
         account = q.account(tx, self.account_id)

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from imapjmap.cluster.pg import PgCoordinator
+from imapjmap.config import ClusterConfig
 from imapjmap.http import views
 from imapjmap.http.app import make_app
 from imapjmap.push import watcher as watching
@@ -162,6 +164,50 @@ async def test_changes_by_another_client_are_seen_past_a_settled_listing_core_ge
     assert imap_oracle.create("Elsewhere")[0] == "OK"
     got = await jmap.ok("Mailbox/get", {"ids": None, "properties": ["name"]})
     assert "Elsewhere" in {box["name"] for box in got["list"]}
+
+
+async def test_a_settled_listing_is_found_without_the_sync_lock(
+    imap_user: ImapUser,
+    imap_oracle: imaplib.IMAP4,
+    tmp_path: Path,
+    cluster_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 7 with instances sharing the cache: a run that finds its settled listing again
+    takes no sync lock (two round trips to PostgreSQL); a run that finds another takes it
+    and lists once more under it, then sees the change (CORE-GET-04)."""
+    if not advertises(imap_oracle, "CONDSTORE"):
+        pytest.skip("without CONDSTORE no listing settles")
+    taken: list[str] = []
+    original = PgCoordinator.sync_lock
+
+    def counted(self: PgCoordinator, account_id: str) -> Any:
+        taken.append(account_id)
+        return original(self, account_id)
+
+    monkeypatch.setattr(PgCoordinator, "sync_lock", counted)
+    cfg = dataclasses.replace(
+        proxy_config(imap_user, tmp_path), cluster=ClusterConfig(url=cluster_url)
+    )
+    async with TestClient(TestServer(make_app(cfg))) as http:
+        jmap = Jmap(http, imap_user.username, imap_user.password)
+        await jmap.session()
+        await jmap.ok("Mailbox/get", {"ids": None})  # the first sync
+        await jmap.ok("Email/query", {})  # a run with nothing to do: settled
+        caplog.set_level(logging.DEBUG, logger="imapjmap.imap.session")
+        caplog.clear()
+        taken.clear()
+        for _ in range(3):
+            await jmap.ok("Email/query", {})
+        assert taken == []
+        assert [c.split(" ", 2)[1] for c in _sent(caplog)].count("LIST") == 3
+        await external_append(imap_oracle, "seen under the lock")
+        caplog.clear()
+        assert len((await jmap.ok("Email/query", {}))["ids"]) == 1
+        assert taken == [jmap.account_id]
+        assert [c.split(" ", 2)[1] for c in _sent(caplog)].count("LIST") == 2
+        assert await _subjects(jmap) == {"seen under the lock"}
 
 
 async def test_a_write_of_ours_forgets_the_settled_listing(
