@@ -6,8 +6,7 @@ Run by hand (about a minute with the defaults)::
     python3 bench/parse_fetch.py --compare-rev HEAD~3  # and the one at a git revision, side by side
 
 The responses are real: a private Dovecot is seeded with generated mail (``mailgen``, the mail
-of ``bench/read_path.py``) and answers the first sync's ``UID FETCH 1:* (UID FLAGS MODSEQ
-INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE X-GUID BODY.PEEK[HEADER.FIELDS (REFERENCES)])``.
+of ``bench/read_path.py``) and answers the first sync's ``UID FETCH 1:*`` of the proxy's items.
 The reply is split into untagged responses the way the session hands them to
 ``parse_reply`` (line, literal, line, ...), by the session's framer
 (:mod:`imapjmap.imap.framing`) fed 64 KiB at a time; its cost a response is printed too.
@@ -18,6 +17,11 @@ batch per command), divided by the batch size; the median of all samples is prin
 ``--compare-rev`` the parser package of that revision (``imapjmap/imap`` without the session
 and pool modules, plus ``imapjmap/errors.py``) is extracted from git under another package
 name, the two parsers alternate batch by batch, and their results are checked to be equal.
+
+``--rows`` measures what a first sync's parsing worker does instead: ``sync.parsing.
+parse_batch``, the parse and the Email rows built from it, a message at a time of each batch.
+It says which of the worker's modules run compiled (``imapjmap.compiled``); run it once as
+is and once with ``IMAPJMAP_PURE=1`` to compare the compiled build with pure Python.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+# what the proxy's first sync fetches (bench/read_path.py's RAW_ITEMS, spelled out here so
+# that the bench runs without the proxy's HTTP side)
 FETCH_ITEMS = (
-    "(UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE X-GUID "
-    "BODY.PEEK[HEADER.FIELDS (REFERENCES)])"
+    "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE "
+    "BODY.PEEK[HEADER.FIELDS (REFERENCES SENDER REPLY-TO)] MODSEQ X-GUID)"
 )
 PASSWORD = "bench-password"
 
@@ -172,6 +178,20 @@ def check_equal(parsers: dict[str, Parser], responses: Responses) -> None:
             raise SystemExit(f"the parsers disagree: {first} and {label}")
 
 
+def measure_rows(responses: Responses, batch: int, rounds: int) -> list[float]:
+    """Per-message CPU microseconds of ``parse_batch`` (a worker's call) over each batch."""
+    from imapjmap.sync.parsing import parse_batch
+
+    samples: list[float] = []
+    for _ in range(rounds):
+        for group in batches(responses, batch):
+            uids = [int(r[0].split(b"UID ", 1)[1].split(b" ", 1)[0]) for r in group]
+            started = time.thread_time()
+            parse_batch(group, uids, "Abench", False)
+            samples.append((time.thread_time() - started) / len(group) * 1e6)
+    return samples
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5000, help="messages to seed (%(default)s)")
@@ -180,6 +200,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100, help="responses a sample (%(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="passes over all responses")
     parser.add_argument("--compare-rev", help="also measure the parser at this git revision")
+    parser.add_argument(
+        "--rows", action="store_true", help="measure a parsing worker's call (parse + rows)"
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
@@ -196,6 +219,17 @@ def main() -> int:
         f"mean line text {mean_line:.0f} bytes; Python {sys.version.split()[0]}"
     )
     say(f"framing (imap.framing, 64 KiB reads): {framing:.1f} µs a response")
+    if args.rows:
+        from imapjmap import compiled
+
+        say(f"compiled modules: {compiled.describe()}")
+        rows = measure_rows(responses, args.batch, args.rounds)
+        quartiles = statistics.quantiles(rows, n=4)
+        say(
+            f"parse_batch (parse + rows)  median {statistics.median(rows):7.1f} µs a message "
+            f"(quartiles {quartiles[0]:.1f} to {quartiles[2]:.1f}; {len(rows)} batches)"
+        )
+        return 0
     parsers: dict[str, Parser] = {"working tree": parse_reply}
     workdir = Path(tempfile.mkdtemp(prefix="imapjmap-parse-rev-"))
     try:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from imapjmap import __version__, workers
+from imapjmap import __version__, compiled, workers
 from imapjmap.config import (
     Config,
     ServerConfig,
@@ -182,7 +182,8 @@ def _serve(args: argparse.Namespace) -> int:
         f"{u.name + ' ' if len(upstreams) > 1 else ''}at {u.imap.host}:{u.imap.port}"
         for u in upstreams
     )
-    log.info("imapjmap %s starting: IMAP %s", __version__, servers)
+    # how the parsing modules run: python3 -m imapjmap.build_ext compiles them
+    log.info("imapjmap %s starting: IMAP %s; %s", __version__, servers, compiled.describe())
     worker = bool(getattr(args, "worker", False))
     others = [] if worker else workers.start(args.config, cfg.server.workers - 1)
     app = importlib.import_module("imapjmap.http.app")  # pulls in aiohttp: only now

@@ -112,7 +112,9 @@ def is_known_charset(label: str | None) -> bool:
     return _resolve(label) is not None
 
 
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_SURROGATE: Final = re.compile(
+    r"[\ud800-\udfff]"
+)  # re reads the escapes: no lone surrogate in the source
 
 
 def clean(text: str) -> str:

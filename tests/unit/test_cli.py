@@ -176,6 +176,8 @@ def test_serve_with_an_unusable_cache_exits_with_one_line(tmp_path: Path, case: 
     assert len(lines) == 2, lines  # "starting", then the error
     assert " ERROR " in lines[1]
     assert f"cannot use the cache {str(cache)!r}: " in lines[1]
+    # the start says how the parsing modules run (imapjmap.compiled)
+    assert "; parsing modules " in lines[0]
 
 
 def _serve_fails(config: Path) -> list[str]:

@@ -102,6 +102,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         CONFIG,
         "imapjmap.logsetup",
         "imapjmap.workers",
+        "imapjmap.compiled",
         ADMIN,
     ),
     # the operator's commands: the cache read and written directly, the IMAP server counted
@@ -169,7 +170,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
     METRICS: (),
     "imapjmap.logsetup": (),
     "imapjmap.workers": (),
-    "imapjmap": (),
+    # the optional compiled build of the parsing modules, and which of them run compiled
+    "imapjmap.compiled": (),
+    "imapjmap.build_ext": ("imapjmap.compiled",),
+    "imapjmap": ("imapjmap.compiled",),
 }
 # (module, unit it imports against LAYERS) -> why it does so today
 IMPORT_DEBT: dict[tuple[str, str], str] = {
