@@ -7,9 +7,9 @@
   LIST-STATUS, MOVE, UIDPLUS (:data:`MINIMAL_REMOVED`), also started lazily.
 - ``imap_backend`` (session): the server behind ``imap_user``.  A test that needs only "an
   IMAP server with a user" runs once per entry of :data:`BACKENDS` (ids ``[dovecot]``,
-  ``[cyrus]``, ``[dovecot-minimal]``); a test that uses ``dovecot`` itself (directly or
-  through ``smtp_sink``...) or is marked ``dovecot`` runs against Dovecot only.  See
-  :func:`pytest_generate_tests`.
+  ``[cyrus]``, ``[dovecot-minimal]``), or those its ``backends`` marker names; a test that
+  uses ``dovecot`` itself (directly or through ``smtp_sink``...) or is marked ``dovecot``
+  runs against Dovecot only.  See :func:`pytest_generate_tests`.
 - ``imap_user``: a fresh user on ``imap_backend`` for each test (:class:`ImapUser`).
 - ``imap_oracle``: a logged-in stdlib ``imaplib.IMAP4`` for ``imap_user``, the second plain
   IMAP connection that checks effects and makes outside changes.
@@ -110,6 +110,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cyrus: runs against the real Cyrus test server")
     config.addinivalue_line(
+        "markers", "backends(*names): run only against these of BACKENDS (a costly test)"
+    )
+    config.addinivalue_line(
         "markers", "sqlite_only: tests SQLite itself (its files, PRAGMAs); skipped on PostgreSQL"
     )
 
@@ -127,7 +130,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if any(metafunc.definition.iter_markers("dovecot")):
         return
-    metafunc.parametrize("imap_backend", list(BACKENDS), indirect=True, scope="session")
+    chosen = metafunc.definition.get_closest_marker("backends")
+    backends = list(chosen.args) if chosen is not None else list(BACKENDS)
+    assert set(backends) <= set(BACKENDS), backends
+    metafunc.parametrize("imap_backend", backends, indirect=True, scope="session")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

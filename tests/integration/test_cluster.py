@@ -81,10 +81,20 @@ async def _changes_until(
     while True:
         left = timeout - (time.monotonic() - started)
         assert left > 0, f"no {want} change within {timeout} s"
-        event = await events.next(timeout=left)
+        try:
+            event = await events.next(timeout=left)
+        except TimeoutError:
+            pytest.fail(f"no {want} change within {timeout} s")
         state = event.data.get("changed", {}).get(account_id, {}).get(want)
         if state is not None and state != before:
             return time.monotonic() - started
+
+
+async def _settled(events: EventReader, quiet: float = 0.3) -> None:
+    """Every StateChange already on its way read: the next one is news (a change queued
+    before an action would otherwise pass for its push)."""
+    while not await events.none_within(quiet):
+        pass
 
 
 async def test_any_request_on_any_instance_sees_the_others_writes(
@@ -95,11 +105,12 @@ async def test_any_request_on_any_instance_sees_the_others_writes(
     await _alternating(seeded_user, imap_oracle, tmp_path, cluster_url, on_postgresql=False)
 
 
-@pytest.mark.dovecot
+@pytest.mark.backends("dovecot", "cyrus")
 async def test_any_request_on_any_instance_on_a_postgresql_cache(
     seeded_user: SeededUser, imap_oracle: imaplib.IMAP4, tmp_path: Path, cluster_url: str
 ) -> None:
-    """The same on a PostgreSQL cache, which is the coordinator too (no cluster.url)."""
+    """The same on a PostgreSQL cache, which is the coordinator too (no cluster.url), on
+    Dovecot and on Cyrus."""
     await _alternating(seeded_user, imap_oracle, tmp_path, cluster_url, on_postgresql=True)
 
 
@@ -161,8 +172,31 @@ async def test_push_crosses_instances_and_the_watcher_moves_when_killed(
     """An EventSource on one instance sees within 1 s a change written through the other
     and one made by another IMAP client (CORE-PUSH-01); SIGKILL of the instance running
     the account's one watcher moves the watcher, and pushes resume."""
+    await _push_crosses(seeded_user, imap_oracle, tmp_path, cluster_url, on_postgresql=False)
+
+
+@pytest.mark.backends("dovecot", "cyrus")
+async def test_push_crosses_instances_on_a_postgresql_cache_core_push_01(
+    seeded_user: SeededUser, imap_oracle: imaplib.IMAP4, tmp_path: Path, cluster_url: str
+) -> None:
+    """The same on a PostgreSQL cache, on Dovecot and on Cyrus (whose watcher has IDLE
+    only, no NOTIFY)."""
+    await _push_crosses(seeded_user, imap_oracle, tmp_path, cluster_url, on_postgresql=True)
+
+
+async def _push_crosses(
+    seeded_user: SeededUser,
+    imap_oracle: imaplib.IMAP4,
+    tmp_path: Path,
+    cluster_url: str,
+    *,
+    on_postgresql: bool,
+) -> None:
     async with (
-        instances(seeded_user, tmp_path, cluster_url) as (a, b),
+        instances(seeded_user, tmp_path, cluster_url, cache_on_postgresql=on_postgresql) as (
+            a,
+            b,
+        ),
         client_of(seeded_user, (a, b)) as client,
     ):
         account = client.account_id
@@ -181,6 +215,7 @@ async def test_push_crosses_instances_and_the_watcher_moves_when_killed(
         assert took < 1.0
 
         # another IMAP client's change, heard by A's watcher, reaches B's EventSource
+        await _settled(on_b)  # B's own write pushed there too
         state = (await client.ok("Email/get", {"ids": []}, on=b))["state"]
         await external_append(imap_oracle, "seen by the watcher on A")
         assert await _changes_until(on_b, account, "Email", state, 1.0) < 1.0
@@ -189,6 +224,7 @@ async def test_push_crosses_instances_and_the_watcher_moves_when_killed(
         a.kill()
         await a.process.wait()
         assert await b.wait_log("push: watching account", 10)
+        await _settled(on_b)
         state = (await client.ok("Email/get", {"ids": []}, on=b))["state"]
         await external_append(imap_oracle, "seen by the watcher on B")
         assert await _changes_until(on_b, account, "Email", state, 5.0) < 5.0
@@ -550,6 +586,7 @@ async def test_two_instances_behind_the_nginx_recipe_round_robin_core_push_01(
             try:
                 await events.next(timeout=5)  # the first StateChange: where we start
                 for writer, email_id in ((a, ids[0]), (b, ids[1])):
+                    await _settled(events)
                     state = (await client.ok("Email/get", {"ids": []}, on=writer))["state"]
                     patch = {"keywords/$flagged": None}
                     await client.ok("Email/set", {"update": {email_id: patch}}, on=writer)
