@@ -64,6 +64,8 @@ class MethodContext:
         self._others = others
         # the account is a share of another user's folders, all named under this prefix
         self.share_prefix = share_prefix
+        # data type -> (its seq, Store.writes_ended when it was read): see seq_of
+        self._seqs: dict[str, tuple[int, int]] = {}
 
     @property
     def cfg(self) -> Config:
@@ -124,6 +126,21 @@ class MethodContext:
     async def state(self, data_type: str) -> str:
         seq = await self.read(lambda tx: q.type_state(tx, self.account_id, data_type))
         return self.encode_state(seq)
+
+    async def seq_of(self, data_type: str) -> int:
+        """The type's state seq as this request reads it: read once (a small read), again
+        only after a write of this process ended.  What the calls of one request answer
+        from it (kept answers) is then one snapshot, as their refresh is one; another
+        instance's write since is in the states they report, not before them.  On a
+        PostgreSQL cache each read is a round trip: Email/query and Email/get of one
+        request ask for the Email state once instead of twice."""
+        writes = self.store.writes_ended
+        known = self._seqs.get(data_type)
+        if known is not None and known[1] == writes:
+            return known[0]
+        seq = await self.read_small(lambda tx: q.type_state(tx, self.account_id, data_type))
+        self._seqs[data_type] = (seq, writes)
+        return seq
 
     def check_account(self, account_id: str) -> None:
         if account_id != self.account_id:

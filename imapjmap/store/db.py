@@ -991,6 +991,9 @@ class Store:
         self._activity = _Activity()
         self._loop_use = _LoopUse()
         self._closed = False
+        # write transactions of this process ended so far: a value read before the last
+        # one ended may predate what it wrote (MethodContext.seq_of)
+        self.writes_ended = 0
 
     @classmethod
     async def open(
@@ -1088,7 +1091,10 @@ class Store:
             CacheCorrupt: see Rule 4.
             Exception: whatever ``fn`` raised (after the ROLLBACK).
         """
-        return await self._submit(fn, account, write=True)
+        try:
+            return await self._submit(fn, account, write=True)
+        finally:
+            self.writes_ended += 1
 
     async def read(self, fn: Callable[[Tx], T], *, account: str = "") -> T:
         """Run ``fn(tx)`` on a reader inside ONE read-only transaction; return its result.

@@ -10,8 +10,12 @@ import imaplib
 import time
 from typing import Any
 
+import pytest
+
 from imapjmap.answers.email_objects import EmailObjects
 from imapjmap.http import views
+from imapjmap.store import queries as q
+from imapjmap.store.db import Tx
 from tests.integration.conftest import Jmap
 from tests.integration.test_email_read import REPLY, REPORT, append, by_subject, roles
 
@@ -120,3 +124,56 @@ async def test_a_kept_query_result_shows_another_clients_append_at_once_core_qry
     got = await page(jmap, inbox)
     assert len(got["list"]) == 2 and got["list"][1] == first["list"][0]
     assert results.hits == hits + 1
+
+
+def count_state_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The data types whose state the cache is asked for."""
+    asked: list[str] = []
+    original = q.type_state
+
+    def counted(tx: Tx, account_id: str, data_type: str) -> int:
+        asked.append(data_type)
+        return original(tx, account_id, data_type)
+
+    monkeypatch.setattr(q, "type_state", counted)
+    return asked
+
+
+async def test_a_kept_page_reads_the_email_state_once_a_request(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening the inbox again at the same state: Email/query and Email/get answer from
+    what they kept, and the Email state they check it against is read once for both (on
+    a PostgreSQL cache each read is a round trip to the server)."""
+    append(imap_oracle, "INBOX", REPORT, time.time() - 300)
+    inbox = (await roles(jmap))["inbox"]
+    first = await page(jmap, inbox)
+    await page(jmap, inbox)  # the preview is stored by now: the objects are kept
+    asked = count_state_reads(monkeypatch)
+    assert await page(jmap, inbox) == first
+    assert asked == ["Email"]
+
+
+async def test_a_write_between_query_and_get_is_seen_by_the_get_core_get_04(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4
+) -> None:
+    """The Email state read once a request is read again after a write: an Email/set
+    between the Email/query and the Email/get of one request shows in the get."""
+    append(imap_oracle, "INBOX", REPORT, time.time() - 300)
+    inbox = (await roles(jmap))["inbox"]
+    first = await page(jmap, inbox)
+    await page(jmap, inbox)
+    email_id = first["list"][0]["id"]
+    query = {"accountId": jmap.account_id, "filter": {"inMailbox": inbox}}
+    get = {
+        "accountId": jmap.account_id,
+        "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+        "properties": PROPERTIES,
+    }
+    update = {"accountId": jmap.account_id, "update": {email_id: {"keywords/$flagged": True}}}
+    body = await jmap.request(
+        [["Email/query", query, "q"], ["Email/set", update, "s"], ["Email/get", get, "g"]]
+    )
+    (_, _, _), (_, set_response, _), (_, got, _) = body["methodResponses"]
+    assert got["list"][0]["keywords"] == {"$flagged": True}
+    assert got["state"] == set_response["newState"] != first["state"]

@@ -272,15 +272,14 @@ async def email_get(ctx: MethodContext, call: Call) -> JsonObject:
     read = ctx.read_small if small else ctx.read
     epoch = ctx.account.epoch
 
-    def rows_of(tx: Tx) -> tuple[Sequence[em.EmailRow | EncodedObject], int]:
-        if kept is not None and wanted is not None:  # the same page at the same state
-            seq = q.type_state(tx, ctx.account_id, em.EMAIL_TYPE)
-            same = kept.answer(ctx.account_id, epoch, properties, wanted, seq)
-            if same is not None:
-                return same, seq
-        return _read_rows(tx, ctx.account_id, wanted, limit, known)
-
-    rows, seq = await read(rows_of)
+    same = None
+    if kept is not None and wanted is not None:  # the same page at the same state
+        seq = await ctx.seq_of(em.EMAIL_TYPE)  # the Email/query before it read it, mostly
+        same = kept.answer(ctx.account_id, epoch, properties, wanted, seq)
+    if same is not None:
+        rows: Sequence[em.EmailRow | EncodedObject] = same
+    else:
+        rows, seq = await read(lambda tx: _read_rows(tx, ctx.account_id, wanted, limit, known))
     previews: dict[str, str] = {}
     missing = [r.id for r in rows if isinstance(r, em.EmailRow) and r.preview is None]
     if "preview" in properties and missing:

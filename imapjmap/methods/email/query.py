@@ -273,16 +273,16 @@ async def email_query(ctx: MethodContext, call: Call) -> JsonObject:
     key = query_results.key_of(ctx.account_id, ctx.account.epoch, call.args)
     apart = p.order is None  # the Python way: its work goes to a reader process
 
-    def kept_answer(tx: Tx) -> tuple[Sequence[str], int | None, int, bool] | None:
-        seq = q.type_state(tx, ctx.account_id, EMAIL_TYPE)
+    def kept_answer(seq: int) -> tuple[Sequence[str], int | None, int, bool] | None:
         found = kept.get(key, seq) if kept is not None else None
         return None if found is None else (*found, seq, True)
 
     def run(tx: Tx) -> tuple[Sequence[str], int | None, int, bool]:
-        return kept_answer(tx) or (*run_query(tx, ctx.account_id, p, uid_hits, args), False)
+        seq = q.type_state(tx, ctx.account_id, EMAIL_TYPE)
+        return kept_answer(seq) or (*run_query(tx, ctx.account_id, p, uid_hits, args), False)
 
-    # whether the kept result holds is one indexed row: read at once (store Rule 10)
-    got = await ctx.read_small(kept_answer) if kept is not None else None
+    # whether the kept result holds is one indexed row, read once a request (store Rule 10)
+    got = kept_answer(await ctx.seq_of(EMAIL_TYPE)) if kept is not None else None
     if got is None and not apart:
         got = await ctx.read(run)
     if got is None:
