@@ -15,7 +15,9 @@ and one whose cache is a PostgreSQL database, and measures:
    ids, and the IMAP commands it sent), the two proxies alternating request by request.
 
 It prints the medians and p95 of each, and the PostgreSQL / SQLite ratios (target: open
-inbox within 1.5x; the no-change request still one round trip upstream).  One instance
+inbox within 1.5x; the no-change request still one round trip upstream), and the round
+trips each request made to PostgreSQL (the store's statements and the coordinator's
+queries, counted by wrapping them: bench only).  One instance
 each: the several-instance run belongs to the cluster benchmark.  The machine is shared:
 compare the ratios, which one run measures under the same load, not the absolute numbers.
 """
@@ -30,6 +32,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
@@ -39,11 +42,46 @@ from read_path import PASSWORD, CommandLog, Jmap, p95, say, timed
 
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from devservers.postgres import PostgresServer
+from imapjmap.cluster.pg import PgCoordinator
 from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
 from imapjmap.http import views
 from imapjmap.http.app import make_app
+from imapjmap.store import pg
 
 OPEN_INBOX_RATIO = 1.5
+
+
+class RoundTrips:
+    """Every round trip to PostgreSQL: a statement of the store (its BEGIN goes with the
+    first one, a read's COMMIT is not waited for, a write's is) and a query of the
+    coordinator.  Bench only: the methods are wrapped."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def install(self) -> None:
+        counter = self
+        run, commit, query = pg.PgConnection.run, pg.PgConnection.commit, PgCoordinator._query
+
+        def counted_run(conn: pg.PgConnection, sql: str, params: Any) -> Any:
+            counter.count += 1
+            return run(conn, sql, params)
+
+        def counted_commit(conn: pg.PgConnection, tx: Any) -> None:
+            counter.count += not conn._reading and conn._deferred is None
+            commit(conn, tx)
+
+        async def counted_query(coordinator: PgCoordinator, sql: str, params: Any) -> Any:
+            counter.count += 1
+            return await query(coordinator, sql, params)
+
+        pg.PgConnection.run = counted_run  # type: ignore[method-assign]
+        pg.PgConnection.commit = counted_commit  # type: ignore[method-assign]
+        PgCoordinator._query = counted_query  # type: ignore[method-assign]
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
 
 
 class Proxy:
@@ -55,6 +93,7 @@ class Proxy:
         self.open_inbox: list[float] = []
         self.no_change: list[float] = []
         self.commands: list[list[str]] = []
+        self.trips: list[tuple[int, int]] = []  # (open inbox, no change) to PostgreSQL
 
     @classmethod
     async def start(cls, name: str, dovecot: DovecotServer, cache: CacheConfig) -> Proxy:
@@ -89,6 +128,8 @@ def _ms(values: list[float]) -> str:
 async def run(dovecot: DovecotServer, postgres: PostgresServer, workdir: Path, n: int) -> None:
     commands = CommandLog()
     commands.install()
+    pg_trips = RoundTrips()
+    pg_trips.install()
     proxies = [
         await Proxy.start("sqlite", dovecot, CacheConfig(path=str(workdir / "cache.sqlite3"))),
         await Proxy.start("postgresql", dovecot, CacheConfig(url=postgres.create_database("c"))),
@@ -103,10 +144,13 @@ async def run(dovecot: DovecotServer, postgres: PostgresServer, workdir: Path, n
                 await proxy.jmap.no_change()
         for _ in range(args.requests):
             for proxy in proxies:
+                pg_trips.take()
                 proxy.open_inbox.append(await timed(proxy.jmap.open_inbox))
                 commands.take()
+                opened = pg_trips.take()
                 proxy.no_change.append(await timed(proxy.jmap.no_change))
                 proxy.commands.append(commands.take())
+                proxy.trips.append((opened, pg_trips.take()))
     finally:
         for proxy in proxies:
             await proxy.close()
@@ -115,6 +159,8 @@ async def run(dovecot: DovecotServer, postgres: PostgresServer, workdir: Path, n
         trips = statistics.median(len(c) for c in proxy.commands)
         say(f"{proxy.name:>10}: open inbox {_ms(proxy.open_inbox)}")
         say(f"{'':>10}  no change  {_ms(proxy.no_change)}, {trips:g} IMAP round trip(s)")
+        opened, unchanged = (statistics.median(t[i] for t in proxy.trips) for i in (0, 1))
+        say(f"{'':>10}  round trips to PostgreSQL: open inbox {opened:g}, no change {unchanged:g}")
     lite, pg = proxies
     ratio = statistics.median(pg.open_inbox) / statistics.median(lite.open_inbox)
     verdict = "met" if ratio <= OPEN_INBOX_RATIO else "MISSED"
