@@ -17,7 +17,9 @@ whole cluster, not once per instance, goes through the coordinator:
   push listeners (EventSource, WebSocket) of every other instance;
 * *who listens*: an instance reads an account's states after a change only when someone
   listens somewhere, so each instance says when its first listener of an account comes and
-  its last one goes.
+  its last one goes;
+* the *slots* of an account's per-account limits (:data:`REQUEST`, :data:`UPLOAD`): at most
+  ``limit`` of them are held at once in the whole cluster, whichever instances hold them.
 
 :class:`~imapjmap.cluster.local.Alone` is the coordinator of an instance that shares its
 cache with nobody (every lock and role is its own at once, nothing is published);
@@ -41,6 +43,11 @@ WATCH: Final = "watch"
 """The role of an account's upstream watcher (its key is the account id)."""
 DELIVER: Final = "deliver"
 """The role of a PushSubscription's delivery (its key is account id and subscription id)."""
+
+REQUEST: Final = "request"
+"""The slots of ``maxConcurrentRequests``."""
+UPLOAD: Final = "upload"
+"""The slots of ``maxConcurrentUpload``."""
 
 ChangeHandler = Callable[[str, str, Mapping[str, int]], Awaitable[None]]
 """(account id, cache epoch, type → seq) of a change another instance published."""
@@ -105,6 +112,28 @@ class Coordinator(Protocol):
 
     async def subscriptions_changed(self, account_id: str) -> None:
         """Tell the other instances to read the account's PushSubscriptions again."""
+        ...
+
+    async def take_slot(self, kind: str, account_id: str, limit: int) -> int | None:
+        """One of the account's ``limit`` slots of ``kind``, without waiting: a token for
+        :meth:`give_slot`, or None when the cluster holds all of them (then the instances
+        that hold one idle are asked to give it up; :meth:`wait_slot` wakes when one
+        does).  A slot is held until given back, or until its instance dies (Rule 1).
+
+        Raises:
+            CoordinatorUnavailable: the cluster cannot say.
+        """
+        ...
+
+    async def give_slot(self, kind: str, account_id: str, token: int, *, linger: float) -> None:
+        """Give a slot back.  The instance may keep it idle for up to ``linger`` seconds
+        (its next :meth:`take_slot` then costs nothing) unless another instance waits;
+        else it is free for the others on return (even if the caller was cancelled)."""
+        ...
+
+    async def wait_slot(self, kind: str, account_id: str, timeout: float) -> None:
+        """Return when another instance gave up a slot of ``kind`` of the account that
+        this one asked for, or after ``timeout`` seconds (a holder that died says nothing)."""
         ...
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
@@ -61,3 +62,14 @@ class Alone:
 
     async def subscriptions_changed(self, account_id: str) -> None:
         return None
+
+    # one instance counts its slots itself (``http.admission``): the cluster adds nothing
+
+    async def take_slot(self, kind: str, account_id: str, limit: int) -> int | None:
+        return 0
+
+    async def give_slot(self, kind: str, account_id: str, token: int, *, linger: float) -> None:
+        return None
+
+    async def wait_slot(self, kind: str, account_id: str, timeout: float) -> None:
+        await asyncio.sleep(timeout)

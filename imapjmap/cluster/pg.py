@@ -24,10 +24,24 @@ its last leaves, and answers a newcomer's hello with what it listens to; an inst
 died says nothing, so every ``sweep_interval`` the instances heard of are checked against
 their liveness locks, and the dead ones forgotten.
 
+Slots (``maxConcurrentRequests``, ``maxConcurrentUpload`` per account over the cluster):
+slot ``n`` of an account is the lock :func:`slot_key`, ``n`` from 0 to ``limit - 1``, so
+at most ``limit`` are held at once, each by a live instance.  An instance *leases* them: a
+slot given back stays held, idle, for ``linger`` seconds, and the next request of the
+account there takes it without a round trip (a client's requests come one after the other,
+and a balancer spreads them over a few instances).  An instance that finds every slot held
+says so (``w``, at most every :data:`_WANT_INTERVAL` seconds while it finds none); the
+others then give their idle slots up at once, and for :data:`_CONTENDED` seconds give every
+slot back at once instead of keeping it, each time saying so (``f``), which wakes the
+waiting instance's :meth:`wait_slot`.  A slot of a dead instance is free when PostgreSQL
+ends its session; the waiting instance finds it on its next try.
+
 Rule 1: losing either connection loses every lock: the roles are reported lost
         (:attr:`on_lost`), a sync lock still held by a refresh is not released twice, and
         the connections are made again with backoff; meanwhile a sync lock cannot be had
-        (:class:`~imapjmap.errors.CoordinatorUnavailable`, ``serverUnavailable``).
+        (:class:`~imapjmap.errors.CoordinatorUnavailable`, ``serverUnavailable``).  A slot
+        taken on a lost connection is not given back twice either (its token is the
+        connection's generation).
 Rule 2: the URL (which may carry a password) is never logged; libpq also reads the
         password from ``PGPASSWORD`` or a password file.
 """
@@ -42,8 +56,9 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
 
 import psycopg
 
@@ -51,9 +66,16 @@ from imapjmap.cluster.api import AccountHandler, ChangeHandler, RoleHandler
 from imapjmap.errors import CoordinatorUnavailable
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CHANNEL: Final = "imapjmap_cluster"
-_INSTANCE, _SYNC, _FILL = "instance", "sync", "fill"
+_INSTANCE, _SYNC, _FILL, _SLOT = "instance", "sync", "fill", "slot"
+_WANT_INTERVAL: Final = 0.25
+"""Seconds between two asks of an instance for one account's slots of one kind."""
+_ORPHAN_LINGER: Final = 1.0
+"""Seconds a slot taken for a request cancelled meanwhile stays idle before it is given back."""
+_CONTENDED: Final = 1.0
+"""Seconds an instance gives an account's slots back at once after another asked for one."""
 _BACKOFF_MAX: Final = 10.0
 _CONNECT_TIMEOUT: Final = 5  # seconds (libpq's connect_timeout is whole seconds)
 
@@ -65,10 +87,28 @@ def lock_key(namespace: str, key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def slot_key(kind: str, account_id: str, number: int) -> int:
+    """The advisory lock key of slot ``number`` of the account's ``kind`` slots."""
+    return lock_key(_SLOT, f"{kind} {account_id} {number}")
+
+
+@dataclass(slots=True)
+class _Lease:
+    """The slots of one kind of one account that this instance holds."""
+
+    generation: int  # of the lock connection they are held on
+    held: list[int] = field(default_factory=list)  # slot numbers
+    busy: int = 0  # how many of them are in use (the others are idle)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one change on the server at once
+    timer: asyncio.TimerHandle | None = None  # gives the idle ones back
+    asked: float = float("-inf")  # when this instance last asked the others for a slot
+    wanted_until: float = float("-inf")  # another instance waits for a slot until then
+
+
 def message(kind: str, instance: str, **fields: Any) -> str:
     """One NOTIFY payload: ``c`` a change (``a`` account, ``e`` epoch, ``s`` type → seq),
     ``l`` listening (``a``, ``on``), ``h`` a newcomer's hello, ``p`` PushSubscriptions
-    changed (``a``)."""
+    changed (``a``), ``w`` a slot wanted and ``f`` a slot freed (``n`` its kind, ``a``)."""
     return json.dumps({"k": kind, "i": instance, **fields}, separators=(",", ":"))
 
 
@@ -104,6 +144,9 @@ class PgCoordinator:
         self._elsewhere: dict[str, set[str]] = {}  # account → instances listening there
         self._task: asyncio.Task[None] | None = None
         self._generation = 0  # connections made so far: a lock of an older one is gone
+        self._leases: dict[tuple[str, str], _Lease] = {}  # (kind, account) → its slots here
+        self._slot_waiters: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
+        self._chores: set[asyncio.Task[Any]] = set()  # slots being taken or given back
 
     # --- life -----------------------------------------------------------------------------
 
@@ -117,10 +160,12 @@ class PgCoordinator:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for chore in (task, *self._chores):
+            if chore is not None:
+                chore.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await chore
+        self._forget_leases()
         await self._disconnect()
 
     async def _open(self) -> psycopg.AsyncConnection[Any]:
@@ -174,6 +219,7 @@ class PgCoordinator:
 
     async def _lost_everything(self) -> None:
         await self._disconnect()
+        self._forget_leases()
         held, self._held = self._held, set()
         self._elsewhere.clear()
         for role, key in sorted(held):
@@ -264,9 +310,148 @@ class PgCoordinator:
             await asyncio.sleep(self._takeover_interval)
             for role, key in sorted(self._wanted - self._held):
                 await self._try_role(role, key)
+            self._sweep_leases()
             if loop.time() >= next_sweep:
                 next_sweep = loop.time() + self._sweep_interval
                 await self._sweep()
+
+    # --- slots ---------------------------------------------------------------------------
+
+    def _lease(self, kind: str, account_id: str) -> _Lease:
+        lease = self._leases.get((kind, account_id))
+        if lease is None or lease.generation != self._generation:
+            lease = self._leases[kind, account_id] = _Lease(self._generation)
+        return lease
+
+    async def take_slot(self, kind: str, account_id: str, limit: int) -> int | None:
+        while True:
+            lease = self._lease(kind, account_id)
+            if lease.busy < len(lease.held):  # an idle one: no round trip
+                lease.busy += 1
+                return lease.generation
+            # the round trip runs on even if this request is cancelled meanwhile: a lock
+            # PostgreSQL granted is then known, idle, and given back (never leaked)
+            if not await asyncio.shield(self._chore(self._grab(lease, kind, account_id, limit))):
+                break
+        now = asyncio.get_running_loop().time()
+        if now - lease.asked >= _WANT_INTERVAL:
+            lease.asked = now
+            await self._send(message("w", self.instance, n=kind, a=account_id))
+        return None
+
+    async def _grab(self, lease: _Lease, kind: str, account_id: str, limit: int) -> bool:
+        """Take one more slot for the lease, idle; False when the cluster holds all of them
+        (True without a round trip when the lease has an idle one, or was forgotten)."""
+        async with lease.lock:  # two tries at once in one session would take one slot twice
+            if lease.generation != self._generation:
+                raise CoordinatorUnavailable("cluster: the connection to PostgreSQL was lost")
+            if lease.busy < len(lease.held) or self._leases.get((kind, account_id)) is not lease:
+                return True
+            free = [n for n in range(limit) if n not in lease.held]
+            if not free:
+                return False
+            keys = [slot_key(kind, account_id, n) for n in free]
+            # LIMIT 1 stops at the first lock taken: the keys after it are not tried
+            got = await self._query(
+                "SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock(k) LIMIT 1",
+                (keys,),
+            )
+            if got is None:
+                return False
+            if lease.generation != self._generation:
+                raise CoordinatorUnavailable("cluster: the connection to PostgreSQL was lost")
+            lease.held.append(free[keys.index(got)])
+            if lease.timer is None:  # its taker may be gone: then it is given back
+                lease.timer = asyncio.get_running_loop().call_later(
+                    _ORPHAN_LINGER, lambda: self._chore(self._give_idle(kind, account_id))
+                )
+            return True
+
+    async def give_slot(self, kind: str, account_id: str, token: int, *, linger: float) -> None:
+        lease = self._leases.get((kind, account_id))
+        if lease is None or lease.generation != token or lease.busy <= 0:
+            return  # taken on a lost connection: PostgreSQL gave it up then (Rule 1)
+        lease.busy -= 1
+        loop = asyncio.get_running_loop()
+        if lease.timer is not None:
+            lease.timer.cancel()
+            lease.timer = None
+        if linger > 0 and loop.time() >= lease.wanted_until:
+            lease.timer = loop.call_later(
+                linger, lambda: self._chore(self._give_idle(kind, account_id))
+            )
+            return
+        # given back before the caller goes on, even if it is cancelled meanwhile
+        await asyncio.shield(self._chore(self._give_idle(kind, account_id)))
+
+    async def wait_slot(self, kind: str, account_id: str, timeout: float) -> None:
+        woken = asyncio.get_running_loop().create_future()
+        waiters = self._slot_waiters.setdefault((kind, account_id), set())
+        waiters.add(woken)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await woken
+        finally:
+            waiters.discard(woken)
+            if not waiters and self._slot_waiters.get((kind, account_id)) is waiters:
+                del self._slot_waiters[kind, account_id]
+
+    def _chore(self, work: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+        return task
+
+    async def _give_idle(self, kind: str, account_id: str) -> None:
+        """Give the lease's idle slots back to PostgreSQL; say so if someone waits."""
+        lease = self._leases.get((kind, account_id))
+        if lease is None:
+            return
+        async with lease.lock:
+            if lease.timer is not None:
+                lease.timer.cancel()
+                lease.timer = None
+            idle = len(lease.held) - lease.busy
+            if idle <= 0 or lease.generation != self._generation:
+                return
+            freed, lease.held = lease.held[-idle:], lease.held[:-idle]
+            keys = [slot_key(kind, account_id, n) for n in freed]
+            with contextlib.suppress(CoordinatorUnavailable):  # then PostgreSQL freed them
+                await self._query(
+                    "SELECT bool_and(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k",
+                    (keys,),
+                )
+        if asyncio.get_running_loop().time() < lease.wanted_until:
+            with contextlib.suppress(CoordinatorUnavailable):
+                await self._send(message("f", self.instance, n=kind, a=account_id))
+
+    def _sweep_leases(self) -> None:
+        """Forget the accounts whose slots are all given back (no await in between: a
+        :meth:`take_slot` holds its lease's lock before it awaits anything)."""
+        now = asyncio.get_running_loop().time()
+        for key, lease in list(self._leases.items()):
+            if not lease.held and not lease.lock.locked() and now > lease.wanted_until:
+                del self._leases[key]
+
+    def _forget_leases(self) -> None:
+        for lease in self._leases.values():
+            if lease.timer is not None:
+                lease.timer.cancel()
+        self._leases.clear()
+
+    def _slot_wanted(self, kind: str, account_id: str) -> None:
+        lease = self._leases.get((kind, account_id))
+        if lease is None:
+            return  # none held here
+        lease.wanted_until = asyncio.get_running_loop().time() + _CONTENDED
+        if lease.busy < len(lease.held):
+            self._chore(self._give_idle(kind, account_id))
+
+    def _slot_freed(self, kind: str, account_id: str) -> None:
+        for woken in self._slot_waiters.get((kind, account_id), ()):
+            if not woken.done():
+                woken.set_result(None)
 
     # --- listeners and messages -------------------------------------------------------------
 
@@ -326,6 +511,13 @@ class PgCoordinator:
                 await self.on_change(account_id, epoch, clean)
         elif kind == "p" and isinstance(account_id, str) and self.on_subscriptions is not None:
             await self.on_subscriptions(account_id)
+        elif kind in ("w", "f") and isinstance(account_id, str):
+            slots = body.get("n")
+            if isinstance(slots, str):
+                if kind == "w":
+                    self._slot_wanted(slots, account_id)
+                else:
+                    self._slot_freed(slots, account_id)
 
     async def _sweep(self) -> None:
         """Forget the listeners of instances that died without a word."""

@@ -70,6 +70,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[views.CONFIG]
     services = await start_services(cfg, app.get(OPENED_STORE))
     app[views.SERVICES] = services
+    app[views.REQUEST_SLOTS].share(services.cluster)  # the limit holds over the cluster
     app[views.AUTH] = Authenticator(cfg, services.store, services.pools, push_key=app[PUSH_KEY])
     app[views.SHARES] = ShareAccounts(services)
     try:

@@ -8,7 +8,10 @@ Rules
 2. ``maxSizeUpload`` is enforced while the body streams in: a declared ``Content-Length``
    over it is refused before reading, and a body that grows over it is cut off (413).
 3. At most ``maxConcurrentUpload`` uploads per account run at once; one more is refused
-   (429) instead of queued, so a client learns its limit at once.
+   (429) instead of queued, so a client learns its limit at once.  With other instances the
+   limit holds over all of them (a cluster slot, :data:`~imapjmap.cluster.api.UPLOAD`,
+   given back as soon as the upload ends: a slot kept idle would refuse another
+   instance's upload).
 4. ``type`` is the request's Content-Type as sent, only normalised (media type lower-cased,
    white space around parameters removed); never sniffed.  No Content-Type, or one whose
    media type is not RFC 2045 ``token/token``, means ``application/octet-stream``.
@@ -16,7 +19,8 @@ Rules
    limit, like the API's request-level limits.
 6. The account's unexpired uploads may take ``limits.max_upload_bytes_per_account`` octets
    together; an upload over that quota is refused with 413, titled ``overQuota``, its
-   ``limit`` being ``maxUploadBytesPerAccount``.
+   ``limit`` being ``maxUploadBytesPerAccount``.  The uploads are counted in the cache, in
+   the transaction that stores one, so the quota holds over instances sharing the cache.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Final
 from aiohttp import web
 
 from imapjmap.blobs import content as blob_store
+from imapjmap.cluster.api import UPLOAD
+from imapjmap.errors import CoordinatorUnavailable
 from imapjmap.http.views import CONFIG, SERVICES, _authenticate, _json
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.session import UPLOAD_PATH
@@ -69,6 +75,15 @@ def _too_big(limit: int) -> RequestError:
     )
 
 
+def _too_many_uploads(limit: int) -> RequestError:
+    return RequestError(
+        RequestErrorType.LIMIT,
+        f"at most {limit} concurrent uploads per account",
+        status=429,
+        limit="maxConcurrentUpload",
+    )
+
+
 async def _read_upload(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _too_big(limit)
@@ -90,12 +105,16 @@ async def upload_view(request: web.Request) -> web.StreamResponse:
     limits = request.app[CONFIG].limits
     in_flight = request.app[UPLOADS]
     if in_flight[account_id] >= limits.max_concurrent_upload:
+        raise _too_many_uploads(limits.max_concurrent_upload)
+    cluster = request.app[SERVICES].cluster
+    try:
+        token = await cluster.take_slot(UPLOAD, account_id, limits.max_concurrent_upload)
+    except CoordinatorUnavailable as exc:
         raise RequestError(
-            RequestErrorType.LIMIT,
-            f"at most {limits.max_concurrent_upload} concurrent uploads per account",
-            status=429,
-            limit="maxConcurrentUpload",
-        )
+            RequestErrorType.BLANK, str(exc), status=503, title="Service Unavailable"
+        ) from None
+    if token is None:  # held on other instances
+        raise _too_many_uploads(limits.max_concurrent_upload)
     in_flight[account_id] += 1
     try:
         data = await _read_upload(request, limits.max_size_upload)
@@ -119,6 +138,7 @@ async def upload_view(request: web.Request) -> web.StreamResponse:
         in_flight[account_id] -= 1
         if not in_flight[account_id]:
             del in_flight[account_id]
+        await cluster.give_slot(UPLOAD, account_id, token, linger=0)
     body = {"accountId": account_id, "blobId": row.id, "type": type_, "size": row.size}
     return _json(body, status=201)
 

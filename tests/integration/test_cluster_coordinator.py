@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 import psycopg
 import pytest
 
-from imapjmap.cluster.api import DELIVER, WATCH
-from imapjmap.cluster.pg import PgCoordinator, lock_key
+from imapjmap.cluster.api import DELIVER, REQUEST, UPLOAD, WATCH
+from imapjmap.cluster.pg import PgCoordinator, lock_key, slot_key
 
 TAKEOVER = 0.2
 
@@ -199,3 +199,127 @@ async def test_a_lost_connection_gives_up_every_role_then_takes_them_again(
         ]
         async with a.sync_lock("acc") as held:
             assert held
+
+
+# --- slots: per-account limits held over the instances ------------------------------------
+
+
+async def _slot_locks_held(url: str, account_id: str, limit: int) -> int:
+    """How many of the account's request slots PostgreSQL sees held, by anyone."""
+    keys = [slot_key(REQUEST, account_id, n) for n in range(limit + 2)]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+        cursor = await admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+            " AND granted AND ((classid::bigint << 32) | objid::bigint) = ANY(%s)",
+            (keys,),
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _taken_within(it: PgCoordinator, account_id: str, limit: int, timeout: float) -> None:
+    started = time.monotonic()
+    while await it.take_slot(REQUEST, account_id, limit) is None:
+        assert time.monotonic() - started < timeout, "no slot came back in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_slots_hold_the_limit_over_instances_core_sess_04(cluster_url: str) -> None:
+    """maxConcurrentRequests per account over two instances (CORE-SESS-04): two slots in
+    all, wherever they are taken; one try takes one lock, never more."""
+    async with coordinator(cluster_url) as a, coordinator(cluster_url) as b:
+        first = await a.take_slot(REQUEST, "acc", 2)
+        assert first is not None
+        assert await _slot_locks_held(cluster_url, "acc", 2) == 1
+        second = await b.take_slot(REQUEST, "acc", 2)
+        assert second is not None
+        assert await a.take_slot(REQUEST, "acc", 2) is None
+        assert await b.take_slot(REQUEST, "acc", 2) is None
+        assert await a.take_slot(UPLOAD, "acc", 2) is not None  # another limit's slots
+        assert await a.take_slot(REQUEST, "other", 2) is not None  # another account's
+        assert await _slot_locks_held(cluster_url, "acc", 2) == 2
+        await b.give_slot(REQUEST, "acc", second, linger=0)  # given back to PostgreSQL at once
+        await until(lambda: not b._leases[REQUEST, "acc"].held)
+        assert await a.take_slot(REQUEST, "acc", 2) is not None
+        assert await b.take_slot(REQUEST, "acc", 2) is None
+
+
+async def test_an_idle_slot_is_taken_again_without_a_round_trip(cluster_url: str) -> None:
+    """A slot given back with a linger stays this instance's: taking it again asks nothing
+    of PostgreSQL; after the linger it is given back."""
+    async with coordinator(cluster_url) as a:
+        token = await a.take_slot(REQUEST, "acc", 2)
+        assert token is not None
+        await a.give_slot(REQUEST, "acc", token, linger=0.3)
+        asked: list[str] = []
+        query = a._query
+
+        async def counted(sql: str, params: tuple[object, ...]) -> object:
+            asked.append(sql)
+            return await query(sql, params)
+
+        a._query = counted  # type: ignore[method-assign]
+        for _ in range(3):
+            token = await a.take_slot(REQUEST, "acc", 2)
+            assert token is not None
+            await a.give_slot(REQUEST, "acc", token, linger=0.3)
+        assert asked == []
+        assert await _slot_locks_held(cluster_url, "acc", 2) == 1
+        await until(lambda: bool(asked))  # the linger ran out: given back
+        await until(lambda: not a._leases[REQUEST, "acc"].held)
+        assert await _slot_locks_held(cluster_url, "acc", 2) == 0
+
+
+async def test_an_idle_slot_goes_to_the_instance_that_waits(cluster_url: str) -> None:
+    """An instance that finds every slot held asks for one: the other gives its idle slot
+    up at once (not after its linger) and says so, which wakes the waiter."""
+    async with coordinator(cluster_url) as a, coordinator(cluster_url) as b:
+        token = await a.take_slot(REQUEST, "acc", 1)
+        assert token is not None
+        await a.give_slot(REQUEST, "acc", token, linger=60)  # kept idle for a minute
+        started = time.monotonic()
+        assert await b.take_slot(REQUEST, "acc", 1) is None  # asks a for it
+        await b.wait_slot(REQUEST, "acc", 5.0)
+        assert await b.take_slot(REQUEST, "acc", 1) is not None
+        assert time.monotonic() - started < 2.0
+        assert await a.take_slot(REQUEST, "acc", 1) is None
+
+
+async def test_a_dead_instances_slots_come_back(cluster_url: str) -> None:
+    """PostgreSQL ends an instance's session (it died): its slots are free for the others
+    at once; the dead session's tokens are not given back twice when it connects again."""
+    async with coordinator(cluster_url) as a, coordinator(cluster_url) as b:
+        tokens = [await a.take_slot(REQUEST, "acc", 2) for _ in range(2)]
+        assert None not in tokens
+        assert await b.take_slot(REQUEST, "acc", 2) is None
+        async with await psycopg.AsyncConnection.connect(cluster_url, autocommit=True) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = ''"
+                " AND pid = ANY(%s)",
+                ([a._locks.info.backend_pid, a._listen.info.backend_pid],),  # type: ignore[union-attr]
+            )
+        # PostgreSQL ends the sessions a moment after it is asked to
+        for _ in range(2):
+            await _taken_within(b, "acc", 2, timeout=2.0)
+        await until(lambda: a._locks is not None and a._generation == 2)
+        for token in tokens:
+            await a.give_slot(REQUEST, "acc", token or 0, linger=0)  # taken on the dead session
+        assert await a.take_slot(REQUEST, "acc", 2) is None  # b holds both
+        assert await _slot_locks_held(cluster_url, "acc", 2) == 2
+
+
+async def test_a_take_cancelled_in_its_round_trip_leaks_no_slot(cluster_url: str) -> None:
+    """The request that asked for a slot goes away while PostgreSQL grants it: the slot is
+    this instance's, idle, and given back soon after (else it would be held for good)."""
+    async with coordinator(cluster_url) as a, coordinator(cluster_url) as b:
+        taking = asyncio.create_task(a.take_slot(REQUEST, "acc", 1))
+        await asyncio.sleep(0)  # its round trip has started
+        taking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await taking
+        await until(lambda: bool(a._leases[REQUEST, "acc"].held))
+        assert a._leases[REQUEST, "acc"].busy == 0
+        await _taken_within(b, "acc", 1, timeout=3.0)
+        assert not a._leases[REQUEST, "acc"].held

@@ -172,10 +172,10 @@ async def test_a_slot_handed_over_as_the_wait_ends_is_kept() -> None:
     loop (the handover first): the request is admitted, not refused with the slot lost."""
     loop = asyncio.get_running_loop()
     slots = RequestSlots(limit=1, wait=0.05, max_waiting=4)
-    await slots._acquire("A")
+    token = await slots._acquire("A")
     late = Holder(slots, "A")
     await settle()
-    loop.call_at(loop.time() + 0.01, slots._release, "A")  # due before the deadline
+    loop.call_at(loop.time() + 0.01, slots._release, "A", token)  # due before the deadline
     time.sleep(0.1)  # block the loop: both fall due in its next turn, the handover first
     async with asyncio.timeout(2):
         await late.admitted.wait()

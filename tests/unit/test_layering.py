@@ -111,6 +111,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         *BASE,
         "imapjmap.logsetup",
         SERVICES,
+        CLUSTER,  # the per-account limits' slots, held over the instances
         METHODS,
         PUSH,
         SYNC,
