@@ -34,6 +34,7 @@ from imapjmap.config import (
     ClusterConfig,
     Config,
     ImapConfig,
+    LimitsConfig,
     PushConfig,
     ServerConfig,
     SmtpConfig,
@@ -108,6 +109,7 @@ async def instances(
     cache_on_postgresql: bool = False,
     submission: tuple[SmtpConfig, SubmissionConfig] | None = None,
     base_url: str | None = None,
+    limits: LimitsConfig | None = None,
 ) -> AsyncIterator[list[Instance]]:
     """``count`` instances on one cache, started one after the other (the first creates
     the cache): a SQLite file coordinated through ``cluster_url``, or (with
@@ -142,6 +144,8 @@ async def instances(
             )
             if submission is not None:
                 cfg = dataclasses.replace(cfg, smtp=submission[0], submission=submission[1])
+            if limits is not None:
+                cfg = dataclasses.replace(cfg, limits=limits)
             url = f"http://127.0.0.1:{port}"
             started.append(await start_instance("AB"[number], cfg, tmp_path, url))
         yield started
