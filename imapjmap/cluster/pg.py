@@ -36,6 +36,10 @@ slot back at once instead of keeping it, each time saying so (``f``), which wake
 waiting instance's :meth:`wait_slot`.  A slot of a dead instance is free when PostgreSQL
 ends its session; the waiting instance finds it on its next try.
 
+An instance that dies frees its locks when PostgreSQL ends its session: at once when its
+process is killed (its machine closes the connection), within about 25 s when its machine
+vanishes (:data:`_KEEPALIVE`).
+
 Rule 1: losing either connection loses every lock: the roles are reported lost
         (:attr:`on_lost`), a sync lock still held by a refresh is not released twice, and
         the connections are made again with backoff; meanwhile a sync lock cannot be had
@@ -77,6 +81,9 @@ _ORPHAN_LINGER: Final = 1.0
 _CONTENDED: Final = 1.0
 """Seconds an instance gives an account's slots back at once after another asked for one."""
 _BACKOFF_MAX: Final = 10.0
+_KEEPALIVE: Final = (10, 5, 3)
+"""Seconds idle before PostgreSQL probes an instance's lock session, seconds between probes,
+probes unanswered before it ends the session (and frees its locks): about 25 s."""
 _CONNECT_TIMEOUT: Final = 5  # seconds (libpq's connect_timeout is whole seconds)
 
 
@@ -183,6 +190,14 @@ class PgCoordinator:
             raise
         self._locks, self._listen = locks, listen
         self._generation += 1
+        # a machine that vanishes (no TCP reset) must not keep its locks for the system's
+        # default of two hours: PostgreSQL probes this session's client after _KEEPALIVE
+        await locks.execute(
+            "SELECT set_config('tcp_keepalives_idle', %s, false),"
+            " set_config('tcp_keepalives_interval', %s, false),"
+            " set_config('tcp_keepalives_count', %s, false)",
+            tuple(str(v) for v in _KEEPALIVE),
+        )
         await locks.execute("SELECT pg_advisory_lock(%s)", (lock_key(_INSTANCE, self.instance),))
         await listen.execute(f"LISTEN {CHANNEL}")
         await self._send(message("h", self.instance))

@@ -323,3 +323,16 @@ async def test_a_take_cancelled_in_its_round_trip_leaks_no_slot(cluster_url: str
         assert a._leases[REQUEST, "acc"].busy == 0
         await _taken_within(b, "acc", 1, timeout=3.0)
         assert not a._leases[REQUEST, "acc"].held
+
+
+async def test_postgresql_probes_the_lock_session_of_a_vanished_machine(cluster_url: str) -> None:
+    """A machine that vanishes sends no TCP reset: PostgreSQL's TCP keepalives on the lock
+    session end it (and free the instance's slots, roles and sync locks) within about 25 s
+    instead of the system default's two hours."""
+    async with coordinator(cluster_url) as a:
+        assert a._locks is not None
+        cursor = await a._locks.execute(
+            "SELECT current_setting('tcp_keepalives_idle'),"
+            " current_setting('tcp_keepalives_interval'), current_setting('tcp_keepalives_count')"
+        )
+        assert await cursor.fetchone() == ("10", "5", "3")
