@@ -25,8 +25,9 @@ Rules
    While requests wait here, the oldest one's turn also comes when a slot frees on another
    instance (a poller asks the cluster, woken by the freeing instance, and at least every
    :data:`POLL_MAX` seconds: a dead instance says nothing).  Rules 2, 3 and 5 hold as on
-   one instance (``max_waiting`` counts this instance's waiters).  A cluster that cannot
-   be reached answers 503.
+   one instance (``max_waiting`` counts this instance's waiters).  While the cluster
+   cannot be reached (its PostgreSQL restarts), the limit holds per instance: the request
+   itself then gets ``serverUnavailable`` where it needs the cluster, as it did before.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 LINGER: Final = 1.0
 """Seconds an instance keeps an account's cluster slot after a request (Rule 6)."""
+NO_CLUSTER_SLOT: Final = -1
+"""The token of a request admitted while the cluster could not be reached (no coordinator
+takes it back: each token is a connection's generation, counted from 1)."""
 POLL_MIN: Final = 0.01
 POLL_MAX: Final = 0.1
 """Seconds between two asks for a cluster slot while requests wait (doubling up to this)."""
@@ -78,8 +82,7 @@ class RequestSlots:
         """Hold one of the account's slots for the ``async with`` block.
 
         Raises:
-            RequestError: limit (maxConcurrentRequests), Rules 2 and 3; 503 when the
-                cluster cannot be reached (Rule 6).
+            RequestError: limit (maxConcurrentRequests), Rules 2 and 3.
         """
         token = await self._acquire(account_id)
         try:
@@ -90,10 +93,15 @@ class RequestSlots:
 
     async def _acquire(self, account_id: str) -> int:
         if self.running[account_id] < self.limit and not self.waiting(account_id):
-            token = await self._take(account_id)
+            self.running[account_id] += 1  # reserved while the cluster is asked
+            try:
+                token = await self._take(account_id)
+            except BaseException:
+                self._unreserve(account_id)
+                raise
             if token is not None:
-                self.running[account_id] += 1
                 return token
+            self._unreserve(account_id)
         if self.wait <= 0 or self.waiting(account_id) >= self.max_waiting:
             raise self._refusal()
         handed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -120,13 +128,11 @@ class RequestSlots:
                 del self._waiting[account_id]
 
     async def _take(self, account_id: str) -> int | None:
-        """A cluster slot (its token), None when all are held; 0 alone (Rule 6)."""
+        """A cluster slot (its token), None when all are held; 0 alone, and
+        :data:`NO_CLUSTER_SLOT` while the cluster cannot be reached (Rule 6)."""
         if self._cluster is None:
             return 0
-        try:
-            return await self._cluster.take_slot(REQUEST, account_id, self.limit)
-        except CoordinatorUnavailable as exc:
-            raise _unavailable(exc) from None
+        return await cluster_slot(self._cluster, REQUEST, account_id, self.limit)
 
     def _hand(self, account_id: str, token: int) -> bool:
         """Give the slot to the oldest waiter still waiting; False when none is."""
@@ -143,10 +149,13 @@ class RequestSlots:
         back (:meth:`_give`)."""
         if self._hand(account_id, token):
             return False  # the slot changes hands: running stays the same
+        self._unreserve(account_id)
+        return self._cluster is not None
+
+    def _unreserve(self, account_id: str) -> None:
         self.running[account_id] -= 1
         if self.running[account_id] <= 0:
             del self.running[account_id]
-        return self._cluster is not None
 
     async def _give(self, account_id: str, token: int) -> None:
         if self._cluster is not None:
@@ -161,27 +170,23 @@ class RequestSlots:
                 if self.running[account_id] >= self.limit:  # a slot here frees first
                     await cluster.wait_slot(REQUEST, account_id, POLL_MAX)
                     continue
+                self.running[account_id] += 1  # reserved while the cluster is asked
                 try:
-                    token = await cluster.take_slot(REQUEST, account_id, self.limit)
-                except CoordinatorUnavailable as exc:
-                    self._fail_waiters(account_id, _unavailable(exc))
-                    return
+                    token = await cluster_slot(cluster, REQUEST, account_id, self.limit)
+                except BaseException:
+                    self._unreserve(account_id)
+                    raise
                 if token is None:
+                    self._unreserve(account_id)
                     await cluster.wait_slot(REQUEST, account_id, delay)
                     delay = min(delay * 2, POLL_MAX)
                     continue
                 delay = POLL_MIN
-                if self._hand(account_id, token):
-                    self.running[account_id] += 1
-                else:  # its waiters left meanwhile
+                if not self._hand(account_id, token):  # its waiters left meanwhile
+                    self._unreserve(account_id)
                     await cluster.give_slot(REQUEST, account_id, token, linger=LINGER)
         finally:
             del self._pollers[account_id]
-
-    def _fail_waiters(self, account_id: str, error: RequestError) -> None:
-        for waiter in self._waiting.get(account_id, ()):
-            if not waiter.done():
-                waiter.set_exception(error)
 
     def _refusal(self) -> RequestError:
         waited = f" after waiting {self.wait:g} s" if self.wait > 0 else ""
@@ -193,15 +198,14 @@ class RequestSlots:
         )
 
 
-def _unavailable(exc: CoordinatorUnavailable) -> RequestError:
-    log.warning("%s", exc)
-    return RequestError(
-        RequestErrorType.BLANK,
-        "the other instances cannot be reached; try again",
-        status=503,
-        title="Service Unavailable",
-        headers={"Retry-After": "1"},
-    )
+async def cluster_slot(cluster: Coordinator, kind: str, account_id: str, limit: int) -> int | None:
+    """``take_slot``, or :data:`NO_CLUSTER_SLOT` while the cluster cannot be reached: a
+    limit then holds per instance rather than refusing everything (Rule 6)."""
+    try:
+        return await cluster.take_slot(kind, account_id, limit)
+    except CoordinatorUnavailable as exc:
+        log.debug("account %s: counted on this instance only: %s", account_id, exc)
+        return NO_CLUSTER_SLOT
 
 
 def _got_slot(handed: asyncio.Future[int]) -> bool:

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from imapjmap.blobs import content as blob_store
 from imapjmap.cluster.api import UPLOAD
-from imapjmap.errors import CoordinatorUnavailable
+from imapjmap.http.admission import cluster_slot
 from imapjmap.http.views import CONFIG, SERVICES, _authenticate, _json
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.session import UPLOAD_PATH
@@ -107,12 +107,7 @@ async def upload_view(request: web.Request) -> web.StreamResponse:
     if in_flight[account_id] >= limits.max_concurrent_upload:
         raise _too_many_uploads(limits.max_concurrent_upload)
     cluster = request.app[SERVICES].cluster
-    try:
-        token = await cluster.take_slot(UPLOAD, account_id, limits.max_concurrent_upload)
-    except CoordinatorUnavailable as exc:
-        raise RequestError(
-            RequestErrorType.BLANK, str(exc), status=503, title="Service Unavailable"
-        ) from None
+    token = await cluster_slot(cluster, UPLOAD, account_id, limits.max_concurrent_upload)
     if token is None:  # held on other instances
         raise _too_many_uploads(limits.max_concurrent_upload)
     in_flight[account_id] += 1

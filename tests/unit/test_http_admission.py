@@ -9,7 +9,8 @@ import time
 import pytest
 
 from imapjmap.config import LimitsConfig
-from imapjmap.http.admission import RequestSlots
+from imapjmap.errors import CoordinatorUnavailable
+from imapjmap.http.admission import NO_CLUSTER_SLOT, RequestSlots
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 
 
@@ -200,3 +201,93 @@ async def test_core_err_04_fifty_clients_of_one_account_all_served_by_default() 
         await holder.admitted.wait()
         await holder.finish()
     assert not slots.running and not slots.waiting("a")
+
+
+# --- Rule 6: the limit over several instances ------------------------------------------------
+
+
+class FakeCluster:
+    """Instances' shared slot count, in memory (the real one: PostgreSQL advisory locks,
+    tests/integration/test_cluster_coordinator.py); ``down`` makes it unreachable."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        self.held: dict[str, int] = {}
+        self.down = False
+        self.given: list[int] = []
+
+    async def take_slot(self, kind: str, account_id: str, limit: int) -> int | None:
+        await asyncio.sleep(0)  # a round trip
+        if self.down:
+            raise CoordinatorUnavailable("cluster: not connected to PostgreSQL")
+        if self.held.get(account_id, 0) >= limit:
+            return None
+        self.held[account_id] = self.held.get(account_id, 0) + 1
+        return 1
+
+    async def give_slot(self, kind: str, account_id: str, token: int, *, linger: float) -> None:
+        self.given.append(token)
+        if token == 1:
+            self.held[account_id] -= 1
+
+    async def wait_slot(self, kind: str, account_id: str, timeout: float) -> None:
+        await asyncio.sleep(min(timeout, 0.01))
+
+
+def two_instances(wait: float = 5.0) -> tuple[FakeCluster, RequestSlots, RequestSlots]:
+    cluster = FakeCluster()
+    one, other = (
+        RequestSlots(limit=2, wait=wait, max_waiting=4, cluster=cluster)  # type: ignore[arg-type]
+        for _ in range(2)
+    )
+    return cluster, one, other
+
+
+async def test_the_limit_holds_over_instances_and_a_waiter_gets_a_slot_freed_elsewhere() -> None:
+    """CORE-ERR-04 over two instances: two slots in all; a request on the second instance
+    waits while the first runs both, and runs once one of them ends."""
+    cluster, a, b = two_instances()
+    first, second = Holder(a, "A"), Holder(a, "A")
+    await settle()
+    assert first.admitted.is_set() and second.admitted.is_set()
+    late = Holder(b, "A")
+    await settle()
+    assert not late.admitted.is_set() and b.waiting("A") == 1
+    await first.finish()
+    async with asyncio.timeout(2):
+        await late.admitted.wait()
+    assert cluster.held["A"] == 2
+    await second.finish()
+    await late.finish()
+    assert cluster.held["A"] == 0 and a.running == {} and b.running == {}
+
+
+async def test_a_waiter_on_another_instance_gets_the_limit_error_when_its_wait_ends() -> None:
+    _, a, b = two_instances(wait=0.05)
+    holders = [Holder(a, "A"), Holder(a, "A")]
+    await settle()
+    with pytest.raises(RequestError) as refused:
+        async with b.slot("A"):
+            pass
+    assert refused.value.type is RequestErrorType.LIMIT
+    assert refused.value.limit == "maxConcurrentRequests"
+    for holder in holders:
+        await holder.finish()
+
+
+async def test_an_unreachable_cluster_leaves_the_limit_per_instance() -> None:
+    """While the cluster's PostgreSQL is down, requests are admitted on this instance's own
+    count (they get serverUnavailable where they need the cluster), never a 503 here."""
+    cluster, a, _ = two_instances()
+    cluster.down = True
+    holders = [Holder(a, "A") for _ in range(3)]
+    await settle()
+    assert [h.admitted.is_set() for h in holders] == [True, True, False]
+    await holders[0].finish()
+    async with asyncio.timeout(2):
+        await holders[2].admitted.wait()
+    for holder in holders[1:]:
+        await holder.finish()
+    assert a.running == {}
+    assert set(cluster.given) == {NO_CLUSTER_SLOT}
