@@ -236,6 +236,22 @@ class PgTx(Tx):
             self._pg.inserted(table, cursor.rowcount)
         return cursor
 
+    def all_of(self, *queries: tuple[str, Sequence[Any]]) -> list[list[tuple[Any, ...]]]:
+        """The queries in one simple query: one round trip (with the BEGIN if not sent)."""
+        self.check()
+        sql = "; ".join(translate(q) for q, _ in queries)
+        params = [p for _, ps in queries for p in _without_nul(ps)]
+        try:
+            cursor = self._pg.run(sql, params, together=True)
+            out = []
+            for number in range(len(queries)):
+                if number:
+                    cursor.nextset()
+                out.append(cursor.fetchall())
+        except psycopg.Error as exc:
+            raise self._pg.failed(exc, _head(queries[0][0]), self._job) from exc
+        return out
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         self.check()
         try:
@@ -350,10 +366,17 @@ class PgConnection:
         self._deferred = sql  # sent with the first statement: one round trip for both
         return tx
 
-    def run(self, sql: str, params: Params) -> psycopg.Cursor[Any] | psycopg.ClientCursor[Any]:
-        """Execute one statement of the transaction; the first one carries its BEGIN."""
+    def run(
+        self, sql: str, params: Params, *, together: bool = False
+    ) -> psycopg.Cursor[Any] | psycopg.ClientCursor[Any]:
+        """Execute one statement of the transaction; the first one carries its BEGIN.
+
+        ``together``: ``sql`` is several statements, sent in one simple query (bound on
+        this side); the cursor is left on the first one's result."""
         begin = self._deferred
         if begin is None:
+            if together:
+                return self._begin_with("", sql, params)
             return self.cursor().execute(sql, params)
         self._deferred = None
         try:
@@ -374,7 +397,7 @@ class PgConnection:
         if cursor is None:
             raise CacheUnavailable(f"cache {self.name}: connection closed")
         # bound on this side, so that both go in one simple query
-        cursor.execute(f"{begin}; {sql}", params)
+        cursor.execute(f"{begin}; {sql}" if begin else sql, params)
         return cursor
 
     def run_begin(self) -> None:

@@ -466,6 +466,20 @@ def live_mailboxes(tx: Tx, account_id: str) -> list[MailboxRow]:
     return [_mailbox_from(row) for row in rows]
 
 
+def live_mailboxes_and_state(
+    tx: Tx, account_id: str, data_type: str
+) -> tuple[list[MailboxRow], int]:
+    """:func:`live_mailboxes` and :func:`type_state`, in one round trip to a server."""
+    rows, state = tx.all_of(
+        (
+            f"{_SELECT_MAILBOX} WHERE account_id = ? AND destroyed_seq IS NULL ORDER BY imap_name",
+            (account_id,),
+        ),
+        ("SELECT seq FROM type_states WHERE account_id = ? AND type = ?", (account_id, data_type)),
+    )
+    return [_mailbox_from(row) for row in rows], int(state[0][0]) if state else 0
+
+
 def _one_mailbox(tx: Tx, where: str, params: Sequence[Any]) -> MailboxRow | None:
     row = tx.one(f"{_SELECT_MAILBOX} WHERE {where} AND destroyed_seq IS NULL", params)
     return None if row is None else _mailbox_from(row)

@@ -26,8 +26,8 @@ from imapjmap.config import CacheConfig
 from imapjmap.errors import CacheCorrupt
 from imapjmap.http.app import make_app
 from imapjmap.store import emails as em
+from imapjmap.store import pg, schema
 from imapjmap.store import queries as q
-from imapjmap.store import schema
 from imapjmap.store.db import CacheUnavailable, Store, TransactionTooLong, Tx
 from tests.integration.conftest import Jmap, proxy_config
 
@@ -164,6 +164,38 @@ async def test_a_table_grown_by_a_write_is_analyzed_after_it(fresh: str) -> None
         assert await store.read(reltuples) == -1
         await store.run(fill(1_500, 10), account=A)
         assert await store.read(reltuples) == 1_511
+    finally:
+        await store.aclose()
+
+
+async def test_queries_asked_together_are_one_round_trip(
+    fresh: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tx.all_of: a Mailbox/get's mailboxes and state (the no-change request) go to the
+    server in one simple query with the transaction's BEGIN."""
+    store = await Store.open(fresh, readers=1)
+    sent: list[str] = []
+    original = pg.PgConnection.run
+
+    def counted(conn: pg.PgConnection, sql: str, params: Any, **kw: Any) -> Any:
+        sent.append(sql)
+        return original(conn, sql, params, **kw)
+
+    monkeypatch.setattr(pg.PgConnection, "run", counted)
+    box = q.MailboxRow(A, "M1", "INBOX", "INBOX")
+
+    def write(tx: Tx) -> None:
+        q.ensure_account(tx, A, "alice")
+        q.insert_mailbox(tx, box, seq=q.next_seq(tx, A, ["Mailbox"]))
+
+    try:
+        await store.run(write, account=A)
+        sent.clear()
+        rows, seq = await store.read(
+            lambda tx: q.live_mailboxes_and_state(tx, A, "Mailbox"), account=A
+        )
+        assert [row.id for row in rows] == ["M1"] and seq == 1
+        assert len(sent) == 1
     finally:
         await store.aclose()
 

@@ -236,6 +236,28 @@ async def test_sqlite_errors_are_translated_and_chained(store: Store) -> None:
     assert await store.run(lambda tx: tx.scalar("SELECT 1")) == 1
 
 
+async def test_several_queries_at_once_answer_as_each_alone(store: Store) -> None:
+    """Tx.all_of (one round trip on PostgreSQL): each query's rows in order, whether its
+    statements open the transaction or come after others; a failing one fails the call."""
+
+    def write(tx: Tx) -> None:
+        q.ensure_account(tx, "a", "alice")
+        tx.execute("INSERT INTO kv (account_id, key, value) VALUES (?, ?, ?)", ("a", "50%", "x"))
+
+    await store.run(write)
+    queries = (
+        ("SELECT key, value FROM kv WHERE account_id = ? AND key LIKE '5%'", ("a",)),
+        ("SELECT count(*) FROM kv WHERE key = ?", ("none",)),
+        ("SELECT value FROM kv WHERE key = ?", ("nothing",)),
+    )
+    first = await store.read(lambda tx: tx.all_of(*queries))
+    later = await store.read(lambda tx: [tx.scalar("SELECT 1"), tx.all_of(*queries)][1])
+    assert first == later == [[("50%", "x")], [(0,)], []]
+    with pytest.raises(CacheCorrupt):
+        await store.read(lambda tx: tx.all_of(("SELECT 1", ()), ("SELECT nope FROM kv", ())))
+    assert await store.read(lambda tx: tx.all_of(*queries)) == first
+
+
 async def test_a_tx_dies_with_its_transaction(store: Store) -> None:
     leaked = await store.run(lambda tx: tx)
     with pytest.raises(RuntimeError, match="outside its transaction"):

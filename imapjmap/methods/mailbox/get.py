@@ -66,10 +66,10 @@ async def mailbox_get(ctx: MethodContext, call: Call) -> JsonObject:
     args = standard.get_args(ctx, call.args, PROPERTIES)
     await ctx.refresh()
 
-    def read(tx: Tx) -> tuple[list[q.MailboxRow], int]:
-        return q.live_mailboxes(tx, ctx.account_id), q.type_state(tx, ctx.account_id, MAILBOX_TYPE)
-
-    rows, seq = await ctx.read_small(read)  # a few dozen rows, mostly (store Rule 10)
+    # a few dozen rows, mostly (store Rule 10)
+    rows, seq = await ctx.read_small(
+        lambda tx: q.live_mailboxes_and_state(tx, ctx.account_id, MAILBOX_TYPE)
+    )
     by_id = {row.id: row for row in rows}
     if args.ids is not None:
         wanted = standard.resolve_ids(call, args.ids)
