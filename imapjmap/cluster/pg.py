@@ -8,11 +8,12 @@ both in autocommit mode:
 
 * the *lock connection* holds this instance's session-level advisory locks: the instance's
   own (its liveness, which the others check), the sync locks of the accounts it refreshes,
-  the first-sync locks of the mailboxes it fills in, and its roles.  A lock is one 64-bit
-  key (:func:`lock_key`) taken with ``pg_try_advisory_lock``, never waited for inside
-  PostgreSQL, so one connection serves every account: a sync lock that is taken is tried
-  again every few milliseconds until ``sync_wait`` runs out.  PostgreSQL releases all of
-  them when the session ends, so a killed instance gives up its roles at once (api Rule 1);
+  the first-sync locks of the mailboxes it fills in, its roles and the slots it leases.
+  A lock is one 64-bit key (:func:`lock_key`) taken with ``pg_try_advisory_lock``, never
+  waited for inside PostgreSQL, so one connection serves every account: a sync lock that
+  is taken is tried again every few milliseconds until ``sync_wait`` runs out.  PostgreSQL
+  releases all of them when the session ends, so a killed instance gives up its roles at
+  once (api Rule 1);
 * the *listen connection* LISTENs on :data:`CHANNEL`, where every instance sends its
   messages (JSON, see :func:`message`), and hands them to the handlers (api Rule 2).
 
