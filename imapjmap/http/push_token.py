@@ -48,8 +48,13 @@ MIN_KEY_BYTES: Final = 32
 
 
 def signing_key(path: str | None) -> bytes:
-    """The key in ``auth.push_token_key_file`` (white space around it dropped), or a
-    random one when no file is configured (Rule 5).
+    """The key in ``auth.push_token_key_file``, or a random one when no file is
+    configured (Rule 5).
+
+    A key written as text (``openssl rand -hex 32 > file``) ends with a newline an editor
+    may change, so white space around a key of printable ASCII is dropped; a binary key
+    (``head -c 32 /dev/urandom > file``) is used whole: one in twenty of those begins or
+    ends with a byte that is white space, and dropping it would shorten the key.
 
     Raises:
         ConfigError: the file cannot be read or holds fewer than 32 bytes; the message
@@ -59,11 +64,13 @@ def signing_key(path: str | None) -> bytes:
         return secrets.token_bytes(MIN_KEY_BYTES)
     try:
         with open(path, "rb") as fh:
-            key = fh.read().strip()
+            raw = fh.read()
     except OSError as exc:
         raise ConfigError(
             f"auth.push_token_key_file: cannot read {path!r}: {exc.strerror or exc}"
         ) from None
+    text = raw.strip()
+    key = text if all(0x20 <= byte <= 0x7E for byte in text) else raw
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(
             f"auth.push_token_key_file: {path!r} must hold at least {MIN_KEY_BYTES} bytes"

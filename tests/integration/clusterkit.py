@@ -127,7 +127,7 @@ async def instances(
     balancer = base_url or f"http://127.0.0.1:{free_port()}"
     # one key for all: a push URL signed by one instance opens on the other
     key_file = tmp_path / "push-token.key"
-    key_file.write_bytes(secrets.token_bytes(32))
+    key_file.write_bytes(secrets.token_bytes(32))  # binary, as `head -c 32 /dev/urandom` writes
     auth = AuthConfig(push_token_key_file=str(key_file))
     try:
         for number in range(count):

@@ -130,3 +130,17 @@ def test_signing_key_from_a_file(tmp_path: Path) -> None:
     assert "short" not in str(caught.value)
     with pytest.raises(ConfigError, match=r"auth\.push_token_key_file: cannot read"):
         signing_key(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\n" + bytes(range(0x80, 0xA0)) + b" ", b"\x00" * 31 + b"\t", b"\x0b" + b"\xff" * 31],
+)
+def test_a_binary_key_is_used_whole_even_with_white_space_at_its_ends(
+    tmp_path: Path, content: bytes
+) -> None:
+    """A key from ``head -c 32 /dev/urandom`` that starts or ends with a white-space byte
+    (about one in twenty) kept all its bytes: stripping them left it too short to start."""
+    path = tmp_path / "key"
+    path.write_bytes(content)
+    assert signing_key(str(path)) == content
