@@ -16,6 +16,9 @@ and measures, side by side in one run:
    reported, and the warm measurements of that size are skipped.  ``--compare-rev REV``
    alternates these with the first syncs of the ``imapjmap`` package at git revision REV
    (each in a process of its own, on the same Dovecot), for before/after figures of one run;
+   ``--compare-pure`` alternates this tree's first syncs (the parsing modules compiled by
+   ``python3 -m imapjmap.build_ext``) with the same tree's as pure Python, both in processes
+   of their own (first syncs only);
    ``--first-sync-only`` stops after this part;
 2. warm "open inbox": ``Email/query`` (INBOX, receivedAt desc, limit 50) + ``Email/get`` of
    those 50 with list properties in one request, median and p95;
@@ -63,6 +66,7 @@ from aiohttp.test_utils import TestServer
 from mailgen import SeedStats, seed_inbox
 
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
+from imapjmap import compiled
 from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
 from imapjmap.http import views
 from imapjmap.http.app import make_app
@@ -564,8 +568,12 @@ async def measure_first_sync(
         cache = workdir / f"cache-{result.size}-{rep}.sqlite3"
         if args.compare_rev and rep % 2 == 0:  # the two revisions take turns going first
             await _compare(dovecot, result, username, args, workdir)
-        proxy = await InProcessProxy.start(dovecot, username, cache)
-        sync = await first_sync(proxy, result.size, args.sync_limit)
+        if args.compare_pure:  # this tree in a process of its own too, as its pure twin
+            proxy = None
+            sync = await _child_sync(dovecot, result.size, username, args, workdir, {})
+        else:
+            proxy = await InProcessProxy.start(dovecot, username, cache)
+            sync = await first_sync(proxy, result.size, args.sync_limit)
         result.proxy.append(sync)
         total = f"{sync.total:.3f} s" if sync.total is not None else "NOT FINISHED"
         say(
@@ -576,7 +584,8 @@ async def measure_first_sync(
             await _compare(dovecot, result, username, args, workdir)
         if sync.total is None:
             say(f"  the first sync did not finish within --sync-limit {args.sync_limit:g} s")
-            await proxy.close()
+            if proxy is not None:
+                await proxy.close()
             return None
     return proxy
 
@@ -589,25 +598,40 @@ async def _compare(
     workdir: Path,
 ) -> None:
     """The first sync of the ``--compare-rev`` package, in a process of its own (this script
-    with that revision's ``imapjmap`` first on the path), on the same Dovecot and mail."""
-    cache = workdir / f"compare-{result.size}.sqlite3"
+    with that revision's ``imapjmap`` first on the path), on the same Dovecot and mail; with
+    ``--compare-pure``, of this tree's package run as pure Python."""
+    env = {compiled.PURE_ENV: "1"} if args.compare_pure else {}
+    sync = await _child_sync(dovecot, result.size, username, args, workdir, env)
+    result.compared.append(sync)
+    total = f"{sync.total:.3f} s" if sync.total is not None else "NOT FINISHED"
+    say(f"      at {args.compare_rev}: first sync {total} (first batch {sync.first_batch:.3f} s)")
+
+
+async def _child_sync(
+    dovecot: DovecotServer,
+    size: int,
+    username: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    env: dict[str, str],
+) -> FirstSync:
+    """One first sync in a process of its own (``--child-first-sync``), with ``env`` added."""
+    cache = workdir / f"compare-{size}.sqlite3"
     cache.unlink(missing_ok=True)
     job = {"host": dovecot.host, "port": dovecot.port, "user": username, "cache": str(cache),
-           "size": result.size, "limit": args.sync_limit}  # fmt: skip
-    path = os.pathsep.join([str(workdir / "compare"), str(Path(__file__).resolve().parent.parent)])
+           "size": size, "limit": args.sync_limit}  # fmt: skip
+    tree = str(Path(__file__).resolve().parent.parent)
+    path = tree if args.compare_pure else os.pathsep.join([str(workdir / "compare"), tree])
     child = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--child-first-sync", json.dumps(job),
-        env={**os.environ, "PYTHONPATH": path}, stdout=subprocess.PIPE,
+        env={**os.environ, **env, "PYTHONPATH": path}, stdout=subprocess.PIPE,
     )  # fmt: skip
     out, _ = await child.communicate()
     cache.unlink(missing_ok=True)
     if child.returncode != 0:
-        raise RuntimeError(f"the first sync at {args.compare_rev} failed ({child.returncode})")
+        raise RuntimeError(f"the first sync at {compare_rev} failed ({child.returncode})")
     got = json.loads(out.decode().strip().splitlines()[-1])
-    sync = FirstSync(got["first"], got["total"], [])
-    result.compared.append(sync)
-    total = f"{sync.total:.3f} s" if sync.total is not None else "NOT FINISHED"
-    say(f"      at {args.compare_rev}: first sync {total} (first batch {sync.first_batch:.3f} s)")
+    return FirstSync(got["first"], got["total"], [])
 
 
 async def child_first_sync(spec: str) -> None:
@@ -969,11 +993,13 @@ async def run(
         for n in sizes:
             say(f"first sync at {n:,} messages (alternating with the raw FETCH):")
             proxy = await measure_first_sync(dovecot, results[n], f"u{n}", args, workdir)
-            if proxy is None:
+            if args.compare_pure:
+                results[n].warm_note = "not measured (--compare-pure)"
+            elif proxy is None:
                 results[n].warm_note = "not measured: the first sync did not finish"
             else:
                 proxies[n] = proxy
-        if args.first_sync_only:
+        if args.first_sync_only or args.compare_pure:  # no proxy of this process to ask
             return report([results[n] for n in sizes], None, args.sync_limit)
         missing = email_methods_missing()
         if missing:
@@ -1035,6 +1061,12 @@ def main() -> int:
         help="also time the first syncs of the imapjmap package at this git revision, "
         "alternating with this tree's",
     )
+    parser.add_argument(
+        "--compare-pure",
+        action="store_true",
+        help="compare this tree's compiled parsing modules (python3 -m imapjmap.build_ext) "
+        "with the same tree as pure Python, each first sync in a process of its own",
+    )
     parser.add_argument("--child-first-sync", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_first_sync:
@@ -1045,8 +1077,11 @@ def main() -> int:
     say(f"command: python3 bench/read_path.py --sizes {','.join(map(str, sizes))}")
     ensure_dovecot_installed()
     workdir = Path(tempfile.mkdtemp(prefix="imapjmap-bench-"))
-    if args.compare_rev:
-        global compare_rev
+    global compare_rev
+    if args.compare_pure:
+        args.compare_rev = compare_rev = "IMAPJMAP_PURE=1"
+        say(f"this tree: {compiled.describe()}; compared with itself as pure Python")
+    elif args.compare_rev:
         compare_rev = extract_package(args.compare_rev, workdir / "compare")
         say(f"compared with the imapjmap package at {compare_rev}")
     dovecot = DovecotServer.start(workdir / "dovecot")
