@@ -21,6 +21,7 @@ Client *i* uses target *i* mod the number of targets.  An answer is good when it
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -102,7 +103,8 @@ class Client(asyncio.Protocol):
             return bytes(self.buffer[self.body_at : self.body_at + max(self.length, 0)])
         if not self.buffer.endswith(b"0\r\n\r\n"):
             return None
-        parts, at = [], self.body_at
+        parts: list[bytes] = []
+        at = self.body_at
         while True:
             line_end = self.buffer.find(b"\r\n", at)
             if line_end < 0:
@@ -159,9 +161,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
             done: asyncio.Future[None] = loop.create_future()
             try:
                 await loop.create_connection(
-                    lambda done=done: Client(request, run, done),  # type: ignore[misc]
-                    target["host"],
-                    target["port"],
+                    functools.partial(Client, request, run, done), target["host"], target["port"]
                 )
             except OSError as error:
                 run.failed[type(error).__name__] += 1
