@@ -263,15 +263,25 @@ async def test_cyrus_answers_mail_to_the_identities_only_vac_04(
     cyrus_user.wait_for_reply(sender)
 
 
-async def test_cyrus_no_reply_once_disabled_vac_05(cyrus_jmap: Jmap, cyrus_user: CyrusUser) -> None:
+async def test_cyrus_no_reply_outside_the_dates_nor_once_disabled_vac_05(
+    cyrus_jmap: Jmap, cyrus_user: CyrusUser
+) -> None:
     await vacation_set(cyrus_jmap, isEnabled=True, subject="Away", textBody="away")
     before = f"frank-{secrets.token_hex(4)}@example.net"
     cyrus_user.deliver(before, "are you there")
     cyrus_user.wait_for_reply(before)
-    await vacation_set(cyrus_jmap, isEnabled=False)
-    sender = f"gina-{secrets.token_hex(4)}@example.net"
-    cyrus_user.deliver(sender, "are you there")
-    assert cyrus_user.replies_to(sender, wait=1.0) == []
+    senders = []
+    for dates in (
+        {"fromDate": "2098-01-01T00:00:00Z"},  # not yet
+        {"fromDate": None, "toDate": "2000-01-01T00:00:00Z"},  # over
+        {"isEnabled": False, "toDate": None},
+    ):
+        await vacation_set(cyrus_jmap, **dates)
+        sender = f"gina-{secrets.token_hex(4)}@example.net"
+        cyrus_user.deliver(sender, "are you there")
+        senders.append(sender)
+    time.sleep(1.0)
+    assert [cyrus_user.replies_to(sender) for sender in senders] == [[], [], []]
     scripts = await cyrus_user.scripts()
     assert [name for name, (active, _) in scripts.items() if active] == []
 
