@@ -95,7 +95,9 @@ async def start_instance(name: str, cfg: Config, tmp_path: Path, url: str) -> In
                 async with http.get(f"{it.base_url}/.well-known/jmap"):
                     return it
             await asyncio.sleep(0.1)
-    process.kill()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
     pytest.fail(f"instance {name} did not start:\n{it.log()}")
 
 
