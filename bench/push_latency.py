@@ -23,6 +23,13 @@ whose Email state is new was read: it spans Dovecot's NOTIFY, the watcher's debo
 refresh of the cache, the hub and the HTTP stream.  ``--trace`` prints, for each sample,
 the IMAP commands the proxy sent and their durations.
 
+Each change is also put down by what found it first: the watcher hearing it (the server's
+report), the watcher's periodic check (every ``push.status_interval``), a NOTIFY re-arm, or
+something else (a busy client's request); and whether the server's report of a change a
+check had found came late, within ``--gap`` seconds after the event.  The next change
+waits out that gap, so that such a late report is not taken for the next change's (it
+would make the next one look heard at once, and find it early).
+
 ``--backend cyrus`` runs the same against a private Cyrus (IDLE on INBOX and a LIST-STATUS
 comparison every ``push.status_interval``): the mail is written into INBOX's spool
 directory, then ``reconstruct`` runs (:func:`seed_cyrus_spool`: minutes at 100,000 where
@@ -78,8 +85,8 @@ from imapjmap.http import views
 from imapjmap.imap.commands import Command
 from imapjmap.imap.models import Reply
 from imapjmap.imap.session import ImapSession
-from imapjmap.push.watcher import Watcher
-from imapjmap.upstream.imap_watch import NotifyWatch
+from imapjmap.upstream.imap_watch import IdleWatch, NotifyWatch
+from imapjmap.upstream.watch import Heard
 
 TARGET_P95: Final = 1.0  # seconds
 EVENT_TIMEOUT: Final = 10.0  # a sample with no event by then counts as this long
@@ -90,6 +97,11 @@ DELIVER: Final = "deliver"
 ALL_KINDS: Final = (*KINDS, DELIVER)
 ELSEWHERE: Final = "Bench-Elsewhere"  # where Cyrus's "expunge" moves a message
 WATCHER_SETTLE: Final = 3.0  # seconds for a watcher in another process to connect
+GAP: Final = 1.0  # seconds between a state event and the next change (--gap)
+# what found a change first (Bench.sample); "missed": nothing within EVENT_TIMEOUT
+FOUND_BY: Final = ("heard", "check", "re-arm", "other", "missed")
+LISTS_AFTER: Final = 0.05  # the watcher's debounce (push.watcher._DEBOUNCE)
+_FOUND: Final = {Heard.CHANGED: "heard", Heard.DUE: "check", Heard.REARMED: "re-arm"}
 
 Upstream = DovecotServer | CyrusServer
 
@@ -108,7 +120,8 @@ class Trace:
 
     on: bool = False
     sent: list[tuple[float, float, str]] = field(default_factory=list)
-    heard: list[float] = field(default_factory=list)  # when the watcher heard of a change
+    # when the watcher woke, and for what (the server's report, a check, a re-arm)
+    woke: list[tuple[float, Heard]] = field(default_factory=list)
 
     def install(self) -> None:
         original = ImapSession.execute
@@ -124,19 +137,26 @@ class Trace:
                 sent.append((started, time.perf_counter(), command.parts[0][:90]))
 
         ImapSession.execute = execute  # type: ignore[method-assign,assignment]
-        changed, rearm = Watcher._changed, NotifyWatch._rearm
-        heard = self.heard
+        rearm, woke = NotifyWatch._rearm, self.woke
+        said = {Heard.CHANGED: "(watcher: an event)", Heard.DUE: "(watcher: a check)"}
 
-        async def on_event(watcher: Watcher) -> None:
-            heard.append(time.perf_counter())
-            sent.append((time.perf_counter(), time.perf_counter(), "(watcher: an event)"))
-            await changed(watcher)
+        def waking(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+            async def next_(watch: Any) -> Heard:
+                heard: Heard = await original(watch)
+                now = time.perf_counter()
+                woke.append((now, heard))
+                if heard in said:
+                    sent.append((now, now, said[heard]))
+                return heard
+
+            return next_
 
         async def on_rearm(watch: NotifyWatch) -> None:
             sent.append((time.perf_counter(), time.perf_counter(), "(watcher: re-arm)"))
             await rearm(watch)
 
-        Watcher._changed = on_event  # type: ignore[method-assign,assignment]
+        NotifyWatch.next = waking(NotifyWatch.next)  # type: ignore[method-assign,assignment]
+        IdleWatch.next = waking(IdleWatch.next)  # type: ignore[method-assign,assignment]
         NotifyWatch._rearm = on_rearm  # type: ignore[method-assign,assignment]
 
     def show(self, since: float) -> None:
@@ -181,6 +201,12 @@ class SizeRun:
     split: dict[str, list[tuple[float, float]]] = field(
         default_factory=lambda: {k: [] for k in ALL_KINDS}
     )
+    # what found each change first (FOUND_BY), and how many of those a check or a
+    # request found did the server report late (after the event, within the gap)
+    found: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {k: dict.fromkeys(FOUND_BY, 0) for k in ALL_KINDS}
+    )
+    late: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_KINDS, 0))
 
 
 class Bench:
@@ -197,8 +223,10 @@ class Bench:
         watching: Callable[[], bool] | None = None,
         busy: int = 0,
         kinds: tuple[str, ...] = KINDS,
+        gap: float = GAP,
     ) -> None:
         self.upstream = upstream
+        self.gap = gap
         self.kinds = kinds
         self.jmap = jmap
         self.watching = watching
@@ -232,19 +260,30 @@ class Bench:
             return EVENT_TIMEOUT
 
     async def sample(self, kind: str, n: int) -> None:
-        self.trace.heard.clear()
+        self.trace.woke.clear()
         done = await asyncio.to_thread(getattr(self, "_" + kind), n)
         latency = await self._wait_event(done)
-        # the upstream's share and the proxy's; none when a refresh for another reason (a
-        # re-arm, a busy client's request) found the change first
-        heard = [t for t in self.trace.heard if t <= done + latency]
-        if heard and latency < EVENT_TIMEOUT:
-            upstream = max(heard[0] - done, 0.0)
-            self.run.split[kind].append((upstream, latency - upstream))
         if latency >= EVENT_TIMEOUT:
             self.run.missed[kind] += 1
             # the late event may still come: take it before the next sample starts
             await self._wait_event(time.perf_counter())
+        else:
+            # a late report of the change before comes before the gap's end, not after
+            # this change's OK
+            await asyncio.sleep(self.gap)
+        event = done + latency
+        # a wake-up within the watcher's debounce before the OK lists after it
+        before = [(t, heard) for t, heard in self.trace.woke if done - LISTS_AFTER <= t <= event]
+        after = [heard for t, heard in self.trace.woke if t > event]
+        how = _FOUND[before[0][1]] if before else "other"
+        if latency >= EVENT_TIMEOUT:
+            how = "missed"
+        self.run.found[kind][how] += 1
+        if how == "heard":  # the upstream's share and the proxy's
+            upstream = max(before[0][0] - done, 0.0)
+            self.run.split[kind].append((upstream, latency - upstream))
+        elif Heard.CHANGED in after:  # reported, but after something else had found it
+            self.run.late[kind] += 1
         self.run.latencies[kind].append(latency)
         if self.trace.on:
             say(f"    {kind} #{n}: {latency * 1000:.0f} ms")
@@ -297,7 +336,7 @@ class Bench:
             await asyncio.sleep(1.0)  # the watcher's first refresh and its event
             with_trace, self.trace.on = self.trace.on, False
             await self.sample("append", -1)  # warm-up, not counted
-            self.run.latencies["append"].clear()
+            self.run = SizeRun(self.run.size, self.run.busy)
             self.trace.on = with_trace
             for n in range(samples):
                 for kind in self.kinds:
@@ -422,7 +461,13 @@ def seed_cyrus_spool(server: CyrusServer, username: str, count: int) -> None:
 
 
 async def measure_size(
-    upstream: Upstream, workdir: Path, size: int, samples: int, trace: Trace, busy: int
+    upstream: Upstream,
+    workdir: Path,
+    size: int,
+    samples: int,
+    trace: Trace,
+    busy: int,
+    gap: float = GAP,
 ) -> list[SizeRun]:
     username = f"u{size}"
     upstream.add_user(username, PASSWORD)
@@ -445,12 +490,12 @@ async def measure_size(
             return any(w.mode in ("notify", "idle") for w in push.watchers.values())
 
         kinds = KINDS if isinstance(upstream, CyrusServer) else ALL_KINDS
-        quiet = Bench(upstream, proxy.jmap, size, trace, watching, kinds=kinds)
+        quiet = Bench(upstream, proxy.jmap, size, trace, watching, kinds=kinds, gap=gap)
         runs = [await quiet.measure(samples)]
         if busy:
             say(f"  measuring with {busy} other clients opening the inbox")
             async with Busy(proxy.jmap, busy) as load:
-                bench = Bench(upstream, proxy.jmap, size, trace, watching, busy, kinds)
+                bench = Bench(upstream, proxy.jmap, size, trace, watching, busy, kinds, gap)
                 run = await bench.measure(samples)
             run.busy_load = load.load
             runs.append(run)
@@ -461,6 +506,23 @@ async def measure_size(
 
 def condition(run: SizeRun) -> str:
     return f"busy {run.busy}" if run.busy else "quiet"
+
+
+def report_found(runs: list[SizeRun]) -> None:
+    say("")
+    say("what found each change first: the server's report (heard), the watcher's check every")
+    say("push.status_interval, a NOTIFY re-arm, or else (a busy client's request); late: the")
+    say("server's report of a change something else had found came after the event")
+    say(
+        f"{'kind':8} {'size':>8} {'condition':>9} "
+        + " ".join(f"{h:>6}" for h in FOUND_BY)
+        + "   late"
+    )
+    for kind in ALL_KINDS:
+        for run in runs:
+            if run.latencies[kind]:
+                counts = " ".join(f"{run.found[kind][h]:>6}" for h in FOUND_BY)
+                say(f"{kind:8} {run.size:>8,} {condition(run):>9} {counts} {run.late[kind]:>6}")
 
 
 def report(runs: list[SizeRun]) -> bool:
@@ -513,6 +575,7 @@ def report(runs: list[SizeRun]) -> bool:
                 f"{kind:8} {run.size:>8,} {condition(run):>9} {len(pairs):>5} "
                 f"{parts[0]:>16} {parts[1]:>16}"
             )
+    report_found(runs)
     for run in runs:
         load = run.busy_load
         if load is not None:
@@ -534,6 +597,9 @@ def main() -> int:
     parser.add_argument(
         "--busy", type=int, default=20, help="other clients in the busy measurement (0: none)"
     )
+    parser.add_argument(
+        "--gap", type=float, default=GAP, help="seconds from a state event to the next change"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.backend == "dovecot":
@@ -553,7 +619,7 @@ def main() -> int:
             run
             for size in sizes
             for run in asyncio.run(
-                measure_size(upstream, workdir, size, args.samples, trace, args.busy)
+                measure_size(upstream, workdir, size, args.samples, trace, args.busy, args.gap)
             )
         ]
     finally:
