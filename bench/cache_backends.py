@@ -63,9 +63,9 @@ class RoundTrips:
         counter = self
         run, commit, query = pg.PgConnection.run, pg.PgConnection.commit, PgCoordinator._query
 
-        def counted_run(conn: pg.PgConnection, sql: str, params: Any) -> Any:
+        def counted_run(conn: pg.PgConnection, sql: str, params: Any, **kw: Any) -> Any:
             counter.count += 1
-            return run(conn, sql, params)
+            return run(conn, sql, params, **kw)
 
         def counted_commit(conn: pg.PgConnection, tx: Any) -> None:
             counter.count += not conn._reading and conn._deferred is None
