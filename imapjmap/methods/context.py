@@ -129,7 +129,8 @@ class MethodContext:
 
     async def seq_of(self, data_type: str) -> int:
         """The type's state seq as this request reads it: read once (a small read), again
-        only after a write of this process ended.  What the calls of one request answer
+        only after a write of this process ended (Store.scalar_now: on PostgreSQL on the
+        event loop, without a thread).  What the calls of one request answer
         from it (kept answers) is then one snapshot, as their refresh is one; another
         instance's write since is in the states they report, not before them.  On a
         PostgreSQL cache each read is a round trip: Email/query and Email/get of one
@@ -138,7 +139,9 @@ class MethodContext:
         known = self._seqs.get(data_type)
         if known is not None and known[1] == writes:
             return known[0]
-        seq = await self.read_small(lambda tx: q.type_state(tx, self.account_id, data_type))
+        sql, params = q.type_state_query(self.account_id, data_type)
+        found = await self.store.scalar_now(sql, params, account=self.account_id)
+        seq = 0 if found is None else int(found)
         self._seqs[data_type] = (seq, writes)
         return seq
 

@@ -72,7 +72,9 @@ Rule 10: a read known to be small (a few rows found by an index: whether a kept 
         On PostgreSQL, whose reads would block the event loop for a network round trip,
         small reads run on one thread and connection of their own instead, outside the
         accounts' queues (with the usual read budget), so they still never wait behind an
-        account's long reads.
+        account's long reads; a read of one value (``Store.scalar_now``: the state a kept
+        answer is checked against) goes on the event loop's own asyncio connection,
+        without that thread.
 """
 
 from __future__ import annotations
@@ -976,6 +978,7 @@ class Store:
         self.path = path
         self._here = here
         self._small = small
+        self._loop_reader: Any = None  # store.pg.LoopReader, on PostgreSQL (Rule 10)
         self.budget = max_transaction_seconds
         self._writer = writer
         self._readers = tuple(readers)  # the spares last
@@ -1069,7 +1072,7 @@ class Store:
                 worker.call(worker.close)
                 worker.stop()
             raise
-        return cls(
+        store = cls(
             name,
             writer,
             workers[1:],
@@ -1085,6 +1088,9 @@ class Store:
             here=_Here(_connect_reader(path, 0.0)) if shared and on_sqlite else None,
             small=small,
         )
+        if small is not None:
+            store._loop_reader = _postgresql().LoopReader(path, password, max_transaction_seconds)
+        return store
 
     async def run(self, fn: Callable[[Tx], T], *, account: str = "") -> T:
         """Run ``fn(tx)`` on the writer inside ONE write transaction and return its result.
@@ -1128,6 +1134,16 @@ class Store:
             job = _Job(self.budget, write=False, account=account, activity=self._activity)
             return await small.call(lambda: small.transaction(fn, job))
         return await self.read(fn, account=account)
+
+    async def scalar_now(self, sql: str, params: Sequence[Any], *, account: str = "") -> Any:
+        """The first column of one statement's first row (None without a row), read as
+        :meth:`read_small` reads; on PostgreSQL on the event loop's own asyncio
+        connection (Rule 10)."""
+        reader = self._loop_reader
+        if reader is None or self._closed:
+            return await self.read_small(lambda tx: tx.scalar(sql, params), account=account)
+        self._activity.mark(account)
+        return await reader.scalar(sql, params)
 
     async def read_apart(self, fn: Callable[..., T], *args: Any, account: str = "") -> T:
         """Run ``fn(tx, *args)`` like :meth:`read`, in a reader process (Rule 9) when the
@@ -1249,6 +1265,13 @@ class Store:
         if self._activity.others_active(account):
             await asyncio.sleep(min(worked * _CONTENDED_PAUSE / _YIELD_EVERY, _MAX_UPSTREAM_PAUSE))
 
+    async def _close_loops_own(self) -> None:
+        """Close the event loop's own connections (Rule 10)."""
+        if self._loop_reader is not None:
+            await self._loop_reader.close()
+        if self._here is not None:
+            self._here.close()
+
     async def aclose(self) -> None:
         """Fail the waiting transactions, stop the running ones, close every connection.
 
@@ -1257,8 +1280,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        if self._here is not None:
-            self._here.close()
+        await self._close_loops_own()
         closed = CacheUnavailable("cache store is closed")
         self._writes.close(closed)
         self._reads.close(closed)

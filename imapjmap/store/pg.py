@@ -47,6 +47,7 @@ Rule 7: the writer keeps the planner's statistics up with what it inserts: once 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -66,6 +67,7 @@ from imapjmap.store import schema
 from imapjmap.store.db import (
     CacheUnavailable,
     Params,
+    TransactionTooLong,
     Tx,
     _Job,
     split_statements,
@@ -498,6 +500,79 @@ class PgConnection:
         if raw is not None:
             with contextlib.suppress(psycopg.Error):
                 raw.close()
+
+
+class LoopReader:
+    """One autocommit connection of psycopg's asyncio API, on the event loop, for reads of
+    one statement (``Store.scalar_now``): a round trip without a hop to a worker thread
+    and back (0.25 ms instead of 0.5-0.75 ms on an idle 2-core machine, and fewer waits
+    for a core under load).  Opened when first used; dropped when it broke or a caller
+    gave up in the middle of a statement, and opened again by the next read (Rule 4)."""
+
+    def __init__(self, url: str, password: str | None, budget: float | None) -> None:
+        self.name = redact(url)
+        self._url = url
+        self._password = password
+        self._budget = budget
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._connecting = asyncio.Lock()
+
+    async def _connected(self) -> psycopg.AsyncConnection[Any]:
+        async with self._connecting:
+            conn = self._conn
+            if conn is not None and not conn.closed and not conn.broken:
+                return conn
+            extra: dict[str, Any] = {"autocommit": True, "application_name": "imapjmap"}
+            if self._password is not None:
+                extra["password"] = self._password
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10, **extra)
+            except psycopg.Error as exc:
+                raise CacheUnavailable(f"cache {self.name}: {_first_line(exc)}") from exc
+            try:
+                if self._budget is not None:  # not in options: the URL's own may hold some
+                    timeout = max(1, round(self._budget * 1000))
+                    await conn.execute(f"SET statement_timeout = {timeout}")
+            except psycopg.Error as exc:
+                await conn.close()
+                raise CacheUnavailable(f"cache {self.name}: {_first_line(exc)}") from exc
+            self._conn = conn
+            return conn
+
+    async def scalar(self, sql: str, params: Sequence[Any]) -> Any:
+        """The first column of the statement's first row, or None.
+
+        Raises:
+            TransactionTooLong: over the read budget (the connection's statement_timeout).
+            CacheUnavailable, CacheCorrupt: as a transaction's statement (Rule 4).
+        """
+        for attempt in (1, 2):
+            conn = await self._connected()
+            try:
+                cursor = await conn.execute(translate(sql), _without_nul(params))
+                row = await cursor.fetchone()
+            except psycopg.Error as exc:
+                if not conn.broken:
+                    if isinstance(exc, pgerrors.QueryCanceled) and self._budget is not None:
+                        raise TransactionTooLong(self._budget) from exc
+                    raise _translate_error(exc, _head(sql)) from exc
+                await self.close()
+                # a connection the server dropped while idle (a restart) says so only
+                # when used: a read is asked again once, on a new one
+                if attempt == 2:
+                    raise _translate_error(exc, _head(sql)) from exc
+                continue
+            except BaseException:  # cancelled mid-statement: the connection's state is unknown
+                await asyncio.shield(self.close())
+                raise
+            return None if row is None else row[0]
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
 
 
 def _cancel(raw: psycopg.Connection[Any]) -> None:

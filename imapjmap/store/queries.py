@@ -383,10 +383,13 @@ def next_seq(tx: Tx, account_id: str, types: Iterable[str], *, now: float | None
 
 def type_state(tx: Tx, account_id: str, data_type: str) -> int:
     """The highest seq that touched ``data_type`` (0 if none ever did)."""
-    seq = tx.scalar(
-        "SELECT seq FROM type_states WHERE account_id = ? AND type = ?", (account_id, data_type)
-    )
+    seq = tx.scalar(*type_state_query(account_id, data_type))
     return 0 if seq is None else int(seq)
+
+
+def type_state_query(account_id: str, data_type: str) -> tuple[str, tuple[str, str]]:
+    """The statement of :func:`type_state`, for ``Store.scalar_now``."""
+    return "SELECT seq FROM type_states WHERE account_id = ? AND type = ?", (account_id, data_type)
 
 
 def type_states(tx: Tx, account_id: str) -> dict[str, int]:

@@ -15,7 +15,6 @@ import pytest
 from imapjmap.answers.email_objects import EmailObjects
 from imapjmap.http import views
 from imapjmap.store import queries as q
-from imapjmap.store.db import Tx
 from tests.integration.conftest import Jmap
 from tests.integration.test_email_read import REPLY, REPORT, append, by_subject, roles
 
@@ -129,13 +128,13 @@ async def test_a_kept_query_result_shows_another_clients_append_at_once_core_qry
 def count_state_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The data types whose state the cache is asked for."""
     asked: list[str] = []
-    original = q.type_state
+    original = q.type_state_query
 
-    def counted(tx: Tx, account_id: str, data_type: str) -> int:
+    def counted(account_id: str, data_type: str) -> tuple[str, tuple[str, str]]:
         asked.append(data_type)
-        return original(tx, account_id, data_type)
+        return original(account_id, data_type)
 
-    monkeypatch.setattr(q, "type_state", counted)
+    monkeypatch.setattr(q, "type_state_query", counted)
     return asked
 
 

@@ -315,6 +315,42 @@ async def test_a_restarted_server_is_unavailable_then_used_again(
         await store.aclose()
 
 
+async def test_a_value_read_on_the_event_loop_survives_restarts_budgets_and_cancels(
+    own_cluster: PostgresServer,
+) -> None:
+    """Store.scalar_now on PostgreSQL (the event loop's own asyncio connection, db Rule
+    10): unavailable while the server is down, read again at once when it is back (the
+    dropped connection is opened anew), over budget TransactionTooLong, and a caller that
+    gives up mid-statement leaves a connection the next read can use."""
+    store = await Store.open(own_cluster.url(), readers=1, max_transaction_seconds=0.5)
+    state = q.type_state_query(A, "Email")
+    try:
+
+        def write(tx: Tx) -> None:
+            q.ensure_account(tx, A, "alice")
+            q.next_seq(tx, A, ["Email"])
+
+        await store.run(write, account=A)
+        assert await store.scalar_now(*state, account=A) == 1
+        await asyncio.to_thread(own_cluster._run, "pg_ctl", "-D", str(own_cluster.data),
+                                "-m", "fast", "-w", "stop")  # fmt: skip
+        with pytest.raises(CacheUnavailable):
+            await store.scalar_now(*state, account=A)
+        await asyncio.to_thread(own_cluster._start)
+        assert await store.scalar_now(*state, account=A) == 1
+        await asyncio.to_thread(own_cluster.restart)
+        assert await store.scalar_now(*state, account=A) == 1  # the first read after it
+        with pytest.raises(TransactionTooLong):
+            await store.scalar_now("SELECT pg_sleep(3)", (), account=A)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.scalar_now("SELECT pg_sleep(0.4)", (), account=A), 0.1)
+        started = time.monotonic()
+        assert await store.scalar_now("SELECT 7", (), account=A) == 7
+        assert time.monotonic() - started < 0.3  # not behind the abandoned sleep
+    finally:
+        await store.aclose()
+
+
 @pytest.fixture
 async def pg_jmap(
     imap_user: Any, tmp_path: Path, own_cluster: PostgresServer
