@@ -53,8 +53,8 @@ OPEN_INBOX_RATIO = 1.5
 
 class RoundTrips:
     """Every round trip to PostgreSQL: a statement of the store (its BEGIN goes with the
-    first one, a read's COMMIT is not waited for, a write's is) and a query of the
-    coordinator.  Bench only: the methods are wrapped."""
+    first one, a read's COMMIT is not waited for, a write's is), a value read on the event
+    loop's connection and a query of the coordinator.  Bench only: the methods are wrapped."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -62,6 +62,7 @@ class RoundTrips:
     def install(self) -> None:
         counter = self
         run, commit, query = pg.PgConnection.run, pg.PgConnection.commit, PgCoordinator._query
+        scalar = pg.LoopReader.scalar
 
         def counted_run(conn: pg.PgConnection, sql: str, params: Any, **kw: Any) -> Any:
             counter.count += 1
@@ -75,9 +76,14 @@ class RoundTrips:
             counter.count += 1
             return await query(coordinator, sql, params)
 
+        async def counted_scalar(reader: pg.LoopReader, sql: str, params: Any) -> Any:
+            counter.count += 1
+            return await scalar(reader, sql, params)
+
         pg.PgConnection.run = counted_run  # type: ignore[method-assign]
         pg.PgConnection.commit = counted_commit  # type: ignore[method-assign]
         PgCoordinator._query = counted_query  # type: ignore[method-assign]
+        pg.LoopReader.scalar = counted_scalar  # type: ignore[method-assign]
 
     def take(self) -> int:
         count, self.count = self.count, 0
