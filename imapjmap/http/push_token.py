@@ -17,6 +17,11 @@ Rules
    hourly).  A changed password, a restart with a random key, or an expired
    token is a 401; the client fetches the session again, with its credentials, for a new
    token.  No password or token is written anywhere.
+6. An instance that does not hold the login (several instances, :mod:`imapjmap.cluster`)
+   asks the ones that do with a *claim* (:meth:`PushTokens.claim`): the token with its MAC
+   replaced by a digest of it, which opens nothing itself.  A holder checks the claim
+   against its in-memory credential (:meth:`PushTokens.verify_claim`), so Rule 3 holds
+   wherever the stream opens.
 4. Each session fetch gives fresh tokens, valid for ``auth.push_token_seconds``.  A stream
    opened with a token stays open after the token expires (the check is at connect time,
    as for Basic); only a reconnect needs a valid one.
@@ -82,6 +87,10 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _digest(mac: str) -> str:
+    return _b64(hashlib.sha256(mac.encode()).digest())
+
+
 class PushTokens:
     def __init__(
         self, key: bytes, lifetime: float, *, clock: Callable[[], float] | None = None
@@ -118,6 +127,32 @@ class PushTokens:
             return False
         expected = self._mac(scope, account_id, int(expires), nonce, password)
         return hmac.compare_digest(mac, expected)
+
+    def claim(self, scope: Scope, token: str) -> str | None:
+        """What to ask a holder of the login about ``token`` (Rule 6), None when the token
+        is malformed or expired (then there is nothing to ask)."""
+        if self.account_of(token) is None:
+            return None
+        _, account_id, expires, nonce, mac = token.split(".")
+        if int(expires) <= self._now():
+            return None
+        return f"{scope}.{account_id}.{expires}.{nonce}.{_digest(mac)}"
+
+    def verify_claim(self, claim: str, password: str) -> bool:
+        """Whether ``claim`` (another instance's, Rule 6) stands for a token that is good
+        now, given the password this instance's login of the account holds."""
+        parts = claim.split(".")
+        if len(parts) != 5 or parts[0] not in ("eventsource", "websocket"):
+            return False
+        scope: Scope = "eventsource" if parts[0] == "eventsource" else "websocket"
+        # a digest is written like a MAC: the token's checks check its shape too
+        if (
+            self.account_of(".".join((_VERSION, *parts[1:]))) is None
+            or int(parts[2]) <= self._now()
+        ):
+            return False
+        expected = self._mac(scope, parts[1], int(parts[2]), parts[3], password)
+        return hmac.compare_digest(parts[4], _digest(expected))
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else time.time()

@@ -92,6 +92,54 @@ def test_a_token_opens_nothing_else(
     assert not tokens(clock).verify(scope, change(issued), password), case
 
 
+def _claim_of(scope: Scope, token: str, clock: Clock) -> str:
+    claim = tokens(clock).claim(scope, token)
+    assert claim is not None
+    return claim
+
+
+@pytest.mark.parametrize(
+    ("case", "scope", "change", "password", "good"),
+    [
+        ("the token as issued", "eventsource", lambda t: t, "pw", True),
+        ("the other stream", "websocket", lambda t: t, "pw", False),
+        ("another account's id put in", "eventsource", _swap_account, "pw", False),
+        ("expiry pushed later", "eventsource", _later, "pw", False),
+        ("forged MAC", "eventsource", _forged_mac, "pw", False),
+        ("another nonce", "eventsource", _other_nonce, "pw", False),
+        ("password changed since", "eventsource", lambda t: t, "new-pw", False),
+        ("the same text as a bearer token", "eventsource", lambda t: t, BearerToken("pw"), False),
+    ],
+)
+def test_a_claim_is_good_where_the_token_is(
+    case: str, scope: Scope, change: object, password: str, good: bool
+) -> None:
+    """Rule 6: the holder of the login checks a claim as it would the token."""
+    clock = Clock()
+    issued = tokens(clock).issue("eventsource", ALICE, "pw")
+    assert callable(change)
+    claim = _claim_of(scope, change(issued), clock)
+    assert tokens(clock).verify_claim(claim, password) is good, case
+
+
+def test_a_claim_opens_nothing_and_holds_no_mac() -> None:
+    """What goes to the other instances is not a token: its MAC is only digested."""
+    clock = Clock()
+    issued = tokens(clock).issue("websocket", ALICE, "pw")
+    claim = _claim_of("websocket", issued, clock)
+    assert issued.rsplit(".", 1)[1] not in claim
+    assert not tokens(clock).verify("websocket", "v1." + claim.split(".", 1)[1], "pw")
+    for malformed in ("", "websocket", "push." + claim.split(".", 1)[1], claim + ".x", "é" * 5):
+        assert not tokens(clock).verify_claim(malformed, "pw"), malformed
+    nonascii = claim[:-1] + "é"
+    assert not tokens(clock).verify_claim(nonascii, "pw")
+    # an expired or malformed token makes no claim (nothing to ask), nor an expired claim
+    assert tokens(clock).claim("websocket", "garbage") is None
+    clock.now += 3600
+    assert tokens(clock).claim("websocket", issued) is None
+    assert not tokens(clock).verify_claim(claim, "pw")
+
+
 def test_a_token_expires_and_another_key_refuses_it() -> None:
     clock = Clock()
     issued = tokens(clock, lifetime=60).issue("websocket", ALICE, "pw")
