@@ -18,6 +18,8 @@ whole cluster, not once per instance, goes through the coordinator:
 * *who listens*: an instance reads an account's states after a change only when someone
   listens somewhere, so each instance says when its first listener of an account comes and
   its last one goes;
+* *vouching* for a browser's push token (:mod:`imapjmap.http.push_token` Rule 6): an
+  instance without the account's login asks the instances that hold it;
 * the *slots* of an account's per-account limits (:data:`REQUEST`, :data:`UPLOAD`): at most
   ``limit`` of them are held at once in the whole cluster, whichever instances hold them.
 
@@ -55,6 +57,9 @@ RoleHandler = Callable[[str, str], Awaitable[None]]
 """(role, key) of a role granted to, or lost by, this instance."""
 AccountHandler = Callable[[str], Awaitable[None]]
 """(account id) of something another instance changed for this account."""
+VouchHandler = Callable[[str, str], bool | None]
+"""(account id, claim) → whether the claim is good, None when this instance cannot say
+(it does not hold the account's login)."""
 
 
 class Coordinator(Protocol):
@@ -69,6 +74,9 @@ class Coordinator(Protocol):
     on_granted: RoleHandler | None
     on_lost: RoleHandler | None
     on_subscriptions: AccountHandler | None
+    on_listened: AccountHandler | None
+    """Called when other instances' push listeners of the account came or all left."""
+    on_vouch: VouchHandler | None
 
     async def start(self) -> None: ...
 
@@ -104,6 +112,11 @@ class Coordinator(Protocol):
 
     def listened_elsewhere(self, account_id: str) -> bool:
         """Whether another instance has push listeners of the account."""
+        ...
+
+    async def vouch(self, account_id: str, claim: str, timeout: float) -> bool:
+        """Whether an instance that can say (:attr:`on_vouch`) says ``claim`` is good,
+        within ``timeout`` seconds (False when none answers yes by then)."""
         ...
 
     async def publish(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:

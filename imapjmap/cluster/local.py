@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
-from imapjmap.cluster.api import AccountHandler, ChangeHandler, RoleHandler
+from imapjmap.cluster.api import AccountHandler, ChangeHandler, RoleHandler, VouchHandler
 
 
 class Alone:
@@ -20,6 +20,8 @@ class Alone:
         self.on_granted: RoleHandler | None = None
         self.on_lost: RoleHandler | None = None
         self.on_subscriptions: AccountHandler | None = None
+        self.on_listened: AccountHandler | None = None
+        self.on_vouch: VouchHandler | None = None
         self._held: set[tuple[str, str]] = set()
 
     async def start(self) -> None:
@@ -56,6 +58,9 @@ class Alone:
 
     def listened_elsewhere(self, account_id: str) -> bool:
         return False
+
+    async def vouch(self, account_id: str, claim: str, timeout: float) -> bool:
+        return False  # nobody else to ask
 
     async def publish(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:
         return None

@@ -37,6 +37,12 @@ slot back at once instead of keeping it, each time saying so (``f``), which wake
 waiting instance's :meth:`wait_slot`.  A slot of a dead instance is free when PostgreSQL
 ends its session; the waiting instance finds it on its next try.
 
+Vouching (a push token opened where its login is not held): the asking instance sends the
+claim with a request id (``v``); each instance that can say answers it (``y``, naming the
+asker), and the asker takes the first yes.  A no is not final at once (an instance may hold
+a login whose password has changed since): the asker waits :data:`_VOUCH_GRACE` more
+seconds for a yes.
+
 An instance that dies frees its locks when PostgreSQL ends its session: at once when its
 process is killed (its machine closes the connection), within about 25 s when its machine
 vanishes (:data:`_KEEPALIVE`).
@@ -67,7 +73,7 @@ from typing import Any, Final, TypeVar
 
 import psycopg
 
-from imapjmap.cluster.api import AccountHandler, ChangeHandler, RoleHandler
+from imapjmap.cluster.api import AccountHandler, ChangeHandler, RoleHandler, VouchHandler
 from imapjmap.errors import CoordinatorUnavailable
 
 log = logging.getLogger(__name__)
@@ -81,6 +87,8 @@ _ORPHAN_LINGER: Final = 1.0
 """Seconds a slot taken for a request cancelled meanwhile stays idle before it is given back."""
 _CONTENDED: Final = 1.0
 """Seconds an instance gives an account's slots back at once after another asked for one."""
+_VOUCH_GRACE: Final = 0.25
+"""Seconds a vouch waits for a yes after the first no."""
 _BACKOFF_MAX: Final = 10.0
 _KEEPALIVE: Final = (10, 5, 3)
 """Seconds idle before PostgreSQL probes an instance's lock session, seconds between probes,
@@ -116,7 +124,9 @@ class _Lease:
 def message(kind: str, instance: str, **fields: Any) -> str:
     """One NOTIFY payload: ``c`` a change (``a`` account, ``e`` epoch, ``s`` type → seq),
     ``l`` listening (``a``, ``on``), ``h`` a newcomer's hello, ``p`` PushSubscriptions
-    changed (``a``), ``w`` a slot wanted and ``f`` a slot freed (``n`` its kind, ``a``)."""
+    changed (``a``), ``w`` a slot wanted and ``f`` a slot freed (``n`` its kind, ``a``),
+    ``v`` a vouch asked (``a``, ``q`` the claim, ``r`` a request id) and ``y`` its answer
+    (``r``, ``t`` the asker, ``ok``)."""
     return json.dumps({"k": kind, "i": instance, **fields}, separators=(",", ":"))
 
 
@@ -144,6 +154,9 @@ class PgCoordinator:
         self.on_granted: RoleHandler | None = None
         self.on_lost: RoleHandler | None = None
         self.on_subscriptions: AccountHandler | None = None
+        self.on_listened: AccountHandler | None = None
+        self.on_vouch: VouchHandler | None = None
+        self._vouches: dict[str, asyncio.Queue[bool]] = {}  # request id → its answers
         self._locks: psycopg.AsyncConnection[Any] | None = None
         self._listen: psycopg.AsyncConnection[Any] | None = None
         self._wanted: set[tuple[str, str]] = set()
@@ -237,7 +250,10 @@ class PgCoordinator:
         await self._disconnect()
         self._forget_leases()
         held, self._held = self._held, set()
+        elsewhere = sorted(self._elsewhere)
         self._elsewhere.clear()
+        for account_id in elsewhere:
+            await self._listened(account_id)
         for role, key in sorted(held):
             if self.on_lost is not None:
                 await self.on_lost(role, key)
@@ -482,6 +498,32 @@ class PgCoordinator:
     def listened_elsewhere(self, account_id: str) -> bool:
         return bool(self._elsewhere.get(account_id))
 
+    async def _listened(self, account_id: str) -> None:
+        if self.on_listened is not None:
+            await self.on_listened(account_id)
+
+    async def vouch(self, account_id: str, claim: str, timeout: float) -> bool:
+        request = secrets.token_hex(8)
+        answers: asyncio.Queue[bool] = asyncio.Queue()
+        self._vouches[request] = answers
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await self._send(message("v", self.instance, a=account_id, q=claim, r=request))
+            while (remaining := deadline - loop.time()) > 0:
+                try:
+                    async with asyncio.timeout(remaining):
+                        if await answers.get():
+                            return True
+                except TimeoutError:
+                    break
+                deadline = min(deadline, loop.time() + _VOUCH_GRACE)
+        except CoordinatorUnavailable:
+            pass
+        finally:
+            del self._vouches[request]
+        return False
+
     async def publish(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:
         await self._send(message("c", self.instance, a=account_id, e=epoch, s=dict(seqs)))
 
@@ -512,13 +554,11 @@ class PgCoordinator:
             for mine in sorted(self._listening):
                 await self._send(message("l", self.instance, a=mine, on=True))
         elif kind == "l" and isinstance(account_id, str):
-            there = self._elsewhere.setdefault(account_id, set())
-            if body.get("on"):
-                there.add(sender)
-            else:
-                there.discard(sender)
-                if not there:
-                    del self._elsewhere[account_id]
+            await self._heard_listening(sender, account_id, on=body.get("on") is True)
+        elif kind == "v" and isinstance(account_id, str):
+            await self._asked(sender, account_id, body)
+        elif kind == "y":
+            self._answered(body)
         elif kind == "c" and isinstance(account_id, str) and self.on_change is not None:
             seqs = body.get("s")
             epoch = body.get("e")
@@ -534,6 +574,32 @@ class PgCoordinator:
                     self._slot_wanted(slots, account_id)
                 else:
                     self._slot_freed(slots, account_id)
+
+    async def _heard_listening(self, sender: str, account_id: str, *, on: bool) -> None:
+        there = self._elsewhere.setdefault(account_id, set())
+        was = bool(there)
+        if on:
+            there.add(sender)
+        else:
+            there.discard(sender)
+            if not there:
+                del self._elsewhere[account_id]
+        if was != bool(there):
+            await self._listened(account_id)
+
+    async def _asked(self, sender: str, account_id: str, body: dict[str, Any]) -> None:
+        """Another instance asks for a vouch: answer it if this one can say."""
+        claim, request = body.get("q"), body.get("r")
+        if self.on_vouch is None or not isinstance(claim, str) or not isinstance(request, str):
+            return
+        verdict = self.on_vouch(account_id, claim)
+        if verdict is not None:
+            await self._send(message("y", self.instance, r=request, t=sender, ok=verdict))
+
+    def _answered(self, body: dict[str, Any]) -> None:
+        answers = self._vouches.get(str(body.get("r"))) if body.get("t") == self.instance else None
+        if answers is not None:
+            answers.put_nowait(body.get("ok") is True)
 
     async def _sweep(self) -> None:
         """Forget the listeners of instances that died without a word."""
@@ -557,6 +623,7 @@ class PgCoordinator:
                 self._elsewhere[account_id] = there
             else:
                 del self._elsewhere[account_id]
+                await self._listened(account_id)
 
 
 def _reason(exc: BaseException) -> str:

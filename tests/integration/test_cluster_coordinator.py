@@ -336,3 +336,50 @@ async def test_postgresql_probes_the_lock_session_of_a_vanished_machine(cluster_
             " current_setting('tcp_keepalives_interval'), current_setting('tcp_keepalives_count')"
         )
         assert await cursor.fetchone() == ("10", "5", "3")
+
+
+async def test_listeners_elsewhere_coming_and_going_are_told_once(cluster_url: str) -> None:
+    """The watcher of an account whose listeners are all on other instances runs where the
+    login is: that instance is told when the first comes and the last leaves."""
+    told: list[tuple[str, bool]] = []
+    async with coordinator(cluster_url) as a, coordinator(cluster_url) as b:
+
+        async def on_listened(account: str) -> None:
+            told.append((account, a.listened_elsewhere(account)))
+
+        a.on_listened = on_listened
+        await b.listening("acc", on=True)
+        await until(lambda: told == [("acc", True)])
+        await b.listening("acc", on=True)  # said again (a hello's answer): no news
+        await b.listening("acc", on=False)
+        await until(lambda: told == [("acc", True), ("acc", False)])
+
+
+async def test_a_vouch_takes_the_first_yes_and_no_answer_is_no(cluster_url: str) -> None:
+    """A push token's claim goes to every instance; those holding the login answer."""
+    async with (
+        coordinator(cluster_url) as asker,
+        coordinator(cluster_url) as stale,
+        coordinator(cluster_url) as holder,
+    ):
+        asked: list[tuple[str, str]] = []
+
+        def says(verdict: bool | None) -> Callable[[str, str], bool | None]:
+            def answer(account: str, claim: str) -> bool | None:
+                asked.append((account, claim))
+                return verdict if account == "acc" else None
+
+            return answer
+
+        stale.on_vouch = says(False)  # a login holding another password: a no
+        holder.on_vouch = says(True)
+        assert await asker.vouch("acc", "the claim", 2.0)
+        assert ("acc", "the claim") in asked
+        holder.on_vouch = says(None)
+        started = time.monotonic()
+        assert not await asker.vouch("acc", "the claim", 2.0)  # a no, then the grace
+        assert time.monotonic() - started < 1.5
+        started = time.monotonic()
+        assert not await asker.vouch("other", "the claim", 0.5)  # nobody holds it
+        assert time.monotonic() - started >= 0.5
+        assert not asker._vouches  # every question forgotten
