@@ -71,7 +71,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     services = await start_services(cfg, app.get(OPENED_STORE))
     app[views.SERVICES] = services
     app[views.REQUEST_SLOTS].share(services.cluster)  # the limit holds over the cluster
-    app[views.AUTH] = Authenticator(cfg, services.store, services.pools, push_key=app[PUSH_KEY])
+    app[views.AUTH] = Authenticator(
+        cfg, services.store, services.pools, push_key=app[PUSH_KEY], cluster=services.cluster
+    )
     app[views.SHARES] = ShareAccounts(services)
     try:
         yield

@@ -33,7 +33,10 @@ Rules
    challenge naming Basic only and a detail saying why; the token goes nowhere.
 7. Browsers' push streams log in with a push token instead (:mod:`imapjmap.http.push_token`):
    :meth:`Authenticator.issue_push_token` gives one to a logged-in client,
-   :meth:`Authenticator.authenticate_push` takes it back for that one stream.
+   :meth:`Authenticator.authenticate_push` takes it back for that one stream.  Where this
+   process does not hold the token's login, :meth:`Authenticator.authenticate_push_anywhere`
+   asks the instances that do (``http.push_token`` Rule 6) and gives a :class:`PushOnly`:
+   the account, and no IMAP here.
 8. Failed logins are counted per client address and per username
    (:mod:`imapjmap.http.throttle`); past the configured counts a login that would go
    upstream is refused with 429 and ``Retry-After`` instead.  The client's address also
@@ -60,6 +63,8 @@ from dataclasses import dataclass
 
 import cachetools
 
+from imapjmap.cluster.api import Coordinator
+from imapjmap.cluster.local import Alone
 from imapjmap.config import DEFAULT_UPSTREAM, Config, ImapConfig, UpstreamConfig
 from imapjmap.credentials import ClientAddress
 from imapjmap.errors import AuthenticationFailed, UpstreamUnavailable
@@ -82,6 +87,7 @@ BASIC_REALM = 'Basic realm="imapjmap", charset="UTF-8"'
 REALM = BASIC_REALM + ', Bearer realm="imapjmap"'
 
 _PROBE_SECONDS_MIN = 60.0  # how long the upstream's pre-login capabilities are trusted
+VOUCH_SECONDS = 2.0  # how long a push stream waits for another instance to vouch for it
 
 
 class Unauthorized(Exception):
@@ -165,6 +171,15 @@ class Authenticated:
     upstream: Upstream  # the mail server as the handlers see it, over ``pool``
 
 
+@dataclass(frozen=True, slots=True)
+class PushOnly:
+    """A push stream's login that another instance vouched for (Rule 7): this process has
+    no IMAP for it, and the stream needs none (its states come from the cache and the
+    cluster, its watcher runs where the login is)."""
+
+    account: Account
+
+
 class Authenticator:
     def __init__(
         self,
@@ -174,10 +189,13 @@ class Authenticator:
         *,
         clock: Callable[[], float] = time.monotonic,
         push_key: bytes | None = None,
+        cluster: Coordinator | None = None,
     ) -> None:
         self._cfg = cfg
         self._store = store
         self._pools = pools
+        self._cluster: Coordinator = cluster if cluster is not None else Alone()
+        self._cluster.on_vouch = self._vouch
         self._clock = clock
         self._key = secrets.token_bytes(32)
         self.push_tokens = PushTokens(
@@ -283,6 +301,44 @@ class Authenticator:
                 self.challenge(),
             )
         return Authenticated(account, pool, ImapUpstream(pool))
+
+    async def authenticate_push_anywhere(
+        self, token: str, scope: Scope
+    ) -> Authenticated | PushOnly:
+        """:meth:`authenticate_push`, or, where this process does not hold the login and
+        shares its cache with other instances, their word for it (Rule 7).
+
+        Raises:
+            Unauthorized: as :meth:`authenticate_push`, or no instance vouched for the
+                token within :data:`VOUCH_SECONDS`.
+        """
+        try:
+            return self.authenticate_push(token, scope)
+        except Unauthorized:
+            account_id = self.push_tokens.account_of(token)
+            claim = self.push_tokens.claim(scope, token)
+            pool = self._pools.get(account_id) if account_id is not None else None
+            here = pool is not None and not pool.refused and account_id in self._accounts
+            if here or account_id is None or claim is None or not self._cluster.shared:
+                raise
+            row = await self._store.read_small(
+                lambda tx: q.account(tx, account_id), account=account_id
+            )
+            upstream = self._cfg.upstream_for(row.username) if row is not None else None
+            if row is None or upstream is None:
+                raise
+            if not await self._cluster.vouch(account_id, claim, VOUCH_SECONDS):
+                raise
+            log.info("account %s: push stream vouched for by another instance", account_id)
+            return PushOnly(Account(row.account_id, row.username, row.epoch, upstream.name))
+
+    def _vouch(self, account_id: str, claim: str) -> bool | None:
+        """Another instance asks about a push token of an account whose login it does not
+        hold (``http.push_token`` Rule 6); None: nor does this one."""
+        pool = self._pools.get(account_id)
+        if pool is None or account_id not in self._accounts:
+            return None
+        return not pool.refused and self.push_tokens.verify_claim(claim, _push_credential(pool))
 
     def _check_throttle(self, address: str | None, username: str | None) -> None:
         refusal = self._throttle.check(address, username)

@@ -18,7 +18,7 @@ from imapjmap.credentials import ClientAddress
 from imapjmap.errors import ProxyError
 from imapjmap.http import forwarded
 from imapjmap.http.admission import RequestSlots
-from imapjmap.http.auth import Authenticated, Authenticator, Unauthorized
+from imapjmap.http.auth import Authenticated, Authenticator, PushOnly, Unauthorized
 from imapjmap.http.push_token import QUERY_PARAMETER, Scope
 from imapjmap.http.shares import ShareAccount, ShareAccounts
 from imapjmap.jmap import dispatch
@@ -187,15 +187,18 @@ SESSION_STATES = web.AppKey("session_states", SessionStates)
 SIEVE_URNS: Final = frozenset({VACATION, SIEVE})
 
 
-async def authenticate_stream(request: web.Request, scope: Scope) -> tuple[Authenticated, bool]:
+async def authenticate_stream(
+    request: web.Request, scope: Scope
+) -> tuple[Authenticated | PushOnly, bool]:
     """The login of a push stream, and whether it came from a push token: browsers cannot
     send ``Authorization`` on an EventSource or WebSocket, so a request without that header
-    may bring the token of the session's URL instead (:mod:`imapjmap.http.push_token`)."""
+    may bring the token of the session's URL instead (:mod:`imapjmap.http.push_token`),
+    perhaps one whose login another instance holds (then a :class:`PushOnly`)."""
     token = request.query.get(QUERY_PARAMETER)
     if token is None or "Authorization" in request.headers:
         return await _authenticate(request), False
     try:
-        who = request.app[AUTH].authenticate_push(token, scope)
+        who = await request.app[AUTH].authenticate_push_anywhere(token, scope)
     except Unauthorized as exc:
         raise web.HTTPUnauthorized(
             reason=str(exc), headers={"WWW-Authenticate": exc.challenge}
@@ -375,7 +378,13 @@ async def _discover_shares(app: web.Application, who: Authenticated) -> tuple[Sh
         return ()
 
 
-async def shares_of(app: web.Application, who: Authenticated) -> tuple[ShareAccount, ...]:
+async def shares_of(
+    app: web.Application, who: Authenticated | PushOnly
+) -> tuple[ShareAccount, ...]:
+    """The login's shares; none for a stream vouched for elsewhere (its shares are asked of
+    the server, which this instance does not reach for it)."""
+    if isinstance(who, PushOnly):
+        return ()
     shares = app.get(SHARES)
     try:
         return await shares.of(who) if shares is not None else ()

@@ -40,7 +40,7 @@ from typing import Any, Final
 from aiohttp import WSMsgType, web
 
 from imapjmap.http import views
-from imapjmap.http.auth import Authenticated
+from imapjmap.http.auth import Authenticated, PushOnly
 from imapjmap.jmap.errors import RequestError, RequestErrorType
 from imapjmap.jmap.request import request_from_json
 from imapjmap.jmap.session import WEBSOCKET_PATH
@@ -71,7 +71,7 @@ class _Connection:
     def __init__(
         self,
         app: web.Application,
-        who: Authenticated,
+        who: Authenticated | PushOnly,
         ws: web.WebSocketResponse,
         *,
         push_only: bool = False,
@@ -137,6 +137,9 @@ class _Connection:
     async def _request(self, obj: dict[str, Any]) -> None:
         request_id = obj.get("id") if isinstance(obj.get("id"), str) else None
         cfg = self._app[views.CONFIG]
+        if not isinstance(self._who, Authenticated):  # opened by a push token: never here
+            await self._error(_PUSH_ONLY, request_id)
+            return
         try:
             parsed = request_from_json(
                 obj,

@@ -9,7 +9,10 @@ Instances sharing the cache (:mod:`imapjmap.cluster`) run one watcher per accoun
 them: an instance that could watch an account (it has listeners and the upstream) *wants*
 the account's watch role, and runs the watcher while it holds it; the others hear the
 holder's changes through the hub.  When the holder dies, one of them takes the role over
-(``cluster.takeover_interval``); alone, the role is granted at once.
+(``cluster.takeover_interval``); alone, the role is granted at once.  An instance with the
+upstream wants the role also while only other instances have listeners: a browser's push
+stream may be open on one that never logged the user in (``http.push_token`` Rule 6), and
+it has nothing to watch with.
 """
 
 from __future__ import annotations
@@ -58,16 +61,31 @@ class PushService:
         self.watchers: dict[str, Watcher] = {}
         self.subscriptions = Subscriptions(self.hub, store, self._cluster)
         self.hub.on_first_listener = self._start
-        self.hub.on_last_listener = self._stop
+        self.hub.on_last_listener = self._last_listener
         self._cluster.on_change = self.hub.heard
         self._cluster.on_granted = self._granted
         self._cluster.on_lost = self._lost
         self._cluster.on_subscriptions = self.subscriptions.reload
+        self._cluster.on_listened = self._listened_elsewhere
 
     async def resume(self, account_id: str) -> None:
         """Start the account's watcher if it has listeners but none runs (cheap otherwise)."""
-        if account_id not in self.watchers and self.hub.listeners(account_id):
+        if account_id not in self.watchers and self._listened(account_id):
             await self._start(account_id)
+
+    def _listened(self, account_id: str) -> bool:
+        return bool(self.hub.listeners(account_id)) or self._cluster.listened_elsewhere(account_id)
+
+    async def _listened_elsewhere(self, account_id: str) -> None:
+        """Other instances' listeners of the account came, or all left (module docstring)."""
+        if self._listened(account_id):
+            await self._start(account_id)
+        else:
+            await self._stop(account_id)
+
+    async def _last_listener(self, account_id: str) -> None:
+        if not self._cluster.listened_elsewhere(account_id):
+            await self._stop(account_id)
 
     async def _start(self, account_id: str) -> None:
         if account_id in self.watchers:

@@ -241,12 +241,3 @@ async def behind_nginx(
         ports = [port_of(it) for it in started]
         with recipe_front(tmp_path / "front", ports, https_port) as front:
             yield started, front
-
-
-async def log_in_on_each(user: ImapUser, cluster: Sequence[Instance]) -> None:
-    """A session fetch on every instance: each then holds the login, which a browser's
-    push token needs on whichever instance its stream reaches (it carries no password)."""
-    async with aiohttp.ClientSession() as http:
-        for it in cluster:
-            client = Client(http, user, [it])
-            await client.session()

@@ -39,7 +39,7 @@ from devservers.samplemail import make_pdf
 from imapjmap.config import ServerConfig
 from imapjmap.http.app import make_app
 from tests.conftest import ImapUser
-from tests.integration.clusterkit import behind_nginx, log_in_on_each
+from tests.integration.clusterkit import behind_nginx
 from tests.integration.conftest import proxy_config
 
 pytestmark = pytest.mark.dovecot
@@ -543,17 +543,14 @@ async def test_webmail_through_two_instances_behind_nginx_on_a_postgresql_cache(
     nginx's EventSource (the push URL one instance signed, opened wherever nginx sends it;
     CORE-PUSH-01), the writes, and each kind of message rendered.
 
-    A push token opens a stream only on an instance that holds the user's login (it
-    carries no password: see imapjmap.http.push_token): the user is first logged in on
-    both, as another of the user's clients would have done; without that, the stream is
-    refused with 401 whenever nginx sends it to the instance that has not seen the login
-    yet, and the browser's EventSource gives up."""
+    Nothing logs the user in beforehand: an EventSource that nginx sends to the instance
+    that has not seen the login yet opens there all the same (the other instance vouches
+    for its push token: imapjmap.http.push_token Rule 6)."""
     api = "POST /jmap/api/ 200"
     async with behind_nginx(imap_user, tmp_path, cluster_url, cache_on_postgresql=True) as (
         cluster,
         front,
     ):
-        await log_in_on_each(imap_user, cluster)
         async with browsing(webmail, front.url, imap_user, tmp_path, private_ca=True) as mail:
             await shows_mailboxes_and_the_list(mail)
             await shows_a_message_appended_over_imap(mail)
