@@ -190,3 +190,32 @@ async def test_a_token_no_holder_vouches_for_is_refused_on_the_other_instance(
             await http.ws_connect(f"{b.base_url}/jmap/ws/?push_token={good}", protocols=("jmap",))
         assert refusal.value.status == 401
         assert "logged in" not in b.log()
+
+
+async def test_the_watcher_stays_where_the_login_is_while_another_instance_listens(
+    imap_user: ImapUser, imap_oracle: imaplib.IMAP4, tmp_path: Path, cluster_url: str
+) -> None:
+    """A's own EventSource leaves while B's token stream stays: A keeps watching (B has no
+    login to watch with), and another IMAP client's change still reaches B within 1 s."""
+    async with (
+        instances(imap_user, tmp_path, cluster_url) as (a, b),
+        aiohttp.ClientSession() as http,
+    ):
+        session = await _session(http, imap_user, a)
+        account = session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+        url = f"{a.base_url}/jmap/eventsource/?types=*&closeafter=no&ping=0"
+        own = await http.get(url, headers=_basic(imap_user))
+        assert own.status == 200, await own.text()
+        await EventReader(own).next()
+        assert await a.wait_log("push: watching account", 5)
+        resp = await http.get(_eventsource_url(b, _token(session["eventSourceUrl"])))
+        assert resp.status == 200, await resp.text()
+        events = EventReader(resp)
+        await events.next()
+        own.close()
+        await asyncio.sleep(1.0)  # A has seen its listener go
+        assert "push: stopped watching" not in a.log()
+
+        await external_append(imap_oracle, "seen by the watcher on A")
+        assert await _changed(events, account, "Email", 1.0) < 1.0
+        resp.close()
