@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -252,6 +253,7 @@ class Cell:
     cpu_ms: float = 0.0  # the server process's CPU per request
     client_cpu_ms: float = 0.0  # the load generator's CPU per request
     imap_cpu_ms: float = 0.0  # the proxy's Dovecot's CPU per request (all its processes)
+    db_cpu_ms: float = 0.0  # its PostgreSQL's CPU per request (all its processes)
     commands: Counter[str] = field(default_factory=Counter)  # the proxy's IMAP commands
 
     @property
@@ -335,20 +337,30 @@ def serve(
     code: Path | None = None,
     workers: int = 1,
     cluster_url: str | None = None,
+    cache_url: str | None = None,
 ) -> Iterator[tuple[int, int]]:
     """``imapjmap serve`` with the default limits, of the checkout ``code`` if given (else
     the one this Python imports), with ``workers`` processes coordinated through
-    ``cluster_url``; yields its port and (first) pid."""
+    ``cluster_url``, its cache in SQLite or at ``cache_url`` (PostgreSQL); yields its port
+    and (first) pid."""
     port = read_path._free_port()
     name = "serve" if code is None else "baseline"
     name = name if workers == 1 else f"workers{workers}"
+    name = name if cache_url is None else f"{name}-pg"
     config = workdir / f"{name}.toml"
-    text = read_path._serve_config(dovecot, port, workdir / f"{name}-cache.sqlite3").replace(
+    cache = workdir / f"{name}-cache.sqlite3"
+    text = read_path._serve_config(dovecot, port, cache).replace(
         'log_level = "warning"',
         f'log_level = "info"\nworkers = {workers}',  # the default level: a line per request
     )
+    if cache_url is not None:
+        text = text.replace(f'path = "{cache}"', f'url = "{cache_url}"')
     if cluster_url is not None:
         text += f'\n[cluster]\nurl = "{cluster_url}"\n'
+    if cache_url is not None or cluster_url is not None:
+        key = workdir / "push-token.key"  # what instances sharing a cache need
+        key.write_text(secrets.token_hex(32))
+        text += f'\n[auth]\npush_token_key_file = "{key}"\n'
     config.write_text(text)
     log = workdir / f"{name}.log"
     env = dict(os.environ)
@@ -406,6 +418,7 @@ class Target:
     synced: int = 0  # wait until each INBOX holds this many (the proxy's first sync)
     pid: int = 0  # a process whose CPU time per request is reported (0: none)
     imap_pid: int = 0  # its IMAP server's master process, the same (0: none)
+    db_pid: int = 0  # its PostgreSQL's postmaster, the same (0: none)
     accounts: list[Account] = field(default_factory=list)
 
 
@@ -439,12 +452,15 @@ async def run_all(
                 turn = cells % len(targets)
                 for target in [*targets[turn:], *targets[:turn]]:
                     cpu, imap_cpu = process_cpu(target.pid), process_cpu(target.imap_pid)
+                    db_cpu = process_cpu(target.db_pid)
                     commands = await imap_commands(http, target.session_url) if target.pid else None
                     cell = await measure(target.accounts[:used], clients, args.seconds)
                     if target.pid and cell.requests:
                         cell.cpu_ms = (process_cpu(target.pid) - cpu) * 1000 / cell.requests
                         imap_cpu = process_cpu(target.imap_pid) - imap_cpu
                         cell.imap_cpu_ms = imap_cpu * 1000 / cell.requests
+                        db_cpu = process_cpu(target.db_pid) - db_cpu
+                        cell.db_cpu_ms = db_cpu * 1000 / cell.requests
                     if commands is not None:
                         cell.commands = await imap_commands(http, target.session_url)
                         cell.commands.subtract(commands)
@@ -456,6 +472,7 @@ async def run_all(
                         f"failed {sum(cell.failed.values())}"
                         + (f", {cell.cpu_ms:.2f} ms CPU each" if cell.cpu_ms else "")
                         + (f" (IMAP server {cell.imap_cpu_ms:.2f})" if target.imap_pid else "")
+                        + (f" (PostgreSQL {cell.db_cpu_ms:.2f})" if target.db_pid else "")
                         + f", client {cell.client_cpu_ms:.2f} ms CPU each"
                         + (
                             f", IMAP commands each {commands_each(cell)}"
@@ -489,6 +506,9 @@ def uptime() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+SQLITE_ONE, PG_ONE, PG_TWO = "proxy", "1 on PG", "2 on PG"
+
+
 def report_workers(
     results: dict[tuple[str, str, int], Cell], args: argparse.Namespace, layouts: Sequence[Layout]
 ) -> None:
@@ -507,6 +527,38 @@ def report_workers(
                 f" | {more.ms(p95):6.1f} / {one.ms(p95):6.1f}"
                 f" | {more.cpu_ms:5.1f} / {one.cpu_ms:5.1f}"
             )
+
+
+def report_scale_out(
+    results: dict[tuple[str, str, int], Cell], args: argparse.Namespace, layouts: Sequence[Layout]
+) -> None:
+    """Scale-out side by side: one instance on SQLite, one on PostgreSQL, two on it."""
+    names = [SQLITE_ONE, PG_ONE, PG_TWO]
+    if not all(any(key[0] == name for key in results) for name in names):
+        return
+    say("")
+    say(
+        "clients layout       | req/s 1 SQLite / 1 PG / 2 PG | p95 ms"
+        "                | CPU ms each: proxy (PostgreSQL)"
+    )
+    for clients in args.clients:
+        for label, _ in layouts:
+            cells = [results[(name, label, clients)] for name in names]
+            say(
+                f"{clients:>7} {label:<12} | "
+                + " / ".join(f"{cell.rate:6.1f}" for cell in cells)
+                + " | "
+                + " / ".join(f"{cell.ms(p95):5.1f}" for cell in cells)
+                + " | "
+                + " / ".join(
+                    f"{cell.cpu_ms:4.2f}" + (f" ({cell.db_cpu_ms:4.2f})" if cell.db_cpu_ms else "")
+                    for cell in cells
+                )
+            )
+    say(
+        "(two instances on one machine share its cores with PostgreSQL, Dovecot and the"
+        " clients: what a second machine would add is not measured here)"
+    )
 
 
 def report(
@@ -540,6 +592,7 @@ def report(
                 misses += 1
             say(line)
     report_workers(results, args, layouts)
+    report_scale_out(results, args, layouts)
     if any(key[0] == "before" for key in results):
         say("")
         say("clients layout       | req/s now / before | CPU ms per request now / before")
@@ -581,6 +634,12 @@ def main() -> int:
         help="also measure a proxy of this many processes (server.workers), coordinated"
         " through a throw-away PostgreSQL, beside the one-process proxy",
     )
+    parser.add_argument(
+        "--scale-out",
+        action="store_true",
+        help="also one instance on a PostgreSQL cache and two on it (server.workers = 2),"
+        " beside the one on SQLite",
+    )
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
     say(f"throughput benchmark: {read_path.describe_machine()}; load {uptime()}")
@@ -614,10 +673,23 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}/.well-known/jmap"
             imap_pid = dovecot._process.pid if dovecot._process else 0
             targets = [Target("proxy", url, args.messages, pid, imap_pid)]
-            if args.workers > 1:
+            postgres: PostgresServer | None = None
+            if args.workers > 1 or args.scale_out:
                 (workdir / "postgres").mkdir()
                 postgres = PostgresServer.start(workdir / "postgres")
                 stack.callback(postgres.stop)
+            if args.scale_out:
+                assert postgres is not None
+                for name, workers in ((PG_ONE, 1), (PG_TWO, 2)):
+                    cache_url = postgres.create_database(f"scale{workers}")
+                    port, pid = stack.enter_context(
+                        serve(dovecot, workdir, workers=workers, cache_url=cache_url)
+                    )
+                    url = f"http://127.0.0.1:{port}/.well-known/jmap"
+                    db_pid = int((postgres.data / "postmaster.pid").read_text().split()[0])
+                    targets.append(Target(name, url, args.messages, pid, imap_pid, db_pid))
+            if args.workers > 1:
+                assert postgres is not None
                 cluster_url = postgres.create_database("bench")
                 port, pid = stack.enter_context(
                     serve(dovecot, workdir, workers=args.workers, cluster_url=cluster_url)
