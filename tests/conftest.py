@@ -21,6 +21,8 @@
   With ``--cache-backend=postgresql`` (or ``IMAPJMAP_TEST_CACHE=postgresql``) every cache a
   test opens by a SQLite path lives in a PostgreSQL schema of its own instead (one per
   path, a new one per ``:memory:``): the store and integration tests' second pass.
+  With ``--instances=2`` as well, each integration test's proxy is two instances on that
+  cache that its client alternates between (tests/integration/instances.py).
 
 Tests that use ``dovecot`` (directly or through another fixture) get the ``dovecot`` marker;
 tests run against Cyrus get the ``cyrus`` marker (``-m "not cyrus"`` leaves them out).
@@ -105,15 +107,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("IMAPJMAP_TEST_CACHE") or "sqlite",
         help="where the tests' caches live (default sqlite; env IMAPJMAP_TEST_CACHE)",
     )
+    parser.addoption(
+        "--instances",
+        type=int,
+        choices=(1, 2),
+        default=int(os.environ.get("IMAPJMAP_TEST_INSTANCES") or 1),
+        help="proxy instances behind each integration test's client, which alternates"
+        " between them on every request (2 needs --cache-backend=postgresql;"
+        " env IMAPJMAP_TEST_INSTANCES)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--instances") > 1 and config.getoption("--cache-backend") != "postgresql":
+        # two instances share one cache only on PostgreSQL
+        raise pytest.UsageError("--instances=2 needs --cache-backend=postgresql")
     config.addinivalue_line("markers", "cyrus: runs against the real Cyrus test server")
     config.addinivalue_line(
         "markers", "backends(*names): run only against these of BACKENDS (a costly test)"
     )
     config.addinivalue_line(
         "markers", "sqlite_only: tests SQLite itself (its files, PRAGMAs); skipped on PostgreSQL"
+    )
+    config.addinivalue_line(
+        "markers",
+        "one_instance(why): inspects one app's internals; skipped with --instances=2",
     )
 
 
@@ -199,6 +217,9 @@ def _cache_backend(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     if request.node.get_closest_marker("sqlite_only") is not None:
         pytest.skip("tests SQLite itself")
+    one_instance = request.node.get_closest_marker("one_instance")
+    if one_instance is not None and request.config.getoption("--instances") > 1:
+        pytest.skip(f"one instance only: {one_instance.args[0]}")
     from imapjmap.store.db import POSTGRESQL_SCHEMES, Store
 
     server: PostgresServer = request.getfixturevalue("postgres")

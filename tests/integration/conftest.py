@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import io
 import json
 import secrets
@@ -17,12 +18,13 @@ import jmapc
 import pytest
 import trustme
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from devservers.postgres import PostgresServer
 from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
 from imapjmap.http.app import make_app
 from tests.conftest import SeededUser
+from tests.integration.instances import ProxyClient, serve
 
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
@@ -92,9 +94,17 @@ def proxy_config(user: Any, tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def proxy_http(imap_user: Any, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    app = make_app(proxy_config(imap_user, tmp_path))
-    async with TestClient(TestServer(app)) as client:
+def proxy_client(request: pytest.FixtureRequest, tmp_path: Path) -> ProxyClient:
+    """``async with proxy_client(cfg) as http``: the proxy built from ``cfg``, one
+    instance or (``--instances=2``) two that ``http`` alternates between."""
+    return functools.partial(serve, request=request, tmp_path=tmp_path)
+
+
+@pytest.fixture
+async def proxy_http(
+    imap_user: Any, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[TestClient[Any, Any]]:
+    async with proxy_client(proxy_config(imap_user, tmp_path)) as client:
         yield client
 
 

@@ -18,7 +18,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from imapjmap.config import LimitsConfig
 from imapjmap.http import views
@@ -27,6 +26,7 @@ from imapjmap.http.connections import Guard, GuardedRunner
 from imapjmap.store import blobs as stored
 from imapjmap.store.db import Tx
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 
 BLOB = "urn:ietf:params:jmap:blob"
 USING_BLOB = [CORE, MAIL, BLOB]
@@ -108,26 +108,26 @@ def store_of(jmap: Jmap) -> Any:
 
 
 @pytest.fixture
-async def limited(imap_user: Any, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def limited(imap_user: Any, tmp_path: Path, proxy_client: ProxyClient) -> AsyncIterator[Jmap]:
     """The proxy with maxSizeUpload = 1000 and maxConcurrentUpload = 1."""
     cfg = proxy_config(imap_user, tmp_path)
     cfg = dataclasses.replace(
         cfg, limits=LimitsConfig(max_size_upload=1000, max_concurrent_upload=1)
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, imap_user.username, imap_user.password)
         await client.session()
         yield client
 
 
 @pytest.fixture
-async def quota(imap_user: Any, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def quota(imap_user: Any, tmp_path: Path, proxy_client: ProxyClient) -> AsyncIterator[Jmap]:
     """The proxy with maxSizeUpload = 1000 and 2500 octets of uploads per account."""
     cfg = proxy_config(imap_user, tmp_path)
     cfg = dataclasses.replace(
         cfg, limits=LimitsConfig(max_size_upload=1000, max_upload_bytes_per_account=2500)
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, imap_user.username, imap_user.password)
         await client.session()
         yield client

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer
-from imapjmap.http.app import make_app
 from imapjmap.upstream import imap as writes
 from tests.conftest import advertises, dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 
 
 def message(subject: str) -> bytes:
@@ -288,13 +287,15 @@ def no_uidplus() -> Iterator[DovecotServer]:
 
 
 @pytest.fixture
-async def plain_client(no_uidplus: DovecotServer, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def plain_client(
+    no_uidplus: DovecotServer, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[Jmap]:
     no_uidplus.add_user("plain", "plain-pw")
 
     class User:
         username, password, host, port = "plain", "plain-pw", no_uidplus.host, no_uidplus.port
 
-    async with TestClient(TestServer(make_app(proxy_config(User, tmp_path)))) as http:
+    async with proxy_client(proxy_config(User, tmp_path)) as http:
         jmap = Jmap(http, "plain", "plain-pw")
         await jmap.session()
         yield jmap

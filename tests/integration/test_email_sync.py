@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer
-from imapjmap.http.app import make_app
 from imapjmap.sync import emails as se
 from tests.conftest import dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 
 _counter = itertools.count()
 
@@ -52,9 +51,11 @@ class User:
 
 
 @pytest.fixture
-async def client(sync_server: Server, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def client(
+    sync_server: Server, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[Jmap]:
     user = User(sync_server)
-    async with TestClient(TestServer(make_app(proxy_config(user, tmp_path)))) as http:
+    async with proxy_client(proxy_config(user, tmp_path)) as http:
         jmap = Jmap(http, user.username, user.password)
         await jmap.session()
         yield jmap

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from imapjmap.config import PushConfig
-from imapjmap.http.app import make_app
+from imapjmap.http import views
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.instances import ProxyClient, apps_of
 from tests.integration.pushkit import (
     Receiver,
     decrypt_push,
@@ -36,15 +36,16 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def jmap(imap_user: Any, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def jmap(imap_user: Any, tmp_path: Path, proxy_client: ProxyClient) -> AsyncIterator[Jmap]:
     cfg = dataclasses.replace(
         proxy_config(imap_user, tmp_path),
         push=PushConfig(allowed_url_prefixes=("http://127.0.0.1:",)),
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, imap_user.username, imap_user.password)
         await client.session()
-        push_service(client).subscriptions.retry_base = 0.05
+        for app in apps_of(http):  # whichever instance delivers
+            app[views.SERVICES].push.subscriptions.retry_base = 0.05
         yield client
 
 
@@ -125,9 +126,9 @@ async def test_subscriptions_are_per_account(jmap: Jmap, receiver: Receiver, dov
 
 
 async def test_default_policy_refuses_private_and_plain_urls_core_push_02(
-    imap_user: Any, tmp_path: Path
+    imap_user: Any, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
-    async with TestClient(TestServer(make_app(proxy_config(imap_user, tmp_path)))) as http:
+    async with proxy_client(proxy_config(imap_user, tmp_path)) as http:
         jmap = Jmap(http, imap_user.username, imap_user.password)
         await jmap.session()
         for url in ("https://127.0.0.1/push", "https://localhost:8443/x", "https://10.1.2.3/"):
@@ -204,13 +205,13 @@ async def test_failed_posts_are_retried_and_a_gone_endpoint_destroys_it(
 
 
 async def test_subscriptions_survive_a_restart(
-    imap_user: Any, tmp_path: Path, receiver: Receiver
+    imap_user: Any, tmp_path: Path, receiver: Receiver, proxy_client: ProxyClient
 ) -> None:
     cfg = dataclasses.replace(
         proxy_config(imap_user, tmp_path),
         push=PushConfig(allowed_url_prefixes=("http://127.0.0.1:",)),
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         jmap = Jmap(http, imap_user.username, imap_user.password)
         await jmap.session()
         sub_id = (await _create(jmap, receiver.url))["created"]["s"]["id"]
@@ -218,7 +219,7 @@ async def test_subscriptions_survive_a_restart(
         await _set(
             jmap, {"update": {sub_id: {"verificationCode": verification["verificationCode"]}}}
         )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         jmap = Jmap(http, imap_user.username, imap_user.password)
         service = push_service(jmap)
         await jmap.session()  # the login lets the restored subscription watch the upstream
