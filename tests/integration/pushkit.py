@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from imapjmap.http import views
 from imapjmap.push.service import PushService
 from tests.integration.conftest import Jmap
+from tests.integration.instances import apps_of
 
 
 @dataclass
@@ -138,11 +139,12 @@ async def wait_watching(jmap: Jmap) -> None:
     ("Resource deadlock avoided") on ``dovecot.list.index.log`` when a CREATE races with the
     watcher's first LIST, killing the session of the CREATE (seen about once in 20 runs).
     """
-    service = push_service(jmap)
+    # on several instances the watcher is on one of them, whichever the cluster chose
+    services = [app[views.SERVICES].push for app in apps_of(jmap.http)]
 
     def ready() -> bool:
-        watcher = service.watchers.get(jmap.account_id)
-        return watcher is not None and watcher.mode == "notify"
+        watchers = [service.watchers.get(jmap.account_id) for service in services]
+        return any(watcher is not None and watcher.mode == "notify" for watcher in watchers)
 
     await wait_for(ready, what="the NOTIFY watcher")
     await asyncio.sleep(0.2)  # its first refresh and poke

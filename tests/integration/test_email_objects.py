@@ -60,6 +60,7 @@ def uid_of(oracle: imaplib.IMAP4, message_id: str) -> bytes:
     return uid
 
 
+@pytest.mark.one_instance("counts the hits of one instance's kept objects (in memory)")
 async def test_kept_objects_show_another_clients_changes_at_once_core_get_04(
     jmap: Jmap, imap_oracle: imaplib.IMAP4
 ) -> None:
@@ -107,6 +108,7 @@ async def test_kept_objects_show_another_clients_changes_at_once_core_get_04(
     assert [e["id"] for e in got["list"]] == [reply] and got["notFound"] == [report]
 
 
+@pytest.mark.one_instance("counts the hits of one instance's kept query results (in memory)")
 async def test_a_kept_query_result_shows_another_clients_append_at_once_core_qry(
     jmap: Jmap, imap_oracle: imaplib.IMAP4
 ) -> None:
@@ -138,6 +140,10 @@ def count_state_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return asked
 
 
+@pytest.mark.one_instance(
+    "needs the page kept in memory by the instance that serves it again, which the"
+    " previous request (on the other instance) filled"
+)
 async def test_a_kept_page_reads_the_email_state_once_a_request(
     jmap: Jmap, imap_oracle: imaplib.IMAP4, monkeypatch: pytest.MonkeyPatch
 ) -> None:

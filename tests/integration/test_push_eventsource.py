@@ -151,6 +151,10 @@ async def test_invalid_parameters_are_a_400_problem(jmap: Jmap, query: str) -> N
     assert resp.content_type == "application/problem+json"
 
 
+@pytest.mark.one_instance(
+    "counts the listeners and watchers in one instance's hub; the two streams open on"
+    " different instances"
+)
 async def test_watcher_stops_when_the_last_listener_leaves(jmap: Jmap) -> None:
     service = push_service(jmap)
     one = await open_events(jmap)
