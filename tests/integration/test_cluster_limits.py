@@ -218,8 +218,10 @@ class SlowBody:
 
     def __init__(self) -> None:
         self.finish = asyncio.Event()
+        self.started = 0  # bodies whose first part went out
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        self.started += 1
         yield b"first part "
         await self.finish.wait()
         yield b"second part"
@@ -232,6 +234,20 @@ async def _upload(
     url = f"{it.base_url}/jmap/upload/{client.account_id}/"
     async with client.http.post(url, data=data, headers=headers) as resp:
         return resp.status, await resp.json(content_type=None)
+
+
+async def _all_streaming(body: SlowBody, tasks: list[asyncio.Task[Any]], count: int) -> None:
+    """Wait until ``count`` uploads of ``body`` are streaming, each past its admission.
+
+    Only then may the other instance try its own: an upload of B that took a slot just as
+    one of A's arrived would have A's refused instead (the limit is the cluster's), and B
+    would then find a slot free and never be refused."""
+    deadline = time.monotonic() + 30
+    while body.started < count:
+        assert time.monotonic() < deadline, f"{body.started} of {count} uploads started"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # their headers read and their slots taken, on a loaded machine
+    assert not any(task.done() for task in tasks), [t.result() for t in tasks if t.done()]
 
 
 async def _refused_within(client: Client, it: Instance, timeout: float) -> Any:
@@ -261,7 +277,8 @@ async def test_uploads_of_one_account_are_limited_over_both_instances_core_bin_0
     ):
         slow = SlowBody()
         streaming = [asyncio.create_task(_upload(client, a, slow.chunks())) for _ in range(4)]
-        refused = await _refused_within(client, b, timeout=10)
+        await _all_streaming(slow, streaming, 4)
+        refused = await _refused_within(client, b, timeout=30)
         slow.finish.set()
         for status, stored in await asyncio.gather(*streaming):
             assert status == 201 and stored["size"] == len(b"first part second part"), stored
@@ -270,7 +287,8 @@ async def test_uploads_of_one_account_are_limited_over_both_instances_core_bin_0
 
         doomed = SlowBody()
         dying = [asyncio.create_task(_upload(client, a, doomed.chunks())) for _ in range(4)]
-        await _refused_within(client, b, timeout=10)
+        await _all_streaming(doomed, dying, 4)
+        await _refused_within(client, b, timeout=30)
         a.kill()
         await a.process.wait()
         for task in dying:
