@@ -271,5 +271,8 @@ async def _destroy(ctx: MethodContext, sub_id: str) -> bool:
     account_id = ctx.account_id
     if not is_id(sub_id):
         return False
+    deleted = await ctx.write(lambda tx: store_push.delete(tx, account_id, sub_id))
+    # only now: the other instances, told, reload what the cache holds (before the delete
+    # they kept delivering it)
     await ctx.services.push.subscriptions.deactivate(account_id, sub_id)
-    return await ctx.write(lambda tx: store_push.delete(tx, account_id, sub_id))
+    return deleted
