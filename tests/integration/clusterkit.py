@@ -71,12 +71,12 @@ class Instance:
         self.process.send_signal(signal.SIGKILL)
 
 
-async def start_instance(name: str, cfg: Config, tmp_path: Path, url: str) -> Instance:
-    config_path = tmp_path / f"{name}.toml"
+async def spawn_serve(cfg: Config, config_path: Path, log_path: Path) -> asyncio.subprocess.Process:
+    """``imapjmap serve`` with ``cfg`` written to ``config_path``, its output in ``log_path``
+    (not yet listening when this returns)."""
     config_path.write_text(to_toml(cfg))
-    log_path = tmp_path / f"{name}.log"
     with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "imapjmap",
@@ -87,6 +87,11 @@ async def start_instance(name: str, cfg: Config, tmp_path: Path, url: str) -> In
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
         )
+
+
+async def start_instance(name: str, cfg: Config, tmp_path: Path, url: str) -> Instance:
+    log_path = tmp_path / f"{name}.log"
+    process = await spawn_serve(cfg, tmp_path / f"{name}.toml", log_path)
     it = Instance(name, process, url, log_path)
     deadline = time.monotonic() + START_TIMEOUT
     async with aiohttp.ClientSession() as http:

@@ -12,7 +12,6 @@ import io
 import json
 import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,9 +21,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from imapjmap.config import CacheConfig, Config, ImapConfig, LimitsConfig, ServerConfig, to_toml
+from imapjmap.config import CacheConfig, Config, ImapConfig, LimitsConfig, ServerConfig
 from imapjmap.store.db import Store
 from tests.conftest import ImapUser, SeededUser
+from tests.integration.clusterkit import spawn_serve
 from tests.integration.conftest import USING
 from tests.integration.relay import Relay
 
@@ -92,21 +92,8 @@ async def served(
         cache=dataclasses.replace(cache or CacheConfig(), path=str(cache_path)),
         limits=limits or LimitsConfig(),
     )
-    config_path = tmp_path / "imapjmap.toml"
-    config_path.write_text(to_toml(cfg))
     log_path = tmp_path / "proxy.log"
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "imapjmap",
-            "serve",
-            "--config",
-            str(config_path),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+    process = await spawn_serve(cfg, tmp_path / "imapjmap.toml", log_path)
     it = Served(process, f"http://127.0.0.1:{port}", log_path, cache_path, user)
     try:
         await _wait_serving(it)
