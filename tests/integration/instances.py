@@ -16,7 +16,7 @@ import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from aiohttp import web
@@ -26,7 +26,13 @@ from yarl import URL
 from imapjmap.config import ClusterConfig, Config
 from imapjmap.http.app import make_app
 
-ProxyClient = Callable[[Config], contextlib.AbstractAsyncContextManager[TestClient[Any, Any]]]
+
+class ProxyClient(Protocol):
+    """:func:`serve` with the test's ``request`` and ``tmp_path`` given (the fixture)."""
+
+    def __call__(
+        self, cfg: Config, *, count: int | None = None, server: type[TestServer] = ...
+    ) -> contextlib.AbstractAsyncContextManager[TestClient[Any, Any]]: ...
 
 
 class Alternating(TestClient[Any, Any]):
@@ -85,18 +91,23 @@ def cluster_config(cfg: Config, cluster_url: str, key_file: Path) -> Config:
 
 @contextlib.asynccontextmanager
 async def serve(
-    cfg: Config, request: pytest.FixtureRequest, tmp_path: Path, count: int | None = None
+    cfg: Config,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    count: int | None = None,
+    server: type[TestServer] = TestServer,
 ) -> AsyncIterator[TestClient[Any, Any]]:
     """The test client of the proxy built from ``cfg``: ``count`` instances, by default
-    as many as ``--instances`` says (two or more alternated)."""
+    as many as ``--instances`` says (two or more alternated), each served by a
+    ``server`` (a subclass for another runner)."""
     count = count or instances_option(request.config)
     if count == 1:
-        async with TestClient(TestServer(make_app(cfg))) as client:
+        async with TestClient(server(make_app(cfg))) as client:
             yield client
         return
     cluster_url: str = request.getfixturevalue("cluster_url")
     cfg = cluster_config(cfg, cluster_url, tmp_path / "push-token.key")
-    alternating = Alternating([TestServer(make_app(cfg)) for _ in range(count)])
+    alternating = Alternating([server(make_app(cfg)) for _ in range(count)])
     try:
         await alternating.start_server()
         yield alternating

@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from imapjmap.config import Config, ImapConfig
 from imapjmap.http import views
-from imapjmap.http.app import make_app
 from imapjmap.jmap.dispatch import Call, MethodSpec
 from imapjmap.jmap.errors import RequestErrorType
 from imapjmap.jmap.wire import WEBSOCKET
 from imapjmap.methods import REGISTRY
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.instances import ProxyClient, apps_of
 
 PROBLEM = "application/problem+json"
 
@@ -120,14 +119,16 @@ async def test_malformed_basic_header_is_401(jmap: Jmap) -> None:
     await problem_of(resp, 401)
 
 
-async def test_upstream_down_is_503(imap_user: Any, tmp_path: Path) -> None:
+async def test_upstream_down_is_503(
+    imap_user: Any, tmp_path: Path, proxy_client: ProxyClient
+) -> None:
     cfg = proxy_config(imap_user, tmp_path)
     cfg = Config(
         imap=ImapConfig(host="127.0.0.1", port=1, security="none", connect_timeout=2.0),
         server=cfg.server,
         cache=cfg.cache,
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, imap_user.username, imap_user.password)
         resp = await http.get("/.well-known/jmap", headers=client.auth())
         await problem_of(resp, 503)
@@ -235,13 +236,13 @@ async def test_requests_over_the_limit_wait_for_a_slot_core_err_04(
 
 
 async def test_limit_max_concurrent_requests_after_the_wait_core_err_04(
-    imap_user: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    imap_user: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy_client: ProxyClient
 ) -> None:
     cfg = proxy_config(imap_user, tmp_path)
     limits = dataclasses.replace(
         cfg.limits, max_concurrent_requests=4, concurrent_request_wait_seconds=0.3
     )
-    async with TestClient(TestServer(make_app(dataclasses.replace(cfg, limits=limits)))) as http:
+    async with proxy_client(dataclasses.replace(cfg, limits=limits)) as http:
         jmap = Jmap(http, imap_user.username, imap_user.password)
         release, started = _slow_echo(monkeypatch)
         body = {"using": [CORE], "methodCalls": [["Core/echo", {}, "0"]]}
@@ -282,20 +283,26 @@ async def test_one_accounts_queue_never_delays_another_account(
     imap_backend.add_user(other_name, other_password)
     bob = Jmap(jmap.http, other_name, other_password)
     await bob.session()
-    slots = jmap.http.server.app[views.REQUEST_SLOTS]
+    # on several instances the limit holds over all of them, and A's requests queue on each
+    every_slots = [app[views.REQUEST_SLOTS] for app in apps_of(jmap.http)]
+    limit = every_slots[0].limit
+
+    def waiting() -> int:
+        return sum(slots.waiting(jmap.account_id) for slots in every_slots)
+
     body = {"using": [CORE], "methodCalls": [["Core/echo", {}, "0"]]}
-    burst = [asyncio.create_task(jmap.post(body)) for _ in range(slots.limit + 5)]
+    burst = [asyncio.create_task(jmap.post(body)) for _ in range(limit + 5)]
     async with asyncio.timeout(10):
-        while slots.waiting(jmap.account_id) < 5:
+        while waiting() < 5:
             await asyncio.sleep(0.01)
     loop = asyncio.get_running_loop()
     before = loop.time()
     resp = await bob.post(body)
     assert resp.status == 200, await resp.text()
     assert loop.time() - before < 2.0  # far below A's 5 s wait
-    assert slots.waiting(jmap.account_id) == 5  # A still queued meanwhile
+    assert waiting() == 5  # A still queued meanwhile
     release.set()
-    assert [(await t).status for t in burst] == [200] * (slots.limit + 5)
+    assert [(await t).status for t in burst] == [200] * (limit + 5)
 
 
 # -- method-level errors (CORE-ERR-10 and §3.6.2) ---------------------------------------------

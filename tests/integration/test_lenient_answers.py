@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.smtp import SmtpSink
 from imapjmap.config import SmtpConfig, SubmissionConfig
-from imapjmap.http.app import make_app
 from tests.conftest import ImapUser
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 from tests.integration.test_blobs import uploaded
 
 SUBMISSION = "urn:ietf:params:jmap:submission"
@@ -160,7 +159,9 @@ async def test_identity_get_without_submission_in_using(jmap: Jmap) -> None:
 
 
 @pytest.fixture
-async def sending(imap_user: ImapUser, tmp_path: Path, smtp_sink: SmtpSink) -> AsyncIterator[Jmap]:
+async def sending(
+    imap_user: ImapUser, tmp_path: Path, smtp_sink: SmtpSink, proxy_client: ProxyClient
+) -> AsyncIterator[Jmap]:
     """The proxy with SMTP submission to the test sink; logins are users @example.org."""
     smtp_sink.reset()
     smtp_sink.add_user(imap_user.username, imap_user.password)
@@ -170,7 +171,7 @@ async def sending(imap_user: ImapUser, tmp_path: Path, smtp_sink: SmtpSink) -> A
         smtp=SmtpConfig(host="127.0.0.1", port=smtp_sink.port, security="none", timeout=10.0),
         submission=SubmissionConfig(default_domain="example.org"),
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, imap_user.username, imap_user.password)
         await client.session()
         yield client
