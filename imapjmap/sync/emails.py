@@ -53,11 +53,10 @@ import enum
 import functools
 import itertools
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from imapjmap.errors import ImapProtocolViolation
 from imapjmap.imap.models import FetchRecord, UidSet
@@ -72,7 +71,12 @@ from imapjmap.upstream.sync_reads import Changes, SyncReads
 log = logging.getLogger(__name__)
 
 EMAIL_DELIVERY_TYPE: Final = "EmailDelivery"  # RFC 8621 §1.5, push only
-BATCH: Final = 1000  # messages per FETCH and per transaction during a first sync
+BATCH: Final = 1000  # messages per FETCH (and per transaction, but see WRITE_BATCHES)
+# a fill's batches parsed while a transaction ran are written together, up to this many: each
+# transaction rewrites the index pages its random keys (Email, Thread and Message-IDs) land
+# on, most of every such index once a mailbox has 100,000 messages, so fewer transactions
+# write less
+WRITE_BATCHES: Final = 5
 FIRST_BATCH_WAIT: Final = 1  # batches a request waits for before the rest goes background
 # counts follow the changed threads up to this many of them, else the mailboxes are recounted
 COUNT_THREADS: Final = 500
@@ -303,6 +307,11 @@ def plan_batch(
 # -- the run -----------------------------------------------------------------------------------
 
 
+def _finished(task: asyncio.Future[Any]) -> bool:
+    """Done without an error: a failed batch is awaited on its own, so it raises in turn."""
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
 def _status(row: q.MailboxRow) -> Cursor:
     return Cursor(row.uidvalidity, row.uidnext, row.highestmodseq, row.messages)
 
@@ -429,19 +438,19 @@ class MailboxSync:
         uids: UidSet,
         changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """The rest of a first sync, newest first, one transaction per batch; ``changed``
-        runs after each batch (the push hub).
+        """The rest of a first sync, newest first; ``changed`` runs after each transaction
+        (the push hub).
 
         Batches are fetched ahead and parsed in worker processes (:mod:`.parsing`) while the
         current one is written, so the IMAP server, the parsing and the cache work at the
-        same time; the FETCH commands themselves go one after the other.
+        same time; the FETCH commands themselves go one after the other.  A transaction
+        writes every batch parsed by then, up to :data:`WRITE_BATCHES`.
         """
         await reads.open(self.mailbox.imap_name)
         total = len(uids)
         self.fill_total, self.fill_done = total, 0
         # made as they are fetched: a million UIDs are never all in a list at once
         batches = uids.newest_first(BATCH)
-        count = math.ceil(total / BATCH)
         uncounted: set[str] = set()
         parser = Parser(total)
         parser.warm_up()
@@ -457,17 +466,26 @@ class MailboxSync:
                 reads.unparsable()
                 raise
 
-        # one batch more in flight than parsers: one is always being fetched
+        # the parsers and the FETCH run ahead of the writer by up to WRITE_BATCHES batches:
+        # what piled up while a transaction ran is written in the next one
         ahead = collections.deque(
-            asyncio.ensure_future(fetch(b)) for b in itertools.islice(batches, parser.workers + 1)
+            asyncio.ensure_future(fetch(b))
+            for b in itertools.islice(batches, parser.workers + WRITE_BATCHES)
         )
         try:
-            for index in range(count):
+            index = 0
+            while ahead:
                 records_, prepared = await ahead.popleft()
-                batch = next(batches, None)
-                if batch is not None:
+                taken = 1
+                while taken < WRITE_BATCHES and ahead and _finished(ahead[0]):
+                    more_records, more = ahead.popleft().result()
+                    records_ += more_records
+                    prepared += more
+                    taken += 1
+                for batch in itertools.islice(batches, taken):
                     ahead.append(asyncio.ensure_future(fetch(batch)))
-                last = index == count - 1
+                index += taken
+                last = not ahead
                 delta = plan_batch(
                     records_,
                     prepared,
@@ -484,15 +502,15 @@ class MailboxSync:
                 )
                 if changed is not None:
                     await changed()
-                done = (index + 1) * BATCH
-                self.fill_done = min(done, total)
-                if (index + 1) % 10 == 0 or last:
+                done = min(index * BATCH, total)
+                if done // (10 * BATCH) > self.fill_done // (10 * BATCH) or last:
                     log.info(
                         "mailbox %s: %d of %d remaining messages synced",
                         self.mailbox.imap_name,
-                        min(done, total),
+                        done,
                         total,
                     )
+                self.fill_done = done
         finally:
             for task in ahead:
                 task.cancel()

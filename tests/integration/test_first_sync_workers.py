@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,34 @@ async def test_first_sync_parsed_in_worker_processes_equals_parsed_in_a_thread(
     assert used and all(used), "the fill did not parse in worker processes"
     assert in_workers == in_thread
     assert len(in_workers["emails"]) == upstream_messages(seeded_user)
+
+
+async def test_batches_parsed_during_a_transaction_are_written_in_the_next_one(
+    seeded_user: SeededUser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the fill writes one batch, the FETCH and the parsing go on; what they finished
+    meanwhile goes into the next transaction (up to WRITE_BATCHES of them), and the cache
+    holds what it holds when each batch is written on its own: EML-01 / THR-01 / MBX-04."""
+    monkeypatch.setattr(se, "BATCH", 3)
+    monkeypatch.setattr(parsing, "POOL_MIN_MESSAGES", 10**9)  # a thread: quick to start
+    monkeypatch.setattr(se, "WRITE_BATCHES", 1)
+    one_by_one = await cached_view(seeded_user, tmp_path / "one")
+
+    monkeypatch.setattr(se, "WRITE_BATCHES", 4)
+    sizes: list[int] = []
+    real_apply = se.apply
+
+    def slow_apply(tx: Any, account_id: str, mailbox_id: str, delta: se.Delta) -> None:
+        if delta.prepared is not None and not delta.reset:  # a transaction of a fill
+            sizes.append(len(delta.prepared))
+            time.sleep(0.2)  # the next batches are fetched and parsed meanwhile
+        real_apply(tx, account_id, mailbox_id, delta)
+
+    monkeypatch.setattr(se, "apply", slow_apply)
+    together = await cached_view(seeded_user, tmp_path / "together")
+
+    assert sizes, "no mailbox was big enough for a fill"
+    assert max(sizes) > 3, sizes  # some transaction took more than one batch
+    assert max(sizes) <= 4 * 3, sizes
+    assert together == one_by_one
+    assert len(together["emails"]) == upstream_messages(seeded_user)
