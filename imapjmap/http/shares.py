@@ -16,11 +16,16 @@ Rules
 4. A share the server no longer shows (the owner took the rights back) loses its cache rows
    at once: what the login may no longer read is not kept for it.  (A share that vanished
    while the process was down keeps them until ``imapjmap cache prune``.)
+5. Instances sharing the cache each know the shares they asked for: a request may name a
+   share that another instance found (its session fetched there) or lost.  An account the
+   request names that this process does not know as the login's share while the cache holds
+   it, or one it knows that the cache no longer holds, has the server asked again first.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from imapjmap.http.auth import Authenticated
@@ -91,15 +96,35 @@ class ShareAccounts:
         await self._services.push.subscriptions.shares_changed(login, [i for i, _ in ids])
         return accounts
 
-    async def of(self, who: Authenticated) -> tuple[ShareAccount, ...]:
-        """The login's shares: as known, unless stale (Rule 1)."""
+    async def of(self, who: Authenticated, named: Collection[str] = ()) -> tuple[ShareAccount, ...]:
+        """The login's shares: as known, unless stale (Rules 1, 5); ``named``: the account
+        ids the request names."""
         login = who.account.account_id
         known = self._known.get(login)
         # a listing that changed since the last asking: compared with that listing, not with
         # the shares found, as a server may list no foreign namespace under "*" at all
-        if known is None or who.pool.share_prefixes != self._basis.get(login):
+        if (
+            known is None
+            or who.pool.share_prefixes != self._basis.get(login)
+            or await self._changed_elsewhere(login, known, named)
+        ):
             return await self.discover(who)
         return known
+
+    async def _changed_elsewhere(
+        self, login: str, known: tuple[ShareAccount, ...], named: Collection[str]
+    ) -> bool:
+        """Whether the cache tells of another instance's asking that this one missed (Rule 5)."""
+        others = set(named) - {login}
+        if not others:
+            return False
+        mine = {s.account.account_id for s in known}
+
+        def cached(tx: Tx) -> set[str]:
+            return {i for i in others if q.account(tx, i) is not None}
+
+        in_cache = await self._store.read(cached, account=login)
+        return any((i in mine) != (i in in_cache) for i in others)
 
     def find(self, who: Authenticated, account_id: str) -> ShareAccount | None:
         """The login's share with that account id, as known (Rule 2)."""

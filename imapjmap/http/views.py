@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Collection
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -287,7 +288,7 @@ async def run_request(
     cfg = app[CONFIG]
     account_id = who.account.account_id
     async with app[REQUEST_SLOTS].slot(account_id):
-        shares = await shares_of(app, who)
+        shares = await shares_of(app, who, _named_accounts(jmap_request))
         contexts = _Contexts(app[SERVICES], who, shares)
         if jmap_request.using & SIEVE_URNS:  # looked for at the session fetch otherwise
             await who.upstream.sieve_server(cfg.sieve_for(who.account.upstream))
@@ -312,6 +313,16 @@ async def run_request(
         if now != shares:
             response["sessionState"] = await app[SESSION_STATES].of(cfg, who, now)
     return response
+
+
+def _named_accounts(jmap_request: Request) -> set[str]:
+    """The account ids the request's calls name (``accountId``, ``fromAccountId``)."""
+    return {
+        value
+        for call in jmap_request.calls
+        for key in ("accountId", "fromAccountId")
+        if isinstance(value := call.args.get(key), str)
+    }
 
 
 # the capabilities of a share's account: its mail, with the core's methods (Blob/copy)
@@ -379,15 +390,16 @@ async def _discover_shares(app: web.Application, who: Authenticated) -> tuple[Sh
 
 
 async def shares_of(
-    app: web.Application, who: Authenticated | PushOnly
+    app: web.Application, who: Authenticated | PushOnly, named: Collection[str] = ()
 ) -> tuple[ShareAccount, ...]:
     """The login's shares; none for a stream vouched for elsewhere (its shares are asked of
-    the server, which this instance does not reach for it)."""
+    the server, which this instance does not reach for it).  ``named``: the account ids the
+    request names (``http.shares`` Rule 5)."""
     if isinstance(who, PushOnly):
         return ()
     shares = app.get(SHARES)
     try:
-        return await shares.of(who) if shares is not None else ()
+        return await shares.of(who, named) if shares is not None else ()
     except ProxyError as exc:
         log.warning("account %s: shares unknown: %s", who.account.account_id, exc)
         return ()
@@ -402,6 +414,7 @@ async def download_view(request: web.Request) -> web.StreamResponse:
     upstream: Upstream | None = who.upstream
     if account_id != who.account.account_id:
         shares = request.app.get(SHARES)
+        await shares_of(request.app, who, (account_id,))  # found on another instance?
         share = shares.find(who, account_id) if shares is not None else None  # the login's
         upstream = ImapUpstream(who.pool, share.share) if share is not None else None
     if upstream is not None:

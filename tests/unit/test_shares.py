@@ -177,6 +177,48 @@ async def test_shares_are_asked_again_when_the_listing_changes_not_when_it_diffe
         await store.aclose()
 
 
+async def test_a_share_found_or_lost_by_another_instance_is_asked_again_when_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``http.shares`` Rule 5: two instances on one cache, each with its own registry.  A
+    request naming a share the other instance found (its row in the cache, unknown here),
+    or one it lost (known here, its row gone), has the server asked again; an id the cache
+    does not hold, or a request naming only the login's own account, does not."""
+    asked: list[int] = []
+    found = [Share("shared/alice/", "/", "other", "alice", read_only=True)]
+
+    async def shares(self: Any) -> list[Share]:
+        asked.append(1)
+        return list(found)
+
+    monkeypatch.setattr(ImapUpstream, "shares", shares)
+    store = await Store.open(":memory:")
+    try:
+        here, there = (
+            ShareAccounts(Services(Config(), store, ImapPools(Config().imap))) for _ in range(2)
+        )
+        who = Authenticated(Account("Abob", "bob", "e1"), _Pool(frozenset()), None)  # type: ignore[arg-type]
+        share_id = share_account_id("Abob", "shared/alice/")
+        found.clear()
+        assert await here.of(who) == ()  # this instance asked before alice shared
+        found.append(Share("shared/alice/", "/", "other", "alice", read_only=True))
+        (one,) = await there.discover(who)  # the session fetched on the other instance
+        assert len(asked) == 2
+        assert await here.of(who, {"Abob"}) == ()
+        assert await here.of(who, {"Anobody"}) == ()
+        assert len(asked) == 2
+        assert await here.of(who, {"Abob", share_id}) == (one,)
+        assert len(asked) == 3
+        assert await here.of(who, {share_id}) == (one,)  # known and cached: not again
+        assert len(asked) == 3
+        found.clear()
+        assert await there.discover(who) == ()  # the other instance saw it taken back
+        assert await here.of(who, {share_id}) == ()
+        assert len(asked) == 5
+    finally:
+        await store.aclose()
+
+
 def test_a_share_listing_names_each_mailbox_once() -> None:
     """Dovecot 2.3 may list a shared mailbox twice, once ``\\Noselect``: the mailbox is the
     selectable one, whichever comes first."""
