@@ -159,12 +159,16 @@ class Hub:
         lock = self._locks.setdefault(account_id, asyncio.Lock())
         async with lock:
             seqs = await self._read(account_id)
-            before = self._published.get(account_id, {})
-            moved = {t: s for t, s in seqs.items() if s != before.get(t) and t in PUSH_TYPES}
+            before = self._published.get(account_id)
+            moved = {
+                t: s for t, s in seqs.items() if s != (before or {}).get(t) and t in PUSH_TYPES
+            }
             self._published[account_id] = seqs
         # a client holds a Quota state only once the quotas were read (by Quota/get): until
-        # then no StateChange of Quota means anything to anyone, and none costs a reading
-        quota_known = "Quota" in seqs and "Quota" not in moved
+        # then no StateChange of Quota means anything to anyone, and none costs a reading.
+        # An instance that never published the account (its listeners are elsewhere, Rule 4)
+        # cannot tell whether Quota moved: it reads the quotas all the same
+        quota_known = "Quota" in seqs and ("Quota" not in moved or before is None)
         if "Email" in moved and quota_known and self._wanted(account_id, "Quota"):
             await self._quotas(account_id, moved)
         if not moved:

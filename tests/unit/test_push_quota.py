@@ -6,11 +6,12 @@ quotas are a fake."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from imapjmap.cluster.local import Alone
 from imapjmap.errors import UpstreamUnavailable
 from imapjmap.push.hub import Hub
 from imapjmap.push.quota import QuotaFollower
@@ -182,5 +183,45 @@ async def test_the_hub_carries_quota_with_the_mail_that_moved_it(store: Store) -
         await hub.poke("A1")
         assert set(everything.queue.get_nowait()) == {"Email"} and server.asked == 3
         assert quota_only.queue.empty()
+    finally:
+        await follower.aclose()
+
+
+class _Linked(Alone):
+    """Another instance's coordinator as this hub sees it: listeners there, and what this
+    hub publishes heard by that instance's hub."""
+
+    shared = True
+
+    def __init__(self, peer: Hub) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def listened_elsewhere(self, account_id: str) -> bool:
+        return True
+
+    async def publish(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:
+        await self.peer.heard(account_id, epoch, seqs)
+
+
+async def test_the_watchers_instance_reads_the_quotas_for_a_listener_elsewhere(
+    store: Store,
+) -> None:
+    """Hub Rule 4 with Quota: the listener for Quota on one instance, the watcher's pokes
+    on another that never published the account.  Its first poke after mail moved still
+    has the quotas read, and Quota's new state reaches the listener."""
+    server = FakeQuotas()
+    listening = Hub(store)
+    watching = Hub(store, _Linked(listening))
+    follower = QuotaFollower(store, lambda _: server, watching.poke, 0.0)
+    watching.on_email_moved = follower.email_moved
+    try:
+        await quota.refresh(store, "A1", server)  # a Quota/get, on either instance
+        quota_only = await listening.subscribe("A1", ["Quota"])
+        server.used += 1
+        await _mail_moved(store)
+        await watching.poke("A1")
+        assert server.asked == 2
+        assert set(quota_only.queue.get_nowait()) == {"Quota"}
     finally:
         await follower.aclose()
