@@ -416,6 +416,9 @@ class Subscriptions:
             if outcome is Outcome.GONE:
                 log.info("push subscription %s: the endpoint is gone; destroying it", row.id)
                 await self._store.run(lambda tx: store_push.delete(tx, row.account_id, row.id))
+                # the others run its delivery too, listening (a watcher kept alive) and
+                # ready to POST to the gone endpoint once they take the role over
+                await self._announce(row.account_id)
                 return
 
     async def _deliver(self, row: store_push.PushSubscriptionRow, body: dict[str, Any]) -> Outcome:
