@@ -114,6 +114,38 @@ def push_service(jmap: Jmap) -> PushService:
     return app[views.SERVICES].push
 
 
+def push_services(jmap: Jmap) -> list[PushService]:
+    """Every instance's push service (one, or as many as ``--instances`` says)."""
+    return [app[views.SERVICES].push for app in apps_of(jmap.http)]
+
+
+def watcher_of(jmap: Jmap, account_id: str | None = None) -> Any:
+    """The account's upstream watcher, on whichever instance holds it, or None."""
+    account_id = account_id or jmap.account_id
+    for service in push_services(jmap):
+        watcher = service.watchers.get(account_id)
+        if watcher is not None:
+            return watcher
+    return None
+
+
+def running(jmap: Jmap) -> list[str]:
+    """The login's PushSubscriptions that any instance runs a delivery of (each instance
+    runs one of every subscription it knows; the one with the role POSTs)."""
+    return sorted(
+        {
+            sub_id
+            for service in push_services(jmap)
+            for sub_id in service.subscriptions.running(jmap.account_id)
+        }
+    )
+
+
+def listeners(jmap: Jmap, account_id: str) -> int:
+    """The account's listeners over all instances."""
+    return sum(service.hub.listeners(account_id) for service in push_services(jmap))
+
+
 async def open_events(
     jmap: Jmap, query: str = "types=*&closeafter=no&ping=0", **headers: str
 ) -> EventReader:
@@ -139,12 +171,11 @@ async def wait_watching(jmap: Jmap) -> None:
     ("Resource deadlock avoided") on ``dovecot.list.index.log`` when a CREATE races with the
     watcher's first LIST, killing the session of the CREATE (seen about once in 20 runs).
     """
-    # on several instances the watcher is on one of them, whichever the cluster chose
-    services = [app[views.SERVICES].push for app in apps_of(jmap.http)]
 
+    # on several instances the watcher is on one of them, whichever the cluster chose
     def ready() -> bool:
-        watchers = [service.watchers.get(jmap.account_id) for service in services]
-        return any(watcher is not None and watcher.mode == "notify" for watcher in watchers)
+        watcher = watcher_of(jmap)
+        return watcher is not None and watcher.mode == "notify"
 
     await wait_for(ready, what="the NOTIFY watcher")
     await asyncio.sleep(0.2)  # its first refresh and poke

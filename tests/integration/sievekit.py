@@ -14,14 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.dovecot import DovecotServer
 from devservers.smtp import SmtpSink
 from imapjmap.config import SieveConfig, SubmissionConfig
-from imapjmap.http.app import make_app
 from imapjmap.managesieve.client import Endpoint, ManageSieveClient
 from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 
 FILTER = b'require "fileinto";\r\nif header :contains "subject" "invoice" { fileinto "Bills"; }\r\n'
 DOMAIN = "example.org"  # the users' address domain (the proxy's submission.default_domain)
@@ -89,13 +88,13 @@ def user(sieve_world: SieveWorld, request: pytest.FixtureRequest) -> User:
 
 
 @pytest.fixture
-async def jmap(user: User, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def jmap(user: User, tmp_path: Path, proxy_client: ProxyClient) -> AsyncIterator[Jmap]:
     cfg = dataclasses.replace(
         proxy_config(user, tmp_path),
         sieve=SieveConfig(port=user.world.dovecot.sieve_port),
         submission=SubmissionConfig(default_domain=DOMAIN),  # the identity user@DOMAIN
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, user.username, user.password)
         await client.session()
         yield client

@@ -46,6 +46,10 @@ async def _until(condition: Any, what: str) -> None:
     raise AssertionError(f"never: {what}")
 
 
+@pytest.mark.one_instance(
+    "one instance's fairness: its cache's read gate and transaction budget, and another"
+    " account's request answered by the same instance while the heavy read runs there"
+)
 async def test_one_accounts_endless_query_neither_delays_another_account_nor_runs_on(
     dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

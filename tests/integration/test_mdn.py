@@ -38,9 +38,9 @@ import pytest
 from devservers.smtp import SmtpSink
 from tests.conftest import BACKENDS, ImapServer, ImapUser
 from tests.integration.conftest import CORE, MAIL, Jmap
+from tests.integration.instances import ProxyClient
 from tests.integration.test_submission import (
     SUBMISSION,
-    _client,
     _config,
     append,
     email_id,
@@ -69,8 +69,12 @@ def sink(smtp_sink: SmtpSink, imap_user: ImapUser) -> SmtpSink:
 
 
 @pytest.fixture
-async def jmap(imap_user: ImapUser, tmp_path: Path, sink: SmtpSink) -> AsyncIterator[Jmap]:
-    async with _client(_config(imap_user, tmp_path, sink.port), imap_user) as client:
+async def jmap(
+    imap_user: ImapUser, tmp_path: Path, sink: SmtpSink, proxy_client: ProxyClient
+) -> AsyncIterator[Jmap]:
+    async with proxy_client(_config(imap_user, tmp_path, sink.port)) as http:
+        client = Jmap(http, imap_user.username, imap_user.password)
+        await client.session()
         yield client
 
 

@@ -15,21 +15,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
-from imapjmap.http.app import make_app
 from imapjmap.imap.session import ImapSession
 from imapjmap.upstream.imap_watch import NotifyWatch
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 from tests.integration.pushkit import (
     EventReader,
     external_append,
     open_events,
-    push_service,
     wait_for,
     wait_watching,
+    watcher_of,
 )
 
 pytestmark = pytest.mark.dovecot
@@ -68,7 +67,7 @@ async def _email_changed(
 
 
 async def test_push_outlives_index_log_rotation_core_push_01(
-    rotating_dovecot: DovecotServer, tmp_path: Path
+    rotating_dovecot: DovecotServer, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     username, password = f"rotating-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
     rotating_dovecot.add_user(username, password)
@@ -79,7 +78,7 @@ async def test_push_outlives_index_log_rotation_core_push_01(
     )
     oracle = user.connect()
     try:
-        async with TestClient(TestServer(make_app(cfg))) as http:
+        async with proxy_client(cfg) as http:
             client = Jmap(http, username, password)
             await client.session()
             events = await open_events(client)
@@ -99,7 +98,7 @@ async def test_push_outlives_index_log_rotation_core_push_01(
             got = await client.ok("Email/get", {"properties": ["keywords"]})
             assert len(got["list"]) == 3
             assert not any("$flagged" in e["keywords"] for e in got["list"])
-            watcher = push_service(client).watchers[client.account_id]
+            watcher = watcher_of(client)
             assert watcher.mode == "notify"
             events.resp.close()
     finally:
@@ -109,7 +108,7 @@ async def test_push_outlives_index_log_rotation_core_push_01(
 
 
 async def test_inbox_reported_across_rotations_without_rearm_core_push_01(
-    rotating_dovecot: DovecotServer, tmp_path: Path
+    rotating_dovecot: DovecotServer, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     """INBOX is the watcher's selected mailbox, so a change there is reported at once
     after its log rotated, with no re-arm to rescue a dead watch (``status_interval``
@@ -123,7 +122,7 @@ async def test_inbox_reported_across_rotations_without_rearm_core_push_01(
     deadline = 6.0  # Dovecot's own delay is 0.5 s; its fallback 30 s
     oracle = user.connect()
     try:
-        async with TestClient(TestServer(make_app(cfg))) as http:
+        async with proxy_client(cfg) as http:
             client = Jmap(http, username, password)
             await client.session()
             events = await open_events(client)
@@ -147,7 +146,7 @@ async def test_inbox_reported_across_rotations_without_rearm_core_push_01(
             await _email_changed(events, client.account_id, started, deadline)
             got = await client.ok("Email/get", {"properties": ["keywords"]})
             assert [e["keywords"] for e in got["list"]] == [{"$seen": True}]
-            watcher = push_service(client).watchers[client.account_id]
+            watcher = watcher_of(client)
             assert watcher.mode == "notify" and watcher.rearms == 0
             events.resp.close()
     finally:
@@ -156,7 +155,10 @@ async def test_inbox_reported_across_rotations_without_rearm_core_push_01(
 
 
 async def test_notify_set_again_keeps_reporting_core_push_01(
-    dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dovecot: DovecotServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    proxy_client: ProxyClient,
 ) -> None:
     """After each re-arm NOTIFY itself still reports a change: no refresh of the next
     re-arm needed (``watcher.events`` counts what NOTIFY reported).  A bare ``NOTIFY SET``
@@ -169,13 +171,13 @@ async def test_notify_set_again_keeps_reporting_core_push_01(
     monkeypatch.setattr(NotifyWatch, "rearm_every", 1.5)
     oracle = user.connect()
     try:
-        async with TestClient(TestServer(make_app(cfg))) as http:
+        async with proxy_client(cfg) as http:
             client = Jmap(http, username, password)
             await client.session()
             events = await open_events(client)
             await events.next()  # the current states
             await wait_watching(client)
-            watcher = push_service(client).watchers[client.account_id]
+            watcher = watcher_of(client)
             loop = asyncio.get_running_loop()
             for n in range(4):
                 rearms = watcher.rearms
@@ -192,7 +194,7 @@ async def test_notify_set_again_keeps_reporting_core_push_01(
 
 
 async def test_notify_without_idle_is_not_sent_idle_core_push_01(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy_client: ProxyClient
 ) -> None:
     """A server that offers NOTIFY but not IDLE is never sent IDLE; NOTIFY alone still
     reports an APPEND to INBOX (or the next re-arm's refresh finds it)."""
@@ -215,7 +217,7 @@ async def test_notify_without_idle_is_not_sent_idle_core_push_01(
             cfg = dataclasses.replace(cfg, push=dataclasses.replace(cfg.push, status_interval=1.0))
             oracle = user.connect()
             try:
-                async with TestClient(TestServer(make_app(cfg))) as http:
+                async with proxy_client(cfg) as http:
                     client = Jmap(http, username, password)
                     await client.session()
                     events = await open_events(client)
@@ -224,7 +226,7 @@ async def test_notify_without_idle_is_not_sent_idle_core_push_01(
                     started = asyncio.get_running_loop().time()
                     await external_append(oracle, "no idle")
                     await _email_changed(events, client.account_id, started, 6.0)
-                    watcher = push_service(client).watchers[client.account_id]
+                    watcher = watcher_of(client)
                     await wait_for(lambda: watcher.checks >= 1, what="a check")
                     events.resp.close()
             finally:
@@ -236,7 +238,7 @@ async def test_notify_without_idle_is_not_sent_idle_core_push_01(
 
 
 async def test_notify_is_not_set_again_at_every_check_core_push_01(
-    dovecot: DovecotServer, tmp_path: Path
+    dovecot: DovecotServer, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     """Every ``status_interval`` the account is refreshed, but NOTIFY is set again only every
     ``NotifyWatch.rearm_every``: a NOTIFY NONE + SET every 2 s made Dovecot 2.3.19 miss half the
@@ -249,7 +251,7 @@ async def test_notify_is_not_set_again_at_every_check_core_push_01(
     cfg = dataclasses.replace(cfg, push=dataclasses.replace(cfg.push, status_interval=0.5))
     oracle = user.connect()
     try:
-        async with TestClient(TestServer(make_app(cfg))) as http:
+        async with proxy_client(cfg) as http:
             client = Jmap(http, username, password)
             await client.session()
             events = await open_events(client)
@@ -258,7 +260,7 @@ async def test_notify_is_not_set_again_at_every_check_core_push_01(
             loop = asyncio.get_running_loop()
             await external_append(oracle, "checked")
             await _email_changed(events, client.account_id, loop.time(), deadline=8.0)
-            watcher = push_service(client).watchers[client.account_id]
+            watcher = watcher_of(client)
             await wait_for(lambda: watcher.checks >= 4, what="four checks")
             assert oracle.select("INBOX")[0] == "OK"
             heard = watcher.events

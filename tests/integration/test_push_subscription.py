@@ -22,6 +22,7 @@ from tests.integration.pushkit import (
     new_push_keys,
     push_receiver,
     push_service,
+    running,
     wait_for,
     wait_watching,
 )
@@ -198,8 +199,7 @@ async def test_failed_posts_are_retried_and_a_gone_endpoint_destroys_it(
     await wait_watching(jmap)
     await jmap.ok("Mailbox/set", {"create": {"a": {"name": "Gone"}}})
     await receiver.next()
-    service = push_service(jmap)
-    await wait_for(lambda: not service.subscriptions.running(jmap.account_id), what="stop")
+    await wait_for(lambda: not running(jmap), what="stop")
     _, got = await _get(jmap, {"ids": [sub_id]})
     assert got["notFound"] == [sub_id]
 
@@ -221,9 +221,8 @@ async def test_subscriptions_survive_a_restart(
         )
     async with proxy_client(cfg) as http:
         jmap = Jmap(http, imap_user.username, imap_user.password)
-        service = push_service(jmap)
         await jmap.session()  # the login lets the restored subscription watch the upstream
-        assert service.subscriptions.running(jmap.account_id) == [sub_id]
+        await wait_for(lambda: running(jmap) == [sub_id], what="the restored subscription")
         await wait_watching(jmap)
         await jmap.ok("Mailbox/set", {"create": {"a": {"name": "After restart"}}})
         _, change = await receiver.next()

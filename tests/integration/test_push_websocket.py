@@ -14,9 +14,10 @@ from tests.integration.conftest import CORE, MAIL, Jmap
 from tests.integration.pushkit import (
     current_states,
     external_append,
-    push_service,
+    listeners,
     wait_for,
     wait_watching,
+    watcher_of,
 )
 
 pytestmark = pytest.mark.dovecot
@@ -117,7 +118,7 @@ async def test_push_enable_and_disable(jmap: Jmap, imap_oracle: imaplib.IMAP4) -
         seen.update(change["changed"][jmap.account_id])
     assert seen["Email"] == (await current_states(jmap))["Email"]
     await ws.send_json({"@type": "WebSocketPushDisable"})
-    await wait_for(lambda: not push_service(jmap).watchers, what="the watcher to stop")
+    await wait_for(lambda: watcher_of(jmap) is None, what="the watcher to stop")
     await jmap.ok("Mailbox/set", {"create": {"n": {"name": "Quiet"}}})
     assert await _nothing_within(ws, 1.0)
     await ws.close()
@@ -156,11 +157,10 @@ async def test_missing_subprotocol_or_credentials_is_refused(jmap: Jmap) -> None
 
 
 async def test_closing_the_socket_drops_its_listener(jmap: Jmap) -> None:
-    service = push_service(jmap)
     ws = await _connect(jmap)
     await ws.send_json({"@type": "WebSocketPushEnable", "dataTypes": None})
-    await wait_for(lambda: service.hub.listeners(jmap.account_id) == 1, what="the listener")
+    await wait_for(lambda: listeners(jmap, jmap.account_id) == 1, what="the listener")
     await ws.close()
-    await wait_for(lambda: not service.watchers, what="the watcher to stop")
-    assert service.hub.listeners(jmap.account_id) == 0
+    await wait_for(lambda: watcher_of(jmap) is None, what="the watcher to stop")
+    assert listeners(jmap, jmap.account_id) == 0
     await asyncio.sleep(0)

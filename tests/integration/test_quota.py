@@ -43,14 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer
-from imapjmap.http.app import make_app
 from imapjmap.jmap import state as jstate
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 from tests.integration.pushkit import open_events, wait_watching
 
 QUOTA = "urn:ietf:params:jmap:quota"
@@ -59,8 +58,8 @@ MESSAGE = b"From: a@example.org\r\nSubject: quota\r\n\r\n" + b"x" * 3000 + b"\r\
 
 
 @contextlib.asynccontextmanager
-async def _client(user: ImapUser, tmp_path: Path) -> AsyncIterator[Jmap]:
-    async with TestClient(TestServer(make_app(proxy_config(user, tmp_path)))) as http:
+async def _client(proxy_client: ProxyClient, user: ImapUser, tmp_path: Path) -> AsyncIterator[Jmap]:
+    async with proxy_client(proxy_config(user, tmp_path)) as http:
         client = Jmap(http, user.username, user.password)
         await client.session()
         yield client
@@ -115,10 +114,10 @@ def _by_type(quotas: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 async def dovecot_quota(
-    dovecot: DovecotServer, tmp_path: Path
+    dovecot: DovecotServer, tmp_path: Path, proxy_client: ProxyClient
 ) -> AsyncIterator[tuple[ImapUser, Jmap]]:
     user = _user(dovecot, storage="*:storage=1M", messages="*:messages=5")
-    async with _client(user, tmp_path) as client:
+    async with _client(proxy_client, user, tmp_path) as client:
         yield user, client
 
 
@@ -297,11 +296,11 @@ async def test_quota_state_is_pushed_when_mail_arrives(
         events.resp.close()
 
 
-async def test_cyrus_quotas(cyrus: CyrusServer, tmp_path: Path) -> None:
+async def test_cyrus_quotas(cyrus: CyrusServer, tmp_path: Path, proxy_client: ProxyClient) -> None:
     """QUOTA-02, QUOTA-04 on Cyrus: no quota root at first; one set by the administrator
     appears as created, mail arriving moves ``used``, a new limit is a property change."""
     user = _user(cyrus)
-    async with _client(user, tmp_path) as jmap:
+    async with _client(proxy_client, user, tmp_path) as jmap:
         session = await jmap.session()
         assert session["capabilities"][QUOTA] == {}
         _, empty = await _one(jmap, "Quota/get", {"ids": None})
@@ -328,11 +327,13 @@ async def test_cyrus_quotas(cyrus: CyrusServer, tmp_path: Path) -> None:
         assert changes["updatedProperties"] is None  # the limit moved, not only ``used``
 
 
-async def test_no_quota_capability_without_server_quotas(tmp_path: Path) -> None:
+async def test_no_quota_capability_without_server_quotas(
+    tmp_path: Path, proxy_client: ProxyClient
+) -> None:
     """QUOTA-01: a server without QUOTA: no capability, and Quota calls are refused."""
     with dovecot_root() as root, DovecotServer.start(root, remove_capabilities={"QUOTA"}) as server:
         user = _user(server)
-        async with _client(user, tmp_path) as jmap:
+        async with _client(proxy_client, user, tmp_path) as jmap:
             session = await jmap.session()
             assert QUOTA not in session["capabilities"]
             assert QUOTA not in session["accounts"][jmap.account_id]["accountCapabilities"]

@@ -9,27 +9,25 @@ have seen nothing.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import imaplib
 import logging
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from devservers.smtp import SmtpSink
 from imapjmap.config import Config, ImapConfig, SmtpConfig, UpstreamConfig
-from imapjmap.http.app import make_app
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 from tests.integration.pushkit import external_append, open_events, wait_watching
 
 SUBMISSION = "urn:ietf:params:jmap:submission"
@@ -83,12 +81,6 @@ def _config(
     entry = UpstreamConfig(("b.example",), _imap(dovecot_b), "b", _smtp(sinks[1]))
     cfg = dataclasses.replace(proxy_config(a, tmp_path), smtp=_smtp(sinks[0]), upstreams=(entry,))
     return cfg if default else dataclasses.replace(cfg, default_upstream=False)
-
-
-@contextlib.asynccontextmanager
-async def _proxy(cfg: Config) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(make_app(cfg))) as http:
-        yield http
 
 
 async def _ok(jmap: Jmap, name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +137,7 @@ async def test_users_of_two_upstreams_work_side_by_side(
     dovecot_b: DovecotServer,
     sinks: tuple[SmtpSink, SmtpSink],
     tmp_path: Path,
+    proxy_client: ProxyClient,
 ) -> None:
     """Each login reaches its own domain's IMAP and SMTP servers, and nothing of it the
     other's: Mailbox/get, Email/query, Email/set (checked over IMAP on the right server)
@@ -157,7 +150,7 @@ async def test_users_of_two_upstreams_work_side_by_side(
     assert _login_refused(dovecot, bob) and _login_refused(dovecot_b, alice)
     _append(alice, "for alice")
     _append(bob, "for bob")
-    async with _proxy(_config(alice, tmp_path, dovecot_b, sinks)) as http:
+    async with proxy_client(_config(alice, tmp_path, dovecot_b, sinks)) as http:
         a, b = Jmap(http, alice.username, alice.password), Jmap(http, bob.username, bob.password)
         sessions = [await a.session(), await b.session()]
         assert a.account_id != b.account_id
@@ -214,6 +207,7 @@ async def test_an_mdn_goes_to_the_login_s_own_smtp_server_mdn_01(
     dovecot_b: DovecotServer,
     sinks: tuple[SmtpSink, SmtpSink],
     tmp_path: Path,
+    proxy_client: ProxyClient,
 ) -> None:
     """RFC 9007 §2.1: MDN/send submits the report like EmailSubmission does, so a login of
     an ``[[upstreams]]`` entry sends it through that entry's SMTP server, not the default's."""
@@ -230,7 +224,7 @@ async def test_an_mdn_goes_to_the_login_s_own_smtp_server_mdn_01(
     client = bob.connect()
     assert client.append("INBOX", None, None, asking)[0] == "OK"
     client.logout()
-    async with _proxy(_config(alice, tmp_path, dovecot_b, sinks)) as http:
+    async with proxy_client(_config(alice, tmp_path, dovecot_b, sinks)) as http:
         b = Jmap(http, bob.username, bob.password)
         await b.session()
         found = await _ok(b, "Email/query", {"filter": {"subject": "please ack"}})
@@ -272,13 +266,14 @@ async def test_a_login_no_upstream_serves_is_refused_with_401(
     sinks: tuple[SmtpSink, SmtpSink],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    proxy_client: ProxyClient,
 ) -> None:
     """Without a default upstream, a login of another domain (even a real one of the
     first server) goes nowhere: 401, and the log says why without the password."""
     caplog.set_level(logging.INFO, logger="imapjmap")
     alice = _user(dovecot, "a.example")
     cfg = _config(alice, tmp_path, dovecot_b, sinks, default=False)
-    async with _proxy(cfg) as http:
+    async with proxy_client(cfg) as http:
         jmap = Jmap(http, alice.username, alice.password)
         resp = await http.get("/.well-known/jmap", headers=jmap.auth())
         assert resp.status == 401
@@ -296,6 +291,7 @@ async def test_a_login_moved_to_another_upstream_is_another_account(
     dovecot_b: DovecotServer,
     sinks: tuple[SmtpSink, SmtpSink],
     tmp_path: Path,
+    proxy_client: ProxyClient,
 ) -> None:
     """The same login name on two servers (its domain moved to an [[upstreams]] entry, the
     cache kept) is two accounts: nothing cached from the first is served for the second."""
@@ -308,14 +304,14 @@ async def test_a_login_moved_to_another_upstream_is_another_account(
     client.logout()
     _append(on_a, "cached from a")
     first = dataclasses.replace(_config(on_a, tmp_path, dovecot_b, sinks), upstreams=())
-    async with _proxy(first) as http:
+    async with proxy_client(first) as http:
         jmap = Jmap(http, name, password)
         await jmap.session()
         boxes = await _ok(jmap, "Mailbox/get", {"properties": ["name"]})
         assert "OnlyOnA" in {m["name"] for m in boxes["list"]}
         await _ok(jmap, "Email/query", {})
         id_on_a = jmap.account_id
-    async with _proxy(_config(on_a, tmp_path, dovecot_b, sinks)) as http:
+    async with proxy_client(_config(on_a, tmp_path, dovecot_b, sinks)) as http:
         jmap = Jmap(http, name, password)
         await jmap.session()
         assert jmap.account_id != id_on_a
@@ -329,7 +325,10 @@ async def test_a_login_moved_to_another_upstream_is_another_account(
 
 
 async def test_one_upstream_down_leaves_the_other_s_users_served(
-    dovecot: DovecotServer, sinks: tuple[SmtpSink, SmtpSink], tmp_path: Path
+    dovecot: DovecotServer,
+    sinks: tuple[SmtpSink, SmtpSink],
+    tmp_path: Path,
+    proxy_client: ProxyClient,
 ) -> None:
     """Stopping one upstream's Dovecot: its users get 503 (a new login) or
     serverUnavailable (a logged-in one); the other upstream's users are served as before,
@@ -341,7 +340,7 @@ async def test_one_upstream_down_leaves_the_other_s_users_served(
             alice, bob = _user(dovecot, "a.example"), _user(doomed, "b.example")
             carol = _user(doomed, "b.example")
             _append(alice, "still here")
-            async with _proxy(_config(alice, tmp_path, doomed, sinks)) as http:
+            async with proxy_client(_config(alice, tmp_path, doomed, sinks)) as http:
                 a, b = (
                     Jmap(http, alice.username, alice.password),
                     Jmap(http, bob.username, bob.password),
@@ -373,11 +372,12 @@ async def test_push_watches_each_login_on_its_own_upstream_core_push_01(
     dovecot_b: DovecotServer,
     sinks: tuple[SmtpSink, SmtpSink],
     tmp_path: Path,
+    proxy_client: ProxyClient,
 ) -> None:
     """An APPEND on the second upstream reaches its user's EventSource: the watcher logs in
     to that user's server (NOTIFY there), not the default's."""
     alice, bob = _user(dovecot, "a.example"), _user(dovecot_b, "b.example")
-    async with _proxy(_config(alice, tmp_path, dovecot_b, sinks)) as http:
+    async with proxy_client(_config(alice, tmp_path, dovecot_b, sinks)) as http:
         jmap = Jmap(http, bob.username, bob.password)
         await jmap.session()
         events = await open_events(jmap)
@@ -398,7 +398,10 @@ async def test_push_watches_each_login_on_its_own_upstream_core_push_01(
 
 
 async def test_readyz_is_503_only_when_every_upstream_is_down(
-    dovecot: DovecotServer, sinks: tuple[SmtpSink, SmtpSink], tmp_path: Path
+    dovecot: DovecotServer,
+    sinks: tuple[SmtpSink, SmtpSink],
+    tmp_path: Path,
+    proxy_client: ProxyClient,
 ) -> None:
     with socket.socket() as one, socket.socket() as two:
         one.bind(("127.0.0.1", 0))
@@ -415,7 +418,7 @@ async def test_readyz_is_503_only_when_every_upstream_is_down(
             ),
         ),
     )
-    async with _proxy(cfg) as http:
+    async with proxy_client(cfg) as http:
         resp = await http.get("/readyz")
         body = await resp.json()
         assert resp.status == 503 and body["status"] == "not ready", body
@@ -430,6 +433,7 @@ async def test_a_cyrus_default_and_a_dovecot_entry_side_by_side(
     dovecot_b: DovecotServer,
     sinks: tuple[SmtpSink, SmtpSink],
     tmp_path: Path,
+    proxy_client: ProxyClient,
 ) -> None:
     """Two makes of server at once: a plain login ("carol", no domain) goes to the default
     upstream, Cyrus; a b.example login to the entry's Dovecot.  Each sees its own mail and
@@ -441,7 +445,7 @@ async def test_a_cyrus_default_and_a_dovecot_entry_side_by_side(
     bob = _user(dovecot_b, "b.example")
     _append(carol, "for carol")
     _append(bob, "for bob")
-    async with _proxy(_config(carol, tmp_path, dovecot_b, sinks)) as http:
+    async with proxy_client(_config(carol, tmp_path, dovecot_b, sinks)) as http:
         for user in (carol, bob):
             jmap = Jmap(http, user.username, user.password)
             await jmap.session()

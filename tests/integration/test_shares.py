@@ -19,18 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.config import PushConfig
 from imapjmap.http import views
-from imapjmap.http.app import make_app
 from imapjmap.store import queries as q
 from imapjmap.upstream import imap as imap_upstream
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import MAIL, Jmap, proxy_config
-from tests.integration.pushkit import open_events, push_receiver, push_service, wait_for
+from tests.integration.instances import ProxyClient
+from tests.integration.pushkit import (
+    open_events,
+    push_receiver,
+    push_services,
+    wait_for,
+    watcher_of,
+)
 
 SharingServer = DovecotServer | CyrusServer
 
@@ -112,9 +117,8 @@ def bob(sharing: SharingServer) -> ImapUser:
 
 
 @pytest.fixture
-async def bob_jmap(bob: ImapUser, tmp_path: Path) -> AsyncIterator[Jmap]:
-    app = make_app(proxy_config(bob, tmp_path))
-    async with TestClient(TestServer(app)) as client:
+async def bob_jmap(bob: ImapUser, tmp_path: Path, proxy_client: ProxyClient) -> AsyncIterator[Jmap]:
+    async with proxy_client(proxy_config(bob, tmp_path)) as client:
         jmap = Jmap(client, bob.username, bob.password)
         await jmap.session()
         yield jmap
@@ -607,8 +611,7 @@ async def test_a_change_by_the_owner_reaches_the_sharees_websocket_push(
     ws = await bob_jmap.http.ws_connect("/jmap/ws/", protocols=("jmap",), headers=bob_jmap.auth())
     try:
         await ws.send_json({"@type": "WebSocketPushEnable", "dataTypes": None})
-        service = bob_jmap.http.server.app[views.SERVICES].push  # type: ignore[union-attr]
-        await wait_for(lambda: share in service.watchers, what="the share's watcher")
+        await wait_for(lambda: watcher_of(bob_jmap, share), what="the share's watcher")
         await asyncio.sleep(0.5)  # its first listing, which a change must come after
         alice.imap.append(_q("Projects"), None, None, _message("plan W"))
         while True:
@@ -624,7 +627,7 @@ async def test_a_change_by_the_owner_reaches_the_sharees_websocket_push(
 
 
 async def test_a_change_by_the_owner_reaches_the_sharees_push_subscription_core_push_02(
-    owners: tuple[Owner, Owner], bob: ImapUser, tmp_path: Path
+    owners: tuple[Owner, Owner], bob: ImapUser, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     """RFC 8620 §7.2: the sharee's PushSubscription carries the share's StateChanges like
     its own account's; a message the owner adds to the shared folder moves the share's
@@ -636,7 +639,7 @@ async def test_a_change_by_the_owner_reaches_the_sharees_push_subscription_core_
         proxy_config(bob, tmp_path),
         push=PushConfig(allowed_url_prefixes=("http://127.0.0.1:",)),
     )
-    async with push_receiver() as receiver, TestClient(TestServer(make_app(cfg))) as http:
+    async with push_receiver() as receiver, proxy_client(cfg) as http:
         jmap = Jmap(http, bob.username, bob.password)
         share = _shares(await jmap.session())[alice.user.username]["id"]
         before = (await _ok(jmap, share, "Email/get", {"ids": []}))["state"]
@@ -647,8 +650,7 @@ async def test_a_change_by_the_owner_reaches_the_sharees_push_subscription_core_
         update = {sub_id: {"verificationCode": verification["verificationCode"]}}
         body = await jmap.request([["PushSubscription/set", {"update": update}, "p"]])
         assert sub_id in body["methodResponses"][0][1]["updated"], body
-        service = push_service(jmap)
-        await wait_for(lambda: share in service.watchers, what="the share's watcher")
+        await wait_for(lambda: watcher_of(jmap, share), what="the share's watcher")
         await asyncio.sleep(0.5)  # its first listing, which a change must come after
         alice.imap.append(_q("Projects"), None, None, _message("plan V"))
         while True:  # the login's own account may speak too (its watcher's first refresh)
@@ -661,5 +663,9 @@ async def test_a_change_by_the_owner_reaches_the_sharees_push_subscription_core_
 
         alice.unshare("Projects", bob.username)
         assert share not in (await jmap.session())["accounts"]
-        assert service.hub.listeners(share) == 0
-        assert service.hub.listeners(jmap.account_id) == 1
+        # on every instance: each runs a delivery task of every subscription it knows
+        services = push_services(jmap)
+        assert [service.hub.listeners(share) for service in services] == [0] * len(services)
+        assert [service.hub.listeners(jmap.account_id) for service in services] == [1] * len(
+            services
+        )

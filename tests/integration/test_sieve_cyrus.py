@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
 from devservers.smtp import ReceivedMessage, SmtpSink
 from imapjmap.config import SieveConfig, SubmissionConfig
-from imapjmap.http.app import make_app
 from imapjmap.managesieve.client import Endpoint, ManageSieveClient
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 from tests.integration.sievekit import FILTER
 
 pytestmark = pytest.mark.cyrus
@@ -125,14 +124,16 @@ def cyrus_user(sieve_cyrus: SieveCyrus) -> CyrusUser:
 
 
 @pytest.fixture
-async def cyrus_jmap(cyrus_user: CyrusUser, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def cyrus_jmap(
+    cyrus_user: CyrusUser, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[Jmap]:
     cfg = proxy_config(cyrus_user, tmp_path)
     cfg = dataclasses.replace(
         cfg,
         sieve=SieveConfig(port=cyrus_user.server.sieve_port),
         submission=SubmissionConfig(default_domain=DOMAIN),
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, cyrus_user.username, cyrus_user.password)
         await client.session()
         yield client

@@ -26,19 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.config import ImapConfig, PushConfig
 from imapjmap.http import views
-from imapjmap.http.app import make_app
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import ImapSession
 from imapjmap.upstream.profiles import choose
 from tests.conftest import ImapServer, ImapUser, advertises, dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
-from tests.integration.pushkit import external_append, open_events, push_service, wait_for
+from tests.integration.instances import ProxyClient, apps_of
+from tests.integration.pushkit import external_append, open_events, wait_for, watcher_of
 
 
 def message(subject: str, msgid: str, reply_to: str | None = None) -> bytes:
@@ -59,9 +58,10 @@ def cyrus_user(cyrus: CyrusServer) -> ImapUser:
 
 
 @pytest.fixture
-async def cyrus_jmap(cyrus_user: ImapUser, tmp_path: Path) -> AsyncIterator[Jmap]:
-    app = make_app(proxy_config(cyrus_user, tmp_path))
-    async with TestClient(TestServer(app)) as http:
+async def cyrus_jmap(
+    cyrus_user: ImapUser, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[Jmap]:
+    async with proxy_client(proxy_config(cyrus_user, tmp_path)) as http:
         client = Jmap(http, cyrus_user.username, cyrus_user.password)
         await client.session()
         yield client
@@ -173,10 +173,9 @@ async def test_push_without_notify_comes_from_idle(cyrus_jmap: Jmap, cyrus_user:
         assert not advertises(oracle, "NOTIFY")
         events = await open_events(cyrus_jmap)
         await events.next()  # the current states
-        service = push_service(cyrus_jmap)
 
         def idling() -> bool:
-            watcher = service.watchers.get(cyrus_jmap.account_id)
+            watcher = watcher_of(cyrus_jmap)
             return watcher is not None and watcher.mode == "idle"
 
         await wait_for(idling, what="the IDLE watcher")
@@ -206,10 +205,9 @@ async def test_push_from_another_mailbox_without_notify_core_push_01(
         boxes = {m["name"]: m for m in (await cyrus_jmap.ok("Mailbox/get", {"ids": None}))["list"]}
         events = await open_events(cyrus_jmap)
         await events.next()  # the current states
-        service = push_service(cyrus_jmap)
 
         def idling() -> bool:
-            watcher = service.watchers.get(cyrus_jmap.account_id)
+            watcher = watcher_of(cyrus_jmap)
             return watcher is not None and watcher.mode == "idle"
 
         await wait_for(idling, what="the IDLE watcher")
@@ -255,26 +253,26 @@ async def test_a_change_made_before_the_watcher_started_is_pushed_core_push_01(
 
 
 async def test_an_unchanged_list_status_refreshes_nothing(
-    cyrus_user: ImapUser, tmp_path: Path
+    cyrus_user: ImapUser, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     """The comparison costs the upstream one LIST-STATUS and nothing else while nothing
     moves: no refresh (no SELECT, no store write) and no push."""
     cfg = proxy_config(cyrus_user, tmp_path)
     cfg = dataclasses.replace(cfg, push=dataclasses.replace(cfg.push, status_interval=0.1))
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, cyrus_user.username, cyrus_user.password)
         await client.session()
         await client.ok("Mailbox/get", {"ids": None})  # the first sync, before listening
         events = await open_events(client)
         await events.next()  # the current states
-        service = push_service(client)
-        await wait_for(lambda: client.account_id in service.watchers, what="the watcher")
-        watcher = service.watchers[client.account_id]
+        await wait_for(lambda: watcher_of(client), what="the watcher")
+        watcher = watcher_of(client)
         await wait_for(lambda: watcher.lists >= 2, what="a comparison")
-        sync = http.server.app[views.SERVICES].sync_for(client.account_id)
-        refreshes, lists = sync.refreshes, watcher.lists
+        # every instance's refreshes: only the watcher's would, and it must not
+        syncs = [app[views.SERVICES].sync_for(client.account_id) for app in apps_of(http)]
+        refreshes, lists = [sync.refreshes for sync in syncs], watcher.lists
         await wait_for(lambda: watcher.lists >= lists + 5, what="five more comparisons")
-        assert sync.refreshes == refreshes
+        assert [sync.refreshes for sync in syncs] == refreshes
         assert await events.none_within(0.2)
         events.resp.close()
 
@@ -292,6 +290,8 @@ async def test_cost_of_a_request_when_nothing_changed(
             raw = message(f"{mailbox} {n}", f"{mailbox}.{n}.{secrets.token_hex(4)}@example.org")
             assert imap_oracle.append(mailbox, None, None, raw)[0] == "OK"
     mailboxes = len((await jmap.ok("Mailbox/get", {"ids": None}))["list"])  # first sync
+    for _ in apps_of(jmap.http):  # and each instance's first request for the login
+        await jmap.ok("Mailbox/get", {"ids": []})
     caplog.set_level(logging.DEBUG, logger="imapjmap.imap.session")
     caplog.clear()
     await jmap.ok("Email/query", {})
@@ -401,22 +401,21 @@ def silent_dovecot() -> Iterator[DovecotServer]:
 
 
 async def test_push_without_notify_or_idle_polls(
-    silent_dovecot: DovecotServer, tmp_path: Path
+    silent_dovecot: DovecotServer, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     """The profile's "poll" strategy: with neither NOTIFY nor IDLE the watcher refreshes
     every ``push.poll_interval`` seconds, and an APPEND by another client is pushed."""
     user = ImapUser(f"poll-{secrets.token_hex(4)}", "pw", silent_dovecot.host, silent_dovecot.port)
     silent_dovecot.add_user(user.username, user.password)
     cfg = dataclasses.replace(proxy_config(user, tmp_path), push=PushConfig(poll_interval=0.5))
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         jmap = Jmap(http, user.username, user.password)
         await jmap.session()
         events = await open_events(jmap)
         await events.next()  # the current states
-        service = push_service(jmap)
 
         def polling() -> bool:
-            watcher = service.watchers.get(jmap.account_id)
+            watcher = watcher_of(jmap)
             return watcher is not None and watcher.mode == "poll"
 
         await wait_for(polling, what="the polling watcher")

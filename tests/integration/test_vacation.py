@@ -37,11 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
-
 from imapjmap.config import IdentityConfig, SieveConfig, SubmissionConfig
-from imapjmap.http.app import make_app
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 from tests.integration.sievekit import FILTER, SieveWorld, User, jmap, sieve_world, user
 
 __all__ = ["jmap", "sieve_world", "user"]  # the fixtures this module uses
@@ -110,12 +108,12 @@ async def test_capability_advertised_where_the_server_has_managesieve_vac_01(
 
 
 async def test_capability_not_advertised_without_managesieve_vac_01(
-    user: User, tmp_path: Path
+    user: User, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     closed = SieveConfig(port=user.world.outbox.port)  # an SMTP server: no ManageSieve there
     for sieve in (closed, SieveConfig(enabled=False)):
         cfg = dataclasses.replace(proxy_config(user, tmp_path), sieve=sieve)
-        async with TestClient(TestServer(make_app(cfg))) as http:
+        async with proxy_client(cfg) as http:
             client = Jmap(http, user.username, user.password)
             session = await client.session()
             assert VACATION not in session["capabilities"]
@@ -291,14 +289,14 @@ async def test_vacation_reads_disabled_once_another_script_is_activated_vac_08(
 
 
 async def test_a_request_without_a_session_fetch_finds_the_server_vac_01(
-    jmap: Jmap, user: User, tmp_path: Path
+    jmap: Jmap, user: User, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     """A client that kept its session from before a restart calls the API at once: the
     request that uses the capability looks for the ManageSieve server itself."""
     (tmp_path / "fresh").mkdir()
     cfg = proxy_config(user, tmp_path / "fresh")
     cfg = dataclasses.replace(cfg, sieve=SieveConfig(port=user.world.dovecot.sieve_port))
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         fresh = Jmap(http, user.username, user.password, account_id=jmap.account_id)
         response = await vacation_get(fresh)
         assert response["list"][0]["id"] == "singleton"
@@ -337,7 +335,9 @@ async def test_types_of_the_properties_vac_11(jmap: Jmap) -> None:
     assert (await vacation_get(jmap))["state"] == state
 
 
-async def test_mail_to_an_identity_is_answered_from_it_vac_04(user: User, tmp_path: Path) -> None:
+async def test_mail_to_an_identity_is_answered_from_it_vac_04(
+    user: User, tmp_path: Path, proxy_client: ProxyClient
+) -> None:
     """RFC 5230 §4.5: the server answers mail to the user's addresses; the script names the
     account's identities (``:addresses``), so mail to an alias the server does not know of
     is answered, from that alias; mail to somebody else is not."""
@@ -348,7 +348,7 @@ async def test_mail_to_an_identity_is_answered_from_it_vac_04(user: User, tmp_pa
         sieve=SieveConfig(port=user.world.dovecot.sieve_port),
         submission=SubmissionConfig(identities=identities),
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, user.username, user.password)
         await client.session()
         await enable(client, textBody="away")
