@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer
-from imapjmap.http.app import make_app
 from tests.conftest import advertises
 from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 from tests.integration.test_blobs import MESSAGE, PNG, USING_BLOB, download, uploaded
 
 PLAIN = (
@@ -447,13 +446,15 @@ def no_uidplus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServ
 
 
 @pytest.fixture
-async def plain_jmap(no_uidplus: DovecotServer, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def plain_jmap(
+    no_uidplus: DovecotServer, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[Jmap]:
     no_uidplus.add_user("importer", "importer-pw")
 
     class User:
         host, port = no_uidplus.host, no_uidplus.port
 
-    async with TestClient(TestServer(make_app(proxy_config(User(), tmp_path)))) as http:
+    async with proxy_client(proxy_config(User(), tmp_path)) as http:
         client = Jmap(http, "importer", "importer-pw")
         await client.session()
         yield client
