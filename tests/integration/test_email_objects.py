@@ -16,6 +16,7 @@ from imapjmap.answers.email_objects import EmailObjects
 from imapjmap.http import views
 from imapjmap.store import queries as q
 from tests.integration.conftest import Jmap
+from tests.integration.instances import apps_of
 from tests.integration.test_email_read import REPLY, REPORT, append, by_subject, roles
 
 PROPERTIES = ["threadId", "mailboxIds", "keywords", "size", "receivedAt", "from", "preview"]
@@ -125,6 +126,39 @@ async def test_a_kept_query_result_shows_another_clients_append_at_once_core_qry
     got = await page(jmap, inbox)
     assert len(got["list"]) == 2 and got["list"][1] == first["list"][0]
     assert results.hits == hits + 1
+
+
+async def test_every_instance_drops_its_kept_answers_on_another_clients_change_core_get_04(
+    jmap: Jmap, imap_oracle: imaplib.IMAP4
+) -> None:
+    """Each instance keeps answers in its own memory.  Once every instance behind the
+    client has answered the inbox page from what it kept, a flag set and an APPEND by
+    another IMAP client show on the next request to each of them."""
+    now = time.time()
+    append(imap_oracle, "INBOX", REPORT, now - 300)
+    inbox = (await roles(jmap))["inbox"]
+    services = [app[views.SERVICES] for app in apps_of(jmap.http)]
+    first = await page(jmap, inbox)
+    for _ in range(4 * len(services)):  # alternating: each instance gets a turn
+        if all(s.email_objects.answer_hits and s.query_results.hits for s in services):
+            break
+        assert await page(jmap, inbox) == first
+    assert all(s.email_objects.answer_hits and s.query_results.hits for s in services)
+
+    imap_oracle.select("INBOX")
+    typ, data = imap_oracle.uid(
+        "STORE", uid_of(imap_oracle, "<report@example.org>"), "+FLAGS", "(\\Flagged)"
+    )
+    assert typ == "OK", data
+    for _ in services:
+        got = await page(jmap, inbox)
+        assert got["state"] != first["state"]
+        assert [e["keywords"] for e in got["list"]] == [{"$flagged": True}]
+
+    append(imap_oracle, "INBOX", REPLY, now - 200)
+    for _ in services:
+        got = await page(jmap, inbox)
+        assert [e["keywords"] for e in got["list"]] == [{}, {"$flagged": True}]
 
 
 def count_state_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
