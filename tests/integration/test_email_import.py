@@ -14,7 +14,7 @@ import pytest
 
 from devservers.cyrus import CyrusServer
 from devservers.dovecot import DovecotServer
-from tests.conftest import advertises
+from tests.conftest import advertises, dovecot_root
 from tests.integration.conftest import Jmap, proxy_config
 from tests.integration.instances import ProxyClient
 from tests.integration.test_blobs import MESSAGE, PNG, USING_BLOB, download, uploaded
@@ -437,12 +437,13 @@ async def test_import_over_quota_is_over_quota(
 
 
 @pytest.fixture(scope="module")
-def no_uidplus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    server = DovecotServer.start(
-        tmp_path_factory.mktemp("dovecot-nouidplus"), remove_capabilities=("UIDPLUS",)
-    )
-    yield server
-    server.stop()
+def no_uidplus() -> Iterator[DovecotServer]:
+    # not under pytest's temporary directory: another pytest run starting makes that
+    # unreadable to Dovecot's auth process (tests.conftest.dovecot_root)
+    with dovecot_root("dovecot-nouidplus") as root:
+        server = DovecotServer.start(root, remove_capabilities=("UIDPLUS",))
+        yield server
+        server.stop()
 
 
 @pytest.fixture
