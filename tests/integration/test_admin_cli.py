@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import secrets
 import socket
-import sqlite3
 import ssl
 import sys
 import time
@@ -24,10 +24,12 @@ import pytest
 import trustme
 from aiohttp import web
 
+from devservers.postgres import PostgresServer
 from imapjmap import cli
 from imapjmap.config import Config, to_toml
 from imapjmap.http.app import make_app
 from imapjmap.http.tls import ServerTls
+from imapjmap.store.db import Store
 from tests.conftest import ImapUser, SeededUser
 from tests.integration.conftest import proxy_config
 
@@ -41,11 +43,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _config(user: ImapUser, tmp_path: Path) -> tuple[Config, str]:
-    """The proxy's config on a port of its own, and the file the commands are given."""
+@pytest.fixture
+def cache_url(request: pytest.FixtureRequest) -> str | None:
+    """With ``--cache-backend=postgresql``, a schema of the test PostgreSQL for the config's
+    ``cache.url``: the proxy, the commands and the ``sync`` child all open that cache, as an
+    operator's would (the fixtures' redirection of cache paths reaches no child process)."""
+    if request.config.getoption("--cache-backend") != "postgresql":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.schema_url(f"t_{secrets.token_hex(6)}")
+
+
+def _config(user: ImapUser, tmp_path: Path, url: str | None = None) -> tuple[Config, str]:
+    """The proxy's config on a port of its own (its cache at ``url`` if given), and the file
+    the commands are given."""
     cfg = proxy_config(user, tmp_path)
     cfg = dataclasses.replace(
-        cfg, server=dataclasses.replace(cfg.server, listen=f"127.0.0.1:{_free_port()}")
+        cfg,
+        server=dataclasses.replace(cfg.server, listen=f"127.0.0.1:{_free_port()}"),
+        cache=dataclasses.replace(cfg.cache, url=url),
     )
     path = tmp_path / "config.toml"
     path.write_text(to_toml(cfg))
@@ -62,6 +78,18 @@ async def serving(cfg: Config, tls: ssl.SSLContext | None = None) -> AsyncIterat
         yield
     finally:
         await runner.cleanup()
+
+
+async def _sql(cfg: Config, sql: str, *params: object) -> object:
+    """One statement on the cache (SQLite's file or PostgreSQL's schema): a query's first
+    value, or the rows another statement changed."""
+    store = await Store.open(cfg.cache.url or cfg.cache.path, readers=0)
+    try:
+        if sql.startswith("SELECT"):
+            return await store.run(lambda tx: tx.scalar(sql, params))
+        return await store.run(lambda tx: tx.execute(sql, params))
+    finally:
+        await store.aclose()
 
 
 async def command(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -104,10 +132,13 @@ def _accounts_json(out: str) -> list[dict[str, object]]:
 
 
 async def test_sync_fills_a_seeded_account_to_100_percent_and_accounts_shows_it(
-    seeded_user: SeededUser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    seeded_user: SeededUser,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cache_url: str | None,
 ) -> None:
     """MBX-04: the cache's totalEmails reach the server's message count."""
-    cfg, config = _config(seeded_user, tmp_path)
+    cfg, config = _config(seeded_user, tmp_path, cache_url)
     on_server = sum(seeded_user.counts.values())
     oracle = seeded_user.connect()
     try:  # the oracle's own count, so the figures below are the server's, not ours
@@ -239,9 +270,12 @@ async def _logged_in(cfg: Config, config: str, user: ImapUser, tmp_path: Path) -
 
 
 async def test_cache_writes_are_refused_while_the_proxy_answers(
-    imap_user: ImapUser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    imap_user: ImapUser,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cache_url: str | None,
 ) -> None:
-    cfg, config = _config(imap_user, tmp_path)
+    cfg, config = _config(imap_user, tmp_path, cache_url)
     async with serving(cfg):
         await _logged_in(cfg, config, imap_user, tmp_path)
         for argv in (("cache", "reset"), ("cache", "prune", "--unused-days", "0")):
@@ -259,9 +293,12 @@ async def test_cache_writes_are_refused_while_the_proxy_answers(
 
 
 async def test_cache_reset_drops_one_account_or_all(
-    imap_user: ImapUser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    imap_user: ImapUser,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cache_url: str | None,
 ) -> None:
-    cfg, config = _config(imap_user, tmp_path)
+    cfg, config = _config(imap_user, tmp_path, cache_url)
     async with serving(cfg):
         await _logged_in(cfg, config, imap_user, tmp_path)
     status, _, err = await command(capsys, "cache", "reset", "nobody", "--config", config)
@@ -270,24 +307,25 @@ async def test_cache_reset_drops_one_account_or_all(
     assert status == 0 and f"dropped 1 accounts of {imap_user.username!r}" in out
     status, out, _ = await command(capsys, "accounts", "--config", config)
     assert status == 0 and out == "no accounts in the cache\n"
-    with sqlite3.connect(cfg.cache.path) as db:  # the rows went with the account
-        assert db.execute("SELECT count(*) FROM mailboxes").fetchone() == (0,)
+    assert await _sql(cfg, "SELECT count(*) FROM mailboxes") == 0  # they went with it
     status, out, _ = await command(capsys, "cache", "reset", "--config", config)
     assert status == 0 and "dropped 0 accounts" in out
 
 
 async def test_cache_prune_purges_old_changes_and_unused_accounts(
-    imap_user: ImapUser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    imap_user: ImapUser,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cache_url: str | None,
 ) -> None:
-    cfg, config = _config(imap_user, tmp_path)
+    cfg, config = _config(imap_user, tmp_path, cache_url)
     async with serving(cfg):
         await _logged_in(cfg, config, imap_user, tmp_path)
     retention = cfg.cache.changes_retention_days
-    with sqlite3.connect(cfg.cache.path) as db:
-        logged = db.execute("SELECT count(*) FROM seq_log").fetchone()[0]
-        assert logged > 0
-        # the change log as it would be after a month and more
-        db.execute("UPDATE seq_log SET at = at - ?", ((retention + 1) * DAY,))
+    logged = await _sql(cfg, "SELECT count(*) FROM seq_log")
+    assert isinstance(logged, int) and logged > 0
+    # the change log as it would be after a month and more
+    await _sql(cfg, "UPDATE seq_log SET at = at - ?", (retention + 1) * DAY)
     status, out, _ = await command(capsys, "cache", "prune", "--config", config)
     assert status == 0
     assert f"purged {logged} change-log rows older than {retention} days" in out
@@ -297,11 +335,8 @@ async def test_cache_prune_purges_old_changes_and_unused_accounts(
     assert status == 0
     assert "purged 0 change-log rows" in out
     assert "dropped 0 accounts with no login for 1 days" in out
-    with sqlite3.connect(cfg.cache.path) as db:  # its last login, two days back
-        db.execute(
-            "UPDATE kv SET value = ? WHERE key = 'admin.last_login'",
-            (repr(time.time() - 2 * DAY),),
-        )
+    last_login = repr(time.time() - 2 * DAY)  # two days back
+    await _sql(cfg, "UPDATE kv SET value = ? WHERE key = 'admin.last_login'", last_login)
     status, out, _ = await command(
         capsys, "cache", "prune", "--unused-days", "1", "--config", config
     )
