@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from imapjmap.config import AuthConfig, Config, ImapConfig
 from imapjmap.errors import AuthenticationFailed
-from imapjmap.http.app import make_app
 from imapjmap.imap.pool import ImapPool
 from imapjmap.imap.session import BearerToken, ImapSession
 from imapjmap.push.watcher import Watcher
@@ -32,6 +31,7 @@ from imapjmap.sync.engine import AccountSync
 from imapjmap.upstream.imap import ImapUpstream
 from tests.gmail_emulation import Account, GmailEmulation, Message, make_message
 from tests.integration.conftest import MAIL, Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 from tests.integration.test_blobs import uploaded
 from tests.integration.test_outside_changes import another_client_creates_mailboxes
 
@@ -115,8 +115,10 @@ def gmail_config(user: GmailUser, tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def gm_http(gmail_user: GmailUser, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(make_app(gmail_config(gmail_user, tmp_path)))) as client:
+async def gm_http(
+    gmail_user: GmailUser, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[TestClient[Any, Any]]:
+    async with proxy_client(gmail_config(gmail_user, tmp_path)) as client:
         yield client
 
 
@@ -201,7 +203,9 @@ async def test_labels_are_mailboxes_and_only_three_folders_are_synced(
     assert statuses and all("[Gmail]/" in c for c in statuses)
 
 
-async def test_localised_folder_names_are_found_by_special_use(tmp_path: Path) -> None:
+async def test_localised_folder_names_are_found_by_special_use(
+    tmp_path: Path, proxy_client: ProxyClient
+) -> None:
     server = GmailEmulation()
     await server.start()
     names = {
@@ -214,7 +218,7 @@ async def test_localised_folder_names_are_found_by_special_use(tmp_path: Path) -
     seed_de = account.append(account.folder("INBOX"), make_message("Hallo"))  # type: ignore[arg-type]
     user = GmailUser(USER, PASSWORD, server.host, server.port, TOKEN, account, server)
     try:
-        async with TestClient(TestServer(make_app(gmail_config(user, tmp_path)))) as http:
+        async with proxy_client(gmail_config(user, tmp_path)) as http:
             client = Jmap(http, USER, PASSWORD)
             boxes = await mailboxes(client)
             assert boxes["Alle Nachrichten"]["role"] == "all"
@@ -570,7 +574,9 @@ async def test_label_created_by_another_client_is_seen_at_once_mbx_01(
     await another_client_creates_mailboxes(gm, gmail_user.imap, push=False)
 
 
-async def test_without_condstore_labels_are_read_again_each_refresh(tmp_path: Path) -> None:
+async def test_without_condstore_labels_are_read_again_each_refresh(
+    tmp_path: Path, proxy_client: ProxyClient
+) -> None:
     """Gmail advertises CONDSTORE today; without it every refresh re-reads the flags and
     labels of All Mail, and label changes are still seen."""
     from tests.gmail_emulation import CAPABILITIES
@@ -582,7 +588,7 @@ async def test_without_condstore_labels_are_read_again_each_refresh(tmp_path: Pa
     seeded = seed(account)
     user = GmailUser(USER, PASSWORD, server.host, server.port, TOKEN, account, server)
     try:
-        async with TestClient(TestServer(make_app(gmail_config(user, tmp_path)))) as http:
+        async with proxy_client(gmail_config(user, tmp_path)) as http:
             client = Jmap(http, USER, PASSWORD)
             boxes = await mailboxes(client)
             assert boxes["Inbox"]["totalEmails"] == 4

@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from devservers.smtp import SmtpSink
 from imapjmap.config import Config, IdentityConfig, SmtpConfig, SubmissionConfig
-from imapjmap.http.app import make_app
 from tests.conftest import ImapUser
 from tests.integration.conftest import CORE, MAIL, Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 
 SUBMISSION = "urn:ietf:params:jmap:submission"
 USING = [CORE, MAIL, SUBMISSION]
@@ -49,8 +48,8 @@ def _config(user: ImapUser, tmp_path: Path, port: int, **submission: Any) -> Con
 
 
 @contextlib.asynccontextmanager
-async def _client(cfg: Config, user: ImapUser) -> AsyncIterator[Jmap]:
-    async with TestClient(TestServer(make_app(cfg))) as http:
+async def _client(proxy_client: ProxyClient, cfg: Config, user: ImapUser) -> AsyncIterator[Jmap]:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, user.username, user.password)
         await client.session()
         yield client
@@ -65,8 +64,10 @@ def sink(smtp_sink: SmtpSink, imap_user: ImapUser) -> SmtpSink:
 
 
 @pytest.fixture
-async def jmap(imap_user: ImapUser, tmp_path: Path, sink: SmtpSink) -> AsyncIterator[Jmap]:
-    async with _client(_config(imap_user, tmp_path, sink.port), imap_user) as client:
+async def jmap(
+    imap_user: ImapUser, tmp_path: Path, sink: SmtpSink, proxy_client: ProxyClient
+) -> AsyncIterator[Jmap]:
+    async with _client(proxy_client, _config(imap_user, tmp_path, sink.port), imap_user) as client:
         yield client
 
 
@@ -308,11 +309,12 @@ async def test_parameters_not_advertised_are_not_sent(
     tmp_path: Path,
     stock_smtp: tuple[int, _Recorder],
     imap_oracle: imaplib.IMAP4,
+    proxy_client: ProxyClient,
 ) -> None:
     port, recorder = stock_smtp
     cfg = _config(imap_user, tmp_path, port)
     cfg = dataclasses.replace(cfg, smtp=dataclasses.replace(cfg.smtp, auth="none"))
-    async with _client(cfg, imap_user) as jmap:
+    async with _client(proxy_client, cfg, imap_user) as jmap:
         session = await jmap.session()
         extensions = session["accounts"][jmap.account_id]["accountCapabilities"][SUBMISSION]
         assert "SIZE" not in extensions["submissionExtensions"]
@@ -363,6 +365,7 @@ async def test_sub_03_smtp_refusals_map_to_set_errors(
     mail_reply: str | None,
     data_reply: str | None,
     expected: str,
+    proxy_client: ProxyClient,
 ) -> None:
     refuser = _Refuser(mail_reply, data_reply)
     with socket.socket() as probe:
@@ -373,7 +376,7 @@ async def test_sub_03_smtp_refusals_map_to_set_errors(
     try:
         cfg = _config(imap_user, tmp_path, port)
         cfg = dataclasses.replace(cfg, smtp=dataclasses.replace(cfg.smtp, auth="none"))
-        async with _client(cfg, imap_user) as jmap:
+        async with _client(proxy_client, cfg, imap_user) as jmap:
             raw = draft(jmap, "refusal")
             _, result = await send(jmap, "refusal", raw, imap_oracle)
             error = result["notCreated"]["k1"]
@@ -389,7 +392,7 @@ async def test_sub_03_smtp_refusals_map_to_set_errors(
 
 
 async def test_too_large_for_the_advertised_size_sub_03(
-    imap_user: ImapUser, tmp_path: Path, imap_oracle: imaplib.IMAP4
+    imap_user: ImapUser, tmp_path: Path, imap_oracle: imaplib.IMAP4, proxy_client: ProxyClient
 ) -> None:
     recorder = _Recorder()
     with socket.socket() as probe:
@@ -400,7 +403,7 @@ async def test_too_large_for_the_advertised_size_sub_03(
     try:
         cfg = _config(imap_user, tmp_path, port)
         cfg = dataclasses.replace(cfg, smtp=dataclasses.replace(cfg.smtp, auth="none"))
-        async with _client(cfg, imap_user) as jmap:
+        async with _client(proxy_client, cfg, imap_user) as jmap:
             _, result = await send(
                 jmap, "big", draft(jmap, "big", body="x" * 400 + "\r\n"), imap_oracle
             )
@@ -555,12 +558,12 @@ async def test_auth_as_the_user(jmap: Jmap, sink: SmtpSink, imap_oracle: imaplib
 
 
 async def test_smtp_down_is_server_unavailable_without_side_effects(
-    imap_user: ImapUser, tmp_path: Path, imap_oracle: imaplib.IMAP4
+    imap_user: ImapUser, tmp_path: Path, imap_oracle: imaplib.IMAP4, proxy_client: ProxyClient
 ) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    async with _client(_config(imap_user, tmp_path, port), imap_user) as jmap:
+    async with _client(proxy_client, _config(imap_user, tmp_path, port), imap_user) as jmap:
         append(imap_oracle, "Drafts", draft(jmap, "down"))
         mail_id = await email_id(jmap, "down")
         boxes = await mailbox_ids(jmap)
@@ -841,12 +844,14 @@ async def test_identity_crud_forbidden_from_and_changes(jmap: Jmap) -> None:
     assert changes["destroyed"] == [alias_id]
 
 
-async def test_identities_any_from(imap_user: ImapUser, tmp_path: Path, sink: SmtpSink) -> None:
+async def test_identities_any_from(
+    imap_user: ImapUser, tmp_path: Path, sink: SmtpSink, proxy_client: ProxyClient
+) -> None:
     cfg = _config(imap_user, tmp_path, sink.port)
     cfg = dataclasses.replace(
         cfg, submission=dataclasses.replace(cfg.submission, identities_any_from=True)
     )
-    async with _client(cfg, imap_user) as jmap:
+    async with _client(proxy_client, cfg, imap_user) as jmap:
         result = await ok(jmap, "Identity/set", {"create": {"x": {"email": "any@else.example"}}})
         assert "x" in result["created"]
 

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from devservers.smtp import SmtpSink
 from imapjmap import smtp
 from imapjmap.config import SmtpConfig
 from imapjmap.credentials import BearerToken
-from imapjmap.http.app import make_app
 from tests.gmail_emulation import GmailEmulation, make_message
 from tests.integration.conftest import CORE, MAIL, Jmap
+from tests.integration.instances import ProxyClient
 from tests.integration.test_gmail import BearerJmap, GmailUser, gmail_config
 
 SUBMISSION = "urn:ietf:params:jmap:submission"
@@ -136,10 +136,10 @@ async def gmail(sink: SmtpSink) -> AsyncIterator[GmailUser]:
 
 @pytest.fixture
 async def http(
-    gmail: GmailUser, sink: SmtpSink, tmp_path: Path
+    gmail: GmailUser, sink: SmtpSink, tmp_path: Path, proxy_client: ProxyClient
 ) -> AsyncIterator[TestClient[Any, Any]]:
     cfg = dataclasses.replace(gmail_config(gmail, tmp_path), smtp=smtp_config(sink))
-    async with TestClient(TestServer(make_app(cfg))) as client:
+    async with proxy_client(cfg) as client:
         yield client
 
 
