@@ -14,16 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from devservers.dovecot import DovecotServer
 from imapjmap.http import views
-from imapjmap.http.app import make_app
 from imapjmap.imap.session import ImapSession, SelectInfo
 from imapjmap.sync import emails as se
 from imapjmap.sync import engine
 from tests.conftest import SeededUser
 from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.instances import ProxyClient, apps_of
+
+
+async def wait_filled(http: TestClient[Any, Any], account_id: str) -> None:
+    """Until no first sync fills in on any instance (whichever one ran it)."""
+    for app in apps_of(http):
+        await app[views.SERVICES].sync_for(account_id).wait_filled()
 
 
 async def test_first_request_opens_the_anchor_once(
@@ -31,6 +37,7 @@ async def test_first_request_opens_the_anchor_once(
     seeded_user: SeededUser,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    proxy_client: ProxyClient,
 ) -> None:
     """The mailbox the refresh keeps selected (INBOX) is synced last, so the request does not
     open it a second time to keep it (on Dovecot each open of a 100,000-message Maildir costs
@@ -44,13 +51,12 @@ async def test_first_request_opens_the_anchor_once(
         return await real_select(self, name, *args, **kw)
 
     monkeypatch.setattr(ImapSession, "select", select)
-    async with TestClient(TestServer(make_app(proxy_config(seeded_user, tmp_path)))) as http:
+    async with proxy_client(proxy_config(seeded_user, tmp_path)) as http:
         jmap = Jmap(http, seeded_user.username, seeded_user.password)
         await jmap.session()
         await jmap.ok("Mailbox/get", {"ids": None})
         first_request = list(opened)
-        sync = http.server.app[views.SERVICES].sync_for(jmap.account_id)
-        await sync.wait_filled()
+        await wait_filled(http, jmap.account_id)
         boxes = (await jmap.ok("Mailbox/get", {"ids": None}))["list"]
 
     refresh = first_request[0][0]  # the fills select in tasks of their own
@@ -67,6 +73,7 @@ async def test_fill_waits_for_the_first_request(
     seeded_user: SeededUser,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    proxy_client: ProxyClient,
 ) -> None:
     """No FETCH of the fill goes out while the refresh that started it is still working:
     the fill's connection, FETCH and parsing would make the request wait for a core.  The
@@ -96,11 +103,11 @@ async def test_fill_waits_for_the_first_request(
     monkeypatch.setattr(ImapSession, "execute_unparsed", execute_unparsed)
     monkeypatch.setattr(engine.AccountSync, "_refresh", refresh)
     monkeypatch.setattr(engine.AccountSync, "_settle", settle)
-    async with TestClient(TestServer(make_app(proxy_config(seeded_user, tmp_path)))) as http:
+    async with proxy_client(proxy_config(seeded_user, tmp_path)) as http:
         jmap = Jmap(http, seeded_user.username, seeded_user.password)
         await jmap.session()
         await jmap.ok("Mailbox/get", {"ids": None})
-        await http.server.app[views.SERVICES].sync_for(jmap.account_id).wait_filled()
+        await wait_filled(http, jmap.account_id)
         ids = (await jmap.ok("Email/query", {}))["ids"]
 
     assert fetched_during_refresh, "no mailbox was big enough for a fill"
@@ -108,11 +115,16 @@ async def test_fill_waits_for_the_first_request(
     assert len(ids) == sum(seeded_user.counts.values())
 
 
+@pytest.mark.one_instance(
+    "the anchor is kept selected on one instance's own IMAP connection: the other"
+    " instance's first refresh, during the fill, has no mailbox selected yet"
+)
 async def test_a_refresh_during_a_fill_lists_with_the_anchor_selected(
     dovecot: DovecotServer,
     seeded_user: SeededUser,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    proxy_client: ProxyClient,
 ) -> None:
     """While INBOX fills in, a request's refresh still sends its LIST-STATUS on a connection
     that holds INBOX selected (Rule 5 of sync/engine.py): the fill takes a connection of its
@@ -139,14 +151,14 @@ async def test_a_refresh_during_a_fill_lists_with_the_anchor_selected(
 
     monkeypatch.setattr(se.MailboxSync, "fill", fill)
     monkeypatch.setattr(ImapSession, "list_mailboxes", list_mailboxes)
-    async with TestClient(TestServer(make_app(proxy_config(seeded_user, tmp_path)))) as http:
+    async with proxy_client(proxy_config(seeded_user, tmp_path)) as http:
         jmap = Jmap(http, seeded_user.username, seeded_user.password)
         await jmap.session()
         await jmap.ok("Mailbox/get", {"ids": None})
         await asyncio.wait_for(filling.wait(), 30)
         await jmap.ok("Mailbox/get", {"ids": None})  # refreshes: a fill is not complete
         release.set()
-        await http.server.app[views.SERVICES].sync_for(jmap.account_id).wait_filled()
+        await wait_filled(http, jmap.account_id)
         boxes = (await jmap.ok("Mailbox/get", {"ids": None}))["list"]
 
     assert listed_with == ["INBOX"]

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from imapjmap.http import views
-from imapjmap.http.app import make_app
 from imapjmap.sync import emails as se
 from imapjmap.sync import parsing
 from tests.conftest import SeededUser
 from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.instances import ProxyClient
+from tests.integration.test_first_sync import wait_filled
 
 LIST_PROPERTIES = [
     "id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "messageId",
@@ -28,14 +27,14 @@ LIST_PROPERTIES = [
 ]  # fmt: skip
 
 
-async def cached_view(user: SeededUser, cache: Path) -> dict[str, Any]:
+async def cached_view(proxy_client: ProxyClient, user: SeededUser, cache: Path) -> dict[str, Any]:
     """A first sync through a fresh proxy, filled to the end; what JMAP then shows."""
     cache.mkdir()
-    async with TestClient(TestServer(make_app(proxy_config(user, cache)))) as http:
+    async with proxy_client(proxy_config(user, cache)) as http:
         jmap = Jmap(http, user.username, user.password)
         await jmap.session()
         await jmap.ok("Mailbox/get", {"ids": None})  # the first batches; the rest fills in
-        await http.server.app[views.SERVICES].sync_for(jmap.account_id).wait_filled()
+        await wait_filled(http, jmap.account_id)
         boxes = (await jmap.ok("Mailbox/get", {"ids": None}))["list"]
         ids = (await jmap.ok("Email/query", {"sort": [{"property": "receivedAt"}]}))["ids"]
         got = await jmap.ok("Email/get", {"ids": ids, "properties": LIST_PROPERTIES})
@@ -77,13 +76,16 @@ def upstream_messages(user: SeededUser) -> int:
 
 
 async def test_first_sync_parsed_in_worker_processes_equals_parsed_in_a_thread(
-    seeded_user: SeededUser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    seeded_user: SeededUser,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    proxy_client: ProxyClient,
 ) -> None:
     """EML-01 / THR-01 / MBX-04 hold the same whichever way the batches were parsed."""
     # small batches, so that the seeded mailboxes take several, most of them in the fill
     monkeypatch.setattr(se, "BATCH", 3)
     monkeypatch.setattr(parsing, "POOL_MIN_MESSAGES", 10**9)
-    in_thread = await cached_view(seeded_user, tmp_path / "thread")
+    in_thread = await cached_view(proxy_client, seeded_user, tmp_path / "thread")
 
     monkeypatch.setattr(parsing, "POOL_MIN_MESSAGES", 0)
     used: list[bool] = []
@@ -94,7 +96,7 @@ async def test_first_sync_parsed_in_worker_processes_equals_parsed_in_a_thread(
         return await real_parse(self, *args)
 
     monkeypatch.setattr(parsing.Parser, "parse", watched)
-    in_workers = await cached_view(seeded_user, tmp_path / "workers")
+    in_workers = await cached_view(proxy_client, seeded_user, tmp_path / "workers")
 
     assert used and all(used), "the fill did not parse in worker processes"
     assert in_workers == in_thread
