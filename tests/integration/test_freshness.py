@@ -14,48 +14,66 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
 
 from imapjmap.cluster.pg import PgCoordinator
 from imapjmap.config import ClusterConfig
 from imapjmap.http import views
-from imapjmap.http.app import make_app
 from imapjmap.push import watcher as watching
+from imapjmap.push.service import PushService
 from imapjmap.sync.engine import AccountSync
 from imapjmap.sync.freshness import State
 from tests.conftest import ImapUser, advertises
 from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.instances import ProxyClient, apps_of
 from tests.integration.pushkit import (
     EventReader,
     external_append,
     open_events,
-    push_service,
     wait_for,
 )
 
 
 @pytest.fixture
-async def watched(imap_user: ImapUser, tmp_path: Path) -> AsyncIterator[tuple[Jmap, EventReader]]:
+async def watched(
+    imap_user: ImapUser, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[tuple[Jmap, EventReader]]:
     """A proxy whose watcher makes no periodic checks during a test, with a listener open."""
     cfg = proxy_config(imap_user, tmp_path)
     cfg = dataclasses.replace(cfg, push=dataclasses.replace(cfg.push, status_interval=3600.0))
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, imap_user.username, imap_user.password)
         await client.session()
         await client.ok("Email/query", {})  # the first sync
         events = await open_events(client)
         await events.next()
-        await wait_for(lambda: client.account_id in push_service(client).watchers, what="it")
-        watcher = push_service(client).watchers[client.account_id]
+        await wait_for(lambda: _watching(client) is not None, what="a watcher")
+        watcher = _push(client).watchers[client.account_id]
         await wait_for(lambda: watcher.mode in ("notify", "idle"), what="the watcher")
         await wait_for(lambda: _sync(client).freshness.state is State.FRESH, what="fresh")
         yield client, events
         events.resp.close()
 
 
+def _watching(jmap: Jmap) -> web.Application | None:
+    """The instance that holds the account's watcher (on several, the one the cluster
+    chose), if one does."""
+    for app in apps_of(jmap.http):
+        if jmap.account_id in app[views.SERVICES].push.watchers:
+            return app
+    return None
+
+
+def _push(jmap: Jmap) -> PushService:
+    """The push service of the instance that watches the account."""
+    app = _watching(jmap)
+    assert app is not None, "no instance watches the account"
+    return app[views.SERVICES].push
+
+
 def _sync(jmap: Jmap) -> AccountSync:
-    app = jmap.http.server.app
-    assert app is not None
+    """The account's sync on the instance that watches it (or on the first, if none does)."""
+    app = _watching(jmap) or apps_of(jmap.http)[0]
     return app[views.SERVICES].sync_for(jmap.account_id)
 
 
@@ -73,6 +91,10 @@ async def _subjects(jmap: Jmap) -> set[str]:
     return {email["subject"] for email in got["list"]}
 
 
+@pytest.mark.one_instance(
+    "the watcher keeps only its own instance's cache fresh without asking; a request on"
+    " another instance asks the IMAP server once (README, Running several instances)"
+)
 async def test_a_request_costs_no_round_trip_while_the_watcher_is_quiet(
     watched: tuple[Jmap, EventReader], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -95,7 +117,7 @@ async def test_a_reported_change_is_in_the_next_request_before_the_watchers_refr
     moment must ask the upstream itself, not take the cache as fresh."""
     jmap, _ = watched
     monkeypatch.setattr(watching, "_DEBOUNCE", 5.0)
-    watcher = push_service(jmap).watchers[jmap.account_id]
+    watcher = _push(jmap).watchers[jmap.account_id]
     heard = watcher.events
     await external_append(imap_oracle, "reported")
     await wait_for(lambda: watcher.events > heard, what="NOTIFY's report")
@@ -107,15 +129,22 @@ async def test_losing_the_watcher_makes_requests_ask_again_core_get_04(
     watched: tuple[Jmap, EventReader], imap_oracle: imaplib.IMAP4, caplog: Any
 ) -> None:
     jmap, events = watched
+    service, sync = _push(jmap), _sync(jmap)
     events.resp.close()  # the last listener leaves: the watcher stops
-    service = push_service(jmap)
     await wait_for(lambda: jmap.account_id not in service.watchers, what="the watcher stopped")
-    assert _sync(jmap).freshness.state is State.STALE
+    assert sync.freshness.state is State.STALE
     await external_append(imap_oracle, "unwatched")
     assert await _subjects(jmap) == {"unwatched"}
 
 
 # --- the settled listing (sync/engine.py Rule 6) -----------------------------------------------
+
+
+async def _settle(jmap: Jmap) -> None:
+    """A run with nothing to do on every instance: each remembers its settled listing
+    (Rule 6 is one instance's memory)."""
+    for _ in apps_of(jmap.http):
+        await jmap.ok("Email/query", {})
 
 
 def _count_cache_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -137,7 +166,7 @@ async def test_a_settled_listing_spares_reading_the_cache_not_the_list(
     """Without a watcher every request still lists (one round trip), but once a run found
     nothing to do, the next ones with the same listing do not read the cache again."""
     await jmap.ok("Mailbox/get", {"ids": None})  # the first sync
-    await jmap.ok("Email/query", {})  # a run with nothing to do: settled
+    await _settle(jmap)
     reads = _count_cache_reads(monkeypatch)
     caplog.set_level(logging.DEBUG, logger="imapjmap.imap.session")
     caplog.clear()
@@ -174,6 +203,7 @@ async def test_a_settled_listing_is_found_without_the_sync_lock(
     cluster_url: str,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    proxy_client: ProxyClient,
 ) -> None:
     """Rule 7 with instances sharing the cache: a run that finds its settled listing again
     takes no sync lock (two round trips to PostgreSQL); a run that finds another takes it
@@ -190,11 +220,11 @@ async def test_a_settled_listing_is_found_without_the_sync_lock(
     cfg = dataclasses.replace(
         proxy_config(imap_user, tmp_path), cluster=ClusterConfig(url=cluster_url)
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         jmap = Jmap(http, imap_user.username, imap_user.password)
         await jmap.session()
         await jmap.ok("Mailbox/get", {"ids": None})  # the first sync
-        await jmap.ok("Email/query", {})  # a run with nothing to do: settled
+        await _settle(jmap)
         caplog.set_level(logging.DEBUG, logger="imapjmap.imap.session")
         caplog.clear()
         taken.clear()
