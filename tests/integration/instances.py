@@ -72,6 +72,15 @@ class Alternating(TestClient[Any, Any]):
             await server.close()
 
 
+class ProxyServer(TestServer):
+    """A TestServer that serves the app as ``imapjmap serve`` does: without aiohttp's own
+    access log, whose lines hold the query strings (push tokens) that the proxy's own
+    access line (``imapjmap.access``) leaves out."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        return await super()._make_runner(access_log=None, **kwargs)
+
+
 def instances_option(config: pytest.Config) -> int:
     count: int = config.getoption("--instances")
     return count
@@ -95,7 +104,7 @@ async def serve(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     count: int | None = None,
-    server: type[TestServer] = TestServer,
+    server: type[TestServer] = ProxyServer,
 ) -> AsyncIterator[TestClient[Any, Any]]:
     """The test client of the proxy built from ``cfg``: ``count`` instances, by default
     as many as ``--instances`` says (two or more alternated), each served by a

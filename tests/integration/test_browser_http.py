@@ -22,6 +22,7 @@ from imapjmap.http import push_token, views
 from imapjmap.http.app import make_app
 from imapjmap.jmap.wire import WEBSOCKET
 from tests.integration.conftest import CORE, Jmap, proxy_config
+from tests.integration.instances import ProxyClient, apps_of
 from tests.integration.pushkit import EventReader, external_append, wait_watching
 
 # the HTTP layer is the same in front of every upstream
@@ -31,11 +32,13 @@ WEBMAIL = "http://127.0.0.1:8081"  # a webmail's origin, other than the proxy's
 
 
 @pytest.fixture
-async def credentialed(imap_user: Any, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def credentialed(
+    imap_user: Any, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[Jmap]:
     """The proxy with ``server.cors_origins = [WEBMAIL]``."""
     cfg = proxy_config(imap_user, tmp_path)
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, cors_origins=(WEBMAIL,)))
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         yield Jmap(http, imap_user.username, imap_user.password)
 
 
@@ -223,11 +226,11 @@ async def test_a_token_opens_nothing_but_its_stream(jmap: Jmap, imap_backend: An
 
 
 async def test_forged_expired_and_orphaned_tokens_are_401(
-    imap_user: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    imap_user: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy_client: ProxyClient
 ) -> None:
     cfg = proxy_config(imap_user, tmp_path)
     cfg = dataclasses.replace(cfg, auth=dataclasses.replace(cfg.auth, push_token_seconds=60.0))
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         jmap = Jmap(http, imap_user.username, imap_user.password)
         url = await _event_url(jmap, closeafter="state")
         token = _token_of(url)
@@ -243,11 +246,15 @@ async def test_forged_expired_and_orphaned_tokens_are_401(
         assert (await http.get(url)).status == 401
         monkeypatch.undo()
         assert (await http.get(url)).status == 200
-        # the upstream refused the login's password since (changed): the token dies with it
-        pool = http.server.app[views.SERVICES].pools.get(jmap.account_id)
-        assert pool is not None
-        pool.refused = True
-        assert (await http.get(url)).status == 401
+        # the upstream refused the login's password since (changed): the token dies with it,
+        # on every instance that holds the login (one at least) and on those it vouches to
+        pools = [app[views.SERVICES].pools.get(jmap.account_id) for app in apps_of(http)]
+        assert any(pools)
+        for pool in pools:
+            if pool is not None:
+                pool.refused = True
+        for _ in pools:
+            assert (await http.get(url)).status == 401
 
 
 async def test_a_websocket_with_only_the_token_pushes_but_runs_no_requests(

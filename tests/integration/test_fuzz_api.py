@@ -33,19 +33,19 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from devservers.smtp import SmtpSink
 from imapjmap.config import IdentityConfig, ImapConfig, SmtpConfig, SubmissionConfig
 from imapjmap.http import views
-from imapjmap.http.app import make_app
 from imapjmap.http.connections import Guard, GuardedRunner
 from imapjmap.imap import session as imap_session
 from tests.conftest import SeededUser
 from tests.integration import fuzzkit as fk
 from tests.integration.conftest import CORE, Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 
 pytestmark = pytest.mark.dovecot
 
@@ -131,7 +131,7 @@ class GuardedTestServer(TestServer):
     async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
         server = self.app[views.CONFIG].server
         guard = Guard(server.header_timeout, server.body_timeout)
-        return GuardedRunner(self.app, guard, **kwargs)
+        return GuardedRunner(self.app, guard, access_log=None, **kwargs)  # as served
 
 
 async def _pools(jmap: Jmap) -> fk.Pools:
@@ -178,6 +178,7 @@ async def fuzz(
     tmp_path: Path,
     smtp_sink: SmtpSink,
     caplog: pytest.LogCaptureFixture,
+    proxy_client: ProxyClient,
 ) -> AsyncIterator[Fuzz]:
     smtp_sink.add_user(seeded_user.username, seeded_user.password)
     cfg = dataclasses.replace(
@@ -190,7 +191,7 @@ async def fuzz(
     )
     # records must reach caplog's handler, or the "no traceback" property holds vacuously
     assert logging.getLogger("imapjmap").propagate
-    async with TestClient(GuardedTestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg, server=GuardedTestServer) as http:
         jmap = Jmap(http, seeded_user.username, seeded_user.password)
         await jmap.session()
         pools = await _pools(jmap)
