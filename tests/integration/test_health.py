@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from imapjmap import cli
 from imapjmap.config import Config, to_toml
@@ -21,13 +20,8 @@ from imapjmap.http import views
 from imapjmap.http.app import make_app
 from tests.conftest import ImapUser
 from tests.integration.conftest import proxy_config
+from tests.integration.instances import ProxyClient, apps_of
 from tests.integration.relay import Relay
-
-
-@asynccontextmanager
-async def proxy(cfg: Config) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(make_app(cfg))) as client:
-        yield client
 
 
 def _with_imap(cfg: Config, **changes: Any) -> Config:
@@ -40,8 +34,10 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])  # nothing listens there once it is closed
 
 
-async def test_healthz_answers_without_credentials(imap_user: ImapUser, tmp_path: Path) -> None:
-    async with proxy(proxy_config(imap_user, tmp_path)) as http:
+async def test_healthz_answers_without_credentials(
+    imap_user: ImapUser, tmp_path: Path, proxy_client: ProxyClient
+) -> None:
+    async with proxy_client(proxy_config(imap_user, tmp_path)) as http:
         resp = await http.get("/healthz")
         assert resp.status == 200
         assert await resp.text() == "ok\n"
@@ -49,10 +45,10 @@ async def test_healthz_answers_without_credentials(imap_user: ImapUser, tmp_path
 
 
 async def test_readyz_is_ready_when_the_cache_and_the_imap_server_answer(
-    imap_user: ImapUser, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    imap_user: ImapUser, tmp_path: Path, proxy_client: ProxyClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="imapjmap")
-    async with proxy(proxy_config(imap_user, tmp_path)) as http:
+    async with proxy_client(proxy_config(imap_user, tmp_path)) as http:
         resp = await http.get("/readyz")
         body = await resp.json()
         assert resp.status == 200, body
@@ -65,9 +61,11 @@ async def test_readyz_is_ready_when_the_cache_and_the_imap_server_answer(
     assert not [r for r in caplog.records if "/readyz" in r.getMessage()]
 
 
-async def test_readyz_says_which_upstream_is_down(imap_user: ImapUser, tmp_path: Path) -> None:
+async def test_readyz_says_which_upstream_is_down(
+    imap_user: ImapUser, tmp_path: Path, proxy_client: ProxyClient
+) -> None:
     cfg = _with_imap(proxy_config(imap_user, tmp_path), port=_closed_port(), connect_timeout=2.0)
-    async with proxy(cfg) as http:
+    async with proxy_client(cfg) as http:
         resp = await http.get("/readyz")
         body = await resp.json()
         assert resp.status == 503
@@ -79,11 +77,13 @@ async def test_readyz_says_which_upstream_is_down(imap_user: ImapUser, tmp_path:
         assert (await http.get("/healthz")).status == 200
 
 
-async def test_readyz_gives_up_on_a_hung_imap_server(imap_user: ImapUser, tmp_path: Path) -> None:
+async def test_readyz_gives_up_on_a_hung_imap_server(
+    imap_user: ImapUser, tmp_path: Path, proxy_client: ProxyClient
+) -> None:
     async with Relay(imap_user.host, imap_user.port) as relay:
         relay.stall()  # the server's greeting never arrives
         cfg = _with_imap(proxy_config(imap_user, tmp_path), port=relay.port, connect_timeout=1.0)
-        async with proxy(cfg) as http:
+        async with proxy_client(cfg) as http:
             resp = await http.get("/readyz")
             body = await resp.json()
             assert resp.status == 503
@@ -92,23 +92,22 @@ async def test_readyz_gives_up_on_a_hung_imap_server(imap_user: ImapUser, tmp_pa
 
 
 async def test_readyz_reuses_the_upstream_answer_for_a_few_seconds(
-    imap_user: ImapUser, tmp_path: Path
+    imap_user: ImapUser, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     async with Relay(imap_user.host, imap_user.port) as relay:
         cfg = _with_imap(proxy_config(imap_user, tmp_path), port=relay.port)
-        async with proxy(cfg) as http:
+        async with proxy_client(cfg) as http:
             for _ in range(5):
                 assert (await http.get("/readyz")).status == 200
-            assert relay.accepted == 1
+            assert relay.accepted == len(apps_of(http))  # once per instance
 
 
 async def test_readyz_fails_when_the_cache_cannot_be_read(
-    imap_user: ImapUser, tmp_path: Path
+    imap_user: ImapUser, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
-    async with proxy(proxy_config(imap_user, tmp_path)) as http:
-        app = http.server.app
-        assert app is not None
-        await app[views.SERVICES].store.aclose()
+    async with proxy_client(proxy_config(imap_user, tmp_path)) as http:
+        for app in apps_of(http):
+            await app[views.SERVICES].store.aclose()
         resp = await http.get("/readyz")
         body = await resp.json()
         assert resp.status == 503

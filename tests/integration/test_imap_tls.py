@@ -18,15 +18,14 @@ from typing import Any
 
 import pytest
 import trustme
-from aiohttp.test_utils import TestClient, TestServer
 
 from devservers.dovecot import DovecotServer
 from imapjmap.config import ImapConfig
 from imapjmap.errors import AuthenticationFailed, ImapUnavailable
-from imapjmap.http.app import make_app
 from imapjmap.imap.session import ImapSession
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import MAIL, proxy_config
+from tests.integration.instances import ProxyClient
 
 pytestmark = pytest.mark.dovecot
 
@@ -185,12 +184,12 @@ def basic(username: str, password: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("trusted", [True, False], ids=["ca-configured", "untrusted"])
 async def test_http_upstream_tls_failure_is_503_not_401(
-    tls_dovecot: TlsDovecot, tmp_path: Path, trusted: bool
+    tls_dovecot: TlsDovecot, tmp_path: Path, trusted: bool, proxy_client: ProxyClient
 ) -> None:
     user = ImapUser(USERNAME, PASSWORD, "127.0.0.1", tls_dovecot.server.tls_port)
     imap = tls_dovecot.config(ca_file=tls_dovecot.ca_file if trusted else None)
     cfg = dataclasses.replace(proxy_config(user, tmp_path), imap=imap)
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         resp = await http.get("/.well-known/jmap", headers=basic(USERNAME, PASSWORD))
         if trusted:
             assert resp.status == 200, await resp.text()

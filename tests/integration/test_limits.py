@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from imapjmap.http.app import make_app
 from tests.integration.conftest import Jmap, proxy_config
+from tests.integration.instances import ProxyClient
 
 
 def any_of(conditions: list[Any]) -> dict[str, Any]:
@@ -82,13 +81,15 @@ def _deep_json(depth: int) -> str:
 
 
 @pytest.fixture
-async def roomy_jmap(imap_user: Any, tmp_path: Path) -> AsyncIterator[Jmap]:
+async def roomy_jmap(
+    imap_user: Any, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[Jmap]:
     """A proxy whose own string limit lets a 1 MB search through to the upstream."""
     cfg = proxy_config(imap_user, tmp_path)
     cfg = dataclasses.replace(
         cfg, limits=dataclasses.replace(cfg.limits, max_filter_string_length=2_000_000)
     )
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         client = Jmap(http, imap_user.username, imap_user.password)
         await client.session()
         yield client

@@ -31,11 +31,11 @@ from devservers.dovecot import DovecotServer
 from imapjmap.config import AuthConfig, Config, ServerConfig
 from imapjmap.http import auth as auth_module
 from imapjmap.http import views
-from imapjmap.http.app import make_app
 from imapjmap.http.auth import account_id_for
 from imapjmap.store import queries as q
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import MAIL, proxy_config
+from tests.integration.instances import ProxyClient, apps_of, instances_option
 
 PROBLEM = "application/problem+json"
 
@@ -68,8 +68,10 @@ def config(user: ImapUser, tmp_path: Path, **auth: Any) -> Config:
 
 
 @pytest.fixture
-async def http(user: ImapUser, tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(make_app(config(user, tmp_path)))) as client:
+async def http(
+    user: ImapUser, tmp_path: Path, proxy_client: ProxyClient
+) -> AsyncIterator[TestClient[Any, Any]]:
+    async with proxy_client(config(user, tmp_path)) as client:
         yield client
 
 
@@ -114,7 +116,7 @@ async def test_spellings_of_one_login_share_one_account(
     assert other != first  # two users never share an account
     services = http.server.app[views.SERVICES]
     assert sorted(await services.store.run(q.account_ids)) == sorted([first, other])
-    assert services.pools.get(first) is not None
+    assert any(app[views.SERVICES].pools.get(first) is not None for app in apps_of(http))
     # the account's id is the one older versions derived from the first login's name
     assert first == account_id_for(services.cfg.imap, user.username)
 
@@ -125,20 +127,25 @@ async def test_spellings_share_the_request_limit(
     """maxConcurrentRequests counts per account, and spellings are one account."""
     first = await account_id(http, basic(user.username, user.password))
     await account_id(http, basic(user.username.upper(), user.password))
-    slots = http.server.app[views.REQUEST_SLOTS]
-    slots.running[first] = slots.limit
-    wait, slots.wait = slots.wait, 0.0  # refused at once instead of after the wait
+    # every slot taken, on every instance
+    every_slots = [app[views.REQUEST_SLOTS] for app in apps_of(http)]
+    waits = [slots.wait for slots in every_slots]
+    for slots in every_slots:
+        slots.running[first] = slots.limit
+        slots.wait = 0.0  # refused at once instead of after the wait
     try:
-        resp = await http.post(
-            "/jmap/api/",
-            json={"using": ["urn:ietf:params:jmap:core"], "methodCalls": []},
-            headers=basic(user.username.upper(), user.password),
-        )
-        assert resp.status == 400
-        assert (await resp.json())["limit"] == "maxConcurrentRequests"
+        for _ in every_slots:  # each instance in turn
+            resp = await http.post(
+                "/jmap/api/",
+                json={"using": ["urn:ietf:params:jmap:core"], "methodCalls": []},
+                headers=basic(user.username.upper(), user.password),
+            )
+            assert resp.status == 400
+            assert (await resp.json())["limit"] == "maxConcurrentRequests"
     finally:
-        del slots.running[first]
-        slots.wait = wait
+        for slots, wait in zip(every_slots, waits, strict=True):
+            del slots.running[first]
+            slots.wait = wait
 
 
 @pytest.mark.parametrize(
@@ -159,11 +166,13 @@ async def test_control_characters_are_401_before_going_upstream(
     assert await http.server.app[views.SERVICES].store.run(q.account_ids) == []
 
 
-async def test_cyrus_keys_the_account_on_the_inbox_mailboxid(cyrus: Any, tmp_path: Path) -> None:
+async def test_cyrus_keys_the_account_on_the_inbox_mailboxid(
+    cyrus: Any, tmp_path: Path, proxy_client: ProxyClient
+) -> None:
     name, password = f"carol-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
     cyrus.add_user(name, password)
     user = ImapUser(name, password, cyrus.host, cyrus.port)
-    async with TestClient(TestServer(make_app(config(user, tmp_path)))) as http:
+    async with proxy_client(config(user, tmp_path)) as http:
         first = await account_id(http, basic(name, password))
         # Cyrus folds logins to lower case by default (username_tolower)
         assert await account_id(http, basic(name.upper(), password)) == first
@@ -177,7 +186,11 @@ async def test_cyrus_keys_the_account_on_the_inbox_mailboxid(cyrus: Any, tmp_pat
 
 
 async def test_the_client_address_reaches_dovecot(
-    http: TestClient[Any, Any], user: ImapUser, folding_dovecot: DovecotServer, tmp_path: Path
+    http: TestClient[Any, Any],
+    user: ImapUser,
+    folding_dovecot: DovecotServer,
+    tmp_path: Path,
+    proxy_client: ProxyClient,
 ) -> None:
     """Through a trusted proxy, Dovecot logs (and penalises) the client's address."""
     await account_id(http, basic(user.username, user.password, via="6.6.6.6, 198.51.100.7"))
@@ -188,7 +201,7 @@ async def test_the_client_address_reaches_dovecot(
     cfg = dataclasses.replace(config(user, tmp_path / "other"), server=ServerConfig())
     (tmp_path / "other").mkdir()
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, listen="127.0.0.1:0"))
-    async with TestClient(TestServer(make_app(cfg))) as other:
+    async with proxy_client(cfg) as other:
         await account_id(other, basic(user.username, user.password, via="198.51.100.8"))
     lines = [line for line in login_lines(folding_dovecot) if f"user=<{user.username}>" in line]
     assert not any("198.51.100.8" in line for line in lines), lines
@@ -209,7 +222,7 @@ def penalising_dovecot() -> Iterator[DovecotServer]:
 
 
 async def test_bad_passwords_from_one_client_do_not_slow_down_others(
-    penalising_dovecot: DovecotServer, tmp_path: Path
+    penalising_dovecot: DovecotServer, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     """Dovecot delays the next login from an address that failed one (by seconds); with
     the client's address passed upstream that address is the bad client's, not the
@@ -219,7 +232,7 @@ async def test_bad_passwords_from_one_client_do_not_slow_down_others(
         username, password = f"{name}-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
         penalising_dovecot.add_user(username, password)
         users[name] = ImapUser(username, password, penalising_dovecot.host, penalising_dovecot.port)
-    async with TestClient(TestServer(make_app(config(users["bob"], tmp_path)))) as http:
+    async with proxy_client(config(users["bob"], tmp_path)) as http:
         bad = await session(http, basic(users["mallory"].username, "wrong", via="203.0.113.5"))
         assert bad.status == 401
 
@@ -258,10 +271,11 @@ async def test_a_password_changed_upstream_is_asked_again_not_retried_from_the_p
     new_password = secrets.token_urlsafe(24)
     folding_dovecot.add_user(user.username, new_password)
     await asyncio.sleep(1.1)
-    pool = http.server.app[views.SERVICES].pools.get(first)
-    assert pool is not None
-    for idle in pool._idle:
-        idle.broken = True  # the next request needs a new connection
+    pools = [app[views.SERVICES].pools.get(first) for app in apps_of(http)]
+    assert any(pools)
+    for pool in pools:
+        for idle in pool._idle if pool is not None else ():
+            idle.broken = True  # the next request needs a new connection
     calls = [["Mailbox/get", {"accountId": first, "ids": None}, "0"]]
     body = {"using": ["urn:ietf:params:jmap:core", MAIL], "methodCalls": calls}
     for _ in range(4):
@@ -291,6 +305,15 @@ async def test_a_password_changed_upstream_is_asked_again_not_retried_from_the_p
 # --- failed logins -------------------------------------------------------------------------
 
 
+def counted_per_instance(request: pytest.FixtureRequest) -> None:
+    """A known defect: failed logins are counted per instance (``http.throttle`` keeps them
+    in memory), so behind a round-robin balancer each instance lets its own count through.
+    Expected to fail on several instances until the counts are shared."""
+    if instances_option(request.config) > 1:
+        reason = "failed logins are counted per instance, not over the cluster"
+        request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+
+
 def failures(server: DovecotServer, username: str) -> int:
     text = server.log_path.read_text()
     return len(re.findall(rf"auth failed.*user=<{re.escape(username)}>", text, re.IGNORECASE))
@@ -310,12 +333,17 @@ async def logged(count: Callable[[], int], expected: int) -> int:
 
 
 async def test_a_burst_of_bad_passwords_stops_at_the_proxy(
-    user: ImapUser, folding_dovecot: DovecotServer, tmp_path: Path
+    user: ImapUser,
+    folding_dovecot: DovecotServer,
+    tmp_path: Path,
+    proxy_client: ProxyClient,
+    request: pytest.FixtureRequest,
 ) -> None:
+    counted_per_instance(request)
     cfg = config(user, tmp_path, failed_logins_per_address=3, failed_logins_per_username=100)
     other_name, other_password = f"dave-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
     folding_dovecot.add_user(other_name, other_password)
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         # alice logged in before the burst: her remembered login does not go upstream
         await account_id(http, basic(user.username, user.password, via="192.0.2.10"))
         attacker = "203.0.113.66"
@@ -341,10 +369,15 @@ async def test_a_burst_of_bad_passwords_stops_at_the_proxy(
 
 
 async def test_guessing_one_users_password_from_many_addresses_stops_too(
-    user: ImapUser, folding_dovecot: DovecotServer, tmp_path: Path
+    user: ImapUser,
+    folding_dovecot: DovecotServer,
+    tmp_path: Path,
+    proxy_client: ProxyClient,
+    request: pytest.FixtureRequest,
 ) -> None:
+    counted_per_instance(request)
     cfg = config(user, tmp_path, failed_logins_per_username=2)
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         for n in range(2):
             resp = await session(http, basic(user.username, "wrong", via=f"203.0.113.{n}"))
             assert resp.status == 401
@@ -377,20 +410,24 @@ async def profile_url() -> AsyncIterator[tuple[str, list[str]]]:
 
 
 async def test_a_bearer_token_on_a_server_without_xoauth2_is_401_basic(
-    user: ImapUser, tmp_path: Path, profile_url: tuple[str, list[str]]
+    user: ImapUser, tmp_path: Path, profile_url: tuple[str, list[str]], proxy_client: ProxyClient
 ) -> None:
     url, asked = profile_url
     cfg = config(user, tmp_path, bearer_profile_url=url)
-    async with TestClient(TestServer(make_app(cfg))) as http:
-        resp = await session(http, {"Authorization": "Bearer ya29.garbage"})
-        assert resp.status == 401
-        assert resp.content_type == PROBLEM
-        assert resp.headers["WWW-Authenticate"] == 'Basic realm="imapjmap", charset="UTF-8"'
+    async with proxy_client(cfg) as http:
+        # each instance learns the server's capabilities by itself (Rule 6 of http.auth):
+        # one token to each, in turn
+        for _ in apps_of(http):
+            resp = await session(http, {"Authorization": "Bearer ya29.garbage"})
+            assert resp.status == 401
+            assert resp.content_type == PROBLEM
+            assert resp.headers["WWW-Authenticate"] == 'Basic realm="imapjmap", charset="UTF-8"'
         assert asked == []  # the token went nowhere
         # the challenge of a request without credentials names Basic only as well
-        resp = await session(http, {})
-        assert resp.status == 401
-        assert "Bearer" not in resp.headers["WWW-Authenticate"]
+        for _ in apps_of(http):
+            resp = await session(http, {})
+            assert resp.status == 401
+            assert "Bearer" not in resp.headers["WWW-Authenticate"]
         assert await account_id(http, basic(user.username, user.password))
 
 
@@ -470,13 +507,13 @@ def oauth_dovecot() -> Iterator[OAuthDovecot]:
 
 
 async def test_a_bearer_token_logs_in_where_the_server_offers_xoauth2(
-    oauth_dovecot: OAuthDovecot, tmp_path: Path
+    oauth_dovecot: OAuthDovecot, tmp_path: Path, proxy_client: ProxyClient
 ) -> None:
     """Not Gmail, but the server offers AUTH=XOAUTH2: Bearer is tried, and reaches the same
     account as a Basic login of the same user (the INBOX's X-GUID names the store)."""
     user = oauth_dovecot.user
     cfg = config(user, tmp_path, bearer_profile_url=oauth_dovecot.profile_url)
-    async with TestClient(TestServer(make_app(cfg))) as http:
+    async with proxy_client(cfg) as http:
         resp = await session(http, {"Authorization": "Bearer ya29.garbage"})
         assert resp.status == 401
         assert "Bearer" in resp.headers["WWW-Authenticate"]  # it may work here
@@ -487,7 +524,10 @@ async def test_a_bearer_token_logs_in_where_the_server_offers_xoauth2(
 
 
 async def test_a_bearer_token_for_a_non_gmail_server_never_goes_to_google(
-    oauth_dovecot: OAuthDovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    oauth_dovecot: OAuthDovecot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    proxy_client: ProxyClient,
 ) -> None:
     """The server offers XOAUTH2 but is not Gmail, and no profile URL of its own is
     configured: a client that sends its password as a Bearer token (as a library that only
@@ -500,7 +540,7 @@ async def test_a_bearer_token_for_a_non_gmail_server_never_goes_to_google(
 
     monkeypatch.setattr(auth_module, "token_user", token_user)
     user = oauth_dovecot.user
-    async with TestClient(TestServer(make_app(config(user, tmp_path)))) as http:
+    async with proxy_client(config(user, tmp_path)) as http:
         resp = await session(http, {"Authorization": f"Bearer {user.password}"})
         assert resp.status == 401
         assert resp.content_type == PROBLEM
