@@ -1,7 +1,7 @@
 """``GET /metrics``: the Prometheus text exposition (:mod:`imapjmap.metrics`).
 
 The event counters are process-wide; the levels are read from this app's services at
-each scrape (cheap: counts of what is in memory, and the cache file's size).  Served on
+each scrape (cheap: counts of what is in memory, and the cache file's size on SQLite).  Served on
 ``server.listen``, or on a listener of its own when ``metrics.listen`` is set.
 """
 
@@ -16,6 +16,7 @@ from aiohttp import web
 from imapjmap.http import views
 from imapjmap.metrics import CONTENT_TYPE, Level, Levels, render
 from imapjmap.services import Services
+from imapjmap.store.db import POSTGRESQL_SCHEMES
 
 
 def levels_of(app: web.Application) -> Levels:
@@ -67,13 +68,12 @@ def _levels(services: Services) -> Iterator[Level]:
         push.hub.all_listeners(),
     )
     yield Level("push_watchers", "Upstream watchers (one per watched account)", len(push.watchers))
-    yield Level(
-        "cache_size_bytes", "The cache file with its write-ahead log", _cache_size(services)
-    )
+    path = services.store.path
+    if not path.startswith(POSTGRESQL_SCHEMES):  # a database server reports its own sizes
+        yield Level("cache_size_bytes", "The cache file with its write-ahead log", _file_size(path))
 
 
-def _cache_size(services: Services) -> int:
-    path = services.cfg.cache.path
+def _file_size(path: str) -> int:
     size = 0
     for name in (path, f"{path}-wal"):
         with contextlib.suppress(OSError):  # no WAL yet, or an in-memory cache
