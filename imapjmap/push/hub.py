@@ -110,9 +110,10 @@ class Hub:
         account_id = listener.account_id
         group = self._listeners.setdefault(account_id, set())
         group.add(listener)
+        first = len(group) == 1  # now: a second add during the read below is not the first
         if account_id not in self._published:
             self._published[account_id] = await self._read(account_id)
-        if len(group) == 1:
+        if first:
             await self._cluster.listening(account_id, on=True)
             if self.on_first_listener is not None:
                 await self.on_first_listener(account_id)

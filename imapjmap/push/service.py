@@ -84,7 +84,8 @@ class PushService:
             await self._stop(account_id)
 
     async def _last_listener(self, account_id: str) -> None:
-        if not self._cluster.listened_elsewhere(account_id):
+        # a listener may have come back while the coordinator was told of the last one
+        if not self._listened(account_id):
             await self._stop(account_id)
 
     async def _start(self, account_id: str) -> None:

@@ -33,6 +33,15 @@ its changes: the others drop theirs, so each change goes out once, and another i
 takes the role over when its holder dies.  A subscription created, verified or destroyed
 on one instance makes the others read the account's subscriptions again.
 
+Rule 1: an account's deliveries are started and stopped one change at a time (a lock per
+        account): a reload reads the cache and acts on what it read before a destroy
+        heard meanwhile stops anything, so a reload that read a subscription just before
+        its destroy cannot start it again after the destroy stopped it, and no hub
+        listener or role of a delivery being stopped is added after it was taken down.
+Rule 2: the instance that delivers reads the subscription again before each POST: a
+        destroy through another instance stops the POSTs at once, not only once this
+        instance has heard of it.
+
 The HTTP client is not here (only ``imapjmap.http`` may import aiohttp): it is a
 :class:`PushPoster` that the HTTP app attaches at start-up.
 """
@@ -269,6 +278,10 @@ class Subscriptions:
         self._tasks: dict[tuple[str, str], _Delivery] = {}
         self._oneshots: set[asyncio.Task[Any]] = set()
         self._shares: dict[str, tuple[str, ...]] = {}  # login's account id -> its shares
+        self._changing: dict[str, asyncio.Lock] = {}  # account id -> its lock (Rule 1)
+
+    def _lock(self, account_id: str) -> asyncio.Lock:
+        return self._changing.setdefault(account_id, asyncio.Lock())
 
     def running(self, account_id: str) -> list[str]:
         """Ids of the account's subscriptions that are being delivered."""
@@ -297,7 +310,11 @@ class Subscriptions:
     async def activate(self, row: store_push.PushSubscriptionRow, *, announce: bool = True) -> None:
         """(Re)start delivery for ``row`` if it is verified and unexpired; else stop it.
         ``announce``: tell the other instances (a change made here, not one heard)."""
-        await self.deactivate(row.account_id, row.id, announce=False)
+        async with self._lock(row.account_id):
+            await self._activate(row, announce=announce)
+
+    async def _activate(self, row: store_push.PushSubscriptionRow, *, announce: bool) -> None:
+        await self._deactivate(row.account_id, row.id)
         if announce:
             await self._announce(row.account_id)
         if not row.verified or row.expires <= time.time() or self.poster is None:
@@ -314,15 +331,16 @@ class Subscriptions:
         """The login (its own account id) sees these shares now: its subscriptions carry
         their changes from now on, and no longer those of a share it lost."""
         self._shares[login] = tuple(share_ids)
-        for (account_id, _), delivery in list(self._tasks.items()):
-            if account_id != login:
-                continue
-            for gone in set(delivery.listeners) - {login, *share_ids}:
-                delivery.pending.changed.pop(gone, None)
-                await self._hub.unsubscribe(delivery.listeners.pop(gone))
-            for share_id in share_ids:
-                if share_id not in delivery.listeners:
-                    await self._listen(delivery, share_id)
+        async with self._lock(login):
+            for (account_id, _), delivery in list(self._tasks.items()):
+                if account_id != login or delivery.task.done():
+                    continue
+                for gone in set(delivery.listeners) - {login, *share_ids}:
+                    delivery.pending.changed.pop(gone, None)
+                    await self._hub.unsubscribe(delivery.listeners.pop(gone))
+                for share_id in share_ids:
+                    if share_id not in delivery.listeners:
+                        await self._listen(delivery, share_id)
 
     async def _listen(self, delivery: _Delivery, account_id: str) -> None:
         listener = _Into(account_id, delivery.types, delivery.pending)
@@ -331,18 +349,19 @@ class Subscriptions:
     async def reload(self, account_id: str) -> None:
         """Another instance changed the account's subscriptions: deliver what the cache
         holds now."""
-        now = time.time()
-        rows = await self._store.read(
-            lambda tx: store_push.of_account(tx, account_id), account=account_id
-        )
-        live = {row.id: row for row in rows if row.verified and row.expires > now}
-        for subscription_id in self.running(account_id):
-            if subscription_id not in live:
-                await self.deactivate(account_id, subscription_id, announce=False)
-        running = set(self.running(account_id))
-        for row in live.values():
-            if row.id not in running:
-                await self.activate(row, announce=False)
+        async with self._lock(account_id):  # Rule 1: read and act as one change
+            now = time.time()
+            rows = await self._store.read(
+                lambda tx: store_push.of_account(tx, account_id), account=account_id
+            )
+            live = {row.id: row for row in rows if row.verified and row.expires > now}
+            for subscription_id in self.running(account_id):
+                if subscription_id not in live:
+                    await self._deactivate(account_id, subscription_id)
+            running = set(self.running(account_id))
+            for row in live.values():
+                if row.id not in running:
+                    await self._activate(row, announce=False)
 
     async def _announce(self, account_id: str) -> None:
         try:
@@ -359,13 +378,18 @@ class Subscriptions:
     ) -> None:
         if announce:
             await self._announce(account_id)
+        async with self._lock(account_id):
+            await self._deactivate(account_id, subscription_id)
+
+    async def _deactivate(self, account_id: str, subscription_id: str) -> None:
         delivery = self._tasks.pop((account_id, subscription_id), None)
         if delivery is None:
             return
         await self._cluster.drop(DELIVER, role_key(account_id, subscription_id))
-        delivery.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await delivery.task
+        if delivery.task is not asyncio.current_task():  # else it ends by itself (_run)
+            delivery.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivery.task
         await self._unlisten(delivery)  # also when the task never started
 
     async def _unlisten(self, delivery: _Delivery) -> None:
@@ -387,13 +411,18 @@ class Subscriptions:
             key = (row.account_id, row.id)
             delivery = self._tasks.get(key)
             if delivery is not None and delivery.task is asyncio.current_task():
-                del self._tasks[key]
-                await self._cluster.drop(DELIVER, role_key(row.account_id, row.id))
-                await self._unlisten(delivery)
+                # it ended by itself (expired, or gone): still listening, and maybe wanting
+                # the role; if a change of the account takes it down meanwhile, that
+                # change cancels this wait
+                async with self._lock(row.account_id):
+                    if self._tasks.get(key) is delivery:
+                        await self._deactivate(*key)
 
     async def _deliver_changes(
         self, row: store_push.PushSubscriptionRow, pending: _Pending
     ) -> None:
+        """POST the changes until the subscription expires or its endpoint is gone (the
+        subscription is destroyed then)."""
         throttle = 0.0
         while True:
             remaining = row.expires - time.time()
@@ -410,6 +439,8 @@ class Subscriptions:
             changed = pending.take()  # with what piled up meanwhile (RFC 8620 §7.2)
             if not self._cluster.holds(DELIVER, role_key(row.account_id, row.id)):
                 continue  # another instance delivers it
+            if self._cluster.shared and not await self._still_there(row):
+                continue  # Rule 2: destroyed elsewhere; this task stops when told
             body = {"@type": "StateChange", "changed": changed}
             outcome, throttled = await self._deliver_status(row, body)
             throttle = min(max(throttle * 2, _THROTTLE_MIN), _THROTTLE_MAX) if throttled else 0
@@ -420,6 +451,13 @@ class Subscriptions:
                 # ready to POST to the gone endpoint once they take the role over
                 await self._announce(row.account_id)
                 return
+
+    async def _still_there(self, row: store_push.PushSubscriptionRow) -> bool:
+        """Whether the cache still holds the subscription, verified (Rule 2)."""
+        now = await self._store.read(
+            lambda tx: store_push.get(tx, row.account_id, row.id), account=row.account_id
+        )
+        return now is not None and now.verified
 
     async def _deliver(self, row: store_push.PushSubscriptionRow, body: dict[str, Any]) -> Outcome:
         return (await self._deliver_status(row, body))[0]

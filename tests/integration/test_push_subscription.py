@@ -19,12 +19,14 @@ from tests.integration.instances import ProxyClient, apps_of
 from tests.integration.pushkit import (
     Receiver,
     decrypt_push,
+    listeners,
     new_push_keys,
     push_receiver,
-    push_service,
+    push_services,
     running,
     wait_for,
     wait_watching,
+    watcher_of,
 )
 
 pytestmark = pytest.mark.dovecot
@@ -167,17 +169,24 @@ async def test_keys_and_immutable_properties_are_refused(jmap: Jmap, receiver: R
 
 
 async def test_destroy_stops_delivery_and_forgets_it(jmap: Jmap, receiver: Receiver) -> None:
+    """On several instances the one that served a request acts on it before answering, the
+    others once they hear of it (a moment later): every one stops, and nothing is sent."""
     sub_id = (await _create(jmap, receiver.url))["created"]["s"]["id"]
     _, verification = await receiver.next()
     code = verification["verificationCode"]
     await _set(jmap, {"update": {sub_id: {"verificationCode": code}}})
-    service = push_service(jmap)
-    assert service.subscriptions.running(jmap.account_id) == [sub_id]
+    each = [service.subscriptions.running(jmap.account_id) for service in push_services(jmap)]
+    assert [sub_id] in each
     destroyed = await _set(jmap, {"destroy": [sub_id, "Pnope"]})
     assert destroyed["destroyed"] == [sub_id]
     assert destroyed["notDestroyed"]["Pnope"]["type"] == "notFound"
-    assert service.subscriptions.running(jmap.account_id) == []
-    await wait_for(lambda: not service.watchers, what="the watcher to stop")
+    each = [service.subscriptions.running(jmap.account_id) for service in push_services(jmap)]
+    assert [] in each
+    await wait_for(
+        lambda: not running(jmap) and not listeners(jmap, jmap.account_id),
+        what="every instance to stop delivering it",
+    )
+    await wait_for(lambda: watcher_of(jmap) is None, what="the watcher to stop")
     _, got = await _get(jmap, {"ids": [sub_id]})
     assert got["notFound"] == [sub_id]
     await jmap.ok("Mailbox/set", {"create": {"a": {"name": "Nobody hears"}}})
