@@ -19,7 +19,9 @@ whole cluster, not once per instance, goes through the coordinator:
   listens somewhere, so each instance says when its first listener of an account comes and
   its last one goes;
 * *vouching* for a browser's push token (:mod:`imapjmap.http.push_token` Rule 6): an
-  instance without the account's login asks the instances that hold it;
+  instance without the account's login asks the instances that hold it, and the one that
+  says yes names the accounts of the shares of other users' folders the login sees, so
+  the stream carries their changes too;
 * the *slots* of an account's per-account limits (:data:`REQUEST`, :data:`UPLOAD`): at most
   ``limit`` of them are held at once in the whole cluster, whichever instances hold them.
 
@@ -37,8 +39,9 @@ Rule 3: nothing here is in the cache: a coordinator holds no data, only locks an
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 WATCH: Final = "watch"
@@ -60,6 +63,17 @@ AccountHandler = Callable[[str], Awaitable[None]]
 VouchHandler = Callable[[str, str], bool | None]
 """(account id, claim) → whether the claim is good, None when this instance cannot say
 (it does not hold the account's login)."""
+SharesHandler = Callable[[str], Sequence[str] | None]
+"""(account id) → the accounts of the shares its login sees, as this instance last asked
+the server; None when it has not asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Vouched:
+    """An instance's yes to a push token's claim, with the accounts of the login's shares
+    (:attr:`Coordinator.on_shares` there)."""
+
+    shares: tuple[str, ...] = ()
 
 
 class Coordinator(Protocol):
@@ -77,6 +91,7 @@ class Coordinator(Protocol):
     on_listened: AccountHandler | None
     """Called when other instances' push listeners of the account came or all left."""
     on_vouch: VouchHandler | None
+    on_shares: SharesHandler | None
 
     async def start(self) -> None: ...
 
@@ -114,9 +129,9 @@ class Coordinator(Protocol):
         """Whether another instance has push listeners of the account."""
         ...
 
-    async def vouch(self, account_id: str, claim: str, timeout: float) -> bool:
-        """Whether an instance that can say (:attr:`on_vouch`) says ``claim`` is good,
-        within ``timeout`` seconds (False when none answers yes by then)."""
+    async def vouch(self, account_id: str, claim: str, timeout: float) -> Vouched | None:
+        """The first yes of an instance that can say (:attr:`on_vouch`) that ``claim`` is
+        good, within ``timeout`` seconds (None when none answers yes by then)."""
         ...
 
     async def publish(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:

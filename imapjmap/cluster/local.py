@@ -6,7 +6,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
-from imapjmap.cluster.api import AccountHandler, ChangeHandler, RoleHandler, VouchHandler
+from imapjmap.cluster.api import (
+    AccountHandler,
+    ChangeHandler,
+    RoleHandler,
+    SharesHandler,
+    Vouched,
+    VouchHandler,
+)
 
 
 class Alone:
@@ -22,6 +29,7 @@ class Alone:
         self.on_subscriptions: AccountHandler | None = None
         self.on_listened: AccountHandler | None = None
         self.on_vouch: VouchHandler | None = None
+        self.on_shares: SharesHandler | None = None
         self._held: set[tuple[str, str]] = set()
 
     async def start(self) -> None:
@@ -59,8 +67,8 @@ class Alone:
     def listened_elsewhere(self, account_id: str) -> bool:
         return False
 
-    async def vouch(self, account_id: str, claim: str, timeout: float) -> bool:
-        return False  # nobody else to ask
+    async def vouch(self, account_id: str, claim: str, timeout: float) -> Vouched | None:
+        return None  # nobody else to ask
 
     async def publish(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:
         return None

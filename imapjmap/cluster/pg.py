@@ -39,9 +39,9 @@ ends its session; the waiting instance finds it on its next try.
 
 Vouching (a push token opened where its login is not held): the asking instance sends the
 claim with a request id (``v``); each instance that can say answers it (``y``, naming the
-asker), and the asker takes the first yes.  A no is not final at once (an instance may hold
-a login whose password has changed since): the asker waits :data:`_VOUCH_GRACE` more
-seconds for a yes.
+asker, and with a yes the accounts of the login's shares as it knows them), and the asker
+takes the first yes.  A no is not final at once (an instance may hold a login whose
+password has changed since): the asker waits :data:`_VOUCH_GRACE` more seconds for a yes.
 
 An instance that dies frees its locks when PostgreSQL ends its session: at once when its
 process is killed (its machine closes the connection), within about 25 s when its machine
@@ -73,7 +73,14 @@ from typing import Any, Final, TypeVar
 
 import psycopg
 
-from imapjmap.cluster.api import AccountHandler, ChangeHandler, RoleHandler, VouchHandler
+from imapjmap.cluster.api import (
+    AccountHandler,
+    ChangeHandler,
+    RoleHandler,
+    SharesHandler,
+    Vouched,
+    VouchHandler,
+)
 from imapjmap.errors import CoordinatorUnavailable
 
 log = logging.getLogger(__name__)
@@ -89,6 +96,8 @@ _CONTENDED: Final = 1.0
 """Seconds an instance gives an account's slots back at once after another asked for one."""
 _VOUCH_GRACE: Final = 0.25
 """Seconds a vouch waits for a yes after the first no."""
+_VOUCH_SHARES: Final = 200
+"""The most shares a yes names: a NOTIFY payload holds under 8000 bytes (an id is 27)."""
 _BACKOFF_MAX: Final = 10.0
 _KEEPALIVE: Final = (10, 5, 3)
 """Seconds idle before PostgreSQL probes an instance's lock session, seconds between probes,
@@ -126,7 +135,7 @@ def message(kind: str, instance: str, **fields: Any) -> str:
     ``l`` listening (``a``, ``on``), ``h`` a newcomer's hello, ``p`` PushSubscriptions
     changed (``a``), ``w`` a slot wanted and ``f`` a slot freed (``n`` its kind, ``a``),
     ``v`` a vouch asked (``a``, ``q`` the claim, ``r`` a request id) and ``y`` its answer
-    (``r``, ``t`` the asker, ``ok``)."""
+    (``r``, ``t`` the asker, ``ok``, ``s`` the shares' accounts with a yes)."""
     return json.dumps({"k": kind, "i": instance, **fields}, separators=(",", ":"))
 
 
@@ -156,7 +165,8 @@ class PgCoordinator:
         self.on_subscriptions: AccountHandler | None = None
         self.on_listened: AccountHandler | None = None
         self.on_vouch: VouchHandler | None = None
-        self._vouches: dict[str, asyncio.Queue[bool]] = {}  # request id → its answers
+        self.on_shares: SharesHandler | None = None
+        self._vouches: dict[str, asyncio.Queue[Vouched | None]] = {}  # request id → answers
         self._locks: psycopg.AsyncConnection[Any] | None = None
         self._listen: psycopg.AsyncConnection[Any] | None = None
         self._wanted: set[tuple[str, str]] = set()
@@ -502,9 +512,9 @@ class PgCoordinator:
         if self.on_listened is not None:
             await self.on_listened(account_id)
 
-    async def vouch(self, account_id: str, claim: str, timeout: float) -> bool:
+    async def vouch(self, account_id: str, claim: str, timeout: float) -> Vouched | None:
         request = secrets.token_hex(8)
-        answers: asyncio.Queue[bool] = asyncio.Queue()
+        answers: asyncio.Queue[Vouched | None] = asyncio.Queue()
         self._vouches[request] = answers
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -513,16 +523,17 @@ class PgCoordinator:
             while (remaining := deadline - loop.time()) > 0:
                 try:
                     async with asyncio.timeout(remaining):
-                        if await answers.get():
-                            return True
+                        answer = await answers.get()
                 except TimeoutError:
                     break
+                if answer is not None:
+                    return answer
                 deadline = min(deadline, loop.time() + _VOUCH_GRACE)
         except CoordinatorUnavailable:
             pass
         finally:
             del self._vouches[request]
-        return False
+        return None
 
     async def publish(self, account_id: str, epoch: str, seqs: Mapping[str, int]) -> None:
         await self._send(message("c", self.instance, a=account_id, e=epoch, s=dict(seqs)))
@@ -593,13 +604,26 @@ class PgCoordinator:
         if self.on_vouch is None or not isinstance(claim, str) or not isinstance(request, str):
             return
         verdict = self.on_vouch(account_id, claim)
-        if verdict is not None:
-            await self._send(message("y", self.instance, r=request, t=sender, ok=verdict))
+        if verdict is None:
+            return
+        shares = self.on_shares(account_id) if verdict and self.on_shares is not None else None
+        if shares is not None and len(shares) > _VOUCH_SHARES:
+            log.warning(
+                "account %s: a push stream elsewhere carries %d of its %d shares",
+                account_id,
+                _VOUCH_SHARES,
+                len(shares),
+            )
+        named = list(shares or ())[:_VOUCH_SHARES]
+        await self._send(message("y", self.instance, r=request, t=sender, ok=verdict, s=named))
 
     def _answered(self, body: dict[str, Any]) -> None:
         answers = self._vouches.get(str(body.get("r"))) if body.get("t") == self.instance else None
-        if answers is not None:
-            answers.put_nowait(body.get("ok") is True)
+        if answers is None:
+            return
+        shares = body.get("s")
+        named = tuple(i for i in shares if isinstance(i, str)) if isinstance(shares, list) else ()
+        answers.put_nowait(Vouched(named) if body.get("ok") is True else None)
 
     async def _sweep(self) -> None:
         """Forget the listeners of instances that died without a word."""

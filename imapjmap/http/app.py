@@ -75,6 +75,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         cfg, services.store, services.pools, push_key=app[PUSH_KEY], cluster=services.cluster
     )
     app[views.SHARES] = ShareAccounts(services)
+    services.cluster.on_shares = app[views.SHARES].known  # for push streams elsewhere
     try:
         yield
     finally:

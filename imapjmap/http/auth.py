@@ -178,6 +178,7 @@ class PushOnly:
     cluster, its watcher runs where the login is)."""
 
     account: Account
+    shares: tuple[str, ...] = ()  # the accounts of its shares, as the vouching instance knows
 
 
 class Authenticator:
@@ -327,10 +328,12 @@ class Authenticator:
             upstream = self._cfg.upstream_for(row.username) if row is not None else None
             if row is None or upstream is None:
                 raise
-            if not await self._cluster.vouch(account_id, claim, VOUCH_SECONDS):
+            vouched = await self._cluster.vouch(account_id, claim, VOUCH_SECONDS)
+            if vouched is None:
                 raise
             log.info("account %s: push stream vouched for by another instance", account_id)
-            return PushOnly(Account(row.account_id, row.username, row.epoch, upstream.name))
+            account = Account(row.account_id, row.username, row.epoch, upstream.name)
+            return PushOnly(account, vouched.shares)
 
     def _vouch(self, account_id: str, claim: str) -> bool | None:
         """Another instance asks about a push token of an account whose login it does not

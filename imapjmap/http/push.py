@@ -111,7 +111,7 @@ async def eventsource_view(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     account = who.account
-    shares = await views.shares_of(request.app, who)
+    shares = await views.share_accounts_of(request.app, who)
     async with contextlib.AsyncExitStack() as streams:
         stream = await streams.enter_async_context(
             PushStream(hub, account.account_id, account.epoch, params.types)
@@ -121,7 +121,7 @@ async def eventsource_view(request: web.Request) -> web.StreamResponse:
         # resumes the login's own account; theirs are sent in full at every (re)connection
         for share in shares:
             one = await streams.enter_async_context(
-                PushStream(hub, share.account.account_id, share.account.epoch, params.types)
+                PushStream(hub, share.account_id, share.epoch, params.types)
             )
             first[one] = await one.open(None, initial=True)
         with contextlib.suppress(ConnectionError):  # the client went away while we wrote

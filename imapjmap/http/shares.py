@@ -126,6 +126,13 @@ class ShareAccounts:
         in_cache = await self._store.read(cached, account=login)
         return any((i in mine) != (i in in_cache) for i in others)
 
+    def known(self, login: str) -> tuple[str, ...] | None:
+        """The accounts of the login's shares (by its own account id) as last asked, None
+        before the first asking: what this instance tells another that vouches for a push
+        stream of the login there (:mod:`imapjmap.cluster.api`)."""
+        found = self._known.get(login)
+        return None if found is None else tuple(s.account.account_id for s in found)
+
     def find(self, who: Authenticated, account_id: str) -> ShareAccount | None:
         """The login's share with that account id, as known (Rule 2)."""
         for share in self._known.get(who.account.account_id, ()):

@@ -34,11 +34,13 @@ from imapjmap.methods import (
     account_capabilities,
     usable_capabilities,
 )
-from imapjmap.methods.context import MethodContext
+from imapjmap.methods.context import Account, MethodContext
 from imapjmap.methods.sieve import capabilities as sieve_capabilities
 from imapjmap.methods.submission import handlers as submission
 from imapjmap.metrics import EVENTS
 from imapjmap.services import Services
+from imapjmap.store import queries as q
+from imapjmap.store.db import Tx
 from imapjmap.upstream.api import Upstream
 from imapjmap.upstream.imap import ImapUpstream
 
@@ -390,19 +392,34 @@ async def _discover_shares(app: web.Application, who: Authenticated) -> tuple[Sh
 
 
 async def shares_of(
-    app: web.Application, who: Authenticated | PushOnly, named: Collection[str] = ()
+    app: web.Application, who: Authenticated, named: Collection[str] = ()
 ) -> tuple[ShareAccount, ...]:
-    """The login's shares; none for a stream vouched for elsewhere (its shares are asked of
-    the server, which this instance does not reach for it).  ``named``: the account ids the
-    request names (``http.shares`` Rule 5)."""
-    if isinstance(who, PushOnly):
-        return ()
+    """The login's shares.  ``named``: the account ids the request names (``http.shares``
+    Rule 5)."""
     shares = app.get(SHARES)
     try:
         return await shares.of(who, named) if shares is not None else ()
     except ProxyError as exc:
         log.warning("account %s: shares unknown: %s", who.account.account_id, exc)
         return ()
+
+
+async def share_accounts_of(
+    app: web.Application, who: Authenticated | PushOnly
+) -> tuple[Account, ...]:
+    """The accounts of the login's shares, for its push streams.  For a stream vouched for
+    elsewhere, those the vouching instance named (its shares are asked of the server, which
+    this instance does not reach for it), as the cache holds them."""
+    if isinstance(who, Authenticated):
+        return tuple(share.account for share in await shares_of(app, who))
+    login = who.account
+
+    def read(tx: Tx) -> list[q.AccountRow]:
+        rows = (q.account(tx, account_id) for account_id in who.shares)
+        return [row for row in rows if row is not None]
+
+    rows = await app[SERVICES].store.read_small(read, account=login.account_id)
+    return tuple(Account(r.account_id, r.username, r.epoch, login.upstream) for r in rows)
 
 
 async def download_view(request: web.Request) -> web.StreamResponse:

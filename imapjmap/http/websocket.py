@@ -184,8 +184,8 @@ class _Connection:
         self._push_task = loop.create_task(self._pushing(stream))
         # the shares (http.shares): their changes from now on; ``pushState`` resumes the
         # login's own account only
-        for share in await views.shares_of(self._app, self._who):
-            one = PushStream(hub, share.account.account_id, share.account.epoch, data_types)
+        for share in await views.share_accounts_of(self._app, self._who):
+            one = PushStream(hub, share.account_id, share.epoch, data_types)
             await one.open(None, initial=False)
             self._shares.append((one, loop.create_task(self._pushing(one))))
 

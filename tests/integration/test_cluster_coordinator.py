@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import psycopg
 import pytest
 
-from imapjmap.cluster.api import DELIVER, REQUEST, UPLOAD, WATCH
+from imapjmap.cluster.api import DELIVER, REQUEST, UPLOAD, WATCH, Vouched
 from imapjmap.cluster.pg import PgCoordinator, lock_key, slot_key
 
 TAKEOVER = 0.2
@@ -373,8 +373,12 @@ async def test_a_vouch_takes_the_first_yes_and_no_answer_is_no(cluster_url: str)
 
         stale.on_vouch = says(False)  # a login holding another password: a no
         holder.on_vouch = says(True)
-        assert await asker.vouch("acc", "the claim", 2.0)
+        assert await asker.vouch("acc", "the claim", 2.0) == Vouched(())
         assert ("acc", "the claim") in asked
+        # the yes names the login's shares, as the holder knows them (for the stream's push)
+        stale.on_shares = lambda account: ("Astale",)
+        holder.on_shares = lambda account: ("Ashare1", "Ashare2") if account == "acc" else None
+        assert await asker.vouch("acc", "the claim", 2.0) == Vouched(("Ashare1", "Ashare2"))
         holder.on_vouch = says(None)
         started = time.monotonic()
         assert not await asker.vouch("acc", "the claim", 2.0)  # a no, then the grace
