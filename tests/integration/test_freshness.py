@@ -21,6 +21,7 @@ from imapjmap.config import ClusterConfig
 from imapjmap.http import views
 from imapjmap.push import watcher as watching
 from imapjmap.push.service import PushService
+from imapjmap.sync import engine
 from imapjmap.sync.engine import AccountSync
 from imapjmap.sync.freshness import State
 from tests.conftest import ImapUser, advertises
@@ -140,9 +141,12 @@ async def test_losing_the_watcher_makes_requests_ask_again_core_get_04(
 # --- the settled listing (sync/engine.py Rule 6) -----------------------------------------------
 
 
-async def _settle(jmap: Jmap) -> None:
+async def _settle(jmap: Jmap, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run with nothing to do on every instance: each remembers its settled listing
-    (Rule 6 is one instance's memory)."""
+    (Rule 6 is one instance's memory), for the whole test: on a loaded machine the requests
+    between two runs of one instance (the other instance's among them) can outlast
+    ``SETTLED_FOR``, and the listing would be read again for its age alone."""
+    monkeypatch.setattr(engine, "SETTLED_FOR", 600.0)
     for _ in apps_of(jmap.http):
         await jmap.ok("Email/query", {})
 
@@ -166,7 +170,7 @@ async def test_a_settled_listing_spares_reading_the_cache_not_the_list(
     """Without a watcher every request still lists (one round trip), but once a run found
     nothing to do, the next ones with the same listing do not read the cache again."""
     await jmap.ok("Mailbox/get", {"ids": None})  # the first sync
-    await _settle(jmap)
+    await _settle(jmap, monkeypatch)
     reads = _count_cache_reads(monkeypatch)
     caplog.set_level(logging.DEBUG, logger="imapjmap.imap.session")
     caplog.clear()
@@ -224,7 +228,7 @@ async def test_a_settled_listing_is_found_without_the_sync_lock(
         jmap = Jmap(http, imap_user.username, imap_user.password)
         await jmap.session()
         await jmap.ok("Mailbox/get", {"ids": None})  # the first sync
-        await _settle(jmap)
+        await _settle(jmap, monkeypatch)
         caplog.set_level(logging.DEBUG, logger="imapjmap.imap.session")
         caplog.clear()
         taken.clear()
