@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import imaplib
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -40,14 +42,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 import in_checkout  # noqa: F401  (puts devservers/, not installed, on the path)
 from mailgen import seed_inbox
 from push_latency import KINDS, Bench, SizeRun, Trace
+from push_latency import message as push_message
 from read_path import (
     PASSWORD,
+    InProcessProxy,
     Jmap,
     JmapError,
     _free_port,
@@ -63,6 +67,8 @@ from read_path import (
 )
 
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
+from imapjmap.http import views
+from imapjmap.upstream.imap_watch import NOTIFY_SET
 
 TEXT: Final = "invoice"  # a subject word of about one thread in twenty (mailgen._TOPICS)
 PEAK_RSS_MB: Final = 300.0
@@ -142,6 +148,17 @@ class Serve:
         self.sync = time.perf_counter() - started if finished else None
         say(f"  {self.size:,}: first sync " + (f"{self.sync:.0f} s" if finished else "unfinished"))
 
+    async def reopen(self) -> None:
+        """On a kept cache: the session and INBOX, and the first sync said done."""
+        started = time.perf_counter()
+        await self.jmap.session()
+        await self.jmap.find_inbox()
+        self.newest = time.perf_counter() - started
+        got = await self.jmap.mailbox_get([self.jmap.inbox_id], ["totalEmails"])
+        if got[0]["totalEmails"] < self.size:
+            raise RuntimeError(f"the kept cache of {self.size:,} is not synced: {got}")
+        self.sync = 0.0  # not measured in this run
+
     async def text_query(self, timeout: float) -> None:
         args = {
             "accountId": self.jmap.account_id,
@@ -215,13 +232,14 @@ async def run(dovecot: DovecotServer, sizes: list[int], args: argparse.Namespace
     serves: list[Serve] = []
     try:
         for size in sizes:
-            say(f"first sync of {size:,} in its own imapjmap serve:")
-            serve = await Serve.start(dovecot, size, workdir)
-            serves.append(serve)
-            await serve.first_sync(0 if args.newest_only else args.sync_limit)
-            if args.newest_only:
+            await start_serve(dovecot, size, workdir, args, serves)
+        if args.trace:
+            for serve in serves:
                 await serve.close()
-        if not args.newest_only:
+            for size in sizes:
+                await trace_push(dovecot, size, workdir, args.samples)
+            serves.clear()
+        elif not args.newest_only and not args.sync_only:
             ready = [s for s in serves if s.sync is not None]
             await measure_warm(ready, args)
             await measure_push(dovecot, ready, args.samples)
@@ -236,6 +254,30 @@ async def run(dovecot: DovecotServer, sizes: list[int], args: argparse.Namespace
         for serve in serves:
             await serve.close()
     return serves
+
+
+async def start_serve(
+    dovecot: DovecotServer,
+    size: int,
+    workdir: Path,
+    args: argparse.Namespace,
+    serves: list[Serve],
+) -> None:
+    """One size's serve, appended to ``serves``: synced first, or on the kept cache."""
+    if args.reuse_cache:
+        say(f"{size:,}: imapjmap serve on the cache a first sync left")
+        serve = await Serve.start(dovecot, size, workdir, fresh=False)
+        serves.append(serve)
+        await serve.reopen()
+        return
+    say(f"first sync of {size:,} in its own imapjmap serve:")
+    serve = await Serve.start(dovecot, size, workdir)
+    serves.append(serve)
+    await serve.first_sync(0 if args.newest_only else args.sync_limit)
+    if args.sync_only:
+        serve.measure_disk_and_memory()
+    if args.newest_only or args.sync_only:
+        await serve.close()
 
 
 async def measure_warm(ready: list[Serve], args: argparse.Namespace) -> None:
@@ -261,6 +303,205 @@ async def measure_push(dovecot: DovecotServer, ready: list[Serve], samples: int)
             serve.push = await bench.measure(samples)
         except (JmapError, aiohttp.ClientError, TimeoutError, AssertionError) as exc:
             say(f"  not measured: {exc!r}")
+
+
+async def trace_push(dovecot: DovecotServer, size: int, workdir: Path, samples: int) -> None:
+    """Push samples on the kept cache in this process, each with the IMAP commands the
+    proxy sent and when (``push_latency.Trace``)."""
+    say(f"push at {size:,} with the proxy's IMAP commands: {samples} samples of each kind")
+    proxy = await InProcessProxy.start(dovecot, f"u{size}", workdir / f"serve-{size}.sqlite3")
+    try:
+        await proxy.jmap.session()
+        await proxy.jmap.find_inbox()
+        push = proxy.server.app[views.SERVICES].push
+
+        def watching() -> bool:
+            return any(w.mode in ("notify", "idle") for w in push.watchers.values())
+
+        trace = Trace(on=True)
+        trace.install()
+        bench = Bench(dovecot, proxy.jmap, size, trace, watching)
+        run = await bench.measure(samples)
+        for kind in KINDS:
+            say(f"  {kind}: median (p95) {_median_p95(run.latencies[kind])}")
+            split = run.split[kind]
+            if split:
+                say(
+                    "    until heard "
+                    + _median_p95([u for u, _ in split])
+                    + ", then until the event "
+                    + _median_p95([r for _, r in split])
+                )
+    finally:
+        await proxy.close()
+
+
+def _timed(client: imaplib.IMAP4, what: str, *args: str) -> tuple[float, list[Any]]:
+    started = time.perf_counter()
+    typ, data = client._simple_command(what, *args)
+    took = time.perf_counter() - started
+    if typ != "OK":
+        raise RuntimeError(f"{what} {args}: {typ} {data}")
+    if what in ("EXAMINE", "UNSELECT"):  # imaplib follows only its own select()
+        client.state = "SELECTED" if what == "EXAMINE" else "AUTH"
+    return took, [*data, *client.untagged_responses.get("ESEARCH", [])]
+
+
+def dovecot_costs(dovecot: DovecotServer, size: int) -> None:
+    """What Dovecot itself takes for the commands of a first request and of a refresh,
+    from a plain client (``imaplib``), each command timed alone."""
+    say(f"Dovecot's own cost at {size:,}, plain client (load {load()}):")
+    client = imaplib.IMAP4(dovecot.host, dovecot.port, timeout=600)
+    try:
+        client.login(f"u{size}", PASSWORD)
+        client._simple_command("ENABLE", "CONDSTORE QRESYNC")
+        items = "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ X-GUID)"
+        listing = f'"" "*" RETURN (SPECIAL-USE SUBSCRIBED CHILDREN STATUS {items})'
+        steps = [
+            ("STATUS INBOX (X-GUID)", "STATUS", "INBOX", "(X-GUID)"),
+            ("STATUS INBOX (all the refresh's items)", "STATUS", "INBOX", items),
+            ("LIST-STATUS, nothing selected", "LIST", listing),
+            ("EXAMINE INBOX", "EXAMINE", "INBOX"),
+            ("LIST-STATUS, INBOX selected", "LIST", listing),
+            ("NOOP", "NOOP"),
+            ("UID SEARCH RETURN (ALL) ALL", "UID", "SEARCH", "RETURN", "(ALL)", "ALL"),
+            (
+                "UID SEARCH RETURN (ALL) of the newest 1,000 by number",
+                "UID",
+                "SEARCH",
+                "RETURN",
+                "(ALL)",
+                f"{max(size - 999, 1)}:*",
+            ),
+            ("UID SEARCH RETURN (ALL) UID 1:*", "UID", "SEARCH", "RETURN", "(ALL)", "UID", "1:*"),
+            ("UNSELECT", "UNSELECT"),
+            ("EXAMINE INBOX again", "EXAMINE", "INBOX"),
+            ("UID FETCH 1:* (FLAGS) (CHANGEDSINCE highest)", "UID", "FETCH", "1:*", "(FLAGS)"),
+        ]
+        highest: list[str] = []
+        for name, verb, *args in steps:
+            if name.startswith("UID FETCH"):
+                modseq = int(highest[-1]) if highest else 1
+                args = [*args, f"(CHANGEDSINCE {modseq} VANISHED)"]
+            client.untagged_responses.clear()
+            took, _ = _timed(client, verb, *args)
+            if verb == "EXAMINE":
+                highest = [
+                    str(r).split("HIGHESTMODSEQ ")[1].split("]")[0]
+                    for r in client.untagged_responses.get("OK", [])
+                    if b"HIGHESTMODSEQ" in r
+                ]
+            say(f"  {took * 1000:9.1f} ms  {name}")
+    finally:
+        client.logout()
+
+
+class _Watcher:
+    """A plain client doing what the proxy's watcher does: INBOX examined, NOTIFY set,
+    IDLE; ``heard()`` waits for the next untagged EXISTS or FETCH."""
+
+    def __init__(self, dovecot: DovecotServer, username: str) -> None:
+        self.sock = socket.create_connection((dovecot.host, dovecot.port), timeout=600)
+        self.buf = b""
+        self._line()  # greeting
+        for command in (
+            f"a LOGIN {username} {PASSWORD}",
+            "b ENABLE CONDSTORE QRESYNC",
+            "c EXAMINE INBOX",
+            f"d {NOTIFY_SET}",
+            "e IDLE",
+        ):
+            self.sock.sendall(command.encode() + b"\r\n")
+            tag = command.split(" ", 1)[0].encode()
+            while True:
+                line = self._line()
+                if line.startswith(tag + b" ") or (tag == b"e" and line.startswith(b"+")):
+                    break
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            self.buf += self.sock.recv(65536)
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def heard(self, what: bytes) -> float:
+        while True:
+            line = self._line()
+            if line.startswith(b"* ") and what in line:
+                return time.perf_counter()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _highest_modseq(client: imaplib.IMAP4) -> int:
+    """INBOX's HIGHESTMODSEQ (STATUS of the selected mailbox: from the session's view)."""
+    client.untagged_responses.clear()
+    typ, data = client.status("INBOX", "(HIGHESTMODSEQ)")
+    assert typ == "OK", data
+    line = data[0]
+    assert isinstance(line, bytes), data
+    return int(line.decode().rsplit(" ", 1)[-1].rstrip(")"))
+
+
+def dovecot_push(dovecot: DovecotServer, size: int, samples: int) -> None:
+    """What Dovecot itself takes, seen from plain clients, for a change by another client:
+    until a watcher in IDLE with NOTIFY hears it, and the refresh's commands on a
+    connection that keeps INBOX examined."""
+    say(f"Dovecot's own push path at {size:,}, plain clients (load {load()}):")
+    username = f"u{size}"
+    watcher = _Watcher(dovecot, username)
+    refresh = imaplib.IMAP4(dovecot.host, dovecot.port, timeout=600)
+    writer = imaplib.IMAP4(dovecot.host, dovecot.port, timeout=600)
+    try:
+        refresh.login(username, PASSWORD)
+        refresh._simple_command("ENABLE", "CONDSTORE QRESYNC")
+        refresh.select("INBOX", readonly=True)
+        writer.login(username, PASSWORD)
+        writer.select("INBOX")
+        items = "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ X-GUID)"
+        listing = f'"" "*" RETURN (SPECIAL-USE SUBSCRIBED CHILDREN STATUS {items})'
+        rows: dict[str, list[float]] = {}
+        flagged = False
+        modseq = _highest_modseq(refresh)
+        for n in range(samples):
+            for kind in ("append", "flag"):
+                started = time.perf_counter()
+                if kind == "append":
+                    typ, _ = writer.append("INBOX", None, None, push_message(n, username))
+                else:
+                    sign = "-" if flagged else "+"
+                    typ, _ = writer.uid("STORE", str(size // 2), sign + "FLAGS", "(\\Flagged)")
+                    flagged = not flagged
+                assert typ == "OK", kind
+                done = time.perf_counter()
+                heard = watcher.heard(b"EXISTS" if kind == "append" else b"FETCH")
+                rows.setdefault(f"{kind}: the command itself", []).append(done - started)
+                rows.setdefault(f"{kind}: until the watcher heard it", []).append(heard - done)
+                refresh.untagged_responses.clear()
+                for name, verb, *args in (
+                    ("LIST-STATUS, INBOX examined", "LIST", listing),
+                    ("NOOP", "NOOP"),
+                    (
+                        "UID FETCH 1:* CHANGEDSINCE",
+                        "UID",
+                        "FETCH",
+                        "1:*",
+                        "(UID FLAGS MODSEQ)",
+                        f"(CHANGEDSINCE {modseq} VANISHED)",
+                    ),
+                    ("UID SEARCH UID of the new", "UID", "SEARCH", "RETURN", "(ALL)", "UID", "*"),
+                ):
+                    took, _ = _timed(refresh, verb, *args)
+                    rows.setdefault(f"{kind}: refresh {name}", []).append(took)
+                modseq = _highest_modseq(refresh)
+                time.sleep(0.5)
+        for name, got in rows.items():
+            say(f"  {_median_p95(got):>24}  {name}")
+    finally:
+        watcher.close()
+        refresh.logout()
+        writer.logout()
 
 
 def _ms(seconds: float) -> str:
@@ -336,7 +577,7 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--requests", type=int, default=30, help="warm requests of each kind")
@@ -352,7 +593,40 @@ def main() -> int:
         action="store_true",
         help="only the time until the newest 50 are served (no whole first sync)",
     )
+    parser.add_argument(
+        "--seed-only", action="store_true", help="seed the users into --workdir and stop"
+    )
+    parser.add_argument(
+        "--sync-only",
+        action="store_true",
+        help="the first syncs alone, their caches kept in --workdir for --reuse-cache",
+    )
+    parser.add_argument(
+        "--reuse-cache",
+        action="store_true",
+        help="no first sync: measure on the caches a --sync-only run kept",
+    )
+    parser.add_argument(
+        "--dovecot-costs",
+        action="store_true",
+        help="only Dovecot's own time for the commands of a first request, plain client",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="with --reuse-cache: push alone, in this process, with the proxy's IMAP commands",
+    )
     args = parser.parse_args()
+    kept = args.seed_only or args.sync_only or args.reuse_cache
+    if kept and args.workdir is None:
+        parser.error("--seed-only, --sync-only and --reuse-cache need --workdir")
+    if args.trace and not args.reuse_cache:
+        parser.error("--trace needs --reuse-cache")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",")})
     say(f"a million messages: {describe_machine()}; load average {load()}")
     ensure_dovecot_installed()
@@ -364,15 +638,26 @@ def main() -> int:
     try:
         for size in sizes:
             seed(dovecot, size)
+        if args.seed_only:
+            return 0
+        if args.dovecot_costs:
+            for size in sizes:
+                dovecot_costs(dovecot, size)
+                dovecot_push(dovecot, size, args.samples)
+            return 0
         serves = asyncio.run(run(dovecot, sizes, args))
     finally:
         dovecot.stop()
         if not keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
     say(f"load average at the end {load()}")
-    if args.newest_only:
+    if args.newest_only or args.sync_only:
         for serve in serves:
             say(f"newest 50 served at {serve.size:,}: {serve.newest:.2f} s")
+            if serve.sync is not None and args.sync_only:
+                say(f"  whole first sync {serve.sync:.0f} s, peak RSS {serve.peak_mb:.0f} MB")
+        return 0
+    if args.trace:
         return 0
     print_table(serves)
     return 0

@@ -189,6 +189,18 @@ class ImapPool:
         else:
             self._give_back(session)
 
+    @contextlib.asynccontextmanager
+    async def spare_session(self, *, avoid: str | None = None) -> AsyncIterator[ImapSession | None]:
+        """:meth:`session` if a connection can be lent without waiting for one to come
+        back, else None: for a borrower that holds one already (with ``pool_size`` 1, or
+        every other connection lent, it would wait for itself)."""
+        if self._closed or self._slots.locked():
+            yield None
+            return
+        # no await between the look and session()'s acquire: the slot is still free
+        async with self.session(avoid=avoid) as session:
+            yield session
+
     def _evict_expired(self) -> list[ImapSession]:
         now = self._clock()
         keep: list[ImapSession] = []

@@ -351,6 +351,11 @@ class MailboxSync:
             # session's view, made current by the NOOP behind its LIST, and the FETCH sees
             # that same view, so what it returns covers at least the cursor
             now, changes = status, await reads.changes_in_selected(synced.modseq)
+        elif path is Path.FULL and reads.selected == (name, status.uidvalidity) and status.uidnext:
+            # the mailbox the refresh keeps open (sync.engine, Rule 5): its STATUS was read
+            # from this view just now, and opening it again costs Dovecot seconds at a
+            # million messages
+            now, changes = status, Changes()
         else:
             since = None
             if path is Path.QRESYNC and synced is not None and synced.modseq:
@@ -396,13 +401,22 @@ class MailboxSync:
         whose Email is already known are re-attached at once; only the others are fetched
         in full — so a reset shows in /changes only as what really changed.
         """
-        uids = await reads.uids()
         started = time.monotonic()
         base = Delta()
+        if self.synced is None and cursor.messages:
+            # the newest by message number: listing every UID costs Dovecot seconds at a
+            # million messages, and the fill searches those below on its own connection
+            uids = await reads.newest(BATCH * FIRST_BATCH_WAIT, cursor.messages)
+            if uids and cursor.messages > len(uids):
+                self.search_below = uids.ranges[0][0]
+        else:
+            uids = await reads.uids()
         if self.synced is not None:
             base = await self._reattach(reads, uids)
             uids = UidSet.of(u for u in uids if u not in base.remap)
         first, rest = split_first(uids)
+        if self.search_below > 1:
+            rest = UidSet(((1, self.search_below - 1), *rest.ranges))  # searched by fill()
         new = await reads.fetch_new(first)
         prepared = await asyncio.to_thread(prepare, new, self.account_id)
         delta = plan_first(base, new, prepared, rest=rest, cursor=cursor, hook=self.hook)
@@ -447,6 +461,18 @@ class MailboxSync:
         writes every batch parsed by then, up to :data:`WRITE_BATCHES`.
         """
         await reads.open(self.mailbox.imap_name)
+        if self.search_below > 1:  # the first batch was found by number (_full)
+            found = await reads.uids(1, self.search_below - 1)
+            uids = UidSet(found.ranges + tuple(r for r in uids.ranges if r[0] >= self.search_below))
+        if not uids:  # expunged meanwhile: the batch that writes the cursor has nothing
+            delta = plan_batch([], [], last=True, cursor=self.pending_cursor, uncounted=set())
+            await self.store.run(
+                functools.partial(
+                    apply, account_id=self.account_id, mailbox_id=self.mailbox.id, delta=delta
+                ),
+                account=self.account_id,
+            )
+            return
         total = len(uids)
         self.fill_total, self.fill_done = total, 0
         # made as they are fetched: a million UIDs are never all in a list at once
@@ -518,6 +544,9 @@ class MailboxSync:
             await asyncio.gather(*ahead, return_exceptions=True)
 
     pending_cursor: Cursor | None = None
+    # a first sync whose newest batch was found by message number: fill() searches the
+    # UIDs below this one (0: it was given every UID)
+    search_below: int = 0
     # a background first sync's progress, in messages (read by the metrics)
     fill_total: int = 0
     fill_done: int = 0

@@ -31,7 +31,10 @@ Rule 5: on Dovecot with LIST-STATUS (the profile's ``anchor``) the refresh conne
         behind it in the same write (:meth:`RefreshReads.list_with_status`): still one round
         trip, and its cost no longer grows with the mailbox.  If Dovecot closed that
         connection (it does when another client deletes the selected mailbox), the refresh
-        runs once more on another.
+        runs once more on another.  The first run, with no anchor known yet, examines INBOX
+        before its listing: at a million messages each open (the STATUS of a mailbox not
+        selected, an EXAMINE) cost Dovecot 8-9 s, and the first sync of INBOX then needs no
+        second one.
 Rule 6: a run that found the cache matching the listing and no mailbox to sync remembers
         that listing (as described, rights and source ids included) with the cache's rows
         it compared: the *settled* listing.  The next run whose listing is the same skips
@@ -52,6 +55,12 @@ Rule 7: instances sharing the cache never sync one account at once: a run lists 
         taken before another instance's sync must not be written over what it wrote).
         A mailbox another instance is filling in (its first sync, in the background) is
         left to it: that instance holds its fill lock.
+Rule 8: the connection that keeps the anchor never selects another mailbox during a run:
+        the other mailboxes whose cursors moved (a first sync, a message moved out of
+        INBOX) are synced on a spare connection of the pool, lent only if one is free at
+        once (a run that waited for a second connection could wait for itself).  Without
+        one they are synced on the same connection and the anchor is opened again after
+        them.
 """
 
 from __future__ import annotations
@@ -87,6 +96,7 @@ log = logging.getLogger(__name__)
 _XGUID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 ANCHOR_MIN: Final = 10_000  # messages: below this a STATUS costs Dovecot a few ms at most
 SETTLED_FOR: Final = 2.0  # seconds a settled listing spares reading the cache (Rule 6)
+FIRST_ANCHOR: Final = "INBOX"  # kept open before any listing has said the sizes (Rule 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +262,7 @@ class AccountSync:
         """One run on a connection; ``settled_only``: stop (False) unless the listing is
         the settled one, before reading or writing the cache."""
         async with source.refresh_reads(prefer=anchor) as reads:
+            anchor = await self._first_anchor(reads, anchor)
             anchored = anchor is not None and reads.kept_open == anchor and reads.profile.anchor
             if reads.kept_open is not None and not anchored:
                 # servers answer STATUS of the selected mailbox from the session's own,
@@ -311,6 +322,15 @@ class AccountSync:
             await self._sync_emails(source, reads, cached)
             return True
 
+    async def _first_anchor(self, reads: RefreshReads, anchor: str | None) -> str | None:
+        """With no anchor yet (Rule 5), INBOX examined before the listing, whose STATUS of it
+        then costs nothing: Dovecot would open it for the STATUS and once more for its
+        first sync (seconds each at a million messages)."""
+        if anchor is not None or not reads.profile.anchor or self.prefix:
+            return anchor
+        await reads.keep_open(FIRST_ANCHOR)
+        return FIRST_ANCHOR
+
     def _still_settled(self, writes: int) -> _Settled | None:
         """The settled listing, unless a write came or it is too old (Rule 6)."""
         settled = self._settled
@@ -350,12 +370,27 @@ class AccountSync:
     ) -> bool:
         """Sync every mailbox whose cursor moved (one SELECT each; none when idle); whether
         there was any."""
+        async with contextlib.AsyncExitStack() as stack:
+            return await self._sync_mailboxes(source, reads, cached, stack)
+
+    async def _sync_mailboxes(
+        self,
+        source: RefreshSource,
+        reads: RefreshReads,
+        cached: _Cached,
+        stack: contextlib.AsyncExitStack,
+    ) -> bool:
         synced_any = False
         rows, cursors = cached.rows, cached.cursors
         labels = reads.profile.labels
-        # the anchor last: it is then still selected for _settle, which on Dovecot saves
-        # reopening the biggest mailbox (100-450 ms for a first sync at 100,000 messages)
         anchor = _choose_anchor(rows) if reads.profile.anchor else None
+        # the anchor last: a message moved out of it is then found in its new mailbox
+        # before it leaves the anchor (an Email updated, not destroyed and created again).
+        # The connection that keeps the anchor open leaves it selected (Rule 8): the other
+        # mailboxes go to a spare connection; without one, the anchor is opened again after
+        # them
+        keeps = anchor is not None and reads.kept_open == anchor
+        others: RefreshReads | None = None
         for row in sorted(rows, key=lambda row: row.imap_name == anchor):
             if row.uidvalidity is None or row.id in self._fills:
                 continue  # \Noselect, or a first sync still filling in the background
@@ -384,8 +419,17 @@ class AccountSync:
                 hook=LabelHook(self._grace) if labels else None,
                 suspects=suspects,
             )
+            on = reads
+            if keeps and anchor is not None and row.imap_name != anchor:
+                if others is None:
+                    others = await stack.enter_async_context(source.spare_reads(avoid=anchor))
+                    if others is not None and others.kept_open is not None:
+                        # a view not brought up to date since: not to be read from
+                        await others.keep_open(None)
+                    others = others or reads  # no spare connection: the anchor is reopened
+                on = others
             try:
-                rest = await job.run(reads.sync_reads(records.HEADER_FIELDS))
+                rest = await job.run(on.sync_reads(records.HEADER_FIELDS))
             except BaseException:
                 await self._cluster.end_fill(self.account_id, row.id)
                 raise

@@ -115,6 +115,16 @@ class ImapRefresh:
             else:
                 yield ImapRefreshReads(session, None, lambda seen: _note(pool, seen))
 
+    @asynccontextmanager
+    async def spare_reads(self, avoid: str) -> AsyncIterator[ImapRefreshReads | None]:
+        async with self.pool.spare_session(avoid=avoid) as session:
+            if session is None:
+                yield None
+            elif self.share is not None:
+                yield ImapRefreshReads(session, self.share)
+            else:
+                yield ImapRefreshReads(session, None, lambda seen: _note(self.pool, seen))
+
 
 def _unique(entries: Sequence[ListEntry]) -> list[ListEntry]:
     """One entry per name: Dovecot 2.3 may list a shared mailbox twice, once as

@@ -64,6 +64,12 @@ def range_criteria(low: int, high: int | None) -> str:
     return f"UID {low}:{'*' if high is None else high}"
 
 
+def newest_criteria(exists: int, count: int) -> str:
+    """SEARCH criteria for the last ``count`` of ``exists`` messages, by message number:
+    ``*`` is the last one even if some were expunged since EXISTS said ``exists``."""
+    return f"{max(exists - count + 1, 1)}:*"
+
+
 def search_command(criteria: str, *, esearch: bool) -> Command:
     """``UID SEARCH``; with ESEARCH its answer is ranges (a million UIDs as ``1:1000000``)."""
     return Command(
@@ -127,6 +133,9 @@ class ImapSyncReads:
     async def uids(self, low: int = 1, high: int | None = None) -> UidSet:
         found = await self._search(range_criteria(low, high))
         return found if high is not None or low <= 1 else from_low(found, low)
+
+    async def newest(self, count: int, exists: int) -> UidSet:
+        return await self._search(newest_criteria(exists, count))
 
     async def which(self, uids: Collection[int]) -> UidSet:
         return await self._search(f"UID {sequence_set(uids)}")

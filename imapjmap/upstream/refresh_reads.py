@@ -79,3 +79,9 @@ class RefreshSource(Protocol):
         """Lend a connection for a refresh: preferably one that keeps ``prefer`` open,
         else one with nothing selected; never one that keeps ``avoid`` open."""
         ...
+
+    def spare_reads(self, avoid: str) -> AbstractAsyncContextManager[RefreshReads | None]:
+        """Lend another connection, not the one that keeps ``avoid`` open, if one can be
+        had without waiting; else None (a refresh holding one already must not wait for a
+        second: with one connection per account it would wait for itself)."""
+        ...

@@ -76,6 +76,12 @@ class SyncReads(Protocol):
         """The UIDs of the mailbox from ``low`` to ``high`` (None: to the last)."""
         ...
 
+    async def newest(self, count: int, exists: int) -> UidSet:
+        """The UIDs of the selected mailbox's last ``count`` messages of the ``exists`` it
+        holds, by message number: what a first sync's request waits for, without the
+        server listing every UID."""
+        ...
+
     async def which(self, uids: Collection[int]) -> UidSet:
         """Those of ``uids`` the mailbox still holds."""
         ...

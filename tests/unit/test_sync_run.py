@@ -65,6 +65,10 @@ class FakeReads:
         self.calls.append(("uids", low, high))
         return UidSet.of(u for u in self.records if u >= low and (high is None or u <= high))
 
+    async def newest(self, count: int, exists: int) -> UidSet:
+        self.calls.append(("newest", count, exists))
+        return UidSet.of(sorted(self.records)[-count:])
+
     async def which(self, uids: Collection[int]) -> UidSet:
         self.calls.append(("which", sorted(uids)))
         return UidSet.of(u for u in uids if u in self.records)
@@ -211,11 +215,14 @@ async def test_first_sync_waits_for_the_newest_batch_only() -> None:
     job = se.MailboxSync(store, A, row, None)
     rest = await job.run(reads)
     assert rest == UidSet(((1, 1500),))
+    # the newest by message number: the UIDs below are the fill's to search, on its own
+    # connection (listing every UID took Dovecot seconds at a million messages)
     assert reads.calls == [
         ("open", "INBOX", None),
-        ("uids", 1, None),
+        ("newest", 1000, 2500),
         ("fetch_new", list(range(2500, 1500, -1))),
     ]
+    assert job.search_below == 1501
     locations = await store.run(lambda tx: em.locations_of_mailbox(tx, A, BOX))
     assert sorted(locations) == list(range(1501, 2501))
     # the cursor moves with the fill's last batch, not before
