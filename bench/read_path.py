@@ -53,6 +53,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ from imapjmap.imap.commands import Command
 from imapjmap.imap.models import Reply
 from imapjmap.imap.session import ImapSession
 from imapjmap.methods import REGISTRY
+from imapjmap.sync import parsing
 from imapjmap.sync.records import HEADER_FIELDS
 
 CORE: Final = "urn:ietf:params:jmap:core"
@@ -399,6 +401,58 @@ async def wait_with_progress(
             return False, progress
 
 
+def _cpu_seconds(stat: Path) -> float:
+    """utime + stime of a /proc ``stat`` file (0 when it is gone)."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.append(int(stat.parent.name))
+    return found
+
+
+def cpu_by_part(dovecot: DovecotServer) -> dict[str, float]:
+    """CPU seconds so far of this process's threads (the event loop, the cache writer, the
+    rest), of the first sync's parsing workers, and of Dovecot's imap processes: where a
+    first sync's time goes, read before and after it (Linux /proc only)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    parts: dict[str, float] = {"event loop": 0.0, "cache writer": 0.0, "other threads": 0.0}
+    for task in Path(f"/proc/{os.getpid()}/task").glob("*"):
+        name = names.get(int(task.name), "")
+        part = {"MainThread": "event loop", "imapjmap-store-writer": "cache writer"}.get(name)
+        parts[part or "other threads"] += _cpu_seconds(task / "stat")
+    pool = parsing.Parser._pool  # kept from one first sync to the next: read the difference
+    workers = list(getattr(pool, "_processes", None) or {})
+    parts["parsing workers"] = sum(_cpu_seconds(Path(f"/proc/{pid}/stat")) for pid in workers)
+    master = getattr(getattr(dovecot, "_process", None), "pid", None)  # its imap processes
+    imap = [
+        pid
+        for pid in (_children(master) if master else [])
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "imap"
+    ]
+    parts["Dovecot imap"] = sum(_cpu_seconds(Path(f"/proc/{pid}/stat")) for pid in imap)
+    return parts
+
+
+def say_cpu(before: dict[str, float], after: dict[str, float], wall: float, size: int) -> None:
+    """The CPU each part spent during a first sync, in seconds and microseconds a message."""
+    spent = {k: after[k] - before.get(k, 0.0) for k in after}
+    total = sum(spent.values())
+    say(
+        f"    CPU during it: {total:.1f} s for {wall:.1f} s wall ("
+        + ", ".join(f"{k} {v:.1f} s = {v / size * 1e6:.0f} us/msg" for k, v in spent.items())
+        + ")"
+    )
+
+
 async def first_sync(proxy: InProcessProxy, size: int, limit: float) -> FirstSync:
     started = time.perf_counter()
     await proxy.jmap.session()
@@ -573,7 +627,10 @@ async def measure_first_sync(
             sync = await _child_sync(dovecot, result.size, username, args, workdir, {})
         else:
             proxy = await InProcessProxy.start(dovecot, username, cache)
+            before = cpu_by_part(dovecot)
             sync = await first_sync(proxy, result.size, args.sync_limit)
+            if sync.total is not None:
+                say_cpu(before, cpu_by_part(dovecot), sync.total, result.size)
         result.proxy.append(sync)
         total = f"{sync.total:.3f} s" if sync.total is not None else "NOT FINISHED"
         say(
