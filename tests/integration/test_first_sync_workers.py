@@ -104,7 +104,10 @@ async def test_first_sync_parsed_in_worker_processes_equals_parsed_in_a_thread(
 
 
 async def test_batches_parsed_during_a_transaction_are_written_in_the_next_one(
-    seeded_user: SeededUser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    seeded_user: SeededUser,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    proxy_client: ProxyClient,
 ) -> None:
     """While the fill writes one batch, the FETCH and the parsing go on; what they finished
     meanwhile goes into the next transaction (up to WRITE_BATCHES of them), and the cache
@@ -112,7 +115,7 @@ async def test_batches_parsed_during_a_transaction_are_written_in_the_next_one(
     monkeypatch.setattr(se, "BATCH", 3)
     monkeypatch.setattr(parsing, "POOL_MIN_MESSAGES", 10**9)  # a thread: quick to start
     monkeypatch.setattr(se, "WRITE_BATCHES", 1)
-    one_by_one = await cached_view(seeded_user, tmp_path / "one")
+    one_by_one = await cached_view(proxy_client, seeded_user, tmp_path / "one")
 
     monkeypatch.setattr(se, "WRITE_BATCHES", 4)
     sizes: list[int] = []
@@ -125,7 +128,7 @@ async def test_batches_parsed_during_a_transaction_are_written_in_the_next_one(
         real_apply(tx, account_id, mailbox_id, delta)
 
     monkeypatch.setattr(se, "apply", slow_apply)
-    together = await cached_view(seeded_user, tmp_path / "together")
+    together = await cached_view(proxy_client, seeded_user, tmp_path / "together")
 
     assert sizes, "no mailbox was big enough for a fill"
     assert max(sizes) > 3, sizes  # some transaction took more than one batch
