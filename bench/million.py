@@ -24,6 +24,11 @@ per size, each with a fresh cache.  Then, side by side in one run:
 
 ``--workdir DIR`` keeps the Dovecot and its mail in DIR and reuses a user already seeded
 there (seeding 1,000,000 messages writes about 17 GB), so a second run starts at the sync.
+With it the run can go in parts: ``--seed-only``; ``--newest-only`` (1. alone);
+``--sync-only`` (1. and 2., the caches kept) then ``--reuse-cache`` (3. to 6. on them;
+with ``--trace``, push alone in this process, with the IMAP commands the proxy sent); and
+``--dovecot-costs``: what Dovecot itself takes for the commands of a first request and of
+a push refresh, and until a watcher hears a change, from plain clients.
 """
 
 from __future__ import annotations
@@ -98,6 +103,7 @@ class Serve:
     cache_mb: float = 0.0
     peak_mb: float = 0.0
     worker_peak_mb: float = 0.0
+    reused: bool = False  # on a kept cache (--reuse-cache)
 
     @classmethod
     async def start(
@@ -157,7 +163,8 @@ class Serve:
         got = await self.jmap.mailbox_get([self.jmap.inbox_id], ["totalEmails"])
         if got[0]["totalEmails"] < self.size:
             raise RuntimeError(f"the kept cache of {self.size:,} is not synced: {got}")
-        self.sync = 0.0  # not measured in this run
+        self.sync = 0.0
+        self.reused = True  # the first request and sync are not this run's
 
     async def text_query(self, timeout: float) -> None:
         args = {
@@ -519,10 +526,18 @@ def rows(serves: list[Serve]) -> list[tuple[str, list[str], str]]:
     def row(name: str, values: list[str], target: str = "") -> None:
         out.append((name, values, target))
 
-    row("newest 50 served after the first request", [f"{s.newest:.2f} s" for s in serves], "<= 1 s")
+    kept = "(kept cache)"
+    row(
+        "newest 50 served after the first request",
+        [kept if s.reused else f"{s.newest:.2f} s" for s in serves],
+        "<= 1 s",
+    )
     row(
         "whole first sync",
-        [f"{s.sync:.0f} s" if s.sync is not None else "unfinished" for s in serves],
+        [
+            kept if s.reused else f"{s.sync:.0f} s" if s.sync is not None else "unfinished"
+            for s in serves
+        ],
     )
     row("open inbox, median (p95)", [_median_p95(s.open_inbox) for s in serves], "<= 50 ms")
     row("no-change Mailbox/get, median", [_median_p95(s.no_change) for s in serves])
