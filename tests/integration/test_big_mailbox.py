@@ -95,3 +95,46 @@ async def test_first_request_opens_inbox_once_and_lists_no_uid_of_it(
     assert "UID SEARCH RETURN (ALL) UID 1:12" in fills, fills
     totals = {b["name"]: b["totalEmails"] for b in boxes if b["name"] in ("Inbox", "INBOX")}
     assert list(totals.values()) == [seeded_user.counts["INBOX"]], totals
+
+
+async def test_a_move_out_of_inbox_is_synced_without_reopening_inbox(
+    dovecot: DovecotServer,
+    seeded_user: SeededUser,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another client moves a message from INBOX to Archive: the refresh syncs Archive on a
+    spare connection and INBOX on the one that keeps it examined, which selects nothing
+    else (sync/engine.py Rule 8).  Before, Archive was examined on that connection and
+    INBOX opened again after it (8-9 s for Dovecot at a million messages).  The Email keeps
+    its id and now lies in Archive alone (docs/design.md, "Identity")."""
+    sent = Sent(monkeypatch)
+    async with TestClient(TestServer(make_app(proxy_config(seeded_user, tmp_path)))) as http:
+        jmap = Jmap(http, seeded_user.username, seeded_user.password)
+        await jmap.session()
+        boxes = {b["name"]: b["id"] for b in (await jmap.ok("Mailbox/get", {"ids": None}))["list"]}
+        inbox = next(v for k, v in boxes.items() if k in ("Inbox", "INBOX"))
+        await http.server.app[views.SERVICES].sync_for(jmap.account_id).wait_filled()
+        newest = {"property": "receivedAt", "isAscending": False}
+        query = {"filter": {"inMailbox": inbox}, "sort": [newest], "limit": 1}
+        (moved,) = (await jmap.ok("Email/query", query))["ids"]
+        oracle = seeded_user.connect()
+        try:
+            oracle.select("INBOX")
+            _, data = oracle.uid("SEARCH", "ALL")
+            newest_uid = data[0].split()[-1].decode()
+            assert oracle.uid("MOVE", newest_uid, "Archive")[0] == "OK"
+        finally:
+            oracle.logout()
+        sent.commands.clear()
+        await jmap.ok("Mailbox/get", {"ids": None})
+        refresh = sent.commands[0][0]
+        commands = list(sent.of(refresh))
+        got = await jmap.ok("Email/get", {"ids": [moved], "properties": ["mailboxIds"]})
+
+    assert opens_of_inbox(commands) == [], commands
+    keeper = next(conn for conn, _, text in commands if text.startswith("LIST"))
+    elsewhere = [text for conn, _, text in commands if conn != keeper]
+    assert any(text.startswith("EXAMINE Archive") for text in elsewhere), commands
+    assert [text for conn, _, text in commands if conn == keeper and "EXAMINE" in text] == []
+    assert got["list"][0]["mailboxIds"] == {boxes["Archive"]: True}
