@@ -70,7 +70,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from imapjmap.cluster.api import Coordinator
@@ -97,6 +97,10 @@ _XGUID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 ANCHOR_MIN: Final = 10_000  # messages: below this a STATUS costs Dovecot a few ms at most
 SETTLED_FOR: Final = 2.0  # seconds a settled listing spares reading the cache (Rule 6)
 FIRST_ANCHOR: Final = "INBOX"  # kept open before any listing has said the sizes (Rule 5)
+# LIST attributes saying whether a mailbox got mail since a session last opened it (RFC 3501
+# §7.2.2): they flip as any session opens mailboxes (Dovecot adds \UnMarked once a mailbox
+# was opened) and nothing here uses them, so a listing differing only in them is the same
+_MARKS: Final = frozenset({"\\marked", "\\unmarked"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,7 +552,7 @@ async def _describe(
     by_name = {s.name: s for s in statuses}
     known_by_name = {row.imap_name: row for row in known}
     out: list[mbx.Listed] = []
-    for entry in entries:
+    for entry in map(_unmarked, entries):
         if entry.has("\\NonExistent"):
             continue  # listed only because it is subscribed (LIST-EXTENDED)
         if wanted is not None and not wanted(entry):
@@ -568,6 +572,15 @@ async def _describe(
         rights = await reads.rights(entry.name)
         out.append(mbx.Listed(entry, status, source_id, rights, entry.name in fixed))
     return out
+
+
+def _unmarked(entry: ListEntry) -> ListEntry:
+    """``entry`` without \\Marked or \\UnMarked (Rule 6: a settled listing must not be
+    lost to another session opening a mailbox)."""
+    if not any(attribute.lower() in _MARKS for attribute in entry.attributes):
+        return entry
+    kept = frozenset(a for a in entry.attributes if a.lower() not in _MARKS)
+    return replace(entry, attributes=kept)
 
 
 async def _source_id(
