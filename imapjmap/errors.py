@@ -45,6 +45,12 @@ class ImapUnavailable(UpstreamUnavailable):
     """The IMAP server cannot be reached, timed out, said BYE, or closed the connection."""
 
 
+class ImapConnectionLost(ImapUnavailable):
+    """A connection that was up closed under a command (the server's process ended, the
+    peer reset it): unlike a refused connect or a timeout, another connection may well be
+    served at once."""
+
+
 class SmtpUnavailable(UpstreamUnavailable):
     """The SMTP server cannot be reached, timed out, or closed the connection."""
 

@@ -57,6 +57,7 @@ from imapjmap.errors import (
     AuthenticationFailed,
     ImapCommandFailed,
     ImapCommandTooLong,
+    ImapConnectionLost,
     ImapProtocolViolation,
     ImapUnavailable,
 )
@@ -189,7 +190,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or ConnectionResetError("connection closed by the server")
         self.closed.set()
-        self._fail(ImapUnavailable(f"connection lost: {self.lost}"))
+        self._fail(ImapConnectionLost(f"connection lost: {self.lost}"))
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -690,8 +691,9 @@ class ImapSession:
         self, command: Command, what: str, secret: bool, sasl: bytes | None, noop_after: bool
     ) -> _Pending:
         if self.broken:
-            why = "closed by the server" if self._proto.lost or self._proto.bye else "broken"
-            raise ImapUnavailable(f"{what}: connection already {why}")
+            if self._proto.lost or self._proto.bye:
+                raise ImapConnectionLost(f"{what}: connection already closed by the server")
+            raise ImapUnavailable(f"{what}: connection already broken")
         tag = self._proto.new_tag()
         trailer = self._proto.new_tag() if noop_after else None
         if not secret:
@@ -717,7 +719,7 @@ class ImapSession:
             raise
         except OSError as exc:
             self.broken = True
-            raise ImapUnavailable(f"{what}: {exc}") from exc
+            raise ImapConnectionLost(f"{what}: {exc}") from exc
         except BaseException:
             self.broken = True  # cancelled mid-command: the wire state is unknown
             raise

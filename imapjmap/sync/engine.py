@@ -31,10 +31,13 @@ Rule 5: on Dovecot with LIST-STATUS (the profile's ``anchor``) the refresh conne
         behind it in the same write (:meth:`RefreshReads.list_with_status`): still one round
         trip, and its cost no longer grows with the mailbox.  If Dovecot closed that
         connection (it does when another client deletes the selected mailbox), the refresh
-        runs once more on another.  The first run, with no anchor known yet, examines INBOX
-        before its listing: at a million messages each open (the STATUS of a mailbox not
-        selected, an EXAMINE) cost Dovecot 8-9 s, and the first sync of INBOX then needs no
-        second one.
+        runs once more on another; so it does after any connection lost under it
+        (``ImapConnectionLost``: Dovecot 2.3's imap process can die of a lock-order panic
+        on ``dovecot.list.index.log`` while another connection of the user works), but not
+        after a timeout or a refused connect, whose second try would only double the wait.
+        The first run, with no anchor known yet, examines INBOX before its listing: at a
+        million messages each open (the STATUS of a mailbox not selected, an EXAMINE) cost
+        Dovecot 8-9 s, and the first sync of INBOX then needs no second one.
 Rule 6: a run that found the cache matching the listing and no mailbox to sync remembers
         that listing (as described, rights and source ids included) with the cache's rows
         it compared: the *settled* listing.  The next run whose listing is the same skips
@@ -75,7 +78,7 @@ from typing import Final
 
 from imapjmap.cluster.api import Coordinator
 from imapjmap.cluster.local import Alone
-from imapjmap.errors import ImapUnavailable, ProxyError
+from imapjmap.errors import ImapConnectionLost, ImapUnavailable, ProxyError
 from imapjmap.store import emails as em
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
@@ -233,7 +236,7 @@ class AccountSync:
                     try:
                         await self._refresh_on(source, self._anchor)
                     except ImapUnavailable as exc:
-                        if self._anchor is None:
+                        if self._anchor is None and not isinstance(exc, ImapConnectionLost):
                             raise
                         self._lost_anchor(exc)
                         await self._refresh_on(source, None)
@@ -251,7 +254,7 @@ class AccountSync:
         try:
             return await self._refresh_on(source, self._anchor, settled_only=True)
         except ImapUnavailable as exc:
-            if self._anchor is None:
+            if self._anchor is None and not isinstance(exc, ImapConnectionLost):
                 raise
             self._lost_anchor(exc)
             return False

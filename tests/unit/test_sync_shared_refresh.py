@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from imapjmap.errors import ImapUnavailable
+from imapjmap.errors import ImapConnectionLost, ImapUnavailable
 from imapjmap.store.db import Store
 from imapjmap.sync.engine import AccountSync
 
@@ -89,6 +89,47 @@ async def test_closing_stops_the_run_in_flight() -> None:
         assert run.cancelled()
         with pytest.raises(asyncio.CancelledError):
             await caller
+    finally:
+        await store.aclose()
+
+
+class FailingSource:
+    """Each connection fails at once with the next of ``failures``."""
+
+    def __init__(self, *failures: ImapUnavailable) -> None:
+        self.failures = list(failures)
+        self.sessions = 0
+
+    @contextlib.asynccontextmanager
+    async def refresh_reads(self, **kwargs: Any) -> AsyncIterator[None]:
+        self.sessions += 1
+        raise self.failures.pop(0)
+        yield  # pragma: no cover - never reached
+
+
+@pytest.mark.parametrize(
+    ("first", "tries"),
+    [
+        (ImapConnectionLost("connection lost: closed by the server"), 2),  # another may serve
+        (ImapUnavailable("LIST: timed out"), 1),  # a second try would double the wait
+        (ImapUnavailable("cannot connect to imap.example: refused"), 1),
+    ],
+)
+async def test_a_run_whose_connection_was_lost_runs_once_more(
+    first: ImapUnavailable, tries: int
+) -> None:
+    """Rule 5: a connection lost under the run (Dovecot's process died) gets one more run on
+    another connection, with no anchor known as with one; a timeout or a refused connect
+    does not, and a second failure reaches the caller."""
+    store = await Store.open(":memory:")
+    try:
+        sync = AccountSync(store, "A1")
+        last = ImapUnavailable("cannot connect to imap.example: refused")
+        source = FailingSource(first, last)
+        with pytest.raises(ImapUnavailable) as raised:
+            await sync.refresh(source)  # type: ignore[arg-type]
+        assert source.sessions == tries
+        assert raised.value is (last if tries == 2 else first)
     finally:
         await store.aclose()
 
