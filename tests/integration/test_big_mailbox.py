@@ -107,7 +107,7 @@ async def test_a_move_out_of_inbox_is_synced_without_reopening_inbox(
     spare connection and INBOX on the one that keeps it examined, which selects nothing
     else (sync/engine.py Rule 8).  Before, Archive was examined on that connection and
     INBOX opened again after it (8-9 s for Dovecot at a million messages).  The Email keeps
-    its id and now lies in Archive alone (docs/design.md, "Identity")."""
+    its id and now lies in Archive alone (docs/design.md, "Ids")."""
     sent = Sent(monkeypatch)
     async with TestClient(TestServer(make_app(proxy_config(seeded_user, tmp_path)))) as http:
         jmap = Jmap(http, seeded_user.username, seeded_user.password)
