@@ -94,6 +94,8 @@ class ShareAccounts:
         self._basis[login] = basis
         # the login's PushSubscriptions carry its shares' changes too (RFC 8620 §7.2)
         await self._services.push.subscriptions.shares_changed(login, [i for i, _ in ids])
+        if gone:  # and on the other instances, which may not ask for a while (Rule 5)
+            await self._services.push.subscriptions.announce(login)
         return accounts
 
     async def of(self, who: Authenticated, named: Collection[str] = ()) -> tuple[ShareAccount, ...]:

@@ -68,6 +68,7 @@ from imapjmap.errors import CoordinatorUnavailable
 from imapjmap.push import ece
 from imapjmap.push.hub import Hub, Listener
 from imapjmap.store import push as store_push
+from imapjmap.store import queries as q
 from imapjmap.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,20 @@ class Subscriptions:
             for row in live.values():
                 if row.id not in running:
                     await self._activate(row, announce=False)
+        # a share another instance found taken back has lost its cache rows (http.shares
+        # Rule 4): the deliveries here stop listening to it too
+        shares = self._shares.get(account_id, ())
+        if shares:
+            kept = await self._store.read(
+                lambda tx: [s for s in shares if q.account(tx, s) is not None],
+                account=account_id,
+            )
+            if len(kept) != len(shares):
+                await self.shares_changed(account_id, kept)
+
+    async def announce(self, account_id: str) -> None:
+        """Tell the other instances to read the account's subscriptions (and shares) again."""
+        await self._announce(account_id)
 
     async def _announce(self, account_id: str) -> None:
         try:
