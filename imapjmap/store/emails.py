@@ -386,6 +386,37 @@ def locations_of_email(tx: Tx, account_id: str, email_id: str) -> list[Location]
     return sorted((_location_from(r) for r in rows), key=lambda loc: (loc.mailbox_id, loc.uid))
 
 
+def emails_and_locations(
+    tx: Tx, account_id: str, ids: Sequence[str]
+) -> tuple[dict[str, EmailRow], dict[str, list[Location]]]:
+    """The rows of ``ids``, tombstones included (unknown ids absent), and the locations of
+    each, sorted as :func:`locations_of_email` sorts them: two statements a chunk of 500,
+    where a statement per Email is a round trip per Email on PostgreSQL."""
+    rows: dict[str, EmailRow] = {}
+    where: dict[str, list[Location]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        found, located = tx.all_of(
+            (
+                f"SELECT {_EMAIL_COLUMNS} FROM emails WHERE account_id = ? AND id IN ({marks})",
+                (account_id, *chunk),
+            ),
+            (
+                "SELECT mailbox_id, uid, email_id, modseq, flags, deleted FROM locations"
+                f" INDEXED BY locations_email WHERE account_id = ? AND email_id IN ({marks})",
+                (account_id, *chunk),
+            ),
+        )
+        for values in found:
+            rows[values[1]] = _email_from(values)
+        for values in located:
+            where.setdefault(values[2], []).append(_location_from(values))
+    for locations in where.values():
+        locations.sort(key=lambda loc: (loc.mailbox_id, loc.uid))
+    return rows, where
+
+
 def put_location(tx: Tx, account_id: str, loc: Location) -> None:
     put_locations(tx, account_id, (loc,))
 
@@ -452,16 +483,29 @@ def email_view(locations: Sequence[Location]) -> tuple[dict[str, bool], dict[str
     return mailbox_ids, dict(sorted(keywords.items()))
 
 
-def recompute_email(tx: Tx, account_id: str, email_id: str, seq: int) -> str:
-    """Re-derive an Email from its locations after they changed.
+def recompute_email(
+    tx: Tx,
+    account_id: str,
+    email_id: str,
+    seq: int,
+    *,
+    read: tuple[EmailRow | None, Sequence[Location]] | None = None,
+) -> str:
+    """Re-derive an Email from its locations after they changed; ``read``: its row (live or
+    tombstone) and its locations as they are now, when the caller has read them already.
 
     Returns what happened: ``"destroyed"`` (no visible location left), ``"updated"``,
     ``"revived"`` (a tombstone became visible again) or ``"same"``.
     """
-    row = email(tx, account_id, email_id, live=False)
+    if read is None:
+        read = (
+            email(tx, account_id, email_id, live=False),
+            locations_of_email(tx, account_id, email_id),
+        )
+    row, locations = read
     if row is None:
         return "same"
-    mailbox_ids, keywords = email_view(locations_of_email(tx, account_id, email_id))
+    mailbox_ids, keywords = email_view(locations)
     if not mailbox_ids:
         if row.destroyed_seq is None:
             destroy_email(tx, account_id, email_id, seq)

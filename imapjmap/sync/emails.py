@@ -80,6 +80,8 @@ WRITE_BATCHES: Final = 5
 FIRST_BATCH_WAIT: Final = 1  # batches a request waits for before the rest goes background
 # counts follow the changed threads up to this many of them, else the mailboxes are recounted
 COUNT_THREADS: Final = 500
+# Emails re-derived per read after their locations changed (two statements a chunk)
+RECOMPUTE_CHUNK: Final = 500
 # expunges + flag changes: the counts follow their threads up to this many, and their
 # locations are read this many at a time
 FEW_UIDS: Final = 2000
@@ -589,8 +591,7 @@ def apply(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> None:
     if new:
         # another copy of a known Email: re-derive it
         touched |= _NewEmails(tx, account_id, seq, grown, counts).add(mailbox_id, new)
-    for email_id in touched:
-        _recompute(tx, account_id, email_id, seq, threads)
+    _recompute(tx, account_id, touched, seq, threads)
     for thread_id in threads:
         em.touch_thread(tx, account_id, thread_id, seq.take(em.THREAD_TYPE))
     if grown - threads:
@@ -679,18 +680,37 @@ def _deleted(flags: Sequence[str]) -> bool:
     return any(f.lower() == "\\deleted" for f in flags)
 
 
-def _recompute(tx: Tx, account_id: str, email_id: str, seq: _Seq, threads: set[str]) -> None:
-    row = em.email(tx, account_id, email_id, live=False)
-    if row is None:
-        return
-    view = em.email_view(em.locations_of_email(tx, account_id, email_id))
+def _recompute(tx: Tx, account_id: str, email_ids: set[str], seq: _Seq, threads: set[str]) -> None:
+    """Re-derive the Emails whose locations changed, reading them in chunks: another
+    client's flag change to thousands of messages reads two statements a chunk, not two an
+    Email (each a round trip on PostgreSQL).  Re-deriving one Email writes its own row only,
+    so what was read for the others stays true."""
+    ids = sorted(email_ids)
+    for start in range(0, len(ids), RECOMPUTE_CHUNK):  # a chunk's rows in memory at once
+        rows, locations = em.emails_and_locations(
+            tx, account_id, ids[start : start + RECOMPUTE_CHUNK]
+        )
+        for email_id, row in rows.items():
+            _recompute_one(tx, account_id, row, locations.get(email_id, []), seq, threads)
+
+
+def _recompute_one(
+    tx: Tx,
+    account_id: str,
+    row: em.EmailRow,
+    where: list[em.Location],
+    seq: _Seq,
+    threads: set[str],
+) -> None:
+    email_id = row.id
+    view = em.email_view(where)
     would_change = (row.destroyed_seq is not None) == bool(view[0]) or (
         row.destroyed_seq is None and (view[0] != row.mailbox_ids or view[1] != row.keywords)
     )
     if not would_change:
         return
     value = seq.take(em.EMAIL_TYPE)
-    outcome = em.recompute_email(tx, account_id, email_id, value)
+    outcome = em.recompute_email(tx, account_id, email_id, value, read=(row, where))
     if outcome in ("destroyed", "revived"):
         threads.add(row.thread_id)
 
@@ -958,8 +978,7 @@ def drop_dead_mailboxes(tx: Tx, account_id: str) -> None:
         if not counts.full:
             counts.snapshot(em.thread_ids_of(tx, account_id, held).values())
         touched.update(em.forget_mailbox(tx, account_id, mailbox_id))
-    for email_id in touched:
-        _recompute(tx, account_id, email_id, seq, threads)
+    _recompute(tx, account_id, touched, seq, threads)
     for thread_id in threads:
         em.touch_thread(tx, account_id, thread_id, seq.take(em.THREAD_TYPE))
     counts.covers(touched)

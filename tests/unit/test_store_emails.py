@@ -90,3 +90,41 @@ async def test_rows_known_at_their_updated_seq_are_not_read_whole(
     assert isinstance(got["e3"], em.EmailRow) and isinstance(got["e4"], em.EmailRow)
     assert got["e4"].id == "e4" and set(got) == {"e1", "e2", "e3", "e4"}
     assert [sorted(p[1:]) for p in whole] == [["e3", "e4"]]  # only these rows whole
+
+
+async def test_emails_and_locations_read_many_as_one_at_a_time_reads_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunked read that re-derives Emails after another client's changes returns what
+    :func:`em.email` (tombstones included) and :func:`em.locations_of_email` return for
+    each id, unknown ids absent, in two statements a chunk."""
+    store = await Store.open(":memory:")
+    world = World(store, Config())
+    await world.setup()
+    statements: list[str] = []
+
+    def destroy_and_read(tx: Tx) -> Any:
+        kind = type(tx)  # SQLite's or PostgreSQL's
+        tx_all_of = kind.all_of
+
+        def counting(self: Tx, *queries: tuple[str, Any]) -> Any:
+            statements.extend(sql for sql, _ in queries)
+            return tx_all_of(self, *queries)
+
+        ids = [r[0] for r in tx.all("SELECT id FROM emails ORDER BY id")]
+        em.destroy_email(tx, A, ids[0], 999)  # a tombstone is read too
+        one_by_one = (
+            {i: em.email(tx, A, i, live=False) for i in ids},
+            {i: em.locations_of_email(tx, A, i) for i in ids},
+        )
+        monkeypatch.setattr(kind, "all_of", counting)
+        return ids, one_by_one, em.emails_and_locations(tx, A, [*ids, "nope"])
+
+    try:
+        ids, (rows, where), (chunked_rows, chunked_where) = await store.run(destroy_and_read)
+    finally:
+        await store.aclose()
+    assert len(ids) > 3 and rows[ids[0]] is not None and rows[ids[0]].destroyed_seq == 999
+    assert chunked_rows == rows and "nope" not in chunked_rows
+    assert {i: chunked_where.get(i, []) for i in ids} == where
+    assert len(statements) == 2
