@@ -230,8 +230,10 @@ class Account:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait_changed(self) -> None:
-        await self._changed.wait()
+    def next_change(self) -> asyncio.Event:
+        """The event the next change sets: taken before looking at the folder, so that a
+        change made between the look and the wait is not missed."""
+        return self._changed
 
     def _touch(self, msg: Message, *, written: bool = False) -> None:
         self.modseq += 1

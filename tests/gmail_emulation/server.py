@@ -573,7 +573,12 @@ class Connection:
         reading = asyncio.ensure_future(self.reader.readline())
         try:
             while True:
-                waiting = asyncio.ensure_future(self._acct.wait_changed())
+                changed = self._acct.next_change()
+                # what changed since the last command too, as a real server reports it at
+                # once: a change made just before the IDLE arrived is not left unsaid
+                self._sync(True)
+                await self.writer.drain()
+                waiting = asyncio.ensure_future(changed.wait())
                 done, _ = await asyncio.wait(
                     {reading, waiting}, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -583,8 +588,6 @@ class Connection:
                     if line.strip().upper() != b"DONE":
                         raise ProtocolError("expected DONE")
                     return
-                self._sync(True)
-                await self.writer.drain()
         finally:
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
