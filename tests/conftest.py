@@ -52,6 +52,9 @@ from devservers.samplemail import SampleMessage, encode_mutf7, generate, seed_ma
 from devservers.smtp import SmtpSink
 from imapjmap.smtp import forget_extensions
 
+#: A time limit for every test that says where a hung test waited (tests/timelimit.py).
+pytest_plugins = ["tests.timelimit"]
+
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
     "ci",
