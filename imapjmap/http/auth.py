@@ -39,8 +39,11 @@ Rules
    the account, and no IMAP here.
 8. Failed logins are counted per client address and per username
    (:mod:`imapjmap.http.throttle`); past the configured counts a login that would go
-   upstream is refused with 429 and ``Retry-After`` instead.  The client's address also
-   goes upstream with the login (``ImapSession.connect``'s ``client``).
+   upstream is refused with 429 and ``Retry-After`` instead.  Where other instances may
+   share the cache, the counts are the cluster's (``http.throttle`` Rule 6): a login that
+   would go upstream reads them (one read), a failure writes one; a remembered login
+   costs nothing.  The client's address also goes upstream with the login
+   (``ImapSession.connect``'s ``client``).
 9. With several upstreams (``[[upstreams]]``) the login's domain chooses the server
    (:meth:`Config.upstream_for`); a login no upstream serves is refused with 401 before
    anything goes anywhere.  Account ids derive from the IMAP server's host and port, and a
@@ -70,7 +73,7 @@ from imapjmap.credentials import ClientAddress
 from imapjmap.errors import AuthenticationFailed, UpstreamUnavailable
 from imapjmap.http.bearer import token_user
 from imapjmap.http.push_token import PushTokens, Scope
-from imapjmap.http.throttle import FailureWindow, LoginThrottle, Refusal
+from imapjmap.http.throttle import FailureWindow, LoginThrottle, Refusal, SharedThrottle
 from imapjmap.imap.pool import ImapPool, ImapPools
 from imapjmap.imap.session import BearerToken, ImapSession
 from imapjmap.jmap.errors import RequestError, RequestErrorType
@@ -210,7 +213,7 @@ class Authenticator:
         self._accounts: dict[str, Account] = {}
         self._token_users: cachetools.TTLCache[bytes, str] = cachetools.TTLCache(100_000, ttl)
         auth = cfg.auth
-        self._throttle = LoginThrottle(
+        local = LoginThrottle(
             FailureWindow(
                 auth.failed_logins_per_address,
                 auth.failed_logins_per_address_seconds,
@@ -222,6 +225,8 @@ class Authenticator:
                 clock=clock,
             ),
         )
+        # counted over the cluster where other instances may share the cache (Rule 8)
+        self._throttle = SharedThrottle(local, store if self._cluster.shared else None)
         self._probed: tuple[float, frozenset[str]] | None = None  # (when, capabilities)
 
     def _mac(self, account_id: str, password: str) -> bytes:
@@ -274,7 +279,7 @@ class Authenticator:
                 and hmac.compare_digest(known, self._mac(account_id, password))
             ):
                 return Authenticated(self._accounts[account_id], pool, ImapUpstream(pool))
-        self._check_throttle(address, username)
+        await self._check_throttle(address, username)
         account, pool = await self._verify(username, password, client)
         self._logins[login] = account.account_id
         self._verified[account.account_id] = self._mac(account.account_id, password)
@@ -343,8 +348,8 @@ class Authenticator:
             return None
         return not pool.refused and self.push_tokens.verify_claim(claim, _push_credential(pool))
 
-    def _check_throttle(self, address: str | None, username: str | None) -> None:
-        refusal = self._throttle.check(address, username)
+    async def _check_throttle(self, address: str | None, username: str | None) -> None:
+        refusal = await self._throttle.check(address, username)
         if refusal is not None:
             log.info("login of %r from %s refused: too many failed logins", username, address)
             raise _throttled(refusal)
@@ -355,7 +360,7 @@ class Authenticator:
         user = self._token_users.get(key)
         if user is not None:
             return user
-        self._check_throttle(address, None)
+        await self._check_throttle(address, None)
         auth = self._cfg.auth
         try:
             user = await token_user(auth.bearer_profile_url, token, self._cfg.imap.connect_timeout)
@@ -363,7 +368,7 @@ class Authenticator:
             log.warning("cannot look up a bearer token's user: %s", exc)
             raise _unavailable() from None
         if user is None:
-            self._throttle.failed(address, None)
+            await self._throttle.failed(address, None)
             raise Unauthorized("the bearer token was refused")
         self._token_users[key] = user
         return user
@@ -418,7 +423,7 @@ class Authenticator:
         try:
             session = await ImapSession.connect(imap, username, password, client=client)
         except AuthenticationFailed:
-            self._throttle.failed(address, username)
+            await self._throttle.failed(address, username)
             log.info("login refused for %r from %s by %s", username, address, upstream.name)
             raise Unauthorized("the IMAP server refused these credentials") from None
         except UpstreamUnavailable as exc:
@@ -426,7 +431,7 @@ class Authenticator:
                 "upstream %s unavailable while logging in %r: %s", upstream.name, username, exc
             )
             raise _unavailable() from None
-        self._throttle.succeeded(username)
+        await self._throttle.succeeded(username)
         try:
             identity = await session.store_identity()
             key = scoped_store_key(

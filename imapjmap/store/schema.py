@@ -10,7 +10,8 @@ migration is a script of ``;``-separated statements; ``store.db`` splits it with
 Rule 1: never edit a migration that has shipped; append a new one.
 Rule 2: no ``BEGIN``/``COMMIT``/``PRAGMA`` in a migration; the runner owns the transaction.
 Rule 3: every table holds an ``account_id`` column, first in its primary key, referencing
-        ``accounts`` with ``ON DELETE CASCADE``; every query filters on it.
+        ``accounts`` with ``ON DELETE CASCADE``; every query filters on it.  The one
+        exception is ``login_failures`` (version 5), which no account owns.
 Rule 4: a *change-tracked* table (one that feeds ``Foo/changes``) has the columns
         ``id TEXT``, ``created_seq``, ``updated_seq`` (NOT NULL), ``destroyed_seq`` (NULL while
         live; a tombstone otherwise, with ``updated_seq = destroyed_seq``) and an index on
@@ -82,6 +83,16 @@ Version 4 (push):
     state).  ``verification_code`` is the code the server sent; ``verified`` turns 1 once
     the client echoed it.  ``keys`` and ``types`` are JSON or NULL; ``expires`` and
     ``created_at`` are Unix seconds.
+
+Version 5 (the failed-login throttle of several instances):
+
+``login_failures``
+    One row per login the upstream refused (``http.throttle`` Rule 6), keyed by what the
+    throttle counts: ``kind`` "address" (an IPv4 address or an IPv6 /64) or "username"
+    (folded), and ``key``; never a password nor anything derived from one.  ``at`` is when
+    (Unix seconds), ``expires`` when it stops counting; expired rows are deleted by a later
+    failure's write.  The one table without an account (Rule 3): a failed login belongs to
+    no account, and a guessed username may name none.
 """
 
 from __future__ import annotations
@@ -286,7 +297,18 @@ CREATE TABLE push_subscriptions (
 CREATE INDEX push_subscriptions_expires ON push_subscriptions (expires);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
+_V5: Final = """
+CREATE TABLE login_failures (
+    kind        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    at          REAL NOT NULL,
+    expires     REAL NOT NULL
+);
+CREATE INDEX login_failures_key ON login_failures (kind, key, at);
+CREATE INDEX login_failures_expires ON login_failures (expires);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
 """``MIGRATIONS[n]`` takes a cache from ``user_version`` n to n + 1."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

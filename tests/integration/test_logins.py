@@ -35,7 +35,7 @@ from imapjmap.http.auth import account_id_for
 from imapjmap.store import queries as q
 from tests.conftest import ImapUser, dovecot_root
 from tests.integration.conftest import MAIL, proxy_config
-from tests.integration.instances import ProxyClient, apps_of, instances_option
+from tests.integration.instances import ProxyClient, apps_of
 
 PROBLEM = "application/problem+json"
 
@@ -305,15 +305,6 @@ async def test_a_password_changed_upstream_is_asked_again_not_retried_from_the_p
 # --- failed logins -------------------------------------------------------------------------
 
 
-def counted_per_instance(request: pytest.FixtureRequest) -> None:
-    """A known defect: failed logins are counted per instance (``http.throttle`` keeps them
-    in memory), so behind a round-robin balancer each instance lets its own count through.
-    Expected to fail on several instances until the counts are shared."""
-    if instances_option(request.config) > 1:
-        reason = "failed logins are counted per instance, not over the cluster"
-        request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
-
-
 def failures(server: DovecotServer, username: str) -> int:
     text = server.log_path.read_text()
     return len(re.findall(rf"auth failed.*user=<{re.escape(username)}>", text, re.IGNORECASE))
@@ -337,9 +328,7 @@ async def test_a_burst_of_bad_passwords_stops_at_the_proxy(
     folding_dovecot: DovecotServer,
     tmp_path: Path,
     proxy_client: ProxyClient,
-    request: pytest.FixtureRequest,
 ) -> None:
-    counted_per_instance(request)
     cfg = config(user, tmp_path, failed_logins_per_address=3, failed_logins_per_username=100)
     other_name, other_password = f"dave-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
     folding_dovecot.add_user(other_name, other_password)
@@ -373,9 +362,7 @@ async def test_guessing_one_users_password_from_many_addresses_stops_too(
     folding_dovecot: DovecotServer,
     tmp_path: Path,
     proxy_client: ProxyClient,
-    request: pytest.FixtureRequest,
 ) -> None:
-    counted_per_instance(request)
     cfg = config(user, tmp_path, failed_logins_per_username=2)
     async with proxy_client(cfg) as http:
         for n in range(2):
