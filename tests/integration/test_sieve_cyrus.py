@@ -15,6 +15,11 @@ Two things make Cyrus 3.6 answer, both checked on this very package:
 * it sends through ``smtp_backend``: ``sendmail`` (the default) runs the ``sendmail``
   program with ``-bs`` and speaks SMTP to it on its standard input, so that program must
   be a real MTA's sendmail; ``host`` connects to ``smtp_host``.
+
+Cyrus says why a reply failed only in syslog, which its fixture catches
+(:meth:`CyrusServer.log`): a missing reply shows what lmtpd logged, and the reply tests
+check that it logged no Sieve error.  It logs nothing when it declines to answer (mail not
+addressed to the user, an automatic message, a sender answered within ``:days``).
 """
 
 from __future__ import annotations
@@ -100,7 +105,17 @@ class CyrusUser:
             if found:
                 return found[0]
             time.sleep(0.05)
-        raise AssertionError(f"no vacation reply to {sender}")
+        said = "\n".join(line for line in self.server.log() if "/lmtp[" in line)
+        raise AssertionError(f"no vacation reply to {sender}; Cyrus's lmtpd said:\n{said}")
+
+    def sieve_errors(self) -> list[str]:
+        """What lmtpd logged as going wrong in this user's Sieve (a reply it could not send
+        says ``sieve runtime error for USER ...: Vacation: Internal Error``)."""
+        return [
+            line
+            for line in self.server.log()
+            if "sieve" in line.lower() and "error" in line.lower() and self.username in line
+        ]
 
     async def other_client(self) -> ManageSieveClient:
         endpoint = Endpoint(self.host, self.server.sieve_port, "none")
@@ -241,6 +256,7 @@ async def test_cyrus_answers_once_per_sender_vac_04(
     other = f"carol-{secrets.token_hex(4)}@example.net"
     cyrus_user.deliver(other, "hi")
     cyrus_user.wait_for_reply(other)  # every sender hears once
+    assert cyrus_user.sieve_errors() == []
 
 
 async def test_cyrus_answers_mail_to_the_identities_only_vac_04(
