@@ -336,3 +336,52 @@ async def test_cyrus_renames_the_active_filter_sieve_10(
         "description": "a script is named 'other' already",
         "existingId": other,
     }
+
+
+async def test_cyrus_vacation_through_the_main_script_beside_a_filter_vac_07(
+    cyrus_jmap: Jmap, cyrus_user: CyrusUser
+) -> None:
+    """With another client's filter active, Cyrus runs the included vacation script (an
+    RFC 6609 ``include :personal`` of a script its ManageSieve stored) and then that filter
+    for the same message: a reply goes out and the message is filed."""
+    with cyrus_user.server.connect(cyrus_user.username, cyrus_user.password) as imap:
+        assert imap.create("Bills")[0] == "OK"
+    client = await cyrus_user.other_client()
+    try:
+        await client.put_script("mine", FILTER)
+        await client.set_active("mine")
+    finally:
+        await client.close()
+    await vacation_set(cyrus_jmap, isEnabled=True, subject="Away", textBody="Back soon.")
+    sender = f"hank-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(sender, "your invoice")
+    reply = cyrus_user.wait_for_reply(sender).parsed()
+    assert reply["Subject"] == "Away" and "Back soon." in reply.get_content()
+    with cyrus_user.server.connect(cyrus_user.username, cyrus_user.password) as imap:
+        assert imap.select("Bills", readonly=True) == ("OK", [b"1"])
+        assert imap.select("INBOX", readonly=True) == ("OK", [b"0"])  # filed, not kept too
+    cyrus_user.deliver(sender, "another invoice")
+    assert len(cyrus_user.replies_to(sender, wait=1.0)) == 1  # :days holds through include
+    await vacation_set(cyrus_jmap, isEnabled=False)
+    later = f"ida-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(later, "a third invoice")
+    assert cyrus_user.replies_to(later, wait=1.0) == []
+    with cyrus_user.server.connect(cyrus_user.username, cyrus_user.password) as imap:
+        assert imap.select("Bills", readonly=True) == ("OK", [b"3"])  # the filter alone runs
+    assert (await cyrus_user.scripts())["mine"] == (True, FILTER)
+    assert cyrus_user.sieve_errors() == []
+
+
+async def test_cyrus_html_reply_is_multipart_alternative_vac_06(
+    cyrus_jmap: Jmap, cyrus_user: CyrusUser
+) -> None:
+    await vacation_set(
+        cyrus_jmap, isEnabled=True, textBody="Away.", htmlBody="<p>Away <b>now</b>.</p>"
+    )
+    sender = f"ivy-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(sender, "hello")
+    parsed = cyrus_user.wait_for_reply(sender).parsed()
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert parsed["Auto-Submitted"].startswith("auto-replied")
+    parts = {part.get_content_type(): part.get_content() for part in parsed.iter_parts()}
+    assert "<b>now</b>" in parts["text/html"] and "Away." in parts["text/plain"]
