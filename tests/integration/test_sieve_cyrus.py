@@ -28,6 +28,7 @@ import dataclasses
 import secrets
 import shutil
 import smtplib
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -385,3 +386,53 @@ async def test_cyrus_html_reply_is_multipart_alternative_vac_06(
     assert parsed["Auto-Submitted"].startswith("auto-replied")
     parts = {part.get_content_type(): part.get_content() for part in parsed.iter_parts()}
     assert "<b>now</b>" in parts["text/html"] and "Away." in parts["text/plain"]
+
+
+async def test_cyrus_does_not_retry_a_reply_it_could_not_send_vac_04(
+    sieve_cyrus: SieveCyrus, tmp_path: Path, proxy_client: ProxyClient
+) -> None:
+    """What the README says of Cyrus: it records the sender even when the SMTP server is
+    unreachable, so that sender gets no reply within ``:days``; another sender is tried."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        unreachable = probe.getsockname()[1]  # closed again: nothing listens there
+    root = Path(tempfile.mkdtemp(prefix="imapjmap-cyrus-nosmtp-"))
+    try:
+        with CyrusServer.start(root, smtp=("127.0.0.1", unreachable)) as server:
+            if not server.log():
+                pytest.skip("Cyrus's syslog cannot be caught here (needs root and unshare)")
+            username, password = f"sieve-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+            user = CyrusUser(
+                username, password, server.host, server.port, server, sieve_cyrus.outbox
+            )
+            server.add_user(user.username, user.password)
+            server.connect(user.username, user.password).logout()
+            cfg = dataclasses.replace(
+                proxy_config(user, tmp_path),
+                sieve=SieveConfig(port=server.sieve_port),
+                submission=SubmissionConfig(default_domain=DOMAIN),
+            )
+            async with proxy_client(cfg) as http:
+                jmap = Jmap(http, user.username, user.password)
+                await jmap.session()
+                await vacation_set(jmap, isEnabled=True, textBody="away")
+
+            def failures(expected: int) -> list[str]:
+                deadline = time.monotonic() + 10
+                while len(user.sieve_errors()) < expected and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.3)  # any line that would follow
+                return user.sieve_errors()
+
+            first = f"jo-{secrets.token_hex(4)}@example.net"
+            user.deliver(first, "one")
+            (error,) = failures(1)
+            assert "Vacation: Internal Error" in error
+            user.deliver(first, "two")  # the same sender: not tried again
+            second = f"kim-{secrets.token_hex(4)}@example.net"
+            user.deliver(second, "three")  # another sender: tried, and fails too
+            assert len(failures(2)) == 2
+            tried = [line for line in server.log() if "can't connect to host" in line]
+            assert len(tried) == 2
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
