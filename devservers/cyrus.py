@@ -440,6 +440,7 @@ class CyrusServer:
     _users: set[str] = field(default_factory=set, repr=False)
     _admin_password: str = field(default="", repr=False)
     _syslog: _SyslogCatcher | None = field(default=None, repr=False)
+    _syslog_kept: list[str] = field(default_factory=list, repr=False)  # once stopped
 
     # ---------------------------------------------------------------------------- lifecycle
 
@@ -562,13 +563,15 @@ class CyrusServer:
 
     def log(self) -> list[str]:
         """What the Cyrus processes sent to syslog so far, oldest first (``Mmm dd hh:mm:ss
-        ident[pid]: text``); empty when the log cannot be caught (not root)."""
-        return self._syslog.lines() if self._syslog is not None else []
+        ident[pid]: text``), also once stopped; empty when the log cannot be caught (not
+        root)."""
+        return self._syslog.lines() if self._syslog is not None else list(self._syslog_kept)
 
     def _close_syslog(self) -> None:
         catcher, self._syslog = self._syslog, None
         if catcher is not None:
             catcher.close()
+            self._syslog_kept = catcher.lines()
 
     def _launch(self) -> None:
         stderr_path = self.root / "master.stderr"
