@@ -23,7 +23,12 @@ a private directory and runs ``master`` in the foreground on a free 127.0.0.1 po
   :meth:`CyrusServer.start`, if any.  Cyrus's vacation answers only mail to the user's
   address, which it takes to be ``userid@internal`` (``defaultdomain``), or to one of the
   script's ``:addresses``;
-* Cyrus logs only to syslog; the master's own stderr is kept in ``master.stderr``.
+* Cyrus logs only through syslog(3), to ``/dev/log``.  Run as root, the master runs in a
+  private mount namespace (``unshare``) whose ``/dev/log`` is a socket of the instance's
+  own, read by a thread: :meth:`CyrusServer.log` returns what every Cyrus process said
+  (lmtpd's Sieve actions, refused logins, database errors), and a failed start shows it.
+  Elsewhere (an ordinary user, no ``unshare``) the log is empty; the master's own stderr
+  is kept in ``master.stderr`` either way.
 
 Running as root, every Cyrus process runs as ``nobody`` (``cyrus_user``) and the instance's
 directory is handed to that user; as an ordinary user, everything runs as that user.  What
@@ -39,8 +44,10 @@ MAILBOXID on its own (``imapjmap.imap.session``).
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import fcntl
+import functools
 import imaplib
 import os
 import pwd
@@ -117,6 +124,28 @@ _PORT_ATTEMPTS = 5
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the NUL
 _ADMIN = "cyrus-admin"  # the instance's administrator (``admins``), for SETQUOTA
 _USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,99}")
+_SYSLOG_LINES = 20_000  # kept in memory, the oldest dropped first
+#: Run by ``unshare --mount`` before the master: the namespace's /dev/log becomes the
+#: instance's socket ($1).  Where the host has no /dev/log there is nothing to bind onto,
+#: so /dev is overlaid with a directory holding an empty ``log`` (an overlay's own socket
+#: inode would refuse connections, hence the bind on top); /dev's submounts (shm, pts) are
+#: bound back.  Any failure leaves Cyrus logging nowhere, as without this.
+_SYSLOG_NAMESPACE_SCRIPT = r"""
+sock=$1 dir=$2
+shift 2
+{
+  if [ ! -e /dev/log ] && [ ! -L /dev/log ]; then
+    mkdir -p "$dir/upper" "$dir/work" "$dir/keep" && : > "$dir/upper/log" &&
+    mount --rbind /dev "$dir/keep" &&
+    mount -t overlay overlay -o "lowerdir=/dev,upperdir=$dir/upper,workdir=$dir/work" /dev &&
+    for sub in shm pts mqueue; do
+      if [ -d "$dir/keep/$sub" ]; then mount --rbind "$dir/keep/$sub" "/dev/$sub" || true; fi
+    done
+  fi
+  mount --bind "$sock" /dev/log
+} >"$dir/namespace.log" 2>&1
+exec "$@"
+"""
 
 
 class CyrusError(RuntimeError):
@@ -319,6 +348,62 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
             os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
 
+class _SyslogCatcher:
+    """A datagram socket that takes syslog(3) messages (RFC 3164 framing) and keeps them."""
+
+    def __init__(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self.path = path
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(path))
+        path.chmod(0o666)  # the Cyrus processes run as another user
+        self._socket.settimeout(0.2)
+        self._lines: collections.deque[str] = collections.deque(maxlen=_SYSLOG_LINES)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="cyrus-syslog", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                datagram = self._socket.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            # "<priority>Mmm dd hh:mm:ss ident[pid]: text": the priority is left out
+            text = datagram.decode("utf-8", "replace").rstrip("\n\0")
+            if text.startswith("<") and ">" in text[:6]:
+                text = text[text.index(">") + 1 :]
+            with self._lock:
+                self._lines.append(text)
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(2)
+        self._socket.close()
+        self.path.unlink(missing_ok=True)
+
+
+@functools.cache
+def _can_catch_syslog() -> bool:
+    """Whether a private mount namespace can be made here: root, util-linux's ``unshare``,
+    and a kernel or container that allows it (a container without CAP_SYS_ADMIN does not)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
 _running: weakref.WeakSet[CyrusServer] = weakref.WeakSet()
 
 
@@ -354,6 +439,8 @@ class CyrusServer:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _users: set[str] = field(default_factory=set, repr=False)
     _admin_password: str = field(default="", repr=False)
+    _syslog: _SyslogCatcher | None = field(default=None, repr=False)
+    _syslog_kept: list[str] = field(default_factory=list, repr=False)  # once stopped
 
     # ---------------------------------------------------------------------------- lifecycle
 
@@ -378,6 +465,8 @@ class CyrusServer:
         root.mkdir(parents=True, exist_ok=True)
         server = cls(host="127.0.0.1", port=0, root=root, prefix=prefix, smtp=smtp)
         server._prepare()
+        if _can_catch_syslog():
+            server._syslog = _SyslogCatcher(root / "syslog.sock")
         last_error: CyrusError | None = None
         for _ in range(_PORT_ATTEMPTS):
             server.port, server.sieve_port, server.lmtp_port = (
@@ -393,6 +482,7 @@ class CyrusServer:
                 server._kill()
                 last_error = error
         else:
+            server._close_syslog()
             raise last_error or CyrusError("could not start Cyrus")
         _running.add(server)
         try:
@@ -441,20 +531,54 @@ class CyrusServer:
             "CYRUS_SYSLOG_PREFIX": "imapjmap-test",
         }
 
+    def _command(self) -> list[str]:
+        master = [
+            str(_bin_dir(self.prefix) / "master"),
+            "-C",
+            str(self.config_path),
+            "-M",
+            str(self.services_path),
+            "-p",
+            str(self.root / "run" / "master.pid"),
+        ]
+        if self._syslog is None:
+            return master
+        namespace_dir = self.root / "syslog-namespace"
+        namespace_dir.mkdir(exist_ok=True)
+        # unshare and sh exec the master: it keeps the pid and process group Popen made
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            _SYSLOG_NAMESPACE_SCRIPT,
+            "cyrus-syslog",
+            str(self._syslog.path),
+            str(namespace_dir),
+            *master,
+        ]
+
+    def log(self) -> list[str]:
+        """What the Cyrus processes sent to syslog so far, oldest first (``Mmm dd hh:mm:ss
+        ident[pid]: text``), also once stopped; empty when the log cannot be caught (not
+        root)."""
+        return self._syslog.lines() if self._syslog is not None else list(self._syslog_kept)
+
+    def _close_syslog(self) -> None:
+        catcher, self._syslog = self._syslog, None
+        if catcher is not None:
+            catcher.close()
+            self._syslog_kept = catcher.lines()
+
     def _launch(self) -> None:
         stderr_path = self.root / "master.stderr"
         with stderr_path.open("wb") as stderr:
             # master stays in the foreground (no -d), in its own process group
             self._process = subprocess.Popen(
-                [
-                    str(_bin_dir(self.prefix) / "master"),
-                    "-C",
-                    str(self.config_path),
-                    "-M",
-                    str(self.services_path),
-                    "-p",
-                    str(self.root / "run" / "master.pid"),
-                ],
+                self._command(),
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
@@ -481,14 +605,25 @@ class CyrusServer:
 
     def _diagnostics(self) -> str:
         stderr = _tail(self.root / "master.stderr")
-        return f"\nmaster stderr:\n{stderr}" if stderr else " (Cyrus logs only to syslog)"
+        text = f"\nmaster stderr:\n{stderr}" if stderr else ""
+        logged = self.log()[-40:]
+        if logged:
+            text += "\nsyslog:\n" + "\n".join(logged)
+        return text or " (Cyrus logs only to syslog, which was not caught)"
 
     def stop(self) -> None:
         """Stop the master and every process it started; raises if one would not go."""
         _running.discard(self)
         process, self._process = self._process, None
         if process is None:
+            self._close_syslog()
             return
+        try:
+            self._stop(process)
+        finally:
+            self._close_syslog()
+
+    def _stop(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:

@@ -15,6 +15,11 @@ Two things make Cyrus 3.6 answer, both checked on this very package:
 * it sends through ``smtp_backend``: ``sendmail`` (the default) runs the ``sendmail``
   program with ``-bs`` and speaks SMTP to it on its standard input, so that program must
   be a real MTA's sendmail; ``host`` connects to ``smtp_host``.
+
+Cyrus says why a reply failed only in syslog, which its fixture catches
+(:meth:`CyrusServer.log`): a missing reply shows what lmtpd logged, and the reply tests
+check that it logged no Sieve error.  It logs nothing when it declines to answer (mail not
+addressed to the user, an automatic message, a sender answered within ``:days``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import dataclasses
 import secrets
 import shutil
 import smtplib
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -100,7 +106,17 @@ class CyrusUser:
             if found:
                 return found[0]
             time.sleep(0.05)
-        raise AssertionError(f"no vacation reply to {sender}")
+        said = "\n".join(line for line in self.server.log() if "/lmtp[" in line)
+        raise AssertionError(f"no vacation reply to {sender}; Cyrus's lmtpd said:\n{said}")
+
+    def sieve_errors(self) -> list[str]:
+        """What lmtpd logged as going wrong in this user's Sieve (a reply it could not send
+        says ``sieve runtime error for USER ...: Vacation: Internal Error``)."""
+        return [
+            line
+            for line in self.server.log()
+            if "sieve" in line.lower() and "error" in line.lower() and self.username in line
+        ]
 
     async def other_client(self) -> ManageSieveClient:
         endpoint = Endpoint(self.host, self.server.sieve_port, "none")
@@ -241,6 +257,7 @@ async def test_cyrus_answers_once_per_sender_vac_04(
     other = f"carol-{secrets.token_hex(4)}@example.net"
     cyrus_user.deliver(other, "hi")
     cyrus_user.wait_for_reply(other)  # every sender hears once
+    assert cyrus_user.sieve_errors() == []
 
 
 async def test_cyrus_answers_mail_to_the_identities_only_vac_04(
@@ -320,3 +337,102 @@ async def test_cyrus_renames_the_active_filter_sieve_10(
         "description": "a script is named 'other' already",
         "existingId": other,
     }
+
+
+async def test_cyrus_vacation_through_the_main_script_beside_a_filter_vac_07(
+    cyrus_jmap: Jmap, cyrus_user: CyrusUser
+) -> None:
+    """With another client's filter active, Cyrus runs the included vacation script (an
+    RFC 6609 ``include :personal`` of a script its ManageSieve stored) and then that filter
+    for the same message: a reply goes out and the message is filed."""
+    with cyrus_user.server.connect(cyrus_user.username, cyrus_user.password) as imap:
+        assert imap.create("Bills")[0] == "OK"
+    client = await cyrus_user.other_client()
+    try:
+        await client.put_script("mine", FILTER)
+        await client.set_active("mine")
+    finally:
+        await client.close()
+    await vacation_set(cyrus_jmap, isEnabled=True, subject="Away", textBody="Back soon.")
+    sender = f"hank-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(sender, "your invoice")
+    reply = cyrus_user.wait_for_reply(sender).parsed()
+    assert reply["Subject"] == "Away" and "Back soon." in reply.get_content()
+    with cyrus_user.server.connect(cyrus_user.username, cyrus_user.password) as imap:
+        assert imap.select("Bills", readonly=True) == ("OK", [b"1"])
+        assert imap.select("INBOX", readonly=True) == ("OK", [b"0"])  # filed, not kept too
+    cyrus_user.deliver(sender, "another invoice")
+    assert len(cyrus_user.replies_to(sender, wait=1.0)) == 1  # :days holds through include
+    await vacation_set(cyrus_jmap, isEnabled=False)
+    later = f"ida-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(later, "a third invoice")
+    assert cyrus_user.replies_to(later, wait=1.0) == []
+    with cyrus_user.server.connect(cyrus_user.username, cyrus_user.password) as imap:
+        assert imap.select("Bills", readonly=True) == ("OK", [b"3"])  # the filter alone runs
+    assert (await cyrus_user.scripts())["mine"] == (True, FILTER)
+    assert cyrus_user.sieve_errors() == []
+
+
+async def test_cyrus_html_reply_is_multipart_alternative_vac_06(
+    cyrus_jmap: Jmap, cyrus_user: CyrusUser
+) -> None:
+    await vacation_set(
+        cyrus_jmap, isEnabled=True, textBody="Away.", htmlBody="<p>Away <b>now</b>.</p>"
+    )
+    sender = f"ivy-{secrets.token_hex(4)}@example.net"
+    cyrus_user.deliver(sender, "hello")
+    parsed = cyrus_user.wait_for_reply(sender).parsed()
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert parsed["Auto-Submitted"].startswith("auto-replied")
+    parts = {part.get_content_type(): part.get_content() for part in parsed.iter_parts()}
+    assert "<b>now</b>" in parts["text/html"] and "Away." in parts["text/plain"]
+
+
+async def test_cyrus_does_not_retry_a_reply_it_could_not_send_vac_04(
+    sieve_cyrus: SieveCyrus, tmp_path: Path, proxy_client: ProxyClient
+) -> None:
+    """What the README says of Cyrus: it records the sender even when the SMTP server is
+    unreachable, so that sender gets no reply within ``:days``; another sender is tried."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        unreachable = probe.getsockname()[1]  # closed again: nothing listens there
+    root = Path(tempfile.mkdtemp(prefix="imapjmap-cyrus-nosmtp-"))
+    try:
+        with CyrusServer.start(root, smtp=("127.0.0.1", unreachable)) as server:
+            if not server.log():
+                pytest.skip("Cyrus's syslog cannot be caught here (needs root and unshare)")
+            username, password = f"sieve-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+            user = CyrusUser(
+                username, password, server.host, server.port, server, sieve_cyrus.outbox
+            )
+            server.add_user(user.username, user.password)
+            server.connect(user.username, user.password).logout()
+            cfg = dataclasses.replace(
+                proxy_config(user, tmp_path),
+                sieve=SieveConfig(port=server.sieve_port),
+                submission=SubmissionConfig(default_domain=DOMAIN),
+            )
+            async with proxy_client(cfg) as http:
+                jmap = Jmap(http, user.username, user.password)
+                await jmap.session()
+                await vacation_set(jmap, isEnabled=True, textBody="away")
+
+            def failures(expected: int) -> list[str]:
+                deadline = time.monotonic() + 10
+                while len(user.sieve_errors()) < expected and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.3)  # any line that would follow
+                return user.sieve_errors()
+
+            first = f"jo-{secrets.token_hex(4)}@example.net"
+            user.deliver(first, "one")
+            (error,) = failures(1)
+            assert "Vacation: Internal Error" in error
+            user.deliver(first, "two")  # the same sender: not tried again
+            second = f"kim-{secrets.token_hex(4)}@example.net"
+            user.deliver(second, "three")  # another sender: tried, and fails too
+            assert len(failures(2)) == 2
+            tried = [line for line in server.log() if "can't connect to host" in line]
+            assert len(tried) == 2
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
