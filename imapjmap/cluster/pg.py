@@ -82,6 +82,7 @@ from imapjmap.cluster.api import (
     VouchHandler,
 )
 from imapjmap.errors import CoordinatorUnavailable
+from imapjmap.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -191,11 +192,7 @@ class PgCoordinator:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        for chore in (task, *self._chores):
-            if chore is not None:
-                chore.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await chore
+        await cancel_and_wait(task, *self._chores)
         self._forget_leases()
         await self._disconnect()
 

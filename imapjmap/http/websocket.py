@@ -46,6 +46,7 @@ from imapjmap.jmap.request import request_from_json
 from imapjmap.jmap.session import WEBSOCKET_PATH
 from imapjmap.methods import CAPABILITIES
 from imapjmap.push.stream import PushStream
+from imapjmap.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +205,7 @@ class _Connection:
         stream, self._push = self._push, None
         shares, self._shares = self._shares, []
         tasks = [t for t in (task, *(t for _, t in shares)) if t is not None]
-        for one in tasks:
-            one.cancel()
-        for one in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await one
+        await cancel_and_wait(*tasks)
         for closing in (stream, *(s for s, _ in shares)):
             if closing is not None:
                 await closing.close()

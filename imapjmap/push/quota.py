@@ -18,7 +18,6 @@ Rule 4: a failed reading is logged and dropped: the next change of mail tries ag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from typing import Final
 from imapjmap.errors import ProxyError
 from imapjmap.store.db import Store
 from imapjmap.sync import quota
+from imapjmap.tasks import cancel_and_wait
 from imapjmap.upstream.api import QuotaReads
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,4 @@ class QuotaFollower:
     async def aclose(self) -> None:
         tasks = list(self._later.values())
         self._later.clear()
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)

@@ -49,7 +49,6 @@ The HTTP client is not here (only ``imapjmap.http`` may import aiohttp): it is a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import ipaddress
 import json
@@ -70,6 +69,7 @@ from imapjmap.push.hub import Hub, Listener
 from imapjmap.store import push as store_push
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store
+from imapjmap.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -402,9 +402,7 @@ class Subscriptions:
             return
         await self._cluster.drop(DELIVER, role_key(account_id, subscription_id))
         if delivery.task is not asyncio.current_task():  # else it ends by itself (_run)
-            delivery.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await delivery.task
+            await cancel_and_wait(delivery.task)
         await self._unlisten(delivery)  # also when the task never started
 
     async def _unlisten(self, delivery: _Delivery) -> None:
@@ -415,9 +413,7 @@ class Subscriptions:
     async def aclose(self) -> None:
         for account_id, subscription_id in list(self._tasks):
             await self.deactivate(account_id, subscription_id, announce=False)
-        for task in list(self._oneshots):
-            task.cancel()
-        await asyncio.gather(*self._oneshots, return_exceptions=True)
+        await cancel_and_wait(*self._oneshots)
 
     async def _run(self, row: store_push.PushSubscriptionRow, pending: _Pending) -> None:
         try:

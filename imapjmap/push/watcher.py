@@ -28,13 +28,13 @@ Rule 3: the watcher stops when the last listener leaves.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final, Literal, Protocol
 
 from imapjmap.errors import ProxyError
 from imapjmap.sync.engine import AccountSync
+from imapjmap.tasks import cancel_and_wait
 from imapjmap.upstream.api import Heard, RefreshSource, Watch, WatchSource
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,7 @@ class Watcher:
     async def stop(self) -> None:
         task, self._task = self._task, None
         self._detach()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self.mode = "stopped"
 
     async def _run(self) -> None:

@@ -19,7 +19,6 @@ Rule 4: a pass that fails is logged and tried again at the next interval; it nev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Final
 from imapjmap.errors import ProxyError
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store
+from imapjmap.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,7 @@ class ChangeLogPurger:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         delay = self._first_delay

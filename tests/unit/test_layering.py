@@ -91,7 +91,9 @@ MODULE_UNITS: tuple[str, ...] = (PROFILES,)
 SEAM = f"{UPSTREAM}.api"
 # the event counters are counted where events happen, in any layer (imapjmap.metrics)
 METRICS = "imapjmap.metrics"
-BASE = (ERRORS, CONFIG, CREDENTIALS, METRICS)
+# ending background tasks, bounded (imapjmap.tasks): any layer that starts them
+TASKS = "imapjmap.tasks"
+BASE = (ERRORS, CONFIG, CREDENTIALS, METRICS, TASKS)
 SYNC_SEES_OF_IMAP = (f"{IMAP}.models", f"{IMAP}.parse", f"{IMAP}.parse_fetch")
 LAYERS: dict[str, tuple[str, ...]] = {
     "devservers": ("imapjmap",),
@@ -142,12 +144,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # syncs, push, the answers
     SERVICES: (*BASE, CLUSTER, PUSH, SYNC, ANSWERS, UPSTREAM, IMAP, STORE),
     # push watches and refreshes through the seam (upstream.api)
-    PUSH: (ERRORS, CONFIG, CLUSTER, SYNC, SEAM, STORE, JMAP),
+    PUSH: (ERRORS, CONFIG, TASKS, CLUSTER, SYNC, SEAM, STORE, JMAP),
     # a refresh reads the server through upstream.refresh_reads, the email sync through
     # upstream.sync_reads: of the IMAP side only its data and the parsing of FETCH records
     SYNC: (ERRORS, CONFIG, CLUSTER, UPSTREAM, PROFILES, *SYNC_SEES_OF_IMAP, STORE, JMAP, MIME),
     # several instances on one cache: locks and messages, nothing of the rest
-    CLUSTER: (ERRORS,),
+    CLUSTER: (ERRORS, TASKS),
     # blob ids and uploads, and message octets read through the upstream and kept
     BLOBS: (ERRORS, SEAM, STORE, JMAP, MIME),
     # in-memory answers of recent calls, keyed by the cache's state
@@ -160,7 +162,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     MANAGESIEVE: (ERRORS,),
     IMAP: (*BASE, PROFILES),
     PROFILES: (ERRORS, CONFIG),
-    STORE: (ERRORS,),
+    STORE: (ERRORS, TASKS),
     SMTP: BASE,
     JMAP: (ERRORS, CONFIG),
     # translating an IMAP ENVELOPE / BODYSTRUCTURE record is the one use of the IMAP side
@@ -169,6 +171,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     CREDENTIALS: (ERRORS,),
     ERRORS: (),
     METRICS: (),
+    TASKS: (),
     "imapjmap.logsetup": (),
     "imapjmap.workers": (),
     # the optional compiled build of the parsing modules, and which of them run compiled
