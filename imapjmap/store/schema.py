@@ -93,6 +93,14 @@ Version 5 (the failed-login throttle of several instances):
     (Unix seconds), ``expires`` when it stops counting; expired rows are deleted by a later
     failure's write.  The one table without an account (Rule 3): a failed login belongs to
     no account, and a guessed username may name none.
+
+Version 6 (Gmail mode's grace over several instances):
+
+``gmail_grace``
+    Emails of a Gmail account that an instance wrote lately (``sync.gmail`` "Grace"), so
+    that every instance sharing the cache keeps a copy that vanished meanwhile.  ``ends``
+    is when the grace ends (Unix seconds); rows that ended are deleted by a later write of
+    the account's.
 """
 
 from __future__ import annotations
@@ -308,7 +316,16 @@ CREATE INDEX login_failures_key ON login_failures (kind, key, at);
 CREATE INDEX login_failures_expires ON login_failures (expires);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
+_V6: Final = """
+CREATE TABLE gmail_grace (
+    account_id  TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
+    email_id    TEXT NOT NULL,
+    ends        REAL NOT NULL,
+    PRIMARY KEY (account_id, email_id)
+);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """``MIGRATIONS[n]`` takes a cache from ``user_version`` n to n + 1."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -80,6 +80,7 @@ from imapjmap.cluster.api import Coordinator
 from imapjmap.cluster.local import Alone
 from imapjmap.errors import ImapConnectionLost, ImapUnavailable, ProxyError
 from imapjmap.store import emails as em
+from imapjmap.store import gmail_grace as shared_grace
 from imapjmap.store import queries as q
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync import emails, records
@@ -185,12 +186,24 @@ class AccountSync:
         """Refreshes completed so far (diagnostics and tests)."""
         return self._refreshes
 
-    def note_writes(self, written: Iterable[str], destroyed: Iterable[str]) -> None:
-        """Gmail mode: Emails just written keep their copies for a grace (the server is
-        eventually consistent); those destroyed keep none (:class:`gmail.Grace`)."""
+    async def note_writes(self, written: Iterable[str], destroyed: Iterable[str]) -> None:
+        """Gmail mode: Emails about to be written keep their copies for a grace (the server
+        is eventually consistent); those destroyed keep none (:class:`gmail.Grace`).  With
+        instances sharing the cache the grace goes there too, for their refreshes: one
+        write transaction, before the writes go upstream."""
+        written, destroyed = list(written), list(destroyed)
         self._wrote()
         self._grace.forget(destroyed)
         self._grace.note(written)
+        if not self._cluster.shared or not (written or destroyed):
+            return
+        now = self._grace.wall()
+        ends = now + self._grace.seconds
+
+        def note(tx: Tx) -> None:
+            shared_grace.note(tx, self.account_id, written, destroyed, ends=ends, now=now)
+
+        await self._store.run(note, account=self.account_id)
 
     async def refresh(self, source: RefreshSource, *, force: bool = False) -> None:
         """Bring the cache up to what the upstream says now, sharing runs (Rule 1).
@@ -423,7 +436,7 @@ class AccountSync:
                 self.account_id,
                 row,
                 emails.Cursor(*synced) if synced else None,
-                hook=LabelHook(self._grace) if labels else None,
+                hook=LabelHook(self._grace, shared=self._cluster.shared) if labels else None,
                 suspects=suspects,
             )
             on = reads

@@ -28,7 +28,10 @@ show a message (a view not yet updated, a message on its way to the Trash).  For
 while the Email has no other copy is *held*: its location stays, and the folder is synced
 again once the grace ends, even if nothing moved.  A held copy is let go at once when the
 message shows up in another synced folder.  So our own writes never show as a destroy
-followed by a create.
+followed by a create.  Where other instances share the cache, a write's grace is also
+written to it (:mod:`imapjmap.store.gmail_grace`) before the write goes upstream, and a
+refresh that finds a copy gone reads it there: the copy is held by whichever instance's
+refresh comes first.
 
 Rules
 1. Label locations come only from the All Mail copy: a message in the Trash or Spam is in
@@ -41,11 +44,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 from imapjmap.imap.models import ListEntry
 from imapjmap.store import emails as em
+from imapjmap.store import gmail_grace as shared_grace
 from imapjmap.store import labels as stored
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
@@ -152,10 +156,14 @@ class Grace:
     """
 
     def __init__(
-        self, seconds: float | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.seconds = GRACE_SECONDS if seconds is None else seconds
         self._clock = clock
+        self.wall = wall  # the Unix time of the graces other instances see
         self._lock = threading.Lock()
         self._written: dict[str, float] = {}  # email id -> end of its grace
         self._held: dict[tuple[str, int], tuple[str, float]] = {}  # location -> (email, until)
@@ -174,12 +182,20 @@ class Grace:
                 self._written.pop(email_id, None)
             self._held = {w: h for w, h in self._held.items() if h[0] not in doomed}
 
-    def active(self) -> dict[str, float]:
-        """Emails still in their grace, with its end."""
+    def active(self, shared: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Emails still in their grace, with its end; with the graces other instances
+        wrote to the cache (``shared``, Email id -> end in Unix seconds) as well."""
         now = self._clock()
         with self._lock:
             self._written = {e: t for e, t in self._written.items() if t > now}
-            return dict(self._written)
+            out = dict(self._written)
+        if shared:
+            wall = self.wall()
+            for email_id, ends in shared.items():
+                until = now + (ends - wall)
+                if until > now and until > out.get(email_id, now):
+                    out[email_id] = until
+        return out
 
     def hold(self, mailbox_id: str, uid: int, email_id: str, until: float) -> None:
         with self._lock:
@@ -215,8 +231,9 @@ class Grace:
 class LabelHook:
     """The :class:`~imapjmap.sync.emails.ApplyHook` of one synced Gmail folder."""
 
-    def __init__(self, grace: Grace) -> None:
+    def __init__(self, grace: Grace, *, shared: bool = False) -> None:
         self.grace = grace
+        self.shared = shared  # other instances write to the cache: their graces are there
         self.recount: set[str] = set()  # every mailbox changed so far (the fill's last batch)
 
     def __call__(
@@ -232,7 +249,10 @@ class LabelHook:
 
     def _hold(self, tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> None:
         """Keep vanished copies of Emails in grace that have no other copy."""
-        active = self.grace.active() if delta.gone else {}
+        if not delta.gone:
+            return
+        elsewhere = shared_grace.active(tx, account_id, self.grace.wall()) if self.shared else {}
+        active = self.grace.active(elsewhere)
         if not active:
             return
         known = em.locations_of_mailbox(tx, account_id, mailbox_id)

@@ -281,7 +281,7 @@ async def run(
     end in the Trash or Spam alone although more was asked (:attr:`Plan.shown`)."""
     labels = Labels(await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id)))
     writes = plan(labels, rows, locations, changes, doomed)
-    ctx.services.sync_for(ctx.account_id).note_writes(changes, doomed)
+    await ctx.services.sync_for(ctx.account_id).note_writes(changes, doomed)
     await _Writer(step, names, labels).run(writes)
     return writes.shown
 
