@@ -1327,7 +1327,7 @@ def main() -> int:
         return 0
     sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",")})
     say(f"read path benchmark: {describe_machine()}")
-    say(f"command: python3 bench/read_path.py --sizes {','.join(map(str, sizes))}")
+    say(f"command: python3 bench/read_path.py {' '.join(sys.argv[1:])}")
     ensure_dovecot_installed()
     workdir = Path(tempfile.mkdtemp(prefix="imapjmap-bench-"))
     global compare_rev
