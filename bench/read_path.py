@@ -15,7 +15,11 @@ and measures, side by side in one run:
    usable).  A first sync that takes longer than ``--sync-limit`` is given up, its progress
    reported, and the warm measurements of that size are skipped.  ``--compare-rev REV``
    alternates these with the first syncs of the ``imapjmap`` package at git revision REV
-   (each in a process of its own, on the same Dovecot), for before/after figures of one run;
+   (each in a process of its own, on the same Dovecot), for before/after figures of one run,
+   and then times the warm requests of 2. and 3. side by side: REV's ``imapjmap serve`` and
+   this tree's, each in a process of its own with its own synced cache of the same account,
+   the requests alternated between the two, new/old of the medians (REV's dependencies that
+   this environment lacks are installed beside its package with pip);
    ``--compare-pure`` alternates this tree's first syncs (the parsing modules compiled by
    ``python3 -m imapjmap.build_ext``) with the same tree's as pure Python, both in processes
    of their own (first syncs only);
@@ -41,10 +45,12 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import importlib.metadata
 import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -55,6 +61,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,7 +74,6 @@ from aiohttp.test_utils import TestServer
 from mailgen import SeedStats, seed_inbox
 
 from devservers.dovecot import DovecotServer, ensure_dovecot_installed
-from imapjmap import compiled
 from imapjmap.config import CacheConfig, Config, ImapConfig, ServerConfig
 from imapjmap.http import views
 from imapjmap.http.app import make_app
@@ -75,7 +81,6 @@ from imapjmap.imap.commands import Command
 from imapjmap.imap.models import Reply
 from imapjmap.imap.session import ImapSession
 from imapjmap.methods import REGISTRY
-from imapjmap.sync import parsing
 from imapjmap.sync.records import HEADER_FIELDS
 
 CORE: Final = "urn:ietf:params:jmap:core"
@@ -99,12 +104,17 @@ PASSWORD: Final = "bench-password"
 PUSH_SETTLE: Final = 3.0  # seconds for the push watchers to connect
 PROGRESS_EVERY: Final = 15.0  # seconds between progress samples of a long first sync
 
+SIDE_KINDS: Final = ("open inbox", "no-change")  # the warm requests --compare-rev times too
+OLD: Final = "old"  # the --compare-rev package
+NEW: Final = "new"  # this tree's
+
 # targets (README "Performance")
 FIRST_SYNC_RATIO: Final = 1.3
 OPEN_INBOX_MS: Final = 50.0
 NO_CHANGE_RATIO: Final = 1.2
 NO_CHANGE_ROUND_TRIPS: Final = 1
 PEAK_RSS_MB: Final = 150.0
+SIDE_RATIO: Final = 1.10  # new / old of the medians, side by side (issue 13)
 
 
 def say(text: str) -> None:
@@ -191,9 +201,11 @@ def raw_fetch(server: DovecotServer, username: str) -> tuple[float, int, int]:
 
 @dataclass
 class CommandLog:
-    """Every IMAP command the proxy sends (``ImapSession.execute`` wrapped, bench only)."""
+    """Every IMAP command the proxy sends (``ImapSession.execute`` wrapped, bench only), with
+    the user whose session sent it: the proxies of every size share this process, and one
+    account's background work must not be counted against another's request."""
 
-    sent: list[str] = field(default_factory=list)
+    sent: list[tuple[str, str]] = field(default_factory=list)
 
     def install(self) -> None:
         original = ImapSession.execute
@@ -204,13 +216,14 @@ class CommandLog:
         ) -> Reply:
             # one entry per round trip: a NOOP pipelined behind a command shares its trip
             name = what or command.parts[0].split(" ", 1)[0]
-            sent.append(name + ("+NOOP" if kw.get("noop_after") else ""))
+            sent.append((session.username, name + ("+NOOP" if kw.get("noop_after") else "")))
             return await original(session, command, what=what, **kw)
 
         ImapSession.execute = execute  # type: ignore[method-assign,assignment]
 
-    def take(self) -> list[str]:
-        out = list(self.sent)
+    def take(self, username: str | None = None) -> list[str]:
+        """The commands sent since the last take (by ``username``'s sessions only, if given)."""
+        out = [name for user, name in self.sent if username is None or user == username]
         self.sent.clear()
         return out
 
@@ -423,6 +436,9 @@ def cpu_by_part(dovecot: DovecotServer) -> dict[str, float]:
     """CPU seconds so far of this process's threads (the event loop, the cache writer, the
     rest), of the first sync's parsing workers, and of Dovecot's imap processes: where a
     first sync's time goes, read before and after it (Linux /proc only)."""
+    from imapjmap.sync import parsing  # here: the child of --compare-rev may import an older
+    # package, which has no such module (the parent alone reads the CPU)
+
     names = {t.native_id: t.name for t in threading.enumerate()}
     parts: dict[str, float] = {"event loop": 0.0, "cache writer": 0.0, "other threads": 0.0}
     for task in Path(f"/proc/{os.getpid()}/task").glob("*"):
@@ -590,6 +606,11 @@ class SizeResult:
     pushed_commands: list[list[str]] = field(default_factory=list)
     pushed_open_inbox: list[float] = field(default_factory=list)
     pushed_note: str = ""
+    # --compare-rev's warm requests side by side, both out of process: (kind, OLD/NEW) -> s
+    side: dict[tuple[str, str], list[float]] = field(
+        default_factory=lambda: {(k, w): [] for k in SIDE_KINDS for w in (OLD, NEW)}
+    )
+    side_note: str = ""
 
     @property
     def synced(self) -> bool:
@@ -657,6 +678,8 @@ async def _compare(
     """The first sync of the ``--compare-rev`` package, in a process of its own (this script
     with that revision's ``imapjmap`` first on the path), on the same Dovecot and mail; with
     ``--compare-pure``, of this tree's package run as pure Python."""
+    from imapjmap import compiled  # not at the top: see cpu_by_part
+
     env = {compiled.PURE_ENV: "1"} if args.compare_pure else {}
     sync = await _child_sync(dovecot, result.size, username, args, workdir, env)
     result.compared.append(sync)
@@ -678,7 +701,7 @@ async def _child_sync(
     job = {"host": dovecot.host, "port": dovecot.port, "user": username, "cache": str(cache),
            "size": size, "limit": args.sync_limit}  # fmt: skip
     tree = str(Path(__file__).resolve().parent.parent)
-    path = tree if args.compare_pure else os.pathsep.join([str(workdir / "compare"), tree])
+    path = tree if args.compare_pure else os.pathsep.join([*compare_path(workdir), tree])
     child = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--child-first-sync", json.dumps(job),
         env={**os.environ, **env, "PYTHONPATH": path}, stdout=subprocess.PIPE,
@@ -701,6 +724,117 @@ async def child_first_sync(spec: str) -> None:
     finally:
         await proxy.close()
     print(json.dumps({"first": sync.first_batch, "total": sync.total}), flush=True)
+
+
+# -- warm requests of --compare-rev and this tree, both as `imapjmap serve` ---------------------
+
+
+@dataclass
+class ServeProcess:
+    """``imapjmap serve`` in a process of its own, importing the package found on ``path``,
+    with a cache of its own; run from the work directory, so that ``python -m`` does not put
+    a checkout's package first."""
+
+    process: subprocess.Popen[bytes]
+    jmap: Jmap
+    cache: Path
+    log: Path
+
+    @classmethod
+    async def start(
+        cls,
+        name: str,
+        dovecot: DovecotServer,
+        path: list[str],
+        username: str,
+        workdir: Path,
+        http: aiohttp.ClientSession,
+    ) -> ServeProcess:
+        port = _free_port()
+        config, cache, log = (workdir / f"{name}{ext}" for ext in (".toml", ".sqlite3", ".log"))
+        config.write_text(_serve_config(dovecot, port, cache))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        where = subprocess.run(
+            [sys.executable, "-c", "import imapjmap; print(imapjmap.__file__)"],
+            env=env, cwd=workdir, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        say(f"  {name}: imapjmap serve of {Path(where).parent}")
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "imapjmap", "serve", "--config", str(config)],
+                stdout=out, stderr=out, env=env, cwd=workdir,
+            )  # fmt: skip
+        serve = cls(process, Jmap(http, f"http://127.0.0.1:{port}", username), cache, log)
+        try:
+            await _wait_listening(port, process, log)
+        except BaseException:
+            serve.stop()
+            raise
+        return serve
+
+    async def fill(self, size: int, limit: float) -> FirstSync:
+        """The account's first sync, through HTTP: until INBOX counts every message."""
+        started = time.perf_counter()
+        await self.jmap.session()
+        await self.jmap.find_inbox()
+        first = time.perf_counter() - started
+        finished, progress = await wait_with_progress(
+            _synced_through_http(self.jmap, size),
+            self.cache, self.jmap.account_id, size, started, limit,
+        )  # fmt: skip
+        return FirstSync(first, time.perf_counter() - started if finished else None, progress)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        for leftover in self.cache.parent.glob(self.cache.name + "*"):  # -wal, -shm
+            leftover.unlink(missing_ok=True)
+
+
+async def measure_side_by_side(
+    dovecot: DovecotServer,
+    result: SizeResult,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> None:
+    """Open inbox and no-change requests of the ``--compare-rev`` package and of this tree,
+    each an ``imapjmap serve`` of its own with its own warm cache of the same account on the
+    same Dovecot, the requests alternated between the two (which goes first alternates too)."""
+    size, username = result.size, f"u{result.size}"
+    tree = str(Path(__file__).resolve().parent.parent)
+    paths = {OLD: compare_path(workdir), NEW: [tree]}
+    async with aiohttp.ClientSession() as http:
+        serves: dict[str, ServeProcess] = {}
+        try:
+            for who, path in paths.items():
+                name = f"serve-{who}-{size}"
+                serves[who] = await ServeProcess.start(name, dovecot, path, username, workdir, http)
+                sync = await serves[who].fill(size, args.sync_limit)
+                if sync.total is None:
+                    result.side_note = f"not measured: the first sync of {who} did not finish"
+                    return
+                say(f"  {who}: synced through HTTP in {sync.total:.1f} s")
+            for serve in serves.values():  # warm-up: caches, connections, the examined INBOX
+                for _ in range(5):
+                    await serve.jmap.no_change()
+                    await serve.jmap.open_inbox()
+            for i in range(args.requests):
+                order = (OLD, NEW) if i % 2 == 0 else (NEW, OLD)
+                for who in order:
+                    jmap = serves[who].jmap
+                    started = time.perf_counter()
+                    got = await jmap.open_inbox()
+                    result.side[("open inbox", who)].append(time.perf_counter() - started)
+                    if got != min(50, size):
+                        raise RuntimeError(f"open inbox of {who} returned {got} at {size}")
+                    result.side[("no-change", who)].append(await timed(jmap.no_change))
+        finally:
+            for serve in serves.values():
+                serve.stop()
 
 
 async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
@@ -772,7 +906,7 @@ async def measure_with_push(
             for size, proxy in proxies.items():
                 commands.take()
                 results[size].pushed.append(await timed(proxy.jmap.no_change))
-                results[size].pushed_commands.append(commands.take())
+                results[size].pushed_commands.append(commands.take(proxy.jmap.username))
                 if not missing:
                     results[size].pushed_open_inbox.append(await timed(proxy.jmap.open_inbox))
     finally:
@@ -792,7 +926,9 @@ async def _warm_round(
     result.raw_list.append(time.perf_counter() - started)
     commands.take()
     result.no_change.append(await timed(proxy.jmap.no_change))
-    result.no_change_commands.append(commands.take())
+    result.no_change_commands.append(commands.take(proxy.jmap.username))
+    if len(result.no_change_commands[-1]) > NO_CHANGE_ROUND_TRIPS:
+        say(f"  no-change request at {result.size:,} sent {result.no_change_commands[-1]}")
     if not missing:
         size = result.size
         result.query_one.append(await timed(proxy.jmap.query_one))
@@ -900,7 +1036,8 @@ def _warm_rows(r: SizeResult, judged: bool) -> list[Row]:
         rows.append(
             Row(
                 f"no-change Mailbox/get, EventSource open, {n}",
-                f"{_ms(statistics.median(r.pushed))}, {max(trips)} IMAP round trips (max)",
+                f"{_ms(statistics.median(r.pushed))}, {max(trips)} IMAP round trips (max; "
+                f"{sum(1 for t in trips if t)} of {len(trips)} made any)",
             )
         )
     elif r.pushed_note:
@@ -908,6 +1045,28 @@ def _warm_rows(r: SizeResult, judged: bool) -> list[Row]:
     if r.pushed_open_inbox:
         median, high = statistics.median(r.pushed_open_inbox), p95(r.pushed_open_inbox)
         rows.append(Row(f"open inbox, EventSource open, {n}", f"{_ms(median)}, p95 {_ms(high)}"))
+    return rows
+
+
+def _side_rows(r: SizeResult, judged: bool) -> list[Row]:
+    """--compare-rev's warm requests: old -> new medians (p95), and new / old of the medians."""
+    n = f"{r.size:,}"
+    if r.side_note:
+        return [Row(f"warm requests at {compare_rev} side by side, {n}", r.side_note)]
+    rows: list[Row] = []
+    for kind in SIDE_KINDS:
+        old, new = r.side[(kind, OLD)], r.side[(kind, NEW)]
+        if not old or not new:
+            continue
+        ratio = statistics.median(new) / statistics.median(old)
+        rows.append(
+            Row(
+                f"{kind} at {compare_rev} -> now, both serve, {n} (median, p95; {len(new)} each)",
+                f"{_ms(statistics.median(old))} -> {_ms(statistics.median(new))} "
+                f"(p95 {_ms(p95(old))} -> {_ms(p95(new))}): {ratio:.2f}x",
+                **_judge(judged, f"<= {SIDE_RATIO:.2f}x", ratio <= SIDE_RATIO),
+            )
+        )
     return rows
 
 
@@ -950,12 +1109,15 @@ def _no_change_rows(results: list[SizeResult]) -> list[Row]:
             )
         )
     if measured:
-        trips = [len(c) for r in measured for c in r.no_change_commands]
-        verbs = sorted({v for r in measured for c in r.no_change_commands for v in c})
+        lists = [c for r in measured for c in r.no_change_commands]
+        trips = [len(c) for c in lists]
+        over = [c for c in lists if len(c) > NO_CHANGE_ROUND_TRIPS]
+        worst = max(lists, key=len)
         rows.append(
             Row(
                 "IMAP round trips per no-change request (max)",
-                f"{max(trips)} (median {statistics.median(trips):g}: {' '.join(verbs)})",
+                f"{max(trips)} (median {statistics.median(trips):g}; {len(over)} of "
+                f"{len(lists)} over {NO_CHANGE_ROUND_TRIPS}; the most: {' '.join(worst)})",
                 f"<= {NO_CHANGE_ROUND_TRIPS}",
                 max(trips) <= NO_CHANGE_ROUND_TRIPS,
             )
@@ -993,6 +1155,7 @@ def report(results: list[SizeResult], memory: Memory | None, limit: float) -> li
     rows: list[Row] = []
     for r in results:
         rows += _sync_rows(r, r is largest, limit) + _warm_rows(r, r is largest)
+        rows += _side_rows(r, r is largest)
     rows += _no_change_rows(results)
     if memory is not None:
         rows += _memory_rows(memory, largest.size)
@@ -1068,6 +1231,10 @@ async def run(
     finally:
         for proxy in proxies.values():
             await proxy.close()
+    if args.compare_rev:
+        for n in proxies:  # the sizes whose first sync finished in this process
+            say(f"warm requests at {n:,}, {compare_rev} and this tree side by side, both serve:")
+            await measure_side_by_side(dovecot, results[n], args, workdir)
     memory = None
     if not args.skip_memory:
         n = sizes[-1]
@@ -1080,7 +1247,9 @@ compare_rev = ""  # the short commit of --compare-rev, once extracted
 
 
 def extract_package(rev: str, target: Path) -> str:
-    """The ``imapjmap`` package at git revision ``rev`` under ``target``; its short commit."""
+    """The ``imapjmap`` package at git revision ``rev`` under ``target``, and beside it (in
+    ``target``-deps) what that revision depends on and this environment lacks (aioimaplib,
+    before 09c27cd); its short commit."""
     repo = Path(__file__).resolve().parent.parent
     sha = subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "--short", rev],
@@ -1091,7 +1260,34 @@ def extract_package(rev: str, target: Path) -> str:
         ["git", "-C", str(repo), "archive", sha, "imapjmap"], capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    pyproject = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{sha}:pyproject.toml"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    needed = tomllib.loads(pyproject.decode())["project"]["dependencies"]
+    missing = [spec for spec in needed if not _installed(spec)]
+    if missing:
+        say(f"installing what {sha} needs and this environment lacks: {', '.join(missing)}")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--no-deps", "--target", f"{target}-deps", *missing],
+            check=True,
+        )  # fmt: skip
     return sha
+
+
+def _installed(spec: str) -> bool:
+    name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def compare_path(workdir: Path) -> list[str]:
+    """Where the ``--compare-rev`` package and its extra dependencies are, first on the path."""
+    return [str(workdir / "compare"), str(workdir / "compare-deps")]
 
 
 def main() -> int:
@@ -1131,12 +1327,14 @@ def main() -> int:
         return 0
     sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",")})
     say(f"read path benchmark: {describe_machine()}")
-    say(f"command: python3 bench/read_path.py --sizes {','.join(map(str, sizes))}")
+    say(f"command: python3 bench/read_path.py {' '.join(sys.argv[1:])}")
     ensure_dovecot_installed()
     workdir = Path(tempfile.mkdtemp(prefix="imapjmap-bench-"))
     global compare_rev
     if args.compare_pure:
         args.compare_rev = compare_rev = "IMAPJMAP_PURE=1"
+        from imapjmap import compiled  # not at the top: see cpu_by_part
+
         say(f"this tree: {compiled.describe()}; compared with itself as pure Python")
     elif args.compare_rev:
         compare_rev = extract_package(args.compare_rev, workdir / "compare")
