@@ -18,33 +18,22 @@ from imapjmap.store.db import Store, Tx
 from imapjmap.sync.emails import Delta
 from imapjmap.sync.engine import AccountSync
 from imapjmap.sync.gmail import Grace, LabelHook
+from tests.unit.shared_cache import Clock, two_stores
 
 NOW = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 async def stores(tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
     """Two stores on one cache, as two instances open it, with accounts A and B."""
-    path = str(tmp_path / "cache.db")
-    first = await Store.open(path, readers=1)
-    second = await Store.open(path, readers=1)
+    async with two_stores(tmp_path) as (first, second):
 
-    def accounts(tx: Tx) -> None:
-        q.ensure_account(tx, "A", "alice")
-        q.ensure_account(tx, "B", "bob")
+        def accounts(tx: Tx) -> None:
+            q.ensure_account(tx, "A", "alice")
+            q.ensure_account(tx, "B", "bob")
 
-    await first.run(accounts)
-    yield first, second
-    await first.aclose()
-    await second.aclose()
+        await first.run(accounts)
+        yield first, second
 
 
 def rows(tx: Tx) -> list[tuple[Any, ...]]:

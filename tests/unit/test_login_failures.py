@@ -27,27 +27,16 @@ from imapjmap.imap.pool import ImapPools
 from imapjmap.methods.context import Account
 from imapjmap.store import login_failures as lf
 from imapjmap.store.db import Store, Tx
+from tests.unit.shared_cache import Clock, two_stores
 
 T = TypeVar("T")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 async def stores(tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
     """Two stores on one cache, as two instances open it."""
-    path = str(tmp_path / "cache.db")
-    first = await Store.open(path, readers=1)
-    second = await Store.open(path, readers=1)
-    yield first, second
-    await first.aclose()
-    await second.aclose()
+    async with two_stores(tmp_path) as pair:
+        yield pair
 
 
 class Counting:
