@@ -73,6 +73,17 @@ def synthetic(n: int, rng: random.Random) -> FetchRecord:
     )
 
 
+def _io() -> dict[str, int]:
+    """This process's read and write system calls and their bytes so far (the cache's page
+    reads and WAL writes: the same from run to run, where CPU time varies on a shared
+    machine)."""
+    try:
+        lines = Path("/proc/self/io").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: int(v) for k, v in (line.split(": ") for line in lines)}
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=20000)
@@ -117,6 +128,7 @@ async def main() -> int:
             uncounted: set[str] = set()
             cursor = se.Cursor(1, args.size + 1, args.size, args.size)
             tenth = max(args.size // 10, per)
+            io0 = _io()
             cpu0 = mark = time.process_time()
             wall0 = time.monotonic()
             for start in range(0, len(messages), per):
@@ -135,6 +147,13 @@ async def main() -> int:
                 f" {cpu / args.size * 1e6:.0f} us a message"
                 f" (wall {time.monotonic() - wall0:.1f} s)"
             )
+            io = {k: v - io0.get(k, 0) for k, v in _io().items()}
+            print(
+                "page I/O of the writing: {:,} reads ({:.0f} MB), {:,} writes ({:.0f} MB)".format(
+                    io.get("syscr", 0), io.get("rchar", 0) / 1e6,
+                    io.get("syscw", 0), io.get("wchar", 0) / 1e6,
+                )
+            )  # fmt: skip
             counts = await store.read(
                 lambda tx: tx.one(
                     "SELECT total_emails, unread_emails, total_threads, unread_threads"
