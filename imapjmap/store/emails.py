@@ -790,18 +790,29 @@ def mailbox_counts(
     its emails there is unread."""
     out: dict[str, tuple[int, int, int, int]] = {}
     for mailbox_id in mailbox_ids:
-        row = tx.one(
-            "SELECT COUNT(DISTINCT e.id),"
-            " COUNT(DISTINCT CASE WHEN instr(e.keywords, '\"$seen\"') = 0 THEN e.id END),"
-            " COUNT(DISTINCT e.thread_id),"
-            " COUNT(DISTINCT CASE WHEN instr(e.keywords, '\"$seen\"') = 0 THEN e.thread_id END)"
-            " FROM locations l JOIN emails e ON e.account_id = l.account_id AND e.id = l.email_id"
-            " WHERE l.account_id = ? AND l.mailbox_id = ? AND l.deleted = 0"
-            " AND e.destroyed_seq IS NULL",
-            (account_id, mailbox_id),
+        row = tx.one(_MAILBOX_COUNTS, (account_id, mailbox_id))
+        # int(): PostgreSQL's SUM of a COUNT is a numeric
+        out[mailbox_id] = (
+            (int(row[0]), int(row[1]), int(row[2]), int(row[3])) if row else (0, 0, 0, 0)
         )
-        out[mailbox_id] = (row[0], row[1], row[2], row[3]) if row else (0, 0, 0, 0)
     return out
+
+
+# The visible Emails of the mailbox once each (an Email can have two copies in it), grouped
+# by thread: two temporary b-trees, where four COUNT(DISTINCT ...) took four (1.8 against
+# 1.1 s of CPU for 100,000 messages, the recount that ends a first sync).  The locations
+# drive the join (CROSS JOIN fixes SQLite's order; plain JOIN on PostgreSQL): a small
+# mailbox must not scan the account's Emails.
+_MAILBOX_COUNTS: Final = (
+    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(u), 0), COUNT(*),"
+    " COALESCE(SUM(CASE WHEN u > 0 THEN 1 ELSE 0 END), 0)"
+    " FROM (SELECT t, COUNT(*) AS n, SUM(u) AS u FROM ("
+    "SELECT DISTINCT e.id, e.thread_id AS t,"
+    " CASE WHEN instr(e.keywords, '\"$seen\"') = 0 THEN 1 ELSE 0 END AS u"
+    " FROM locations l CROSS JOIN emails e ON e.account_id = l.account_id AND e.id = l.email_id"
+    " WHERE l.account_id = ? AND l.mailbox_id = ? AND l.deleted = 0"
+    " AND e.destroyed_seq IS NULL) AS d GROUP BY t) AS g"
+)
 
 
 Counts = tuple[int, int, int, int]

@@ -677,7 +677,7 @@ def _apply_locations(tx: Tx, account_id: str, mailbox_id: str, delta: Delta) -> 
 
 
 def _deleted(flags: Sequence[str]) -> bool:
-    return any(f.lower() == "\\deleted" for f in flags)
+    return "\\deleted" in map(str.lower, flags)
 
 
 def _recompute(tx: Tx, account_id: str, email_ids: set[str], seq: _Seq, threads: set[str]) -> None:
@@ -757,6 +757,7 @@ class _NewEmails:
         again: set[str] = set()
         locations: list[em.Location] = []
         here, nowhere = em.mailbox_ids_value({mailbox_id: True}), em.mailbox_ids_value({})
+        value: int | None = None  # one transaction, one seq: taken at the first new Email
         for m in messages:
             deleted = _deleted(m.flags)
             locations.append(em.Location(mailbox_id, m.uid, m.email_id, m.modseq, m.flags, deleted))
@@ -764,7 +765,8 @@ class _NewEmails:
                 again.add(m.email_id)
                 continue
             known.add(m.email_id)
-            value = self.seq.take(em.EMAIL_TYPE, em.THREAD_TYPE)
+            if value is None:
+                value = self.seq.take(em.EMAIL_TYPE, em.THREAD_TYPE)
             thread_id = m.upstream_thread or self._local_thread(m, value)
             # the parsed row's columns as they are, but for what only the writer knows
             columns = m.columns
