@@ -6,6 +6,8 @@ Rule 1: ``task.cancel()`` followed by ``with suppress(CancelledError): await tas
         end once cancelled (an await in a ``finally`` that never returns) hangs its closer
         for good.  :func:`cancel_and_wait` waits at most ``within`` seconds, lets its
         caller's cancellation through, and logs each task that did not end in time.
+        A closer that must finish its work even when it is itself being cancelled (a
+        WebSocket handler whose client went away) does that work in a ``finally``.
 Rule 2: what a cancelled task raised other than its cancellation is logged, not raised in
         the closer: a close goes on to close the rest.
 """

@@ -192,9 +192,11 @@ class PgCoordinator:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        await cancel_and_wait(task, *self._chores)
-        self._forget_leases()
-        await self._disconnect()
+        try:
+            await cancel_and_wait(task, *self._chores)
+        finally:
+            self._forget_leases()
+            await self._disconnect()
 
     async def _open(self) -> psycopg.AsyncConnection[Any]:
         extra: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT}

@@ -205,10 +205,14 @@ class _Connection:
         stream, self._push = self._push, None
         shares, self._shares = self._shares, []
         tasks = [t for t in (task, *(t for _, t in shares)) if t is not None]
-        await cancel_and_wait(*tasks)
-        for closing in (stream, *(s for s, _ in shares)):
-            if closing is not None:
-                await closing.close()
+        try:
+            await cancel_and_wait(*tasks)
+        finally:
+            # also when this connection's own task is being cancelled (the client went
+            # away): its streams must leave the hub, or the watcher outlives every listener
+            for closing in (stream, *(s for s, _ in shares)):
+                if closing is not None:
+                    await closing.close()
 
     async def _error(self, error: RequestError, request_id: str | None = None) -> None:
         body: dict[str, Any] = {"@type": "RequestError"}

@@ -401,9 +401,11 @@ class Subscriptions:
         if delivery is None:
             return
         await self._cluster.drop(DELIVER, role_key(account_id, subscription_id))
-        if delivery.task is not asyncio.current_task():  # else it ends by itself (_run)
-            await cancel_and_wait(delivery.task)
-        await self._unlisten(delivery)  # also when the task never started
+        try:
+            if delivery.task is not asyncio.current_task():  # else it ends by itself (_run)
+                await cancel_and_wait(delivery.task)
+        finally:
+            await self._unlisten(delivery)  # also when the task never started
 
     async def _unlisten(self, delivery: _Delivery) -> None:
         listeners, delivery.listeners = delivery.listeners, {}

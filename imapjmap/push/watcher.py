@@ -86,8 +86,10 @@ class Watcher:
     async def stop(self) -> None:
         task, self._task = self._task, None
         self._detach()
-        await cancel_and_wait(task)
-        self.mode = "stopped"
+        try:
+            await cancel_and_wait(task)
+        finally:
+            self.mode = "stopped"
 
     async def _run(self) -> None:
         backoff = 1.0

@@ -96,7 +96,7 @@ Version 5 (the failed-login throttle of several instances):
 
 Version 6 (Gmail mode's grace over several instances):
 
-``gmail_grace``
+``write_grace``
     Emails of a Gmail account that an instance wrote lately (``sync.gmail`` "Grace"), so
     that every instance sharing the cache keeps a copy that vanished meanwhile.  ``ends``
     is when the grace ends (Unix seconds); rows that ended are deleted by a later write of
@@ -317,7 +317,7 @@ CREATE INDEX login_failures_expires ON login_failures (expires);
 """
 
 _V6: Final = """
-CREATE TABLE gmail_grace (
+CREATE TABLE write_grace (
     account_id  TEXT NOT NULL REFERENCES accounts(account_id) ON DELETE CASCADE,
     email_id    TEXT NOT NULL,
     ends        REAL NOT NULL,

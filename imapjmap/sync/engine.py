@@ -80,8 +80,8 @@ from imapjmap.cluster.api import Coordinator
 from imapjmap.cluster.local import Alone
 from imapjmap.errors import ImapConnectionLost, ImapUnavailable, ProxyError
 from imapjmap.store import emails as em
-from imapjmap.store import gmail_grace as shared_grace
 from imapjmap.store import queries as q
+from imapjmap.store import write_grace as shared_grace
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync import emails, records
 from imapjmap.sync import mailboxes as mbx

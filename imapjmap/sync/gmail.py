@@ -29,7 +29,7 @@ while the Email has no other copy is *held*: its location stays, and the folder 
 again once the grace ends, even if nothing moved.  A held copy is let go at once when the
 message shows up in another synced folder.  So our own writes never show as a destroy
 followed by a create.  Where other instances share the cache, a write's grace is also
-written to it (:mod:`imapjmap.store.gmail_grace`) before the write goes upstream, and a
+written to it (:mod:`imapjmap.store.write_grace`) before the write goes upstream, and a
 refresh that finds a copy gone reads it there: the copy is held by whichever instance's
 refresh comes first.
 
@@ -49,9 +49,9 @@ from typing import Final
 
 from imapjmap.imap.models import ListEntry
 from imapjmap.store import emails as em
-from imapjmap.store import gmail_grace as shared_grace
 from imapjmap.store import labels as stored
 from imapjmap.store import queries as q
+from imapjmap.store import write_grace as shared_grace
 from imapjmap.store.db import Tx
 from imapjmap.sync import records
 from imapjmap.sync.emails import Delta

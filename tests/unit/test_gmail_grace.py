@@ -1,5 +1,5 @@
 """Gmail mode's grace over the instances that share one cache (``sync.gmail`` "Grace",
-``store.gmail_grace``): two stores on one cache stand for two instances.  Runs on SQLite
+``store.write_grace``): two stores on one cache stand for two instances.  Runs on SQLite
 and, with ``--cache-backend=postgresql``, on PostgreSQL."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 from imapjmap.cluster.api import Coordinator
 from imapjmap.cluster.local import Alone
-from imapjmap.store import gmail_grace as gg
 from imapjmap.store import queries as q
+from imapjmap.store import write_grace as gg
 from imapjmap.store.db import Store, Tx
 from imapjmap.sync.emails import Delta
 from imapjmap.sync.engine import AccountSync
@@ -37,7 +37,7 @@ async def stores(tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
 
 
 def rows(tx: Tx) -> list[tuple[Any, ...]]:
-    return tx.all("SELECT account_id, email_id, ends FROM gmail_grace ORDER BY 1, 2")
+    return tx.all("SELECT account_id, email_id, ends FROM write_grace ORDER BY 1, 2")
 
 
 async def test_a_grace_written_by_one_instance_is_read_by_the_other(

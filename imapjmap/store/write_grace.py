@@ -1,4 +1,4 @@
-"""Gmail mode's grace as every instance sharing the cache sees it (schema v6 ``gmail_grace``).
+"""Gmail mode's grace as every instance sharing the cache sees it (schema v6 ``write_grace``).
 
 Rule 1: a row says that an Email of the account was written lately and until when
         (``ends``, Unix seconds) a copy of it that vanished is to be kept
@@ -29,17 +29,17 @@ def note(
 ) -> None:
     """Start or extend the grace of ``written`` until ``ends``, end that of ``destroyed``
     (their copies must go at once), and delete the account's rows that ended by ``now``."""
-    tx.execute("DELETE FROM gmail_grace WHERE account_id = ? AND ends <= ?", (account_id, now))
+    tx.execute("DELETE FROM write_grace WHERE account_id = ? AND ends <= ?", (account_id, now))
     gone = sorted(set(destroyed) - set(written))
     if gone:
         marks = ", ".join("?" for _ in gone)
         tx.execute(
-            f"DELETE FROM gmail_grace WHERE account_id = ? AND email_id IN ({marks})",
+            f"DELETE FROM write_grace WHERE account_id = ? AND email_id IN ({marks})",
             [account_id, *gone],
         )
     if written:
         tx.executemany(
-            "INSERT OR REPLACE INTO gmail_grace (account_id, email_id, ends) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO write_grace (account_id, email_id, ends) VALUES (?, ?, ?)",
             [(account_id, email_id, ends) for email_id in sorted(written)],
         )
 
@@ -47,7 +47,7 @@ def note(
 def active(tx: Tx, account_id: str, now: float) -> dict[str, float]:
     """The account's Emails still in their grace at ``now``, with its end."""
     rows = tx.all(
-        "SELECT email_id, ends FROM gmail_grace WHERE account_id = ? AND ends > ?",
+        "SELECT email_id, ends FROM write_grace WHERE account_id = ? AND ends > ?",
         (account_id, now),
     )
     return {str(email_id): float(ends) for email_id, ends in rows}
