@@ -23,7 +23,7 @@ Rule 3: the final tie-break of every order is the email id, ascending, so SQL an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Final, Literal
@@ -460,6 +460,24 @@ def email_ids_at(tx: Tx, account_id: str, mailbox_id: str, uids: Iterable[int]) 
                 (account_id, mailbox_id, *chunk),
             )
         )
+    return out
+
+
+def locations_of(
+    tx: Tx, account_id: str, email_ids: Sequence[str], mailbox_ids: Collection[str] | None
+) -> dict[str, set[int]]:
+    """mailbox id -> the UIDs of these emails there (visible locations; only the mailboxes
+    of ``mailbox_ids``, every one when None)."""
+    out: dict[str, set[int]] = {}
+    for chunk in _chunks(email_ids):
+        marks = ",".join("?" * len(chunk))
+        for mailbox_id, uid in tx.all(
+            "SELECT mailbox_id, uid FROM locations WHERE account_id = ?"
+            f" AND deleted = 0 AND email_id IN ({marks})",
+            (account_id, *chunk),
+        ):
+            if mailbox_ids is None or mailbox_id in mailbox_ids:
+                out.setdefault(mailbox_id, set()).add(int(uid))
     return out
 
 

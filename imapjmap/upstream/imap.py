@@ -39,7 +39,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 
 from imapjmap.config import SieveConfig
 from imapjmap.errors import ImapCommandFailed, ImapProtocolViolation
@@ -357,8 +365,11 @@ class ImapUpstream(ImapRefresh, ImapWatching):
         *,
         scope: Collection[str] | None = None,
         pace: Pacer = no_pause,
+        within: Mapping[str, Collection[int]] | None = None,
     ) -> UidHits:
-        return await imap_search.search(self.pool, mailboxes, terms, scope=scope, pace=pace)
+        return await imap_search.search(
+            self.pool, mailboxes, terms, scope=scope, pace=pace, within=within
+        )
 
     # SieveAccess (upstream.managesieve)
 

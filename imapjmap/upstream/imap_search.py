@@ -18,6 +18,9 @@ Rules (beside those of :mod:`imapjmap.upstream.search`):
 4. Where labels are mailboxes, the search runs in the folders that hold the messages, in
    that server's dialect (:mod:`imapjmap.upstream.gmail`), each in one command: it searches
    an index, and is never split.
+5. A search ``within`` some UIDs (search Rule 6) names them as ranges of consecutive UIDs,
+   at most ``_RANGES_PER_COMMAND`` a command: the line stays short however scattered they
+   are, and every UID asked about is in exactly one command.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Final
 
 from imapjmap.errors import ImapCommandFailed
@@ -44,6 +47,9 @@ _CHUNK_SECONDS: Final = 0.05
 _FIRST_CHUNK: Final = 256  # UIDs in the first range; a mailbox with fewer is one search
 _MIN_CHUNK: Final = 16
 _MAX_GROWTH: Final = 4  # a range at most this many times as wide as the one before
+# Rule 5: about 10 KB of command line at worst, well under any server's limit (Dovecot's 64
+# KB, Cyrus's and Gmail's lower ones)
+_RANGES_PER_COMMAND: Final = 500
 
 
 def search_command(term: SearchTerm, uids: str | None = None) -> Command:
@@ -67,6 +73,42 @@ def next_width(width: int, seconds: float) -> int:
         return width * _MAX_GROWTH
     wanted = int(width * _CHUNK_SECONDS / seconds)
     return max(_MIN_CHUNK, min(wanted, width * _MAX_GROWTH))
+
+
+def uid_sets(uids: Iterable[int], per_command: int = _RANGES_PER_COMMAND) -> list[str]:
+    """``uids`` as IMAP sequence sets of at most ``per_command`` ranges each (Rule 5)."""
+    ranges: list[str] = []
+    run: list[int] = []
+    for uid in sorted(set(uids)):
+        if run and uid == run[1] + 1:
+            run[1] = uid
+            continue
+        if run:
+            ranges.append(_range(*run))
+        run = [uid, uid]
+    if run:
+        ranges.append(_range(*run))
+    return [",".join(ranges[i : i + per_command]) for i in range(0, len(ranges), per_command)]
+
+
+def _range(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}:{high}"
+
+
+async def _search_within(
+    session: ImapSession, term: SearchTerm, uids: Collection[int], pace: Pacer
+) -> set[int]:
+    """One term among ``uids`` of the selected mailbox (Rule 5)."""
+    found: set[int] = set()
+    took: float | None = None
+    for uid_set in uid_sets(uids):
+        if took is not None:
+            await pace(took)
+        started = time.monotonic()
+        reply = await session.execute(search_command(term, uid_set), what="UID SEARCH")
+        took = time.monotonic() - started
+        found.update(uid for result in reply.searches for uid in result.ids)
+    return found
 
 
 async def _search_ranges(session: ImapSession, term: SearchTerm, pace: Pacer) -> set[int]:
@@ -100,6 +142,7 @@ async def _search_one(
     terms: Collection[SearchTerm],
     command: Callable[[SearchTerm], Command] | None,
     pace: Pacer,
+    within: Collection[int] | None = None,
 ) -> dict[SearchTerm, set[int]]:
     found: dict[SearchTerm, set[int]] = {}
     try:
@@ -110,6 +153,9 @@ async def _search_one(
                 log.info("search: %s changed UIDVALIDITY; skipped", mailbox.mailbox_id)
                 return {}
             for term in terms:
+                if command is None and within is not None:
+                    found[term] = await _search_within(session, term, within, pace)
+                    continue
                 if command is None:
                     found[term] = await _search_ranges(session, term, pace)
                     continue
@@ -130,12 +176,14 @@ async def search_uids(
     command: Callable[[SearchTerm], Command] | None = None,
     *,
     pace: Pacer = no_pause,
+    within: Mapping[str, Collection[int]] | None = None,
 ) -> UidHits:
     """Run every term in every one of ``mailboxes`` (Rules 2 and 3; search Rules 2 and 5).
 
     ``command``: a search of a whole mailbox in another dialect (Rule 4), sent as it is; by
     default :func:`search_command`, split in UID ranges in a big mailbox with ``pace``
-    awaited between two ranges.
+    awaited between two ranges, or only among the UIDs ``within`` names for the mailbox
+    (Rule 5).
     """
     if not terms:
         return {}
@@ -143,7 +191,17 @@ async def search_uids(
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(_search_one(pool, box, terms, command, pace)) for box in boxes
+                group.create_task(
+                    _search_one(
+                        pool,
+                        box,
+                        terms,
+                        command,
+                        pace,
+                        None if within is None else within.get(box.mailbox_id, ()),
+                    )
+                )
+                for box in boxes
             ]
     except ExceptionGroup as failed:
         # one mailbox's failure is the query's: raise it as itself (the group stays chained)
@@ -162,15 +220,21 @@ async def search(
     *,
     scope: Collection[str] | None = None,
     pace: Pacer = no_pause,
+    within: Mapping[str, Collection[int]] | None = None,
 ) -> UidHits:
     """:meth:`imapjmap.upstream.search.Search.search` over an account's pool: its profile
-    says whether labels are mailboxes (Rule 4)."""
+    says whether labels are mailboxes (Rule 4; such a search of an index answers for the
+    whole folder, so ``within`` is left to the caller, search Rule 6)."""
     if not terms:
         return {}
     if pool.profile.labels:
         boxes = gmail.search_boxes(mailboxes, scope)
         return await search_uids(pool, boxes, terms, gmail.search_command)
     wanted = [
-        box for box in mailboxes if (scope is None or box.mailbox_id in scope) and box.messages != 0
+        box
+        for box in mailboxes
+        if (scope is None or box.mailbox_id in scope)
+        and box.messages != 0
+        and (within is None or within.get(box.mailbox_id))
     ]
-    return await search_uids(pool, wanted, terms, pace=pace)
+    return await search_uids(pool, wanted, terms, pace=pace, within=within)

@@ -19,11 +19,15 @@ Rules (what every :class:`Search` promises):
 4. ``pace`` is awaited, with the seconds the server worked, wherever a long search can stop
    for a moment: the proxy can only share what it can stop.
 5. A search the upstream refuses is raised as itself, once, whichever mailbox it came from.
+6. ``within`` (mailbox id -> UIDs) narrows a search to the messages its caller will look at:
+   a mailbox not in it is not searched, and in one that is, only those UIDs need be.  Hits
+   outside them may still be reported (a server that searches an index answers for the
+   whole mailbox at the same cost), so the caller maps only the UIDs it asked about.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -72,8 +76,10 @@ class Search(Protocol):
         *,
         scope: Collection[str] | None = None,
         pace: Pacer = no_pause,
+        within: Mapping[str, Collection[int]] | None = None,
     ) -> UidHits:
-        """Every term in every mailbox of ``scope`` (module Rules).
+        """Every term in every mailbox of ``scope`` (module Rules), among the UIDs of
+        ``within`` when given (Rule 6).
 
         Raises:
             ImapCommandFailed: the upstream refused a search (e.g. ``[BADCHARSET]``).

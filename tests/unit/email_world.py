@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NoReturn
 
 from imapjmap.blobs import bodies
@@ -189,6 +189,7 @@ class FakeUpstream:
         self.reads: list[tuple[str, int]] = []
         self.hits: dict[tuple[str, SearchTerm], tuple[int, ...]] = {}
         self.searched: list[tuple[str, SearchTerm]] = []
+        self.searched_uids: list[tuple[str, int]] = []  # (mailbox, uid) of narrowed searches
         self.search_failure: Exception | None = None
         self.profile = choose(frozenset(), {}, ImapConfig())  # a server without extensions
 
@@ -201,17 +202,26 @@ class FakeUpstream:
         *,
         scope: Collection[str] | None = None,
         pace: Pacer = no_pause,
+        within: Mapping[str, Collection[int]] | None = None,
     ) -> UidHits:
-        """Every term in each mailbox of ``scope`` not known to be empty (search Rule 1)."""
+        """Every term in each mailbox of ``scope`` not known to be empty (search Rule 1),
+        among the UIDs of ``within`` (Rule 6), each recorded in ``searched_uids``."""
         if self.search_failure is not None:
             raise self.search_failure
         found: UidHits = {term: {} for term in terms}
         for box in mailboxes:
             if (scope is not None and box.mailbox_id not in scope) or box.messages == 0:
                 continue
+            if within is not None and not within.get(box.mailbox_id):
+                continue
             for term in terms:
                 self.searched.append((box.imap_name, term))
-                found[term][box.mailbox_id] = set(self.hits.get((box.imap_name, term), ()))
+                hits = set(self.hits.get((box.imap_name, term), ()))
+                if within is not None:
+                    asked = set(within[box.mailbox_id])
+                    self.searched_uids.extend((box.imap_name, uid) for uid in sorted(asked))
+                    hits &= asked
+                found[term][box.mailbox_id] = hits
         return found
 
     # BodyReads

@@ -716,3 +716,137 @@ async def test_a_method_error_raised_in_a_reader_process_reaches_the_caller_whol
         )
     assert err.value.type is MethodErrorType.TOO_MANY_CHANGES
     assert "exceed maxChanges 1" in err.value.to_json()["description"]
+
+
+# --- the search walk (query Rule 4) -------------------------------------------------------
+
+TEXT_MEETING = SearchTerm("TEXT", ("meeting",))
+
+
+@pytest.mark.parametrize(
+    ("size", "scanned", "found", "missing", "expected"),
+    [
+        (500, 500, 0, 50, 2000),  # nothing yet: four times as many
+        (500, 500, 25, 25, 750),  # half the page in 500: the rest and half again
+        (500, 500, 500, 50, 500),  # dense: never below the first batch
+        (2000, 2500, 1, 49, 8000),  # sparse: at most four times the one before
+        (8000, 16000, 1, 50, 10000),  # and at most the largest batch
+    ],
+)
+def test_the_next_batch_follows_the_density_found(
+    size: int, scanned: int, found: int, missing: int, expected: int
+) -> None:
+    assert email_query.next_batch(size, scanned, found, missing) == expected
+
+
+WALKABLE = {"filter": {"text": "meeting"}, "limit": 10}
+
+
+@pytest.mark.parametrize(
+    ("args", "labels", "walks"),
+    [
+        (WALKABLE, False, True),
+        ({**WALKABLE, "sort": [{"property": "size", "isAscending": True}]}, False, True),
+        ({**WALKABLE, "collapseThreads": True, "position": 20}, False, True),
+        (WALKABLE, True, False),  # labels: the search reads an index whole
+        ({**WALKABLE, "calculateTotal": True}, False, False),  # a total needs every hit
+        ({"filter": {"text": "meeting"}}, False, False),  # no limit: every result
+        ({**WALKABLE, "position": -1}, False, False),  # counted from the end
+        ({**WALKABLE, "anchor": "e1"}, False, False),
+        ({**WALKABLE, "filter": {"inMailbox": "Minbox"}}, False, False),  # no upstream term
+        ({**WALKABLE, "sort": [{"property": "subject"}]}, False, False),  # not an SQL order
+        (
+            {**WALKABLE, "filter": {"text": "meeting", "allInThreadHaveKeyword": "$seen"}},
+            False,
+            False,
+        ),
+    ],
+)
+def test_which_queries_walk_eml_qry(args: dict[str, Any], labels: bool, walks: bool) -> None:
+    from imapjmap.jmap.args import QueryArgs
+
+    parsed = QueryArgs.parse(
+        {"accountId": A, **args},
+        sort_properties=email_query.ef.SORT_PROPERTIES,
+        extra=("collapseThreads",),
+    )
+    p = email_query.plan(parsed.filter, parsed.sort, parsed.extra)
+    assert (email_query.walk_order(p, parsed, labels) is not None) is walks
+
+
+WALKED = [
+    {"filter": {"text": "meeting"}},
+    {"filter": {"body": "pay"}},
+    {"filter": {"operator": "NOT", "conditions": [{"body": "pay"}]}},
+    {"filter": {"inMailbox": "Minbox", "text": "meeting"}},
+    {"filter": {"text": "invoice"}},  # by a cached subject too
+    {"filter": {"operator": "OR", "conditions": [{"body": "pay"}, {"text": "meeting"}]}},
+    {"filter": {"body": "pay"}, "sort": [{"property": "size", "isAscending": True}]},
+    {"filter": {"text": "meeting"}, "collapseThreads": True},
+]
+
+
+@pytest.mark.parametrize("base", WALKED, ids=[str(a) for a in WALKED])
+async def test_a_search_walk_answers_what_the_whole_search_answers_eml_qry(
+    world: World, monkeypatch: pytest.MonkeyPatch, base: dict[str, Any]
+) -> None:
+    """Query Rule 4: batches of one, two, then four candidates, each searched upstream
+    among its own UIDs only; every window is the same slice of the whole result."""
+    monkeypatch.setattr(email_query, "_WALK_FIRST", 1)
+    monkeypatch.setattr(email_query, "_WALK_MOST", 4)
+    world.upstream.hits = {
+        ("INBOX", BODY_PAY): (1, 3),  # e1, e4
+        ("Archive", BODY_PAY): (1,),  # e4 again
+        ("Archive", TEXT_MEETING): (2,),  # e5
+        ("INBOX", TEXT_MEETING): (2, 4),  # e3, e6
+        ("Sent", TEXT_MEETING): (1,),  # e2
+    }
+    whole = await ids_both_ways(world, base)
+    for position, limit in [(0, 1), (0, 2), (1, 2), (0, 6), (3, 10), (7, 1)]:
+        world.upstream.searched_uids.clear()
+        got = await query(world, {**base, "position": position, "limit": limit})
+        assert got["ids"] == whole[position : position + limit], (position, limit)
+        assert world.upstream.searched_uids, "the walk searched among its batches' UIDs"
+
+
+async def test_a_search_walk_stops_when_the_page_is_full(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newest email is a hit: a page of one searches the first batch's UIDs only, not
+    the mailbox; the last page searches every candidate, once."""
+    monkeypatch.setattr(email_query, "_WALK_FIRST", 1)
+    monkeypatch.setattr(email_query, "_WALK_MOST", 1)
+    world.upstream.hits = {("INBOX", TEXT_MEETING): (2, 1)}  # e3 (the newest), e1 (oldest)
+    got = await query(world, {"filter": {"text": "meeting"}, "limit": 1})
+    assert got["ids"] == ["e3"]
+    assert world.upstream.searched_uids == [("INBOX", 2)]
+    world.upstream.searched_uids.clear()
+    got = await query(world, {"filter": {"text": "meeting"}, "limit": 2})
+    assert got["ids"] == ["e3", "e1"]
+    searched = world.upstream.searched_uids
+    assert len(searched) == len(set(searched)) == 7  # e4 is in two mailboxes
+
+
+async def test_a_change_during_the_walk_leaves_the_answer_to_the_whole_search(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Query Rule 4: the Email state moved between two batches: the walk's ids are thrown
+    away, and the answer and its queryState are the whole search's, after the change."""
+    monkeypatch.setattr(email_query, "_WALK_FIRST", 1)
+    monkeypatch.setattr(email_query, "_WALK_MOST", 1)
+    world.upstream.hits = {("INBOX", TEXT_MEETING): (1,)}  # e1, the oldest
+    real = email_query._search
+    moved: list[bool] = []
+
+    async def search(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("within") is not None and not moved:
+            moved.append(True)
+            await world.move("e3", ())  # another client expunges the newest
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(email_query, "_search", search)
+    before = await query(world, {"limit": 1})
+    got = await query(world, {"filter": {"text": "meeting"}, "limit": 1})
+    assert moved and got["ids"] == ["e1"]
+    assert got["queryState"] != before["queryState"]
+    assert got["queryState"] == (await query(world, {"limit": 1}))["queryState"]

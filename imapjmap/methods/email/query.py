@@ -11,19 +11,31 @@ transaction, so ids, total and queryState are one snapshot.  Two ways to run it:
   and the rest (IMAP search hits, thread keywords, addresses, any sort) is evaluated on
   the candidate rows.
 
+A third, for a query with ``text``, ``body`` or ``header`` conditions (what the upstream
+must search the message contents for: 48 s for 100,000 messages on Dovecot without a
+full-text index) that wants a page without a total, sorted by receivedAt or size: the
+*search walk* (:func:`walk`).  The candidates SQL narrows to are taken in the query's order
+in growing batches, each batch's UIDs searched upstream, and the walk stops when the page
+is full: a mail client's search of a big mailbox reads the newest messages, not all.
+
 Rule 1: the order is the requested sort, then the email id ascending (a total order, so
-        pages never overlap and both ways give the same list).
+        pages never overlap and all ways give the same list).
 Rule 2: queryState is the Email state: whatever changes the result list changes an Email.
 Rule 3: /queryChanges treats every email changed or destroyed since the old state as
         removed, and re-adds those present in the new list.  When membership or position
         depends on other emails of the thread (collapseThreads, thread keyword filters or
         sorts), the whole thread of every changed email counts as changed.
+Rule 4: the search walk answers what the whole search would: the same filter on the same
+        candidates, with the hits of every location each candidate has in the searched
+        mailboxes.  It is one snapshot: if the Email state moves during the walk, the
+        whole search answers instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Final
 
 from imapjmap.answers import query_results
@@ -44,12 +56,18 @@ from imapjmap.store import email_queries as eq
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 from imapjmap.store.emails import EMAIL_TYPE
-from imapjmap.upstream.api import UidHits
+from imapjmap.upstream.api import SearchMailbox, UidHits
 
 _EXTRA: Final = ("collapseThreads",)
 _FIRST_BATCH: Final = 256
 # candidates matched between two Tx.check() (the time budget, and a moment for the event loop)
 _CHECK_EVERY: Final = 8
+# the search walk's batches of candidates: the first is this many (or four pages), each
+# next one sized from the hits found so far, at most _WALK_GROWTH times the one before
+# and _WALK_MOST (a batch's rows are read with their headers)
+_WALK_FIRST: Final = 500
+_WALK_GROWTH: Final = 4
+_WALK_MOST: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +125,21 @@ def plan(
 # --- running a plan -----------------------------------------------------------------------
 
 
-async def _search(ctx: MethodContext, p: Plan) -> UidHits:
-    """The IMAP part of the query, before the transaction (it awaits the upstream).
+async def _search(
+    ctx: MethodContext,
+    p: Plan,
+    *,
+    within: Mapping[str, Collection[int]] | None = None,
+    mailboxes: Sequence[SearchMailbox] | None = None,
+) -> UidHits:
+    """The IMAP part of the query, before the transaction (it awaits the upstream);
+    ``within``: only among these UIDs (the search walk's batch).
 
     Raises:
         MethodError: unsupportedFilter when the upstream refused a search as too long.
     """
     try:
-        return await email_search.search(ctx, p.terms, p.scope)
+        return await email_search.search(ctx, p.terms, p.scope, within=within, mailboxes=mailboxes)
     except ImapCommandTooLong:
         raise MethodError(
             MethodErrorType.UNSUPPORTED_FILTER,
@@ -231,6 +256,121 @@ def _take(ids: Iterator[str], count: int) -> list[str]:
     return out
 
 
+# --- the search walk ----------------------------------------------------------------------
+
+
+def walk_order(p: Plan, args: QueryArgs, labels: bool) -> eq.Order | None:
+    """The order of a search walk for this query, or None when the whole search must run:
+    no upstream term; a total, an anchor, a negative position or no limit asked (they need
+    every result); a sort SQL does not give; thread keywords (they need whole threads);
+    or an upstream whose labels are mailboxes (its search reads an index, at the same
+    cost for a whole folder)."""
+    if not p.terms or labels or p.thread_keywords:
+        return None
+    if args.calculate_total or args.anchor is not None:
+        return None
+    if args.position < 0 or args.limit is None:
+        return None
+    return ef.sql_order(p.sort)
+
+
+def next_batch(size: int, scanned: int, found: int, missing: int) -> int:
+    """The walk's next batch: enough candidates for the ``missing`` results at the density
+    seen so far (``found`` of ``scanned``) and half as many again, bounded (module
+    constants)."""
+    wanted = size * _WALK_GROWTH if found == 0 else -(-missing * scanned * 3 // (found * 2))
+    return min(_WALK_MOST, size * _WALK_GROWTH, max(_WALK_FIRST, wanted))
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    seq: int
+    hits: list[eq.Hit]
+    located: dict[str, set[int]]
+
+
+def _read_batch(
+    tx: Tx,
+    account_id: str,
+    p: Plan,
+    order: eq.Order,
+    size: int,
+    after: eq.Hit | None,
+    searched: frozenset[str],
+) -> _Batch:
+    hits = eq.ordered(tx, account_id, p.where, order, limit=size, after=after)
+    located = eq.locations_of(tx, account_id, [h.id for h in hits], searched)
+    return _Batch(q.type_state(tx, account_id, EMAIL_TYPE), hits, located)
+
+
+def _matching(
+    tx: Tx, account_id: str, p: Plan, batch: Sequence[eq.Hit], uid_hits: UidHits
+) -> tuple[int, set[str]]:
+    """The Email seq, and which of ``batch`` match the whole filter (Rule 4)."""
+    hits = email_search.email_hits(tx, account_id, uid_hits)
+    where = _bounded_by_hits(replace(p.where, ids=tuple(h.id for h in batch)), p.filter, hits)
+    rows = eq.candidates(tx, account_id, where, with_headers=p.needs_headers)
+    evaluator = ef.Evaluator(hits)
+    matching: set[str] = set()
+    for number, row in enumerate(rows):
+        if number % _CHECK_EVERY == 0:
+            tx.check()
+        if evaluator.matches(p.filter, row):
+            matching.add(row.id)
+    return q.type_state(tx, account_id, EMAIL_TYPE), matching
+
+
+async def walk(
+    ctx: MethodContext, p: Plan, order: eq.Order, need: int
+) -> tuple[list[str], int] | None:
+    """The first ``need`` result ids in ``order`` and the Email seq they are of, found
+    batch by batch; None when the cache changed during the walk (Rule 4)."""
+    rows = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))
+    mailboxes = email_search.search_mailboxes(rows)
+    searched = frozenset(
+        box.mailbox_id
+        for box in mailboxes
+        if (p.scope is None or box.mailbox_id in p.scope) and box.messages != 0
+    )
+    account_id = ctx.account_id
+    ids: list[str] = []
+    threads: set[str] = set()
+    seq: int | None = None
+    after: eq.Hit | None = None
+    size, scanned, found = min(_WALK_MOST, max(_WALK_FIRST, need * 4)), 0, 0
+    while len(ids) < need:
+        read = partial(
+            _read_batch,
+            account_id=account_id,
+            p=p,
+            order=order,
+            size=size,
+            after=after,
+            searched=searched,
+        )
+        batch = await ctx.read(read)
+        if seq is not None and batch.seq != seq:
+            return None
+        seq = batch.seq
+        uid_hits = await _search(ctx, p, within=batch.located, mailboxes=mailboxes)
+        match = partial(_matching, account_id=account_id, p=p, batch=batch.hits, uid_hits=uid_hits)
+        now, matching = await ctx.read(match)
+        if now != seq:
+            return None
+        for hit in batch.hits:
+            if hit.id not in matching or (p.collapse and hit.thread_id in threads):
+                continue
+            threads.add(hit.thread_id)
+            ids.append(hit.id)
+        if len(batch.hits) < size:
+            break
+        scanned, found = scanned + len(batch.hits), found + len(matching)
+        after, size = batch.hits[-1], next_batch(size, scanned, found, need - len(ids))
+    if seq is None:
+        return None
+    return ids[:need], seq
+
+
 # --- Email/query --------------------------------------------------------------------------
 
 
@@ -266,6 +406,12 @@ async def email_query(ctx: MethodContext, call: Call) -> JsonObject:
     )
     p = plan(args.filter, args.sort, args.extra, ctx.query_limits)
     await ctx.refresh()
+    order = walk_order(p, args, ctx.upstream.profile.labels)
+    if order is not None and args.limit is not None:
+        walked = await walk(ctx, p, order, args.position + args.limit)
+        if walked is not None:
+            first, at = walked
+            return standard.query_response(ctx, args, first, at, can_calculate_changes=True)
     uid_hits = await _search(ctx, p)
     # a result found at the same Email state answers again (query_results Rule 1); not
     # one that IMAP searches took part in, as the upstream's search may find otherwise

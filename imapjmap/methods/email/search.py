@@ -34,10 +34,17 @@ def search_mailboxes(rows: Sequence[q.MailboxRow]) -> list[SearchMailbox]:
 
 
 async def search(
-    ctx: MethodContext, terms: Collection[SearchTerm], scope: Collection[str] | None
+    ctx: MethodContext,
+    terms: Collection[SearchTerm],
+    scope: Collection[str] | None,
+    *,
+    within: Mapping[str, Collection[int]] | None = None,
+    mailboxes: Sequence[SearchMailbox] | None = None,
 ) -> UidHits:
     """The UIDs matching each term in the mailboxes of ``scope`` (None: every mailbox),
-    paced by the store's share for this account while other accounts are active.
+    among the UIDs of ``within`` when given (upstream search Rule 6), paced by the store's
+    share for this account while other accounts are active.  ``mailboxes``: the account's,
+    as :func:`search_mailboxes` made them (read from the cache when None).
 
     Raises:
         ImapCommandFailed: the upstream refused a search (e.g. ``[BADCHARSET]``).
@@ -46,12 +53,14 @@ async def search(
     """
     if not terms:
         return {}
-    rows = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))
+    if mailboxes is None:
+        rows = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))
+        mailboxes = search_mailboxes(rows)
 
     async def pace(worked: float) -> None:
         await ctx.store.pace_upstream(ctx.account_id, worked)
 
-    return await ctx.upstream.search(search_mailboxes(rows), terms, scope=scope, pace=pace)
+    return await ctx.upstream.search(mailboxes, terms, scope=scope, pace=pace, within=within)
 
 
 def email_hits(
