@@ -20,12 +20,15 @@ per size, each with a fresh cache.  Then, side by side in one run:
    ``imapjmap serve`` process, and of its parsing workers;
 6. last, ``Email/query`` with a text filter (``inMailbox`` + ``text``), answered by the
    upstream's ``UID SEARCH``: Dovecot without a full-text index reads every message for it,
-   so a query not answered within ``--text-timeout`` is given up.
+   so a query not answered within ``--text-timeout`` is given up.  Twice, interleaved: with
+   ``calculateTotal`` (the whole search) and without (the first page, which the proxy finds
+   by searching the newest messages first); the page must be the whole search's first 50.
 
 ``--workdir DIR`` keeps the Dovecot and its mail in DIR and reuses a user already seeded
 there (seeding 1,000,000 messages writes about 17 GB), so a second run starts at the sync.
 With it the run can go in parts: ``--seed-only``; ``--newest-only`` (1. alone);
-``--sync-only`` (1. and 2., the caches kept) then ``--reuse-cache`` (3. to 6. on them;
+``--sync-only`` (1. and 2., the caches kept) then ``--reuse-cache`` (3. to 6. on them,
+or 6. alone with ``--text-only``;
 with ``--trace``, push alone in this process, with the IMAP commands the proxy sent); and
 ``--dovecot-costs``: what Dovecot itself takes for the commands of a first request and of
 a push refresh, and until a watcher hears a change, from plain clients.
@@ -99,6 +102,9 @@ class Serve:
     text: list[float] = field(default_factory=list)
     text_note: str = ""
     text_hits: int = 0
+    text_ids: list[str] = field(default_factory=list)  # the whole search's first 50
+    page: list[float] = field(default_factory=list)  # the same without calculateTotal
+    page_note: str = ""
     push: SizeRun | None = None
     cache_mb: float = 0.0
     peak_mb: float = 0.0
@@ -166,28 +172,40 @@ class Serve:
         self.sync = 0.0
         self.reused = True  # the first request and sync are not this run's
 
-    async def text_query(self, timeout: float) -> None:
+    async def text_query(self, timeout: float, *, total: bool = True) -> None:
+        """The text query, with ``calculateTotal`` (the whole search) or without (a page)."""
         args = {
             "accountId": self.jmap.account_id,
             "filter": {"inMailbox": self.jmap.inbox_id, "text": TEXT},
             "sort": [{"property": "receivedAt", "isAscending": False}],
             "limit": 50,
-            "calculateTotal": True,
+            "calculateTotal": total,
         }
         started = time.perf_counter()
+        note = ""
         try:
             async with asyncio.timeout(timeout):
                 got = await self.jmap.responses([["Email/query", args, "t"]])
         except TimeoutError:
-            self.text_note = f"no answer within {timeout:g} s"
-            return
+            note = f"no answer within {timeout:g} s"
         elapsed = time.perf_counter() - started
-        name, body, _ = got[0]
-        if name == "error":
-            self.text_note = f"{body.get('type')} after {elapsed:.1f} s"
+        if not note and got[0][0] == "error":
+            note = f"{got[0][1].get('type')} after {elapsed:.1f} s"
+        if note:
+            if total:
+                self.text_note = note
+            else:
+                self.page_note = note
             return
-        self.text.append(elapsed)
-        self.text_hits = int(body.get("total", 0))
+        body = got[0][1]
+        if total:
+            self.text.append(elapsed)
+            self.text_hits = int(body.get("total", 0))
+            self.text_ids = list(body["ids"])
+            return
+        self.page.append(elapsed)
+        if self.text_ids and body["ids"] != self.text_ids:
+            self.page_note = "its ids are not the whole search's first 50"
 
     def measure_disk_and_memory(self) -> None:
         self.cache_mb = sum(p.stat().st_size for p in self.cache.parent.glob(self.cache.name + "*"))
@@ -248,15 +266,19 @@ async def run(dovecot: DovecotServer, sizes: list[int], args: argparse.Namespace
             serves.clear()
         elif not args.newest_only and not args.sync_only:
             ready = [s for s in serves if s.sync is not None]
-            await measure_warm(ready, args)
-            await measure_push(dovecot, ready, args.samples)
-            for serve in serves:
-                serve.measure_disk_and_memory()
+            if not args.text_only:
+                await measure_warm(ready, args)
+                await measure_push(dovecot, ready, args.samples)
+                for serve in serves:
+                    serve.measure_disk_and_memory()
             # last: without a full-text index Dovecot reads every message for it
-            say(f"Email/query with text {TEXT!r}: {args.text_queries} per size, interleaved")
+            say(
+                f"Email/query with text {TEXT!r}: {args.text_queries} per size and way, interleaved"
+            )
             for _ in range(args.text_queries):
                 for serve in ready:
                     await serve.text_query(args.text_timeout)
+                    await serve.text_query(args.text_timeout, total=False)
     finally:
         for serve in serves:
             await serve.close()
@@ -542,10 +564,27 @@ def rows(serves: list[Serve]) -> list[tuple[str, list[str], str]]:
     row("open inbox, median (p95)", [_median_p95(s.open_inbox) for s in serves], "<= 50 ms")
     row("no-change Mailbox/get, median", [_median_p95(s.no_change) for s in serves])
     row(
-        f"Email/query text {TEXT!r}, median",
+        f"Email/query text {TEXT!r} with its total, median",
         [
             (f"{statistics.median(s.text):.2f} s, {s.text_hits:,} hits" if s.text else "")
             + (f"; failed: {s.text_note}" if s.text_note else "")
+            for s in serves
+        ],
+    )
+    row(
+        "the same, first 50 without a total, median (ratio)",
+        [
+            (
+                f"{statistics.median(s.page):.2f} s"
+                + (
+                    f" ({statistics.median(s.page) / statistics.median(s.text):.3f}x)"
+                    if s.text
+                    else ""
+                )
+                if s.page
+                else ""
+            )
+            + (f"; failed: {s.page_note}" if s.page_note else "")
             for s in serves
         ],
     )
@@ -622,6 +661,11 @@ def parse_args() -> argparse.Namespace:
         help="no first sync: measure on the caches a --sync-only run kept",
     )
     parser.add_argument(
+        "--text-only",
+        action="store_true",
+        help="with --reuse-cache: the text queries alone",
+    )
+    parser.add_argument(
         "--dovecot-costs",
         action="store_true",
         help="only Dovecot's own time for the commands of a first request, plain client",
@@ -637,6 +681,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--seed-only, --sync-only and --reuse-cache need --workdir")
     if args.trace and not args.reuse_cache:
         parser.error("--trace needs --reuse-cache")
+    if args.text_only and not args.reuse_cache:
+        parser.error("--text-only needs --reuse-cache")
     return args
 
 
