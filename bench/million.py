@@ -105,6 +105,7 @@ class Serve:
     text_ids: list[str] = field(default_factory=list)  # the whole search's first 50
     page: list[float] = field(default_factory=list)  # the same without calculateTotal
     page_note: str = ""
+    raw_text: list[float] = field(default_factory=list)  # a plain client's UID SEARCH TEXT
     push: SizeRun | None = None
     cache_mb: float = 0.0
     peak_mb: float = 0.0
@@ -279,6 +280,9 @@ async def run(dovecot: DovecotServer, sizes: list[int], args: argparse.Namespace
                 for serve in ready:
                     await serve.text_query(args.text_timeout)
                     await serve.text_query(args.text_timeout, total=False)
+                    serve.raw_text.append(
+                        await asyncio.to_thread(raw_text_search, dovecot, serve.size)
+                    )
     finally:
         for serve in serves:
             await serve.close()
@@ -363,6 +367,22 @@ async def trace_push(dovecot: DovecotServer, size: int, workdir: Path, samples: 
                 )
     finally:
         await proxy.close()
+
+
+def raw_text_search(dovecot: DovecotServer, size: int) -> float:
+    """Seconds of a plain client's ``UID SEARCH TEXT`` of the text query's word in INBOX,
+    already examined: what Dovecot itself takes for the proxy's whole search."""
+    client = imaplib.IMAP4(dovecot.host, dovecot.port, timeout=3600)
+    try:
+        client.login(f"u{size}", PASSWORD)
+        client.select("INBOX", readonly=True)
+        started = time.perf_counter()
+        typ, data = client.uid("SEARCH", "TEXT", TEXT)
+        if typ != "OK":
+            raise RuntimeError(f"UID SEARCH TEXT {TEXT}: {typ} {data}")
+        return time.perf_counter() - started
+    finally:
+        client.logout()
 
 
 def _timed(client: imaplib.IMAP4, what: str, *args: str) -> tuple[float, list[Any]]:
@@ -570,6 +590,10 @@ def rows(serves: list[Serve]) -> list[tuple[str, list[str], str]]:
             + (f"; failed: {s.text_note}" if s.text_note else "")
             for s in serves
         ],
+    )
+    row(
+        f"a plain client's UID SEARCH TEXT {TEXT}, median",
+        [f"{statistics.median(s.raw_text):.2f} s" if s.raw_text else "" for s in serves],
     )
     row(
         "the same, first 50 without a total, median (ratio)",
