@@ -53,11 +53,8 @@ def _expunge(oracle: imaplib.IMAP4, uid: int) -> None:
     oracle.expunge()  # this test user's own mailbox: nothing else is marked deleted
 
 
-@pytest.fixture
-def narrow_ranges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Ranges 4 UIDs wide from the first; returns the UID sets searched, in order."""
-    monkeypatch.setattr(imap_search, "_FIRST_CHUNK", 4)
-    monkeypatch.setattr(imap_search, "next_width", lambda width, seconds: 4)
+def record_uid_sets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The UID sets the proxy's ``UID SEARCH`` commands name from now on, in order."""
     searched: list[str] = []
     original = imap_search.search_command
 
@@ -68,6 +65,14 @@ def narrow_ranges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(imap_search, "search_command", search_command)
     return searched
+
+
+@pytest.fixture
+def narrow_ranges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Ranges 4 UIDs wide from the first; returns the UID sets searched, in order."""
+    monkeypatch.setattr(imap_search, "_FIRST_CHUNK", 4)
+    monkeypatch.setattr(imap_search, "next_width", lambda width, seconds: 4)
+    return record_uid_sets(monkeypatch)
 
 
 async def test_a_search_split_in_uid_ranges_finds_what_one_search_finds(

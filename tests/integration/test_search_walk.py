@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
-from imapjmap.imap.commands import Command
 from imapjmap.methods.email import query as email_query
-from imapjmap.upstream import imap_search
-from imapjmap.upstream.search import SearchTerm
 from tests.integration.conftest import Jmap
+from tests.integration.test_search_ranges import record_uid_sets
 
 WORD = "quokka"
 COUNT = 40
@@ -39,16 +37,7 @@ def searched(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Walk batches of four, then eight; returns the UID sets the proxy searched."""
     monkeypatch.setattr(email_query, "_WALK_FIRST", 4)
     monkeypatch.setattr(email_query, "_WALK_MOST", 8)
-    sets: list[str] = []
-    original = imap_search.search_command
-
-    def search_command(term: SearchTerm, uids: str | None = None) -> Command:
-        if uids is not None:
-            sets.append(uids)
-        return original(term, uids)
-
-    monkeypatch.setattr(imap_search, "search_command", search_command)
-    return sets
+    return record_uid_sets(monkeypatch)
 
 
 def _uids(sets: list[str]) -> set[int]:
