@@ -59,7 +59,15 @@ async def test_pragmas_on_a_file(tmp_path: Path) -> None:
                 )
             )
 
-        assert await s.run(pragmas) == ("wal", 1, 1, SCHEMA_VERSION, -16384, 10000, 2)
+        assert await s.run(pragmas) == (
+            "wal",
+            1,
+            1,
+            SCHEMA_VERSION,
+            -16384,
+            10000,
+            1,
+        )  # temp_store FILE
         assert await s.run(lambda tx: tx.scalar("PRAGMA application_id")) == APPLICATION_ID
     finally:
         await s.aclose()
