@@ -78,6 +78,7 @@ from devservers.dovecot import DovecotServer, ensure_dovecot_installed
 from imapjmap.http import views
 from imapjmap.upstream.imap_watch import NOTIFY_SET
 
+_BIG_MAILDIR_CONF: Final = "service imap {\n  vsz_limit = 4G\n}\n"
 TEXT: Final = "invoice"  # a subject word of about one thread in twenty (mailgen._TOPICS)
 PEAK_RSS_MB: Final = 300.0
 NEWEST_USABLE_S: Final = 1.0
@@ -718,8 +719,13 @@ def main() -> int:
     keep = args.workdir is not None
     if not keep:
         args.workdir = tempfile.mkdtemp(prefix="imapjmap-million-")
-    # no quota: the million's 17.5 GB would be over the test servers' 10 GB
-    dovecot = DovecotServer.start(Path(args.workdir) / "dovecot", quota=False)
+    # no quota: the million's 17.5 GB would be over the test servers' 10 GB; and more than
+    # Dovecot's default 1 GB of address space for an imap process: syncing the Maildir
+    # uidlist of a million messages after another client's writes ran out of it
+    # ("block_alloc(67108864): Out of memory", the session closed)
+    dovecot = DovecotServer.start(
+        Path(args.workdir) / "dovecot", quota=False, extra_conf=_BIG_MAILDIR_CONF
+    )
     try:
         for size in sizes:
             seed(dovecot, size)

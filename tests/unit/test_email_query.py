@@ -850,3 +850,67 @@ async def test_a_change_during_the_walk_leaves_the_answer_to_the_whole_search(
     assert moved and got["ids"] == ["e1"]
     assert got["queryState"] != before["queryState"]
     assert got["queryState"] == (await query(world, {"limit": 1}))["queryState"]
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"calculateTotal": True},
+        {"calculateTotal": True, "position": 1, "limit": 2},
+        {"anchor": "e5", "anchorOffset": -1, "limit": 2},
+        {"position": -2},
+        {"collapseThreads": True, "calculateTotal": True},
+    ],
+)
+async def test_a_whole_search_is_evaluated_in_batches_eml_qry(
+    world: World, monkeypatch: pytest.MonkeyPatch, window: dict[str, Any]
+) -> None:
+    """Query Rule 5: a query whose search covered every message (a total, an anchor, a
+    negative position) is evaluated one candidate a transaction; the answer, total included,
+    is the one transaction's."""
+    world.upstream.hits = {
+        ("INBOX", TEXT_MEETING): (2, 4),  # e3, e6
+        ("Archive", TEXT_MEETING): (2,),  # e5
+        ("Sent", TEXT_MEETING): (1,),  # e2
+    }
+    args = {"filter": {"text": "meeting"}, **window}
+    one = await query(world, args)  # batches of 10,000: one
+    monkeypatch.setattr(email_query, "_WALK_MOST", 1)
+    batches: list[int] = []
+    real = email_query._read_batch
+
+    def read_batch(*args: Any, **kwargs: Any) -> Any:
+        batches.append(kwargs["size"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(email_query, "_read_batch", read_batch)
+    assert await query(world, args) == one
+    assert len(batches) == len(ALL) + 1  # one each, and the empty one after the last
+    if "calculateTotal" in window:
+        assert one["total"] == (3 if window.get("collapseThreads") else 4)
+
+
+async def test_a_change_during_the_batches_leaves_the_answer_to_one_transaction(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Query Rule 5: the Email state the batches read is not the one the hits were mapped
+    at (a refresh wrote between them): the batches' ids are thrown away and one
+    transaction answers."""
+    monkeypatch.setattr(email_query, "_WALK_MOST", 1)
+    world.upstream.hits = {("INBOX", TEXT_MEETING): (1, 2)}  # e1, e3
+    real_hits_at, real_run = email_query._hits_at, email_query.run_query
+    ran: list[bool] = []
+
+    def hits_at(*args: Any, **kwargs: Any) -> Any:
+        seq, hits = real_hits_at(*args, **kwargs)
+        return seq - 1, hits  # mapped before the last change
+
+    def run_query(*args: Any, **kwargs: Any) -> Any:
+        ran.append(True)
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(email_query, "_hits_at", hits_at)
+    monkeypatch.setattr(email_query, "run_query", run_query)
+    got = await query(world, {"filter": {"text": "meeting"}, "calculateTotal": True})
+    assert ran and got["ids"] == ["e3", "e1"] and got["total"] == 2
+    assert got["queryState"] == (await query(world, {"limit": 1}))["queryState"]

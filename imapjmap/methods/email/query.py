@@ -29,6 +29,12 @@ Rule 4: the search walk answers what the whole search would: the same filter on 
         candidates, with the hits of every location each candidate has in the searched
         mailboxes.  It is one snapshot: if the Email state moves during the walk, the
         whole search answers instead.
+Rule 5: a query with such conditions whose search did cover every message (a total, an
+        anchor, a negative position or no limit asked) is also evaluated in batches, each
+        its own transaction, when its sort is one SQL gives: at a million messages the
+        candidates of a common word no longer fit one transaction's time budget (the
+        query was ``serverFail`` after its 250 s search).  A change meanwhile leaves it
+        to the one transaction.
 """
 
 from __future__ import annotations
@@ -56,9 +62,10 @@ from imapjmap.store import email_queries as eq
 from imapjmap.store import queries as q
 from imapjmap.store.db import Tx
 from imapjmap.store.emails import EMAIL_TYPE
-from imapjmap.upstream.api import SearchMailbox, UidHits
+from imapjmap.upstream.api import SearchMailbox, SearchTerm, UidHits
 
 _EXTRA: Final = ("collapseThreads",)
+EmailHits = dict[SearchTerm, set[str]]  # term -> the Emails it matched
 _FIRST_BATCH: Final = 256
 # candidates matched between two Tx.check() (the time budget, and a moment for the event loop)
 _CHECK_EVERY: Final = 8
@@ -296,18 +303,33 @@ def _read_batch(
     order: eq.Order,
     size: int,
     after: eq.Hit | None,
-    searched: frozenset[str],
+    searched: frozenset[str] | None,
 ) -> _Batch:
     hits = eq.ordered(tx, account_id, p.where, order, limit=size, after=after)
-    located = eq.locations_of(tx, account_id, [h.id for h in hits], searched)
+    located = (
+        {} if searched is None else eq.locations_of(tx, account_id, [h.id for h in hits], searched)
+    )
     return _Batch(q.type_state(tx, account_id, EMAIL_TYPE), hits, located)
 
 
-def _matching(
-    tx: Tx, account_id: str, p: Plan, batch: Sequence[eq.Hit], uid_hits: UidHits
-) -> tuple[int, set[str]]:
-    """The Email seq, and which of ``batch`` match the whole filter (Rule 4)."""
+def _hits_at(tx: Tx, account_id: str, uid_hits: UidHits) -> tuple[int, EmailHits]:
+    """The Email seq, and the search's UIDs as Emails."""
     hits = email_search.email_hits(tx, account_id, uid_hits)
+    return q.type_state(tx, account_id, EMAIL_TYPE), hits
+
+
+def _matching(
+    tx: Tx,
+    account_id: str,
+    p: Plan,
+    batch: Sequence[eq.Hit],
+    uid_hits: UidHits | None = None,
+    hits: EmailHits | None = None,
+) -> tuple[int, set[str]]:
+    """The Email seq, and which of ``batch`` match the whole filter (Rule 4), from the hits
+    of the batch's own search (``uid_hits``) or of the whole one (``hits``)."""
+    if hits is None:
+        hits = email_search.email_hits(tx, account_id, uid_hits or {})
     where = _bounded_by_hits(replace(p.where, ids=tuple(h.id for h in batch)), p.filter, hits)
     rows = eq.candidates(tx, account_id, where, with_headers=p.needs_headers)
     evaluator = ef.Evaluator(hits)
@@ -321,24 +343,35 @@ def _matching(
 
 
 async def walk(
-    ctx: MethodContext, p: Plan, order: eq.Order, need: int
+    ctx: MethodContext,
+    p: Plan,
+    order: eq.Order,
+    need: int | None,
+    *,
+    whole: tuple[int, EmailHits] | None = None,
 ) -> tuple[list[str], int] | None:
-    """The first ``need`` result ids in ``order`` and the Email seq they are of, found
-    batch by batch; None when the cache changed during the walk (Rule 4)."""
-    rows = await ctx.read(lambda tx: q.live_mailboxes(tx, ctx.account_id))
-    mailboxes = email_search.search_mailboxes(rows)
-    searched = frozenset(
-        box.mailbox_id
-        for box in mailboxes
-        if (p.scope is None or box.mailbox_id in p.scope) and box.messages != 0
-    )
+    """The first ``need`` result ids in ``order`` (None: all of them) and the Email seq
+    they are of, found batch by batch; None when the cache changed during the walk (Rule
+    4).  ``whole``: the Email seq and hits of a search of every message already made (Rule
+    5): the batches are only evaluated; else each is searched upstream among its UIDs."""
     account_id = ctx.account_id
+    mailboxes: list[SearchMailbox] = []
+    searched: frozenset[str] | None = None
+    if whole is None:
+        rows = await ctx.read(lambda tx: q.live_mailboxes(tx, account_id))
+        mailboxes = email_search.search_mailboxes(rows)
+        searched = frozenset(
+            box.mailbox_id
+            for box in mailboxes
+            if (p.scope is None or box.mailbox_id in p.scope) and box.messages != 0
+        )
     ids: list[str] = []
     threads: set[str] = set()
-    seq: int | None = None
+    seq = None if whole is None else whole[0]
     after: eq.Hit | None = None
-    size, scanned, found = min(_WALK_MOST, max(_WALK_FIRST, need * 4)), 0, 0
-    while len(ids) < need:
+    size = _WALK_MOST if need is None else min(_WALK_MOST, max(_WALK_FIRST, need * 4))
+    scanned = found = 0
+    while need is None or len(ids) < need:
         read = partial(
             _read_batch,
             account_id=account_id,
@@ -352,8 +385,13 @@ async def walk(
         if seq is not None and batch.seq != seq:
             return None
         seq = batch.seq
-        uid_hits = await _search(ctx, p, within=batch.located, mailboxes=mailboxes)
-        match = partial(_matching, account_id=account_id, p=p, batch=batch.hits, uid_hits=uid_hits)
+        if whole is None:
+            uid_hits = await _search(ctx, p, within=batch.located, mailboxes=mailboxes)
+            match = partial(
+                _matching, account_id=account_id, p=p, batch=batch.hits, uid_hits=uid_hits
+            )
+        else:
+            match = partial(_matching, account_id=account_id, p=p, batch=batch.hits, hits=whole[1])
         now, matching = await ctx.read(match)
         if now != seq:
             return None
@@ -364,11 +402,26 @@ async def walk(
             ids.append(hit.id)
         if len(batch.hits) < size:
             break
-        scanned, found = scanned + len(batch.hits), found + len(matching)
-        after, size = batch.hits[-1], next_batch(size, scanned, found, need - len(ids))
+        after = batch.hits[-1]
+        if need is not None:
+            scanned, found = scanned + len(batch.hits), found + len(matching)
+            size = next_batch(size, scanned, found, need - len(ids))
     if seq is None:
         return None
-    return ids[:need], seq
+    return (ids if need is None else ids[:need]), seq
+
+
+async def walk_whole(
+    ctx: MethodContext, p: Plan, uid_hits: UidHits
+) -> tuple[list[str], int] | None:
+    """Every result of a query whose upstream search covered every message, evaluated in
+    batches (Rule 5), and the Email seq; None when that cannot be (a sort SQL does not
+    give, thread keywords) or the cache changed meanwhile."""
+    order = ef.sql_order(p.sort)
+    if order is None or p.thread_keywords:
+        return None
+    whole = await ctx.read(partial(_hits_at, account_id=ctx.account_id, uid_hits=uid_hits))
+    return await walk(ctx, p, order, None, whole=whole)
 
 
 # --- Email/query --------------------------------------------------------------------------
@@ -413,6 +466,14 @@ async def email_query(ctx: MethodContext, call: Call) -> JsonObject:
             first, at = walked
             return standard.query_response(ctx, args, first, at, can_calculate_changes=True)
     uid_hits = await _search(ctx, p)
+    if p.terms:
+        batched = await walk_whole(ctx, p, uid_hits)
+        if batched is not None:
+            all_ids, at = batched
+            response = standard.query_response(ctx, args, all_ids, at, can_calculate_changes=True)
+            if args.calculate_total:
+                response["total"] = len(all_ids)
+            return response
     # a result found at the same Email state answers again (query_results Rule 1); not
     # one that IMAP searches took part in, as the upstream's search may find otherwise
     kept = ctx.services.query_results if not p.terms else None
@@ -571,7 +632,7 @@ def _bounded_by_hits(
     for term in ef.required_search_terms(filter_):
         bound = hits.get(term, set())
         if where.ids is not None:
-            bound &= set(where.ids)
+            bound = bound & set(where.ids)  # a new set: ``hits`` serves every batch (Rule 5)
         where = replace(where, ids=tuple(sorted(bound)))
     for term, needle in ef.text_narrowing(filter_):
         narrowed = (tuple(sorted(hits.get(term, set()))), needle)
