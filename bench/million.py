@@ -28,7 +28,7 @@ per size, each with a fresh cache.  Then, side by side in one run:
 there (seeding 1,000,000 messages writes about 17 GB), so a second run starts at the sync.
 With it the run can go in parts: ``--seed-only``; ``--newest-only`` (1. alone);
 ``--sync-only`` (1. and 2., the caches kept) then ``--reuse-cache`` (3. to 6. on them,
-or 6. alone with ``--text-only``;
+or 6. alone with ``--text-only``, or without 6. with ``--no-text``;
 with ``--trace``, push alone in this process, with the IMAP commands the proxy sent); and
 ``--dovecot-costs``: what Dovecot itself takes for the commands of a first request and of
 a push refresh, and until a watcher hears a change, from plain clients.
@@ -273,6 +273,8 @@ async def run(dovecot: DovecotServer, sizes: list[int], args: argparse.Namespace
                 await measure_push(dovecot, ready, args.samples)
                 for serve in serves:
                     serve.measure_disk_and_memory()
+            if args.no_text:
+                return serves
             # last: without a full-text index Dovecot reads every message for it
             say(
                 f"Email/query with text {TEXT!r}: {args.text_queries} per size and way, interleaved"
@@ -684,6 +686,9 @@ def parse_args() -> argparse.Namespace:
         "--reuse-cache",
         action="store_true",
         help="no first sync: measure on the caches a --sync-only run kept",
+    )
+    parser.add_argument(
+        "--no-text", action="store_true", help="no text queries (they take minutes)"
     )
     parser.add_argument(
         "--text-only",
