@@ -26,9 +26,10 @@ Rules
 4. The password (or token) is used for AUTH and nothing else: never logged, never in an
    exception.
 5. :func:`ehlo_extensions` (the session's ``submissionExtensions``) probes the server once
-   per process (a failed probe is retried after a minute) and is refreshed by every
-   submission; transport-only keywords (AUTH, STARTTLS, PIPELINING, CHUNKING, ...) are
-   hidden, as RFC 8621 §1.3.2 recommends.
+   per process (a failed probe is retried after a minute; calls that come while a probe is
+   out share it, so twenty clients fetching the session at once make one connection and
+   one warning) and is refreshed by every submission; transport-only keywords (AUTH,
+   STARTTLS, PIPELINING, CHUNKING, ...) are hidden, as RFC 8621 §1.3.2 recommends.
 6. A :class:`~imapjmap.credentials.BearerToken` in place of the password (a user who logged
    in with ``Authorization: Bearer``) logs in with ``AUTH XOAUTH2`` (Google's "OAuth 2.0
    Mechanism"), never with a password mechanism: the initial response carries the user and
@@ -39,6 +40,7 @@ Rules
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -589,8 +591,11 @@ async def _rcpt(
 
 # --- the session capability ----------------------------------------------------------------
 
-# (host, port, security) -> (monotonic time it was learnt, keywords or None for a failure)
-_EHLO: dict[tuple[str, int, str], tuple[float, dict[str, list[str]] | None]] = {}
+_Server = tuple[str, int, str]  # (host, port, security)
+_Keywords = dict[str, list[str]]
+# the server -> (monotonic time it was learnt, keywords or None for a failure)
+_EHLO: dict[_Server, tuple[float, _Keywords | None]] = {}
+_PROBES: dict[_Server, asyncio.Task[_Keywords | None]] = {}  # the probe out, if any
 
 
 def _remember(cfg: SmtpConfig, offered: dict[str, list[str]] | None) -> None:
@@ -601,21 +606,33 @@ def forget_extensions() -> None:
     """Forget every server's EHLO keywords, for a process that starts serving anew (another
     server may now listen where a previous one did)."""
     _EHLO.clear()
+    _PROBES.clear()
 
 
 async def ehlo_extensions(cfg: SmtpConfig) -> dict[str, list[str]]:
     """The EHLO keywords (visible ones) of the configured server; ``{}`` when unreachable.
 
-    Learnt once per process (Rule 5): later calls cost nothing; after a failed probe the
-    next call more than a minute later probes again.
+    Learnt once per process (Rule 5): later calls cost nothing, and calls during the probe
+    await it; after a failed probe the next call more than a minute later probes again.
     """
-    known = _EHLO.get((cfg.host, cfg.port, cfg.security))
+    server = (cfg.host, cfg.port, cfg.security)
+    known = _EHLO.get(server)
     if known is not None:
         at, offered = known
         if offered is not None:
             return {k: list(v) for k, v in offered.items()}
         if time.monotonic() - at < _RETRY_PROBE_AFTER:
             return {}
+    loop = asyncio.get_running_loop()
+    probe = _PROBES.get(server)
+    if probe is None or probe.done() or probe.get_loop() is not loop:
+        probe = _PROBES[server] = loop.create_task(_probe(cfg))
+    # shielded: a caller that goes away (its client disconnected) leaves the probe to the rest
+    offered = await asyncio.shield(probe)
+    return {} if offered is None else {k: list(v) for k, v in offered.items()}
+
+
+async def _probe(cfg: SmtpConfig) -> _Keywords | None:
     client = _client(cfg, min(cfg.timeout, _PROBE_TIMEOUT))
     try:
         offered = await _open(client, cfg)
@@ -623,7 +640,7 @@ async def ehlo_extensions(cfg: SmtpConfig) -> dict[str, list[str]]:
     except SmtpUnavailable as exc:
         log.warning("smtp: cannot learn the server's extensions: %s", exc)
         _remember(cfg, None)
-        return {}
+        return None
     finally:
         client.close()
-    return {k: list(v) for k, v in offered.items()}
+    return offered
