@@ -351,6 +351,33 @@ async def measure_push(dovecot: DovecotServer, ready: list[Serve], samples: int)
             say(f"  not measured: {exc!r}")
 
 
+async def trace_newest(dovecot: DovecotServer, size: int, workdir: Path) -> None:
+    """The first request on a fresh cache, in this process, with the IMAP commands the
+    proxy sent and when; the fill behind it is stopped once the newest 50 are served."""
+    cache = workdir / f"trace-{size}.sqlite3"
+    for path in (cache, cache.with_name(cache.name + "-wal"), cache.with_name(cache.name + "-shm")):
+        path.unlink(missing_ok=True)
+    say(f"the first request at {size:,} with the proxy's IMAP commands, on a fresh cache")
+    trace = Trace(on=True)
+    trace.install()
+    proxy = await InProcessProxy.start(dovecot, f"u{size}", cache)
+    try:
+        started = time.perf_counter()
+        await proxy.jmap.session()
+        await proxy.jmap.find_inbox()
+        steps = [("session and Mailbox/get", time.perf_counter() - started)]
+        got = await proxy.jmap.request(open_inbox_calls(proxy.jmap.account_id, proxy.jmap.inbox_id))
+        steps.append(("open inbox", time.perf_counter() - started))
+        if len(got[1][1]["list"]) != 50:
+            raise RuntimeError(f"open inbox at {size:,}: {len(got[1][1]['list'])} Emails")
+        trace.show(started)
+        for name, at in steps:
+            say(f"  {name} done after {at:.2f} s")
+    finally:
+        await proxy.close()
+        cache.unlink(missing_ok=True)
+
+
 async def trace_push(dovecot: DovecotServer, size: int, workdir: Path, samples: int) -> None:
     """Push samples on the kept cache in this process, each with the IMAP commands the
     proxy sent and when (``push_latency.Trace``)."""
@@ -734,17 +761,35 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--trace",
         action="store_true",
-        help="with --reuse-cache: push alone, in this process, with the proxy's IMAP commands",
+        help=(
+            "with --reuse-cache: push alone, in this process, with the proxy's IMAP commands;"
+            " with --newest-only: the first request so"
+        ),
     )
     args = parser.parse_args()
     kept = args.seed_only or args.sync_only or args.reuse_cache
     if kept and args.workdir is None:
         parser.error("--seed-only, --sync-only and --reuse-cache need --workdir")
-    if args.trace and not args.reuse_cache:
-        parser.error("--trace needs --reuse-cache")
+    if args.trace and not (args.reuse_cache or args.newest_only):
+        parser.error("--trace needs --reuse-cache or --newest-only")
     if args.text_only and not args.reuse_cache:
         parser.error("--text-only needs --reuse-cache")
     return args
+
+
+def measured_alone(dovecot: DovecotServer, sizes: list[int], args: argparse.Namespace) -> bool:
+    """The parts that run without a proxy of their own: ``--dovecot-costs``, and the
+    traced first request (``--newest-only --trace``); whether one ran."""
+    if args.dovecot_costs:
+        for size in sizes:
+            dovecot_costs(dovecot, size)
+            dovecot_push(dovecot, size, args.samples)
+        return True
+    if args.trace and args.newest_only:
+        for size in sizes:
+            asyncio.run(trace_newest(dovecot, size, Path(args.workdir)))
+        return True
+    return False
 
 
 def main() -> int:
@@ -769,10 +814,7 @@ def main() -> int:
             seed(dovecot, size)
         if args.seed_only:
             return 0
-        if args.dovecot_costs:
-            for size in sizes:
-                dovecot_costs(dovecot, size)
-                dovecot_push(dovecot, size, args.samples)
+        if measured_alone(dovecot, sizes, args):
             return 0
         serves = asyncio.run(run(dovecot, sizes, args))
     finally:
