@@ -1,4 +1,4 @@
-"""A TCP relay in front of an IMAP server that can hold back what the server sends."""
+"""A TCP relay in front of a server (IMAP, SMTP) that can hold back what the server sends."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 
 class Relay:
-    """A TCP relay in front of Dovecot that can hold back what the server sends.
+    """A TCP relay in front of a server that can hold back what the server sends.
 
     ``stall()`` keeps server bytes from reaching the client (a server or network that hangs
     mid-reply); ``resume()`` lets them through again.
