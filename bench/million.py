@@ -355,8 +355,7 @@ async def trace_newest(dovecot: DovecotServer, size: int, workdir: Path) -> None
     """The first request on a fresh cache, in this process, with the IMAP commands the
     proxy sent and when; the fill behind it is stopped once the newest 50 are served."""
     cache = workdir / f"trace-{size}.sqlite3"
-    for path in (cache, cache.with_name(cache.name + "-wal"), cache.with_name(cache.name + "-shm")):
-        path.unlink(missing_ok=True)
+    _remove_cache(cache)
     say(f"the first request at {size:,} with the proxy's IMAP commands, on a fresh cache")
     trace = Trace(on=True)
     trace.install()
@@ -375,7 +374,12 @@ async def trace_newest(dovecot: DovecotServer, size: int, workdir: Path) -> None
             say(f"  {name} done after {at:.2f} s")
     finally:
         await proxy.close()
-        cache.unlink(missing_ok=True)
+        _remove_cache(cache)
+
+
+def _remove_cache(cache: Path) -> None:
+    for old in cache.parent.glob(cache.name + "*"):  # with its -wal and -shm
+        old.unlink(missing_ok=True)
 
 
 async def trace_push(dovecot: DovecotServer, size: int, workdir: Path, samples: int) -> None:

@@ -598,7 +598,7 @@ _EHLO: dict[_Server, tuple[float, _Keywords | None]] = {}
 _PROBES: dict[_Server, asyncio.Task[_Keywords | None]] = {}  # the probe out, if any
 
 
-def _remember(cfg: SmtpConfig, offered: dict[str, list[str]] | None) -> None:
+def _remember(cfg: SmtpConfig, offered: _Keywords | None) -> None:
     _EHLO[(cfg.host, cfg.port, cfg.security)] = (time.monotonic(), offered)
 
 
